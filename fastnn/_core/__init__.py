@@ -1,0 +1,122 @@
+"""fastnn's compiled core: the only place that loops over elements.
+
+Every kernel below exists for float32 and float64, takes C-contiguous arrays of one dtype, and
+writes into outputs the caller allocated, so a layer reuses its buffers from step to step. The
+functions exported here are thin Python wrappers that validate ranks, shapes, dtypes and
+contiguity (raising ``TypeError``/``ValueError`` that name the kernel and the shapes) before any
+compiled code runs. ``fastnn._core.reference`` holds a plain NumPy version of each, with the same
+signature: the test oracle.
+
+Conventions: images NCHW; ``stride``/``padding``/``kernel_size`` are ``(h, w)`` pairs (an int is
+accepted); "dX :=" overwrites, "dW +=" accumulates (parameter gradients accumulate across
+backward calls, as in PyTorch); an optional gradient output given as ``None`` is skipped.
+
+GEMM and dense layers (Cython + BLAS, ``_blas.pyx``)
+    gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0)
+        out := alpha * op(a) @ op(b) + beta * out, all 2-D
+    dense_forward(x, weight, bias, out, activation="none", negative_slope=0.01)
+        out := act(x @ weight.T + bias); x (M, K), weight (N, K), bias (N,) or None, out (M, N);
+        activation in ACTIVATIONS; the bias and activation are fused into the GEMM epilogue
+    dense_backward(x, weight, dy, dx, dweight, dbias)
+        dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0)
+
+Convolution (Cython, ``_conv.pyx``)
+    im2col(x, kernel_size, stride, padding, out)
+        x (N, C, H, W) -> out (N, C*KH*KW, OH*OW); rows ordered (c, kh, kw); zero padding
+    col2im(col, kernel_size, stride, padding, out)
+        the adjoint of im2col: out (N, C, H, W) := sum of the columns back onto the image
+    conv2d_forward(x, weight, bias, out, stride, padding)
+        x (N, C, H, W), weight (O, C, KH, KW), bias (O,) or None, out (N, O, OH, OW),
+        OH = (H + 2*ph - KH) // sh + 1 (cross-correlation, as torch.nn.functional.conv2d)
+    conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding)
+        dx := grad wrt x; dweight += grad wrt weight; dbias += dy.sum((0, 2, 3))
+    conv_transpose2d_forward(x, weight, bias, out, stride, padding)
+        x (N, Cin, H, W), weight (Cin, Cout, KH, KW), out (N, Cout, OH, OW) with
+        OH = (H - 1)*sh - 2*ph + KH + oph; the output padding oph (0 <= oph < max(sh, 1)) is
+        implied by out.shape (as torch.nn.functional.conv_transpose2d)
+    conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding)
+
+Pooling and upsampling (numba, ``pool.py``)
+    maxpool2d_forward(x, kernel_size, stride, padding, out, argmax)
+        padding counts as -inf; argmax int64, shape of out: flat index h*W + w into x's plane
+        (first maximum wins on ties, as PyTorch)
+    maxpool2d_backward(dy, argmax, dx)                    dx := scatter-add of dy at argmax
+    avgpool2d_forward(x, kernel_size, stride, padding, out)   count_include_pad=True (PyTorch)
+    avgpool2d_backward(dy, kernel_size, stride, padding, dx)
+    upsample_nearest2d_forward(x, scale, out)             out (N, C, H*s, W*s), s an int >= 1
+    upsample_nearest2d_backward(dy, scale, dx)
+
+Batch normalisation (numba, ``norm.py``); x is (N, C, L): a (N, C) input is viewed as (N, C, 1)
+    batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
+                            out, save_mean, save_invstd)
+        statistics over (N, L) in one sweep; out := (x - mean) * invstd * weight + bias;
+        running_mean := (1-m)*running_mean + m*mean; running_var := (1-m)*running_var
+        + m*var*n/(n-1) (unbiased, n = N*L); save_invstd := 1/sqrt(var_biased + eps)
+    batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out)
+    batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True)
+        batch_stats=True: the training-mode gradient through the batch statistics;
+        batch_stats=False: mean/invstd are constants (inference mode)
+
+Activations (numba, ``activation.py``); elementwise ones take any shape
+    relu_forward(x, out)                      relu_backward(x, dy, dx)       (0 where x <= 0)
+    leaky_relu_forward(x, negative_slope, out) leaky_relu_backward(x, dy, negative_slope, dx)
+    sigmoid_forward(x, out)  (stable both signs)  sigmoid_backward(y, dy, dx)  dx := dy*y*(1-y)
+    tanh_forward(x, out)                      tanh_backward(y, dy, dx)       dx := dy*(1-y*y)
+    softmax_forward(x, out)                   softmax_backward(y, dy, dx)    x (M, C), last axis
+    log_softmax_forward(x, out)               x (M, C)
+
+Losses (numba, ``loss.py``), mean over the M rows
+    softmax_cross_entropy_forward(logits, target, probs) -> float
+        logits (M, C), target int64 (M,) in [0, C), probs (M, C) := softmax(logits)
+    softmax_cross_entropy_backward(probs, target, scale, dlogits)
+        dlogits := scale * (probs - onehot(target)) / M
+    soft_cross_entropy_forward(logits, target_probs, probs) -> float
+    soft_cross_entropy_backward(probs, target_probs, scale, dlogits)
+        dlogits := scale * (probs * target_probs.sum(1) - target_probs) / M
+
+Optimizer updates (numba, ``optim.py``), one pass over each parameter, PyTorch's rules;
+param/grad/state arrays share one shape; scalars are Python floats/ints
+    sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step)
+    adagrad_update(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step)
+    rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay)
+    adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled)
+        decoupled=False: Adam (L2 added to the gradient); True: AdamW (param *= 1 - lr*wd)
+
+Importing ``fastnn._core`` loads nothing heavy: each family's module (and numba) is imported on
+first use of one of its kernels.
+"""
+import importlib
+
+ACTIVATIONS = ("none", "relu", "leaky_relu", "sigmoid", "tanh")
+
+_FAMILIES = {
+    "_blas": ("gemm", "dense_forward", "dense_backward"),
+    "_conv": ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
+                  "conv_transpose2d_forward", "conv_transpose2d_backward"),
+    "pool": ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+             "avgpool2d_backward", "upsample_nearest2d_forward", "upsample_nearest2d_backward"),
+    "norm": ("batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward"),
+    "activation": ("relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+                   "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+                   "softmax_forward", "softmax_backward", "log_softmax_forward"),
+    "loss": ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+             "soft_cross_entropy_forward", "soft_cross_entropy_backward"),
+    "optim": ("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),
+}
+_KERNEL_MODULE = {name: family for family, names in _FAMILIES.items() for name in names}
+
+__all__ = sorted(_KERNEL_MODULE) + ["ACTIVATIONS"]
+
+
+def __getattr__(name):
+    family = _KERNEL_MODULE.get(name)
+    if family is None:
+        raise AttributeError(f"module 'fastnn._core' has no attribute {name!r}")
+    module = importlib.import_module(f".{family}", __name__)
+    value = getattr(module, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,88 @@
+"""Validation in front of every compiled entry point.
+
+Compiled code runs with bounds checks off, so nothing malformed may reach it: every public kernel
+wrapper calls these first. Errors name the kernel (or layer) and the shapes involved.
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _shape(a):
+    return tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
+
+
+def check_float(where, name, a, ndim=None, dtype=None):
+    """``a`` is a C-contiguous float32/float64 ndarray (of rank ``ndim``, of ``dtype``)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{where}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where}: {name} must be float32 or float64, got {a.dtype} with shape {a.shape}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{where}: {name} has dtype {a.dtype} with shape {a.shape}, expected {np.dtype(dtype)}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{where}: {name} must have {ndim} dimensions, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{where}: {name} with shape {a.shape} must be C-contiguous")
+    return a
+
+
+def check_index(where, name, a, shape=None, dtype=np.int64):
+    """``a`` is a C-contiguous integer ndarray of exactly ``dtype`` (and ``shape``)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{where}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.dtype(dtype):
+        raise TypeError(f"{where}: {name} must be {np.dtype(dtype)}, got {a.dtype} with shape {a.shape}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{where}: {name} must have shape {tuple(shape)}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{where}: {name} with shape {a.shape} must be C-contiguous")
+    return a
+
+
+def check_like(where, name, a, shape, dtype, context=""):
+    """``a`` is a C-contiguous, writable array of exactly ``shape`` and ``dtype``."""
+    check_float(where, name, a, dtype=dtype)
+    if tuple(a.shape) != tuple(shape):
+        extra = f" ({context})" if context else ""
+        raise ValueError(f"{where}: {name} must have shape {tuple(shape)}{extra}, got {a.shape}")
+    return a
+
+
+def check_writable(where, name, a):
+    if not a.flags.writeable:
+        raise ValueError(f"{where}: output {name} with shape {a.shape} is read-only")
+    return a
+
+
+def check_out(where, name, a, shape, dtype, context=""):
+    """An output buffer: right shape and dtype, C-contiguous and writable."""
+    check_like(where, name, a, shape, dtype, context)
+    return check_writable(where, name, a)
+
+
+def check_optional_out(where, name, a, shape, dtype, context=""):
+    if a is None:
+        return None
+    return check_out(where, name, a, shape, dtype, context)
+
+
+def check_pair(where, name, v, minimum):
+    """An int or a pair of ints, each >= minimum; returns a tuple of two Python ints."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        v = (int(v), int(v))
+    try:
+        a, b = v
+        a, b = int(a), int(b)
+        if a != v[0] or b != v[1]:
+            raise TypeError
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {v!r}") from None
+    if a < minimum or b < minimum:
+        raise ValueError(f"{where}: {name} must be >= {minimum}, got {(a, b)}")
+    return a, b
+
+
+def conv_out_size(size, kernel, stride, padding):
+    """Output length of a sliding window (floor mode, as PyTorch)."""
+    return (size + 2 * padding - kernel) // stride + 1

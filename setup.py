@@ -1,0 +1,46 @@
+"""Build the compiled core: every fastnn/_core/*.pyx becomes one extension module.
+
+Environment switches (read at build time):
+  FASTNN_BOUNDSCHECK=1   compile with Cython bounds/wraparound checks on (the test build of issue 8)
+  FASTNN_NO_NATIVE=1     do not pass -march=native (for wheels meant for other machines)
+"""
+import glob
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug_checks = os.environ.get("FASTNN_BOUNDSCHECK") == "1"
+
+compile_args = ["-O3", "-fopenmp", "-ffp-contract=fast"]
+if os.environ.get("FASTNN_NO_NATIVE") != "1" and sys.platform.startswith("linux"):
+    compile_args.append("-march=native")
+link_args = ["-fopenmp"]
+
+extensions = [
+    Extension(
+        "fastnn._core." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    for path in sorted(glob.glob(os.path.join("fastnn", "_core", "*.pyx")))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": debug_checks,
+            "wraparound": debug_checks,
+            "initializedcheck": debug_checks,
+            "cdivision": True,
+            "nonecheck": False,
+        },
+    ),
+)
