@@ -1,0 +1,198 @@
+"""The layer interface every fastnn layer (and a user's own) implements.
+
+A layer owns its parameters (``Parameter``: ``name``, ``data``, ``grad``) and buffers, validates
+its input, and calls kernels from ``fastnn._core``; it has no element loops of its own.
+
+    forward(x, training=True) -> y        caches what backward needs
+    backward(dy) -> dx                    accumulates parameter gradients into ``p.grad``
+    parameters(), named_parameters(), zero_grad(), state_dict(), load_state_dict(d)
+    config() -> dict                      constructor arguments, so save/load can rebuild it
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from .._core._checks import FLOAT_DTYPES
+
+
+class Parameter:
+    """A learnable array and its gradient (same shape and dtype)."""
+
+    __slots__ = ("name", "data", "grad")
+
+    def __init__(self, name, data):
+        self.name = name
+        self.data = np.ascontiguousarray(data)
+        self.grad = np.zeros_like(self.data)
+
+    def zero_grad(self):
+        self.grad.fill(0)
+
+    def __repr__(self):
+        return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Layer:
+    """Base class: parameter and buffer bookkeeping, state dicts, dtype handling, errors."""
+
+    def __init__(self):
+        self._params = OrderedDict()   # local name -> Parameter
+        self._buffers = OrderedDict()  # local name -> ndarray (running statistics, ...)
+        self._dtype = np.dtype(np.float32)
+
+    # --- the interface a subclass fills in ---------------------------------------------------
+    def forward(self, x, training=True):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, dy):
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def config(self):
+        """Constructor keyword arguments that rebuild this layer (weights excluded)."""
+        return {}
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+    def children(self):
+        """(name, layer) pairs of sub-layers; their state is prefixed ``name.``."""
+        return []
+
+    # --- parameters and buffers ----------------------------------------------------------------
+    def add_parameter(self, name, data):
+        p = Parameter(name, np.asarray(data, dtype=self._dtype))
+        self._params[name] = p
+        return p
+
+    def add_buffer(self, name, data):
+        self._buffers[name] = np.ascontiguousarray(data, dtype=self._dtype)
+        return self._buffers[name]
+
+    def named_parameters(self, prefix=""):
+        out = [(prefix + name, p) for name, p in self._params.items()]
+        for child_name, child in self.children():
+            out.extend(child.named_parameters(f"{prefix}{child_name}."))
+        return out
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    # --- dtype -----------------------------------------------------------------------------------
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def astype(self, dtype):
+        """Cast parameters and buffers to float32 or float64 in place; returns self."""
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{self.describe()}: dtype must be float32 or float64, got {dtype}")
+        self._dtype = dtype
+        for p in self._params.values():
+            p.data = np.ascontiguousarray(p.data, dtype=dtype)
+            p.grad = np.zeros_like(p.data)
+        for name, b in self._buffers.items():
+            self._buffers[name] = np.ascontiguousarray(b, dtype=dtype)
+        for _, child in self.children():
+            child.astype(dtype)
+        self._on_dtype_change()
+        return self
+
+    def _on_dtype_change(self):
+        """Hook: drop cached buffers that hold the old dtype."""
+
+    # --- state dicts (PyTorch names and order: own params, own buffers, then children) ----------
+    def state_dict(self, prefix=""):
+        sd = OrderedDict()
+        for name, p in self._params.items():
+            sd[prefix + name] = p.data.copy()
+        for name, b in self._buffers.items():
+            sd[prefix + name] = b.copy()
+        for child_name, child in self.children():
+            sd.update(child.state_dict(f"{prefix}{child_name}."))
+        return sd
+
+    def _state_slots(self, prefix=""):
+        """qualified name -> (owner layer, kind, local name) for every tensor of the state."""
+        slots = OrderedDict()
+        for name in self._params:
+            slots[prefix + name] = (self, "param", name)
+        for name in self._buffers:
+            slots[prefix + name] = (self, "buffer", name)
+        for child_name, child in self.children():
+            slots.update(child._state_slots(f"{prefix}{child_name}."))
+        return slots
+
+    def load_state_dict(self, state_dict, strict=True):
+        load_state(self._state_slots(), state_dict, self.describe(), strict)
+
+    # --- input handling and errors --------------------------------------------------------------
+    def describe(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def __repr__(self):
+        return self.describe()
+
+    def __call__(self, x, training=True):
+        return self.forward(x, training=training)
+
+    def as_input(self, x, name="input"):
+        """Check ``x`` is a real floating array and return it C-contiguous in this layer's dtype
+        (cast once; a float64 layer is never downcast)."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self.describe()}: {name} must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"{self.describe()}: {name} must be a floating-point array, "
+                            f"got dtype {x.dtype} with shape {x.shape}")
+        return np.ascontiguousarray(x, dtype=self._dtype)
+
+    def shape_error(self, expected, got, name="input"):
+        return ValueError(f"{self.describe()}: expected {name} {expected}, got {tuple(got)}")
+
+
+def load_state(slots, state_dict, owner, strict=True):
+    """Copy ``state_dict`` into the tensors named by ``slots`` (see ``Layer._state_slots``).
+
+    Strict: unknown, missing or mis-shaped keys raise ``KeyError``/``ValueError`` naming them;
+    PyTorch's ``num_batches_tracked`` is accepted and ignored. Values are cast to each
+    parameter's dtype. Nothing is written unless every key checks out.
+    """
+    given = OrderedDict((k, v) for k, v in state_dict.items() if not k.endswith("num_batches_tracked"))
+    unknown = [k for k in given if k not in slots]
+    missing = [k for k in slots if k not in given]
+    if strict and (unknown or missing):
+        raise KeyError(f"{owner}: state_dict does not match; missing keys {missing}, unexpected keys {unknown}")
+    staged = []
+    for key, (layer, kind, local) in slots.items():
+        if key not in given:
+            continue
+        value = np.asarray(given[key])
+        target = layer._params[local].data if kind == "param" else layer._buffers[local]
+        if value.shape != target.shape:
+            raise ValueError(f"{owner}: state_dict[{key!r}] has shape {value.shape}, "
+                             f"expected {target.shape}")
+        staged.append((target, value))
+    for target, value in staged:
+        target[...] = value
+
+
+def layer_to_spec(layer):
+    """A JSON-able description of a layer: class name and constructor arguments."""
+    config = {}
+    for key, value in layer.config().items():
+        config[key] = layer_to_spec(value) if isinstance(value, Layer) else value
+    return {"class": type(layer).__name__, "config": config}
+
+
+def layer_from_spec(spec, registry):
+    """Rebuild a layer from ``layer_to_spec`` output; ``registry`` maps class names to classes."""
+    cls = registry(spec["class"])
+    config = {}
+    for key, value in spec["config"].items():
+        is_layer = isinstance(value, dict) and set(value) == {"class", "config"}
+        config[key] = layer_from_spec(value, registry) if is_layer else value
+    return cls(**config)
