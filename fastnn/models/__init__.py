@@ -1,0 +1,19 @@
+"""Compositions that are not one Sequential: word2vec, VAE, GANs. Imported on first use."""
+import importlib
+
+_MODULE_OF = {
+    "Word2Vec": "word2vec",
+    "VAE": "vae",
+    "GAN": "gan", "WGAN": "gan",
+}
+
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastnn.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
