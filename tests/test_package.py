@@ -13,9 +13,11 @@ def test_compiled_core_is_a_real_extension():
     assert openmp.__file__.endswith((".so", ".pyd")), openmp.__file__
 
 
-def test_import_does_not_load_numba():
+def test_import_does_not_load_numba(tmp_path):
+    # run outside the source tree so the installed (compiled) package is the one imported
     code = "import sys, fastnn; print('numba' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert out.stdout.strip() == "False"
 
 
