@@ -1,0 +1,60 @@
+"""The ``fastnn`` command: ``train MODEL``, ``bench``, ``gradcheck [LAYER ...]``."""
+import argparse
+import sys
+
+
+def _train(args):
+    from . import recipes
+    from ._core.threads import set_num_threads
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    out = args.out if args.out else f"fastnn-{args.model}.npz"
+    recipes.train(args.model, epochs=args.epochs, seed=args.seed, out=None if args.no_save else out,
+                  verbose=0 if args.quiet else 1)
+    return 0
+
+
+def _bench(argv):
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        print("fastnn bench runs the suite in benchmarks/ of a source checkout: "
+              "run it from the repository root (python -m benchmarks).", file=sys.stderr)
+        return 2
+    return bench_main(argv)
+
+
+def _gradcheck(argv):
+    from .testing.gradcheck_cli import main as gradcheck_main
+
+    return gradcheck_main(argv)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # bench and gradcheck own their options: hand them the rest of the command line untouched
+    if argv and argv[0] == "bench":
+        return _bench(argv[1:])
+    if argv and argv[0] == "gradcheck":
+        return _gradcheck(argv[1:])
+    from .recipes import RECIPES
+
+    parser = argparse.ArgumentParser(prog="fastnn", description="fastnn: a fast CPU neural-network engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a model on bundled data and save a checkpoint")
+    train.add_argument("model", choices=sorted(RECIPES))
+    train.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None, help="threads for every pool (default: all cores)")
+    train.add_argument("--out", default=None, help="checkpoint path (default fastnn-MODEL.npz)")
+    train.add_argument("--no-save", action="store_true", help="do not write a checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("bench", help="run the benchmark suite (options: fastnn bench --help)")
+    sub.add_parser("gradcheck", help="gradient-check built-in layers (options: fastnn gradcheck --help)")
+    args = parser.parse_args(argv)
+    return _train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""``fastnn train mlp|cnn|ae``: classifiers on scikit-learn's bundled 8x8 digits.
+
+The held-out quarter of the digits is the test set; a tenth of the rest is for validation.
+"""
+from .. import layers as L
+from .. import optim
+from .._random import seed as set_seed
+from ..datasets import load_digits
+from ..model import Sequential
+
+
+def _mlp():
+    return Sequential(L.Flatten(), L.Dense(64, 128), L.ReLU(), L.Dense(128, 64), L.ReLU(),
+                      L.Dense(64, 10))
+
+
+def _cnn():
+    # LeNet's pattern (conv-relu-pool twice, then three dense layers) sized for 8x8 images
+    return Sequential(L.Conv2D(1, 16, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+                      L.Conv2D(16, 32, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
+                      L.Dense(32 * 2 * 2, 120), L.ReLU(), L.Dense(120, 84), L.ReLU(), L.Dense(84, 10))
+
+
+def pretrain_stacked_autoencoder(X, sizes=(64, 48, 24), epochs=30, batch_size=32, verbose=0):
+    """Greedy layer-wise pretraining: each Dense+Sigmoid encoder learns to reconstruct the codes
+    of the layer below (through a throw-away decoder); returns the trained encoder layers."""
+    encoders, codes = [], X
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        encoder = [L.Dense(fan_in, fan_out), L.Sigmoid()]
+        ae = Sequential(*encoder, L.Dense(fan_out, fan_in), L.Sigmoid())
+        ae.fit(codes, codes, loss="mse", optimizer=optim.Adam(ae.parameters(), lr=3e-3),
+               epochs=epochs, batch_size=batch_size, verbose=verbose)
+        codes = Sequential(*encoder).predict(codes)
+        encoders.extend(encoder)
+    return encoders
+
+
+def train(name, epochs=None, seed=0, out=None, verbose=1):
+    set_seed(seed)
+    (X, y), (Xt, yt) = load_digits(return_split=True, test_size=0.25, seed=seed)
+    n_val = len(X) // 10
+    (Xv, yv), (X, y) = (X[:n_val], y[:n_val]), (X[n_val:], y[n_val:])
+    metrics = {}
+    if name == "mlp":
+        model, epochs, lr = _mlp(), epochs or 40, 2e-3
+    elif name == "cnn":
+        model, epochs, lr = _cnn(), epochs or 30, 2e-3
+    elif name == "ae":
+        flat = lambda a: a.reshape(len(a), -1)
+        encoders = pretrain_stacked_autoencoder(flat(X), epochs=epochs or 40, verbose=verbose)
+        # fine-tuning: the pretrained encoders plus a fresh softmax layer, trained end to end
+        model, epochs, lr = Sequential(L.Flatten(), *encoders, L.Dense(24, 10)), epochs or 40, 2e-3
+    else:
+        raise ValueError(f"digits recipes: unknown model {name!r}")
+    model.fit(X, y, loss="cross_entropy", optimizer=optim.Adam(model.parameters(), lr=lr),
+              epochs=epochs, batch_size=32, validation_data=(Xv, yv), verbose=verbose)
+    result = model.evaluate(Xt, yt, loss="cross_entropy", metrics=["accuracy"])
+    metrics.update({"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"])})
+    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f} on {len(Xt)} held-out digits "
+          f"(test loss {metrics['test_loss']:.4f})")
+    if out:
+        model.save(out)
+        print(f"saved checkpoint to {out}")
+    return metrics
+
+
+__all__ = ["train", "pretrain_stacked_autoencoder"]

@@ -1,0 +1,95 @@
+"""The named architectures of the benchmark suite and the ``fastnn train`` command.
+
+One place defines each network so the CLI, the benchmarks and the examples train the same thing.
+Each builder returns ``(model, input_shape, loss_name)``; ``input_shape`` excludes the batch axis.
+"""
+from . import layers as L
+from .model import Sequential
+
+
+def mlp(in_features=784, hidden=256, classes=10):
+    """Dense in-256-256-10 with ReLU, cross-entropy (the suite's ``mlp``)."""
+    model = Sequential(L.Dense(in_features, hidden), L.ReLU(), L.Dense(hidden, hidden), L.ReLU(),
+                       L.Dense(hidden, classes))
+    return model, (in_features,), "cross_entropy"
+
+
+def seed_mlp():
+    """The lecture's 5x5-digit network: Dense 25-3-3-10 with Sigmoid hidden units."""
+    model = Sequential(L.Dense(25, 3), L.Sigmoid(), L.Dense(3, 3), L.Sigmoid(), L.Dense(3, 10))
+    return model, (25,), "cross_entropy"
+
+
+def lenet5(size=28, classes=10):
+    """Conv(1,6,5,p2)-ReLU-MaxPool2-Conv(6,16,5)-ReLU-MaxPool2-Dense 400-120-84-10 (28x28 input)."""
+    flat = 16 * (((size // 2) - 4) // 2) ** 2
+    model = Sequential(L.Conv2D(1, 6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
+                       L.Conv2D(6, 16, 5), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
+                       L.Dense(flat, 120), L.ReLU(), L.Dense(120, 84), L.ReLU(), L.Dense(84, classes))
+    return model, (1, size, size), "cross_entropy"
+
+
+def _conv_bn_relu(cin, cout):
+    return [L.Conv2D(cin, cout, 3, padding=1), L.BatchNorm2D(cout), L.ReLU()]
+
+
+def vgg_bn(size=28, classes=10, widths=(32, 64)):
+    """Two stages of 2x[Conv3x3-BN-ReLU] (32, 64 channels) each followed by MaxPool2, then Dense."""
+    stack, cin = [], 1
+    for width in widths:
+        stack += _conv_bn_relu(cin, width) + _conv_bn_relu(width, width) + [L.MaxPool2D(2)]
+        cin = width
+    side = size // (2 ** len(widths))
+    model = Sequential(*stack, L.Flatten(), L.Dense(cin * side * side, classes))
+    return model, (1, size, size), "cross_entropy"
+
+
+def autoencoder(in_features=784):
+    """Dense 784-128-32-128-784, ReLU inside, Sigmoid output, MSE."""
+    model = Sequential(L.Dense(in_features, 128), L.ReLU(), L.Dense(128, 32), L.ReLU(),
+                       L.Dense(32, 128), L.ReLU(), L.Dense(128, in_features), L.Sigmoid())
+    return model, (in_features,), "mse"
+
+
+def dcgan_generator(latent=64):
+    """ConvT(z,128,7)-BN-ReLU-ConvT(128,64,4,s2,p1)-BN-ReLU-ConvT(64,1,4,s2,p1)-Tanh: (z,1,1) -> 28x28."""
+    model = Sequential(L.ConvTranspose2D(latent, 128, 7), L.BatchNorm2D(128), L.ReLU(),
+                       L.ConvTranspose2D(128, 64, 4, stride=2, padding=1), L.BatchNorm2D(64), L.ReLU(),
+                       L.ConvTranspose2D(64, 1, 4, stride=2, padding=1), L.Tanh())
+    return model, (latent, 1, 1), "mse"
+
+
+def dcgan_discriminator():
+    """Conv(1,64,4,s2,p1)-LReLU-Conv(64,128,4,s2,p1)-BN-LReLU-Dense 6272-1, BCE with logits."""
+    model = Sequential(L.Conv2D(1, 64, 4, stride=2, padding=1), L.LeakyReLU(0.2),
+                       L.Conv2D(64, 128, 4, stride=2, padding=1), L.BatchNorm2D(128), L.LeakyReLU(0.2),
+                       L.Flatten(), L.Dense(128 * 7 * 7, 1))
+    return model, (1, 28, 28), "bce_with_logits"
+
+
+def sequence_model(cell="lstm", vocab=64, embed=32, hidden=128, seq_len=32):
+    """Embedding(64,32)-RNN/LSTM/GRU(32,128)-Dense(128,64): next-token logits at every step."""
+    recurrent = {"rnn": L.RNN, "lstm": L.LSTM, "gru": L.GRU}[cell]
+    model = Sequential(L.Embedding(vocab, embed), recurrent(embed, hidden, return_sequences=True),
+                       L.Dense(hidden, vocab))
+    return model, (seq_len,), "cross_entropy"
+
+
+BUILDERS = {
+    "mlp": mlp,
+    "seed-mlp": seed_mlp,
+    "lenet5": lenet5,
+    "vgg-bn": vgg_bn,
+    "ae": autoencoder,
+    "dcgan-g": dcgan_generator,
+    "dcgan-d": dcgan_discriminator,
+    "rnn": lambda: sequence_model("rnn"),
+    "lstm": lambda: sequence_model("lstm"),
+}
+
+
+def build(name):
+    """``(model, input_shape, loss_name)`` for one of :data:`BUILDERS`."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(BUILDERS)}")
+    return BUILDERS[name]()
