@@ -82,6 +82,20 @@ param/grad/state arrays share one shape; scalars are Python floats/ints
     adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled)
         decoupled=False: Adam (L2 added to the gradient); True: AdamW (param *= 1 - lr*wd)
 
+Recurrent sequences, embedding, word2vec (numba, ``recurrent.py``); batch-first (N, T, .),
+xw (N, T, G*H) := x @ w_ih.T + b_ih is computed by the caller (one GEMM), gates in PyTorch order
+    embedding_forward(indices, weight, out)      indices int64 (M,); out (M, D) := weight[indices]
+    embedding_backward(indices, dy, dweight)     dweight[indices[m]] += dy[m] (repeats add up)
+    rnn_forward(xw, w_hh, b_hh, h0, hs)          hs[:, t] := tanh(xw[:, t] + h_{t-1} @ w_hh.T + b_hh)
+    rnn_backward(w_hh, hs, dhs, dpre, dh0)       dpre := dL/d(pre-activations), dh0 := dL/dh0
+    lstm_forward(xw, w_hh, b_hh, h0, c0, hs, cs, tanh_cs, gates)   gates (N, T, 4H) i, f, g, o
+    lstm_backward(w_hh, c0, cs, tanh_cs, gates, dhs, dc_last, dpre, dh0, dc0)
+    gru_forward(xw, w_hh, b_hh, h0, hs, gates, hn)   gates r, z, n; hn := h_{t-1} @ W_hn.T + b_hn
+    gru_backward(w_hh, h0, hs, gates, hn, dhs, dpre_x, dpre_h, dh0)
+        dpre_x := dL/dxw; dpre_h := dL/d(h @ w_hh.T + b_hh) (n block times r)
+    sgns_step(w_in, w_out, centers, contexts, negatives, lr) -> float
+        skip-gram negative-sampling SGD in place, touching only the rows used; summed loss
+
 Importing ``fastnn._core`` loads nothing heavy: each family's module (and numba) is imported on
 first use of one of its kernels.
 """
@@ -102,6 +116,8 @@ _FAMILIES = {
     "loss": ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
              "soft_cross_entropy_forward", "soft_cross_entropy_backward"),
     "optim": ("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),
+    "recurrent": ("embedding_forward", "embedding_backward", "rnn_forward", "rnn_backward",
+                  "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "sgns_step"),
 }
 _KERNEL_MODULE = {name: family for family, names in _FAMILIES.items() for name in names}
 
