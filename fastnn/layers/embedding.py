@@ -1,0 +1,77 @@
+"""Embedding: a lookup table of learnable vectors indexed by integer ids."""
+import numpy as np
+
+from .. import _core
+from .._random import rng
+from .base import Layer
+
+
+class Embedding(Layer):
+    r"""y[n, t] = weight[x[n, t]]: each integer id picks one row of a learnable table.
+
+    Args:
+        num_embeddings: size of the vocabulary (ids lie in ``[0, num_embeddings)``).
+        embedding_dim: length of each vector.
+
+    Shapes:
+        input: integer array (N, T) of any integer dtype (any shape of ids works; the output
+        appends ``embedding_dim``); output: (N, T, embedding_dim).
+
+    State:
+        weight (num_embeddings, embedding_dim), initialised N(0, 1) as PyTorch.
+        The backward pass scatter-adds into ``weight.grad`` (repeated ids add up) and returns
+        ``None``: there is no gradient with respect to integer ids.
+
+    Example::
+
+        emb = Embedding(64, 32)
+        y = emb.forward(np.array([[1, 2, 3]]))      # (1, 3, 32)
+        emb.backward(np.ones_like(y))
+    """
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__()
+        for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Embedding: {name} must be a positive int, got {v!r}")
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+        self.weight = self.add_parameter(
+            "weight", rng().standard_normal((self.num_embeddings, self.embedding_dim)))
+        self._indices = None
+        self._in_shape = None
+
+    def config(self):
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim}
+
+    def _ids(self, x):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self.describe()}: input must be a numpy.ndarray of integer ids, "
+                            f"got {type(x).__name__}")
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"{self.describe()}: input must hold integer ids, got dtype {x.dtype} "
+                            f"with shape {x.shape}")
+        ids = np.ascontiguousarray(x.reshape(-1), dtype=np.int64)
+        if ids.size:
+            lo, hi = ids.min(), ids.max()
+            if lo < 0 or hi >= self.num_embeddings:
+                raise ValueError(f"{self.describe()}: ids must lie in [0, {self.num_embeddings}), "
+                                 f"got values in [{lo}, {hi}] in input of shape {x.shape}")
+        return ids
+
+    def forward(self, x, training=True):
+        ids = self._ids(x)
+        out = np.empty((ids.shape[0], self.embedding_dim), dtype=self._dtype)
+        _core.embedding_forward(ids, self.weight.data, out)
+        self._indices, self._in_shape = ids, x.shape
+        return out.reshape(*x.shape, self.embedding_dim)
+
+    def backward(self, dy):
+        if self._indices is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        expected = (*self._in_shape, self.embedding_dim)
+        dy = self.as_input(dy, "dy")
+        if dy.shape != expected:
+            raise self.shape_error(expected, dy.shape, "dy")
+        _core.embedding_backward(self._indices, dy.reshape(-1, self.embedding_dim), self.weight.grad)
+        return None
