@@ -7,7 +7,396 @@ import numpy as np
 
 # ==== GEMM, dense and convolution (section owned by the Cython-core work) ====================
 
+def _pair(v):
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+def gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    """out := alpha * op(a) @ op(b) + beta * out (beta == 0 ignores out, as BLAS)."""
+    prod = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    out[...] = alpha * prod if beta == 0 else alpha * prod + beta * out
+    return out
+
+
+def _activate(v, activation, negative_slope):
+    if activation == "none":
+        return v
+    if activation == "relu":
+        return np.maximum(v, 0)
+    if activation == "leaky_relu":
+        return np.where(v > 0, v, negative_slope * v)
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-v))
+    if activation == "tanh":
+        return np.tanh(v)
+    raise ValueError(f"dense_forward: unknown activation {activation!r}")
+
+
+def dense_forward(x, weight, bias, out, activation="none", negative_slope=0.01):
+    """out := act(x @ weight.T + bias)."""
+    v = x @ weight.T
+    if bias is not None:
+        v = v + bias
+    out[...] = _activate(v, activation, negative_slope)
+    return out
+
+
+def dense_backward(x, weight, dy, dx, dweight, dbias):
+    """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0)."""
+    if dx is not None:
+        dx[...] = dy @ weight
+    if dweight is not None:
+        dweight += dy.T @ x
+    if dbias is not None:
+        dbias += dy.sum(0)
+    return dx
+
+
+def _padded(x, ph, pw):
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def im2col(x, kernel_size, stride, padding, out):
+    """out[n, (c, i, j), oh*OW + ow] := xpad[n, c, oh*sh + i, ow*sw + j]."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    xp = _padded(x, ph, pw)
+    col = out.reshape(n, c, kh, kw, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            col[:, :, i, j] = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+    return out
+
+
+def col2im(col, kernel_size, stride, padding, out):
+    """out := the adjoint of im2col applied to col (overlapping windows add up)."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    n, c, h, w = out.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=out.dtype)
+    cols = col.reshape(n, c, kh, kw, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += cols[:, :, i, j]
+    out[...] = xp[:, :, ph:ph + h, pw:pw + w]
+    return out
+
+
+def conv2d_forward(x, weight, bias, out, stride, padding):
+    """out[n, o] := bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    _, _, kh, kw = weight.shape
+    oh, ow = out.shape[2:]
+    xp = _padded(x, ph, pw)
+    acc = np.zeros(out.shape, dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            acc += np.einsum("nchw,oc->nohw", window, weight[:, :, i, j])
+    if bias is not None:
+        acc += bias[None, :, None, None]
+    out[...] = acc
+    return out
+
+
+def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
+    """dx := d(sum dy * conv(x))/dx; dweight += the same wrt weight; dbias += dy.sum((0, 2, 3))."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    _, _, kh, kw = weight.shape
+    n, c, h, w = x.shape
+    oh, ow = dy.shape[2:]
+    xp = _padded(x, ph, pw)
+    dxp = np.zeros(xp.shape, dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i, i + sh * (oh - 1) + 1, sh)
+            cols = slice(j, j + sw * (ow - 1) + 1, sw)
+            if dweight is not None:
+                dweight[:, :, i, j] += np.einsum("nohw,nchw->oc", dy, xp[:, :, rows, cols])
+            dxp[:, :, rows, cols] += np.einsum("nohw,oc->nchw", dy, weight[:, :, i, j])
+    if dx is not None:
+        dx[...] = dxp[:, :, ph:ph + h, pw:pw + w]
+    if dbias is not None:
+        dbias += dy.sum((0, 2, 3))
+    return dx
+
+
+def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
+    """out := crop_p(sum_{ci} x[n, ci, h, w] * weight[ci, :, i, j] scattered at (h*sh + i, w*sw + j)) + bias."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    _, _, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    oh, ow = out.shape[2:]
+    full = np.zeros((n, weight.shape[1], ph + oh + sh * h + kh, pw + ow + sw * w + kw), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw] += np.einsum(
+                "nchw,co->nohw", x, weight[:, :, i, j])
+    acc = full[:, :, ph:ph + oh, pw:pw + ow]
+    if bias is not None:
+        acc = acc + bias[None, :, None, None]
+    out[...] = acc
+    return out
+
+
+def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
+    """Gradients of conv_transpose2d_forward: dx :=, dweight +=, dbias += dy.sum((0, 2, 3))."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    _, _, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    oh, ow = dy.shape[2:]
+    full = np.zeros((n, dy.shape[1], ph + oh + sh * h + kh, pw + ow + sw * w + kw), dtype=np.float64)
+    full[:, :, ph:ph + oh, pw:pw + ow] = dy
+    dxa = np.zeros(x.shape, dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            window = full[:, :, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
+            dxa += np.einsum("nohw,co->nchw", window, weight[:, :, i, j])
+            if dweight is not None:
+                dweight[:, :, i, j] += np.einsum("nchw,nohw->co", x, window)
+    if dx is not None:
+        dx[...] = dxa
+    if dbias is not None:
+        dbias += dy.sum((0, 2, 3))
+    return dx
+
+
 # ==== pooling, upsampling, batch norm, activations, losses, optimizers (numba work) ==========
+# Computed in float64 and written into the caller's arrays (cast to their dtype).
+
+
+def _pair(v):
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+def maxpool2d_forward(x, kernel_size, stride, padding, out, argmax):
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2:]
+    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), -np.inf)
+    padded[:, :, ph:ph + h, pw:pw + w] = x
+    for i in range(oh):
+        for j in range(ow):
+            window = padded[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(n, c, kh * kw)
+            k = np.argmax(window, axis=2)  # the first maximum, as PyTorch
+            out[:, :, i, j] = np.take_along_axis(window, k[..., None], axis=2)[..., 0]
+            argmax[:, :, i, j] = (i * sh - ph + k // kw) * w + (j * sw - pw + k % kw)
+
+
+def maxpool2d_backward(dy, argmax, dx):
+    n, c, h, w = dx.shape
+    acc = np.zeros((n * c, h * w))
+    flat_dy, flat_idx = dy.reshape(n * c, -1), argmax.reshape(n * c, -1)
+    for p in range(n * c):
+        np.add.at(acc[p], flat_idx[p], flat_dy[p])
+    dx[...] = acc.reshape(dx.shape)
+
+
+def avgpool2d_forward(x, kernel_size, stride, padding, out):
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    for i in range(out.shape[2]):
+        for j in range(out.shape[3]):
+            out[:, :, i, j] = padded[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].sum((2, 3)) / (kh * kw)
+
+
+def avgpool2d_backward(dy, kernel_size, stride, padding, dx):
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    n, c, h, w = dx.shape
+    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            padded[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += dy[:, :, i:i + 1, j:j + 1] / (kh * kw)
+    dx[...] = padded[:, :, ph:ph + h, pw:pw + w]
+
+
+def upsample_nearest2d_forward(x, scale, out):
+    out[...] = x.repeat(scale, axis=2).repeat(scale, axis=3)
+
+
+def upsample_nearest2d_backward(dy, scale, dx):
+    n, c, h, w = dx.shape
+    dx[...] = dy.astype(np.float64).reshape(n, c, h, scale, w, scale).sum((3, 5))
+
+
+def _ncl(a):
+    return a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
+
+
+def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
+                            out, save_mean, save_invstd):
+    x3 = _ncl(x)
+    count = x3.shape[0] * x3.shape[2]
+    mean = x3.mean((0, 2))
+    var = x3.var((0, 2))  # biased: normalises the batch
+    invstd = 1.0 / np.sqrt(var + eps)
+    y = (x3 - mean[:, None]) * invstd[:, None] * weight[:, None] + bias[:, None]
+    out[...] = y.reshape(out.shape)
+    save_mean[...] = mean
+    save_invstd[...] = invstd
+    if running_mean is not None:
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+    if running_var is not None:
+        running_var[...] = (1 - momentum) * running_var + momentum * var * count / (count - 1)
+
+
+def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out):
+    x3 = _ncl(x)
+    invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    y = (x3 - running_mean[:, None]) * invstd[:, None] * weight[:, None] + bias[:, None]
+    out[...] = y.reshape(out.shape)
+
+
+def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True):
+    x3, dy3 = _ncl(x), _ncl(dy)
+    count = x3.shape[0] * x3.shape[2]
+    xhat = (x3 - mean[:, None]) * invstd[:, None]
+    sum_dy = dy3.sum((0, 2))
+    sum_dy_xhat = (dy3 * xhat).sum((0, 2))
+    if dx is not None:
+        if batch_stats:
+            g = (dy3 - sum_dy[:, None] / count - xhat * sum_dy_xhat[:, None] / count)
+        else:
+            g = dy3
+        dx[...] = (g * (weight * invstd)[:, None]).reshape(dx.shape)
+    if dweight is not None:
+        dweight += sum_dy_xhat
+    if dbias is not None:
+        dbias += sum_dy
+
+
+def relu_forward(x, out):
+    out[...] = np.where(x <= 0, 0, x)
+
+
+def relu_backward(x, dy, dx):
+    dx[...] = np.where(x <= 0, 0, dy)
+
+
+def leaky_relu_forward(x, negative_slope, out):
+    out[...] = np.where(x > 0, x, negative_slope * x.astype(np.float64))
+
+
+def leaky_relu_backward(x, dy, negative_slope, dx):
+    dx[...] = np.where(x > 0, dy, negative_slope * dy.astype(np.float64))
+
+
+def sigmoid_forward(x, out):
+    x = x.astype(np.float64)
+    e = np.exp(-np.abs(x))
+    out[...] = np.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def sigmoid_backward(y, dy, dx):
+    y = y.astype(np.float64)
+    dx[...] = dy * y * (1.0 - y)
+
+
+def tanh_forward(x, out):
+    out[...] = np.tanh(x.astype(np.float64))
+
+
+def tanh_backward(y, dy, dx):
+    y = y.astype(np.float64)
+    dx[...] = dy * (1.0 - y * y)
+
+
+def _log_softmax(x):
+    x = x.astype(np.float64)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_forward(x, out):
+    out[...] = np.exp(_log_softmax(x))
+
+
+def softmax_backward(y, dy, dx):
+    y = y.astype(np.float64)
+    dx[...] = y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_forward(x, out):
+    out[...] = _log_softmax(x)
+
+
+def softmax_cross_entropy_forward(logits, target, probs):
+    logp = _log_softmax(logits)
+    probs[...] = np.exp(logp)
+    return float(-logp[np.arange(len(target)), target].mean())
+
+
+def softmax_cross_entropy_backward(probs, target, scale, dlogits):
+    g = probs.astype(np.float64)
+    g[np.arange(len(target)), target] -= 1.0
+    dlogits[...] = scale * g / len(target)
+
+
+def soft_cross_entropy_forward(logits, target_probs, probs):
+    logp = _log_softmax(logits)
+    probs[...] = np.exp(logp)
+    return float(-(target_probs * logp).sum(axis=1).mean())
+
+
+def soft_cross_entropy_backward(probs, target_probs, scale, dlogits):
+    t = target_probs.astype(np.float64)
+    g = probs * t.sum(axis=1, keepdims=True) - t
+    dlogits[...] = scale * g / len(t)
+
+
+# The optimizer rules step by step as torch.optim's single-tensor code writes them.
+
+def sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step):
+    d_p = grad.astype(np.float64)
+    if weight_decay != 0:
+        d_p = d_p + weight_decay * param
+    if momentum != 0:
+        if first_step:
+            buf = d_p.copy()
+        else:
+            buf = momentum * momentum_buf + (1 - dampening) * d_p
+        momentum_buf[...] = buf
+        d_p = d_p + momentum * buf if nesterov else buf
+    param[...] = param - lr * d_p
+
+
+def adagrad_update(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step):
+    g = grad.astype(np.float64)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    clr = lr / (1 + (step - 1) * lr_decay)
+    new_sum = state_sum + g * g
+    state_sum[...] = new_sum
+    param[...] = param - clr * g / (np.sqrt(new_sum) + eps)
+
+
+def rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay):
+    g = grad.astype(np.float64)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    avg = alpha * square_avg + (1 - alpha) * g * g
+    square_avg[...] = avg
+    param[...] = param - lr * g / (np.sqrt(avg) + eps)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+    g = grad.astype(np.float64)
+    p = param.astype(np.float64)
+    if weight_decay != 0:
+        if decoupled:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+    m = exp_avg + (1 - beta1) * (g - exp_avg)  # torch's lerp_
+    v = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    exp_avg[...] = m
+    exp_avg_sq[...] = v
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    step_size = lr / bias_correction1
+    denom = np.sqrt(v) / np.sqrt(bias_correction2) + eps
+    param[...] = p - step_size * m / denom
 
 # ==== recurrent cells and embedding (sequence-model work) =====================================
 

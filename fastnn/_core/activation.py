@@ -1,0 +1,277 @@
+"""Activation kernels: relu, leaky relu, sigmoid, tanh (elementwise), softmax / log-softmax (rows).
+
+Why numba rather than Cython: these are short elementwise or per-row loops whose cost is memory
+traffic and call overhead, not algorithmic cleverness. numba gives float32/float64 from one
+readable source, fuses each op into one pass (no NumPy temporaries: the stable sigmoid alone is
+four NumPy passes), and needs no build step. Every kernel exists twice, compiled from one source:
+``parallel=True`` (``prange`` over the outer loop) for big arrays, and a serial twin for small
+ones, because waking numba's thread pool costs ~1.2 us, more than a whole small-MLP activation.
+
+This module also holds :func:`serial_twin` and the dispatch threshold used by the other numba
+kernel families (pool, norm, loss, optim).
+"""
+import math
+import types
+
+from numba import njit, prange
+
+from . import threads
+from ._checks import check_float, check_out
+
+threads.sync_numba_threads()
+
+# Below this many elements of work a kernel runs serially: waking the thread pool costs ~1.2 us,
+# and on this 2-core machine relu breaks even at ~20-30k float32 elements (benchmarks in the
+# report of the numba-kernel work; measured with numba's omp layer).
+PARALLEL_MIN_WORK = 32768
+
+
+def serial_twin(parallel_dispatcher):
+    """A ``@njit(cache=True)`` (no ``parallel``) copy of a parallel kernel: ``prange`` runs as range.
+
+    The copy gets its own qualified name so numba's on-disk cache keeps the two apart.
+    """
+    f = parallel_dispatcher.py_func
+    clone = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__,
+                               f.__closure__)
+    clone.__qualname__ = f.__qualname__ + "_serial"
+    clone.__doc__ = f.__doc__
+    return njit(cache=True)(clone)
+
+
+def pick(parallel_kernel, serial_kernel, work):
+    """The parallel kernel when there is enough work to share between threads."""
+    return parallel_kernel if work >= PARALLEL_MIN_WORK else serial_kernel
+
+
+# ----------------------------------------------------------------------------------------------
+# compiled kernels (1-D for the elementwise ones; the wrappers flatten). No validation here.
+# ----------------------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _relu_forward(x, out):
+    """out := max(x, 0) (NaN propagates, as torch.relu)"""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = 0.0 if v <= 0 else v
+
+
+@njit(parallel=True, cache=True)
+def _relu_backward(x, dy, dx):
+    """dx := dy where x > 0, else 0"""
+    for i in prange(x.shape[0]):
+        dx[i] = 0.0 if x[i] <= 0 else dy[i]
+
+
+@njit(parallel=True, cache=True)
+def _leaky_relu_forward(x, negative_slope, out):
+    """out := x if x > 0 else negative_slope * x"""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = v if v > 0 else v * negative_slope
+
+
+@njit(parallel=True, cache=True)
+def _leaky_relu_backward(x, dy, negative_slope, dx):
+    """dx := dy if x > 0 else negative_slope * dy"""
+    for i in prange(x.shape[0]):
+        g = dy[i]
+        dx[i] = g if x[i] > 0 else g * negative_slope
+
+
+@njit(parallel=True, cache=True)
+def _sigmoid_forward(x, out):
+    """out := 1 / (1 + exp(-x)), via exp(-|x|) so neither sign overflows"""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        e = math.exp(-abs(v))
+        num = 1.0 if v >= 0 else e
+        out[i] = num / (1.0 + e)
+
+
+@njit(parallel=True, cache=True)
+def _sigmoid_backward(y, dy, dx):
+    """dx := dy * y * (1 - y)"""
+    for i in prange(y.shape[0]):
+        s = y[i]
+        dx[i] = dy[i] * s * (1.0 - s)
+
+
+@njit(parallel=True, cache=True)
+def _tanh_forward(x, out):
+    """out := tanh(x)"""
+    for i in prange(x.shape[0]):
+        out[i] = math.tanh(x[i])
+
+
+@njit(parallel=True, cache=True)
+def _tanh_backward(y, dy, dx):
+    """dx := dy * (1 - y^2)"""
+    for i in prange(y.shape[0]):
+        t = y[i]
+        dx[i] = dy[i] * (1.0 - t * t)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_forward(x, out):
+    """out[m] := exp(x[m] - max x[m]) / sum exp(x[m] - max x[m]), per row"""
+    cols = x.shape[1]
+    for m in prange(x.shape[0]):
+        top = x[m, 0]
+        for j in range(1, cols):
+            top = max(top, x[m, j])
+        total = 0.0
+        for j in range(cols):
+            e = math.exp(x[m, j] - top)
+            out[m, j] = e
+            total += e
+        inv = 1.0 / total
+        for j in range(cols):
+            out[m, j] *= inv
+
+
+@njit(parallel=True, cache=True)
+def _softmax_backward(y, dy, dx):
+    """dx[m] := y[m] * (dy[m] - <dy[m], y[m]>), per row"""
+    cols = y.shape[1]
+    for m in prange(y.shape[0]):
+        dot = 0.0
+        for j in range(cols):
+            dot += dy[m, j] * y[m, j]
+        for j in range(cols):
+            dx[m, j] = y[m, j] * (dy[m, j] - dot)
+
+
+@njit(parallel=True, cache=True)
+def _log_softmax_forward(x, out):
+    """out[m] := x[m] - max x[m] - log sum exp(x[m] - max x[m]), per row"""
+    cols = x.shape[1]
+    for m in prange(x.shape[0]):
+        top = x[m, 0]
+        for j in range(1, cols):
+            top = max(top, x[m, j])
+        total = 0.0
+        for j in range(cols):
+            total += math.exp(x[m, j] - top)
+        shift = top + math.log(total)
+        for j in range(cols):
+            out[m, j] = x[m, j] - shift
+
+
+_relu_forward_serial = serial_twin(_relu_forward)
+_relu_backward_serial = serial_twin(_relu_backward)
+_leaky_relu_forward_serial = serial_twin(_leaky_relu_forward)
+_leaky_relu_backward_serial = serial_twin(_leaky_relu_backward)
+_sigmoid_forward_serial = serial_twin(_sigmoid_forward)
+_sigmoid_backward_serial = serial_twin(_sigmoid_backward)
+_tanh_forward_serial = serial_twin(_tanh_forward)
+_tanh_backward_serial = serial_twin(_tanh_backward)
+_softmax_forward_serial = serial_twin(_softmax_forward)
+_softmax_backward_serial = serial_twin(_softmax_backward)
+_log_softmax_forward_serial = serial_twin(_log_softmax_forward)
+
+
+# ----------------------------------------------------------------------------------------------
+# public wrappers: validate, flatten, pick the parallel or serial kernel
+# ----------------------------------------------------------------------------------------------
+
+def _check_unary(where, x, out, names=("x", "out")):
+    check_float(where, names[0], x)
+    check_out(where, names[1], out, x.shape, x.dtype, f"the shape of {names[0]}")
+
+
+def _check_binary(where, a, dy, dx, a_name):
+    check_float(where, a_name, a)
+    check_float(where, "dy", dy, dtype=a.dtype)
+    if dy.shape != a.shape:
+        raise ValueError(f"{where}: dy must have the shape of {a_name} {a.shape}, got {dy.shape}")
+    check_out(where, "dx", dx, a.shape, a.dtype, f"the shape of {a_name}")
+
+
+def _slope(where, negative_slope):
+    try:
+        return float(negative_slope)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: negative_slope must be a number, got {negative_slope!r}") from None
+
+
+def relu_forward(x, out):
+    """out := max(x, 0), any shape."""
+    _check_unary("relu_forward", x, out)
+    pick(_relu_forward, _relu_forward_serial, x.size)(x.reshape(-1), out.reshape(-1))
+
+
+def relu_backward(x, dy, dx):
+    """dx := dy * (x > 0), any shape (0 where x <= 0)."""
+    _check_binary("relu_backward", x, dy, dx, "x")
+    pick(_relu_backward, _relu_backward_serial, x.size)(x.reshape(-1), dy.reshape(-1), dx.reshape(-1))
+
+
+def leaky_relu_forward(x, negative_slope, out):
+    """out := x if x > 0 else negative_slope * x, any shape."""
+    _check_unary("leaky_relu_forward", x, out)
+    slope = _slope("leaky_relu_forward", negative_slope)
+    pick(_leaky_relu_forward, _leaky_relu_forward_serial, x.size)(x.reshape(-1), slope, out.reshape(-1))
+
+
+def leaky_relu_backward(x, dy, negative_slope, dx):
+    """dx := dy if x > 0 else negative_slope * dy, any shape."""
+    _check_binary("leaky_relu_backward", x, dy, dx, "x")
+    slope = _slope("leaky_relu_backward", negative_slope)
+    pick(_leaky_relu_backward, _leaky_relu_backward_serial, x.size)(
+        x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1))
+
+
+def sigmoid_forward(x, out):
+    """out := 1 / (1 + exp(-x)), stable for both signs, any shape."""
+    _check_unary("sigmoid_forward", x, out)
+    pick(_sigmoid_forward, _sigmoid_forward_serial, x.size)(x.reshape(-1), out.reshape(-1))
+
+
+def sigmoid_backward(y, dy, dx):
+    """dx := dy * y * (1 - y) with y = sigmoid(x), any shape."""
+    _check_binary("sigmoid_backward", y, dy, dx, "y")
+    pick(_sigmoid_backward, _sigmoid_backward_serial, y.size)(y.reshape(-1), dy.reshape(-1), dx.reshape(-1))
+
+
+def tanh_forward(x, out):
+    """out := tanh(x), any shape."""
+    _check_unary("tanh_forward", x, out)
+    pick(_tanh_forward, _tanh_forward_serial, x.size)(x.reshape(-1), out.reshape(-1))
+
+
+def tanh_backward(y, dy, dx):
+    """dx := dy * (1 - y^2) with y = tanh(x), any shape."""
+    _check_binary("tanh_backward", y, dy, dx, "y")
+    pick(_tanh_backward, _tanh_backward_serial, y.size)(y.reshape(-1), dy.reshape(-1), dx.reshape(-1))
+
+
+def _rows(where, name, a):
+    """View ``a`` (..., C) as (M, C); the softmax axis is the last one."""
+    if a.ndim < 1 or a.shape[-1] < 1:
+        raise ValueError(f"{where}: {name} must have a non-empty last axis, got shape {a.shape}")
+    return a.reshape(-1, a.shape[-1])
+
+
+def softmax_forward(x, out):
+    """out := softmax(x) along the last axis; x (M, C) (any leading axes are rows)."""
+    where = "softmax_forward"
+    _check_unary(where, x, out)
+    x2 = _rows(where, "x", x)
+    pick(_softmax_forward, _softmax_forward_serial, x.size)(x2, out.reshape(x2.shape))
+
+
+def softmax_backward(y, dy, dx):
+    """dx := y * (dy - sum(dy * y, last axis)) with y = softmax(x); y (M, C)."""
+    where = "softmax_backward"
+    _check_binary(where, y, dy, dx, "y")
+    y2 = _rows(where, "y", y)
+    pick(_softmax_backward, _softmax_backward_serial, y.size)(y2, dy.reshape(y2.shape), dx.reshape(y2.shape))
+
+
+def log_softmax_forward(x, out):
+    """out := x - logsumexp(x) along the last axis; x (M, C)."""
+    where = "log_softmax_forward"
+    _check_unary(where, x, out)
+    x2 = _rows(where, "x", x)
+    pick(_log_softmax_forward, _log_softmax_forward_serial, x.size)(x2, out.reshape(x2.shape))
