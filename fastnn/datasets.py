@@ -1,0 +1,215 @@
+"""Small data sets, a mini-batch iterator and per-batch image augmentation.
+
+    (X, y), (Xt, yt) = fnn.datasets.load_digits()         # 8x8 digits, (N, 1, 8, 8) in [0, 1]
+    (X, y), (Xt, yt) = fnn.datasets.load_mnist("~/data/mnist")   # local IDX files
+    for xb, yb in fnn.datasets.batches(X, y, 64, shuffle=True):
+        xb = fnn.datasets.random_shift(xb, 1)
+
+Images are float32 NCHW, labels int64. Randomness (shuffling, augmentation) comes from fastnn's
+generator, so ``fnn.seed(n)`` makes it reproducible; the train/test split takes its own ``seed``.
+"""
+import gzip
+import os
+
+import numpy as np
+
+from ._random import rng
+
+__all__ = ["load_digits", "load_digits_5x5", "load_mnist", "read_idx", "batches",
+           "random_shift", "random_crop", "horizontal_flip", "train_test_split"]
+
+
+def train_test_split(X, y, test_size=0.25, seed=0):
+    """Shuffle with ``numpy.random.default_rng(seed)`` and split: ``(X, y), (X_test, y_test)``."""
+    if not 0 < test_size < 1:
+        raise ValueError(f"train_test_split: test_size must be in (0, 1), got {test_size!r}")
+    if len(X) != len(y):
+        raise ValueError(f"train_test_split: X has {len(X)} samples, y has {len(y)}")
+    order = np.random.default_rng(seed).permutation(len(X))
+    n_test = int(round(len(X) * test_size))
+    test, train = order[:n_test], order[n_test:]
+    return (X[train], y[train]), (X[test], y[test])
+
+
+def _sklearn_digits():
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError:
+        raise ImportError("fastnn.datasets.load_digits needs scikit-learn (its bundled 8x8 "
+                          "digits): pip install 'fastnn[digits]'") from None
+    data = sk_load_digits()
+    images = (data.images.astype(np.float32) / np.float32(16.0))[:, None, :, :]
+    return np.ascontiguousarray(images), data.target.astype(np.int64)
+
+
+def load_digits(return_split=True, test_size=0.25, seed=0):
+    """scikit-learn's 1797 8x8 handwritten digits as float32 images ``(N, 1, 8, 8)`` in [0, 1]
+    and int64 labels ``(N,)``.
+
+    ``return_split=True`` gives ``(X_train, y_train), (X_test, y_test)`` with a ``test_size``
+    fraction held out (shuffled with ``seed``); ``False`` gives ``(X, y)`` in the original order.
+    Needs the optional ``digits`` extra (scikit-learn).
+    """
+    X, y = _sklearn_digits()
+    return train_test_split(X, y, test_size, seed) if return_split else (X, y)
+
+
+def _area_matrix(n_in, n_out):
+    """``A (n_out, n_in)``: output cell i averages the input cells it overlaps, weighted by the
+    overlap (box/area resampling), so each row sums to 1."""
+    edges_in = np.arange(n_in + 1, dtype=np.float64)
+    edges_out = np.linspace(0, n_in, n_out + 1)
+    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
+    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
+    return np.clip(hi - lo, 0, None) / (n_in / n_out)
+
+
+def load_digits_5x5(return_split=True, test_size=0.25, seed=0):
+    """The lecture's 5x5 digits: the 8x8 digits block-averaged to 5x5 (each output pixel is the
+    area-weighted mean of the 1.6x1.6 input block it covers), as float32 ``(N, 25)`` in [0, 1]
+    and int64 labels; the input of the ``seed-mlp`` network (Dense 25-3-3-10). Returns like
+    :func:`load_digits`."""
+    X8, y = _sklearn_digits()
+    A = _area_matrix(8, 5)
+    X5 = np.einsum("ij,njk,lk->nil", A, X8[:, 0].astype(np.float64), A)
+    X = np.ascontiguousarray(X5.reshape(len(X5), 25), dtype=np.float32)
+    return train_test_split(X, y, test_size, seed) if return_split else (X, y)
+
+
+# --- MNIST from local IDX files ------------------------------------------------------------------
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """Read one IDX file (optionally gzip-compressed, by its ``.gz`` suffix) into an ndarray."""
+    path = os.fspath(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"read_idx: cannot read {path!r}: {e}") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"read_idx: {path!r} is not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"read_idx: {path!r} is truncated (header of {ndim} dimensions)")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"read_idx: {path!r} holds {len(raw) - header} data bytes, but its header "
+                         f"says shape {shape} of {dtype} ({expected} bytes): truncated or corrupt")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(directory, stem):
+    # the files circulate as "train-images-idx3-ubyte" and "train-images.idx3-ubyte", gzip'ed or not
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"load_mnist: no {stem}[.gz] in {directory!r}")
+
+
+def load_mnist(directory, normalize=True):
+    """MNIST (or Fashion-MNIST) from the four standard IDX files in a local ``directory``:
+    ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+    ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Nothing is downloaded.
+
+    Returns ``(X_train, y_train), (X_test, y_test)``: images float32 ``(N, 1, H, W)`` scaled to
+    [0, 1] (raw 0..255 if ``normalize=False``) and int64 labels.
+    """
+    directory = os.path.expanduser(os.fspath(directory))
+    out = []
+    for split in ("train", "t10k"):
+        images = read_idx(_find_idx(directory, f"{split}-images-idx3-ubyte"))
+        labels = read_idx(_find_idx(directory, f"{split}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"load_mnist: {split} images {images.shape} and labels "
+                             f"{labels.shape} in {directory!r} do not match")
+        X = images[:, None].astype(np.float32)
+        if normalize:
+            X /= np.float32(255.0)
+        out.append((X, labels.astype(np.int64)))
+    return tuple(out)
+
+
+# --- batches and augmentation ---------------------------------------------------------------------
+def batches(X, y=None, batch_size=32, shuffle=True, drop_last=False):
+    """Yield ``(X_batch, y_batch)`` (or ``X_batch`` when ``y`` is None) of ``batch_size`` rows;
+    ``shuffle`` draws a new order from fastnn's generator on each call."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batches: batch_size must be an int >= 1, got {batch_size!r}")
+    n = len(X)
+    if y is not None and len(y) != n:
+        raise ValueError(f"batches: X has {n} samples (shape {np.shape(X)}) but y has "
+                         f"{len(y)} (shape {np.shape(y)})")
+    order = rng().permutation(n) if shuffle else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        if order is not None:
+            rows = order[rows]
+        yield (X[rows], y[rows]) if y is not None else X[rows]
+
+
+def _check_images(where, x):
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise ValueError(f"{where}: expected images (N, C, H, W), got "
+                         f"{getattr(x, 'shape', type(x).__name__)}")
+    return x
+
+
+def _gather_windows(x_padded, top, left, height, width):
+    """``out[n] = x_padded[n, :, top[n]:top[n]+height, left[n]:left[n]+width]`` for every n."""
+    n, c = x_padded.shape[:2]
+    rows = top[:, None] + np.arange(height)[None, :]
+    cols = left[:, None] + np.arange(width)[None, :]
+    return x_padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
+                    rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_shift(x, max_shift):
+    """Translate each image by its own random integer offset in ``[-max_shift, max_shift]``
+    along H and W, filling with zeros. Returns a new array."""
+    x = _check_images("random_shift", x)
+    if max_shift < 0:
+        raise ValueError(f"random_shift: max_shift must be >= 0, got {max_shift}")
+    if max_shift == 0:
+        return x.copy()
+    m = int(max_shift)
+    n, _, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (m, m), (m, m)))
+    offsets = rng().integers(-m, m + 1, size=(2, n))
+    return _gather_windows(padded, m - offsets[0], m - offsets[1], h, w)
+
+
+def random_crop(x, size, padding=0):
+    """Zero-pad by ``padding`` then cut a random ``size`` (int or (h, w)) window per image."""
+    x = _check_images("random_crop", x)
+    ch, cw = (size, size) if np.isscalar(size) else tuple(size)
+    n, _, h, w = x.shape
+    if padding < 0 or ch > h + 2 * padding or cw > w + 2 * padding or ch < 1 or cw < 1:
+        raise ValueError(f"random_crop: cannot cut {(ch, cw)} from images {x.shape} padded by "
+                         f"{padding}")
+    p = int(padding)
+    padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+    top = rng().integers(0, h + 2 * p - ch + 1, size=n)
+    left = rng().integers(0, w + 2 * p - cw + 1, size=n)
+    return _gather_windows(padded, top, left, ch, cw)
+
+
+def horizontal_flip(x, p=0.5):
+    """Mirror each image left-right with probability ``p``. Returns a new array."""
+    x = _check_images("horizontal_flip", x)
+    if not 0 <= p <= 1:
+        raise ValueError(f"horizontal_flip: p must be in [0, 1], got {p}")
+    flip = rng().random(len(x)) < p
+    out = x.copy()
+    out[flip] = x[flip, :, :, ::-1]
+    return out

@@ -1,0 +1,502 @@
+"""``Sequential``: a stack of layers with training (``fit``), ``evaluate``, ``predict`` and
+single-file checkpoints (``save`` / ``fastnn.load``).
+
+    model = fnn.Sequential(L.Flatten(), L.Dense(64, 128), L.ReLU(), L.Dense(128, 10))
+    history = model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=20,
+                        validation_data=(Xv, yv), metrics=["accuracy"])
+    model.evaluate(Xt, yt)              # {"loss": ..., "accuracy": ...}
+    model.save("digits.npz"); model2 = fnn.load("digits.npz")
+
+A ``Sequential`` is itself a layer (forward/backward/parameters/state_dict), so it nests inside
+``Residual`` and goes through ``fnn.gradcheck``. Its state-dict keys are those of
+``torch.nn.Sequential``: ``"0.weight"``, ``"2.running_mean"``, ...
+"""
+import json
+import math
+import os
+import sys
+import tempfile
+import zipfile
+import zlib
+from functools import partial
+
+import numpy as np
+
+from . import callbacks as _callbacks
+from . import losses as _losses
+from . import metrics as _metrics
+from . import optim as _optim
+from ._random import rng
+from .layers.base import Layer, layer_from_spec, layer_to_spec
+
+__all__ = ["Sequential", "History", "NonFiniteError", "load"]
+
+CHECKPOINT_FORMAT = "fastnn-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class NonFiniteError(FloatingPointError):
+    """Training stopped because the loss (or a layer's output) became NaN or infinite."""
+
+
+class History:
+    """What ``fit`` returns: ``history.history`` maps ``"loss"``, ``"val_loss"``, each metric and
+    ``"val_<metric>"`` (and ``"lr"``) to one value per epoch; ``history.epoch`` lists the epochs."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def _append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+class Sequential(Layer):
+    """Layers applied in order: ``y = layers[-1](...layers[1](layers[0](x)))``.
+
+    Args:
+        *layers: ``fastnn.layers.Layer`` instances (a single list is accepted too). Layers are
+            not copied: a layer shared by two models shares its weights.
+
+    State: each layer's parameters and buffers, prefixed by its index (``"0.weight"``).
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} must be a fastnn layer (a subclass of "
+                                f"fastnn.layers.Layer), got {type(layer).__name__}")
+        self.layers = list(layers)
+        self.stop_training = False
+        self.history = None
+        self.saved_optimizer_state = None
+        self._last_loss = None
+        params = self.parameters()
+        if params:
+            self._dtype = params[0].data.dtype
+
+    # --- the layer interface ---------------------------------------------------------------------
+    def children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def forward(self, x, training=True):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def config(self):
+        return {"layers": [layer_to_spec(layer) for layer in self.layers]}
+
+    def extra_repr(self):
+        return f"{len(self.layers)} layers"
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(*self.layers[index])
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self):
+        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
+
+    def summary(self, input_shape=None, print_fn=print):
+        """A table of layers, output shapes and parameter counts; printed and returned.
+
+        ``input_shape`` excludes the batch axis, e.g. ``(1, 28, 28)``; without it the output
+        shapes are not known and show as ``?``.
+        """
+        shapes = [None] * len(self.layers)
+        if input_shape is not None:
+            input_shape = tuple(int(s) for s in input_shape)
+            first = type(self.layers[0]).__name__ if self.layers else ""
+            x = np.zeros((1, *input_shape), dtype=np.int64 if first == "Embedding" else self.dtype)
+            for i, layer in enumerate(self.layers):
+                x = layer.forward(x, training=False)
+                shapes[i] = "(None, " + ", ".join(str(s) for s in x.shape[1:]) + ")"
+        rows = [("#", "layer", "output shape", "params")]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            count = sum(p.data.size for p in layer.parameters())
+            total += count
+            rows.append((str(i), layer.describe(), shapes[i] or "?", f"{count:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        fmt = lambda r: "  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c])
+                                  for c in range(4))
+        rule = "-" * len(fmt(rows[0]))
+        lines = [fmt(rows[0]), rule, *(fmt(r) for r in rows[1:]), rule,
+                 f"total parameters: {total:,} ({self.dtype})"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # --- training ----------------------------------------------------------------------------------
+    def fit(self, X, y, loss="cross_entropy", optimizer="adam", epochs=1, batch_size=32,
+            validation_data=None, shuffle=True, verbose=1, metrics=None, callbacks=None,
+            clip_norm=None, checkpoint=None, nan_guard=True):
+        """Train with mini-batch gradient descent; returns a :class:`History`.
+
+        Args:
+            X, y: inputs ``(N, ...)`` and targets ``(N, ...)`` for ``loss``.
+            loss: a name (``"cross_entropy"``, ``"mse"``, ``"bce"``, ``"bce_with_logits"``) or a
+                ``fastnn.losses.Loss``.
+            optimizer: an optimizer over this model's parameters, or a name (a new one with its
+                default hyperparameters is made; pass an object to keep state across calls).
+            validation_data: ``(X_val, y_val)`` evaluated after every epoch (``val_*`` logs).
+            shuffle: reshuffle every epoch with fastnn's generator (``fnn.seed``).
+            verbose: 0 silent, 1 a tqdm progress bar (loss, samples/s), 2 one line per epoch.
+            metrics: names or callables ``(pred, target) -> float``, e.g. ``["accuracy"]``.
+            callbacks: ``fastnn.callbacks`` objects (early stopping, LR schedules, checkpoints).
+            clip_norm: clip the global gradient norm to this before each step.
+            checkpoint: a path; the model and optimizer are saved there (atomically) after
+                each epoch, so a crash or a non-finite loss leaves the last good epoch on disk.
+            nan_guard: stop with :class:`NonFiniteError` naming the step and the first layer
+                whose output went non-finite when the loss becomes NaN/inf (checked every step).
+        """
+        X, y = self._check_xy("fit", X, y)
+        batch_size = _positive_int("fit", "batch_size", batch_size)
+        epochs = _positive_int("fit", "epochs", epochs, minimum=0)
+        if clip_norm is not None and not (clip_norm > 0):
+            raise ValueError(f"fit: clip_norm must be > 0, got {clip_norm!r}")
+        loss_fn = _losses.get(loss)
+        self._last_loss = loss_fn
+        if isinstance(optimizer, str):
+            optimizer = _optim.get(optimizer, self.parameters())
+        elif not (hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad")):
+            raise TypeError(f"fit: optimizer must be a fastnn optimizer or a name, got "
+                            f"{type(optimizer).__name__}")
+        metric_fns = self._metric_fns(metrics, loss_fn)
+        if validation_data is not None:
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise TypeError("fit: validation_data must be a pair (X_val, y_val)")
+            validation_data = self._check_xy("fit (validation_data)", *validation_data)
+        cbs = list(callbacks or [])
+        if checkpoint is not None:
+            cbs.append(_callbacks.ModelCheckpoint(checkpoint))
+        for cb in cbs:
+            cb.model, cb.optimizer = self, optimizer
+        params = self.parameters()
+
+        history = History()
+        self.history = history
+        self.stop_training = False
+        n = len(X)
+        n_batches = -(-n // batch_size)
+        for cb in cbs:
+            cb.on_train_begin({})
+        for epoch in range(epochs):
+            for cb in cbs:
+                cb.on_epoch_begin(epoch, {})
+            order = rng().permutation(n) if shuffle else None
+            bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs}")
+            loss_sum, metric_sums = 0.0, [0.0] * len(metric_fns)
+            for b in range(n_batches):
+                rows = slice(b * batch_size, min(n, (b + 1) * batch_size))
+                if order is not None:
+                    rows = order[rows]
+                xb, yb = X[rows], y[rows]
+                self.zero_grad()
+                out = self.forward(xb, training=True)
+                value = _loss_forward("fit", loss_fn, out, yb)
+                if nan_guard and not math.isfinite(value):
+                    self._raise_non_finite(value, loss_fn, xb, yb, epoch, b, n_batches)
+                for j, (_, fn) in enumerate(metric_fns):
+                    metric_sums[j] += fn(out, yb) * len(xb)
+                self.backward(loss_fn.backward())
+                if clip_norm is not None:
+                    _optim.clip_grad_norm(params, clip_norm)
+                optimizer.step()
+                loss_sum += value * len(xb)
+                if bar is not None:
+                    bar.update(len(xb))
+                    bar.set_postfix_str(f"loss={loss_sum / min(n, (b + 1) * batch_size):.4f}",
+                                        refresh=False)
+            logs = {"loss": loss_sum / n}
+            logs.update({name: s / n for (name, _), s in zip(metric_fns, metric_sums)})
+            if validation_data is not None:
+                val = self._evaluate("fit (validation)", *validation_data, loss_fn, metric_fns,
+                                     max(batch_size, 256))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            if hasattr(optimizer, "lr"):
+                logs["lr"] = optimizer.lr
+            text = "  ".join(f"{k}={v:.4g}" for k, v in logs.items())
+            if bar is not None:
+                bar.set_postfix_str(text)
+                bar.close()
+            elif verbose == 2:
+                print(f"epoch {epoch + 1}/{epochs}  {text}", file=sys.stderr)
+            history._append(epoch, logs)
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end({})
+        return history
+
+    def evaluate(self, X, y, loss=None, metrics=("accuracy",), batch_size=256):
+        """Loss and metrics over ``(X, y)`` in inference mode: ``{"loss": ..., "accuracy": ...}``.
+
+        ``loss`` defaults to the one last used by ``fit`` (else cross-entropy)."""
+        X, y = self._check_xy("evaluate", X, y)
+        batch_size = _positive_int("evaluate", "batch_size", batch_size)
+        loss_fn = _losses.get(loss if loss is not None else (self._last_loss or "cross_entropy"))
+        return self._evaluate("evaluate", X, y, loss_fn, self._metric_fns(metrics, loss_fn),
+                              batch_size)
+
+    def _evaluate(self, where, X, y, loss_fn, metric_fns, batch_size):
+        total, sums = 0.0, [0.0] * len(metric_fns)
+        for start in range(0, len(X), batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            out = self.forward(xb, training=False)
+            total += _loss_forward(where, loss_fn, out, yb) * len(xb)
+            for j, (_, fn) in enumerate(metric_fns):
+                sums[j] += fn(out, yb) * len(xb)
+        result = {"loss": total / len(X)}
+        result.update({name: s / len(X) for (name, _), s in zip(metric_fns, sums)})
+        return result
+
+    def predict(self, X, batch_size=256):
+        """The model's output for ``X`` in inference mode (dropout off, running statistics)."""
+        X = self._check_x("predict", X)
+        batch_size = _positive_int("predict", "batch_size", batch_size)
+        outs = [np.array(self.forward(X[s:s + batch_size], training=False))
+                for s in range(0, len(X), batch_size)]
+        return np.concatenate(outs, axis=0)
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def save(self, path, optimizer=None):
+        """Write architecture, weights (and ``optimizer``'s state) to ONE ``.npz`` file.
+
+        The file is written to a temporary file in the same directory, flushed, fsync'ed and then
+        renamed over ``path``, so a crash never leaves a half-written checkpoint behind.
+        ``fastnn.load(path)`` rebuilds the model.
+        """
+        arrays = {}
+        state = self.state_dict()
+        for i, (key, value) in enumerate(state.items()):
+            arrays[f"state:{i}"] = value
+        meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "architecture": layer_to_spec(self), "dtype": str(self.dtype),
+                "state_keys": list(state), "optimizer": None}
+        if optimizer is not None:
+            meta["optimizer"] = _flatten_optimizer_state(optimizer.state_dict(), arrays)
+        arrays["__meta__"] = np.array(json.dumps(meta))
+        _atomic_write(path, lambda f: _write_npz(f, arrays))
+
+    # --- helpers -----------------------------------------------------------------------------------
+    @property
+    def dtype(self):
+        params = self.parameters()
+        return params[0].data.dtype if params else self._dtype
+
+    def _check_x(self, where, X):
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        if X.ndim < 1 or len(X) == 0:
+            raise ValueError(f"{where}: X must have shape (N, ...) with N >= 1, got {X.shape}")
+        if X.dtype.kind == "f" and X.dtype != self.dtype:
+            X = X.astype(self.dtype)  # cast once, not per batch
+        elif X.dtype.kind not in "fiub":
+            raise TypeError(f"{where}: X must be a numeric array, got dtype {X.dtype}")
+        return X
+
+    def _check_xy(self, where, X, y):
+        X = self._check_x(where, X)
+        y = np.asarray(y)
+        if y.ndim < 1 or len(y) != len(X):
+            raise ValueError(f"{where}: X has {len(X)} samples (shape {X.shape}) but y has "
+                             f"shape {y.shape}; they must agree on axis 0")
+        return X, y
+
+    def _metric_fns(self, metrics, loss_fn):
+        fns = []
+        for m in metrics or ():
+            fn = _metrics.get(m)
+            name = m if isinstance(m, str) else getattr(fn, "__name__", type(fn).__name__)
+            if fn is _metrics.accuracy and isinstance(loss_fn, _losses.BCEWithLogits):
+                fn = partial(_metrics.accuracy, threshold=0.0)  # outputs are logits
+            fns.append((name, fn))
+        return fns
+
+    def _raise_non_finite(self, value, loss_fn, xb, yb, epoch, batch, n_batches):
+        where = (f"fit: loss ({type(loss_fn).__name__}) became {value} at epoch {epoch + 1}, "
+                 f"step {batch + 1}/{n_batches}")
+        bad_params = [name for name, p in self.named_parameters() if not np.isfinite(p.data).all()]
+        detail = ""
+        if xb.dtype.kind == "f" and not np.isfinite(xb).all():
+            detail = "; the input batch itself contains NaN/inf values"
+        else:
+            # replay the batch layer by layer to locate the first non-finite output; the replay
+            # must not disturb running statistics, so the state is put back afterwards
+            saved = self.state_dict()
+            x = xb
+            try:
+                for i, layer in enumerate(self.layers):
+                    x = layer.forward(x, training=True)
+                    if not np.isfinite(x).all():
+                        detail = (f"; the first non-finite output comes from layer {i} "
+                                  f"{layer.describe()} (its input was finite)")
+                        break
+                else:
+                    detail = (f"; every layer's output is finite, so the loss itself overflowed "
+                              f"(check the targets: shape {yb.shape}, dtype {yb.dtype})")
+            finally:
+                self.load_state_dict(saved)
+        if bad_params:
+            shown = ", ".join(bad_params[:5]) + (" ..." if len(bad_params) > 5 else "")
+            detail += f"; non-finite parameters: {shown}"
+        raise NonFiniteError(where + detail + ". Try a lower learning rate or clip_norm=; the "
+                             "last checkpoint written (if any) is from the last good epoch.")
+
+
+def _positive_int(where, name, v, minimum=1):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _loss_forward(where, loss_fn, out, yb):
+    try:
+        return loss_fn.forward(out, yb)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{where}: model output has shape {tuple(out.shape)} and the targets have "
+                      f"shape {tuple(yb.shape)} ({yb.dtype}): {e}") from e
+
+
+def _progress(verbose, total, desc):
+    if verbose != 1:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="samples", leave=True, dynamic_ncols=True,
+                mininterval=0.2)
+
+
+# --- checkpoint files -----------------------------------------------------------------------------
+def _write_npz(fileobj, arrays):
+    np.savez(fileobj, **arrays)
+
+
+def _atomic_write(path, write):
+    """Run ``write(fileobj)`` into a temporary file beside ``path`` and rename it over ``path``
+    only after it is complete and on disk."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _flatten_optimizer_state(sd, arrays):
+    """Optimizer state -> JSON-able dict; arrays go into ``arrays`` as ``optim:<i>:<name>``."""
+    state = []
+    for i, entry in enumerate(sd["state"]):
+        flat = {}
+        for k, v in entry.items():
+            if isinstance(v, np.ndarray):
+                key = f"optim:{i}:{k}"
+                arrays[key] = v
+                flat[k] = {"array": key}
+            else:
+                flat[k] = v
+        state.append(flat)
+    return {"class": sd["class"], "hyperparameters": sd["hyperparameters"], "state": state}
+
+
+def _unflatten_optimizer_state(meta, arrays):
+    state = []
+    for entry in meta["state"]:
+        state.append({k: (arrays[v["array"]] if isinstance(v, dict) else v)
+                      for k, v in entry.items()})
+    return {"class": meta["class"], "hyperparameters": meta["hyperparameters"], "state": state}
+
+
+def _layer_registry(name):
+    if name == "Sequential":
+        return _sequential_from_config
+    from . import layers
+    return layers.get(name)
+
+
+def _sequential_from_config(layers):
+    return Sequential(*(layer_from_spec(spec, _layer_registry) for spec in layers))
+
+
+def load(path):
+    """Rebuild a model saved with ``Sequential.save``: architecture, weights and dtype.
+
+    The optimizer state, if one was saved, is in ``model.saved_optimizer_state`` (pass it to
+    ``optimizer.load_state_dict`` to resume training). A corrupted or truncated file raises a
+    ``ValueError`` naming the path.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "__meta__" not in f.files:
+                raise ValueError("no fastnn metadata in the file")
+            meta = json.loads(str(f["__meta__"][()]))
+            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, zlib.error,
+            json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"fnn.load: {path!r} is not a readable fastnn checkpoint (corrupted or "
+                         f"truncated?): {type(e).__name__}: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"fnn.load: {path!r} is not a fastnn checkpoint")
+    if meta.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"fnn.load: {path!r} has checkpoint version {meta['version']}; this "
+                         f"fastnn reads up to version {CHECKPOINT_VERSION}")
+    try:
+        model = layer_from_spec(meta["architecture"], _layer_registry)
+        if not isinstance(model, Sequential):
+            model = Sequential(model)
+        model.astype(meta["dtype"])
+        keys = meta["state_keys"]
+        model.load_state_dict({key: arrays[f"state:{i}"] for i, key in enumerate(keys)})
+        if meta.get("optimizer") is not None:
+            model.saved_optimizer_state = _unflatten_optimizer_state(meta["optimizer"], arrays)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"fnn.load: cannot rebuild the model in {path!r}: "
+                         f"{type(e).__name__}: {e}") from e
+    return model
