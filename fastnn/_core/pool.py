@@ -1,0 +1,265 @@
+"""Pooling and upsampling kernels: max pool (with argmax), average pool, nearest upsampling.
+
+Why numba rather than Cython: each is a small sliding-window loop nest over independent (n, c)
+planes, with no BLAS call and nothing to gain from Cython's static typing; numba compiles the
+float32/float64 versions from one readable source, ``prange`` over the planes parallelises it,
+and there is no build step. As everywhere in the numba families, each kernel has a serial twin
+for small inputs (see :mod:`fastnn._core.activation`).
+
+Images are viewed as planes: (N, C, H, W) -> (N*C, H, W), so every kernel has one signature per
+dtype and the parallel loop is over all N*C independent planes.
+"""
+import numpy as np
+from numba import njit, prange
+
+from . import threads
+from ._checks import check_float, check_index, check_out, check_pair, check_writable, conv_out_size
+from .activation import pick, serial_twin
+
+threads.sync_numba_threads()
+
+
+# ----------------------------------------------------------------------------------------------
+# compiled kernels on planes (P, H, W); no validation here
+# ----------------------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, out, argmax):
+    """out[p, i, j] := max of x[p] over the window at (i*sh - ph, j*sw - pw); argmax := its h*W + w"""
+    planes, h, w = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    for p in prange(planes):
+        for i in range(oh):
+            top = i * sh - ph
+            h1 = min(top + kh, h)
+            h0 = max(top, 0)
+            for j in range(ow):
+                left = j * sw - pw
+                w1 = min(left + kw, w)
+                w0 = max(left, 0)
+                best = -np.inf
+                where = h0 * w + w0
+                for a in range(h0, h1):
+                    for b in range(w0, w1):
+                        v = x[p, a, b]
+                        # strictly greater: the first maximum wins; NaN propagates (as PyTorch)
+                        if v > best or v != v:
+                            best = v
+                            where = a * w + b
+                out[p, i, j] = best
+                argmax[p, i, j] = where
+
+
+@njit(parallel=True, cache=True)
+def _maxpool2d_backward(dy, argmax, dx):
+    """dx[p] := 0; dx[p, argmax[p, k]] += dy[p, k]; returns the count of out-of-range indices"""
+    planes, hw = dx.shape
+    positions = dy.shape[1]
+    bad = 0
+    for p in prange(planes):
+        for q in range(hw):
+            dx[p, q] = 0.0
+        for k in range(positions):
+            idx = argmax[p, k]
+            if 0 <= idx < hw:
+                dx[p, idx] += dy[p, k]
+            else:
+                bad += 1
+    return bad
+
+
+@njit(parallel=True, cache=True)
+def _avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, out):
+    """out[p, i, j] := sum of x[p] over the window / (kh*kw) (padding counts as zeros)"""
+    planes, h, w = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    inv = 1.0 / (kh * kw)
+    for p in prange(planes):
+        for i in range(oh):
+            h0 = max(i * sh - ph, 0)
+            h1 = min(i * sh - ph + kh, h)
+            for j in range(ow):
+                w0 = max(j * sw - pw, 0)
+                w1 = min(j * sw - pw + kw, w)
+                total = 0.0
+                for a in range(h0, h1):
+                    for b in range(w0, w1):
+                        total += x[p, a, b]
+                out[p, i, j] = total * inv
+
+
+@njit(parallel=True, cache=True)
+def _avgpool2d_backward(dy, kh, kw, sh, sw, ph, pw, dx):
+    """dx[p] := sum over windows of dy[p, i, j] / (kh*kw) spread over each window"""
+    planes, h, w = dx.shape
+    oh, ow = dy.shape[1], dy.shape[2]
+    inv = 1.0 / (kh * kw)
+    for p in prange(planes):
+        for a in range(h):
+            for b in range(w):
+                dx[p, a, b] = 0.0
+        for i in range(oh):
+            h0 = max(i * sh - ph, 0)
+            h1 = min(i * sh - ph + kh, h)
+            for j in range(ow):
+                w0 = max(j * sw - pw, 0)
+                w1 = min(j * sw - pw + kw, w)
+                g = dy[p, i, j] * inv
+                for a in range(h0, h1):
+                    for b in range(w0, w1):
+                        dx[p, a, b] += g
+
+
+@njit(parallel=True, cache=True)
+def _upsample_nearest2d_forward(x, scale, out):
+    """out[p, i, j] := x[p, i // scale, j // scale]"""
+    planes, h, w = x.shape
+    for p in prange(planes):
+        for i in range(h):
+            for a in range(scale):
+                row = i * scale + a
+                for j in range(w):
+                    v = x[p, i, j]
+                    for b in range(scale):
+                        out[p, row, j * scale + b] = v
+
+
+@njit(parallel=True, cache=True)
+def _upsample_nearest2d_backward(dy, scale, dx):
+    """dx[p, i, j] := sum of dy[p] over the scale x scale block at (i*scale, j*scale)"""
+    planes, h, w = dx.shape
+    for p in prange(planes):
+        for i in range(h):
+            for j in range(w):
+                dx[p, i, j] = 0.0
+            for a in range(scale):
+                row = i * scale + a
+                for j in range(w):
+                    total = 0.0
+                    for b in range(scale):
+                        total += dy[p, row, j * scale + b]
+                    dx[p, i, j] += total
+
+
+_maxpool2d_forward_serial = serial_twin(_maxpool2d_forward)
+_maxpool2d_backward_serial = serial_twin(_maxpool2d_backward)
+_avgpool2d_forward_serial = serial_twin(_avgpool2d_forward)
+_avgpool2d_backward_serial = serial_twin(_avgpool2d_backward)
+_upsample_nearest2d_forward_serial = serial_twin(_upsample_nearest2d_forward)
+_upsample_nearest2d_backward_serial = serial_twin(_upsample_nearest2d_backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# public wrappers
+# ----------------------------------------------------------------------------------------------
+
+def _window(where, kernel_size, stride, padding):
+    kernel = check_pair(where, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else check_pair(where, "stride", stride, 1)
+    pad = check_pair(where, "padding", padding, 0)
+    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise ValueError(f"{where}: padding {pad} must be at most half of kernel_size {kernel}")
+    return kernel, stride, pad
+
+
+def _pooled_shape(where, shape, kernel, stride, pad):
+    n, c, h, w = shape
+    oh = conv_out_size(h, kernel[0], stride[0], pad[0])
+    ow = conv_out_size(w, kernel[1], stride[1], pad[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{where}: input {tuple(shape)} is too small for kernel_size {kernel}, "
+                         f"stride {stride}, padding {pad}")
+    return (n, c, oh, ow)
+
+
+def _planes(a):
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
+
+
+def maxpool2d_forward(x, kernel_size, stride, padding, out, argmax):
+    """out := max over each window (padding is -inf); argmax := flat h*W + w of the first maximum."""
+    where = "maxpool2d_forward"
+    check_float(where, "x", x, ndim=4)
+    (kh, kw), (sh, sw), (ph, pw) = _window(where, kernel_size, stride, padding)
+    shape = _pooled_shape(where, x.shape, (kh, kw), (sh, sw), (ph, pw))
+    check_out(where, "out", out, shape, x.dtype, f"pooled shape of x {x.shape}")
+    check_index(where, "argmax", argmax, shape)
+    check_writable(where, "argmax", argmax)
+    pick(_maxpool2d_forward, _maxpool2d_forward_serial, out.size * kh * kw)(
+        _planes(x), kh, kw, sh, sw, ph, pw, _planes(out), _planes(argmax))
+
+
+def maxpool2d_backward(dy, argmax, dx):
+    """dx := 0, then dy scattered (added) at argmax in each (n, c) plane."""
+    where = "maxpool2d_backward"
+    check_float(where, "dy", dy, ndim=4)
+    check_index(where, "argmax", argmax, dy.shape)
+    check_float(where, "dx", dx, ndim=4, dtype=dy.dtype)
+    check_writable(where, "dx", dx)
+    if dx.shape[:2] != dy.shape[:2]:
+        raise ValueError(f"{where}: dx {dx.shape} and dy {dy.shape} must agree on (N, C)")
+    planes = dx.shape[0] * dx.shape[1]
+    bad = pick(_maxpool2d_backward, _maxpool2d_backward_serial, dx.size + dy.size)(
+        dy.reshape(planes, -1), argmax.reshape(planes, -1), dx.reshape(planes, -1))
+    if bad:
+        raise ValueError(f"{where}: {bad} argmax entries lie outside the {dx.shape[2]}x{dx.shape[3]} "
+                         f"plane of dx {dx.shape}")
+
+
+def avgpool2d_forward(x, kernel_size, stride, padding, out):
+    """out := mean over each window, padding counted as zeros (count_include_pad=True)."""
+    where = "avgpool2d_forward"
+    check_float(where, "x", x, ndim=4)
+    (kh, kw), (sh, sw), (ph, pw) = _window(where, kernel_size, stride, padding)
+    shape = _pooled_shape(where, x.shape, (kh, kw), (sh, sw), (ph, pw))
+    check_out(where, "out", out, shape, x.dtype, f"pooled shape of x {x.shape}")
+    pick(_avgpool2d_forward, _avgpool2d_forward_serial, out.size * kh * kw)(
+        _planes(x), kh, kw, sh, sw, ph, pw, _planes(out))
+
+
+def avgpool2d_backward(dy, kernel_size, stride, padding, dx):
+    """dx := the adjoint of avgpool2d_forward applied to dy."""
+    where = "avgpool2d_backward"
+    check_float(where, "dx", dx, ndim=4)
+    check_writable(where, "dx", dx)
+    (kh, kw), (sh, sw), (ph, pw) = _window(where, kernel_size, stride, padding)
+    shape = _pooled_shape(where, dx.shape, (kh, kw), (sh, sw), (ph, pw))
+    check_float(where, "dy", dy, ndim=4, dtype=dx.dtype)
+    if dy.shape != shape:
+        raise ValueError(f"{where}: dy must have shape {shape} (pooled shape of dx {dx.shape}), got {dy.shape}")
+    pick(_avgpool2d_backward, _avgpool2d_backward_serial, dy.size * kh * kw)(
+        _planes(dy), kh, kw, sh, sw, ph, pw, _planes(dx))
+
+
+def _scale(where, scale):
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)):
+        raise TypeError(f"{where}: scale must be an int, got {scale!r}")
+    if scale < 1:
+        raise ValueError(f"{where}: scale must be >= 1, got {scale}")
+    return int(scale)
+
+
+def upsample_nearest2d_forward(x, scale, out):
+    """out[n, c, i, j] := x[n, c, i // scale, j // scale]; out (N, C, H*scale, W*scale)."""
+    where = "upsample_nearest2d_forward"
+    check_float(where, "x", x, ndim=4)
+    s = _scale(where, scale)
+    n, c, h, w = x.shape
+    check_out(where, "out", out, (n, c, h * s, w * s), x.dtype, f"x {x.shape} scaled by {s}")
+    pick(_upsample_nearest2d_forward, _upsample_nearest2d_forward_serial, out.size)(
+        _planes(x), s, _planes(out))
+
+
+def upsample_nearest2d_backward(dy, scale, dx):
+    """dx[n, c, i, j] := sum of dy over its scale x scale block."""
+    where = "upsample_nearest2d_backward"
+    check_float(where, "dx", dx, ndim=4)
+    check_writable(where, "dx", dx)
+    s = _scale(where, scale)
+    n, c, h, w = dx.shape
+    check_float(where, "dy", dy, ndim=4, dtype=dx.dtype)
+    if dy.shape != (n, c, h * s, w * s):
+        raise ValueError(f"{where}: dy must have shape {(n, c, h * s, w * s)} (dx {dx.shape} scaled "
+                         f"by {s}), got {dy.shape}")
+    pick(_upsample_nearest2d_backward, _upsample_nearest2d_backward_serial, dy.size)(
+        _planes(dy), s, _planes(dx))
