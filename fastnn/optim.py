@@ -95,7 +95,8 @@ class Optimizer:
         order) of its step count and state arrays (copies)."""
         state = []
         for s in self.state:
-            state.append({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()})
+            state.append({k: (v.copy() if isinstance(v, np.ndarray) else v)
+                          for k, v in s.items() if not k.startswith("_")})
         return {"class": type(self).__name__, "hyperparameters": self.hyperparameters(),
                 "state": state}
 
@@ -156,8 +157,12 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _update(self, p, state):
-        # with momentum 0 the buffer is never read: the gradient array stands in for it
-        buf = state.get("momentum_buffer", p.grad) if self.momentum != 0 else np.empty_like(p.grad)
+        if self.momentum != 0:
+            buf = state["momentum_buffer"]
+        else:  # never read with momentum 0, but the kernel takes an array; allocated once
+            buf = state.get("_unused")
+            if buf is None or buf.shape != p.data.shape or buf.dtype != p.data.dtype:
+                buf = state["_unused"] = np.empty_like(p.data)
         _core.sgd_update(p.data, p.grad, buf, self.lr, self.momentum, self.dampening,
                          self.nesterov, self.weight_decay, state["step"] == 1)
 
