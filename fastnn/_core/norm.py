@@ -1,0 +1,209 @@
+"""Batch normalisation kernels: training forward (statistics in one sweep), inference forward,
+backward (through the batch statistics, or with them held constant).
+
+Why numba rather than Cython: the work is a per-channel reduction followed by a per-channel
+affine map, a loop nest that numba compiles for float32/float64 from one source, parallel over
+channels with ``prange``, with no build step. Done in NumPy it is ~10 passes over the batch with
+temporaries (mean, centred copy, square, var, normalised copy, ...); here the statistics take one
+sweep per channel and the output one more. Each kernel has a serial twin for small inputs (see
+:mod:`fastnn._core.activation`).
+
+Layout: x is (N, C, L); (N, C) is viewed as (N, C, 1) and (N, C, H, W) as (N, C, H*W).
+Statistics are accumulated in float64 as sums of x - x[0, c, 0] (shifted sums): the shift is a
+sample of the channel, so the cancellation in E[d^2] - E[d]^2 stays of the order of the variance
+even for data like x + 1000.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import threads
+from ._checks import check_float, check_like, check_out, check_optional_out
+from .activation import pick, serial_twin
+
+threads.sync_numba_threads()
+
+
+# ----------------------------------------------------------------------------------------------
+# compiled kernels on (N, C, L); no validation here
+# ----------------------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_running, momentum,
+                             eps, out, save_mean, save_invstd):
+    """mean, var := batch statistics over (N, L); out := (x - mean) * invstd * weight + bias"""
+    batch, channels, length = x.shape
+    count = batch * length
+    for c in prange(channels):
+        shift = np.float64(x[0, c, 0])
+        s1 = 0.0
+        s2 = 0.0
+        for n in range(batch):
+            for i in range(length):
+                d = x[n, c, i] - shift
+                s1 += d
+                s2 += d * d
+        mean_shifted = s1 / count
+        var = max(s2 / count - mean_shifted * mean_shifted, 0.0)
+        mean = shift + mean_shifted
+        invstd = 1.0 / math.sqrt(var + eps)
+        scale = weight[c] * invstd
+        offset = bias[c] - mean * scale
+        for n in range(batch):
+            for i in range(length):
+                out[n, c, i] = x[n, c, i] * scale + offset
+        save_mean[c] = mean
+        save_invstd[c] = invstd
+        if update_running:
+            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
+            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var * count / (count - 1)
+
+
+@njit(parallel=True, cache=True)
+def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out):
+    """out := (x - running_mean) / sqrt(running_var + eps) * weight + bias"""
+    batch, channels, length = x.shape
+    for c in prange(channels):
+        scale = weight[c] / math.sqrt(np.float64(running_var[c]) + eps)
+        offset = bias[c] - running_mean[c] * scale
+        for n in range(batch):
+            for i in range(length):
+                out[n, c, i] = x[n, c, i] * scale + offset
+
+
+@njit(parallel=True, cache=True)
+def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
+                        dbias, write_dbias, batch_stats):
+    """xhat := (x - mean) * invstd; dbias += sum dy; dweight += sum dy*xhat;
+    dx := weight*invstd * (dy - [sum dy + xhat * sum dy*xhat] / n) (the bracket only with batch_stats)"""
+    batch, channels, length = x.shape
+    count = batch * length
+    for c in prange(channels):
+        m = np.float64(mean[c])
+        s = np.float64(invstd[c])
+        sum_dy = 0.0
+        sum_dy_xhat = 0.0
+        for n in range(batch):
+            for i in range(length):
+                g = dy[n, c, i]
+                sum_dy += g
+                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+        if write_dweight:
+            dweight[c] += sum_dy_xhat
+        if write_dbias:
+            dbias[c] += sum_dy
+        if write_dx:
+            scale = weight[c] * s
+            if batch_stats:
+                mean_dy = sum_dy / count
+                mean_dy_xhat = sum_dy_xhat / count
+                for n in range(batch):
+                    for i in range(length):
+                        xhat = (x[n, c, i] - m) * s
+                        dx[n, c, i] = scale * (dy[n, c, i] - mean_dy - xhat * mean_dy_xhat)
+            else:
+                for n in range(batch):
+                    for i in range(length):
+                        dx[n, c, i] = scale * dy[n, c, i]
+
+
+_batchnorm_forward_train_serial = serial_twin(_batchnorm_forward_train)
+_batchnorm_forward_eval_serial = serial_twin(_batchnorm_forward_eval)
+_batchnorm_backward_serial = serial_twin(_batchnorm_backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# public wrappers
+# ----------------------------------------------------------------------------------------------
+
+def _ncl(where, name, x):
+    check_float(where, name, x)
+    if x.ndim < 2 or x.shape[1] < 1:
+        raise ValueError(f"{where}: {name} must be (N, C, ...) with C >= 1, got shape {x.shape}")
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _channel_vector(where, name, a, channels, dtype, default=None):
+    """A (C,) array of x's dtype; None means ``default`` (1 for weight, 0 for bias)."""
+    if a is None:
+        return np.full(channels, default, dtype=dtype)
+    return check_like(where, name, a, (channels,), dtype, f"C of x is {channels}")
+
+
+def _number(where, name, v):
+    if isinstance(v, bool):
+        raise TypeError(f"{where}: {name} must be a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: {name} must be a number, got {v!r}") from None
+
+
+def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
+                            out, save_mean, save_invstd):
+    """Training-mode batch norm over (N, L) per channel; updates the running statistics
+    (running_var with the unbiased variance) unless they are None."""
+    where = "batchnorm_forward_train"
+    x3 = _ncl(where, "x", x)
+    batch, channels, length = x3.shape
+    if batch * length < 2:
+        raise ValueError(f"{where}: expected more than 1 value per channel in training, got x {x.shape}")
+    dtype = x.dtype
+    weight = _channel_vector(where, "weight", weight, channels, dtype, 1.0)
+    bias = _channel_vector(where, "bias", bias, channels, dtype, 0.0)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{where}: running_mean and running_var must both be arrays or both None")
+    update = running_mean is not None
+    if update:
+        check_out(where, "running_mean", running_mean, (channels,), dtype, f"C of x is {channels}")
+        check_out(where, "running_var", running_var, (channels,), dtype, f"C of x is {channels}")
+    else:
+        running_mean = running_var = np.empty(channels, dtype)
+    momentum = _number(where, "momentum", momentum)
+    eps = _number(where, "eps", eps)
+    check_out(where, "out", out, x.shape, dtype, "the shape of x")
+    check_out(where, "save_mean", save_mean, (channels,), dtype, f"C of x is {channels}")
+    check_out(where, "save_invstd", save_invstd, (channels,), dtype, f"C of x is {channels}")
+    pick(_batchnorm_forward_train, _batchnorm_forward_train_serial, x.size)(
+        x3, weight, bias, running_mean, running_var, update, momentum, eps, out.reshape(x3.shape),
+        save_mean, save_invstd)
+
+
+def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out):
+    """Inference-mode batch norm: out := (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
+    where = "batchnorm_forward_eval"
+    x3 = _ncl(where, "x", x)
+    channels = x3.shape[1]
+    dtype = x.dtype
+    weight = _channel_vector(where, "weight", weight, channels, dtype, 1.0)
+    bias = _channel_vector(where, "bias", bias, channels, dtype, 0.0)
+    check_like(where, "running_mean", running_mean, (channels,), dtype, f"C of x is {channels}")
+    check_like(where, "running_var", running_var, (channels,), dtype, f"C of x is {channels}")
+    eps = _number(where, "eps", eps)
+    check_out(where, "out", out, x.shape, dtype, "the shape of x")
+    pick(_batchnorm_forward_eval, _batchnorm_forward_eval_serial, x.size)(
+        x3, weight, bias, running_mean, running_var, eps, out.reshape(x3.shape))
+
+
+def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True):
+    """dx := grad wrt x (through the batch statistics when ``batch_stats``, else with mean/invstd
+    constant); dweight += sum dy * xhat; dbias += sum dy. None outputs are skipped."""
+    where = "batchnorm_backward"
+    x3 = _ncl(where, "x", x)
+    channels = x3.shape[1]
+    dtype = x.dtype
+    check_like(where, "dy", dy, x.shape, dtype, "the shape of x")
+    weight = _channel_vector(where, "weight", weight, channels, dtype, 1.0)
+    check_like(where, "mean", mean, (channels,), dtype, f"C of x is {channels}")
+    check_like(where, "invstd", invstd, (channels,), dtype, f"C of x is {channels}")
+    check_optional_out(where, "dx", dx, x.shape, dtype, "the shape of x")
+    check_optional_out(where, "dweight", dweight, (channels,), dtype, f"C of x is {channels}")
+    check_optional_out(where, "dbias", dbias, (channels,), dtype, f"C of x is {channels}")
+    dummy = np.empty((1, 1, 1), dtype) if dx is None else None
+    dx3 = dummy if dx is None else dx.reshape(x3.shape)
+    dweight_ = np.empty(1, dtype) if dweight is None else dweight
+    dbias_ = np.empty(1, dtype) if dbias is None else dbias
+    pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)(
+        dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
+        dweight is not None, dbias_, dbias is not None, bool(batch_stats))
