@@ -1,0 +1,226 @@
+"""Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Identity (any input shape)."""
+import math
+
+import numpy as np
+
+from .. import _core
+from .base import Layer
+
+
+class _Elementwise(Layer):
+    """y = f(x) elementwise; backward needs either the input (``saves = "x"``) or the output."""
+
+    saves = "x"
+
+    def __init__(self):
+        super().__init__()
+        self.saved = None   # x or y of the last forward, as ``saves`` says
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        out = np.empty_like(x)
+        self._forward(x, out)
+        self.saved = x if self.saves == "x" else out
+        return out
+
+    def backward(self, dy):
+        if self.saved is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self.saved.shape:
+            raise self.shape_error(self.saved.shape, dy.shape, "dy")
+        dx = np.empty_like(dy)
+        self._backward(self.saved, dy, dx)
+        return dx
+
+    def _on_dtype_change(self):
+        self.saved = None
+
+
+class ReLU(_Elementwise):
+    r"""Rectified linear unit: :math:`y = \max(0, x)`; the gradient is 0 where x <= 0.
+
+    Shapes: input any shape; output the same shape. State: none.
+
+    Example::
+
+        act = ReLU()
+        y = act.forward(np.array([[-1.0, 2.0]], np.float32))   # [[0, 2]]
+        dx = act.backward(np.ones_like(y))                    # [[0, 1]]
+    """
+
+    def _forward(self, x, out):
+        _core.relu_forward(x, out)
+
+    def _backward(self, x, dy, dx):
+        _core.relu_backward(x, dy, dx)
+
+
+class LeakyReLU(_Elementwise):
+    r"""Leaky ReLU: :math:`y = x` for x > 0, :math:`y = \text{negative\_slope} \cdot x` otherwise.
+
+    Args:
+        negative_slope: slope for x <= 0 (default 0.01, as PyTorch).
+
+    Shapes: input any shape; output the same shape. State: none.
+
+    Example::
+
+        act = LeakyReLU(0.2)
+        y = act.forward(np.array([[-1.0, 2.0]], np.float32))   # [[-0.2, 2]]
+        dx = act.backward(np.ones_like(y))                    # [[0.2, 1]]
+    """
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.floating)) \
+                or not math.isfinite(negative_slope):
+            raise ValueError(f"LeakyReLU: negative_slope must be a finite number, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def config(self):
+        return {"negative_slope": self.negative_slope}
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+    def _forward(self, x, out):
+        _core.leaky_relu_forward(x, self.negative_slope, out)
+
+    def _backward(self, x, dy, dx):
+        _core.leaky_relu_backward(x, dy, self.negative_slope, dx)
+
+
+class Sigmoid(_Elementwise):
+    r"""Logistic function: :math:`y = 1 / (1 + e^{-x})`, stable for large |x|;
+    :math:`dx = dy \cdot y (1 - y)`.
+
+    Shapes: input any shape; output the same shape. State: none.
+
+    Example::
+
+        act = Sigmoid()
+        y = act.forward(np.zeros((2, 3), np.float32))   # all 0.5
+        dx = act.backward(np.ones_like(y))             # all 0.25
+    """
+
+    saves = "y"
+
+    def _forward(self, x, out):
+        _core.sigmoid_forward(x, out)
+
+    def _backward(self, y, dy, dx):
+        _core.sigmoid_backward(y, dy, dx)
+
+
+class Tanh(_Elementwise):
+    r"""Hyperbolic tangent: :math:`y = \tanh(x)`; :math:`dx = dy \cdot (1 - y^2)`.
+
+    Shapes: input any shape; output the same shape. State: none.
+
+    Example::
+
+        act = Tanh()
+        y = act.forward(np.zeros((2, 3), np.float32))   # all 0
+        dx = act.backward(np.ones_like(y))             # all 1
+    """
+
+    saves = "y"
+
+    def _forward(self, x, out):
+        _core.tanh_forward(x, out)
+
+    def _backward(self, y, dy, dx):
+        _core.tanh_backward(y, dy, dx)
+
+
+class Softmax(Layer):
+    r"""Softmax along one axis: :math:`y_i = e^{x_i - \max x} / \sum_j e^{x_j - \max x}`;
+    :math:`dx = y \odot (dy - \sum_j dy_j y_j)`.
+
+    For a classifier's training, prefer raw logits with ``losses.CrossEntropy`` (softmax fused
+    into the loss); this layer is for probabilities inside a model.
+
+    Args:
+        axis: the axis normalised over (default -1, the last).
+
+    Shapes: input any shape with ``axis`` in range; output the same shape. State: none.
+
+    Example::
+
+        sm = Softmax()
+        y = sm.forward(np.zeros((2, 4), np.float32))   # all 0.25
+        dx = sm.backward(np.ones_like(y))             # all 0: the rows sum to a constant
+    """
+
+    def __init__(self, axis=-1):
+        super().__init__()
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"Softmax: axis must be an int, got {axis!r}")
+        self.axis = int(axis)
+        self.y = None   # the output, with the softmax axis moved last, as (M, C)
+
+    def config(self):
+        return {"axis": self.axis}
+
+    def extra_repr(self):
+        return f"axis={self.axis}"
+
+    def _rows(self, a):
+        """``a`` with the softmax axis moved last, as a C-contiguous (M, C) matrix."""
+        moved = np.moveaxis(a, self._axis, -1)
+        self._moved_shape = moved.shape
+        return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+
+    def _unrows(self, m):
+        return np.ascontiguousarray(np.moveaxis(m.reshape(self._moved_shape), -1, self._axis))
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        if not -x.ndim <= self.axis < x.ndim:
+            raise self.shape_error(f"an array with axis {self.axis}", x.shape)
+        self._axis = self.axis % x.ndim
+        self.x_shape = x.shape
+        rows = self._rows(x)
+        self.y = np.empty_like(rows)
+        _core.softmax_forward(rows, self.y)
+        return self._unrows(self.y)
+
+    def backward(self, dy):
+        if self.y is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self.x_shape:
+            raise self.shape_error(self.x_shape, dy.shape, "dy")
+        rows = self._rows(dy)
+        dx = np.empty_like(rows)
+        _core.softmax_backward(self.y, rows, dx)
+        return self._unrows(dx)
+
+    def _on_dtype_change(self):
+        self.y = None
+
+
+class Identity(Layer):
+    r"""y = x, dx = dy: a placeholder (e.g. an optional block switched off).
+
+    Shapes: input any shape; output the same array (cast to the layer dtype). State: none.
+
+    Example::
+
+        layer = Identity()
+        y = layer.forward(np.ones((2, 3), np.float32))   # the input itself
+        dx = layer.backward(np.ones_like(y))
+    """
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        self.x_shape = x.shape
+        return x
+
+    def backward(self, dy):
+        dy = self.as_input(dy, "dy")
+        expected = getattr(self, "x_shape", None)
+        if expected is not None and dy.shape != expected:
+            raise self.shape_error(expected, dy.shape, "dy")
+        return dy

@@ -1,0 +1,129 @@
+"""Dense (fully connected) layer, plus the small helpers shared by the layers with weights."""
+import numpy as np
+
+from .. import _core
+from .. import init as _init
+from .base import Layer
+
+
+def workspace(layer, name, shape, dtype):
+    """An internal buffer of ``layer`` reused from step to step; reallocated when the shape or
+    dtype changes. Only for arrays the layer never hands out (masks, argmax, statistics)."""
+    cache = layer.__dict__.setdefault("_workspaces", {})
+    buf = cache.get(name)
+    shape = tuple(shape)
+    if buf is None or buf.shape != shape or buf.dtype != np.dtype(dtype):
+        buf = cache[name] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+def drop_workspaces(layer):
+    layer.__dict__.pop("_workspaces", None)
+
+
+def check_positive_int(where, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class WeightedLayer(Layer):
+    """A layer with a ``weight`` and an optional ``bias`` initialised by ``fastnn.init``."""
+
+    def _init_weight_and_bias(self, weight_shape, bias_shape, weight_init, bias_init):
+        name = type(self).__name__
+        self._weight_init = "torch_default" if weight_init is None else weight_init
+        self._bias_init = "torch_default" if bias_init is None else bias_init
+        w_init = _init.get(self._weight_init, f"{name}: weight_init")
+        b_init = _init.get(self._bias_init, f"{name}: bias_init")
+        fan_in, fan_out = _init.fan_in_and_fan_out(weight_shape)
+        # weight first, then bias: the order PyTorch draws them in
+        self.weight = self.add_parameter("weight", w_init(weight_shape, fan_in=fan_in, fan_out=fan_out,
+                                                          dtype=self._dtype))
+        self.bias = None
+        if bias_shape is not None:
+            self.bias = self.add_parameter("bias", b_init(bias_shape, fan_in=fan_in, fan_out=fan_out,
+                                                          dtype=self._dtype))
+
+    def _init_config(self):
+        """Initialisers named by a string go into ``config``; a callable cannot be saved, and
+        the weights are restored from the state dict anyway."""
+        config = {}
+        for key, value in (("weight_init", self._weight_init), ("bias_init", self._bias_init)):
+            if isinstance(value, str) and value != "torch_default":
+                config[key] = value
+        return config
+
+    @property
+    def _bias_data(self):
+        return None if self.bias is None else self.bias.data
+
+    @property
+    def _bias_grad(self):
+        return None if self.bias is None else self.bias.grad
+
+
+class Dense(WeightedLayer):
+    r"""Affine map of the last axis: :math:`y = x W^T + b`.
+
+    Args:
+        in_features: size of the last axis of the input.
+        out_features: size of the last axis of the output.
+        bias: learn an additive bias (default True).
+        weight_init, bias_init: a ``fastnn.init`` name or callable ``f(shape, fan_in, fan_out,
+            dtype)``; default ``"torch_default"``: U(-1/sqrt(in_features), 1/sqrt(in_features))
+            for both, as ``torch.nn.Linear``.
+
+    Shapes:
+        input (*, in_features) of any rank >= 1; output (*, out_features).
+
+    State:
+        weight (out_features, in_features), bias (out_features,).
+
+    Example::
+
+        layer = Dense(784, 256)
+        y = layer.forward(np.zeros((32, 784), np.float32))    # (32, 256)
+        dx = layer.backward(np.ones_like(y))                  # (32, 784); weight.grad += ...
+    """
+
+    def __init__(self, in_features, out_features, bias=True, weight_init=None, bias_init=None):
+        super().__init__()
+        self.in_features = check_positive_int("Dense", "in_features", in_features)
+        self.out_features = check_positive_int("Dense", "out_features", out_features)
+        self._init_weight_and_bias((self.out_features, self.in_features),
+                                   (self.out_features,) if bias else None, weight_init, bias_init)
+        self.x = None  # the input, as a (M, in_features) matrix
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, **self._init_config()}
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise self.shape_error(f"(*, {self.in_features})", x.shape)
+        self.lead_shape = x.shape[:-1]
+        self.x = x.reshape(-1, self.in_features)
+        out = np.empty((self.x.shape[0], self.out_features), dtype=self._dtype)
+        _core.dense_forward(self.x, self.weight.data, self._bias_data, out)
+        return out.reshape(*self.lead_shape, self.out_features)
+
+    def backward(self, dy):
+        if self.x is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        dy = self.as_input(dy, "dy")
+        expected = (*self.lead_shape, self.out_features)
+        if dy.shape != expected:
+            raise self.shape_error(expected, dy.shape, "dy")
+        dx = np.empty_like(self.x)
+        _core.dense_backward(self.x, self.weight.data, dy.reshape(-1, self.out_features), dx,
+                             self.weight.grad, self._bias_grad)
+        return dx.reshape(*self.lead_shape, self.in_features)
+
+    def _on_dtype_change(self):
+        self.x = None

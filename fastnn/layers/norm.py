@@ -1,0 +1,154 @@
+"""Batch normalisation over (N, C), (N, C, L) and (N, C, H, W) inputs."""
+import math
+
+import numpy as np
+
+from .. import _core
+from .base import Layer
+from .dense import check_positive_int, drop_workspaces, workspace
+
+
+class _BatchNorm(Layer):
+    _ranks = ()            # accepted input ranks
+    _expected = ""         # the shape pattern shown in errors
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = check_positive_int(name, "num_features", num_features)
+        if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+            raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
+        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+            raise ValueError(f"{name}: momentum must be a number in [0, 1], got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        c = self.num_features
+        self.weight = self.add_parameter("weight", np.ones(c))
+        self.bias = self.add_parameter("bias", np.zeros(c))
+        self.add_buffer("running_mean", np.zeros(c))
+        self.add_buffer("running_var", np.ones(c))
+        self.x = None
+
+    # buffers are looked up each time: astype and load_state_dict may replace the arrays
+    @property
+    def running_mean(self):
+        return self._buffers["running_mean"]
+
+    @property
+    def running_var(self):
+        return self._buffers["running_var"]
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        if x.ndim not in self._ranks or x.shape[1] != self.num_features:
+            raise self.shape_error(self._expected.format(C=self.num_features), x.shape)
+        self.x_shape = x.shape
+        x3 = x.reshape(x.shape[0], self.num_features, -1)   # (N, C, L): the kernels' layout
+        out = np.empty_like(x3)
+        c = self.num_features
+        self.mean = workspace(self, "mean", (c,), self._dtype)
+        self.invstd = workspace(self, "invstd", (c,), self._dtype)
+        if training:
+            if x3.shape[0] * x3.shape[2] < 2:
+                raise ValueError(f"{self.describe()}: training needs more than one value per channel "
+                                 f"to estimate the variance, got input {x.shape}")
+            _core.batchnorm_forward_train(x3, self.weight.data, self.bias.data, self.running_mean,
+                                          self.running_var, self.momentum, self.eps, out,
+                                          self.mean, self.invstd)
+        else:
+            _core.batchnorm_forward_eval(x3, self.weight.data, self.bias.data, self.running_mean,
+                                         self.running_var, self.eps, out)
+            # the statistics used, frozen for backward: C numbers, not per-element work
+            np.copyto(self.mean, self.running_mean)
+            np.add(self.running_var, self.eps, out=self.invstd)
+            np.sqrt(self.invstd, out=self.invstd)
+            np.reciprocal(self.invstd, out=self.invstd)
+        self.x, self.training = x3, training
+        return out.reshape(x.shape)
+
+    def backward(self, dy):
+        if self.x is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self.x_shape:
+            raise self.shape_error(self.x_shape, dy.shape, "dy")
+        dx = np.empty_like(self.x)
+        _core.batchnorm_backward(dy.reshape(self.x.shape), self.x, self.weight.data, self.mean,
+                                 self.invstd, dx, self.weight.grad, self.bias.grad,
+                                 batch_stats=self.training)
+        return dx.reshape(self.x_shape)
+
+    def _on_dtype_change(self):
+        self.x = None
+        drop_workspaces(self)
+
+
+class BatchNorm1D(_BatchNorm):
+    r"""Batch normalisation per feature, as ``torch.nn.BatchNorm1d``:
+    :math:`y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta`.
+
+    In training the mean and (biased) variance are taken over the batch (and length) axes, and
+    the running statistics are updated: ``running = (1 - momentum) * running + momentum *
+    batch_stat`` with the unbiased batch variance for ``running_var``. In inference
+    (``training=False``) the running statistics are used instead. Both modes have a backward.
+
+    Args:
+        num_features: C, the channel axis (axis 1).
+        eps: added to the variance for stability (default 1e-5).
+        momentum: weight of the new batch in the running statistics (default 0.1).
+
+    Shapes:
+        input (N, C) or (N, C, L); output the same shape.
+
+    State:
+        weight (C,) ones, bias (C,) zeros (learnable); running_mean (C,) zeros,
+        running_var (C,) ones (buffers).
+
+    Example::
+
+        bn = BatchNorm1D(64)
+        y = bn.forward(np.random.randn(32, 64).astype(np.float32))             # batch stats
+        y_eval = bn.forward(np.random.randn(4, 64).astype(np.float32), training=False)
+    """
+
+    _ranks = (2, 3)
+    _expected = "(N, {C}) or (N, {C}, L)"
+
+
+class BatchNorm2D(_BatchNorm):
+    r"""Batch normalisation per channel of an image batch, as ``torch.nn.BatchNorm2d``:
+    :math:`y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta`,
+    statistics over (N, H, W).
+
+    In training the batch statistics are used and the running statistics updated
+    (``running = (1 - momentum) * running + momentum * batch_stat``, unbiased variance for
+    ``running_var``); in inference (``training=False``) the running statistics are used. Both
+    modes have a backward.
+
+    Args:
+        num_features: C, the channel axis (axis 1).
+        eps: added to the variance for stability (default 1e-5).
+        momentum: weight of the new batch in the running statistics (default 0.1).
+
+    Shapes:
+        input (N, C, H, W); output the same shape.
+
+    State:
+        weight (C,) ones, bias (C,) zeros (learnable); running_mean (C,) zeros,
+        running_var (C,) ones (buffers).
+
+    Example::
+
+        bn = BatchNorm2D(32)
+        y = bn.forward(np.random.randn(8, 32, 14, 14).astype(np.float32))
+        dx = bn.backward(np.ones_like(y))
+    """
+
+    _ranks = (4,)
+    _expected = "(N, {C}, H, W)"

@@ -1,0 +1,192 @@
+"""Max and average pooling, nearest-neighbour upsampling (NCHW)."""
+import numpy as np
+
+from .. import _core
+from .._core._checks import check_pair, conv_out_size
+from .base import Layer
+from .dense import drop_workspaces, workspace
+
+
+def _fmt(pair):
+    return pair[0] if pair[0] == pair[1] else pair
+
+
+class _Pool2D(Layer):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = check_pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else check_pair(name, "stride", stride, 1)
+        self.padding = check_pair(name, "padding", padding, 0)
+        # PyTorch's rule: a window must always overlap the image
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{name}: padding {self.padding} must be at most half the kernel size "
+                             f"{self.kernel_size}")
+        self.x_shape = None
+        self.y_shape = None
+
+    def config(self):
+        return {"kernel_size": _fmt(self.kernel_size), "stride": _fmt(self.stride),
+                "padding": _fmt(self.padding)}
+
+    def extra_repr(self):
+        return (f"kernel_size={_fmt(self.kernel_size)}, stride={_fmt(self.stride)}, "
+                f"padding={_fmt(self.padding)}")
+
+    def _image(self, x):
+        x = self.as_input(x)
+        if x.ndim != 4:
+            raise self.shape_error("(N, C, H, W)", x.shape)
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise ValueError(f"{self.describe()}: input {x.shape} is too small for the kernel: "
+                             f"padded size {(h + 2 * ph, w + 2 * pw)} < kernel {(kh, kw)}")
+        self.x_shape = x.shape
+        self.y_shape = (n, c, conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw))
+        return x
+
+    def _check_dy(self, dy):
+        if self.x_shape is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self.y_shape:
+            raise self.shape_error(self.y_shape, dy.shape, "dy")
+        return dy
+
+    def _on_dtype_change(self):
+        self.x_shape = None
+        drop_workspaces(self)
+
+
+class MaxPool2D(_Pool2D):
+    r"""Maximum over each window: :math:`y[n, c, i, j] = \max_{a, b} x[n, c, s_h i + a - p_h,
+    s_w j + b - p_w]`, padding counting as :math:`-\infty`, as ``torch.nn.MaxPool2d``.
+
+    Args:
+        kernel_size: window size, an int or ``(h, w)``.
+        stride: window step; default ``kernel_size``.
+        padding: implicit -inf padding on both sides, at most half the kernel size.
+
+    Shapes:
+        input (N, C, H, W); output (N, C, OH, OW), OH = (H + 2*padding - kh) // stride + 1.
+        The gradient flows to the first maximum of each window (as PyTorch).
+
+    State: none (the argmax of the last forward is an internal buffer reused between steps).
+
+    Example::
+
+        pool = MaxPool2D(2)
+        y = pool.forward(np.random.rand(8, 6, 28, 28).astype(np.float32))   # (8, 6, 14, 14)
+        dx = pool.backward(np.ones_like(y))
+    """
+
+    def forward(self, x, training=True):
+        x = self._image(x)
+        out = np.empty(self.y_shape, dtype=self._dtype)
+        self.argmax = workspace(self, "argmax", self.y_shape, np.int64)
+        _core.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, out, self.argmax)
+        return out
+
+    def backward(self, dy):
+        dy = self._check_dy(dy)
+        dx = np.empty(self.x_shape, dtype=self._dtype)
+        _core.maxpool2d_backward(dy, self.argmax, dx)
+        return dx
+
+
+class AvgPool2D(_Pool2D):
+    r"""Mean over each window: :math:`y[n, c, i, j] = \frac{1}{k_h k_w} \sum_{a, b}
+    x[n, c, s_h i + a - p_h, s_w j + b - p_w]`, zero padding included in the count
+    (``count_include_pad=True``, PyTorch's default).
+
+    Args:
+        kernel_size: window size, an int or ``(h, w)``.
+        stride: window step; default ``kernel_size``.
+        padding: implicit zero padding on both sides, at most half the kernel size.
+
+    Shapes:
+        input (N, C, H, W); output (N, C, OH, OW), OH = (H + 2*padding - kh) // stride + 1.
+
+    State: none.
+
+    Example::
+
+        pool = AvgPool2D(2)
+        y = pool.forward(np.ones((8, 6, 28, 28), np.float32))   # (8, 6, 14, 14)
+        dx = pool.backward(np.ones_like(y))
+    """
+
+    def forward(self, x, training=True):
+        x = self._image(x)
+        out = np.empty(self.y_shape, dtype=self._dtype)
+        _core.avgpool2d_forward(x, self.kernel_size, self.stride, self.padding, out)
+        return out
+
+    def backward(self, dy):
+        dy = self._check_dy(dy)
+        dx = np.empty(self.x_shape, dtype=self._dtype)
+        _core.avgpool2d_backward(dy, self.kernel_size, self.stride, self.padding, dx)
+        return dx
+
+
+class Upsample2D(Layer):
+    r"""Nearest-neighbour upsampling by an integer factor: :math:`y[n, c, i, j] =
+    x[n, c, \lfloor i/s \rfloor, \lfloor j/s \rfloor]`, as ``torch.nn.Upsample(mode="nearest")``.
+
+    Args:
+        scale_factor: integer factor s >= 1 applied to both H and W (default 2).
+
+    Shapes:
+        input (N, C, H, W); output (N, C, s*H, s*W). The gradient of each input pixel is the
+        sum over its s x s copies.
+
+    State: none.
+
+    Example::
+
+        up = Upsample2D(2)
+        y = up.forward(np.ones((8, 16, 7, 7), np.float32))   # (8, 16, 14, 14)
+        dx = up.backward(np.ones_like(y))                    # every entry 4
+    """
+
+    def __init__(self, scale_factor=2):
+        super().__init__()
+        s = scale_factor
+        if isinstance(s, float) and s.is_integer():
+            s = int(s)
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ValueError(f"Upsample2D: scale_factor must be an integer >= 1, got {scale_factor!r}")
+        self.scale_factor = int(s)
+        self.x_shape = None
+        self.y_shape = None
+
+    def config(self):
+        return {"scale_factor": self.scale_factor}
+
+    def extra_repr(self):
+        return f"scale_factor={self.scale_factor}"
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        if x.ndim != 4:
+            raise self.shape_error("(N, C, H, W)", x.shape)
+        s = self.scale_factor
+        n, c, h, w = x.shape
+        self.x_shape, self.y_shape = x.shape, (n, c, h * s, w * s)
+        out = np.empty(self.y_shape, dtype=self._dtype)
+        _core.upsample_nearest2d_forward(x, s, out)
+        return out
+
+    def backward(self, dy):
+        if self.x_shape is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self.y_shape:
+            raise self.shape_error(self.y_shape, dy.shape, "dy")
+        dx = np.empty(self.x_shape, dtype=self._dtype)
+        _core.upsample_nearest2d_backward(dy, self.scale_factor, dx)
+        return dx
+
+    def _on_dtype_change(self):
+        self.x_shape = None
