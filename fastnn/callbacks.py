@@ -47,7 +47,9 @@ def _better(mode, monitor):
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
+    (Keras' rule: with ``patience=3`` training ends 3 epochs after the best one; 0 stops at the
+    first epoch without improvement).
 
     ``restore_best_weights=True`` puts back the weights of the best epoch when training stops
     (or ends). ``mode`` is ``"min"``, ``"max"`` or ``"auto"`` (max for accuracies).
@@ -80,7 +82,7 @@ class EarlyStopping(Callback):
                 self.best_weights = self.model.state_dict()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:  # Keras: stop after `patience` epochs without improvement
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
