@@ -1,0 +1,186 @@
+"""Cross-entropy from logits with the softmax fused in: integer labels or target probabilities.
+
+Why numba rather than Cython: the fused op is a per-row loop (max, exp-sum, normalise, pick the
+label) plus a reduction over rows; numba compiles it for float32/float64 from one source, with
+``prange`` over rows and the loss sum as a parallel reduction, and no build step. Fusing saves
+the NumPy version's five passes and temporaries (max, subtract, exp, sum, log, gather), and the
+log-sum-exp form keeps logits of +-1e4 finite. Each kernel has a serial twin for small inputs
+(see :mod:`fastnn._core.activation`).
+
+Per row m: lse = max z + log sum exp(z - max z); the hard loss is lse - z[target], the soft loss
+sum(t) * lse - <t, z>; the returned value is their mean over the M rows. Labels are range-checked
+inside the kernel (an out-of-range label is counted, never read), and the wrapper raises.
+"""
+import math
+
+from numba import njit, prange
+
+from . import threads
+from ._checks import check_float, check_index, check_like, check_out
+from .activation import pick, serial_twin
+
+threads.sync_numba_threads()
+
+
+# ----------------------------------------------------------------------------------------------
+# compiled kernels on (M, C); no validation here
+# ----------------------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _softmax_cross_entropy_forward(logits, target, probs):
+    """probs := softmax(logits); returns (sum over rows of lse - logits[m, target[m]], bad labels)"""
+    rows, cols = logits.shape
+    total = 0.0
+    bad = 0
+    for m in prange(rows):
+        top = logits[m, 0]
+        for j in range(1, cols):
+            top = max(top, logits[m, j])
+        s = 0.0
+        for j in range(cols):
+            e = math.exp(logits[m, j] - top)
+            probs[m, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(cols):
+            probs[m, j] *= inv
+        t = target[m]
+        if 0 <= t < cols:
+            total += (top + math.log(s)) - logits[m, t]
+        else:
+            bad += 1
+    return total, bad
+
+
+@njit(parallel=True, cache=True)
+def _softmax_cross_entropy_backward(probs, target, factor, dlogits):
+    """dlogits := factor * (probs - onehot(target)); returns the count of bad labels"""
+    rows, cols = probs.shape
+    bad = 0
+    for m in prange(rows):
+        for j in range(cols):
+            dlogits[m, j] = factor * probs[m, j]
+        t = target[m]
+        if 0 <= t < cols:
+            dlogits[m, t] -= factor
+        else:
+            bad += 1
+    return bad
+
+
+@njit(parallel=True, cache=True)
+def _soft_cross_entropy_forward(logits, target_probs, probs):
+    """probs := softmax(logits); returns the sum over rows of sum(t) * lse - <t, logits>"""
+    rows, cols = logits.shape
+    total = 0.0
+    for m in prange(rows):
+        top = logits[m, 0]
+        for j in range(1, cols):
+            top = max(top, logits[m, j])
+        s = 0.0
+        for j in range(cols):
+            e = math.exp(logits[m, j] - top)
+            probs[m, j] = e
+            s += e
+        inv = 1.0 / s
+        lse = top + math.log(s)
+        row = 0.0
+        for j in range(cols):
+            probs[m, j] *= inv
+            t = target_probs[m, j]
+            row += t * (lse - logits[m, j])
+        total += row
+    return total
+
+
+@njit(parallel=True, cache=True)
+def _soft_cross_entropy_backward(probs, target_probs, factor, dlogits):
+    """dlogits := factor * (probs * sum(t) - t), per row"""
+    rows, cols = probs.shape
+    for m in prange(rows):
+        mass = 0.0
+        for j in range(cols):
+            mass += target_probs[m, j]
+        for j in range(cols):
+            dlogits[m, j] = factor * (probs[m, j] * mass - target_probs[m, j])
+
+
+_softmax_cross_entropy_forward_serial = serial_twin(_softmax_cross_entropy_forward)
+_softmax_cross_entropy_backward_serial = serial_twin(_softmax_cross_entropy_backward)
+_soft_cross_entropy_forward_serial = serial_twin(_soft_cross_entropy_forward)
+_soft_cross_entropy_backward_serial = serial_twin(_soft_cross_entropy_backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# public wrappers
+# ----------------------------------------------------------------------------------------------
+
+def _logits(where, name, a):
+    check_float(where, name, a, ndim=2)
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{where}: {name} must be (M, C) with M, C >= 1, got shape {a.shape}")
+    return a
+
+
+def _factor(where, scale, rows):
+    if isinstance(scale, bool):
+        raise TypeError(f"{where}: scale must be a number, got {scale!r}")
+    try:
+        return float(scale) / rows
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: scale must be a number, got {scale!r}") from None
+
+
+def _bad_labels(where, bad, target, cols):
+    if bad:
+        raise ValueError(f"{where}: {bad} of the {target.shape[0]} labels in target {target.shape} "
+                         f"lie outside [0, {cols})")
+
+
+def softmax_cross_entropy_forward(logits, target, probs):
+    """probs := softmax(logits); returns mean over rows of -log probs[m, target[m]] (a float).
+    logits (M, C), target int64 (M,) in [0, C)."""
+    where = "softmax_cross_entropy_forward"
+    _logits(where, "logits", logits)
+    rows, cols = logits.shape
+    check_index(where, "target", target, (rows,))
+    check_out(where, "probs", probs, logits.shape, logits.dtype, "the shape of logits")
+    total, bad = pick(_softmax_cross_entropy_forward, _softmax_cross_entropy_forward_serial,
+                      logits.size)(logits, target, probs)
+    _bad_labels(where, bad, target, cols)
+    return total / rows
+
+
+def softmax_cross_entropy_backward(probs, target, scale, dlogits):
+    """dlogits := scale * (probs - onehot(target)) / M."""
+    where = "softmax_cross_entropy_backward"
+    _logits(where, "probs", probs)
+    rows, cols = probs.shape
+    check_index(where, "target", target, (rows,))
+    factor = _factor(where, scale, rows)
+    check_out(where, "dlogits", dlogits, probs.shape, probs.dtype, "the shape of probs")
+    bad = pick(_softmax_cross_entropy_backward, _softmax_cross_entropy_backward_serial, probs.size)(
+        probs, target, factor, dlogits)
+    _bad_labels(where, bad, target, cols)
+
+
+def soft_cross_entropy_forward(logits, target_probs, probs):
+    """probs := softmax(logits); returns mean over rows of -<target_probs[m], log probs[m]>."""
+    where = "soft_cross_entropy_forward"
+    _logits(where, "logits", logits)
+    check_like(where, "target_probs", target_probs, logits.shape, logits.dtype, "the shape of logits")
+    check_out(where, "probs", probs, logits.shape, logits.dtype, "the shape of logits")
+    total = pick(_soft_cross_entropy_forward, _soft_cross_entropy_forward_serial, logits.size)(
+        logits, target_probs, probs)
+    return total / logits.shape[0]
+
+
+def soft_cross_entropy_backward(probs, target_probs, scale, dlogits):
+    """dlogits := scale * (probs * target_probs.sum(1) - target_probs) / M."""
+    where = "soft_cross_entropy_backward"
+    _logits(where, "probs", probs)
+    check_like(where, "target_probs", target_probs, probs.shape, probs.dtype, "the shape of probs")
+    factor = _factor(where, scale, probs.shape[0])
+    check_out(where, "dlogits", dlogits, probs.shape, probs.dtype, "the shape of probs")
+    pick(_soft_cross_entropy_backward, _soft_cross_entropy_backward_serial, probs.size)(
+        probs, target_probs, factor, dlogits)
