@@ -468,3 +468,33 @@ def test_docs_custom_layer_with_a_planted_error_is_caught():
 
     result = fnn.gradcheck(BrokenScale(3), _x(4, 3))
     assert result.failed_tensors == ["bias"]
+
+
+# --- the command line ----------------------------------------------------------------------------------
+def test_cli_passes_on_correct_builtin_layers(capsys):
+    from fastnn.testing.gradcheck_cli import main
+
+    assert main(["Sigmoid", "mse", "--examples", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Sigmoid" in out and "MSE" in out and "3 of 3 checks passed" in out
+
+
+def test_cli_fails_with_exit_code_1_and_the_smallest_failing_configuration(capsys, monkeypatch):
+    from fastnn import layers as L
+    from fastnn.testing.gradcheck_cli import main
+
+    correct = L.Tanh.backward
+    monkeypatch.setattr(L.Tanh, "backward", lambda self, dy: correct(self, dy) * 1.05)
+    assert main(["Tanh", "--examples", "3", "--mode", "inference"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: Tanh (inference); smallest failing configuration" in out
+    assert "Case(Tanh" in out and "worst entries of input" in out and "0 of 1 checks passed" in out
+
+
+def test_cli_usage_errors_exit_with_2(capsys):
+    from fastnn.testing.gradcheck_cli import main
+
+    assert main(["NoSuchLayer"]) == 2
+    assert "unknown layer or loss NoSuchLayer" in capsys.readouterr().err
+    assert main(["--examples", "0"]) == 2
+    assert main(["--list"]) == 0 and "BatchNorm2D" in capsys.readouterr().out
