@@ -116,6 +116,18 @@ def test_save_load_round_trip(tmp_path):
     assert [p for p in os.listdir(tmp_path)] == ["model.npz"]  # no temporary files left
 
 
+def test_save_load_nested_sequential_in_residual(tmp_path):
+    fnn.seed(0)
+    m = fnn.Sequential(L.Dense(6, 8), L.Residual(fnn.Sequential(L.Dense(8, 8), L.Tanh())), L.Dense(8, 3))
+    m.save(tmp_path / "nested.npz")
+    loaded = fnn.load(tmp_path / "nested.npz")
+    assert isinstance(loaded[1].inner, fnn.Sequential)
+    assert list(loaded.state_dict()) == ["0.weight", "0.bias", "1.inner.0.weight", "1.inner.0.bias",
+                                         "2.weight", "2.bias"]
+    X = blobs()[0]
+    np.testing.assert_array_equal(loaded.predict(X), m.predict(X))
+
+
 def test_save_load_float64_and_optimizer_state_resumes_training(tmp_path):
     X, y = blobs()
     fnn.seed(0)
