@@ -51,7 +51,7 @@ _SMALLER_STEPS = (16.0, 256.0)
 
 class EntryCheck:
     """One checked entry: ``index`` into the tensor, ``analytic`` and ``numeric`` derivative,
-    ``abs_err``, ``rel_err``, ``ratio`` (abs_err / allowed error; > 1 means out of tolerance) and
+    ``abs_err``, ``rel_err`` (abs_err / max(|analytic|, |numeric|, atol)), ``ratio`` (abs_err / allowed error; > 1 means out of tolerance) and
     ``status``: ``"ok"``, ``"kink"`` (accepted by the kink rule) or ``"FAIL"``."""
 
     __slots__ = ("index", "analytic", "numeric", "abs_err", "rel_err", "ratio", "status")
@@ -364,8 +364,9 @@ def _check_tensor(objective, name, key, point, analytic, f0, eps, atol, rtol, ma
                             status, num = "kink", d
                             break
         abs_err = abs(a - num)
-        scale = max(abs(a), abs(num))
-        rel_err = abs_err / scale if scale > 0 else 0.0
+        # relative to the larger magnitude, floored at atol so a true zero gradient computed as
+        # 1e-17 vs 6e-16 does not read as a 100% error
+        rel_err = abs_err / max(abs(a), abs(num), atol) if abs_err > 0 else 0.0
         ratio = abs_err / (atol + rtol * abs(num))
         entries.append(EntryCheck(tuple(int(v) for v in np.unravel_index(i, shape)), a, num,
                                   abs_err, rel_err, ratio, status))
