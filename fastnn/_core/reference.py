@@ -7,7 +7,7 @@ import numpy as np
 
 # ==== GEMM, dense and convolution (section owned by the Cython-core work) ====================
 
-def _pair(v):
+def _conv_pair(v):
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
@@ -58,7 +58,7 @@ def _padded(x, ph, pw):
 
 def im2col(x, kernel_size, stride, padding, out):
     """out[n, (c, i, j), oh*OW + ow] := xpad[n, c, oh*sh + i, ow*sw + j]."""
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    (kh, kw), (sh, sw), (ph, pw) = _conv_pair(kernel_size), _conv_pair(stride), _conv_pair(padding)
     n, c, h, w = x.shape
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     xp = _padded(x, ph, pw)
@@ -71,7 +71,7 @@ def im2col(x, kernel_size, stride, padding, out):
 
 def col2im(col, kernel_size, stride, padding, out):
     """out := the adjoint of im2col applied to col (overlapping windows add up)."""
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    (kh, kw), (sh, sw), (ph, pw) = _conv_pair(kernel_size), _conv_pair(stride), _conv_pair(padding)
     n, c, h, w = out.shape
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=out.dtype)
@@ -85,7 +85,7 @@ def col2im(col, kernel_size, stride, padding, out):
 
 def conv2d_forward(x, weight, bias, out, stride, padding):
     """out[n, o] := bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]."""
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = _conv_pair(stride), _conv_pair(padding)
     _, _, kh, kw = weight.shape
     oh, ow = out.shape[2:]
     xp = _padded(x, ph, pw)
@@ -102,7 +102,7 @@ def conv2d_forward(x, weight, bias, out, stride, padding):
 
 def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     """dx := d(sum dy * conv(x))/dx; dweight += the same wrt weight; dbias += dy.sum((0, 2, 3))."""
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = _conv_pair(stride), _conv_pair(padding)
     _, _, kh, kw = weight.shape
     n, c, h, w = x.shape
     oh, ow = dy.shape[2:]
@@ -124,7 +124,7 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
 
 def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     """out := crop_p(sum_{ci} x[n, ci, h, w] * weight[ci, :, i, j] scattered at (h*sh + i, w*sw + j)) + bias."""
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = _conv_pair(stride), _conv_pair(padding)
     _, _, kh, kw = weight.shape
     n, _, h, w = x.shape
     oh, ow = out.shape[2:]
@@ -142,7 +142,7 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
 
 def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     """Gradients of conv_transpose2d_forward: dx :=, dweight +=, dbias += dy.sum((0, 2, 3))."""
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = _conv_pair(stride), _conv_pair(padding)
     _, _, kh, kw = weight.shape
     n, _, h, w = x.shape
     oh, ow = dy.shape[2:]

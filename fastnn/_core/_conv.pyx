@@ -1,0 +1,547 @@
+# Why Cython and not numba: a convolution here is im2col + one large BLAS GEMM + a scatter. The
+# GEMM must be a nogil sgemm/dgemm call on raw pointers into caller-owned and workspace buffers
+# (scipy.linalg.cython_blas; numba only has np.dot, which allocates and cannot write into a
+# strided chunk), and the shared row-major GEMM wrapper lives in _blas.pxd. The element loops
+# (im2col, col2im, gather, scatter) are OpenMP prange loops over independent rows/planes.
+"""Convolution: im2col / col2im, conv2d and conv_transpose2d forward and backward.
+
+Plan (chosen by measurement, see benchmarks/kernels.py). The batch is cut into chunks of ``nb``
+samples whose im2col matrix (C*KH*KW, nb*OH*OW) is about COL_CHUNK_BYTES, so the column matrix
+is still in cache when the GEMM reads it, and the GEMM is large (nb*OH*OW columns) even for
+small images. Per chunk: im2col in a prange (no BLAS inside), one multithreaded GEMM, then a
+prange pass that scatters (O, nb*P) to NCHW and adds the bias. One level of parallelism at a
+time: OpenMP loops and BLAS threads never run nested. A chunk of one sample needs no
+scatter/gather: the GEMM reads and writes the NCHW sample directly.
+
+Two drivers cover all four kernels, because conv_transpose2d's forward is conv2d's
+backward-data and vice versa:
+    _im2col_driver   out := W @ im2col(img) (+ bias)   and/or   dW += gather(g) @ im2col(img).T
+    _col2im_driver   out := col2im(W.T @ gather(g)) (+ bias)
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+cimport numpy as cnp
+import numpy as np
+
+from ._blas cimport gemm_rm
+from ._checks import check_float, check_like, check_optional_out, check_out, check_pair, conv_out_size
+
+cnp.import_array()
+
+# Target size of one chunk's im2col matrix. Tuned on the 2-core EPYC VM (2 MB L2 per core,
+# 32 MB L3): see the comment in _chunk_samples.
+cdef Py_ssize_t _col_chunk_bytes = 4 << 20
+
+
+def _set_col_chunk_bytes(Py_ssize_t nbytes):
+    """Tuning hook for benchmarks: set the im2col chunk size in bytes; returns the old value."""
+    global _col_chunk_bytes
+    old = _col_chunk_bytes
+    _col_chunk_bytes = max(1, nbytes)
+    return old
+
+
+# ---- element loops -----------------------------------------------------------------------------
+
+cdef inline void _valid_range(int size, int out_size, int stride, int offset, int* lo, int* hi) noexcept nogil:
+    """[lo, hi) = the output positions o with 0 <= o*stride + offset < size."""
+    cdef int a, b
+    a = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    b = 0 if size - 1 - offset < 0 else (size - 1 - offset) // stride + 1
+    a = min(a, out_size)
+    b = min(b, out_size)
+    lo[0] = a
+    hi[0] = max(a, b)
+
+
+cdef void _im2col_row(const floating* plane, int H, int W, int i, int j, int sh, int sw, int ph,
+                      int pw, int OH, int OW, floating* dst) noexcept nogil:
+    """dst[oh*OW + ow] := plane[oh*sh - ph + i, ow*sw - pw + j], zero outside the plane."""
+    cdef int oh, ow, ih, lo, hi
+    cdef int off = j - pw
+    cdef floating* d
+    cdef const floating* src
+    _valid_range(W, OW, sw, off, &lo, &hi)
+    for oh in range(OH):
+        d = dst + <Py_ssize_t>oh * OW
+        ih = oh * sh - ph + i
+        if ih < 0 or ih >= H:
+            memset(d, 0, OW * sizeof(floating))
+            continue
+        src = plane + <Py_ssize_t>ih * W
+        for ow in range(lo):
+            d[ow] = 0
+        if sw == 1:
+            memcpy(d + lo, src + lo + off, (hi - lo) * sizeof(floating))
+        else:
+            for ow in range(lo, hi):
+                d[ow] = src[ow * sw + off]
+        for ow in range(hi, OW):
+            d[ow] = 0
+
+
+cdef void _im2col(const floating* x, int nb, int C, int H, int W, int KH, int KW, int sh, int sw,
+                  int ph, int pw, int OH, int OW, floating* col, Py_ssize_t row_stride,
+                  Py_ssize_t sample_stride) noexcept nogil:
+    """col[(c*KH + i)*KW + j, n, :] := window (i, j) of x[n, c]; row r of sample n starts at
+    col + r*row_stride + n*sample_stride, so one loop serves the public (N, CKK, P) layout and
+    the chunk layout (CKK, nb*P)."""
+    cdef Py_ssize_t task
+    cdef Py_ssize_t ntasks = <Py_ssize_t>nb * C * KH * KW
+    cdef int n, r, c, i, j
+    cdef int ckk = C * KH * KW
+    for task in prange(ntasks, schedule="static"):
+        n = task // ckk
+        r = task % ckk
+        c = r // (KH * KW)
+        i = (r // KW) % KH
+        j = r % KW
+        _im2col_row(x + (<Py_ssize_t>n * C + c) * H * W, H, W, i, j, sh, sw, ph, pw, OH, OW,
+                    col + r * row_stride + n * sample_stride)
+
+
+cdef void _col2im(const floating* col, int nb, int C, int H, int W, int KH, int KW, int sh, int sw,
+                  int ph, int pw, int OH, int OW, floating* out, const floating* bias,
+                  Py_ssize_t row_stride, Py_ssize_t sample_stride) noexcept nogil:
+    """out[n, c] := bias[c] (or 0) + sum over (i, j) of the window columns added back; one
+    thread owns each (n, c) plane, so the overlapping adds need no atomics."""
+    cdef Py_ssize_t task, q
+    cdef Py_ssize_t plane_size = <Py_ssize_t>H * W
+    cdef int n, c, i, j, oh, ow, ih, lo, hi, off
+    cdef floating* plane
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating b
+    for task in prange(<Py_ssize_t>nb * C, schedule="static"):
+        n = task // C
+        c = task % C
+        plane = out + task * plane_size
+        if bias == NULL:
+            memset(plane, 0, plane_size * sizeof(floating))
+        else:
+            b = bias[c]
+            for q in range(plane_size):
+                plane[q] = b
+        for i in range(KH):
+            for j in range(KW):
+                src = col + ((c * KH + i) * KW + j) * row_stride + n * sample_stride
+                off = j - pw
+                _valid_range(W, OW, sw, off, &lo, &hi)
+                for oh in range(OH):
+                    ih = oh * sh - ph + i
+                    if ih < 0 or ih >= H:
+                        continue
+                    dst = plane + <Py_ssize_t>ih * W + off
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            dst[ow] += src[oh * OW + ow]
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow * sw] += src[oh * OW + ow]
+
+
+cdef void _gather(const floating* src, int nb, int O, Py_ssize_t P, floating* dst) noexcept nogil:
+    """dst (O, nb*P) := src (nb, O, P) with the sample axis moved inside the channel axis."""
+    cdef Py_ssize_t task
+    cdef int n, o
+    for task in prange(<Py_ssize_t>nb * O, schedule="static"):
+        n = task // O
+        o = task % O
+        memcpy(dst + (o * <Py_ssize_t>nb + n) * P, src + task * P, P * sizeof(floating))
+
+
+cdef void _scatter_bias(const floating* src, int nb, int O, Py_ssize_t P, const floating* bias,
+                        floating* dst) noexcept nogil:
+    """dst (nb, O, P) := src (O, nb*P) rearranged, + bias[o] (the inverse of _gather)."""
+    cdef Py_ssize_t task, p
+    cdef int n, o
+    cdef const floating* s
+    cdef floating* d
+    cdef floating b
+    for task in prange(<Py_ssize_t>nb * O, schedule="static"):
+        n = task // O
+        o = task % O
+        s = src + (o * <Py_ssize_t>nb + n) * P
+        d = dst + task * P
+        if bias == NULL:
+            memcpy(d, s, P * sizeof(floating))
+        else:
+            b = bias[o]
+            for p in range(P):
+                d[p] = s[p] + b
+
+
+cdef void _add_bias(floating* y, int O, Py_ssize_t P, const floating* bias) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef int o
+    cdef floating b
+    for o in prange(O, schedule="static"):
+        b = bias[o]
+        for p in range(P):
+            y[o * P + p] += b
+
+
+cdef void _channel_sum(const floating* g, int N, int O, Py_ssize_t P, floating* acc) noexcept nogil:
+    """acc[o] += sum over n and p of g[n, o, p] (summed in double, then added once)."""
+    cdef int n, o
+    cdef Py_ssize_t p
+    cdef double s
+    cdef const floating* row
+    for o in range(O):
+        s = 0
+        for n in range(N):
+            row = g + (<Py_ssize_t>n * O + o) * P
+            for p in range(P):
+                s += row[p]
+        acc[o] += <floating>s
+
+
+# ---- the two drivers ---------------------------------------------------------------------------
+
+cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
+                         const floating* w, int O, int KH, int KW, int sh, int sw, int ph, int pw,
+                         int OH, int OW, const floating* bias, floating* out,
+                         const floating* g, floating* dw,
+                         int nbmax, floating* col, floating* buf) noexcept nogil:
+    """Per chunk of samples: col := im2col(img); if out: out := w (O, CKK) @ col + bias;
+    if dw: dw (O, CKK) += gather(g) @ col.T. img (N, C, H, W); out and g (N, O, OH, OW)."""
+    cdef Py_ssize_t P = <Py_ssize_t>OH * OW
+    cdef int ckk = C * KH * KW
+    cdef int n0, nb
+    cdef Py_ssize_t nbp
+    cdef const floating* gc
+    n0 = 0
+    while n0 < N:
+        nb = min(nbmax, N - n0)
+        nbp = nb * P
+        _im2col(img + <Py_ssize_t>n0 * C * H * W, nb, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW,
+                col, nbp, P)
+        if out != NULL:
+            if nb == 1:
+                gemm_rm(False, False, O, <int>P, ckk, <floating>1, w, ckk, col, <int>P, <floating>0,
+                        out + <Py_ssize_t>n0 * O * P, <int>P)
+                if bias != NULL:
+                    _add_bias(out + <Py_ssize_t>n0 * O * P, O, P, bias)
+            else:
+                gemm_rm(False, False, O, <int>nbp, ckk, <floating>1, w, ckk, col, <int>nbp,
+                        <floating>0, buf, <int>nbp)
+                _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P)
+        if dw != NULL:
+            if nb == 1:
+                gc = g + <Py_ssize_t>n0 * O * P
+            else:
+                _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf)
+                gc = buf
+            gemm_rm(False, True, O, ckk, <int>nbp, <floating>1, gc, <int>nbp, col, <int>nbp,
+                    <floating>1, dw, ckk)
+        n0 += nb
+
+
+cdef void _col2im_driver(const floating* g, int N, int O, int OH, int OW,
+                         const floating* w, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                         int H, int W, const floating* bias, floating* out,
+                         int nbmax, floating* col, floating* buf) noexcept nogil:
+    """Per chunk: out := col2im(w.T (CKK, O) @ gather(g)) + bias. g (N, O, OH, OW) lives on the
+    output grid of the convolution whose input grid (N, C, H, W) is out."""
+    cdef Py_ssize_t P = <Py_ssize_t>OH * OW
+    cdef int ckk = C * KH * KW
+    cdef int n0, nb
+    cdef Py_ssize_t nbp
+    cdef const floating* gc
+    n0 = 0
+    while n0 < N:
+        nb = min(nbmax, N - n0)
+        nbp = nb * P
+        if nb == 1:
+            gc = g + <Py_ssize_t>n0 * O * P
+        else:
+            _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf)
+            gc = buf
+        gemm_rm(True, False, ckk, <int>nbp, O, <floating>1, w, ckk, gc, <int>nbp, <floating>0,
+                col, <int>nbp)
+        _col2im(col, nb, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW,
+                out + <Py_ssize_t>n0 * C * H * W, bias, nbp, P)
+        n0 += nb
+
+
+# ---- validation and workspaces (Python) --------------------------------------------------------
+
+def _geometry(where, kernel_size, stride, padding):
+    kh, kw = check_pair(where, "kernel_size", kernel_size, 1)
+    sh, sw = check_pair(where, "stride", stride, 1)
+    ph, pw = check_pair(where, "padding", padding, 0)
+    return kh, kw, sh, sw, ph, pw
+
+
+def _output_grid(where, name, shape, kh, kw, sh, sw, ph, pw):
+    oh = conv_out_size(shape[2], kh, sh, ph)
+    ow = conv_out_size(shape[3], kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{where}: kernel {(kh, kw)} with padding {(ph, pw)} does not fit in "
+                         f"{name} {tuple(shape)} (padded size {(shape[2] + 2 * ph, shape[3] + 2 * pw)})")
+    return oh, ow
+
+
+def _chunk_samples(n, col_bytes_per_sample):
+    # Chunks of ~4 MB measured fastest: whole-batch im2col of a VGG-ish layer (58 MB) spills to
+    # DRAM between im2col and the GEMM, while 1-sample chunks make GEMMs too small to share
+    # well between threads (see benchmarks/kernels.py for the sweep).
+    return int(max(1, min(n, _col_chunk_bytes // max(1, col_bytes_per_sample))))
+
+
+def _workspaces(dtype, nb, col_rows, other_rows, p):
+    col = np.empty(col_rows * nb * p, dtype=dtype)
+    buf = np.empty(other_rows * nb * p if nb > 1 else 1, dtype=dtype)
+    return col, buf
+
+
+cdef inline void* _ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ---- public kernels ----------------------------------------------------------------------------
+
+def im2col(x, kernel_size, stride, padding, out):
+    """out[n, (c, i, j), oh*OW + ow] := x_padded[n, c, oh*sh + i, ow*sw + j]."""
+    where = "im2col"
+    kh, kw, sh, sw, ph, pw = _geometry(where, kernel_size, stride, padding)
+    check_float(where, "x", x, ndim=4)
+    n, c, h, w = x.shape
+    oh, ow = _output_grid(where, "x", x.shape, kh, kw, sh, sw, ph, pw)
+    check_out(where, "out", out, (n, c * kh * kw, oh * ow), x.dtype,
+              f"x {x.shape}, kernel {(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}")
+    cdef void* px = _ptr(x)
+    cdef void* po = _ptr(out)
+    cdef int N = n, C = c, H = h, W = w, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
+    cdef int OH = oh, OW = ow
+    cdef Py_ssize_t P = oh * ow
+    if x.dtype == np.float32:
+        with nogil:
+            _im2col(<float*>px, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <float*>po, P, C * KH * KW * P)
+    else:
+        with nogil:
+            _im2col(<double*>px, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <double*>po, P, C * KH * KW * P)
+    return out
+
+
+def col2im(col, kernel_size, stride, padding, out):
+    """out := the adjoint of im2col applied to col: every column entry added back onto its pixel."""
+    where = "col2im"
+    kh, kw, sh, sw, ph, pw = _geometry(where, kernel_size, stride, padding)
+    check_float(where, "col", col, ndim=3)
+    check_float(where, "out", out, ndim=4, dtype=col.dtype)
+    n, c, h, w = out.shape
+    oh, ow = _output_grid(where, "out", out.shape, kh, kw, sh, sw, ph, pw)
+    if tuple(col.shape) != (n, c * kh * kw, oh * ow):
+        raise ValueError(f"col2im: col must have shape {(n, c * kh * kw, oh * ow)} for out {out.shape}, "
+                         f"kernel {(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}; got {col.shape}")
+    check_out(where, "out", out, out.shape, col.dtype)
+    cdef void* pc = _ptr(col)
+    cdef void* po = _ptr(out)
+    cdef int N = n, C = c, H = h, W = w, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
+    cdef int OH = oh, OW = ow
+    cdef Py_ssize_t P = oh * ow
+    if col.dtype == np.float32:
+        with nogil:
+            _col2im(<float*>pc, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <float*>po, NULL, P, C * KH * KW * P)
+    else:
+        with nogil:
+            _col2im(<double*>pc, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <double*>po, NULL, P, C * KH * KW * P)
+    return out
+
+
+def _check_conv(where, x, weight, stride, padding, transposed):
+    """Validates x and weight; returns the geometry. weight is (O, C, KH, KW) for conv2d and
+    (Cin, Cout, KH, KW) for conv_transpose2d; either way weight.shape[0 or 1] must match x."""
+    check_float(where, "x", x, ndim=4)
+    check_float(where, "weight", weight, ndim=4, dtype=x.dtype)
+    sh, sw = check_pair(where, "stride", stride, 1)
+    ph, pw = check_pair(where, "padding", padding, 0)
+    kh, kw = weight.shape[2], weight.shape[3]
+    layout = "(in, out, kh, kw)" if transposed else "(out, in, kh, kw)"
+    expected = weight.shape[0] if transposed else weight.shape[1]
+    if x.shape[1] != expected:
+        raise ValueError(f"{where}: x {x.shape} has {x.shape[1]} channels but weight {weight.shape} "
+                         f"{layout} expects {expected}")
+    if kh < 1 or kw < 1 or weight.shape[0] < 1 or weight.shape[1] < 1:
+        raise ValueError(f"{where}: weight {weight.shape} must have non-zero sizes")
+    return kh, kw, sh, sw, ph, pw
+
+
+def _check_transposed_out(where, name, x, weight, a, kh, kw, sh, sw, ph, pw):
+    """For conv_transpose2d: the output grid of a is (H-1)*s - 2p + k + op with 0 <= op < s."""
+    n, _, h, w = x.shape
+    base_h = (h - 1) * sh - 2 * ph + kh
+    base_w = (w - 1) * sw - 2 * pw + kw
+    check_float(where, name, a, ndim=4, dtype=x.dtype)
+    oph, opw = a.shape[2] - base_h, a.shape[3] - base_w
+    if (a.shape[0] != n or a.shape[1] != weight.shape[1] or not 0 <= oph < sh or not 0 <= opw < sw
+            or a.shape[2] < 1 or a.shape[3] < 1):
+        raise ValueError(
+            f"{where}: {name} must have shape ({n}, {weight.shape[1]}, {base_h} + oph, {base_w} + opw) "
+            f"with output padding 0 <= oph < {sh}, 0 <= opw < {sw} for x {x.shape}, weight "
+            f"{weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}; got {a.shape}")
+
+
+def conv2d_forward(x, weight, bias, out, stride, padding):
+    """out[n, o] := bias[o] + sum_{c,i,j} weight[o, c, i, j] * x_padded[n, c, oh*sh + i, ow*sw + j]."""
+    where = "conv2d_forward"
+    kh, kw, sh, sw, ph, pw = _check_conv(where, x, weight, stride, padding, False)
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    oh, ow = _output_grid(where, "x", x.shape, kh, kw, sh, sw, ph, pw)
+    if bias is not None:
+        check_like(where, "bias", bias, (o,), x.dtype, f"weight {weight.shape}")
+    check_out(where, "out", out, (n, o, oh, ow), x.dtype,
+              f"x {x.shape}, weight {weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}")
+    nb = _chunk_samples(n, c * kh * kw * oh * ow * x.itemsize)
+    col, buf = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow)
+    cdef void* px = _ptr(x)
+    cdef void* pw_ = _ptr(weight)
+    cdef void* pb = _ptr(bias)
+    cdef void* po = _ptr(out)
+    cdef void* pcol = _ptr(col)
+    cdef void* pbuf = _ptr(buf)
+    cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
+    cdef int OH = oh, OW = ow, NB = nb
+    if x.dtype == np.float32:
+        with nogil:
+            _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
+                           <float*>pb, <float*>po, NULL, NULL, NB, <float*>pcol, <float*>pbuf)
+    else:
+        with nogil:
+            _im2col_driver(<double*>px, N, C, H, W, <double*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
+                           <double*>pb, <double*>po, NULL, NULL, NB, <double*>pcol, <double*>pbuf)
+    return out
+
+
+def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
+    """dx := conv2d's input gradient (col2im of weight.T @ dy); dweight += dy @ im2col(x).T;
+    dbias += dy.sum((0, 2, 3)). None outputs are skipped."""
+    where = "conv2d_backward"
+    kh, kw, sh, sw, ph, pw = _check_conv(where, x, weight, stride, padding, False)
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    oh, ow = _output_grid(where, "x", x.shape, kh, kw, sh, sw, ph, pw)
+    check_float(where, "dy", dy, ndim=4, dtype=x.dtype)
+    if tuple(dy.shape) != (n, o, oh, ow):
+        raise ValueError(f"{where}: dy must have shape {(n, o, oh, ow)} for x {x.shape}, weight "
+                         f"{weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}; got {dy.shape}")
+    check_optional_out(where, "dx", dx, x.shape, x.dtype, "the shape of x")
+    check_optional_out(where, "dweight", dweight, weight.shape, x.dtype, "the shape of weight")
+    check_optional_out(where, "dbias", dbias, (o,), x.dtype, f"weight {weight.shape}")
+    cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
+    cdef int OH = oh, OW = ow, NB = 1
+    cdef void* px = _ptr(x)
+    cdef void* pw_ = _ptr(weight)
+    cdef void* pdy = _ptr(dy)
+    cdef void* pdx = _ptr(dx)
+    cdef void* pdw = _ptr(dweight)
+    cdef void* pdb = _ptr(dbias)
+    cdef void* pcol = NULL
+    cdef void* pbuf = NULL
+    if dweight is not None or dx is not None:
+        NB = _chunk_samples(n, c * kh * kw * oh * ow * x.itemsize)
+        col, buf = _workspaces(x.dtype, NB, c * kh * kw, o, oh * ow)
+        pcol, pbuf = _ptr(col), _ptr(buf)
+    if x.dtype == np.float32:
+        with nogil:
+            if pdw != NULL:
+                _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
+                               NULL, NULL, <float*>pdy, <float*>pdw, NB, <float*>pcol, <float*>pbuf)
+            if pdx != NULL:
+                _col2im_driver(<float*>pdy, N, O, OH, OW, <float*>pw_, C, KH, KW, SH, SW, PH, PW, H, W,
+                               NULL, <float*>pdx, NB, <float*>pcol, <float*>pbuf)
+            if pdb != NULL:
+                _channel_sum(<float*>pdy, N, O, <Py_ssize_t>OH * OW, <float*>pdb)
+    else:
+        with nogil:
+            if pdw != NULL:
+                _im2col_driver(<double*>px, N, C, H, W, <double*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
+                               NULL, NULL, <double*>pdy, <double*>pdw, NB, <double*>pcol, <double*>pbuf)
+            if pdx != NULL:
+                _col2im_driver(<double*>pdy, N, O, OH, OW, <double*>pw_, C, KH, KW, SH, SW, PH, PW, H, W,
+                               NULL, <double*>pdx, NB, <double*>pcol, <double*>pbuf)
+            if pdb != NULL:
+                _channel_sum(<double*>pdy, N, O, <Py_ssize_t>OH * OW, <double*>pdb)
+    return dx
+
+
+def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
+    """out := conv2d's input gradient applied to x (col2im of weight.T @ x) + bias; weight is
+    (Cin, Cout, KH, KW) and the output padding is implied by out.shape."""
+    where = "conv_transpose2d_forward"
+    kh, kw, sh, sw, ph, pw = _check_conv(where, x, weight, stride, padding, True)
+    _check_transposed_out(where, "out", x, weight, out, kh, kw, sh, sw, ph, pw)
+    n, cin, h, w = x.shape
+    cout, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    if bias is not None:
+        check_like(where, "bias", bias, (cout,), x.dtype, f"weight {weight.shape}")
+    check_out(where, "out", out, out.shape, x.dtype)
+    nb = _chunk_samples(n, cout * kh * kw * h * w * x.itemsize)
+    col, buf = _workspaces(x.dtype, nb, cout * kh * kw, cin, h * w)
+    cdef void* px = _ptr(x)
+    cdef void* pw_ = _ptr(weight)
+    cdef void* pb = _ptr(bias)
+    cdef void* po = _ptr(out)
+    cdef void* pcol = _ptr(col)
+    cdef void* pbuf = _ptr(buf)
+    cdef int N = n, CIN = cin, H = h, W = w, COUT = cout, KH = kh, KW = kw, SH = sh, SW = sw
+    cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = nb
+    # The transposed convolution of x is the backward-data pass of the conv2d that maps an
+    # (N, Cout, OH, OW) image to x's (N, Cin, H, W) grid with the same weight.
+    if x.dtype == np.float32:
+        with nogil:
+            _col2im_driver(<float*>px, N, CIN, H, W, <float*>pw_, COUT, KH, KW, SH, SW, PH, PW, OH, OW,
+                           <float*>pb, <float*>po, NB, <float*>pcol, <float*>pbuf)
+    else:
+        with nogil:
+            _col2im_driver(<double*>px, N, CIN, H, W, <double*>pw_, COUT, KH, KW, SH, SW, PH, PW, OH, OW,
+                           <double*>pb, <double*>po, NB, <double*>pcol, <double*>pbuf)
+    return out
+
+
+def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
+    """dx := conv2d(dy, weight) (no bias); dweight += x @ im2col(dy).T; dbias += dy.sum((0, 2, 3))."""
+    where = "conv_transpose2d_backward"
+    kh, kw, sh, sw, ph, pw = _check_conv(where, x, weight, stride, padding, True)
+    _check_transposed_out(where, "dy", x, weight, dy, kh, kw, sh, sw, ph, pw)
+    n, cin, h, w = x.shape
+    cout, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    check_optional_out(where, "dx", dx, x.shape, x.dtype, "the shape of x")
+    check_optional_out(where, "dweight", dweight, weight.shape, x.dtype, "the shape of weight")
+    check_optional_out(where, "dbias", dbias, (cout,), x.dtype, f"weight {weight.shape}")
+    cdef int N = n, CIN = cin, H = h, W = w, COUT = cout, KH = kh, KW = kw, SH = sh, SW = sw
+    cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = 1
+    cdef void* px = _ptr(x)
+    cdef void* pw_ = _ptr(weight)
+    cdef void* pdy = _ptr(dy)
+    cdef void* pdx = _ptr(dx)
+    cdef void* pdw = _ptr(dweight)
+    cdef void* pdb = _ptr(dbias)
+    cdef void* pcol = NULL
+    cdef void* pbuf = NULL
+    if dweight is not None or dx is not None:
+        NB = _chunk_samples(n, cout * kh * kw * h * w * x.itemsize)
+        col, buf = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w)
+        pcol, pbuf = _ptr(col), _ptr(buf)
+    # One pass over im2col(dy) serves both: dx is the conv2d forward of dy and dweight its
+    # weight gradient with x in the role of the output gradient.
+    if x.dtype == np.float32:
+        with nogil:
+            if pdx != NULL or pdw != NULL:
+                _im2col_driver(<float*>pdy, N, COUT, OH, OW, <float*>pw_, CIN, KH, KW, SH, SW, PH, PW,
+                               H, W, NULL, <float*>pdx, <float*>px, <float*>pdw, NB, <float*>pcol,
+                               <float*>pbuf)
+            if pdb != NULL:
+                _channel_sum(<float*>pdy, N, COUT, <Py_ssize_t>OH * OW, <float*>pdb)
+    else:
+        with nogil:
+            if pdx != NULL or pdw != NULL:
+                _im2col_driver(<double*>pdy, N, COUT, OH, OW, <double*>pw_, CIN, KH, KW, SH, SW, PH, PW,
+                               H, W, NULL, <double*>pdx, <double*>px, <double*>pdw, NB, <double*>pcol,
+                               <double*>pbuf)
+            if pdb != NULL:
+                _channel_sum(<double*>pdy, N, COUT, <Py_ssize_t>OH * OW, <double*>pdb)
+    return dx
