@@ -2,9 +2,9 @@
 
 Why numba rather than Cython: the fused op is a per-row loop (max, exp-sum, normalise, pick the
 label) plus a reduction over rows; numba compiles it for float32/float64 from one source, with
-``prange`` over rows and the loss sum as a parallel reduction, and no build step. Fusing saves
-the NumPy version's five passes and temporaries (max, subtract, exp, sum, log, gather), and the
-log-sum-exp form keeps logits of +-1e4 finite. Each kernel has a serial twin for small inputs
+``prange`` over rows (row losses then summed in row order, so the value is the same for any
+thread count), and no build step. Fusing saves the NumPy version's five passes and temporaries
+(max, subtract, exp, sum, log, gather), and the log-sum-exp form keeps logits of +-1e4 finite. Each kernel has a serial twin for small inputs
 (see :mod:`fastnn._core.activation`).
 
 Per row m: lse = max z + log sum exp(z - max z); the hard loss is lse - z[target], the soft loss
@@ -13,6 +13,7 @@ inside the kernel (an out-of-range label is counted, never read), and the wrappe
 """
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from . import threads
@@ -26,11 +27,21 @@ threads.sync_numba_threads()
 # compiled kernels on (M, C); no validation here
 # ----------------------------------------------------------------------------------------------
 
+@njit(cache=True)
+def _ordered_sum(values):
+    # Row losses are summed in row order, not by a prange reduction, so the loss is bit-identical
+    # whatever the thread count.
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
 @njit(parallel=True, cache=True)
 def _softmax_cross_entropy_forward(logits, target, probs):
     """probs := softmax(logits); returns (sum over rows of lse - logits[m, target[m]], bad labels)"""
     rows, cols = logits.shape
-    total = 0.0
+    row_loss = np.empty(rows)
     bad = 0
     for m in prange(rows):
         top = logits[m, 0]
@@ -46,10 +57,11 @@ def _softmax_cross_entropy_forward(logits, target, probs):
             probs[m, j] *= inv
         t = target[m]
         if 0 <= t < cols:
-            total += (top + math.log(s)) - logits[m, t]
+            row_loss[m] = (top + math.log(s)) - logits[m, t]
         else:
+            row_loss[m] = 0.0
             bad += 1
-    return total, bad
+    return _ordered_sum(row_loss), bad
 
 
 @njit(parallel=True, cache=True)
@@ -72,7 +84,7 @@ def _softmax_cross_entropy_backward(probs, target, factor, dlogits):
 def _soft_cross_entropy_forward(logits, target_probs, probs):
     """probs := softmax(logits); returns the sum over rows of sum(t) * lse - <t, logits>"""
     rows, cols = logits.shape
-    total = 0.0
+    row_loss = np.empty(rows)
     for m in prange(rows):
         top = logits[m, 0]
         for j in range(1, cols):
@@ -89,8 +101,8 @@ def _soft_cross_entropy_forward(logits, target_probs, probs):
             probs[m, j] *= inv
             t = target_probs[m, j]
             row += t * (lse - logits[m, j])
-        total += row
-    return total
+        row_loss[m] = row
+    return _ordered_sum(row_loss)
 
 
 @njit(parallel=True, cache=True)
