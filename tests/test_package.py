@@ -1,4 +1,5 @@
 import importlib
+import os
 import subprocess
 import sys
 
@@ -14,10 +15,12 @@ def test_compiled_core_is_a_real_extension():
 
 
 def test_import_does_not_load_numba(tmp_path):
-    # run outside the source tree so the installed (compiled) package is the one imported
+    # a fresh interpreter importing the very fastnn under test (installed or built in place)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
     code = "import sys, fastnn; print('numba' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=package_root)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=tmp_path)
+                         cwd=tmp_path, env=env)
     assert out.stdout.strip() == "False"
 
 
