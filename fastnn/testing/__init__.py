@@ -23,7 +23,7 @@ _LOSS_KEY = {"MSE": "mse", "CrossEntropy": "cross_entropy", "BCE": "bce",
 _ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity")
 
 # per tensor, this many entries are checked (a seeded sample): keeps a case at tens of milliseconds
-CASE_MAX_ENTRIES = 60
+CASE_MAX_ENTRIES = 30
 
 
 def __getattr__(name):

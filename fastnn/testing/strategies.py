@@ -111,7 +111,7 @@ def conv2d_configs(draw, max_channels=3, max_kernel=3, max_stride=2):
 
 
 @st.composite
-def conv_transpose2d_configs(draw, max_channels=3, max_kernel=4, max_stride=2, max_side=4):
+def conv_transpose2d_configs(draw, max_channels=3, max_kernel=3, max_stride=2, max_side=4):
     """``dict(in_ch, out_ch, kernel_size, stride, padding, output_padding, bias, input_shape,
     output_shape)`` with ``output_padding < stride``, ``padding <= kernel_size // 2`` and an output
     of at least 1x1 (as ``torch.nn.ConvTranspose2d`` requires)."""
