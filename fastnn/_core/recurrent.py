@@ -8,17 +8,26 @@ compiles the whole time loop into one call, sends the per-step product to BLAS t
 and the save-for-backward into one pass over (N, H). Cython could do the same, but numba keeps
 the recurrences readable next to their math and gives float32/float64 from one source.
 
+The time loops are serial (``parallel=False``) on purpose: a step is too small to split (the
+(N, G*H) gate sweep takes microseconds), and alternating a numba thread team with BLAS's own
+threads 32 times per call made both spin against each other (measured ~100x slower on 2 busy
+cores). Parallelism, if any, comes from BLAS inside the per-step product.
+
 What is *not* here: the input projection x @ W_ih^T + b_ih for all time steps, and after the
 backward sweep dW_ih, dW_hh, the biases and dx. Those are whole-sequence GEMMs ((N*T, F) sized)
 that the layer runs once with BLAS; the kernels only do what must be sequential.
 
-Layouts (batch-first, as the layers): ``xw`` (N, T, G*H) is x @ W_ih^T + b_ih; ``hs`` (N, T, H)
-the hidden states h_1..h_T; gate order is PyTorch's (LSTM i, f, g, o; GRU r, z, n).
+Layouts are time-major, (T, N, .): then step t's slice of every buffer is one contiguous (N, .)
+block, so the per-step BLAS product writes straight into the saved gates and reads the previous
+hidden state in place (no per-step copies). ``xw`` (T, N, G*H) is x @ W_ih^T + b_ih; ``hs``
+(T+1, N, H) holds h_0..h_T (the caller puts h0 in hs[0]); gate order is PyTorch's (LSTM i, f, g,
+o; GRU r, z, n). The layers transpose once at the edges.
 """
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, types
+from numba.extending import overload
 
 from . import threads
 from ._checks import check_float, check_index, check_like, check_out
@@ -30,9 +39,11 @@ threads.sync_numba_threads()
 # compiled kernels (no validation: the wrappers below check everything first)
 # ----------------------------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _embedding_forward(indices, weight, out):
-    for m in prange(indices.shape[0]):
+    # Serial: a gather of (N*T, D) rows is memory-bound and over in microseconds; waking a
+    # thread team costs more than it saves at these sizes.
+    for m in range(indices.shape[0]):
         row = indices[m]
         for d in range(weight.shape[1]):
             out[m, d] = weight[row, d]
@@ -47,6 +58,54 @@ def _embedding_backward(indices, dy, dweight):
             dweight[row, d] += dy[m, d]
 
 
+def _fast_tanh(v):
+    """tanh: a rational minimax approximation (Eigen's) in float32, |error| < 4e-7, which LLVM
+    vectorises (libm's tanhf is a scalar call, ~5x slower, and the gate math of a step is ~5
+    transcendentals per hidden unit); float64 keeps libm's tanh (gradient checks need it)."""
+
+
+@overload(_fast_tanh)
+def _fast_tanh_impl(v):
+    if v == types.float32:
+        def tanh32(v):
+            c = np.float32(7.99881172180175781)
+            x = c if v > c else v
+            x = -c if x < -c else x
+            x2 = x * x
+            p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+            p = x2 * p + np.float32(-8.60467152213735e-11)
+            p = x2 * p + np.float32(5.12229709037114e-08)
+            p = x2 * p + np.float32(1.48572235717979e-05)
+            p = x2 * p + np.float32(6.37261928875436e-04)
+            p = x2 * p + np.float32(4.89352455891786e-03)
+            q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+            q = x2 * q + np.float32(2.26843463243900e-03)
+            q = x2 * q + np.float32(4.89352518554385e-03)
+            return x * p / q
+        return tanh32
+    return lambda v: math.tanh(v)
+
+
+def _fast_sigmoid(v):
+    """sigmoid(v) = (1 + tanh(v/2)) / 2: stable for both signs, vectorisable in float32."""
+
+
+@overload(_fast_sigmoid)
+def _fast_sigmoid_impl(v):
+    if v == types.float32:
+        def sigmoid32(v):
+            half = np.float32(0.5)
+            return half + half * _fast_tanh(half * v)
+        return sigmoid32
+
+    def sigmoid64(v):
+        if v >= 0:
+            return 1.0 / (1.0 + math.exp(-v))
+        e = math.exp(v)
+        return e / (1.0 + e)
+    return sigmoid64
+
+
 @njit(inline="always")
 def _sigmoid(v):
     # Stable for both signs: exp of a non-positive number never overflows.
@@ -56,154 +115,123 @@ def _sigmoid(v):
     return e / (1.0 + e)
 
 
-@njit(parallel=True, cache=True)
-def _rnn_forward(xw, w_hh, b_hh, h0, hs):
-    n_batch, n_steps, hidden = xw.shape
-    h_prev = h0.copy()
-    gh = np.empty((n_batch, hidden), dtype=xw.dtype)
+@njit(cache=True)
+def _rnn_forward(xw, w_hh, b_hh, hs):
+    n_steps, n_batch, hidden = xw.shape
     for t in range(n_steps):
-        np.dot(h_prev, w_hh.T, gh)
-        for n in prange(n_batch):
+        h = hs[t + 1]
+        np.dot(hs[t], w_hh.T, h)
+        for n in range(n_batch):
+            h_row, x_row = h[n], xw[t, n]
             for j in range(hidden):
-                h = math.tanh(xw[n, t, j] + gh[n, j] + b_hh[j])
-                hs[n, t, j] = h
-                h_prev[n, j] = h
+                h_row[j] = _fast_tanh(h_row[j] + x_row[j] + b_hh[j])
 
 
-@njit(parallel=True, cache=True)
-def _rnn_backward(w_hh, hs, dhs, dpre, dh0):
-    n_batch, n_steps, hidden = hs.shape
-    dh_next = np.zeros((n_batch, hidden), dtype=hs.dtype)
-    dz = np.empty((n_batch, hidden), dtype=hs.dtype)
+@njit(cache=True)
+def _rnn_backward(w_hh, hs, dhs, dpre, dh):
+    n_steps, n_batch, hidden = dhs.shape
+    dh[:, :] = 0.0
     for t in range(n_steps - 1, -1, -1):
-        for n in prange(n_batch):
+        for n in range(n_batch):
+            d_row, h_row, dh_row, dy_row = dpre[t, n], hs[t + 1, n], dh[n], dhs[t, n]
             for j in range(hidden):
-                h = hs[n, t, j]
-                g = (dhs[n, t, j] + dh_next[n, j]) * (1.0 - h * h)
-                dz[n, j] = g
-                dpre[n, t, j] = g
-        np.dot(dz, w_hh, dh_next)
-    dh0[:, :] = dh_next
+                d_row[j] = (dy_row[j] + dh_row[j]) * (1 - h_row[j] * h_row[j])
+        np.dot(dpre[t], w_hh, dh)
 
 
-@njit(parallel=True, cache=True)
-def _lstm_forward(xw, w_hh, b_hh, h0, c0, hs, cs, tanh_cs, gates):
-    n_batch, n_steps, hidden = hs.shape
-    h_prev = h0.copy()
-    c_prev = c0.copy()
-    gh = np.empty((n_batch, 4 * hidden), dtype=xw.dtype)
+@njit(cache=True)
+def _lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
+    n_steps, n_batch, four_h = xw.shape
+    hidden = four_h // 4
     for t in range(n_steps):
-        np.dot(h_prev, w_hh.T, gh)
-        for n in prange(n_batch):
+        np.dot(hs[t], w_hh.T, gates[t])
+        for n in range(n_batch):
+            g_row, x_row = gates[t, n], xw[t, n]
+            # two simple sweeps (few arrays each) so LLVM vectorises them
+            for k in range(2 * hidden):
+                g_row[k] = _fast_sigmoid(g_row[k] + x_row[k] + b_hh[k])
+            for k in range(2 * hidden, 3 * hidden):
+                g_row[k] = _fast_tanh(g_row[k] + x_row[k] + b_hh[k])
+            for k in range(3 * hidden, four_h):
+                g_row[k] = _fast_sigmoid(g_row[k] + x_row[k] + b_hh[k])
+            c_prev, c_row, h_row = cs[t, n], cs[t + 1, n], hs[t + 1, n]
             for j in range(hidden):
-                i = _sigmoid(xw[n, t, j] + gh[n, j] + b_hh[j])
-                f = _sigmoid(xw[n, t, hidden + j] + gh[n, hidden + j] + b_hh[hidden + j])
-                g = math.tanh(xw[n, t, 2 * hidden + j] + gh[n, 2 * hidden + j] + b_hh[2 * hidden + j])
-                o = _sigmoid(xw[n, t, 3 * hidden + j] + gh[n, 3 * hidden + j] + b_hh[3 * hidden + j])
-                c = f * c_prev[n, j] + i * g
-                tc = math.tanh(c)
-                h = o * tc
-                gates[n, t, j] = i
-                gates[n, t, hidden + j] = f
-                gates[n, t, 2 * hidden + j] = g
-                gates[n, t, 3 * hidden + j] = o
-                cs[n, t, j] = c
-                tanh_cs[n, t, j] = tc
-                hs[n, t, j] = h
-                c_prev[n, j] = c
-                h_prev[n, j] = h
+                c = g_row[hidden + j] * c_prev[j] + g_row[j] * g_row[2 * hidden + j]
+                c_row[j] = c
+                h_row[j] = g_row[3 * hidden + j] * _fast_tanh(c)
 
 
-@njit(parallel=True, cache=True)
-def _lstm_backward(w_hh, c0, cs, tanh_cs, gates, dhs, dcs_last, dpre, dh0, dc0):
-    n_batch, n_steps, hidden = cs.shape
-    dh_next = np.zeros((n_batch, hidden), dtype=cs.dtype)
-    dc_next = dcs_last.copy()
-    dz = np.empty((n_batch, 4 * hidden), dtype=cs.dtype)
+@njit(cache=True)
+def _lstm_backward(w_hh, cs, gates, dhs, dpre, dh, dc):
+    n_steps, n_batch, hidden = dhs.shape
+    dh[:, :] = 0.0
+    dc[:, :] = 0.0
     for t in range(n_steps - 1, -1, -1):
-        for n in prange(n_batch):
+        for n in range(n_batch):
+            g_row, d_row, dy_row = gates[t, n], dpre[t, n], dhs[t, n]
+            c_prev, c_row, dh_row, dc_row = cs[t, n], cs[t + 1, n], dh[n], dc[n]
             for j in range(hidden):
-                i = gates[n, t, j]
-                f = gates[n, t, hidden + j]
-                g = gates[n, t, 2 * hidden + j]
-                o = gates[n, t, 3 * hidden + j]
-                tc = tanh_cs[n, t, j]
-                c_prev = cs[n, t - 1, j] if t > 0 else c0[n, j]
-                dh = dhs[n, t, j] + dh_next[n, j]
-                dc = dc_next[n, j] + dh * o * (1.0 - tc * tc)
-                di = dc * g * i * (1.0 - i)
-                df = dc * c_prev * f * (1.0 - f)
-                dg = dc * i * (1.0 - g * g)
-                do = dh * tc * o * (1.0 - o)
-                dz[n, j] = di
-                dz[n, hidden + j] = df
-                dz[n, 2 * hidden + j] = dg
-                dz[n, 3 * hidden + j] = do
-                dpre[n, t, j] = di
-                dpre[n, t, hidden + j] = df
-                dpre[n, t, 2 * hidden + j] = dg
-                dpre[n, t, 3 * hidden + j] = do
-                dc_next[n, j] = dc * f
-        np.dot(dz, w_hh, dh_next)
-    dh0[:, :] = dh_next
-    dc0[:, :] = dc_next
+                i = g_row[j]
+                f = g_row[hidden + j]
+                g = g_row[2 * hidden + j]
+                o = g_row[3 * hidden + j]
+                tc = _fast_tanh(c_row[j])
+                dhv = dy_row[j] + dh_row[j]
+                dcv = dc_row[j] + dhv * o * (1 - tc * tc)
+                d_row[j] = dcv * g * i * (1 - i)
+                d_row[hidden + j] = dcv * c_prev[j] * f * (1 - f)
+                d_row[2 * hidden + j] = dcv * i * (1 - g * g)
+                d_row[3 * hidden + j] = dhv * tc * o * (1 - o)
+                dc_row[j] = dcv * f
+        np.dot(dpre[t], w_hh, dh)
 
 
-@njit(parallel=True, cache=True)
-def _gru_forward(xw, w_hh, b_hh, h0, hs, gates, hn):
-    n_batch, n_steps, hidden = hs.shape
-    h_prev = h0.copy()
-    gh = np.empty((n_batch, 3 * hidden), dtype=xw.dtype)
+@njit(cache=True)
+def _gru_forward(xw, w_hh, b_hh, hs, gates, hn):
+    n_steps, n_batch, three_h = xw.shape
+    hidden = three_h // 3
     for t in range(n_steps):
-        np.dot(h_prev, w_hh.T, gh)
-        for n in prange(n_batch):
+        np.dot(hs[t], w_hh.T, gates[t])
+        for n in range(n_batch):
+            g_row, x_row, hn_row = gates[t, n], xw[t, n], hn[t, n]
+            for k in range(2 * hidden):
+                g_row[k] = _fast_sigmoid(g_row[k] + x_row[k] + b_hh[k])
             for j in range(hidden):
-                r = _sigmoid(xw[n, t, j] + gh[n, j] + b_hh[j])
-                z = _sigmoid(xw[n, t, hidden + j] + gh[n, hidden + j] + b_hh[hidden + j])
-                ghn = gh[n, 2 * hidden + j] + b_hh[2 * hidden + j]
-                nn = math.tanh(xw[n, t, 2 * hidden + j] + r * ghn)
-                h = (1.0 - z) * nn + z * h_prev[n, j]
-                gates[n, t, j] = r
-                gates[n, t, hidden + j] = z
-                gates[n, t, 2 * hidden + j] = nn
-                hn[n, t, j] = ghn
-                hs[n, t, j] = h
-                h_prev[n, j] = h
+                hn_row[j] = g_row[2 * hidden + j] + b_hh[2 * hidden + j]
+            for j in range(hidden):
+                g_row[2 * hidden + j] = _fast_tanh(x_row[2 * hidden + j] + g_row[j] * hn_row[j])
+            h_prev, h_row = hs[t, n], hs[t + 1, n]
+            for j in range(hidden):
+                z = g_row[hidden + j]
+                h_row[j] = (1 - z) * g_row[2 * hidden + j] + z * h_prev[j]
 
 
-@njit(parallel=True, cache=True)
-def _gru_backward(w_hh, h0, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
-    n_batch, n_steps, hidden = hs.shape
-    dh_next = np.zeros((n_batch, hidden), dtype=hs.dtype)
-    dz_h = np.empty((n_batch, 3 * hidden), dtype=hs.dtype)
-    dh_matrix = np.empty((n_batch, hidden), dtype=hs.dtype)
+@njit(cache=True)
+def _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh):
+    n_steps, n_batch, hidden = dhs.shape
+    dh[:, :] = 0.0
+    dh_matrix = np.empty_like(dh)  # once per call, reused by every step
     for t in range(n_steps - 1, -1, -1):
-        for n in prange(n_batch):
+        for n in range(n_batch):
+            g_row, dx_row, dh_pre_row = gates[t, n], dpre_x[t, n], dpre_h[t, n]
+            h_prev, hn_row, dy_row, dh_row = hs[t, n], hn[t, n], dhs[t, n], dh[n]
             for j in range(hidden):
-                r = gates[n, t, j]
-                z = gates[n, t, hidden + j]
-                nn = gates[n, t, 2 * hidden + j]
-                h_prev = hs[n, t - 1, j] if t > 0 else h0[n, j]
-                dh = dhs[n, t, j] + dh_next[n, j]
-                dn = dh * (1.0 - z) * (1.0 - nn * nn)
-                dz = dh * (h_prev - nn) * z * (1.0 - z)
-                dr = dn * hn[n, t, j] * r * (1.0 - r)
-                dpre_x[n, t, j] = dr
-                dpre_x[n, t, hidden + j] = dz
-                dpre_x[n, t, 2 * hidden + j] = dn
-                dpre_h[n, t, j] = dr
-                dpre_h[n, t, hidden + j] = dz
-                dpre_h[n, t, 2 * hidden + j] = dn * r
-                dz_h[n, j] = dr
-                dz_h[n, hidden + j] = dz
-                dz_h[n, 2 * hidden + j] = dn * r
-                # the direct path h_t = ... + z * h_prev; the matrix path is added below
-                dh_next[n, j] = dh * z
-        np.dot(dz_h, w_hh, dh_matrix)
-        for n in prange(n_batch):
-            for j in range(hidden):
-                dh_next[n, j] += dh_matrix[n, j]
-    dh0[:, :] = dh_next
+                r = g_row[j]
+                z = g_row[hidden + j]
+                nn = g_row[2 * hidden + j]
+                dhv = dy_row[j] + dh_row[j]
+                dn = dhv * (1 - z) * (1 - nn * nn)
+                dz = dhv * (h_prev[j] - nn) * z * (1 - z)
+                dr = dn * hn_row[j] * r * (1 - r)
+                dx_row[j] = dr
+                dx_row[hidden + j] = dz
+                dx_row[2 * hidden + j] = dn
+                dh_pre_row[j] = dr
+                dh_pre_row[hidden + j] = dz
+                dh_pre_row[2 * hidden + j] = dn * r
+                dh_row[j] = dhv * z  # the direct path h_t = ... + z * h_{t-1}
+        np.dot(dpre_h[t], w_hh, dh_matrix)
+        dh += dh_matrix
 
 
 @njit(cache=True)
@@ -281,100 +309,96 @@ def _check_seq(where, xw, w_hh, b_hh, gates_per_unit):
     if gh != gates_per_unit * hidden:
         raise ValueError(f"{where}: w_hh must have shape ({gates_per_unit}*H, H), got {w_hh.shape}")
     if xw.shape[2] != gh:
-        raise ValueError(f"{where}: xw must have shape (N, T, {gh}) to match w_hh {w_hh.shape}, "
+        raise ValueError(f"{where}: xw must have shape (T, N, {gh}) to match w_hh {w_hh.shape}, "
                          f"got {xw.shape}")
     check_like(where, "b_hh", b_hh, (gh,), dtype)
     return xw.shape[0], xw.shape[1], hidden, dtype
 
 
-def rnn_forward(xw, w_hh, b_hh, h0, hs):
-    """hs[:, t] := tanh(xw[:, t] + hs[:, t-1] @ w_hh.T + b_hh), hs[:, -1] read as h0;
-    xw (N, T, H) = x @ w_ih.T + b_ih, w_hh (H, H), h0 (N, H), hs (N, T, H)."""
+def rnn_forward(xw, w_hh, b_hh, hs):
+    """hs[t+1] := tanh(xw[t] + hs[t] @ w_hh.T + b_hh), t < T; time-major: xw (T, N, H) =
+    x @ w_ih.T + b_ih, hs (T+1, N, H) with hs[0] = h0 given."""
     where = "rnn_forward"
-    n, t, h, dtype = _check_seq(where, xw, w_hh, b_hh, 1)
-    check_like(where, "h0", h0, (n, h), dtype)
-    check_out(where, "hs", hs, (n, t, h), dtype)
-    _rnn_forward(xw, w_hh, b_hh, h0, hs)
+    t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 1)
+    check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
+    _rnn_forward(xw, w_hh, b_hh, hs)
     return hs
 
 
 def rnn_backward(w_hh, hs, dhs, dpre, dh0):
-    """Backprop through time: dpre := dL/d(pre-activation) (N, T, H) given dhs = dL/dhs (direct,
-    per step); dh0 := dL/dh0. Weight and input gradients are GEMMs with dpre (the caller's)."""
+    """Backprop through time: dpre (T, N, H) := dL/d(pre-activations) given dhs (T, N, H) =
+    dL/dh_{1..T} (direct, per step); dh0 := dL/dh0. Weight and input gradients are GEMMs with
+    dpre (the caller's)."""
     where = "rnn_backward"
-    check_float(where, "hs", hs, ndim=3)
-    n, t, h = hs.shape
-    check_like(where, "w_hh", w_hh, (h, h), hs.dtype)
-    check_like(where, "dhs", dhs, (n, t, h), hs.dtype)
-    check_out(where, "dpre", dpre, (n, t, h), hs.dtype)
-    check_out(where, "dh0", dh0, (n, h), hs.dtype)
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (h, h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    check_out(where, "dpre", dpre, (t, n, h), dtype)
+    check_out(where, "dh0", dh0, (n, h), dtype)
     _rnn_backward(w_hh, hs, dhs, dpre, dh0)
     return dpre
 
 
-def lstm_forward(xw, w_hh, b_hh, h0, c0, hs, cs, tanh_cs, gates):
-    """(i, f, g, o) := (s, s, tanh, s)(xw[:, t] + h_{t-1} @ w_hh.T + b_hh); c_t := f*c_{t-1} + i*g;
-    h_t := o*tanh(c_t). Writes hs, cs, tanh_cs (N, T, H) and the activated gates (N, T, 4H)."""
+def lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
+    """(i, f, g, o) := (s, s, tanh, s)(xw[t] + h_t @ w_hh.T + b_hh); c_{t+1} := f*c_t + i*g;
+    h_{t+1} := o*tanh(c_{t+1}). Time-major: xw, gates (T, N, 4H) (gates := activated i, f, g, o);
+    hs, cs (T+1, N, H) with hs[0] = h0, cs[0] = c0 given."""
     where = "lstm_forward"
-    n, t, h, dtype = _check_seq(where, xw, w_hh, b_hh, 4)
-    check_like(where, "h0", h0, (n, h), dtype)
-    check_like(where, "c0", c0, (n, h), dtype)
-    for name, a in (("hs", hs), ("cs", cs), ("tanh_cs", tanh_cs)):
-        check_out(where, name, a, (n, t, h), dtype)
-    check_out(where, "gates", gates, (n, t, 4 * h), dtype)
-    _lstm_forward(xw, w_hh, b_hh, h0, c0, hs, cs, tanh_cs, gates)
+    t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 4)
+    check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
+    check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
+    check_out(where, "gates", gates, (t, n, 4 * h), dtype)
+    _lstm_forward(xw, w_hh, b_hh, hs, cs, gates)
     return hs
 
 
-def lstm_backward(w_hh, c0, cs, tanh_cs, gates, dhs, dc_last, dpre, dh0, dc0):
-    """Backprop through time from lstm_forward's saved cs, tanh_cs, gates: dpre (N, T, 4H) :=
-    dL/d(gate pre-activations); dh0, dc0 := dL/dh0, dL/dc0; dc_last is dL/dc_T (zeros usually)."""
+def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
+    """Backprop through time from lstm_forward's cs and gates: dpre (T, N, 4H) := dL/d(gate
+    pre-activations) given dhs (T, N, H); dh0, dc0 := dL/dh0, dL/dc0."""
     where = "lstm_backward"
-    check_float(where, "cs", cs, ndim=3)
-    n, t, h = cs.shape
-    dtype = cs.dtype
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
     check_like(where, "w_hh", w_hh, (4 * h, h), dtype)
-    check_like(where, "c0", c0, (n, h), dtype)
-    check_like(where, "tanh_cs", tanh_cs, (n, t, h), dtype)
-    check_like(where, "gates", gates, (n, t, 4 * h), dtype)
-    check_like(where, "dhs", dhs, (n, t, h), dtype)
-    check_like(where, "dc_last", dc_last, (n, h), dtype)
-    check_out(where, "dpre", dpre, (n, t, 4 * h), dtype)
+    check_like(where, "cs", cs, (t + 1, n, h), dtype)
+    check_like(where, "gates", gates, (t, n, 4 * h), dtype)
+    check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     check_out(where, "dc0", dc0, (n, h), dtype)
-    _lstm_backward(w_hh, c0, cs, tanh_cs, gates, dhs, dc_last, dpre, dh0, dc0)
+    _lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0)
     return dpre
 
 
-def gru_forward(xw, w_hh, b_hh, h0, hs, gates, hn):
-    """r, z := s(xw_rz + h @ W_hrz.T + b_hrz); hn := h @ W_hn.T + b_hn; n := tanh(xw_n + r*hn);
-    h_t := (1-z)*n + z*h_{t-1}. Writes hs, hn (N, T, H) and gates r, z, n (N, T, 3H)."""
+def gru_forward(xw, w_hh, b_hh, hs, gates, hn):
+    """r, z := s(xw_rz + h_t @ W_hrz.T + b_hrz); hn := h_t @ W_hn.T + b_hn; n := tanh(xw_n + r*hn);
+    h_{t+1} := (1-z)*n + z*h_t. Time-major: xw, gates (T, N, 3H) (gates := r, z, n), hn (T, N, H),
+    hs (T+1, N, H) with hs[0] = h0 given."""
     where = "gru_forward"
-    n, t, h, dtype = _check_seq(where, xw, w_hh, b_hh, 3)
-    check_like(where, "h0", h0, (n, h), dtype)
-    check_out(where, "hs", hs, (n, t, h), dtype)
-    check_out(where, "gates", gates, (n, t, 3 * h), dtype)
-    check_out(where, "hn", hn, (n, t, h), dtype)
-    _gru_forward(xw, w_hh, b_hh, h0, hs, gates, hn)
+    t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 3)
+    check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
+    check_out(where, "gates", gates, (t, n, 3 * h), dtype)
+    check_out(where, "hn", hn, (t, n, h), dtype)
+    _gru_forward(xw, w_hh, b_hh, hs, gates, hn)
     return hs
 
 
-def gru_backward(w_hh, h0, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
-    """Backprop through time: dpre_x (N, T, 3H) := dL/d(xw) and dpre_h := dL/d(h @ W_hh.T + b_hh)
-    (they differ in the n block by the factor r); dh0 := dL/dh0."""
+def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
+    """Backprop through time: dpre_x (T, N, 3H) := dL/d(xw) and dpre_h := dL/d(h @ w_hh.T + b_hh)
+    (they differ in the n block by the factor r) given dhs (T, N, H); dh0 := dL/dh0."""
     where = "gru_backward"
-    check_float(where, "hs", hs, ndim=3)
-    n, t, h = hs.shape
-    dtype = hs.dtype
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
     check_like(where, "w_hh", w_hh, (3 * h, h), dtype)
-    check_like(where, "h0", h0, (n, h), dtype)
-    check_like(where, "gates", gates, (n, t, 3 * h), dtype)
-    check_like(where, "hn", hn, (n, t, h), dtype)
-    check_like(where, "dhs", dhs, (n, t, h), dtype)
-    check_out(where, "dpre_x", dpre_x, (n, t, 3 * h), dtype)
-    check_out(where, "dpre_h", dpre_h, (n, t, 3 * h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    check_like(where, "gates", gates, (t, n, 3 * h), dtype)
+    check_like(where, "hn", hn, (t, n, h), dtype)
+    check_out(where, "dpre_x", dpre_x, (t, n, 3 * h), dtype)
+    check_out(where, "dpre_h", dpre_h, (t, n, 3 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
-    _gru_backward(w_hh, h0, hs, gates, hn, dhs, dpre_x, dpre_h, dh0)
+    _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0)
     return dpre_x
 
 

@@ -42,9 +42,8 @@ class _Recurrent(Layer):
         self.bias_hh = self.add_parameter("bias_hh_l0", gen.uniform(-bound, bound, gh))
         self.dh0 = None
         self.dc0 = None
-        self._buffers_for = None  # (N, T, dtype) the work buffers below were sized for
-        self._work = {}
-        self._x = None
+        self._work = {}  # name -> buffer, reused while (N, T, dtype) stay the same
+        self._x_tm = None
 
     def config(self):
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
@@ -56,8 +55,7 @@ class _Recurrent(Layer):
 
     def _on_dtype_change(self):
         self._work = {}
-        self._buffers_for = None
-        self._x = None
+        self._x_tm = None
 
     # --- buffers reused from call to call while (N, T, dtype) stays the same -----------------
     def _buffer(self, name, shape):
@@ -67,78 +65,70 @@ class _Recurrent(Layer):
             self._work[name] = buf
         return buf
 
-    def _state(self, s, name, n):
-        h = self.hidden_size
-        if s is None:
-            return np.zeros((n, h), dtype=self._dtype)
-        s = self.as_input(s, name)
-        if s.shape != (n, h):
-            raise self.shape_error(f"(N, H) = ({n}, {h})", s.shape, name)
-        return s
-
     def _check_x(self, x):
         x = self.as_input(x)
         if x.ndim != 3 or x.shape[2] != self.input_size or x.shape[0] < 1 or x.shape[1] < 1:
             raise self.shape_error(f"(N, T, {self.input_size}) with N, T >= 1", x.shape)
         return x
 
-    def _project(self, x):
-        """xw := x @ W_ih^T + b_ih for all steps at once (one GEMM)."""
-        n, t, f = x.shape
-        gh = self._gates * self.hidden_size
-        xw = self._buffer("xw", (n, t, gh))
-        xw2 = xw.reshape(n * t, gh)
-        np.matmul(x.reshape(n * t, f), self.weight_ih.data.T, out=xw2)
-        xw2 += self.bias_ih.data
-        return xw
-
     def forward(self, x, training=True, h0=None, c0=None):
         x = self._check_x(x)
-        n = x.shape[0]
-        h0 = self._state(h0, "h0", n)
-        if self._has_cell:
-            c0 = self._state(c0, "c0", n)
-        elif c0 is not None:
-            raise TypeError(f"{self.describe()}: c0 is only accepted by LSTM")
-        xw = self._project(x)
-        # hs is handed to the caller, so it is fresh every call (never a reused buffer)
-        hs = np.empty((n, x.shape[1], self.hidden_size), dtype=self._dtype)
-        self._sequence_forward(xw, h0, c0, hs)
-        self._x, self._h0, self._c0, self._hs = x, h0, c0, hs
-        self.dh0 = self.dc0 = None
-        if self.return_sequences:
-            return hs
-        return np.ascontiguousarray(hs[:, -1])
-
-    def backward(self, dy):
-        if self._x is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
-        x, hs = self._x, self._hs
         n, t, f = x.shape
         h, gh = self.hidden_size, self._gates * self.hidden_size
-        dy = self.as_input(dy, "dy")
+        if c0 is not None and not self._has_cell:
+            raise TypeError(f"{self.describe()}: c0 is only accepted by LSTM")
+        # The kernels work time-major (T, N, .) so each step is one contiguous block.
+        x_tm = self._buffer("x_tm", (t, n, f))
+        np.copyto(x_tm, x.transpose(1, 0, 2))
+        xw = self._buffer("xw", (t, n, gh))
+        xw2 = xw.reshape(t * n, gh)
+        np.matmul(x_tm.reshape(t * n, f), self.weight_ih.data.T, out=xw2)  # all steps: one GEMM
+        xw2 += self.bias_ih.data
+        hs = self._buffer("hs", (t + 1, n, h))
+        self._set_state(hs, h0, "h0")
+        self._sequence_forward(xw, hs, c0)
+        self._x_tm = x_tm
+        self.dh0 = self.dc0 = None
         if self.return_sequences:
-            if dy.shape != hs.shape:
-                raise self.shape_error(f"{hs.shape}", dy.shape, "dy")
-            dhs = dy
+            return hs[1:].transpose(1, 0, 2).copy()  # fresh: buffers are reused next call
+        return hs[t].copy()
+
+    def _set_state(self, buf, s, name):
+        n, h = buf.shape[1], self.hidden_size
+        if s is None:
+            buf[0] = 0
+            return
+        s = self.as_input(s, name)
+        if s.shape != (n, h):
+            raise self.shape_error(f"(N, H) = ({n}, {h})", s.shape, name)
+        buf[0] = s
+
+    def backward(self, dy):
+        if self._x_tm is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        x_tm, hs = self._x_tm, self._work["hs"]
+        t, n, f = x_tm.shape
+        h, gh = self.hidden_size, self._gates * self.hidden_size
+        dy = self.as_input(dy, "dy")
+        dhs = self._buffer("dhs", (t, n, h))
+        if self.return_sequences:
+            if dy.shape != (n, t, h):
+                raise self.shape_error(f"{(n, t, h)}", dy.shape, "dy")
+            np.copyto(dhs, dy.transpose(1, 0, 2))
         else:
             if dy.shape != (n, h):
                 raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
-            dhs = self._buffer("dhs", (n, t, h))
             dhs.fill(0)
-            dhs[:, -1] = dy
+            dhs[t - 1] = dy
         dpre_x, dpre_h = self._sequence_backward(dhs)
-        dx2 = dpre_x.reshape(n * t, gh)
-        dh2 = dpre_h.reshape(n * t, gh)
-        # h_{t-1} for every step, for dW_hh as one GEMM
-        h_prev = self._buffer("h_prev", (n, t, h))
-        h_prev[:, 0] = self._h0
-        h_prev[:, 1:] = hs[:, :-1]
-        self.weight_ih.grad += dx2.T @ x.reshape(n * t, f)
-        self.weight_hh.grad += dh2.T @ h_prev.reshape(n * t, h)
+        dx2 = dpre_x.reshape(t * n, gh)
+        dh2 = dpre_h.reshape(t * n, gh)
+        # whole-sequence GEMMs; hs[:T] is h_{t-1} of every step, contiguous
+        self.weight_ih.grad += dx2.T @ x_tm.reshape(t * n, f)
+        self.weight_hh.grad += dh2.T @ hs[:t].reshape(t * n, h)
         self.bias_ih.grad += dx2.sum(axis=0)
         self.bias_hh.grad += dx2.sum(axis=0) if dpre_h is dpre_x else dh2.sum(axis=0)
-        return (dx2 @ self.weight_ih.data).reshape(n, t, f)
+        return (dx2 @ self.weight_ih.data).reshape(t, n, f).transpose(1, 0, 2).copy()
 
 
 class RNN(_Recurrent):
@@ -164,13 +154,13 @@ class RNN(_Recurrent):
 
     _gates = 1
 
-    def _sequence_forward(self, xw, h0, c0, hs):
-        _core.rnn_forward(xw, self.weight_hh.data, self.bias_hh.data, h0, hs)
+    def _sequence_forward(self, xw, hs, c0):
+        _core.rnn_forward(xw, self.weight_hh.data, self.bias_hh.data, hs)
 
     def _sequence_backward(self, dhs):
-        dpre = self._buffer("dpre", self._hs.shape)
-        self.dh0 = np.empty_like(self._h0)
-        _core.rnn_backward(self.weight_hh.data, self._hs, dhs, dpre, self.dh0)
+        dpre = self._buffer("dpre", dhs.shape)
+        self.dh0 = np.empty(dhs.shape[1:], dtype=self._dtype)
+        _core.rnn_backward(self.weight_hh.data, self._work["hs"], dhs, dpre, self.dh0)
         return dpre, dpre
 
 
@@ -201,28 +191,25 @@ class LSTM(_Recurrent):
     _gates = 4
     _has_cell = True
 
-    def _sequence_forward(self, xw, h0, c0, hs):
-        n, t, h = hs.shape
-        self._cs = self._buffer("cs", (n, t, h))
-        self._tanh_cs = self._buffer("tanh_cs", (n, t, h))
-        self._gate_values = self._buffer("gates", (n, t, 4 * h))
-        _core.lstm_forward(xw, self.weight_hh.data, self.bias_hh.data, h0, c0, hs,
-                           self._cs, self._tanh_cs, self._gate_values)
+    def _sequence_forward(self, xw, hs, c0):
+        t, n, h = xw.shape[0], xw.shape[1], self.hidden_size
+        cs = self._buffer("cs", (t + 1, n, h))
+        self._set_state(cs, c0, "c0")
+        _core.lstm_forward(xw, self.weight_hh.data, self.bias_hh.data, hs, cs,
+                           self._buffer("gates", (t, n, 4 * h)))
 
     @property
     def c_n(self):
         """The last cell state c_T (N, H) of the latest forward."""
-        return None if self._x is None else self._cs[:, -1].copy()
+        return None if self._x_tm is None else self._work["cs"][-1].copy()
 
     def _sequence_backward(self, dhs):
-        n, t, h = self._hs.shape
-        dpre = self._buffer("dpre", (n, t, 4 * h))
-        dc_last = self._buffer("dc_last", (n, h))
-        dc_last.fill(0)
-        self.dh0 = np.empty_like(self._h0)
-        self.dc0 = np.empty_like(self._c0)
-        _core.lstm_backward(self.weight_hh.data, self._c0, self._cs, self._tanh_cs, self._gate_values,
-                            dhs, dc_last, dpre, self.dh0, self.dc0)
+        t, n, h = dhs.shape
+        dpre = self._buffer("dpre", (t, n, 4 * h))
+        self.dh0 = np.empty((n, h), dtype=self._dtype)
+        self.dc0 = np.empty((n, h), dtype=self._dtype)
+        _core.lstm_backward(self.weight_hh.data, self._work["cs"], self._work["gates"], dhs, dpre,
+                            self.dh0, self.dc0)
         return dpre, dpre
 
 
@@ -251,17 +238,16 @@ class GRU(_Recurrent):
 
     _gates = 3
 
-    def _sequence_forward(self, xw, h0, c0, hs):
-        n, t, h = hs.shape
-        self._gate_values = self._buffer("gates", (n, t, 3 * h))
-        self._hn = self._buffer("hn", (n, t, h))
-        _core.gru_forward(xw, self.weight_hh.data, self.bias_hh.data, h0, hs, self._gate_values, self._hn)
+    def _sequence_forward(self, xw, hs, c0):
+        t, n, h = xw.shape[0], xw.shape[1], self.hidden_size
+        _core.gru_forward(xw, self.weight_hh.data, self.bias_hh.data, hs,
+                          self._buffer("gates", (t, n, 3 * h)), self._buffer("hn", (t, n, h)))
 
     def _sequence_backward(self, dhs):
-        n, t, h = self._hs.shape
-        dpre_x = self._buffer("dpre", (n, t, 3 * h))
-        dpre_h = self._buffer("dpre_h", (n, t, 3 * h))
-        self.dh0 = np.empty_like(self._h0)
-        _core.gru_backward(self.weight_hh.data, self._h0, self._hs, self._gate_values, self._hn,
-                           dhs, dpre_x, dpre_h, self.dh0)
+        t, n, h = dhs.shape
+        dpre_x = self._buffer("dpre", (t, n, 3 * h))
+        dpre_h = self._buffer("dpre_h", (t, n, 3 * h))
+        self.dh0 = np.empty((n, h), dtype=self._dtype)
+        _core.gru_backward(self.weight_hh.data, self._work["hs"], self._work["gates"],
+                           self._work["hn"], dhs, dpre_x, dpre_h, self.dh0)
         return dpre_x, dpre_h
