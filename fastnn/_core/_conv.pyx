@@ -29,6 +29,11 @@ from ._checks import check_float, check_like, check_optional_out, check_out, che
 
 cnp.import_array()
 
+# Loops over fewer elements than this run on the calling thread: waking an OpenMP team costs
+# more than the copy, and on a busy machine a team barrier can wait a whole scheduler slice.
+cdef enum:
+    PARALLEL_MIN_ELEMENTS = 32768
+
 # Target size of one chunk's im2col matrix. Tuned on the 2-core EPYC VM (2 MB L2 per core,
 # 32 MB L3): see the comment in _chunk_samples.
 cdef Py_ssize_t _col_chunk_bytes = 4 << 20
@@ -91,7 +96,8 @@ cdef void _im2col(const floating* x, int nb, int C, int H, int W, int KH, int KW
     cdef Py_ssize_t ntasks = <Py_ssize_t>nb * C * KH * KW
     cdef int n, r, c, i, j
     cdef int ckk = C * KH * KW
-    for task in prange(ntasks, schedule="static"):
+    for task in prange(ntasks, schedule="static",
+                       use_threads_if=ntasks * OH * OW > PARALLEL_MIN_ELEMENTS):
         n = task // ckk
         r = task % ckk
         c = r // (KH * KW)
@@ -113,7 +119,8 @@ cdef void _col2im(const floating* col, int nb, int C, int H, int W, int KH, int 
     cdef floating* dst
     cdef const floating* src
     cdef floating b
-    for task in prange(<Py_ssize_t>nb * C, schedule="static"):
+    for task in prange(<Py_ssize_t>nb * C, schedule="static",
+                       use_threads_if=<Py_ssize_t>nb * C * KH * KW * OH * OW > PARALLEL_MIN_ELEMENTS):
         n = task // C
         c = task % C
         plane = out + task * plane_size
@@ -145,7 +152,8 @@ cdef void _gather(const floating* src, int nb, int O, Py_ssize_t P, floating* ds
     """dst (O, nb*P) := src (nb, O, P) with the sample axis moved inside the channel axis."""
     cdef Py_ssize_t task
     cdef int n, o
-    for task in prange(<Py_ssize_t>nb * O, schedule="static"):
+    for task in prange(<Py_ssize_t>nb * O, schedule="static",
+                       use_threads_if=nb * O * P > PARALLEL_MIN_ELEMENTS):
         n = task // O
         o = task % O
         memcpy(dst + (o * <Py_ssize_t>nb + n) * P, src + task * P, P * sizeof(floating))
@@ -159,7 +167,8 @@ cdef void _scatter_bias(const floating* src, int nb, int O, Py_ssize_t P, const 
     cdef const floating* s
     cdef floating* d
     cdef floating b
-    for task in prange(<Py_ssize_t>nb * O, schedule="static"):
+    for task in prange(<Py_ssize_t>nb * O, schedule="static",
+                       use_threads_if=nb * O * P > PARALLEL_MIN_ELEMENTS):
         n = task // O
         o = task % O
         s = src + (o * <Py_ssize_t>nb + n) * P
@@ -176,7 +185,7 @@ cdef void _add_bias(floating* y, int O, Py_ssize_t P, const floating* bias) noex
     cdef Py_ssize_t p
     cdef int o
     cdef floating b
-    for o in prange(O, schedule="static"):
+    for o in prange(O, schedule="static", use_threads_if=O * P > PARALLEL_MIN_ELEMENTS):
         b = bias[o]
         for p in range(P):
             y[o * P + p] += b
