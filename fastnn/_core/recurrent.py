@@ -12,6 +12,8 @@ The time loops are serial (``parallel=False``) on purpose: a step is too small t
 (N, G*H) gate sweep takes microseconds), and alternating a numba thread team with BLAS's own
 threads 32 times per call made both spin against each other (measured ~100x slower on 2 busy
 cores). Parallelism, if any, comes from BLAS inside the per-step product.
+``error_model="numpy"`` drops numba's divide-by-zero check, whose branch stops LLVM from
+vectorising the gate loops (the rational tanh divides).
 
 What is *not* here: the input projection x @ W_ih^T + b_ih for all time steps, and after the
 backward sweep dW_ih, dW_hh, the biases and dx. Those are whole-sequence GEMMs ((N*T, F) sized)
@@ -68,9 +70,9 @@ def _fast_tanh(v):
 def _fast_tanh_impl(v):
     if v == types.float32:
         def tanh32(v):
+            # clamp to [-c, c] without branches (keeps the loop vectorisable)
             c = np.float32(7.99881172180175781)
-            x = c if v > c else v
-            x = -c if x < -c else x
+            x = np.float32(0.5) * (abs(v + c) - abs(v - c))
             x2 = x * x
             p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
             p = x2 * p + np.float32(-8.60467152213735e-11)
@@ -115,7 +117,7 @@ def _sigmoid(v):
     return e / (1.0 + e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rnn_forward(xw, w_hh, b_hh, hs):
     n_steps, n_batch, hidden = xw.shape
     for t in range(n_steps):
@@ -127,7 +129,7 @@ def _rnn_forward(xw, w_hh, b_hh, hs):
                 h_row[j] = _fast_tanh(h_row[j] + x_row[j] + b_hh[j])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rnn_backward(w_hh, hs, dhs, dpre, dh):
     n_steps, n_batch, hidden = dhs.shape
     dh[:, :] = 0.0
@@ -139,7 +141,7 @@ def _rnn_backward(w_hh, hs, dhs, dpre, dh):
         np.dot(dpre[t], w_hh, dh)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
     n_steps, n_batch, four_h = xw.shape
     hidden = four_h // 4
@@ -161,7 +163,7 @@ def _lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
                 h_row[j] = g_row[3 * hidden + j] * _fast_tanh(c)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _lstm_backward(w_hh, cs, gates, dhs, dpre, dh, dc):
     n_steps, n_batch, hidden = dhs.shape
     dh[:, :] = 0.0
@@ -186,7 +188,7 @@ def _lstm_backward(w_hh, cs, gates, dhs, dpre, dh, dc):
         np.dot(dpre[t], w_hh, dh)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _gru_forward(xw, w_hh, b_hh, hs, gates, hn):
     n_steps, n_batch, three_h = xw.shape
     hidden = three_h // 3
@@ -206,7 +208,7 @@ def _gru_forward(xw, w_hh, b_hh, hs, gates, hn):
                 h_row[j] = (1 - z) * g_row[2 * hidden + j] + z * h_prev[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh):
     n_steps, n_batch, hidden = dhs.shape
     dh[:, :] = 0.0
@@ -234,7 +236,7 @@ def _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh):
         dh += dh_matrix
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sgns_step(w_in, w_out, centers, contexts, negatives, lr, grad_in):
     """One SGD pass of skip-gram with negative sampling over the given (centre, context) pairs;
     touches only the rows used. Returns the summed loss."""

@@ -1,0 +1,293 @@
+"""Sequence models: recurrent kernels against the NumPy reference, Embedding/RNN/LSTM/GRU gradient
+checks (input, initial state, every parameter), PyTorch's parameter layout, and bad input."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastnn as fnn
+from fastnn import _core
+from fastnn._core import reference as ref
+from fastnn import layers as L
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+CELLS = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _run_kernels(module, cell, xw, w_hh, b_hh, h0, c0, dhs):
+    """Forward and backward of one cell with ``module``'s kernels; returns every output array."""
+    t, n, _ = xw.shape
+    h = w_hh.shape[1]
+    dt = xw.dtype
+    hs = np.zeros((t + 1, n, h), dt)
+    hs[0] = h0
+    dh0 = np.full((n, h), np.nan, dt)
+    if cell == "rnn":
+        module.rnn_forward(xw, w_hh, b_hh, hs)
+        dpre = np.full((t, n, h), np.nan, dt)
+        module.rnn_backward(w_hh, hs, dhs, dpre, dh0)
+        return hs, dpre, dh0
+    if cell == "lstm":
+        cs = np.zeros_like(hs)
+        cs[0] = c0
+        gates = np.full((t, n, 4 * h), np.nan, dt)
+        module.lstm_forward(xw, w_hh, b_hh, hs, cs, gates)
+        dpre = np.full_like(gates, np.nan)
+        dc0 = np.full((n, h), np.nan, dt)
+        module.lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0)
+        return hs, cs, gates, dpre, dh0, dc0
+    gates = np.full((t, n, 3 * h), np.nan, dt)
+    hn = np.full((t, n, h), np.nan, dt)
+    module.gru_forward(xw, w_hh, b_hh, hs, gates, hn)
+    dpre_x = np.full_like(gates, np.nan)
+    dpre_h = np.full_like(gates, np.nan)
+    module.gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0)
+    return hs, gates, hn, dpre_x, dpre_h, dh0
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=10)
+@given(n=st.integers(1, 4), t=st.integers(1, 6), h=st.integers(1, 9), seed=st.integers(0, 2**16),
+       scale=st.sampled_from([0.3, 1.0, 4.0]))
+def test_sequence_kernels_equal_reference(cell, dtype, n, t, h, seed, scale):
+    rng = np.random.default_rng(seed)
+    g = CELLS[cell] * h
+    xw = (scale * rng.standard_normal((t, n, g))).astype(dtype)
+    w_hh = (scale * rng.standard_normal((g, h)) / np.sqrt(h)).astype(dtype)
+    b_hh = rng.standard_normal(g).astype(dtype)
+    h0, c0 = rng.standard_normal((2, n, h)).astype(dtype)
+    dhs = rng.standard_normal((t, n, h)).astype(dtype)
+    got = _run_kernels(_core, cell, xw, w_hh, b_hh, h0, c0, dhs)
+    want = _run_kernels(ref, cell, xw, w_hh, b_hh, h0, c0, dhs)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=10)
+@given(m=st.integers(0, 40), v=st.integers(1, 6), d=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_embedding_kernels_equal_reference_with_repeats(dtype, m, v, d, seed):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v, m).astype(np.int64)  # few rows, many ids: repeats are the norm
+    weight = rng.standard_normal((v, d)).astype(dtype)
+    out, out_ref = np.empty((m, d), dtype), np.empty((m, d), dtype)
+    _core.embedding_forward(idx, weight, out)
+    ref.embedding_forward(idx, weight, out_ref)
+    np.testing.assert_array_equal(out, out_ref)
+    dy = rng.standard_normal((m, d)).astype(dtype)
+    dw = np.ones((v, d), dtype)
+    dw_ref = dw.copy()
+    _core.embedding_backward(idx, dy, dw)
+    ref.embedding_backward(idx, dy, dw_ref)
+    np.testing.assert_allclose(dw, dw_ref, **TOL[dtype])
+
+
+def test_embedding_scatter_add_sums_repeated_ids():
+    emb = L.Embedding(4, 2).astype(np.float64)
+    ids = np.array([[3, 3, 1], [3, 0, 1]], dtype=np.int16)
+    y = emb.forward(ids)
+    np.testing.assert_array_equal(y[0, 0], emb.weight.data[3])
+    dy = np.arange(12, dtype=np.float64).reshape(2, 3, 2)
+    assert emb.backward(dy) is None
+    want = np.zeros((4, 2))
+    want[3] = dy[0, 0] + dy[0, 1] + dy[1, 0]
+    want[1] = dy[0, 2] + dy[1, 2]
+    want[0] = dy[1, 1]
+    np.testing.assert_array_equal(emb.weight.grad, want)
+    emb.forward(ids)
+    emb.backward(dy)  # gradients accumulate
+    np.testing.assert_array_equal(emb.weight.grad, 2 * want)
+
+
+@pytest.mark.parametrize("id_dtype", [np.int8, np.uint8, np.int32, np.int64, np.uint64])
+def test_embedding_accepts_any_integer_dtype_and_gradchecks(id_dtype):
+    fnn.seed(1)
+    emb = L.Embedding(7, 3)
+    ids = np.array([[0, 6, 2], [2, 2, 5]], dtype=id_dtype)
+    assert emb.forward(ids).shape == (2, 3, 3)
+    assert emb.forward(ids).dtype == np.float32
+    fnn.assert_gradcheck(emb, ids)
+
+
+def test_embedding_init_and_bad_input():
+    fnn.seed(0)
+    emb = L.Embedding(500, 40)
+    w = emb.weight.data
+    assert w.shape == (500, 40) and w.dtype == np.float32
+    assert abs(w.mean()) < 0.02 and abs(w.std() - 1) < 0.02  # N(0, 1) as PyTorch
+    assert emb.config() == {"num_embeddings": 500, "embedding_dim": 40}
+    with pytest.raises(ValueError, match=r"Embedding\(num_embeddings=500.*\[0, 500\).*\[0, 500\]"):
+        emb.forward(np.array([[0, 500]]))
+    with pytest.raises(ValueError, match=r"Embedding.*-1"):
+        emb.forward(np.array([[-1, 3]]))
+    with pytest.raises(TypeError, match=r"Embedding.*integer ids.*float"):
+        emb.forward(np.array([[0.0, 1.0]]))
+    emb.forward(np.zeros((2, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"Embedding.*\(2, 3, 40\).*\(2, 3, 4\)"):
+        emb.backward(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="embedding_forward.*indices"):
+        _core.embedding_forward(np.array([5]), np.zeros((5, 2)), np.zeros((1, 2)))
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+LAYERS = {"RNN": (L.RNN, 1), "LSTM": (L.LSTM, 4), "GRU": (L.GRU, 3)}
+
+
+def _numeric_state_grad(layer, x, dy, states, name, eps=1e-6):
+    """Central difference of sum(forward(x, **states) * dy) with respect to states[name]."""
+    s = states[name]
+    grad = np.zeros_like(s)
+    for i in np.ndindex(s.shape):
+        old = s[i]
+        s[i] = old + eps
+        plus = float((layer.forward(x, **states) * dy).sum())
+        s[i] = old - eps
+        minus = float((layer.forward(x, **states) * dy).sum())
+        s[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@settings(max_examples=6)
+@given(n=st.integers(1, 3), t=st.integers(1, 5), f=st.integers(1, 4), h=st.integers(1, 4),
+       return_sequences=st.booleans(), seed=st.integers(0, 2**16))
+def test_recurrent_gradcheck(kind, n, t, f, h, return_sequences, seed):
+    cls, _ = LAYERS[kind]
+    fnn.seed(seed)
+    layer = cls(f, h, return_sequences=return_sequences)
+    x = np.random.default_rng(seed).standard_normal((n, t, f))
+    fnn.assert_gradcheck(layer, x)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_recurrent_initial_state_gradients(kind, return_sequences):
+    cls, _ = LAYERS[kind]
+    fnn.seed(3)
+    layer = cls(3, 4, return_sequences=return_sequences).astype(np.float64)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 3))
+    states = {"h0": rng.standard_normal((2, 4))}
+    if kind == "LSTM":
+        states["c0"] = rng.standard_normal((2, 4))
+    y = layer.forward(x, **states)
+    dy = rng.standard_normal(y.shape)
+    layer.backward(dy)
+    analytic = {"h0": layer.dh0, "c0": layer.dc0}
+    for name in states:
+        assert analytic[name].shape == (2, 4)
+        np.testing.assert_allclose(analytic[name], _numeric_state_grad(layer, x, dy, states, name),
+                                   rtol=1e-6, atol=1e-8)
+    # a non-zero initial state changes the output (it is really used)
+    assert not np.allclose(layer.forward(x), layer.forward(x, **states))
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_recurrent_layout_init_and_config(kind):
+    cls, g = LAYERS[kind]
+    fnn.seed(0)
+    layer = cls(5, 16)
+    sd = layer.state_dict()
+    assert list(sd) == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    shapes = [(g * 16, 5), (g * 16, 16), (g * 16,), (g * 16,)]
+    assert [v.shape for v in sd.values()] == shapes
+    bound = 1 / np.sqrt(16)
+    for v in sd.values():
+        assert v.dtype == np.float32
+        assert v.min() >= -bound and v.max() <= bound and v.max() - v.min() > bound  # U(-k, k)
+    assert layer.config() == {"input_size": 5, "hidden_size": 16, "return_sequences": True}
+    rebuilt = cls(**layer.config())
+    rebuilt.load_state_dict(sd)
+    x = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(rebuilt.forward(x), layer.forward(x))
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_recurrent_dtypes_shapes_buffers_and_accumulation(kind):
+    cls, _ = LAYERS[kind]
+    fnn.seed(0)
+    layer = cls(3, 4)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 3))  # float64 input, float32 layer: cast once
+    y1 = layer.forward(x)
+    assert y1.shape == (2, 5, 4) and y1.dtype == np.float32
+    y1_copy = y1.copy()
+    layer.forward(rng.standard_normal((2, 5, 3)))  # same shapes: buffers reused ...
+    np.testing.assert_array_equal(y1, y1_copy)    # ... but a returned output is never overwritten
+    assert layer.forward(rng.standard_normal((6, 2, 3))).shape == (6, 2, 4)  # new N, T
+
+    layer.astype(np.float64)
+    last = cls(3, 4, return_sequences=False).astype(np.float64)
+    last.load_state_dict(layer.state_dict())
+    seq = layer.forward(x)
+    np.testing.assert_allclose(last.forward(x), seq[:, -1], rtol=0, atol=0)
+    dy = rng.standard_normal((2, 4))
+    dx = last.backward(dy)
+    assert dx.shape == x.shape and dx.dtype == np.float64
+    first = [p.grad.copy() for p in last.parameters()]
+    last.forward(x)
+    last.backward(dy)
+    for p, g in zip(last.parameters(), first):
+        np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-12)  # gradients accumulate
+    # the sequence layer given dy only at the last step agrees with the last-step layer
+    full = np.zeros_like(seq)
+    full[:, -1] = dy
+    np.testing.assert_allclose(layer.backward(full), dx, rtol=1e-12, atol=1e-14)
+
+
+def test_lstm_exposes_last_cell_state():
+    fnn.seed(0)
+    lstm = L.LSTM(2, 3).astype(np.float64)
+    x = np.random.default_rng(0).standard_normal((4, 6, 2))
+    y = lstm.forward(x)
+    c = lstm.c_n
+    assert c.shape == (4, 3)
+    # continuing from (h_T, c_T) equals running the longer sequence in one go
+    x2 = np.random.default_rng(1).standard_normal((4, 3, 2))
+    y2 = lstm.forward(x2, h0=y[:, -1], c0=c)
+    np.testing.assert_allclose(y2, lstm.forward(np.concatenate([x, x2], axis=1))[:, 6:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_recurrent_bad_input(kind):
+    cls, _ = LAYERS[kind]
+    layer = cls(3, 4)
+    with pytest.raises(ValueError, match=rf"{kind}\(3, 4\).*\(N, T, 3\).*\(2, 5, 2\)"):
+        layer.forward(np.zeros((2, 5, 2), np.float32))
+    with pytest.raises(ValueError, match=rf"{kind}.*\(2, 3\)"):
+        layer.forward(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=rf"{kind}.*h0.*\(2, 4\).*\(3, 4\)"):
+        layer.forward(np.zeros((2, 5, 3), np.float32), h0=np.zeros((3, 4)))
+    with pytest.raises(TypeError, match=rf"{kind}.*floating"):
+        layer.forward(np.zeros((2, 5, 3), np.int64))
+    with pytest.raises(RuntimeError, match="before forward"):
+        cls(3, 4).backward(np.zeros((2, 5, 4)))
+    layer.forward(np.zeros((2, 5, 3), np.float32))
+    with pytest.raises(ValueError, match=rf"{kind}.*dy.*\(2, 5, 4\).*\(2, 4\)"):
+        layer.backward(np.zeros((2, 4), np.float32))
+    if kind != "LSTM":
+        with pytest.raises(TypeError, match="c0"):
+            layer.forward(np.zeros((2, 5, 3), np.float32), c0=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=kind):
+        cls(0, 4)
+    with pytest.raises(ValueError, match=kind):
+        cls(3, 2.5)
+
+
+def test_kernel_wrappers_reject_mismatched_shapes():
+    xw = np.zeros((5, 2, 8), np.float32)
+    with pytest.raises(ValueError, match=r"lstm_forward.*hs.*\(6, 2, 2\)"):
+        _core.lstm_forward(xw, np.zeros((8, 2), np.float32), np.zeros(8, np.float32),
+                           np.zeros((5, 2, 2), np.float32), np.zeros((6, 2, 2), np.float32),
+                           np.zeros((5, 2, 8), np.float32))
+    with pytest.raises(ValueError, match=r"gru_forward.*w_hh.*\(3\*H, H\)"):
+        _core.gru_forward(xw, np.zeros((8, 2), np.float32), np.zeros(8, np.float32),
+                          np.zeros((6, 2, 2), np.float32), np.zeros((5, 2, 6), np.float32),
+                          np.zeros((5, 2, 2), np.float32))
+    with pytest.raises(TypeError, match=r"rnn_forward.*float64"):
+        _core.rnn_forward(np.zeros((5, 2, 2), np.float32), np.zeros((2, 2)), np.zeros(2),
+                          np.zeros((6, 2, 2)))
