@@ -83,6 +83,14 @@ def test_input_is_cast_to_the_layer_dtype_once(make, in_shape, out_shape):
     assert layer64.forward(randn(*in_shape, dtype=np.float32), training=False).dtype == np.float64
 
 
+@pytest.mark.parametrize("make, in_shape, out_shape", [c for c in SHAPE_CASES if len(c[1]) > 1])
+def test_an_empty_batch_passes_through(make, in_shape, out_shape):
+    layer = make()
+    y = layer.forward(np.zeros((0, *in_shape[1:]), np.float32), training=False)
+    assert y.shape == (0, *out_shape[1:])
+    assert layer.backward(np.zeros_like(y)).shape == (0, *in_shape[1:])
+
+
 @pytest.mark.parametrize("bad", [np.arange(12).reshape(3, 4), np.ones((3, 4), complex),
                                  np.array([[None] * 4] * 3), [[1.0] * 4] * 3])
 def test_non_float_input_is_rejected_naming_the_layer(bad):

@@ -49,7 +49,8 @@ class _BatchNorm(Layer):
         if x.ndim not in self._ranks or x.shape[1] != self.num_features:
             raise self.shape_error(self._expected.format(C=self.num_features), x.shape)
         self.x_shape = x.shape
-        x3 = x.reshape(x.shape[0], self.num_features, -1)   # (N, C, L): the kernels' layout
+        # (N, C, L): the kernels' layout (L spelled out: -1 is ambiguous for an empty batch)
+        x3 = x.reshape(x.shape[0], self.num_features, math.prod(x.shape[2:]))
         out = np.empty_like(x3)
         c = self.num_features
         self.mean = workspace(self, "mean", (c,), self._dtype)
@@ -61,9 +62,10 @@ class _BatchNorm(Layer):
             _core.batchnorm_forward_train(x3, self.weight.data, self.bias.data, self.running_mean,
                                           self.running_var, self.momentum, self.eps, out,
                                           self.mean, self.invstd)
-        else:
+        elif x3.size:   # an empty batch has nothing to normalise (and the kernel no planes)
             _core.batchnorm_forward_eval(x3, self.weight.data, self.bias.data, self.running_mean,
                                          self.running_var, self.eps, out)
+        if not training:
             # the statistics used, frozen for backward: C numbers, not per-element work
             np.copyto(self.mean, self.running_mean)
             np.add(self.running_var, self.eps, out=self.invstd)
@@ -79,6 +81,8 @@ class _BatchNorm(Layer):
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")
         dx = np.empty_like(self.x)
+        if dx.size == 0:
+            return dx.reshape(self.x_shape)
         _core.batchnorm_backward(dy.reshape(self.x.shape), self.x, self.weight.data, self.mean,
                                  self.invstd, dx, self.weight.grad, self.bias.grad,
                                  batch_stats=self.training)

@@ -85,13 +85,15 @@ class MaxPool2D(_Pool2D):
         x = self._image(x)
         out = np.empty(self.y_shape, dtype=self._dtype)
         self.argmax = workspace(self, "argmax", self.y_shape, np.int64)
-        _core.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, out, self.argmax)
+        if x.size:   # an empty batch has nothing to pool (and no planes to index)
+            _core.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, out, self.argmax)
         return out
 
     def backward(self, dy):
         dy = self._check_dy(dy)
         dx = np.empty(self.x_shape, dtype=self._dtype)
-        _core.maxpool2d_backward(dy, self.argmax, dx)
+        if dx.size:
+            _core.maxpool2d_backward(dy, self.argmax, dx)
         return dx
 
 
