@@ -1,0 +1,293 @@
+"""The Cython core (_blas, _conv) against the NumPy reference, plus its validation."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, reference
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
+
+
+def assert_close(actual, expected):
+    tol = TOL[actual.dtype]
+    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ---- GEMM and dense ----------------------------------------------------------------------------
+
+@given(m=st.integers(0, 40), n=st.integers(0, 40), k=st.integers(0, 40), trans_a=st.booleans(),
+       trans_b=st.booleans(), alpha=st.sampled_from([1.0, 0.5, -2.0]), beta=st.sampled_from([0.0, 1.0, 0.3]),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2 ** 16))
+def test_gemm_matches_reference(m, n, k, trans_a, trans_b, alpha, beta, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = rand(rng, (k, m) if trans_a else (m, k), dtype)
+    b = rand(rng, (n, k) if trans_b else (k, n), dtype)
+    out = rand(rng, (m, n), dtype)
+    if beta == 0.0:
+        out[...] = np.nan  # beta = 0 must ignore whatever out holds, as BLAS does
+    expected = reference.gemm(a, b, out.copy(), trans_a, trans_b, alpha, beta)
+    _core.gemm(a, b, out, trans_a, trans_b, alpha, beta)
+    assert_close(out, expected)
+
+
+def test_gemm_large_multithreaded():
+    rng = np.random.default_rng(0)
+    a, b = rand(rng, (300, 257), np.float32), rand(rng, (257, 190), np.float32)
+    out = np.empty((300, 190), np.float32)
+    _core.gemm(a, b, out)
+    assert_close(out, reference.gemm(a, b, out.copy()))
+
+
+@given(m=st.integers(1, 80), n=st.integers(1, 30), k=st.integers(1, 30),
+       activation=st.sampled_from(_core.ACTIVATIONS), with_bias=st.booleans(),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2 ** 16))
+def test_dense_forward_matches_reference(m, n, k, activation, with_bias, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rand(rng, (m, k), dtype) * 3, rand(rng, (n, k), dtype)
+    b = rand(rng, (n,), dtype) if with_bias else None
+    out = np.full((m, n), np.nan, dtype)
+    expected = reference.dense_forward(x, w, b, out.copy(), activation, 0.2)
+    _core.dense_forward(x, w, b, out, activation, 0.2)
+    assert_close(out, expected)
+
+
+@pytest.mark.parametrize("activation", _core.ACTIVATIONS)
+def test_dense_forward_row_blocked_epilogue(activation):
+    # (700, 300) float32 output is 840 KB: several epilogue row blocks.
+    rng = np.random.default_rng(1)
+    x, w, b = rand(rng, (700, 40), np.float32), rand(rng, (300, 40), np.float32), rand(rng, (300,), np.float32)
+    out = np.empty((700, 300), np.float32)
+    _core.dense_forward(x, w, b, out, activation, 0.01)
+    assert_close(out, reference.dense_forward(x, w, b, out.copy(), activation, 0.01))
+
+
+def test_sigmoid_epilogue_is_stable_for_large_logits():
+    x = np.array([[1.0], [-1.0]], np.float32)
+    w = np.array([[1000.0]], np.float32)
+    out = np.empty((2, 1), np.float32)
+    _core.dense_forward(x, w, None, out, "sigmoid")
+    assert np.all(np.isfinite(out)) and out[0, 0] == 1.0 and out[1, 0] == 0.0
+
+
+@given(m=st.integers(1, 50), n=st.integers(1, 30), k=st.integers(1, 30), dtype=st.sampled_from(DTYPES),
+       skip=st.sampled_from(["none", "dx", "dweight", "dbias"]), seed=st.integers(0, 2 ** 16))
+def test_dense_backward_matches_reference_and_accumulates(m, n, k, dtype, skip, seed):
+    rng = np.random.default_rng(seed)
+    x, w, dy = rand(rng, (m, k), dtype), rand(rng, (n, k), dtype), rand(rng, (m, n), dtype)
+    outs = {"dx": np.full((m, k), np.nan, dtype), "dweight": rand(rng, (n, k), dtype),
+            "dbias": rand(rng, (n,), dtype)}  # dweight, dbias start non-zero: they must accumulate
+    if skip != "none":
+        outs[skip] = None
+    expected = {key: (None if v is None else v.copy()) for key, v in outs.items()}
+    reference.dense_backward(x, w, dy, expected["dx"], expected["dweight"], expected["dbias"])
+    _core.dense_backward(x, w, dy, outs["dx"], outs["dweight"], outs["dbias"])
+    for key, v in outs.items():
+        if v is not None:
+            assert_close(v, expected[key])
+
+
+# ---- convolution -------------------------------------------------------------------------------
+
+@st.composite
+def conv_configs(draw):
+    """Shapes where the kernel fits: rectangular, 1x1, stride > kernel, kernel = input, padding <= k-1."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return dict(n=n, c=c, h=h, w=w, o=o, k=(kh, kw), s=(sh, sw), p=(ph, pw),
+                dtype=draw(st.sampled_from(DTYPES)), seed=draw(st.integers(0, 2 ** 16)),
+                chunk=draw(st.sampled_from([1, 1 << 30])))
+
+
+def out_grid(cfg):
+    (kh, kw), (sh, sw), (ph, pw) = cfg["k"], cfg["s"], cfg["p"]
+    return (cfg["h"] + 2 * ph - kh) // sh + 1, (cfg["w"] + 2 * pw - kw) // sw + 1
+
+
+@given(cfg=conv_configs())
+def test_im2col_col2im_match_reference(cfg):
+    rng = np.random.default_rng(cfg["seed"])
+    dt, k, s, p = cfg["dtype"], cfg["k"], cfg["s"], cfg["p"]
+    oh, ow = out_grid(cfg)
+    x = rand(rng, (cfg["n"], cfg["c"], cfg["h"], cfg["w"]), dt)
+    col = np.full((cfg["n"], cfg["c"] * k[0] * k[1], oh * ow), np.nan, dt)
+    _core.im2col(x, k, s, p, col)
+    assert_close(col, reference.im2col(x, k, s, p, col.copy()))
+    col = rand(rng, col.shape, dt)
+    img = np.full(x.shape, np.nan, dt)
+    _core.col2im(col, k, s, p, img)
+    assert_close(img, reference.col2im(col, k, s, p, img.copy()))
+
+
+@given(cfg=conv_configs(), with_bias=st.booleans())
+def test_conv2d_matches_reference(cfg, with_bias):
+    rng = np.random.default_rng(cfg["seed"])
+    dt, k, s, p = cfg["dtype"], cfg["k"], cfg["s"], cfg["p"]
+    n, c, o = cfg["n"], cfg["c"], cfg["o"]
+    oh, ow = out_grid(cfg)
+    x, w = rand(rng, (n, c, cfg["h"], cfg["w"]), dt), rand(rng, (o, c) + k, dt)
+    b = rand(rng, (o,), dt) if with_bias else None
+    old = _conv._set_col_chunk_bytes(cfg["chunk"])
+    try:
+        out = np.full((n, o, oh, ow), np.nan, dt)
+        _core.conv2d_forward(x, w, b, out, s, p)
+        assert_close(out, reference.conv2d_forward(x, w, b, out.copy(), s, p))
+        dy = rand(rng, out.shape, dt)
+        dx, dw, db = np.full(x.shape, np.nan, dt), rand(rng, w.shape, dt), rand(rng, (o,), dt)
+        ex = [dx.copy(), dw.copy(), db.copy()]
+        reference.conv2d_backward(x, w, dy, *ex, s, p)
+        _core.conv2d_backward(x, w, dy, dx, dw, db, s, p)
+        for got, want in zip((dx, dw, db), ex):
+            assert_close(got, want)
+    finally:
+        _conv._set_col_chunk_bytes(old)
+
+
+@given(cfg=conv_configs(), data=st.data())
+def test_conv_transpose2d_matches_reference(cfg, data):
+    rng = np.random.default_rng(cfg["seed"])
+    dt, (kh, kw), (sh, sw), (ph, pw) = cfg["dtype"], cfg["k"], cfg["s"], cfg["p"]
+    n, cin, cout, h, w = cfg["n"], cfg["c"], cfg["o"], cfg["h"], cfg["w"]
+    oph, opw = data.draw(st.integers(0, sh - 1)), data.draw(st.integers(0, sw - 1))
+    oh, ow = (h - 1) * sh - 2 * ph + kh + oph, (w - 1) * sw - 2 * pw + kw + opw
+    if oh < 1 or ow < 1:
+        return
+    x, wt, b = rand(rng, (n, cin, h, w), dt), rand(rng, (cin, cout, kh, kw), dt), rand(rng, (cout,), dt)
+    old = _conv._set_col_chunk_bytes(cfg["chunk"])
+    try:
+        out = np.full((n, cout, oh, ow), np.nan, dt)
+        _core.conv_transpose2d_forward(x, wt, b, out, (sh, sw), (ph, pw))
+        assert_close(out, reference.conv_transpose2d_forward(x, wt, b, out.copy(), (sh, sw), (ph, pw)))
+        dy = rand(rng, out.shape, dt)
+        dx, dw, db = np.full(x.shape, np.nan, dt), rand(rng, wt.shape, dt), rand(rng, (cout,), dt)
+        ex = [dx.copy(), dw.copy(), db.copy()]
+        reference.conv_transpose2d_backward(x, wt, dy, *ex, (sh, sw), (ph, pw))
+        _core.conv_transpose2d_backward(x, wt, dy, dx, dw, db, (sh, sw), (ph, pw))
+        for got, want in zip((dx, dw, db), ex):
+            assert_close(got, want)
+    finally:
+        _conv._set_col_chunk_bytes(old)
+
+
+@given(cfg=conv_configs())
+def test_conv_transpose_is_the_adjoint_of_conv(cfg):
+    """<conv2d(u), v> == <u, conv_transpose2d(v)> with the same weight and no bias."""
+    rng = np.random.default_rng(cfg["seed"])
+    k, s, p = cfg["k"], cfg["s"], cfg["p"]
+    n, c, o = cfg["n"], cfg["c"], cfg["o"]
+    oh, ow = out_grid(cfg)
+    u, w = rand(rng, (n, c, cfg["h"], cfg["w"]), np.float64), rand(rng, (o, c) + k, np.float64)
+    v = rand(rng, (n, o, oh, ow), np.float64)
+    conv_u = _core.conv2d_forward(u, w, None, np.empty(v.shape), s, p)
+    # conv2d maps (c, h, w) -> (o, oh, ow); its transpose takes weight (o, c, kh, kw) as (in, out).
+    # u's size is always reachable: the stride leftover of conv2d is the transpose's output padding.
+    convt_v = _core.conv_transpose2d_forward(v, w, None, np.empty(u.shape), s, p)
+    np.testing.assert_allclose(np.vdot(conv_u, v), np.vdot(u, convt_v), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["dx", "dweight", "dbias"])
+def test_conv_backward_skips_none_outputs(kernel):
+    rng = np.random.default_rng(3)
+    x, w = rand(rng, (2, 3, 6, 6), np.float64), rand(rng, (4, 3, 3, 3), np.float64)
+    dy = rand(rng, (2, 4, 4, 4), np.float64)
+    outs = {"dx": np.zeros(x.shape), "dweight": np.zeros(w.shape), "dbias": np.zeros(4)}
+    want = {key: v.copy() for key, v in outs.items()}
+    reference.conv2d_backward(x, w, dy, want["dx"], want["dweight"], want["dbias"], 1, 0)
+    outs[kernel] = None
+    _core.conv2d_backward(x, w, dy, outs["dx"], outs["dweight"], outs["dbias"], 1, 0)
+    for key, v in outs.items():
+        if v is not None:
+            assert_close(v, want[key])
+
+
+def test_results_do_not_depend_on_thread_count():
+    rng = np.random.default_rng(4)
+    x, w, b = rand(rng, (8, 5, 12, 12), np.float32), rand(rng, (7, 5, 3, 3), np.float32), rand(rng, (7,), np.float32)
+    dy = rand(rng, (8, 7, 12, 12), np.float32)
+    a, bm = rand(rng, (200, 150), np.float32), rand(rng, (150, 120), np.float32)
+    previous = fastnn.get_num_threads()
+
+    def run():
+        out = np.empty((8, 7, 12, 12), np.float32)
+        _core.conv2d_forward(x, w, b, out, 1, 1)
+        dx, dw, db = np.empty_like(x), np.zeros_like(w), np.zeros_like(b)
+        _core.conv2d_backward(x, w, dy, dx, dw, db, 1, 1)
+        g = _core.gemm(a, bm, np.empty((200, 120), np.float32))
+        return out, dx, dw, db, g
+
+    try:
+        fastnn.set_num_threads(1)
+        one = run()
+        fastnn.set_num_threads(2)
+        two = run()
+    finally:
+        fastnn.set_num_threads(previous)
+    for r1, r2 in zip(one, two):
+        np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-5)
+
+
+# ---- validation --------------------------------------------------------------------------------
+
+F32, F64 = np.float32, np.float64
+
+
+def bad_calls():
+    x = np.zeros((2, 3, 6, 6), F32)
+    w = np.zeros((4, 3, 3, 3), F32)
+    out = np.zeros((2, 4, 4, 4), F32)
+    ro = out.copy()
+    ro.flags.writeable = False
+    yield "gemm", ValueError, lambda: _core.gemm(np.zeros((2, 3), F32), np.zeros((4, 5), F32), np.zeros((2, 5), F32))
+    yield "gemm", ValueError, lambda: _core.gemm(np.zeros((2, 3), F32), np.zeros((3, 5), F32), np.zeros((2, 4), F32))
+    yield "gemm", TypeError, lambda: _core.gemm(np.zeros((2, 3), F32), np.zeros((3, 5), F64), np.zeros((2, 5), F32))
+    yield "gemm", TypeError, lambda: _core.gemm(np.zeros((2, 3), np.int64), np.zeros((3, 5)), np.zeros((2, 5)))
+    yield "gemm", ValueError, lambda: _core.gemm(np.zeros((3, 2), F32).T, np.zeros((3, 5), F32), np.zeros((2, 5), F32))
+    yield "gemm", ValueError, lambda: _core.gemm(np.zeros((2, 3, 1), F32), np.zeros((3, 5), F32), np.zeros((2, 5), F32))
+    yield "dense_forward", ValueError, lambda: _core.dense_forward(np.zeros((2, 3), F32), np.zeros((4, 5), F32), None, np.zeros((2, 4), F32))
+    yield "dense_forward", ValueError, lambda: _core.dense_forward(np.zeros((2, 3), F32), np.zeros((4, 3), F32), np.zeros(5, F32), np.zeros((2, 4), F32))
+    yield "dense_forward", ValueError, lambda: _core.dense_forward(np.zeros((2, 3), F32), np.zeros((4, 3), F32), None, np.zeros((2, 4), F32), "gelu")
+    yield "dense_forward", ValueError, lambda: _core.dense_forward(np.zeros((2, 3), F32), np.zeros((4, 3), F32), None, ro[0, 0, :2])
+    yield "dense_forward", TypeError, lambda: _core.dense_forward(np.zeros((2, 3), F32), np.zeros((4, 3), F32), None, np.zeros((2, 4), F64))
+    yield "dense_forward", TypeError, lambda: _core.dense_forward([[1.0]], np.zeros((1, 1), F32), None, np.zeros((1, 1), F32))
+    yield "dense_backward", ValueError, lambda: _core.dense_backward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((2, 5)), None, None, None)
+    yield "dense_backward", ValueError, lambda: _core.dense_backward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((2, 4)), np.zeros((3, 2)), None, None)
+    yield "dense_backward", ValueError, lambda: _core.dense_backward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((2, 4)), None, np.zeros((3, 4)), None)
+    yield "dense_backward", TypeError, lambda: _core.dense_backward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((2, 4)), None, None, np.zeros(4, F32))
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(x[0], w, None, out, 1, 0)
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(np.zeros((2, 2, 6, 6), F32), w, None, out, 1, 0)
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(x, w, None, np.zeros((2, 4, 5, 5), F32), 1, 0)
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(x, w, None, ro, 1, 0)
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(x[:, :, ::2, ::2], w, None, np.zeros((2, 4, 1, 1), F32), 1, 0)
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(np.zeros((2, 3, 2, 2), F32), w, None, out, 1, 0)
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(x, w, None, out, 0, 0)
+    yield "conv2d_forward", TypeError, lambda: _core.conv2d_forward(x.astype(F64), w, None, out, 1, 0)
+    yield "conv2d_forward", ValueError, lambda: _core.conv2d_forward(x, w, np.zeros(3, F32), out, 1, 0)
+    yield "conv2d_backward", ValueError, lambda: _core.conv2d_backward(x, w, np.zeros((2, 4, 5, 5), F32), None, None, None, 1, 0)
+    yield "conv2d_backward", ValueError, lambda: _core.conv2d_backward(x, w, out, np.zeros((2, 3, 6, 5), F32), None, None, 1, 0)
+    yield "conv2d_backward", ValueError, lambda: _core.conv2d_backward(x, w, out, None, np.zeros((4, 3, 3, 2), F32), None, 1, 0)
+    yield "conv_transpose2d_forward", ValueError, lambda: _core.conv_transpose2d_forward(np.zeros((2, 5, 4, 4), F32), np.zeros((4, 3, 3, 3), F32), None, np.zeros((2, 3, 6, 6), F32), 1, 0)
+    yield "conv_transpose2d_forward", ValueError, lambda: _core.conv_transpose2d_forward(np.zeros((2, 4, 4, 4), F32), np.zeros((4, 3, 3, 3), F32), None, np.zeros((2, 3, 7, 7), F32), 1, 0)
+    yield "conv_transpose2d_forward", ValueError, lambda: _core.conv_transpose2d_forward(np.zeros((2, 4, 4, 4), F32), np.zeros((4, 3, 3, 3), F32), None, np.zeros((2, 3, 11, 11), F32), 2, 0)
+    yield "conv_transpose2d_backward", ValueError, lambda: _core.conv_transpose2d_backward(np.zeros((2, 4, 4, 4), F32), np.zeros((4, 3, 3, 3), F32), np.zeros((2, 3, 5, 5), F32), None, None, None, 1, 0)
+    yield "im2col", ValueError, lambda: _core.im2col(x, 3, 1, 0, np.zeros((2, 27, 15), F32))
+    yield "im2col", ValueError, lambda: _core.im2col(x, 7, 1, 0, np.zeros((2, 147, 1), F32))
+    yield "col2im", ValueError, lambda: _core.col2im(np.zeros((2, 27, 15), F32), 3, 1, 0, x)
+    yield "col2im", TypeError, lambda: _core.col2im(np.zeros((2, 27, 16), F64), 3, 1, 0, x)
+
+
+@pytest.mark.parametrize("kernel,error,call", list(bad_calls()))
+def test_bad_input_raises_naming_the_kernel(kernel, error, call):
+    with pytest.raises(error, match=kernel):
+        call()
