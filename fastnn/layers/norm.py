@@ -16,9 +16,10 @@ class _BatchNorm(Layer):
         super().__init__()
         name = type(self).__name__
         self.num_features = check_positive_int(name, "num_features", num_features)
-        if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+        number = (int, float, np.integer, np.floating)
+        if isinstance(eps, bool) or not (isinstance(eps, number) and eps > 0 and math.isfinite(eps)):
             raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
-        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+        if isinstance(momentum, bool) or not (isinstance(momentum, number) and 0.0 <= momentum <= 1.0):
             raise ValueError(f"{name}: momentum must be a number in [0, 1], got {momentum!r}")
         self.eps = float(eps)
         self.momentum = float(momentum)
