@@ -35,6 +35,11 @@ def test_set_num_threads_round_trip():
         import numba
 
         assert numba.get_num_threads() == 1
+        from fastnn._core import _openmp
+
+        assert _openmp.get_num_threads() == 1
+        fnn._core.relu_forward  # loading a numba family must not undo the OpenMP setting
+        assert _openmp.get_num_threads() == 1
     finally:
         fnn.set_num_threads(before)
 

@@ -28,13 +28,14 @@ def set_num_threads(n):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _openmp.set_num_threads(n)
     # threadpool_limits keeps the limit until it is garbage collected or restored: hold it.
     _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
-    import numba  # lazy: importing numba costs ~0.3 s, only pay it when someone sets threads
-
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     _state["n"] = n
+    import sys
+
+    if "numba" in sys.modules:  # otherwise sync_numba_threads applies it when numba loads
+        sync_numba_threads()
+    _openmp.set_num_threads(n)
 
 
 def get_num_threads():
@@ -45,8 +46,13 @@ def get_num_threads():
 
 
 def sync_numba_threads():
-    """Apply the chosen thread count to numba (called when the numba kernels are first loaded)."""
+    """Apply the chosen thread count to numba (called when the numba kernels are first loaded).
+
+    numba's OpenMP threading layer shares libgomp with the Cython kernels, and
+    ``numba.set_num_threads`` resets libgomp's count, so the OpenMP count is set again after it.
+    """
     if _state["n"] is not None:
         import numba
 
         numba.set_num_threads(min(_state["n"], numba.config.NUMBA_NUM_THREADS))
+        _openmp.set_num_threads(_state["n"])
