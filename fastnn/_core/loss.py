@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from . import threads
 from ._checks import check_float, check_index, check_like, check_out
-from .activation import pick, serial_twin
+from .activation import TRANSCENDENTAL_WORK, pick, serial_twin
 
 threads.sync_numba_threads()
 
@@ -158,7 +158,7 @@ def softmax_cross_entropy_forward(logits, target, probs):
     check_index(where, "target", target, (rows,))
     check_out(where, "probs", probs, logits.shape, logits.dtype, "the shape of logits")
     total, bad = pick(_softmax_cross_entropy_forward, _softmax_cross_entropy_forward_serial,
-                      logits.size)(logits, target, probs)
+                      TRANSCENDENTAL_WORK * logits.size)(logits, target, probs)
     _bad_labels(where, bad, target, cols)
     return total / rows
 
@@ -182,8 +182,8 @@ def soft_cross_entropy_forward(logits, target_probs, probs):
     _logits(where, "logits", logits)
     check_like(where, "target_probs", target_probs, logits.shape, logits.dtype, "the shape of logits")
     check_out(where, "probs", probs, logits.shape, logits.dtype, "the shape of logits")
-    total = pick(_soft_cross_entropy_forward, _soft_cross_entropy_forward_serial, logits.size)(
-        logits, target_probs, probs)
+    total = pick(_soft_cross_entropy_forward, _soft_cross_entropy_forward_serial,
+                 TRANSCENDENTAL_WORK * logits.size)(logits, target_probs, probs)
     return total / logits.shape[0]
 
 
