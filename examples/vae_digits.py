@@ -1,0 +1,23 @@
+"""Variational autoencoder on the 8x8 digits.
+
+Encoder Dense 64-256-(2x8) gives the mean and log-variance of q(z|x); z = mu + exp(logvar/2) *
+eps; decoder Dense 8-256-64 with a Sigmoid output; loss = BCE reconstruction (summed over the
+64 pixels) + KL(q(z|x) || N(0, I)), Adam(1e-3), 100 epochs. Reports the test -ELBO and its
+terms, the PSNR of the deterministic reconstructions, and how confidently a small CNN trained on
+the real digits classifies 1000 prior samples. Saves to examples/output/:
+
+- vae_samples.png        64 decoded draws from the prior N(0, I)
+- vae_interpolation.png  one row per pair of test digits (0->2, 1->3, ..., 7->9): decodings of
+                         10 evenly spaced points between their posterior means
+- vae_curves.png         loss, reconstruction and KL per epoch
+
+    python examples/vae_digits.py        # well under a minute on 2 cores
+"""
+import os
+
+from fastnn.recipes.generative import train
+
+OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
+
+if __name__ == "__main__":
+    train("vae", verbose=1, image_dir=OUTPUT)
