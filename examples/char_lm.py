@@ -1,5 +1,6 @@
-"""Character-level language model: Embedding -> LSTM -> Dense over characters, trained on a few
-paragraphs embedded below; prints the loss falling and samples text from the trained model.
+"""Character-level language model: Embedding -> LSTM -> Dense over characters, trained on the
+few paragraphs of ``fastnn.datasets.TINY_TEXT``; prints the loss falling and samples text from
+the trained model.
 
 Sampling feeds one character at a time and carries the LSTM's state forward with
 ``forward(x, h0=..., c0=...)`` and ``lstm.c_n``.
@@ -12,26 +13,8 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import layers as L
+from fastnn.datasets import TINY_TEXT as TEXT, char_corpus
 from fastnn.losses import CrossEntropy
-
-TEXT = """\
-A recurrent network reads a sequence one step at a time. At every step it mixes the new input
-with a hidden state that summarises everything it has read so far, and from that state it
-predicts what comes next. Trained on text, it learns which letters follow which, then which
-words follow which, and finally something of the rhythm of the sentences themselves.
-
-The plain recurrent network forgets quickly: its gradient shrinks a little at every step it
-travels back in time, so words seen long ago barely move the weights. The long short-term
-memory network adds a cell that carries information forward untouched unless a gate decides to
-change it. The forget gate keeps or erases, the input gate writes, the output gate reads. With
-these gates the network can remember the first word of a long sentence until the very end.
-
-To train the network we cut the text into short windows, show it each window, and ask it to
-predict every next character. The loss is the cross-entropy of those predictions, summed over
-the time steps. Backpropagation through time carries the error from the last step back to the
-first, and the optimizer nudges every weight a little. After a few hundred steps the network
-spells common words; after a few thousand it writes sentences that almost make sense.
-"""
 
 
 def batches(ids, seq_len, batch_size, rng):
@@ -61,8 +44,7 @@ def sample(embedding, lstm, dense, chars, prefix, length, rng, temperature=0.6):
 def main(steps=400, seq_len=32, batch_size=32, seed=0):
     fnn.seed(seed)
     rng = np.random.default_rng(seed)
-    chars = sorted(set(TEXT))
-    ids = np.array([chars.index(ch) for ch in TEXT], np.int64)
+    chars, ids = char_corpus(TEXT)
     embedding, lstm, dense = L.Embedding(len(chars), 32), L.LSTM(32, 128), L.Dense(128, len(chars))
     model = fnn.Sequential(embedding, lstm, dense)
     opt = fnn.optim.Adam(model.parameters(), lr=3e-3)

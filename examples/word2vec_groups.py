@@ -10,30 +10,8 @@ import time
 
 import numpy as np
 
+from fastnn.datasets import grouped_word_corpus as make_corpus
 from fastnn.models.word2vec import Word2Vec
-
-GROUPS = {
-    "animals": ["cat", "dog", "horse", "cow", "sheep", "goat"],
-    "fruit": ["apple", "pear", "plum", "grape", "melon", "cherry"],
-    "vehicles": ["car", "bus", "train", "truck", "bike", "tram"],
-    "colours": ["red", "blue", "green", "yellow", "purple", "orange"],
-    "weather": ["rain", "snow", "wind", "storm", "fog", "sun"],
-}
-
-
-def make_corpus(n_sentences=1500, length=10, seed=0):
-    rng = np.random.default_rng(seed)
-    vocab = [w for words in GROUPS.values() for w in words]
-    group_of = np.repeat(np.arange(len(GROUPS)), [len(w) for w in GROUPS.values()])
-    members = [np.flatnonzero(group_of == g) for g in range(len(GROUPS))]
-    sentences = []
-    for _ in range(n_sentences):
-        g = rng.integers(len(GROUPS))
-        s = rng.choice(members[g], length)
-        noise = rng.random(length) < 0.1  # a little cross-topic noise
-        s[noise] = rng.integers(len(vocab), size=noise.sum())
-        sentences.append(s)
-    return vocab, group_of, sentences
 
 
 def group_purity(model, group_of, k):

@@ -213,3 +213,59 @@ def horizontal_flip(x, p=0.5):
     out = x.copy()
     out[flip] = x[flip, :, :, ::-1]
     return out
+
+
+# ---- small built-in corpora for the sequence models (no network) ------------------------------
+
+TINY_TEXT = """\
+A recurrent network reads a sequence one step at a time. At every step it mixes the new input
+with a hidden state that summarises everything it has read so far, and from that state it
+predicts what comes next. Trained on text, it learns which letters follow which, then which
+words follow which, and finally something of the rhythm of the sentences themselves.
+
+The plain recurrent network forgets quickly: its gradient shrinks a little at every step it
+travels back in time, so words seen long ago barely move the weights. The long short-term
+memory network adds a cell that carries information forward untouched unless a gate decides to
+change it. The forget gate keeps or erases, the input gate writes, the output gate reads. With
+these gates the network can remember the first word of a long sentence until the very end.
+
+To train the network we cut the text into short windows, show it each window, and ask it to
+predict every next character. The loss is the cross-entropy of those predictions, summed over
+the time steps. Backpropagation through time carries the error from the last step back to the
+first, and the optimizer nudges every weight a little. After a few hundred steps the network
+spells common words; after a few thousand it writes sentences that almost make sense.
+"""
+
+
+def char_corpus(text=TINY_TEXT):
+    """``(chars, ids)``: the sorted character vocabulary of ``text`` and the text as int64 ids."""
+    chars = sorted(set(text))
+    index = {ch: i for i, ch in enumerate(chars)}
+    return chars, np.array([index[ch] for ch in text], np.int64)
+
+
+WORD_GROUPS = {
+    "animals": ["cat", "dog", "horse", "cow", "sheep", "goat"],
+    "fruit": ["apple", "pear", "plum", "grape", "melon", "cherry"],
+    "vehicles": ["car", "bus", "train", "truck", "bike", "tram"],
+    "colours": ["red", "blue", "green", "yellow", "purple", "orange"],
+    "weather": ["rain", "snow", "wind", "storm", "fog", "sun"],
+}
+
+
+def grouped_word_corpus(n_sentences=1500, length=10, seed=0):
+    """``(vocab, group_of, sentences)``: sentences of word ids, each drawn from one topic of
+    :data:`WORD_GROUPS` with 10% cross-topic noise, so words of a topic share contexts (the data
+    on which word2vec's nearest neighbours should recover the groups)."""
+    rng = np.random.default_rng(seed)
+    vocab = [w for words in WORD_GROUPS.values() for w in words]
+    group_of = np.repeat(np.arange(len(WORD_GROUPS)), [len(w) for w in WORD_GROUPS.values()])
+    members = [np.flatnonzero(group_of == g) for g in range(len(WORD_GROUPS))]
+    sentences = []
+    for _ in range(n_sentences):
+        g = rng.integers(len(WORD_GROUPS))
+        s = rng.choice(members[g], length)
+        noise = rng.random(length) < 0.1  # a little cross-topic noise
+        s[noise] = rng.integers(len(vocab), size=noise.sum())
+        sentences.append(s)
+    return vocab, group_of, sentences
