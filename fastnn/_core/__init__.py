@@ -45,6 +45,7 @@ Pooling and upsampling (numba, ``pool.py``)
     avgpool2d_backward(dy, kernel_size, stride, padding, dx)
     upsample_nearest2d_forward(x, scale, out)             out (N, C, H*s, W*s), s an int >= 1
     upsample_nearest2d_backward(dy, scale, dx)
+    (pooling's stride may be None: it then equals kernel_size)
 
 Batch normalisation (numba, ``norm.py``); x is (N, C, L): a (N, C) input is viewed as (N, C, 1)
     batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
@@ -56,13 +57,16 @@ Batch normalisation (numba, ``norm.py``); x is (N, C, L): a (N, C) input is view
     batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True)
         batch_stats=True: the training-mode gradient through the batch statistics;
         batch_stats=False: mean/invstd are constants (inference mode)
+    x may be any (N, C, ...) shape; weight/bias None mean 1/0; running_mean/running_var None
+    skip the update; dx/dweight/dbias None are skipped; training with one value per channel
+    raises (the variance is undefined), as PyTorch does
 
 Activations (numba, ``activation.py``); elementwise ones take any shape
     relu_forward(x, out)                      relu_backward(x, dy, dx)       (0 where x <= 0)
     leaky_relu_forward(x, negative_slope, out) leaky_relu_backward(x, dy, negative_slope, dx)
     sigmoid_forward(x, out)  (stable both signs)  sigmoid_backward(y, dy, dx)  dx := dy*y*(1-y)
     tanh_forward(x, out)                      tanh_backward(y, dy, dx)       dx := dy*(1-y*y)
-    softmax_forward(x, out)                   softmax_backward(y, dy, dx)    x (M, C), last axis
+    softmax_forward(x, out)                   softmax_backward(y, dy, dx)    x (..., C), last axis
     log_softmax_forward(x, out)               x (M, C)
 
 Losses (numba, ``loss.py``), mean over the M rows
@@ -77,6 +81,7 @@ Losses (numba, ``loss.py``), mean over the M rows
 Optimizer updates (numba, ``optim.py``), one pass over each parameter, PyTorch's rules;
 param/grad/state arrays share one shape; scalars are Python floats/ints
     sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step)
+        momentum_buf may be None when momentum == 0
     adagrad_update(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step)
     rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay)
     adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled)
