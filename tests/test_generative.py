@@ -257,3 +257,19 @@ def test_dcgan_shapes_and_init(size):
     assert 0.015 < np.std(np.concatenate([w.reshape(-1) for w in weights])) < 0.025
     with pytest.raises(ValueError, match="power of two"):
         dcgan(10, image_size=12)
+
+
+# --- denoising autoencoder smoke run ------------------------------------------------------------------
+def test_denoising_autoencoder_beats_the_noisy_input():
+    pytest.importorskip("sklearn")
+    from fastnn.datasets import load_digits
+    from fastnn.recipes.generative import train_denoising_autoencoder
+
+    fnn.seed(0)
+    (X, _), (Xt, _) = load_digits(return_split=True, test_size=0.25, seed=0)
+    model, metrics, (noisy, restored) = train_denoising_autoencoder(X, Xt, epochs=10, copies=4)
+    assert restored.shape == Xt.shape
+    # the metrics are the ones of the returned images
+    assert metrics["noisy_psnr"] == pytest.approx(psnr(noisy, Xt, 1.0))
+    assert metrics["denoised_psnr"] >= metrics["noisy_psnr"] + 2.5
+    assert metrics["denoised_ssim"] > metrics["noisy_ssim"]
