@@ -19,7 +19,7 @@ from fastnn.recipes.generative import train
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 
 if __name__ == "__main__":
-    metrics = train("ae", epochs=60, verbose=1, image_dir=OUTPUT)
+    metrics = train("ae", verbose=1, image_dir=OUTPUT)
     ok = (metrics["denoised_psnr"] >= metrics["noisy_psnr"] + 3
           and metrics["denoised_ssim"] > metrics["noisy_ssim"])
     print("quality bar (PSNR +3 dB and better SSIM than the noisy input):",

@@ -184,7 +184,7 @@ def train(name, epochs=None, seed=0, out=None, verbose=1, image_dir=None):
     metrics = {}
     if name == "ae":
         model, metrics, (noisy, restored) = train_denoising_autoencoder(
-            X, Xt, epochs=epochs or 30, verbose=verbose)
+            X, Xt, epochs=epochs or 60, verbose=verbose)
         print(f"ae (denoising): test PSNR {metrics['noisy_psnr']:.2f} dB noisy -> "
               f"{metrics['denoised_psnr']:.2f} dB denoised; SSIM {metrics['noisy_ssim']:.3f} -> "
               f"{metrics['denoised_ssim']:.3f}")
