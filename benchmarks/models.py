@@ -1,0 +1,352 @@
+"""Whole training steps of the suite's models: fastnn, PyTorch and the pure-NumPy reference path.
+
+A training step is ``zero_grad, forward, loss forward, loss backward, model backward, Adam step``
+in float32 on one fixed batch. The three contenders of a model start from the same weights (torch
+gets fastnn's ``state_dict``, whose keys are ``torch.nn.Sequential``'s), see the same data and run
+in the same process, interleaved sample by sample so machine noise hits them all alike.
+
+The reference path is fastnn's own step with every kernel that layers, losses and optimizers call
+as ``fastnn._core.<name>`` swapped for ``fastnn._core.reference.<name>`` (see
+:func:`reference_kernels`); the GEMMs a layer does itself with ``numpy.matmul`` (the recurrent
+input projection and weight gradients) are NumPy on both paths.
+"""
+import contextlib
+import math
+import time
+import traceback
+from collections import Counter
+
+import numpy as np
+
+import fastnn as fnn
+from fastnn import _core, zoo
+from fastnn._core import reference
+
+# name -> batch size (DESIGN.md, "The benchmark suite")
+BATCH = {"mlp": 128, "seed-mlp": 32, "lenet5": 64, "vgg-bn": 64, "ae": 128, "dcgan-g": 64,
+         "dcgan-d": 64, "rnn": 32, "lstm": 32}
+MODELS = tuple(BATCH)
+KERNEL_NAMES = tuple(n for n in _core.__all__ if n != "ACTIVATIONS")
+
+
+# ---- kernel routing -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def reference_kernels(counts=None):
+    """Inside the block, ``fastnn._core.<kernel>`` is the NumPy reference version.
+
+    Layers call kernels through the module attribute (``_core.dense_forward(...)``), so replacing
+    the attribute routes a whole training step through ``reference.py``. ``counts`` (a Counter),
+    when given, receives the number of calls of each reference kernel."""
+    originals = {name: getattr(_core, name) for name in KERNEL_NAMES}
+    try:
+        for name in KERNEL_NAMES:
+            fn = getattr(reference, name)
+            if counts is not None:
+                fn = _counting(fn, name, counts)
+            setattr(_core, name, fn)
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(_core, name, fn)
+
+
+def _counting(fn, name, counts):
+    def counted(*args, **kwargs):
+        counts[name] += 1
+        return fn(*args, **kwargs)
+    return counted
+
+
+@contextlib.contextmanager
+def count_compiled_kernels(counts):
+    """Count the calls of each compiled kernel made through ``fastnn._core`` inside the block."""
+    originals = {name: getattr(_core, name) for name in KERNEL_NAMES}
+    try:
+        for name, fn in originals.items():
+            setattr(_core, name, _counting(fn, name, counts))
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(_core, name, fn)
+
+
+# ---- data and FLOPs -------------------------------------------------------------------------------
+def make_batch(model, input_shape, loss_name, batch, seed=0):
+    """A fixed (x, target) batch that fits ``model`` and its loss (the content is irrelevant for
+    timing; the shapes and dtypes are the real ones)."""
+    rng = np.random.default_rng(seed)
+    first = model[0]
+    if type(first).__name__ == "Embedding":
+        x = rng.integers(0, first.num_embeddings, (batch,) + tuple(input_shape), dtype=np.int64)
+    elif loss_name == "mse":
+        x = rng.random((batch,) + tuple(input_shape), dtype=np.float32)  # images in [0, 1]
+    else:
+        x = rng.standard_normal((batch,) + tuple(input_shape), dtype=np.float32)
+    out_shape = model.forward(x, training=False).shape
+    if loss_name == "cross_entropy":
+        target = rng.integers(0, out_shape[-1], out_shape[:-1], dtype=np.int64)
+    elif loss_name == "mse":
+        # the autoencoder reconstructs its input; the generator chases a random image in [-1, 1]
+        target = x.copy() if out_shape == x.shape else rng.uniform(-1, 1, out_shape).astype(np.float32)
+    elif loss_name == "bce_with_logits":
+        target = rng.integers(0, 2, out_shape).astype(np.float32)
+    else:
+        raise ValueError(f"make_batch: no target rule for loss {loss_name!r}")
+    return x, target
+
+
+def layer_forward_flops(layer, x_shape, y_shape):
+    """Multiply-add FLOPs (2 per MAC) of a layer's GEMM-like forward work; 0 for elementwise layers."""
+    kind = type(layer).__name__
+    if kind == "Dense":
+        rows = math.prod(x_shape[:-1])
+        return 2 * rows * layer.in_features * layer.out_features
+    if kind == "Conv2D":
+        n, o, oh, ow = y_shape
+        kh, kw = layer.kernel_size
+        return 2 * n * o * oh * ow * layer.in_channels * kh * kw
+    if kind == "ConvTranspose2D":  # every input pixel scatters a Cout x KH x KW patch
+        n, c, h, w = x_shape
+        kh, kw = layer.kernel_size
+        return 2 * n * h * w * c * layer.out_channels * kh * kw
+    if kind in ("RNN", "LSTM", "GRU"):
+        n, t, f = x_shape
+        gh = layer._gates * layer.hidden_size
+        return 2 * n * t * gh * (f + layer.hidden_size)
+    return 0
+
+
+def step_flops(model, x):
+    """FLOPs of one training step: 3x the GEMM-like forward FLOPs (forward, dX and dW)."""
+    total = 0
+    for layer in model:
+        y = layer.forward(x, training=False)
+        total += layer_forward_flops(layer, x.shape, y.shape)
+        x = y
+    return 3 * total
+
+
+# ---- the three steps ------------------------------------------------------------------------------
+class FastnnStep:
+    """One fastnn training step on a fixed batch; ``__call__`` returns the loss."""
+
+    def __init__(self, model, loss_name, x, target):
+        self.model, self.x, self.target = model, x, target
+        self.loss = fnn.losses.get(loss_name)
+        self.optimizer = fnn.optim.Adam(model.parameters(), lr=1e-3)
+
+    def __call__(self):
+        self.optimizer.zero_grad()
+        out = self.model.forward(self.x, training=True)
+        value = self.loss.forward(out, self.target)
+        self.model.backward(self.loss.backward())
+        self.optimizer.step()
+        return value
+
+
+class ReferenceStep(FastnnStep):
+    """The same step with every ``_core`` kernel replaced by its NumPy reference."""
+
+    def __call__(self):
+        with reference_kernels():
+            return super().__call__()
+
+
+def torch_module(model):
+    """The ``torch.nn.Sequential`` twin of a fastnn Sequential (same layer order, so the same
+    state-dict keys), built from each layer's configuration."""
+    import torch.nn as tnn
+
+    def recurrent(cls, layer):
+        class Outputs(cls):  # a subclass, not a wrapper: keys stay "1.weight_ih_l0"
+            def forward(self, x):
+                out, _ = super().forward(x)
+                return out if layer.return_sequences else out[:, -1]
+        return Outputs(layer.input_size, layer.hidden_size, batch_first=True)
+
+    mods = []
+    for layer in model:
+        kind = type(layer).__name__
+        if kind == "Dense":
+            mods.append(tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None))
+        elif kind == "Conv2D":
+            mods.append(tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                   layer.stride, layer.padding, bias=layer.bias is not None))
+        elif kind == "ConvTranspose2D":
+            mods.append(tnn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                            layer.stride, layer.padding, layer.output_padding,
+                                            bias=layer.bias is not None))
+        elif kind in ("BatchNorm1D", "BatchNorm2D"):
+            cls = tnn.BatchNorm1d if kind == "BatchNorm1D" else tnn.BatchNorm2d
+            mods.append(cls(layer.num_features, eps=layer.eps, momentum=layer.momentum))
+        elif kind == "MaxPool2D":
+            mods.append(tnn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif kind == "AvgPool2D":
+            mods.append(tnn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif kind == "LeakyReLU":
+            mods.append(tnn.LeakyReLU(layer.negative_slope))
+        elif kind in ("ReLU", "Sigmoid", "Tanh", "Identity", "Flatten"):
+            mods.append(getattr(tnn, kind)())
+        elif kind == "Embedding":
+            mods.append(tnn.Embedding(layer.num_embeddings, layer.embedding_dim))
+        elif kind in ("RNN", "LSTM", "GRU"):
+            mods.append(recurrent(getattr(tnn, kind), layer))
+        else:
+            raise NotImplementedError(f"torch_module: no torch twin for {kind}")
+    return tnn.Sequential(*mods)
+
+
+def load_fastnn_weights(tmodel, model):
+    """Copy fastnn's state_dict into the torch twin; every key must match."""
+    import torch
+
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()}
+    missing, unexpected = tmodel.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"torch twin: state-dict mismatch, missing {missing}, unexpected {unexpected}")
+
+
+class TorchStep:
+    """The same step in PyTorch: ``torch.optim.Adam`` with torch's defaults, float32."""
+
+    def __init__(self, model, loss_name, x, target):
+        import torch
+        import torch.nn as tnn
+
+        self.torch = torch
+        self.module = torch_module(model)
+        load_fastnn_weights(self.module, model)
+        self.module.train()
+        self.x = torch.from_numpy(x)
+        self.target = torch.from_numpy(target)
+        self.loss_name = loss_name
+        self.loss = {"cross_entropy": tnn.CrossEntropyLoss, "mse": tnn.MSELoss,
+                     "bce_with_logits": tnn.BCEWithLogitsLoss}[loss_name]()
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=1e-3)
+
+    def __call__(self):
+        self.optimizer.zero_grad()
+        out = self.module(self.x)
+        if self.loss_name == "cross_entropy":  # classes on the last axis, as fastnn
+            value = self.loss(out.reshape(-1, out.shape[-1]), self.target.reshape(-1))
+        else:
+            value = self.loss(out, self.target)
+        value.backward()
+        self.optimizer.step()
+        return float(value.item())
+
+
+# ---- timing ---------------------------------------------------------------------------------------
+def _stats(times, batch):
+    t = np.asarray(times)
+    q1, med, q3 = np.percentile(t, [25, 50, 75])
+    return {"median_s": float(med), "q1_s": float(q1), "q3_s": float(q3), "iqr_s": float(q3 - q1),
+            "min_s": float(t.min()), "samples": len(t), "samples_per_s": batch / float(med)}
+
+
+def measure_interleaved(contenders, warmup, min_sample_s=0.002):
+    """Per-step times of several steps measured in alternation.
+
+    ``contenders`` maps a name to ``(step, repeats)``. After ``warmup`` calls of each, every round
+    times one sample of each contender that still needs samples (the order reverses every round);
+    a sample is ``inner`` back-to-back steps, ``inner`` chosen so a sample lasts ``min_sample_s``
+    (tiny steps would otherwise measure the timer). Returns name -> (per-step times, inner)."""
+    inner = {}
+    for name, (step, _) in contenders.items():
+        for _ in range(max(warmup, 1)):
+            t0 = time.perf_counter()
+            step()
+            dt = time.perf_counter() - t0
+        inner[name] = max(1, math.ceil(min_sample_s / max(dt, 1e-9)))
+    times = {name: [] for name in contenders}
+    order = list(contenders)
+    while any(len(times[n]) < contenders[n][1] for n in order):
+        for name in order:
+            if len(times[name]) >= contenders[name][1]:
+                continue
+            step, k = contenders[name][0], inner[name]
+            t0 = time.perf_counter()
+            for _ in range(k):
+                step()
+            times[name].append((time.perf_counter() - t0) / k)
+        order.reverse()
+    return {name: (times[name], inner[name]) for name in contenders}
+
+
+def _error_text(exc):
+    return f"{type(exc).__name__}: {exc}".strip()[:500]
+
+
+def bench_model(name, repeats=20, warmup=3, torch_enabled=True, ref_repeats=5, seed=0):
+    """Measure one model; failures of a contender are recorded, never raised."""
+    batch = BATCH[name]
+    result = {"model": name, "batch": batch, "threads": fnn.get_num_threads(), "status": "ok"}
+    try:
+        fnn.seed(seed)
+        model, input_shape, loss_name = zoo.build(name)
+        x, target = make_batch(model, input_shape, loss_name, batch, seed)
+        result.update(loss=loss_name, input_shape=list(input_shape),
+                      parameters=int(sum(p.data.size for p in model.parameters())),
+                      flops_per_step=int(step_flops(model, x)))
+        weights = model.state_dict()
+        fast = FastnnStep(model, loss_name, x, target)
+        compiled = Counter()
+        with count_compiled_kernels(compiled):
+            first = {"fastnn": fast()}
+        result["kernel_calls"] = dict(sorted(compiled.items()))
+    except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the suite
+        result.update(status="error", error=_error_text(exc), traceback=traceback.format_exc())
+        return result
+
+    contenders = {"fastnn": (fast, repeats)}
+    try:
+        ref_model = zoo.build(name)[0]
+        ref_model.load_state_dict(weights)
+        ref = ReferenceStep(ref_model, loss_name, x, target)
+        calls = Counter()
+        with reference_kernels(calls):
+            first["reference"] = FastnnStep.__call__(ref)
+        result["reference_kernel_calls"] = dict(sorted(calls.items()))
+        contenders["reference"] = (ref, ref_repeats)
+    except Exception as exc:  # noqa: BLE001
+        result["reference"] = {"status": "error", "error": _error_text(exc)}
+    if torch_enabled:
+        try:
+            import torch
+
+            torch.set_num_threads(fnn.get_num_threads())
+            fnn_fresh = zoo.build(name)[0]
+            fnn_fresh.load_state_dict(weights)
+            tstep = TorchStep(fnn_fresh, loss_name, x, target)
+            first["torch"] = tstep()
+            contenders["torch"] = (tstep, repeats)
+        except Exception as exc:  # noqa: BLE001
+            result["torch"] = {"status": "error", "error": _error_text(exc)}
+    result["first_step_loss"] = first
+
+    try:
+        measured = measure_interleaved(contenders, warmup)
+    except Exception as exc:  # noqa: BLE001
+        result.update(status="error", error=_error_text(exc), traceback=traceback.format_exc())
+        return result
+    for who, (times, inner) in measured.items():
+        result[who] = {"status": "ok", "inner": inner, **_stats(times, batch)}
+    fast_t = result["fastnn"]["median_s"]
+    result["gflops"] = result["flops_per_step"] / fast_t / 1e9
+    for who in ("torch", "reference"):
+        if result.get(who, {}).get("status") == "ok":
+            result[f"speedup_vs_{who}"] = result[who]["median_s"] / fast_t
+            result[f"{who}_gflops"] = result["flops_per_step"] / result[who]["median_s"] / 1e9
+            result[f"loss_rel_diff_{who}"] = abs(first[who] - first["fastnn"]) / max(abs(first["fastnn"]), 1e-12)
+    return result
+
+
+def time_step(name, repeats=10, warmup=2, seed=0):
+    """Median seconds of a fastnn step alone (thread scaling and other single-contender uses)."""
+    fnn.seed(seed)
+    model, input_shape, loss_name = zoo.build(name)
+    x, target = make_batch(model, input_shape, loss_name, BATCH[name], seed)
+    step = FastnnStep(model, loss_name, x, target)
+    times, _ = measure_interleaved({"fastnn": (step, repeats)}, warmup)["fastnn"]
+    return float(np.median(times))
