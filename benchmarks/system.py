@@ -1,0 +1,275 @@
+"""The machine and the measurements around the training steps: machine info, the sgemm peak the
+GFLOP/s figures are divided by, thread scaling, cold start and peak memory.
+
+Cold start and memory run in fresh subprocesses (``python -c`` calling :func:`_child_main`), so
+nothing the suite has already imported, compiled or allocated leaks into them.
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fastnn as fnn
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve")
+
+
+# ---- machine --------------------------------------------------------------------------------------
+def _cpuinfo():
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _version(module_name):
+    try:
+        module = __import__(module_name)
+    except Exception:  # noqa: BLE001 - absent or broken: report it as such
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def _git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(with_torch=True):
+    """CPU, cores, SIMD flags, library versions and the thread pools threadpoolctl sees."""
+    from threadpoolctl import threadpool_info
+
+    from fastnn import _core
+
+    _core.gemm  # load the Cython BLAS wrapper (and scipy's BLAS) so threadpoolctl lists it
+    _core.relu_forward  # and numba
+    model, flags = _cpuinfo()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count()
+    versions = {"python": platform.python_version(), "numpy": np.__version__,
+                "numba": _version("numba"), "scipy": _version("scipy"),
+                "threadpoolctl": _version("threadpoolctl"), "fastnn": fnn.__version__,
+                "torch": _version("torch") if with_torch else None}
+    pools = [{k: lib.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
+                                       "threading_layer", "architecture", "filepath")}
+             for lib in threadpool_info()]
+    return {"cpu": model, "machine": platform.machine(), "system": platform.platform(),
+            "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+            "flags": [f for f in CPU_FLAGS if f in flags], "versions": versions,
+            "fastnn_threads": fnn.get_num_threads(), "thread_pools": pools,
+            "load_average": _load_average(), "git_commit": _git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _load_average():
+    """1-minute load average: other work on the machine makes every number here noisier."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        return None
+
+
+def sgemm_peak(sizes=(512, 1024, 2048), repeats=5):
+    """Best GFLOP/s of ``numpy.matmul`` on float32 square matrices: the machine's practical peak
+    (numpy's BLAS runs on ``fnn.get_num_threads()`` threads)."""
+    rng = np.random.default_rng(0)
+    by_size = {}
+    for n in sizes:
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        out = np.empty((n, n), np.float32)
+        np.matmul(a, b, out=out)  # warm-up: thread start, page faults
+        best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))
+        by_size[str(n)] = 2.0 * n ** 3 / best / 1e9
+    return {"gflops": max(by_size.values()), "by_size": by_size, "threads": fnn.get_num_threads()}
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---- thread scaling -------------------------------------------------------------------------------
+def thread_scaling(model_names, thread_counts, repeats=10, warmup=2):
+    """Median fastnn step time per thread count; the caller's thread count is restored."""
+    from .models import BATCH, time_step
+
+    before = fnn.get_num_threads()
+    results = {}
+    try:
+        for name in model_names:
+            rows = {}
+            for n in thread_counts:
+                fnn.set_num_threads(n)
+                try:
+                    t = time_step(name, repeats, warmup)
+                    rows[str(n)] = {"median_s": t, "samples_per_s": BATCH[name] / t}
+                except Exception as exc:  # noqa: BLE001
+                    rows[str(n)] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            base = rows.get(str(thread_counts[0]), {}).get("median_s")
+            for row in rows.values():
+                if base and "median_s" in row:
+                    row["speedup"] = base / row["median_s"]
+            results[name] = rows
+    finally:
+        fnn.set_num_threads(before)
+    return results
+
+
+# ---- subprocess measurements ----------------------------------------------------------------------
+def _run_child(task, args, env_extra=None, timeout=600):
+    """Run :func:`_child_main` in a fresh interpreter; its JSON answer (last stdout line)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["FASTNN_NUM_THREADS"] = str(fnn.get_num_threads())
+    env.update(env_extra or {})
+    # fastnn is imported (and timed) before benchmarks.system, which imports it too
+    code = ("import time; t0 = time.perf_counter(); import fastnn; "
+            "import_s = time.perf_counter() - t0; from benchmarks.system import _child_main; "
+            f"_child_main({task!r}, {args!r}, import_s)")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        raise RuntimeError(f"child {task} {args} exited with {proc.returncode}: {tail}")
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    answer["process_wall_s"] = wall
+    return answer
+
+
+def _child_main(task, args, import_s):
+    """Entry point of the measuring subprocesses; prints one JSON line."""
+    if task == "import":
+        answer = {"import_s": import_s}
+    elif task == "first_step":
+        answer = {"import_s": import_s, **_first_step(args["model"])}
+    elif task == "memory":
+        answer = _memory(args["model"], args["steps"])
+    else:
+        raise ValueError(f"unknown child task {task!r}")
+    print(json.dumps(answer))
+
+
+def _first_step(name):
+    from . import models
+
+    t0 = time.perf_counter()
+    model, input_shape, loss_name = models.zoo.build(name)
+    x, target = models.make_batch(model, input_shape, loss_name, models.BATCH[name])
+    step = models.FastnnStep(model, loss_name, x, target)
+    step()
+    first = time.perf_counter() - t0
+    later = []
+    for _ in range(5):
+        t1 = time.perf_counter()
+        step()
+        later.append(time.perf_counter() - t1)
+    return {"first_step_s": first, "steady_step_s": float(np.median(later))}
+
+
+def _proc_status_mb(field):
+    """VmRSS / VmHWM of this process in MiB (Linux), None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _memory(name, steps):
+    import resource
+    import tracemalloc
+
+    from fastnn import _core
+
+    from . import models
+
+    _core.gemm, _core.relu_forward  # libraries loaded before the baseline  # noqa: B018
+    baseline = _proc_status_mb("VmRSS")
+    reset = _reset_peak_rss()
+    model, input_shape, loss_name = models.zoo.build(name)
+    x, target = models.make_batch(model, input_shape, loss_name, models.BATCH[name])
+    step = models.FastnnStep(model, loss_name, x, target)
+    for _ in range(steps):
+        step()
+    peak = _proc_status_mb("VmHWM") if reset else None
+    if peak is None:  # ru_maxrss (KiB on Linux) includes the import-time high-water mark
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    step()
+    _, step_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"baseline_rss_mb": baseline, "peak_rss_mb": peak,
+            "training_rss_mb": None if baseline is None else peak - baseline,
+            "step_alloc_peak_mb": step_peak / 2 ** 20,
+            "parameters_mb": sum(p.data.nbytes for p in model.parameters()) / 2 ** 20}
+
+
+def cold_start(model_names, import_repeats=3):
+    """``import fastnn`` in fresh interpreters, and time to the first training step (model build,
+    batch, step) with an empty and with a warm numba cache (NUMBA_CACHE_DIR: a fresh temp dir)."""
+    imports = [_run_child("import", {}) for _ in range(import_repeats)]
+    result = {"import_fastnn_s": float(np.median([r["import_s"] for r in imports])),
+              "bare_process_s": float(np.median([r["process_wall_s"] for r in imports])),
+              "models": {}}
+    for name in model_names:
+        with tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-") as cache:
+            env = {"NUMBA_CACHE_DIR": cache}
+            try:
+                cold = _run_child("first_step", {"model": name}, env)
+                warm = _run_child("first_step", {"model": name}, env)
+                result["models"][name] = {"cold_cache": cold, "warm_cache": warm}
+            except Exception as exc:  # noqa: BLE001
+                result["models"][name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    return result
+
+
+def peak_memory(model_names, steps=3):
+    """Peak RSS and per-step allocation peak of a fastnn training loop, one subprocess per model."""
+    result = {}
+    for name in model_names:
+        try:
+            result[name] = _run_child("memory", {"model": name, "steps": steps})
+        except Exception as exc:  # noqa: BLE001
+            result[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    return result
