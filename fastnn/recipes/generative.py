@@ -172,7 +172,7 @@ def _train_gan(name, X, epochs, verbose, image_dir):
         else:
             generator, critic = dcgan(latent, image_size=16, features=32)
             gan = WGAN(generator, critic, latent_dim=latent, clip_value=0.01, n_critic=5)
-            epochs = epochs or 150
+            epochs = epochs or 100
     history = gan.fit(real, epochs=epochs, batch_size=64, verbose=verbose)
     return gan, history
 
