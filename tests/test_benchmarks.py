@@ -1,0 +1,155 @@
+"""Smoke test of the benchmark harness (benchmarks/): tiny repeat counts, no timing assertions.
+
+Checks what the optimisation work relies on: the JSON and Markdown a run writes, a failing model
+recorded without stopping the suite, ``--compare`` of two result files, the FLOP count, and that
+the reference path really runs reference.py's kernels. Needs no torch.
+"""
+import copy
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import models, report, system
+from benchmarks.__main__ import main
+from fastnn import _core, zoo
+from fastnn._core import reference
+
+QUICK = ["--quick", "--repeats", "2", "--warmup", "1", "--ref-repeats", "1", "--no-torch",
+         "--no-kernels", "--no-scaling", "--no-cold-start", "--no-memory", "--no-chart"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One suite run over two models plus one whose builder fails."""
+    out = tmp_path_factory.mktemp("bench")
+    mp = pytest.MonkeyPatch()
+
+    def broken():
+        raise RuntimeError("builder exploded")
+
+    mp.setitem(zoo.BUILDERS, "ae", broken)
+    try:
+        code = main(QUICK + ["--models", "seed-mlp,ae", "mlp", "--out", str(out)])
+    finally:
+        mp.undo()
+    (json_path,) = glob.glob(os.path.join(out, "bench-*.json"))
+    (md_path,) = glob.glob(os.path.join(out, "bench-*.md"))
+    with open(json_path) as f:
+        results = json.load(f)
+    with open(md_path) as f:
+        text = f.read()
+    return code, json_path, results, text
+
+
+def test_json_holds_machine_settings_and_per_model_timings(run):
+    code, _, results, _ = run
+    assert code == 0
+    assert list(results["models"]) == ["seed-mlp", "ae", "mlp"]
+    machine = results["machine"]
+    for key in ("cpu", "usable_cpus", "flags", "versions", "thread_pools"):
+        assert key in machine
+    assert machine["versions"]["numpy"] == np.__version__
+    assert machine["versions"]["torch"] is None  # --no-torch: not even imported for its version
+    assert results["settings"]["repeats"] == 2 and results["settings"]["torch"] is False
+    assert results["sgemm_peak"]["gflops"] > 0
+    for name in ("seed-mlp", "mlp"):
+        r = results["models"][name]
+        assert r["status"] == "ok"
+        assert r["fastnn"]["samples"] == 2 and r["reference"]["samples"] == 1
+        assert r["fastnn"]["q1_s"] <= r["fastnn"]["median_s"] <= r["fastnn"]["q3_s"]
+        assert r["fastnn"]["samples_per_s"] == pytest.approx(r["batch"] / r["fastnn"]["median_s"])
+        assert r["speedup_vs_reference"] == pytest.approx(r["reference"]["median_s"] / r["fastnn"]["median_s"])
+        assert r["gflops"] == pytest.approx(r["flops_per_step"] / r["fastnn"]["median_s"] / 1e9)
+        assert "torch" not in r and "speedup_vs_torch" not in r
+        # same weights and data on both paths: the first losses agree
+        assert r["first_step_loss"]["reference"] == pytest.approx(r["first_step_loss"]["fastnn"], rel=1e-5)
+
+
+def test_a_failing_model_is_recorded_and_the_rest_still_runs(run):
+    _, _, results, text = run
+    failed = results["models"]["ae"]
+    assert failed["status"] == "error" and "builder exploded" in failed["error"]
+    assert results["models"]["mlp"]["status"] == "ok"
+    assert "| ae | 128 | error: RuntimeError: builder exploded |" in text
+
+
+def test_markdown_has_one_table_row_per_model(run):
+    _, _, results, text = run
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model | batch |"))
+    assert lines[header + 1].startswith("|---|")
+    rows = lines[header + 2:header + 5]
+    assert [r.split("|")[1].strip() for r in rows] == ["seed-mlp", "ae", "mlp"]
+    cells = [c.strip() for c in rows[2].split("|")[1:-1]]
+    assert len(cells) == len(lines[header].split("|")) - 2
+    assert cells[4] == "-" and cells[5] == "-"  # no torch
+    assert cells[7].endswith("x") and cells[9].endswith("%")
+
+
+def test_compare_of_two_json_files(run, tmp_path, capsys):
+    _, json_path, results, _ = run
+    newer = copy.deepcopy(results)
+    newer["models"]["mlp"]["fastnn"]["samples_per_s"] *= 2
+    del newer["models"]["seed-mlp"]
+    new_path = tmp_path / "new.json"
+    report.write_json(newer, str(new_path))
+    capsys.readouterr()
+    assert main(["--compare", json_path, str(new_path)]) == 0
+    text = capsys.readouterr().out
+    row = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+           for line in text.splitlines() if line.startswith("| ") and not line.startswith("| model")}
+    assert row["mlp"][3] == "+100.0%"
+    assert row["seed-mlp"][3] == "gone"
+    assert row["ae"][3] == "-"  # failed in both
+
+
+def test_compare_rejects_a_file_that_is_not_a_result(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match="not a fastnn benchmark result"):
+        main(["--compare", str(bad), str(bad)])
+
+
+def test_unknown_model_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit):
+        main(QUICK + ["--models", "mlp,resnet"])
+    assert "unknown model(s) resnet" in capsys.readouterr().err
+
+
+def test_step_flops_of_the_mlp_are_three_times_its_gemms():
+    model, shape, loss = zoo.build("mlp")
+    x, _ = models.make_batch(model, shape, loss, 128)
+    assert models.step_flops(model, x) == 3 * 2 * 128 * (784 * 256 + 256 * 256 + 256 * 10)
+
+
+def test_reference_path_routes_every_kernel_call_through_reference_py():
+    model, shape, loss = zoo.build("lenet5")
+    x, target = models.make_batch(model, shape, loss, 4)
+    compiled = models.Counter()
+    with models.count_compiled_kernels(compiled):
+        models.FastnnStep(model, loss, x, target)()
+    ref_calls = models.Counter()
+    with models.reference_kernels(ref_calls):
+        assert _core.conv2d_forward is not reference.conv2d_forward  # the counting wrapper
+        models.FastnnStep(model, loss, x, target)()
+    assert ref_calls == compiled  # same kernels, same number of calls, on the other path
+    assert {"conv2d_forward", "maxpool2d_backward", "adam_update"} <= set(ref_calls)
+    assert _core.conv2d_forward is not reference.conv2d_forward
+    assert _core.conv2d_forward.__module__ == "fastnn._core._conv"  # restored after the block
+
+
+def test_peak_memory_child_process_reports_sizes():
+    r = system.peak_memory(["seed-mlp"], steps=1)["seed-mlp"]
+    assert r["peak_rss_mb"] > 0 and r["step_alloc_peak_mb"] >= 0
+    assert r["parameters_mb"] == pytest.approx((25 * 3 + 3 + 3 * 3 + 3 + 3 * 10 + 10) * 4 / 2 ** 20)
+
+
+def test_torch_twin_starts_from_the_same_weights():
+    pytest.importorskip("torch")  # optional: the suite itself runs without torch
+    model, shape, loss = zoo.build("lstm")
+    x, target = models.make_batch(model, shape[:1], loss, 3)
+    step = models.TorchStep(model, loss, x, target)
+    assert step() == pytest.approx(models.FastnnStep(model, loss, x, target)(), rel=1e-5)
