@@ -6,6 +6,8 @@ cdef void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floating alph
                   const floating* a, int lda, const floating* b, int ldb, floating beta,
                   floating* c, int ldc) noexcept nogil
 
+cdef int gemm_threads(Py_ssize_t work) noexcept nogil
+
 
 cdef inline bint fast_ok(object a, int ndim, int typenum, bint writable) noexcept:
     """True when ``a`` surely passes _checks: a native-order, C-contiguous ndarray of rank

@@ -7,6 +7,8 @@
 from cython cimport floating
 from libc.math cimport exp, expf, tanh, tanhf
 from libc.string cimport memset
+from cython.parallel cimport prange
+cimport openmp
 cimport numpy as cnp
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -41,15 +43,74 @@ _ACTIVATION_CODES = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY
 
 # ---- the one place that maps row-major GEMM onto column-major BLAS ----------------------------
 
+# One thread pool: the BLAS behind scipy.linalg.cython_blas is pinned to one thread (see
+# threads.py), and GEMMs big enough to share are cut into per-thread blocks of C inside an OpenMP
+# region, each block one single-threaded BLAS call. Below GEMM_PARALLEL_MIN_WORK (m*n*k) a GEMM
+# stays on the calling thread: on the 2-core VM a 2-thread region costs ~5-20 us to wake and
+# join, about what a 2^18 multiply-add GEMM takes on one core.
+cdef enum:
+    GEMM_PARALLEL_MIN_WORK = 262144
+    GEMM_COL_ALIGN = 16  # column blocks start on 64-byte boundaries (float32)
+    GEMM_ROW_ALIGN = 4
+
+
+cdef inline void _gemm_serial(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                              const floating* a, int lda, const floating* b, int ldb,
+                              floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major C is column-major C.T = op(B).T @ op(A).T, so BLAS gets B first and m, n swapped."""
+    cdef char ta = b'T' if trans_b else b'N'
+    cdef char tb = b'T' if trans_a else b'N'
+    if floating is float:
+        sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+
+
+cdef int gemm_threads(Py_ssize_t work) noexcept nogil:
+    """Threads worth using for a loop of ``work`` multiply-adds: 1 inside a parallel region (no
+    nesting) or below the threshold, else the OpenMP count, capped so each thread gets a share
+    of at least half the threshold."""
+    cdef int nt
+    if work < GEMM_PARALLEL_MIN_WORK or openmp.omp_in_parallel():
+        return 1
+    nt = openmp.omp_get_max_threads()
+    return <int>max(1, min(<Py_ssize_t>nt, work // (GEMM_PARALLEL_MIN_WORK // 2)))
+
+
+cdef inline int _block(int size, int parts, int align) noexcept nogil:
+    """Block length that cuts ``size`` into at most ``parts`` aligned pieces."""
+    cdef int per = (size + parts - 1) // parts
+    return ((per + align - 1) // align) * align
+
+
+cdef void _gemm_part(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                     const floating* a, int lda, const floating* b, int ldb, floating beta,
+                     floating* c, int ldc, bint split_cols, int block, int part) noexcept nogil:
+    """Block ``part`` of the GEMM: columns [part*block, ...) of C, or rows."""
+    cdef int lo = part * block
+    cdef int size
+    if split_cols:
+        size = min(block, n - lo)
+        if size > 0:
+            _gemm_serial(trans_a, trans_b, m, size, k, alpha, a, lda,
+                         b + (<Py_ssize_t>lo * ldb if trans_b else lo), ldb, beta, c + lo, ldc)
+    else:
+        size = min(block, m - lo)
+        if size > 0:
+            _gemm_serial(trans_a, trans_b, size, n, k, alpha,
+                         a + (lo if trans_a else <Py_ssize_t>lo * lda), lda, b, ldb, beta,
+                         c + <Py_ssize_t>lo * ldc, ldc)
+
+
 cdef void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                   const floating* a, int lda, const floating* b, int ldb, floating beta,
                   floating* c, int ldc) noexcept nogil:
     """C(m, n) := alpha * op(A) @ op(B) + beta * C, all row-major with leading dimensions lda, ldb, ldc.
 
-    Row-major C is column-major C.T = op(B).T @ op(A).T, so BLAS gets B first and m, n swapped."""
-    cdef char ta = b'T' if trans_b else b'N'
-    cdef char tb = b'T' if trans_a else b'N'
-    cdef int i, j
+    Big GEMMs are split over the OpenMP threads along the longer side of C (k is never split, so
+    each entry of C is one BLAS dot product whatever the thread count)."""
+    cdef int i, j, nt, part, nparts, block
+    cdef bint split_cols
     if m <= 0 or n <= 0:
         return
     if k <= 0:  # BLAS would reject ld = 0; the product is empty, only the beta scaling is left
@@ -60,10 +121,17 @@ cdef void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floating alph
     lda = max(lda, 1)
     ldb = max(ldb, 1)
     ldc = max(ldc, 1)
-    if floating is float:
-        sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
-    else:
-        dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+    nt = gemm_threads(<Py_ssize_t>m * n * k)
+    split_cols = n >= m
+    if nt > 1:
+        block = _block(n, nt, GEMM_COL_ALIGN) if split_cols else _block(m, nt, GEMM_ROW_ALIGN)
+        nparts = ((n if split_cols else m) + block - 1) // block
+        if nparts > 1:
+            for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+                _gemm_part(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                           split_cols, block, part)
+            return
+    _gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
 # ---- fused epilogue ----------------------------------------------------------------------------
@@ -82,14 +150,15 @@ cdef inline floating _sigmoid(floating v) noexcept nogil:
         return e / (1.0 + e)
 
 
-cdef void _bias_activation(floating* c, int rows, int n, const floating* bias, int activation,
-                           floating slope) noexcept nogil:
-    """c[i, j] := act(c[i, j] + bias[j]) on a (rows, n) block; one branch per block, not per element."""
+cdef void _bias_activation(floating* c, int rows, int n, Py_ssize_t ldc, const floating* bias,
+                           int activation, floating slope) noexcept nogil:
+    """c[i, j] := act(c[i, j] + bias[j]) on a (rows, n) block with row stride ldc; one branch per
+    block, not per element."""
     cdef int i, j
     cdef floating v
     cdef floating* row
     for i in range(rows):
-        row = c + <Py_ssize_t>i * n
+        row = c + i * ldc
         if bias != NULL:
             for j in range(n):
                 row[j] += bias[j]
@@ -113,17 +182,35 @@ cdef void _bias_activation(floating* c, int rows, int n, const floating* bias, i
 
 cdef void _dense_forward(const floating* x, const floating* w, const floating* bias, floating* out,
                          int m, int n, int k, int activation, floating slope) noexcept nogil:
-    cdef int r0, rows, block
+    cdef int r0, rows, block, nt, part, nparts, lo
+    cdef bint split_cols
     if bias == NULL and activation == ACT_NONE:
         gemm_rm(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n)
+        return
+    nt = gemm_threads(<Py_ssize_t>m * n * k)
+    if nt > 1:
+        # each thread: the GEMM of its block of out, then bias + activation while it is hot
+        split_cols = n >= m
+        block = _block(n, nt, GEMM_COL_ALIGN) if split_cols else _block(m, nt, GEMM_ROW_ALIGN)
+        nparts = ((n if split_cols else m) + block - 1) // block
+        for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+            _gemm_part(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n,
+                       split_cols, block, part)
+            lo = part * block
+            if split_cols:
+                _bias_activation(out + lo, m, min(block, n - lo), n,
+                                 NULL if bias == NULL else bias + lo, activation, slope)
+            else:
+                _bias_activation(out + <Py_ssize_t>lo * n, min(block, m - lo), n, n, bias,
+                                 activation, slope)
         return
     block = max(EPILOGUE_MIN_ROWS, EPILOGUE_BLOCK_BYTES // max(1, n * <int>sizeof(floating)))
     r0 = 0
     while r0 < m:
         rows = min(block, m - r0)
-        gemm_rm(False, True, rows, n, k, <floating>1, x + <Py_ssize_t>r0 * k, k, w, k,
-                <floating>0, out + <Py_ssize_t>r0 * n, n)
-        _bias_activation(out + <Py_ssize_t>r0 * n, rows, n, bias, activation, slope)
+        _gemm_serial(False, True, rows, n, k, <floating>1, x + <Py_ssize_t>r0 * k, k, w, k,
+                     <floating>0, out + <Py_ssize_t>r0 * n, n)
+        _bias_activation(out + <Py_ssize_t>r0 * n, rows, n, n, bias, activation, slope)
         r0 += rows
 
 
@@ -294,3 +381,8 @@ def dense_backward(x, weight, dy, dx, dweight, dbias):
             _dense_backward(<double*>px, <double*>pw, <double*>pdy, <double*>dx_ptr,
                             <double*>dw_ptr, <double*>db_ptr, m, n, k)
     return dx
+
+
+# scipy's BLAS is loaded by now (cimported above): run it single-threaded from here on.
+from .threads import pin_kernel_blas as _pin_kernel_blas
+_pin_kernel_blas()

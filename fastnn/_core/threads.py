@@ -1,15 +1,72 @@
-"""One thread control for every pool fastnn uses: OpenMP (Cython), numba and BLAS.
+"""One thread control for every pool fastnn uses, and why there is only one pool.
 
-Rule of the core: one level of parallelism at a time. Cython/numba loops never call BLAS from
-inside a parallel region, so setting all three pools to ``n`` never oversubscribes.
+fastnn's kernels run on ONE thread pool: libgomp's OpenMP team, shared by the Cython ``prange``
+loops and by numba (its "omp" threading layer). The BLAS the kernels call (the OpenBLAS behind
+``scipy.linalg.cython_blas``, also what numba's ``np.dot`` uses) has a pthreads pool of its own;
+a training step alternates OpenMP loops with GEMMs hundreds of times, and two pools of busy
+threads on the same cores fight each other (measured on the 2-core VM: the mlp step went from
+2.5 ms with one thread to 310 ms with two). So that BLAS is pinned to ONE thread for good, and
+the kernels parallelise GEMM themselves inside OpenMP regions (``_blas.gemm_rm`` cuts C into
+per-thread blocks, each a single-threaded BLAS call; a convolution gives each thread whole
+samples: its im2col, its GEMM and its scatter in one region).
+
+``set_num_threads(n)`` sets the OpenMP/numba count to ``n``, and the BLAS numpy uses for your own
+``@`` and ``np.dot`` (a separate library in the pip wheels) to ``n`` too. If scipy and numpy share
+one BLAS library (some conda builds), that library stays at one thread.
 """
 import os
 
-from threadpoolctl import threadpool_limits
+# libgomp reads its wait policy once, when it is loaded (by _openmp below, or by numba), so it is
+# chosen here unless the user chose. Measured on the 2-core VM under load 3-8 from other jobs
+# (2 threads, steps of the zoo models): libgomp's default (spin 300k iterations, ~1 ms, before
+# sleeping) and ACTIVE made the mlp step 236 ms and dcgan-d 210-350 ms, because a thread spinning
+# at a barrier steals the core its partner needs; PASSIVE (sleep at once) gave 3-6 ms and
+# 66-160 ms; a short spin of 10k iterations (tens of us: long enough to bridge the Python gap
+# between two kernels of one step, short enough to give the core back) gave 1.9-17 ms and
+# 30-105 ms. The numbers are noisy, but short spins were never worse than PASSIVE by much and
+# often 2x better; default spinning was always catastrophic under load.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-from . import _openmp
+from threadpoolctl import ThreadpoolController  # noqa: E402
 
-_state = {"n": None, "blas_limiter": None}
+from . import _openmp  # noqa: E402
+
+_state = {"n": None, "kernel_blas_pinned": False}
+
+
+def _is_kernel_blas(filepath):
+    """True for the BLAS library shipped with scipy (what scipy.linalg.cython_blas calls)."""
+    import sys
+
+    scipy = sys.modules.get("scipy")
+    if scipy is None:  # not loaded yet, so neither is its BLAS
+        return False
+    scipy_dir = os.path.dirname(os.path.realpath(scipy.__file__))
+    roots = (scipy_dir + os.sep, scipy_dir + ".libs" + os.sep)
+    return os.path.realpath(filepath).startswith(roots)
+
+
+def _apply_blas_threads(n):
+    """Kernel BLAS (scipy's) to 1 thread; every other BLAS to ``n`` (None: leave it alone)."""
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    kernel = [lib for lib in blas if _is_kernel_blas(lib.filepath)]
+    import sys
+
+    if not kernel and "scipy.linalg.cython_blas" in sys.modules:
+        kernel = blas  # scipy uses a BLAS we cannot tell apart from numpy's: keep them all at 1
+    for lib in blas:
+        if lib in kernel:
+            lib.set_num_threads(1)
+        elif n is not None:
+            lib.set_num_threads(n)
+    return bool(kernel)
+
+
+def pin_kernel_blas():
+    """Called when the Cython BLAS kernels load: scipy's BLAS runs on the calling thread only."""
+    if not _state["kernel_blas_pinned"]:
+        _state["kernel_blas_pinned"] = _apply_blas_threads(_state["n"])
 
 
 def _default_threads():
@@ -23,14 +80,16 @@ def _default_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in OpenMP loops, numba kernels and BLAS (all three together)."""
+    """Use ``n`` threads in fastnn's kernels (OpenMP and numba) and in numpy's BLAS.
+
+    The BLAS under fastnn's own GEMMs always runs single-threaded inside OpenMP blocks (see the
+    module docstring)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    # threadpool_limits keeps the limit until it is garbage collected or restored: hold it.
-    _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
     _state["n"] = n
+    _state["kernel_blas_pinned"] = _apply_blas_threads(n) or _state["kernel_blas_pinned"]
     import sys
 
     if "numba" in sys.modules:  # otherwise sync_numba_threads applies it when numba loads
