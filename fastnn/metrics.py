@@ -2,10 +2,14 @@
 
     fnn.metrics.accuracy(logits, labels)          # fraction of argmax predictions that match
     fnn.metrics.get("accuracy")
+    fnn.metrics.psnr(a, b, data_range)            # image quality (defined in fastnn._imaging)
+    fnn.metrics.ssim(a, b, data_range)
 """
 import numpy as np
 
-__all__ = ["accuracy", "get"]
+from ._imaging import psnr, ssim
+
+__all__ = ["accuracy", "psnr", "ssim", "get"]
 
 
 def accuracy(pred, target, threshold=0.5):

@@ -4,7 +4,7 @@ import importlib
 _MODULE_OF = {
     "Word2Vec": "word2vec",
     "VAE": "vae",
-    "GAN": "gan", "WGAN": "gan",
+    "GAN": "gan", "WGAN": "gan", "dcgan": "gan", "dcgan_init": "gan",
 }
 
 __all__ = list(_MODULE_OF)
