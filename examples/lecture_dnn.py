@@ -54,4 +54,7 @@ def main(epochs=150, lr=0.02, seed=0, wide=True, verbose=True):
 
 
 if __name__ == "__main__":
+    # batches of 32 tiny digits are too small to share between threads: the threads' wake-ups
+    # and barriers cost more than the work (and far more on a busy machine)
+    fnn.set_num_threads(1)
     main()

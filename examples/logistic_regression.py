@@ -49,4 +49,7 @@ def main(epochs=60, lr=0.02, seed=0, verbose=True):
 
 
 if __name__ == "__main__":
+    # batches of 32 tiny digits are too small to share between threads: the threads' wake-ups
+    # and barriers cost more than the work (and far more on a busy machine)
+    fnn.set_num_threads(1)
     main()
