@@ -24,7 +24,7 @@ from libc.string cimport memcpy, memset
 cimport numpy as cnp
 import numpy as np
 
-from ._blas cimport gemm_rm
+from ._blas cimport gemm_rm, gemm_threads
 from ._checks import check_float, check_like, check_optional_out, check_out, check_pair, conv_out_size
 
 cnp.import_array()
@@ -88,7 +88,7 @@ cdef void _im2col_row(const floating* plane, int H, int W, int i, int j, int sh,
 
 cdef void _im2col(const floating* x, int nb, int C, int H, int W, int KH, int KW, int sh, int sw,
                   int ph, int pw, int OH, int OW, floating* col, Py_ssize_t row_stride,
-                  Py_ssize_t sample_stride) noexcept nogil:
+                  Py_ssize_t sample_stride, bint par) noexcept nogil:
     """col[(c*KH + i)*KW + j, n, :] := window (i, j) of x[n, c]; row r of sample n starts at
     col + r*row_stride + n*sample_stride, so one loop serves the public (N, CKK, P) layout and
     the chunk layout (CKK, nb*P)."""
@@ -97,7 +97,7 @@ cdef void _im2col(const floating* x, int nb, int C, int H, int W, int KH, int KW
     cdef int n, r, c, i, j
     cdef int ckk = C * KH * KW
     for task in prange(ntasks, schedule="static",
-                       use_threads_if=ntasks * OH * OW > PARALLEL_MIN_ELEMENTS):
+                       use_threads_if=par and ntasks * OH * OW > PARALLEL_MIN_ELEMENTS):
         n = task // ckk
         r = task % ckk
         c = r // (KH * KW)
@@ -109,7 +109,7 @@ cdef void _im2col(const floating* x, int nb, int C, int H, int W, int KH, int KW
 
 cdef void _col2im(const floating* col, int nb, int C, int H, int W, int KH, int KW, int sh, int sw,
                   int ph, int pw, int OH, int OW, floating* out, const floating* bias,
-                  Py_ssize_t row_stride, Py_ssize_t sample_stride) noexcept nogil:
+                  Py_ssize_t row_stride, Py_ssize_t sample_stride, bint par) noexcept nogil:
     """out[n, c] := bias[c] (or 0) + sum over (i, j) of the window columns added back; one
     thread owns each (n, c) plane, so the overlapping adds need no atomics."""
     cdef Py_ssize_t task, q
@@ -120,7 +120,7 @@ cdef void _col2im(const floating* col, int nb, int C, int H, int W, int KH, int 
     cdef const floating* src
     cdef floating b
     for task in prange(<Py_ssize_t>nb * C, schedule="static",
-                       use_threads_if=<Py_ssize_t>nb * C * KH * KW * OH * OW > PARALLEL_MIN_ELEMENTS):
+                       use_threads_if=par and <Py_ssize_t>nb * C * KH * KW * OH * OW > PARALLEL_MIN_ELEMENTS):
         n = task // C
         c = task % C
         plane = out + task * plane_size
@@ -148,19 +148,20 @@ cdef void _col2im(const floating* col, int nb, int C, int H, int W, int KH, int 
                             dst[ow * sw] += src[oh * OW + ow]
 
 
-cdef void _gather(const floating* src, int nb, int O, Py_ssize_t P, floating* dst) noexcept nogil:
+cdef void _gather(const floating* src, int nb, int O, Py_ssize_t P, floating* dst,
+                  bint par) noexcept nogil:
     """dst (O, nb*P) := src (nb, O, P) with the sample axis moved inside the channel axis."""
     cdef Py_ssize_t task
     cdef int n, o
     for task in prange(<Py_ssize_t>nb * O, schedule="static",
-                       use_threads_if=nb * O * P > PARALLEL_MIN_ELEMENTS):
+                       use_threads_if=par and nb * O * P > PARALLEL_MIN_ELEMENTS):
         n = task // O
         o = task % O
         memcpy(dst + (o * <Py_ssize_t>nb + n) * P, src + task * P, P * sizeof(floating))
 
 
 cdef void _scatter_bias(const floating* src, int nb, int O, Py_ssize_t P, const floating* bias,
-                        floating* dst) noexcept nogil:
+                        floating* dst, bint par) noexcept nogil:
     """dst (nb, O, P) := src (O, nb*P) rearranged, + bias[o] (the inverse of _gather)."""
     cdef Py_ssize_t task, p
     cdef int n, o
@@ -168,7 +169,7 @@ cdef void _scatter_bias(const floating* src, int nb, int O, Py_ssize_t P, const 
     cdef floating* d
     cdef floating b
     for task in prange(<Py_ssize_t>nb * O, schedule="static",
-                       use_threads_if=nb * O * P > PARALLEL_MIN_ELEMENTS):
+                       use_threads_if=par and nb * O * P > PARALLEL_MIN_ELEMENTS):
         n = task // O
         o = task % O
         s = src + (o * <Py_ssize_t>nb + n) * P
@@ -181,23 +182,26 @@ cdef void _scatter_bias(const floating* src, int nb, int O, Py_ssize_t P, const 
                 d[p] = s[p] + b
 
 
-cdef void _add_bias(floating* y, int O, Py_ssize_t P, const floating* bias) noexcept nogil:
+cdef void _add_bias(floating* y, int O, Py_ssize_t P, const floating* bias,
+                    bint par) noexcept nogil:
     cdef Py_ssize_t p
     cdef int o
     cdef floating b
-    for o in prange(O, schedule="static", use_threads_if=O * P > PARALLEL_MIN_ELEMENTS):
+    for o in prange(O, schedule="static", use_threads_if=par and O * P > PARALLEL_MIN_ELEMENTS):
         b = bias[o]
         for p in range(P):
             y[o * P + p] += b
 
 
 cdef void _channel_sum(const floating* g, int N, int O, Py_ssize_t P, floating* acc) noexcept nogil:
-    """acc[o] += sum over n and p of g[n, o, p] (summed in double, then added once)."""
+    """acc[o] += sum over n and p of g[n, o, p] (summed in double, then added once; one thread
+    per channel, so the order of the sum does not depend on the thread count)."""
     cdef int n, o
     cdef Py_ssize_t p
     cdef double s
     cdef const floating* row
-    for o in range(O):
+    for o in prange(O, schedule="static",
+                    use_threads_if=<Py_ssize_t>N * O * P > PARALLEL_MIN_ELEMENTS):
         s = 0
         for n in range(N):
             row = g + (<Py_ssize_t>n * O + o) * P
@@ -207,70 +211,137 @@ cdef void _channel_sum(const floating* g, int N, int O, Py_ssize_t P, floating* 
 
 
 # ---- the two drivers ---------------------------------------------------------------------------
+#
+# Two ways to use the threads. Batches of at least as many chunks as threads run FUSED: one
+# OpenMP region per call, each thread takes whole chunks of samples and does their im2col, its
+# own single-threaded GEMM and the scatter with no barrier in between (weight gradients go into
+# one accumulator per thread, added up at the end). Smaller batches run chunk by chunk with
+# every step parallel inside (prange loops, gemm_rm's split GEMM).
+
+cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W,
+                        const floating* w, int O, int KH, int KW, int sh, int sw, int ph, int pw,
+                        int OH, int OW, const floating* bias, floating* out,
+                        const floating* g, floating* dw, floating* col, floating* buf,
+                        bint par) noexcept nogil:
+    """One chunk of samples [n0, n0 + nb): col := im2col(img); if out: out := w (O, CKK) @ col
+    + bias; if dw: dw (O, CKK) += gather(g) @ col.T."""
+    cdef Py_ssize_t P = <Py_ssize_t>OH * OW
+    cdef int ckk = C * KH * KW
+    cdef Py_ssize_t nbp = nb * P
+    cdef const floating* gc
+    _im2col(img + <Py_ssize_t>n0 * C * H * W, nb, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW,
+            col, nbp, P, par)
+    if out != NULL:
+        if nb == 1:
+            gemm_rm(False, False, O, <int>P, ckk, <floating>1, w, ckk, col, <int>P, <floating>0,
+                    out + <Py_ssize_t>n0 * O * P, <int>P)
+            if bias != NULL:
+                _add_bias(out + <Py_ssize_t>n0 * O * P, O, P, bias, par)
+        else:
+            gemm_rm(False, False, O, <int>nbp, ckk, <floating>1, w, ckk, col, <int>nbp,
+                    <floating>0, buf, <int>nbp)
+            _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
+    if dw != NULL:
+        if nb == 1:
+            gc = g + <Py_ssize_t>n0 * O * P
+        else:
+            _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf, par)
+            gc = buf
+        gemm_rm(False, True, O, ckk, <int>nbp, <floating>1, gc, <int>nbp, col, <int>nbp,
+                <floating>1, dw, ckk)
+
 
 cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
                          const floating* w, int O, int KH, int KW, int sh, int sw, int ph, int pw,
                          int OH, int OW, const floating* bias, floating* out,
                          const floating* g, floating* dw,
-                         int nbmax, floating* col, floating* buf) noexcept nogil:
+                         int nbmax, int nt, floating* col, floating* buf,
+                         floating* dw_acc) noexcept nogil:
     """Per chunk of samples: col := im2col(img); if out: out := w (O, CKK) @ col + bias;
-    if dw: dw (O, CKK) += gather(g) @ col.T. img (N, C, H, W); out and g (N, O, OH, OW)."""
+    if dw: dw (O, CKK) += gather(g) @ col.T. img (N, C, H, W); out and g (N, O, OH, OW).
+    nt > 1 runs fused: col, buf hold nt workspaces and dw_acc nt - 1 zeroed (O, CKK) blocks."""
     cdef Py_ssize_t P = <Py_ssize_t>OH * OW
     cdef int ckk = C * KH * KW
-    cdef int n0, nb
-    cdef Py_ssize_t nbp
-    cdef const floating* gc
+    cdef Py_ssize_t col_size = <Py_ssize_t>ckk * nbmax * P
+    cdef Py_ssize_t buf_size = <Py_ssize_t>O * nbmax * P
+    cdef Py_ssize_t wsize = <Py_ssize_t>O * ckk
+    cdef Py_ssize_t q
+    cdef int n0, nb, t, chunk, nchunks, u
+    cdef floating* my_dw
+    cdef floating acc
+    nchunks = (N + nbmax - 1) // nbmax
+    if nt > 1:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            my_dw = NULL
+            if dw != NULL:
+                my_dw = dw if t == 0 else dw_acc + (t - 1) * wsize
+            chunk = t  # chunks t, t + nt, ...: static, so the dw sums are reproducible
+            while chunk < nchunks:
+                n0 = chunk * nbmax
+                _im2col_chunk(img, n0, min(nbmax, N - n0), C, H, W, w, O, KH, KW, sh, sw, ph,
+                              pw, OH, OW, bias, out, g, my_dw, col + t * col_size,
+                              buf + t * buf_size, False)
+                chunk = chunk + nt
+        if dw != NULL:
+            for q in prange(wsize, schedule="static", use_threads_if=wsize > PARALLEL_MIN_ELEMENTS):
+                acc = dw[q]
+                for u in range(nt - 1):
+                    acc = acc + dw_acc[u * wsize + q]
+                dw[q] = acc
+        return
     n0 = 0
     while n0 < N:
         nb = min(nbmax, N - n0)
-        nbp = nb * P
-        _im2col(img + <Py_ssize_t>n0 * C * H * W, nb, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW,
-                col, nbp, P)
-        if out != NULL:
-            if nb == 1:
-                gemm_rm(False, False, O, <int>P, ckk, <floating>1, w, ckk, col, <int>P, <floating>0,
-                        out + <Py_ssize_t>n0 * O * P, <int>P)
-                if bias != NULL:
-                    _add_bias(out + <Py_ssize_t>n0 * O * P, O, P, bias)
-            else:
-                gemm_rm(False, False, O, <int>nbp, ckk, <floating>1, w, ckk, col, <int>nbp,
-                        <floating>0, buf, <int>nbp)
-                _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P)
-        if dw != NULL:
-            if nb == 1:
-                gc = g + <Py_ssize_t>n0 * O * P
-            else:
-                _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf)
-                gc = buf
-            gemm_rm(False, True, O, ckk, <int>nbp, <floating>1, gc, <int>nbp, col, <int>nbp,
-                    <floating>1, dw, ckk)
+        _im2col_chunk(img, n0, nb, C, H, W, w, O, KH, KW, sh, sw, ph, pw, OH, OW, bias, out, g,
+                      dw, col, buf, True)
         n0 += nb
+
+
+cdef void _col2im_chunk(const floating* g, int n0, int nb, int O, int OH, int OW,
+                        const floating* w, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                        int H, int W, const floating* bias, floating* out, floating* col,
+                        floating* buf, bint par) noexcept nogil:
+    """One chunk: out[n0:n0+nb] := col2im(w.T (CKK, O) @ gather(g[n0:n0+nb])) + bias."""
+    cdef Py_ssize_t P = <Py_ssize_t>OH * OW
+    cdef int ckk = C * KH * KW
+    cdef Py_ssize_t nbp = nb * P
+    cdef const floating* gc
+    if nb == 1:
+        gc = g + <Py_ssize_t>n0 * O * P
+    else:
+        _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf, par)
+        gc = buf
+    gemm_rm(True, False, ckk, <int>nbp, O, <floating>1, w, ckk, gc, <int>nbp, <floating>0,
+            col, <int>nbp)
+    _col2im(col, nb, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW,
+            out + <Py_ssize_t>n0 * C * H * W, bias, nbp, P, par)
 
 
 cdef void _col2im_driver(const floating* g, int N, int O, int OH, int OW,
                          const floating* w, int C, int KH, int KW, int sh, int sw, int ph, int pw,
                          int H, int W, const floating* bias, floating* out,
-                         int nbmax, floating* col, floating* buf) noexcept nogil:
+                         int nbmax, int nt, floating* col, floating* buf) noexcept nogil:
     """Per chunk: out := col2im(w.T (CKK, O) @ gather(g)) + bias. g (N, O, OH, OW) lives on the
-    output grid of the convolution whose input grid (N, C, H, W) is out."""
+    output grid of the convolution whose input grid (N, C, H, W) is out. nt > 1 runs fused."""
     cdef Py_ssize_t P = <Py_ssize_t>OH * OW
-    cdef int ckk = C * KH * KW
-    cdef int n0, nb
-    cdef Py_ssize_t nbp
-    cdef const floating* gc
+    cdef Py_ssize_t col_size = <Py_ssize_t>C * KH * KW * nbmax * P
+    cdef Py_ssize_t buf_size = <Py_ssize_t>O * nbmax * P
+    cdef int n0, nb, t, chunk, nchunks
+    nchunks = (N + nbmax - 1) // nbmax
+    if nt > 1:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            chunk = t
+            while chunk < nchunks:
+                n0 = chunk * nbmax
+                _col2im_chunk(g, n0, min(nbmax, N - n0), O, OH, OW, w, C, KH, KW, sh, sw, ph,
+                              pw, H, W, bias, out, col + t * col_size, buf + t * buf_size, False)
+                chunk = chunk + nt
+        return
     n0 = 0
     while n0 < N:
         nb = min(nbmax, N - n0)
-        nbp = nb * P
-        if nb == 1:
-            gc = g + <Py_ssize_t>n0 * O * P
-        else:
-            _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf)
-            gc = buf
-        gemm_rm(True, False, ckk, <int>nbp, O, <floating>1, w, ckk, gc, <int>nbp, <floating>0,
-                col, <int>nbp)
-        _col2im(col, nb, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW,
-                out + <Py_ssize_t>n0 * C * H * W, bias, nbp, P)
+        _col2im_chunk(g, n0, nb, O, OH, OW, w, C, KH, KW, sh, sw, ph, pw, H, W, bias, out, col,
+                      buf, True)
         n0 += nb
 
 
@@ -299,10 +370,23 @@ def _chunk_samples(n, col_bytes_per_sample):
     return int(max(1, min(n, _col_chunk_bytes // max(1, col_bytes_per_sample))))
 
 
-def _workspaces(dtype, nb, col_rows, other_rows, p):
-    col = np.empty(col_rows * nb * p, dtype=dtype)
-    buf = np.empty(other_rows * nb * p if nb > 1 else 1, dtype=dtype)
-    return col, buf
+def _plan(n, col_bytes_per_sample, work):
+    """(threads, samples per chunk): fused over ``threads`` when the work is worth sharing and
+    the batch gives every thread a chunk; chunks are then evened out so threads get equal shares."""
+    cdef int nt = gemm_threads(work)
+    nb = _chunk_samples(n, col_bytes_per_sample)
+    if nt > 1 and n >= nt:
+        nchunks = -(-n // nb)
+        nchunks = -(-nchunks // nt) * nt
+        return nt, -(-n // nchunks)
+    return 1, nb
+
+
+def _workspaces(dtype, nb, col_rows, other_rows, p, nt=1, dw_size=0):
+    col = np.empty(nt * col_rows * nb * p, dtype=dtype)
+    buf = np.empty(nt * other_rows * nb * p if nb > 1 else 1, dtype=dtype)
+    dw_acc = np.zeros((nt - 1) * dw_size if nt > 1 else 1, dtype=dtype)
+    return col, buf, dw_acc
 
 
 cdef inline void* _ptr(object a):
@@ -327,10 +411,10 @@ def im2col(x, kernel_size, stride, padding, out):
     cdef Py_ssize_t P = oh * ow
     if x.dtype == np.float32:
         with nogil:
-            _im2col(<float*>px, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <float*>po, P, C * KH * KW * P)
+            _im2col(<float*>px, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <float*>po, P, C * KH * KW * P, True)
     else:
         with nogil:
-            _im2col(<double*>px, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <double*>po, P, C * KH * KW * P)
+            _im2col(<double*>px, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <double*>po, P, C * KH * KW * P, True)
     return out
 
 
@@ -353,10 +437,10 @@ def col2im(col, kernel_size, stride, padding, out):
     cdef Py_ssize_t P = oh * ow
     if col.dtype == np.float32:
         with nogil:
-            _col2im(<float*>pc, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <float*>po, NULL, P, C * KH * KW * P)
+            _col2im(<float*>pc, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <float*>po, NULL, P, C * KH * KW * P, True)
     else:
         with nogil:
-            _col2im(<double*>pc, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <double*>po, NULL, P, C * KH * KW * P)
+            _col2im(<double*>pc, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, <double*>po, NULL, P, C * KH * KW * P, True)
     return out
 
 
@@ -404,8 +488,8 @@ def conv2d_forward(x, weight, bias, out, stride, padding):
         check_like(where, "bias", bias, (o,), x.dtype, f"weight {weight.shape}")
     check_out(where, "out", out, (n, o, oh, ow), x.dtype,
               f"x {x.shape}, weight {weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}")
-    nb = _chunk_samples(n, c * kh * kw * oh * ow * x.itemsize)
-    col, buf = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow)
+    nt, nb = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
+    col, buf, _ = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow, nt)
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pb = _ptr(bias)
@@ -413,15 +497,17 @@ def conv2d_forward(x, weight, bias, out, stride, padding):
     cdef void* pcol = _ptr(col)
     cdef void* pbuf = _ptr(buf)
     cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
-    cdef int OH = oh, OW = ow, NB = nb
+    cdef int OH = oh, OW = ow, NB = nb, NT = nt
     if x.dtype == np.float32:
         with nogil:
             _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                           <float*>pb, <float*>po, NULL, NULL, NB, <float*>pcol, <float*>pbuf)
+                           <float*>pb, <float*>po, NULL, NULL, NB, NT, <float*>pcol, <float*>pbuf,
+                           NULL)
     else:
         with nogil:
             _im2col_driver(<double*>px, N, C, H, W, <double*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                           <double*>pb, <double*>po, NULL, NULL, NB, <double*>pcol, <double*>pbuf)
+                           <double*>pb, <double*>po, NULL, NULL, NB, NT, <double*>pcol,
+                           <double*>pbuf, NULL)
     return out
 
 
@@ -441,7 +527,7 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     check_optional_out(where, "dweight", dweight, weight.shape, x.dtype, "the shape of weight")
     check_optional_out(where, "dbias", dbias, (o,), x.dtype, f"weight {weight.shape}")
     cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
-    cdef int OH = oh, OW = ow, NB = 1
+    cdef int OH = oh, OW = ow, NB = 1, NT = 1
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pdy = _ptr(dy)
@@ -450,28 +536,31 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     cdef void* pdb = _ptr(dbias)
     cdef void* pcol = NULL
     cdef void* pbuf = NULL
+    cdef void* pdwa = NULL
     if dweight is not None or dx is not None:
-        NB = _chunk_samples(n, c * kh * kw * oh * ow * x.itemsize)
-        col, buf = _workspaces(x.dtype, NB, c * kh * kw, o, oh * ow)
-        pcol, pbuf = _ptr(col), _ptr(buf)
+        NT, NB = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
+        col, buf, dw_acc = _workspaces(x.dtype, NB, c * kh * kw, o, oh * ow, NT, o * c * kh * kw)
+        pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
     if x.dtype == np.float32:
         with nogil:
             if pdw != NULL:
                 _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                               NULL, NULL, <float*>pdy, <float*>pdw, NB, <float*>pcol, <float*>pbuf)
+                               NULL, NULL, <float*>pdy, <float*>pdw, NB, NT, <float*>pcol, <float*>pbuf,
+                               <float*>pdwa)
             if pdx != NULL:
                 _col2im_driver(<float*>pdy, N, O, OH, OW, <float*>pw_, C, KH, KW, SH, SW, PH, PW, H, W,
-                               NULL, <float*>pdx, NB, <float*>pcol, <float*>pbuf)
+                               NULL, <float*>pdx, NB, NT, <float*>pcol, <float*>pbuf)
             if pdb != NULL:
                 _channel_sum(<float*>pdy, N, O, <Py_ssize_t>OH * OW, <float*>pdb)
     else:
         with nogil:
             if pdw != NULL:
                 _im2col_driver(<double*>px, N, C, H, W, <double*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                               NULL, NULL, <double*>pdy, <double*>pdw, NB, <double*>pcol, <double*>pbuf)
+                               NULL, NULL, <double*>pdy, <double*>pdw, NB, NT, <double*>pcol,
+                               <double*>pbuf, <double*>pdwa)
             if pdx != NULL:
                 _col2im_driver(<double*>pdy, N, O, OH, OW, <double*>pw_, C, KH, KW, SH, SW, PH, PW, H, W,
-                               NULL, <double*>pdx, NB, <double*>pcol, <double*>pbuf)
+                               NULL, <double*>pdx, NB, NT, <double*>pcol, <double*>pbuf)
             if pdb != NULL:
                 _channel_sum(<double*>pdy, N, O, <Py_ssize_t>OH * OW, <double*>pdb)
     return dx
@@ -488,8 +577,8 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     if bias is not None:
         check_like(where, "bias", bias, (cout,), x.dtype, f"weight {weight.shape}")
     check_out(where, "out", out, out.shape, x.dtype)
-    nb = _chunk_samples(n, cout * kh * kw * h * w * x.itemsize)
-    col, buf = _workspaces(x.dtype, nb, cout * kh * kw, cin, h * w)
+    nt, nb = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
+    col, buf, _ = _workspaces(x.dtype, nb, cout * kh * kw, cin, h * w, nt)
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pb = _ptr(bias)
@@ -497,17 +586,17 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     cdef void* pcol = _ptr(col)
     cdef void* pbuf = _ptr(buf)
     cdef int N = n, CIN = cin, H = h, W = w, COUT = cout, KH = kh, KW = kw, SH = sh, SW = sw
-    cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = nb
+    cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = nb, NT = nt
     # The transposed convolution of x is the backward-data pass of the conv2d that maps an
     # (N, Cout, OH, OW) image to x's (N, Cin, H, W) grid with the same weight.
     if x.dtype == np.float32:
         with nogil:
             _col2im_driver(<float*>px, N, CIN, H, W, <float*>pw_, COUT, KH, KW, SH, SW, PH, PW, OH, OW,
-                           <float*>pb, <float*>po, NB, <float*>pcol, <float*>pbuf)
+                           <float*>pb, <float*>po, NB, NT, <float*>pcol, <float*>pbuf)
     else:
         with nogil:
             _col2im_driver(<double*>px, N, CIN, H, W, <double*>pw_, COUT, KH, KW, SH, SW, PH, PW, OH, OW,
-                           <double*>pb, <double*>po, NB, <double*>pcol, <double*>pbuf)
+                           <double*>pb, <double*>po, NB, NT, <double*>pcol, <double*>pbuf)
     return out
 
 
@@ -522,7 +611,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
     check_optional_out(where, "dweight", dweight, weight.shape, x.dtype, "the shape of weight")
     check_optional_out(where, "dbias", dbias, (cout,), x.dtype, f"weight {weight.shape}")
     cdef int N = n, CIN = cin, H = h, W = w, COUT = cout, KH = kh, KW = kw, SH = sh, SW = sw
-    cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = 1
+    cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = 1, NT = 1
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pdy = _ptr(dy)
@@ -531,26 +620,28 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
     cdef void* pdb = _ptr(dbias)
     cdef void* pcol = NULL
     cdef void* pbuf = NULL
+    cdef void* pdwa = NULL
     if dweight is not None or dx is not None:
-        NB = _chunk_samples(n, cout * kh * kw * h * w * x.itemsize)
-        col, buf = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w)
-        pcol, pbuf = _ptr(col), _ptr(buf)
+        NT, NB = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
+        col, buf, dw_acc = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w, NT,
+                                       cin * cout * kh * kw)
+        pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
     # One pass over im2col(dy) serves both: dx is the conv2d forward of dy and dweight its
     # weight gradient with x in the role of the output gradient.
     if x.dtype == np.float32:
         with nogil:
             if pdx != NULL or pdw != NULL:
                 _im2col_driver(<float*>pdy, N, COUT, OH, OW, <float*>pw_, CIN, KH, KW, SH, SW, PH, PW,
-                               H, W, NULL, <float*>pdx, <float*>px, <float*>pdw, NB, <float*>pcol,
-                               <float*>pbuf)
+                               H, W, NULL, <float*>pdx, <float*>px, <float*>pdw, NB, NT, <float*>pcol,
+                               <float*>pbuf, <float*>pdwa)
             if pdb != NULL:
                 _channel_sum(<float*>pdy, N, COUT, <Py_ssize_t>OH * OW, <float*>pdb)
     else:
         with nogil:
             if pdx != NULL or pdw != NULL:
                 _im2col_driver(<double*>pdy, N, COUT, OH, OW, <double*>pw_, CIN, KH, KW, SH, SW, PH, PW,
-                               H, W, NULL, <double*>pdx, <double*>px, <double*>pdw, NB, <double*>pcol,
-                               <double*>pbuf)
+                               H, W, NULL, <double*>pdx, <double*>px, <double*>pdw, NB, NT,
+                               <double*>pcol, <double*>pbuf, <double*>pdwa)
             if pdb != NULL:
                 _channel_sum(<double*>pdy, N, COUT, <Py_ssize_t>OH * OW, <double*>pdb)
     return dx
