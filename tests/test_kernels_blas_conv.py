@@ -291,3 +291,66 @@ def bad_calls():
 def test_bad_input_raises_naming_the_kernel(kernel, error, call):
     with pytest.raises(error, match=kernel):
         call()
+
+
+# ---- the threaded paths: split GEMM, fused per-thread conv chunks ------------------------------
+
+@pytest.fixture
+def two_threads():
+    previous = fastnn.get_num_threads()
+    fastnn.set_num_threads(2)
+    yield
+    fastnn.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n", [(130, 37), (37, 130)])  # split rows, split columns
+def test_split_gemm_matches_reference(two_threads, dtype, trans_a, trans_b, m, n):
+    rng = np.random.default_rng(m + 2 * n + 4 * trans_a + 8 * trans_b)
+    k = 120  # m*n*k above the threshold where gemm_rm splits C over the threads
+    a = rand(rng, (k, m) if trans_a else (m, k), dtype)
+    b = rand(rng, (n, k) if trans_b else (k, n), dtype)
+    out = rand(rng, (m, n), dtype)
+    expected = reference.gemm(a, b, out.copy(), trans_a, trans_b, 0.5, 0.3)
+    _core.gemm(a, b, out, trans_a, trans_b, 0.5, 0.3)
+    assert_close(out, expected)
+    x, w, bias = rand(rng, (m, k), dtype), rand(rng, (n, k), dtype), rand(rng, (n,), dtype)
+    got = _core.dense_forward(x, w, bias, np.empty((m, n), dtype), "tanh")
+    assert_close(got, reference.dense_forward(x, w, bias, np.empty((m, n), dtype), "tanh"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [2, 7])  # one chunk per thread; uneven chunks
+def test_fused_conv_chunks_match_reference(two_threads, dtype, batch):
+    rng = np.random.default_rng(batch)
+    x, w, b = rand(rng, (batch, 8, 16, 16), dtype), rand(rng, (8, 8, 3, 3), dtype), rand(rng, (8,), dtype)
+    wt, xt = rand(rng, (8, 8, 4, 4), dtype), rand(rng, (batch, 8, 12, 12), dtype)
+    sample_bytes = 8 * 9 * 256 * np.dtype(dtype).itemsize
+    # both shapes are big enough to run fused (one chunk of samples per thread at a time)
+    assert _conv._plan(batch, sample_bytes, batch * 8 * 72 * 256)[0] == 2
+    assert _conv._plan(batch, sample_bytes, batch * 8 * 8 * 16 * 144)[0] == 2
+    old = _conv._set_col_chunk_bytes(sample_bytes)
+    try:
+        for samples_per_chunk in (1, 3):
+            _conv._set_col_chunk_bytes(samples_per_chunk * sample_bytes)
+            out = _core.conv2d_forward(x, w, b, np.empty((batch, 8, 16, 16), dtype), 1, 1)
+            assert_close(out, reference.conv2d_forward(x, w, b, np.empty_like(out), 1, 1))
+            dy = rand(rng, out.shape, dtype)
+            got = [np.empty_like(x), np.ones_like(w), np.ones_like(b)]  # dweight, dbias accumulate
+            want = [np.empty_like(x), np.ones_like(w), np.ones_like(b)]
+            _core.conv2d_backward(x, w, dy, *got, 1, 1)
+            reference.conv2d_backward(x, w, dy, *want, 1, 1)
+            for g, e in zip(got, want):
+                assert_close(g, e)
+            outt = _core.conv_transpose2d_forward(xt, wt, b, np.empty((batch, 8, 24, 24), dtype), 2, 1)
+            assert_close(outt, reference.conv_transpose2d_forward(xt, wt, b, np.empty_like(outt), 2, 1))
+            dyt = rand(rng, outt.shape, dtype)
+            got = [np.empty_like(xt), np.ones_like(wt), np.ones_like(b)]
+            want = [np.empty_like(xt), np.ones_like(wt), np.ones_like(b)]
+            _core.conv_transpose2d_backward(xt, wt, dyt, *got, 2, 1)
+            reference.conv_transpose2d_backward(xt, wt, dyt, *want, 2, 1)
+            for g, e in zip(got, want):
+                assert_close(g, e)
+    finally:
+        _conv._set_col_chunk_bytes(old)
