@@ -122,9 +122,9 @@ def main(argv=None):
     }
     if not use_torch and not args.no_torch:
         print("[bench] torch is not importable: no PyTorch column (pip install '.[bench]')", file=sys.stderr)
-    print(f"[bench] sgemm peak ...", file=sys.stderr, flush=True)
-    results["sgemm_peak"] = system.sgemm_peak((256, 512) if args.quick else (512, 1024, 2048),
-                                              3 if args.quick else 5)
+    print("[bench] sgemm peak ...", file=sys.stderr, flush=True)
+    peak_args = ((256, 512), 3) if args.quick else ((256, 512, 1024, 2048), 10)
+    results["sgemm_peak"] = system.sgemm_peak(*peak_args)
     results["models"] = {}
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -146,6 +146,16 @@ def main(argv=None):
         _section(results, "memory", system.peak_memory, names)
     if not args.no_kernels:
         _section(results, "kernels", run_kernels, args.quick)
+    print("[bench] sgemm peak again ...", file=sys.stderr, flush=True)
+    end_peak = system.sgemm_peak(*peak_args)
+    start_peak = results["sgemm_peak"]
+    results["sgemm_peak"] = max(start_peak, end_peak, key=lambda p: p["gflops"])
+    results["sgemm_peak"]["start_gflops"] = start_peak["gflops"]
+    results["sgemm_peak"]["end_gflops"] = end_peak["gflops"]
+    peak = results["sgemm_peak"]["gflops"]
+    for r in results["models"].values():
+        if r["status"] == "ok":
+            r["peak_fraction"] = r["gflops"] / peak
     results["machine"]["load_average_end"] = system._load_average()
     results["elapsed_s"] = time.perf_counter() - started
 

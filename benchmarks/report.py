@@ -46,14 +46,20 @@ def _table(header, rows):
 def machine_line(results):
     m = results.get("machine", {})
     v = m.get("versions", {})
-    peak = results.get("sgemm_peak", {}).get("gflops")
+    sp = results.get("sgemm_peak", {})
+    peak = sp.get("gflops")
+    if "start_gflops" in sp:
+        peak_text = f"{_num(peak)} GFLOP/s (best of start {_num(sp['start_gflops'])}, end {_num(sp['end_gflops'])})"
+    else:
+        peak_text = f"{_num(peak)} GFLOP/s"
     flags = ", ".join(f for f in m.get("flags", []) if f.startswith("avx") or f == "fma")
     libs = ", ".join(f"{k} {v[k]}" for k in ("python", "numpy", "numba", "scipy", "torch") if v.get(k))
     blas = sorted({f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')})"
                    for p in m.get("thread_pools", []) if p.get("user_api") == "blas"})
     return (f"{m.get('cpu', '?')}, {m.get('usable_cpus', '?')} cores ({flags}); "
             f"{results.get('settings', {}).get('threads', '?')} threads; "
-            f"sgemm peak {_num(peak)} GFLOP/s; load average {_num(m.get('load_average'), 2)}; "
+            f"sgemm peak {peak_text}; load average {_num(m.get('load_average'), 2)} -> "
+            f"{_num(m.get('load_average_end'), 2)}; "
             f"{libs}; BLAS {', '.join(blas) or '?'}; fastnn {m.get('git_commit') or '?'}")
 
 
@@ -86,10 +92,13 @@ def models_table(results):
 
 
 def scaling_table(scaling):
-    counts = sorted({int(n) for rows in scaling.values() for n in rows})
+    counts = sorted({int(n) for rows in scaling.values() for n in rows if n.isdigit()})
     header = ["model"] + [f"{n} thr samples/s" for n in counts] + [f"speed-up {counts[-1]} vs {counts[0]}"]
     rows = []
     for name, by_n in scaling.items():
+        if by_n.get("status") == "error":
+            rows.append([name, f"error: {by_n.get('error', '?')}"] + ["-"] * len(counts))
+            continue
         cells = [_num(by_n.get(str(n), {}).get("samples_per_s")) if "samples_per_s" in by_n.get(str(n), {})
                  else "error" for n in counts]
         last = by_n.get(str(counts[-1]), {}).get("speedup")
