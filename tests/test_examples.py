@@ -1,0 +1,89 @@
+"""Every example of examples/ trains to its stated quality bar in a short run on the real data.
+
+The examples run single-threaded here, as their scripts do: batches of 32 8x8 digits are too
+small to share between threads, and on a shared test machine thread barriers dominate.
+"""
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = fnn.get_num_threads()
+    fnn.set_num_threads(1)
+    yield
+    fnn.set_num_threads(previous)
+
+
+def test_least_squares_matches_the_closed_form():
+    m = load_example("least_squares").main(epochs=200, verbose=False)
+    assert m["max_weight_diff"] < 1e-6
+    assert m["final_mse"] == pytest.approx(m["lstsq_mse"], rel=1e-8)
+    # and the closed form itself recovers the generating weights up to the noise
+    assert m["max_true_weight_error"] < 0.05
+
+
+def test_least_squares_few_steps_are_not_yet_converged():
+    # the comparison above can fail: 3 steps of gradient descent are far from lstsq
+    m = load_example("least_squares").main(epochs=3, verbose=False)
+    assert m["max_weight_diff"] > 1e-2
+
+
+def test_logistic_regression_matches_sklearn(capsys):
+    m = load_example("logistic_regression").main(epochs=40, verbose=True)
+    assert m["test_accuracy"] >= 0.95
+    assert m["test_accuracy"] >= m["sklearn_test_accuracy"] - 0.03
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_lecture_dnn_reaches_its_bar():
+    m = load_example("lecture_dnn").main(verbose=False)
+    assert 0.70 <= m["test_accuracy"] < m["wide_test_accuracy"]
+    assert m["wide_test_accuracy"] >= 0.90
+
+
+def test_stacked_autoencoder_reaches_93_percent():
+    m = load_example("stacked_autoencoder").main(verbose=False)
+    assert m["test_accuracy"] >= 0.93
+    # each pretraining stage reconstructs its input far better than predicting the mean
+    assert m["reconstruction_mse"][0] < 0.25 * m["pixel_variance"]
+
+
+def test_lenet5_reaches_97_percent():
+    m = load_example("lenet5_digits").main(verbose=False)
+    assert m["test_accuracy"] >= 0.97
+
+
+def test_vgg_bn_reaches_97_percent():
+    m = load_example("vgg_bn_digits").main(epochs=8, verbose=False)
+    assert m["test_accuracy"] >= 0.97
+
+
+def test_resnet_reaches_97_percent():
+    m = load_example("resnet_digits").main(epochs=6, verbose=False)
+    assert m["test_accuracy"] >= 0.97
+
+
+def test_random_search_picks_by_validation_and_reaches_95_percent():
+    m = load_example("random_search").main(trials=6, epochs=10, verbose=False)
+    vals = [t["val_accuracy"] for t in m["trials"]]
+    assert m["best_val_accuracy"] == max(vals)
+    for t in m["trials"]:
+        assert 1e-4 <= t["lr"] <= 1e-1 and 1e-6 <= t["weight_decay"] <= 1e-2
+    # the draws are spread over the log range, not clumped at one end
+    assert np.ptp(np.log10([t["lr"] for t in m["trials"]])) > 1
+    assert m["test_accuracy"] >= 0.95
