@@ -115,7 +115,8 @@ class ModelCheckpoint(Callback):
 
     ``path`` may hold ``{epoch}`` (1-based) and any key of the logs, e.g.
     ``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``. With ``save_best_only=True`` only an epoch that
-    improves ``monitor`` is written.
+    improves ``monitor`` is written. The file also holds the completed epoch count, the history
+    and fastnn's random generator state, so ``fit(..., resume=path)`` continues exactly.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
@@ -136,5 +137,6 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         path = self.path.format(epoch=epoch + 1, **logs)
-        self.model.save(path, optimizer=self.optimizer if self.save_optimizer else None)
+        self.model.save(path, optimizer=self.optimizer if self.save_optimizer else None,
+                        training_state=self.model.training_state(epoch))
         self.last_path = path

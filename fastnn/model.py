@@ -16,8 +16,6 @@ import math
 import os
 import sys
 import tempfile
-import zipfile
-import zlib
 from functools import partial
 
 import numpy as np
@@ -78,6 +76,7 @@ class Sequential(Layer):
         self.stop_training = False
         self.history = None
         self.saved_optimizer_state = None
+        self.saved_training_state = None
         self._last_loss = None
         params = self.parameters()
         if params:
@@ -152,7 +151,7 @@ class Sequential(Layer):
     # --- training ----------------------------------------------------------------------------------
     def fit(self, X, y, loss="cross_entropy", optimizer="adam", epochs=1, batch_size=32,
             validation_data=None, shuffle=True, verbose=1, metrics=None, callbacks=None,
-            clip_norm=None, checkpoint=None, nan_guard=True):
+            clip_norm=None, checkpoint=None, nan_guard=True, resume=None, initial_epoch=0):
         """Train with mini-batch gradient descent; returns a :class:`History`.
 
         Args:
@@ -171,10 +170,18 @@ class Sequential(Layer):
                 each epoch, so a crash or a non-finite loss leaves the last good epoch on disk.
             nan_guard: stop with :class:`NonFiniteError` naming the step and the first layer
                 whose output went non-finite when the loss becomes NaN/inf (checked every step).
+            resume: a checkpoint written by ``fit(checkpoint=...)`` (or ``ModelCheckpoint``):
+                its weights, optimizer state, history, completed epochs and fastnn's random
+                generator state are restored and training continues with the next epoch up to
+                ``epochs`` (a total, as in Keras). With ``fnn.seed`` and one thread the result is
+                bit-identical to a run that was never interrupted.
+            initial_epoch: the epoch to start at (0-based) when not resuming; ``epochs`` is the
+                total, so ``fit(..., epochs=5, initial_epoch=3)`` runs epochs 4 and 5.
         """
         X, y = self._check_xy("fit", X, y)
         batch_size = _positive_int("fit", "batch_size", batch_size)
         epochs = _positive_int("fit", "epochs", epochs, minimum=0)
+        initial_epoch = _positive_int("fit", "initial_epoch", initial_epoch, minimum=0)
         if clip_norm is not None and not (clip_norm > 0):
             raise ValueError(f"fit: clip_norm must be > 0, got {clip_norm!r}")
         loss_fn = _losses.get(loss)
@@ -197,13 +204,15 @@ class Sequential(Layer):
         params = self.parameters()
 
         history = History()
+        if resume is not None:
+            initial_epoch = self._resume_from(resume, optimizer, history)
         self.history = history
         self.stop_training = False
         n = len(X)
         n_batches = -(-n // batch_size)
         for cb in cbs:
             cb.on_train_begin({})
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
             order = rng().permutation(n) if shuffle else None
@@ -253,6 +262,44 @@ class Sequential(Layer):
             cb.on_train_end({})
         return history
 
+    def training_state(self, epoch):
+        """What a checkpoint needs to resume ``fit`` after ``epoch`` (0-based) has completed:
+        the epoch count, the history so far and fastnn's random generator state (JSON-able)."""
+        history = self.history.history if self.history is not None else {}
+        return {"epochs_done": int(epoch) + 1,
+                "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+                "rng": rng().bit_generator.state}
+
+    def _resume_from(self, path, optimizer, history):
+        """Restore weights, optimizer state, history and RNG from ``path``; returns the epoch
+        to start at."""
+        saved = load(path)
+        where = f"fit(resume={os.fspath(path)!r})"
+        if saved.saved_training_state is None:
+            raise ValueError(f"{where}: the checkpoint has no training state (epoch, random "
+                             f"generator); write it with fit(checkpoint=...) or ModelCheckpoint")
+        try:
+            self.load_state_dict(saved.state_dict())
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{where}: the checkpoint was made for another architecture: "
+                             f"{e.args[0] if e.args else e}") from e
+        if saved.saved_optimizer_state is not None:
+            if not hasattr(optimizer, "load_state_dict"):
+                raise TypeError(f"{where}: the optimizer {type(optimizer).__name__} cannot load "
+                                f"the saved optimizer state")
+            optimizer.load_state_dict(saved.saved_optimizer_state)
+        state = saved.saved_training_state
+        generator = rng().bit_generator
+        if state["rng"].get("bit_generator") != type(generator).__name__:
+            raise ValueError(f"{where}: the saved random state is for "
+                             f"{state['rng'].get('bit_generator')}, fastnn uses "
+                             f"{type(generator).__name__}")
+        generator.state = state["rng"]
+        for epoch in range(state["epochs_done"]):
+            history._append(epoch, {k: v[epoch] for k, v in state["history"].items()
+                                    if epoch < len(v)})
+        return state["epochs_done"]
+
     def evaluate(self, X, y, loss=None, metrics=("accuracy",), batch_size=256):
         """Loss and metrics over ``(X, y)`` in inference mode: ``{"loss": ..., "accuracy": ...}``.
 
@@ -284,8 +331,10 @@ class Sequential(Layer):
         return np.concatenate(outs, axis=0)
 
     # --- checkpoints -------------------------------------------------------------------------------
-    def save(self, path, optimizer=None):
+    def save(self, path, optimizer=None, training_state=None):
         """Write architecture, weights (and ``optimizer``'s state) to ONE ``.npz`` file.
+
+        ``training_state`` (from :meth:`training_state`) lets ``fit(resume=path)`` continue.
 
         The file is written to a temporary file in the same directory, flushed, fsync'ed and then
         renamed over ``path``, so a crash never leaves a half-written checkpoint behind.
@@ -297,7 +346,7 @@ class Sequential(Layer):
             arrays[f"state:{i}"] = value
         meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "architecture": layer_to_spec(self), "dtype": str(self.dtype),
-                "state_keys": list(state), "optimizer": None}
+                "state_keys": list(state), "optimizer": None, "training": training_state}
         if optimizer is not None:
             meta["optimizer"] = _flatten_optimizer_state(optimizer.state_dict(), arrays)
         arrays["__meta__"] = np.array(json.dumps(meta))
@@ -476,10 +525,10 @@ def load(path):
                 raise ValueError("no fastnn metadata in the file")
             meta = json.loads(str(f["__meta__"][()]))
             arrays = {k: f[k] for k in f.files if k != "__meta__"}
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, zlib.error,
-            json.JSONDecodeError, UnicodeDecodeError) as e:
+    except Exception as e:  # zipfile, zlib, numpy and json each have their own errors for
+        # damaged bytes (BadZipFile, NotImplementedError for a flipped flag bit, ...)
         raise ValueError(f"fnn.load: {path!r} is not a readable fastnn checkpoint (corrupted or "
                          f"truncated?): {type(e).__name__}: {e}") from e
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
@@ -496,6 +545,7 @@ def load(path):
         model.load_state_dict({key: arrays[f"state:{i}"] for i, key in enumerate(keys)})
         if meta.get("optimizer") is not None:
             model.saved_optimizer_state = _unflatten_optimizer_state(meta["optimizer"], arrays)
+        model.saved_training_state = meta.get("training")
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"fnn.load: cannot rebuild the model in {path!r}: "
                          f"{type(e).__name__}: {e}") from e
