@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 from functools import partial
 
 import numpy as np
@@ -78,9 +79,21 @@ class Sequential(Layer):
         self.saved_optimizer_state = None
         self.saved_training_state = None
         self._last_loss = None
+        # layers cache per-call state on themselves (inputs, shapes, workspaces), so one model
+        # runs one forward/backward at a time: predict/evaluate calls and training steps take it
+        self._lock = threading.RLock()
         params = self.parameters()
         if params:
             self._dtype = params[0].data.dtype
+
+    def __getstate__(self):  # copy.deepcopy / pickle: a lock cannot be copied, make a new one
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # --- the layer interface ---------------------------------------------------------------------
     def children(self):
@@ -223,17 +236,18 @@ class Sequential(Layer):
                 if order is not None:
                     rows = order[rows]
                 xb, yb = X[rows], y[rows]
-                self.zero_grad()
-                out = self.forward(xb, training=True)
-                value = _loss_forward("fit", loss_fn, out, yb)
-                if nan_guard and not math.isfinite(value):
-                    self._raise_non_finite(value, loss_fn, xb, yb, epoch, b, n_batches)
-                for j, (_, fn) in enumerate(metric_fns):
-                    metric_sums[j] += fn(out, yb) * len(xb)
-                self.backward(loss_fn.backward())
-                if clip_norm is not None:
-                    _optim.clip_grad_norm(params, clip_norm)
-                optimizer.step()
+                with self._lock:  # one whole step; a predict from another thread waits for it
+                    self.zero_grad()
+                    out = self.forward(xb, training=True)
+                    value = _loss_forward("fit", loss_fn, out, yb)
+                    if nan_guard and not math.isfinite(value):
+                        self._raise_non_finite(value, loss_fn, xb, yb, epoch, b, n_batches)
+                    for j, (_, fn) in enumerate(metric_fns):
+                        metric_sums[j] += fn(out, yb) * len(xb)
+                    self.backward(loss_fn.backward())
+                    if clip_norm is not None:
+                        _optim.clip_grad_norm(params, clip_norm)
+                    optimizer.step()
                 loss_sum += value * len(xb)
                 if bar is not None:
                     bar.update(len(xb))
@@ -314,20 +328,27 @@ class Sequential(Layer):
         total, sums = 0.0, [0.0] * len(metric_fns)
         for start in range(0, len(X), batch_size):
             xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-            out = self.forward(xb, training=False)
-            total += _loss_forward(where, loss_fn, out, yb) * len(xb)
-            for j, (_, fn) in enumerate(metric_fns):
-                sums[j] += fn(out, yb) * len(xb)
+            with self._lock:  # the output may live in a layer's reused buffer
+                out = self.forward(xb, training=False)
+                total += _loss_forward(where, loss_fn, out, yb) * len(xb)
+                for j, (_, fn) in enumerate(metric_fns):
+                    sums[j] += fn(out, yb) * len(xb)
         result = {"loss": total / len(X)}
         result.update({name: s / len(X) for (name, _), s in zip(metric_fns, sums)})
         return result
 
     def predict(self, X, batch_size=256):
-        """The model's output for ``X`` in inference mode (dropout off, running statistics)."""
+        """The model's output for ``X`` in inference mode (dropout off, running statistics).
+
+        Safe to call from several threads at once: calls on one model run one batch at a time
+        (layers keep per-call state), each with all of fastnn's kernel threads; see
+        docs/robustness.md."""
         X = self._check_x("predict", X)
         batch_size = _positive_int("predict", "batch_size", batch_size)
-        outs = [np.array(self.forward(X[s:s + batch_size], training=False))
-                for s in range(0, len(X), batch_size)]
+        outs = []
+        for s in range(0, len(X), batch_size):
+            with self._lock:  # np.array copies the output before another call can reuse buffers
+                outs.append(np.array(self.forward(X[s:s + batch_size], training=False)))
         return np.concatenate(outs, axis=0)
 
     # --- checkpoints -------------------------------------------------------------------------------

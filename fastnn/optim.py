@@ -67,6 +67,16 @@ class Optimizer:
             self._update(p, state)
 
     def _check_grad(self, p):
+        # checked here so the error names the optimizer and the parameter, not a kernel
+        data = p.data
+        if not isinstance(data, np.ndarray) or data.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{type(self).__name__}: parameter {getattr(p, 'name', '?')!r} must be "
+                            f"a float32 or float64 array, got {getattr(data, 'dtype', type(data))} "
+                            f"with shape {np.shape(data)}")
+        if not data.flags.c_contiguous or not data.flags.writeable:
+            raise ValueError(f"{type(self).__name__}: parameter {getattr(p, 'name', '?')!r} with "
+                             f"shape {data.shape} must be a C-contiguous, writeable array (it is "
+                             f"updated in place)")
         if p.grad.shape != p.data.shape or p.grad.dtype != p.data.dtype:
             raise ValueError(f"{type(self).__name__}: parameter {getattr(p, 'name', '?')!r} has "
                              f"data {p.data.shape} {p.data.dtype} but grad {p.grad.shape} "
