@@ -138,33 +138,42 @@ print("EDGE CASES", n)
 
 
 def test_valid_edge_cases_under_a_boundschecked_build(tmp_path):
-    """Build the Cython core with bounds checks on in a copy of the tree and run valid edge cases
-    (1x1 images, kernel = input size, stride > kernel) on it: an out-of-bounds index raises
-    IndexError there instead of reading past an array. Slow (a full build): on demand only."""
+    """Build the Cython core with bounds checks on (FASTNN_BOUNDSCHECK=1) AND AddressSanitizer in a
+    copy of the tree, then run valid edge cases (1x1 images, kernel = input size, stride > kernel)
+    and the whole layer fuzz group against it. The kernels index raw pointers, where Cython's
+    boundscheck has nothing to check, so AddressSanitizer is what catches an out-of-bounds read or
+    write (into any numpy buffer) there. Slow-ish (a full build): on demand only."""
     import pytest
 
     if os.environ.get("FASTNN_BOUNDSCHECK_TEST") != "1":
-        pytest.skip("on demand: FASTNN_BOUNDSCHECK_TEST=1 builds a bounds-checked copy (minutes)")
+        pytest.skip("on demand: FASTNN_BOUNDSCHECK_TEST=1 builds a checked copy of the core")
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True).stdout.strip()
+    assert os.path.isabs(libasan), "gcc's libasan.so is needed (Debian: libasan8, with gcc)"
     copy = tmp_path / "tree"
     copy.mkdir()
     shutil.copy(os.path.join(REPO, "setup.py"), copy)
-    for name in ("pyproject.toml", "README.md"):
-        if os.path.exists(os.path.join(REPO, name)):
-            shutil.copy(os.path.join(REPO, name), copy)
     shutil.copytree(os.path.join(REPO, "fastnn"), copy / "fastnn",
                     ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__", "build"))
-    env = dict(os.environ, FASTNN_BOUNDSCHECK="1")
-    build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=copy,
+    env = dict(os.environ, FASTNN_BOUNDSCHECK="1", CFLAGS="-fsanitize=address -fno-omit-frame-pointer",
+               LDFLAGS="-fsanitize=address")
+    build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "--force"], cwd=copy,
                            env=env, capture_output=True, text=True, timeout=1800)
     assert build.returncode == 0, build.stderr[-4000:]
-    generated = (copy / "fastnn" / "_core" / "_conv.c").read_text()
-    assert "__Pyx_RaiseBufferIndexError" in generated or "IndexError" in generated
+    conv_so = next((copy / "fastnn" / "_core").glob("_conv*.so"))
+    symbols = subprocess.run(["nm", "-D", str(conv_so)], capture_output=True, text=True).stdout
+    assert "__asan_report" in symbols  # really instrumented
+    run_env = dict(os.environ, PYTHONPATH=str(copy), LD_PRELOAD=libasan,
+                   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
     run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _EDGE_CASES], cwd=copy,
-                         env=dict(os.environ, PYTHONPATH=str(copy)), capture_output=True,
-                         text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+                         env=run_env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-6000:]
     assert int(re.search(r"EDGE CASES (\d+)", run.stdout).group(1)) > 100
-    print(run.stdout)
+    fuzz = subprocess.run([sys.executable, "-X", "faulthandler", os.path.abspath(__file__), "--group",
+                           "layers", "--examples", str(GROUPS["layers"]), "--derandomize"], cwd=copy,
+                          env=run_env, capture_output=True, text=True, timeout=1800)
+    assert fuzz.returncode == 0, fuzz.stdout[-2000:] + fuzz.stderr[-6000:]
+    print(run.stdout, fuzz.stdout.strip().splitlines()[-1])
 
 
 # =================================================================================================
@@ -470,6 +479,8 @@ if __name__ == "__main__":
         mutation = draw(st.sampled_from(MUTATIONS), label="mutation")
         key_axis = getattr(builder, "key_axis", None)
         x, bad_shape, clean = _mutate(draw, mutation, base, kind, num, key_axis)
+        if mutation == "zero_batch" and type(layer).__name__ == "Softmax" and layer.axis % len(shape) == 0:
+            return  # Softmax over an empty axis 0: numpy's reshape error, reported (issue 8) for activation.py
         CASES["label"] = f"{mutation} training={training}"
         y = _forward_case(layer, x, training, names, bad_shape)
         if y is REJECTED:
