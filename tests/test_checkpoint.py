@@ -18,9 +18,6 @@ import fastnn as fnn
 from fastnn import layers as L
 from fastnn import model as model_module
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 @pytest.fixture
 def one_thread():
     before = fnn.get_num_threads()
@@ -184,8 +181,10 @@ def test_sigkill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "big.npz"
     seen = set()
     rand = random.Random(8)
+    fastnn_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
+    env = dict(os.environ, PYTHONPATH=fastnn_root)  # the fastnn under test, installed or in place
     for attempt in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"
