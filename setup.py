@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 debug_checks = os.environ.get("FASTNN_BOUNDSCHECK") == "1"
 
@@ -32,6 +32,10 @@ extensions = [
 ]
 
 setup(
+    # benchmarks/ ships inside the package as fastnn.bench, so ``fastnn bench`` works after
+    # ``pip install`` without putting a top-level ``benchmarks`` module into site-packages
+    packages=find_packages(include=["fastnn", "fastnn.*"]) + ["fastnn.bench"],
+    package_dir={"fastnn.bench": "benchmarks"},
     ext_modules=cythonize(
         extensions,
         compiler_directives={

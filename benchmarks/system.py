@@ -174,15 +174,22 @@ def thread_scaling(model_names, thread_counts, repeats=10, warmup=2):
 def _run_child(task, args, env_extra=None, timeout=600):
     """Run :func:`_child_main` in a fresh interpreter; its JSON answer (last stdout line)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # The child must import this very fastnn (installed or built in place) and this suite; fastnn's
+    # root goes first so a source checkout next to an installed fastnn cannot shadow it, and the
+    # child runs outside the checkout because ``python -c`` puts its working directory on sys.path.
+    fastnn_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
+    suite_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if __package__ != "benchmarks":  # installed as fastnn.bench
+        suite_root = os.path.dirname(suite_root)
+    env["PYTHONPATH"] = os.pathsep.join([fastnn_root, suite_root, env.get("PYTHONPATH", "")])
     env["FASTNN_NUM_THREADS"] = str(fnn.get_num_threads())
     env.update(env_extra or {})
-    # fastnn is imported (and timed) before benchmarks.system, which imports it too
+    # fastnn is imported (and timed) before the suite's system module, which imports it too
     code = ("import time; t0 = time.perf_counter(); import fastnn; "
-            "import_s = time.perf_counter() - t0; from benchmarks.system import _child_main; "
+            f"import_s = time.perf_counter() - t0; from {__package__}.system import _child_main; "
             f"_child_main({task!r}, {args!r}, import_s)")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tempfile.gettempdir(), env=env, capture_output=True,
                           text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -16,12 +16,15 @@ def _train(args):
 
 
 def _bench(argv):
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        print("fastnn bench runs the suite in benchmarks/ of a source checkout: "
-              "run it from the repository root (python -m benchmarks).", file=sys.stderr)
-        return 2
+    try:  # installed: benchmarks/ ships as fastnn.bench
+        from .bench.__main__ import main as bench_main
+    except ImportError:  # a source checkout built in place
+        try:
+            from benchmarks.__main__ import main as bench_main
+        except ImportError:
+            print("fastnn bench: the benchmark suite is missing from this installation; "
+                  "run python -m benchmarks from a source checkout.", file=sys.stderr)
+            return 2
     return bench_main(argv)
 
 
