@@ -20,7 +20,7 @@ COLD_START_MODELS = ("mlp", "lenet5")
 def _parser():
     from .models import MODELS
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks" if __package__ == "benchmarks" else "fastnn bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=None, metavar="NAME",
                    help=f"models to time, space or comma separated (default: all of {', '.join(MODELS)})")

@@ -3,7 +3,8 @@
 A training step is ``zero_grad, forward, loss forward, loss backward, model backward, Adam step``
 in float32 on one fixed batch. The three contenders of a model start from the same weights (torch
 gets fastnn's ``state_dict``, whose keys are ``torch.nn.Sequential``'s), see the same data and run
-in the same process, interleaved sample by sample so machine noise hits them all alike.
+in the same process; fastnn and torch interleaved sample by sample so machine noise hits both
+alike, the reference afterwards on its own (see :func:`bench_model`).
 
 The reference path is fastnn's own step with every kernel that layers, losses and optimizers call
 as ``fastnn._core.<name>`` swapped for ``fastnn._core.reference.<name>`` (see
@@ -325,8 +326,15 @@ def bench_model(name, repeats=20, warmup=3, torch_enabled=True, ref_repeats=5, s
             result["torch"] = {"status": "error", "error": _error_text(exc)}
     result["first_step_loss"] = first
 
+    # fastnn and torch alternate sample by sample; the NumPy reference is timed afterwards on its
+    # own, because numpy's OpenBLAS threads keep spinning for a while after each call and would
+    # slow whichever contender came next (measured: torch's rnn step 4.5 ms alone, 14-30 ms
+    # right after a NumPy matmul).
+    reference = contenders.pop("reference", None)
     try:
         measured = measure_interleaved(contenders, warmup)
+        if reference is not None:
+            measured.update(measure_interleaved({"reference": reference}, warmup))
     except Exception as exc:  # noqa: BLE001
         result.update(status="error", error=_error_text(exc), traceback=traceback.format_exc())
         return result

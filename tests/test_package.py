@@ -24,6 +24,44 @@ def test_import_does_not_load_numba(tmp_path):
     assert out.stdout.strip() == "False"
 
 
+def _fresh_interpreter(code, tmp_path, **env_extra):
+    """Last stdout line of ``code`` run by a new interpreter importing the fastnn under test."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "FASTNN_NUM_THREADS"}
+    env.update(PYTHONPATH=package_root, **env_extra)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_fastnn_num_threads_sets_every_pool_at_import(tmp_path):
+    code = ("import numpy as np, fastnn, numba; from fastnn._core import _openmp; "
+            "from threadpoolctl import threadpool_info; "
+            "first = (fastnn.get_num_threads(), _openmp.get_num_threads()); "
+            "fastnn._core.relu_forward; fastnn._core.gemm; "
+            "blas = sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}); "
+            "print(first, _openmp.get_num_threads(), numba.get_num_threads(), blas)")
+    assert _fresh_interpreter(code, tmp_path, FASTNN_NUM_THREADS="1") == "(1, 1) 1 1 [1]"
+
+
+def test_fastnn_num_threads_rejects_garbage(tmp_path):
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
+    env = dict(os.environ, PYTHONPATH=package_root, FASTNN_NUM_THREADS="two")
+    out = subprocess.run([sys.executable, "-c", "import fastnn"], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert out.returncode != 0 and "FASTNN_NUM_THREADS must be a positive integer" in out.stderr
+
+
+def test_numba_pool_leaves_nested_parallelism_off(tmp_path):
+    # numba's OpenMP layer turns nesting on for all of libgomp when its pool starts; other OpenMP
+    # code in the process (PyTorch) then oversubscribes the cores, so fastnn turns it back off
+    code = ("import numpy as np, fastnn; from fastnn._core import _openmp; "
+            "x = np.ones(1 << 20, np.float32); out = np.empty_like(x); "
+            "fastnn._core.relu_forward(x, out); print(_openmp.get_max_active_levels())")
+    assert _fresh_interpreter(code, tmp_path) == "1"
+
+
 def test_set_num_threads_round_trip():
     before = fnn.get_num_threads()
     try:

@@ -11,3 +11,13 @@ def set_num_threads(int n):
 def get_num_threads():
     """Return the OpenMP thread count a new parallel region would use."""
     return openmp.omp_get_max_threads()
+
+
+def get_max_active_levels():
+    """Return how many nested parallel regions libgomp may run with more than one thread."""
+    return openmp.omp_get_max_active_levels()
+
+
+def set_max_active_levels(int levels):
+    """Set how many nested parallel regions may be active (1: nested regions run serially)."""
+    openmp.omp_set_max_active_levels(levels)

@@ -69,10 +69,21 @@ def pin_kernel_blas():
         _state["kernel_blas_pinned"] = _apply_blas_threads(_state["n"])
 
 
+def _env_threads():
+    """FASTNN_NUM_THREADS as an int, or None when unset."""
+    env = os.environ.get("FASTNN_NUM_THREADS", "").strip()
+    if not env:
+        return None
+    try:
+        n = int(env)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"FASTNN_NUM_THREADS must be a positive integer, got {env!r}")
+    return n
+
+
 def _default_threads():
-    env = os.environ.get("FASTNN_NUM_THREADS")
-    if env:
-        return max(1, int(env))
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
@@ -105,13 +116,26 @@ def get_num_threads():
 
 
 def sync_numba_threads():
-    """Apply the chosen thread count to numba (called when the numba kernels are first loaded).
+    """Bring numba's OpenMP threading layer in line (called when the numba kernels are first loaded).
 
     numba's OpenMP threading layer shares libgomp with the Cython kernels, and
     ``numba.set_num_threads`` resets libgomp's count, so the OpenMP count is set again after it.
+    Starting its pool, numba also allows nested parallel regions in all of libgomp
+    (max-active-levels 255). fastnn never nests, but other OpenMP code in the process does: with
+    nesting allowed, PyTorch's intra-op regions open a second BLAS team inside each worker, and
+    its RNN step went from 4.5 ms to 15-55 ms. So the level goes back to libgomp's default of 1.
     """
-    if _state["n"] is not None:
-        import numba
+    import numba
 
+    numba.get_num_threads()  # starts numba's pool now, not at the first parallel kernel
+    if _state["n"] is not None:
         numba.set_num_threads(min(_state["n"], numba.config.NUMBA_NUM_THREADS))
         _openmp.set_num_threads(_state["n"])
+    _openmp.set_max_active_levels(1)
+
+
+# FASTNN_NUM_THREADS=n is set_num_threads(n) at import. Only OpenMP is set here (cheap); the BLAS
+# pools follow when the GEMM kernels load (pin_kernel_blas) and numba when its kernels load.
+if _env_threads() is not None:
+    _state["n"] = _env_threads()
+    _openmp.set_num_threads(_state["n"])
