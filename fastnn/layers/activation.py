@@ -170,7 +170,8 @@ class Softmax(Layer):
         """``a`` with the softmax axis moved last, as a C-contiguous (M, C) matrix."""
         moved = np.moveaxis(a, self._axis, -1)
         self._moved_shape = moved.shape
-        return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+        # rows counted explicitly: reshape(-1, 0) is ambiguous for an empty softmax axis
+        return np.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
 
     def _unrows(self, m):
         return np.ascontiguousarray(np.moveaxis(m.reshape(self._moved_shape), -1, self._axis))
@@ -183,7 +184,8 @@ class Softmax(Layer):
         self.x_shape = x.shape
         rows = self._rows(x)
         self.y = np.empty_like(rows)
-        _core.softmax_forward(rows, self.y)
+        if rows.size:  # an empty batch or an empty softmax axis has an empty softmax, as in torch
+            _core.softmax_forward(rows, self.y)
         return self._unrows(self.y)
 
     def backward(self, dy):
@@ -194,7 +196,8 @@ class Softmax(Layer):
             raise self.shape_error(self.x_shape, dy.shape, "dy")
         rows = self._rows(dy)
         dx = np.empty_like(rows)
-        _core.softmax_backward(self.y, rows, dx)
+        if rows.size:
+            _core.softmax_backward(self.y, rows, dx)
         return self._unrows(dx)
 
     def _on_dtype_change(self):

@@ -71,10 +71,11 @@ class Reshape(_Reshaping):
         super().__init__()
         if isinstance(shape, (int, np.integer)):
             shape = (shape,)
-        try:
-            shape = tuple(int(s) for s in shape)
-        except (TypeError, ValueError):
-            raise TypeError(f"Reshape: shape must be a tuple of ints, got {shape!r}") from None
+        entries = () if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__") else tuple(shape)
+        if len(entries) == 0 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_))
+                                        for s in entries):
+            raise TypeError(f"Reshape: shape must be a non-empty tuple of ints, got {shape!r}")
+        shape = tuple(int(s) for s in entries)
         if sum(s == -1 for s in shape) > 1 or any(s < -1 or s == 0 for s in shape):
             raise ValueError(f"Reshape: shape must hold positive ints and at most one -1, got {shape}")
         self.shape = shape
