@@ -11,6 +11,7 @@ A ``Sequential`` is itself a layer (forward/backward/parameters/state_dict), so 
 ``Residual`` and goes through ``fnn.gradcheck``. Its state-dict keys are those of
 ``torch.nn.Sequential``: ``"0.weight"``, ``"2.running_mean"``, ...
 """
+import inspect
 import json
 import math
 import os
@@ -104,10 +105,27 @@ class Sequential(Layer):
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
+    def backward(self, dy, input_grad=True):
+        """Backpropagate ``dy`` through the layers (parameter gradients accumulate); returns dx.
+
+        ``input_grad=False`` returns None and skips the work only the input's gradient needs:
+        the backward of the layers before the first one with parameters, and that layer's
+        input-gradient pass (the backward-data GEMM of a first convolution or dense layer), as
+        PyTorch does for an input that does not require grad. ``fit`` trains this way."""
+        first = 0
+        if not input_grad:
+            first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
+                         len(self.layers))
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            layer = self.layers[i]
+            if i == first and not input_grad:
+                if _takes_input_grad(layer):
+                    layer.backward(dy, input_grad=False)
+                else:
+                    layer.backward(dy)
+                return None
             dy = layer.backward(dy)
-        return dy
+        return None if not input_grad else dy
 
     def config(self):
         return {"layers": [layer_to_spec(layer) for layer in self.layers]}
@@ -244,7 +262,7 @@ class Sequential(Layer):
                         self._raise_non_finite(value, loss_fn, xb, yb, epoch, b, n_batches)
                     for j, (_, fn) in enumerate(metric_fns):
                         metric_sums[j] += fn(out, yb) * len(xb)
-                    self.backward(loss_fn.backward())
+                    self.backward(loss_fn.backward(), input_grad=False)
                     if clip_norm is not None:
                         _optim.clip_grad_norm(params, clip_norm)
                     optimizer.step()
@@ -437,6 +455,22 @@ class Sequential(Layer):
             detail += f"; non-finite parameters: {shown}"
         raise NonFiniteError(where + detail + ". Try a lower learning rate or clip_norm=; the "
                              "last checkpoint written (if any) is from the last good epoch.")
+
+
+_INPUT_GRAD_FLAG = {}
+
+
+def _takes_input_grad(layer):
+    """True when ``layer.backward`` accepts ``input_grad=`` (conv and dense layers)."""
+    cls = type(layer)
+    flag = _INPUT_GRAD_FLAG.get(cls)
+    if flag is None:
+        try:
+            flag = "input_grad" in inspect.signature(cls.backward).parameters
+        except (TypeError, ValueError):
+            flag = False
+        _INPUT_GRAD_FLAG[cls] = flag
+    return flag
 
 
 def _positive_int(where, name, v, minimum=1):

@@ -592,3 +592,21 @@ def test_layers_use_the_pytorch_default_and_accept_other_initialisers():
     fnn.seed(3)
     np.testing.assert_array_equal(L.Dense(6, 5).weight.data, a)
     assert L.BatchNorm1D(3).weight.data.tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: L.Conv2D(2, 3, 3, stride=2, padding=1), (2, 2, 5, 5)),
+    (lambda: L.ConvTranspose2D(2, 3, 4, stride=2, padding=1), (2, 2, 3, 3)),
+    (lambda: L.Dense(4, 3), (2, 5, 4)),
+])
+def test_backward_without_input_grad_only_accumulates_parameter_grads(make, shape):
+    rng = np.random.default_rng(0)
+    layer = make().astype(np.float64)
+    x = rng.standard_normal(shape)
+    dy = rng.standard_normal(layer.forward(x).shape)
+    dx = layer.backward(dy)
+    once = [p.grad.copy() for p in layer.parameters()]
+    assert dx.shape == x.shape
+    assert layer.backward(dy, input_grad=False) is None
+    for g, p in zip(once, layer.parameters()):
+        np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-12, atol=1e-12)

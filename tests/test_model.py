@@ -342,3 +342,46 @@ def test_model_checkpoint_saves_each_epoch(tmp_path):
     assert files == ["ckpt-01.npz", "ckpt-02.npz", "ckpt-03.npz"]
     np.testing.assert_array_equal(fnn.load(tmp_path / "ckpt-03.npz").predict(X), m.predict(X))
     assert fnn.load(tmp_path / "ckpt-01.npz").saved_optimizer_state["class"] == "Adam"
+
+
+@pytest.mark.parametrize("first", ["conv", "convt", "dense", "flatten_dense"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(first):
+    rng = np.random.default_rng(1)
+    if first == "conv":
+        layers, x = [L.Conv2D(2, 3, 3, padding=1), L.ReLU(), L.Flatten(), L.Dense(48, 2)], (3, 2, 4, 4)
+    elif first == "convt":
+        layers, x = [L.ConvTranspose2D(2, 3, 2, stride=2), L.Tanh(), L.Flatten(), L.Dense(48, 2)], (3, 2, 2, 2)
+    elif first == "dense":
+        layers, x = [L.Dense(5, 4), L.BatchNorm1D(4), L.ReLU(), L.Dense(4, 2)], (3, 5)
+    else:  # layers before the first parametrised one are skipped altogether
+        layers, x = [L.Flatten(), L.Dense(10, 2)], (3, 2, 5)
+    m = fnn.Sequential(*layers).astype(np.float64)
+    x = rng.standard_normal(x)
+    y = m.forward(x)
+    dy = rng.standard_normal(y.shape)
+    m.zero_grad()
+    dx = m.backward(dy)
+    full = [p.grad.copy() for p in m.parameters()]
+    assert dx.shape == x.shape
+    m.forward(x)
+    m.zero_grad()
+    assert m.backward(dy, input_grad=False) is None
+    for a, b in zip(full, m.parameters()):
+        np.testing.assert_array_equal(a, b.grad)
+
+
+def test_fit_skips_the_first_layers_input_gradient(monkeypatch):
+    calls = []
+    conv = L.Conv2D(1, 2, 3)
+    original = type(conv).backward
+
+    def spy(self, dy, input_grad=True):
+        calls.append(input_grad)
+        return original(self, dy, input_grad=input_grad)
+
+    monkeypatch.setattr(type(conv), "backward", spy)
+    m = fnn.Sequential(conv, L.Flatten(), L.Dense(8, 2))
+    X = np.random.default_rng(0).standard_normal((8, 1, 4, 4)).astype(np.float32)
+    y = np.arange(8) % 2
+    m.fit(X, y, epochs=1, batch_size=4, verbose=0)
+    assert calls == [False, False]

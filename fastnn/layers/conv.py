@@ -101,9 +101,10 @@ class Conv2D(_ConvBase):
         self.x = x
         return out
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """dx (None when ``input_grad`` is False: only the parameter gradients are computed)."""
         dy = self._check_dy(dy)
-        dx = np.empty_like(self.x)
+        dx = np.empty_like(self.x) if input_grad else None
         _core.conv2d_backward(self.x, self.weight.data, dy, dx, self.weight.grad, self._bias_grad,
                               self.stride, self.padding)
         return dx
@@ -178,9 +179,10 @@ class ConvTranspose2D(_ConvBase):
         self.x = x
         return out
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """dx (None when ``input_grad`` is False: only the parameter gradients are computed)."""
         dy = self._check_dy(dy)
-        dx = np.empty_like(self.x)
+        dx = np.empty_like(self.x) if input_grad else None
         _core.conv_transpose2d_backward(self.x, self.weight.data, dy, dx, self.weight.grad,
                                         self._bias_grad, self.stride, self.padding)
         return dx

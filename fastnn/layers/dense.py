@@ -113,17 +113,18 @@ class Dense(WeightedLayer):
         _core.dense_forward(self.x, self.weight.data, self._bias_data, out)
         return out.reshape(*self.lead_shape, self.out_features)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """dx (None when ``input_grad`` is False: only the parameter gradients are computed)."""
         if self.x is None:
             raise RuntimeError(f"{self.describe()}: backward called before forward")
         dy = self.as_input(dy, "dy")
         expected = (*self.lead_shape, self.out_features)
         if dy.shape != expected:
             raise self.shape_error(expected, dy.shape, "dy")
-        dx = np.empty_like(self.x)
+        dx = np.empty_like(self.x) if input_grad else None
         _core.dense_backward(self.x, self.weight.data, dy.reshape(-1, self.out_features), dx,
                              self.weight.grad, self._bias_grad)
-        return dx.reshape(*self.lead_shape, self.in_features)
+        return None if dx is None else dx.reshape(*self.lead_shape, self.in_features)
 
     def _on_dtype_change(self):
         self.x = None
