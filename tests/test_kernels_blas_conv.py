@@ -354,3 +354,31 @@ def test_fused_conv_chunks_match_reference(two_threads, dtype, batch):
                 assert_close(g, e)
     finally:
         _conv._set_col_chunk_bytes(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, stride, skip", [(1, 1, ()), (5, 1, ("dx",)), (64, 2, ("dweight",)),
+                                             (3, 3, ("dbias",)), (2, 1, ("dx", "dweight"))])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv_transpose2d_of_one_pixel_inputs(dtype, n, stride, skip, with_bias):
+    """A 1x1 input with no padding and a one-kernel output (the DCGAN generator's first layer)
+    runs as plain GEMMs; it must equal the reference like the general path."""
+    rng = np.random.default_rng(n)
+    cin, cout, kh, kw = 7, 5, 4, 3
+    x, wt = rand(rng, (n, cin, 1, 1), dtype), rand(rng, (cin, cout, kh, kw), dtype)
+    b = rand(rng, (cout,), dtype) if with_bias else None
+    out = np.full((n, cout, kh, kw), np.nan, dtype)
+    _core.conv_transpose2d_forward(x, wt, b, out, stride, 0)
+    assert_close(out, reference.conv_transpose2d_forward(x, wt, b, out.copy(), stride, 0))
+    dy = rand(rng, out.shape, dtype)
+    outs = {"dx": np.full(x.shape, np.nan, dtype), "dweight": rand(rng, wt.shape, dtype),
+            "dbias": rand(rng, (cout,), dtype)}
+    for name in skip:
+        outs[name] = None
+    expected = {k: None if v is None else v.copy() for k, v in outs.items()}
+    reference.conv_transpose2d_backward(x, wt, dy, expected["dx"], expected["dweight"],
+                                        expected["dbias"], stride, 0)
+    _core.conv_transpose2d_backward(x, wt, dy, outs["dx"], outs["dweight"], outs["dbias"], stride, 0)
+    for name in outs:
+        if outs[name] is not None:
+            assert_close(outs[name], expected[name])

@@ -345,6 +345,47 @@ cdef void _col2im_driver(const floating* g, int N, int O, int OH, int OW,
         n0 += nb
 
 
+# ---- one-pixel inputs of conv_transpose2d ------------------------------------------------------
+#
+# A transposed convolution of a 1x1 image with no padding whose output is exactly one kernel
+# (the first layer of a DCGAN generator: z (N, Cin, 1, 1) -> (N, Cout, KH, KW)) is a dense layer:
+# out (N, Cout*KH*KW) = x (N, Cin) @ W (Cin, Cout*KH*KW), and NCHW is that matrix row-major. One
+# GEMM replaces the chunked GEMM + col2im, and backward is two GEMMs.
+
+cdef void _pixel_transpose_forward(const floating* x, const floating* w, const floating* bias,
+                                   floating* out, int N, int CIN, int COUT, Py_ssize_t KK) noexcept nogil:
+    """out (N, COUT*KK) := x (N, CIN) @ w (CIN, COUT*KK) + bias[c] on the KK pixels of channel c."""
+    cdef int n, c
+    cdef Py_ssize_t q
+    cdef floating b
+    cdef floating* row
+    gemm_rm(False, False, N, <int>(COUT * KK), CIN, <floating>1, x, CIN, w, <int>(COUT * KK),
+            <floating>0, out, <int>(COUT * KK))
+    if bias != NULL:
+        for n in range(N):
+            for c in range(COUT):
+                b = bias[c]
+                row = out + (<Py_ssize_t>n * COUT + c) * KK
+                for q in range(KK):
+                    row[q] = row[q] + b
+
+
+cdef void _pixel_transpose_backward(const floating* x, const floating* w, const floating* dy,
+                                    floating* dx, floating* dw, int N, int CIN, int COUT,
+                                    Py_ssize_t KK) noexcept nogil:
+    """dx (N, CIN) := dy (N, COUT*KK) @ w.T; dw (CIN, COUT*KK) += x.T @ dy (NULL outputs skipped)."""
+    cdef int ck = <int>(COUT * KK)
+    if dx != NULL:
+        gemm_rm(False, True, N, CIN, ck, <floating>1, dy, ck, w, ck, <floating>0, dx, CIN)
+    if dw != NULL:
+        gemm_rm(True, False, CIN, ck, N, <floating>1, x, CIN, dy, ck, <floating>1, dw, ck)
+
+
+def _is_pixel_transpose(x, out_shape, kh, kw, ph, pw):
+    return (x.shape[2] == 1 and x.shape[3] == 1 and ph == 0 and pw == 0
+            and out_shape[2] == kh and out_shape[3] == kw and x.shape[0] > 0)
+
+
 # ---- validation and workspaces (Python) --------------------------------------------------------
 
 def _geometry(where, kernel_size, stride, padding):
@@ -577,12 +618,22 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     if bias is not None:
         check_like(where, "bias", bias, (cout,), x.dtype, f"weight {weight.shape}")
     check_out(where, "out", out, out.shape, x.dtype)
-    nt, nb = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
-    col, buf, _ = _workspaces(x.dtype, nb, cout * kh * kw, cin, h * w, nt)
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pb = _ptr(bias)
     cdef void* po = _ptr(out)
+    cdef Py_ssize_t KK = kh * kw
+    cdef int PN = n, PCIN = cin, PCOUT = cout
+    if _is_pixel_transpose(x, out.shape, kh, kw, ph, pw):
+        if x.dtype == np.float32:
+            with nogil:
+                _pixel_transpose_forward(<float*>px, <float*>pw_, <float*>pb, <float*>po, PN, PCIN, PCOUT, KK)
+        else:
+            with nogil:
+                _pixel_transpose_forward(<double*>px, <double*>pw_, <double*>pb, <double*>po, PN, PCIN, PCOUT, KK)
+        return out
+    nt, nb = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
+    col, buf, _ = _workspaces(x.dtype, nb, cout * kh * kw, cin, h * w, nt)
     cdef void* pcol = _ptr(col)
     cdef void* pbuf = _ptr(buf)
     cdef int N = n, CIN = cin, H = h, W = w, COUT = cout, KH = kh, KW = kw, SH = sh, SW = sw
@@ -621,6 +672,21 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
     cdef void* pcol = NULL
     cdef void* pbuf = NULL
     cdef void* pdwa = NULL
+    cdef Py_ssize_t KK = kh * kw
+    if _is_pixel_transpose(x, dy.shape, kh, kw, ph, pw):
+        if x.dtype == np.float32:
+            with nogil:
+                _pixel_transpose_backward(<float*>px, <float*>pw_, <float*>pdy, <float*>pdx,
+                                          <float*>pdw, N, CIN, COUT, KK)
+                if pdb != NULL:
+                    _channel_sum(<float*>pdy, N, COUT, KK, <float*>pdb)
+        else:
+            with nogil:
+                _pixel_transpose_backward(<double*>px, <double*>pw_, <double*>pdy, <double*>pdx,
+                                          <double*>pdw, N, CIN, COUT, KK)
+                if pdb != NULL:
+                    _channel_sum(<double*>pdy, N, COUT, KK, <double*>pdb)
+        return dx
     if dweight is not None or dx is not None:
         NT, NB = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
         col, buf, dw_acc = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w, NT,
