@@ -382,3 +382,26 @@ def test_conv_transpose2d_of_one_pixel_inputs(dtype, n, stride, skip, with_bias)
     for name in outs:
         if outs[name] is not None:
             assert_close(outs[name], expected[name])
+
+
+@pytest.mark.parametrize("c, o, threads", [(29, 11, 1), (3, 261, 2), (30, 37, 2)])
+def test_conv2d_float32_deep_gemms_match_reference(c, o, threads):
+    """GEMM depths past one 256-deep block of the float32 microkernel (C*KH*KW = 261 forward,
+    O = 261 for the backward-data product), ragged row and column tails, 1 and 2 threads."""
+    rng = np.random.default_rng(c + o)
+    x, w, b = rand(rng, (3, c, 6, 7), np.float32), rand(rng, (o, c, 3, 3), np.float32), rand(rng, (o,), np.float32)
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(threads)
+    try:
+        out = np.full((3, o, 6, 7), np.nan, np.float32)
+        _core.conv2d_forward(x, w, b, out, 1, 1)
+        assert_close(out, reference.conv2d_forward(x, w, b, out.copy(), 1, 1))
+        dy = rand(rng, out.shape, np.float32)
+        dx, dw = np.full(x.shape, np.nan, np.float32), rand(rng, w.shape, np.float32)
+        ex = [dx.copy(), dw.copy(), None]
+        reference.conv2d_backward(x, w, dy, *ex, 1, 1)
+        _core.conv2d_backward(x, w, dy, dx, dw, None, 1, 1)
+        assert_close(dx, ex[0])
+        assert_close(dw, ex[1])
+    finally:
+        fastnn.set_num_threads(before)
