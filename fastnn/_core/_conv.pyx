@@ -478,8 +478,8 @@ cdef void _pixel_transpose_forward(const floating* x, const floating* w, const f
     cdef Py_ssize_t q
     cdef floating b
     cdef floating* row
-    gemm_rm(False, False, N, <int>(COUT * KK), CIN, <floating>1, x, CIN, w, <int>(COUT * KK),
-            <floating>0, out, <int>(COUT * KK))
+    _gemm_xn(False, N, <int>(COUT * KK), CIN, x, CIN, w, <int>(COUT * KK), False, out,
+             <int>(COUT * KK))
     if bias != NULL:
         for n in range(N):
             for c in range(COUT):
