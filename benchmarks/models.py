@@ -140,7 +140,8 @@ class FastnnStep:
         self.optimizer.zero_grad()
         out = self.model.forward(self.x, training=True)
         value = self.loss.forward(out, self.target)
-        self.model.backward(self.loss.backward())
+        # PyTorch's batch does not require grad either: neither side computes d(loss)/d(input)
+        self.model.backward(self.loss.backward(), input_grad=False)
         self.optimizer.step()
         return value
 
