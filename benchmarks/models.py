@@ -247,13 +247,18 @@ def _stats(times, batch):
             "min_s": float(t.min()), "samples": len(t), "samples_per_s": batch / float(med)}
 
 
-def measure_interleaved(contenders, warmup, min_sample_s=0.002):
+def measure_interleaved(contenders, warmup, min_sample_s=0.002, settle=1):
     """Per-step times of several steps measured in alternation.
 
     ``contenders`` maps a name to ``(step, repeats)``. After ``warmup`` calls of each, every round
     times one sample of each contender that still needs samples (the order reverses every round);
     a sample is ``inner`` back-to-back steps, ``inner`` chosen so a sample lasts ``min_sample_s``
-    (tiny steps would otherwise measure the timer). Returns name -> (per-step times, inner)."""
+    (tiny steps would otherwise measure the timer). Each sample follows ``settle`` untimed steps
+    of the same contender: both libraries keep worker threads spinning for a while after a
+    parallel region (OpenMP, OpenBLAS), and right after a switch those threads steal the cores the
+    other side needs. Timed back to back, a step sees what it sees inside a training loop; without
+    the settling step PyTorch's LSTM step measured 10-11 ms instead of 4.5 ms, and fastnn's vgg-bn
+    step 95 ms instead of 56 ms. Returns name -> (per-step times, inner)."""
     inner = {}
     for name, (step, _) in contenders.items():
         for _ in range(max(warmup, 1)):
@@ -268,6 +273,8 @@ def measure_interleaved(contenders, warmup, min_sample_s=0.002):
             if len(times[name]) >= contenders[name][1]:
                 continue
             step, k = contenders[name][0], inner[name]
+            for _ in range(settle):
+                step()
             t0 = time.perf_counter()
             for _ in range(k):
                 step()

@@ -146,7 +146,7 @@ def markdown(results):
     parts = ["# fastnn benchmark", "", machine_line(results), "",
              f"Training step (zero_grad, forward, loss, backward, Adam), float32; median of "
              f"{s.get('repeats')} samples after {s.get('warmup')} warm-up steps "
-             f"(NumPy reference: {s.get('ref_repeats')}), fastnn and torch interleaved in one process, the reference timed after them. "
+             f"(NumPy reference: {s.get('ref_repeats')}), fastnn and torch interleaved in one process (each sample after one untimed step of its own), the reference timed after them. "
              "'vs X' = X's step time / fastnn's (above 1: fastnn is faster). GFLOP/s counts "
              "2*M*N*K per GEMM-like op, x3 for forward and backward.", "",
              models_table(results)]
