@@ -82,7 +82,9 @@ class _Recurrent(Layer):
         np.copyto(x_tm, x.transpose(1, 0, 2))
         xw = self._buffer("xw", (t, n, gh))
         xw2 = xw.reshape(t * n, gh)
-        np.matmul(x_tm.reshape(t * n, f), self.weight_ih.data.T, out=xw2)  # all steps: one GEMM
+        # all steps in one GEMM, on fastnn's own GEMM: numpy's matmul would wake numpy's BLAS
+        # pool, whose threads keep spinning against the OpenMP team of the next kernels
+        _core.gemm(x_tm.reshape(t * n, f), self.weight_ih.data, xw2, trans_b=True)
         xw2 += self.bias_ih.data
         hs = self._buffer("hs", (t + 1, n, h))
         self._set_state(hs, h0, "h0")
@@ -124,11 +126,13 @@ class _Recurrent(Layer):
         dx2 = dpre_x.reshape(t * n, gh)
         dh2 = dpre_h.reshape(t * n, gh)
         # whole-sequence GEMMs; hs[:T] is h_{t-1} of every step, contiguous
-        self.weight_ih.grad += dx2.T @ x_tm.reshape(t * n, f)
-        self.weight_hh.grad += dh2.T @ hs[:t].reshape(t * n, h)
+        _core.gemm(dx2, x_tm.reshape(t * n, f), self.weight_ih.grad, trans_a=True, beta=1.0)
+        _core.gemm(dh2, hs[:t].reshape(t * n, h), self.weight_hh.grad, trans_a=True, beta=1.0)
         self.bias_ih.grad += dx2.sum(axis=0)
         self.bias_hh.grad += dx2.sum(axis=0) if dpre_h is dpre_x else dh2.sum(axis=0)
-        return (dx2 @ self.weight_ih.data).reshape(t, n, f).transpose(1, 0, 2).copy()
+        dx_tm = self._buffer("dx_tm", (t * n, f))
+        _core.gemm(dx2, self.weight_ih.data, dx_tm)
+        return dx_tm.reshape(t, n, f).transpose(1, 0, 2).copy()
 
 
 class RNN(_Recurrent):
