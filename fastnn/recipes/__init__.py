@@ -7,9 +7,9 @@ to ``out`` when given, and returns the metrics it printed.
 import importlib
 
 RECIPES = {
-    "mlp": "digits", "cnn": "digits", "ae": "digits",
+    "mlp": "digits", "cnn": "digits", "sae": "digits",
     "rnn": "sequence", "lstm": "sequence", "word2vec": "sequence",
-    "vae": "generative", "gan": "generative", "dcgan": "generative", "wgan": "generative",
+    "ae": "generative", "vae": "generative", "gan": "generative", "dcgan": "generative", "wgan": "generative",
 }
 
 

@@ -1,11 +1,11 @@
-"""``fastnn train mlp|cnn|ae``: classifiers on scikit-learn's bundled 8x8 digits.
+"""``fastnn train mlp|cnn|sae``: classifiers on scikit-learn's bundled 8x8 digits.
 
 The held-out quarter of the digits is the test set; a tenth of the rest is for validation.
 
 - ``mlp``: Dense 64-128-64-10, ReLU (bar: >= 95% test accuracy);
 - ``cnn``: a VGG-style network sized for 8x8 (two stages of 2x[Conv3x3-BatchNorm-ReLU] and a max
   pool, then Dropout-Dense 128-64-Dropout-Dense 64-10) (bar: >= 97%);
-- ``ae``: a stacked autoencoder 64-48-24 pretrained greedily, layer by layer, then fine-tuned
+- ``sae``: a stacked autoencoder 64-48-24 pretrained greedily, layer by layer, then fine-tuned
   with a softmax layer on top (bar: >= 93%).
 """
 import time
@@ -61,7 +61,7 @@ def train(name, epochs=None, seed=0, out=None, verbose=1):
         model, epochs, lr = _mlp(), epochs or 40, 2e-3
     elif name == "cnn":
         model, epochs, lr = _cnn(), epochs or 15, 2e-3
-    elif name == "ae":
+    elif name == "sae":
         flat = lambda a: a.reshape(len(a), -1)
         encoders = pretrain_stacked_autoencoder(flat(X), epochs=epochs or 40, verbose=verbose)
         # fine-tuning: the pretrained encoders plus a fresh softmax layer, trained end to end
