@@ -65,6 +65,33 @@ def test_sequence_kernels_equal_reference(cell, dtype, n, t, h, seed, scale):
         np.testing.assert_allclose(a, b, **TOL[dtype])
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("n", [1, 2, 5, 33])
+def test_row_blocks_per_thread_give_the_same_bits_on_one_and_two_threads(cell, n):
+    # each thread runs the time loop on its own block of batch rows: the split (and an odd or
+    # single row) must not change a bit, and must match the reference
+    rng = np.random.default_rng(n)
+    t, h = 4, 6
+    g = CELLS[cell] * h
+    xw = rng.standard_normal((t, n, g)).astype(np.float32)
+    w_hh = (rng.standard_normal((g, h)) / np.sqrt(h)).astype(np.float32)
+    b_hh = rng.standard_normal(g).astype(np.float32)
+    h0, c0 = rng.standard_normal((2, n, h)).astype(np.float32)
+    dhs = rng.standard_normal((t, n, h)).astype(np.float32)
+    saved = fnn.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            runs.append(_run_kernels(_core, cell, xw, w_hh, b_hh, h0, c0, dhs))
+    finally:
+        fnn.set_num_threads(saved)
+    want = _run_kernels(ref, cell, xw, w_hh, b_hh, h0, c0, dhs)
+    for one, two, w in zip(*runs, want):
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_allclose(one, w, **TOL[np.float32])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @settings(max_examples=10)
 @given(m=st.integers(0, 40), v=st.integers(1, 6), d=st.integers(1, 7), seed=st.integers(0, 2**16))

@@ -13,10 +13,11 @@ other (an LSTM backward went from ~5 ms to ~480 ms). At these sizes the plain lo
 of single-threaded sgemm (measured 71 vs 59 us for 32x128x512) and touches no thread pool. Cython could do the same, but numba keeps
 the recurrences readable next to their math and gives float32/float64 from one source.
 
-The time loops are serial (``parallel=False``) on purpose: a step is too small to split (the
-(N, G*H) gate sweep takes microseconds), and alternating a numba thread team with BLAS's own
-threads 32 times per call made both spin against each other (measured ~100x slower on 2 busy
-cores).
+The time loops are not split per step: a step is too small to share (the (N, G*H) gate sweep
+takes microseconds), and alternating a thread team with BLAS's own threads 32 times per call made
+both spin against each other (measured ~100x slower on 2 busy cores). Batch rows, though, never
+interact inside a recurrence, so each thread runs the whole time loop for its own block of rows
+(``_row_blocks``): one parallel region per call.
 ``error_model="numpy"`` drops numba's divide-by-zero check, whose branch stops LLVM from
 vectorising the gate loops (the rational tanh divides).
 
@@ -33,7 +34,7 @@ o; GRU r, z, n). The layers transpose once at the edges.
 import math
 
 import numpy as np
-from numba import njit, types
+from numba import get_num_threads, njit, prange, types
 from numba.extending import overload
 
 from . import threads
@@ -146,39 +147,61 @@ def _matmul_into(a, b, out):
             k += 1
 
 
+# Batch rows are independent through a whole recurrence, so each thread takes a block of rows
+# [lo, hi) and runs the entire time loop on it: one parallel region per call, no barrier per
+# step, and each step's product (hi - lo, H) x (H, G*H) stays on one core.
+def _row_blocks(n_rows):
+    # read here, not in the kernels: numba cannot cache a function that calls get_num_threads
+    return max(1, min(get_num_threads(), n_rows))
+
+
 @njit(cache=True, error_model="numpy")
-def _rnn_forward(xw, w_hh, b_hh, hs):
-    n_steps, n_batch, hidden = xw.shape
-    w_t = np.ascontiguousarray(w_hh.T)  # (H, G*H): once per call
+def _rnn_forward_rows(xw, w_t, b_hh, hs, lo, hi):
+    n_steps, _, hidden = xw.shape
     for t in range(n_steps):
         h = hs[t + 1]
-        _matmul_into(hs[t], w_t, h)
-        for n in range(n_batch):
+        _matmul_into(hs[t, lo:hi], w_t, h[lo:hi])
+        for n in range(lo, hi):
             h_row, x_row = h[n], xw[t, n]
             for j in range(hidden):
                 h_row[j] = _fast_tanh(h_row[j] + x_row[j] + b_hh[j])
 
 
+@njit(cache=True, error_model="numpy", parallel=True)
+def _rnn_forward(xw, w_hh, b_hh, hs, blocks):
+    n_batch = xw.shape[1]
+    w_t = np.ascontiguousarray(w_hh.T)  # (H, G*H): once per call
+    for b in prange(blocks):
+        _rnn_forward_rows(xw, w_t, b_hh, hs, b * n_batch // blocks, (b + 1) * n_batch // blocks)
+
+
 @njit(cache=True, error_model="numpy")
-def _rnn_backward(w_hh, hs, dhs, dpre, dh):
-    n_steps, n_batch, hidden = dhs.shape
-    dh[:, :] = 0.0
+def _rnn_backward_rows(w_hh, hs, dhs, dpre, dh, lo, hi):
+    n_steps, _, hidden = dhs.shape
+    dh[lo:hi] = 0.0
     for t in range(n_steps - 1, -1, -1):
-        for n in range(n_batch):
+        for n in range(lo, hi):
             d_row, h_row, dh_row, dy_row = dpre[t, n], hs[t + 1, n], dh[n], dhs[t, n]
             for j in range(hidden):
                 d_row[j] = (dy_row[j] + dh_row[j]) * (1 - h_row[j] * h_row[j])
-        _matmul_into(dpre[t], w_hh, dh)
+        _matmul_into(dpre[t, lo:hi], w_hh, dh[lo:hi])
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _rnn_backward(w_hh, hs, dhs, dpre, dh, blocks):
+    n_batch = dhs.shape[1]
+    for b in prange(blocks):
+        _rnn_backward_rows(w_hh, hs, dhs, dpre, dh, b * n_batch // blocks,
+                           (b + 1) * n_batch // blocks)
 
 
 @njit(cache=True, error_model="numpy")
-def _lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
-    n_steps, n_batch, four_h = xw.shape
-    w_t = np.ascontiguousarray(w_hh.T)  # (H, G*H): once per call
+def _lstm_forward_rows(xw, w_t, b_hh, hs, cs, gates, lo, hi):
+    n_steps, _, four_h = xw.shape
     hidden = four_h // 4
     for t in range(n_steps):
-        _matmul_into(hs[t], w_t, gates[t])
-        for n in range(n_batch):
+        _matmul_into(hs[t, lo:hi], w_t, gates[t, lo:hi])
+        for n in range(lo, hi):
             g_row, x_row = gates[t, n], xw[t, n]
             # two simple sweeps (few arrays each) so LLVM vectorises them
             for k in range(2 * hidden):
@@ -194,13 +217,22 @@ def _lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
                 h_row[j] = g_row[3 * hidden + j] * _fast_tanh(c)
 
 
+@njit(cache=True, error_model="numpy", parallel=True)
+def _lstm_forward(xw, w_hh, b_hh, hs, cs, gates, blocks):
+    n_batch = xw.shape[1]
+    w_t = np.ascontiguousarray(w_hh.T)  # (H, G*H): once per call
+    for b in prange(blocks):
+        _lstm_forward_rows(xw, w_t, b_hh, hs, cs, gates, b * n_batch // blocks,
+                           (b + 1) * n_batch // blocks)
+
+
 @njit(cache=True, error_model="numpy")
-def _lstm_backward(w_hh, cs, gates, dhs, dpre, dh, dc):
-    n_steps, n_batch, hidden = dhs.shape
-    dh[:, :] = 0.0
-    dc[:, :] = 0.0
+def _lstm_backward_rows(w_hh, cs, gates, dhs, dpre, dh, dc, lo, hi):
+    n_steps, _, hidden = dhs.shape
+    dh[lo:hi] = 0.0
+    dc[lo:hi] = 0.0
     for t in range(n_steps - 1, -1, -1):
-        for n in range(n_batch):
+        for n in range(lo, hi):
             g_row, d_row, dy_row = gates[t, n], dpre[t, n], dhs[t, n]
             c_prev, c_row, dh_row, dc_row = cs[t, n], cs[t + 1, n], dh[n], dc[n]
             for j in range(hidden):
@@ -216,17 +248,24 @@ def _lstm_backward(w_hh, cs, gates, dhs, dpre, dh, dc):
                 d_row[2 * hidden + j] = dcv * i * (1 - g * g)
                 d_row[3 * hidden + j] = dhv * tc * o * (1 - o)
                 dc_row[j] = dcv * f
-        _matmul_into(dpre[t], w_hh, dh)
+        _matmul_into(dpre[t, lo:hi], w_hh, dh[lo:hi])
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _lstm_backward(w_hh, cs, gates, dhs, dpre, dh, dc, blocks):
+    n_batch = dhs.shape[1]
+    for b in prange(blocks):
+        _lstm_backward_rows(w_hh, cs, gates, dhs, dpre, dh, dc, b * n_batch // blocks,
+                            (b + 1) * n_batch // blocks)
 
 
 @njit(cache=True, error_model="numpy")
-def _gru_forward(xw, w_hh, b_hh, hs, gates, hn):
-    n_steps, n_batch, three_h = xw.shape
-    w_t = np.ascontiguousarray(w_hh.T)  # (H, G*H): once per call
+def _gru_forward_rows(xw, w_t, b_hh, hs, gates, hn, lo, hi):
+    n_steps, _, three_h = xw.shape
     hidden = three_h // 3
     for t in range(n_steps):
-        _matmul_into(hs[t], w_t, gates[t])
-        for n in range(n_batch):
+        _matmul_into(hs[t, lo:hi], w_t, gates[t, lo:hi])
+        for n in range(lo, hi):
             g_row, x_row, hn_row = gates[t, n], xw[t, n], hn[t, n]
             for k in range(2 * hidden):
                 g_row[k] = _fast_sigmoid(g_row[k] + x_row[k] + b_hh[k])
@@ -240,13 +279,22 @@ def _gru_forward(xw, w_hh, b_hh, hs, gates, hn):
                 h_row[j] = (1 - z) * g_row[2 * hidden + j] + z * h_prev[j]
 
 
+@njit(cache=True, error_model="numpy", parallel=True)
+def _gru_forward(xw, w_hh, b_hh, hs, gates, hn, blocks):
+    n_batch = xw.shape[1]
+    w_t = np.ascontiguousarray(w_hh.T)  # (H, G*H): once per call
+    for b in prange(blocks):
+        _gru_forward_rows(xw, w_t, b_hh, hs, gates, hn, b * n_batch // blocks,
+                          (b + 1) * n_batch // blocks)
+
+
 @njit(cache=True, error_model="numpy")
-def _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh):
-    n_steps, n_batch, hidden = dhs.shape
-    dh[:, :] = 0.0
-    dh_matrix = np.empty_like(dh)  # once per call, reused by every step
+def _gru_backward_rows(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh, lo, hi):
+    n_steps, _, hidden = dhs.shape
+    dh[lo:hi] = 0.0
+    dh_matrix = np.empty((hi - lo, hidden), dh.dtype)  # once per call, reused by every step
     for t in range(n_steps - 1, -1, -1):
-        for n in range(n_batch):
+        for n in range(lo, hi):
             g_row, dx_row, dh_pre_row = gates[t, n], dpre_x[t, n], dpre_h[t, n]
             h_prev, hn_row, dy_row, dh_row = hs[t, n], hn[t, n], dhs[t, n], dh[n]
             for j in range(hidden):
@@ -264,8 +312,16 @@ def _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh):
                 dh_pre_row[hidden + j] = dz
                 dh_pre_row[2 * hidden + j] = dn * r
                 dh_row[j] = dhv * z  # the direct path h_t = ... + z * h_{t-1}
-        _matmul_into(dpre_h[t], w_hh, dh_matrix)
-        dh += dh_matrix
+        _matmul_into(dpre_h[t, lo:hi], w_hh, dh_matrix)
+        dh[lo:hi] += dh_matrix
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh, blocks):
+    n_batch = dhs.shape[1]
+    for b in prange(blocks):
+        _gru_backward_rows(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh, b * n_batch // blocks,
+                           (b + 1) * n_batch // blocks)
 
 
 @njit(cache=True, error_model="numpy")
@@ -355,7 +411,7 @@ def rnn_forward(xw, w_hh, b_hh, hs):
     where = "rnn_forward"
     t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 1)
     check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
-    _rnn_forward(xw, w_hh, b_hh, hs)
+    _rnn_forward(xw, w_hh, b_hh, hs, _row_blocks(n))
     return hs
 
 
@@ -371,7 +427,7 @@ def rnn_backward(w_hh, hs, dhs, dpre, dh0):
     check_like(where, "hs", hs, (t + 1, n, h), dtype)
     check_out(where, "dpre", dpre, (t, n, h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
-    _rnn_backward(w_hh, hs, dhs, dpre, dh0)
+    _rnn_backward(w_hh, hs, dhs, dpre, dh0, _row_blocks(n))
     return dpre
 
 
@@ -384,7 +440,7 @@ def lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
     check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
     check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
     check_out(where, "gates", gates, (t, n, 4 * h), dtype)
-    _lstm_forward(xw, w_hh, b_hh, hs, cs, gates)
+    _lstm_forward(xw, w_hh, b_hh, hs, cs, gates, _row_blocks(n))
     return hs
 
 
@@ -401,7 +457,7 @@ def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
     check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     check_out(where, "dc0", dc0, (n, h), dtype)
-    _lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0)
+    _lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0, _row_blocks(n))
     return dpre
 
 
@@ -414,7 +470,7 @@ def gru_forward(xw, w_hh, b_hh, hs, gates, hn):
     check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
     check_out(where, "gates", gates, (t, n, 3 * h), dtype)
     check_out(where, "hn", hn, (t, n, h), dtype)
-    _gru_forward(xw, w_hh, b_hh, hs, gates, hn)
+    _gru_forward(xw, w_hh, b_hh, hs, gates, hn, _row_blocks(n))
     return hs
 
 
@@ -432,7 +488,7 @@ def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
     check_out(where, "dpre_x", dpre_x, (t, n, 3 * h), dtype)
     check_out(where, "dpre_h", dpre_h, (t, n, 3 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
-    _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0)
+    _gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0, _row_blocks(n))
     return dpre_x
 
 
