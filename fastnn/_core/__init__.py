@@ -87,16 +87,17 @@ param/grad/state arrays share one shape; scalars are Python floats/ints
     adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled)
         decoupled=False: Adam (L2 added to the gradient); True: AdamW (param *= 1 - lr*wd)
 
-Recurrent sequences, embedding, word2vec (numba, ``recurrent.py``); batch-first (N, T, .),
-xw (N, T, G*H) := x @ w_ih.T + b_ih is computed by the caller (one GEMM), gates in PyTorch order
+Recurrent sequences, embedding, word2vec (numba, ``recurrent.py``); time-major (T, N, .),
+xw (T, N, G*H) := x @ w_ih.T + b_ih is computed by the caller (one GEMM), gates in PyTorch order,
+hs and cs (T+1, N, H) with hs[0] = h0 and cs[0] = c0 filled in by the caller
     embedding_forward(indices, weight, out)      indices int64 (M,); out (M, D) := weight[indices]
     embedding_backward(indices, dy, dweight)     dweight[indices[m]] += dy[m] (repeats add up)
-    rnn_forward(xw, w_hh, b_hh, h0, hs)          hs[:, t] := tanh(xw[:, t] + h_{t-1} @ w_hh.T + b_hh)
+    rnn_forward(xw, w_hh, b_hh, hs)              hs[t+1] := tanh(xw[t] + hs[t] @ w_hh.T + b_hh)
     rnn_backward(w_hh, hs, dhs, dpre, dh0)       dpre := dL/d(pre-activations), dh0 := dL/dh0
-    lstm_forward(xw, w_hh, b_hh, h0, c0, hs, cs, tanh_cs, gates)   gates (N, T, 4H) i, f, g, o
-    lstm_backward(w_hh, c0, cs, tanh_cs, gates, dhs, dc_last, dpre, dh0, dc0)
-    gru_forward(xw, w_hh, b_hh, h0, hs, gates, hn)   gates r, z, n; hn := h_{t-1} @ W_hn.T + b_hn
-    gru_backward(w_hh, h0, hs, gates, hn, dhs, dpre_x, dpre_h, dh0)
+    lstm_forward(xw, w_hh, b_hh, hs, cs, gates)  gates (T, N, 4H) := activated i, f, g, o
+    lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0)
+    gru_forward(xw, w_hh, b_hh, hs, gates, hn)   gates r, z, n; hn := h_t @ W_hn.T + b_hn
+    gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0)
         dpre_x := dL/dxw; dpre_h := dL/d(h @ w_hh.T + b_hh) (n block times r)
     sgns_step(w_in, w_out, centers, contexts, negatives, lr) -> float
         skip-gram negative-sampling SGD in place, touching only the rows used; summed loss
