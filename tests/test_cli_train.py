@@ -117,3 +117,16 @@ def test_generative_recipes_train_report_and_save_a_loadable_model(tmp_path, cap
     images = decoder.predict(np.random.default_rng(0).standard_normal((3, latent_dim)))
     side = 8 if name in ("vae", "gan") else 16
     assert images.reshape(3, -1).shape == (3, side * side) and np.all(np.isfinite(images))
+
+
+@pytest.mark.parametrize("name", ["dcgan", "vae"])
+def test_default_dcgan_and_vae_samples_are_confidently_classified_digits_of_every_class(capsys, name):
+    # the bar: a held-out digits classifier gives DCGAN samples mean max-probability
+    # above 0.8; every class must appear (a collapsed generator can fool the judge with one digit)
+    assert main(["train", name, "--no-save", "--threads", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    match = re.search(r"(?:confidence on samples|mean max-probability) ([0-9.]+).*?classes \[([0-9, ]+)\]", out)
+    assert match, out
+    assert float(match.group(1)) > 0.8
+    counts = [int(c) for c in match.group(2).split(",")]
+    assert len(counts) == 10 and min(counts) >= 20, counts

@@ -172,7 +172,12 @@ def _train_gan(name, X, epochs, verbose, image_dir):
         else:
             generator, critic = dcgan(latent, image_size=16, features=32)
             gan = WGAN(generator, critic, latent_dim=latent, clip_value=0.01, n_critic=5)
-            epochs = epochs or 100
+            epochs = epochs or 300
+            # RMSProp at twice the paper's 5e-5 (measured on the digits, judge confidence: 100
+            # epochs at 5e-5 0.70, blurry blobs; 400 at 5e-5 0.80; 300 at 1e-4 0.82, digits)
+            return gan, gan.fit(real, epochs=epochs, batch_size=64, verbose=verbose,
+                                g_optimizer=optim.RMSProp(generator.parameters(), lr=1e-4),
+                                d_optimizer=optim.RMSProp(critic.parameters(), lr=1e-4))
     history = gan.fit(real, epochs=epochs, batch_size=64, verbose=verbose)
     return gan, history
 
