@@ -235,7 +235,9 @@ def test_results_do_not_depend_on_thread_count():
     finally:
         fastnn.set_num_threads(previous)
     for r1, r2 in zip(one, two):
-        np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-5)
+        # dw sums N*OH*OW = 1152 products per entry, in per-thread chunks: float32 rounding of
+        # a sum is relative to the size of its terms, so the tolerance follows the array's scale
+        np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(r2).max()))
 
 
 # ---- validation --------------------------------------------------------------------------------

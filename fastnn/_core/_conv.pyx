@@ -281,6 +281,29 @@ cdef void _gather(const floating* src, int nb, int O, Py_ssize_t P, floating* ds
         memcpy(dst + (o * <Py_ssize_t>nb + n) * P, src + task * P, P * sizeof(floating))
 
 
+cdef void _gather_t(const floating* src, int nb, int O, Py_ssize_t P, floating* dst) noexcept nogil:
+    """dst (nb*P, O) := src (nb, O, P) viewed as (O, nb*P), transposed (serial: the caller is one
+    thread of a fused chunk loop)."""
+    cdef int n, o
+    cdef Py_ssize_t p
+    cdef const floating* s
+    cdef floating* d
+    for n in range(nb):
+        for o in range(O):
+            s = src + (<Py_ssize_t>n * O + o) * P
+            d = dst + <Py_ssize_t>n * P * O + o
+            for p in range(P):
+                d[p * O] = s[p]
+
+
+cdef void _add_transposed(const floating* src, int rows, int cols, floating* dst) noexcept nogil:
+    """dst (cols, rows) += src (rows, cols).T"""
+    cdef int r, c
+    for c in range(cols):
+        for r in range(rows):
+            dst[<Py_ssize_t>c * rows + r] += src[<Py_ssize_t>r * cols + c]
+
+
 cdef void _scatter_bias(const floating* src, int nb, int O, Py_ssize_t P, const floating* bias,
                         floating* dst, bint par) noexcept nogil:
     """dst (nb, O, P) := src (O, nb*P) rearranged, + bias[o] (the inverse of _gather)."""
@@ -343,9 +366,10 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
                         const floating* w, int O, int KH, int KW, int sh, int sw, int ph, int pw,
                         int OH, int OW, const floating* bias, floating* out,
                         const floating* g, floating* dw, floating* col, floating* buf,
-                        bint par) noexcept nogil:
+                        floating* dwt, bint par) noexcept nogil:
     """One chunk of samples [n0, n0 + nb): col := im2col(img); if out: out := w (O, CKK) @ col
-    + bias; if dw: dw (O, CKK) += gather(g) @ col.T."""
+    + bias; if dw: dw (O, CKK) += gather(g) @ col.T (float32 with the microkernel: dwt (CKK, O)
+    := col @ gather(g).T, then added transposed; buf holds nb*P*O)."""
     cdef Py_ssize_t P = <Py_ssize_t>OH * OW
     cdef int ckk = C * KH * KW
     cdef Py_ssize_t nbp = nb * P
@@ -361,7 +385,13 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
         else:
             _gemm_xn(False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
-    if dw != NULL:
+    if dw != NULL and floating is float and FNN_MK_AVAILABLE:
+        # The weight gradient is the deepest GEMM of a convolution (k = nb*P); run it on the
+        # microkernel as dW.T = col @ g.T, whose operands are row-major once g is transposed.
+        _gather_t(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf)
+        _gemm_xn(False, ckk, O, <int>nbp, col, <int>nbp, buf, O, False, dwt, O)
+        _add_transposed(dwt, ckk, O, dw)
+    elif dw != NULL:
         if nb == 1:
             gc = g + <Py_ssize_t>n0 * O * P
         else:
@@ -379,7 +409,8 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
                          floating* dw_acc) noexcept nogil:
     """Per chunk of samples: col := im2col(img); if out: out := w (O, CKK) @ col + bias;
     if dw: dw (O, CKK) += gather(g) @ col.T. img (N, C, H, W); out and g (N, O, OH, OW).
-    nt > 1 runs fused: col, buf hold nt workspaces and dw_acc nt - 1 zeroed (O, CKK) blocks."""
+    nt > 1 runs fused: col, buf hold nt workspaces and dw_acc nt - 1 zeroed (O, CKK) blocks;
+    after those, dw_acc holds nt (CKK, O) scratch blocks (one with nt = 1)."""
     cdef Py_ssize_t P = <Py_ssize_t>OH * OW
     cdef int ckk = C * KH * KW
     cdef Py_ssize_t col_size = <Py_ssize_t>ckk * nbmax * P
@@ -400,7 +431,7 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
                 n0 = chunk * nbmax
                 _im2col_chunk(img, n0, min(nbmax, N - n0), C, H, W, w, O, KH, KW, sh, sw, ph,
                               pw, OH, OW, bias, out, g, my_dw, col + t * col_size,
-                              buf + t * buf_size, False)
+                              buf + t * buf_size, dw_acc + (nt - 1 + t) * wsize, False)
                 chunk = chunk + nt
         if dw != NULL:
             for q in prange(wsize, schedule="static", use_threads_if=wsize > PARALLEL_MIN_ELEMENTS):
@@ -413,7 +444,7 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
     while n0 < N:
         nb = min(nbmax, N - n0)
         _im2col_chunk(img, n0, nb, C, H, W, w, O, KH, KW, sh, sw, ph, pw, OH, OW, bias, out, g,
-                      dw, col, buf, True)
+                      dw, col, buf, dw_acc, True)
         n0 += nb
 
 
@@ -543,9 +574,11 @@ def _plan(n, col_bytes_per_sample, work):
 
 
 def _workspaces(dtype, nb, col_rows, other_rows, p, nt=1, dw_size=0):
+    """Per thread: the im2col matrix, a (other_rows, nb*p) GEMM output / gathered gradient, and
+    for weight gradients one zeroed accumulator per extra thread then one scratch block each."""
     col = np.empty(nt * col_rows * nb * p, dtype=dtype)
-    buf = np.empty(nt * other_rows * nb * p if nb > 1 else 1, dtype=dtype)
-    dw_acc = np.zeros((nt - 1) * dw_size if nt > 1 else 1, dtype=dtype)
+    buf = np.empty(nt * other_rows * nb * p, dtype=dtype)
+    dw_acc = np.zeros(max(1, (2 * nt - 1) * dw_size), dtype=dtype)
     return col, buf, dw_acc
 
 
