@@ -17,6 +17,7 @@ from numba import njit, prange
 
 from . import threads
 from ._checks import check_float, check_out
+from ._fastmath import _fast_tanh
 
 threads.sync_numba_threads()
 
@@ -102,11 +103,11 @@ def _sigmoid_backward(y, dy, dx):
         dx[i] = dy[i] * s * (1.0 - s)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _tanh_forward(x, out):
-    """out := tanh(x)"""
+    """out := tanh(x) (float32: a vectorised rational approximation, |error| < 4e-7)"""
     for i in prange(x.shape[0]):
-        out[i] = math.tanh(x[i])
+        out[i] = _fast_tanh(x[i])
 
 
 @njit(parallel=True, cache=True)
