@@ -407,3 +407,30 @@ def test_conv2d_float32_deep_gemms_match_reference(c, o, threads):
         assert_close(dw, ex[1])
     finally:
         fastnn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kernel, padding", [((3, 3), (1, 1)), ((3, 2), (1, 0)), ((3, 3), (0, 0)),
+                                             ((1, 1), (0, 0)), ((2, 4), (1, 3)),
+                                             ((1, 1), (1, 1)), ((3, 3), (3, 2))])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_stride_one_input_gradient_as_a_flipped_forward_conv(kernel, padding, threads):
+    # float32 stride-1 dx runs as a forward convolution of dy with the flipped, channel-swapped
+    # kernel (padding K-1-p); padding >= K (last two cases) keeps col2im. Both equal the reference.
+    rng = np.random.default_rng(sum(kernel) + sum(padding))
+    x, w = rand(rng, (5, 6, 9, 8), np.float32), rand(rng, (7, 6) + kernel, np.float32)
+    oh, ow = 9 + 2 * padding[0] - kernel[0] + 1, 8 + 2 * padding[1] - kernel[1] + 1
+    dy = rand(rng, (5, 7, oh, ow), np.float32)
+    want = np.empty_like(x)
+    reference.conv2d_backward(x, w, dy, want, None, None, 1, padding)
+    previous = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        got, dw, db = np.full_like(x, np.nan), np.zeros_like(w), np.zeros(7, np.float32)
+        assert _core.conv2d_backward(x, w, dy, got, dw, db, 1, padding) is got
+    finally:
+        fastnn.set_num_threads(previous)
+    assert_close(got, want)
+    want_dw, want_db = np.zeros_like(w), np.zeros(7, np.float32)
+    reference.conv2d_backward(x, w, dy, None, want_dw, want_db, 1, padding)
+    assert_close(dw, want_dw)
+    assert_close(db, want_db)
