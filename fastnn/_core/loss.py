@@ -18,6 +18,7 @@ from numba import njit, prange
 
 from . import threads
 from ._checks import check_float, check_index, check_like, check_out
+from ._fastmath import _fast_exp
 from .activation import TRANSCENDENTAL_WORK, pick, serial_twin
 
 threads.sync_numba_threads()
@@ -37,7 +38,7 @@ def _ordered_sum(values):
     return total
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _softmax_cross_entropy_forward(logits, target, probs):
     """probs := softmax(logits); returns (sum over rows of lse - logits[m, target[m]], bad labels)"""
     rows, cols = logits.shape
@@ -48,10 +49,10 @@ def _softmax_cross_entropy_forward(logits, target, probs):
         for j in range(1, cols):
             top = max(top, logits[m, j])
         s = 0.0
+        for j in range(cols):  # apart from the sum, so the exponentials vectorise
+            probs[m, j] = _fast_exp(logits[m, j] - top)
         for j in range(cols):
-            e = math.exp(logits[m, j] - top)
-            probs[m, j] = e
-            s += e
+            s += probs[m, j]
         inv = 1.0 / s
         for j in range(cols):
             probs[m, j] *= inv
@@ -90,10 +91,10 @@ def _soft_cross_entropy_forward(logits, target_probs, probs):
         for j in range(1, cols):
             top = max(top, logits[m, j])
         s = 0.0
+        for j in range(cols):  # apart from the sum, so the exponentials vectorise
+            probs[m, j] = _fast_exp(logits[m, j] - top)
         for j in range(cols):
-            e = math.exp(logits[m, j] - top)
-            probs[m, j] = e
-            s += e
+            s += probs[m, j]
         inv = 1.0 / s
         lse = top + math.log(s)
         row = 0.0
