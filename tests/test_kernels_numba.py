@@ -541,3 +541,32 @@ BAD_CALLS = [
 def test_bad_input_raises_naming_the_kernel(kernel, call, error):
     with pytest.raises(error, match=kernel):
         call()
+
+
+def test_vectorised_float32_exp_and_tanh_are_accurate_over_the_whole_range():
+    # the float32 kernels (sigmoid, softmax cross-entropy, tanh, the recurrent cells) use these
+    # instead of libm so that LLVM vectorises them: they must still be float32-accurate
+    from numba import njit
+    from fastnn._core._fastmath import _fast_exp, _fast_tanh
+
+    @njit
+    def apply(x, out_exp, out_tanh):
+        for i in range(x.shape[0]):
+            out_exp[i] = _fast_exp(x[i])
+            out_tanh[i] = _fast_tanh(x[i])
+
+    x = np.concatenate([np.linspace(-100, 100, 400_001),
+                        np.random.default_rng(0).uniform(-10, 10, 100_000)]).astype(np.float32)
+    e, t = np.empty_like(x), np.empty_like(x)
+    apply(x, e, t)
+    want_e, want_t = np.exp(x.astype(np.float64)), np.tanh(x.astype(np.float64))
+    normal = (want_e > 1.2e-38) & (want_e < 3.4e38)
+    assert np.max(np.abs(e[normal] - want_e[normal]) / want_e[normal]) < 2e-7
+    assert np.all(e[x < -87.4] == 0) and np.all(np.isinf(e[x > 88.73]))
+    assert np.max(np.abs(t - want_t)) < 5e-7
+    assert np.all(t[np.abs(x) >= 9] == np.sign(x[np.abs(x) >= 9]))
+    edges = np.array([np.nan, np.inf, -np.inf], np.float32)
+    e3, t3 = np.empty_like(edges), np.empty_like(edges)
+    apply(edges, e3, t3)
+    assert np.isnan(e3[0]) and e3[1] == np.inf and e3[2] == 0
+    assert np.isnan(t3[0]) and t3[1] == 1 and t3[2] == -1
