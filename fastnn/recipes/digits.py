@@ -8,11 +8,13 @@ The held-out quarter of the digits is the test set; a tenth of the rest is for v
 - ``sae``: a stacked autoencoder 64-48-24 pretrained greedily, layer by layer, then fine-tuned
   with a softmax layer on top (bar: >= 93%).
 """
+import math
 import time
 
 from .. import layers as L
 from .. import optim
 from .._random import seed as set_seed
+from ..callbacks import LearningRateScheduler
 from ..datasets import load_digits
 from ..model import Sequential
 
@@ -29,7 +31,7 @@ def _conv_bn_relu(cin, cout):
 def _cnn():
     # VGG's pattern sized for 8x8: two stages of 2x[Conv3x3-BN-ReLU] + MaxPool (8->4->2), then a
     # dropout-regularised classifier. A LeNet-pattern net without batch norm reached 96-98%
-    # depending on the seed; this one 97.6-99.3% over seeds 0-4 in 15 epochs.
+    # depending on the seed; this one, 15 epochs with cosine lr decay, 98.7-99.6% over seeds 0-5.
     return Sequential(*_conv_bn_relu(1, 16), *_conv_bn_relu(16, 16), L.MaxPool2D(2),
                       *_conv_bn_relu(16, 32), *_conv_bn_relu(32, 32), L.MaxPool2D(2),
                       L.Flatten(), L.Dropout(0.3), L.Dense(32 * 2 * 2, 64), L.ReLU(),
@@ -68,9 +70,15 @@ def train(name, epochs=None, seed=0, out=None, verbose=1):
         model, epochs, lr = Sequential(L.Flatten(), *encoders, L.Dense(24, 10)), epochs or 40, 2e-3
     else:
         raise ValueError(f"digits recipes: unknown model {name!r}")
+    callbacks = []
+    if name == "cnn":
+        # cosine decay to 0: at a constant lr the last epoch's accuracy swung between 94.9% and
+        # 99.3% over seeds and epoch counts (batch norm + dropout on 1,213 training digits)
+        callbacks.append(LearningRateScheduler(
+            lambda epoch, _: lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))))
     model.fit(X, y, loss="cross_entropy", optimizer=optim.Adam(model.parameters(), lr=lr),
               epochs=epochs, batch_size=32, validation_data=(Xv, yv), metrics=["accuracy"],
-              verbose=verbose)
+              verbose=verbose, callbacks=callbacks)
     result = model.evaluate(Xt, yt, loss="cross_entropy", metrics=["accuracy"])
     metrics.update({"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"]),
                     "seconds": time.perf_counter() - start})
