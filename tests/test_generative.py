@@ -273,3 +273,27 @@ def test_denoising_autoencoder_beats_the_noisy_input():
     assert metrics["noisy_psnr"] == pytest.approx(psnr(noisy, Xt, 1.0))
     assert metrics["denoised_psnr"] >= metrics["noisy_psnr"] + 2.5
     assert metrics["denoised_ssim"] > metrics["noisy_ssim"]
+
+
+@pytest.mark.parametrize("build, parts", [(_small_vae, ("encoder", "decoder")),
+                                          (_small_gan, ("generator", "discriminator")),
+                                          (lambda: _small_gan(WGAN), ("generator", "discriminator"))])
+def test_state_dict_nests_the_parts_and_round_trips(build, parts):
+    model = build()
+    sd = model.state_dict()
+    for part in parts:
+        own = getattr(model, part).state_dict()
+        assert own
+        for k, v in own.items():
+            np.testing.assert_array_equal(sd[f"{part}.{k}"], v)
+    assert len(sd) == sum(len(getattr(model, p).state_dict()) for p in parts)
+    saved = {k: v.copy() for k, v in sd.items()}
+    other = build()
+    for part in parts:
+        for p in getattr(other, part).parameters():
+            p.data[...] = 0
+    other.load_state_dict(saved)
+    for key, value in other.state_dict().items():
+        np.testing.assert_array_equal(value, saved[key])
+    with pytest.raises(KeyError, match=rf"{type(model).__name__}\.load_state_dict: unexpected key 'critic\.w'"):
+        other.load_state_dict({**saved, "critic.w": np.zeros(1)})

@@ -8,6 +8,7 @@ import numpy as np
 from .. import losses as _losses
 from .. import optim as _optim
 from .._random import rng
+from ._composite import CompositeState
 
 __all__ = ["GAN", "WGAN", "dcgan", "dcgan_init"]
 
@@ -31,10 +32,11 @@ def _progress(verbose, total, desc):
                 mininterval=0.2)
 
 
-class _Adversarial:
+class _Adversarial(CompositeState):
     """What GAN and WGAN share: the two networks, sampling, state, and the ``fit`` loop."""
 
     _name = "GAN"
+    _parts = ("generator", "discriminator")  # state_dict keys "generator.*", "discriminator.*"
     _logs = ("d_loss", "g_loss")
 
     def __init__(self, generator, discriminator, latent_dim):
@@ -71,23 +73,6 @@ class _Adversarial:
             raise ValueError(f"{self._name}(latent_dim={self.latent_dim}).sample: z must be "
                              f"(N, {self.latent_dim}), got {z.shape}")
         return self.generator.forward(np.ascontiguousarray(z, dtype=self.dtype), training=False)
-
-    def state_dict(self):
-        """Generator and discriminator state, keys prefixed ``generator.`` and
-        ``discriminator.``."""
-        sd = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
-        sd.update({f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()})
-        return sd
-
-    def load_state_dict(self, state_dict):
-        parts = {"generator": {}, "discriminator": {}}
-        for key, value in state_dict.items():
-            head, _, rest = key.partition(".")
-            if head not in parts:
-                raise KeyError(f"{self._name}.load_state_dict: unexpected key {key!r}")
-            parts[head][rest] = value
-        self.generator.load_state_dict(parts["generator"])
-        self.discriminator.load_state_dict(parts["discriminator"])
 
     def _generate(self, n):
         z = self.latent(n)

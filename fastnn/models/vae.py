@@ -7,13 +7,14 @@ import numpy as np
 from .. import losses as _losses
 from .. import optim as _optim
 from .._random import rng
+from ._composite import CompositeState
 
 __all__ = ["VAE"]
 
 _RECONSTRUCTION = {"bce": _losses.BCE, "bce_with_logits": _losses.BCEWithLogits, "mse": _losses.MSE}
 
 
-class VAE:
+class VAE(CompositeState):
     """Variational autoencoder: an encoder giving ``q(z|x) = N(mu, exp(logvar))`` and a decoder
     giving ``p(x|z)``, trained on the negative evidence lower bound
 
@@ -41,6 +42,8 @@ class VAE:
         vae = fnn.models.VAE(enc, dec, latent_dim=8)
         vae.fit(X, epochs=50, batch_size=64); samples = vae.sample(16)
     """
+
+    _parts = ("encoder", "decoder")  # state_dict keys "encoder.*", "decoder.*"
 
     def __init__(self, encoder, decoder, latent_dim, kl_weight=1.0, reconstruction="bce"):
         for name, part in (("encoder", encoder), ("decoder", decoder)):
@@ -74,23 +77,6 @@ class VAE:
     def zero_grad(self):
         for p in self.parameters():
             p.grad.fill(0)
-
-    def state_dict(self):
-        """Encoder and decoder state, keys prefixed ``encoder.`` and ``decoder.``."""
-        sd = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
-        sd.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()})
-        return sd
-
-    def load_state_dict(self, state_dict):
-        parts = {"encoder": {}, "decoder": {}}
-        for key, value in state_dict.items():
-            head, _, rest = key.partition(".")
-            if head not in parts:
-                raise KeyError(f"VAE.load_state_dict: unexpected key {key!r} (keys start with "
-                               f"'encoder.' or 'decoder.')")
-            parts[head][rest] = value
-        self.encoder.load_state_dict(parts["encoder"])
-        self.decoder.load_state_dict(parts["decoder"])
 
     @property
     def dtype(self):
