@@ -434,3 +434,40 @@ def test_stride_one_input_gradient_as_a_flipped_forward_conv(kernel, padding, th
     reference.conv2d_backward(x, w, dy, None, want_dw, want_db, 1, padding)
     assert_close(dw, want_dw)
     assert_close(db, want_db)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cached_workspaces_are_reused_without_stale_data(two_threads, dtype):
+    # Workspaces persist between calls: a big call leaves garbage (and a big buffer) behind,
+    # then smaller and differently shaped calls must still equal the reference, and the
+    # per-thread weight-gradient accumulators must start from zero every time.
+    rng = np.random.default_rng(7)
+    _conv._clear_workspaces()
+    shapes = [((9, 12, 15, 15), (16, 12, 3, 3), 1, 1), ((4, 3, 8, 9), (5, 3, 2, 2), 2, 0),
+              ((9, 12, 15, 15), (16, 12, 3, 3), 1, 1), ((6, 5, 10, 10), (7, 5, 4, 4), 2, 1)]
+    for xs, ws, stride, padding in shapes:
+        x, w = rand(rng, xs, dtype), rand(rng, ws, dtype)
+        grid = tuple((s + 2 * padding - k) // stride + 1 for s, k in zip(xs[2:], ws[2:]))
+        out = _core.conv2d_forward(x, w, None, np.empty((xs[0], ws[0]) + grid, dtype), stride, padding)
+        assert_close(out, reference.conv2d_forward(x, w, None, np.empty_like(out), stride, padding))
+        dy = rand(rng, out.shape, dtype)
+        got = [np.empty_like(x), np.zeros_like(w), None]
+        want = [np.empty_like(x), np.zeros_like(w), None]
+        _core.conv2d_backward(x, w, dy, *got, stride, padding)
+        reference.conv2d_backward(x, w, dy, *want, stride, padding)
+        assert_close(got[0], want[0])
+        assert_close(got[1], want[1])
+        wt = rand(rng, (xs[1], ws[0], ws[2], ws[3]), dtype)
+        outt = np.empty(((xs[0], ws[0]) + tuple((s - 1) * stride - 2 * padding + k for s, k in
+                                                zip(xs[2:], ws[2:]))), dtype)
+        if min(outt.shape) < 1:
+            continue
+        _core.conv_transpose2d_forward(x, wt, None, outt, stride, padding)
+        assert_close(outt, reference.conv_transpose2d_forward(x, wt, None, np.empty_like(outt), stride, padding))
+        dyt = rand(rng, outt.shape, dtype)
+        got = [np.empty_like(x), np.zeros_like(wt), None]
+        want = [np.empty_like(x), np.zeros_like(wt), None]
+        _core.conv_transpose2d_backward(x, wt, dyt, *got, stride, padding)
+        reference.conv_transpose2d_backward(x, wt, dyt, *want, stride, padding)
+        assert_close(got[0], want[0])
+        assert_close(got[1], want[1])
