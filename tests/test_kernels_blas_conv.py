@@ -471,3 +471,24 @@ def test_cached_workspaces_are_reused_without_stale_data(two_threads, dtype):
         reference.conv_transpose2d_backward(x, wt, dyt, *want, stride, padding)
         assert_close(got[0], want[0])
         assert_close(got[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1), (3, 2)])
+def test_im2col_wide_rows_match_reference(dtype, stride):
+    # float32 im2col copies rows 16 outputs at a time (masked at the edges; stride 2 through an
+    # even-lane permute) and same-size stride-1 planes as one shifted flat copy: rows wider
+    # than one and two vectors, ragged tails, padding up to and past the kernel size, every
+    # entry written (the column matrix starts as NaN)
+    rng = np.random.default_rng(sum(stride))
+    for h, w in [(5, 33), (7, 16), (4, 17), (30, 30), (3, 1)]:
+        for k in [(3, 3), (4, 4), (1, 1), (2, 5)]:
+            for p in [(0, 0), (1, 1), (k[0] // 2, k[1] // 2), (k[0], k[1] + 1)]:
+                if h + 2 * p[0] < k[0] or w + 2 * p[1] < k[1]:
+                    continue
+                oh = (h + 2 * p[0] - k[0]) // stride[0] + 1
+                ow = (w + 2 * p[1] - k[1]) // stride[1] + 1
+                x = rand(rng, (2, 2, h, w), dtype)
+                col = np.full((2, 2 * k[0] * k[1], oh * ow), np.nan, dtype)
+                _core.im2col(x, k, stride, p, col)
+                np.testing.assert_array_equal(col, reference.im2col(x, k, stride, p, col.copy()))
