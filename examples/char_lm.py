@@ -5,6 +5,14 @@ the trained model.
 Sampling feeds one character at a time and carries the LSTM's state forward with
 ``forward(x, h0=..., c0=...)`` and ``lstm.c_n``.
 
+Bar: the loss per character falls from ln(36) = 3.58 (uniform guessing) to below 1 nat. Measured
+(seed 0, 400 steps, one thread, quiet 2-core machine): 3.59 -> 0.24 nats in 4 s; the sample
+reproduces phrases of the text. (The
+earlier 84 s was on a loaded machine with the default thread pool and before the blocked
+recurrent step product; all threads on a quiet machine now take 4 s too.) The script runs
+single-threaded: a 32x32 batch through a 128-unit LSTM is too little work per step to share
+between threads, and on a busy machine thread barriers wait on descheduled threads.
+
     python examples/char_lm.py
 """
 import time
@@ -72,4 +80,6 @@ def main(steps=400, seq_len=32, batch_size=32, seed=0):
 
 
 if __name__ == "__main__":
+    # one 32x32 batch per step is too little work to share between threads
+    fnn.set_num_threads(1)
     main()

@@ -87,3 +87,9 @@ def test_random_search_picks_by_validation_and_reaches_95_percent():
     # the draws are spread over the log range, not clumped at one end
     assert np.ptp(np.log10([t["lr"] for t in m["trials"]])) > 1
     assert m["test_accuracy"] >= 0.95
+
+
+def test_char_lm_loss_falls_from_uniform_to_below_one_nat():
+    first, last = load_example("char_lm").main(steps=200)
+    assert first == pytest.approx(np.log(36), abs=0.1)  # untrained: uniform over 36 characters
+    assert last < 1.0
