@@ -492,3 +492,35 @@ def test_im2col_wide_rows_match_reference(dtype, stride):
                 col = np.full((2, 2 * k[0] * k[1], oh * ow), np.nan, dtype)
                 _core.im2col(x, k, stride, p, col)
                 np.testing.assert_array_equal(col, reference.im2col(x, k, stride, p, col.copy()))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n, h, w, kernel, padding", [
+    (1, 12, 37, (3, 3), (1, 1)),  # one sample split over column ranges; ragged 32-column panel
+    (3, 6, 5, (3, 5), (0, 2)),    # output shorter than the input (ph = 0), rectangular kernel
+    (5, 4, 33, (1, 1), (0, 0)),
+    (2, 7, 7, (5, 5), (2, 2)),
+    (4, 3, 3, (3, 3), (2, 1)),    # padding past the half kernel: rows entirely in the padding
+])
+def test_conv2d_float32_implicit_gemm_matches_reference(threads, n, h, w, kernel, padding):
+    # stride-1 float32 convolutions whose output is as wide as the input pack the microkernel's
+    # panels straight from the image; both routes equal the reference, with and without bias
+    rng = np.random.default_rng(h * w + n)
+    c, o = 6, 11
+    x, wt, b = rand(rng, (n, c, h, w), np.float32), rand(rng, (o, c) + kernel, np.float32), rand(rng, (o,), np.float32)
+    oh = h + 2 * padding[0] - kernel[0] + 1
+    assert w + 2 * padding[1] - kernel[1] + 1 == w
+    previous = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        for implicit in (True, False):
+            old = _conv._set_implicit_gemm(implicit)
+            try:
+                for bias in (b, None):
+                    out = np.full((n, o, oh, w), np.nan, np.float32)
+                    _core.conv2d_forward(x, wt, bias, out, 1, padding)
+                    assert_close(out, reference.conv2d_forward(x, wt, bias, out.copy(), 1, padding))
+            finally:
+                _conv._set_implicit_gemm(old)
+    finally:
+        fastnn.set_num_threads(previous)
