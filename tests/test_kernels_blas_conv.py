@@ -524,3 +524,23 @@ def test_conv2d_float32_implicit_gemm_matches_reference(threads, n, h, w, kernel
                 _conv._set_implicit_gemm(old)
     finally:
         fastnn.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("o", [16, 17, 32, 33])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv2d_float32_weight_gradient_transposed_gather(o, threads):
+    # float32 weight gradients transpose dy with 16-channel gathers for O <= 32 (a full and a
+    # ragged block for 17), scalar above; single-channel input as in a network's first layer
+    rng = np.random.default_rng(o)
+    x, w = rand(rng, (6, 1, 13, 11), np.float32), rand(rng, (o, 1, 3, 3), np.float32)
+    dy = rand(rng, (6, o, 7, 6), np.float32)
+    want = rand(rng, w.shape, np.float32)
+    got = want.copy()
+    reference.conv2d_backward(x, w, dy, None, want, None, 2, 1)
+    previous = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        _core.conv2d_backward(x, w, dy, None, got, None, 2, 1)
+    finally:
+        fastnn.set_num_threads(previous)
+    assert_close(got, want)
