@@ -87,7 +87,8 @@ param/grad/state arrays share one shape; scalars are Python floats/ints
     adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled)
         decoupled=False: Adam (L2 added to the gradient); True: AdamW (param *= 1 - lr*wd)
 
-Recurrent sequences, embedding, word2vec (numba, ``recurrent.py``); time-major (T, N, .),
+Recurrent sequences (Cython, ``_recurrent.pyx``), embedding and word2vec (numba, ``recurrent.py``);
+time-major (T, N, .),
 xw (T, N, G*H) := x @ w_ih.T + b_ih is computed by the caller (one GEMM), gates in PyTorch order,
 hs and cs (T+1, N, H) with hs[0] = h0 and cs[0] = c0 filled in by the caller
     embedding_forward(indices, weight, out)      indices int64 (M,); out (M, D) := weight[indices]
@@ -122,8 +123,9 @@ _FAMILIES = {
     "loss": ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
              "soft_cross_entropy_forward", "soft_cross_entropy_backward"),
     "optim": ("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),
-    "recurrent": ("embedding_forward", "embedding_backward", "rnn_forward", "rnn_backward",
-                  "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "sgns_step"),
+    "_recurrent": ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
+                   "gru_forward", "gru_backward"),
+    "recurrent": ("embedding_forward", "embedding_backward", "sgns_step"),
 }
 _KERNEL_MODULE = {name: family for family, names in _FAMILIES.items() for name in names}
 

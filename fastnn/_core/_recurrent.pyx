@@ -1,0 +1,661 @@
+# Why Cython: a recurrence is T small GEMMs (h @ W_hh^T, e.g. (16, 128) x (128, 512) per thread)
+# each followed by elementwise gate math. Here the whole sequence is one nogil call: W_hh is
+# packed once per call into 32-column panels (float32: a register-tiled AVX-512 8x32 product
+# with no per-step packing, which OpenBLAS's small-matrix path repeats every step: measured
+# 39-73 GFLOP/s for 16..32 x 128 x 512 on one core), and the gate math runs in C loops that GCC
+# vectorises (the float32 tanh/sigmoid are the rational approximation of _fastmath.py).
+# float64 (the gradient checks' dtype) keeps single-threaded BLAS dgemm and libm.
+#
+# Threads: batch rows never interact inside a recurrence, so each OpenMP thread runs the whole
+# time loop on its own block of rows: one parallel region per call, no barrier per step. Each
+# entry of every output is computed in the same order whatever the thread count.
+"""RNN / LSTM / GRU sequence kernels: the sequential part of a recurrent layer, one call per sequence."""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport tanh, exp
+from libc.stdlib cimport malloc, free
+cimport openmp
+cimport numpy as cnp
+
+from ._blas cimport gemm_rm
+from ._checks import check_float, check_like, check_out
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    #define FNN_REC_MK 1
+    #else
+    #define FNN_REC_MK 0
+    #endif
+    /* Eigen's rational float32 tanh, |error| < 4e-7; exactly +-1 from |v| = 9; NaN stays NaN.
+       Branch-free but for a select, so GCC vectorises the loops that call it. */
+    static inline float fnn_tanhf(float v) {
+        const float c = 7.99881172180175781f;
+        float x = 0.5f * (fabsf(v + c) - fabsf(v - c));
+        float x2 = x * x;
+        float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+        p = x2 * p + -8.60467152213735e-11f;
+        p = x2 * p + 5.12229709037114e-08f;
+        p = x2 * p + 1.48572235717979e-05f;
+        p = x2 * p + 6.37261928875436e-04f;
+        p = x2 * p + 4.89352455891786e-03f;
+        float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+        q = x2 * q + 2.26843463243900e-03f;
+        q = x2 * q + 4.89352518554385e-03f;
+        float r = x * p / q;
+        return fabsf(v) >= 9.0f ? copysignf(1.0f, v) : r;
+    }
+    static inline float fnn_sigmoidf(float v) { return 0.5f + 0.5f * fnn_tanhf(0.5f * v); }
+    static inline double fnn_sigmoid(double v) {
+        if (v >= 0) return 1.0 / (1.0 + exp(-v));
+        double e = exp(v);
+        return e / (1.0 + e);
+    }
+
+    /* B (k x n) packed as ceil(n/32) panels of k x 32 (zero-padded columns), 64-byte aligned;
+       B[p, j] = src[p*sk + j*sj]. */
+    static float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) {
+        int panels = (n + 31) / 32;
+        float* out = (float*)aligned_alloc(64, (size_t)panels * k * 32 * sizeof(float) + 64);
+        if (!out) return NULL;
+        for (int p = 0; p < panels; p++)
+            for (int kk = 0; kk < k; kk++)
+                for (int c = 0; c < 32; c++) {
+                    int j = p * 32 + c;
+                    out[((long)p * k + kk) * 32 + c] = j < n ? src[kk * sk + j * sj] : 0.0f;
+                }
+        return out;
+    }
+
+    #if FNN_REC_MK
+    /* C (m x n, ldc) (+)= A (m x k, lda) @ Bp (packed by fnn_rec_pack). 8x32 register tile. */
+    #define FNN_R_LD(r) if (acc) { c##r##0 = _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc); \
+        c##r##1 = _mm512_maskz_loadu_ps(m1, cr + (long)r * ldc + 16); } \
+        else { c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps(); }
+    #define FNN_R_FMA(r) a0 = _mm512_set1_ps(ar[(long)r * lda + kk]); \
+        c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
+    #define FNN_R_ST(r) _mm512_mask_storeu_ps(cr + (long)r * ldc, m0, c##r##0); \
+        _mm512_mask_storeu_ps(cr + (long)r * ldc + 16, m1, c##r##1);
+    static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
+                           float* C, int ldc, int acc) {
+        for (int p = 0; p * 32 < n; p++) {
+            int j0 = p * 32, nr = n - j0 < 32 ? n - j0 : 32;
+            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
+            const float* panel = Bp + (long)p * k * 32;
+            int i0 = 0;
+            for (; i0 + 8 <= m; i0 += 8) {
+                __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+                float* cr = C + (long)i0 * ldc + j0;
+                const float* ar = A + (long)i0 * lda;
+                FNN_R_LD(0) FNN_R_LD(1) FNN_R_LD(2) FNN_R_LD(3)
+                FNN_R_LD(4) FNN_R_LD(5) FNN_R_LD(6) FNN_R_LD(7)
+                const float* bp = panel;
+                for (int kk = 0; kk < k; kk++, bp += 32) {
+                    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
+                    FNN_R_FMA(0) FNN_R_FMA(1) FNN_R_FMA(2) FNN_R_FMA(3)
+                    FNN_R_FMA(4) FNN_R_FMA(5) FNN_R_FMA(6) FNN_R_FMA(7)
+                }
+                FNN_R_ST(0) FNN_R_ST(1) FNN_R_ST(2) FNN_R_ST(3)
+                FNN_R_ST(4) FNN_R_ST(5) FNN_R_ST(6) FNN_R_ST(7)
+            }
+            for (; i0 < m; i0++) {
+                float* cr = C + (long)i0 * ldc + j0;
+                const float* ar = A + (long)i0 * lda;
+                __m512 c0 = acc ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
+                __m512 c1 = acc ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
+                const float* bp = panel;
+                for (int kk = 0; kk < k; kk++, bp += 32) {
+                    __m512 a0 = _mm512_set1_ps(ar[kk]);
+                    c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp), c0);
+                    c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp + 16), c1);
+                }
+                _mm512_mask_storeu_ps(cr, m0, c0);
+                _mm512_mask_storeu_ps(cr + 16, m1, c1);
+            }
+        }
+    }
+    #else
+    static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
+                           float* C, int ldc, int acc) {
+        for (int i = 0; i < m; i++) {
+            float* cr = C + (long)i * ldc;
+            for (int j = 0; j < n; j++) {
+                const float* col = Bp + (long)(j / 32) * k * 32 + (j % 32);
+                float s = acc ? cr[j] : 0.0f;
+                for (int kk = 0; kk < k; kk++) s += A[(long)i * lda + kk] * col[(long)kk * 32];
+                cr[j] = s;
+            }
+        }
+    }
+    #endif
+    """
+    int FNN_REC_MK
+    float fnn_tanhf(float v) noexcept nogil
+    float fnn_sigmoidf(float v) noexcept nogil
+    double fnn_sigmoid(double v) noexcept nogil
+    float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) noexcept nogil
+    void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
+                    float* C, int ldc, int acc) noexcept nogil
+    void aligned_free "free"(void* p) noexcept nogil
+
+
+# Threads per call: each gets at least this many batch rows (a smaller block leaves the 8-row
+# register tile mostly empty and the wake-up of a second thread costs more than it saves).
+cdef enum:
+    MIN_ROWS_PER_THREAD = 8
+
+cdef int _min_rows = MIN_ROWS_PER_THREAD
+
+
+cdef inline floating _tanh(floating v) noexcept nogil:
+    if floating is float:
+        return fnn_tanhf(v)
+    else:
+        return tanh(v)
+
+
+cdef inline floating _sigm(floating v) noexcept nogil:
+    if floating is float:
+        return fnn_sigmoidf(v)
+    else:
+        return fnn_sigmoid(v)
+
+
+cdef struct Product:
+    # h (rows x k) @ B (k x n): float32 through packed panels, float64 through dgemm on the
+    # row-major source, read as op(W) with W (n x k) when trans_w (forward: h @ W_hh^T) or W
+    # (k x n) when not (backward: dpre @ W_hh)
+    void* packed
+    void* w
+    int k
+    int n
+    bint trans_w
+
+
+cdef int _product_init(Product* prod, const floating* w, int k, int n, bint trans_w) noexcept nogil:
+    prod.w = <void*>w
+    prod.k = k
+    prod.n = n
+    prod.trans_w = trans_w
+    prod.packed = NULL
+    if floating is float:
+        # B[kk, j] = W[j, kk] (trans_w) or W[kk, j]
+        if trans_w:
+            prod.packed = fnn_rec_pack(w, 1, k, k, n)
+        else:
+            prod.packed = fnn_rec_pack(w, n, 1, k, n)
+        if prod.packed == NULL:
+            return -1
+    return 0
+
+
+cdef inline void _product(Product* prod, int rows, const floating* a, floating* c,
+                          bint accumulate) noexcept nogil:
+    """c (rows x n) := (or +=) a (rows x k) @ B."""
+    if rows <= 0:
+        return
+    if floating is float:
+        fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, prod.n,
+                   accumulate)
+    else:
+        gemm_rm(False, prod.trans_w, rows, prod.n, prod.k, <floating>1, a, prod.k,
+                <const floating*>prod.w, prod.k if prod.trans_w else prod.n,
+                <floating>(1 if accumulate else 0), c, prod.n)
+
+
+cdef int _blocks(Py_ssize_t n_rows) noexcept nogil:
+    cdef int nt = openmp.omp_get_max_threads()
+    cdef Py_ssize_t by_rows = n_rows // _min_rows
+    return <int>max(1, min(<Py_ssize_t>nt, by_rows))
+
+
+# ---- RNN -----------------------------------------------------------------------------------------
+
+cdef void _rnn_forward_rows(const floating* xw, const floating* b_hh, floating* hs, Product* prod,
+                            int T, int N, int H, int lo, int hi) noexcept nogil:
+    cdef int t, n, j
+    cdef floating* h
+    cdef const floating* x
+    for t in range(T):
+        _product(prod, hi - lo, hs + (<Py_ssize_t>t * N + lo) * H,
+                 hs + (<Py_ssize_t>(t + 1) * N + lo) * H, False)
+        for n in range(lo, hi):
+            h = hs + (<Py_ssize_t>(t + 1) * N + n) * H
+            x = xw + (<Py_ssize_t>t * N + n) * H
+            for j in range(H):
+                h[j] = _tanh(h[j] + x[j] + b_hh[j])
+
+
+cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* dpre, floating* dh,
+                             Product* prod, int T, int N, int H, int lo, int hi) noexcept nogil:
+    cdef int t, n, j
+    cdef floating* d
+    cdef const floating* h
+    cdef const floating* dy
+    cdef floating* dhr
+    for n in range(lo, hi):
+        for j in range(H):
+            dh[<Py_ssize_t>n * H + j] = 0
+    for t in range(T - 1, -1, -1):
+        for n in range(lo, hi):
+            d = dpre + (<Py_ssize_t>t * N + n) * H
+            h = hs + (<Py_ssize_t>(t + 1) * N + n) * H
+            dy = dhs + (<Py_ssize_t>t * N + n) * H
+            dhr = dh + <Py_ssize_t>n * H
+            for j in range(H):
+                d[j] = (dy[j] + dhr[j]) * (1 - h[j] * h[j])
+        _product(prod, hi - lo, dpre + (<Py_ssize_t>t * N + lo) * H, dh + <Py_ssize_t>lo * H, False)
+
+
+cdef int _rnn_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
+                        floating* hs, int T, int N, int H, int blocks) noexcept:
+    cdef Product prod
+    cdef int b
+    with nogil:
+        if _product_init(&prod, w_hh, H, H, True):
+            return -1
+        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+            _rnn_forward_rows(xw, b_hh, hs, &prod, T, N, H, b * N // blocks, (b + 1) * N // blocks)
+        aligned_free(prod.packed)
+        return 0
+
+
+cdef int _rnn_backward_c(const floating* w_hh, const floating* hs, const floating* dhs,
+                         floating* dpre, floating* dh, int T, int N, int H, int blocks) noexcept:
+    cdef Product prod
+    cdef int b
+    with nogil:
+        if _product_init(&prod, w_hh, H, H, False):
+            return -1
+        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+            _rnn_backward_rows(hs, dhs, dpre, dh, &prod, T, N, H, b * N // blocks,
+                               (b + 1) * N // blocks)
+        aligned_free(prod.packed)
+        return 0
+
+
+# ---- LSTM ----------------------------------------------------------------------------------------
+
+cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating* hs, floating* cs,
+                             floating* gates, Product* prod, int T, int N, int H,
+                             int lo, int hi) noexcept nogil:
+    cdef int t, n, j, G = 4 * H
+    cdef floating* g
+    cdef const floating* x
+    cdef const floating* c_prev
+    cdef floating* c_new
+    cdef floating* h_new
+    cdef floating c
+    for t in range(T):
+        _product(prod, hi - lo, hs + (<Py_ssize_t>t * N + lo) * H,
+                 gates + (<Py_ssize_t>t * N + lo) * G, False)
+        for n in range(lo, hi):
+            g = gates + (<Py_ssize_t>t * N + n) * G
+            x = xw + (<Py_ssize_t>t * N + n) * G
+            for j in range(2 * H):
+                g[j] = _sigm(g[j] + x[j] + b_hh[j])
+            for j in range(2 * H, 3 * H):
+                g[j] = _tanh(g[j] + x[j] + b_hh[j])
+            for j in range(3 * H, G):
+                g[j] = _sigm(g[j] + x[j] + b_hh[j])
+            c_prev = cs + (<Py_ssize_t>t * N + n) * H
+            c_new = cs + (<Py_ssize_t>(t + 1) * N + n) * H
+            h_new = hs + (<Py_ssize_t>(t + 1) * N + n) * H
+            for j in range(H):
+                c = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]
+                c_new[j] = c
+                h_new[j] = g[3 * H + j] * _tanh(c)
+
+
+cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const floating* dhs,
+                              floating* dpre, floating* dh, floating* dc, Product* prod,
+                              int T, int N, int H, int lo, int hi) noexcept nogil:
+    cdef int t, n, j, G = 4 * H
+    cdef const floating* g
+    cdef floating* d
+    cdef const floating* dy
+    cdef const floating* c_prev
+    cdef const floating* c_row
+    cdef floating* dhr
+    cdef floating* dcr
+    cdef floating i, f, gg, o, tc, dhv, dcv
+    for n in range(lo, hi):
+        for j in range(H):
+            dh[<Py_ssize_t>n * H + j] = 0
+            dc[<Py_ssize_t>n * H + j] = 0
+    for t in range(T - 1, -1, -1):
+        for n in range(lo, hi):
+            g = gates + (<Py_ssize_t>t * N + n) * G
+            d = dpre + (<Py_ssize_t>t * N + n) * G
+            dy = dhs + (<Py_ssize_t>t * N + n) * H
+            c_prev = cs + (<Py_ssize_t>t * N + n) * H
+            c_row = cs + (<Py_ssize_t>(t + 1) * N + n) * H
+            dhr = dh + <Py_ssize_t>n * H
+            dcr = dc + <Py_ssize_t>n * H
+            for j in range(H):
+                i = g[j]
+                f = g[H + j]
+                gg = g[2 * H + j]
+                o = g[3 * H + j]
+                tc = _tanh(c_row[j])
+                dhv = dy[j] + dhr[j]
+                dcv = dcr[j] + dhv * o * (1 - tc * tc)
+                d[j] = dcv * gg * i * (1 - i)
+                d[H + j] = dcv * c_prev[j] * f * (1 - f)
+                d[2 * H + j] = dcv * i * (1 - gg * gg)
+                d[3 * H + j] = dhv * tc * o * (1 - o)
+                dcr[j] = dcv * f
+        _product(prod, hi - lo, dpre + (<Py_ssize_t>t * N + lo) * G, dh + <Py_ssize_t>lo * H, False)
+
+
+cdef int _lstm_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
+                         floating* hs, floating* cs, floating* gates, int T, int N, int H,
+                         int blocks) noexcept:
+    cdef Product prod
+    cdef int b
+    with nogil:
+        if _product_init(&prod, w_hh, H, 4 * H, True):
+            return -1
+        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+            _lstm_forward_rows(xw, b_hh, hs, cs, gates, &prod, T, N, H, b * N // blocks,
+                               (b + 1) * N // blocks)
+        aligned_free(prod.packed)
+        return 0
+
+
+cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floating* gates,
+                          const floating* dhs, floating* dpre, floating* dh, floating* dc,
+                          int T, int N, int H, int blocks) noexcept:
+    cdef Product prod
+    cdef int b
+    with nogil:
+        if _product_init(&prod, w_hh, 4 * H, H, False):
+            return -1
+        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+            _lstm_backward_rows(cs, gates, dhs, dpre, dh, dc, &prod, T, N, H, b * N // blocks,
+                                (b + 1) * N // blocks)
+        aligned_free(prod.packed)
+        return 0
+
+
+# ---- GRU -----------------------------------------------------------------------------------------
+
+cdef void _gru_forward_rows(const floating* xw, const floating* b_hh, floating* hs,
+                            floating* gates, floating* hn, Product* prod, int T, int N, int H,
+                            int lo, int hi) noexcept nogil:
+    cdef int t, n, j, G = 3 * H
+    cdef floating* g
+    cdef const floating* x
+    cdef floating* hnr
+    cdef const floating* h_prev
+    cdef floating* h_new
+    cdef floating z
+    for t in range(T):
+        _product(prod, hi - lo, hs + (<Py_ssize_t>t * N + lo) * H,
+                 gates + (<Py_ssize_t>t * N + lo) * G, False)
+        for n in range(lo, hi):
+            g = gates + (<Py_ssize_t>t * N + n) * G
+            x = xw + (<Py_ssize_t>t * N + n) * G
+            hnr = hn + (<Py_ssize_t>t * N + n) * H
+            for j in range(2 * H):
+                g[j] = _sigm(g[j] + x[j] + b_hh[j])
+            for j in range(H):
+                hnr[j] = g[2 * H + j] + b_hh[2 * H + j]
+            for j in range(H):
+                g[2 * H + j] = _tanh(x[2 * H + j] + g[j] * hnr[j])
+            h_prev = hs + (<Py_ssize_t>t * N + n) * H
+            h_new = hs + (<Py_ssize_t>(t + 1) * N + n) * H
+            for j in range(H):
+                z = g[H + j]
+                h_new[j] = (1 - z) * g[2 * H + j] + z * h_prev[j]
+
+
+cdef void _gru_backward_rows(const floating* hs, const floating* gates, const floating* hn,
+                             const floating* dhs, floating* dpre_x, floating* dpre_h, floating* dh,
+                             Product* prod, int T, int N, int H, int lo, int hi) noexcept nogil:
+    cdef int t, n, j, G = 3 * H
+    cdef const floating* g
+    cdef floating* dx
+    cdef floating* dhp
+    cdef const floating* h_prev
+    cdef const floating* hnr
+    cdef const floating* dy
+    cdef floating* dhr
+    cdef floating r, z, nn, dhv, dn, dz, dr
+    for n in range(lo, hi):
+        for j in range(H):
+            dh[<Py_ssize_t>n * H + j] = 0
+    for t in range(T - 1, -1, -1):
+        for n in range(lo, hi):
+            g = gates + (<Py_ssize_t>t * N + n) * G
+            dx = dpre_x + (<Py_ssize_t>t * N + n) * G
+            dhp = dpre_h + (<Py_ssize_t>t * N + n) * G
+            h_prev = hs + (<Py_ssize_t>t * N + n) * H
+            hnr = hn + (<Py_ssize_t>t * N + n) * H
+            dy = dhs + (<Py_ssize_t>t * N + n) * H
+            dhr = dh + <Py_ssize_t>n * H
+            for j in range(H):
+                r = g[j]
+                z = g[H + j]
+                nn = g[2 * H + j]
+                dhv = dy[j] + dhr[j]
+                dn = dhv * (1 - z) * (1 - nn * nn)
+                dz = dhv * (h_prev[j] - nn) * z * (1 - z)
+                dr = dn * hnr[j] * r * (1 - r)
+                dx[j] = dr
+                dx[H + j] = dz
+                dx[2 * H + j] = dn
+                dhp[j] = dr
+                dhp[H + j] = dz
+                dhp[2 * H + j] = dn * r
+                dhr[j] = dhv * z  # the direct path h_t = ... + z * h_{t-1}
+        _product(prod, hi - lo, dpre_h + (<Py_ssize_t>t * N + lo) * G, dh + <Py_ssize_t>lo * H, True)
+
+
+cdef int _gru_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
+                        floating* hs, floating* gates, floating* hn, int T, int N, int H,
+                        int blocks) noexcept:
+    cdef Product prod
+    cdef int b
+    with nogil:
+        if _product_init(&prod, w_hh, H, 3 * H, True):
+            return -1
+        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+            _gru_forward_rows(xw, b_hh, hs, gates, hn, &prod, T, N, H, b * N // blocks,
+                              (b + 1) * N // blocks)
+        aligned_free(prod.packed)
+        return 0
+
+
+cdef int _gru_backward_c(const floating* w_hh, const floating* hs, const floating* gates,
+                         const floating* hn, const floating* dhs, floating* dpre_x,
+                         floating* dpre_h, floating* dh, int T, int N, int H,
+                         int blocks) noexcept:
+    cdef Product prod
+    cdef int b
+    with nogil:
+        if _product_init(&prod, w_hh, 3 * H, H, False):
+            return -1
+        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
+            _gru_backward_rows(hs, gates, hn, dhs, dpre_x, dpre_h, dh, &prod, T, N, H,
+                               b * N // blocks, (b + 1) * N // blocks)
+        aligned_free(prod.packed)
+        return 0
+
+
+# ---- public wrappers: validate, then one nogil call ------------------------------------------------
+
+cdef inline void* _ptr(object a) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def _check_seq(where, xw, w_hh, b_hh, gates_per_unit):
+    check_float(where, "xw", xw, ndim=3)
+    dtype = xw.dtype
+    check_float(where, "w_hh", w_hh, ndim=2, dtype=dtype)
+    gh, hidden = w_hh.shape
+    if gh != gates_per_unit * hidden:
+        raise ValueError(f"{where}: w_hh must have shape ({gates_per_unit}*H, H), got {w_hh.shape}")
+    if xw.shape[2] != gh:
+        raise ValueError(f"{where}: xw must have shape (T, N, {gh}) to match w_hh {w_hh.shape}, "
+                         f"got {xw.shape}")
+    check_like(where, "b_hh", b_hh, (gh,), dtype)
+    return xw.shape[0], xw.shape[1], hidden, dtype
+
+
+def _raise_if(int status, where):
+    if status:
+        raise MemoryError(f"{where}: could not allocate the packed w_hh")
+
+
+def rnn_forward(xw, w_hh, b_hh, hs):
+    """hs[t+1] := tanh(xw[t] + hs[t] @ w_hh.T + b_hh), t < T; time-major: xw (T, N, H) =
+    x @ w_ih.T + b_ih, hs (T+1, N, H) with hs[0] = h0 given."""
+    where = "rnn_forward"
+    t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 1)
+    check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _rnn_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
+                                <float*>_ptr(hs), T, N, H, blocks)
+    else:
+        status = _rnn_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
+                                <double*>_ptr(hs), T, N, H, blocks)
+    _raise_if(status, where)
+    return hs
+
+
+def rnn_backward(w_hh, hs, dhs, dpre, dh0):
+    """Backprop through time: dpre (T, N, H) := dL/d(pre-activations) given dhs (T, N, H) =
+    dL/dh_{1..T} (direct, per step); dh0 := dL/dh0. Weight and input gradients are GEMMs with
+    dpre (the caller's)."""
+    where = "rnn_backward"
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (h, h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    check_out(where, "dpre", dpre, (t, n, h), dtype)
+    check_out(where, "dh0", dh0, (n, h), dtype)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
+                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks)
+    else:
+        status = _rnn_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(dhs),
+                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks)
+    _raise_if(status, where)
+    return dpre
+
+
+def lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
+    """(i, f, g, o) := (s, s, tanh, s)(xw[t] + h_t @ w_hh.T + b_hh); c_{t+1} := f*c_t + i*g;
+    h_{t+1} := o*tanh(c_{t+1}). Time-major: xw, gates (T, N, 4H) (gates := activated i, f, g, o);
+    hs, cs (T+1, N, H) with hs[0] = h0, cs[0] = c0 given."""
+    where = "lstm_forward"
+    t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 4)
+    check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
+    check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
+    check_out(where, "gates", gates, (t, n, 4 * h), dtype)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _lstm_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
+                                 <float*>_ptr(hs), <float*>_ptr(cs), <float*>_ptr(gates),
+                                 T, N, H, blocks)
+    else:
+        status = _lstm_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
+                                 <double*>_ptr(hs), <double*>_ptr(cs), <double*>_ptr(gates),
+                                 T, N, H, blocks)
+    _raise_if(status, where)
+    return hs
+
+
+def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
+    """Backprop through time from lstm_forward's cs and gates: dpre (T, N, 4H) := dL/d(gate
+    pre-activations) given dhs (T, N, H); dh0, dc0 := dL/dh0, dL/dc0."""
+    where = "lstm_backward"
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (4 * h, h), dtype)
+    check_like(where, "cs", cs, (t + 1, n, h), dtype)
+    check_like(where, "gates", gates, (t, n, 4 * h), dtype)
+    check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
+    check_out(where, "dh0", dh0, (n, h), dtype)
+    check_out(where, "dc0", dc0, (n, h), dtype)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
+                                  <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
+                                  <float*>_ptr(dc0), T, N, H, blocks)
+    else:
+        status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
+                                  <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
+                                  <double*>_ptr(dc0), T, N, H, blocks)
+    _raise_if(status, where)
+    return dpre
+
+
+def gru_forward(xw, w_hh, b_hh, hs, gates, hn):
+    """r, z := s(xw_rz + h_t @ W_hrz.T + b_hrz); hn := h_t @ W_hn.T + b_hn; n := tanh(xw_n + r*hn);
+    h_{t+1} := (1-z)*n + z*h_t. Time-major: xw, gates (T, N, 3H) (gates := r, z, n), hn (T, N, H),
+    hs (T+1, N, H) with hs[0] = h0 given."""
+    where = "gru_forward"
+    t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 3)
+    check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
+    check_out(where, "gates", gates, (t, n, 3 * h), dtype)
+    check_out(where, "hn", hn, (t, n, h), dtype)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _gru_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
+                                <float*>_ptr(hs), <float*>_ptr(gates), <float*>_ptr(hn),
+                                T, N, H, blocks)
+    else:
+        status = _gru_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
+                                <double*>_ptr(hs), <double*>_ptr(gates), <double*>_ptr(hn),
+                                T, N, H, blocks)
+    _raise_if(status, where)
+    return hs
+
+
+def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
+    """Backprop through time: dpre_x (T, N, 3H) := dL/d(xw) and dpre_h := dL/d(h @ w_hh.T + b_hh)
+    (they differ in the n block by the factor r) given dhs (T, N, H); dh0 := dL/dh0."""
+    where = "gru_backward"
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (3 * h, h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    check_like(where, "gates", gates, (t, n, 3 * h), dtype)
+    check_like(where, "hn", hn, (t, n, h), dtype)
+    check_out(where, "dpre_x", dpre_x, (t, n, 3 * h), dtype)
+    check_out(where, "dpre_h", dpre_h, (t, n, 3 * h), dtype)
+    check_out(where, "dh0", dh0, (n, h), dtype)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
+                                 <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
+                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks)
+    else:
+        status = _gru_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(gates),
+                                 <double*>_ptr(hn), <double*>_ptr(dhs), <double*>_ptr(dpre_x),
+                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks)
+    _raise_if(status, where)
+    return dpre_x
+
+
+def set_min_rows_per_thread(int rows):
+    """Rows of the batch each thread must get before a call uses one more thread (tuning and
+    tests); returns the previous value."""
+    global _min_rows
+    old = _min_rows
+    _min_rows = max(1, rows)
+    return old
