@@ -1,11 +1,11 @@
 """Recurrent layers: RNN (tanh), LSTM, GRU. Batch-first, one layer, one direction, as PyTorch's
 ``batch_first=True`` modules with ``num_layers=1``.
 
-Forward: the input projection of every time step is one GEMM, (N*T, F) @ W_ih^T + b_ih; the
-sequential part (h @ W_hh^T per step plus the fused gate math) is one compiled call
-(``fastnn._core.{rnn,lstm,gru}_forward``). Backward: the kernel sweeps time backwards and returns
-the gate-pre-activation gradients of every step; dW_ih, dW_hh, the biases and dx are then four
-whole-sequence GEMMs / reductions.
+Forward: the input projection of every time step is one GEMM, (N*T, F) @ W_ih^T + b_ih (a dense
+forward, bias fused); the sequential part (h @ W_hh^T per step plus the fused gate math) is one
+compiled call (``fastnn._core.{rnn,lstm,gru}_forward``). Backward: the kernel sweeps time backwards
+and returns the gate-pre-activation gradients of every step; dW_ih, b_ih, dx and dW_hh, b_hh are
+then two whole-sequence dense backward passes.
 """
 import numpy as np
 
@@ -81,11 +81,11 @@ class _Recurrent(Layer):
         x_tm = self._buffer("x_tm", (t, n, f))
         np.copyto(x_tm, x.transpose(1, 0, 2))
         xw = self._buffer("xw", (t, n, gh))
-        xw2 = xw.reshape(t * n, gh)
-        # all steps in one GEMM, on fastnn's own GEMM: numpy's matmul would wake numpy's BLAS
-        # pool, whose threads keep spinning against the OpenMP team of the next kernels
-        _core.gemm(x_tm.reshape(t * n, f), self.weight_ih.data, xw2, trans_b=True)
-        xw2 += self.bias_ih.data
+        # all steps in one GEMM with b_ih fused into its epilogue, on fastnn's own GEMM: numpy's
+        # matmul would wake numpy's BLAS pool, whose threads keep spinning against the OpenMP
+        # team of the next kernels (and a broadcast `+= b_ih` over (T*N, G*H) cost ~0.3 ms)
+        _core.dense_forward(x_tm.reshape(t * n, f), self.weight_ih.data, self.bias_ih.data,
+                            xw.reshape(t * n, gh))
         hs = self._buffer("hs", (t + 1, n, h))
         self._set_state(hs, h0, "h0")
         self._sequence_forward(xw, hs, c0)
@@ -125,13 +125,14 @@ class _Recurrent(Layer):
         dpre_x, dpre_h = self._sequence_backward(dhs)
         dx2 = dpre_x.reshape(t * n, gh)
         dh2 = dpre_h.reshape(t * n, gh)
-        # whole-sequence GEMMs; hs[:T] is h_{t-1} of every step, contiguous
-        _core.gemm(dx2, x_tm.reshape(t * n, f), self.weight_ih.grad, trans_a=True, beta=1.0)
-        _core.gemm(dh2, hs[:t].reshape(t * n, h), self.weight_hh.grad, trans_a=True, beta=1.0)
-        self.bias_ih.grad += dx2.sum(axis=0)
-        self.bias_hh.grad += dx2.sum(axis=0) if dpre_h is dpre_x else dh2.sum(axis=0)
+        # whole-sequence GEMMs as two dense backward passes (the input side x -> xw and the
+        # hidden side h_{t-1} -> pre-activations; hs[:T] is h_{t-1} of every step, contiguous):
+        # dW += dpre.T @ input, db += dpre.sum(0) and, for the input side, dx := dpre @ W_ih
         dx_tm = self._buffer("dx_tm", (t * n, f))
-        _core.gemm(dx2, self.weight_ih.data, dx_tm)
+        _core.dense_backward(x_tm.reshape(t * n, f), self.weight_ih.data, dx2, dx_tm,
+                             self.weight_ih.grad, self.bias_ih.grad)
+        _core.dense_backward(hs[:t].reshape(t * n, h), self.weight_hh.data, dh2, None,
+                             self.weight_hh.grad, self.bias_hh.grad)
         return dx_tm.reshape(t, n, f).transpose(1, 0, 2).copy()
 
 
