@@ -58,6 +58,65 @@ cdef extern from *:
         return e / (1.0 + e);
     }
 
+    /* float32 backward gate math of one batch row (restrict + omp simd: with this many
+       pointers GCC gives up its runtime alias checks and the loop would stay scalar). */
+    static void fnn_lstm_bwd_row(int H, const float* restrict g, float* restrict d,
+                                 const float* restrict dy, const float* restrict c_prev,
+                                 const float* restrict c_row, const float* restrict dhr,
+                                 float* restrict dcr) {
+        #pragma omp simd
+        for (int j = 0; j < H; j++) {
+            float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+            float tc = fnn_tanhf(c_row[j]);
+            float dhv = dy[j] + dhr[j];
+            float dcv = dcr[j] + dhv * o * (1 - tc * tc);
+            d[j] = dcv * gg * i * (1 - i);
+            d[H + j] = dcv * c_prev[j] * f * (1 - f);
+            d[2 * H + j] = dcv * i * (1 - gg * gg);
+            d[3 * H + j] = dhv * tc * o * (1 - o);
+            dcr[j] = dcv * f;
+        }
+    }
+    static void fnn_gru_bwd_row(int H, const float* restrict g, float* restrict dx,
+                                float* restrict dhp, const float* restrict h_prev,
+                                const float* restrict hnr, const float* restrict dy,
+                                float* restrict dhr) {
+        #pragma omp simd
+        for (int j = 0; j < H; j++) {
+            float r = g[j], z = g[H + j], nn = g[2 * H + j];
+            float dhv = dy[j] + dhr[j];
+            float dn = dhv * (1 - z) * (1 - nn * nn);
+            float dz = dhv * (h_prev[j] - nn) * z * (1 - z);
+            float dr = dn * hnr[j] * r * (1 - r);
+            dx[j] = dr; dx[H + j] = dz; dx[2 * H + j] = dn;
+            dhp[j] = dr; dhp[H + j] = dz; dhp[2 * H + j] = dn * r;
+            dhr[j] = dhv * z;
+        }
+    }
+    static void fnn_lstm_fwd_cell(int H, const float* restrict g, const float* restrict c_prev,
+                                  float* restrict c_new, float* restrict h_new) {
+        #pragma omp simd
+        for (int j = 0; j < H; j++) {
+            float c = g[H + j] * c_prev[j] + g[j] * g[2 * H + j];
+            c_new[j] = c;
+            h_new[j] = g[3 * H + j] * fnn_tanhf(c);
+        }
+    }
+    static void fnn_gru_fwd_row(int H, float* restrict g, const float* restrict x,
+                                const float* restrict b_hh, float* restrict hnr,
+                                const float* restrict h_prev, float* restrict h_new) {
+        #pragma omp simd
+        for (int j = 0; j < 2 * H; j++) g[j] = fnn_sigmoidf(g[j] + x[j] + b_hh[j]);
+        #pragma omp simd
+        for (int j = 0; j < H; j++) {
+            float hn = g[2 * H + j] + b_hh[2 * H + j];
+            float nn = fnn_tanhf(x[2 * H + j] + g[j] * hn);
+            float z = g[H + j];
+            hnr[j] = hn;
+            g[2 * H + j] = nn;
+            h_new[j] = (1 - z) * nn + z * h_prev[j];
+        }
+    }
     /* B (k x n) packed as ceil(n/32) panels of k x 32 (zero-padded columns), 64-byte aligned;
        B[p, j] = src[p*sk + j*sj]. */
     static float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) {
@@ -74,7 +133,9 @@ cdef extern from *:
     }
 
     #if FNN_REC_MK
-    /* C (m x n, ldc) (+)= A (m x k, lda) @ Bp (packed by fnn_rec_pack). 8x32 register tile. */
+    /* C (m x n, ldc) (+)= A (m x k, lda) @ Bp (packed by fnn_rec_pack). 8x32 register tile;
+       k in blocks of FNN_REC_KC so the panel slice (KC x 32 floats) stays in L1 while every
+       row tile reads it (each entry still sums over k in order: C is reloaded per block). */
     #define FNN_R_LD(r) if (acc) { c##r##0 = _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc); \
         c##r##1 = _mm512_maskz_loadu_ps(m1, cr + (long)r * ldc + 16); } \
         else { c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps(); }
@@ -83,21 +144,25 @@ cdef extern from *:
     #define FNN_R_ST(r) _mm512_mask_storeu_ps(cr + (long)r * ldc, m0, c##r##0); \
         _mm512_mask_storeu_ps(cr + (long)r * ldc + 16, m1, c##r##1);
     static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
-                           float* C, int ldc, int acc) {
+                           float* C, int ldc, int accumulate, int FNN_REC_KC) {
         for (int p = 0; p * 32 < n; p++) {
             int j0 = p * 32, nr = n - j0 < 32 ? n - j0 : 32;
             __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
             __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
-            const float* panel = Bp + (long)p * k * 32;
+            for (int k0 = 0; k0 < k; k0 += FNN_REC_KC) {
+            int kc = k - k0 < FNN_REC_KC ? k - k0 : FNN_REC_KC;
+            int acc = accumulate || k0 > 0;
+            const float* panel = Bp + ((long)p * k + k0) * 32;
+            const float* Ak = A + k0;
             int i0 = 0;
             for (; i0 + 8 <= m; i0 += 8) {
                 __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
                 float* cr = C + (long)i0 * ldc + j0;
-                const float* ar = A + (long)i0 * lda;
+                const float* ar = Ak + (long)i0 * lda;
                 FNN_R_LD(0) FNN_R_LD(1) FNN_R_LD(2) FNN_R_LD(3)
                 FNN_R_LD(4) FNN_R_LD(5) FNN_R_LD(6) FNN_R_LD(7)
                 const float* bp = panel;
-                for (int kk = 0; kk < k; kk++, bp += 32) {
+                for (int kk = 0; kk < kc; kk++, bp += 32) {
                     __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
                     FNN_R_FMA(0) FNN_R_FMA(1) FNN_R_FMA(2) FNN_R_FMA(3)
                     FNN_R_FMA(4) FNN_R_FMA(5) FNN_R_FMA(6) FNN_R_FMA(7)
@@ -107,11 +172,11 @@ cdef extern from *:
             }
             for (; i0 < m; i0++) {
                 float* cr = C + (long)i0 * ldc + j0;
-                const float* ar = A + (long)i0 * lda;
+                const float* ar = Ak + (long)i0 * lda;
                 __m512 c0 = acc ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
                 __m512 c1 = acc ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
                 const float* bp = panel;
-                for (int kk = 0; kk < k; kk++, bp += 32) {
+                for (int kk = 0; kk < kc; kk++, bp += 32) {
                     __m512 a0 = _mm512_set1_ps(ar[kk]);
                     c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp), c0);
                     c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp + 16), c1);
@@ -119,11 +184,12 @@ cdef extern from *:
                 _mm512_mask_storeu_ps(cr, m0, c0);
                 _mm512_mask_storeu_ps(cr + 16, m1, c1);
             }
+            }
         }
     }
     #else
     static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
-                           float* C, int ldc, int acc) {
+                           float* C, int ldc, int acc, int kc_block) {
         for (int i = 0; i < m; i++) {
             float* cr = C + (long)i * ldc;
             for (int j = 0; j < n; j++) {
@@ -140,9 +206,17 @@ cdef extern from *:
     float fnn_tanhf(float v) noexcept nogil
     float fnn_sigmoidf(float v) noexcept nogil
     double fnn_sigmoid(double v) noexcept nogil
+    void fnn_lstm_bwd_row(int H, const float* g, float* d, const float* dy, const float* c_prev,
+                          const float* c_row, const float* dhr, float* dcr) noexcept nogil
+    void fnn_gru_bwd_row(int H, const float* g, float* dx, float* dhp, const float* h_prev,
+                         const float* hnr, const float* dy, float* dhr) noexcept nogil
+    void fnn_gru_fwd_row(int H, float* g, const float* x, const float* b_hh, float* hnr,
+                         const float* h_prev, float* h_new) noexcept nogil
+    void fnn_lstm_fwd_cell(int H, const float* g, const float* c_prev, float* c_new,
+                           float* h_new) noexcept nogil
     float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) noexcept nogil
     void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
-                    float* C, int ldc, int acc) noexcept nogil
+                    float* C, int ldc, int acc, int kc_block) noexcept nogil
     void aligned_free "free"(void* p) noexcept nogil
 
 
@@ -152,6 +226,7 @@ cdef enum:
     MIN_ROWS_PER_THREAD = 8
 
 cdef int _min_rows = MIN_ROWS_PER_THREAD
+cdef int _kc_block = 256
 
 
 cdef inline floating _tanh(floating v) noexcept nogil:
@@ -203,7 +278,7 @@ cdef inline void _product(Product* prod, int rows, const floating* a, floating* 
         return
     if floating is float:
         fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, prod.n,
-                   accumulate)
+                   accumulate, _kc_block)
     else:
         gemm_rm(False, prod.trans_w, rows, prod.n, prod.k, <floating>1, a, prod.k,
                 <const floating*>prod.w, prod.k if prod.trans_w else prod.n,
@@ -308,6 +383,9 @@ cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating*
             c_prev = cs + (<Py_ssize_t>t * N + n) * H
             c_new = cs + (<Py_ssize_t>(t + 1) * N + n) * H
             h_new = hs + (<Py_ssize_t>(t + 1) * N + n) * H
+            if floating is float:
+                fnn_lstm_fwd_cell(H, g, c_prev, c_new, h_new)
+                continue
             for j in range(H):
                 c = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]
                 c_new[j] = c
@@ -339,6 +417,9 @@ cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const f
             c_row = cs + (<Py_ssize_t>(t + 1) * N + n) * H
             dhr = dh + <Py_ssize_t>n * H
             dcr = dc + <Py_ssize_t>n * H
+            if floating is float:
+                fnn_lstm_bwd_row(H, g, d, dy, c_prev, c_row, dhr, dcr)
+                continue
             for j in range(H):
                 i = g[j]
                 f = g[H + j]
@@ -404,6 +485,10 @@ cdef void _gru_forward_rows(const floating* xw, const floating* b_hh, floating* 
             g = gates + (<Py_ssize_t>t * N + n) * G
             x = xw + (<Py_ssize_t>t * N + n) * G
             hnr = hn + (<Py_ssize_t>t * N + n) * H
+            if floating is float:
+                fnn_gru_fwd_row(H, g, x, b_hh, hnr, hs + (<Py_ssize_t>t * N + n) * H,
+                                hs + (<Py_ssize_t>(t + 1) * N + n) * H)
+                continue
             for j in range(2 * H):
                 g[j] = _sigm(g[j] + x[j] + b_hh[j])
             for j in range(H):
@@ -441,6 +526,9 @@ cdef void _gru_backward_rows(const floating* hs, const floating* gates, const fl
             hnr = hn + (<Py_ssize_t>t * N + n) * H
             dy = dhs + (<Py_ssize_t>t * N + n) * H
             dhr = dh + <Py_ssize_t>n * H
+            if floating is float:
+                fnn_gru_bwd_row(H, g, dx, dhp, h_prev, hnr, dy, dhr)
+                continue
             for j in range(H):
                 r = g[j]
                 z = g[H + j]
@@ -658,4 +746,11 @@ def set_min_rows_per_thread(int rows):
     global _min_rows
     old = _min_rows
     _min_rows = max(1, rows)
+    return old
+
+
+def _set_kc_block(int kc):
+    global _kc_block
+    old = _kc_block
+    _kc_block = max(1, kc)
     return old
