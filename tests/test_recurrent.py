@@ -92,6 +92,43 @@ def test_row_blocks_per_thread_give_the_same_bits_on_one_and_two_threads(cell, n
         np.testing.assert_allclose(one, w, **TOL[np.float32])
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, h", [(7, 33), (8, 32), (9, 70), (17, 31), (24, 5)])
+def test_sequence_kernels_across_register_tiles_panels_and_thread_blocks(cell, dtype, n, h):
+    # the float32 step product works on 8-row x 32-column register tiles of W_hh packed in
+    # panels, k in blocks of 256: ragged rows, ragged panels and k > 256 (4*70 for the LSTM)
+    # must equal the reference, and so must every split of the rows over 1 or 2 threads
+    # (min_rows 1: even tiny blocks get their own thread), bit for bit in float32
+    from fastnn._core import _recurrent
+    rng = np.random.default_rng(n * 100 + h)
+    t = 3
+    g = CELLS[cell] * h
+    xw = rng.standard_normal((t, n, g)).astype(dtype)
+    w_hh = (rng.standard_normal((g, h)) / np.sqrt(h)).astype(dtype)
+    b_hh = rng.standard_normal(g).astype(dtype)
+    h0, c0 = rng.standard_normal((2, n, h)).astype(dtype)
+    dhs = rng.standard_normal((t, n, h)).astype(dtype)
+    want = _run_kernels(ref, cell, xw, w_hh, b_hh, h0, c0, dhs)
+    saved = fnn.get_num_threads()
+    saved_rows = _recurrent.set_min_rows_per_thread(1)
+    try:
+        runs = []
+        for threads, min_rows in ((1, 1), (2, 1), (2, 8)):
+            fnn.set_num_threads(threads)
+            _recurrent.set_min_rows_per_thread(min_rows)
+            runs.append(_run_kernels(_core, cell, xw, w_hh, b_hh, h0, c0, dhs))
+    finally:
+        fnn.set_num_threads(saved)
+        _recurrent.set_min_rows_per_thread(saved_rows)
+    for got in runs:
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, **TOL[dtype])
+        if dtype == np.float32:  # float64 goes through dgemm, whose kernel depends on the rows
+            for a, b in zip(got, runs[0]):
+                np.testing.assert_array_equal(a, b)  # the row split changes no bit
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @settings(max_examples=10)
 @given(m=st.integers(0, 40), v=st.integers(1, 6), d=st.integers(1, 7), seed=st.integers(0, 2**16))
