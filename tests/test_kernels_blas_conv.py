@@ -475,7 +475,7 @@ def test_cached_workspaces_are_reused_without_stale_data(two_threads, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1), (3, 2)])
-def test_im2col_wide_rows_match_reference(dtype, stride):
+def test_im2col_col2im_wide_rows_match_reference(dtype, stride):
     # float32 im2col copies rows 16 outputs at a time (masked at the edges; stride 2 through an
     # even-lane permute) and same-size stride-1 planes as one shifted flat copy: rows wider
     # than one and two vectors, ragged tails, padding up to and past the kernel size, every
@@ -492,6 +492,10 @@ def test_im2col_wide_rows_match_reference(dtype, stride):
                 col = np.full((2, 2 * k[0] * k[1], oh * ow), np.nan, dtype)
                 _core.im2col(x, k, stride, p, col)
                 np.testing.assert_array_equal(col, reference.im2col(x, k, stride, p, col.copy()))
+                col = rand(rng, col.shape, dtype)  # and its adjoint (stride 2: even-lane adds)
+                img = np.full(x.shape, np.nan, dtype)
+                _core.col2im(col, k, stride, p, img)
+                assert_close(img, reference.col2im(col, k, stride, p, img.copy()))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
