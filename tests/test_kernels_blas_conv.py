@@ -492,7 +492,7 @@ def test_im2col_col2im_wide_rows_match_reference(dtype, stride):
                 col = np.full((2, 2 * k[0] * k[1], oh * ow), np.nan, dtype)
                 _core.im2col(x, k, stride, p, col)
                 np.testing.assert_array_equal(col, reference.im2col(x, k, stride, p, col.copy()))
-                col = rand(rng, col.shape, dtype)  # and its adjoint (stride 2: even-lane adds)
+                col = rand(rng, col.shape, dtype)  # and its adjoint
                 img = np.full(x.shape, np.nan, dtype)
                 _core.col2im(col, k, stride, p, img)
                 assert_close(img, reference.col2im(col, k, stride, p, img.copy()))

@@ -226,19 +226,6 @@ cdef extern from *:
             }
         }
     }
-    /* col2im at stride 2, one row: dst[2*ow] += src[ow] for ow in [lo, hi), 8 at a time (the
-       8 sources spread to the even lanes, only even lanes stored: odd pixels untouched). */
-    static void fnn_col2im_row_s2(float* dst, const float* src, int lo, int hi) {
-        const __m512i spread = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-        for (int ow0 = lo; ow0 < hi; ow0 += 8) {
-            int cnt = hi - ow0 < 8 ? hi - ow0 : 8;
-            __mmask16 even = (__mmask16)(0x5555u & ((1u << (2 * cnt)) - 1u));
-            __m512 v = _mm512_maskz_permutexvar_ps(even, spread,
-                                                   _mm512_maskz_loadu_ps((__mmask16)((1u << cnt) - 1u), src + ow0));
-            float* d = dst + 2L * ow0;
-            _mm512_mask_storeu_ps(d, even, _mm512_add_ps(_mm512_maskz_loadu_ps(even, d), v));
-        }
-    }
     /* lanes [a, b) of a 16-lane mask, a and b clipped to [0, 16] */
     static inline __mmask16 fnn_lanes(int a, int b) {
         a = a < 0 ? 0 : (a > 16 ? 16 : a);
@@ -312,7 +299,6 @@ cdef extern from *:
     static void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw,
                                    int ph, int pw, int OH, int OW, float* dst) {}
     static void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) {}
-    static void fnn_col2im_row_s2(float* dst, const float* src, int lo, int hi) {}
     static void fnn_mk_conv_s1(int m, int p_lo, int p_hi, int C, int H, int W, int KH, int KW,
                                int ph, int pw, const float* A, const float* plane, float* Cout,
                                int ldc) {}
@@ -326,7 +312,6 @@ cdef extern from *:
     void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw, int ph,
                             int pw, int OH, int OW, float* dst) noexcept nogil
     void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) noexcept nogil
-    void fnn_col2im_row_s2(float* dst, const float* src, int lo, int hi) noexcept nogil
     void fnn_mk_conv_s1(int m, int p_lo, int p_hi, int C, int H, int W, int KH, int KW, int ph,
                         int pw, const float* A, const float* plane, float* Cout, int ldc) noexcept nogil
 
@@ -466,10 +451,6 @@ cdef void _col2im(const floating* col, int nb, int C, int H, int W, int KH, int 
                     if ih < 0 or ih >= H:
                         continue
                     dst = plane + <Py_ssize_t>ih * W + off
-                    if floating is float:
-                        if FNN_MK_AVAILABLE and sw == 2:
-                            fnn_col2im_row_s2(dst, src + oh * OW, lo, hi)
-                            continue
                     if sw == 1:
                         for ow in range(lo, hi):
                             dst[ow] += src[oh * OW + ow]
