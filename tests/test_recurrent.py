@@ -355,3 +355,103 @@ def test_kernel_wrappers_reject_mismatched_shapes():
     with pytest.raises(TypeError, match=r"rnn_forward.*float64"):
         _core.rnn_forward(np.zeros((5, 2, 2), np.float32), np.zeros((2, 2)), np.zeros(2),
                           np.zeros((6, 2, 2)))
+
+
+# --- an Embedding feeding a recurrent layer: the projected-table path ------------------------
+
+def _embedded_step(kind, dtype, ids, v, f, h, fuse, return_sequences=True, seed=3):
+    """Forward + backward of Embedding(v, f) -> kind(f, h); returns (output, grads, fused?)."""
+    cls, _ = LAYERS[kind]
+    fnn.seed(seed)
+    model = fnn.Sequential([L.Embedding(v, f), cls(f, h, return_sequences=return_sequences)])
+    model = model.astype(dtype)
+    old = L.recurrent._Recurrent.fuse_embedding
+    L.recurrent._Recurrent.fuse_embedding = fuse
+    try:
+        y = model.forward(ids)
+        dy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
+        model.backward(dy)
+    finally:
+        L.recurrent._Recurrent.fuse_embedding = old
+    grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+    return y, grads, model[1]._embedded is not None
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, t, v, f, h", [(3, 5, 4, 6, 5), (8, 4, 2, 3, 33), (1, 9, 3, 2, 1)])
+def test_embedded_input_path_equals_plain_path(kind, dtype, n, t, v, f, h):
+    """Ragged sizes and repeated ids: the output and every gradient (table included, through
+    dx) match the position-by-position projection."""
+    ids = np.random.default_rng(n * t).integers(0, v, (n, t))
+    for return_sequences in (True, False):
+        y0, g0, fused0 = _embedded_step(kind, dtype, ids, v, f, h, False, return_sequences)
+        y1, g1, fused1 = _embedded_step(kind, dtype, ids, v, f, h, True, return_sequences)
+        assert fused1 and not fused0
+        np.testing.assert_allclose(y1, y0, **TOL[dtype])
+        for name in g0:
+            np.testing.assert_allclose(g1[name], g0[name], err_msg=name, **TOL[dtype])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_embedded_input_path_on_one_and_two_threads(threads):
+    ids = np.random.default_rng(1).integers(0, 5, (17, 6))
+    old = fnn.get_num_threads()
+    fnn.set_num_threads(threads)
+    try:
+        y0, g0, _ = _embedded_step("LSTM", np.float32, ids, 5, 7, 40, False)
+        y1, g1, fused = _embedded_step("LSTM", np.float32, ids, 5, 7, 40, True)
+    finally:
+        fnn.set_num_threads(old)
+    assert fused
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+    for name in g0:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_embedded_input_gradcheck(kind):
+    cls, _ = LAYERS[kind]
+    fnn.seed(5)
+    model = fnn.Sequential([L.Embedding(3, 4), cls(4, 3)]).astype(np.float64)
+    ids = np.array([[0, 2, 2, 1], [1, 1, 0, 2]])
+    model.forward(ids)
+    assert model[1]._embedded is not None
+    fnn.assert_gradcheck(model, ids)
+
+
+def test_embedded_input_falls_back_when_the_lookup_no_longer_holds():
+    """Only the untouched output of the latest lookup, of a small vocabulary, takes the table path:
+    an edited output, an edited table, a copy or a large vocabulary give the plain result."""
+    fnn.seed(0)
+    emb, lstm = L.Embedding(4, 3).astype(np.float64), L.LSTM(3, 2).astype(np.float64)
+    ids = np.array([[0, 1, 2, 3], [3, 3, 1, 0]])
+
+    def plain(x):
+        L.recurrent._Recurrent.fuse_embedding = False
+        try:
+            return lstm.forward(x.copy())
+        finally:
+            L.recurrent._Recurrent.fuse_embedding = True
+
+    x = emb.forward(ids)
+    x[0, 1, 2] += 1.0
+    y = lstm.forward(x)
+    assert lstm._embedded is None
+    np.testing.assert_allclose(y, plain(x), rtol=1e-12, atol=1e-12)
+
+    x = emb.forward(ids)
+    emb.weight.data[1, 0] += 1.0  # row 1 is used: x no longer equals table[ids]
+    y = lstm.forward(x)
+    assert lstm._embedded is None
+    np.testing.assert_allclose(y, plain(x), rtol=1e-12, atol=1e-12)
+
+    x = emb.forward(ids)
+    lstm.forward(x.copy())
+    assert lstm._embedded is None
+    lstm.forward(x)
+    assert lstm._embedded is not None
+
+    big = L.Embedding(5, 3).astype(np.float64)  # 2 * 5 > 2 * 4 positions
+    lstm.forward(big.forward(ids))
+    assert lstm._embedded is None

@@ -1,4 +1,6 @@
 """Embedding: a lookup table of learnable vectors indexed by integer ids."""
+import weakref
+
 import numpy as np
 
 from .. import _core
@@ -64,7 +66,9 @@ class Embedding(Layer):
         out = np.empty((ids.shape[0], self.embedding_dim), dtype=self._dtype)
         _core.embedding_forward(ids, self.weight.data, out)
         self._indices, self._in_shape = ids, x.shape
-        return out.reshape(*x.shape, self.embedding_dim)
+        y = out.reshape(*x.shape, self.embedding_dim)
+        _remember_lookup(y, ids, self.weight.data)
+        return y
 
     def backward(self, dy):
         if self._indices is None:
@@ -75,3 +79,25 @@ class Embedding(Layer):
             raise self.shape_error(expected, dy.shape, "dy")
         _core.embedding_backward(self._indices, dy.reshape(-1, self.embedding_dim), self.weight.grad)
         return None
+
+
+# The latest lookup, for a recurrent layer that receives its output: a projection of every row,
+# x @ W.T, is then (table @ W.T)[ids], a GEMM over the vocabulary instead of over every position
+# (see layers/recurrent.py). Only a hint: the consumer checks that its input still equals
+# table[ids] before relying on it, so a modified output or table falls back to the plain path.
+# One slot, replaced atomically (a tuple), so concurrent models can only miss the hint.
+_last_lookup = None
+
+
+def _remember_lookup(y, ids, table):
+    global _last_lookup
+    _last_lookup = (weakref.ref(y), ids, table)
+
+
+def lookup_of(x):
+    """(ids, table) if ``x`` is the very array the latest Embedding.forward returned, else None.
+    The caller must still verify ``x == table[ids]``."""
+    last = _last_lookup
+    if last is None or last[0]() is not x:
+        return None
+    return last[1], last[2]

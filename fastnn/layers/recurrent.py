@@ -6,12 +6,18 @@ forward, bias fused); the sequential part (h @ W_hh^T per step plus the fused ga
 compiled call (``fastnn._core.{rnn,lstm,gru}_forward``). Backward: the kernel sweeps time backwards
 and returns the gate-pre-activation gradients of every step; dW_ih, b_ih, dx and dW_hh, b_hh are
 then two whole-sequence dense backward passes.
+
+Fed straight by an Embedding (V, F) with V <= T*N/2 (its output array, unmodified: checked
+exactly), the input side works on the table instead of every position: xw is the projected table
+(table @ W_ih^T + b_ih, one small GEMM) gathered at the ids, and dW_ih / db_ih come from dpre
+summed per id; only dx = dpre @ W_ih is still a whole-sequence GEMM.
 """
 import numpy as np
 
 from .. import _core
 from .._random import rng
 from .base import Layer
+from .embedding import lookup_of
 
 
 class _Recurrent(Layer):
@@ -20,6 +26,9 @@ class _Recurrent(Layer):
 
     _gates = 1
     _has_cell = False
+    # project an Embedding's table instead of every position when the input is its output
+    # (class-wide switch, for A/B measurements and tests)
+    fuse_embedding = True
 
     def __init__(self, input_size, hidden_size, return_sequences=True):
         super().__init__()
@@ -44,6 +53,8 @@ class _Recurrent(Layer):
         self.dc0 = None
         self._work = {}  # name -> buffer, reused while (N, T, dtype) stay the same
         self._x_tm = None
+        self._shape = None  # (T, N, F) of the latest forward
+        self._embedded = None
 
     def config(self):
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
@@ -56,6 +67,8 @@ class _Recurrent(Layer):
     def _on_dtype_change(self):
         self._work = {}
         self._x_tm = None
+        self._shape = None
+        self._embedded = None
 
     # --- buffers reused from call to call while (N, T, dtype) stays the same -----------------
     def _buffer(self, name, shape):
@@ -72,28 +85,56 @@ class _Recurrent(Layer):
         return x
 
     def forward(self, x, training=True, h0=None, c0=None):
+        lookup = lookup_of(x) if self.fuse_embedding else None
         x = self._check_x(x)
         n, t, f = x.shape
         h, gh = self.hidden_size, self._gates * self.hidden_size
         if c0 is not None and not self._has_cell:
             raise TypeError(f"{self.describe()}: c0 is only accepted by LSTM")
-        # The kernels work time-major (T, N, .) so each step is one contiguous block.
-        x_tm = self._buffer("x_tm", (t, n, f))
-        np.copyto(x_tm, x.transpose(1, 0, 2))
         xw = self._buffer("xw", (t, n, gh))
-        # all steps in one GEMM with b_ih fused into its epilogue, on fastnn's own GEMM: numpy's
-        # matmul would wake numpy's BLAS pool, whose threads keep spinning against the OpenMP
-        # team of the next kernels (and a broadcast `+= b_ih` over (T*N, G*H) cost ~0.3 ms)
-        _core.dense_forward(x_tm.reshape(t * n, f), self.weight_ih.data, self.bias_ih.data,
-                            xw.reshape(t * n, gh))
+        self._embedded = self._embedded_input(x, lookup)
+        if self._embedded is not None:
+            # x is table[ids] (an Embedding's output): x @ W_ih^T + b_ih is the projected table
+            # gathered at ids, a (V, F) x (F, G*H) GEMM instead of a (T*N, F) one
+            table, ids_tm = self._embedded
+            projected = self._buffer("projected", (table.shape[0], gh))
+            _core.dense_forward(table, self.weight_ih.data, self.bias_ih.data, projected)
+            _core.embedding_forward(ids_tm, projected, xw.reshape(t * n, gh))
+            x_tm = None
+        else:
+            # The kernels work time-major (T, N, .) so each step is one contiguous block.
+            x_tm = self._buffer("x_tm", (t, n, f))
+            np.copyto(x_tm, x.transpose(1, 0, 2))
+            # all steps in one GEMM with b_ih fused into its epilogue, on fastnn's own GEMM:
+            # numpy's matmul would wake numpy's BLAS pool, whose threads keep spinning against the
+            # OpenMP team of the next kernels (and a broadcast `+= b_ih` cost ~0.3 ms)
+            _core.dense_forward(x_tm.reshape(t * n, f), self.weight_ih.data, self.bias_ih.data,
+                                xw.reshape(t * n, gh))
         hs = self._buffer("hs", (t + 1, n, h))
         self._set_state(hs, h0, "h0")
         self._sequence_forward(xw, hs, c0)
         self._x_tm = x_tm
+        self._shape = (t, n, f)
         self.dh0 = self.dc0 = None
         if self.return_sequences:
             return hs[1:].transpose(1, 0, 2).copy()  # fresh: buffers are reused next call
         return hs[t].copy()
+
+    def _embedded_input(self, x, lookup):
+        """(table copy, time-major ids) when x (N, T, F) is exactly table[ids] and the vocabulary
+        is small enough for the projected table to be cheaper than projecting every position;
+        else None. The check is exact, so a hint from a modified output or table is ignored."""
+        if lookup is None:
+            return None
+        ids, table = lookup
+        n, t, f = x.shape
+        if (table.dtype != self._dtype or table.ndim != 2 or table.shape[1] != f
+                or ids.shape != (n * t,) or 2 * table.shape[0] > n * t):
+            return None
+        table = np.array(table)  # the backward needs the values of this forward
+        if not np.array_equal(table[ids], x.reshape(n * t, f)):
+            return None
+        return table, np.ascontiguousarray(ids.reshape(n, t).T).reshape(t * n)
 
     def _set_state(self, buf, s, name):
         n, h = buf.shape[1], self.hidden_size
@@ -106,10 +147,10 @@ class _Recurrent(Layer):
         buf[0] = s
 
     def backward(self, dy):
-        if self._x_tm is None:
+        if self._shape is None:
             raise RuntimeError(f"{self.describe()}: backward called before forward")
-        x_tm, hs = self._x_tm, self._work["hs"]
-        t, n, f = x_tm.shape
+        hs = self._work["hs"]
+        t, n, f = self._shape
         h, gh = self.hidden_size, self._gates * self.hidden_size
         dy = self.as_input(dy, "dy")
         dhs = self._buffer("dhs", (t, n, h))
@@ -125,12 +166,22 @@ class _Recurrent(Layer):
         dpre_x, dpre_h = self._sequence_backward(dhs)
         dx2 = dpre_x.reshape(t * n, gh)
         dh2 = dpre_h.reshape(t * n, gh)
-        # whole-sequence GEMMs as two dense backward passes (the input side x -> xw and the
-        # hidden side h_{t-1} -> pre-activations; hs[:T] is h_{t-1} of every step, contiguous):
+        # whole-sequence GEMMs as dense backward passes (the input side x -> xw and the hidden
+        # side h_{t-1} -> pre-activations; hs[:T] is h_{t-1} of every step, contiguous):
         # dW += dpre.T @ input, db += dpre.sum(0) and, for the input side, dx := dpre @ W_ih
         dx_tm = self._buffer("dx_tm", (t * n, f))
-        _core.dense_backward(x_tm.reshape(t * n, f), self.weight_ih.data, dx2, dx_tm,
-                             self.weight_ih.grad, self.bias_ih.grad)
+        if self._embedded is not None:
+            # input rows are table rows: dW_ih += (dpre summed per id).T @ table
+            table, ids_tm = self._embedded
+            per_id = self._buffer("per_id", (table.shape[0], gh))
+            per_id.fill(0)
+            _core.embedding_backward(ids_tm, dx2, per_id)
+            _core.dense_backward(table, self.weight_ih.data, per_id, None, self.weight_ih.grad,
+                                 self.bias_ih.grad)
+            _core.gemm(dx2, self.weight_ih.data, dx_tm)
+        else:
+            _core.dense_backward(self._x_tm.reshape(t * n, f), self.weight_ih.data, dx2, dx_tm,
+                                 self.weight_ih.grad, self.bias_ih.grad)
         _core.dense_backward(hs[:t].reshape(t * n, h), self.weight_hh.data, dh2, None,
                              self.weight_hh.grad, self.bias_hh.grad)
         return dx_tm.reshape(t, n, f).transpose(1, 0, 2).copy()
@@ -206,7 +257,7 @@ class LSTM(_Recurrent):
     @property
     def c_n(self):
         """The last cell state c_T (N, H) of the latest forward."""
-        return None if self._x_tm is None else self._work["cs"][-1].copy()
+        return None if self._shape is None else self._work["cs"][-1].copy()
 
     def _sequence_backward(self, dhs):
         t, n, h = dhs.shape
