@@ -455,3 +455,28 @@ def test_embedded_input_falls_back_when_the_lookup_no_longer_holds():
     big = L.Embedding(5, 3).astype(np.float64)  # 2 * 5 > 2 * 4 positions
     lstm.forward(big.forward(ids))
     assert lstm._embedded is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("v, f, g, m", [(1, 1, 1, 1), (5, 3, 12, 17), (7, 33, 40, 0), (3, 8, 64, 50)])
+def test_table_helpers_equal_numpy(dtype, v, f, g, m):
+    from fastnn._core import _recurrent
+
+    rng = np.random.default_rng(v * g + m)
+    table, w, b = (rng.standard_normal(s).astype(dtype) for s in ((v, f), (g, f), (g,)))
+    ids = rng.integers(0, v, m)
+    projected, xw = np.full((v, g), np.nan, dtype), np.full((m, g), np.nan, dtype)
+    _recurrent.embedded_projection(table, w, b, ids, projected, xw)
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(projected, table @ w.T + b, **tol)
+    np.testing.assert_allclose(xw, table[ids] @ w.T + b, **tol)
+    dpre = rng.standard_normal((m, g)).astype(dtype)
+    dw, db = np.ones((g, f), dtype), np.ones(g, dtype)  # accumulates
+    per_id = np.full((v, g), np.nan, dtype)
+    _recurrent.embedded_input_grads(table, w, ids, dpre, per_id, dw, db)
+    np.testing.assert_allclose(dw, 1 + dpre.T @ table[ids], **tol)
+    np.testing.assert_allclose(db, 1 + dpre.sum(0), **tol)
+    with pytest.raises(ValueError, match=r"embedded_projection: ids must lie in \[0, %d\)" % v):
+        _recurrent.embedded_projection(table, w, b, np.array([v]), projected, xw[:1])
+    with pytest.raises(ValueError, match="embedded_input_grads: w_ih"):
+        _recurrent.embedded_input_grads(table, w[:, :0], ids, dpre, per_id, dw, db)

@@ -14,11 +14,13 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport tanh, exp
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport openmp
 cimport numpy as cnp
 
 from ._blas cimport gemm_rm
-from ._checks import check_float, check_like, check_out
+from ._checks import check_float, check_index, check_like, check_out
 
 cnp.import_array()
 
@@ -749,3 +751,128 @@ def set_min_rows_per_thread(int rows):
     old = _min_rows
     _min_rows = max(1, rows)
     return old
+
+
+# ---- the input side of a layer fed by an Embedding (private to layers/recurrent.py) ------------
+# A few MFLOP over the vocabulary's rows: serial on purpose (one single-threaded BLAS call each;
+# a 2-thread region costs more to wake than these take, and far more when the cores are shared).
+
+cdef inline void _gemm1(bint trans_a, bint trans_b, int m, int n, int k, const floating* a, int lda,
+                        const floating* b, int ldb, floating beta, floating* c,
+                        int ldc) noexcept nogil:
+    """Row-major C (m, n) := op(A) @ op(B) + beta*C on the calling thread (column-major BLAS on
+    the transposes)."""
+    cdef char ta = b'T' if trans_b else b'N'
+    cdef char tb = b'T' if trans_a else b'N'
+    cdef floating one = 1
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        sgemm(&ta, &tb, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&ta, &tb, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+
+
+cdef void _project_table(const floating* table, const floating* w_ih, const floating* b_ih,
+                         const long long* ids, floating* projected, floating* xw, int V, int F,
+                         int G, Py_ssize_t M) noexcept nogil:
+    cdef int v, j
+    cdef Py_ssize_t m
+    _gemm1(False, True, V, G, F, table, F, w_ih, F, <floating>0, projected, G)
+    for v in range(V):
+        for j in range(G):
+            projected[<Py_ssize_t>v * G + j] += b_ih[j]
+    for m in range(M):
+        memcpy(xw + m * G, projected + <Py_ssize_t>ids[m] * G, G * sizeof(floating))
+
+
+cdef void _table_grads(const floating* table, const long long* ids, const floating* dpre,
+                       floating* per_id, floating* dw_ih, floating* db_ih, int V, int F, int G,
+                       Py_ssize_t M) noexcept nogil:
+    cdef int v, j
+    cdef Py_ssize_t m
+    cdef floating* row
+    cdef const floating* d
+    memset(per_id, 0, <Py_ssize_t>V * G * sizeof(floating))
+    for m in range(M):
+        row = per_id + <Py_ssize_t>ids[m] * G
+        d = dpre + m * G
+        for j in range(G):
+            row[j] += d[j]
+    # dW_ih (G, F) += per_id.T @ table; db_ih += per_id.sum(0)
+    _gemm1(True, False, G, F, V, per_id, G, table, F, <floating>1, dw_ih, F)
+    for v in range(V):
+        for j in range(G):
+            db_ih[j] += per_id[<Py_ssize_t>v * G + j]
+
+
+def _check_table_ids(where, table, w_ih, ids):
+    check_float(where, "table", table, ndim=2)
+    dtype = table.dtype
+    v, f = table.shape
+    check_float(where, "w_ih", w_ih, ndim=2, dtype=dtype)
+    if w_ih.shape[1] != f:
+        raise ValueError(f"{where}: w_ih must have shape (G, {f}) to match table {table.shape}, "
+                         f"got {w_ih.shape}")
+    check_index(where, "ids", ids)
+    if ids.ndim != 1:
+        raise ValueError(f"{where}: ids must be 1-D, got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= v):
+        raise ValueError(f"{where}: ids must lie in [0, {v}), got values in "
+                         f"[{ids.min()}, {ids.max()}]")
+    return v, f, w_ih.shape[0], ids.shape[0], dtype
+
+
+def embedded_projection(table, w_ih, b_ih, ids, projected, xw):
+    """projected (V, G) := table @ w_ih.T + b_ih; xw (M, G) := projected[ids]: x @ w_ih.T + b_ih
+    of the rows x = table[ids] (ids int64 (M,) in [0, V)). Serial."""
+    where = "embedded_projection"
+    v, f, g, m, dtype = _check_table_ids(where, table, w_ih, ids)
+    check_like(where, "b_ih", b_ih, (g,), dtype)
+    check_out(where, "projected", projected, (v, g), dtype)
+    check_out(where, "xw", xw, (m, g), dtype)
+    cdef int V = v, F = f, G = g
+    cdef Py_ssize_t M = m
+    cdef const long long* idp = <const long long*>_ptr(ids)
+    cdef void* tp = _ptr(table)
+    cdef void* wp = _ptr(w_ih)
+    cdef void* bp = _ptr(b_ih)
+    cdef void* pp = _ptr(projected)
+    cdef void* xp = _ptr(xw)
+    if dtype.itemsize == 4:
+        with nogil:
+            _project_table(<float*>tp, <float*>wp, <float*>bp, idp, <float*>pp, <float*>xp,
+                           V, F, G, M)
+    else:
+        with nogil:
+            _project_table(<double*>tp, <double*>wp, <double*>bp, idp, <double*>pp,
+                           <double*>xp, V, F, G, M)
+    return xw
+
+
+def embedded_input_grads(table, w_ih, ids, dpre, per_id, dw_ih, db_ih):
+    """per_id (V, G) := dpre (M, G) summed per id; dw_ih (G, F) += per_id.T @ table;
+    db_ih += per_id.sum(0): the weight gradients of xw = table[ids] @ w_ih.T + b_ih. Serial."""
+    where = "embedded_input_grads"
+    v, f, g, m, dtype = _check_table_ids(where, table, w_ih, ids)
+    check_like(where, "dpre", dpre, (m, g), dtype)
+    check_out(where, "per_id", per_id, (v, g), dtype)
+    check_out(where, "dw_ih", dw_ih, (g, f), dtype)
+    check_out(where, "db_ih", db_ih, (g,), dtype)
+    cdef int V = v, F = f, G = g
+    cdef Py_ssize_t M = m
+    cdef const long long* idp = <const long long*>_ptr(ids)
+    cdef void* tp = _ptr(table)
+    cdef void* dp = _ptr(dpre)
+    cdef void* pp = _ptr(per_id)
+    cdef void* wp = _ptr(dw_ih)
+    cdef void* bp = _ptr(db_ih)
+    if dtype.itemsize == 4:
+        with nogil:
+            _table_grads(<float*>tp, idp, <float*>dp, <float*>pp, <float*>wp, <float*>bp,
+                         V, F, G, M)
+    else:
+        with nogil:
+            _table_grads(<double*>tp, idp, <double*>dp, <double*>pp, <double*>wp, <double*>bp,
+                         V, F, G, M)
+    return dw_ih

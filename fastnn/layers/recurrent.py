@@ -20,6 +20,24 @@ from .base import Layer
 from .embedding import lookup_of
 
 
+def _serial_table_kernels():
+    """The table path's two small GEMMs (a few MFLOP) run single-threaded in _recurrent.pyx's
+    helpers, one call each; only while _core's kernels are the compiled ones, so a run with
+    reference.py's kernels swapped in (benchmarks) stays NumPy all the way."""
+    from .._core import _blas
+
+    return _SERIAL_TABLE and _core.dense_forward is _blas.dense_forward
+
+
+_SERIAL_TABLE = True
+
+
+def _table_kernels():
+    from .._core import _recurrent
+
+    return _recurrent
+
+
 class _Recurrent(Layer):
     """Shared machinery; a subclass sets ``_gates`` and implements ``_sequence_forward`` /
     ``_sequence_backward`` with the cell's kernels."""
@@ -98,8 +116,12 @@ class _Recurrent(Layer):
             # gathered at ids, a (V, F) x (F, G*H) GEMM instead of a (T*N, F) one
             table, ids_tm = self._embedded
             projected = self._buffer("projected", (table.shape[0], gh))
-            _core.dense_forward(table, self.weight_ih.data, self.bias_ih.data, projected)
-            _core.embedding_forward(ids_tm, projected, xw.reshape(t * n, gh))
+            if _serial_table_kernels():
+                _table_kernels().embedded_projection(table, self.weight_ih.data, self.bias_ih.data,
+                                               ids_tm, projected, xw.reshape(t * n, gh))
+            else:
+                _core.dense_forward(table, self.weight_ih.data, self.bias_ih.data, projected)
+                _core.embedding_forward(ids_tm, projected, xw.reshape(t * n, gh))
             x_tm = None
         else:
             # The kernels work time-major (T, N, .) so each step is one contiguous block.
@@ -174,10 +196,14 @@ class _Recurrent(Layer):
             # input rows are table rows: dW_ih += (dpre summed per id).T @ table
             table, ids_tm = self._embedded
             per_id = self._buffer("per_id", (table.shape[0], gh))
-            per_id.fill(0)
-            _core.embedding_backward(ids_tm, dx2, per_id)
-            _core.dense_backward(table, self.weight_ih.data, per_id, None, self.weight_ih.grad,
-                                 self.bias_ih.grad)
+            if _serial_table_kernels():
+                _table_kernels().embedded_input_grads(table, self.weight_ih.data, ids_tm, dx2, per_id,
+                                                self.weight_ih.grad, self.bias_ih.grad)
+            else:
+                per_id.fill(0)
+                _core.embedding_backward(ids_tm, dx2, per_id)
+                _core.dense_backward(table, self.weight_ih.data, per_id, None,
+                                     self.weight_ih.grad, self.bias_ih.grad)
             _core.gemm(dx2, self.weight_ih.data, dx_tm)
         else:
             _core.dense_backward(self._x_tm.reshape(t * n, f), self.weight_ih.data, dx2, dx_tm,
