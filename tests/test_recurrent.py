@@ -359,20 +359,23 @@ def test_kernel_wrappers_reject_mismatched_shapes():
 
 # --- an Embedding feeding a recurrent layer: the projected-table path ------------------------
 
-def _embedded_step(kind, dtype, ids, v, f, h, fuse, return_sequences=True, seed=3):
+def _embedded_step(kind, dtype, ids, v, f, h, fuse, return_sequences=True, seed=3,
+                   full_calls=True):
     """Forward + backward of Embedding(v, f) -> kind(f, h); returns (output, grads, fused?)."""
     cls, _ = LAYERS[kind]
     fnn.seed(seed)
     model = fnn.Sequential([L.Embedding(v, f), cls(f, h, return_sequences=return_sequences)])
     model = model.astype(dtype)
-    old = L.recurrent._Recurrent.fuse_embedding
+    old, old_calls = L.recurrent._Recurrent.fuse_embedding, L.recurrent._FUSED_CALLS
     L.recurrent._Recurrent.fuse_embedding = fuse
+    L.recurrent._FUSED_CALLS = full_calls
     try:
         y = model.forward(ids)
         dy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
         model.backward(dy)
     finally:
         L.recurrent._Recurrent.fuse_embedding = old
+        L.recurrent._FUSED_CALLS = old_calls
     grads = {name: p.grad.copy() for name, p in model.named_parameters()}
     return y, grads, model[1]._embedded is not None
 
@@ -380,13 +383,17 @@ def _embedded_step(kind, dtype, ids, v, f, h, fuse, return_sequences=True, seed=
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, t, v, f, h", [(3, 5, 4, 6, 5), (8, 4, 2, 3, 33), (1, 9, 3, 2, 1)])
-def test_embedded_input_path_equals_plain_path(kind, dtype, n, t, v, f, h):
+@pytest.mark.parametrize("full_calls", [True, False])
+def test_embedded_input_path_equals_plain_path(kind, dtype, n, t, v, f, h, full_calls):
     """Ragged sizes and repeated ids: the output and every gradient (table included, through
-    dx) match the position-by-position projection."""
+    dx) match the position-by-position projection (private whole-layer calls or contract
+    kernels only)."""
     ids = np.random.default_rng(n * t).integers(0, v, (n, t))
     for return_sequences in (True, False):
-        y0, g0, fused0 = _embedded_step(kind, dtype, ids, v, f, h, False, return_sequences)
-        y1, g1, fused1 = _embedded_step(kind, dtype, ids, v, f, h, True, return_sequences)
+        y0, g0, fused0 = _embedded_step(kind, dtype, ids, v, f, h, False, return_sequences,
+                                        full_calls=False)
+        y1, g1, fused1 = _embedded_step(kind, dtype, ids, v, f, h, True, return_sequences,
+                                        full_calls=full_calls)
         assert fused1 and not fused0
         np.testing.assert_allclose(y1, y0, **TOL[dtype])
         for name in g0:
@@ -480,3 +487,59 @@ def test_table_helpers_equal_numpy(dtype, v, f, g, m):
         _recurrent.embedded_projection(table, w, b, np.array([v]), projected, xw[:1])
     with pytest.raises(ValueError, match="embedded_input_grads: w_ih"):
         _recurrent.embedded_input_grads(table, w[:, :0], ids, dpre, per_id, dw, db)
+
+
+def _layer_step(kind, dtype, x, h, full_calls, return_sequences, seed=4):
+    """Forward + backward of kind(F, h) on float input x; returns (y, dx, dh0, grads)."""
+    cls, _ = LAYERS[kind]
+    fnn.seed(seed)
+    layer = cls(x.shape[2], h, return_sequences=return_sequences).astype(dtype)
+    old = L.recurrent._FUSED_CALLS
+    L.recurrent._FUSED_CALLS = full_calls
+    try:
+        y = layer.forward(x)
+        dy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
+        dx = layer.backward(dy)
+    finally:
+        L.recurrent._FUSED_CALLS = old
+    return y, dx, layer.dh0, {name: p.grad.copy() for name, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n, t, f, h", [(1, 3, 2, 1), (9, 4, 5, 33), (17, 2, 32, 16), (33, 3, 3, 70)])
+def test_whole_layer_backward_call_equals_contract_kernels(kind, dtype, threads, n, t, f, h):
+    """The private one-region backward (sweep + per-step dx + weight gradients split over the
+    threads' gate columns) gives what the contract kernels and two dense backward passes give:
+    ragged sizes across register tiles, panels and row/column splits."""
+    x = np.random.default_rng(n + t).standard_normal((n, t, f)).astype(dtype)
+    old = fnn.get_num_threads()
+    fnn.set_num_threads(threads)
+    try:
+        for return_sequences in (True, False):
+            ref_out = _layer_step(kind, dtype, x, h, False, return_sequences)
+            out = _layer_step(kind, dtype, x, h, True, return_sequences)
+            tol = TOL[dtype] if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
+            for a, b in zip(out[:3], ref_out[:3]):
+                np.testing.assert_allclose(a, b, **tol)
+            for name in ref_out[3]:
+                np.testing.assert_allclose(out[3][name], ref_out[3][name], err_msg=name, **tol)
+    finally:
+        fnn.set_num_threads(old)
+
+
+def test_whole_layer_backward_calls_reject_bad_buffers():
+    from fastnn._core import _recurrent
+
+    t, n, h, f = 2, 3, 4, 5
+    z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+    args = (z(4 * h, h), z(t + 1, n, h), z(t, n, 4 * h), z(t, n, h), z(t, n, 4 * h), z(n, h),
+            z(n, h), z(t + 1, n, h), z(4 * h, h), z(4 * h), z(4 * h, f))
+    with pytest.raises(ValueError, match=r"lstm_backward_full: dx must have shape \(2, 3, 5\)"):
+        _recurrent.lstm_backward_full(*args, z(t, n, f + 1))
+    with pytest.raises(ValueError, match="lstm_backward_full: x, dw_ih and db_ih go together"):
+        _recurrent.lstm_backward_full(*args, z(t, n, f), z(t, n, f))
+    with pytest.raises(ValueError, match=r"rnn_backward_full: w_ih must have shape \(4, F\)"):
+        _recurrent.rnn_backward_full(z(h, h), z(t + 1, n, h), z(t, n, h), z(t, n, h), z(n, h),
+                                     z(h, h), z(h), z(h + 1, f), z(t, n, f))

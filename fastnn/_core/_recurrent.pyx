@@ -11,7 +11,7 @@
 # entry of every output is computed in the same order whatever the thread count.
 """RNN / LSTM / GRU sequence kernels: the sequential part of a recurrent layer, one call per sequence."""
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport tanh, exp
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
@@ -295,6 +295,64 @@ cdef int _blocks(Py_ssize_t n_rows) noexcept nogil:
     return <int>max(1, min(<Py_ssize_t>nt, by_rows))
 
 
+cdef inline void _input_product(Product* prod_x, const floating* dpre_x, floating* dx, int t, int N,
+                                int G, int lo, int hi) noexcept nogil:
+    """dx[t, lo:hi] := dpre_x[t, lo:hi] @ W_ih while the step's rows are still in cache."""
+    if prod_x != NULL:
+        _product(prod_x, hi - lo, dpre_x + (<Py_ssize_t>t * N + lo) * G,
+                 dx + (<Py_ssize_t>t * N + lo) * prod_x.n, False)
+
+
+cdef struct WeightGrads:
+    # dW (G, K) += dpre[:, slice].T @ a (M, K) and db += dpre[:, slice].sum(0), for the hidden
+    # side (a = h_{t-1} of every step) and optionally the input side (a = x, time-major)
+    const void* dpre_h
+    const void* hs_prev
+    void* dw_hh
+    void* db_hh
+    const void* dpre_x
+    const void* x
+    void* dw_ih
+    void* db_ih
+    Py_ssize_t M
+    int G
+    int H
+    int F
+
+
+cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
+                              floating* dummy) noexcept nogil:
+    """Columns [lo, hi) of G (16-aligned share ``part`` of ``parts``): one single-threaded GEMM
+    per side over all M = T*N rows."""
+    cdef int G = wg.G, lo, hi, j
+    cdef Py_ssize_t m
+    cdef int step = (G + parts - 1) // parts
+    step = (step + 15) // 16 * 16
+    lo = part * step
+    hi = min(G, lo + step)
+    if hi <= lo or wg.M <= 0:
+        return
+    _slice_grads(<const floating*>wg.dpre_h, <const floating*>wg.hs_prev, <floating*>wg.dw_hh,
+                 <floating*>wg.db_hh, wg.M, G, wg.H, lo, hi)
+    if wg.x != NULL:
+        _slice_grads(<const floating*>wg.dpre_x, <const floating*>wg.x, <floating*>wg.dw_ih,
+                     <floating*>wg.db_ih, wg.M, G, wg.F, lo, hi)
+
+
+cdef void _slice_grads(const floating* dpre, const floating* a, floating* dw, floating* db,
+                       Py_ssize_t M, int G, int K, int lo, int hi) noexcept nogil:
+    cdef Py_ssize_t m
+    cdef int j
+    cdef const floating* d
+    _gemm1(True, False, hi - lo, K, <int>M, dpre + lo, G, a, K, <floating>1,
+           dw + <Py_ssize_t>lo * K, K)
+    if db != NULL:
+        for m in range(M):
+            d = dpre + m * G
+            for j in range(lo, hi):
+                db[j] += d[j]
+
+
 # ---- RNN -----------------------------------------------------------------------------------------
 
 cdef void _rnn_forward_rows(const floating* xw, const floating* b_hh, floating* hs, Product* prod,
@@ -313,7 +371,8 @@ cdef void _rnn_forward_rows(const floating* xw, const floating* b_hh, floating* 
 
 
 cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* dpre, floating* dh,
-                             Product* prod, int T, int N, int H, int lo, int hi) noexcept nogil:
+                             Product* prod, Product* prod_x, floating* dx, int T, int N, int H,
+                             int lo, int hi) noexcept nogil:
     cdef int t, n, j
     cdef floating* d
     cdef const floating* h
@@ -331,6 +390,7 @@ cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* 
             for j in range(H):
                 d[j] = (dy[j] + dhr[j]) * (1 - h[j] * h[j])
         _product(prod, hi - lo, dpre + (<Py_ssize_t>t * N + lo) * H, dh + <Py_ssize_t>lo * H, False)
+        _input_product(prod_x, dpre, dx, t, N, H, lo, hi)
 
 
 cdef int _rnn_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
@@ -347,16 +407,28 @@ cdef int _rnn_forward_c(const floating* xw, const floating* w_hh, const floating
 
 
 cdef int _rnn_backward_c(const floating* w_hh, const floating* hs, const floating* dhs,
-                         floating* dpre, floating* dh, int T, int N, int H, int blocks) noexcept:
-    cdef Product prod
-    cdef int b
+                         floating* dpre, floating* dh, int T, int N, int H, int blocks,
+                         const floating* w_ih, floating* dx, int F, WeightGrads* wg) noexcept:
+    cdef Product prod, prod_x
+    cdef Product* px = NULL
+    cdef int b, parts = blocks if wg != NULL else 0
     with nogil:
         if _product_init(&prod, w_hh, H, H, False):
             return -1
-        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-            _rnn_backward_rows(hs, dhs, dpre, dh, &prod, T, N, H, b * N // blocks,
-                               (b + 1) * N // blocks)
+        if w_ih != NULL:
+            if _product_init(&prod_x, w_ih, H, F, False):
+                aligned_free(prod.packed)
+                return -1
+            px = &prod_x
+        with parallel(num_threads=blocks):
+            for b in prange(blocks, schedule="static", chunksize=1):
+                _rnn_backward_rows(hs, dhs, dpre, dh, &prod, px, dx, T, N, H, b * N // blocks,
+                                   (b + 1) * N // blocks)
+            for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
+                _weight_grads_slice(wg, b, parts, dpre)
         aligned_free(prod.packed)
+        if px != NULL:
+            aligned_free(prod_x.packed)
         return 0
 
 
@@ -398,7 +470,8 @@ cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating*
 
 cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const floating* dhs,
                               floating* dpre, floating* dh, floating* dc, Product* prod,
-                              int T, int N, int H, int lo, int hi) noexcept nogil:
+                              Product* prod_x, floating* dx, int T, int N, int H,
+                              int lo, int hi) noexcept nogil:
     cdef int t, n, j, G = 4 * H
     cdef const floating* g
     cdef floating* d
@@ -438,6 +511,7 @@ cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const f
                 d[3 * H + j] = dhv * tc * o * (1 - o)
                 dcr[j] = dcv * f
         _product(prod, hi - lo, dpre + (<Py_ssize_t>t * N + lo) * G, dh + <Py_ssize_t>lo * H, False)
+        _input_product(prod_x, dpre, dx, t, N, G, lo, hi)
 
 
 cdef int _lstm_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
@@ -457,16 +531,28 @@ cdef int _lstm_forward_c(const floating* xw, const floating* w_hh, const floatin
 
 cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floating* gates,
                           const floating* dhs, floating* dpre, floating* dh, floating* dc,
-                          int T, int N, int H, int blocks) noexcept:
-    cdef Product prod
-    cdef int b
+                          int T, int N, int H, int blocks,
+                          const floating* w_ih, floating* dx, int F, WeightGrads* wg) noexcept:
+    cdef Product prod, prod_x
+    cdef Product* px = NULL
+    cdef int b, parts = blocks if wg != NULL else 0
     with nogil:
         if _product_init(&prod, w_hh, 4 * H, H, False):
             return -1
-        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-            _lstm_backward_rows(cs, gates, dhs, dpre, dh, dc, &prod, T, N, H, b * N // blocks,
-                                (b + 1) * N // blocks)
+        if w_ih != NULL:
+            if _product_init(&prod_x, w_ih, 4 * H, F, False):
+                aligned_free(prod.packed)
+                return -1
+            px = &prod_x
+        with parallel(num_threads=blocks):
+            for b in prange(blocks, schedule="static", chunksize=1):
+                _lstm_backward_rows(cs, gates, dhs, dpre, dh, dc, &prod, px, dx, T, N, H,
+                                    b * N // blocks, (b + 1) * N // blocks)
+            for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
+                _weight_grads_slice(wg, b, parts, dpre)
         aligned_free(prod.packed)
+        if px != NULL:
+            aligned_free(prod_x.packed)
         return 0
 
 
@@ -508,7 +594,8 @@ cdef void _gru_forward_rows(const floating* xw, const floating* b_hh, floating* 
 
 cdef void _gru_backward_rows(const floating* hs, const floating* gates, const floating* hn,
                              const floating* dhs, floating* dpre_x, floating* dpre_h, floating* dh,
-                             Product* prod, int T, int N, int H, int lo, int hi) noexcept nogil:
+                             Product* prod, Product* prod_x, floating* dx_out, int T, int N, int H,
+                             int lo, int hi) noexcept nogil:
     cdef int t, n, j, G = 3 * H
     cdef const floating* g
     cdef floating* dx
@@ -549,6 +636,7 @@ cdef void _gru_backward_rows(const floating* hs, const floating* gates, const fl
                 dhp[2 * H + j] = dn * r
                 dhr[j] = dhv * z  # the direct path h_t = ... + z * h_{t-1}
         _product(prod, hi - lo, dpre_h + (<Py_ssize_t>t * N + lo) * G, dh + <Py_ssize_t>lo * H, True)
+        _input_product(prod_x, dpre_x, dx_out, t, N, G, lo, hi)
 
 
 cdef int _gru_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
@@ -568,17 +656,28 @@ cdef int _gru_forward_c(const floating* xw, const floating* w_hh, const floating
 
 cdef int _gru_backward_c(const floating* w_hh, const floating* hs, const floating* gates,
                          const floating* hn, const floating* dhs, floating* dpre_x,
-                         floating* dpre_h, floating* dh, int T, int N, int H,
-                         int blocks) noexcept:
-    cdef Product prod
-    cdef int b
+                         floating* dpre_h, floating* dh, int T, int N, int H, int blocks,
+                         const floating* w_ih, floating* dx, int F, WeightGrads* wg) noexcept:
+    cdef Product prod, prod_x
+    cdef Product* px = NULL
+    cdef int b, parts = blocks if wg != NULL else 0
     with nogil:
         if _product_init(&prod, w_hh, 3 * H, H, False):
             return -1
-        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-            _gru_backward_rows(hs, gates, hn, dhs, dpre_x, dpre_h, dh, &prod, T, N, H,
-                               b * N // blocks, (b + 1) * N // blocks)
+        if w_ih != NULL:
+            if _product_init(&prod_x, w_ih, 3 * H, F, False):
+                aligned_free(prod.packed)
+                return -1
+            px = &prod_x
+        with parallel(num_threads=blocks):
+            for b in prange(blocks, schedule="static", chunksize=1):
+                _gru_backward_rows(hs, gates, hn, dhs, dpre_x, dpre_h, dh, &prod, px, dx, T, N, H,
+                                   b * N // blocks, (b + 1) * N // blocks)
+            for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
+                _weight_grads_slice(wg, b, parts, dpre_x)
         aligned_free(prod.packed)
+        if px != NULL:
+            aligned_free(prod_x.packed)
         return 0
 
 
@@ -639,10 +738,10 @@ def rnn_backward(w_hh, hs, dhs, dpre, dh0):
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
     if dtype.itemsize == 4:
         status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
-                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks)
+                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
     else:
         status = _rnn_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(dhs),
-                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks)
+                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
     _raise_if(status, where)
     return dpre
 
@@ -686,11 +785,11 @@ def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
     if dtype.itemsize == 4:
         status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
                                   <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
-                                  <float*>_ptr(dc0), T, N, H, blocks)
+                                  <float*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL)
     else:
         status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
                                   <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
-                                  <double*>_ptr(dc0), T, N, H, blocks)
+                                  <double*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL)
     _raise_if(status, where)
     return dpre
 
@@ -735,11 +834,11 @@ def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
     if dtype.itemsize == 4:
         status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
                                  <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
-                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks)
+                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
     else:
         status = _gru_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(gates),
                                  <double*>_ptr(hn), <double*>_ptr(dhs), <double*>_ptr(dpre_x),
-                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks)
+                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
     _raise_if(status, where)
     return dpre_x
 
@@ -876,3 +975,137 @@ def embedded_input_grads(table, w_ih, ids, dpre, per_id, dw_ih, db_ih):
             _table_grads(<double*>tp, idp, <double*>dp, <double*>pp, <double*>wp, <double*>bp,
                          V, F, G, M)
     return dw_ih
+
+
+# ---- whole-layer backward (private to layers/recurrent.py) -----------------------------------------
+# The contract kernel's backward plus, in the same OpenMP region, dx[t] := dpre_x[t] @ W_ih per
+# step (each thread on its rows, while they are in cache) and, after the time loop's barrier,
+# dW_hh, db_hh (and dW_ih, db_ih when x is given) with each thread on its share of the G gate
+# columns: one region per layer backward instead of four (each costs a wake-up, and a wait for a
+# descheduled thread when the cores are shared).
+
+def _full_extras(where, t, n, h, g, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih):
+    check_out(where, "dw_hh", dw_hh, (g, h), dtype)
+    check_out(where, "db_hh", db_hh, (g,), dtype)
+    check_float(where, "w_ih", w_ih, ndim=2, dtype=dtype)
+    if w_ih.shape[0] != g:
+        raise ValueError(f"{where}: w_ih must have shape ({g}, F), got {w_ih.shape}")
+    f = w_ih.shape[1]
+    check_out(where, "dx", dx, (t, n, f), dtype)
+    if (x is None) != (dw_ih is None) or (x is None) != (db_ih is None):
+        raise ValueError(f"{where}: x, dw_ih and db_ih go together (all or none)")
+    if x is not None:
+        check_like(where, "x", x, (t, n, f), dtype)
+        check_out(where, "dw_ih", dw_ih, (g, f), dtype)
+        check_out(where, "db_ih", db_ih, (g,), dtype)
+    return f
+
+
+cdef void _fill_grads(WeightGrads* wg, object dpre_h, object hs, object dw_hh, object db_hh,
+                      object dpre_x, object x, object dw_ih, object db_ih, Py_ssize_t M, int G,
+                      int H, int F):
+    wg.dpre_h = _ptr(dpre_h)
+    wg.hs_prev = _ptr(hs)  # rows 0..T-1 of hs: h_{t-1} of every step
+    wg.dw_hh = _ptr(dw_hh)
+    wg.db_hh = _ptr(db_hh)
+    wg.dpre_x = _ptr(dpre_x)
+    wg.x = NULL if x is None else _ptr(x)
+    wg.dw_ih = NULL if dw_ih is None else _ptr(dw_ih)
+    wg.db_ih = NULL if db_ih is None else _ptr(db_ih)
+    wg.M = M
+    wg.G = G
+    wg.H = H
+    wg.F = F
+
+
+def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, dw_ih=None,
+                      db_ih=None):
+    """rnn_backward, then dx (T, N, F) := dpre @ w_ih, dw_hh += dpre.T @ hs[:T], db_hh +=
+    dpre.sum; with x (T, N, F): dw_ih += dpre.T @ x, db_ih += dpre.sum. One parallel region."""
+    where = "rnn_backward_full"
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (h, h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    check_out(where, "dpre", dpre, (t, n, h), dtype)
+    check_out(where, "dh0", dh0, (n, h), dtype)
+    f = _full_extras(where, t, n, h, h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih)
+    cdef WeightGrads wg
+    _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, h, h, f)
+    cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
+                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks,
+                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg)
+    else:
+        status = _rnn_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(dhs),
+                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks,
+                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg)
+    _raise_if(status, where)
+    return dx
+
+
+def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w_ih, dx, x=None,
+                       dw_ih=None, db_ih=None):
+    """lstm_backward plus the layer's dx and weight gradients (as rnn_backward_full)."""
+    where = "lstm_backward_full"
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (4 * h, h), dtype)
+    check_like(where, "cs", cs, (t + 1, n, h), dtype)
+    check_like(where, "gates", gates, (t, n, 4 * h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
+    check_out(where, "dh0", dh0, (n, h), dtype)
+    check_out(where, "dc0", dc0, (n, h), dtype)
+    f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih)
+    cdef WeightGrads wg
+    _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, 4 * h, h, f)
+    cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
+                                  <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
+                                  <float*>_ptr(dc0), T, N, H, blocks,
+                                  <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg)
+    else:
+        status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
+                                  <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
+                                  <double*>_ptr(dc0), T, N, H, blocks,
+                                  <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg)
+    _raise_if(status, where)
+    return dx
+
+
+def gru_backward_full(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0, dw_hh, db_hh, w_ih, dx,
+                      x=None, dw_ih=None, db_ih=None):
+    """gru_backward plus the layer's dx (from dpre_x) and weight gradients (dW_hh, db_hh from
+    dpre_h; dW_ih, db_ih from dpre_x)."""
+    where = "gru_backward_full"
+    check_float(where, "dhs", dhs, ndim=3)
+    t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (3 * h, h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    check_like(where, "gates", gates, (t, n, 3 * h), dtype)
+    check_like(where, "hn", hn, (t, n, h), dtype)
+    check_out(where, "dpre_x", dpre_x, (t, n, 3 * h), dtype)
+    check_out(where, "dpre_h", dpre_h, (t, n, 3 * h), dtype)
+    check_out(where, "dh0", dh0, (n, h), dtype)
+    f = _full_extras(where, t, n, h, 3 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih)
+    cdef WeightGrads wg
+    _fill_grads(&wg, dpre_h, hs, dw_hh, db_hh, dpre_x, x, dw_ih, db_ih, t * n, 3 * h, h, f)
+    cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    if dtype.itemsize == 4:
+        status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
+                                 <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
+                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks,
+                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg)
+    else:
+        status = _gru_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(gates),
+                                 <double*>_ptr(hn), <double*>_ptr(dhs), <double*>_ptr(dpre_x),
+                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks,
+                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg)
+    _raise_if(status, where)
+    return dx

@@ -20,19 +20,20 @@ from .base import Layer
 from .embedding import lookup_of
 
 
-def _serial_table_kernels():
-    """The table path's two small GEMMs (a few MFLOP) run single-threaded in _recurrent.pyx's
-    helpers, one call each; only while _core's kernels are the compiled ones, so a run with
-    reference.py's kernels swapped in (benchmarks) stays NumPy all the way."""
+def _compiled_kernels():
+    """True while _core's kernels are the compiled ones: the layers then use _recurrent.pyx's
+    private whole-layer calls (the table path's serial GEMMs; the backward sweep, dx and the
+    weight gradients in one OpenMP region). With reference.py's kernels swapped in (benchmarks)
+    they stay on the contract kernels, NumPy all the way."""
     from .._core import _blas
 
-    return _SERIAL_TABLE and _core.dense_forward is _blas.dense_forward
+    return _FUSED_CALLS and _core.dense_forward is _blas.dense_forward
 
 
-_SERIAL_TABLE = True
+_FUSED_CALLS = True  # module switch, for A/B measurements and tests
 
 
-def _table_kernels():
+def _private_kernels():
     from .._core import _recurrent
 
     return _recurrent
@@ -116,8 +117,8 @@ class _Recurrent(Layer):
             # gathered at ids, a (V, F) x (F, G*H) GEMM instead of a (T*N, F) one
             table, ids_tm = self._embedded
             projected = self._buffer("projected", (table.shape[0], gh))
-            if _serial_table_kernels():
-                _table_kernels().embedded_projection(table, self.weight_ih.data, self.bias_ih.data,
+            if _compiled_kernels():
+                _private_kernels().embedded_projection(table, self.weight_ih.data, self.bias_ih.data,
                                                ids_tm, projected, xw.reshape(t * n, gh))
             else:
                 _core.dense_forward(table, self.weight_ih.data, self.bias_ih.data, projected)
@@ -185,25 +186,35 @@ class _Recurrent(Layer):
                 raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
             dhs.fill(0)
             dhs[t - 1] = dy
+        dx_tm = self._buffer("dx_tm", (t * n, f))
+        if _compiled_kernels():
+            # one call: the kernel's sweep, dx per step and the weight gradients in one region
+            plain = self._embedded is None
+            dpre_x = self._sequence_backward_full(
+                dhs, dx_tm.reshape(t, n, f), self._x_tm if plain else None,
+                self.weight_ih.grad if plain else None, self.bias_ih.grad if plain else None)
+            if not plain:
+                table, ids_tm = self._embedded
+                _private_kernels().embedded_input_grads(
+                    table, self.weight_ih.data, ids_tm, dpre_x.reshape(t * n, gh),
+                    self._buffer("per_id", (table.shape[0], gh)), self.weight_ih.grad,
+                    self.bias_ih.grad)
+            return dx_tm.reshape(t, n, f).transpose(1, 0, 2).copy()
+        # with reference.py's kernels swapped in (benchmarks): the contract kernels only
         dpre_x, dpre_h = self._sequence_backward(dhs)
         dx2 = dpre_x.reshape(t * n, gh)
         dh2 = dpre_h.reshape(t * n, gh)
         # whole-sequence GEMMs as dense backward passes (the input side x -> xw and the hidden
         # side h_{t-1} -> pre-activations; hs[:T] is h_{t-1} of every step, contiguous):
         # dW += dpre.T @ input, db += dpre.sum(0) and, for the input side, dx := dpre @ W_ih
-        dx_tm = self._buffer("dx_tm", (t * n, f))
         if self._embedded is not None:
             # input rows are table rows: dW_ih += (dpre summed per id).T @ table
             table, ids_tm = self._embedded
             per_id = self._buffer("per_id", (table.shape[0], gh))
-            if _serial_table_kernels():
-                _table_kernels().embedded_input_grads(table, self.weight_ih.data, ids_tm, dx2, per_id,
-                                                self.weight_ih.grad, self.bias_ih.grad)
-            else:
-                per_id.fill(0)
-                _core.embedding_backward(ids_tm, dx2, per_id)
-                _core.dense_backward(table, self.weight_ih.data, per_id, None,
-                                     self.weight_ih.grad, self.bias_ih.grad)
+            per_id.fill(0)
+            _core.embedding_backward(ids_tm, dx2, per_id)
+            _core.dense_backward(table, self.weight_ih.data, per_id, None,
+                                 self.weight_ih.grad, self.bias_ih.grad)
             _core.gemm(dx2, self.weight_ih.data, dx_tm)
         else:
             _core.dense_backward(self._x_tm.reshape(t * n, f), self.weight_ih.data, dx2, dx_tm,
@@ -244,6 +255,14 @@ class RNN(_Recurrent):
         self.dh0 = np.empty(dhs.shape[1:], dtype=self._dtype)
         _core.rnn_backward(self.weight_hh.data, self._work["hs"], dhs, dpre, self.dh0)
         return dpre, dpre
+
+    def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
+        dpre = self._buffer("dpre", dhs.shape)
+        self.dh0 = np.empty(dhs.shape[1:], dtype=self._dtype)
+        _private_kernels().rnn_backward_full(
+            self.weight_hh.data, self._work["hs"], dhs, dpre, self.dh0, self.weight_hh.grad,
+            self.bias_hh.grad, self.weight_ih.data, dx, x, dw_ih, db_ih)
+        return dpre
 
 
 class LSTM(_Recurrent):
@@ -294,6 +313,17 @@ class LSTM(_Recurrent):
                             self.dh0, self.dc0)
         return dpre, dpre
 
+    def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
+        t, n, h = dhs.shape
+        dpre = self._buffer("dpre", (t, n, 4 * h))
+        self.dh0 = np.empty((n, h), dtype=self._dtype)
+        self.dc0 = np.empty((n, h), dtype=self._dtype)
+        _private_kernels().lstm_backward_full(
+            self.weight_hh.data, self._work["cs"], self._work["gates"], dhs, dpre, self.dh0,
+            self.dc0, self._work["hs"], self.weight_hh.grad, self.bias_hh.grad,
+            self.weight_ih.data, dx, x, dw_ih, db_ih)
+        return dpre
+
 
 class GRU(_Recurrent):
     r"""Gated recurrent unit, PyTorch's gate order (r, z, n):
@@ -333,3 +363,14 @@ class GRU(_Recurrent):
         _core.gru_backward(self.weight_hh.data, self._work["hs"], self._work["gates"],
                            self._work["hn"], dhs, dpre_x, dpre_h, self.dh0)
         return dpre_x, dpre_h
+
+    def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
+        t, n, h = dhs.shape
+        dpre_x = self._buffer("dpre", (t, n, 3 * h))
+        dpre_h = self._buffer("dpre_h", (t, n, 3 * h))
+        self.dh0 = np.empty((n, h), dtype=self._dtype)
+        _private_kernels().gru_backward_full(
+            self.weight_hh.data, self._work["hs"], self._work["gates"], self._work["hn"], dhs,
+            dpre_x, dpre_h, self.dh0, self.weight_hh.grad, self.bias_hh.grad,
+            self.weight_ih.data, dx, x, dw_ih, db_ih)
+        return dpre_x
