@@ -543,3 +543,32 @@ def test_whole_layer_backward_calls_reject_bad_buffers():
     with pytest.raises(ValueError, match=r"rnn_backward_full: w_ih must have shape \(4, F\)"):
         _recurrent.rnn_backward_full(z(h, h), z(t + 1, n, h), z(t, n, h), z(t, n, h), z(n, h),
                                      z(h, h), z(h), z(h + 1, f), z(t, n, f))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_full_reads_table_rows_and_writes_batch_first(dtype):
+    """lstm_forward_full on (projected table, ids) == lstm_forward on the gathered xw; y is
+    hs[1:] batch-first; bad ids or y raise, naming the call."""
+    from fastnn._core import _recurrent
+
+    t, n, h, v = 5, 9, 7, 4
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((v, 4 * h)).astype(dtype)
+    ids = rng.integers(0, v, t * n)
+    w_hh, b_hh = rng.standard_normal((4 * h, h)).astype(dtype), rng.standard_normal(4 * h).astype(dtype)
+    outs = []
+    for use_ids in (False, True):
+        hs, cs = np.zeros((t + 1, n, h), dtype), np.zeros((t + 1, n, h), dtype)
+        gates, y = np.empty((t, n, 4 * h), dtype), np.full((n, t, h), np.nan, dtype)
+        if use_ids:
+            _recurrent.lstm_forward_full(table, ids, w_hh, b_hh, hs, cs, gates, y)
+            np.testing.assert_array_equal(y, hs[1:].transpose(1, 0, 2))
+        else:
+            _core.lstm_forward(table[ids].reshape(t, n, 4 * h), w_hh, b_hh, hs, cs, gates)
+        outs.append((hs, cs, gates))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"lstm_forward_full: ids must lie in \[0, 4\)"):
+        _recurrent.lstm_forward_full(table, ids + v, w_hh, b_hh, hs, cs, gates, y)
+    with pytest.raises(ValueError, match=r"lstm_forward_full: y must have shape \(9, 5, 7\)"):
+        _recurrent.lstm_forward_full(table, ids, w_hh, b_hh, hs, cs, gates, np.empty((n, 2, h), dtype))

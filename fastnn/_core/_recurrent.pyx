@@ -328,6 +328,8 @@ cdef struct Product:
     int k
     int n
     bint trans_w
+    bint dx_batch_first  # the input-side product of *_backward_full only
+    int T
 
 
 cdef int _product_init(Product* prod, const floating* w, int k, int n, bint trans_w) noexcept nogil:
@@ -336,6 +338,8 @@ cdef int _product_init(Product* prod, const floating* w, int k, int n, bint tran
     prod.n = n
     prod.trans_w = trans_w
     prod.packed = NULL
+    prod.dx_batch_first = False
+    prod.T = 0
     if floating is float:
         # B[kk, j] = W[j, kk] (trans_w) or W[kk, j]
         if trans_w:
@@ -361,6 +365,19 @@ cdef inline void _product(Product* prod, int rows, const floating* a, floating* 
                 <floating>(1 if accumulate else 0), c, prod.n)
 
 
+cdef inline void _product_ld(Product* prod, int rows, const floating* a, floating* c,
+                             int ldc) noexcept nogil:
+    """c (rows x n, row stride ldc) := a (rows x k) @ B."""
+    if rows <= 0:
+        return
+    if floating is float:
+        fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, ldc, False,
+                   KC_BLOCK)
+    else:
+        gemm_rm(False, prod.trans_w, rows, prod.n, prod.k, <floating>1, a, prod.k,
+                <const floating*>prod.w, prod.k if prod.trans_w else prod.n, <floating>0, c, ldc)
+
+
 cdef int _blocks(Py_ssize_t n_rows) noexcept nogil:
     cdef int nt = openmp.omp_get_max_threads()
     cdef Py_ssize_t by_rows = n_rows // _min_rows
@@ -369,10 +386,20 @@ cdef int _blocks(Py_ssize_t n_rows) noexcept nogil:
 
 cdef inline void _input_product(Product* prod_x, const floating* dpre_x, floating* dx, int t, int N,
                                 int G, int lo, int hi) noexcept nogil:
-    """dx[t, lo:hi] := dpre_x[t, lo:hi] @ W_ih while the step's rows are still in cache."""
-    if prod_x != NULL:
+    """dx[t, lo:hi] := dpre_x[t, lo:hi] @ W_ih while the step's rows are still in cache; dx is
+    time-major (T, N, F) or, when prod_x.dx_batch_first, the layer's (N, T, F)."""
+    cdef int F
+    cdef Py_ssize_t T
+    if prod_x == NULL or hi <= lo:
+        return
+    F = prod_x.n
+    if prod_x.dx_batch_first:
+        T = prod_x.T
+        _product_ld(prod_x, hi - lo, dpre_x + (<Py_ssize_t>t * N + lo) * G,
+                    dx + (<Py_ssize_t>lo * T + t) * F, <int>(T * F))
+    else:
         _product(prod_x, hi - lo, dpre_x + (<Py_ssize_t>t * N + lo) * G,
-                 dx + (<Py_ssize_t>t * N + lo) * prod_x.n, False)
+                 dx + (<Py_ssize_t>t * N + lo) * F, False)
 
 
 cdef struct WeightGrads:
@@ -437,10 +464,30 @@ cdef void _slice_grads(const floating* dpre, const floating* a, floating* dw, fl
                 db[j] += d[j]
 
 
+cdef inline Py_ssize_t _xrow(const long long* ids, int t, int N, int n) noexcept nogil:
+    """Row of xw for step t, batch row n: time-major, or the projected table's row ids[t, n]."""
+    if ids != NULL:
+        return <Py_ssize_t>ids[<Py_ssize_t>t * N + n]
+    return <Py_ssize_t>t * N + n
+
+
+cdef inline void _batch_first(const floating* hs, floating* y, int T, int N, int H, int lo,
+                              int hi) noexcept nogil:
+    """y[n, t] := hs[t + 1, n] for the rows n in [lo, hi) (the layer's (N, T, H) output)."""
+    cdef int n, t
+    if y == NULL:
+        return
+    for n in range(lo, hi):
+        for t in range(T):
+            memcpy(y + (<Py_ssize_t>n * T + t) * H, hs + (<Py_ssize_t>(t + 1) * N + n) * H,
+                   H * sizeof(floating))
+
+
 # ---- RNN -----------------------------------------------------------------------------------------
 
 cdef void _rnn_forward_rows(const floating* xw, const floating* b_hh, floating* hs, Product* prod,
-                            int T, int N, int H, int lo, int hi) noexcept nogil:
+                            int T, int N, int H, int lo, int hi,
+                            const long long* ids, floating* y) noexcept nogil:
     cdef int t, n, j
     cdef floating* h
     cdef const floating* x
@@ -449,14 +496,15 @@ cdef void _rnn_forward_rows(const floating* xw, const floating* b_hh, floating* 
                  hs + (<Py_ssize_t>(t + 1) * N + lo) * H, False)
         for n in range(lo, hi):
             h = hs + (<Py_ssize_t>(t + 1) * N + n) * H
-            x = xw + (<Py_ssize_t>t * N + n) * H
+            x = xw + _xrow(ids, t, N, n) * H
             for j in range(H):
                 h[j] = _tanh(h[j] + x[j] + b_hh[j])
 
 
 cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* dpre, floating* dh,
                              Product* prod, Product* prod_x, floating* dx, int T, int N, int H,
-                             int lo, int hi) noexcept nogil:
+                             int lo, int hi,
+                             Py_ssize_t dst, Py_ssize_t dsn) noexcept nogil:
     cdef int t, n, j
     cdef floating* d
     cdef const floating* h
@@ -469,7 +517,7 @@ cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* 
         for n in range(lo, hi):
             d = dpre + (<Py_ssize_t>t * N + n) * H
             h = hs + (<Py_ssize_t>(t + 1) * N + n) * H
-            dy = dhs + (<Py_ssize_t>t * N + n) * H
+            dy = dhs + t * dst + n * dsn
             dhr = dh + <Py_ssize_t>n * H
             for j in range(H):
                 d[j] = (dy[j] + dhr[j]) * (1 - h[j] * h[j])
@@ -478,21 +526,25 @@ cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* 
 
 
 cdef int _rnn_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
-                        floating* hs, int T, int N, int H, int blocks) noexcept:
+                        floating* hs, int T, int N, int H, int blocks,
+                        const long long* ids, floating* y) noexcept:
     cdef Product prod
     cdef int b
     with nogil:
         if _product_init(&prod, w_hh, H, H, True):
             return -1
         for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-            _rnn_forward_rows(xw, b_hh, hs, &prod, T, N, H, b * N // blocks, (b + 1) * N // blocks)
+            _rnn_forward_rows(xw, b_hh, hs, &prod, T, N, H, b * N // blocks, (b + 1) * N // blocks,
+                              ids, y)
+            _batch_first(hs, y, T, N, H, b * N // blocks, (b + 1) * N // blocks)
         aligned_free(prod.packed)
         return 0
 
 
 cdef int _rnn_backward_c(const floating* w_hh, const floating* hs, const floating* dhs,
                          floating* dpre, floating* dh, int T, int N, int H, int blocks,
-                         const floating* w_ih, floating* dx, int F, WeightGrads* wg) noexcept:
+                         const floating* w_ih, floating* dx, int F, WeightGrads* wg,
+                         Py_ssize_t dst, Py_ssize_t dsn) noexcept:
     cdef Product prod, prod_x
     cdef Product* px = NULL
     cdef int b, parts = blocks if wg != NULL else 0
@@ -504,10 +556,12 @@ cdef int _rnn_backward_c(const floating* w_hh, const floating* hs, const floatin
                 aligned_free(prod.packed)
                 return -1
             px = &prod_x
+            prod_x.dx_batch_first = dst == H and T > 1  # dy (and so dx) batch-first
+            prod_x.T = T
         with parallel(num_threads=blocks):
             for b in prange(blocks, schedule="static", chunksize=1):
                 _rnn_backward_rows(hs, dhs, dpre, dh, &prod, px, dx, T, N, H, b * N // blocks,
-                                   (b + 1) * N // blocks)
+                                   (b + 1) * N // blocks, dst, dsn)
             for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
                 _weight_grads_slice(wg, b, parts, dpre)
         aligned_free(prod.packed)
@@ -520,7 +574,8 @@ cdef int _rnn_backward_c(const floating* w_hh, const floating* hs, const floatin
 
 cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating* hs, floating* cs,
                              floating* gates, Product* prod, int T, int N, int H,
-                             int lo, int hi) noexcept nogil:
+                             int lo, int hi,
+                            const long long* ids, floating* y) noexcept nogil:
     cdef int t, n, j, G = 4 * H
     cdef floating* g
     cdef const floating* x
@@ -533,7 +588,7 @@ cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating*
                  gates + (<Py_ssize_t>t * N + lo) * G, False)
         for n in range(lo, hi):
             g = gates + (<Py_ssize_t>t * N + n) * G
-            x = xw + (<Py_ssize_t>t * N + n) * G
+            x = xw + _xrow(ids, t, N, n) * G
             for j in range(2 * H):
                 g[j] = _sigm(g[j] + x[j] + b_hh[j])
             for j in range(2 * H, 3 * H):
@@ -555,7 +610,8 @@ cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating*
 cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const floating* dhs,
                               floating* dpre, floating* dh, floating* dc, Product* prod,
                               Product* prod_x, floating* dx, int T, int N, int H,
-                              int lo, int hi) noexcept nogil:
+                              int lo, int hi,
+                             Py_ssize_t dst, Py_ssize_t dsn) noexcept nogil:
     cdef int t, n, j, G = 4 * H
     cdef const floating* g
     cdef floating* d
@@ -573,7 +629,7 @@ cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const f
         for n in range(lo, hi):
             g = gates + (<Py_ssize_t>t * N + n) * G
             d = dpre + (<Py_ssize_t>t * N + n) * G
-            dy = dhs + (<Py_ssize_t>t * N + n) * H
+            dy = dhs + t * dst + n * dsn
             c_prev = cs + (<Py_ssize_t>t * N + n) * H
             c_row = cs + (<Py_ssize_t>(t + 1) * N + n) * H
             dhr = dh + <Py_ssize_t>n * H
@@ -600,7 +656,7 @@ cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const f
 
 cdef int _lstm_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
                          floating* hs, floating* cs, floating* gates, int T, int N, int H,
-                         int blocks) noexcept:
+                         int blocks, const long long* ids, floating* y) noexcept:
     cdef Product prod
     cdef int b
     with nogil:
@@ -608,7 +664,8 @@ cdef int _lstm_forward_c(const floating* xw, const floating* w_hh, const floatin
             return -1
         for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
             _lstm_forward_rows(xw, b_hh, hs, cs, gates, &prod, T, N, H, b * N // blocks,
-                               (b + 1) * N // blocks)
+                               (b + 1) * N // blocks, ids, y)
+            _batch_first(hs, y, T, N, H, b * N // blocks, (b + 1) * N // blocks)
         aligned_free(prod.packed)
         return 0
 
@@ -616,7 +673,8 @@ cdef int _lstm_forward_c(const floating* xw, const floating* w_hh, const floatin
 cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floating* gates,
                           const floating* dhs, floating* dpre, floating* dh, floating* dc,
                           int T, int N, int H, int blocks,
-                          const floating* w_ih, floating* dx, int F, WeightGrads* wg) noexcept:
+                          const floating* w_ih, floating* dx, int F, WeightGrads* wg,
+                         Py_ssize_t dst, Py_ssize_t dsn) noexcept:
     cdef Product prod, prod_x
     cdef Product* px = NULL
     cdef int b, parts = blocks if wg != NULL else 0
@@ -628,10 +686,12 @@ cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floati
                 aligned_free(prod.packed)
                 return -1
             px = &prod_x
+            prod_x.dx_batch_first = dst == H and T > 1  # dy (and so dx) batch-first
+            prod_x.T = T
         with parallel(num_threads=blocks):
             for b in prange(blocks, schedule="static", chunksize=1):
                 _lstm_backward_rows(cs, gates, dhs, dpre, dh, dc, &prod, px, dx, T, N, H,
-                                    b * N // blocks, (b + 1) * N // blocks)
+                                    b * N // blocks, (b + 1) * N // blocks, dst, dsn)
             for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
                 _weight_grads_slice(wg, b, parts, dpre)
         aligned_free(prod.packed)
@@ -644,7 +704,8 @@ cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floati
 
 cdef void _gru_forward_rows(const floating* xw, const floating* b_hh, floating* hs,
                             floating* gates, floating* hn, Product* prod, int T, int N, int H,
-                            int lo, int hi) noexcept nogil:
+                            int lo, int hi,
+                            const long long* ids, floating* y) noexcept nogil:
     cdef int t, n, j, G = 3 * H
     cdef floating* g
     cdef const floating* x
@@ -657,7 +718,7 @@ cdef void _gru_forward_rows(const floating* xw, const floating* b_hh, floating* 
                  gates + (<Py_ssize_t>t * N + lo) * G, False)
         for n in range(lo, hi):
             g = gates + (<Py_ssize_t>t * N + n) * G
-            x = xw + (<Py_ssize_t>t * N + n) * G
+            x = xw + _xrow(ids, t, N, n) * G
             hnr = hn + (<Py_ssize_t>t * N + n) * H
             if floating is float:
                 fnn_gru_fwd_row(H, g, x, b_hh, hnr, hs + (<Py_ssize_t>t * N + n) * H,
@@ -679,7 +740,8 @@ cdef void _gru_forward_rows(const floating* xw, const floating* b_hh, floating* 
 cdef void _gru_backward_rows(const floating* hs, const floating* gates, const floating* hn,
                              const floating* dhs, floating* dpre_x, floating* dpre_h, floating* dh,
                              Product* prod, Product* prod_x, floating* dx_out, int T, int N, int H,
-                             int lo, int hi) noexcept nogil:
+                             int lo, int hi,
+                             Py_ssize_t dst, Py_ssize_t dsn) noexcept nogil:
     cdef int t, n, j, G = 3 * H
     cdef const floating* g
     cdef floating* dx
@@ -699,7 +761,7 @@ cdef void _gru_backward_rows(const floating* hs, const floating* gates, const fl
             dhp = dpre_h + (<Py_ssize_t>t * N + n) * G
             h_prev = hs + (<Py_ssize_t>t * N + n) * H
             hnr = hn + (<Py_ssize_t>t * N + n) * H
-            dy = dhs + (<Py_ssize_t>t * N + n) * H
+            dy = dhs + t * dst + n * dsn
             dhr = dh + <Py_ssize_t>n * H
             if floating is float:
                 fnn_gru_bwd_row(H, g, dx, dhp, h_prev, hnr, dy, dhr)
@@ -725,7 +787,7 @@ cdef void _gru_backward_rows(const floating* hs, const floating* gates, const fl
 
 cdef int _gru_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
                         floating* hs, floating* gates, floating* hn, int T, int N, int H,
-                        int blocks) noexcept:
+                        int blocks, const long long* ids, floating* y) noexcept:
     cdef Product prod
     cdef int b
     with nogil:
@@ -733,7 +795,8 @@ cdef int _gru_forward_c(const floating* xw, const floating* w_hh, const floating
             return -1
         for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
             _gru_forward_rows(xw, b_hh, hs, gates, hn, &prod, T, N, H, b * N // blocks,
-                              (b + 1) * N // blocks)
+                              (b + 1) * N // blocks, ids, y)
+            _batch_first(hs, y, T, N, H, b * N // blocks, (b + 1) * N // blocks)
         aligned_free(prod.packed)
         return 0
 
@@ -741,7 +804,8 @@ cdef int _gru_forward_c(const floating* xw, const floating* w_hh, const floating
 cdef int _gru_backward_c(const floating* w_hh, const floating* hs, const floating* gates,
                          const floating* hn, const floating* dhs, floating* dpre_x,
                          floating* dpre_h, floating* dh, int T, int N, int H, int blocks,
-                         const floating* w_ih, floating* dx, int F, WeightGrads* wg) noexcept:
+                         const floating* w_ih, floating* dx, int F, WeightGrads* wg,
+                         Py_ssize_t dst, Py_ssize_t dsn) noexcept:
     cdef Product prod, prod_x
     cdef Product* px = NULL
     cdef int b, parts = blocks if wg != NULL else 0
@@ -753,10 +817,12 @@ cdef int _gru_backward_c(const floating* w_hh, const floating* hs, const floatin
                 aligned_free(prod.packed)
                 return -1
             px = &prod_x
+            prod_x.dx_batch_first = dst == H and T > 1  # dy (and so dx) batch-first
+            prod_x.T = T
         with parallel(num_threads=blocks):
             for b in prange(blocks, schedule="static", chunksize=1):
                 _gru_backward_rows(hs, gates, hn, dhs, dpre_x, dpre_h, dh, &prod, px, dx, T, N, H,
-                                   b * N // blocks, (b + 1) * N // blocks)
+                                   b * N // blocks, (b + 1) * N // blocks, dst, dsn)
             for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
                 _weight_grads_slice(wg, b, parts, dpre_x)
         aligned_free(prod.packed)
@@ -769,6 +835,10 @@ cdef int _gru_backward_c(const floating* w_hh, const floating* hs, const floatin
 
 cdef inline void* _ptr(object a) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline void* _opt_ptr(object a):
+    return NULL if a is None else _ptr(a)
 
 
 def _check_seq(where, xw, w_hh, b_hh, gates_per_unit):
@@ -799,10 +869,10 @@ def rnn_forward(xw, w_hh, b_hh, hs):
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
     if dtype.itemsize == 4:
         status = _rnn_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
-                                <float*>_ptr(hs), T, N, H, blocks)
+                                <float*>_ptr(hs), T, N, H, blocks, NULL, NULL)
     else:
         status = _rnn_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
-                                <double*>_ptr(hs), T, N, H, blocks)
+                                <double*>_ptr(hs), T, N, H, blocks, NULL, NULL)
     _raise_if(status, where)
     return hs
 
@@ -822,10 +892,12 @@ def rnn_backward(w_hh, hs, dhs, dpre, dh0):
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
     if dtype.itemsize == 4:
         status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
-                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
+                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
+                                 <Py_ssize_t>N * H, H)
     else:
         status = _rnn_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(dhs),
-                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
+                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
+                                 <Py_ssize_t>N * H, H)
     _raise_if(status, where)
     return dpre
 
@@ -843,11 +915,11 @@ def lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
     if dtype.itemsize == 4:
         status = _lstm_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
                                  <float*>_ptr(hs), <float*>_ptr(cs), <float*>_ptr(gates),
-                                 T, N, H, blocks)
+                                 T, N, H, blocks, NULL, NULL)
     else:
         status = _lstm_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
                                  <double*>_ptr(hs), <double*>_ptr(cs), <double*>_ptr(gates),
-                                 T, N, H, blocks)
+                                 T, N, H, blocks, NULL, NULL)
     _raise_if(status, where)
     return hs
 
@@ -869,11 +941,13 @@ def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
     if dtype.itemsize == 4:
         status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
                                   <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
-                                  <float*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL)
+                                  <float*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL,
+                                 <Py_ssize_t>N * H, H)
     else:
         status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
                                   <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
-                                  <double*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL)
+                                  <double*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL,
+                                 <Py_ssize_t>N * H, H)
     _raise_if(status, where)
     return dpre
 
@@ -891,11 +965,11 @@ def gru_forward(xw, w_hh, b_hh, hs, gates, hn):
     if dtype.itemsize == 4:
         status = _gru_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
                                 <float*>_ptr(hs), <float*>_ptr(gates), <float*>_ptr(hn),
-                                T, N, H, blocks)
+                                T, N, H, blocks, NULL, NULL)
     else:
         status = _gru_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
                                 <double*>_ptr(hs), <double*>_ptr(gates), <double*>_ptr(hn),
-                                T, N, H, blocks)
+                                T, N, H, blocks, NULL, NULL)
     _raise_if(status, where)
     return hs
 
@@ -918,11 +992,13 @@ def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
     if dtype.itemsize == 4:
         status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
                                  <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
-                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
+                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
+                                 <Py_ssize_t>N * H, H)
     else:
         status = _gru_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(gates),
                                  <double*>_ptr(hn), <double*>_ptr(dhs), <double*>_ptr(dpre_x),
-                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL)
+                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
+                                 <Py_ssize_t>N * H, H)
     _raise_if(status, where)
     return dpre_x
 
@@ -1007,13 +1083,16 @@ def _check_table_ids(where, table, w_ih, ids):
 
 
 def embedded_projection(table, w_ih, b_ih, ids, projected, xw):
-    """projected (V, G) := table @ w_ih.T + b_ih; xw (M, G) := projected[ids]: x @ w_ih.T + b_ih
-    of the rows x = table[ids] (ids int64 (M,) in [0, V)). Serial."""
+    """projected (V, G) := table @ w_ih.T + b_ih; xw (M, G) := projected[ids] (skipped when xw is
+    None): x @ w_ih.T + b_ih of the rows x = table[ids] (ids int64 (M,) in [0, V)). Serial."""
     where = "embedded_projection"
     v, f, g, m, dtype = _check_table_ids(where, table, w_ih, ids)
     check_like(where, "b_ih", b_ih, (g,), dtype)
     check_out(where, "projected", projected, (v, g), dtype)
-    check_out(where, "xw", xw, (m, g), dtype)
+    if xw is None:  # the projected table only (the *_forward_full calls gather it themselves)
+        m = 0
+    else:
+        check_out(where, "xw", xw, (m, g), dtype)
     cdef int V = v, F = f, G = g
     cdef Py_ssize_t M = m
     cdef const long long* idp = <const long long*>_ptr(ids)
@@ -1021,7 +1100,7 @@ def embedded_projection(table, w_ih, b_ih, ids, projected, xw):
     cdef void* wp = _ptr(w_ih)
     cdef void* bp = _ptr(b_ih)
     cdef void* pp = _ptr(projected)
-    cdef void* xp = _ptr(xw)
+    cdef void* xp = _opt_ptr(xw)
     if dtype.itemsize == 4:
         with nogil:
             _project_table(<float*>tp, <float*>wp, <float*>bp, idp, <float*>pp, <float*>xp,
@@ -1068,14 +1147,16 @@ def embedded_input_grads(table, w_ih, ids, dpre, per_id, dw_ih, db_ih):
 # columns: one region per layer backward instead of four (each costs a wake-up, and a wait for a
 # descheduled thread when the cores are shared).
 
-def _full_extras(where, t, n, h, g, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih):
+def _full_extras(where, t, n, h, g, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
+                 batch_first=False):
     check_out(where, "dw_hh", dw_hh, (g, h), dtype)
     check_out(where, "db_hh", db_hh, (g,), dtype)
     check_float(where, "w_ih", w_ih, ndim=2, dtype=dtype)
     if w_ih.shape[0] != g:
         raise ValueError(f"{where}: w_ih must have shape ({g}, F), got {w_ih.shape}")
     f = w_ih.shape[1]
-    check_out(where, "dx", dx, (t, n, f), dtype)
+    check_out(where, "dx", dx, (n, t, f) if batch_first else (t, n, f), dtype,
+              "(N, T, F): batch-first like dhs" if batch_first else "")
     if (x is None) != (dw_ih is None) or (x is None) != (db_ih is None):
         raise ValueError(f"{where}: x, dw_ih and db_ih go together (all or none)")
     if x is not None:
@@ -1103,39 +1184,48 @@ cdef void _fill_grads(WeightGrads* wg, object dpre_h, object hs, object dw_hh, o
 
 
 def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, dw_ih=None,
-                      db_ih=None):
+                      db_ih=None, batch_first=False):
     """rnn_backward, then dx (T, N, F) := dpre @ w_ih, dw_hh += dpre.T @ hs[:T], db_hh +=
     dpre.sum; with x (T, N, F): dw_ih += dpre.T @ x, db_ih += dpre.sum. One parallel region."""
     where = "rnn_backward_full"
     check_float(where, "dhs", dhs, ndim=3)
-    t, n, h = dhs.shape
+    if batch_first:
+        n, t, h = dhs.shape
+    else:
+        t, n, h = dhs.shape
     dtype = dhs.dtype
     check_like(where, "w_hh", w_hh, (h, h), dtype)
     check_like(where, "hs", hs, (t + 1, n, h), dtype)
     check_out(where, "dpre", dpre, (t, n, h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
-    f = _full_extras(where, t, n, h, h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih)
+    f = _full_extras(where, t, n, h, h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
+                     batch_first)
     cdef WeightGrads wg
     _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, h, h, f)
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
+    cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
     if dtype.itemsize == 4:
         status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
                                  <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks,
-                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg)
+                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg, dst, dsn)
     else:
         status = _rnn_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(dhs),
                                  <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks,
-                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg)
+                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg, dst, dsn)
     _raise_if(status, where)
     return dx
 
 
 def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w_ih, dx, x=None,
-                       dw_ih=None, db_ih=None):
+                       dw_ih=None, db_ih=None, batch_first=False):
     """lstm_backward plus the layer's dx and weight gradients (as rnn_backward_full)."""
     where = "lstm_backward_full"
     check_float(where, "dhs", dhs, ndim=3)
-    t, n, h = dhs.shape
+    if batch_first:
+        n, t, h = dhs.shape
+    else:
+        t, n, h = dhs.shape
     dtype = dhs.dtype
     check_like(where, "w_hh", w_hh, (4 * h, h), dtype)
     check_like(where, "cs", cs, (t + 1, n, h), dtype)
@@ -1144,31 +1234,37 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
     check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     check_out(where, "dc0", dc0, (n, h), dtype)
-    f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih)
+    f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
+                     batch_first)
     cdef WeightGrads wg
     _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, 4 * h, h, f)
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
+    cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
     if dtype.itemsize == 4:
         status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
                                   <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
                                   <float*>_ptr(dc0), T, N, H, blocks,
-                                  <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg)
+                                  <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg, dst, dsn)
     else:
         status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
                                   <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
                                   <double*>_ptr(dc0), T, N, H, blocks,
-                                  <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg)
+                                  <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg, dst, dsn)
     _raise_if(status, where)
     return dx
 
 
 def gru_backward_full(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0, dw_hh, db_hh, w_ih, dx,
-                      x=None, dw_ih=None, db_ih=None):
+                      x=None, dw_ih=None, db_ih=None, batch_first=False):
     """gru_backward plus the layer's dx (from dpre_x) and weight gradients (dW_hh, db_hh from
     dpre_h; dW_ih, db_ih from dpre_x)."""
     where = "gru_backward_full"
     check_float(where, "dhs", dhs, ndim=3)
-    t, n, h = dhs.shape
+    if batch_first:
+        n, t, h = dhs.shape
+    else:
+        t, n, h = dhs.shape
     dtype = dhs.dtype
     check_like(where, "w_hh", w_hh, (3 * h, h), dtype)
     check_like(where, "hs", hs, (t + 1, n, h), dtype)
@@ -1177,19 +1273,116 @@ def gru_backward_full(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0, dw_hh, db_h
     check_out(where, "dpre_x", dpre_x, (t, n, 3 * h), dtype)
     check_out(where, "dpre_h", dpre_h, (t, n, 3 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
-    f = _full_extras(where, t, n, h, 3 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih)
+    f = _full_extras(where, t, n, h, 3 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
+                     batch_first)
     cdef WeightGrads wg
     _fill_grads(&wg, dpre_h, hs, dw_hh, db_hh, dpre_x, x, dw_ih, db_ih, t * n, 3 * h, h, f)
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
+    cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
     if dtype.itemsize == 4:
         status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
                                  <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
                                  <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks,
-                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg)
+                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg, dst, dsn)
     else:
         status = _gru_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(gates),
                                  <double*>_ptr(hn), <double*>_ptr(dhs), <double*>_ptr(dpre_x),
                                  <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks,
-                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg)
+                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg, dst, dsn)
     _raise_if(status, where)
     return dx
+
+
+# ---- whole-layer forward (private to layers/recurrent.py) -------------------------------------------
+# The contract kernel's forward reading xw either time-major or as rows ids[t, n] of a projected
+# embedding table (no (T, N, G) xw written and read back), and writing the layer's batch-first
+# (N, T, H) output y in the same region (each thread its rows), when y is given.
+
+def _forward_full_args(where, xw, ids, w_hh, b_hh, hs, gates_per_unit, y):
+    check_float(where, "xw", xw)
+    dtype = xw.dtype
+    check_float(where, "hs", hs, ndim=3, dtype=dtype)
+    t, n, h = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    g = gates_per_unit * h
+    if t < 0:
+        raise ValueError(f"{where}: hs must have T+1 >= 1 steps, got shape {hs.shape}")
+    check_like(where, "w_hh", w_hh, (g, h), dtype)
+    check_like(where, "b_hh", b_hh, (g,), dtype)
+    if ids is None:
+        check_like(where, "xw", xw, (t, n, g), dtype)
+    else:
+        check_float(where, "xw", xw, ndim=2, dtype=dtype)
+        if xw.shape[1] != g:
+            raise ValueError(f"{where}: the projected table xw must have shape (V, {g}), got {xw.shape}")
+        check_index(where, "ids", ids, (t * n,))
+        if ids.size and (ids.min() < 0 or ids.max() >= xw.shape[0]):
+            raise ValueError(f"{where}: ids must lie in [0, {xw.shape[0]}), got values in "
+                             f"[{ids.min()}, {ids.max()}]")
+    if y is not None:
+        check_out(where, "y", y, (n, t, h), dtype, "(N, T, H)")
+    return t, n, h, dtype
+
+
+cdef inline const long long* _ids_ptr(object ids):
+    return NULL if ids is None else <const long long*>_ptr(ids)
+
+
+def rnn_forward_full(xw, ids, w_hh, b_hh, hs, y=None):
+    """rnn_forward on xw (T, N, H), or on rows ids (T*N,) of a projected table xw (V, H);
+    y (N, T, H) := hs[1:] batch-first when given."""
+    where = "rnn_forward_full"
+    t, n, h, dtype = _forward_full_args(where, xw, ids, w_hh, b_hh, hs, 1, y)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    cdef const long long* idp = _ids_ptr(ids)
+    cdef void* yp = _opt_ptr(y)
+    if dtype.itemsize == 4:
+        status = _rnn_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
+                                <float*>_ptr(hs), T, N, H, blocks, idp, <float*>yp)
+    else:
+        status = _rnn_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
+                                <double*>_ptr(hs), T, N, H, blocks, idp, <double*>yp)
+    _raise_if(status, where)
+    return hs
+
+
+def lstm_forward_full(xw, ids, w_hh, b_hh, hs, cs, gates, y=None):
+    """lstm_forward on xw (T, N, 4H) or on rows ids of a projected table (V, 4H); y as rnn's."""
+    where = "lstm_forward_full"
+    t, n, h, dtype = _forward_full_args(where, xw, ids, w_hh, b_hh, hs, 4, y)
+    check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
+    check_out(where, "gates", gates, (t, n, 4 * h), dtype)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    cdef const long long* idp = _ids_ptr(ids)
+    cdef void* yp = _opt_ptr(y)
+    if dtype.itemsize == 4:
+        status = _lstm_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
+                                 <float*>_ptr(hs), <float*>_ptr(cs), <float*>_ptr(gates),
+                                 T, N, H, blocks, idp, <float*>yp)
+    else:
+        status = _lstm_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
+                                 <double*>_ptr(hs), <double*>_ptr(cs), <double*>_ptr(gates),
+                                 T, N, H, blocks, idp, <double*>yp)
+    _raise_if(status, where)
+    return hs
+
+
+def gru_forward_full(xw, ids, w_hh, b_hh, hs, gates, hn, y=None):
+    """gru_forward on xw (T, N, 3H) or on rows ids of a projected table (V, 3H); y as rnn's."""
+    where = "gru_forward_full"
+    t, n, h, dtype = _forward_full_args(where, xw, ids, w_hh, b_hh, hs, 3, y)
+    check_out(where, "gates", gates, (t, n, 3 * h), dtype)
+    check_out(where, "hn", hn, (t, n, h), dtype)
+    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    cdef const long long* idp = _ids_ptr(ids)
+    cdef void* yp = _opt_ptr(y)
+    if dtype.itemsize == 4:
+        status = _gru_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
+                                <float*>_ptr(hs), <float*>_ptr(gates), <float*>_ptr(hn),
+                                T, N, H, blocks, idp, <float*>yp)
+    else:
+        status = _gru_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
+                                <double*>_ptr(hs), <double*>_ptr(gates), <double*>_ptr(hn),
+                                T, N, H, blocks, idp, <double*>yp)
+    _raise_if(status, where)
+    return hs

@@ -110,19 +110,23 @@ class _Recurrent(Layer):
         h, gh = self.hidden_size, self._gates * self.hidden_size
         if c0 is not None and not self._has_cell:
             raise TypeError(f"{self.describe()}: c0 is only accepted by LSTM")
-        xw = self._buffer("xw", (t, n, gh))
+        compiled = _compiled_kernels()
         self._embedded = self._embedded_input(x, lookup)
+        ids_tm = None
         if self._embedded is not None:
             # x is table[ids] (an Embedding's output): x @ W_ih^T + b_ih is the projected table
             # gathered at ids, a (V, F) x (F, G*H) GEMM instead of a (T*N, F) one
             table, ids_tm = self._embedded
             projected = self._buffer("projected", (table.shape[0], gh))
-            if _compiled_kernels():
-                _private_kernels().embedded_projection(table, self.weight_ih.data, self.bias_ih.data,
-                                               ids_tm, projected, xw.reshape(t * n, gh))
+            if compiled:  # the forward call reads rows ids[t, n] of the table itself
+                _private_kernels().embedded_projection(table, self.weight_ih.data,
+                                                       self.bias_ih.data, ids_tm, projected, None)
+                xw = projected
             else:
+                xw = self._buffer("xw", (t, n, gh))
                 _core.dense_forward(table, self.weight_ih.data, self.bias_ih.data, projected)
                 _core.embedding_forward(ids_tm, projected, xw.reshape(t * n, gh))
+                ids_tm = None
             x_tm = None
         else:
             # The kernels work time-major (T, N, .) so each step is one contiguous block.
@@ -131,14 +135,20 @@ class _Recurrent(Layer):
             # all steps in one GEMM with b_ih fused into its epilogue, on fastnn's own GEMM:
             # numpy's matmul would wake numpy's BLAS pool, whose threads keep spinning against the
             # OpenMP team of the next kernels (and a broadcast `+= b_ih` cost ~0.3 ms)
+            xw = self._buffer("xw", (t, n, gh))
             _core.dense_forward(x_tm.reshape(t * n, f), self.weight_ih.data, self.bias_ih.data,
                                 xw.reshape(t * n, gh))
         hs = self._buffer("hs", (t + 1, n, h))
         self._set_state(hs, h0, "h0")
-        self._sequence_forward(xw, hs, c0)
         self._x_tm = x_tm
         self._shape = (t, n, f)
         self.dh0 = self.dc0 = None
+        if compiled:
+            # the sweep writes the batch-first output too (fresh: buffers are reused next call)
+            y = np.empty((n, t, h), dtype=self._dtype) if self.return_sequences else None
+            self._sequence_forward_full(xw, ids_tm, hs, c0, y)
+            return y if self.return_sequences else hs[t].copy()
+        self._sequence_forward(xw, hs, c0)
         if self.return_sequences:
             return hs[1:].transpose(1, 0, 2).copy()  # fresh: buffers are reused next call
         return hs[t].copy()
@@ -176,22 +186,23 @@ class _Recurrent(Layer):
         t, n, f = self._shape
         h, gh = self.hidden_size, self._gates * self.hidden_size
         dy = self.as_input(dy, "dy")
-        dhs = self._buffer("dhs", (t, n, h))
-        if self.return_sequences:
-            if dy.shape != (n, t, h):
-                raise self.shape_error(f"{(n, t, h)}", dy.shape, "dy")
-            np.copyto(dhs, dy.transpose(1, 0, 2))
-        else:
-            if dy.shape != (n, h):
-                raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
-            dhs.fill(0)
-            dhs[t - 1] = dy
-        dx_tm = self._buffer("dx_tm", (t * n, f))
+        if self.return_sequences and dy.shape != (n, t, h):
+            raise self.shape_error(f"{(n, t, h)}", dy.shape, "dy")
+        if not self.return_sequences and dy.shape != (n, h):
+            raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
         if _compiled_kernels():
-            # one call: the kernel's sweep, dx per step and the weight gradients in one region
+            # one call: the sweep reading dy batch-first, dx per step written batch-first, and
+            # the weight gradients, in one OpenMP region
+            if self.return_sequences:
+                dhs = dy
+            else:
+                dhs = self._buffer("dhs_bf", (n, t, h))
+                dhs.fill(0)
+                dhs[:, t - 1] = dy
+            dx = np.empty((n, t, f), dtype=self._dtype)
             plain = self._embedded is None
             dpre_x = self._sequence_backward_full(
-                dhs, dx_tm.reshape(t, n, f), self._x_tm if plain else None,
+                dhs, dx, self._x_tm if plain else None,
                 self.weight_ih.grad if plain else None, self.bias_ih.grad if plain else None)
             if not plain:
                 table, ids_tm = self._embedded
@@ -199,7 +210,14 @@ class _Recurrent(Layer):
                     table, self.weight_ih.data, ids_tm, dpre_x.reshape(t * n, gh),
                     self._buffer("per_id", (table.shape[0], gh)), self.weight_ih.grad,
                     self.bias_ih.grad)
-            return dx_tm.reshape(t, n, f).transpose(1, 0, 2).copy()
+            return dx
+        dhs = self._buffer("dhs", (t, n, h))
+        if self.return_sequences:
+            np.copyto(dhs, dy.transpose(1, 0, 2))
+        else:
+            dhs.fill(0)
+            dhs[t - 1] = dy
+        dx_tm = self._buffer("dx_tm", (t * n, f))
         # with reference.py's kernels swapped in (benchmarks): the contract kernels only
         dpre_x, dpre_h = self._sequence_backward(dhs)
         dx2 = dpre_x.reshape(t * n, gh)
@@ -256,12 +274,16 @@ class RNN(_Recurrent):
         _core.rnn_backward(self.weight_hh.data, self._work["hs"], dhs, dpre, self.dh0)
         return dpre, dpre
 
+    def _sequence_forward_full(self, xw, ids, hs, c0, y):
+        _private_kernels().rnn_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs, y)
+
     def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
-        dpre = self._buffer("dpre", dhs.shape)
-        self.dh0 = np.empty(dhs.shape[1:], dtype=self._dtype)
+        n, t, h = dhs.shape  # batch-first
+        dpre = self._buffer("dpre", (t, n, h))
+        self.dh0 = np.empty((n, h), dtype=self._dtype)
         _private_kernels().rnn_backward_full(
             self.weight_hh.data, self._work["hs"], dhs, dpre, self.dh0, self.weight_hh.grad,
-            self.bias_hh.grad, self.weight_ih.data, dx, x, dw_ih, db_ih)
+            self.bias_hh.grad, self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True)
         return dpre
 
 
@@ -313,15 +335,22 @@ class LSTM(_Recurrent):
                             self.dh0, self.dc0)
         return dpre, dpre
 
+    def _sequence_forward_full(self, xw, ids, hs, c0, y):
+        t, n, h = hs.shape[0] - 1, hs.shape[1], self.hidden_size
+        cs = self._buffer("cs", (t + 1, n, h))
+        self._set_state(cs, c0, "c0")
+        _private_kernels().lstm_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs,
+                                             cs, self._buffer("gates", (t, n, 4 * h)), y)
+
     def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
-        t, n, h = dhs.shape
+        n, t, h = dhs.shape  # batch-first
         dpre = self._buffer("dpre", (t, n, 4 * h))
         self.dh0 = np.empty((n, h), dtype=self._dtype)
         self.dc0 = np.empty((n, h), dtype=self._dtype)
         _private_kernels().lstm_backward_full(
             self.weight_hh.data, self._work["cs"], self._work["gates"], dhs, dpre, self.dh0,
             self.dc0, self._work["hs"], self.weight_hh.grad, self.bias_hh.grad,
-            self.weight_ih.data, dx, x, dw_ih, db_ih)
+            self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True)
         return dpre
 
 
@@ -364,13 +393,19 @@ class GRU(_Recurrent):
                            self._work["hn"], dhs, dpre_x, dpre_h, self.dh0)
         return dpre_x, dpre_h
 
+    def _sequence_forward_full(self, xw, ids, hs, c0, y):
+        t, n, h = hs.shape[0] - 1, hs.shape[1], self.hidden_size
+        _private_kernels().gru_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs,
+                                            self._buffer("gates", (t, n, 3 * h)),
+                                            self._buffer("hn", (t, n, h)), y)
+
     def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
-        t, n, h = dhs.shape
+        n, t, h = dhs.shape  # batch-first
         dpre_x = self._buffer("dpre", (t, n, 3 * h))
         dpre_h = self._buffer("dpre_h", (t, n, 3 * h))
         self.dh0 = np.empty((n, h), dtype=self._dtype)
         _private_kernels().gru_backward_full(
             self.weight_hh.data, self._work["hs"], self._work["gates"], self._work["hn"], dhs,
             dpre_x, dpre_h, self.dh0, self.weight_hh.grad, self.bias_hh.grad,
-            self.weight_ih.data, dx, x, dw_ih, db_ih)
+            self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True)
         return dpre_x
