@@ -90,8 +90,9 @@ _last_lookup = None
 
 
 def _remember_lookup(y, ids, table):
+    # weak references only: the hint never keeps an output, its ids or a model's table alive
     global _last_lookup
-    _last_lookup = (weakref.ref(y), ids, table)
+    _last_lookup = (weakref.ref(y), weakref.ref(ids), weakref.ref(table))
 
 
 def lookup_of(x):
@@ -100,4 +101,7 @@ def lookup_of(x):
     last = _last_lookup
     if last is None or last[0]() is not x:
         return None
-    return last[1], last[2]
+    ids, table = last[1](), last[2]()
+    if ids is None or table is None:
+        return None
+    return ids, table
