@@ -1,8 +1,23 @@
-"""Kernel benchmark of the Cython core: GEMM, dense forward, conv2d forward/backward.
+"""Kernel benchmark of the compiled core: GEMM, dense forward, conv2d and conv_transpose2d
+forward/backward, the LSTM recurrence, max/avg pooling and batch norm forward/backward.
 
 Run from the repository root: ``python -m benchmarks.kernels [--quick] [--sweep-chunk]``.
 Prints Markdown tables; every number is the median of repeated calls after a warm-up, with
 fastnn and its comparison measured side by side in the same process.
+
+Figures:
+- GEMM-like kernels report GFLOP/s = 2*M*N*K per product, and the fraction of the sgemm peak
+  measured at the start of the run. conv2d / conv_transpose2d: 2*N*O*C*KH*KW*(spatial size of
+  the smaller side: conv's output, conv-transpose's input) forward, twice that backward (dX and
+  dW). LSTM (``lstm_forward`` / ``lstm_backward``, the whole sequence): the recurrent products
+  only, 2*T*N*4H*H forward (h_t @ W_hh.T) and the same backward (dpre_t @ W_hh); the input
+  projection xw and dW_hh are the caller's GEMMs and not part of these kernels.
+- Memory-bound kernels (pooling, batch norm) report GB/s = bytes moved / time, counting the
+  compulsory traffic: every array the kernel reads plus every array it writes, each once at its
+  nbytes (an accumulated ``+=`` output counts twice: read and written; argmax is int64; the
+  per-channel vectors of batch norm are included). A kernel that sweeps an array twice (batch
+  norm: statistics, then normalisation) is not credited twice.
+Baselines: numpy for gemm and dense, ``fastnn._core.reference`` (the NumPy oracle) for the rest.
 """
 import argparse
 import time
@@ -91,6 +106,179 @@ def bench_conv(layers, repeats, ref_repeats):
     return rows
 
 
+CONVT_LAYERS = [
+    # name, N, Cin, H, W, Cout, K, stride, padding: the layers of dcgan-g (output (H-1)*s - 2p + K)
+    ("dcgan-g 128->64 k4 s2 p1 7x7", 64, 128, 7, 7, 64, 4, 2, 1),
+    ("dcgan-g 64->128 k7 1x1", 64, 64, 1, 1, 128, 7, 1, 0),
+    ("dcgan-g 64->1 k4 s2 p1 14x14", 64, 64, 14, 14, 1, 4, 2, 1),
+]
+
+
+def bench_conv_transpose(layers, repeats, ref_repeats):
+    """conv_transpose2d forward and backward, GFLOP/s: 2*N*Cin*Cout*K*K*H*W forward (H, W of the
+    input), twice that backward."""
+    rows = []
+    rng = np.random.default_rng(4)
+    for name, n, c, h, w, o, k, s, p in layers:
+        oh = (h - 1) * s - 2 * p + k
+        ow = (w - 1) * s - 2 * p + k
+        x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+        wt = rng.standard_normal((c, o, k, k), dtype=np.float32)
+        b = rng.standard_normal(o, dtype=np.float32)
+        out = np.empty((n, o, oh, ow), np.float32)
+        dy = rng.standard_normal(out.shape, dtype=np.float32)
+        dx, dw, db = np.empty_like(x), np.zeros_like(wt), np.zeros_like(b)
+        flops = 2.0 * n * c * o * k * k * h * w
+        t_f = median_seconds(lambda: _core.conv_transpose2d_forward(x, wt, b, out, s, p), repeats, 0.3)
+        t_r = median_seconds(lambda: reference.conv_transpose2d_forward(x, wt, b, out, s, p), ref_repeats)
+        rows.append((f"convT fwd {name}", flops / t_f / 1e9, flops / t_r / 1e9, t_r / t_f))
+        t_f = median_seconds(lambda: _core.conv_transpose2d_backward(x, wt, dy, dx, dw, db, s, p), repeats, 0.3)
+        t_r = median_seconds(lambda: reference.conv_transpose2d_backward(x, wt, dy, dx, dw, db, s, p),
+                             ref_repeats)
+        rows.append((f"convT bwd {name}", 2 * flops / t_f / 1e9, 2 * flops / t_r / 1e9, t_r / t_f))
+    return rows
+
+
+LSTM_SHAPES = [
+    # T, N, H: the lstm model's LSTM(32, 128) on 32 sequences of 32 steps
+    (32, 32, 128),
+]
+
+
+def bench_lstm(shapes, repeats, ref_repeats):
+    """lstm_forward / lstm_backward over the whole sequence, GFLOP/s of the recurrent products:
+    2*T*N*4H*H each way."""
+    rows = []
+    rng = np.random.default_rng(5)
+    for t, n, h in shapes:
+        xw = rng.standard_normal((t, n, 4 * h), dtype=np.float32)
+        w_hh = (rng.standard_normal((4 * h, h), dtype=np.float32) / np.sqrt(h)).astype(np.float32)
+        b_hh = rng.standard_normal(4 * h, dtype=np.float32)
+        hs = np.zeros((t + 1, n, h), np.float32)
+        cs = np.zeros((t + 1, n, h), np.float32)
+        hs[0] = rng.standard_normal((n, h), dtype=np.float32)
+        cs[0] = rng.standard_normal((n, h), dtype=np.float32)
+        gates = np.empty((t, n, 4 * h), np.float32)
+        dhs = rng.standard_normal((t, n, h), dtype=np.float32)
+        dpre = np.empty((t, n, 4 * h), np.float32)
+        dh0, dc0 = np.empty((n, h), np.float32), np.empty((n, h), np.float32)
+        flops = 2.0 * t * n * 4 * h * h
+        name = f"T={t} N={n} H={h}"
+        t_f = median_seconds(lambda: _core.lstm_forward(xw, w_hh, b_hh, hs, cs, gates), repeats, 0.3)
+        t_r = median_seconds(lambda: reference.lstm_forward(xw, w_hh, b_hh, hs, cs, gates), ref_repeats)
+        rows.append((f"lstm fwd {name}", flops / t_f / 1e9, flops / t_r / 1e9, t_r / t_f))
+        _core.lstm_forward(xw, w_hh, b_hh, hs, cs, gates)  # cs and gates of the compiled forward
+        t_f = median_seconds(lambda: _core.lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0), repeats, 0.3)
+        t_r = median_seconds(lambda: reference.lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0),
+                             ref_repeats)
+        rows.append((f"lstm bwd {name}", flops / t_f / 1e9, flops / t_r / 1e9, t_r / t_f))
+    return rows
+
+
+def _nbytes(*arrays):
+    return float(sum(a.nbytes for a in arrays))
+
+
+POOL_LAYERS = [
+    # name, N, C, H, W, K (stride K, no padding): the 2x2 pools of vgg-bn and lenet5
+    ("vgg-bn 2x2 32ch 28x28", 64, 32, 28, 28, 2),
+    ("vgg-bn 2x2 64ch 14x14", 64, 64, 14, 14, 2),
+    ("lenet 2x2 6ch 28x28", 64, 6, 28, 28, 2),
+    ("lenet 2x2 16ch 10x10", 64, 16, 10, 10, 2),
+]
+
+
+def bench_pool(layers, repeats, ref_repeats, kinds=("max", "avg")):
+    """Max and avg pooling forward and backward, GB/s. Bytes: max fwd x + out + argmax (int64),
+    max bwd dy + argmax + dx, avg fwd x + out, avg bwd dy + dx."""
+    rows = []
+    rng = np.random.default_rng(6)
+    for name, n, c, h, w, k in layers:
+        oh, ow = (h - k) // k + 1, (w - k) // k + 1
+        x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+        out = np.empty((n, c, oh, ow), np.float32)
+        argmax = np.empty(out.shape, np.int64)
+        dy = rng.standard_normal(out.shape, dtype=np.float32)
+        dx = np.empty_like(x)
+        if "max" in kinds:
+            moved = _nbytes(x, out, argmax)
+            t_f = median_seconds(lambda: _core.maxpool2d_forward(x, k, k, 0, out, argmax), repeats, 0.2)
+            t_r = median_seconds(lambda: reference.maxpool2d_forward(x, k, k, 0, out, argmax), ref_repeats)
+            rows.append((f"maxpool fwd {name}", moved / t_f / 1e9, moved / t_r / 1e9, t_r / t_f))
+            _core.maxpool2d_forward(x, k, k, 0, out, argmax)
+            moved = _nbytes(dy, argmax, dx)
+            t_f = median_seconds(lambda: _core.maxpool2d_backward(dy, argmax, dx), repeats, 0.2)
+            t_r = median_seconds(lambda: reference.maxpool2d_backward(dy, argmax, dx), ref_repeats)
+            rows.append((f"maxpool bwd {name}", moved / t_f / 1e9, moved / t_r / 1e9, t_r / t_f))
+        if "avg" in kinds:
+            moved = _nbytes(x, out)
+            t_f = median_seconds(lambda: _core.avgpool2d_forward(x, k, k, 0, out), repeats, 0.2)
+            t_r = median_seconds(lambda: reference.avgpool2d_forward(x, k, k, 0, out), ref_repeats)
+            rows.append((f"avgpool fwd {name}", moved / t_f / 1e9, moved / t_r / 1e9, t_r / t_f))
+            moved = _nbytes(dy, dx)
+            t_f = median_seconds(lambda: _core.avgpool2d_backward(dy, k, k, 0, dx), repeats, 0.2)
+            t_r = median_seconds(lambda: reference.avgpool2d_backward(dy, k, k, 0, dx), ref_repeats)
+            rows.append((f"avgpool bwd {name}", moved / t_f / 1e9, moved / t_r / 1e9, t_r / t_f))
+    return rows
+
+
+BN_SHAPES = [
+    # name, N, C, H, W: BatchNorm2D inputs of vgg-bn (the second also dcgan-g's)
+    ("vgg-bn 32ch 28x28", 64, 32, 28, 28),
+    ("vgg-bn 64ch 14x14", 64, 64, 14, 14),
+]
+
+
+def bench_batchnorm(shapes, repeats, ref_repeats):
+    """batchnorm_forward_train and batchnorm_backward (batch statistics), GB/s. Bytes: forward
+    x + out + weight + bias + running mean/var twice (updated) + saved mean/invstd; backward
+    dy + x + weight + mean + invstd + dx + dweight/dbias twice (accumulated)."""
+    rows = []
+    rng = np.random.default_rng(7)
+    for name, n, c, h, w in shapes:
+        x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+        weight = rng.standard_normal(c, dtype=np.float32)
+        bias = rng.standard_normal(c, dtype=np.float32)
+        rmean, rvar = np.zeros(c, np.float32), np.ones(c, np.float32)
+        mean, invstd = np.empty(c, np.float32), np.empty(c, np.float32)
+        out = np.empty_like(x)
+        dy = rng.standard_normal(x.shape, dtype=np.float32)
+        dx, dweight, dbias = np.empty_like(x), np.zeros(c, np.float32), np.zeros(c, np.float32)
+
+        def forward(kernels):
+            kernels.batchnorm_forward_train(x, weight, bias, rmean, rvar, 0.1, 1e-5, out, mean, invstd)
+
+        def backward(kernels):
+            kernels.batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, True)
+
+        moved = _nbytes(x, out, weight, bias, rmean, rmean, rvar, rvar, mean, invstd)
+        t_f = median_seconds(lambda: forward(_core), repeats, 0.2)
+        t_r = median_seconds(lambda: forward(reference), ref_repeats)
+        rows.append((f"bn train fwd {name}", moved / t_f / 1e9, moved / t_r / 1e9, t_r / t_f))
+        forward(_core)
+        moved = _nbytes(dy, x, weight, mean, invstd, dx, dweight, dweight, dbias, dbias)
+        t_f = median_seconds(lambda: backward(_core), repeats, 0.2)
+        t_r = median_seconds(lambda: backward(reference), ref_repeats)
+        rows.append((f"bn bwd {name}", moved / t_f / 1e9, moved / t_r / 1e9, t_r / t_f))
+    return rows
+
+
+def suite_rows(quick):
+    """Rows of the conv_transpose2d, LSTM, pooling and batch-norm benchmarks in the JSON format of
+    ``python -m benchmarks`` (``benchmarks.__main__.run_kernels`` makes the gemm/dense/conv ones):
+    ``{"kernel", "fastnn_gflops", "baseline_gflops", "speedup"}`` for GEMM-like kernels,
+    ``{"kernel", "fastnn_gbps", "baseline_gbps", "speedup"}`` for memory-bound ones; baselines
+    are the NumPy reference. Quick: the first layer of each list, fewer repeats."""
+    repeats, ref_repeats = (3, 1) if quick else (10, 2)
+    first = (lambda layers: layers[:1]) if quick else (lambda layers: layers)
+    flop_rows = (bench_conv_transpose(first(CONVT_LAYERS), repeats, ref_repeats)
+                 + bench_lstm(LSTM_SHAPES, repeats, ref_repeats))
+    byte_rows = (bench_pool(first(POOL_LAYERS), repeats * 4, ref_repeats)
+                 + bench_batchnorm(first(BN_SHAPES), repeats * 4, ref_repeats))
+    return ([{"kernel": k, "fastnn_gflops": f, "baseline_gflops": b, "speedup": r} for k, f, b, r in flop_rows]
+            + [{"kernel": k, "fastnn_gbps": f, "baseline_gbps": b, "speedup": r} for k, f, b, r in byte_rows])
+
+
 def sweep_chunk(layers, repeats):
     """Conv forward+backward GFLOP/s against the im2col chunk size (the tuning behind _conv)."""
     print("\n| layer | " + " | ".join(f"{c >> 10} KiB" for c in CHUNKS) + " |")
@@ -143,8 +331,19 @@ def main(argv=None):
     print(f"\nsgemm peak measured above: {peak:.1f} GFLOP/s\n")
     print("| kernel (batch 64) | fastnn GFLOP/s | % of sgemm peak | NumPy reference GFLOP/s | speed-up |")
     print("|---|---|---|---|---|")
-    for name, f, nref, ratio in bench_conv(CONV_LAYERS, repeats, 2 if args.quick else 3):
+    ref_repeats = 2 if args.quick else 3
+    for name, f, nref, ratio in (bench_conv(CONV_LAYERS, repeats, ref_repeats)
+                                 + bench_conv_transpose(CONVT_LAYERS, repeats, ref_repeats)):
         print(f"| {name} | {f:.1f} | {100 * f / peak:.0f}% | {nref:.2f} | {ratio:.1f}x |")
+    print("\n| kernel (whole sequence) | fastnn GFLOP/s | % of sgemm peak | NumPy reference GFLOP/s | speed-up |")
+    print("|---|---|---|---|---|")
+    for name, f, nref, ratio in bench_lstm(LSTM_SHAPES, repeats, ref_repeats):
+        print(f"| {name} | {f:.1f} | {100 * f / peak:.0f}% | {nref:.2f} | {ratio:.1f}x |")
+    print("\n| memory-bound kernel (batch 64) | fastnn GB/s | NumPy reference GB/s | speed-up |")
+    print("|---|---|---|---|")
+    for name, f, nref, ratio in (bench_pool(POOL_LAYERS, repeats * 4, ref_repeats)
+                                 + bench_batchnorm(BN_SHAPES, repeats * 4, ref_repeats)):
+        print(f"| {name} | {f:.1f} | {nref:.2f} | {ratio:.1f}x |")
     if args.sweep_chunk:
         sweep_chunk(CONV_LAYERS, repeats)
 

@@ -133,11 +133,20 @@ def memory_table(memory):
     return _table(header, rows)
 
 
-def kernels_table(kernels):
-    rows = [[k["kernel"], _num(k["fastnn_gflops"]), _num(k["baseline_gflops"]), f"{k['speedup']:.2f}x"]
-            for k in kernels.get("rows", [])]
-    header = ["kernel (benchmarks/kernels.py)", "fastnn GFLOP/s", "baseline GFLOP/s", "speed-up"]
-    return "Baselines: numpy for gemm and dense, the NumPy reference for conv.\n\n" + _table(header, rows)
+def kernels_table(kernels, peak=None):
+    """GEMM-like kernels in GFLOP/s (with the fraction of the sgemm peak ``peak``), memory-bound
+    ones (rows with ``fastnn_gbps``) in GB/s."""
+    rows = []
+    for k in kernels.get("rows", []):
+        if "fastnn_gbps" in k:
+            rows.append([k["kernel"], _num(k["fastnn_gbps"]), _num(k["baseline_gbps"]), "GB/s", "-",
+                         f"{k['speedup']:.2f}x"])
+        else:
+            rows.append([k["kernel"], _num(k["fastnn_gflops"]), _num(k["baseline_gflops"]), "GFLOP/s",
+                         f"{100 * k['fastnn_gflops'] / peak:.0f}%" if peak else "-", f"{k['speedup']:.2f}x"])
+    header = ["kernel (benchmarks/kernels.py)", "fastnn", "baseline", "unit", "% sgemm peak", "speed-up"]
+    return ("Baselines: numpy for gemm and dense, the NumPy reference for conv, conv-transpose, LSTM, "
+            "pooling and batch norm. GB/s counts each array read or written once.\n\n" + _table(header, rows))
 
 
 def markdown(results):
@@ -153,7 +162,8 @@ def markdown(results):
     sections = [("Thread scaling (fastnn)", "thread_scaling", scaling_table),
                 ("Cold start (fresh processes)", "cold_start", cold_start_table),
                 ("Memory (fresh process per model)", "memory", memory_table),
-                ("Kernels", "kernels", kernels_table)]
+                ("Kernels", "kernels",
+                 lambda k: kernels_table(k, results.get("sgemm_peak", {}).get("gflops")))]
     for title, key, fn in sections:
         if results.get(key):
             parts += ["", f"## {title}", "", fn(results[key])]

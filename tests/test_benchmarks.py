@@ -1,8 +1,9 @@
 """Smoke test of the benchmark harness (benchmarks/): tiny repeat counts, no timing assertions.
 
 Checks what the optimisation work relies on: the JSON and Markdown a run writes, a failing model
-recorded without stopping the suite, ``--compare`` of two result files, the FLOP count, and that
-the reference path really runs reference.py's kernels. Needs no torch.
+recorded without stopping the suite, ``--compare`` of two result files, the FLOP count, that
+the reference path really runs reference.py's kernels, and the FLOP/byte counts and rows of the
+kernel benchmarks (benchmarks/kernels.py) on tiny shapes. Needs no torch.
 """
 import copy
 import glob
@@ -12,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import models, report, system
+from benchmarks import kernels, models, report, system
 from benchmarks.__main__ import main
 from fastnn import _core, zoo
 from fastnn._core import reference
@@ -153,3 +154,76 @@ def test_torch_twin_starts_from_the_same_weights():
     x, target = models.make_batch(model, shape[:1], loss, 3)
     step = models.TorchStep(model, loss, x, target)
     assert step() == pytest.approx(models.FastnnStep(model, loss, x, target)(), rel=1e-5)
+
+
+# ---- kernel benchmarks (benchmarks/kernels.py), tiny shapes ---------------------------------------
+TINY_CONVT = [("tiny 4->3 k4 s2 p1 3x3", 2, 4, 3, 3, 3, 4, 2, 1), ("tiny 3->2 k3 2x2", 2, 3, 2, 2, 2, 3, 1, 0)]
+TINY_LSTM = [(3, 2, 4)]
+TINY_POOL = [("tiny 2x2 3ch 6x6", 2, 3, 6, 6, 2)]
+TINY_BN = [("tiny 2ch 4x4", 3, 2, 4, 4)]
+
+
+@pytest.fixture
+def fixed_time(monkeypatch):
+    """Every timed call runs its kernel once and 'takes' 1 ms: figures are work / 1e-3 s."""
+    calls = []
+
+    def fake(fn, repeats, min_time=0.0):
+        fn()
+        calls.append(fn)
+        return 1e-3
+
+    monkeypatch.setattr(kernels, "median_seconds", fake)
+    return calls
+
+
+def test_kernel_benchmarks_count_flops_and_bytes_by_their_rules(fixed_time):
+    per_s = 1e-3 * 1e9  # figure = count / 1 ms / 1e9
+    rows = kernels.bench_conv_transpose(TINY_CONVT, 1, 1)
+    n, c, h, w, o, k = 2, 4, 3, 3, 3, 4
+    assert [r[0] for r in rows[:2]] == ["convT fwd tiny 4->3 k4 s2 p1 3x3", "convT bwd tiny 4->3 k4 s2 p1 3x3"]
+    assert rows[0][1:] == pytest.approx((2 * n * c * o * k * k * h * w / per_s,) * 2 + (1.0,))
+    assert rows[1][1] == pytest.approx(2 * rows[0][1])
+    t, n, hid = TINY_LSTM[0]
+    rows = kernels.bench_lstm(TINY_LSTM, 1, 1)
+    assert [r[0] for r in rows] == ["lstm fwd T=3 N=2 H=4", "lstm bwd T=3 N=2 H=4"]
+    assert [r[1] for r in rows] == pytest.approx([2 * t * n * 4 * hid * hid / per_s] * 2)
+    rows = dict((r[0], r[1:]) for r in kernels.bench_pool(TINY_POOL, 1, 1))
+    x, y = 2 * 3 * 6 * 6 * 4, 2 * 3 * 3 * 3 * 4  # float32 bytes of x and of the pooled output
+    assert rows == {
+        "maxpool fwd tiny 2x2 3ch 6x6": pytest.approx(((x + y + 2 * y) / per_s,) * 2 + (1.0,)),
+        "maxpool bwd tiny 2x2 3ch 6x6": pytest.approx(((y + 2 * y + x) / per_s,) * 2 + (1.0,)),
+        "avgpool fwd tiny 2x2 3ch 6x6": pytest.approx(((x + y) / per_s,) * 2 + (1.0,)),
+        "avgpool bwd tiny 2x2 3ch 6x6": pytest.approx(((y + x) / per_s,) * 2 + (1.0,)),
+    }
+    rows = kernels.bench_batchnorm(TINY_BN, 1, 1)
+    x, v = 3 * 2 * 4 * 4 * 4, 2 * 4
+    assert [r[0] for r in rows] == ["bn train fwd tiny 2ch 4x4", "bn bwd tiny 2ch 4x4"]
+    assert [r[1] for r in rows] == pytest.approx([(2 * x + 8 * v) / per_s, (3 * x + 7 * v) / per_s])
+    assert len(fixed_time) == 2 * (4 + 2 + 4 + 2)  # each row: fastnn once, reference once
+
+
+def test_kernel_suite_rows_are_timed_and_shown_with_their_units(monkeypatch):
+    timed = kernels.median_seconds
+    monkeypatch.setattr(kernels, "median_seconds", lambda fn, repeats, min_time=0.0: timed(fn, 1))
+    for name, tiny in (("CONVT_LAYERS", TINY_CONVT), ("LSTM_SHAPES", TINY_LSTM), ("POOL_LAYERS", TINY_POOL * 2),
+                       ("BN_SHAPES", TINY_BN * 2)):
+        monkeypatch.setattr(kernels, name, tiny)
+    rows = kernels.suite_rows(quick=True)  # the first layer of each list
+    assert [r["kernel"].split(" tiny")[0].split(" T=")[0] for r in rows] == [
+        "convT fwd", "convT bwd", "lstm fwd", "lstm bwd", "maxpool fwd", "maxpool bwd", "avgpool fwd",
+        "avgpool bwd", "bn train fwd", "bn bwd"]
+    for r in rows:
+        unit = "gflops" if r["kernel"].startswith(("convT", "lstm")) else "gbps"
+        assert set(r) == {"kernel", f"fastnn_{unit}", f"baseline_{unit}", "speedup"}
+        assert r[f"fastnn_{unit}"] > 0 and r[f"baseline_{unit}"] > 0 and r["speedup"] > 0
+        assert r[f"fastnn_{unit}"] / r[f"baseline_{unit}"] == pytest.approx(r["speedup"])
+    old_style = {"kernel": "gemm 256x256x256", "fastnn_gflops": 100.0, "baseline_gflops": 90.0, "speedup": 1.11}
+    text = report.kernels_table({"rows": [old_style] + rows}, peak=200.0)
+    lines = text.splitlines()
+    assert lines[2] == "| kernel (benchmarks/kernels.py) | fastnn | baseline | unit | % sgemm peak | speed-up |"
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[4:]}
+    assert cells["gemm 256x256x256"] == ["100", "90.0", "GFLOP/s", "50%", "1.11x"]
+    assert cells["lstm fwd T=3 N=2 H=4"][2] == "GFLOP/s" and cells["lstm fwd T=3 N=2 H=4"][3].endswith("%")
+    assert cells["bn bwd tiny 2ch 4x4"][2:4] == ["GB/s", "-"]
+    assert len(cells) == 1 + len(rows)
