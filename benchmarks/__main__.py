@@ -71,7 +71,7 @@ def run_kernels(quick):
     raw = (kernels.bench_gemm(sizes, repeats) + kernels.bench_dense(dense, repeats * 20)
            + kernels.bench_conv(convs, repeats, 1 if quick else 2))
     return {"rows": [{"kernel": name, "fastnn_gflops": f, "baseline_gflops": b, "speedup": r}
-                     for name, f, b, r in raw]}
+                     for name, f, b, r in raw] + kernels.suite_rows(quick)}
 
 
 def _section(results, key, fn, *args):
