@@ -548,3 +548,33 @@ def test_conv2d_float32_weight_gradient_transposed_gather(o, threads):
     finally:
         fastnn.set_num_threads(previous)
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("o", [64, 65, 96, 128])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 5])
+def test_conv2d_float32_weight_gradient_gathered_columns(o, threads, n):
+    # O >= 64: dW += G @ col.T with the column matrix's panels gathered (fnn_mk_sgemm_nt);
+    # C*K*K = 45 and 75 leave ragged 32-column panels, P*n > 256 spans k blocks; both routes
+    rng = np.random.default_rng(o + n)
+    for c, k, stride, pad, size in ((5, 3, 1, 1, 13), (3, 5, 2, 2, 16)):
+        x, w = rand(rng, (n, c, size, size - 1), np.float32), rand(rng, (o, c, k, k), np.float32)
+        oh = (size + 2 * pad - k) // stride + 1
+        ow = (size - 1 + 2 * pad - k) // stride + 1
+        dy = rand(rng, (n, o, oh, ow), np.float32)
+        start = rand(rng, w.shape, np.float32)
+        want = start.copy()
+        reference.conv2d_backward(x, w, dy, None, want, None, stride, pad)
+        previous = fastnn.get_num_threads()
+        try:
+            fastnn.set_num_threads(threads)
+            for gathered in (True, False):
+                old = _conv._set_dw_nt(gathered)
+                try:
+                    got = start.copy()
+                    _core.conv2d_backward(x, w, dy, None, got, None, stride, pad)
+                finally:
+                    _conv._set_dw_nt(old)
+                assert_close(got, want)
+        finally:
+            fastnn.set_num_threads(previous)
