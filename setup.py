@@ -23,7 +23,10 @@ extensions = [
     Extension(
         "fastnn._core." + os.path.splitext(os.path.basename(path))[0],
         [path],
-        include_dirs=[np.get_include()],
+        # fastnn/_core holds the C headers the .pyx files include (_microkernel.h); depends also
+        # puts them in the sdist and rebuilds the extensions when a header changes
+        include_dirs=[np.get_include(), os.path.join("fastnn", "_core")],
+        depends=sorted(glob.glob(os.path.join("fastnn", "_core", "*.h"))),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

@@ -72,71 +72,19 @@ def _set_col_chunk_bytes(Py_ssize_t nbytes):
 # only where the compiler targets AVX-512 (setup.py compiles with -march=native); float64 and
 # other machines keep BLAS. Each entry of C is one sum over k in a fixed order whatever the
 # thread count, as with BLAS.
+cdef extern from "_microkernel.h":
+    bint FNN_MK_AVAILABLE
+    void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                         float* C, int ldc, int accumulate) noexcept nogil
+    void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                         float* C, int ldc, int accumulate) noexcept nogil
+
+
+# The convolution-specific kernels below use the microkernel's FNN_MK_* macros.
 cdef extern from *:
     """
+    #include "_microkernel.h"
     #if defined(__AVX512F__)
-    #include <immintrin.h>
-    #define FNN_MK_AVAILABLE 1
-    #define FNN_MK_KC 256
-    /* C (m x n, ldc) (+)= op(A) (m x k) @ B (k x n, ldb), row-major float32; op(A)[i, p] is
-       A[i*lda + p] or, transposed, A[p*lda + i]; accumulate: C += instead of C =. */
-    #define FNN_MK_BODY(NAME, AIDX)                                                          \\
-    static void NAME(int m, int n, int k, const float* A, int lda, const float* B, int ldb,    \\
-                     float* C, int ldc, int accumulate) {                                      \\
-        float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));                                  \\
-        for (int j0 = 0; j0 < n; j0 += 32) {                                                   \\
-            int nr = n - j0 < 32 ? n - j0 : 32;                                                \\
-            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);                    \\
-            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1)); \\
-            for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {                                        \\
-                int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;                              \\
-                for (int kk = 0; kk < kc; kk++) {                                              \\
-                    const float* src = B + (long)(k0 + kk) * ldb + j0;                         \\
-                    _mm512_store_ps(Bp + kk * 32, _mm512_maskz_loadu_ps(m0, src));              \\
-                    _mm512_store_ps(Bp + kk * 32 + 16, _mm512_maskz_loadu_ps(m1, src + 16));    \\
-                }                                                                              \\
-                int acc_in = accumulate || k0 > 0;                                             \\
-                int i0 = 0;                                                                    \\
-                for (; i0 + 8 <= m; i0 += 8) {                                                 \\
-                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71; \\
-                    float* cr = C + (long)i0 * ldc + j0;                                       \\
-                    FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)                        \\
-                    FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)                        \\
-                    const float* bp = Bp;                                                      \\
-                    for (int kk = 0; kk < kc; kk++, bp += 32) {                                \\
-                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;      \\
-                        FNN_MK_FMA(0, AIDX) FNN_MK_FMA(1, AIDX) FNN_MK_FMA(2, AIDX) FNN_MK_FMA(3, AIDX) \\
-                        FNN_MK_FMA(4, AIDX) FNN_MK_FMA(5, AIDX) FNN_MK_FMA(6, AIDX) FNN_MK_FMA(7, AIDX) \\
-                    }                                                                          \\
-                    FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)                        \\
-                    FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)                        \\
-                }                                                                              \\
-                for (; i0 < m; i0++) {                                                         \\
-                    float* cr = C + (long)i0 * ldc + j0;                                       \\
-                    __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();  \\
-                    __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps(); \\
-                    for (int kk = 0; kk < kc; kk++) {                                          \\
-                        __m512 a0 = _mm512_set1_ps(A[AIDX(i0, k0 + kk)]);                      \\
-                        c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);            \\
-                        c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);       \\
-                    }                                                                          \\
-                    _mm512_mask_storeu_ps(cr, m0, c0);                                         \\
-                    _mm512_mask_storeu_ps(cr + 16, m1, c1);                                    \\
-                }                                                                              \\
-            }                                                                                  \\
-        }                                                                                      \\
-    }
-    #define FNN_MK_LD(r) if (acc_in) { c##r##0 = _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc); \\
-        c##r##1 = _mm512_maskz_loadu_ps(m1, cr + (long)r * ldc + 16); }                          \\
-        else { c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps(); }
-    #define FNN_MK_FMA(r, AIDX) a0 = _mm512_set1_ps(A[AIDX(i0 + r, k0 + kk)]);                  \\
-        c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
-    #define FNN_MK_ST(r) _mm512_mask_storeu_ps(cr + (long)r * ldc, m0, c##r##0);               \\
-        _mm512_mask_storeu_ps(cr + (long)r * ldc + 16, m1, c##r##1);
-    #define FNN_MK_IDX_N(i, p) ((long)(i) * lda + (p))
-    #define FNN_MK_IDX_T(i, p) ((long)(p) * lda + (i))
-    FNN_MK_BODY(fnn_mk_sgemm_nn, FNN_MK_IDX_N)
-    FNN_MK_BODY(fnn_mk_sgemm_tn, FNN_MK_IDX_T)
     /* Implicit-GEMM convolution of one sample at stride 1 with OW == W (same-width output):
        Cout[i, p] := sum_r A[i, r] * im2col(plane)[r, p] for columns p in [p_lo, p_hi), ldc
        apart. Row r = (c, ki, kj) of im2col is the plane read flat from (ki - ph)*W + kj - pw
@@ -291,11 +239,6 @@ cdef extern from *:
         }
     }
     #else
-    #define FNN_MK_AVAILABLE 0
-    static void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B,
-                                int ldb, float* C, int ldc, int accumulate) {}
-    static void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B,
-                                int ldb, float* C, int ldc, int accumulate) {}
     static void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw,
                                    int ph, int pw, int OH, int OW, float* dst) {}
     static void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) {}
@@ -304,11 +247,6 @@ cdef extern from *:
                                int ldc) {}
     #endif
     """
-    bint FNN_MK_AVAILABLE
-    void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-    void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
     void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw, int ph,
                             int pw, int OH, int OW, float* dst) noexcept nogil
     void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) noexcept nogil
