@@ -27,7 +27,9 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optim as _optim
 from ._random import rng
+from .layers.activation import ReLU
 from .layers.base import Layer, layer_from_spec, layer_to_spec
+from .layers.norm import BatchNorm1D, BatchNorm2D
 
 __all__ = ["Sequential", "History", "NonFiniteError", "load"]
 
@@ -101,8 +103,23 @@ class Sequential(Layer):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x, training=True):
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        """The layers in order. A BatchNorm followed by a ReLU runs as one pass
+        (``forward_relu``: the normalised values are never written out unrectified); the
+        result and the gradients are bitwise those of the two layers run one by one."""
+        layers = self.layers
+        fused = []
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if i + 1 < len(layers) and _fuses_relu(layer, layers[i + 1]):
+                x = layer.forward_relu(x, training=training)
+                layers[i + 1].saved = x   # a ReLU's backward may mask with its output
+                fused.append(i + 1)
+                i += 2
+            else:
+                x = layer.forward(x, training=training)
+                i += 1
+        self._fused_relus = frozenset(fused)
         return x
 
     def backward(self, dy, input_grad=True):
@@ -116,7 +133,10 @@ class Sequential(Layer):
         if not input_grad:
             first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
                          len(self.layers))
+        fused = getattr(self, "_fused_relus", frozenset())
         for i in range(len(self.layers) - 1, first - 1, -1):
+            if i in fused:
+                continue  # the BatchNorm before it takes dy through the ReLU
             layer = self.layers[i]
             if i == first and not input_grad:
                 if _takes_input_grad(layer):
@@ -458,6 +478,12 @@ class Sequential(Layer):
 
 
 _INPUT_GRAD_FLAG = {}
+
+
+def _fuses_relu(layer, following):
+    """A BatchNorm whose output goes straight into a ReLU (exact types: a subclass may change
+    either side's arithmetic)."""
+    return type(layer) in (BatchNorm1D, BatchNorm2D) and type(following) is ReLU
 
 
 def _takes_input_grad(layer):

@@ -49,14 +49,17 @@ Pooling and upsampling (numba, ``pool.py``)
 
 Batch normalisation (numba, ``norm.py``); x is (N, C, L): a (N, C) input is viewed as (N, C, 1)
     batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
-                            out, save_mean, save_invstd)
-        statistics over (N, L) in one sweep; out := (x - mean) * invstd * weight + bias;
+                            out, save_mean, save_invstd, relu=False)
+        statistics over (N, L) in one sweep; out := (x - mean) * invstd * weight + bias
+        (relu: then max(out, 0), the ReLU after a BatchNorm fused into its pass);
         running_mean := (1-m)*running_mean + m*mean; running_var := (1-m)*running_var
         + m*var*n/(n-1) (unbiased, n = N*L); save_invstd := 1/sqrt(var_biased + eps)
-    batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out)
-    batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True)
+    batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False)
+    batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
+                       relu_out=None)
         batch_stats=True: the training-mode gradient through the batch statistics;
-        batch_stats=False: mean/invstd are constants (inference mode)
+        batch_stats=False: mean/invstd are constants (inference mode); relu_out (the output of
+        a relu=True forward): dy is taken through that ReLU first (0 where relu_out <= 0)
     x may be any (N, C, ...) shape; weight/bias None mean 1/0; running_mean/running_var None
     skip the update; dx/dweight/dbias None are skipped; training with one value per channel
     raises (the variance is undefined), as PyTorch does

@@ -31,8 +31,9 @@ threads.sync_numba_threads()
 
 @njit(parallel=True, cache=True)
 def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_running, momentum,
-                             eps, out, save_mean, save_invstd):
-    """mean, var := batch statistics over (N, L); out := (x - mean) * invstd * weight + bias"""
+                             eps, out, save_mean, save_invstd, relu):
+    """mean, var := batch statistics over (N, L); out := (x - mean) * invstd * weight + bias,
+    then max(out, 0) if relu"""
     batch, channels, length = x.shape
     count = batch * length
     for c in prange(channels):
@@ -52,7 +53,10 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
         offset = bias[c] - mean * scale
         for n in range(batch):
             for i in range(length):
-                out[n, c, i] = x[n, c, i] * scale + offset
+                v = x[n, c, i] * scale + offset
+                if relu:
+                    v = 0.0 if v <= 0 else v  # NaN propagates, as relu_forward
+                out[n, c, i] = v
         save_mean[c] = mean
         save_invstd[c] = invstd
         if update_running:
@@ -61,22 +65,27 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
 
 
 @njit(parallel=True, cache=True)
-def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out):
-    """out := (x - running_mean) / sqrt(running_var + eps) * weight + bias"""
+def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu):
+    """out := (x - running_mean) / sqrt(running_var + eps) * weight + bias, then max(out, 0)
+    if relu"""
     batch, channels, length = x.shape
     for c in prange(channels):
         scale = weight[c] / math.sqrt(np.float64(running_var[c]) + eps)
         offset = bias[c] - running_mean[c] * scale
         for n in range(batch):
             for i in range(length):
-                out[n, c, i] = x[n, c, i] * scale + offset
+                v = x[n, c, i] * scale + offset
+                if relu:
+                    v = 0.0 if v <= 0 else v
+                out[n, c, i] = v
 
 
 @njit(parallel=True, cache=True)
 def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
-                        dbias, write_dbias, batch_stats):
-    """xhat := (x - mean) * invstd; dbias += sum dy; dweight += sum dy*xhat;
-    dx := weight*invstd * (dy - [sum dy + xhat * sum dy*xhat] / n) (the bracket only with batch_stats)"""
+                        dbias, write_dbias, batch_stats, relu_out, relu):
+    """g := dy (relu: 0 where relu_out <= 0, the gradient through a ReLU on the output);
+    xhat := (x - mean) * invstd; dbias += sum g; dweight += sum g*xhat;
+    dx := weight*invstd * (g - [sum g + xhat * sum g*xhat] / n) (the bracket only with batch_stats)"""
     batch, channels, length = x.shape
     count = batch * length
     for c in prange(channels):
@@ -87,6 +96,8 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
         for n in range(batch):
             for i in range(length):
                 g = dy[n, c, i]
+                if relu and relu_out[n, c, i] <= 0:
+                    g = 0.0
                 sum_dy += g
                 sum_dy_xhat += g * ((x[n, c, i] - m) * s)
         if write_dweight:
@@ -100,12 +111,18 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
                 mean_dy_xhat = sum_dy_xhat / count
                 for n in range(batch):
                     for i in range(length):
+                        g = dy[n, c, i]
+                        if relu and relu_out[n, c, i] <= 0:
+                            g = 0.0
                         xhat = (x[n, c, i] - m) * s
-                        dx[n, c, i] = scale * (dy[n, c, i] - mean_dy - xhat * mean_dy_xhat)
+                        dx[n, c, i] = scale * (g - mean_dy - xhat * mean_dy_xhat)
             else:
                 for n in range(batch):
                     for i in range(length):
-                        dx[n, c, i] = scale * dy[n, c, i]
+                        g = dy[n, c, i]
+                        if relu and relu_out[n, c, i] <= 0:
+                            g = 0.0
+                        dx[n, c, i] = scale * g
 
 
 _batchnorm_forward_train_serial = serial_twin(_batchnorm_forward_train)
@@ -141,9 +158,10 @@ def _number(where, name, v):
 
 
 def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
-                            out, save_mean, save_invstd):
+                            out, save_mean, save_invstd, relu=False):
     """Training-mode batch norm over (N, L) per channel; updates the running statistics
-    (running_var with the unbiased variance) unless they are None."""
+    (running_var with the unbiased variance) unless they are None. ``relu``: out := max(out, 0)
+    in the same pass (a BatchNorm followed by a ReLU)."""
     where = "batchnorm_forward_train"
     x3 = _ncl(where, "x", x)
     batch, channels, length = x3.shape
@@ -167,11 +185,12 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
     check_out(where, "save_invstd", save_invstd, (channels,), dtype, f"C of x is {channels}")
     pick(_batchnorm_forward_train, _batchnorm_forward_train_serial, x.size)(
         x3, weight, bias, running_mean, running_var, update, momentum, eps, out.reshape(x3.shape),
-        save_mean, save_invstd)
+        save_mean, save_invstd, bool(relu))
 
 
-def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out):
-    """Inference-mode batch norm: out := (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
+def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False):
+    """Inference-mode batch norm: out := (x - running_mean) / sqrt(running_var + eps) * weight + bias
+    (then max(out, 0) when ``relu``)."""
     where = "batchnorm_forward_eval"
     x3 = _ncl(where, "x", x)
     channels = x3.shape[1]
@@ -183,12 +202,15 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out)
     eps = _number(where, "eps", eps)
     check_out(where, "out", out, x.shape, dtype, "the shape of x")
     pick(_batchnorm_forward_eval, _batchnorm_forward_eval_serial, x.size)(
-        x3, weight, bias, running_mean, running_var, eps, out.reshape(x3.shape))
+        x3, weight, bias, running_mean, running_var, eps, out.reshape(x3.shape), bool(relu))
 
 
-def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True):
+def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
+                       relu_out=None):
     """dx := grad wrt x (through the batch statistics when ``batch_stats``, else with mean/invstd
-    constant); dweight += sum dy * xhat; dbias += sum dy. None outputs are skipped."""
+    constant); dweight += sum dy * xhat; dbias += sum dy. None outputs are skipped.
+    ``relu_out`` (the output of a forward with relu=True): dy is the gradient of that output,
+    taken through the ReLU first (0 where relu_out <= 0)."""
     where = "batchnorm_backward"
     x3 = _ncl(where, "x", x)
     channels = x3.shape[1]
@@ -204,6 +226,10 @@ def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_st
     dx3 = dummy if dx is None else dx.reshape(x3.shape)
     dweight_ = np.empty(1, dtype) if dweight is None else dweight
     dbias_ = np.empty(1, dtype) if dbias is None else dbias
+    if relu_out is not None:
+        check_like(where, "relu_out", relu_out, x.shape, dtype, "the shape of x")
+    relu_out3 = x3 if relu_out is None else relu_out.reshape(x3.shape)
     pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)(
         dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
-        dweight is not None, dbias_, dbias is not None, bool(batch_stats))
+        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3,
+        relu_out is not None)

@@ -1,0 +1,90 @@
+"""Sequential runs a BatchNorm followed by a ReLU as one pass (forward_relu, and the ReLU's
+gradient inside the BatchNorm's backward). The fused pair must be indistinguishable from the two
+layers run one by one: same outputs, same gradients, bit for bit, in both modes and dtypes."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _core
+from fastnn import layers as L
+from fastnn._core import reference
+
+
+def _model(dtype):
+    fnn.seed(0)
+    model = fnn.Sequential(L.Conv2D(2, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(),
+                           L.Flatten(), L.Dense(4 * 5 * 5, 6), L.BatchNorm1D(6), L.ReLU(),
+                           L.Dense(6, 3))
+    return model.astype(dtype)
+
+
+def _one_by_one(model, x, dy, training):
+    """Forward and backward through the layers without Sequential (so without fusion)."""
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=training)
+    y = h
+    for layer in reversed(model.layers):
+        dy = layer.backward(dy)
+    return y, dy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batchnorm_relu_equals_the_layers_one_by_one(dtype, training):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 2, 5, 5)).astype(dtype)
+    x[0, 0, 0, :2] = np.nan   # NaN propagates through BN+ReLU as through the two layers
+    dy = rng.standard_normal((7, 3)).astype(dtype)
+    fused, plain = _model(dtype), _model(dtype)
+    y = fused.forward(x, training=training)
+    assert fused._fused_relus == {2, 6}
+    dx = fused.backward(dy)
+    y_ref, dx_ref = _one_by_one(plain, x, dy, training)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    for key, value in fused.state_dict().items():
+        np.testing.assert_array_equal(value, plain.state_dict()[key], err_msg=key)
+
+
+def test_only_exact_batchnorm_relu_pairs_fuse():
+    class MyReLU(L.ReLU):
+        pass
+
+    model = fnn.Sequential(L.BatchNorm1D(3), MyReLU(), L.BatchNorm1D(3), L.Sigmoid(),
+                           L.Dense(3, 3), L.ReLU(), L.BatchNorm1D(3))
+    model.forward(np.ones((4, 3), np.float32) * np.arange(4, dtype=np.float32)[:, None])
+    assert model._fused_relus == frozenset()
+
+
+def test_gradcheck_through_a_fused_pair():
+    fnn.seed(2)
+    model = fnn.Sequential(L.Dense(4, 5), L.BatchNorm1D(5), L.ReLU(), L.Dense(5, 2))
+    x = np.random.default_rng(2).standard_normal((6, 4))
+    for training in (True, False):
+        result = fnn.gradcheck(model, x, training=training)
+        assert result.ok, result
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_kernels_with_relu_match_the_reference(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 7)).astype(dtype)
+    w, b = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    outs = {}
+    for mod in (_core, reference):
+        out, mean, invstd = np.empty_like(x), np.empty(3, dtype), np.empty(3, dtype)
+        rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
+        mod.batchnorm_forward_train(x, w, b, rm, rv, 0.1, 1e-5, out, mean, invstd, relu=True)
+        dy = np.linspace(-1, 1, x.size).reshape(x.shape).astype(dtype)
+        dx, dw, db = np.empty_like(x), np.zeros(3, dtype), np.zeros(3, dtype)
+        mod.batchnorm_backward(dy, x, w, mean, invstd, dx, dw, db, relu_out=out)
+        ev = np.empty_like(x)
+        mod.batchnorm_forward_eval(x, w, b, rm, rv, 1e-5, ev, relu=True)
+        outs[mod] = (out, dx, dw, db, ev)
+    assert (outs[_core][0] == 0).any() and (outs[_core][0] > 0).any()
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    for got, want in zip(outs[_core], outs[reference]):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
