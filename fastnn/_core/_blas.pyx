@@ -41,6 +41,122 @@ _ACTIVATION_CODES = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY
                      "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH}
 
 
+# ---- float32: the AVX-512 microkernel of _microkernel.h (shared with _conv.pyx) ---------------
+#
+# float32 dense layers and gemm() (alpha = 1, beta 0 or 1) run on the 8x32 register-tile kernel
+# instead of sgemm: the OpenBLAS behind scipy uses its AVX2 kernels on this machine (see
+# _conv.pyx). x @ W.T packs its B panel straight from the weight rows (fnn_mk_sgemm_nt, a 16x16
+# in-register transpose per block), dx := dy @ W is nn, dW += dy.T @ x is tn (A transposed).
+# Each entry of C is one sum over k in a fixed order (256-deep steps), whichever thread and
+# tile computes it, so the result does not depend on the thread count. float64, other machines
+# (FNN_MK_AVAILABLE 0) and the other alpha/beta keep BLAS.
+cdef extern from "_microkernel.h":
+    bint FNN_MK_AVAILABLE
+    void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                         float* C, int ldc, int accumulate) noexcept nogil
+    void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                         float* C, int ldc, int accumulate) noexcept nogil
+    void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                         float* C, int ldc, int accumulate) noexcept nogil
+    void fnn_mk_sgemm_tt(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                         float* C, int ldc, int accumulate) noexcept nogil
+    int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                           float* C, int ldc, int accumulate) noexcept nogil
+
+cdef enum:
+    MK_COL_ALIGN = 32  # per-thread column blocks of whole 32-column panels
+    MK_ROW_ALIGN = 8   # per-thread row blocks of whole 8-row tiles
+    TN_PACK_A_MIN_N = 64
+    MK_MIN_K = 16
+
+cdef bint _dense_mk = True
+cdef bint _tn_pack_a = True
+
+
+def _set_tn_pack_a(bint on):
+    """Tuning hook: A-transposed microkernel GEMMs (dW += dy.T @ x) with op(A) packed (True)
+    or read in place; returns the old value. Both give bit-identical results."""
+    global _tn_pack_a
+    old = _tn_pack_a
+    _tn_pack_a = on
+    return old
+
+
+def _set_dense_microkernel(bint on):
+    """Tuning hook for benchmarks and tests: run float32 dense_forward / dense_backward / gemm
+    on the AVX-512 microkernel (True, when built with it) or on sgemm; returns the old value."""
+    global _dense_mk
+    old = _dense_mk
+    _dense_mk = on
+    return old
+
+
+def _dense_microkernel_active():
+    """True when float32 dense GEMMs currently run on the microkernel (tests, benchmarks)."""
+    return bool(FNN_MK_AVAILABLE and _dense_mk)
+
+
+cdef inline bint _mk_ok(int m, int n, int k) noexcept nogil:
+    """The microkernel takes C (m, n) with an inner size k from MK_MIN_K on: below it each
+    8x32 tile loads and stores C for a handful of multiply-adds (dx of the 256->10 layer,
+    k = 10: 0.77x of sgemm, one thread)."""
+    return FNN_MK_AVAILABLE and _dense_mk and m > 0 and n > 0 and k >= MK_MIN_K
+
+
+cdef inline void _mk_serial(bint trans_a, bint trans_b, int m, int n, int k, const float* a,
+                            int lda, const float* b, int ldb, bint accumulate, float* c,
+                            int ldc) noexcept nogil:
+    if trans_a:
+        if trans_b:
+            fnn_mk_sgemm_tt(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+        # packing op(A) pays once its blocks are reused by a few 32-column panels; with one or
+        # two panels it is pure overhead (1024x32x512 dW: 0.4x of the in-place read)
+        elif not (_tn_pack_a and n > TN_PACK_A_MIN_N
+                  and fnn_mk_sgemm_tn_pa(m, n, k, a, lda, b, ldb, c, ldc, accumulate)):
+            fnn_mk_sgemm_tn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+    elif trans_b:
+        fnn_mk_sgemm_nt(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+    else:
+        fnn_mk_sgemm_nn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+
+
+cdef void _mk_part(bint trans_a, bint trans_b, int m, int n, int k, const float* a, int lda,
+                   const float* b, int ldb, bint accumulate, float* c, int ldc, bint split_cols,
+                   int block, int part) noexcept nogil:
+    """Block ``part`` of a microkernel GEMM: columns [part*block, ...) of C, or rows."""
+    cdef int lo = part * block
+    cdef int size
+    if split_cols:
+        size = min(block, n - lo)
+        if size > 0:
+            _mk_serial(trans_a, trans_b, m, size, k, a, lda,
+                       b + (<Py_ssize_t>lo * ldb if trans_b else lo), ldb, accumulate, c + lo, ldc)
+    else:
+        size = min(block, m - lo)
+        if size > 0:
+            _mk_serial(trans_a, trans_b, size, n, k, a + (lo if trans_a else <Py_ssize_t>lo * lda),
+                       lda, b, ldb, accumulate, c + <Py_ssize_t>lo * ldc, ldc)
+
+
+cdef void _mk_gemm(bint trans_a, bint trans_b, int m, int n, int k, const float* a, int lda,
+                   const float* b, int ldb, bint accumulate, float* c, int ldc) noexcept nogil:
+    """C (m, n) := op(A) @ op(B) (+ C if accumulate) on the microkernel, split over the threads
+    as gemm_rm splits (along the longer side of C, k never split). Needs m, n, k > 0."""
+    cdef int nt, part, nparts, block
+    cdef bint split_cols
+    nt = gemm_threads(<Py_ssize_t>m * n * k)
+    if nt > 1:
+        split_cols = n >= m
+        block = _block(n, nt, MK_COL_ALIGN) if split_cols else _block(m, nt, MK_ROW_ALIGN)
+        nparts = ((n if split_cols else m) + block - 1) // block
+        if nparts > 1:
+            for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+                _mk_part(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc,
+                         split_cols, block, part)
+            return
+    _mk_serial(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc)
+
+
 # ---- the one place that maps row-major GEMM onto column-major BLAS ----------------------------
 
 # One thread pool: the BLAS behind scipy.linalg.cython_blas is pinned to one thread (see
@@ -180,10 +296,47 @@ cdef void _bias_activation(floating* c, int rows, int n, Py_ssize_t ldc, const f
                     row[j] = tanh(row[j])
 
 
+cdef void _dense_forward_mk(const float* x, const float* w, const float* bias, float* out,
+                            int m, int n, int k, int activation, float slope) noexcept nogil:
+    """_dense_forward on the microkernel (x @ W.T: B packed from the weight rows)."""
+    cdef int r0, rows, block, nt, part, nparts, lo
+    cdef bint split_cols
+    if bias == NULL and activation == ACT_NONE:
+        _mk_gemm(False, True, m, n, k, x, k, w, k, False, out, n)
+        return
+    nt = gemm_threads(<Py_ssize_t>m * n * k)
+    if nt > 1:
+        split_cols = n >= m
+        block = _block(n, nt, MK_COL_ALIGN) if split_cols else _block(m, nt, MK_ROW_ALIGN)
+        nparts = ((n if split_cols else m) + block - 1) // block
+        for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+            _mk_part(False, True, m, n, k, x, k, w, k, False, out, n, split_cols, block, part)
+            lo = part * block
+            if split_cols:
+                _bias_activation(out + lo, m, min(block, n - lo), n,
+                                 NULL if bias == NULL else bias + lo, activation, slope)
+            else:
+                _bias_activation(out + <Py_ssize_t>lo * n, min(block, m - lo), n, n, bias,
+                                 activation, slope)
+        return
+    block = max(EPILOGUE_MIN_ROWS, EPILOGUE_BLOCK_BYTES // max(1, n * <int>sizeof(float)))
+    r0 = 0
+    while r0 < m:
+        rows = min(block, m - r0)
+        _mk_serial(False, True, rows, n, k, x + <Py_ssize_t>r0 * k, k, w, k, False,
+                   out + <Py_ssize_t>r0 * n, n)
+        _bias_activation(out + <Py_ssize_t>r0 * n, rows, n, n, bias, activation, slope)
+        r0 += rows
+
+
 cdef void _dense_forward(const floating* x, const floating* w, const floating* bias, floating* out,
                          int m, int n, int k, int activation, floating slope) noexcept nogil:
     cdef int r0, rows, block, nt, part, nparts, lo
     cdef bint split_cols
+    if floating is float:
+        if _mk_ok(m, n, k):
+            _dense_forward_mk(x, w, bias, out, m, n, k, activation, slope)
+            return
     if bias == NULL and activation == ACT_NONE:
         gemm_rm(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n)
         return
@@ -219,9 +372,21 @@ cdef void _dense_backward(const floating* x, const floating* w, const floating* 
     cdef int i, j
     cdef const floating* row
     if dx != NULL:      # dx (m, k) := dy (m, n) @ w (n, k)
-        gemm_rm(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
+        if floating is float:
+            if _mk_ok(m, k, n):
+                _mk_gemm(False, False, m, k, n, dy, n, w, k, False, dx, k)
+            else:
+                gemm_rm(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
+        else:
+            gemm_rm(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
     if dweight != NULL:  # dweight (n, k) += dy.T (n, m) @ x (m, k)
-        gemm_rm(True, False, n, k, m, <floating>1, dy, n, x, k, <floating>1, dweight, k)
+        if floating is float:
+            if _mk_ok(n, k, m):
+                _mk_gemm(True, False, n, k, m, dy, n, x, k, True, dweight, k)
+            else:
+                gemm_rm(True, False, n, k, m, <floating>1, dy, n, x, k, <floating>1, dweight, k)
+        else:
+            gemm_rm(True, False, n, k, m, <floating>1, dy, n, x, k, <floating>1, dweight, k)
     if dbias != NULL:
         for i in range(m):
             row = dy + <Py_ssize_t>i * n
@@ -268,6 +433,11 @@ def gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     cdef void* pc = data(out)
     cdef int lda = dim(a, 1), ldb = dim(b, 1)
     if t == cnp.NPY_FLOAT:
+        if al == 1.0 and (be == 0.0 or be == 1.0) and _mk_ok(m, n, k):
+            with nogil:
+                _mk_gemm(ta, tb, m, n, k, <float*>pa, lda, <float*>pb, ldb, be == 1.0,
+                         <float*>pc, n)
+            return out
         with nogil:
             gemm_rm(ta, tb, m, n, k, <float>al, <float*>pa, lda, <float*>pb, ldb, <float>be,
                       <float*>pc, n)

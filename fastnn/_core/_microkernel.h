@@ -9,11 +9,15 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#include <stdlib.h>
 #define FNN_MK_AVAILABLE 1
 #define FNN_MK_KC 256
-/* C (m x n, ldc) (+)= op(A) (m x k) @ B (k x n, ldb), row-major float32; op(A)[i, p] is
-   A[i*lda + p] or, transposed, A[p*lda + i]; accumulate: C += instead of C =. */
-#define FNN_MK_BODY(NAME, AIDX)                                                          \
+/* C (m x n, ldc) (+)= op(A) (m x k) @ op(B) (k x n), row-major float32; op(A)[i, p] is
+   A[i*lda + p] or, transposed, A[p*lda + i]; op(B)[p, j] is B[p*ldb + j] (PACK = FNN_MK_PACK_N)
+   or, transposed, B[j*ldb + p] (FNN_MK_PACK_T); accumulate: C += instead of C =. The packing
+   only moves values, so both B layouts give bit-identical C. */
+#define FNN_MK_BODY(NAME, AIDX) FNN_MK_BODY_P(NAME, AIDX, FNN_MK_PACK_N)
+#define FNN_MK_BODY_P(NAME, AIDX, PACK)                                                  \
 static void NAME(int m, int n, int k, const float* A, int lda, const float* B, int ldb,    \
                  float* C, int ldc, int accumulate) {                                      \
     float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));                                  \
@@ -23,11 +27,7 @@ static void NAME(int m, int n, int k, const float* A, int lda, const float* B, i
         __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1)); \
         for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {                                        \
             int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;                              \
-            for (int kk = 0; kk < kc; kk++) {                                              \
-                const float* src = B + (long)(k0 + kk) * ldb + j0;                         \
-                _mm512_store_ps(Bp + kk * 32, _mm512_maskz_loadu_ps(m0, src));              \
-                _mm512_store_ps(Bp + kk * 32 + 16, _mm512_maskz_loadu_ps(m1, src + 16));    \
-            }                                                                              \
+            PACK(B, ldb, j0, nr, k0, kc, m0, m1, Bp);                                      \
             int acc_in = accumulate || k0 > 0;                                             \
             int i0 = 0;                                                                    \
             for (; i0 + 8 <= m; i0 += 8) {                                                 \
@@ -68,8 +68,134 @@ static void NAME(int m, int n, int k, const float* A, int lda, const float* B, i
     _mm512_mask_storeu_ps(cr + (long)r * ldc + 16, m1, c##r##1);
 #define FNN_MK_IDX_N(i, p) ((long)(i) * lda + (p))
 #define FNN_MK_IDX_T(i, p) ((long)(p) * lda + (i))
+/* Bp[kk*32 + jj] := op(B)[k0 + kk, j0 + jj] for kk < kc, jj < nr (zero for nr <= jj < 32) */
+#define FNN_MK_PACK_N(B, ldb, j0, nr, k0, kc, m0, m1, Bp)                                \
+    for (int kk = 0; kk < kc; kk++) {                                                    \
+        const float* src = B + (long)(k0 + kk) * ldb + j0;                               \
+        _mm512_store_ps(Bp + kk * 32, _mm512_maskz_loadu_ps(m0, src));                    \
+        _mm512_store_ps(Bp + kk * 32 + 16, _mm512_maskz_loadu_ps(m1, src + 16));          \
+    }
+#define FNN_MK_PACK_T(B, ldb, j0, nr, k0, kc, m0, m1, Bp) fnn_mk_pack_t(B, ldb, j0, nr, k0, kc, Bp)
+
+/* 4 columns c, c+4, c+8, c+12 of a 16x16 block from the stage-2 vectors (see fnn_mk_pack_t) */
+#define FNN_MK_TR_COLS(c, u0, u4, u8, u12)                                                 \
+    { __m512 v0 = _mm512_shuffle_f32x4(u0, u4, 0x88), v1 = _mm512_shuffle_f32x4(u0, u4, 0xDD); \
+      __m512 v2 = _mm512_shuffle_f32x4(u8, u12, 0x88), v3 = _mm512_shuffle_f32x4(u8, u12, 0xDD); \
+      o[c] = _mm512_shuffle_f32x4(v0, v2, 0x88); o[c + 8] = _mm512_shuffle_f32x4(v0, v2, 0xDD); \
+      o[c + 4] = _mm512_shuffle_f32x4(v1, v3, 0x88); o[c + 12] = _mm512_shuffle_f32x4(v1, v3, 0xDD); }
+
+/* Bp[kk*32 + jj] := B[(j0 + jj)*ldb + k0 + kk] (the panel of a transposed B, e.g. the weight
+   (N, K) of a dense layer, whose rows are the columns of op(B)): 16 rows x 16 k at a time, 16
+   row loads transposed in registers (unpack, shuffle, two 128-bit lane shuffles: 64 shuffles
+   per 256 values) and 16 aligned stores; rows past nr are zero, k past kc is never stored. */
+static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0, int kc,
+                                 float* Bp) {
+    for (int h = 0; h < 2; h++) {
+        int rows = nr - 16 * h;
+        if (rows <= 0) {
+            for (int kk = 0; kk < kc; kk++) _mm512_store_ps(Bp + kk * 32 + 16, _mm512_setzero_ps());
+            continue;
+        }
+        if (rows > 16) rows = 16;
+        const float* w0 = B + (long)(j0 + 16 * h) * ldb + k0;
+        for (int kb = 0; kb < kc; kb += 16) {
+            int cnt = kc - kb < 16 ? kc - kb : 16;
+            __mmask16 km = cnt == 16 ? 0xFFFF : (__mmask16)((1u << cnt) - 1);
+            __m512 r[16], t[16], u[16], o[16];
+            for (int q = 0; q < 16; q++)
+                r[q] = q < rows ? _mm512_maskz_loadu_ps(km, w0 + (long)q * ldb + kb) : _mm512_setzero_ps();
+            for (int q = 0; q < 16; q += 2) {
+                t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+                t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+            }
+            for (int q = 0; q < 16; q += 4) {
+                u[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
+                u[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
+                u[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+                u[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+            }
+            FNN_MK_TR_COLS(0, u[0], u[4], u[8], u[12])
+            FNN_MK_TR_COLS(1, u[1], u[5], u[9], u[13])
+            FNN_MK_TR_COLS(2, u[2], u[6], u[10], u[14])
+            FNN_MK_TR_COLS(3, u[3], u[7], u[11], u[15])
+            float* d = Bp + (long)kb * 32 + 16 * h;
+            for (int q = 0; q < cnt; q++) _mm512_store_ps(d + q * 32, o[q]);
+        }
+    }
+}
+
+/* fnn_mk_sgemm_tn with op(A) packed: C (m x n) (+)= A.T @ B, A stored k x m (row stride lda),
+   B k x n. The tile's 8 broadcasts of step kk are A[kk, i0..i0+7], 32 bytes of a new row lda
+   apart for every kk: with lda a multiple of 1 KB (dy of a dense layer) those rows fall into a
+   few L1 sets, evict each other and the B panel, and sgemm_tn fell to 0.65-0.9x of sgemm. Here
+   k runs outside (in FNN_MK_KC steps) and each step's A block is copied once into 8-wide tiles
+   Ap[(i0/8)*kc*8 + kk*8 + r] (malloc'd, about m*1 KB) that every 32-column panel then reads
+   contiguously. Same sums in the same order as fnn_mk_sgemm_tn (bit-identical C). Returns 0
+   when the buffer cannot be allocated (the caller then uses fnn_mk_sgemm_tn). */
+#define FNN_MK_FMA_AP(r) a0 = _mm512_set1_ps(ap[r]);                                       \
+    c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
+static int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B,
+                              int ldb, float* C, int ldc, int accumulate) {
+    int mt = (m + 7) / 8;
+    float* Ap = (float*)aligned_alloc(64, (size_t)mt * FNN_MK_KC * 8 * sizeof(float) + 64);
+    if (!Ap) return 0;
+    float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
+    for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+        int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+        int acc_in = accumulate || k0 > 0;
+        for (int t = 0; t < mt; t++) {
+            int cnt = m - t * 8 < 8 ? m - t * 8 : 8;
+            __mmask8 am = (__mmask8)((1u << cnt) - 1);
+            const float* src = A + (long)k0 * lda + t * 8;
+            float* dst = Ap + (long)t * kc * 8;
+            for (int kk = 0; kk < kc; kk++)
+                _mm256_store_ps(dst + kk * 8, _mm256_maskz_loadu_ps(am, src + (long)kk * lda));
+        }
+        for (int j0 = 0; j0 < n; j0 += 32) {
+            int nr = n - j0 < 32 ? n - j0 : 32;
+            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
+            FNN_MK_PACK_N(B, ldb, j0, nr, k0, kc, m0, m1, Bp)
+            int i0 = 0;
+            for (; i0 + 8 <= m; i0 += 8) {
+                __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+                float* cr = C + (long)i0 * ldc + j0;
+                FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)
+                FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)
+                const float* bp = Bp;
+                const float* ap = Ap + (long)(i0 / 8) * kc * 8;
+                for (int kk = 0; kk < kc; kk++, bp += 32, ap += 8) {
+                    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
+                    FNN_MK_FMA_AP(0) FNN_MK_FMA_AP(1)
+                    FNN_MK_FMA_AP(2) FNN_MK_FMA_AP(3)
+                    FNN_MK_FMA_AP(4) FNN_MK_FMA_AP(5)
+                    FNN_MK_FMA_AP(6) FNN_MK_FMA_AP(7)
+                }
+                FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
+                FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
+            }
+            for (; i0 < m; i0++) {
+                float* cr = C + (long)i0 * ldc + j0;
+                const float* ap = Ap + (long)(i0 / 8) * kc * 8 + (i0 % 8);
+                __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
+                __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
+                for (int kk = 0; kk < kc; kk++) {
+                    __m512 a0 = _mm512_set1_ps(ap[kk * 8]);
+                    c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);
+                    c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);
+                }
+                _mm512_mask_storeu_ps(cr, m0, c0);
+                _mm512_mask_storeu_ps(cr + 16, m1, c1);
+            }
+        }
+    }
+    free(Ap);
+    return 1;
+}
 FNN_MK_BODY(fnn_mk_sgemm_nn, FNN_MK_IDX_N)
 FNN_MK_BODY(fnn_mk_sgemm_tn, FNN_MK_IDX_T)
+FNN_MK_BODY_P(fnn_mk_sgemm_nt, FNN_MK_IDX_N, FNN_MK_PACK_T)
+FNN_MK_BODY_P(fnn_mk_sgemm_tt, FNN_MK_IDX_T, FNN_MK_PACK_T)
 
 #else
 #define FNN_MK_AVAILABLE 0
@@ -78,6 +204,12 @@ static void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const 
                             int ldb, float* C, int ldc, int accumulate) {}
 static void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B,
                             int ldb, float* C, int ldc, int accumulate) {}
+static void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B,
+                            int ldb, float* C, int ldc, int accumulate) {}
+static void fnn_mk_sgemm_tt(int m, int n, int k, const float* A, int lda, const float* B,
+                            int ldb, float* C, int ldc, int accumulate) {}
+static int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B,
+                              int ldb, float* C, int ldc, int accumulate) { return 0; }
 #endif
 
 #endif /* FNN_MICROKERNEL_H */
