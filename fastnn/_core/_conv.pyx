@@ -78,6 +78,8 @@ cdef extern from "_microkernel.h":
                          float* C, int ldc, int accumulate) noexcept nogil
     void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
                          float* C, int ldc, int accumulate) noexcept nogil
+    void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                         float* C, int ldc, int accumulate) noexcept nogil
 
 
 # The convolution-specific kernels below use the microkernel's FNN_MK_* macros.
@@ -255,81 +257,13 @@ cdef extern from *:
 
 
 
-# Weight gradients as dW (O, CKK) += G (O, k) @ col.T: B is the column matrix read transposed, its
-# panels packed by gathers (16 rows of col at one column each), so each column-matrix element is
-# read once, where dW.T = col @ G.T broadcast it from 8 far-apart rows once per 32 output channels.
-cdef extern from *:
-    """
-    #if defined(__AVX512F__)
-    /* C (m x n, ldc) (+)= A (m x k, lda) @ B.T with B (n x k, ldb) row-major, float32. */
-    static void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B,
-                                int ldb, float* C, int ldc, int accumulate) {
-        float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
-        const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-        const __m512i idx = _mm512_mullo_epi32(step, _mm512_set1_epi32(ldb));
-        for (int j0 = 0; j0 < n; j0 += 32) {
-            int nr = n - j0 < 32 ? n - j0 : 32;
-            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
-            const float* b0row = B + (long)j0 * ldb;
-            const float* b1row = B + (long)(j0 + 16) * ldb;
-            for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
-                int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
-                for (int kk = 0; kk < kc; kk++) {
-                    _mm512_store_ps(Bp + kk * 32, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0,
-                                    idx, b0row + k0 + kk, 4));
-                    _mm512_store_ps(Bp + kk * 32 + 16, m1 ? _mm512_mask_i32gather_ps(
-                                    _mm512_setzero_ps(), m1, idx, b1row + k0 + kk, 4) : _mm512_setzero_ps());
-                }
-                int acc_in = accumulate || k0 > 0;
-                int i0 = 0;
-                for (; i0 + 8 <= m; i0 += 8) {
-                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-                    float* cr = C + (long)i0 * ldc + j0;
-                    FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)
-                    FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)
-                    const float* bp = Bp;
-                    for (int kk = 0; kk < kc; kk++, bp += 32) {
-                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
-                        FNN_MK_FMA(0, FNN_MK_IDX_N) FNN_MK_FMA(1, FNN_MK_IDX_N)
-                        FNN_MK_FMA(2, FNN_MK_IDX_N) FNN_MK_FMA(3, FNN_MK_IDX_N)
-                        FNN_MK_FMA(4, FNN_MK_IDX_N) FNN_MK_FMA(5, FNN_MK_IDX_N)
-                        FNN_MK_FMA(6, FNN_MK_IDX_N) FNN_MK_FMA(7, FNN_MK_IDX_N)
-                    }
-                    FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
-                    FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
-                }
-                for (; i0 < m; i0++) {
-                    float* cr = C + (long)i0 * ldc + j0;
-                    __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
-                    __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
-                    for (int kk = 0; kk < kc; kk++) {
-                        __m512 a0 = _mm512_set1_ps(A[(long)i0 * lda + k0 + kk]);
-                        c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);
-                        c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);
-                    }
-                    _mm512_mask_storeu_ps(cr, m0, c0);
-                    _mm512_mask_storeu_ps(cr + 16, m1, c1);
-                }
-            }
-        }
-    }
-    #else
-    static void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B,
-                                int ldb, float* C, int ldc, int accumulate) {}
-    #endif
-    """
-    void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-
-
 # Weight gradients through fnn_mk_sgemm_nt (True) or dW.T = col @ G.T (False); see _set_dw_nt.
 cdef bint _dw_nt = True
 
 
 def _set_dw_nt(bint on):
     """Tuning hook for benchmarks and tests: float32 weight gradients as G @ col.T on the
-    gathering microkernel (True) or as col @ G.T after transposing G (False); returns the old value."""
+    transposing microkernel (True) or as col @ G.T after transposing G (False); returns the old value."""
     global _dw_nt
     old = _dw_nt
     _dw_nt = on
@@ -623,9 +557,9 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
         else:
             _gemm_xn(False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
-    if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and O >= 64 and nbp <= 8388608:
+    if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and O >= 64:
         # The weight gradient is the deepest GEMM of a convolution (k = nb*P): dW += G @ col.T
-        # with col's panels gathered (int32 gather offsets: nbp bounded)
+        # with col's panels transposed in registers as they are packed
         if nb == 1:
             gc = g + <Py_ssize_t>n0 * O * P
         else:
