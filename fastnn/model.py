@@ -29,6 +29,7 @@ from . import optim as _optim
 from ._random import rng
 from .layers.activation import ReLU
 from .layers.base import Layer, layer_from_spec, layer_to_spec
+from .layers.dense import Dense
 from .layers.norm import BatchNorm1D, BatchNorm2D
 
 __all__ = ["Sequential", "History", "NonFiniteError", "load"]
@@ -103,18 +104,21 @@ class Sequential(Layer):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x, training=True):
-        """The layers in order. A BatchNorm followed by a ReLU runs as one pass
-        (``forward_relu``: the normalised values are never written out unrectified); the
-        result and the gradients are bitwise those of the two layers run one by one."""
+        """The layers in order. A Dense or BatchNorm followed by a ReLU runs the ReLU inside
+        its own pass (``forward_relu``: the values are never written out unrectified; after a
+        BatchNorm the ReLU's backward is folded into the BatchNorm's too); the result and the
+        gradients are bitwise those of the layers run one by one."""
         layers = self.layers
         fused = []
         i = 0
         while i < len(layers):
             layer = layers[i]
-            if i + 1 < len(layers) and _fuses_relu(layer, layers[i + 1]):
+            kind = _relu_fusion(layer, layers[i + 1]) if i + 1 < len(layers) else None
+            if kind is not None:
                 x = layer.forward_relu(x, training=training)
                 layers[i + 1].saved = x   # a ReLU's backward may mask with its output
-                fused.append(i + 1)
+                if kind == "batchnorm":
+                    fused.append(i + 1)
                 i += 2
             else:
                 x = layer.forward(x, training=training)
@@ -480,10 +484,16 @@ class Sequential(Layer):
 _INPUT_GRAD_FLAG = {}
 
 
-def _fuses_relu(layer, following):
-    """A BatchNorm whose output goes straight into a ReLU (exact types: a subclass may change
-    either side's arithmetic)."""
-    return type(layer) in (BatchNorm1D, BatchNorm2D) and type(following) is ReLU
+def _relu_fusion(layer, following):
+    """"dense" or "batchnorm" when ``layer``'s output goes straight into a ReLU, else None
+    (exact types: a subclass may change either side's arithmetic)."""
+    if type(following) is not ReLU:
+        return None
+    if type(layer) is Dense:
+        return "dense"
+    if type(layer) in (BatchNorm1D, BatchNorm2D):
+        return "batchnorm"
+    return None
 
 
 def _takes_input_grad(layer):

@@ -1,6 +1,7 @@
-"""Sequential runs a BatchNorm followed by a ReLU as one pass (forward_relu, and the ReLU's
-gradient inside the BatchNorm's backward). The fused pair must be indistinguishable from the two
-layers run one by one: same outputs, same gradients, bit for bit, in both modes and dtypes."""
+"""Sequential runs a BatchNorm or Dense followed by a ReLU as one pass (forward_relu; after a
+BatchNorm the ReLU's gradient is taken inside the BatchNorm's backward too). The fused pair must
+be indistinguishable from the layers run one by one: same outputs, same gradients, bit for bit,
+in both modes and dtypes."""
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ def _model(dtype):
     fnn.seed(0)
     model = fnn.Sequential(L.Conv2D(2, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(),
                            L.Flatten(), L.Dense(4 * 5 * 5, 6), L.BatchNorm1D(6), L.ReLU(),
-                           L.Dense(6, 3))
+                           L.Dense(6, 5), L.ReLU(), L.Dense(5, 3))
     return model.astype(dtype)
 
 
@@ -34,13 +35,20 @@ def _one_by_one(model, x, dy, training):
 def test_fused_batchnorm_relu_equals_the_layers_one_by_one(dtype, training):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 2, 5, 5)).astype(dtype)
-    x[0, 0, 0, :2] = np.nan   # NaN propagates through BN+ReLU as through the two layers
     dy = rng.standard_normal((7, 3)).astype(dtype)
     fused, plain = _model(dtype), _model(dtype)
-    y = fused.forward(x, training=training)
-    assert fused._fused_relus == {2, 6}
+    calls = []
+    relu_forward = _core.relu_forward
+    try:
+        _core.relu_forward = lambda *a: calls.append(a) or relu_forward(*a)
+        y = fused.forward(x, training=training)
+    finally:
+        _core.relu_forward = relu_forward
+    assert calls == []                     # all three ReLUs ran inside the layer before them
+    assert fused._fused_relus == {2, 6}    # the BatchNorms' backward takes their ReLU's gradient
     dx = fused.backward(dy)
     y_ref, dx_ref = _one_by_one(plain, x, dy, training)
+    assert np.isfinite(y).all() and (dx != 0).any()
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(dx, dx_ref)
     for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
@@ -88,3 +96,15 @@ def test_batchnorm_kernels_with_relu_match_the_reference(dtype):
     tol = 1e-5 if dtype == np.float32 else 1e-10
     for got, want in zip(outs[_core], outs[reference]):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("first", ["dense", "batchnorm"])
+def test_fused_relu_propagates_nan_like_relu(first):
+    fnn.seed(4)
+    head = L.Dense(3, 3) if first == "dense" else L.BatchNorm1D(3)
+    model = fnn.Sequential(head, L.ReLU())
+    x = np.array([[1.0, -2.0, 0.5], [np.nan, 3.0, -1.0], [0.2, 0.1, 4.0]], np.float32)
+    y = model.forward(x, training=False)
+    h = head.forward(x, training=False)
+    np.testing.assert_array_equal(y, np.where(h <= 0, 0, h))   # NaN stays NaN, as torch.relu
+    assert np.isnan(y).any()

@@ -281,7 +281,7 @@ cdef void _bias_activation(floating* c, int rows, int n, Py_ssize_t ldc, const f
                 row[j] += bias[j]
         if activation == ACT_RELU:
             for j in range(n):
-                row[j] = row[j] if row[j] > 0 else 0
+                row[j] = 0 if row[j] <= 0 else row[j]  # NaN propagates, as relu_forward
         elif activation == ACT_LEAKY_RELU:
             for j in range(n):
                 v = row[j]

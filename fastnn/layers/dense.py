@@ -104,13 +104,21 @@ class Dense(WeightedLayer):
                 f"bias={self.bias is not None}")
 
     def forward(self, x, training=True):
+        return self._forward(x, "none")
+
+    def forward_relu(self, x, training=True):
+        """``relu(self.forward(x))`` with the ReLU in the GEMM's epilogue (``Sequential`` fuses
+        a Dense followed by a ReLU this way; the ReLU's backward still runs, on this output)."""
+        return self._forward(x, "relu")
+
+    def _forward(self, x, activation):
         x = self.as_input(x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise self.shape_error(f"(*, {self.in_features})", x.shape)
         self.lead_shape = x.shape[:-1]
         self.x = x.reshape(-1, self.in_features)
         out = np.empty((self.x.shape[0], self.out_features), dtype=self._dtype)
-        _core.dense_forward(self.x, self.weight.data, self._bias_data, out)
+        _core.dense_forward(self.x, self.weight.data, self._bias_data, out, activation)
         return out.reshape(*self.lead_shape, self.out_features)
 
     def backward(self, dy, input_grad=True):
