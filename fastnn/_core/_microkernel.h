@@ -44,21 +44,48 @@ static void NAME(int m, int n, int k, const float* A, int lda, const float* B, i
                 FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)                        \
                 FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)                        \
             }                                                                              \
-            for (; i0 < m; i0++) {                                                         \
-                float* cr = C + (long)i0 * ldc + j0;                                       \
-                __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();  \
-                __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps(); \
-                for (int kk = 0; kk < kc; kk++) {                                          \
-                    __m512 a0 = _mm512_set1_ps(A[AIDX(i0, k0 + kk)]);                      \
-                    c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);            \
-                    c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);       \
-                }                                                                          \
-                _mm512_mask_storeu_ps(cr, m0, c0);                                         \
-                _mm512_mask_storeu_ps(cr + 16, m1, c1);                                    \
-            }                                                                              \
+            FNN_MK_TAIL(AIDX, C)                                                           \
         }                                                                                  \
     }                                                                                      \
 }
+/* The rows left below a multiple of 8: tiles of 4 and 2 rows (8 and 4 independent
+   accumulators), then single rows; one row alone waits on its FMA chain's latency (LeNet's
+   6-channel GEMMs ran ~4x slower per row). Same summation order as the 8-row tile. */
+#define FNN_MK_TAIL(AIDX, CC)                                                             \
+    for (; i0 + 4 <= m; i0 += 4) {                                                         \
+        __m512 c00, c01, c10, c11, c20, c21, c30, c31;                                     \
+        float* cr = CC + (long)i0 * ldc + j0;                                              \
+        FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)                                \
+        const float* bp = Bp;                                                              \
+        for (int kk = 0; kk < kc; kk++, bp += 32) {                                        \
+            __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;              \
+            FNN_MK_FMA(0, AIDX) FNN_MK_FMA(1, AIDX) FNN_MK_FMA(2, AIDX) FNN_MK_FMA(3, AIDX) \
+        }                                                                                  \
+        FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)                                \
+    }                                                                                      \
+    for (; i0 + 2 <= m; i0 += 2) {                                                         \
+        __m512 c00, c01, c10, c11;                                                         \
+        float* cr = CC + (long)i0 * ldc + j0;                                              \
+        FNN_MK_LD(0) FNN_MK_LD(1)                                                          \
+        const float* bp = Bp;                                                              \
+        for (int kk = 0; kk < kc; kk++, bp += 32) {                                        \
+            __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;              \
+            FNN_MK_FMA(0, AIDX) FNN_MK_FMA(1, AIDX)                                        \
+        }                                                                                  \
+        FNN_MK_ST(0) FNN_MK_ST(1)                                                          \
+    }                                                                                      \
+    for (; i0 < m; i0++) {                                                                 \
+        float* cr = CC + (long)i0 * ldc + j0;                                              \
+        __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();          \
+        __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();     \
+        for (int kk = 0; kk < kc; kk++) {                                                  \
+            __m512 a0 = _mm512_set1_ps(A[AIDX(i0, k0 + kk)]);                              \
+            c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);                    \
+            c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);               \
+        }                                                                                  \
+        _mm512_mask_storeu_ps(cr, m0, c0);                                                 \
+        _mm512_mask_storeu_ps(cr + 16, m1, c1);                                            \
+    }
 #define FNN_MK_LD(r) if (acc_in) { c##r##0 = _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc); \
     c##r##1 = _mm512_maskz_loadu_ps(m1, cr + (long)r * ldc + 16); }                          \
     else { c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps(); }
