@@ -21,6 +21,7 @@ backward-data and vice versa:
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
+from libc.stdlib cimport free, malloc
 cimport numpy as cnp
 import threading
 
@@ -710,6 +711,388 @@ cdef void _conv_s1_forward(const float* x, int N, int C, int H, int W, const flo
                         y[o * P + q] += b
 
 
+# ---- sub-pixel (phase) decomposition of the strided backward-data pass ------------------------
+#
+# conv2d's input gradient at stride s (and conv_transpose2d's forward, the same operation) splits
+# into s_h*s_w independent stride-1 convolutions, one per output phase (a, b): the rows
+# ih = a + sh*i' of dx only meet kernel rows kh = r + sh*u with r = (a + ph) mod sh, and
+#     dx[n, c, a + sh*i', b + sw*j'] = sum_{o,u,v} W[o, c, r + sh*u, rw + sw*v]
+#                                       * dy[n, o, q0 + i' - u, q0w + j' - v]
+# with q0 = (a + ph) div sh (dy zero outside its grid). Each phase is one dense GEMM
+# Wphase (C, O*Ju*Jv) @ im2col_s1(dy) (O*Ju*Jv, nb*Ha*Wb) whose result is written (not added)
+# to the phase's strided sub-grid of dx: no (C*KH*KW, nb*P) column matrix, no scatter-add, and
+# the GEMM is O*KH*KW/(sh*sw) deep instead of O. Tasks are (chunk of samples, phase) pairs, all
+# independent (the phases write disjoint sub-grids), each on its thread's own workspace and a
+# single-threaded microkernel GEMM; every entry of dx is one GEMM sum in a fixed order, so the
+# result does not depend on the thread count or the chunking.
+cdef bint _subpixel_on = True
+cdef bint _subpixel_implicit = True
+
+
+def _set_subpixel_implicit(bint on):
+    """Tuning hook for tests: sub-pixel phases as wide as dy pack their panels straight from dy
+    (True, fnn_mk_subpixel) or through an im2col matrix (False; the route for every other
+    phase); returns the old value. Implicit measured 8.0 vs 13.7 ms on dcgan-d conv2's dx, one
+    thread."""
+    global _subpixel_implicit
+    old = _subpixel_implicit
+    _subpixel_implicit = on
+    return old
+
+
+cdef bint _subpixel_force = False
+
+
+def _set_subpixel(bint on, bint force=False):
+    """Tuning hook for benchmarks and tests: route float32 strided backward-data passes (conv2d's
+    dx, conv_transpose2d's forward) through the sub-pixel decomposition where it measured
+    faster (True; with force, for every shape, as the tests do) or the GEMM + col2im (False);
+    returns the old value of on."""
+    global _subpixel_on, _subpixel_force
+    old = _subpixel_on
+    _subpixel_on = on
+    _subpixel_force = force
+    return old
+
+
+# The sub-pixel phases' implicit GEMM (see _subpixel_phase). Uses the microkernel's macros above.
+cdef extern from *:
+    """
+    #if FNN_MK_AVAILABLE
+    /* Cout[i, p] := sum_r A[i, r] * B[r, p] for p in [0, ncols), ldc apart, where the columns
+       p = n*P + oh*W + ow (P = ncols / nb) run over the output pixels of nb samples one after
+       another and row r = (c, ki, kj) of B is the stride-1 im2col of sample n's (C, H, W)
+       plane (sample_stride apart) at offset (ki - ph, kj - pw), zero off the plane: the
+       output is as wide as the plane, so within one sample a row of a B panel is the plane
+       read flat, and a 32-column panel that crosses samples is a few masked loads (one per
+       sample it touches). fnn_mk_conv_s1 with panels that run on across samples, so small
+       images (7x7 = 49 pixels) do not waste a ragged panel per sample. */
+    static void fnn_mk_subpixel(int m, int nb, long P, int C, int H, int W, int KH, int KW,
+                                int ph, int pw, const float* A, const float* g,
+                                long sample_stride, float* Cout, int ldc) {
+        float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
+        unsigned rowm[32], colm[32], segm[33];
+        long segoff[33];
+        int k = C * KH * KW, lda = k;
+        long ncols = (long)nb * P, HW = (long)H * W;
+        for (long j0 = 0; j0 < ncols; j0 += 32) {
+            int nr = ncols - j0 < 32 ? (int)(ncols - j0) : 32;
+            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
+            for (int a = 0; a < KH; a++) rowm[a] = 0;
+            for (int b = 0; b < KW; b++) colm[b] = 0;
+            int nseg = 0;
+            long nprev = -1;
+            for (int q = 0; q < nr; q++) {
+                long p = j0 + q, n = p / P, pp = p - n * P;
+                int oh = (int)(pp / W), ow = (int)(pp - (long)oh * W);
+                for (int a = 0; a < KH; a++) if (oh + a - ph >= 0 && oh + a - ph < H) rowm[a] |= 1u << q;
+                for (int b = 0; b < KW; b++) if (ow + b - pw >= 0 && ow + b - pw < W) colm[b] |= 1u << q;
+                if (n != nprev) {
+                    segm[nseg] = 0;
+                    /* lane q of this sample reads plane_n + (j0 + q - n*P) + shift */
+                    segoff[nseg] = n * sample_stride - n * P + j0;
+                    nseg++;
+                    nprev = n;
+                }
+                segm[nseg - 1] |= 1u << q;
+            }
+            for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+                int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+                int c = k0 / (KH * KW), ki = (k0 / KW) % KH, kj = k0 % KW;
+                for (int kk = 0; kk < kc; kk++) {
+                    unsigned mk = rowm[ki] & colm[kj];
+                    long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
+                    __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+                    for (int s = 0; s < nseg; s++) {
+                        unsigned ms = mk & segm[s];
+                        const float* src = g + segoff[s] + shift;
+                        v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
+                        v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
+                    }
+                    _mm512_store_ps(Bp + kk * 32, v0);
+                    _mm512_store_ps(Bp + kk * 32 + 16, v1);
+                    if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
+                }
+                int acc_in = k0 > 0;
+                int i0 = 0;
+                for (; i0 + 8 <= m; i0 += 8) {
+                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+                    float* cr = Cout + (long)i0 * ldc + j0;
+                    FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)
+                    FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)
+                    const float* bp = Bp;
+                    for (int kk = 0; kk < kc; kk++, bp += 32) {
+                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
+                        FNN_MK_FMA(0, FNN_MK_IDX_N) FNN_MK_FMA(1, FNN_MK_IDX_N)
+                        FNN_MK_FMA(2, FNN_MK_IDX_N) FNN_MK_FMA(3, FNN_MK_IDX_N)
+                        FNN_MK_FMA(4, FNN_MK_IDX_N) FNN_MK_FMA(5, FNN_MK_IDX_N)
+                        FNN_MK_FMA(6, FNN_MK_IDX_N) FNN_MK_FMA(7, FNN_MK_IDX_N)
+                    }
+                    FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
+                    FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
+                }
+                for (; i0 < m; i0++) {
+                    float* cr = Cout + (long)i0 * ldc + j0;
+                    __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
+                    __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
+                    for (int kk = 0; kk < kc; kk++) {
+                        __m512 a0 = _mm512_set1_ps(A[(long)i0 * lda + k0 + kk]);
+                        c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);
+                        c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);
+                    }
+                    _mm512_mask_storeu_ps(cr, m0, c0);
+                    _mm512_mask_storeu_ps(cr + 16, m1, c1);
+                }
+            }
+        }
+    }
+    /* Row i < ha of dst (rstep apart, W wide) := its two stride-2 phases interleaved,
+       dst[i*rstep + 2j + b] = src_b[i*wb_b + j] + bv (wb_0 = ceil(W/2), wb_1 = floor(W/2)):
+       8 + 8 sources per full 16-lane store, so every line of dx is written once, whole. */
+    static void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0,
+                                  const float* src1, int ha, float bv) {
+        const __m512i mix = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        __m512 b = _mm512_set1_ps(bv);
+        int wb0 = (W + 1) / 2, wb1 = W / 2;
+        for (int i = 0; i < ha; i++) {
+            const float* s0 = src0 + (long)i * wb0;
+            const float* s1 = src1 + (long)i * wb1;
+            float* d = dst + (long)i * rstep;
+            for (int j0 = 0; j0 < wb0; j0 += 8) {
+                int c0 = wb0 - j0 < 8 ? wb0 - j0 : 8, c1 = wb1 - j0 < 8 ? wb1 - j0 : 8;
+                int cnt = W - 2 * j0 < 16 ? W - 2 * j0 : 16;
+                __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)((1u << c0) - 1), s0 + j0);
+                __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)((1u << c1) - 1), s1 + j0);
+                __m512 v = _mm512_add_ps(_mm512_permutex2var_ps(v0, mix, v1), b);
+                _mm512_mask_storeu_ps(d + 2 * j0, (__mmask16)((1u << cnt) - 1), v);
+            }
+        }
+    }
+    #else
+    static void fnn_mk_subpixel(int m, int nb, long P, int C, int H, int W, int KH, int KW,
+                                int ph, int pw, const float* A, const float* g,
+                                long sample_stride, float* Cout, int ldc) {}
+    static void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0,
+                                  const float* src1, int ha, float bv) {}
+    #endif
+    """
+    void fnn_mk_subpixel(int m, int nb, long P, int C, int H, int W, int KH, int KW, int ph,
+                         int pw, const float* A, const float* g, long sample_stride,
+                         float* Cout, int ldc) noexcept nogil
+    void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0, const float* src1,
+                           int ha, float bv) noexcept nogil
+
+
+cdef inline int _phase_taps(int K, int s, int r) noexcept nogil:
+    """Kernel taps r, r + s, ... below K."""
+    return (K - r + s - 1) // s if r < K else 0
+
+
+cdef void _subpixel_weights(const float* w, int O, int C, int KH, int KW, int sh, int sw, int ph,
+                            int pw, float* wph) noexcept nogil:
+    """wph := the phases' (C, O*Ju*Jv) blocks one after another (phase a*sw + b), with
+    wph[c, (o*Ju + u')*Jv + v'] = w[o, c, r + sh*(Ju-1-u'), rw + sw*(Jv-1-v')] (taps reversed,
+    so the phase's dy columns are a plain stride-1 im2col). w is read in order, each tap t =
+    (kh, kw) sent through a table of its phase's offsets (loops over the phases' taps cost ~5
+    cycles an element: half of a vgg-like 128->256 k3 s2 dx at batch 8)."""
+    cdef int kk = KH * KW
+    cdef int t, kh, kw, a, b, r, rw, ju, jv, o, c, c0, q
+    cdef Py_ssize_t base, k
+    cdef Py_ssize_t* tab = <Py_ssize_t*>malloc(3 * kk * sizeof(Py_ssize_t))
+    cdef const float* src
+    if tab == NULL:
+        return
+    for t in range(kk):
+        kh = t // KW
+        kw = t % KW
+        # phase rows a with (a + ph) % sh == kh % sh: a = (kh - ph) mod sh, likewise b
+        a = ((kh % sh) - ph % sh + sh) % sh
+        b = ((kw % sw) - pw % sw + sw) % sw
+        base = 0
+        for q in range(a * sw + b):
+            base += (<Py_ssize_t>C * O * _phase_taps(KH, sh, (q // sw + ph) % sh)
+                     * _phase_taps(KW, sw, (q % sw + pw) % sw))
+        r = kh % sh
+        rw = kw % sw
+        ju = _phase_taps(KH, sh, r)
+        jv = _phase_taps(KW, sw, rw)
+        tab[3 * t] = base + (ju - 1 - kh // sh) * jv + (jv - 1 - kw // sw)
+        tab[3 * t + 1] = <Py_ssize_t>O * ju * jv   # the phase block's row length k
+        tab[3 * t + 2] = ju * jv
+    for c0 in range(0, C, 16):
+        for o in range(O):
+            for c in range(c0, min(C, c0 + 16)):
+                src = w + (<Py_ssize_t>o * C + c) * kk
+                for t in range(kk):
+                    wph[tab[3 * t] + c * tab[3 * t + 1] + o * tab[3 * t + 2]] = src[t]
+    free(tab)
+
+
+cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
+                         const float* wph, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                         int H, int W, int a, int b, float* col, float* buf) noexcept nogil:
+    """buf (C, nb*Ha*Wb) := phase (a, b) of samples [n0, n0 + nb) (zeros without taps)."""
+    cdef int r = (a + ph) % sh, q0 = (a + ph) // sh
+    cdef int rw = (b + pw) % sw, q0w = (b + pw) // sw
+    cdef int ha = (H - a + sh - 1) // sh, wb = (W - b + sw - 1) // sw
+    cdef int ju = _phase_taps(KH, sh, r), jv = _phase_taps(KW, sw, rw)
+    cdef int k = O * ju * jv
+    cdef Py_ssize_t pa = <Py_ssize_t>ha * wb
+    cdef Py_ssize_t nbp = nb * pa
+    if k == 0:
+        memset(buf, 0, <Py_ssize_t>C * nbp * sizeof(float))
+    elif _subpixel_implicit and wb == OW and ju <= 32 and jv <= 32:
+        # the phase's sub-grid is as wide as dy: panels packed straight from dy
+        fnn_mk_subpixel(C, nb, pa, O, OH, OW, ju, jv, ju - 1 - q0, jv - 1 - q0w, wph,
+                        g + <Py_ssize_t>n0 * O * OH * OW, <Py_ssize_t>O * OH * OW, buf, <int>nbp)
+    else:
+        _im2col(g + <Py_ssize_t>n0 * O * OH * OW, nb, O, OH, OW, ju, jv, 1, 1, ju - 1 - q0,
+                jv - 1 - q0w, ha, wb, col, nbp, pa, False)
+        fnn_mk_sgemm_nn(C, <int>nbp, k, wph, k, col, <int>nbp, buf, <int>nbp, 0)
+
+
+cdef void _subpixel_rows(const float* g, int n0, int nb, int O, int OH, int OW,
+                         const float* wph, int C, int KH, int KW, int sh, int sw, int ph, int pw,
+                         int H, int W, int a, const float* bias, float* out, float* col,
+                         float* buf, Py_ssize_t phase_size) noexcept nogil:
+    """Rows a, a + sh, ... of out[n0:n0+nb]: the sw phases (a, b) into buf (phase_size apart),
+    then each of those rows written whole, its sw phases interleaved, + bias[c]."""
+    cdef int ha = (H - a + sh - 1) // sh
+    cdef int b, q, n, c, i, j, wb
+    cdef Py_ssize_t off = 0, hw = <Py_ssize_t>H * W, rstep = <Py_ssize_t>sh * W
+    cdef Py_ssize_t pa, pa0, pa1
+    cdef float bv
+    cdef float* dst
+    cdef const float* src
+    if ha <= 0:
+        return
+    for q in range(a * sw):  # the phase weight blocks run in phase order a*sw + b
+        off += (<Py_ssize_t>C * O * _phase_taps(KH, sh, (q // sw + ph) % sh)
+                * _phase_taps(KW, sw, (q % sw + pw) % sw))
+    for b in range(min(sw, W)):
+        _subpixel_gemm(g, n0, nb, O, OH, OW, wph + off, C, KH, KW, sh, sw, ph, pw, H, W, a, b,
+                       col, buf + b * phase_size)
+        off += <Py_ssize_t>C * O * _phase_taps(KH, sh, (a + ph) % sh) * _phase_taps(KW, sw, (b + pw) % sw)
+    if sw == 2 and W >= 2:
+        pa0 = <Py_ssize_t>ha * ((W + 1) // 2)
+        pa1 = <Py_ssize_t>ha * (W // 2)
+        for n in range(nb):
+            for c in range(C):
+                bv = 0 if bias == NULL else bias[c]
+                fnn_phase_rows_s2(out + (<Py_ssize_t>(n0 + n) * C + c) * hw + <Py_ssize_t>a * W,
+                                  W, rstep, buf + (c * nb + n) * pa0,
+                                  buf + phase_size + (c * nb + n) * pa1, ha, bv)
+        return
+    for b in range(min(sw, W)):
+        wb = (W - b + sw - 1) // sw
+        pa = <Py_ssize_t>ha * wb
+        for n in range(nb):
+            for c in range(C):
+                bv = 0 if bias == NULL else bias[c]
+                dst = out + (<Py_ssize_t>(n0 + n) * C + c) * hw + <Py_ssize_t>a * W + b
+                src = buf + b * phase_size + (c * nb + n) * pa
+                for i in range(ha):
+                    for j in range(wb):
+                        dst[i * rstep + j * sw] = src[i * wb + j] + bv
+
+
+cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const float* wph,
+                           int C, int KH, int KW, int sh, int sw, int ph, int pw, int H, int W,
+                           const float* bias, float* out, int nbmax, int nt, float* col,
+                           float* buf, Py_ssize_t col_size, Py_ssize_t phase_size) noexcept nogil:
+    """out (N, C, H, W) := the backward-data pass of g (N, O, OH, OW) phase by phase. Tasks
+    (chunk of samples, row phase a) go round-robin to nt threads, each with its own col_size
+    and sw*phase_size workspaces."""
+    cdef int nchunks = (N + nbmax - 1) // nbmax
+    cdef int ntasks = nchunks * sh
+    cdef int t, task, n0
+    cdef Py_ssize_t buf_size = sw * phase_size
+    if nt > 1:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            task = t
+            while task < ntasks:
+                n0 = (task // sh) * nbmax
+                _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, C, KH, KW, sh, sw, ph,
+                               pw, H, W, task % sh, bias, out, col + t * col_size,
+                               buf + t * buf_size, phase_size)
+                task = task + nt
+        return
+    for task in range(ntasks):
+        n0 = (task // sh) * nbmax
+        _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, C, KH, KW, sh, sw, ph, pw, H,
+                       W, task % sh, bias, out, col, buf, phase_size)
+
+
+def _subpixel_fits(x, int n, int c, int o, int oh, int ow, int sh, int sw):
+    """Whether a backward-data pass of n samples (C = c input-grid channels, O = o channels on
+    the (oh, ow) output grid) takes the sub-pixel route. Measured against GEMM + col2im,
+    interleaved A/B on the 2-core VM (dx of conv2d C->O, new/old time, 1 thread | 2 threads):
+      N64 C64 14x14 O128 k4 s2 p1 (dcgan-d conv2)  0.64 | 0.65
+      N64 C32 16x16 O64 k3 s2 p1                   0.71 | 0.88
+      N64 C16 28x28 O32 k3 s2 p1                   0.75 | 0.99
+      N64 C32 32x32 O64 k2 s2 p0 (kernel = stride) 0.88 | 0.87
+      N32 C128 8x8 O256 k3 s2 p1                   0.67 | 0.96
+      N64 C1 28x28 O64 k4 s2 p1 (dcgan-d conv1)    3.7  | 4.0   C < 16: the GEMM's C rows are
+      N64 C3 32x32 / C8 28x28 O64 k4 s2 p1     2.3 / 1.13 | 2.5 / 1.08  too few for the 8-row tile
+      N8 C128 8x8 O256 k3 s2 p1                    1.11 | 1.48  N*OH*OW < 512: the weight
+      N1 / N4 C64 14x14 O128 k4 s2 p1       1.46 / 0.97 | 2.16 / 1.01  reshuffle and ragged
+                                                                      panels are not paid back
+    Stride 1 keeps the flipped forward convolution (conv2d_backward's dx_as_forward).
+    dcgan shapes, interleaved old / phases / torch (oneDNN) medians of 25, ms, 1 thread CPU time
+    | 2 threads wall (busy machine; the 1-thread numbers are the steadier):
+      conv2d dx (64,64,14,14)->128 k4 s2 p1      14.1 / 7.6 / 7.2  |  6.7 / 3.7 / 3.7
+      convT fwd 128->64 k4 s2 p1 on 7x7          13.5 / 7.3 / 9.7  |  7.4 / 3.7 / 4.9
+      conv2d dx (64,1,28,28)->64, convT 64->1 on 14x14 keep col2im: 1.0-1.4 ms (torch 3.8-5.6)"""
+    return (_subpixel_on and x.dtype == np.float32 and FNN_MK_AVAILABLE and (sh > 1 or sw > 1)
+            and (_subpixel_force or (c >= 16 and n * oh * ow >= 512)))
+
+
+def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw):
+    """out (N, C, H, W) := conv2d's input gradient for output gradient g (N, O, OH, OW) and
+    weight (O, C, KH, KW) (+ bias[c]), float32, by phases (see _subpixel_driver)."""
+    cdef int N = g.shape[0], O = g.shape[1], OH = g.shape[2], OW = g.shape[3]
+    cdef int C = weight.shape[1], KH = weight.shape[2], KW = weight.shape[3]
+    cdef int H = out.shape[2], W = out.shape[3]
+    cdef int a, b, ju, jv, ha, wb, NB, NT
+    cdef Py_ssize_t kmax = 0, pamax = 0, colmax = 0, wtotal = 0
+    for a in range(sh):
+        ju = _phase_taps(KH, sh, (a + ph) % sh)
+        ha = (H - a + sh - 1) // sh
+        for b in range(sw):
+            jv = _phase_taps(KW, sw, (b + pw) % sw)
+            wb = (W - b + sw - 1) // sw
+            wtotal += <Py_ssize_t>C * O * ju * jv
+            if ha > 0 and wb > 0:
+                pamax = max(pamax, <Py_ssize_t>ha * wb)
+                colmax = max(colmax, <Py_ssize_t>O * ju * jv * ha * wb)
+    nb = _chunk_samples(N, colmax * 4)
+    nchunks = -(-N // nb)
+    nt = gemm_threads(<Py_ssize_t>N * O * C * KH * KW * H * W // (sh * sw))
+    if nt > 1 and N >= nt:
+        nchunks = -(-nchunks // nt) * nt  # every thread the same number of (chunk, a) tasks
+    nb = -(-N // nchunks)
+    nchunks = -(-N // nb)
+    nt = min(nt, nchunks * sh)
+    NB, NT = nb, nt
+    cdef Py_ssize_t col_size = max(1, colmax * nb), phase_size = max(1, <Py_ssize_t>C * pamax * nb)
+    col = _cached(np.float32, 0, NT * col_size)
+    buf = _cached(np.float32, 1, NT * sw * phase_size)
+    wph = _cached(np.float32, "subpixel_w", wtotal)
+    cdef float* pg = <float*>_ptr(g)
+    cdef float* pw_ = <float*>_ptr(weight)
+    cdef float* pb = <float*>_ptr(bias)
+    cdef float* po = <float*>_ptr(out)
+    cdef float* pwph = <float*>_ptr(wph)
+    cdef float* pcol = <float*>_ptr(col)
+    cdef float* pbuf = <float*>_ptr(buf)
+    with nogil:
+        _subpixel_weights(pw_, O, C, KH, KW, sh, sw, ph, pw, pwph)
+        _subpixel_driver(pg, N, O, OH, OW, pwph, C, KH, KW, sh, sw, ph, pw, H, W, pb, po, NB, NT,
+                         pcol, pbuf, col_size, phase_size)
+    return out
+
+
 # ---- one-pixel inputs of conv_transpose2d ------------------------------------------------------
 #
 # A transposed convolution of a 1x1 image with no padding whose output is exactly one kernel
@@ -986,6 +1369,9 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
         flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         conv2d_forward(dy, flipped, None, dx, 1, (kh - 1 - ph, kw - 1 - pw))
         dx_out, dx = dx, None
+    elif dx is not None and _subpixel_fits(x, n, c, o, oh, ow, sh, sw):
+        _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw)
+        dx_as_forward, dx_out, dx = True, dx, None
     cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
     cdef int OH = oh, OW = ow, NB = 1, NT = 1
     cdef void* px = _ptr(x)
@@ -1043,6 +1429,8 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     cdef void* po = _ptr(out)
     cdef Py_ssize_t KK = kh * kw
     cdef int PN = n, PCIN = cin, PCOUT = cout
+    if not _is_pixel_transpose(x, out.shape, kh, kw, ph, pw) and _subpixel_fits(x, n, cout, cin, h, w, sh, sw):
+        return _subpixel_backward_data(x, weight, bias, out, sh, sw, ph, pw)
     if _is_pixel_transpose(x, out.shape, kh, kw, ph, pw):
         if x.dtype == np.float32:
             with nogil:
