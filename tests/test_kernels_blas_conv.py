@@ -578,3 +578,21 @@ def test_conv2d_float32_weight_gradient_gathered_columns(o, threads, n):
                 assert_close(got, want)
         finally:
             fastnn.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("o", [1, 2, 3, 6, 7, 13, 15])
+def test_conv2d_float32_output_channels_below_a_full_tile(o):
+    # O % 8 rows run as 4-, 2- and 1-row microkernel tiles: implicit stride-1 forward, im2col
+    # forward (stride 2) and the stride-1 dx (a forward conv with C as its output channels)
+    rng = np.random.default_rng(o)
+    x, w = rand(rng, (3, o, 9, 11), np.float32), rand(rng, (o, o, 3, 3), np.float32)
+    for stride in (1, 2):
+        oh, ow = (9 + 2 - 3) // stride + 1, (11 + 2 - 3) // stride + 1
+        out = np.full((3, o, oh, ow), np.nan, np.float32)
+        _core.conv2d_forward(x, w, None, out, stride, 1)
+        assert_close(out, reference.conv2d_forward(x, w, None, out.copy(), stride, 1))
+        dy = rand(rng, out.shape, np.float32)
+        dx, want = np.full_like(x, np.nan), np.empty_like(x)
+        _core.conv2d_backward(x, w, dy, dx, None, None, stride, 1)
+        reference.conv2d_backward(x, w, dy, want, None, None, stride, 1)
+        assert_close(dx, want)

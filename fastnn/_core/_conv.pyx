@@ -171,18 +171,7 @@ cdef extern from *:
                     FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
                     FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
                 }
-                for (; i0 < m; i0++) {
-                    float* cr = Cout + (long)i0 * ldc + j0;
-                    __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
-                    __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
-                    for (int kk = 0; kk < kc; kk++) {
-                        __m512 a0 = _mm512_set1_ps(A[(long)i0 * lda + k0 + kk]);
-                        c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);
-                        c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);
-                    }
-                    _mm512_mask_storeu_ps(cr, m0, c0);
-                    _mm512_mask_storeu_ps(cr + 16, m1, c1);
-                }
+                FNN_MK_TAIL(FNN_MK_IDX_N, Cout)
             }
         }
     }
@@ -859,18 +848,7 @@ cdef extern from *:
                     FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
                     FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
                 }
-                for (; i0 < m; i0++) {
-                    float* cr = Cout + (long)i0 * ldc + j0;
-                    __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
-                    __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
-                    for (int kk = 0; kk < kc; kk++) {
-                        __m512 a0 = _mm512_set1_ps(A[(long)i0 * lda + k0 + kk]);
-                        c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);
-                        c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);
-                    }
-                    _mm512_mask_storeu_ps(cr, m0, c0);
-                    _mm512_mask_storeu_ps(cr + 16, m1, c1);
-                }
+                FNN_MK_TAIL(FNN_MK_IDX_N, Cout)
             }
         }
     }
