@@ -154,24 +154,7 @@ cdef extern from *:
                     if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
                 }
                 int acc_in = k0 > 0;
-                int i0 = 0;
-                for (; i0 + 8 <= m; i0 += 8) {
-                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-                    float* cr = Cout + (long)i0 * ldc + j0;
-                    FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)
-                    FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)
-                    const float* bp = Bp;
-                    for (int kk = 0; kk < kc; kk++, bp += 32) {
-                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
-                        FNN_MK_FMA(0, FNN_MK_IDX_N) FNN_MK_FMA(1, FNN_MK_IDX_N)
-                        FNN_MK_FMA(2, FNN_MK_IDX_N) FNN_MK_FMA(3, FNN_MK_IDX_N)
-                        FNN_MK_FMA(4, FNN_MK_IDX_N) FNN_MK_FMA(5, FNN_MK_IDX_N)
-                        FNN_MK_FMA(6, FNN_MK_IDX_N) FNN_MK_FMA(7, FNN_MK_IDX_N)
-                    }
-                    FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
-                    FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
-                }
-                FNN_MK_TAIL(FNN_MK_IDX_N, Cout)
+                FNN_MK_TILES(FNN_MK_IDX_N, Cout)
             }
         }
     }
@@ -831,24 +814,7 @@ cdef extern from *:
                     if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
                 }
                 int acc_in = k0 > 0;
-                int i0 = 0;
-                for (; i0 + 8 <= m; i0 += 8) {
-                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-                    float* cr = Cout + (long)i0 * ldc + j0;
-                    FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)
-                    FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)
-                    const float* bp = Bp;
-                    for (int kk = 0; kk < kc; kk++, bp += 32) {
-                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
-                        FNN_MK_FMA(0, FNN_MK_IDX_N) FNN_MK_FMA(1, FNN_MK_IDX_N)
-                        FNN_MK_FMA(2, FNN_MK_IDX_N) FNN_MK_FMA(3, FNN_MK_IDX_N)
-                        FNN_MK_FMA(4, FNN_MK_IDX_N) FNN_MK_FMA(5, FNN_MK_IDX_N)
-                        FNN_MK_FMA(6, FNN_MK_IDX_N) FNN_MK_FMA(7, FNN_MK_IDX_N)
-                    }
-                    FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
-                    FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
-                }
-                FNN_MK_TAIL(FNN_MK_IDX_N, Cout)
+                FNN_MK_TILES(FNN_MK_IDX_N, Cout)
             }
         }
     }

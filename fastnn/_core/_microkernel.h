@@ -29,25 +29,29 @@ static void NAME(int m, int n, int k, const float* A, int lda, const float* B, i
             int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;                              \
             PACK(B, ldb, j0, nr, k0, kc, m0, m1, Bp);                                      \
             int acc_in = accumulate || k0 > 0;                                             \
-            int i0 = 0;                                                                    \
-            for (; i0 + 8 <= m; i0 += 8) {                                                 \
-                __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71; \
-                float* cr = C + (long)i0 * ldc + j0;                                       \
-                FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)                        \
-                FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)                        \
-                const float* bp = Bp;                                                      \
-                for (int kk = 0; kk < kc; kk++, bp += 32) {                                \
-                    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;      \
-                    FNN_MK_FMA(0, AIDX) FNN_MK_FMA(1, AIDX) FNN_MK_FMA(2, AIDX) FNN_MK_FMA(3, AIDX) \
-                    FNN_MK_FMA(4, AIDX) FNN_MK_FMA(5, AIDX) FNN_MK_FMA(6, AIDX) FNN_MK_FMA(7, AIDX) \
-                }                                                                          \
-                FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)                        \
-                FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)                        \
-            }                                                                              \
-            FNN_MK_TAIL(AIDX, C)                                                           \
+            FNN_MK_TILES(AIDX, C)                                                          \
         }                                                                                  \
     }                                                                                      \
 }
+/* All m rows of C's 32-column panel j0 over one packed k step (Bp, kc deep, from k0): 8-row
+   tiles, then the tail. Expects m, kc, k0, j0, ldc, acc_in, m0, m1, Bp, A, lda in scope. */
+#define FNN_MK_TILES(AIDX, CC)                                                            \
+    int i0 = 0;                                                                            \
+    for (; i0 + 8 <= m; i0 += 8) {                                                         \
+        __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71; \
+        float* cr = CC + (long)i0 * ldc + j0;                                              \
+        FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)                                \
+        FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)                                \
+        const float* bp = Bp;                                                              \
+        for (int kk = 0; kk < kc; kk++, bp += 32) {                                        \
+            __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;              \
+            FNN_MK_FMA(0, AIDX) FNN_MK_FMA(1, AIDX) FNN_MK_FMA(2, AIDX) FNN_MK_FMA(3, AIDX) \
+            FNN_MK_FMA(4, AIDX) FNN_MK_FMA(5, AIDX) FNN_MK_FMA(6, AIDX) FNN_MK_FMA(7, AIDX) \
+        }                                                                                  \
+        FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)                                \
+        FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)                                \
+    }                                                                                      \
+    FNN_MK_TAIL(AIDX, CC)
 /* The rows left below a multiple of 8: tiles of 4 and 2 rows (8 and 4 independent
    accumulators), then single rows; one row alone waits on its FMA chain's latency (LeNet's
    6-channel GEMMs ran ~4x slower per row). Same summation order as the 8-row tile. */
