@@ -50,18 +50,8 @@ _ACTIVATION_CODES = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY
 # Each entry of C is one sum over k in a fixed order (256-deep steps), whichever thread and
 # tile computes it, so the result does not depend on the thread count. float64, other machines
 # (FNN_MK_AVAILABLE 0) and the other alpha/beta keep BLAS.
-cdef extern from "_microkernel.h":
-    bint FNN_MK_AVAILABLE
-    void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-    void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-    void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-    void fnn_mk_sgemm_tt(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-    int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                           float* C, int ldc, int accumulate) noexcept nogil
+from ._microkernel cimport (FNN_MK_AVAILABLE, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt, fnn_mk_sgemm_tn,
+                            fnn_mk_sgemm_tn_pa, fnn_mk_sgemm_tt)
 
 cdef enum:
     MK_COL_ALIGN = 32  # per-thread column blocks of whole 32-column panels
@@ -297,59 +287,53 @@ cdef void _bias_activation(floating* c, int rows, int n, Py_ssize_t ldc, const f
                     row[j] = tanh(row[j])
 
 
-cdef void _dense_forward_mk(const float* x, const float* w, const float* bias, float* out,
-                            int m, int n, int k, int activation, float slope) noexcept nogil:
-    """_dense_forward on the microkernel (x @ W.T: B packed from the weight rows)."""
-    cdef int r0, rows, block, nt, part, nparts, lo
-    cdef bint split_cols
-    if bias == NULL and activation == ACT_NONE:
-        _mk_gemm(False, True, m, n, k, x, k, w, k, False, out, n)
-        return
-    nt = gemm_threads(<Py_ssize_t>m * n * k)
-    if nt > 1:
-        split_cols = n >= m
-        block = _block(n, nt, MK_COL_ALIGN) if split_cols else _block(m, nt, MK_ROW_ALIGN)
-        nparts = ((n if split_cols else m) + block - 1) // block
-        for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+cdef inline void _product_block(bint mk, int m, int n, int k, const floating* x,
+                                const floating* w, floating* out, bint split_cols, int block,
+                                int part) noexcept nogil:
+    """Block ``part`` of out := x @ w.T (columns or rows), on the microkernel when ``mk``."""
+    if floating is float:
+        if mk:
             _mk_part(False, True, m, n, k, x, k, w, k, False, out, n, split_cols, block, part)
-            lo = part * block
-            if split_cols:
-                _bias_activation(out + lo, m, min(block, n - lo), n,
-                                 NULL if bias == NULL else bias + lo, activation, slope)
-            else:
-                _bias_activation(out + <Py_ssize_t>lo * n, min(block, m - lo), n, n, bias,
-                                 activation, slope)
-        return
-    block = max(EPILOGUE_MIN_ROWS, EPILOGUE_BLOCK_BYTES // max(1, n * <int>sizeof(float)))
-    r0 = 0
-    while r0 < m:
-        rows = min(block, m - r0)
-        _mk_serial(False, True, rows, n, k, x + <Py_ssize_t>r0 * k, k, w, k, False,
-                   out + <Py_ssize_t>r0 * n, n)
-        _bias_activation(out + <Py_ssize_t>r0 * n, rows, n, n, bias, activation, slope)
-        r0 += rows
+            return
+    _gemm_part(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n,
+               split_cols, block, part)
+
+
+cdef inline void _product_serial(bint mk, int m, int n, int k, const floating* x,
+                                 const floating* w, floating* out) noexcept nogil:
+    """out := x @ w.T on the calling thread, on the microkernel when ``mk``."""
+    if floating is float:
+        if mk:
+            _mk_serial(False, True, m, n, k, x, k, w, k, False, out, n)
+            return
+    _gemm_serial(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n)
 
 
 cdef void _dense_forward(const floating* x, const floating* w, const floating* bias, floating* out,
                          int m, int n, int k, int activation, floating slope) noexcept nogil:
     cdef int r0, rows, block, nt, part, nparts, lo
     cdef bint split_cols
+    cdef bint mk = False
     if floating is float:
-        if _mk_ok(m, n, k):
-            _dense_forward_mk(x, w, bias, out, m, n, k, activation, slope)
-            return
+        mk = _mk_ok(m, n, k)  # x @ W.T with B packed from the weight rows
     if bias == NULL and activation == ACT_NONE:
+        if floating is float:
+            if mk:
+                _mk_gemm(False, True, m, n, k, x, k, w, k, False, out, n)
+                return
         gemm_rm(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n)
         return
     nt = gemm_threads(<Py_ssize_t>m * n * k)
     if nt > 1:
         # each thread: the GEMM of its block of out, then bias + activation while it is hot
         split_cols = n >= m
-        block = _block(n, nt, GEMM_COL_ALIGN) if split_cols else _block(m, nt, GEMM_ROW_ALIGN)
+        if split_cols:
+            block = _block(n, nt, MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
+        else:
+            block = _block(m, nt, MK_ROW_ALIGN if mk else GEMM_ROW_ALIGN)
         nparts = ((n if split_cols else m) + block - 1) // block
         for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
-            _gemm_part(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n,
-                       split_cols, block, part)
+            _product_block(mk, m, n, k, x, w, out, split_cols, block, part)
             lo = part * block
             if split_cols:
                 _bias_activation(out + lo, m, min(block, n - lo), n,
@@ -362,8 +346,7 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
     r0 = 0
     while r0 < m:
         rows = min(block, m - r0)
-        _gemm_serial(False, True, rows, n, k, <floating>1, x + <Py_ssize_t>r0 * k, k, w, k,
-                     <floating>0, out + <Py_ssize_t>r0 * n, n)
+        _product_serial(mk, rows, n, k, x + <Py_ssize_t>r0 * k, w, out + <Py_ssize_t>r0 * n)
         _bias_activation(out + <Py_ssize_t>r0 * n, rows, n, n, bias, activation, slope)
         r0 += rows
 

@@ -100,14 +100,7 @@ def _set_col_chunk_bytes(Py_ssize_t nbytes):
 # only where the compiler targets AVX-512 (setup.py compiles with -march=native); float64 and
 # other machines keep BLAS. Each entry of C is one sum over k in a fixed order whatever the
 # thread count, as with BLAS.
-cdef extern from "_microkernel.h":
-    bint FNN_MK_AVAILABLE
-    void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-    void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
-    void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc, int accumulate) noexcept nogil
+from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt, fnn_mk_sgemm_tn
 
 
 # The convolution-specific kernels below use the microkernel's FNN_MK_* macros.
