@@ -106,8 +106,8 @@ class Sequential(Layer):
     def forward(self, x, training=True):
         """The layers in order. A Dense or BatchNorm followed by a ReLU runs the ReLU inside
         its own pass (``forward_relu``: the values are never written out unrectified; after a
-        BatchNorm the ReLU's backward is folded into the BatchNorm's too); the result and the
-        gradients are bitwise those of the layers run one by one."""
+        BatchNorm the ReLU's backward is folded into the BatchNorm's too); the result is
+        bitwise that of the layers run one by one, the gradients equal to rounding."""
         layers = self.layers
         fused = []
         i = 0

@@ -42,7 +42,8 @@ def serial_twin(parallel_dispatcher):
     clone.__doc__ = f.__doc__
     # error_model="numpy" as in the parallel gufunc: x / 0 gives inf/nan instead of a Python
     # ZeroDivisionError check in the loop, a check that stops LLVM vectorising (Adam was 4x slower).
-    return njit(cache=True, error_model="numpy")(clone)
+    fastmath = parallel_dispatcher.targetoptions.get("fastmath", False)
+    return njit(cache=True, error_model="numpy", fastmath=fastmath)(clone)
 
 
 def pick(parallel_kernel, serial_kernel, work):

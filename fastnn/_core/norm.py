@@ -24,12 +24,17 @@ from .activation import pick, serial_twin
 
 threads.sync_numba_threads()
 
+# The per-channel sums may be reassociated: a float64 sum in strict order is one add chain
+# (latency-bound, not vectorised); reassociated, LLVM splits it over vector lanes. The order is
+# still fixed by the code and the shape (channels are the threads' unit), so it is reproducible.
+_SUMS = {"reassoc", "nsz"}
+
 
 # ----------------------------------------------------------------------------------------------
 # compiled kernels on (N, C, L); no validation here
 # ----------------------------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_running, momentum,
                              eps, out, save_mean, save_invstd, relu):
     """mean, var := batch statistics over (N, L); out := (x - mean) * invstd * weight + bias,
@@ -80,7 +85,7 @@ def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
                 out[n, c, i] = v
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
                         dbias, write_dbias, batch_stats, relu_out, relu):
     """g := dy (relu: 0 where relu_out <= 0, the gradient through a ReLU on the output);
