@@ -502,20 +502,37 @@ cdef void _add_bias(floating* y, int O, Py_ssize_t P, const floating* bias,
             y[o * P + p] += b
 
 
+cdef inline double _row_sum(const floating* row, Py_ssize_t P) noexcept nogil:
+    """sum of row[0:P] in double over 16 lanes, added up in a fixed tree: one add chain waited on
+    the adder's latency (vgg's 32-channel dbias took ~1 ms at 2 threads); these vectorise."""
+    cdef double acc[16]
+    cdef Py_ssize_t p = 0
+    cdef int j
+    for j in range(16):
+        acc[j] = 0
+    while p + 16 <= P:
+        for j in range(16):
+            acc[j] += row[p + j]
+        p += 16
+    for j in range(<int>(P - p)):
+        acc[j] += row[p + j]
+    for j in range(8):
+        acc[j] += acc[j + 8]
+    for j in range(4):
+        acc[j] += acc[j + 4]
+    return (acc[0] + acc[2]) + (acc[1] + acc[3])
+
+
 cdef void _channel_sum(const floating* g, int N, int O, Py_ssize_t P, floating* acc) noexcept nogil:
     """acc[o] += sum over n and p of g[n, o, p] (summed in double, then added once; one thread
     per channel, so the order of the sum does not depend on the thread count)."""
     cdef int n, o
-    cdef Py_ssize_t p
     cdef double s
-    cdef const floating* row
     for o in prange(O, schedule="static",
                     use_threads_if=<Py_ssize_t>N * O * P > PARALLEL_MIN_ELEMENTS):
         s = 0
         for n in range(N):
-            row = g + (<Py_ssize_t>n * O + o) * P
-            for p in range(P):
-                s += row[p]
+            s = s + _row_sum(g + (<Py_ssize_t>n * O + o) * P, P)
         acc[o] += <floating>s
 
 
