@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from . import threads
 from ._checks import check_float, check_out
-from ._fastmath import _fast_exp, _fast_tanh
+from ._fastmath import _fast_sigmoid, _fast_tanh
 
 threads.sync_numba_threads()
 
@@ -90,10 +90,7 @@ def _leaky_relu_backward(x, dy, negative_slope, dx):
 def _sigmoid_forward(x, out):
     """out := 1 / (1 + exp(-x)), via exp(-|x|) so neither sign overflows"""
     for i in prange(x.shape[0]):
-        v = x[i]
-        e = _fast_exp(-abs(v))
-        num = 1.0 if v >= 0 else e
-        out[i] = num / (1.0 + e)
+        out[i] = _fast_sigmoid(x[i])
 
 
 @njit(parallel=True, cache=True)
