@@ -119,6 +119,90 @@ cdef extern from *:
             h_new[j] = (1 - z) * nn + z * h_prev[j];
         }
     }
+    #if FNN_REC_MK
+    /* 16 lanes of fnn_tanhf's rational approximation with the division replaced by rcp14 and
+       one Newton step (|rel. error| of the reciprocal ~1e-7: the division's throughput bound
+       the gate math); saturation and NaN as fnn_tanhf. */
+    static inline __m512 fnn_tanh16(__m512 v) {
+        const __m512 c = _mm512_set1_ps(7.99881172180175781f);
+        __m512 av = _mm512_abs_ps(v);
+        __m512 x = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_sub_ps(
+            _mm512_abs_ps(_mm512_add_ps(v, c)), _mm512_abs_ps(_mm512_sub_ps(v, c))));
+        __m512 x2 = _mm512_mul_ps(x, x);
+        __m512 p = _mm512_fmadd_ps(x2, _mm512_set1_ps(-2.76076847742355e-16f), _mm512_set1_ps(2.00018790482477e-13f));
+        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(-8.60467152213735e-11f));
+        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(5.12229709037114e-08f));
+        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(1.48572235717979e-05f));
+        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(6.37261928875436e-04f));
+        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(4.89352455891786e-03f));
+        __m512 q = _mm512_fmadd_ps(x2, _mm512_set1_ps(1.19825839466702e-06f), _mm512_set1_ps(1.18534705686654e-04f));
+        q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(2.26843463243900e-03f));
+        q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(4.89352518554385e-03f));
+        __m512 rq = _mm512_rcp14_ps(q);
+        rq = _mm512_mul_ps(rq, _mm512_fnmadd_ps(q, rq, _mm512_set1_ps(2.0f)));
+        __m512 r = _mm512_mul_ps(_mm512_mul_ps(x, p), rq);
+        __mmask16 sat = _mm512_cmp_ps_mask(av, _mm512_set1_ps(9.0f), _CMP_GE_OQ);
+        __m512 one = _mm512_or_ps(_mm512_set1_ps(1.0f), _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+        return _mm512_mask_blend_ps(sat, r, one);
+    }
+    static inline __m512 fnn_sigmoid16(__m512 v) {
+        const __m512 h = _mm512_set1_ps(0.5f);
+        return _mm512_fmadd_ps(h, fnn_tanh16(_mm512_mul_ps(h, v)), h);
+    }
+    static inline __mmask16 fnn_tail16(int j, int H) {
+        return H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1);
+    }
+    /* One row of the forward step in one pass: g (4H, the product h @ W_hh^T) := the activated
+       gates of g + x + b_hh, then c_new, h_new. */
+    static void fnn_lstm_fwd_row16(int H, float* restrict g, const float* restrict x,
+                                   const float* restrict b, const float* restrict c_prev,
+                                   float* restrict c_new, float* restrict h_new) {
+        for (int j = 0; j < H; j += 16) {
+            __mmask16 m = fnn_tail16(j, H);
+            #define FNN_PRE(o) _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m, g + (o) + j), \
+                _mm512_maskz_loadu_ps(m, x + (o) + j)), _mm512_maskz_loadu_ps(m, b + (o) + j))
+            __m512 i = fnn_sigmoid16(FNN_PRE(0));
+            __m512 f = fnn_sigmoid16(FNN_PRE(H));
+            __m512 gg = fnn_tanh16(FNN_PRE(2 * H));
+            __m512 o = fnn_sigmoid16(FNN_PRE(3 * H));
+            #undef FNN_PRE
+            _mm512_mask_storeu_ps(g + j, m, i);
+            _mm512_mask_storeu_ps(g + H + j, m, f);
+            _mm512_mask_storeu_ps(g + 2 * H + j, m, gg);
+            _mm512_mask_storeu_ps(g + 3 * H + j, m, o);
+            __m512 c = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c_prev + j), _mm512_mul_ps(i, gg));
+            _mm512_mask_storeu_ps(c_new + j, m, c);
+            _mm512_mask_storeu_ps(h_new + j, m, _mm512_mul_ps(o, fnn_tanh16(c)));
+        }
+    }
+    static void fnn_lstm_bwd_row16(int H, const float* restrict g, float* restrict d,
+                                   const float* restrict dy, const float* restrict c_prev,
+                                   const float* restrict c_row, const float* restrict dhr,
+                                   float* restrict dcr) {
+        const __m512 one = _mm512_set1_ps(1.0f);
+        for (int j = 0; j < H; j += 16) {
+            __mmask16 m = fnn_tail16(j, H);
+            __m512 i = _mm512_maskz_loadu_ps(m, g + j), f = _mm512_maskz_loadu_ps(m, g + H + j);
+            __m512 gg = _mm512_maskz_loadu_ps(m, g + 2 * H + j), o = _mm512_maskz_loadu_ps(m, g + 3 * H + j);
+            __m512 tc = fnn_tanh16(_mm512_maskz_loadu_ps(m, c_row + j));
+            __m512 dhv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dy + j), _mm512_maskz_loadu_ps(m, dhr + j));
+            __m512 dcv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dcr + j),
+                _mm512_mul_ps(_mm512_mul_ps(dhv, o), _mm512_fnmadd_ps(tc, tc, one)));
+            _mm512_mask_storeu_ps(d + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, gg), i), _mm512_sub_ps(one, i)));
+            _mm512_mask_storeu_ps(d + H + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv,
+                _mm512_maskz_loadu_ps(m, c_prev + j)), f), _mm512_sub_ps(one, f)));
+            _mm512_mask_storeu_ps(d + 2 * H + j, m, _mm512_mul_ps(_mm512_mul_ps(dcv, i), _mm512_fnmadd_ps(gg, gg, one)));
+            _mm512_mask_storeu_ps(d + 3 * H + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dhv, tc), o), _mm512_sub_ps(one, o)));
+            _mm512_mask_storeu_ps(dcr + j, m, _mm512_mul_ps(dcv, f));
+        }
+    }
+    #else
+    static void fnn_lstm_fwd_row16(int H, float* g, const float* x, const float* b,
+                                   const float* c_prev, float* c_new, float* h_new) { abort(); }
+    static void fnn_lstm_bwd_row16(int H, const float* g, float* d, const float* dy,
+                                   const float* c_prev, const float* c_row, const float* dhr,
+                                   float* dcr) { abort(); }
+    #endif
     /* B (k x n) packed as ceil(n/32) panels of k x 32 (zero-padded columns), 64-byte aligned;
        B[p, j] = src[p*sk + j*sj]. */
     static float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) {
@@ -275,6 +359,10 @@ cdef extern from *:
     void fnn_lstm_fwd_cell(int H, const float* g, const float* c_prev, float* c_new,
                            float* h_new) noexcept nogil
     float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) noexcept nogil
+    void fnn_lstm_fwd_row16(int H, float* g, const float* x, const float* b, const float* c_prev,
+                            float* c_new, float* h_new) noexcept nogil
+    void fnn_lstm_bwd_row16(int H, const float* g, float* d, const float* dy, const float* c_prev,
+                            const float* c_row, const float* dhr, float* dcr) noexcept nogil
     void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
                     float* C, int ldc, int acc, int kc_block) noexcept nogil
     void fnn_rec_mm_at(int m, int n, int k, const float* A, int lda, const float* Bp,
@@ -293,6 +381,19 @@ cdef enum:
 cdef int _min_rows = MIN_ROWS_PER_THREAD
 cdef bint _grad_kernel = True  # float32 weight gradients on fnn_rec_mm_at (else sgemm)
 cdef int GRAD_KC_BLOCK = 128
+
+
+cdef bint _vec_gates = True  # float32 LSTM gate math in AVX-512 intrinsics (one pass per row)
+
+
+def _set_vector_gates(bint on):
+    """Tuning/A-B hook: float32 LSTM gate math of a row as one AVX-512 pass (activations and cell
+    fused, the tanh's division as rcp14 + a Newton step) when the build has AVX-512 (on), or the
+    auto-vectorised C loops. Returns the previous setting."""
+    global _vec_gates
+    old = _vec_gates
+    _vec_gates = on
+    return old
 
 
 def _set_grad_kernel(bint on, int kc=128):
@@ -589,6 +690,12 @@ cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating*
         for n in range(lo, hi):
             g = gates + (<Py_ssize_t>t * N + n) * G
             x = xw + _xrow(ids, t, N, n) * G
+            if floating is float:
+                if FNN_REC_MK and _vec_gates:
+                    fnn_lstm_fwd_row16(H, g, x, b_hh, cs + (<Py_ssize_t>t * N + n) * H,
+                                       cs + (<Py_ssize_t>(t + 1) * N + n) * H,
+                                       hs + (<Py_ssize_t>(t + 1) * N + n) * H)
+                    continue
             for j in range(2 * H):
                 g[j] = _sigm(g[j] + x[j] + b_hh[j])
             for j in range(2 * H, 3 * H):
@@ -635,7 +742,10 @@ cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const f
             dhr = dh + <Py_ssize_t>n * H
             dcr = dc + <Py_ssize_t>n * H
             if floating is float:
-                fnn_lstm_bwd_row(H, g, d, dy, c_prev, c_row, dhr, dcr)
+                if FNN_REC_MK and _vec_gates:
+                    fnn_lstm_bwd_row16(H, g, d, dy, c_prev, c_row, dhr, dcr)
+                else:
+                    fnn_lstm_bwd_row(H, g, d, dy, c_prev, c_row, dhr, dcr)
                 continue
             for j in range(H):
                 i = g[j]
