@@ -550,11 +550,11 @@ def test_conv2d_float32_weight_gradient_transposed_gather(o, threads):
     assert_close(got, want)
 
 
-@pytest.mark.parametrize("o", [64, 65, 96, 128])
+@pytest.mark.parametrize("o", [6, 16, 32, 48, 64, 65, 96, 128])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n", [1, 5])
-def test_conv2d_float32_weight_gradient_gathered_columns(o, threads, n):
-    # O >= 64: dW += G @ col.T with the column matrix's panels gathered (fnn_mk_sgemm_nt);
+def test_conv2d_float32_weight_gradient_transposed_columns(o, threads, n):
+    # O != 32: dW += G @ col.T with the column matrix's panels transposed (fnn_mk_sgemm_nt);
     # C*K*K = 45 and 75 leave ragged 32-column panels, P*n > 256 spans k blocks; both routes
     rng = np.random.default_rng(o + n)
     for c, k, stride, pad, size in ((5, 3, 1, 1, 13), (3, 5, 2, 2, 16)):

@@ -567,9 +567,13 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
         else:
             _gemm_xn(False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
-    if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and O >= 64:
+    if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and (O >= 64 or O % 32 != 0):
         # The weight gradient is the deepest GEMM of a convolution (k = nb*P): dW += G @ col.T
-        # with col's panels transposed in registers as they are packed
+        # with col's panels transposed in registers as they are packed. dW.T = col @ G.T (below)
+        # only where O fills its 32-lane panels and the rows are few: O = 32 (interleaved A/B,
+        # 1 / 2 threads, this route vs that: vgg 32->32 0.94 / 0.90x, 1->32 0.84 / 0.88x; but
+        # LeNet 1->6 1.77 / 1.43x, 6->16 1.24 / 1.18x, O = 8 1.47x, O = 48 1.27 / 1.19x, O >= 64
+        # 1.04-1.20x)
         if nb == 1:
             gc = g + <Py_ssize_t>n0 * O * P
         else:
