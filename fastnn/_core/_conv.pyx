@@ -724,6 +724,259 @@ cdef void _conv_s1_forward(const float* x, int N, int C, int H, int W, const flo
                         y[o * P + q] += b
 
 
+# ---- implicit GEMM: strided forwards ---------------------------------------------------------
+#
+# conv2d forwards at stride >= 2 (and conv_transpose2d's dx, the same operation) as an implicit
+# GEMM: out (O, N*P) = W (O, CKK) @ im2col(x) with the 32-column B panels gathered straight from
+# the image (no column matrix, no scatter pass). The panels run on across output rows and
+# samples (column p = n*P + oh*OW + ow), so 7x7 planes fill whole panels. Each panel is
+# computed for all O rows into a small (O8, 32) scratch tile and then written to NCHW with the
+# bias. The weight is first copied into 8-row tiles Ap (per FNN_MK_KC block, tile by tile,
+# kk*8 + r): the broadcasts of one k step are then 32 contiguous bytes, where W's own rows are
+# CKK floats apart (4 KB for 64 channels at k4) and 8 of them fell into the same L1 sets as the
+# packed panel. Every output is one sum over k in a fixed order, whatever the thread split.
+cdef bint _implicit_sn = True
+
+
+def _set_implicit_strided(bint on):
+    """Tuning hook for benchmarks and tests: route float32 strided forward convolutions through
+    the implicit GEMM where it measured faster (True) or im2col + GEMM + scatter (False);
+    returns the old value. See _strided_fits for the measurements."""
+    global _implicit_sn
+    old = _implicit_sn
+    _implicit_sn = on
+    return old
+
+
+cdef bint _implicit_sn_force = False
+cdef bint _implicit_sn_convt = True
+
+
+def _set_implicit_strided_convt(bint on):
+    """Benchmarks: conv_transpose2d_backward's dx on the implicit strided route (True) or fused
+    with dW in one im2col pass (False); returns the old value. dx + dW + db of dcgan-g's
+    128->64 k4 s2 p1 on 7x7, batch 64, interleaved medians of 21 on the shared VM, old / new /
+    torch: 24.6 / 23.0 / 17.8 ms, 1 thread CPU time (2 threads wall 44.6 / 44.2 / 39.4, the
+    other core busy); its 64->1 layer (C*KH*KW = 16) keeps the fused pass."""
+    global _implicit_sn_convt
+    old = _implicit_sn_convt
+    _implicit_sn_convt = on
+    return old
+cdef int _sn_mr = 8  # 12-row tiles measured no faster (dcgan-d conv2 12.2 ms either way, 1 thread)
+
+
+def _set_strided_tile_rows(int mr):
+    """Benchmarks: rows of the implicit strided route's register tile (8 or 12); returns the old value."""
+    global _sn_mr
+    old = _sn_mr
+    _sn_mr = 12 if mr == 12 else 8
+    return old
+
+
+def _set_implicit_strided_force(bint on):
+    """Tests: take the implicit strided route for every shape it can run (see _strided_fits)."""
+    global _implicit_sn_force
+    old = _implicit_sn_force
+    _implicit_sn_force = on
+    return old
+
+
+cdef extern from *:
+    """
+    #if FNN_MK_AVAILABLE
+    /* Ap := A (m, k) row-major in 8-row tiles: block k0 (FNN_MK_KC deep, kc = its depth) at
+       k0 * mt * 8, tile t of it at + t * kc * 8, element (i, k0 + kk) at + kk * 8 + (i % 8);
+       rows past m are zero. */
+    static void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) {
+        int mt = (m + mr - 1) / mr;
+        for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+            int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+            for (int t = 0; t < mt; t++) {
+                float* d = Ap + (long)k0 * mt * mr + (long)t * kc * mr;
+                for (int kk = 0; kk < kc; kk++)
+                    for (int r = 0; r < mr; r++) {
+                        int i = t * mr + r;
+                        d[kk * mr + r] = i < m ? A[(long)i * k + k0 + kk] : 0.0f;
+                    }
+            }
+        }
+    }
+    #define FNN_SN_FMA(r) a0 = _mm512_set1_ps(ap[r]);                                          \
+        c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
+    #define FNN_SN_LD(r) if (acc_in) { c##r##0 = _mm512_load_ps(cr + r * 32);                  \
+        c##r##1 = _mm512_load_ps(cr + r * 32 + 16); }                                          \
+        else { c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps(); }
+    #define FNN_SN_ST(r) _mm512_store_ps(cr + r * 32, c##r##0); _mm512_store_ps(cr + r * 32 + 16, c##r##1);
+    /* out (N, m, OH, OW) columns p in [p_lo, p_hi) of the batch (p = n*P + oh*OW + ow) :=
+       A (m, C*KH*KW) @ im2col(x) + bias, A packed by fnn_pack_a8, x (N, C, H, W), any stride.
+       Lane q of a panel reads x at off[q] + c*H*W + (ki - ph)*W + (kj - pw) (off relative to
+       the panel's first sample), masked to the lanes whose pixel lies on the image. */
+    static void fnn_mk_conv_sn(int m, long p_lo, long p_hi, int C, int H, int W, int KH, int KW,
+                               int sh, int sw, int ph, int pw, int OH, int OW, int mr,
+                               const float* Ap, const float* x, const float* bias, float* out) {
+        float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
+        int mt = (m + mr - 1) / mr;
+        float* Ct = (float*)aligned_alloc(64, (size_t)mt * mr * 32 * sizeof(float));
+        if (!Ct) return;
+        unsigned rowm[32], colm[32];
+        int offs[32] __attribute__((aligned(64)));
+        int k = C * KH * KW;
+        long P = (long)OH * OW, HW = (long)H * W, CHW = (long)C * HW;
+        for (long j0 = p_lo; j0 < p_hi; j0 += 32) {
+            int nr = p_hi - j0 < 32 ? (int)(p_hi - j0) : 32;
+            long nfirst = j0 / P;
+            for (int a = 0; a < KH; a++) rowm[a] = 0;
+            for (int b = 0; b < KW; b++) colm[b] = 0;
+            for (int q = 0; q < 32; q++) {
+                if (q >= nr) { offs[q] = 0; continue; }
+                long p = j0 + q, n = p / P, pp = p - n * P;
+                int oh = (int)(pp / OW), ow = (int)(pp - (long)oh * OW);
+                int ih = oh * sh - ph, iw = ow * sw - pw;
+                offs[q] = (int)((n - nfirst) * CHW + (long)oh * sh * W + (long)ow * sw);
+                for (int a = 0; a < KH; a++) if (ih + a >= 0 && ih + a < H) rowm[a] |= 1u << q;
+                for (int b = 0; b < KW; b++) if (iw + b >= 0 && iw + b < W) colm[b] |= 1u << q;
+            }
+            __m512i ix0 = _mm512_load_si512((const void*)offs);
+            __m512i ix1 = _mm512_load_si512((const void*)(offs + 16));
+            const float* xs = x + nfirst * CHW;
+            for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+                int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+                int c = k0 / (KH * KW), ki = (k0 / KW) % KH, kj = k0 % KW;
+                for (int kk = 0; kk < kc; kk++) {
+                    unsigned mk = rowm[ki] & colm[kj];
+                    const float* src = xs + (long)c * HW + (long)(ki - ph) * W + (kj - pw);
+                    _mm512_store_ps(Bp + kk * 32, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)mk, ix0, src, 4));
+                    _mm512_store_ps(Bp + kk * 32 + 16, (mk >> 16) ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)(mk >> 16), ix1, src, 4) : _mm512_setzero_ps());
+                    if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
+                }
+                int acc_in = k0 > 0;
+                if (mr == 12) for (int t = 0; t < mt; t++) {
+                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+                    __m512 c80, c81, c90, c91, c100, c101, c110, c111;
+                    float* cr = Ct + t * 12 * 32;
+                    FNN_SN_LD(0) FNN_SN_LD(1) FNN_SN_LD(2) FNN_SN_LD(3)
+                    FNN_SN_LD(4) FNN_SN_LD(5) FNN_SN_LD(6) FNN_SN_LD(7)
+                    FNN_SN_LD(8) FNN_SN_LD(9) FNN_SN_LD(10) FNN_SN_LD(11)
+                    const float* bp = Bp;
+                    const float* ap = Ap + (long)k0 * mt * 12 + (long)t * kc * 12;
+                    for (int kk = 0; kk < kc; kk++, bp += 32, ap += 12) {
+                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
+                        FNN_SN_FMA(0) FNN_SN_FMA(1) FNN_SN_FMA(2) FNN_SN_FMA(3)
+                        FNN_SN_FMA(4) FNN_SN_FMA(5) FNN_SN_FMA(6) FNN_SN_FMA(7)
+                        FNN_SN_FMA(8) FNN_SN_FMA(9) FNN_SN_FMA(10) FNN_SN_FMA(11)
+                    }
+                    FNN_SN_ST(0) FNN_SN_ST(1) FNN_SN_ST(2) FNN_SN_ST(3)
+                    FNN_SN_ST(4) FNN_SN_ST(5) FNN_SN_ST(6) FNN_SN_ST(7)
+                    FNN_SN_ST(8) FNN_SN_ST(9) FNN_SN_ST(10) FNN_SN_ST(11)
+                } else for (int t = 0; t < mt; t++) {
+                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+                    float* cr = Ct + t * 8 * 32;
+                    FNN_SN_LD(0) FNN_SN_LD(1) FNN_SN_LD(2) FNN_SN_LD(3)
+                    FNN_SN_LD(4) FNN_SN_LD(5) FNN_SN_LD(6) FNN_SN_LD(7)
+                    const float* bp = Bp;
+                    const float* ap = Ap + (long)k0 * mt * 8 + (long)t * kc * 8;
+                    for (int kk = 0; kk < kc; kk++, bp += 32, ap += 8) {
+                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
+                        FNN_SN_FMA(0) FNN_SN_FMA(1) FNN_SN_FMA(2) FNN_SN_FMA(3)
+                        FNN_SN_FMA(4) FNN_SN_FMA(5) FNN_SN_FMA(6) FNN_SN_FMA(7)
+                    }
+                    FNN_SN_ST(0) FNN_SN_ST(1) FNN_SN_ST(2) FNN_SN_ST(3)
+                    FNN_SN_ST(4) FNN_SN_ST(5) FNN_SN_ST(6) FNN_SN_ST(7)
+                }
+            }
+            /* the panel to NCHW: one run of lanes per sample it touches */
+            for (int q0 = 0; q0 < nr;) {
+                long p = j0 + q0, n = p / P, pp = p - n * P;
+                int q1 = (int)(q0 + (P - pp) < nr ? q0 + (P - pp) : nr);
+                __mmask16 ma = fnn_lanes(q0, q1), mb = fnn_lanes(q0 - 16, q1 - 16);
+                float* dst = out + n * m * P + pp - q0;
+                for (int i = 0; i < m; i++) {
+                    __m512 bv = _mm512_set1_ps(bias ? bias[i] : 0.0f);
+                    float* d = dst + (long)i * P;
+                    const float* s = Ct + i * 32;
+                    if (ma) _mm512_mask_storeu_ps(d, ma, _mm512_add_ps(_mm512_load_ps(s), bv));
+                    if (mb) _mm512_mask_storeu_ps(d + 16, mb, _mm512_add_ps(_mm512_load_ps(s + 16), bv));
+                }
+                q0 = q1;
+            }
+        }
+        free(Ct);
+    }
+    #else
+    static void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) {}
+    static void fnn_mk_conv_sn(int m, long p_lo, long p_hi, int C, int H, int W, int KH, int KW,
+                               int sh, int sw, int ph, int pw, int OH, int OW, int mr,
+                               const float* Ap, const float* x, const float* bias, float* out) {}
+    #endif
+    """
+    void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) noexcept nogil
+    void fnn_mk_conv_sn(int m, long p_lo, long p_hi, int C, int H, int W, int KH, int KW, int sh,
+                        int sw, int ph, int pw, int OH, int OW, int mr, const float* Ap,
+                        const float* x, const float* bias, float* out) noexcept nogil
+
+
+cdef void _conv_sn_forward(const float* x, int N, int C, int H, int W, const float* ap, int O,
+                           int KH, int KW, int sh, int sw, int ph, int pw, int OH, int OW,
+                           int mr, const float* bias, float* out, int nt) noexcept nogil:
+    """out := conv2d(x) + bias through fnn_mk_conv_sn, the batch's 32-column panels cut into
+    nt contiguous ranges of whole panels (one per thread)."""
+    cdef Py_ssize_t ncols = <Py_ssize_t>N * OH * OW
+    cdef Py_ssize_t npanels = (ncols + 31) // 32
+    cdef Py_ssize_t per, lo, hi
+    cdef int t
+    nt = <int>min(nt, npanels)
+    per = ((npanels + nt - 1) // nt) * 32
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1, use_threads_if=nt > 1):
+        lo = t * per
+        hi = min(ncols, lo + per)
+        if lo < hi:
+            fnn_mk_conv_sn(O, lo, hi, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, mr, ap, x, bias, out)
+
+
+def _strided_fits(x, int n, int c, int h, int w, int o, int kh, int kw, int sh, int sw, int oh, int ow):
+    """Whether a strided float32 forward takes the implicit route. Interleaved A/B against
+    im2col + GEMM + scatter, medians of 21, ms, 1 thread CPU time | 2 threads wall; the
+    machine was shared with another engineer's runs (load ~2 on 2 cores), so the 2-thread
+    numbers are about as slow as 1 thread; old / new / torch (oneDNN):
+      N64 C64 14x14 O128 k4 s2 p1 (dcgan-d conv2)  16.6 / 12.2 / 10.3 | 17.2 / 12.8 / 12.8
+          (a quieter run: 13.3 / 10.6 / 9.1 | 11.5 / 10.5 / 11.0)
+      N64 C128 on 7x7 -> O64 (dcgan-g convT dx)    13.6 / 10.3 /  9.4 | 14.6 / 11.2 / 11.4
+      N32 C64 28x28 O128 k3 s2 p1                  14.2 / 13.7 / 12.4 | 17.3 / 15.7 / 17.0
+      N64 C32 16x16 O64 k3 s2 p1                    2.9 /  2.2 /  2.4 |  4.7 /  3.3 /  5.5
+      N32 C128 8x8 O256 k3 s2 p1                    6.4 /  4.4 /  4.3 |  6.6 /  4.7 /  5.8
+      N64 C3 32x32 O64 k4 s2 p1                     2.7 /  2.3 /  2.8 |  2.2 /  2.1 /  3.0
+      N4 C64 14x14 O128 k4 s2 p1                    1.08 / 1.12 / 0.97 | 1.28 / 1.13 / 2.08
+      N64 C1 28x28 O64 k4 s2 p1 (dcgan-d conv1)     0.87 / 0.96 / 1.04 | 1.82 / 1.58 / 3.17
+    C*KH*KW < 32 (conv1, dcgan-g's 64->1 dx) keeps im2col: a 16-deep GEMM does not pay for
+    the gathered panels and the per-panel write-out."""
+    if not (_implicit_sn and x.dtype == np.float32 and FNN_MK_AVAILABLE and (sh > 1 or sw > 1)
+            and kh <= 32 and kw <= 32):
+        return False
+    # int32 gather offsets: a panel spans at most 32 // P + 2 samples
+    if (32 // max(1, oh * ow) + 2) * c * h * w >= 2 ** 31:
+        return False
+    return _implicit_sn_force or c * kh * kw >= 32
+
+
+def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
+    cdef int OH = out.shape[2], OW = out.shape[3]
+    cdef int K = C * KH * KW
+    cdef int NT = gemm_threads(<Py_ssize_t>N * O * K * OH * OW)
+    cdef int MR = _sn_mr
+    ap = _cached(np.float32, "sn_a", ((O + MR - 1) // MR) * MR * K)
+    cdef float* px = <float*>_ptr(x)
+    cdef float* pw_ = <float*>_ptr(weight)
+    cdef float* pb = <float*>_ptr(bias)
+    cdef float* po = <float*>_ptr(out)
+    cdef float* pap = <float*>_ptr(ap)
+    with nogil:
+        fnn_pack_a8(O, K, MR, pw_, pap)
+        _conv_sn_forward(px, N, C, H, W, pap, O, KH, KW, sh, sw, ph, pw, OH, OW, MR, pb, po, NT)
+    return out
+
+
 # ---- sub-pixel (phase) decomposition of the strided backward-data pass ------------------------
 #
 # conv2d's input gradient at stride s (and conv_transpose2d's forward, the same operation) splits
@@ -1307,6 +1560,8 @@ def conv2d_forward(x, weight, bias, out, stride, padding):
         NT1 = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
         _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         return out
+    if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
+        return _strided_forward(x, weight, bias, out, sh, sw, ph, pw)
     nt, nb = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
     col, buf, _ = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow, nt)
     cdef void* px = _ptr(x)
@@ -1479,6 +1734,12 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
                 if pdb != NULL:
                     _channel_sum(<double*>pdy, N, COUT, KK, <double*>pdb)
         return dx
+    if (dx is not None and _implicit_sn_convt
+            and _strided_fits(x, n, cout, oh, ow, cin, kh, kw, sh, sw, h, w)):
+        # dx = conv2d(dy, weight) on the implicit strided route; the weight gradient keeps
+        # its own im2col pass (see _set_implicit_strided_convt for the numbers)
+        _strided_forward(dy, weight, None, dx, sh, sw, ph, pw)
+        pdx = NULL
     if dweight is not None or dx is not None:
         NT, NB = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
         col, buf, dw_acc = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w, NT,

@@ -1,0 +1,135 @@
+"""float32 strided conv2d forwards as an implicit GEMM (_conv._set_implicit_strided): against
+the NumPy reference, against im2col + GEMM + scatter, and identical for 1 and 2 threads."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, reference
+
+pytestmark = pytest.mark.skipif(not _conv._microkernel_available(),
+                                reason="the implicit strided route needs the AVX-512 microkernel")
+
+
+def rand(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_close(actual, expected, tol=2e-5):
+    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+@pytest.fixture(autouse=True, params=[8, 12])
+def tile_rows(request):
+    old = _conv._set_strided_tile_rows(request.param)
+    yield
+    _conv._set_strided_tile_rows(old)
+
+
+def run(fn, *args, threads, implicit):
+    """fn(*args) on ``threads`` threads with the implicit strided route forced (every shape it
+    can run) or off."""
+    prev_threads = fastnn.get_num_threads()
+    old = _conv._set_implicit_strided(implicit)
+    old_force = _conv._set_implicit_strided_force(implicit)
+    try:
+        fastnn.set_num_threads(threads)
+        return fn(*args)
+    finally:
+        _conv._set_implicit_strided(old)
+        _conv._set_implicit_strided_force(old_force)
+        fastnn.set_num_threads(prev_threads)
+
+
+def conv_cases():
+    # (stride, kernel, padding, h, w): kernels 1..5 (some below the stride), paddings 0..K-1,
+    # ragged H != W
+    out = []
+    for s, k in itertools.product([2, 3], range(1, 6)):
+        for p in range(k):
+            for h, w in [(7, 9), (10, 5), (2, 11)]:
+                if (h + 2 * p - k) // s + 1 >= 1 and (w + 2 * p - k) // s + 1 >= 1:
+                    out.append((s, k, p, h, w))
+    return out
+
+
+def forward_all(x, wt, b, stride, padding):
+    """{(threads, implicit): out}, every result checked against the reference."""
+    n, o = x.shape[0], wt.shape[0]
+    kh, kw = wt.shape[2:]
+    (sh, sw), (ph, pw) = (stride if isinstance(stride, tuple) else (stride, stride),
+                          padding if isinstance(padding, tuple) else (padding, padding))
+    oh, ow = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+    want = np.empty((n, o, oh, ow), np.float32)
+    reference.conv2d_forward(x, wt, b, want, stride, padding)
+    results = {}
+    for threads, implicit in itertools.product([1, 2], [True, False]):
+        got = np.full((n, o, oh, ow), np.nan, np.float32)
+        assert run(_core.conv2d_forward, x, wt, b, got, stride, padding, threads=threads,
+                   implicit=implicit) is got
+        assert_close(got, want)
+        results[threads, implicit] = got
+    # the thread split does not change a single bit; the old route agrees to rounding
+    np.testing.assert_array_equal(results[1, True], results[2, True])
+    assert_close(results[1, True], results[1, False])
+    return results
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("s, k, p, h, w", conv_cases())
+def test_strided_forward_matches_reference_and_im2col(bias, s, k, p, h, w):
+    rng = np.random.default_rng(1000 * s + 100 * k + 10 * p + h + w)
+    n, c, o = 3, 5, 7
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, k, k))
+    b = rand(rng, (o,)) if bias else None
+    forward_all(x, wt, b, s, p)
+
+
+@pytest.mark.parametrize("n", [1, 3, 64])
+@pytest.mark.parametrize("c, o, h, w, kernel, stride, padding", [
+    (64, 128, 14, 14, (4, 4), (2, 2), (1, 1)),  # dcgan-d conv2
+    (1, 64, 28, 28, (4, 4), (2, 2), (1, 1)),    # dcgan-d conv1
+    (17, 33, 9, 12, (3, 5), (2, 3), (1, 2)),    # ragged channels, rectangular everything
+    (20, 9, 13, 7, (5, 2), (3, 2), (4, 0)),
+    (3, 1, 11, 6, (2, 3), (3, 3), (1, 2)),      # one output channel
+])
+def test_strided_forward_batches_and_channels(n, c, o, h, w, kernel, stride, padding):
+    rng = np.random.default_rng(n + c + h)
+    (kh, kw) = kernel
+    x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, kh, kw)), rand(rng, (o,))
+    forward_all(x, wt, b, stride, padding)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_transpose2d_backward_dx_unchanged(threads):
+    # conv_transpose2d_backward's dx is a strided conv2d forward of dy (dcgan-g shapes, small)
+    rng = np.random.default_rng(7)
+    x, wt = rand(rng, (3, 12, 7, 7)), rand(rng, (12, 6, 4, 4))
+    dy = rand(rng, (3, 6, 14, 14))
+    want_dx, want_dw, want_db = np.empty_like(x), np.zeros_like(wt), np.zeros(6, np.float32)
+    reference.conv_transpose2d_backward(x, wt, dy, want_dx, want_dw, want_db, 2, 1)
+    for implicit in [True, False]:
+        dx, dw, db = np.full_like(x, np.nan), np.zeros_like(wt), np.zeros(6, np.float32)
+        run(_core.conv_transpose2d_backward, x, wt, dy, dx, dw, db, 2, 1, threads=threads,
+            implicit=implicit)
+        assert_close(dx, want_dx)
+        assert_close(dw, want_dw, 1e-4)
+        assert_close(db, want_db, 1e-4)
+
+
+def test_default_rule_and_other_dtypes():
+    f32, f64 = np.zeros(1, np.float32), np.zeros(1, np.float64)
+    # dcgan-d conv2 takes the implicit route by default; float64 and stride 1 never do
+    assert _conv._strided_fits(f32, 64, 64, 14, 14, 128, 4, 4, 2, 2, 7, 7)
+    assert not _conv._strided_fits(f64, 64, 64, 14, 14, 128, 4, 4, 2, 2, 7, 7)
+    assert not _conv._strided_fits(f32, 64, 1, 28, 28, 64, 4, 4, 2, 2, 14, 14)  # dcgan-d conv1
+    assert not _conv._strided_fits(f32, 64, 64, 14, 14, 128, 3, 3, 1, 1, 14, 14)
+    rng = np.random.default_rng(3)
+    x, wt, b = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), None
+    want, got = np.empty((2, 4, 5, 4)), np.empty((2, 4, 5, 4))
+    reference.conv2d_forward(x, wt, b, want, 2, 1)
+    _core.conv2d_forward(x, wt, b, got, 2, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
