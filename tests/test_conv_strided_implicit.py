@@ -22,13 +22,6 @@ def assert_close(actual, expected, tol=2e-5):
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
-@pytest.fixture(autouse=True, params=[8, 12])
-def tile_rows(request):
-    old = _conv._set_strided_tile_rows(request.param)
-    yield
-    _conv._set_strided_tile_rows(old)
-
-
 def run(fn, *args, threads, implicit):
     """fn(*args) on ``threads`` threads with the implicit strided route forced (every shape it
     can run) or off."""

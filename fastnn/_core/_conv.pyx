@@ -762,15 +762,6 @@ def _set_implicit_strided_convt(bint on):
     old = _implicit_sn_convt
     _implicit_sn_convt = on
     return old
-cdef int _sn_mr = 8  # 12-row tiles measured no faster (dcgan-d conv2 12.2 ms either way, 1 thread)
-
-
-def _set_strided_tile_rows(int mr):
-    """Benchmarks: rows of the implicit strided route's register tile (8 or 12); returns the old value."""
-    global _sn_mr
-    old = _sn_mr
-    _sn_mr = 12 if mr == 12 else 8
-    return old
 
 
 def _set_implicit_strided_force(bint on):
@@ -850,25 +841,7 @@ cdef extern from *:
                     if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
                 }
                 int acc_in = k0 > 0;
-                if (mr == 12) for (int t = 0; t < mt; t++) {
-                    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-                    __m512 c80, c81, c90, c91, c100, c101, c110, c111;
-                    float* cr = Ct + t * 12 * 32;
-                    FNN_SN_LD(0) FNN_SN_LD(1) FNN_SN_LD(2) FNN_SN_LD(3)
-                    FNN_SN_LD(4) FNN_SN_LD(5) FNN_SN_LD(6) FNN_SN_LD(7)
-                    FNN_SN_LD(8) FNN_SN_LD(9) FNN_SN_LD(10) FNN_SN_LD(11)
-                    const float* bp = Bp;
-                    const float* ap = Ap + (long)k0 * mt * 12 + (long)t * kc * 12;
-                    for (int kk = 0; kk < kc; kk++, bp += 32, ap += 12) {
-                        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
-                        FNN_SN_FMA(0) FNN_SN_FMA(1) FNN_SN_FMA(2) FNN_SN_FMA(3)
-                        FNN_SN_FMA(4) FNN_SN_FMA(5) FNN_SN_FMA(6) FNN_SN_FMA(7)
-                        FNN_SN_FMA(8) FNN_SN_FMA(9) FNN_SN_FMA(10) FNN_SN_FMA(11)
-                    }
-                    FNN_SN_ST(0) FNN_SN_ST(1) FNN_SN_ST(2) FNN_SN_ST(3)
-                    FNN_SN_ST(4) FNN_SN_ST(5) FNN_SN_ST(6) FNN_SN_ST(7)
-                    FNN_SN_ST(8) FNN_SN_ST(9) FNN_SN_ST(10) FNN_SN_ST(11)
-                } else for (int t = 0; t < mt; t++) {
+                for (int t = 0; t < mt; t++) {
                     __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
                     float* cr = Ct + t * 8 * 32;
                     FNN_SN_LD(0) FNN_SN_LD(1) FNN_SN_LD(2) FNN_SN_LD(3)
@@ -964,7 +937,7 @@ def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
     cdef int OH = out.shape[2], OW = out.shape[3]
     cdef int K = C * KH * KW
     cdef int NT = gemm_threads(<Py_ssize_t>N * O * K * OH * OW)
-    cdef int MR = _sn_mr
+    cdef int MR = 8  # 12-row tiles measured no faster (dcgan-d conv2 12.2 ms either way, 1 thread)
     ap = _cached(np.float32, "sn_a", ((O + MR - 1) // MR) * MR * K)
     cdef float* px = <float*>_ptr(x)
     cdef float* pw_ = <float*>_ptr(weight)
