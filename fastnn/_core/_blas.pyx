@@ -44,8 +44,8 @@ _ACTIVATION_CODES = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY
 # ---- float32: the AVX-512 microkernel of _microkernel.h (shared with _conv.pyx) ---------------
 #
 # float32 dense layers and gemm() (alpha = 1, beta 0 or 1) run on the 8x32 register-tile kernel
-# instead of sgemm: the OpenBLAS behind scipy uses its AVX2 kernels on this machine (see
-# _conv.pyx). x @ W.T packs its B panel straight from the weight rows (fnn_mk_sgemm_nt, a 16x16
+# instead of sgemm (Emerald Rapids VM, 1 thread: 128x784x256 forward 419 -> 346 us, dx 429 -> 343;
+# the EPYC VM's OpenBLAS ran AVX2 kernels, see _conv.pyx). x @ W.T packs its B panel straight from the weight rows (fnn_mk_sgemm_nt, a 16x16
 # in-register transpose per block), dx := dy @ W is nn, dW += dy.T @ x is tn (A transposed).
 # Each entry of C is one sum over k in a fixed order (256-deep steps), whichever thread and
 # tile computes it, so the result does not depend on the thread count. float64, other machines
