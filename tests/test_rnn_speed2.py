@@ -76,3 +76,69 @@ def test_lane_split_ce_forward_bad_labels(restore):
     with pytest.raises(ValueError, match="2 of the 8 labels"):
         L.softmax_cross_entropy_forward(z, target, np.empty_like(z))
 
+
+
+# ---- the exact check of an Embedding's lookup hint (layers.recurrent._FAST_LOOKUP_CHECK) ------
+from fastnn import layers  # noqa: E402
+from fastnn._core.recurrent import _lookup_matches  # noqa: E402
+from fastnn.layers import recurrent as R  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("v,m,f", [(1, 1, 1), (5, 7, 3), (64, 1024, 32), (3, 40, 17)])
+def test_lookup_matches_is_array_equal(dtype, v, m, f):
+    rng = np.random.default_rng(v * 7 + m)
+    table = rng.standard_normal((v, f)).astype(dtype)
+    ids = rng.integers(0, v, m)
+    x = table[ids]
+    assert _lookup_matches(table, ids, x)
+    assert _lookup_matches(table, ids, np.asfortranarray(x))  # any layout
+    for k in (0, m - 1, m // 2):
+        y = x.copy()
+        y[k, -1] = np.nextafter(y[k, -1], np.inf).astype(dtype)
+        assert not _lookup_matches(table, ids, y)
+    t2 = table.copy()
+    t2[ids[0], 0] = np.nan
+    assert not _lookup_matches(t2, ids, t2[ids]) and not np.array_equal(t2[ids], t2[ids])
+    t3 = table.copy()
+    t3[ids[0], 0] = 0.0
+    y = t3[ids]
+    y[0, 0] = -0.0  # equal as numbers, as np.array_equal says
+    assert _lookup_matches(t3, ids, y) == np.array_equal(t3[ids], y)
+    bad = ids.copy()
+    bad[-1] = v
+    assert not _lookup_matches(table, bad, x)
+    bad[-1] = -1
+    assert not _lookup_matches(table, bad, x)
+    assert not _lookup_matches(table, ids[:-1], x) if m > 1 else True
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_lookup_check_same_results_and_fallback(dtype, threads):
+    old_threads = fnn.get_num_threads()
+    fnn.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(11)
+        ids = rng.integers(0, 5, (9, 7))
+        dy = rng.standard_normal((9, 7, 13)).astype(dtype)
+        out = {}
+        for fast in (False, True):
+            for modify in (False, True):
+                R._FAST_LOOKUP_CHECK = fast
+                fnn.seed(0)
+                emb = layers.Embedding(5, 6).astype(dtype)
+                lstm = layers.LSTM(6, 13).astype(dtype)
+                x = emb.forward(ids)
+                if modify:
+                    x[4, 3, 2] += 1  # the hint no longer holds: the plain path
+                y = lstm.forward(x)
+                assert (lstm._embedded is None) == modify
+                dx = lstm.backward(dy)
+                out[fast, modify] = [y, dx] + [p.grad.copy() for p in lstm.parameters()]
+        for modify in (False, True):
+            for a, b in zip(out[False, modify], out[True, modify]):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        R._FAST_LOOKUP_CHECK = True
+        fnn.set_num_threads(old_threads)

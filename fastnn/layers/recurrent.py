@@ -31,6 +31,9 @@ def _compiled_kernels():
 
 
 _FUSED_CALLS = True  # module switch, for A/B measurements and tests
+# the exact check of an Embedding's lookup hint as one compiled pass (else np.array_equal on
+# table[ids]); module switch, for A/B measurements and tests
+_FAST_LOOKUP_CHECK = True
 
 
 def _private_kernels():
@@ -165,7 +168,12 @@ class _Recurrent(Layer):
                 or ids.shape != (n * t,) or 2 * table.shape[0] > n * t):
             return None
         table = np.array(table)  # the backward needs the values of this forward
-        if not np.array_equal(table[ids], x.reshape(n * t, f)):
+        if _FAST_LOOKUP_CHECK:  # one compiled pass, no (N*T, F) gather and bool temporaries
+            from .._core.recurrent import _lookup_matches
+
+            if not _lookup_matches(table, ids, x.reshape(n * t, f)):
+                return None
+        elif not np.array_equal(table[ids], x.reshape(n * t, f)):
             return None
         return table, np.ascontiguousarray(ids.reshape(n, t).T).reshape(t * n)
 
