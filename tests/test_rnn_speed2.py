@@ -142,3 +142,83 @@ def test_fast_lookup_check_same_results_and_fallback(dtype, threads):
     finally:
         R._FAST_LOOKUP_CHECK = True
         fnn.set_num_threads(old_threads)
+
+
+# ---- LSTM: an Embedding-fed input's dW_ih, db_ih in the backward's region ----------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,t,v,f,h", [(2, 1, 1, 1, 1), (13, 5, 7, 3, 37), (17, 4, 9, 4, 16),
+                                       (32, 8, 64, 32, 128), (9, 3, 5, 6, 5)])
+def test_table_grads_in_region_match_serial_call(dtype, n, t, v, f, h):
+    rng = np.random.default_rng(n * 31 + h)
+    ids = rng.integers(0, v, (n, t))
+    dy = rng.standard_normal((n, t, h)).astype(dtype)
+    old_threads, old = fnn.get_num_threads(), layers.LSTM.table_grads_in_region
+    out = {}
+    try:
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            for inside in (False, True):
+                layers.LSTM.table_grads_in_region = inside
+                fnn.seed(0)
+                emb = layers.Embedding(v, f).astype(dtype)
+                lstm = layers.LSTM(f, h).astype(dtype)
+                prng = np.random.default_rng(7)  # the same starting grads every run
+                for p in lstm.parameters():
+                    p.grad[...] = prng.standard_normal(p.grad.shape)  # accumulates onto grads
+                base = [p.grad.copy() for p in lstm.parameters()]
+                y = lstm.forward(emb.forward(ids))
+                assert lstm._embedded is not None or 2 * v > n * t
+                dx = lstm.backward(dy)
+                emb.backward(dx)
+                out[threads, inside] = [y, dx, lstm.dh0, lstm.dc0, emb.weight.grad.copy()] + [
+                    p.grad - b for p, b in zip(lstm.parameters(), base)]
+    finally:
+        layers.LSTM.table_grads_in_region = old
+        fnn.set_num_threads(old_threads)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for inside in (False, True):  # the same bits for any thread count
+        for a, b in zip(out[1, inside], out[2, inside]):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(out[1, False], out[1, True]):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+    # and the NumPy reference path (contract kernels)
+    fnn.set_num_threads(1)
+    fnn.seed(0)
+    emb = layers.Embedding(v, f).astype(dtype)
+    lstm = layers.LSTM(f, h).astype(dtype)
+    old_fused = R._FUSED_CALLS
+    R._FUSED_CALLS = False
+    try:
+        for p in lstm.parameters():
+            p.grad[...] = 0
+        lstm.forward(emb.forward(ids))
+        lstm.backward(dy)
+    finally:
+        R._FUSED_CALLS = old_fused
+        fnn.set_num_threads(old_threads)
+    for p, g in zip(lstm.parameters(), out[1, True][5:]):
+        np.testing.assert_allclose(g, p.grad, rtol=20 * tol, atol=20 * tol)
+
+
+def test_lstm_backward_full_table_arguments_checked():
+    from fastnn._core import _recurrent as K
+    t, n, h, v, f = 2, 3, 4, 5, 6
+    z = np.zeros
+    args = [z((4 * h, h), np.float32), z((t + 1, n, h), np.float32), z((t, n, 4 * h), np.float32),
+            z((t, n, h), np.float32), z((t, n, 4 * h), np.float32), z((n, h), np.float32),
+            z((n, h), np.float32), z((t + 1, n, h), np.float32), z((4 * h, h), np.float32),
+            z(4 * h, np.float32), z((4 * h, f), np.float32), z((t, n, f), np.float32)]
+    table, ids, per_id = z((v, f), np.float32), np.zeros(t * n, np.int64), z((v, 4 * h), np.float32)
+    dw, db = z((4 * h, f), np.float32), z(4 * h, np.float32)
+    K.lstm_backward_full(*args, dw_ih=dw, db_ih=db, table=table, ids=ids, per_id=per_id)
+    with pytest.raises(ValueError):
+        K.lstm_backward_full(*args, dw_ih=dw, db_ih=db, table=table, ids=ids + v, per_id=per_id)
+    with pytest.raises(ValueError):
+        K.lstm_backward_full(*args, dw_ih=dw, db_ih=db, table=table, ids=ids[:-1], per_id=per_id)
+    with pytest.raises(ValueError):
+        K.lstm_backward_full(*args, dw_ih=dw, db_ih=db, table=table, ids=ids)
+    with pytest.raises(ValueError):
+        K.lstm_backward_full(*args, dw_ih=dw, db_ih=db, ids=ids, per_id=per_id)
+    with pytest.raises((ValueError, TypeError)):
+        K.lstm_backward_full(*args, dw_ih=dw, db_ih=db, table=table, ids=ids,
+                             per_id=z((v, 4 * h + 1), np.float32))
