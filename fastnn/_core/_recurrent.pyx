@@ -518,6 +518,39 @@ cdef struct WeightGrads:
     int G
     int H
     int F
+    # input rows that are table rows (x = table[ids], ids (M,) time-major): dpre_x summed per id
+    # into per_id (V, G), then dw_ih += per_id.T @ table, db_ih += per_id.sum(0); x is NULL
+    const long long* ids
+    const void* table
+    void* per_id
+    int V
+
+
+cdef void _table_grads_slice(WeightGrads* wg, int lo, int hi, floating* dummy) noexcept nogil:
+    """Columns [lo, hi) of _table_grads: the same sums in the same order, one thread per column
+    share (so the bits do not depend on the thread count)."""
+    cdef int G = wg.G, F = wg.F, v, j
+    cdef Py_ssize_t m
+    cdef floating* per_id = <floating*>wg.per_id
+    cdef floating* row
+    cdef const floating* d
+    cdef const floating* dpre = <const floating*>wg.dpre_x
+    cdef floating* db = <floating*>wg.db_ih
+    for v in range(wg.V):
+        row = per_id + <Py_ssize_t>v * G
+        for j in range(lo, hi):
+            row[j] = 0
+    for m in range(wg.M):
+        row = per_id + <Py_ssize_t>wg.ids[m] * G
+        d = dpre + m * G
+        for j in range(lo, hi):
+            row[j] += d[j]
+    _gemm1(True, False, hi - lo, F, wg.V, per_id + lo, G, <const floating*>wg.table, F,
+           <floating>1, <floating*>wg.dw_ih + <Py_ssize_t>lo * F, F)
+    for v in range(wg.V):
+        row = per_id + <Py_ssize_t>v * G
+        for j in range(lo, hi):
+            db[j] += row[j]
 
 
 cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
@@ -534,7 +567,9 @@ cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
         return
     _slice_grads(<const floating*>wg.dpre_h, <const floating*>wg.hs_prev, <floating*>wg.dw_hh,
                  <floating*>wg.db_hh, wg.M, G, wg.H, lo, hi)
-    if wg.x != NULL:
+    if wg.ids != NULL:
+        _table_grads_slice(wg, lo, hi, dummy)
+    elif wg.x != NULL:
         _slice_grads(<const floating*>wg.dpre_x, <const floating*>wg.x, <floating*>wg.dw_ih,
                      <floating*>wg.db_ih, wg.M, G, wg.F, lo, hi)
 
@@ -1291,6 +1326,10 @@ cdef void _fill_grads(WeightGrads* wg, object dpre_h, object hs, object dw_hh, o
     wg.G = G
     wg.H = H
     wg.F = F
+    wg.ids = NULL
+    wg.table = NULL
+    wg.per_id = NULL
+    wg.V = 0
 
 
 def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, dw_ih=None,
@@ -1328,8 +1367,12 @@ def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, 
 
 
 def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w_ih, dx, x=None,
-                       dw_ih=None, db_ih=None, batch_first=False):
-    """lstm_backward plus the layer's dx and weight gradients (as rnn_backward_full)."""
+                       dw_ih=None, db_ih=None, batch_first=False, table=None, ids=None,
+                       per_id=None):
+    """lstm_backward plus the layer's dx and weight gradients (as rnn_backward_full). With
+    table (V, F), ids (T*N,) time-major and per_id (V, 4H) instead of x: the input rows are
+    table[ids], and dw_ih, db_ih are embedded_input_grads' (per_id := dpre summed per id), done
+    in the same region after the time loop, each thread on its share of the gate columns."""
     where = "lstm_backward_full"
     check_float(where, "dhs", dhs, ndim=3)
     if batch_first:
@@ -1344,10 +1387,30 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
     check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     check_out(where, "dc0", dc0, (n, h), dtype)
-    f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
-                     batch_first)
     cdef WeightGrads wg
-    _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, 4 * h, h, f)
+    if table is None:
+        if ids is not None or per_id is not None:
+            raise ValueError(f"{where}: table, ids and per_id go together (all or none)")
+        f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
+                         batch_first)
+        _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, 4 * h, h, f)
+    else:
+        if x is not None or ids is None or per_id is None or dw_ih is None or db_ih is None:
+            raise ValueError(f"{where}: table needs ids, per_id, dw_ih and db_ih, and no x")
+        f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, None, None, None,
+                         batch_first)
+        v, tf, g, m, tdtype = _check_table_ids(where, table, w_ih, ids)
+        if tdtype != dtype or m != t * n:
+            raise ValueError(f"{where}: table must be {dtype} and ids must have T*N = {t * n} "
+                             f"entries, got {tdtype} and {m}")
+        check_out(where, "per_id", per_id, (v, 4 * h), dtype)
+        check_out(where, "dw_ih", dw_ih, (4 * h, f), dtype)
+        check_out(where, "db_ih", db_ih, (4 * h,), dtype)
+        _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, None, dw_ih, db_ih, t * n, 4 * h, h, f)
+        wg.ids = <const long long*>_ptr(ids)
+        wg.table = _ptr(table)
+        wg.per_id = _ptr(per_id)
+        wg.V = v
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
     cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
     cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h

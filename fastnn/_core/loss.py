@@ -38,9 +38,54 @@ def _ordered_sum(values):
     return total
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(cache=True, fastmath={"reassoc", "nsz", "nnan"})
+def _row_max(logits, m, cols):
+    # reassociated (and NaN-blind) so LLVM splits the max over vector lanes; a NaN logit still
+    # makes the row's loss NaN through its exponential and the sum
+    top = logits[m, 0]
+    for j in range(1, cols):
+        top = max(top, logits[m, j])
+    return top
+
+
+@njit(cache=True, fastmath={"reassoc", "nsz"})
+def _row_sum(probs, m, cols):
+    # float64 partial sums over vector lanes instead of one add chain
+    s = 0.0
+    for j in range(cols):
+        s += probs[m, j]
+    return s
+
+
+@njit(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
 def _softmax_cross_entropy_forward(logits, target, probs):
-    """probs := softmax(logits); returns (sum over rows of lse - logits[m, target[m]], bad labels)"""
+    """probs := softmax(logits); returns (sum over rows of lse - logits[m, target[m]], bad labels).
+    The row max and the exponential sum are split over vector lanes (reassociated): the value
+    differs from a left-to-right sum by rounding only, and is still the same for any thread
+    count (rows are independent, row losses summed in row order)."""
+    rows, cols = logits.shape
+    row_loss = np.empty(rows)
+    bad = 0
+    for m in prange(rows):
+        top = _row_max(logits, m, cols)
+        for j in range(cols):  # apart from the sum, so the exponentials vectorise
+            probs[m, j] = _fast_exp(logits[m, j] - top)
+        s = _row_sum(probs, m, cols)
+        inv = 1.0 / s
+        for j in range(cols):
+            probs[m, j] *= inv
+        t = target[m]
+        if 0 <= t < cols:
+            row_loss[m] = (top + math.log(s)) - logits[m, t]
+        else:
+            row_loss[m] = 0.0
+            bad += 1
+    return _ordered_sum(row_loss), bad
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _softmax_cross_entropy_forward_plain(logits, target, probs):
+    """The row loop before the lane split (A/B reference of _set_lane_split)."""
     rows, cols = logits.shape
     row_loss = np.empty(rows)
     bad = 0
@@ -119,6 +164,17 @@ def _soft_cross_entropy_backward(probs, target_probs, factor, dlogits):
 
 
 _softmax_cross_entropy_forward_serial = serial_twin(_softmax_cross_entropy_forward)
+_softmax_cross_entropy_forward_plain_serial = serial_twin(_softmax_cross_entropy_forward_plain)
+_LANE_SPLIT = True  # softmax CE forward on the lane-split kernels (A/B switch: _set_lane_split)
+
+
+def _set_lane_split(on):
+    """Tuning/A-B hook: the hard-label softmax cross-entropy forward with the row max and sum
+    split over vector lanes (on) or the left-to-right row loop. Returns the previous setting."""
+    global _LANE_SPLIT
+    old = _LANE_SPLIT
+    _LANE_SPLIT = bool(on)
+    return old
 _softmax_cross_entropy_backward_serial = serial_twin(_softmax_cross_entropy_backward)
 _soft_cross_entropy_forward_serial = serial_twin(_soft_cross_entropy_forward)
 _soft_cross_entropy_backward_serial = serial_twin(_soft_cross_entropy_backward)
@@ -158,8 +214,11 @@ def softmax_cross_entropy_forward(logits, target, probs):
     rows, cols = logits.shape
     check_index(where, "target", target, (rows,))
     check_out(where, "probs", probs, logits.shape, logits.dtype, "the shape of logits")
-    total, bad = pick(_softmax_cross_entropy_forward, _softmax_cross_entropy_forward_serial,
-                      TRANSCENDENTAL_WORK * logits.size)(logits, target, probs)
+    if _LANE_SPLIT:
+        kernels = _softmax_cross_entropy_forward, _softmax_cross_entropy_forward_serial
+    else:
+        kernels = _softmax_cross_entropy_forward_plain, _softmax_cross_entropy_forward_plain_serial
+    total, bad = pick(*kernels, TRANSCENDENTAL_WORK * logits.size)(logits, target, probs)
     _bad_labels(where, bad, target, cols)
     return total / rows
 

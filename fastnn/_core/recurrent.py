@@ -133,3 +133,23 @@ def sgns_step(w_in, w_out, centers, contexts, negatives, lr):
                              f"[{a.min()}, {a.max()}]")
     grad_in = np.empty(w_in.shape[1], dtype=w_in.dtype)
     return float(_sgns_step(w_in, w_out, centers, contexts, negatives, float(lr), grad_in))
+
+
+@njit(cache=True)
+def _lookup_matches(table, ids, x):
+    """True when x (M, F) equals table[ids] row for row (NaN never equal, as np.array_equal):
+    the exact check of an Embedding's lookup hint without materialising table[ids]. Ids outside
+    the table give False. Serial, stops at the first difference."""
+    v, f = table.shape
+    if x.shape[0] != ids.shape[0] or x.shape[1] != f:
+        return False
+    for m in range(ids.shape[0]):
+        row = ids[m]
+        if row < 0 or row >= v:
+            return False
+        same = True
+        for j in range(f):  # no early exit inside the row, so the compare vectorises
+            same &= x[m, j] == table[row, j]
+        if not same:
+            return False
+    return True

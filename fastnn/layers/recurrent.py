@@ -31,6 +31,9 @@ def _compiled_kernels():
 
 
 _FUSED_CALLS = True  # module switch, for A/B measurements and tests
+# the exact check of an Embedding's lookup hint as one compiled pass (else np.array_equal on
+# table[ids]); module switch, for A/B measurements and tests
+_FAST_LOOKUP_CHECK = True
 
 
 def _private_kernels():
@@ -45,6 +48,7 @@ class _Recurrent(Layer):
 
     _gates = 1
     _has_cell = False
+    _table_grads_in_region = False  # LSTM: see LSTM.table_grads_in_region
     # project an Embedding's table instead of every position when the input is its output
     # (class-wide switch, for A/B measurements and tests)
     fuse_embedding = True
@@ -165,7 +169,12 @@ class _Recurrent(Layer):
                 or ids.shape != (n * t,) or 2 * table.shape[0] > n * t):
             return None
         table = np.array(table)  # the backward needs the values of this forward
-        if not np.array_equal(table[ids], x.reshape(n * t, f)):
+        if _FAST_LOOKUP_CHECK:  # one compiled pass, no (N*T, F) gather and bool temporaries
+            from .._core.recurrent import _lookup_matches
+
+            if not _lookup_matches(table, ids, x.reshape(n * t, f)):
+                return None
+        elif not np.array_equal(table[ids], x.reshape(n * t, f)):
             return None
         return table, np.ascontiguousarray(ids.reshape(n, t).T).reshape(t * n)
 
@@ -201,6 +210,13 @@ class _Recurrent(Layer):
                 dhs[:, t - 1] = dy
             dx = np.empty((n, t, f), dtype=self._dtype)
             plain = self._embedded is None
+            if not plain and self._table_grads_in_region:
+                # the table's weight gradients inside the backward's parallel region
+                table, ids_tm = self._embedded
+                self._sequence_backward_full(
+                    dhs, dx, None, self.weight_ih.grad, self.bias_ih.grad,
+                    (table, ids_tm, self._buffer("per_id", (table.shape[0], gh))))
+                return dx
             dpre_x = self._sequence_backward_full(
                 dhs, dx, self._x_tm if plain else None,
                 self.weight_ih.grad if plain else None, self.bias_ih.grad if plain else None)
@@ -313,6 +329,14 @@ class LSTM(_Recurrent):
 
     _gates = 4
     _has_cell = True
+    # an Embedding-fed input's dW_ih, db_ih (dpre summed per id) computed in the backward's
+    # parallel region, split over gate columns, instead of a serial call after it (class-wide
+    # switch, for A/B measurements and tests)
+    table_grads_in_region = True
+
+    @property
+    def _table_grads_in_region(self):
+        return self.table_grads_in_region
 
     def _sequence_forward(self, xw, hs, c0):
         t, n, h = xw.shape[0], xw.shape[1], self.hidden_size
@@ -342,15 +366,17 @@ class LSTM(_Recurrent):
         _private_kernels().lstm_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs,
                                              cs, self._buffer("gates", (t, n, 4 * h)), y)
 
-    def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
+    def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih, embedded=None):
         n, t, h = dhs.shape  # batch-first
         dpre = self._buffer("dpre", (t, n, 4 * h))
         self.dh0 = np.empty((n, h), dtype=self._dtype)
         self.dc0 = np.empty((n, h), dtype=self._dtype)
+        table, ids, per_id = embedded if embedded is not None else (None, None, None)
         _private_kernels().lstm_backward_full(
             self.weight_hh.data, self._work["cs"], self._work["gates"], dhs, dpre, self.dh0,
             self.dc0, self._work["hs"], self.weight_hh.grad, self.bias_hh.grad,
-            self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True)
+            self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True, table=table, ids=ids,
+            per_id=per_id)
         return dpre
 
 
