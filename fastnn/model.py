@@ -137,11 +137,26 @@ class Sequential(Layer):
         if not input_grad:
             first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
                          len(self.layers))
+        from .layers.embedding import Embedding
+
         fused = getattr(self, "_fused_relus", frozenset())
+        skip = -1
         for i in range(len(self.layers) - 1, first - 1, -1):
-            if i in fused:
+            if i in fused or i == skip:
                 continue  # the BatchNorm before it takes dy through the ReLU
             layer = self.layers[i]
+            if i > first:  # an Embedding has parameters: first <= i - 1
+                prev = self.layers[i - 1]
+                if (type(prev) is Embedding and i - 1 not in fused
+                        and getattr(layer, "takes_table_backward", None) is not None
+                        and layer.takes_table_backward(prev)):
+                    # a recurrent layer on the Embedding's table: the Embedding's weight
+                    # gradient from per-id sums, no dx (Embedding.backward returns None too)
+                    dy = layer.backward_table(dy, prev)
+                    if i - 1 == first and not input_grad:
+                        return None
+                    skip = i - 1
+                    continue
             if i == first and not input_grad:
                 if _takes_input_grad(layer):
                     layer.backward(dy, input_grad=False)

@@ -524,6 +524,22 @@ cdef struct WeightGrads:
     const void* table
     void* per_id
     int V
+    # with the table: table_grad (V, F) += per_id @ w_ih (G, F), an Embedding's weight gradient
+    # (the scatter-add of dx = dpre @ w_ih by id) after per_id is complete; NULL: none
+    void* table_grad
+    const void* w_ih
+
+
+cdef void _table_input_grad_slice(WeightGrads* wg, int part, int parts,
+                                  floating* dummy) noexcept nogil:
+    """Rows [lo, hi) (share ``part`` of ``parts``) of table_grad += per_id @ w_ih."""
+    cdef int lo = <int>(<Py_ssize_t>part * wg.V // parts)
+    cdef int hi = <int>(<Py_ssize_t>(part + 1) * wg.V // parts)
+    if hi <= lo:
+        return
+    _gemm1(False, False, hi - lo, wg.F, wg.G, <const floating*>wg.per_id + <Py_ssize_t>lo * wg.G,
+           wg.G, <const floating*>wg.w_ih, wg.F, <floating>1,
+           <floating*>wg.table_grad + <Py_ssize_t>lo * wg.F, wg.F)
 
 
 cdef void _table_grads_slice(WeightGrads* wg, int lo, int hi, floating* dummy) noexcept nogil:
@@ -823,6 +839,7 @@ cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floati
     cdef Product prod, prod_x
     cdef Product* px = NULL
     cdef int b, parts = blocks if wg != NULL else 0
+    cdef int tparts = parts if wg != NULL and wg.table_grad != NULL else 0
     with nogil:
         if _product_init(&prod, w_hh, 4 * H, H, False):
             return -1
@@ -839,6 +856,8 @@ cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floati
                                     b * N // blocks, (b + 1) * N // blocks, dst, dsn)
             for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
                 _weight_grads_slice(wg, b, parts, dpre)
+            for b in prange(tparts, schedule="static", chunksize=1):  # per_id complete
+                _table_input_grad_slice(wg, b, tparts, dpre)
         aligned_free(prod.packed)
         if px != NULL:
             aligned_free(prod_x.packed)
@@ -1293,15 +1312,18 @@ def embedded_input_grads(table, w_ih, ids, dpre, per_id, dw_ih, db_ih):
 # descheduled thread when the cores are shared).
 
 def _full_extras(where, t, n, h, g, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
-                 batch_first=False):
+                 batch_first=False, dx_optional=False):
     check_out(where, "dw_hh", dw_hh, (g, h), dtype)
     check_out(where, "db_hh", db_hh, (g,), dtype)
     check_float(where, "w_ih", w_ih, ndim=2, dtype=dtype)
     if w_ih.shape[0] != g:
         raise ValueError(f"{where}: w_ih must have shape ({g}, F), got {w_ih.shape}")
     f = w_ih.shape[1]
-    check_out(where, "dx", dx, (n, t, f) if batch_first else (t, n, f), dtype,
-              "(N, T, F): batch-first like dhs" if batch_first else "")
+    if dx is None and dx_optional:
+        pass
+    else:
+            check_out(where, "dx", dx, (n, t, f) if batch_first else (t, n, f), dtype,
+                  "(N, T, F): batch-first like dhs" if batch_first else "")
     if (x is None) != (dw_ih is None) or (x is None) != (db_ih is None):
         raise ValueError(f"{where}: x, dw_ih and db_ih go together (all or none)")
     if x is not None:
@@ -1330,6 +1352,8 @@ cdef void _fill_grads(WeightGrads* wg, object dpre_h, object hs, object dw_hh, o
     wg.table = NULL
     wg.per_id = NULL
     wg.V = 0
+    wg.table_grad = NULL
+    wg.w_ih = NULL
 
 
 def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, dw_ih=None,
@@ -1368,11 +1392,14 @@ def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, 
 
 def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w_ih, dx, x=None,
                        dw_ih=None, db_ih=None, batch_first=False, table=None, ids=None,
-                       per_id=None):
+                       per_id=None, table_grad=None):
     """lstm_backward plus the layer's dx and weight gradients (as rnn_backward_full). With
     table (V, F), ids (T*N,) time-major and per_id (V, 4H) instead of x: the input rows are
     table[ids], and dw_ih, db_ih are embedded_input_grads' (per_id := dpre summed per id), done
-    in the same region after the time loop, each thread on its share of the gate columns."""
+    in the same region after the time loop, each thread on its share of the gate columns; dx
+    may then be None: no dx = dpre @ w_ih at all (an Embedding's table gradient is then
+    per_id @ w_ih, see LSTM.backward_table): table_grad (V, F), when given, += per_id @ w_ih in
+    the same region after per_id, each thread on its share of the V rows."""
     where = "lstm_backward_full"
     check_float(where, "dhs", dhs, ndim=3)
     if batch_first:
@@ -1389,8 +1416,9 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
     check_out(where, "dc0", dc0, (n, h), dtype)
     cdef WeightGrads wg
     if table is None:
-        if ids is not None or per_id is not None:
-            raise ValueError(f"{where}: table, ids and per_id go together (all or none)")
+        if ids is not None or per_id is not None or table_grad is not None:
+            raise ValueError(f"{where}: table, ids and per_id go together (all or none); "
+                             f"table_grad needs the table")
         f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
                          batch_first)
         _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, 4 * h, h, f)
@@ -1398,7 +1426,7 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
         if x is not None or ids is None or per_id is None or dw_ih is None or db_ih is None:
             raise ValueError(f"{where}: table needs ids, per_id, dw_ih and db_ih, and no x")
         f = _full_extras(where, t, n, h, 4 * h, dtype, dw_hh, db_hh, w_ih, dx, None, None, None,
-                         batch_first)
+                         batch_first, dx_optional=True)
         v, tf, g, m, tdtype = _check_table_ids(where, table, w_ih, ids)
         if tdtype != dtype or m != t * n:
             raise ValueError(f"{where}: table must be {dtype} and ids must have T*N = {t * n} "
@@ -1411,19 +1439,26 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
         wg.table = _ptr(table)
         wg.per_id = _ptr(per_id)
         wg.V = v
+        if table_grad is not None:
+            check_out(where, "table_grad", table_grad, (v, f), dtype)
+            wg.table_grad = _ptr(table_grad)
+            wg.w_ih = _ptr(w_ih)
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
     cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
     cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
+    # no dx: no input product at all (w_ih NULL)
+    cdef void* wip = NULL if dx is None else _ptr(w_ih)
+    cdef void* dxp = NULL if dx is None else _ptr(dx)
     if dtype.itemsize == 4:
         status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
                                   <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
                                   <float*>_ptr(dc0), T, N, H, blocks,
-                                  <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg, dst, dsn)
+                                  <float*>wip, <float*>dxp, F, &wg, dst, dsn)
     else:
         status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
                                   <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
                                   <double*>_ptr(dc0), T, N, H, blocks,
-                                  <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg, dst, dsn)
+                                  <double*>wip, <double*>dxp, F, &wg, dst, dsn)
     _raise_if(status, where)
     return dx
 

@@ -49,6 +49,10 @@ class _Recurrent(Layer):
     _gates = 1
     _has_cell = False
     _table_grads_in_region = False  # LSTM: see LSTM.table_grads_in_region
+    _has_table_backward = False  # LSTM: backward_table (no dx) for an Embedding-fed input
+    # Sequential.backward: an Embedding's weight gradient straight from per-id sums of dpre
+    # instead of dx (class-wide switch, for A/B measurements and tests)
+    table_backward = True
     # project an Embedding's table instead of every position when the input is its output
     # (class-wide switch, for A/B measurements and tests)
     fuse_embedding = True
@@ -78,6 +82,7 @@ class _Recurrent(Layer):
         self._x_tm = None
         self._shape = None  # (T, N, F) of the latest forward
         self._embedded = None
+        self._lookup_ids = None
 
     def config(self):
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
@@ -92,6 +97,7 @@ class _Recurrent(Layer):
         self._x_tm = None
         self._shape = None
         self._embedded = None
+        self._lookup_ids = None
 
     # --- buffers reused from call to call while (N, T, dtype) stays the same -----------------
     def _buffer(self, name, shape):
@@ -116,6 +122,8 @@ class _Recurrent(Layer):
             raise TypeError(f"{self.describe()}: c0 is only accepted by LSTM")
         compiled = _compiled_kernels()
         self._embedded = self._embedded_input(x, lookup)
+        # the Embedding's ids array of a table-path forward (identity check of backward_table)
+        self._lookup_ids = lookup[0] if self._embedded is not None else None
         ids_tm = None
         if self._embedded is not None:
             # x is table[ids] (an Embedding's output): x @ W_ih^T + b_ih is the projected table
@@ -177,6 +185,49 @@ class _Recurrent(Layer):
         elif not np.array_equal(table[ids], x.reshape(n * t, f)):
             return None
         return table, np.ascontiguousarray(ids.reshape(n, t).T).reshape(t * n)
+
+    def takes_table_backward(self, embedding):
+        """True when ``backward_table(dy, embedding)`` applies: the latest forward took the table
+        path on exactly ``embedding``'s latest lookup (its ids array and an unchanged table)."""
+        if not (self.table_backward and self._has_table_backward and self._embedded is not None
+                and self._shape is not None and _compiled_kernels()
+                and self._table_grads_in_region):
+            return False
+        ids = self._lookup_ids
+        return (ids is not None and ids is getattr(embedding, "_indices", None)
+                and embedding.weight.grad.dtype == self._dtype
+                and embedding.weight.grad.shape == self._embedded[0].shape)
+
+    def backward_table(self, dy, embedding):
+        """backward(dy) for an input that is ``embedding``'s output (``takes_table_backward``):
+        the parameter gradients as backward's, plus the Embedding's weight gradient added into
+        ``embedding.weight.grad`` as per_id @ W_ih (per_id: dpre summed per id; the same sum as
+        scatter-adding the rows of dx = dpre @ W_ih, to rounding), without computing dx (a
+        (T*N, G) x (G, F) GEMM replaced by a (V, G) x (G, F) one). Returns None, as
+        Embedding.backward."""
+        if not self.takes_table_backward(embedding):
+            raise RuntimeError(f"{self.describe()}: backward_table needs a table-path forward on "
+                               f"{embedding.describe()}'s latest lookup")
+        t, n, f = self._shape
+        h, gh = self.hidden_size, self._gates * self.hidden_size
+        dy = self.as_input(dy, "dy")
+        if self.return_sequences and dy.shape != (n, t, h):
+            raise self.shape_error(f"{(n, t, h)}", dy.shape, "dy")
+        if not self.return_sequences and dy.shape != (n, h):
+            raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
+        if self.return_sequences:
+            dhs = dy
+        else:
+            dhs = self._buffer("dhs_bf", (n, t, h))
+            dhs.fill(0)
+            dhs[:, t - 1] = dy
+        table, ids_tm = self._embedded
+        per_id = self._buffer("per_id", (table.shape[0], gh))
+        # the table's gradient: sum over positions of id v of dpre @ W_ih = per_id[v] @ W_ih,
+        # in the backward's parallel region after per_id
+        self._sequence_backward_full(dhs, None, None, self.weight_ih.grad, self.bias_ih.grad,
+                                     (table, ids_tm, per_id), table_grad=embedding.weight.grad)
+        return None
 
     def _set_state(self, buf, s, name):
         n, h = buf.shape[1], self.hidden_size
@@ -329,6 +380,7 @@ class LSTM(_Recurrent):
 
     _gates = 4
     _has_cell = True
+    _has_table_backward = True
     # an Embedding-fed input's dW_ih, db_ih (dpre summed per id) computed in the backward's
     # parallel region, split over gate columns, instead of a serial call after it (class-wide
     # switch, for A/B measurements and tests)
@@ -366,7 +418,7 @@ class LSTM(_Recurrent):
         _private_kernels().lstm_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs,
                                              cs, self._buffer("gates", (t, n, 4 * h)), y)
 
-    def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih, embedded=None):
+    def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih, embedded=None, table_grad=None):
         n, t, h = dhs.shape  # batch-first
         dpre = self._buffer("dpre", (t, n, 4 * h))
         self.dh0 = np.empty((n, h), dtype=self._dtype)
@@ -376,7 +428,7 @@ class LSTM(_Recurrent):
             self.weight_hh.data, self._work["cs"], self._work["gates"], dhs, dpre, self.dh0,
             self.dc0, self._work["hs"], self.weight_hh.grad, self.bias_hh.grad,
             self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True, table=table, ids=ids,
-            per_id=per_id)
+            per_id=per_id, table_grad=table_grad)
         return dpre
 
 
