@@ -30,6 +30,7 @@ from ._random import rng
 from .layers.activation import ReLU
 from .layers.base import Layer, layer_from_spec, layer_to_spec
 from .layers.dense import Dense
+from .layers.embedding import Embedding
 from .layers.norm import BatchNorm1D, BatchNorm2D
 
 __all__ = ["Sequential", "History", "NonFiniteError", "load"]
@@ -137,8 +138,6 @@ class Sequential(Layer):
         if not input_grad:
             first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
                          len(self.layers))
-        from .layers.embedding import Embedding
-
         fused = getattr(self, "_fused_relus", frozenset())
         skip = -1
         for i in range(len(self.layers) - 1, first - 1, -1):
