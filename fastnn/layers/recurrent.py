@@ -208,19 +208,8 @@ class _Recurrent(Layer):
         if not self.takes_table_backward(embedding):
             raise RuntimeError(f"{self.describe()}: backward_table needs a table-path forward on "
                                f"{embedding.describe()}'s latest lookup")
-        t, n, f = self._shape
-        h, gh = self.hidden_size, self._gates * self.hidden_size
-        dy = self.as_input(dy, "dy")
-        if self.return_sequences and dy.shape != (n, t, h):
-            raise self.shape_error(f"{(n, t, h)}", dy.shape, "dy")
-        if not self.return_sequences and dy.shape != (n, h):
-            raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
-        if self.return_sequences:
-            dhs = dy
-        else:
-            dhs = self._buffer("dhs_bf", (n, t, h))
-            dhs.fill(0)
-            dhs[:, t - 1] = dy
+        gh = self._gates * self.hidden_size
+        dhs = self._dhs_batch_first(self._checked_dy(dy))
         table, ids_tm = self._embedded
         per_id = self._buffer("per_id", (table.shape[0], gh))
         # the table's gradient: sum over positions of id v of dpre @ W_ih = per_id[v] @ W_ih,
@@ -228,6 +217,27 @@ class _Recurrent(Layer):
         self._sequence_backward_full(dhs, None, None, self.weight_ih.grad, self.bias_ih.grad,
                                      (table, ids_tm, per_id), table_grad=embedding.weight.grad)
         return None
+
+    def _checked_dy(self, dy):
+        """dy as this layer's dtype, shaped as the last forward's output."""
+        t, n, _ = self._shape
+        h = self.hidden_size
+        dy = self.as_input(dy, "dy")
+        if self.return_sequences and dy.shape != (n, t, h):
+            raise self.shape_error(f"{(n, t, h)}", dy.shape, "dy")
+        if not self.return_sequences and dy.shape != (n, h):
+            raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
+        return dy
+
+    def _dhs_batch_first(self, dy):
+        """dL/dh for every step, (N, T, H): dy itself, or zeros but the last step's."""
+        if self.return_sequences:
+            return dy
+        t, n, _ = self._shape
+        dhs = self._buffer("dhs_bf", (n, t, self.hidden_size))
+        dhs.fill(0)
+        dhs[:, t - 1] = dy
+        return dhs
 
     def _set_state(self, buf, s, name):
         n, h = buf.shape[1], self.hidden_size
@@ -245,20 +255,11 @@ class _Recurrent(Layer):
         hs = self._work["hs"]
         t, n, f = self._shape
         h, gh = self.hidden_size, self._gates * self.hidden_size
-        dy = self.as_input(dy, "dy")
-        if self.return_sequences and dy.shape != (n, t, h):
-            raise self.shape_error(f"{(n, t, h)}", dy.shape, "dy")
-        if not self.return_sequences and dy.shape != (n, h):
-            raise self.shape_error(f"{(n, h)}", dy.shape, "dy")
+        dy = self._checked_dy(dy)
         if _compiled_kernels():
             # one call: the sweep reading dy batch-first, dx per step written batch-first, and
             # the weight gradients, in one OpenMP region
-            if self.return_sequences:
-                dhs = dy
-            else:
-                dhs = self._buffer("dhs_bf", (n, t, h))
-                dhs.fill(0)
-                dhs[:, t - 1] = dy
+            dhs = self._dhs_batch_first(dy)
             dx = np.empty((n, t, f), dtype=self._dtype)
             plain = self._embedded is None
             if not plain and self._table_grads_in_region:
