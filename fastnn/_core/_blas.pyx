@@ -287,6 +287,18 @@ cdef void _bias_activation(floating* c, int rows, int n, Py_ssize_t ldc, const f
                     row[j] = tanh(row[j])
 
 
+cdef inline void _gemm_auto(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                            const floating* a, int lda, const floating* b, int ldb, floating beta,
+                            floating* c, int ldc) noexcept nogil:
+    """gemm_rm's contract; float32 with alpha 1 and beta 0 or 1 runs on the microkernel where
+    _mk_ok takes the shape."""
+    if floating is float:
+        if alpha == 1 and (beta == 0 or beta == 1) and _mk_ok(m, n, k):
+            _mk_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta == 1, c, ldc)
+            return
+    gemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
 cdef inline void _product_block(bint mk, int m, int n, int k, const floating* x,
                                 const floating* w, floating* out, bint split_cols, int block,
                                 int part) noexcept nogil:
@@ -317,11 +329,7 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
     if floating is float:
         mk = _mk_ok(m, n, k)  # x @ W.T with B packed from the weight rows
     if bias == NULL and activation == ACT_NONE:
-        if floating is float:
-            if mk:
-                _mk_gemm(False, True, m, n, k, x, k, w, k, False, out, n)
-                return
-        gemm_rm(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n)
+        _gemm_auto(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n)
         return
     nt = gemm_threads(<Py_ssize_t>m * n * k)
     if nt > 1:
@@ -356,21 +364,9 @@ cdef void _dense_backward(const floating* x, const floating* w, const floating* 
     cdef int i, j
     cdef const floating* row
     if dx != NULL:      # dx (m, k) := dy (m, n) @ w (n, k)
-        if floating is float:
-            if _mk_ok(m, k, n):
-                _mk_gemm(False, False, m, k, n, dy, n, w, k, False, dx, k)
-            else:
-                gemm_rm(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
-        else:
-            gemm_rm(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
+        _gemm_auto(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
     if dweight != NULL:  # dweight (n, k) += dy.T (n, m) @ x (m, k)
-        if floating is float:
-            if _mk_ok(n, k, m):
-                _mk_gemm(True, False, n, k, m, dy, n, x, k, True, dweight, k)
-            else:
-                gemm_rm(True, False, n, k, m, <floating>1, dy, n, x, k, <floating>1, dweight, k)
-        else:
-            gemm_rm(True, False, n, k, m, <floating>1, dy, n, x, k, <floating>1, dweight, k)
+        _gemm_auto(True, False, n, k, m, <floating>1, dy, n, x, k, <floating>1, dweight, k)
     if dbias != NULL:
         for i in range(m):
             row = dy + <Py_ssize_t>i * n
@@ -417,14 +413,9 @@ def gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     cdef void* pc = data(out)
     cdef int lda = dim(a, 1), ldb = dim(b, 1)
     if t == cnp.NPY_FLOAT:
-        if al == 1.0 and (be == 0.0 or be == 1.0) and _mk_ok(m, n, k):
-            with nogil:
-                _mk_gemm(ta, tb, m, n, k, <float*>pa, lda, <float*>pb, ldb, be == 1.0,
-                         <float*>pc, n)
-            return out
         with nogil:
-            gemm_rm(ta, tb, m, n, k, <float>al, <float*>pa, lda, <float*>pb, ldb, <float>be,
-                      <float*>pc, n)
+            _gemm_auto(ta, tb, m, n, k, <float>al, <float*>pa, lda, <float*>pb, ldb, <float>be,
+                       <float*>pc, n)
     else:
         with nogil:
             gemm_rm(ta, tb, m, n, k, al, <double*>pa, lda, <double*>pb, ldb, be, <double*>pc, n)
