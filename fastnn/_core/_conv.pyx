@@ -21,7 +21,6 @@ backward-data and vice versa:
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
-from libc.stdlib cimport free, malloc
 cimport numpy as cnp
 import threading
 
@@ -263,10 +262,22 @@ def _set_dw_nt(bint on):
     _dw_nt = on
     return old
 
-cdef void _gemm_xn(bint trans_a, int m, int n, int k, const floating* a, int lda,
+cdef inline void _mk_xn(bint trans_a, bint trans_b, int m, int n, int k, const float* a,
+                        int lda, const float* b, int ldb, bint accumulate, float* c,
+                        int ldc) noexcept nogil:
+    if trans_a:
+        fnn_mk_sgemm_tn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+    elif trans_b:
+        fnn_mk_sgemm_nt(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+    else:
+        fnn_mk_sgemm_nn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+
+
+cdef void _gemm_xn(bint trans_a, bint trans_b, int m, int n, int k, const floating* a, int lda,
                    const floating* b, int ldb, bint accumulate, floating* c, int ldc) noexcept nogil:
-    """C (m, n) := op(A) @ B (+ C if accumulate): float32 through the microkernel (columns cut
-    into per-thread blocks of whole 32-column panels when worth sharing), else gemm_rm."""
+    """C (m, n) := op(A) @ op(B) (+ C if accumulate), not both transposed: float32 through the
+    microkernel (columns cut into per-thread blocks of whole 32-column panels when worth
+    sharing; one block inside a parallel region), else gemm_rm."""
     cdef int nt, t, block, lo
     if floating is float:
         if FNN_MK_AVAILABLE and k > 0:
@@ -276,34 +287,15 @@ cdef void _gemm_xn(bint trans_a, int m, int n, int k, const floating* a, int lda
                 for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
                     lo = t * block
                     if lo < n:
-                        if trans_a:
-                            fnn_mk_sgemm_tn(m, min(block, n - lo), k, a, lda, b + lo, ldb, c + lo, ldc, accumulate)
-                        else:
-                            fnn_mk_sgemm_nn(m, min(block, n - lo), k, a, lda, b + lo, ldb, c + lo, ldc, accumulate)
-            elif trans_a:
-                fnn_mk_sgemm_tn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+                        _mk_xn(trans_a, trans_b, m, min(block, n - lo), k, a, lda,
+                               b + (<Py_ssize_t>lo * ldb if trans_b else lo), ldb, accumulate,
+                               c + lo, ldc)
             else:
-                fnn_mk_sgemm_nn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+                _mk_xn(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc)
             return
-    gemm_rm(trans_a, False, m, n, k, <floating>1, a, lda, b, ldb,
+    gemm_rm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb,
             <floating>1 if accumulate else <floating>0, c, ldc)
 
-
-
-cdef void _gemm_nt(int m, int n, int k, const float* a, const float* b, float* c,
-                   bint par) noexcept nogil:
-    """c (m, n) := a (m, k) @ b (n, k).T on fnn_mk_sgemm_nt; with ``par`` the columns are cut
-    into per-thread blocks of whole 32-column panels when worth sharing."""
-    cdef int nt = gemm_threads(<Py_ssize_t>m * n * k) if par else 1
-    cdef int t, lo, block
-    if nt > 1:
-        block = (((n + nt - 1) // nt + 31) // 32) * 32
-        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
-            lo = t * block
-            if lo < n:
-                fnn_mk_sgemm_nt(m, min(block, n - lo), k, a, k, b + <Py_ssize_t>lo * k, k, c + lo, n, 0)
-    else:
-        fnn_mk_sgemm_nt(m, n, k, a, k, b, k, c, n, 0)
 
 def _microkernel_available():
     """True when float32 convolution GEMMs run on the AVX-512 microkernel (tests, benchmarks)."""
@@ -561,12 +553,12 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
             col, nbp, P, par)
     if out != NULL:
         if nb == 1:
-            _gemm_xn(False, O, <int>P, ckk, w, ckk, col, <int>P, False,
+            _gemm_xn(False, False, O, <int>P, ckk, w, ckk, col, <int>P, False,
                      out + <Py_ssize_t>n0 * O * P, <int>P)
             if bias != NULL:
                 _add_bias(out + <Py_ssize_t>n0 * O * P, O, P, bias, par)
         else:
-            _gemm_xn(False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
+            _gemm_xn(False, False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
     if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and (O >= 64 or O % 32 != 0):
         # The weight gradient is the deepest GEMM of a convolution (k = nb*P): dW += G @ col.T
@@ -581,12 +573,12 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
             _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf, par)
             gc = buf
         # the chunk's sum in scratch, then added: one float32 chain per chunk, not per batch
-        _gemm_nt(O, ckk, <int>nbp, <const float*>gc, <const float*>col, <float*>dwt, par)
+        _gemm_xn(False, True, O, ckk, <int>nbp, gc, <int>nbp, col, <int>nbp, False, dwt, ckk)
         _add_into(dwt, <Py_ssize_t>O * ckk, dw)
     elif dw != NULL and floating is float and FNN_MK_AVAILABLE:
         # dW.T = col @ g.T on the microkernel, whose operands are row-major once g is transposed
         _gather_t(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf)
-        _gemm_xn(False, ckk, O, <int>nbp, col, <int>nbp, buf, O, False, dwt, O)
+        _gemm_xn(False, False, ckk, O, <int>nbp, col, <int>nbp, buf, O, False, dwt, O)
         _add_transposed(dwt, ckk, O, dw)
     elif dw != NULL:
         if nb == 1:
@@ -659,7 +651,7 @@ cdef void _col2im_chunk(const floating* g, int n0, int nb, int O, int OH, int OW
     else:
         _gather(g + <Py_ssize_t>n0 * O * P, nb, O, P, buf, par)
         gc = buf
-    _gemm_xn(True, ckk, <int>nbp, O, w, ckk, gc, <int>nbp, False, col, <int>nbp)
+    _gemm_xn(True, False, ckk, <int>nbp, O, w, ckk, gc, <int>nbp, False, col, <int>nbp)
     _col2im(col, nb, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW,
             out + <Py_ssize_t>n0 * C * H * W, bias, nbp, P, par)
 
@@ -805,11 +797,10 @@ cdef extern from *:
        the panel's first sample), masked to the lanes whose pixel lies on the image. */
     static void fnn_mk_conv_sn(int m, long p_lo, long p_hi, int C, int H, int W, int KH, int KW,
                                int sh, int sw, int ph, int pw, int OH, int OW, int mr,
-                               const float* Ap, const float* x, const float* bias, float* out) {
+                               const float* Ap, const float* x, const float* bias, float* out,
+                               float* Ct) {
         float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
         int mt = (m + mr - 1) / mr;
-        float* Ct = (float*)aligned_alloc(64, (size_t)mt * mr * 32 * sizeof(float));
-        if (!Ct) return;
         unsigned rowm[32], colm[32];
         int offs[32] __attribute__((aligned(64)));
         int k = C * KH * KW;
@@ -874,26 +865,28 @@ cdef extern from *:
                 q0 = q1;
             }
         }
-        free(Ct);
     }
     #else
     static void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) {}
     static void fnn_mk_conv_sn(int m, long p_lo, long p_hi, int C, int H, int W, int KH, int KW,
                                int sh, int sw, int ph, int pw, int OH, int OW, int mr,
-                               const float* Ap, const float* x, const float* bias, float* out) {}
+                               const float* Ap, const float* x, const float* bias, float* out,
+                               float* Ct) {}
     #endif
     """
     void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) noexcept nogil
     void fnn_mk_conv_sn(int m, long p_lo, long p_hi, int C, int H, int W, int KH, int KW, int sh,
                         int sw, int ph, int pw, int OH, int OW, int mr, const float* Ap,
-                        const float* x, const float* bias, float* out) noexcept nogil
+                        const float* x, const float* bias, float* out, float* Ct) noexcept nogil
 
 
 cdef void _conv_sn_forward(const float* x, int N, int C, int H, int W, const float* ap, int O,
                            int KH, int KW, int sh, int sw, int ph, int pw, int OH, int OW,
-                           int mr, const float* bias, float* out, int nt) noexcept nogil:
+                           int mr, const float* bias, float* out, int nt,
+                           float* tiles) noexcept nogil:
     """out := conv2d(x) + bias through fnn_mk_conv_sn, the batch's 32-column panels cut into
-    nt contiguous ranges of whole panels (one per thread)."""
+    nt contiguous ranges of whole panels (one per thread, each with its own (O8, 32) scratch
+    tile in ``tiles``, 64-byte aligned and O8*32 floats apart)."""
     cdef Py_ssize_t ncols = <Py_ssize_t>N * OH * OW
     cdef Py_ssize_t npanels = (ncols + 31) // 32
     cdef Py_ssize_t per, lo, hi
@@ -904,7 +897,8 @@ cdef void _conv_sn_forward(const float* x, int N, int C, int H, int W, const flo
         lo = t * per
         hi = min(ncols, lo + per)
         if lo < hi:
-            fnn_mk_conv_sn(O, lo, hi, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, mr, ap, x, bias, out)
+            fnn_mk_conv_sn(O, lo, hi, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, mr, ap, x, bias, out,
+                           tiles + <Py_ssize_t>t * ((O + mr - 1) // mr) * mr * 32)
 
 
 def _strided_fits(x, int n, int c, int h, int w, int o, int kh, int kw, int sh, int sw, int oh, int ow):
@@ -940,14 +934,18 @@ def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
     cdef int NT = gemm_threads(<Py_ssize_t>N * O * K * OH * OW)
     cdef int MR = 8  # 12-row tiles measured no faster (dcgan-d conv2 12.2 ms either way, 1 thread)
     ap = _cached(np.float32, "sn_a", ((O + MR - 1) // MR) * MR * K)
+    # the threads' scratch tiles, 16 floats spare to start on a 64-byte line (aligned stores)
+    tiles = _cached(np.float32, "sn_tiles", NT * ((O + MR - 1) // MR) * MR * 32 + 16)
     cdef float* px = <float*>_ptr(x)
     cdef float* pw_ = <float*>_ptr(weight)
     cdef float* pb = <float*>_ptr(bias)
     cdef float* po = <float*>_ptr(out)
     cdef float* pap = <float*>_ptr(ap)
+    cdef float* pt = <float*>((<size_t>_ptr(tiles) + 63) & ~(<size_t>63))
     with nogil:
         fnn_pack_a8(O, K, MR, pw_, pap)
-        _conv_sn_forward(px, N, C, H, W, pap, O, KH, KW, sh, sw, ph, pw, OH, OW, MR, pb, po, NT)
+        _conv_sn_forward(px, N, C, H, W, pap, O, KH, KW, sh, sw, ph, pw, OH, OW, MR, pb, po, NT,
+                         pt)
     return out
 
 
@@ -1102,19 +1100,16 @@ cdef inline int _phase_taps(int K, int s, int r) noexcept nogil:
 
 
 cdef void _subpixel_weights(const float* w, int O, int C, int KH, int KW, int sh, int sw, int ph,
-                            int pw, float* wph) noexcept nogil:
+                            int pw, float* wph, Py_ssize_t* tab) noexcept nogil:
     """wph := the phases' (C, O*Ju*Jv) blocks one after another (phase a*sw + b), with
     wph[c, (o*Ju + u')*Jv + v'] = w[o, c, r + sh*(Ju-1-u'), rw + sw*(Jv-1-v')] (taps reversed,
     so the phase's dy columns are a plain stride-1 im2col). w is read in order, each tap t =
     (kh, kw) sent through a table of its phase's offsets (loops over the phases' taps cost ~5
-    cycles an element: half of a vgg-like 128->256 k3 s2 dx at batch 8)."""
+    cycles an element: half of a vgg-like 128->256 k3 s2 dx at batch 8); tab holds 3*KH*KW."""
     cdef int kk = KH * KW
     cdef int t, kh, kw, a, b, r, rw, ju, jv, o, c, c0, q
     cdef Py_ssize_t base, k
-    cdef Py_ssize_t* tab = <Py_ssize_t*>malloc(3 * kk * sizeof(Py_ssize_t))
     cdef const float* src
-    if tab == NULL:
-        return
     for t in range(kk):
         kh = t // KW
         kw = t % KW
@@ -1138,7 +1133,6 @@ cdef void _subpixel_weights(const float* w, int O, int C, int KH, int KW, int sh
                 src = w + (<Py_ssize_t>o * C + c) * kk
                 for t in range(kk):
                     wph[tab[3 * t] + c * tab[3 * t + 1] + o * tab[3 * t + 2]] = src[t]
-    free(tab)
 
 
 cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
@@ -1278,28 +1272,27 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
             if ha > 0 and wb > 0:
                 pamax = max(pamax, <Py_ssize_t>ha * wb)
                 colmax = max(colmax, <Py_ssize_t>O * ju * jv * ha * wb)
-    nb = _chunk_samples(N, colmax * 4)
-    nchunks = -(-N // nb)
-    nt = gemm_threads(<Py_ssize_t>N * O * C * KH * KW * H * W // (sh * sw))
-    if nt > 1 and N >= nt:
-        nchunks = -(-nchunks // nt) * nt  # every thread the same number of (chunk, a) tasks
-    nb = -(-N // nchunks)
-    nchunks = -(-N // nb)
-    nt = min(nt, nchunks * sh)
+    work = <Py_ssize_t>N * O * C * KH * KW * H * W // (sh * sw)
+    nt, nb = _plan(N, colmax * 4, work)  # chunks evened out over the threads
+    nb = -(-N // -(-N // nb))  # and in size when the batch runs unfused
+    # the row phases are tasks too: a batch smaller than the thread count still shares
+    nt = min(gemm_threads(work), -(-N // nb) * sh)
     NB, NT = nb, nt
     cdef Py_ssize_t col_size = max(1, colmax * nb), phase_size = max(1, <Py_ssize_t>C * pamax * nb)
     col = _cached(np.float32, 0, NT * col_size)
     buf = _cached(np.float32, 1, NT * sw * phase_size)
     wph = _cached(np.float32, "subpixel_w", wtotal)
+    tab = _cached(np.intp, "subpixel_tab", 3 * KH * KW)
     cdef float* pg = <float*>_ptr(g)
     cdef float* pw_ = <float*>_ptr(weight)
     cdef float* pb = <float*>_ptr(bias)
     cdef float* po = <float*>_ptr(out)
     cdef float* pwph = <float*>_ptr(wph)
+    cdef Py_ssize_t* ptab = <Py_ssize_t*>_ptr(tab)
     cdef float* pcol = <float*>_ptr(col)
     cdef float* pbuf = <float*>_ptr(buf)
     with nogil:
-        _subpixel_weights(pw_, O, C, KH, KW, sh, sw, ph, pw, pwph)
+        _subpixel_weights(pw_, O, C, KH, KW, sh, sw, ph, pw, pwph, ptab)
         _subpixel_driver(pg, N, O, OH, OW, pwph, C, KH, KW, sh, sw, ph, pw, H, W, pb, po, NB, NT,
                          pcol, pbuf, col_size, phase_size)
     return out
@@ -1319,7 +1312,7 @@ cdef void _pixel_transpose_forward(const floating* x, const floating* w, const f
     cdef Py_ssize_t q
     cdef floating b
     cdef floating* row
-    _gemm_xn(False, N, <int>(COUT * KK), CIN, x, CIN, w, <int>(COUT * KK), False, out,
+    _gemm_xn(False, False, N, <int>(COUT * KK), CIN, x, CIN, w, <int>(COUT * KK), False, out,
              <int>(COUT * KK))
     if bias != NULL:
         for n in range(N):
