@@ -14,7 +14,11 @@ from setuptools import Extension, find_packages, setup
 
 debug_checks = os.environ.get("FASTNN_BOUNDSCHECK") == "1"
 
-compile_args = ["-O3", "-fopenmp", "-ffp-contract=fast"]
+# -fno-wrapv undoes the -fwrapv of CPython's own CFLAGS (sysconfig), which setuptools passes first:
+# with signed overflow defined, gcc keeps the kernels' int index arithmetic in 32 bits and cannot
+# fold it into addressing (dcgan-d's strided conv forward, one thread, interleaved with torch in
+# one process: 8.1 -> 5.9 ms, torch 6.1)
+compile_args = ["-O3", "-fno-wrapv", "-fopenmp", "-ffp-contract=fast"]
 if os.environ.get("FASTNN_NO_NATIVE") != "1" and sys.platform.startswith("linux"):
     compile_args.append("-march=native")
 link_args = ["-fopenmp"]
