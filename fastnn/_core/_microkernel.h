@@ -165,6 +165,47 @@ static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0
    when the buffer cannot be allocated (the caller then uses fnn_mk_sgemm_tn). */
 #define FNN_MK_FMA_AP(r) a0 = _mm512_set1_ps(ap[r]);                                       \
     c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
+/* C rows [0, m) x one 32-column panel (lanes m0, m1) := (or, with add, +=) op(A) @ Bp over one
+   packed k step, the step's sum formed in registers from zero and then added to C (one chain of
+   kc terms per step instead of one over the whole k: the weight gradient's k is a batch's
+   pixels, 12544 for dcgan-g's 128->64 layer, and a single chain lost 10x the accuracy):
+   Ap holds op(A)'s rows in 8-row tiles, kc deep (tile t at t*kc*8, element (i, kk) at
+   + kk*8 + i%8, rows past m zero), Bp kc x 32. 8-row tiles, then the last tile's rows in 4, 2
+   and 1. noinline: the 16 accumulators get the whole register file whatever the caller keeps
+   live (a caller gathering its panel held 8 index vectors, and gcc spilled b0/b1 inside the FMA
+   loop: 2x slower). */
+#define FNN_MK_TILE_PA(R, ...)                                                             \
+    {   __m512 __VA_ARGS__;                                                                \
+        float* cr = C + (long)i0 * ldc;                                                    \
+        const float* bp = Bp;                                                              \
+        const float* ap = Ap + (long)(i0 / 8) * kc * 8 + i0 % 8;                           \
+        FNN_MK_REP##R(FNN_MK_ZERO)                                                         \
+        for (int kk = 0; kk < kc; kk++, bp += 32, ap += 8) {                               \
+            __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;              \
+            FNN_MK_REP##R(FNN_MK_FMA_AP)                                                   \
+        }                                                                                  \
+        if (add) { FNN_MK_REP##R(FNN_MK_ADD) }                                             \
+        FNN_MK_REP##R(FNN_MK_ST)                                                           \
+        i0 += R; }
+#define FNN_MK_ZERO(r) c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps();
+#define FNN_MK_ADD(r)                                                                      \
+    c##r##0 = _mm512_add_ps(c##r##0, _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc));      \
+    c##r##1 = _mm512_add_ps(c##r##1, _mm512_maskz_loadu_ps(m1, cr + (long)r * ldc + 16));
+#define FNN_MK_REP1(F) F(0)
+#define FNN_MK_REP2(F) F(0) F(1)
+#define FNN_MK_REP4(F) F(0) F(1) F(2) F(3)
+#define FNN_MK_REP8(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7)
+__attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float* Ap,
+                                                      const float* Bp, float* C, long ldc,
+                                                      int add, __mmask16 m0, __mmask16 m1) {
+    int i0 = 0;
+    while (i0 + 8 <= m)
+        FNN_MK_TILE_PA(8, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71)
+    if (i0 + 4 <= m) FNN_MK_TILE_PA(4, c00, c01, c10, c11, c20, c21, c30, c31)
+    if (i0 + 2 <= m) FNN_MK_TILE_PA(2, c00, c01, c10, c11)
+    if (i0 < m) FNN_MK_TILE_PA(1, c00, c01)
+}
+
 static int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B,
                               int ldb, float* C, int ldc, int accumulate) {
     int mt = (m + 7) / 8;

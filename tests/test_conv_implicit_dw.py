@@ -1,0 +1,152 @@
+"""float32 convolution weight gradients as an implicit GEMM (_conv._set_implicit_dw): against
+the NumPy reference, against im2col chunks + GEMM, identical for 1 and 2 threads, and for
+conv_transpose2d_backward (whose dW is the weight gradient of the convolution dy -> x)."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, reference
+
+pytestmark = pytest.mark.skipif(not _conv._microkernel_available(),
+                                reason="the implicit weight gradient needs the AVX-512 microkernel")
+
+
+def rand(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_close(actual, expected, tol=2e-5):
+    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def run(fn, *args, threads, implicit):
+    """fn(*args) on ``threads`` threads, the implicit route forced for every shape (implicit)
+    or off."""
+    prev_threads = fastnn.get_num_threads()
+    old = _conv._set_implicit_dw(implicit, implicit)
+    try:
+        fastnn.set_num_threads(threads)
+        return fn(*args)
+    finally:
+        _conv._set_implicit_dw(*old)
+        fastnn.set_num_threads(prev_threads)
+
+
+def conv_dw_all(x, wt, dy, stride, padding, start):
+    """{(threads, implicit): dW} of conv2d_backward, each dW = start + the gradient, checked
+    against the reference; the implicit results of 1 and 2 threads are bitwise equal."""
+    want = start.astype(np.float64)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              None, want, None, stride, padding)
+    results = {}
+    for threads, implicit in itertools.product([1, 2], [True, False]):
+        dw = start.copy()
+        run(_core.conv2d_backward, x, wt, dy, None, dw, None, stride, padding,
+            threads=threads, implicit=implicit)
+        assert_close(dw, want, 1e-4)
+        results[threads, implicit] = dw
+    np.testing.assert_array_equal(results[1, True], results[2, True])
+    assert_close(results[1, True], results[1, False], 1e-4)
+    return results
+
+
+def out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def conv_cases():
+    # (stride, kernel, padding, h, w): strides 1..3, kernels 1..5 (some below the stride),
+    # paddings 0..K-1, ragged H != W
+    out = []
+    for s, k in itertools.product([1, 2, 3], range(1, 6)):
+        for p in range(k):
+            for h, w in [(7, 9), (2, 11)]:
+                if out_size(h, k, s, p) >= 1 and out_size(w, k, s, p) >= 1:
+                    out.append((s, k, p, h, w))
+    return out
+
+
+@pytest.mark.parametrize("s, k, p, h, w", conv_cases())
+def test_weight_gradient_matches_reference_and_im2col(s, k, p, h, w):
+    rng = np.random.default_rng(1000 * s + 100 * k + 10 * p + h + w)
+    n, c, o = 3, 5, 7
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, k, k))
+    dy = rand(rng, (n, o, out_size(h, k, s, p), out_size(w, k, s, p)))
+    conv_dw_all(x, wt, dy, s, p, rand(rng, wt.shape))
+
+
+@pytest.mark.parametrize("n, c, o, h, w, kernel, stride, padding", [
+    (64, 64, 128, 14, 14, (4, 4), (2, 2), (1, 1)),  # dcgan-d conv2: 13 k steps of 256 pixels
+    (6, 64, 64, 14, 14, (3, 3), (1, 1), (1, 1)),    # a vgg-bn block
+    (1, 3, 70, 5, 5, (5, 5), (3, 3), (2, 2)),       # O = 70: 8 tiles and a 6-row tail
+    (5, 17, 13, 9, 12, (3, 5), (2, 3), (1, 2)),     # C*KH*KW = 255: a 31-column last panel
+    (3, 20, 1, 13, 7, (5, 2), (3, 2), (4, 0)),      # one output channel
+    (2, 40, 9, 6, 6, (1, 1), (1, 1), (0, 0)),       # 1x1: 40 columns, a panel and 8 more
+])
+def test_weight_gradient_batches_and_channels(n, c, o, h, w, kernel, stride, padding):
+    rng = np.random.default_rng(n + c + o + h)
+    kh, kw = kernel
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, kh, kw))
+    dy = rand(rng, (n, o, out_size(h, kh, stride[0], padding[0]),
+                    out_size(w, kw, stride[1], padding[1])))
+    conv_dw_all(x, wt, dy, stride, padding, np.zeros_like(wt))
+
+
+def test_weight_gradient_with_dx_and_dbias():
+    # the implicit dW leaves dx and dbias to their own routes; all three as the reference
+    rng = np.random.default_rng(5)
+    x, wt = rand(rng, (4, 64, 14, 14)), rand(rng, (128, 64, 4, 4))
+    dy = rand(rng, (4, 128, 7, 7))
+    want = [np.zeros(x.shape), np.zeros(wt.shape), np.zeros(128)]
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              *want, 2, 1)
+    for threads in (1, 2):
+        got = [np.full_like(x, np.nan), np.zeros_like(wt), np.zeros(128, np.float32)]
+        run(_core.conv2d_backward, x, wt, dy, *got, 2, 1, threads=threads, implicit=True)
+        for g, w_ in zip(got, want):
+            assert_close(g, w_, 1e-4)
+
+
+@pytest.mark.parametrize("n, cin, cout, h, kernel, stride, padding", [
+    (64, 128, 64, 7, 4, 2, 1),  # dcgan-g's 128 -> 64 layer
+    (3, 70, 9, 5, 3, 2, 1),
+    (2, 64, 20, 6, 3, 1, 1),
+])
+def test_conv_transpose_weight_gradient(n, cin, cout, h, kernel, stride, padding):
+    rng = np.random.default_rng(cin + cout)
+    oh = (h - 1) * stride - 2 * padding + kernel
+    x, wt = rand(rng, (n, cin, h, h)), rand(rng, (cin, cout, kernel, kernel))
+    dy = rand(rng, (n, cout, oh, oh))
+    want = [np.zeros(x.shape), np.ones(wt.shape), np.zeros(cout)]
+    reference.conv_transpose2d_backward(x.astype(np.float64), wt.astype(np.float64),
+                                        dy.astype(np.float64), *want, stride, padding)
+    results = {}
+    for threads, implicit in itertools.product([1, 2], [True, False]):
+        got = [np.full_like(x, np.nan), np.ones_like(wt), np.zeros(cout, np.float32)]
+        run(_core.conv_transpose2d_backward, x, wt, dy, *got, stride, padding, threads=threads,
+            implicit=implicit)
+        for g, w_ in zip(got, want):
+            assert_close(g, w_, 1e-4)
+        results[threads, implicit] = got[1]
+    np.testing.assert_array_equal(results[1, True], results[2, True])
+
+
+def test_default_rule_and_other_dtypes():
+    f32, f64 = np.zeros(1, np.float32), np.zeros(1, np.float64)
+    # args: x, O, C, H, W, KH, KW, OH, OW
+    # dcgan-d conv2, and dcgan-g's 128->64 ConvTranspose2D (dy (64, 64, 14, 14) -> x 7x7)
+    assert _conv._implicit_dw_fits(f32, 128, 64, 14, 14, 4, 4, 7, 7)
+    assert not _conv._implicit_dw_fits(f64, 128, 64, 14, 14, 4, 4, 7, 7)  # float64: BLAS
+    assert not _conv._implicit_dw_fits(f32, 32, 32, 28, 28, 3, 3, 28, 28)  # O = 32: im2col
+    assert not _conv._implicit_dw_fits(f32, 64, 1, 28, 28, 4, 4, 14, 14)  # C*KH*KW = 16
+    rng = np.random.default_rng(3)
+    x, wt = rng.standard_normal((2, 8, 9, 8)), rng.standard_normal((64, 8, 3, 3))
+    dy = rng.standard_normal((2, 64, 5, 4))
+    want, got = np.zeros(wt.shape), np.zeros(wt.shape)
+    reference.conv2d_backward(x, wt, dy, None, want, None, 2, 1)
+    _core.conv2d_backward(x, wt, dy, None, got, None, 2, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
