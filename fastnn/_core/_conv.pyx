@@ -1128,7 +1128,8 @@ def _set_subpixel(bint on, bint force=False):
 cdef extern from *:
     """
     #if FNN_MK_AVAILABLE
-    /* Cout[i, p] := sum_r A[i, r] * B[r, p] for p in [0, ncols), ldc apart, where the columns
+    /* Cout[i, p] := sum_r A[i, r] * B[r, p] for p in [0, ncols), ldc apart (A packed by
+       fnn_pack_a8), where the columns
        p = n*P + oh*W + ow (P = ncols / nb) run over the output pixels of nb samples one after
        another and row r = (c, ki, kj) of B is the stride-1 im2col of sample n's (C, H, W)
        plane (sample_stride apart) at offset (ki - ph, kj - pw), zero off the plane: the
@@ -1137,12 +1138,12 @@ cdef extern from *:
        sample it touches). fnn_mk_conv_s1 with panels that run on across samples, so small
        images (7x7 = 49 pixels) do not waste a ragged panel per sample. */
     static void fnn_mk_subpixel(int m, int nb, long P, int C, int H, int W, int KH, int KW,
-                                int ph, int pw, const float* A, const float* g,
+                                int ph, int pw, const float* Ap, const float* g,
                                 long sample_stride, float* Cout, int ldc) {
         float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
         unsigned rowm[32], colm[32], segm[33];
         long segoff[33];
-        int k = C * KH * KW, lda = k;
+        int k = C * KH * KW, mt = (m + 7) / 8;
         long ncols = (long)nb * P, HW = (long)H * W;
         for (long j0 = 0; j0 < ncols; j0 += 32) {
             int nr = ncols - j0 < 32 ? (int)(ncols - j0) : 32;
@@ -1183,8 +1184,7 @@ cdef extern from *:
                     _mm512_store_ps(Bp + kk * 32 + 16, v1);
                     if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
                 }
-                int acc_in = k0 > 0;
-                FNN_MK_TILES(FNN_MK_IDX_N, Cout)
+                fnn_mk_tiles_pa(m, kc, Ap + (long)k0 * mt * 8, Bp, Cout + j0, ldc, k0 > 0, m0, m1);
             }
         }
     }
@@ -1212,14 +1212,14 @@ cdef extern from *:
     }
     #else
     static void fnn_mk_subpixel(int m, int nb, long P, int C, int H, int W, int KH, int KW,
-                                int ph, int pw, const float* A, const float* g,
+                                int ph, int pw, const float* Ap, const float* g,
                                 long sample_stride, float* Cout, int ldc) {}
     static void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0,
                                   const float* src1, int ha, float bv) {}
     #endif
     """
     void fnn_mk_subpixel(int m, int nb, long P, int C, int H, int W, int KH, int KW, int ph,
-                         int pw, const float* A, const float* g, long sample_stride,
+                         int pw, const float* Ap, const float* g, long sample_stride,
                          float* Cout, int ldc) noexcept nogil
     void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0, const float* src1,
                            int ha, float bv) noexcept nogil
@@ -1267,9 +1267,11 @@ cdef void _subpixel_weights(const float* w, int O, int C, int KH, int KW, int sh
 
 
 cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
-                         const float* wph, int C, int KH, int KW, int sh, int sw, int ph, int pw,
-                         int H, int W, int a, int b, float* col, float* buf) noexcept nogil:
-    """buf (C, nb*Ha*Wb) := phase (a, b) of samples [n0, n0 + nb) (zeros without taps)."""
+                         const float* wph, const float* wpk, int C, int KH, int KW, int sh,
+                         int sw, int ph, int pw, int H, int W, int a, int b, float* col,
+                         float* buf) noexcept nogil:
+    """buf (C, nb*Ha*Wb) := phase (a, b) of samples [n0, n0 + nb) (zeros without taps); wph is
+    the phase's (C, O*Ju*Jv) weight block, wpk the same packed by fnn_pack_a8."""
     cdef int r = (a + ph) % sh, q0 = (a + ph) // sh
     cdef int rw = (b + pw) % sw, q0w = (b + pw) // sw
     cdef int ha = (H - a + sh - 1) // sh, wb = (W - b + sw - 1) // sw
@@ -1281,7 +1283,7 @@ cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
         memset(buf, 0, <Py_ssize_t>C * nbp * sizeof(float))
     elif _subpixel_implicit and wb == OW and ju <= 32 and jv <= 32:
         # the phase's sub-grid is as wide as dy: panels packed straight from dy
-        fnn_mk_subpixel(C, nb, pa, O, OH, OW, ju, jv, ju - 1 - q0, jv - 1 - q0w, wph,
+        fnn_mk_subpixel(C, nb, pa, O, OH, OW, ju, jv, ju - 1 - q0, jv - 1 - q0w, wpk,
                         g + <Py_ssize_t>n0 * O * OH * OW, <Py_ssize_t>O * OH * OW, buf, <int>nbp)
     else:
         _im2col(g + <Py_ssize_t>n0 * O * OH * OW, nb, O, OH, OW, ju, jv, 1, 1, ju - 1 - q0,
@@ -1290,14 +1292,15 @@ cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
 
 
 cdef void _subpixel_rows(const float* g, int n0, int nb, int O, int OH, int OW,
-                         const float* wph, int C, int KH, int KW, int sh, int sw, int ph, int pw,
-                         int H, int W, int a, const float* bias, float* out, float* col,
-                         float* buf, Py_ssize_t phase_size) noexcept nogil:
+                         const float* wph, const float* wpk, int C, int KH, int KW, int sh,
+                         int sw, int ph, int pw, int H, int W, int a, const float* bias,
+                         float* out, float* col, float* buf, Py_ssize_t phase_size) noexcept nogil:
     """Rows a, a + sh, ... of out[n0:n0+nb]: the sw phases (a, b) into buf (phase_size apart),
     then each of those rows written whole, its sw phases interleaved, + bias[c]."""
     cdef int ha = (H - a + sh - 1) // sh
     cdef int b, q, n, c, i, j, wb
     cdef Py_ssize_t off = 0, hw = <Py_ssize_t>H * W, rstep = <Py_ssize_t>sh * W
+    cdef Py_ssize_t c8 = (C + 7) // 8 * 8  # wpk's blocks have C rounded up to whole tiles
     cdef Py_ssize_t pa, pa0, pa1
     cdef float bv
     cdef float* dst
@@ -1308,8 +1311,8 @@ cdef void _subpixel_rows(const float* g, int n0, int nb, int O, int OH, int OW,
         off += (<Py_ssize_t>C * O * _phase_taps(KH, sh, (q // sw + ph) % sh)
                 * _phase_taps(KW, sw, (q % sw + pw) % sw))
     for b in range(min(sw, W)):
-        _subpixel_gemm(g, n0, nb, O, OH, OW, wph + off, C, KH, KW, sh, sw, ph, pw, H, W, a, b,
-                       col, buf + b * phase_size)
+        _subpixel_gemm(g, n0, nb, O, OH, OW, wph + off, wpk + off // C * c8, C, KH, KW, sh, sw,
+                       ph, pw, H, W, a, b, col, buf + b * phase_size)
         off += <Py_ssize_t>C * O * _phase_taps(KH, sh, (a + ph) % sh) * _phase_taps(KW, sw, (b + pw) % sw)
     if sw == 2 and W >= 2:
         pa0 = <Py_ssize_t>ha * ((W + 1) // 2)
@@ -1335,7 +1338,7 @@ cdef void _subpixel_rows(const float* g, int n0, int nb, int O, int OH, int OW,
 
 
 cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const float* wph,
-                           int C, int KH, int KW, int sh, int sw, int ph, int pw, int H, int W,
+                           const float* wpk, int C, int KH, int KW, int sh, int sw, int ph, int pw, int H, int W,
                            const float* bias, float* out, int nbmax, int nt, float* col,
                            float* buf, Py_ssize_t col_size, Py_ssize_t phase_size) noexcept nogil:
     """out (N, C, H, W) := the backward-data pass of g (N, O, OH, OW) phase by phase. Tasks
@@ -1350,15 +1353,15 @@ cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const f
             task = t
             while task < ntasks:
                 n0 = (task // sh) * nbmax
-                _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, C, KH, KW, sh, sw, ph,
-                               pw, H, W, task % sh, bias, out, col + t * col_size,
+                _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, wpk, C, KH, KW, sh, sw,
+                               ph, pw, H, W, task % sh, bias, out, col + t * col_size,
                                buf + t * buf_size, phase_size)
                 task = task + nt
         return
     for task in range(ntasks):
         n0 = (task // sh) * nbmax
-        _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, C, KH, KW, sh, sw, ph, pw, H,
-                       W, task % sh, bias, out, col, buf, phase_size)
+        _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, wpk, C, KH, KW, sh, sw, ph,
+                       pw, H, W, task % sh, bias, out, col, buf, phase_size)
 
 
 def _subpixel_fits(x, int n, int c, int o, int oh, int ow, int sh, int sw):
@@ -1413,19 +1416,26 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     col = _cached(np.float32, 0, NT * col_size)
     buf = _cached(np.float32, 1, NT * sw * phase_size)
     wph = _cached(np.float32, "subpixel_w", wtotal)
+    wpk = _cached(np.float32, "subpixel_wpk", wtotal // C * ((C + 7) // 8 * 8))
     tab = _cached(np.intp, "subpixel_tab", 3 * KH * KW)
     cdef float* pg = <float*>_ptr(g)
     cdef float* pw_ = <float*>_ptr(weight)
     cdef float* pb = <float*>_ptr(bias)
     cdef float* po = <float*>_ptr(out)
     cdef float* pwph = <float*>_ptr(wph)
+    cdef float* pwpk = <float*>_ptr(wpk)
+    cdef Py_ssize_t off = 0, kq
     cdef Py_ssize_t* ptab = <Py_ssize_t*>_ptr(tab)
     cdef float* pcol = <float*>_ptr(col)
     cdef float* pbuf = <float*>_ptr(buf)
     with nogil:
         _subpixel_weights(pw_, O, C, KH, KW, sh, sw, ph, pw, pwph, ptab)
-        _subpixel_driver(pg, N, O, OH, OW, pwph, C, KH, KW, sh, sw, ph, pw, H, W, pb, po, NB, NT,
-                         pcol, pbuf, col_size, phase_size)
+        for a in range(sh * sw):  # each phase block into 8-row tiles
+            kq = <Py_ssize_t>O * _phase_taps(KH, sh, (a // sw + ph) % sh) * _phase_taps(KW, sw, (a % sw + pw) % sw)
+            fnn_pack_a8(C, <int>kq, 8, pwph + off * C, pwpk + off * ((C + 7) // 8 * 8))
+            off += kq
+        _subpixel_driver(pg, N, O, OH, OW, pwph, pwpk, C, KH, KW, sh, sw, ph, pw, H, W, pb, po,
+                         NB, NT, pcol, pbuf, col_size, phase_size)
     return out
 
 
