@@ -119,6 +119,7 @@ def main(argv=None):
         "settings": {"models": names, "repeats": repeats, "warmup": warmup, "ref_repeats": ref_repeats,
                      "threads": fnn.get_num_threads(), "torch": use_torch, "quick": args.quick},
         "machine": system.machine_info(with_torch=use_torch),
+        "heap": system.steady_heap(),
     }
     if not use_torch and not args.no_torch:
         print("[bench] torch is not importable: no PyTorch column (pip install '.[bench]')", file=sys.stderr)

@@ -60,7 +60,15 @@ def machine_line(results):
             f"{results.get('settings', {}).get('threads', '?')} threads; "
             f"sgemm peak {peak_text}; load average {_num(m.get('load_average'), 2)} -> "
             f"{_num(m.get('load_average_end'), 2)}; "
-            f"{libs}; BLAS {', '.join(blas) or '?'}; fastnn {m.get('git_commit') or '?'}")
+            f"{libs}; BLAS {', '.join(blas) or '?'}; fastnn {m.get('git_commit') or '?'}"
+            + _heap_text(results.get("heap")))
+
+
+def _heap_text(heap):
+    if not heap:
+        return ""
+    return (f"; glibc heap thresholds fixed (mmap {heap['mmap_threshold'] >> 20} MB, "
+            f"trim {heap['trim_threshold'] >> 20} MB)")
 
 
 def models_table(results):

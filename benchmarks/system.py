@@ -4,6 +4,8 @@ GFLOP/s figures are divided by, thread scaling, cold start and peak memory.
 Cold start and memory run in fresh subprocesses (``python -c`` calling :func:`_child_main`), so
 nothing the suite has already imported, compiled or allocated leaks into them.
 """
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -19,6 +21,34 @@ import fastnn as fnn
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve")
+
+
+# ---- heap -----------------------------------------------------------------------------------------
+HEAP_MMAP_THRESHOLD = 32 << 20  # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit
+HEAP_TRIM_THRESHOLD = 512 << 20
+
+
+def steady_heap():
+    """Fix glibc malloc's mmap and trim thresholds for the rest of the process; returns them, or
+    None where there is no glibc mallopt.
+
+    A step that allocates its activations (PyTorch does, fastnn mostly reuses buffers) gets them
+    either from the heap or as fresh zeroed pages from the kernel, and which one depends on what
+    the process freed before: glibc moves both thresholds after each large free. Measured on the
+    2-core VM: torch's dcgan-d step 21-22 ms timed after fastnn's steps alone, 19-20 ms after the
+    NumPy reference step had freed its big arrays (fastnn 20-21 ms either way), so the ratio
+    depended on the order the suite ran things in. Fixed thresholds give both libraries the
+    no-page-fault steady state of a long training loop, whatever ran first."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    if mallopt(m_mmap_threshold, HEAP_MMAP_THRESHOLD) != 1 or mallopt(m_trim_threshold, HEAP_TRIM_THRESHOLD) != 1:
+        return None
+    return {"mmap_threshold": HEAP_MMAP_THRESHOLD, "trim_threshold": HEAP_TRIM_THRESHOLD}
 
 
 # ---- machine --------------------------------------------------------------------------------------

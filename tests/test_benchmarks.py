@@ -9,6 +9,8 @@ import copy
 import glob
 import json
 import os
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -67,6 +69,16 @@ def test_json_holds_machine_settings_and_per_model_timings(run):
         assert "torch" not in r and "speedup_vs_torch" not in r
         # same weights and data on both paths: the first losses agree
         assert r["first_step_loss"]["reference"] == pytest.approx(r["first_step_loss"]["fastnn"], rel=1e-5)
+
+
+def test_the_run_fixes_the_heap_thresholds_and_says_so(run):
+    # both contenders are timed in glibc's no-page-fault steady state (system.steady_heap)
+    _, _, results, text = run
+    if sys.platform.startswith("linux") and "glibc" in (platform.libc_ver()[0] or ""):
+        assert results["heap"] == {"mmap_threshold": 32 << 20, "trim_threshold": 512 << 20}
+        assert "glibc heap thresholds fixed (mmap 32 MB, trim 512 MB)" in text
+    else:
+        assert results["heap"] is None and "heap thresholds" not in text
 
 
 def test_a_failing_model_is_recorded_and_the_rest_still_runs(run):
