@@ -27,7 +27,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optim as _optim
 from ._random import rng
-from .layers.activation import ReLU
+from .layers.activation import LeakyReLU, ReLU
 from .layers.base import Layer, layer_from_spec, layer_to_spec
 from .layers.dense import Dense
 from .layers.embedding import Embedding
@@ -105,20 +105,27 @@ class Sequential(Layer):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x, training=True):
-        """The layers in order. A Dense or BatchNorm followed by a ReLU runs the ReLU inside
-        its own pass (``forward_relu``: the values are never written out unrectified; after a
-        BatchNorm the ReLU's backward is folded into the BatchNorm's too); the result is
-        bitwise that of the layers run one by one, the gradients equal to rounding."""
+        """The layers in order. A Dense or BatchNorm followed by a ReLU (a BatchNorm by a
+        LeakyReLU too) runs the activation inside its own pass (``forward_relu``: the values are
+        never written out unactivated; after a BatchNorm the activation's backward is folded
+        into the BatchNorm's too); the result is bitwise that of the layers run one by one, the
+        gradients equal to rounding."""
         layers = self.layers
         fused = []
         i = 0
         while i < len(layers):
             layer = layers[i]
             kind = _relu_fusion(layer, layers[i + 1]) if i + 1 < len(layers) else None
-            if kind is not None:
+            if kind == "batchnorm-leaky":
+                x = layer.forward_relu(x, training=training,
+                                       negative_slope=layers[i + 1].negative_slope)
+            elif kind is not None:
                 x = layer.forward_relu(x, training=training)
-                layers[i + 1].saved = x   # a ReLU's backward may mask with its output
-                if kind == "batchnorm":
+            if kind is not None:
+                # a ReLU's backward may mask with its output (a LeakyReLU's too: its slope
+                # is >= 0, so the output is > 0 exactly where the input is)
+                layers[i + 1].saved = x
+                if kind != "dense":
                     fused.append(i + 1)
                 i += 2
             else:
@@ -499,8 +506,12 @@ _INPUT_GRAD_FLAG = {}
 
 
 def _relu_fusion(layer, following):
-    """"dense" or "batchnorm" when ``layer``'s output goes straight into a ReLU, else None
-    (exact types: a subclass may change either side's arithmetic)."""
+    """"dense" or "batchnorm" when ``layer``'s output goes straight into a ReLU,
+    "batchnorm-leaky" for a BatchNorm into a LeakyReLU of slope >= 0, else None (exact types:
+    a subclass may change either side's arithmetic)."""
+    if type(following) is LeakyReLU:
+        ok = type(layer) in (BatchNorm1D, BatchNorm2D) and following.negative_slope >= 0
+        return "batchnorm-leaky" if ok else None
     if type(following) is not ReLU:
         return None
     if type(layer) is Dense:

@@ -110,3 +110,82 @@ def test_fused_relu_propagates_nan_like_relu(first):
     h = head.forward(x, training=False)
     np.testing.assert_array_equal(y, np.where(h <= 0, 0, h))   # NaN stays NaN, as torch.relu
     assert np.isnan(y).any()
+
+
+def _leaky_model(dtype, slope):
+    fnn.seed(4)
+    model = fnn.Sequential(L.Conv2D(2, 4, 3, stride=2, padding=1), L.BatchNorm2D(4),
+                           L.LeakyReLU(slope), L.Flatten(), L.Dense(4 * 3 * 3, 6),
+                           L.BatchNorm1D(6), L.LeakyReLU(slope), L.Dense(6, 3))
+    return model.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+def test_fused_batchnorm_leaky_relu_equals_the_layers_one_by_one(dtype, training, slope):
+    # the DCGAN discriminator's BatchNorm2D -> LeakyReLU(0.2); slope 0 is still a LeakyReLU
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 2, 5, 5)).astype(dtype)
+    dy = rng.standard_normal((7, 3)).astype(dtype)
+    fused, plain = _leaky_model(dtype, slope), _leaky_model(dtype, slope)
+    calls = []
+    leaky_forward = _core.leaky_relu_forward
+    try:
+        _core.leaky_relu_forward = lambda *a: calls.append(a) or leaky_forward(*a)
+        y = fused.forward(x, training=training)
+    finally:
+        _core.leaky_relu_forward = leaky_forward
+    assert calls == [] and fused._fused_relus == {2, 6}
+    dx = fused.backward(dy)
+    y_ref, dx_ref = _one_by_one(plain, x, dy, training)
+    np.testing.assert_array_equal(y, y_ref)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, dx_ref, **tol)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, err_msg=name, **tol)
+
+
+def test_a_negative_slope_leaky_relu_is_not_fused():
+    # with slope < 0 the output's sign no longer tells where the input was > 0
+    model = fnn.Sequential(L.BatchNorm1D(3), L.LeakyReLU(-0.5), L.Dense(3, 3), L.LeakyReLU(0.1))
+    model.forward(np.arange(12, dtype=np.float32).reshape(4, 3))
+    assert model._fused_relus == frozenset()
+    with pytest.raises(ValueError, match="negative_slope must be finite and >= 0"):
+        x = np.ones((2, 3, 4), np.float32)
+        _core.batchnorm_forward_eval(x, None, None, np.zeros(3, np.float32),
+                                     np.ones(3, np.float32), 1e-5, np.empty_like(x), relu=True,
+                                     negative_slope=-0.5)
+
+
+def test_gradcheck_through_a_fused_leaky_pair():
+    fnn.seed(6)
+    model = fnn.Sequential(L.Dense(4, 5), L.BatchNorm1D(5), L.LeakyReLU(0.2), L.Dense(5, 2))
+    x = np.random.default_rng(6).standard_normal((6, 4))
+    for training in (True, False):
+        result = fnn.gradcheck(model, x, training=training)
+        assert result.ok, result
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_kernels_with_leaky_relu_match_the_reference(dtype):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 3, 7)).astype(dtype)
+    w, b = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    outs = {}
+    for mod in (_core, reference):
+        out, mean, invstd = np.empty_like(x), np.empty(3, dtype), np.empty(3, dtype)
+        rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
+        mod.batchnorm_forward_train(x, w, b, rm, rv, 0.1, 1e-5, out, mean, invstd, relu=True,
+                                    negative_slope=0.2)
+        dy = np.linspace(-1, 1, x.size).reshape(x.shape).astype(dtype)
+        dx, dw, db = np.empty_like(x), np.zeros(3, dtype), np.zeros(3, dtype)
+        mod.batchnorm_backward(dy, x, w, mean, invstd, dx, dw, db, relu_out=out,
+                               negative_slope=0.2)
+        ev = np.empty_like(x)
+        mod.batchnorm_forward_eval(x, w, b, rm, rv, 1e-5, ev, relu=True, negative_slope=0.2)
+        outs[mod] = (out, dx, dw, db, ev)
+    assert (outs[_core][0] < 0).any() and (outs[_core][0] > 0).any()
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    for got, want in zip(outs[_core], outs[reference]):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

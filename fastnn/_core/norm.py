@@ -34,11 +34,30 @@ _SUMS = {"reassoc", "nsz"}
 # compiled kernels on (N, C, L); no validation here
 # ----------------------------------------------------------------------------------------------
 
+@njit(inline="always")
+def _through_act(g, out, act, slope):
+    """dy of an activation's output -> dy of its input, from the output (see _batchnorm_backward)"""
+    if act == 1:
+        return 0.0 if out <= 0 else g
+    if act == 2:
+        return g if out > 0 else g * slope
+    return g
+
+
+@njit(inline="always")
+def _leaky_in_place(out, n, c, i, slope):
+    """out[n, c, i] := leaky_relu of itself: on the value rounded to out's dtype, as the
+    unfused LeakyReLU sees it (ReLU commutes with the rounding, a slope does not)"""
+    w = out[n, c, i]
+    if not w > 0:
+        out[n, c, i] = w * slope
+
+
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_running, momentum,
-                             eps, out, save_mean, save_invstd, relu):
+                             eps, out, save_mean, save_invstd, act, slope):
     """mean, var := batch statistics over (N, L); out := (x - mean) * invstd * weight + bias,
-    then max(out, 0) if relu"""
+    then act 1: max(out, 0), act 2: leaky_relu(out, slope) (the activation kernels' formulas)"""
     batch, channels, length = x.shape
     count = batch * length
     for c in prange(channels):
@@ -59,9 +78,11 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
         for n in range(batch):
             for i in range(length):
                 v = x[n, c, i] * scale + offset
-                if relu:
+                if act == 1:
                     v = 0.0 if v <= 0 else v  # NaN propagates, as relu_forward
                 out[n, c, i] = v
+                if act == 2:
+                    _leaky_in_place(out, n, c, i, slope)
         save_mean[c] = mean
         save_invstd[c] = invstd
         if update_running:
@@ -70,9 +91,9 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
 
 
 @njit(parallel=True, cache=True)
-def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu):
-    """out := (x - running_mean) / sqrt(running_var + eps) * weight + bias, then max(out, 0)
-    if relu"""
+def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, act, slope):
+    """out := (x - running_mean) / sqrt(running_var + eps) * weight + bias, then the activation
+    act (as _batchnorm_forward_train)"""
     batch, channels, length = x.shape
     for c in prange(channels):
         scale = weight[c] / math.sqrt(np.float64(running_var[c]) + eps)
@@ -80,15 +101,19 @@ def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
         for n in range(batch):
             for i in range(length):
                 v = x[n, c, i] * scale + offset
-                if relu:
+                if act == 1:
                     v = 0.0 if v <= 0 else v
                 out[n, c, i] = v
+                if act == 2:
+                    _leaky_in_place(out, n, c, i, slope)
 
 
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
-                        dbias, write_dbias, batch_stats, relu_out, relu):
-    """g := dy (relu: 0 where relu_out <= 0, the gradient through a ReLU on the output);
+                        dbias, write_dbias, batch_stats, act_out, act, slope):
+    """g := dy through the activation whose output is act_out (act 1, ReLU: 0 where act_out <= 0;
+    act 2, leaky ReLU with slope >= 0: g * slope where not act_out > 0, which is where its input
+    was not > 0);
     xhat := (x - mean) * invstd; dbias += sum g; dweight += sum g*xhat;
     dx := weight*invstd * (g - [sum g + xhat * sum g*xhat] / n) (the bracket only with batch_stats)"""
     batch, channels, length = x.shape
@@ -100,9 +125,7 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
         sum_dy_xhat = 0.0
         for n in range(batch):
             for i in range(length):
-                g = dy[n, c, i]
-                if relu and relu_out[n, c, i] <= 0:
-                    g = 0.0
+                g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope)
                 sum_dy += g
                 sum_dy_xhat += g * ((x[n, c, i] - m) * s)
         if write_dweight:
@@ -116,17 +139,13 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
                 mean_dy_xhat = sum_dy_xhat / count
                 for n in range(batch):
                     for i in range(length):
-                        g = dy[n, c, i]
-                        if relu and relu_out[n, c, i] <= 0:
-                            g = 0.0
+                        g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope)
                         xhat = (x[n, c, i] - m) * s
                         dx[n, c, i] = scale * (g - mean_dy - xhat * mean_dy_xhat)
             else:
                 for n in range(batch):
                     for i in range(length):
-                        g = dy[n, c, i]
-                        if relu and relu_out[n, c, i] <= 0:
-                            g = 0.0
+                        g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope)
                         dx[n, c, i] = scale * g
 
 
@@ -153,6 +172,19 @@ def _channel_vector(where, name, a, channels, dtype, default=None):
     return check_like(where, name, a, (channels,), dtype, f"C of x is {channels}")
 
 
+def _activation(where, relu, negative_slope):
+    """(act, slope) of the kernels: 0 none, 1 ReLU, 2 leaky ReLU (relu and a slope)."""
+    if negative_slope is None:
+        return (1 if relu else 0), 0.0
+    slope = _number(where, "negative_slope", negative_slope)
+    if not relu:
+        raise ValueError(f"{where}: negative_slope needs relu=True (the fused leaky ReLU)")
+    if not (slope >= 0 and math.isfinite(slope)):
+        # the backward reads the sign of the input off the output: only a slope >= 0 keeps it
+        raise ValueError(f"{where}: negative_slope must be finite and >= 0, got {negative_slope!r}")
+    return 2, slope
+
+
 def _number(where, name, v):
     if isinstance(v, bool):
         raise TypeError(f"{where}: {name} must be a number, got {v!r}")
@@ -163,10 +195,11 @@ def _number(where, name, v):
 
 
 def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
-                            out, save_mean, save_invstd, relu=False):
+                            out, save_mean, save_invstd, relu=False, negative_slope=None):
     """Training-mode batch norm over (N, L) per channel; updates the running statistics
     (running_var with the unbiased variance) unless they are None. ``relu``: out := max(out, 0)
-    in the same pass (a BatchNorm followed by a ReLU)."""
+    in the same pass (a BatchNorm followed by a ReLU), or with ``negative_slope`` (>= 0)
+    leaky_relu(out, negative_slope) (followed by a LeakyReLU)."""
     where = "batchnorm_forward_train"
     x3 = _ncl(where, "x", x)
     batch, channels, length = x3.shape
@@ -188,14 +221,16 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
     check_out(where, "out", out, x.shape, dtype, "the shape of x")
     check_out(where, "save_mean", save_mean, (channels,), dtype, f"C of x is {channels}")
     check_out(where, "save_invstd", save_invstd, (channels,), dtype, f"C of x is {channels}")
+    act, slope = _activation(where, relu, negative_slope)
     pick(_batchnorm_forward_train, _batchnorm_forward_train_serial, x.size)(
         x3, weight, bias, running_mean, running_var, update, momentum, eps, out.reshape(x3.shape),
-        save_mean, save_invstd, bool(relu))
+        save_mean, save_invstd, act, slope)
 
 
-def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False):
+def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False,
+                           negative_slope=None):
     """Inference-mode batch norm: out := (x - running_mean) / sqrt(running_var + eps) * weight + bias
-    (then max(out, 0) when ``relu``)."""
+    (then the ReLU or leaky ReLU of ``relu`` and ``negative_slope``, as batchnorm_forward_train)."""
     where = "batchnorm_forward_eval"
     x3 = _ncl(where, "x", x)
     channels = x3.shape[1]
@@ -206,16 +241,18 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out,
     check_like(where, "running_var", running_var, (channels,), dtype, f"C of x is {channels}")
     eps = _number(where, "eps", eps)
     check_out(where, "out", out, x.shape, dtype, "the shape of x")
+    act, slope = _activation(where, relu, negative_slope)
     pick(_batchnorm_forward_eval, _batchnorm_forward_eval_serial, x.size)(
-        x3, weight, bias, running_mean, running_var, eps, out.reshape(x3.shape), bool(relu))
+        x3, weight, bias, running_mean, running_var, eps, out.reshape(x3.shape), act, slope)
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
-                       relu_out=None):
+                       relu_out=None, negative_slope=None):
     """dx := grad wrt x (through the batch statistics when ``batch_stats``, else with mean/invstd
     constant); dweight += sum dy * xhat; dbias += sum dy. None outputs are skipped.
     ``relu_out`` (the output of a forward with relu=True): dy is the gradient of that output,
-    taken through the ReLU first (0 where relu_out <= 0)."""
+    taken through the ReLU first (0 where relu_out <= 0), or with ``negative_slope`` through
+    that leaky ReLU (dy * negative_slope where relu_out is not > 0)."""
     where = "batchnorm_backward"
     x3 = _ncl(where, "x", x)
     channels = x3.shape[1]
@@ -234,7 +271,7 @@ def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_st
     if relu_out is not None:
         check_like(where, "relu_out", relu_out, x.shape, dtype, "the shape of x")
     relu_out3 = x3 if relu_out is None else relu_out.reshape(x3.shape)
+    act, slope = _activation(where, relu_out is not None, negative_slope) if relu_out is not None else (0, 0.0)
     pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)(
         dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
-        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3,
-        relu_out is not None)
+        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act, slope)

@@ -225,7 +225,7 @@ def _ncl(a):
 
 
 def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
-                            out, save_mean, save_invstd, relu=False):
+                            out, save_mean, save_invstd, relu=False, negative_slope=None):
     x3 = _ncl(x)
     count = x3.shape[0] * x3.shape[2]
     mean = x3.mean((0, 2))
@@ -233,7 +233,9 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
     invstd = 1.0 / np.sqrt(var + eps)
     y = (x3 - mean[:, None]) * invstd[:, None] * weight[:, None] + bias[:, None]
     out[...] = y.reshape(out.shape)
-    if relu:
+    if relu and negative_slope is not None:
+        leaky_relu_forward(out, negative_slope, out)
+    elif relu:
         relu_forward(out, out)
     save_mean[...] = mean
     save_invstd[...] = invstd
@@ -243,18 +245,23 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
         running_var[...] = (1 - momentum) * running_var + momentum * var * count / (count - 1)
 
 
-def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False):
+def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False,
+                           negative_slope=None):
     x3 = _ncl(x)
     invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
     y = (x3 - running_mean[:, None]) * invstd[:, None] * weight[:, None] + bias[:, None]
     out[...] = y.reshape(out.shape)
-    if relu:
+    if relu and negative_slope is not None:
+        leaky_relu_forward(out, negative_slope, out)
+    elif relu:
         relu_forward(out, out)
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
-                       relu_out=None):
-    if relu_out is not None:
+                       relu_out=None, negative_slope=None):
+    if relu_out is not None and negative_slope is not None:
+        dy = np.where(relu_out > 0, dy, dy * negative_slope)
+    elif relu_out is not None:
         dy = np.where(relu_out <= 0, 0, dy)
     x3, dy3 = _ncl(x), _ncl(dy)
     count = x3.shape[0] * x3.shape[2]

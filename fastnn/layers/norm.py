@@ -30,6 +30,7 @@ class _BatchNorm(Layer):
         self.add_buffer("running_var", np.ones(c))
         self.x = None
         self.relu_out = None  # the output, when forward_relu applied a ReLU to it
+        self.relu_slope = None  # and that ReLU's negative slope, when it was a leaky one
 
     # buffers are looked up each time: astype and load_state_dict may replace the arrays
     @property
@@ -49,12 +50,13 @@ class _BatchNorm(Layer):
     def forward(self, x, training=True):
         return self._forward(x, training, relu=False)
 
-    def forward_relu(self, x, training=True):
-        """``relu(self.forward(x))`` in one pass; the next ``backward`` takes the gradient of
-        that ReLU's output (``Sequential`` fuses a BatchNorm followed by a ReLU this way)."""
-        return self._forward(x, training, relu=True)
+    def forward_relu(self, x, training=True, negative_slope=None):
+        """``relu(self.forward(x))`` in one pass (with ``negative_slope`` >= 0, a leaky ReLU's);
+        the next ``backward`` takes the gradient of that ReLU's output (``Sequential`` fuses a
+        BatchNorm followed by a ReLU or LeakyReLU this way)."""
+        return self._forward(x, training, relu=True, negative_slope=negative_slope)
 
-    def _forward(self, x, training, relu):
+    def _forward(self, x, training, relu, negative_slope=None):
         x = self.as_input(x)
         if x.ndim not in self._ranks or x.shape[1] != self.num_features:
             raise self.shape_error(self._expected.format(C=self.num_features), x.shape)
@@ -71,10 +73,12 @@ class _BatchNorm(Layer):
                                  f"to estimate the variance, got input {x.shape}")
             _core.batchnorm_forward_train(x3, self.weight.data, self.bias.data, self.running_mean,
                                           self.running_var, self.momentum, self.eps, out,
-                                          self.mean, self.invstd, relu=relu)
+                                          self.mean, self.invstd, relu=relu,
+                                          negative_slope=negative_slope)
         elif x3.size:   # an empty batch has nothing to normalise (and the kernel no planes)
             _core.batchnorm_forward_eval(x3, self.weight.data, self.bias.data, self.running_mean,
-                                         self.running_var, self.eps, out, relu=relu)
+                                         self.running_var, self.eps, out, relu=relu,
+                                         negative_slope=negative_slope)
         if not training:
             # the statistics used, frozen for backward: C numbers, not per-element work
             np.copyto(self.mean, self.running_mean)
@@ -83,6 +87,7 @@ class _BatchNorm(Layer):
             np.reciprocal(self.invstd, out=self.invstd)
         self.x, self.training = x3, training
         self.relu_out = out if relu else None
+        self.relu_slope = negative_slope if relu else None
         return out.reshape(x.shape)
 
     def backward(self, dy):
@@ -96,7 +101,8 @@ class _BatchNorm(Layer):
             return dx.reshape(self.x_shape)
         _core.batchnorm_backward(dy.reshape(self.x.shape), self.x, self.weight.data, self.mean,
                                  self.invstd, dx, self.weight.grad, self.bias.grad,
-                                 batch_stats=self.training, relu_out=self.relu_out)
+                                 batch_stats=self.training, relu_out=self.relu_out,
+                                 negative_slope=self.relu_slope)
         return dx.reshape(self.x_shape)
 
     def _on_dtype_change(self):
