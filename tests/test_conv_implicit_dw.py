@@ -36,21 +36,27 @@ def run(fn, *args, threads, implicit):
         fastnn.set_num_threads(prev_threads)
 
 
-def conv_dw_all(x, wt, dy, stride, padding, start):
-    """{(threads, implicit): dW} of conv2d_backward, each dW = start + the gradient, checked
-    against the reference; the implicit results of 1 and 2 threads are bitwise equal."""
+def conv_dw_all(x, wt, dy, stride, padding, start, bitwise=True):
+    """{(threads, implicit): (dW, db)} of conv2d_backward, each = start (db: 0.5) + the
+    gradient, checked against the reference; the implicit results of 1 and 2 threads are
+    bitwise equal (``bitwise``: the threads split dW's panels, not the batch's pixels)."""
     want = start.astype(np.float64)
+    want_db = np.full(wt.shape[0], 0.5)
     reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
-                              None, want, None, stride, padding)
+                              None, want, want_db, stride, padding)
     results = {}
     for threads, implicit in itertools.product([1, 2], [True, False]):
-        dw = start.copy()
-        run(_core.conv2d_backward, x, wt, dy, None, dw, None, stride, padding,
+        dw, db = start.copy(), np.full(wt.shape[0], 0.5, np.float32)
+        run(_core.conv2d_backward, x, wt, dy, None, dw, db, stride, padding,
             threads=threads, implicit=implicit)
         assert_close(dw, want, 1e-4)
-        results[threads, implicit] = dw
-    np.testing.assert_array_equal(results[1, True], results[2, True])
-    assert_close(results[1, True], results[1, False], 1e-4)
+        assert_close(db, want_db, 1e-5)
+        results[threads, implicit] = dw, db
+    if bitwise:
+        for got1, got2 in zip(results[1, True], results[2, True]):
+            np.testing.assert_array_equal(got1, got2)
+    assert_close(results[1, True][0], results[2, True][0], 1e-5)
+    assert_close(results[1, True][0], results[1, False][0], 1e-4)
     return results
 
 
@@ -94,6 +100,16 @@ def test_weight_gradient_batches_and_channels(n, c, o, h, w, kernel, stride, pad
     dy = rand(rng, (n, o, out_size(h, kh, stride[0], padding[0]),
                     out_size(w, kw, stride[1], padding[1])))
     conv_dw_all(x, wt, dy, stride, padding, np.zeros_like(wt))
+
+
+@pytest.mark.parametrize("c, o, kernel", [(1, 64, 4), (3, 70, 3)])
+def test_few_columns_split_the_pixels_between_threads(c, o, kernel):
+    # dcgan-d's first conv (C*KH*KW = 16: one panel) and an RGB 3x3 (27): at 2 threads each
+    # thread takes half the batch's pixels into its own dW (and dbias sums), added after
+    rng = np.random.default_rng(c + o)
+    x, wt = rand(rng, (64, c, 28, 28)), rand(rng, (o, c, kernel, kernel))
+    dy = rand(rng, (64, o, out_size(28, kernel, 2, 1), out_size(28, kernel, 2, 1)))
+    conv_dw_all(x, wt, dy, 2, 1, rand(rng, wt.shape), bitwise=False)
 
 
 def test_weight_gradient_with_dx_and_dbias():
@@ -142,7 +158,7 @@ def test_default_rule_and_other_dtypes():
     assert _conv._implicit_dw_fits(f32, 128, 64, 14, 14, 4, 4, 7, 7)
     assert not _conv._implicit_dw_fits(f64, 128, 64, 14, 14, 4, 4, 7, 7)  # float64: BLAS
     assert not _conv._implicit_dw_fits(f32, 32, 32, 28, 28, 3, 3, 28, 28)  # O = 32: im2col
-    assert not _conv._implicit_dw_fits(f32, 64, 1, 28, 28, 4, 4, 14, 14)  # C*KH*KW = 16
+    assert _conv._implicit_dw_fits(f32, 64, 1, 28, 28, 4, 4, 14, 14)  # dcgan-d conv1: by pixels
     rng = np.random.default_rng(3)
     x, wt = rng.standard_normal((2, 8, 9, 8)), rng.standard_normal((64, 8, 3, 3))
     dy = rng.standard_normal((2, 64, 5, 4))

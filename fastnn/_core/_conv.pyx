@@ -866,8 +866,10 @@ cdef extern from *:
             }
         }
     }
-    /* dw (O, C*KH*KW) += g @ im2col(x).T for dw's 32-column panels [plo, phi), any stride:
-       the GEMM's k is the batch's N*OH*OW output pixels, in FNN_MK_KC steps. Per step, g's
+    /* dw (O, C*KH*KW) += g @ im2col(x).T for dw's 32-column panels [plo, phi), any stride,
+       over the output pixels [q_lo, q_hi) of the batch (p = n*OH*OW + oh*OW + ow; the GEMM's
+       k) in FNN_MK_KC steps; gsum (when not NULL, O doubles) += the channel sums of g over
+       those pixels, each step's sum formed on its own and then added. Per step, g's
        pixels are packed into 8-row tiles (Ap, (O8, FNN_MK_KC) floats, the caller's), and each
        panel's rows of im2col(x).T are gathered straight from x: lane q of pixel p reads
        x[n, c, oh*sh - ph + ki, ow*sw - pw + kj] for the panel's column (c, ki, kj), masked off
@@ -875,7 +877,8 @@ cdef extern from *:
        panel. */
     static void fnn_mk_conv_dw(int O, int plo, int phi, int N, int C, int H, int W, int KH,
                                int KW, int sh, int sw, int ph, int pw, int OH, int OW,
-                               const float* x, const float* g, float* dw, float* Ap) {
+                               const float* x, const float* g, float* dw, float* Ap,
+                               long q_lo, long q_hi, double* gsum) {
         float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
         int offs[32] __attribute__((aligned(64))), kis[32] __attribute__((aligned(64)));
         int kjs[32] __attribute__((aligned(64)));
@@ -884,8 +887,9 @@ cdef extern from *:
         const __m512i Hv = _mm512_set1_epi32(H), Wv = _mm512_set1_epi32(W);
         const __m512i gidx = _mm512_mullo_epi32(
             _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)P));
-        for (long p0 = 0; p0 < np; p0 += FNN_MK_KC) {
-            int kc = np - p0 < FNN_MK_KC ? (int)(np - p0) : FNN_MK_KC;
+        (void)np;
+        for (long p0 = q_lo; p0 < q_hi; p0 += FNN_MK_KC) {
+            int kc = q_hi - p0 < FNN_MK_KC ? (int)(q_hi - p0) : FNN_MK_KC;
             long n0 = p0 / P, pp0 = p0 - n0 * P;
             /* two tiles per pixel: channels t*8 .. t*8 + 15 of g[n, :, pp], P apart, one gather */
             for (int t = 0; t < mt; t += 2) {
@@ -893,12 +897,24 @@ cdef extern from *:
                 float* d0 = Ap + (long)t * kc * 8;
                 float* d1 = d0 + (long)kc * 8;  /* past the last tile when t + 1 == mt: unused */
                 long n = n0, pp = pp0;
+                __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
                 for (int kk = 0; kk < kc; kk++) {
                     __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), om, gidx,
                                                         g + (n * O + t * 8) * P + pp, 4);
-                    _mm256_store_ps(d0 + kk * 8, _mm512_castps512_ps256(v));
-                    if (t + 1 < mt) _mm256_store_ps(d1 + kk * 8, _mm512_extractf32x8_ps(v, 1));
+                    __m256 lo = _mm512_castps512_ps256(v), hi = _mm512_extractf32x8_ps(v, 1);
+                    _mm256_store_ps(d0 + kk * 8, lo);
+                    if (t + 1 < mt) _mm256_store_ps(d1 + kk * 8, hi);
+                    if (gsum) {
+                        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(lo));
+                        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(hi));
+                    }
                     if (++pp == P) { pp = 0; n++; }
+                }
+                if (gsum) {
+                    double sums[16];
+                    _mm512_storeu_pd(sums, s0);
+                    _mm512_storeu_pd(sums + 8, s1);
+                    for (int r = 0; r < 16 && t * 8 + r < O; r++) gsum[t * 8 + r] += sums[r];
                 }
             }
             for (int pn = plo; pn < phi; pn++) {
@@ -944,7 +960,8 @@ cdef extern from *:
                                float* Ct) {}
     static void fnn_mk_conv_dw(int O, int plo, int phi, int N, int C, int H, int W, int KH,
                                int KW, int sh, int sw, int ph, int pw, int OH, int OW,
-                               const float* x, const float* g, float* dw, float* Ap) {}
+                               const float* x, const float* g, float* dw, float* Ap,
+                               long q_lo, long q_hi, double* gsum) {}
     #endif
     """
     void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) noexcept nogil
@@ -953,7 +970,8 @@ cdef extern from *:
                         const float* x, const float* bias, float* out, float* Ct) noexcept nogil
     void fnn_mk_conv_dw(int O, int plo, int phi, int N, int C, int H, int W, int KH, int KW,
                         int sh, int sw, int ph, int pw, int OH, int OW, const float* x,
-                        const float* g, float* dw, float* Ap) noexcept nogil
+                        const float* g, float* dw, float* Ap, long q_lo, long q_hi,
+                        double* gsum) noexcept nogil
 
 
 cdef void _conv_sn_forward(const float* x, int N, int C, int H, int W, const float* ap, int O,
@@ -1049,35 +1067,78 @@ def _implicit_dw_fits(x, int o, int c, int h, int w, int kh, int kw, int oh, int
       dy C64 14x14 -> O128 7x7 (dcgan-g convT 128->64) 1.3 /  3.6 / 1.9 | 1.4 / 3.3 / 1.6
       C64 14x14 O64 k3 s1 p1                           8.1 /  9.1 / 8.8 | 7.8 / 8.7 / 8.3
       C32 28x28 O32 k3 s1 p1 (vgg-bn's first block)   14.9 / 13.1 / 13.5 | 9.0 / 8.1 / 10.9
-    Each pixel's gathered panel row feeds O/8 register tiles, so O >= 64; C*KH*KW >= 64 gives
-    two threads a 32-column panel each; the gather offsets are int32."""
+    and with the bias gradient (summed while g is packed, a pass of its own on the im2col route):
+      C1 28x28 O64 k4 s2 p1 (dcgan-d conv1, 16 columns: the threads split the pixels)
+                                                       1.07 / 1.57     | 0.59 / 0.80
+      dcgan-d conv2                                                    | 5.71 / 6.26
+    Each pixel's gathered panel row feeds O/8 register tiles, so O >= 64; the gather offsets
+    are int32."""
     if not (_implicit_dw_on and x.dtype == np.float32 and FNN_MK_AVAILABLE
             and <Py_ssize_t>c * h * w < 2 ** 31 and 16 * <Py_ssize_t>oh * ow < 2 ** 31):
         return False
-    return _implicit_dw_force or (o >= 64 and c * kh * kw >= 64)
+    return _implicit_dw_force or o >= 64
 
 
-def _implicit_dw(x, g, dw, int sh, int sw, int ph, int pw):
-    """dw (O, C, KH, KW) += g (N, O, OH, OW) @ im2col(x).T with no column matrix; the threads
-    split dw's 32-column panels, so the result does not depend on the thread count."""
+def _implicit_dw(x, g, dw, db, int sh, int sw, int ph, int pw):
+    """dw (O, C, KH, KW) += g (N, O, OH, OW) @ im2col(x).T with no column matrix, and db (O,),
+    when not None, += g's channel sums (summed in double while g is packed: no pass of its own).
+    With at least as many 32-column panels of dw as threads, the threads split the panels and
+    the result does not depend on the thread count; with fewer (C*KH*KW < 32 * threads) they
+    split the batch's pixels, each into a zeroed scratch dw, added in thread order after."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int O = dw.shape[0], KH = dw.shape[2], KW = dw.shape[3]
     cdef int OH = g.shape[2], OW = g.shape[3]
     cdef int K = C * KH * KW
     cdef int npanels = (K + 31) // 32
-    cdef int NT = min(gemm_threads(<Py_ssize_t>N * O * K * OH * OW), npanels)
+    cdef Py_ssize_t npix = <Py_ssize_t>N * OH * OW
+    cdef int NT = gemm_threads(<Py_ssize_t>N * O * K * OH * OW)
+    cdef bint by_pixels = NT > npanels
+    if by_pixels:
+        NT = <int>min(NT, (npix + _MK_KC - 1) // _MK_KC)
     cdef Py_ssize_t a_size = <Py_ssize_t>((O + 7) // 8) * 8 * _MK_KC
     ap = _cached(np.float32, "dw_a", NT * a_size + 16)
+    sums = _cached(np.float64, "dw_sums", NT * O)
+    sums[:] = 0
+    scratch = None
+    if by_pixels:
+        scratch = _cached(np.float32, "dw_scratch", (NT - 1) * O * K + 1)
+        scratch[:] = 0
     cdef float* pap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
     cdef const float* px = <float*>_ptr(x)
     cdef const float* pg = <float*>_ptr(g)
     cdef float* pdw = <float*>_ptr(dw)
-    cdef int t, per = (npanels + NT - 1) // NT
+    cdef float* pdb = <float*>_ptr(db)
+    cdef double* psum = <double*>_ptr(sums)
+    cdef float* pscr = <float*>_ptr(scratch)
+    cdef int t, u, per = (npanels + NT - 1) // NT
+    cdef Py_ssize_t qper = ((npix + NT - 1) // NT + _MK_KC - 1) // _MK_KC * _MK_KC
+    cdef Py_ssize_t q, wsize = <Py_ssize_t>O * K
+    cdef float acc
+    cdef double total
     with nogil:
         for t in prange(NT, num_threads=NT, schedule="static", chunksize=1, use_threads_if=NT > 1):
-            if t * per < npanels:
+            if by_pixels:
+                if t * qper < npix:
+                    fnn_mk_conv_dw(O, 0, npanels, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, px,
+                                   pg, pdw if t == 0 else pscr + (t - 1) * wsize, pap + t * a_size,
+                                   t * qper, min(npix, t * qper + qper),
+                                   psum + t * O if pdb != NULL else NULL)
+            elif t * per < npanels:
                 fnn_mk_conv_dw(O, t * per, min(npanels, t * per + per), N, C, H, W, KH, KW, sh,
-                               sw, ph, pw, OH, OW, px, pg, pdw, pap + t * a_size)
+                               sw, ph, pw, OH, OW, px, pg, pdw, pap + t * a_size, 0, npix,
+                               psum if t == 0 and pdb != NULL else NULL)
+        if by_pixels and NT > 1:
+            for q in prange(wsize, schedule="static", use_threads_if=wsize > PARALLEL_MIN_ELEMENTS):
+                acc = pdw[q]
+                for u in range(NT - 1):
+                    acc = acc + pscr[u * wsize + q]
+                pdw[q] = acc
+        if pdb != NULL:
+            for u in range(O):
+                total = 0
+                for t in range(NT if by_pixels else 1):
+                    total = total + psum[t * O + u]
+                pdb[u] += <float>total
 
 
 # ---- sub-pixel (phase) decomposition of the strided backward-data pass ------------------------
@@ -1721,8 +1782,8 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
         _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw)
         dx_as_forward, dx_out, dx = True, dx, None
     if dweight is not None and _implicit_dw_fits(x, o, c, h, w, kh, kw, oh, ow):
-        _implicit_dw(x, dy, dweight, sh, sw, ph, pw)
-        dweight = None
+        _implicit_dw(x, dy, dweight, dbias, sh, sw, ph, pw)
+        dweight = dbias = None
     cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
     cdef int OH = oh, OW = ow, NB = 1, NT = 1
     cdef void* px = _ptr(x)
@@ -1853,7 +1914,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
         pdx = NULL
     if dweight is not None and _implicit_dw_fits(dy, cin, cout, oh, ow, kh, kw, h, w):
         # dweight is conv2d's weight gradient of the convolution dy -> x (weight (Cin, Cout, ..))
-        _implicit_dw(dy, x, dweight, sh, sw, ph, pw)
+        _implicit_dw(dy, x, dweight, None, sh, sw, ph, pw)
         pdw = NULL
         dweight = None
     if dweight is not None or pdx != NULL:
