@@ -9,17 +9,9 @@ import fastnn
 from fastnn import _core
 from fastnn._core import _conv, reference
 
-pytestmark = pytest.mark.skipif(not _conv._microkernel_available(),
-                                reason="the implicit strided route needs the AVX-512 microkernel")
+from conv_route_helpers import assert_close, needs_microkernel, rand
 
-
-def rand(rng, shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def assert_close(actual, expected, tol=2e-5):
-    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+pytestmark = needs_microkernel
 
 
 def run(fn, *args, threads, implicit):

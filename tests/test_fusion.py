@@ -31,32 +31,40 @@ def _one_by_one(model, x, dy, training):
     return y, dy
 
 
+def _check_fused_pairs(fused, plain, kernel, x, dy, training):
+    """``fused`` runs its activations inside the BatchNorms and Dense layers before them (the
+    activation ``kernel`` of _core is never called; the fused set is {2, 6}), with the outputs
+    of the layers run one by one (``plain``, the same weights) bit for bit, the gradients to
+    rounding, and the same running statistics."""
+    calls = []
+    original = getattr(_core, kernel)
+    try:
+        setattr(_core, kernel, lambda *a: calls.append(a) or original(*a))
+        y = fused.forward(x, training=training)
+    finally:
+        setattr(_core, kernel, original)
+    assert calls == []
+    assert fused._fused_relus == {2, 6}    # the BatchNorms' backward takes their ReLU's gradient
+    dx = fused.backward(dy)
+    y_ref, dx_ref = _one_by_one(plain, x, dy, training)
+    assert np.isfinite(y).all() and (dx != 0).any()
+    np.testing.assert_array_equal(y, y_ref)
+    tol = dict(rtol=1e-5, atol=1e-6) if x.dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, dx_ref, **tol)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, err_msg=name, **tol)
+    for key, value in fused.state_dict().items():
+        np.testing.assert_array_equal(value, plain.state_dict()[key], err_msg=key)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_batchnorm_relu_equals_the_layers_one_by_one(dtype, training):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 2, 5, 5)).astype(dtype)
     dy = rng.standard_normal((7, 3)).astype(dtype)
-    fused, plain = _model(dtype), _model(dtype)
-    calls = []
-    relu_forward = _core.relu_forward
-    try:
-        _core.relu_forward = lambda *a: calls.append(a) or relu_forward(*a)
-        y = fused.forward(x, training=training)
-    finally:
-        _core.relu_forward = relu_forward
-    assert calls == []                     # all three ReLUs ran inside the layer before them
-    assert fused._fused_relus == {2, 6}    # the BatchNorms' backward takes their ReLU's gradient
-    dx = fused.backward(dy)
-    y_ref, dx_ref = _one_by_one(plain, x, dy, training)
-    assert np.isfinite(y).all() and (dx != 0).any()
-    np.testing.assert_array_equal(y, y_ref)
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(dx, dx_ref, **tol)
-    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
-        np.testing.assert_allclose(p.grad, q.grad, err_msg=name, **tol)
-    for key, value in fused.state_dict().items():
-        np.testing.assert_array_equal(value, plain.state_dict()[key], err_msg=key)
+    # all three ReLUs run inside the layer before them
+    _check_fused_pairs(_model(dtype), _model(dtype), "relu_forward", x, dy, training)
 
 
 def test_only_exact_batchnorm_relu_pairs_fuse():
@@ -79,7 +87,8 @@ def test_gradcheck_through_a_fused_pair():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batchnorm_kernels_with_relu_match_the_reference(dtype):
+@pytest.mark.parametrize("slope", [None, 0.2])  # ReLU, LeakyReLU(0.2)
+def test_batchnorm_kernels_with_relu_match_the_reference(dtype, slope):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 3, 7)).astype(dtype)
     w, b = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
@@ -87,14 +96,17 @@ def test_batchnorm_kernels_with_relu_match_the_reference(dtype):
     for mod in (_core, reference):
         out, mean, invstd = np.empty_like(x), np.empty(3, dtype), np.empty(3, dtype)
         rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
-        mod.batchnorm_forward_train(x, w, b, rm, rv, 0.1, 1e-5, out, mean, invstd, relu=True)
+        mod.batchnorm_forward_train(x, w, b, rm, rv, 0.1, 1e-5, out, mean, invstd, relu=True,
+                                    negative_slope=slope)
         dy = np.linspace(-1, 1, x.size).reshape(x.shape).astype(dtype)
         dx, dw, db = np.empty_like(x), np.zeros(3, dtype), np.zeros(3, dtype)
-        mod.batchnorm_backward(dy, x, w, mean, invstd, dx, dw, db, relu_out=out)
+        mod.batchnorm_backward(dy, x, w, mean, invstd, dx, dw, db, relu_out=out,
+                               negative_slope=slope)
         ev = np.empty_like(x)
-        mod.batchnorm_forward_eval(x, w, b, rm, rv, 1e-5, ev, relu=True)
+        mod.batchnorm_forward_eval(x, w, b, rm, rv, 1e-5, ev, relu=True, negative_slope=slope)
         outs[mod] = (out, dx, dw, db, ev)
-    assert (outs[_core][0] == 0).any() and (outs[_core][0] > 0).any()
+    negative = (outs[_core][0] == 0) if slope is None else (outs[_core][0] < 0)
+    assert negative.any() and (outs[_core][0] > 0).any()
     tol = 1e-5 if dtype == np.float32 else 1e-10
     for got, want in zip(outs[_core], outs[reference]):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
@@ -128,22 +140,8 @@ def test_fused_batchnorm_leaky_relu_equals_the_layers_one_by_one(dtype, training
     rng = np.random.default_rng(5)
     x = rng.standard_normal((7, 2, 5, 5)).astype(dtype)
     dy = rng.standard_normal((7, 3)).astype(dtype)
-    fused, plain = _leaky_model(dtype, slope), _leaky_model(dtype, slope)
-    calls = []
-    leaky_forward = _core.leaky_relu_forward
-    try:
-        _core.leaky_relu_forward = lambda *a: calls.append(a) or leaky_forward(*a)
-        y = fused.forward(x, training=training)
-    finally:
-        _core.leaky_relu_forward = leaky_forward
-    assert calls == [] and fused._fused_relus == {2, 6}
-    dx = fused.backward(dy)
-    y_ref, dx_ref = _one_by_one(plain, x, dy, training)
-    np.testing.assert_array_equal(y, y_ref)
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(dx, dx_ref, **tol)
-    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
-        np.testing.assert_allclose(p.grad, q.grad, err_msg=name, **tol)
+    _check_fused_pairs(_leaky_model(dtype, slope), _leaky_model(dtype, slope),
+                       "leaky_relu_forward", x, dy, training)
 
 
 def test_a_negative_slope_leaky_relu_is_not_fused():
@@ -165,27 +163,3 @@ def test_gradcheck_through_a_fused_leaky_pair():
     for training in (True, False):
         result = fnn.gradcheck(model, x, training=training)
         assert result.ok, result
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batchnorm_kernels_with_leaky_relu_match_the_reference(dtype):
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((5, 3, 7)).astype(dtype)
-    w, b = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
-    outs = {}
-    for mod in (_core, reference):
-        out, mean, invstd = np.empty_like(x), np.empty(3, dtype), np.empty(3, dtype)
-        rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
-        mod.batchnorm_forward_train(x, w, b, rm, rv, 0.1, 1e-5, out, mean, invstd, relu=True,
-                                    negative_slope=0.2)
-        dy = np.linspace(-1, 1, x.size).reshape(x.shape).astype(dtype)
-        dx, dw, db = np.empty_like(x), np.zeros(3, dtype), np.zeros(3, dtype)
-        mod.batchnorm_backward(dy, x, w, mean, invstd, dx, dw, db, relu_out=out,
-                               negative_slope=0.2)
-        ev = np.empty_like(x)
-        mod.batchnorm_forward_eval(x, w, b, rm, rv, 1e-5, ev, relu=True, negative_slope=0.2)
-        outs[mod] = (out, dx, dw, db, ev)
-    assert (outs[_core][0] < 0).any() and (outs[_core][0] > 0).any()
-    tol = 1e-5 if dtype == np.float32 else 1e-10
-    for got, want in zip(outs[_core], outs[reference]):
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
