@@ -118,3 +118,31 @@ def test_default_rule_and_other_dtypes():
     reference.conv2d_forward(x, wt, b, want, 2, 1)
     _core.conv2d_forward(x, wt, b, got, 2, 1)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("route", ["strided forward", "stride-1 forward", "sub-pixel dx"])
+def test_dynamic_and_static_thread_schedules_agree_bitwise(route):
+    # _conv._set_dynamic: each output is computed whole inside one task, whichever thread runs it
+    rng = np.random.default_rng(11)
+    stride, k = (1, 3) if route == "stride-1 forward" else (2, 4)
+    x, wt = rand(rng, (9, 16, 14, 14)), rand(rng, (24, 16, k, k))
+    oh = (14 + 2 - k) // stride + 1
+    dy = rand(rng, (9, 24, oh, oh))
+    results = []
+    prev = fastnn.get_num_threads()
+    for dynamic in (True, False):
+        old = _conv._set_dynamic(dynamic)
+        try:
+            fastnn.set_num_threads(2)
+            if route == "sub-pixel dx":
+                got = np.full_like(x, np.nan)
+                _core.conv2d_backward(x, wt, dy, got, None, None, stride, 1)
+            else:
+                got = np.full((9, 24, oh, oh), np.nan, np.float32)
+                _core.conv2d_forward(x, wt, None, got, stride, 1)
+        finally:
+            _conv._set_dynamic(old)
+            fastnn.set_num_threads(prev)
+        results.append(got)
+    assert not np.isnan(results[0]).any()
+    np.testing.assert_array_equal(results[0], results[1])

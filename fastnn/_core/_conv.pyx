@@ -20,6 +20,7 @@ backward-data and vice versa:
 """
 from cython cimport floating
 from cython.parallel cimport prange
+cimport openmp
 from libc.string cimport memcpy, memset
 cimport numpy as cnp
 import threading
@@ -70,6 +71,25 @@ _col_chunk_bytes = _default_chunk_bytes()
 
 # Stride-1 same-width float32 forward convolutions as an implicit GEMM (see _conv_s1_forward).
 cdef bint _implicit_s1 = True
+
+
+# Threads take the implicit and sub-pixel routes' tasks dynamically: every output is computed
+# whole inside one task, so which thread runs it changes nothing, and on the shared VM one of the
+# two cores is often slowed by other tenants for a while, which a static split waits out.
+# Interleaved A/B, dcgan-d conv2 forward, 2 threads, 80 samples, medians (p75): dynamic 3.57
+# (3.75) / static 4.07 (4.45) / torch 3.91 (4.01) ms; another run 3.95 (4.86) / 4.62 (5.08) /
+# 4.35 (4.74). The best cases were alike (3.1-3.3 / 3.0-3.6).
+cdef bint _dynamic = True
+
+
+def _set_dynamic(bint on):
+    """Tuning hook for benchmarks: dynamic (True) or static thread schedules on the implicit
+    and sub-pixel routes; returns the old value."""
+    global _dynamic
+    old = _dynamic
+    _dynamic = on
+    return old
+
 
 
 def _set_implicit_gemm(bint on):
@@ -695,26 +715,37 @@ cdef void _conv_s1_forward(const float* x, int N, int C, int H, int W, const flo
     cdef Py_ssize_t P = <Py_ssize_t>OH * W
     cdef int npanels = <int>((P + 31) // 32)
     cdef int splits = 1
-    cdef int task, n, sp, lo, hi, o, q
-    cdef float b
-    cdef float* y
+    cdef int task
     if nt > 1 and N < 2 * nt:
         splits = min(npanels, (2 * nt + N - 1) // N)
     cdef int per = ((npanels + splits - 1) // splits) * 32
-    for task in prange(N * splits, num_threads=nt, schedule="static", use_threads_if=nt > 1):
-        n = task // splits
-        sp = task % splits
-        lo = sp * per
-        hi = <int>min(P, lo + per)
-        if lo < hi:
-            y = out + <Py_ssize_t>n * O * P
-            fnn_mk_conv_s1(O, lo, hi, C, H, W, KH, KW, ph, pw, w, x + <Py_ssize_t>n * C * H * W,
-                           y, <int>P)
-            if bias != NULL:
-                for o in range(O):
-                    b = bias[o]
-                    for q in range(lo, hi):
-                        y[o * P + q] += b
+    if _dynamic and nt > 1:
+        for task in prange(N * splits, num_threads=nt, schedule="dynamic", chunksize=1):
+            _conv_s1_task(x, N, C, H, W, w, O, KH, KW, ph, pw, P, bias, out, splits, per, task)
+    else:
+        for task in prange(N * splits, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            _conv_s1_task(x, N, C, H, W, w, O, KH, KW, ph, pw, P, bias, out, splits, per, task)
+
+
+cdef inline void _conv_s1_task(const float* x, int N, int C, int H, int W, const float* w, int O,
+                               int KH, int KW, int ph, int pw, Py_ssize_t P, const float* bias,
+                               float* out, int splits, int per, int task) noexcept nogil:
+    """Columns [sp*per, (sp+1)*per) of sample n = task // splits (sp = task % splits)."""
+    cdef int n = task // splits, sp = task % splits, o
+    cdef int lo = sp * per
+    cdef int hi = <int>min(P, lo + per)
+    cdef Py_ssize_t q
+    cdef float b
+    cdef float* y
+    if lo < hi:
+        y = out + <Py_ssize_t>n * O * P
+        fnn_mk_conv_s1(O, lo, hi, C, H, W, KH, KW, ph, pw, w, x + <Py_ssize_t>n * C * H * W,
+                       y, <int>P)
+        if bias != NULL:
+            for o in range(O):
+                b = bias[o]
+                for q in range(lo, hi):
+                    y[o * P + q] += b
 
 
 # ---- implicit GEMM: strided forwards ---------------------------------------------------------
@@ -978,14 +1009,24 @@ cdef void _conv_sn_forward(const float* x, int N, int C, int H, int W, const flo
                            int KH, int KW, int sh, int sw, int ph, int pw, int OH, int OW,
                            int mr, const float* bias, float* out, int nt,
                            float* tiles) noexcept nogil:
-    """out := conv2d(x) + bias through fnn_mk_conv_sn, the batch's 32-column panels cut into
-    nt contiguous ranges of whole panels (one per thread, each with its own (O8, 32) scratch
-    tile in ``tiles``, 64-byte aligned and O8*32 floats apart)."""
+    """out := conv2d(x) + bias through fnn_mk_conv_sn, the batch's 32-column panels taken 4 at
+    a time by the threads (or cut into nt contiguous ranges, the static schedule), each thread
+    with its own (O8, 32) scratch tile in ``tiles``, 64-byte aligned and O8*32 floats apart."""
     cdef Py_ssize_t ncols = <Py_ssize_t>N * OH * OW
     cdef Py_ssize_t npanels = (ncols + 31) // 32
-    cdef Py_ssize_t per, lo, hi
+    cdef Py_ssize_t per, lo, hi, task, ntasks
     cdef int t
     nt = <int>min(nt, npanels)
+    if _dynamic and nt > 1:  # tasks of 4 panels
+        per = 4 * 32
+        ntasks = (ncols + per - 1) // per
+        for task in prange(ntasks, num_threads=nt, schedule="dynamic", chunksize=1):
+            lo = task * per
+            hi = min(ncols, lo + per)
+            t = openmp.omp_get_thread_num()
+            fnn_mk_conv_sn(O, lo, hi, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, mr, ap, x, bias, out,
+                           tiles + <Py_ssize_t>t * ((O + mr - 1) // mr) * mr * 32)
+        return
     per = ((npanels + nt - 1) // nt) * 32
     for t in prange(nt, num_threads=nt, schedule="static", chunksize=1, use_threads_if=nt > 1):
         lo = t * per
@@ -1403,12 +1444,20 @@ cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const f
                            const float* bias, float* out, int nbmax, int nt, float* col,
                            float* buf, Py_ssize_t col_size, Py_ssize_t phase_size) noexcept nogil:
     """out (N, C, H, W) := the backward-data pass of g (N, O, OH, OW) phase by phase. Tasks
-    (chunk of samples, row phase a) go round-robin to nt threads, each with its own col_size
-    and sw*phase_size workspaces."""
+    (chunk of samples, row phase a) go to nt threads dynamically (round-robin on the static
+    schedule), each thread with its own col_size and sw*phase_size workspaces."""
     cdef int nchunks = (N + nbmax - 1) // nbmax
     cdef int ntasks = nchunks * sh
     cdef int t, task, n0
     cdef Py_ssize_t buf_size = sw * phase_size
+    if nt > 1 and _dynamic:
+        for task in prange(ntasks, num_threads=nt, schedule="dynamic", chunksize=1):
+            t = openmp.omp_get_thread_num()
+            n0 = (task // sh) * nbmax
+            _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, wpk, C, KH, KW, sh, sw,
+                           ph, pw, H, W, task % sh, bias, out, col + t * col_size,
+                           buf + t * buf_size, phase_size)
+        return
     if nt > 1:
         for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
             task = t
