@@ -29,6 +29,7 @@ from . import optim as _optim
 from ._random import rng
 from .layers.activation import LeakyReLU, ReLU
 from .layers.base import Layer, layer_from_spec, layer_to_spec
+from .layers.conv import Conv2D
 from .layers.dense import Dense
 from .layers.embedding import Embedding
 from .layers.norm import BatchNorm1D, BatchNorm2D
@@ -116,7 +117,7 @@ class Sequential(Layer):
         while i < len(layers):
             layer = layers[i]
             kind = _relu_fusion(layer, layers[i + 1]) if i + 1 < len(layers) else None
-            if kind == "batchnorm-leaky":
+            if kind in ("batchnorm-leaky", "conv-leaky"):
                 x = layer.forward_relu(x, training=training,
                                        negative_slope=layers[i + 1].negative_slope)
             elif kind is not None:
@@ -125,7 +126,7 @@ class Sequential(Layer):
                 # a ReLU's backward may mask with its output (a LeakyReLU's too: its slope
                 # is >= 0, so the output is > 0 exactly where the input is)
                 layers[i + 1].saved = x
-                if kind != "dense":
+                if kind.startswith("batchnorm"):
                     fused.append(i + 1)
                 i += 2
             else:
@@ -506,16 +507,22 @@ _INPUT_GRAD_FLAG = {}
 
 
 def _relu_fusion(layer, following):
-    """"dense" or "batchnorm" when ``layer``'s output goes straight into a ReLU,
-    "batchnorm-leaky" for a BatchNorm into a LeakyReLU of slope >= 0, else None (exact types:
-    a subclass may change either side's arithmetic)."""
+    """"dense", "conv" or "batchnorm" when ``layer``'s output goes straight into a ReLU,
+    "conv-leaky" or "batchnorm-leaky" for a Conv2D or BatchNorm into a LeakyReLU of slope >= 0,
+    else None (exact types: a subclass may change either side's arithmetic). The BatchNorm kinds
+    also fold the activation's backward into their own."""
     if type(following) is LeakyReLU:
-        ok = type(layer) in (BatchNorm1D, BatchNorm2D) and following.negative_slope >= 0
-        return "batchnorm-leaky" if ok else None
+        if following.negative_slope < 0:
+            return None
+        if type(layer) in (BatchNorm1D, BatchNorm2D):
+            return "batchnorm-leaky"
+        return "conv-leaky" if type(layer) is Conv2D else None
     if type(following) is not ReLU:
         return None
     if type(layer) is Dense:
         return "dense"
+    if type(layer) is Conv2D:
+        return "conv"
     if type(layer) in (BatchNorm1D, BatchNorm2D):
         return "batchnorm"
     return None

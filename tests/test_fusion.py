@@ -163,3 +163,68 @@ def test_gradcheck_through_a_fused_leaky_pair():
     for training in (True, False):
         result = fnn.gradcheck(model, x, training=training)
         assert result.ok, result
+
+
+def _conv_model(dtype, slope):
+    # Conv2D -> ReLU / LeakyReLU pairs on each conv route: im2col (C*K*K = 18), the stride-1
+    # implicit GEMM (same-size 3x3) and the strided implicit GEMM (C*K*K = 64)
+    fnn.seed(8)
+    act = (lambda: L.ReLU()) if slope is None else (lambda: L.LeakyReLU(slope))
+    model = fnn.Sequential(L.Conv2D(2, 4, 3, stride=2, padding=1), act(),
+                           L.Conv2D(4, 8, 3, padding=1), act(),
+                           L.Conv2D(8, 6, 4, stride=2, padding=1), act(),
+                           L.Flatten(), L.Dense(6 * 2 * 2, 3))
+    return model.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_fused_conv_activation_equals_the_layers_one_by_one(dtype, slope):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 2, 9, 9)).astype(dtype)
+    dy = rng.standard_normal((5, 3)).astype(dtype)
+    fused, plain = _conv_model(dtype, slope), _conv_model(dtype, slope)
+    kernel = "relu_forward" if slope is None else "leaky_relu_forward"
+    calls = []
+    original = getattr(_core, kernel)
+    try:
+        setattr(_core, kernel, lambda *a: calls.append(a) or original(*a))
+        y = fused.forward(x)
+    finally:
+        setattr(_core, kernel, original)
+    assert calls == [] and fused._fused_relus == frozenset()  # the backward stays the activation's
+    dx = fused.backward(dy)
+    y_ref, dx_ref = _one_by_one(plain, x, dy, True)
+    np.testing.assert_array_equal(y, y_ref)
+    for a, b in zip(fused.layers, plain.layers):
+        if type(a) is L.Conv2D:
+            np.testing.assert_array_equal(a.x, b.x)  # every conv saw bitwise the same input
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, dx_ref, **tol)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, err_msg=name, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.2, 0.0])
+@pytest.mark.parametrize("shape", [(3, 2, 9, 9, 5, 3, 2, 1), (3, 8, 10, 10, 20, 3, 1, 1),
+                                   (64, 4, 8, 8, 16, 4, 2, 1)])
+def test_conv2d_forward_with_activation_matches_the_layers(dtype, slope, shape):
+    n, c, h, o, k, s, p = shape[0], shape[1], shape[2], shape[4], shape[5], shape[6], shape[7]
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((n, c, h, h)).astype(dtype)
+    w, b = rng.standard_normal((o, c, k, k)).astype(dtype), rng.standard_normal(o).astype(dtype)
+    oh = (h + 2 * p - k) // s + 1
+    plain, fused = np.empty((n, o, oh, oh), dtype), np.empty((n, o, oh, oh), dtype)
+    _core.conv2d_forward(x, w, b, plain, s, p)
+    want = np.empty_like(plain)
+    if slope is None:
+        _core.relu_forward(plain, want)
+    else:
+        _core.leaky_relu_forward(plain, slope, want)
+    _core.conv2d_forward(x, w, b, fused, s, p, relu=True, negative_slope=slope)
+    np.testing.assert_array_equal(fused, want)
+    assert (fused > 0).any() and (fused <= 0).any()
+    ref = np.empty_like(plain)
+    reference.conv2d_forward(x, w, b, ref, s, p, relu=True, negative_slope=slope)
+    np.testing.assert_allclose(fused, ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4)

@@ -3,6 +3,8 @@
 Compiled code runs with bounds checks off, so nothing malformed may reach it: every public kernel
 wrapper calls these first. Errors name the kernel (or layer) and the shapes involved.
 """
+import math
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -86,3 +88,22 @@ def check_pair(where, name, v, minimum):
 def conv_out_size(size, kernel, stride, padding):
     """Output length of a sliding window (floor mode, as PyTorch)."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def activation_code(where, relu, negative_slope):
+    """(act, slope) for kernels with a fused activation: 0 none, 1 ReLU, 2 leaky ReLU (``relu``
+    and a ``negative_slope``)."""
+    if negative_slope is None:
+        return (1 if relu else 0), 0.0
+    if isinstance(negative_slope, bool):
+        raise TypeError(f"{where}: negative_slope must be a number, got {negative_slope!r}")
+    try:
+        slope = float(negative_slope)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: negative_slope must be a number, got {negative_slope!r}") from None
+    if not relu:
+        raise ValueError(f"{where}: negative_slope needs relu=True (the fused leaky ReLU)")
+    if not (slope >= 0 and math.isfinite(slope)):
+        # a backward that reads the sign of the input off the output needs a slope >= 0
+        raise ValueError(f"{where}: negative_slope must be finite and >= 0, got {negative_slope!r}")
+    return 2, slope

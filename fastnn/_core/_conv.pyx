@@ -28,7 +28,8 @@ import threading
 import numpy as np
 
 from ._blas cimport gemm_rm, gemm_threads
-from ._checks import check_float, check_like, check_optional_out, check_out, check_pair, conv_out_size
+from ._checks import (activation_code, check_float, check_like, check_optional_out, check_out,
+                      check_pair, conv_out_size)
 
 cnp.import_array()
 
@@ -189,6 +190,35 @@ cdef extern from *:
             }
         }
     }
+    /* y[0:n] := act(y) in place: 1 ReLU (0 where y <= 0; NaN stays), 2 leaky ReLU (y * slope
+       where y is not > 0, multiplied in double and rounded once, as numba's leaky_relu_forward
+       with its float64 slope), so the values are bitwise those of the activation layer. */
+    static void fnn_act_f32(float* y, long n, int act, double slope) {
+        long i = 0;
+        const __m512 zero = _mm512_setzero_ps();
+        if (act == 1) {
+            for (; i + 16 <= n; i += 16) {
+                __m512 v = _mm512_loadu_ps(y + i);
+                _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), zero));
+            }
+        } else if (act == 2) {
+            const __m512d s = _mm512_set1_pd(slope);
+            for (; i + 16 <= n; i += 16) {
+                __m512 v = _mm512_loadu_ps(y + i);
+                __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+                if (pos == 0xFFFF) continue;
+                __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), s));
+                __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), s));
+                __m512 r = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+                _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(r, pos, v));
+            }
+        }
+        for (; i < n; i++) {
+            float v = y[i];
+            if (act == 1) y[i] = v <= 0 ? 0.0f : v;
+            else if (act == 2 && !(v > 0)) y[i] = (float)((double)v * slope);
+        }
+    }
     /* lanes [a, b) of a 16-lane mask, a and b clipped to [0, 16] */
     static inline __mmask16 fnn_lanes(int a, int b) {
         a = a < 0 ? 0 : (a > 16 ? 16 : a);
@@ -254,6 +284,13 @@ cdef extern from *:
         }
     }
     #else
+    static void fnn_act_f32(float* y, long n, int act, double slope) {
+        for (long i = 0; i < n; i++) {
+            float v = y[i];
+            if (act == 1) y[i] = v <= 0 ? 0.0f : v;
+            else if (act == 2 && !(v > 0)) y[i] = (float)((double)v * slope);
+        }
+    }
     static void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw,
                                    int ph, int pw, int OH, int OW, float* dst) {}
     static void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) {}
@@ -265,6 +302,7 @@ cdef extern from *:
     void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw, int ph,
                             int pw, int OH, int OW, float* dst) noexcept nogil
     void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) noexcept nogil
+    void fnn_act_f32(float* y, long n, int act, double slope) noexcept nogil
     void fnn_mk_conv_s1(int m, int p_lo, int p_hi, int C, int H, int W, int KH, int KW, int ph,
                         int pw, const float* A, const float* plane, float* Cout, int ldc) noexcept nogil
 
@@ -515,6 +553,24 @@ cdef void _add_bias(floating* y, int O, Py_ssize_t P, const floating* bias,
             y[o * P + p] += b
 
 
+cdef void _activate(floating* y, Py_ssize_t n, int act, double slope) noexcept nogil:
+    """y := act(y) in place, act 0 none, 1 ReLU, 2 leaky ReLU (see fnn_act_f32), serial: called
+    on a chunk the calling thread has just written."""
+    cdef Py_ssize_t i
+    cdef floating v
+    if act == 0:
+        return
+    if floating is float:
+        fnn_act_f32(y, n, act, slope)
+        return
+    for i in range(n):
+        v = y[i]
+        if act == 1:
+            y[i] = 0 if v <= 0 else v
+        elif not v > 0:
+            y[i] = <floating>(v * slope)
+
+
 cdef inline double _row_sum(const floating* row, Py_ssize_t P) noexcept nogil:
     """sum of row[0:P] in double over 16 lanes, added up in a fixed tree: one add chain waited on
     the adder's latency (vgg's 32-channel dbias took ~1 ms at 2 threads); these vectorise."""
@@ -561,9 +617,9 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
                         const floating* w, int O, int KH, int KW, int sh, int sw, int ph, int pw,
                         int OH, int OW, const floating* bias, floating* out,
                         const floating* g, floating* dw, floating* col, floating* buf,
-                        floating* dwt, bint par) noexcept nogil:
-    """One chunk of samples [n0, n0 + nb): col := im2col(img); if out: out := w (O, CKK) @ col
-    + bias; if dw: dw (O, CKK) += gather(g) @ col.T (float32 with the microkernel: dwt (CKK, O)
+                        floating* dwt, bint par, int act=0, double slope=0) noexcept nogil:
+    """One chunk of samples [n0, n0 + nb): col := im2col(img); if out: out := act(w (O, CKK) @
+    col + bias) (act: see _activate); if dw: dw (O, CKK) += gather(g) @ col.T (float32 with the microkernel: dwt (CKK, O)
     := col @ gather(g).T, then added transposed; buf holds nb*P*O)."""
     cdef Py_ssize_t P = <Py_ssize_t>OH * OW
     cdef int ckk = C * KH * KW
@@ -580,6 +636,8 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
         else:
             _gemm_xn(False, False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
+        if act != 0:  # on the chunk just written, still in this core's cache
+            _activate(out + <Py_ssize_t>n0 * O * P, nb * O * P, act, slope)
     if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and (O >= 64 or O % 32 != 0):
         # The weight gradient is the deepest GEMM of a convolution (k = nb*P): dW += G @ col.T
         # with col's panels transposed in registers as they are packed. dW.T = col @ G.T (below)
@@ -615,8 +673,8 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
                          int OH, int OW, const floating* bias, floating* out,
                          const floating* g, floating* dw,
                          int nbmax, int nt, floating* col, floating* buf,
-                         floating* dw_acc) noexcept nogil:
-    """Per chunk of samples: col := im2col(img); if out: out := w (O, CKK) @ col + bias;
+                         floating* dw_acc, int act=0, double slope=0) noexcept nogil:
+    """Per chunk of samples: col := im2col(img); if out: out := act(w (O, CKK) @ col + bias);
     if dw: dw (O, CKK) += gather(g) @ col.T. img (N, C, H, W); out and g (N, O, OH, OW).
     nt > 1 runs fused: col, buf hold nt workspaces and dw_acc nt - 1 zeroed (O, CKK) blocks;
     after those, dw_acc holds nt (CKK, O) scratch blocks (one with nt = 1)."""
@@ -640,7 +698,8 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
                 n0 = chunk * nbmax
                 _im2col_chunk(img, n0, min(nbmax, N - n0), C, H, W, w, O, KH, KW, sh, sw, ph,
                               pw, OH, OW, bias, out, g, my_dw, col + t * col_size,
-                              buf + t * buf_size, dw_acc + (nt - 1 + t) * wsize, False)
+                              buf + t * buf_size, dw_acc + (nt - 1 + t) * wsize, False, act,
+                              slope)
                 chunk = chunk + nt
         if dw != NULL:
             for q in prange(wsize, schedule="static", use_threads_if=wsize > PARALLEL_MIN_ELEMENTS):
@@ -653,7 +712,7 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
     while n0 < N:
         nb = min(nbmax, N - n0)
         _im2col_chunk(img, n0, nb, C, H, W, w, O, KH, KW, sh, sw, ph, pw, OH, OW, bias, out, g,
-                      dw, col, buf, dw_acc, True)
+                      dw, col, buf, dw_acc, True, act, slope)
         n0 += nb
 
 
@@ -1759,9 +1818,12 @@ cdef void _s1_forward_call(x, weight, bias, out, int n, int c, int h, int w, int
         _conv_s1_forward(px, n, c, h, w, pw_, o, kh, kw, ph, pw, oh, pb, po, nt)
 
 
-def conv2d_forward(x, weight, bias, out, stride, padding):
-    """out[n, o] := bias[o] + sum_{c,i,j} weight[o, c, i, j] * x_padded[n, c, oh*sh + i, ow*sw + j]."""
+def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_slope=None):
+    """out[n, o] := bias[o] + sum_{c,i,j} weight[o, c, i, j] * x_padded[n, c, oh*sh + i, ow*sw + j];
+    ``relu``: then max(out, 0), or with ``negative_slope`` (>= 0) leaky_relu(out, negative_slope),
+    bitwise as the activation kernels (a Conv2D followed by a ReLU or LeakyReLU)."""
     where = "conv2d_forward"
+    act, slope = activation_code(where, relu, negative_slope)
     kh, kw, sh, sw, ph, pw = _check_conv(where, x, weight, stride, padding, False)
     n, c, h, w = x.shape
     o = weight.shape[0]
@@ -1777,9 +1839,9 @@ def conv2d_forward(x, weight, bias, out, stride, padding):
         # faster than im2col + GEMM, interleaved A/B on the 2-core VM)
         NT1 = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
         _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
-        return out
+        return _activate_all(out, act, slope)
     if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
-        return _strided_forward(x, weight, bias, out, sh, sw, ph, pw)
+        return _activate_all(_strided_forward(x, weight, bias, out, sh, sw, ph, pw), act, slope)
     nt, nb = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
     col, buf, _ = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow, nt)
     cdef void* px = _ptr(x)
@@ -1789,17 +1851,40 @@ def conv2d_forward(x, weight, bias, out, stride, padding):
     cdef void* pcol = _ptr(col)
     cdef void* pbuf = _ptr(buf)
     cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
-    cdef int OH = oh, OW = ow, NB = nb, NT = nt
+    cdef int OH = oh, OW = ow, NB = nb, NT = nt, ACT = act
+    cdef double SLOPE = slope
     if x.dtype == np.float32:
         with nogil:
             _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
                            <float*>pb, <float*>po, NULL, NULL, NB, NT, <float*>pcol, <float*>pbuf,
-                           NULL)
+                           NULL, ACT, SLOPE)
     else:
         with nogil:
             _im2col_driver(<double*>px, N, C, H, W, <double*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
                            <double*>pb, <double*>po, NULL, NULL, NB, NT, <double*>pcol,
-                           <double*>pbuf, NULL)
+                           <double*>pbuf, NULL, ACT, SLOPE)
+    return out
+
+
+def _activate_all(out, int act, double slope):
+    """out := act(out) in place, blocks of 64K values split between the threads (the implicit
+    routes write their outputs panel by panel across channels: the activation runs after)."""
+    if act == 0:
+        return out
+    cdef Py_ssize_t size = out.size, block = 65536, nblocks = (size + block - 1) // block, i
+    cdef int nt = gemm_threads(size * 8)
+    cdef float* pf = NULL
+    cdef double* pd = NULL
+    if out.dtype == np.float32:
+        pf = <float*>_ptr(out)
+    else:
+        pd = <double*>_ptr(out)
+    with nogil:
+        for i in prange(nblocks, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            if pf != NULL:
+                _activate(pf + i * block, min(block, size - i * block), act, slope)
+            else:
+                _activate(pd + i * block, min(block, size - i * block), act, slope)
     return out
 
 

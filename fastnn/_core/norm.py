@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
+from ._checks import activation_code as _activation
 from ._checks import check_float, check_like, check_out, check_optional_out
 from .activation import pick, serial_twin
 
@@ -170,19 +171,6 @@ def _channel_vector(where, name, a, channels, dtype, default=None):
     if a is None:
         return np.full(channels, default, dtype=dtype)
     return check_like(where, name, a, (channels,), dtype, f"C of x is {channels}")
-
-
-def _activation(where, relu, negative_slope):
-    """(act, slope) of the kernels: 0 none, 1 ReLU, 2 leaky ReLU (relu and a slope)."""
-    if negative_slope is None:
-        return (1 if relu else 0), 0.0
-    slope = _number(where, "negative_slope", negative_slope)
-    if not relu:
-        raise ValueError(f"{where}: negative_slope needs relu=True (the fused leaky ReLU)")
-    if not (slope >= 0 and math.isfinite(slope)):
-        # the backward reads the sign of the input off the output: only a slope >= 0 keeps it
-        raise ValueError(f"{where}: negative_slope must be finite and >= 0, got {negative_slope!r}")
-    return 2, slope
 
 
 def _number(where, name, v):

@@ -83,8 +83,9 @@ def col2im(col, kernel_size, stride, padding, out):
     return out
 
 
-def conv2d_forward(x, weight, bias, out, stride, padding):
-    """out[n, o] := bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]."""
+def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_slope=None):
+    """out[n, o] := bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]
+    (then relu_forward, or leaky_relu_forward with negative_slope, when relu)."""
     (sh, sw), (ph, pw) = _conv_pair(stride), _conv_pair(padding)
     _, _, kh, kw = weight.shape
     oh, ow = out.shape[2:]
@@ -97,6 +98,10 @@ def conv2d_forward(x, weight, bias, out, stride, padding):
     if bias is not None:
         acc += bias[None, :, None, None]
     out[...] = acc
+    if relu and negative_slope is not None:
+        leaky_relu_forward(out, negative_slope, out)
+    elif relu:
+        relu_forward(out, out)
     return out
 
 

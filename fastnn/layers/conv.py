@@ -94,10 +94,20 @@ class Conv2D(_ConvBase):
         return (n, self.out_channels, conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw))
 
     def forward(self, x, training=True):
+        return self._forward(x)
+
+    def forward_relu(self, x, training=True, negative_slope=None):
+        """``relu(self.forward(x))`` (with ``negative_slope`` >= 0, a leaky ReLU's) applied to
+        each chunk of the output as it is written (``Sequential`` fuses a Conv2D followed by a
+        ReLU or LeakyReLU this way; the activation's backward still runs on its own)."""
+        return self._forward(x, relu=True, negative_slope=negative_slope)
+
+    def _forward(self, x, relu=False, negative_slope=None):
         x = self._image(x)
         self.y_shape = self.output_shape(x.shape)
         out = np.empty(self.y_shape, dtype=self._dtype)
-        _core.conv2d_forward(x, self.weight.data, self._bias_data, out, self.stride, self.padding)
+        _core.conv2d_forward(x, self.weight.data, self._bias_data, out, self.stride, self.padding,
+                             relu=relu, negative_slope=negative_slope)
         self.x = x
         return out
 
