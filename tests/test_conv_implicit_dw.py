@@ -158,3 +158,31 @@ def test_default_rule_and_other_dtypes():
     reference.conv2d_backward(x, wt, dy, None, want, None, 2, 1)
     _core.conv2d_backward(x, wt, dy, None, got, None, 2, 1)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_dx_and_dw_in_one_pool_of_tasks_change_no_bit():
+    # _set_side_by_side: on 2 threads a strided conv's sub-pixel dx and implicit dW (+ dbias)
+    # share one dynamic pool of tasks; the results are those of each kernel alone, on 1 thread
+    rng = np.random.default_rng(21)
+    x, wt = rand(rng, (16, 64, 14, 14)), rand(rng, (128, 64, 4, 4))
+    dy = rand(rng, (16, 128, 7, 7))
+    results = {}
+    prev = fastnn.get_num_threads()
+    for threads, pooled in [(1, False), (2, False), (2, True)]:
+        old = _conv._set_side_by_side(pooled)
+        try:
+            fastnn.set_num_threads(threads)
+            got = [np.full_like(x, np.nan), rand(rng, wt.shape) * 0 + 0.25, np.full(128, 0.5, np.float32)]
+            _core.conv2d_backward(x, wt, dy, *got, 2, 1)
+        finally:
+            _conv._set_side_by_side(old)
+            fastnn.set_num_threads(prev)
+        results[threads, pooled] = got
+    want = [np.zeros(x.shape), np.full(wt.shape, 0.25), np.full(128, 0.5)]
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              *want, 2, 1)
+    for got, w_ in zip(results[2, True], want):
+        assert_close(got, w_, 1e-4)
+    for key in [(1, False), (2, False)]:
+        for got, other in zip(results[2, True], results[key]):
+            np.testing.assert_array_equal(got, other)

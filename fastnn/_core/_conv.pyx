@@ -1159,6 +1159,19 @@ def _set_implicit_dw(bint on, bint force=False):
     return old
 
 
+cdef bint _side_by_side = True
+
+
+def _set_side_by_side(bint on):
+    """Tuning hook for benchmarks: a strided conv's sub-pixel dx and implicit dW run as one pool
+    of tasks, each thread one group of dW's panels and then dx's tasks as they come (True), or
+    one kernel after the other, each split over the threads (False); returns the old value."""
+    global _side_by_side
+    old = _side_by_side
+    _side_by_side = on
+    return old
+
+
 def _implicit_dw_fits(x, int o, int c, int h, int w, int kh, int kw, int oh, int ow):
     """Whether a float32 weight gradient dW (O, C, KH, KW) of x (N, C, H, W) takes
     fnn_mk_conv_dw. Interleaved A/B against im2col chunks + G @ col.T, medians of 25, ms, 1 | 2
@@ -1177,6 +1190,57 @@ def _implicit_dw_fits(x, int o, int c, int h, int w, int kh, int kw, int oh, int
             and <Py_ssize_t>c * h * w < 2 ** 31 and 16 * <Py_ssize_t>oh * ow < 2 ** 31):
         return False
     return _implicit_dw_force or o >= 64
+
+
+cdef class _DwJob:
+    """An implicit weight gradient prepared to run as tasks among another kernel's: ``run(t)``
+    does dw's t-th group of panels over all pixels (group 0 also sums dbias) on a thread's own
+    Ap, then ``finish`` adds dbias. Each entry is the chain of _implicit_dw by panels, so the
+    result is the same as there on any number of threads."""
+    cdef int N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, npanels, ntasks, per
+    cdef Py_ssize_t npix, a_size
+    cdef const float* x
+    cdef const float* g
+    cdef float* dw
+    cdef float* db
+    cdef float* ap
+    cdef double* sums
+    cdef object arrays  # keeps what the pointers point into alive
+
+    cdef void run(self, int task, int thread) noexcept nogil:
+        fnn_mk_conv_dw(self.O, task * self.per, min(self.npanels, task * self.per + self.per),
+                       self.N, self.C, self.H, self.W, self.KH, self.KW, self.sh, self.sw, self.ph,
+                       self.pw, self.OH, self.OW, self.x, self.g, self.dw,
+                       self.ap + thread * self.a_size, 0, self.npix,
+                       self.sums if self.db != NULL and task == 0 else NULL)
+
+    cdef void finish(self) noexcept nogil:
+        cdef int u
+        if self.db != NULL:
+            for u in range(self.O):
+                self.db[u] += <float>self.sums[u]
+
+
+cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
+    """dw += g @ im2col(x).T (and db) as nt tasks of dw's panels, for nt threads."""
+    cdef _DwJob j = _DwJob()
+    j.N, j.C, j.H, j.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    j.O, j.KH, j.KW = dw.shape[0], dw.shape[2], dw.shape[3]
+    j.OH, j.OW = g.shape[2], g.shape[3]
+    j.sh, j.sw, j.ph, j.pw = sh, sw, ph, pw
+    j.npanels = (j.C * j.KH * j.KW + 31) // 32
+    j.ntasks = min(nt, j.npanels)
+    j.per = (j.npanels + j.ntasks - 1) // j.ntasks
+    j.npix = <Py_ssize_t>j.N * j.OH * j.OW
+    j.a_size = <Py_ssize_t>((j.O + 7) // 8) * 8 * _MK_KC
+    ap = _cached(np.float32, "dw_a", nt * j.a_size + 16)
+    sums = _cached(np.float64, "dw_sums", j.O)
+    sums[:] = 0
+    j.arrays = (x, g, dw, db, ap, sums)
+    j.x, j.g, j.dw, j.db = <float*>_ptr(x), <float*>_ptr(g), <float*>_ptr(dw), <float*>_ptr(db)
+    j.ap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
+    j.sums = <double*>_ptr(sums)
+    return j
 
 
 def _implicit_dw(x, g, dw, db, int sh, int sw, int ph, int pw):
@@ -1557,9 +1621,13 @@ def _subpixel_fits(x, int n, int c, int o, int oh, int ow, int sh, int sw):
             and (_subpixel_force or (c >= 16 and n * oh * ow >= 512)))
 
 
-def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw):
+def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw,
+                            _DwJob beside=None):
     """out (N, C, H, W) := conv2d's input gradient for output gradient g (N, O, OH, OW) and
-    weight (O, C, KH, KW) (+ bias[c]), float32, by phases (see _subpixel_driver)."""
+    weight (O, C, KH, KW) (+ bias[c]), float32, by phases (see _subpixel_driver). ``beside``:
+    a weight gradient whose panel tasks go first into this pass's pool of tasks (the threads
+    take both kinds dynamically: a thread's dW is its share of a GEMM that scales poorly when
+    split finer, and the dx tasks even the two out)."""
     cdef int N = g.shape[0], O = g.shape[1], OH = g.shape[2], OW = g.shape[3]
     cdef int C = weight.shape[1], KH = weight.shape[2], KW = weight.shape[3]
     cdef int H = out.shape[2], W = out.shape[3]
@@ -1580,6 +1648,8 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     nb = -(-N // -(-N // nb))  # and in size when the batch runs unfused
     # the row phases are tasks too: a batch smaller than the thread count still shares
     nt = min(gemm_threads(work), -(-N // nb) * sh)
+    if beside is not None:
+        nt = beside.ntasks  # its tasks were cut for gemm_threads' count
     NB, NT = nb, nt
     cdef Py_ssize_t col_size = max(1, colmax * nb), phase_size = max(1, <Py_ssize_t>C * pamax * nb)
     col = _cached(np.float32, 0, NT * col_size)
@@ -1594,6 +1664,7 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     cdef float* pwph = <float*>_ptr(wph)
     cdef float* pwpk = <float*>_ptr(wpk)
     cdef Py_ssize_t off = 0, kq
+    cdef int task, ntasks, t, n0
     cdef Py_ssize_t* ptab = <Py_ssize_t*>_ptr(tab)
     cdef float* pcol = <float*>_ptr(col)
     cdef float* pbuf = <float*>_ptr(buf)
@@ -1603,8 +1674,21 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
             kq = <Py_ssize_t>O * _phase_taps(KH, sh, (a // sw + ph) % sh) * _phase_taps(KW, sw, (a % sw + pw) % sw)
             fnn_pack_a8(C, <int>kq, 8, pwph + off * C, pwpk + off * ((C + 7) // 8 * 8))
             off += kq
-        _subpixel_driver(pg, N, O, OH, OW, pwph, pwpk, C, KH, KW, sh, sw, ph, pw, H, W, pb, po,
-                         NB, NT, pcol, pbuf, col_size, phase_size)
+        if beside is None:
+            _subpixel_driver(pg, N, O, OH, OW, pwph, pwpk, C, KH, KW, sh, sw, ph, pw, H, W, pb,
+                             po, NB, NT, pcol, pbuf, col_size, phase_size)
+        else:
+            ntasks = beside.ntasks + ((N + NB - 1) // NB) * sh
+            for task in prange(ntasks, num_threads=NT, schedule="dynamic", chunksize=1):
+                t = openmp.omp_get_thread_num()
+                if task < beside.ntasks:
+                    beside.run(task, t)
+                else:
+                    n0 = ((task - beside.ntasks) // sh) * NB
+                    _subpixel_rows(pg, n0, min(NB, N - n0), O, OH, OW, pwph, pwpk, C, KH, KW,
+                                   sh, sw, ph, pw, H, W, (task - beside.ntasks) % sh, pb, po,
+                                   pcol + t * col_size, pbuf + t * sw * phase_size, phase_size)
+            beside.finish()
     return out
 
 
@@ -1913,7 +1997,14 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
         conv2d_forward(dy, flipped, None, dx, 1, (kh - 1 - ph, kw - 1 - pw))
         dx_out, dx = dx, None
     elif dx is not None and _subpixel_fits(x, n, c, o, oh, ow, sh, sw):
-        _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw)
+        beside = None
+        nt_dw = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
+        if (_side_by_side and dweight is not None and nt_dw > 1
+                and _implicit_dw_fits(x, o, c, h, w, kh, kw, oh, ow) and c * kh * kw >= 32 * nt_dw):
+            # dW's panel groups and dx's tasks in one pool (see _set_side_by_side)
+            beside = _dw_job(x, dy, dweight, dbias, sh, sw, ph, pw, nt_dw)
+            dweight = dbias = None
+        _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw, beside)
         dx_as_forward, dx_out, dx = True, dx, None
     if dweight is not None and _implicit_dw_fits(x, o, c, h, w, kh, kw, oh, ow):
         _implicit_dw(x, dy, dweight, dbias, sh, sw, ph, pw)
