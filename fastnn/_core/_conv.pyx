@@ -553,9 +553,20 @@ cdef void _add_bias(floating* y, int O, Py_ssize_t P, const floating* bias,
             y[o * P + p] += b
 
 
+cdef void _activate_blocks(floating* y, Py_ssize_t n, int act, double slope,
+                           bint par) noexcept nogil:
+    """y := act(y) in place (see _activate), blocks of 64K values split between the threads when
+    par (from one thread of a fused chunk loop: par False, its own chunk, still in its cache)."""
+    cdef Py_ssize_t block = 65536, i
+    if act == 0:
+        return
+    for i in prange((n + block - 1) // block, schedule="static",
+                    use_threads_if=par and n > PARALLEL_MIN_ELEMENTS):
+        _activate(y + i * block, min(block, n - i * block), act, slope)
+
+
 cdef void _activate(floating* y, Py_ssize_t n, int act, double slope) noexcept nogil:
-    """y := act(y) in place, act 0 none, 1 ReLU, 2 leaky ReLU (see fnn_act_f32), serial: called
-    on a chunk the calling thread has just written."""
+    """y := act(y) in place, act 0 none, 1 ReLU, 2 leaky ReLU (see fnn_act_f32), serial."""
     cdef Py_ssize_t i
     cdef floating v
     if act == 0:
@@ -636,8 +647,7 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
         else:
             _gemm_xn(False, False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
-        if act != 0:  # on the chunk just written, still in this core's cache
-            _activate(out + <Py_ssize_t>n0 * O * P, nb * O * P, act, slope)
+        _activate_blocks(out + <Py_ssize_t>n0 * O * P, nb * O * P, act, slope, par)
     if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and (O >= 64 or O % 32 != 0):
         # The weight gradient is the deepest GEMM of a convolution (k = nb*P): dW += G @ col.T
         # with col's panels transposed in registers as they are packed. dW.T = col @ G.T (below)
@@ -1193,116 +1203,113 @@ def _implicit_dw_fits(x, int o, int c, int h, int w, int kh, int kw, int oh, int
 
 
 cdef class _DwJob:
-    """An implicit weight gradient prepared to run as tasks among another kernel's: ``run(t)``
-    does dw's t-th group of panels over all pixels (group 0 also sums dbias) on a thread's own
-    Ap, then ``finish`` adds dbias. Each entry is the chain of _implicit_dw by panels, so the
-    result is the same as there on any number of threads."""
+    """An implicit weight gradient dw (O, C, KH, KW) += g (N, O, OH, OW) @ im2col(x).T (and db
+    (O,), when not None, += g's channel sums, summed in double while g is packed) cut into
+    ``ntasks`` tasks for up to nt threads: ``run(task, thread)`` in a parallel region (on the
+    thread's own Ap), then ``finish``. With at least as many 32-column panels of dw as threads
+    the tasks are groups of panels over all pixels, each entry one chain over the pixels in
+    order, so the result does not depend on the thread count (group 0 sums db); with fewer
+    (C*KH*KW < 32 * threads) they are ranges of the batch's pixels, each into a zeroed scratch
+    dw and sums of its own, added in task order by ``finish``."""
     cdef int N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, npanels, ntasks, per
-    cdef Py_ssize_t npix, a_size
+    cdef bint by_pixels
+    cdef Py_ssize_t npix, qper, a_size, wsize
     cdef const float* x
     cdef const float* g
     cdef float* dw
     cdef float* db
     cdef float* ap
+    cdef float* scratch
     cdef double* sums
     cdef object arrays  # keeps what the pointers point into alive
 
     cdef void run(self, int task, int thread) noexcept nogil:
-        fnn_mk_conv_dw(self.O, task * self.per, min(self.npanels, task * self.per + self.per),
-                       self.N, self.C, self.H, self.W, self.KH, self.KW, self.sh, self.sw, self.ph,
-                       self.pw, self.OH, self.OW, self.x, self.g, self.dw,
-                       self.ap + thread * self.a_size, 0, self.npix,
-                       self.sums if self.db != NULL and task == 0 else NULL)
+        cdef Py_ssize_t q_lo = task * self.qper
+        if self.by_pixels:
+            if q_lo < self.npix:
+                fnn_mk_conv_dw(self.O, 0, self.npanels, self.N, self.C, self.H, self.W, self.KH,
+                               self.KW, self.sh, self.sw, self.ph, self.pw, self.OH, self.OW,
+                               self.x, self.g,
+                               self.dw if task == 0 else self.scratch + (task - 1) * self.wsize,
+                               self.ap + thread * self.a_size, q_lo,
+                               min(self.npix, q_lo + self.qper),
+                               self.sums + task * self.O if self.db != NULL else NULL)
+        else:
+            fnn_mk_conv_dw(self.O, task * self.per, min(self.npanels, task * self.per + self.per),
+                           self.N, self.C, self.H, self.W, self.KH, self.KW, self.sh, self.sw,
+                           self.ph, self.pw, self.OH, self.OW, self.x, self.g, self.dw,
+                           self.ap + thread * self.a_size, 0, self.npix,
+                           self.sums if self.db != NULL and task == 0 else NULL)
+
+    cdef void run_all(self) noexcept nogil:
+        """Every task, task t on thread t, then finish."""
+        cdef int t
+        for t in prange(self.ntasks, num_threads=self.ntasks, schedule="static", chunksize=1,
+                        use_threads_if=self.ntasks > 1):
+            self.run(t, t)
+        self.finish()
 
     cdef void finish(self) noexcept nogil:
-        cdef int u
+        cdef Py_ssize_t q
+        cdef int u, t
+        cdef float acc
+        cdef double total
+        if self.by_pixels and self.ntasks > 1:
+            for q in prange(self.wsize, schedule="static",
+                            use_threads_if=self.wsize > PARALLEL_MIN_ELEMENTS):
+                acc = self.dw[q]
+                for u in range(self.ntasks - 1):
+                    acc = acc + self.scratch[u * self.wsize + q]
+                self.dw[q] = acc
         if self.db != NULL:
             for u in range(self.O):
-                self.db[u] += <float>self.sums[u]
+                total = 0
+                for t in range(self.ntasks if self.by_pixels else 1):
+                    total = total + self.sums[t * self.O + u]
+                self.db[u] += <float>total
 
 
 cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
-    """dw += g @ im2col(x).T (and db) as nt tasks of dw's panels, for nt threads."""
+    """The _DwJob of dw += g @ im2col(x).T (and db) for nt threads."""
     cdef _DwJob j = _DwJob()
     j.N, j.C, j.H, j.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     j.O, j.KH, j.KW = dw.shape[0], dw.shape[2], dw.shape[3]
     j.OH, j.OW = g.shape[2], g.shape[3]
     j.sh, j.sw, j.ph, j.pw = sh, sw, ph, pw
     j.npanels = (j.C * j.KH * j.KW + 31) // 32
-    j.ntasks = min(nt, j.npanels)
-    j.per = (j.npanels + j.ntasks - 1) // j.ntasks
     j.npix = <Py_ssize_t>j.N * j.OH * j.OW
+    j.wsize = <Py_ssize_t>j.O * j.C * j.KH * j.KW
+    j.by_pixels = nt > j.npanels
+    if j.by_pixels:
+        j.ntasks = <int>min(nt, (j.npix + _MK_KC - 1) // _MK_KC)
+        j.qper = ((j.npix + j.ntasks - 1) // j.ntasks + _MK_KC - 1) // _MK_KC * _MK_KC
+    else:
+        j.ntasks = min(nt, j.npanels)
+        j.per = (j.npanels + j.ntasks - 1) // j.ntasks
     j.a_size = <Py_ssize_t>((j.O + 7) // 8) * 8 * _MK_KC
     ap = _cached(np.float32, "dw_a", nt * j.a_size + 16)
-    sums = _cached(np.float64, "dw_sums", j.O)
+    sums = _cached(np.float64, "dw_sums", j.ntasks * j.O)
     sums[:] = 0
-    j.arrays = (x, g, dw, db, ap, sums)
+    scratch = None
+    if j.by_pixels:
+        scratch = _cached(np.float32, "dw_scratch", (j.ntasks - 1) * j.wsize + 1)
+        scratch[:] = 0
+    j.arrays = (x, g, dw, db, ap, sums, scratch)
     j.x, j.g, j.dw, j.db = <float*>_ptr(x), <float*>_ptr(g), <float*>_ptr(dw), <float*>_ptr(db)
     j.ap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
     j.sums = <double*>_ptr(sums)
+    j.scratch = <float*>_ptr(scratch)
     return j
 
 
 def _implicit_dw(x, g, dw, db, int sh, int sw, int ph, int pw):
-    """dw (O, C, KH, KW) += g (N, O, OH, OW) @ im2col(x).T with no column matrix, and db (O,),
-    when not None, += g's channel sums (summed in double while g is packed: no pass of its own).
-    With at least as many 32-column panels of dw as threads, the threads split the panels and
-    the result does not depend on the thread count; with fewer (C*KH*KW < 32 * threads) they
-    split the batch's pixels, each into a zeroed scratch dw, added in thread order after."""
-    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int O = dw.shape[0], KH = dw.shape[2], KW = dw.shape[3]
-    cdef int OH = g.shape[2], OW = g.shape[3]
-    cdef int K = C * KH * KW
-    cdef int npanels = (K + 31) // 32
-    cdef Py_ssize_t npix = <Py_ssize_t>N * OH * OW
-    cdef int NT = gemm_threads(<Py_ssize_t>N * O * K * OH * OW)
-    cdef bint by_pixels = NT > npanels
-    if by_pixels:
-        NT = <int>min(NT, (npix + _MK_KC - 1) // _MK_KC)
-    cdef Py_ssize_t a_size = <Py_ssize_t>((O + 7) // 8) * 8 * _MK_KC
-    ap = _cached(np.float32, "dw_a", NT * a_size + 16)
-    sums = _cached(np.float64, "dw_sums", NT * O)
-    sums[:] = 0
-    scratch = None
-    if by_pixels:
-        scratch = _cached(np.float32, "dw_scratch", (NT - 1) * O * K + 1)
-        scratch[:] = 0
-    cdef float* pap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
-    cdef const float* px = <float*>_ptr(x)
-    cdef const float* pg = <float*>_ptr(g)
-    cdef float* pdw = <float*>_ptr(dw)
-    cdef float* pdb = <float*>_ptr(db)
-    cdef double* psum = <double*>_ptr(sums)
-    cdef float* pscr = <float*>_ptr(scratch)
-    cdef int t, u, per = (npanels + NT - 1) // NT
-    cdef Py_ssize_t qper = ((npix + NT - 1) // NT + _MK_KC - 1) // _MK_KC * _MK_KC
-    cdef Py_ssize_t q, wsize = <Py_ssize_t>O * K
-    cdef float acc
-    cdef double total
+    """dw (O, C, KH, KW) += g (N, O, OH, OW) @ im2col(x).T with no column matrix, and db += g's
+    channel sums, on gemm_threads' count (see _DwJob)."""
+    cdef int nt = gemm_threads(<Py_ssize_t>x.shape[0] * dw.shape[0] * x.shape[1] * dw.shape[2]
+                               * dw.shape[3] * g.shape[2] * g.shape[3])
+    cdef _DwJob job = _dw_job(x, g, dw, db, sh, sw, ph, pw, nt)
     with nogil:
-        for t in prange(NT, num_threads=NT, schedule="static", chunksize=1, use_threads_if=NT > 1):
-            if by_pixels:
-                if t * qper < npix:
-                    fnn_mk_conv_dw(O, 0, npanels, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, px,
-                                   pg, pdw if t == 0 else pscr + (t - 1) * wsize, pap + t * a_size,
-                                   t * qper, min(npix, t * qper + qper),
-                                   psum + t * O if pdb != NULL else NULL)
-            elif t * per < npanels:
-                fnn_mk_conv_dw(O, t * per, min(npanels, t * per + per), N, C, H, W, KH, KW, sh,
-                               sw, ph, pw, OH, OW, px, pg, pdw, pap + t * a_size, 0, npix,
-                               psum if t == 0 and pdb != NULL else NULL)
-        if by_pixels and NT > 1:
-            for q in prange(wsize, schedule="static", use_threads_if=wsize > PARALLEL_MIN_ELEMENTS):
-                acc = pdw[q]
-                for u in range(NT - 1):
-                    acc = acc + pscr[u * wsize + q]
-                pdw[q] = acc
-        if pdb != NULL:
-            for u in range(O):
-                total = 0
-                for t in range(NT if by_pixels else 1):
-                    total = total + psum[t * O + u]
-                pdb[u] += <float>total
+        job.run_all()
 
 
 # ---- sub-pixel (phase) decomposition of the strided backward-data pass ------------------------
@@ -1951,24 +1958,17 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
 
 
 def _activate_all(out, int act, double slope):
-    """out := act(out) in place, blocks of 64K values split between the threads (the implicit
-    routes write their outputs panel by panel across channels: the activation runs after)."""
-    if act == 0:
-        return out
-    cdef Py_ssize_t size = out.size, block = 65536, nblocks = (size + block - 1) // block, i
-    cdef int nt = gemm_threads(size * 8)
-    cdef float* pf = NULL
-    cdef double* pd = NULL
-    if out.dtype == np.float32:
-        pf = <float*>_ptr(out)
-    else:
-        pd = <double*>_ptr(out)
+    """out := act(out) in place, in parallel (the implicit routes write their outputs panel by
+    panel across channels: the activation runs after)."""
+    cdef Py_ssize_t size = out.size
+    cdef bint single = out.dtype == np.float32
+    cdef float* pf = <float*>_ptr(out)
+    cdef double* pd = <double*>_ptr(out)
     with nogil:
-        for i in prange(nblocks, num_threads=nt, schedule="static", use_threads_if=nt > 1):
-            if pf != NULL:
-                _activate(pf + i * block, min(block, size - i * block), act, slope)
-            else:
-                _activate(pd + i * block, min(block, size - i * block), act, slope)
+        if single:
+            _activate_blocks(pf, size, act, slope, True)
+        else:
+            _activate_blocks(pd, size, act, slope, True)
     return out
 
 
