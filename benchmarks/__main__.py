@@ -35,6 +35,8 @@ def _parser():
     p.add_argument("--compare", nargs="+", metavar="JSON",
                    help="OLD.json: compare this run with it; OLD.json NEW.json: only compare the two files")
     p.add_argument("--no-kernels", action="store_true", help="skip benchmarks/kernels.py")
+    p.add_argument("--no-convs", action="store_true",
+                   help="skip the conv layers of vgg-bn, dcgan-g and dcgan-d (benchmarks/convs.py)")
     p.add_argument("--no-scaling", action="store_true", help="skip thread scaling")
     p.add_argument("--no-cold-start", action="store_true", help="skip the cold-start subprocesses")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -103,7 +105,7 @@ def main(argv=None):
 
     import fastnn as fnn
 
-    from . import models, system
+    from . import convs, models, system
 
     names = _model_list(parser, args.models, models.MODELS)
     repeats = args.repeats or (5 if args.quick else 20)
@@ -147,6 +149,9 @@ def main(argv=None):
         _section(results, "memory", system.peak_memory, names)
     if not args.no_kernels:
         _section(results, "kernels", run_kernels, args.quick)
+    conv_models = [n for n in convs.CONV_MODELS if n in names]
+    if not args.no_convs and conv_models:
+        _section(results, "model_convs", convs.bench_model_convs, conv_models, 5 if args.quick else 20, use_torch)
     print("[bench] sgemm peak again ...", file=sys.stderr, flush=True)
     end_peak = system.sgemm_peak(*peak_args)
     start_peak = results["sgemm_peak"]

@@ -157,6 +157,41 @@ def kernels_table(kernels, peak=None):
             "pooling and batch norm. GB/s counts each array read or written once.\n\n" + _table(header, rows))
 
 
+def model_convs_table(model_convs, peak=None):
+    """benchmarks/convs.py's results: one row per model (all its convolutions, forward and
+    backward) and one per layer, in GFLOP/s and % of ``peak``; torch's columns when it ran."""
+    if not model_convs:
+        return ""
+    torch = all("torch_s" in m for m in model_convs.values())
+
+    def pct(gflops):
+        return f"{100 * gflops / peak:.0f}%" if peak else "-"
+
+    head = ["model", "convs", "fastnn ms (fwd+bwd)", "fastnn GFLOP/s", "% sgemm peak"]
+    head += ["torch ms", "torch GFLOP/s", "torch % peak", "vs torch"] if torch else []
+    rows = []
+    for name, m in model_convs.items():
+        row = [name, len(m["layers"]), _num(m["fastnn_s"] * 1e3), f"{m['fastnn_gflops']:.0f}", pct(m["fastnn_gflops"])]
+        if torch:
+            row += [_num(m["torch_s"] * 1e3), f"{m['torch_gflops']:.0f}", pct(m["torch_gflops"]),
+                    f"{m['torch_s'] / m['fastnn_s']:.2f}x"]
+        rows.append(row)
+    layer_head = ["model", "layer", "fastnn fwd ms", "fastnn bwd ms", "fastnn GFLOP/s", "% sgemm peak"]
+    layer_head += ["torch fwd ms", "torch bwd ms", "torch GFLOP/s"] if torch else []
+    layer_rows = []
+    for name, m in model_convs.items():
+        for r in m["layers"]:
+            flops = r["fwd_flops"] + r["bwd_flops"]
+            gflops = flops / (r["fastnn_fwd_s"] + r["fastnn_bwd_s"]) / 1e9
+            row = [name, r["layer"], _num(r["fastnn_fwd_s"] * 1e3), _num(r["fastnn_bwd_s"] * 1e3),
+                   f"{gflops:.0f}", pct(gflops)]
+            if torch:
+                row += [_num(r["torch_fwd_s"] * 1e3), _num(r["torch_bwd_s"] * 1e3),
+                        f"{flops / (r['torch_fwd_s'] + r['torch_bwd_s']) / 1e9:.0f}"]
+            layer_rows.append(row)
+    return _table(head, rows) + "\n\n" + _table(layer_head, layer_rows)
+
+
 def markdown(results):
     """The whole report as Markdown."""
     s = results.get("settings", {})
@@ -171,7 +206,9 @@ def markdown(results):
                 ("Cold start (fresh processes)", "cold_start", cold_start_table),
                 ("Memory (fresh process per model)", "memory", memory_table),
                 ("Kernels", "kernels",
-                 lambda k: kernels_table(k, results.get("sgemm_peak", {}).get("gflops")))]
+                 lambda k: kernels_table(k, results.get("sgemm_peak", {}).get("gflops"))),
+                ("Convolutions of the conv-heavy models (benchmarks/convs.py)", "model_convs",
+                 lambda m: model_convs_table(m, results.get("sgemm_peak", {}).get("gflops")))]
     for title, key, fn in sections:
         if results.get(key):
             parts += ["", f"## {title}", "", fn(results[key])]
