@@ -17,14 +17,16 @@ pytestmark = needs_microkernel
 
 def run(fn, *args, threads, implicit):
     """fn(*args) on ``threads`` threads, the implicit route forced for every shape (implicit)
-    or off."""
+    or off; never the stride-1 route of test_conv_dwt_s1, which would take some shapes first."""
     prev_threads = fastnn.get_num_threads()
     old = _conv._set_implicit_dw(implicit, implicit)
+    old_s1 = _conv._set_dwt_s1(False)
     try:
         fastnn.set_num_threads(threads)
         return fn(*args)
     finally:
         _conv._set_implicit_dw(*old)
+        _conv._set_dwt_s1(old_s1)
         fastnn.set_num_threads(prev_threads)
 
 

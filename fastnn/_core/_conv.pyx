@@ -867,6 +867,7 @@ def _set_implicit_strided_force(bint on):
 
 cdef extern from *:
     """
+    #define FNN_DWT_ROWS 128  /* fnn_mk_conv_dwt_s1's im2col row block */
     #if FNN_MK_AVAILABLE
     /* Ap := A (m, k) row-major in 8-row tiles: block k0 (FNN_MK_KC deep, kc = its depth) at
        k0 * mt * 8, tile t of it at + t * kc * 8, element (i, k0 + kk) at + kk * 8 + (i % 8);
@@ -1052,6 +1053,84 @@ cdef extern from *:
             }
         }
     }
+    /* dwt (C*KH*KW, O) rows [r_lo, r_hi) += im2col(x) @ g.T at stride 1 with OW == W: the
+       weight gradient transposed (row r = (c, ki, kj), column o), and gsum (when not NULL, O
+       doubles) += g's channel sums. The GEMM's k, the batch's pixels, runs in steps inside one
+       sample (P cut into ceil(P / FNN_MK_KC) equal steps), each step's sum formed from zero
+       and then added. Per step, g's block is packed into 32-channel panels (Bp: g's rows are
+       contiguous in the pixels, so 16x16 register transposes), and the thread's im2col rows
+       are plain masked copies of x's planes (Ar, row-major): row (c, ki, kj) of pixel p is
+       x[n, c] read flat at p + (ki - ph)*W + kj - pw, lanes off the image masked to zero.
+       No gathers: fnn_mk_conv_dw gathers every panel row from 32 scattered addresses, which
+       cost it a third of its time at stride 1. The rows go in blocks of FNN_DWT_ROWS, so a
+       block (139 KB) and g's panels stay in L2 while every panel passes over it (one thread
+       over all 2304 rows of a 256-channel 3x3 ran at 95 GFLOP/s, the gathers at 133).
+       Ar: FNN_DWT_ROWS rows of FNN_MK_RA_LDA floats; Bp: ceil(O/32) x FNN_MK_KC x 32
+       floats; both 64-byte aligned, the caller's.
+       Each entry of dwt is one chain over the steps in order, whichever thread owns its row. */
+    static void fnn_mk_conv_dwt_s1(int O, int r_lo, int r_hi, int N, int C, int H, int W,
+                                   int KH, int KW, int ph, int pw, int OH, const float* x,
+                                   const float* g, float* dwt, float* Ar, float* Bp,
+                                   double* gsum) {
+        long P = (long)OH * W, HW = (long)H * W;
+        int steps = (int)((P + FNN_MK_KC - 1) / FNN_MK_KC);
+        int per = (int)((P + steps - 1) / steps);
+        int npan = (O + 31) / 32;
+        unsigned short rowm[32][FNN_MK_KC / 16], colm[32][FNN_MK_KC / 16];
+        for (int n = 0; n < N; n++) {
+            const float* xn = x + (long)n * C * HW;
+            const float* gn = g + (long)n * O * P;
+            for (long pp0 = 0; pp0 < P; pp0 += per) {
+                int kc = P - pp0 < per ? (int)(P - pp0) : per;
+                int ng = (kc + 15) / 16;
+                for (int a = 0; a < KH; a++) for (int q = 0; q < ng; q++) rowm[a][q] = 0;
+                for (int b = 0; b < KW; b++) for (int q = 0; q < ng; q++) colm[b][q] = 0;
+                int oh = (int)(pp0 / W), ow = (int)(pp0 - (long)oh * W);
+                for (int l = 0; l < kc; l++) {
+                    unsigned short bit = (unsigned short)(1u << (l & 15));
+                    for (int a = 0; a < KH; a++)
+                        if (oh + a - ph >= 0 && oh + a - ph < H) rowm[a][l >> 4] |= bit;
+                    for (int b = 0; b < KW; b++)
+                        if (ow + b - pw >= 0 && ow + b - pw < W) colm[b][l >> 4] |= bit;
+                    if (++ow == W) { ow = 0; oh++; }
+                }
+                for (int jp = 0; jp < npan; jp++) {
+                    int nr = O - jp * 32 < 32 ? O - jp * 32 : 32;
+                    fnn_mk_pack_t(gn, (int)P, jp * 32, nr, (int)pp0, kc, Bp + (long)jp * FNN_MK_KC * 32);
+                }
+                if (gsum) {
+                    for (int o = 0; o < O; o++) {
+                        const float* row = gn + (long)o * P + pp0;
+                        __m512d acc = _mm512_setzero_pd();
+                        for (int q = 0; q < ng; q++) {
+                            __m512 v = _mm512_maskz_loadu_ps(fnn_lanes(0, kc - 16 * q), row + 16 * q);
+                            acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+                            acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+                        }
+                        gsum[o] += _mm512_reduce_add_pd(acc);
+                    }
+                }
+                int c = r_lo / (KH * KW), ki = (r_lo / KW) % KH, kj = r_lo % KW;
+                for (int b0 = r_lo; b0 < r_hi; b0 += FNN_DWT_ROWS) {
+                    int b1 = r_hi - b0 < FNN_DWT_ROWS ? r_hi : b0 + FNN_DWT_ROWS;
+                    for (int r = b0; r < b1; r++) {
+                        const float* src = xn + c * HW + (long)(ki - ph) * W + (kj - pw) + pp0;
+                        float* d = Ar + (long)(r - b0) * FNN_MK_RA_LDA;
+                        for (int q = 0; q < ng; q++)
+                            _mm512_store_ps(d + 16 * q, _mm512_maskz_loadu_ps(
+                                (__mmask16)(rowm[ki][q] & colm[kj][q]), src + 16 * q));
+                        if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
+                    }
+                    for (int jp = 0; jp < npan; jp++) {
+                        int nr = O - jp * 32 < 32 ? O - jp * 32 : 32;
+                        fnn_mk_tiles_ra(b1 - b0, kc, Ar, Bp + (long)jp * FNN_MK_KC * 32,
+                                        dwt + (long)b0 * O + jp * 32, O, 1, fnn_lanes(0, nr),
+                                        fnn_lanes(-16, nr - 16));
+                    }
+                }
+            }
+        }
+    }
     #else
     static void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) {}
     static void fnn_mk_conv_sn(int m, long p_lo, long p_hi, int C, int H, int W, int KH, int KW,
@@ -1062,6 +1141,10 @@ cdef extern from *:
                                int KW, int sh, int sw, int ph, int pw, int OH, int OW,
                                const float* x, const float* g, float* dw, float* Ap,
                                long q_lo, long q_hi, double* gsum) {}
+    static void fnn_mk_conv_dwt_s1(int O, int r_lo, int r_hi, int N, int C, int H, int W,
+                                   int KH, int KW, int ph, int pw, int OH, const float* x,
+                                   const float* g, float* dwt, float* Ar, float* Bp,
+                                   double* gsum) {}
     #endif
     """
     void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) noexcept nogil
@@ -1072,6 +1155,11 @@ cdef extern from *:
                         int sh, int sw, int ph, int pw, int OH, int OW, const float* x,
                         const float* g, float* dw, float* Ap, long q_lo, long q_hi,
                         double* gsum) noexcept nogil
+    void fnn_mk_conv_dwt_s1(int O, int r_lo, int r_hi, int N, int C, int H, int W, int KH,
+                            int KW, int ph, int pw, int OH, const float* x, const float* g,
+                            float* dwt, float* Ar, float* Bp, double* gsum) noexcept nogil
+    int FNN_MK_RA_LDA
+    int FNN_DWT_ROWS
 
 
 cdef void _conv_sn_forward(const float* x, int N, int C, int H, int W, const float* ap, int O,
@@ -1310,6 +1398,63 @@ def _implicit_dw(x, g, dw, db, int sh, int sw, int ph, int pw):
     cdef _DwJob job = _dw_job(x, g, dw, db, sh, sw, ph, pw, nt)
     with nogil:
         job.run_all()
+
+
+cdef bint _dwt_s1_on = True
+
+
+def _set_dwt_s1(bint on):
+    """Tuning hook for benchmarks and tests: stride-1 same-width float32 weight gradients on
+    fnn_mk_conv_dwt_s1 (True) or on the routes before it (implicit gathers for O >= 64, im2col
+    chunks below); returns the old value."""
+    global _dwt_s1_on
+    old = _dwt_s1_on
+    _dwt_s1_on = on
+    return old
+
+
+def _dwt_s1_fits(x, int c, int w, int kh, int kw, int sh, int sw, int ow):
+    """Whether a float32 weight gradient takes fnn_mk_conv_dwt_s1: stride 1, an output as wide
+    as the input (the im2col rows are shifted flat copies of the planes), kernels up to 32 (its
+    mask tables) and at least 16 im2col rows (below, packing g costs more than it serves)."""
+    return (_dwt_s1_on and x.dtype == np.float32 and FNN_MK_AVAILABLE and sh == 1 and sw == 1
+            and ow == w and kh <= 32 and kw <= 32 and c * kh * kw >= 16
+            and <Py_ssize_t>c * x.shape[2] * w < 2 ** 31)
+
+
+def _dwt_s1(x, g, dw, db, int ph, int pw):
+    """dw (O, C, KH, KW) += g (N, O, OH, W) @ im2col(x).T at stride 1 (OW == W), and db += g's
+    channel sums (in double), on gemm_threads' count: the threads own contiguous blocks of
+    im2col rows (dw's columns) over all pixels, so the result does not depend on their number.
+    The kernel accumulates into dw transposed (C*KH*KW, O), copied in and out here."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int O = dw.shape[0], KH = dw.shape[2], KW = dw.shape[3], OH = g.shape[2]
+    cdef int PH = ph, PW = pw
+    cdef int ckk = C * KH * KW, npan = (O + 31) // 32
+    cdef int nt = gemm_threads(<Py_ssize_t>N * O * ckk * OH * W)
+    nt = max(1, min(nt, (ckk + 7) // 8))
+    cdef int per = ((ckk + 7) // 8 + nt - 1) // nt * 8
+    cdef Py_ssize_t a_size = <Py_ssize_t>min(per, FNN_DWT_ROWS) * FNN_MK_RA_LDA, b_size = <Py_ssize_t>npan * _MK_KC * 32
+    dwt = _cached(np.float32, "dwt", <Py_ssize_t>ckk * O).reshape(ckk, O)
+    np.copyto(dwt, dw.reshape(O, ckk).T)
+    ar = _cached(np.float32, "dwt_a", nt * a_size + 16)
+    bp = _cached(np.float32, "dwt_b", nt * b_size + 16)
+    sums = np.zeros(O, np.float64)
+    cdef const float* px = <float*>_ptr(x)
+    cdef const float* pg = <float*>_ptr(g)
+    cdef float* pdwt = <float*>_ptr(dwt)
+    cdef float* par = <float*>((<size_t>_ptr(ar) + 63) & ~(<size_t>63))
+    cdef float* pbp = <float*>((<size_t>_ptr(bp) + 63) & ~(<size_t>63))
+    cdef double* psums = <double*>_ptr(sums) if db is not None else NULL
+    cdef int t
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1, use_threads_if=nt > 1):
+            fnn_mk_conv_dwt_s1(O, t * per, min(ckk, t * per + per), N, C, H, W, KH, KW, PH, PW, OH,
+                               px, pg, pdwt, par + t * a_size, pbp + t * b_size,
+                               psums if t == 0 else NULL)
+    dw.reshape(O, ckk)[...] = dwt.T
+    if db is not None:
+        db += sums.astype(np.float32)
 
 
 # ---- sub-pixel (phase) decomposition of the strided backward-data pass ------------------------
@@ -2006,6 +2151,9 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
             dweight = dbias = None
         _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw, beside)
         dx_as_forward, dx_out, dx = True, dx, None
+    if dweight is not None and _dwt_s1_fits(x, c, w, kh, kw, sh, sw, ow):
+        _dwt_s1(x, dy, dweight, dbias, ph, pw)
+        dweight = dbias = None
     if dweight is not None and _implicit_dw_fits(x, o, c, h, w, kh, kw, oh, ow):
         _implicit_dw(x, dy, dweight, dbias, sh, sw, ph, pw)
         dweight = dbias = None

@@ -206,6 +206,37 @@ __attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float
     if (i0 < m) FNN_MK_TILE_PA(1, c00, c01)
 }
 
+/* fnn_mk_tiles_pa with a row-major A: rows FNN_MK_RA_LDA floats apart (a compile-time stride,
+   so the 8 broadcasts of a step are one base register plus constant offsets; the 16 floats past
+   a row's FNN_MK_KC keep rows of consecutive tiles off the same L1 sets). For operands packed
+   by plain copies, e.g. an image's shifted rows (fnn_mk_conv_dwt_s1). */
+#define FNN_MK_RA_LDA (FNN_MK_KC + 16)
+#define FNN_MK_FMA_RA(r) a0 = _mm512_set1_ps(ap[r * FNN_MK_RA_LDA]);                       \
+    c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
+#define FNN_MK_TILE_RA(R, ...)                                                             \
+    {   __m512 __VA_ARGS__;                                                                \
+        float* cr = C + (long)i0 * ldc;                                                    \
+        const float* bp = Bp;                                                              \
+        const float* ap = A + (long)i0 * FNN_MK_RA_LDA;                                    \
+        FNN_MK_REP##R(FNN_MK_ZERO)                                                         \
+        for (int kk = 0; kk < kc; kk++, bp += 32, ap++) {                                  \
+            __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;              \
+            FNN_MK_REP##R(FNN_MK_FMA_RA)                                                   \
+        }                                                                                  \
+        if (add) { FNN_MK_REP##R(FNN_MK_ADD) }                                             \
+        FNN_MK_REP##R(FNN_MK_ST)                                                           \
+        i0 += R; }
+__attribute__((noinline)) static void fnn_mk_tiles_ra(int m, int kc, const float* A,
+                                                      const float* Bp, float* C, long ldc,
+                                                      int add, __mmask16 m0, __mmask16 m1) {
+    int i0 = 0;
+    while (i0 + 8 <= m)
+        FNN_MK_TILE_RA(8, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71)
+    if (i0 + 4 <= m) FNN_MK_TILE_RA(4, c00, c01, c10, c11, c20, c21, c30, c31)
+    if (i0 + 2 <= m) FNN_MK_TILE_RA(2, c00, c01, c10, c11)
+    if (i0 < m) FNN_MK_TILE_RA(1, c00, c01)
+}
+
 static int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B,
                               int ldb, float* C, int ldc, int accumulate) {
     int mt = (m + 7) / 8;
@@ -272,6 +303,7 @@ FNN_MK_BODY_P(fnn_mk_sgemm_tt, FNN_MK_IDX_T, FNN_MK_PACK_T)
 #else
 #define FNN_MK_AVAILABLE 0
 #define FNN_MK_KC 256
+#define FNN_MK_RA_LDA (FNN_MK_KC + 16)
 static void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B,
                             int ldb, float* C, int ldc, int accumulate) {}
 static void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B,

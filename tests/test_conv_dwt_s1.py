@@ -1,0 +1,87 @@
+"""Stride-1 same-width float32 weight gradients on fnn_mk_conv_dwt_s1 (_conv._set_dwt_s1): against
+the NumPy reference, against the routes it replaced (gathers, im2col chunks), identical for 1 and 2
+threads, with the bias gradient and dx beside it."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, reference
+
+from conv_route_helpers import assert_close, needs_microkernel, rand
+
+pytestmark = needs_microkernel
+
+
+def backward(x, wt, dy, padding, dx, dw, db, threads, on):
+    prev = fastnn.get_num_threads()
+    old = _conv._set_dwt_s1(on)
+    try:
+        fastnn.set_num_threads(threads)
+        _core.conv2d_backward(x, wt, dy, dx, dw, db, 1, padding)
+    finally:
+        _conv._set_dwt_s1(old)
+        fastnn.set_num_threads(prev)
+
+
+def check(n, c, o, h, w, k, with_db=True):
+    p = (k - 1) // 2  # same width
+    rng = np.random.default_rng(n * 1000 + c * 100 + o * 10 + h + w + k)
+    x, wt, dy = rand(rng, (n, c, h, w)), rand(rng, (o, c, k, k)), rand(rng, (n, o, h, w))
+    assert _conv._dwt_s1_fits(x, c, w, k, k, 1, 1, w)
+    start = rand(rng, wt.shape)
+    want, want_db = start.astype(np.float64), np.full(o, 0.5)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              None, want, want_db, 1, p)
+    got = {}
+    for threads, on in itertools.product([1, 2], [True, False]):
+        dw, db = start.copy(), np.full(o, 0.5, np.float32) if with_db else None
+        backward(x, wt, dy, p, None, dw, db, threads, on)
+        assert_close(dw, want, 1e-4)
+        if with_db:
+            assert_close(db, want_db, 1e-5)
+        got[threads, on] = dw, db
+    for a, b in zip(got[1, True], got[2, True]):  # the threads own dW's columns: same bits
+        np.testing.assert_array_equal(a, b)
+    assert_close(got[1, True][0], got[1, False][0], 1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("h, w", [(7, 9), (2, 11), (16, 16), (17, 17), (30, 30)])
+def test_images_and_kernels(k, h, w):
+    # P = 256: one full step; 289: two steps of 145; 900: four of 225; 2x11 with a 5x5 kernel:
+    # every pixel sees the padding
+    check(3, 20, 7, h, w, k)
+
+
+@pytest.mark.parametrize("c, o", [(2, 32), (32, 32), (64, 64), (3, 70), (7, 40), (5, 1)])
+def test_channels(c, o):
+    # O = 32, 64: whole panels; 70, 40: a part panel; 1: one column. C*9 = 18, 27, 63: row tails
+    # of 2, 3 and 7 below the 8-row tiles, and the threads' row blocks uneven
+    check(4, c, o, 14, 14, 3)
+
+
+def test_without_dbias_and_with_dx():
+    check(2, 16, 24, 9, 9, 3, with_db=False)
+    rng = np.random.default_rng(7)
+    x, wt, dy = rand(rng, (5, 32, 28, 28)), rand(rng, (32, 32, 3, 3)), rand(rng, (5, 32, 28, 28))
+    want = [np.zeros(x.shape), np.zeros(wt.shape), np.zeros(32)]
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              *want, 1, 1)
+    for threads in (1, 2):
+        got = [np.full_like(x, np.nan), np.zeros_like(wt), np.zeros(32, np.float32)]
+        backward(x, wt, dy, 1, *got, threads, True)
+        for g, w_ in zip(got, want):
+            assert_close(g, w_, 1e-4)
+
+
+def test_route_rule():
+    f32, f64 = np.zeros((1, 1, 28, 28), np.float32), np.zeros((1, 1, 28, 28), np.float64)
+    # args: x, C, W, KH, KW, SH, SW, OW
+    assert _conv._dwt_s1_fits(f32, 32, 28, 3, 3, 1, 1, 28)  # vgg-bn's convolutions
+    assert not _conv._dwt_s1_fits(f64, 32, 28, 3, 3, 1, 1, 28)  # float64: BLAS
+    assert not _conv._dwt_s1_fits(f32, 1, 28, 3, 3, 1, 1, 28)  # 9 im2col rows
+    assert not _conv._dwt_s1_fits(f32, 6, 14, 5, 5, 1, 1, 10)  # narrower output (LeNet)
+    assert not _conv._dwt_s1_fits(f32, 64, 14, 4, 4, 2, 2, 7)  # strided
