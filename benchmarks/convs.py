@@ -87,20 +87,32 @@ def _contenders(layer, x_shape, y_shape, first, use_torch, rng):
     return calls
 
 
-def bench_model_convs(model_names, repeats=20, use_torch=True):
+def _sgemm_call(size, rng):
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty((size, size), np.float32)
+    return lambda: np.matmul(a, b, out=out)
+
+
+def bench_model_convs(model_names, repeats=20, use_torch=True, sgemm_size=1024):
     """Per model: every conv layer's fastnn and torch median forward/backward seconds and FLOPs,
     and the totals. Samples alternate between the contenders (and reverse their order every
-    other round), one call each after an untimed one, so machine noise falls on all of them."""
+    other round), one call each after an untimed one, so machine noise falls on all of them.
+    One more contender is numpy's float32 matmul of two ``sgemm_size`` squares: its median over
+    the model's rounds is the sgemm rate under the same conditions (``sgemm_gflops``), beside
+    the run's best-of peak, which a busy spell on a shared machine leaves far above what
+    anything reaches while it lasts."""
     rng = np.random.default_rng(8)
+    sgemm = _sgemm_call(sgemm_size, rng)
     if use_torch:
         import torch
 
         torch.set_num_threads(fnn.get_num_threads())
     result = {}
     for name in model_names:
-        layers = []
+        layers, sgemm_times = [], []
         for layer, x_shape, y_shape, first in conv_layers(name):
             calls = _contenders(layer, x_shape, y_shape, first, use_torch, rng)
+            calls["sgemm"] = sgemm
             samples = {k: [] for k in calls}
             for call in calls.values():
                 call()
@@ -112,10 +124,12 @@ def bench_model_convs(model_names, repeats=20, use_torch=True):
                     samples[label].append(time.perf_counter() - t0)
             fwd = _forward_flops(layer, x_shape, y_shape)
             row = {"layer": _describe(layer, x_shape), "fwd_flops": fwd, "bwd_flops": fwd * (1 if first else 2)}
+            sgemm_times += samples.pop("sgemm")
             for label, times in samples.items():
                 row[label.replace(" ", "_") + "_s"] = float(np.median(times))
             layers.append(row)
-        total = {"layers": layers, "flops": sum(r["fwd_flops"] + r["bwd_flops"] for r in layers)}
+        total = {"layers": layers, "flops": sum(r["fwd_flops"] + r["bwd_flops"] for r in layers),
+                 "sgemm_gflops": 2.0 * sgemm_size ** 3 / float(np.median(sgemm_times)) / 1e9}
         for who in ("fastnn", "torch") if use_torch else ("fastnn",):
             seconds = sum(r[f"{who}_fwd_s"] + r[f"{who}_bwd_s"] for r in layers)
             total[f"{who}_s"] = seconds

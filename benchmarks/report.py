@@ -159,7 +159,8 @@ def kernels_table(kernels, peak=None):
 
 def model_convs_table(model_convs, peak=None):
     """benchmarks/convs.py's results: one row per model (all its convolutions, forward and
-    backward) and one per layer, in GFLOP/s and % of ``peak``; torch's columns when it ran."""
+    backward) and one per layer, in GFLOP/s and % of ``peak``, and per model also as % of the
+    numpy sgemm rate measured alongside; torch's columns when it ran."""
     if not model_convs:
         return ""
     torch = all("torch_s" in m for m in model_convs.values())
@@ -167,14 +168,19 @@ def model_convs_table(model_convs, peak=None):
     def pct(gflops):
         return f"{100 * gflops / peak:.0f}%" if peak else "-"
 
-    head = ["model", "convs", "fastnn ms (fwd+bwd)", "fastnn GFLOP/s", "% sgemm peak"]
-    head += ["torch ms", "torch GFLOP/s", "torch % peak", "vs torch"] if torch else []
+    def alongside(m, who):
+        return f"{100 * m[who + '_gflops'] / m['sgemm_gflops']:.0f}%" if m.get("sgemm_gflops") else "-"
+
+    head = ["model", "convs", "fastnn ms (fwd+bwd)", "fastnn GFLOP/s", "% sgemm peak",
+            "sgemm alongside GFLOP/s", "% of it"]
+    head += ["torch ms", "torch GFLOP/s", "torch % peak", "torch % alongside", "vs torch"] if torch else []
     rows = []
     for name, m in model_convs.items():
-        row = [name, len(m["layers"]), _num(m["fastnn_s"] * 1e3), f"{m['fastnn_gflops']:.0f}", pct(m["fastnn_gflops"])]
+        row = [name, len(m["layers"]), _num(m["fastnn_s"] * 1e3), f"{m['fastnn_gflops']:.0f}", pct(m["fastnn_gflops"]),
+               f"{m['sgemm_gflops']:.0f}" if m.get("sgemm_gflops") else "-", alongside(m, "fastnn")]
         if torch:
             row += [_num(m["torch_s"] * 1e3), f"{m['torch_gflops']:.0f}", pct(m["torch_gflops"]),
-                    f"{m['torch_s'] / m['fastnn_s']:.2f}x"]
+                    alongside(m, "torch"), f"{m['torch_s'] / m['fastnn_s']:.2f}x"]
         rows.append(row)
     layer_head = ["model", "layer", "fastnn fwd ms", "fastnn bwd ms", "fastnn GFLOP/s", "% sgemm peak"]
     layer_head += ["torch fwd ms", "torch bwd ms", "torch GFLOP/s"] if torch else []

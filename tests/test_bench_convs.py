@@ -24,7 +24,7 @@ def test_conv_layers_are_the_models_convolutions_at_their_batch_shapes():
 
 
 def test_flops_follow_the_suite_rule_and_totals_add_up():
-    result = convs.bench_model_convs(["dcgan-d"], repeats=1, use_torch=False)["dcgan-d"]
+    result = convs.bench_model_convs(["dcgan-d"], repeats=1, use_torch=False, sgemm_size=64)["dcgan-d"]
     layers = convs.conv_layers("dcgan-d")
     assert [r["layer"] for r in result["layers"]] == ["conv 1->64 k4 s2 p1 28x28", "conv 64->128 k4 s2 p1 14x14"]
     for row, (layer, x_shape, y_shape, first) in zip(result["layers"], layers):
@@ -36,6 +36,7 @@ def test_flops_follow_the_suite_rule_and_totals_add_up():
     assert result["fastnn_s"] == pytest.approx(seconds)
     assert result["flops"] == sum(r["fwd_flops"] + r["bwd_flops"] for r in result["layers"])
     assert result["fastnn_gflops"] == pytest.approx(result["flops"] / seconds / 1e9)
+    assert result["sgemm_gflops"] > 0  # numpy's matmul, timed between the convolutions
 
 
 @pytest.mark.parametrize("name", convs.CONV_MODELS)
@@ -63,12 +64,13 @@ def test_table_shows_each_model_and_layer_against_the_peak():
     layer = {"layer": "conv 2->4 k3 8x8", "fwd_flops": 1e9, "bwd_flops": 2e9, "fastnn_fwd_s": 0.01,
              "fastnn_bwd_s": 0.02, "torch_fwd_s": 0.02, "torch_bwd_s": 0.04}
     result = {"m": {"layers": [layer], "flops": 3e9, "fastnn_s": 0.03, "fastnn_gflops": 100.0,
-                    "torch_s": 0.06, "torch_gflops": 50.0}}
+                    "torch_s": 0.06, "torch_gflops": 50.0, "sgemm_gflops": 125.0}}
     lines = report.model_convs_table(result, peak=200.0).splitlines()
-    assert lines[2] == "| m | 1 | 30.0 | 100 | 50% | 60.0 | 50 | 25% | 2.00x |"
+    assert lines[2] == "| m | 1 | 30.0 | 100 | 50% | 125 | 80% | 60.0 | 50 | 25% | 40% | 2.00x |"
     assert lines[-1] == "| m | conv 2->4 k3 8x8 | 10.0 | 20.0 | 100 | 50% | 20.0 | 40.0 | 50 |"
-    for key in ("torch_s", "torch_gflops"):
+    for key in ("torch_s", "torch_gflops", "sgemm_gflops"):
         del result["m"][key]
     lines = report.model_convs_table(result).splitlines()
-    assert lines[0] == "| model | convs | fastnn ms (fwd+bwd) | fastnn GFLOP/s | % sgemm peak |"
-    assert lines[2] == "| m | 1 | 30.0 | 100 | - |"
+    assert lines[0] == ("| model | convs | fastnn ms (fwd+bwd) | fastnn GFLOP/s | % sgemm peak | "
+                        "sgemm alongside GFLOP/s | % of it |")
+    assert lines[2] == "| m | 1 | 30.0 | 100 | - | - | - |"
