@@ -1565,6 +1565,79 @@ cdef extern from *:
             }
         }
     }
+    /* out (N, m, P) columns [j_lo, j_hi) of the batch (p = n*P + pp) := A @ im2col(x) + bias
+       at stride 1 with OW == W (P = OH*W), A packed by fnn_pack_a8: fnn_mk_conv_s1 with the
+       32-column panels of fnn_mk_subpixel, which run on across samples, so an image whose P is
+       not a multiple of 32 does not cost a ragged panel per sample (14x14: 7 panels for 196
+       columns, 12.5% of the FMAs for nothing). A panel inside one sample is written in place;
+       one that crosses samples is formed in Ct (m x 32 floats) and copied out, a run of lanes
+       per sample. */
+    static void fnn_mk_conv_s1x(int m, long j_lo, long j_hi, long P, int C, int H, int W,
+                                int KH, int KW, int ph, int pw, const float* Ap, const float* x,
+                                const float* bias, float* out, float* Ct) {
+        float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
+        unsigned rowm[32], colm[32], segm[33];
+        long segoff[33], segdst[33];
+        int segq[34];
+        int k = C * KH * KW, mt = (m + 7) / 8;
+        long HW = (long)H * W, CHW = (long)C * HW;
+        for (long j0 = j_lo; j0 < j_hi; j0 += 32) {
+            int nr = j_hi - j0 < 32 ? (int)(j_hi - j0) : 32;
+            __mmask16 m0 = fnn_lanes(0, nr), m1 = fnn_lanes(-16, nr - 16);
+            for (int a = 0; a < KH; a++) rowm[a] = 0;
+            for (int b = 0; b < KW; b++) colm[b] = 0;
+            int nseg = 0;
+            long n = j0 / P, pp = j0 - n * P;
+            int oh = (int)(pp / W), ow = (int)(pp - (long)oh * W);
+            for (int q = 0; q < nr; q++) {
+                if (q == 0 || pp == 0) {
+                    segm[nseg] = 0;
+                    segoff[nseg] = n * CHW - n * P + j0;  /* lane q reads x + segoff + q + shift */
+                    segdst[nseg] = n * m * P + pp - q;    /* lane q of row i goes to out + segdst + i*P + q */
+                    segq[nseg] = q;
+                    nseg++;
+                }
+                segm[nseg - 1] |= 1u << q;
+                for (int a = 0; a < KH; a++) if (oh + a - ph >= 0 && oh + a - ph < H) rowm[a] |= 1u << q;
+                for (int b = 0; b < KW; b++) if (ow + b - pw >= 0 && ow + b - pw < W) colm[b] |= 1u << q;
+                if (++ow == W) { ow = 0; oh++; }
+                if (++pp == P) { pp = 0; oh = 0; n++; }
+            }
+            segq[nseg] = nr;
+            float* Cp = nseg == 1 ? out + segdst[0] : Ct;
+            long ldc = nseg == 1 ? P : 32;
+            for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+                int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+                int c = k0 / (KH * KW), ki = (k0 / KW) % KH, kj = k0 % KW;
+                for (int kk = 0; kk < kc; kk++) {
+                    unsigned mk = rowm[ki] & colm[kj];
+                    long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
+                    __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+                    for (int s = 0; s < nseg; s++) {
+                        unsigned ms = mk & segm[s];
+                        const float* src = x + segoff[s] + shift;
+                        v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
+                        v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
+                    }
+                    _mm512_store_ps(Bp + kk * 32, v0);
+                    _mm512_store_ps(Bp + kk * 32 + 16, v1);
+                    if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
+                }
+                fnn_mk_tiles_pa(m, kc, Ap + (long)k0 * mt * 8, Bp, Cp, ldc, k0 > 0, m0, m1);
+            }
+            for (int s = 0; s < nseg; s++) {
+                __mmask16 ma = fnn_lanes(segq[s], segq[s + 1]), mb = fnn_lanes(segq[s] - 16, segq[s + 1] - 16);
+                float* dst = out + segdst[s];
+                for (int i = 0; i < m; i++) {
+                    __m512 bv = _mm512_set1_ps(bias ? bias[i] : 0.0f);
+                    const float* src = nseg == 1 ? dst + (long)i * P : Ct + i * 32;
+                    float* d = dst + (long)i * P;
+                    if (ma) _mm512_mask_storeu_ps(d, ma, _mm512_add_ps(_mm512_maskz_loadu_ps(ma, src), bv));
+                    if (mb) _mm512_mask_storeu_ps(d + 16, mb, _mm512_add_ps(_mm512_maskz_loadu_ps(mb, src + 16), bv));
+                }
+            }
+        }
+    }
     /* Row i < ha of dst (rstep apart, W wide) := its two stride-2 phases interleaved,
        dst[i*rstep + 2j + b] = src_b[i*wb_b + j] + bv (wb_0 = ceil(W/2), wb_1 = floor(W/2)):
        8 + 8 sources per full 16-lane store, so every line of dx is written once, whole. */
@@ -1593,8 +1666,14 @@ cdef extern from *:
                                 long sample_stride, float* Cout, int ldc) {}
     static void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0,
                                   const float* src1, int ha, float bv) {}
+    static void fnn_mk_conv_s1x(int m, long j_lo, long j_hi, long P, int C, int H, int W,
+                                int KH, int KW, int ph, int pw, const float* Ap, const float* x,
+                                const float* bias, float* out, float* Ct) {}
     #endif
     """
+    void fnn_mk_conv_s1x(int m, long j_lo, long j_hi, long P, int C, int H, int W, int KH,
+                         int KW, int ph, int pw, const float* Ap, const float* x,
+                         const float* bias, float* out, float* Ct) noexcept nogil
     void fnn_mk_subpixel(int m, int nb, long P, int C, int H, int W, int KH, int KW, int ph,
                          int pw, const float* Ap, const float* g, long sample_stride,
                          float* Cout, int ldc) noexcept nogil
@@ -2054,6 +2133,57 @@ cdef void _s1_forward_call(x, weight, bias, out, int n, int c, int h, int w, int
         _conv_s1_forward(px, n, c, h, w, pw_, o, kh, kw, ph, pw, oh, pb, po, nt)
 
 
+cdef int _s1_cross = 1
+
+
+def _set_s1_cross(int mode):
+    """Tuning hook for benchmarks and tests: the stride-1 implicit forward's panels run on across
+    samples (fnn_mk_conv_s1x) where a sample's ragged last panel would waste more than 5% of
+    the FMAs (1), for every shape (2: tests), or never (0); returns the old mode. Interleaved
+    A/B, batch 64, 2 threads, ms, across / per sample / torch: 64->64 at 14x14 forward 6.83 /
+    7.51 / 11.92 (a slow hour of the VM), its dx 7.83 / 8.80; 32->64 at 14x14 forward 4.14 /
+    4.70; at 28x28 (2% waste) the per-sample panels were faster (7.64 / 8.68)."""
+    global _s1_cross
+    old = _s1_cross
+    _s1_cross = mode
+    return old
+
+
+def _s1_across_samples(Py_ssize_t p):
+    """Whether a stride-1 implicit forward of p = OH*W columns a sample takes fnn_mk_conv_s1x
+    (see _set_s1_cross)."""
+    return _s1_cross == 2 or (_s1_cross == 1 and 20 * ((32 - p % 32) % 32) > p)
+
+
+cdef void _s1x_forward_call(x, weight, bias, out, int n, int c, int h, int w, int o, int kh,
+                            int kw, int ph, int pw, int oh, int nt):
+    """out := conv2d(x) + bias on fnn_mk_conv_s1x: tasks of 8 panels (256 columns of the batch)
+    taken dynamically, each thread with its own 32-column scratch for panels that cross samples."""
+    cdef int k = c * kh * kw, mt = (o + 7) // 8
+    cdef Py_ssize_t P = <Py_ssize_t>oh * w, total = <Py_ssize_t>n * oh * w
+    cdef Py_ssize_t ct_size = <Py_ssize_t>mt * 8 * 32
+    cdef Py_ssize_t span = 8 * 32
+    cdef int ntasks = <int>((total + span - 1) // span)
+    ap = _cached(np.float32, "s1x_a", <Py_ssize_t>mt * 8 * k + 16)
+    ct = _cached(np.float32, "s1x_ct", nt * ct_size + 16)
+    cdef float* pap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
+    cdef float* pct = <float*>((<size_t>_ptr(ct) + 63) & ~(<size_t>63))
+    cdef const float* px = <float*>_ptr(x)
+    cdef const float* pw_ = <float*>_ptr(weight)
+    cdef const float* pb = <float*>_ptr(bias)
+    cdef float* po = <float*>_ptr(out)
+    cdef int task, t
+    with nogil:
+        fnn_pack_a8(o, k, 8, pw_, pap)
+        if nt > 1:
+            for task in prange(ntasks, num_threads=nt, schedule="dynamic", chunksize=1):
+                t = openmp.omp_get_thread_num()
+                fnn_mk_conv_s1x(o, task * span, min(total, task * span + span), P, c, h, w, kh, kw,
+                                ph, pw, pap, px, pb, po, pct + t * ct_size)
+        else:
+            fnn_mk_conv_s1x(o, 0, total, P, c, h, w, kh, kw, ph, pw, pap, px, pb, po, pct)
+
+
 def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_slope=None):
     """out[n, o] := bias[o] + sum_{c,i,j} weight[o, c, i, j] * x_padded[n, c, oh*sh + i, ow*sw + j];
     ``relu``: then max(out, 0), or with ``negative_slope`` (>= 0) leaky_relu(out, negative_slope),
@@ -2074,7 +2204,10 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
         # implicit GEMM: no column matrix, no scatter (vgg-bn shapes fwd and stride-1 dx 9-18%
         # faster than im2col + GEMM, interleaved A/B on the 2-core VM)
         NT1 = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
-        _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
+        if _s1_across_samples(oh * ow):
+            _s1x_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
+        else:
+            _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         return _activate_all(out, act, slope)
     if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
         return _activate_all(_strided_forward(x, weight, bias, out, sh, sw, ph, pw), act, slope)

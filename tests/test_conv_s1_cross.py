@@ -1,0 +1,91 @@
+"""The stride-1 implicit forward with panels that run on across samples (_conv._set_s1_cross):
+against the NumPy reference and the per-sample panels, for images of every size against the 32
+columns of a panel (one panel spanning up to four samples), with bias, fused activations, the
+stride-1 dx that runs as such a forward, and 1 vs 2 threads bitwise."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, reference
+
+from conv_route_helpers import assert_close, needs_microkernel, rand
+
+pytestmark = needs_microkernel
+
+
+def forward(x, w, b, padding, mode, threads, **act):
+    prev = fastnn.get_num_threads()
+    old = _conv._set_s1_cross(mode)
+    try:
+        fastnn.set_num_threads(threads)
+        out = np.full((x.shape[0], w.shape[0], x.shape[2], x.shape[3]), np.nan, np.float32)
+        return _core.conv2d_forward(x, w, b, out, 1, padding, **act)
+    finally:
+        _conv._set_s1_cross(old)
+        fastnn.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("n, c, o, h, w, k", [
+    (64, 64, 64, 14, 14, 3),  # vgg-bn's 14x14 block: 196 columns a sample
+    (7, 5, 13, 3, 3, 3),      # 9 columns: a panel covers parts of four samples
+    (3, 30, 70, 5, 7, 5),     # k = 750: three k steps; O = 70: a 6-row tile tail
+    (2, 3, 9, 1, 40, 1),      # one-row images, 1x1 kernel
+    (5, 8, 16, 6, 6, 3),      # 36 columns: every panel but the first crosses a sample
+])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward_matches_reference_and_per_sample_panels(n, c, o, h, w, k, with_bias):
+    rng = np.random.default_rng(n + c + o + h + w + k)
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, k, k))
+    b = rand(rng, (o,)) if with_bias else None
+    p = (k - 1) // 2
+    want = reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                                    None if b is None else b.astype(np.float64),
+                                    np.empty((n, o, h, w)), 1, p)
+    across = [forward(x, wt, b, p, 2, threads) for threads in (1, 2)]
+    assert_close(across[0], want, 1e-5)
+    np.testing.assert_array_equal(across[0], across[1])
+    assert_close(forward(x, wt, b, p, 0, 1), across[0], 1e-5)
+
+
+@pytest.mark.parametrize("act", [{"relu": True}, {"relu": True, "negative_slope": 0.2}])
+def test_fused_activation_is_the_activation_of_the_output(act):
+    rng = np.random.default_rng(3)
+    x, wt, b = rand(rng, (6, 16, 7, 7)), rand(rng, (24, 16, 3, 3)), rand(rng, (24,))
+    plain = forward(x, wt, b, 1, 2, 2)
+    fused = forward(x, wt, b, 1, 2, 2, **act)
+    slope = act.get("negative_slope")
+    want = np.empty_like(plain)
+    if slope is None:
+        _core.relu_forward(plain, want)
+    else:
+        _core.leaky_relu_forward(plain, slope, want)
+    np.testing.assert_array_equal(fused, want)
+
+
+def test_stride_one_dx_runs_across_samples_too():
+    rng = np.random.default_rng(4)
+    x, wt = rand(rng, (9, 12, 14, 14)), rand(rng, (20, 12, 3, 3))
+    dy = rand(rng, (9, 20, 14, 14))
+    want = np.zeros(x.shape)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              want, None, None, 1, 1)
+    old = _conv._set_s1_cross(2)
+    try:
+        got = np.full_like(x, np.nan)
+        _core.conv2d_backward(x, wt, dy, got, None, None, 1, 1)
+    finally:
+        _conv._set_s1_cross(old)
+    assert_close(got, want, 1e-5)
+
+
+def test_default_rule_takes_images_with_a_ragged_last_panel():
+    # 14x14: 28 of a sample's 224 computed columns idle, 7x7: 15 of 64; 28x28: 16 of 800 (2%)
+    assert [_conv._s1_across_samples(p) for p in (196, 49, 100, 784, 256, 900)] == [
+        True, True, True, False, False, False]
+    for mode, want in ((0, False), (2, True)):
+        old = _conv._set_s1_cross(mode)
+        try:
+            assert _conv._s1_across_samples(196) is want and _conv._s1_across_samples(256) is want
+        finally:
+            _conv._set_s1_cross(old)
