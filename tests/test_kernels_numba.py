@@ -171,6 +171,29 @@ def test_upsample_matches_reference(shape, scale, dtype, path, seed):
 
 
 @given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9),
+       dtype=dtypes, path=paths, seed=st.integers(0, 2**16))
+def test_avgpool_2x2_fast_path_matches_general_kernel(n, c, h, w, dtype, path, seed):
+    """The unrolled 2x2/stride-2 average pool gives the general window loop's bits, forward and
+    backward (odd sizes: the last row or column of dx is outside every window, so zero)."""
+    from fastnn._core import pool
+
+    x = data(seed, (n, c, h, w), dtype)
+    oshape = (n, c, h // 2, w // 2)
+    dy = data(seed + 1, oshape, dtype)
+    out, dx = np.empty(oshape, dtype), np.full((n, c, h, w), np.nan, dtype)
+    with forced(path):
+        K.avgpool2d_forward(x, 2, 2, 0, out)
+        K.avgpool2d_backward(dy, 2, 2, 0, dx)
+    general, general_dx = np.empty(oshape, dtype), np.empty((n, c, h, w), dtype)
+    pool._avgpool2d_forward_serial(x.reshape(n * c, h, w), 2, 2, 2, 2, 0, 0,
+                                   general.reshape(n * c, h // 2, w // 2))
+    pool._avgpool2d_backward_serial(dy.reshape(n * c, h // 2, w // 2), 2, 2, 2, 2, 0, 0,
+                                    general_dx.reshape(n * c, h, w))
+    np.testing.assert_array_equal(out, general)
+    np.testing.assert_array_equal(dx, general_dx)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9),
        dtype=dtypes, path=paths, seed=st.integers(0, 2**16), nans=st.booleans())
 def test_maxpool_2x2_fast_path_matches_general_kernel(n, c, h, w, dtype, path, seed, nans):
     """The unrolled 2x2/stride-2 kernel picks the same values and argmax (ties, NaN) as the
