@@ -1505,6 +1505,39 @@ def _set_subpixel(bint on, bint force=False):
 cdef extern from *:
     """
     #if FNN_MK_AVAILABLE
+    /* One 32-column panel of an implicit stride-1 GEMM whose columns run on across samples:
+       Cp (m x 32 lanes m0/m1, ldc apart) := A @ B over all k = C*KH*KW in FNN_MK_KC steps
+       (A packed by fnn_pack_a8), where B's row (c, ki, kj) is, in the lanes of segment s
+       (segm[s], one per sample the panel touches), the plane read flat from
+       base + segoff[s] + c*H*W + (ki - ph)*W + kj - pw, masked by rowm[ki] & colm[kj] (the
+       lanes whose pixel sees the image). Bp: the caller's FNN_MK_KC x 32 aligned floats. */
+    static inline void fnn_panel_gemm(int m, int C, int H, int W, int KH, int KW, int ph, int pw,
+                                      const unsigned* rowm, const unsigned* colm, int nseg,
+                                      const unsigned* segm, const long* segoff, const float* base,
+                                      const float* Ap, float* Bp, float* Cp, long ldc,
+                                      __mmask16 m0, __mmask16 m1) {
+        int k = C * KH * KW, mt = (m + 7) / 8;
+        long HW = (long)H * W;
+        for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+            int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+            int c = k0 / (KH * KW), ki = (k0 / KW) % KH, kj = k0 % KW;
+            for (int kk = 0; kk < kc; kk++) {
+                unsigned mk = rowm[ki] & colm[kj];
+                long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
+                __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+                for (int s = 0; s < nseg; s++) {
+                    unsigned ms = mk & segm[s];
+                    const float* src = base + segoff[s] + shift;
+                    v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
+                    v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
+                }
+                _mm512_store_ps(Bp + kk * 32, v0);
+                _mm512_store_ps(Bp + kk * 32 + 16, v1);
+                if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
+            }
+            fnn_mk_tiles_pa(m, kc, Ap + (long)k0 * mt * 8, Bp, Cp, ldc, k0 > 0, m0, m1);
+        }
+    }
     /* Cout[i, p] := sum_r A[i, r] * B[r, p] for p in [0, ncols), ldc apart (A packed by
        fnn_pack_a8), where the columns
        p = n*P + oh*W + ow (P = ncols / nb) run over the output pixels of nb samples one after
@@ -1520,8 +1553,7 @@ cdef extern from *:
         float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
         unsigned rowm[32], colm[32], segm[33];
         long segoff[33];
-        int k = C * KH * KW, mt = (m + 7) / 8;
-        long ncols = (long)nb * P, HW = (long)H * W;
+        long ncols = (long)nb * P;
         for (long j0 = 0; j0 < ncols; j0 += 32) {
             int nr = ncols - j0 < 32 ? (int)(ncols - j0) : 32;
             __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
@@ -1544,25 +1576,8 @@ cdef extern from *:
                 }
                 segm[nseg - 1] |= 1u << q;
             }
-            for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
-                int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
-                int c = k0 / (KH * KW), ki = (k0 / KW) % KH, kj = k0 % KW;
-                for (int kk = 0; kk < kc; kk++) {
-                    unsigned mk = rowm[ki] & colm[kj];
-                    long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
-                    __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
-                    for (int s = 0; s < nseg; s++) {
-                        unsigned ms = mk & segm[s];
-                        const float* src = g + segoff[s] + shift;
-                        v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
-                        v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
-                    }
-                    _mm512_store_ps(Bp + kk * 32, v0);
-                    _mm512_store_ps(Bp + kk * 32 + 16, v1);
-                    if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
-                }
-                fnn_mk_tiles_pa(m, kc, Ap + (long)k0 * mt * 8, Bp, Cout + j0, ldc, k0 > 0, m0, m1);
-            }
+            fnn_panel_gemm(m, C, H, W, KH, KW, ph, pw, rowm, colm, nseg, segm, segoff, g, Ap, Bp,
+                           Cout + j0, ldc, m0, m1);
         }
     }
     /* out (N, m, P) columns [j_lo, j_hi) of the batch (p = n*P + pp) := A @ im2col(x) + bias
@@ -1579,8 +1594,7 @@ cdef extern from *:
         unsigned rowm[32], colm[32], segm[33];
         long segoff[33], segdst[33];
         int segq[34];
-        int k = C * KH * KW, mt = (m + 7) / 8;
-        long HW = (long)H * W, CHW = (long)C * HW;
+        long CHW = (long)C * H * W;
         for (long j0 = j_lo; j0 < j_hi; j0 += 32) {
             int nr = j_hi - j0 < 32 ? (int)(j_hi - j0) : 32;
             __mmask16 m0 = fnn_lanes(0, nr), m1 = fnn_lanes(-16, nr - 16);
@@ -1606,25 +1620,8 @@ cdef extern from *:
             segq[nseg] = nr;
             float* Cp = nseg == 1 ? out + segdst[0] : Ct;
             long ldc = nseg == 1 ? P : 32;
-            for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
-                int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
-                int c = k0 / (KH * KW), ki = (k0 / KW) % KH, kj = k0 % KW;
-                for (int kk = 0; kk < kc; kk++) {
-                    unsigned mk = rowm[ki] & colm[kj];
-                    long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
-                    __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
-                    for (int s = 0; s < nseg; s++) {
-                        unsigned ms = mk & segm[s];
-                        const float* src = x + segoff[s] + shift;
-                        v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
-                        v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
-                    }
-                    _mm512_store_ps(Bp + kk * 32, v0);
-                    _mm512_store_ps(Bp + kk * 32 + 16, v1);
-                    if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
-                }
-                fnn_mk_tiles_pa(m, kc, Ap + (long)k0 * mt * 8, Bp, Cp, ldc, k0 > 0, m0, m1);
-            }
+            fnn_panel_gemm(m, C, H, W, KH, KW, ph, pw, rowm, colm, nseg, segm, segoff, x, Ap, Bp,
+                           Cp, ldc, m0, m1);
             for (int s = 0; s < nseg; s++) {
                 __mmask16 ma = fnn_lanes(segq[s], segq[s + 1]), mb = fnn_lanes(segq[s] - 16, segq[s + 1] - 16);
                 float* dst = out + segdst[s];

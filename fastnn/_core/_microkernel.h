@@ -174,19 +174,30 @@ static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0
    and 1. noinline: the 16 accumulators get the whole register file whatever the caller keeps
    live (a caller gathering its panel held 8 index vectors, and gcc spilled b0/b1 inside the FMA
    loop: 2x slower). */
-#define FNN_MK_TILE_PA(R, ...)                                                             \
+#define FNN_MK_TILE_A(R, AP0, ASTEP, FMA, ...)                                             \
     {   __m512 __VA_ARGS__;                                                                \
         float* cr = C + (long)i0 * ldc;                                                    \
         const float* bp = Bp;                                                              \
-        const float* ap = Ap + (long)(i0 / 8) * kc * 8 + i0 % 8;                           \
+        const float* ap = AP0;                                                             \
         FNN_MK_REP##R(FNN_MK_ZERO)                                                         \
-        for (int kk = 0; kk < kc; kk++, bp += 32, ap += 8) {                               \
+        for (int kk = 0; kk < kc; kk++, bp += 32, ap += ASTEP) {                           \
             __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;              \
-            FNN_MK_REP##R(FNN_MK_FMA_AP)                                                   \
+            FNN_MK_REP##R(FMA)                                                             \
         }                                                                                  \
         if (add) { FNN_MK_REP##R(FNN_MK_ADD) }                                             \
         FNN_MK_REP##R(FNN_MK_ST)                                                           \
         i0 += R; }
+#define FNN_MK_TILE_PA(R, ...)                                                             \
+    FNN_MK_TILE_A(R, Ap + (long)(i0 / 8) * kc * 8 + i0 % 8, 8, FNN_MK_FMA_AP, __VA_ARGS__)
+/* All rows of one panel in 8-row tiles, then the last tile's rows in 4, 2 and 1 (TILE: one
+   tile of R rows, FNN_MK_TILE_PA or FNN_MK_TILE_RA) */
+#define FNN_MK_TILES_A(TILE)                                                               \
+    int i0 = 0;                                                                            \
+    while (i0 + 8 <= m)                                                                    \
+        TILE(8, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71) \
+    if (i0 + 4 <= m) TILE(4, c00, c01, c10, c11, c20, c21, c30, c31)                       \
+    if (i0 + 2 <= m) TILE(2, c00, c01, c10, c11)                                           \
+    if (i0 < m) TILE(1, c00, c01)
 #define FNN_MK_ZERO(r) c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps();
 #define FNN_MK_ADD(r)                                                                      \
     c##r##0 = _mm512_add_ps(c##r##0, _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc));      \
@@ -198,12 +209,7 @@ static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0
 __attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float* Ap,
                                                       const float* Bp, float* C, long ldc,
                                                       int add, __mmask16 m0, __mmask16 m1) {
-    int i0 = 0;
-    while (i0 + 8 <= m)
-        FNN_MK_TILE_PA(8, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71)
-    if (i0 + 4 <= m) FNN_MK_TILE_PA(4, c00, c01, c10, c11, c20, c21, c30, c31)
-    if (i0 + 2 <= m) FNN_MK_TILE_PA(2, c00, c01, c10, c11)
-    if (i0 < m) FNN_MK_TILE_PA(1, c00, c01)
+    FNN_MK_TILES_A(FNN_MK_TILE_PA)
 }
 
 /* fnn_mk_tiles_pa with a row-major A: rows FNN_MK_RA_LDA floats apart (a compile-time stride,
@@ -214,27 +220,11 @@ __attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float
 #define FNN_MK_FMA_RA(r) a0 = _mm512_set1_ps(ap[r * FNN_MK_RA_LDA]);                       \
     c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
 #define FNN_MK_TILE_RA(R, ...)                                                             \
-    {   __m512 __VA_ARGS__;                                                                \
-        float* cr = C + (long)i0 * ldc;                                                    \
-        const float* bp = Bp;                                                              \
-        const float* ap = A + (long)i0 * FNN_MK_RA_LDA;                                    \
-        FNN_MK_REP##R(FNN_MK_ZERO)                                                         \
-        for (int kk = 0; kk < kc; kk++, bp += 32, ap++) {                                  \
-            __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;              \
-            FNN_MK_REP##R(FNN_MK_FMA_RA)                                                   \
-        }                                                                                  \
-        if (add) { FNN_MK_REP##R(FNN_MK_ADD) }                                             \
-        FNN_MK_REP##R(FNN_MK_ST)                                                           \
-        i0 += R; }
+    FNN_MK_TILE_A(R, A + (long)i0 * FNN_MK_RA_LDA, 1, FNN_MK_FMA_RA, __VA_ARGS__)
 __attribute__((noinline)) static void fnn_mk_tiles_ra(int m, int kc, const float* A,
                                                       const float* Bp, float* C, long ldc,
                                                       int add, __mmask16 m0, __mmask16 m1) {
-    int i0 = 0;
-    while (i0 + 8 <= m)
-        FNN_MK_TILE_RA(8, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71)
-    if (i0 + 4 <= m) FNN_MK_TILE_RA(4, c00, c01, c10, c11, c20, c21, c30, c31)
-    if (i0 + 2 <= m) FNN_MK_TILE_RA(2, c00, c01, c10, c11)
-    if (i0 < m) FNN_MK_TILE_RA(1, c00, c01)
+    FNN_MK_TILES_A(FNN_MK_TILE_RA)
 }
 
 static int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B,
