@@ -30,7 +30,7 @@ def check(n, c, o, h, w, k, with_db=True):
     p = (k - 1) // 2  # same width
     rng = np.random.default_rng(n * 1000 + c * 100 + o * 10 + h + w + k)
     x, wt, dy = rand(rng, (n, c, h, w)), rand(rng, (o, c, k, k)), rand(rng, (n, o, h, w))
-    assert _conv._dwt_s1_fits(x, c, w, k, k, 1, 1, w)
+    assert _conv._dwt_s1_fits(x, o, c, w, k, k, 1, 1, w)
     start = rand(rng, wt.shape)
     want, want_db = start.astype(np.float64), np.full(o, 0.5)
     reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
@@ -53,13 +53,13 @@ def check(n, c, o, h, w, k, with_db=True):
 def test_images_and_kernels(k, h, w):
     # P = 256: one full step; 289: two steps of 145; 900: four of 225; 2x11 with a 5x5 kernel:
     # every pixel sees the padding
-    check(3, 20, 7, h, w, k)
+    check(3, 20, 19, h, w, k)
 
 
-@pytest.mark.parametrize("c, o", [(2, 32), (32, 32), (64, 64), (3, 70), (7, 40), (5, 1)])
+@pytest.mark.parametrize("c, o", [(2, 32), (32, 32), (64, 64), (3, 70), (7, 40), (5, 17)])
 def test_channels(c, o):
-    # O = 32, 64: whole panels; 70, 40: a part panel; 1: one column. C*9 = 18, 27, 63: row tails
-    # of 2, 3 and 7 below the 8-row tiles, and the threads' row blocks uneven
+    # O = 32, 64: whole panels; 70, 40, 17: a part panel. C*9 = 18, 27, 63, 45: row tails of 2,
+    # 3, 7 and 5 below the 8-row tiles, and the threads' row blocks uneven
     check(4, c, o, 14, 14, 3)
 
 
@@ -79,9 +79,10 @@ def test_without_dbias_and_with_dx():
 
 def test_route_rule():
     f32, f64 = np.zeros((1, 1, 28, 28), np.float32), np.zeros((1, 1, 28, 28), np.float64)
-    # args: x, C, W, KH, KW, SH, SW, OW
-    assert _conv._dwt_s1_fits(f32, 32, 28, 3, 3, 1, 1, 28)  # vgg-bn's convolutions
-    assert not _conv._dwt_s1_fits(f64, 32, 28, 3, 3, 1, 1, 28)  # float64: BLAS
-    assert not _conv._dwt_s1_fits(f32, 1, 28, 3, 3, 1, 1, 28)  # 9 im2col rows
-    assert not _conv._dwt_s1_fits(f32, 6, 14, 5, 5, 1, 1, 10)  # narrower output (LeNet)
-    assert not _conv._dwt_s1_fits(f32, 64, 14, 4, 4, 2, 2, 7)  # strided
+    # args: x, O, C, W, KH, KW, SH, SW, OW
+    assert _conv._dwt_s1_fits(f32, 32, 32, 28, 3, 3, 1, 1, 28)  # vgg-bn's convolutions
+    assert not _conv._dwt_s1_fits(f64, 32, 32, 28, 3, 3, 1, 1, 28)  # float64: BLAS
+    assert not _conv._dwt_s1_fits(f32, 32, 1, 28, 3, 3, 1, 1, 28)  # 9 im2col rows
+    assert not _conv._dwt_s1_fits(f32, 6, 1, 28, 5, 5, 1, 1, 28)  # LeNet's first: 6 channels out
+    assert not _conv._dwt_s1_fits(f32, 16, 6, 14, 5, 5, 1, 1, 10)  # narrower output (LeNet)
+    assert not _conv._dwt_s1_fits(f32, 128, 64, 14, 4, 4, 2, 2, 7)  # strided
