@@ -89,3 +89,55 @@ def test_default_rule_takes_images_with_a_ragged_last_panel():
             assert _conv._s1_across_samples(196) is want and _conv._s1_across_samples(256) is want
         finally:
             _conv._set_s1_cross(old)
+
+
+def hooked(hook, value, fn, *args):
+    old = hook(value)
+    try:
+        return fn(*args)
+    finally:
+        hook(old)
+
+
+@pytest.mark.parametrize("n, c, o, h, w, kernel, padding", [
+    (64, 16, 6, 10, 10, (5, 5), (4, 4)),  # LeNet's second conv's dx: 10x10 -> 14x14
+    (3, 5, 9, 4, 7, (3, 3), (2, 2)),
+    (2, 7, 4, 6, 5, (3, 2), (1, 3)),      # wider only: padding 3 >= KW - 1 = 1
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_wider_output_runs_on_a_widened_copy(n, c, o, h, w, kernel, padding, threads):
+    rng = np.random.default_rng(n + c + o + h + w)
+    x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c) + kernel), rand(rng, (o,))
+    oh, ow = h + 2 * padding[0] - kernel[0] + 1, w + 2 * padding[1] - kernel[1] + 1
+    assert ow > w
+    want = reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64),
+                                    np.empty((n, o, oh, ow)), 1, padding)
+    prev = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        got = [hooked(_conv._set_widen_s1, on, _core.conv2d_forward, x, wt, b,
+                      np.full((n, o, oh, ow), np.nan, np.float32), 1, padding) for on in (True, False)]
+    finally:
+        fastnn.set_num_threads(prev)
+    assert_close(got[0], want, 1e-5)
+    assert_close(got[1], got[0], 1e-5)
+
+
+@pytest.mark.parametrize("o", [1, 3, 6, 8, 9])
+def test_few_rows_multiply_straight_from_the_loads(o):
+    # up to 8 output channels the cross-sample panels skip packing (_set_panel_direct): the same
+    # bits as the packed panels, for the stride-1 forward and the sub-pixel one (conv-transpose)
+    rng = np.random.default_rng(o)
+    x, wt, b = rand(rng, (5, 12, 7, 7)), rand(rng, (o, 12, 3, 3)), rand(rng, (o,))
+    xt, wtt = rand(rng, (4, 10, 6, 6)), rand(rng, (10, o, 4, 4))
+    runs = []
+    for on in (True, False):
+        fwd = hooked(_conv._set_panel_direct, on, forward, x, wt, b, 1, 2, 2)
+        convt = np.full((4, o, 12, 12), np.nan, np.float32)
+        hooked(_conv._set_panel_direct, on, _core.conv_transpose2d_forward, xt, wtt, b, convt, 2, 1)
+        runs.append((fwd, convt))
+    for a, b_ in zip(*runs):
+        np.testing.assert_array_equal(a, b_)
+    want = reference.conv_transpose2d_forward(xt.astype(np.float64), wtt.astype(np.float64),
+                                              b.astype(np.float64), np.empty((4, o, 12, 12)), 2, 1)
+    assert_close(runs[0][1], want, 1e-5)

@@ -1507,17 +1507,66 @@ def _set_subpixel(bint on, bint force=False):
 cdef extern from *:
     """
     #if FNN_MK_AVAILABLE
+    static int _fnn_panel_direct_on = 1;
+    static int fnn_set_panel_direct(int on) { int old = _fnn_panel_direct_on; _fnn_panel_direct_on = on; return old; }
     /* One 32-column panel of an implicit stride-1 GEMM whose columns run on across samples:
        Cp (m x 32 lanes m0/m1, ldc apart) := A @ B over all k = C*KH*KW in FNN_MK_KC steps
        (A packed by fnn_pack_a8), where B's row (c, ki, kj) is, in the lanes of segment s
        (segm[s], one per sample the panel touches), the plane read flat from
        base + segoff[s] + c*H*W + (ki - ph)*W + kj - pw, masked by rowm[ki] & colm[kj] (the
        lanes whose pixel sees the image). Bp: the caller's FNN_MK_KC x 32 aligned floats. */
+    #define FNN_PD_ZERO(r) c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps();
+    #define FNN_PD_FMA(r) a = _mm512_set1_ps(ap[r]);                                            \
+        c##r##0 = _mm512_fmadd_ps(a, v0, c##r##0); c##r##1 = _mm512_fmadd_ps(a, v1, c##r##1);
+    #define FNN_PD_ST(r) if (r < m) {                                                          \
+        float* cr = Cp + (long)r * ldc;                                                        \
+        if (k0 > 0) { c##r##0 = _mm512_add_ps(c##r##0, _mm512_maskz_loadu_ps(m0, cr));         \
+                      c##r##1 = _mm512_add_ps(c##r##1, _mm512_maskz_loadu_ps(m1, cr + 16)); } \
+        _mm512_mask_storeu_ps(cr, m0, c##r##0); _mm512_mask_storeu_ps(cr + 16, m1, c##r##1); }
+    /* fnn_panel_gemm for m <= 8 rows: B's values go from the masked loads straight into the
+       FMAs of all 8 (zero-padded) rows, never packed. With few rows a packed panel served too
+       little work: LeNet's 16->6 dx spent more time packing than multiplying. Each entry is
+       the same sum in the same order as the packed path's 4-, 2- and 1-row tiles, so the
+       same bits. */
+    static void fnn_panel_direct(int m, int C, int H, int W, int KH, int KW, int ph, int pw,
+                                 const unsigned* rowm, const unsigned* colm, int nseg,
+                                 const unsigned* segm, const long* segoff, const float* base,
+                                 const float* Ap, float* Cp, long ldc, __mmask16 m0,
+                                 __mmask16 m1) {
+        int k = C * KH * KW;
+        long HW = (long)H * W;
+        for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+            int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+            int c = k0 / (KH * KW), ki = (k0 / KW) % KH, kj = k0 % KW;
+            __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, a;
+            FNN_MK_REP8(FNN_PD_ZERO)
+            const float* ap = Ap + (long)k0 * 8;
+            for (int kk = 0; kk < kc; kk++, ap += 8) {
+                unsigned mk = rowm[ki] & colm[kj];
+                long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
+                __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+                for (int s = 0; s < nseg; s++) {
+                    unsigned ms = mk & segm[s];
+                    const float* src = base + segoff[s] + shift;
+                    v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
+                    v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
+                }
+                FNN_MK_REP8(FNN_PD_FMA)
+                if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
+            }
+            FNN_MK_REP8(FNN_PD_ST)
+        }
+    }
     static inline void fnn_panel_gemm(int m, int C, int H, int W, int KH, int KW, int ph, int pw,
                                       const unsigned* rowm, const unsigned* colm, int nseg,
                                       const unsigned* segm, const long* segoff, const float* base,
                                       const float* Ap, float* Bp, float* Cp, long ldc,
                                       __mmask16 m0, __mmask16 m1) {
+        if (m <= 8 && _fnn_panel_direct_on) {
+            fnn_panel_direct(m, C, H, W, KH, KW, ph, pw, rowm, colm, nseg, segm, segoff, base, Ap,
+                             Cp, ldc, m0, m1);
+            return;
+        }
         int k = C * KH * KW, mt = (m + 7) / 8;
         long HW = (long)H * W;
         for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
@@ -1668,8 +1717,10 @@ cdef extern from *:
     static void fnn_mk_conv_s1x(int m, long j_lo, long j_hi, long P, int C, int H, int W,
                                 int KH, int KW, int ph, int pw, const float* Ap, const float* x,
                                 const float* bias, float* out, float* Ct) {}
+    static int fnn_set_panel_direct(int on) { return on; }
     #endif
     """
+    int fnn_set_panel_direct(int on) noexcept nogil
     void fnn_mk_conv_s1x(int m, long j_lo, long j_hi, long P, int C, int H, int W, int KH,
                          int KW, int ph, int pw, const float* Ap, const float* x,
                          const float* bias, float* out, float* Ct) noexcept nogil
@@ -2132,6 +2183,19 @@ cdef void _s1_forward_call(x, weight, bias, out, int n, int c, int h, int w, int
         _conv_s1_forward(px, n, c, h, w, pw_, o, kh, kw, ph, pw, oh, pb, po, nt)
 
 
+cdef bint _widen_s1 = True
+
+
+def _set_widen_s1(bint on):
+    """Tuning hook for benchmarks and tests: stride-1 forwards whose output is wider than the
+    input (padding >= K-1) on the implicit route over a widened copy of x (True) or through
+    im2col chunks (False); returns the old value."""
+    global _widen_s1
+    old = _widen_s1
+    _widen_s1 = on
+    return old
+
+
 cdef int _s1_cross = 1
 
 
@@ -2146,6 +2210,13 @@ def _set_s1_cross(int mode):
     old = _s1_cross
     _s1_cross = mode
     return old
+
+
+def _set_panel_direct(bint on):
+    """Tuning hook for benchmarks and tests: the cross-sample panels of fnn_mk_conv_s1x and
+    fnn_mk_subpixel with up to 8 rows multiply straight from their masked loads (True) or from
+    a packed panel (False); returns the old value."""
+    return bool(fnn_set_panel_direct(on))
 
 
 def _s1_across_samples(Py_ssize_t p):
@@ -2198,6 +2269,16 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
     check_out(where, "out", out, (n, o, oh, ow), x.dtype,
               f"x {x.shape}, weight {weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}")
     cdef int NT1
+    if (_implicit_s1 and _widen_s1 and x.dtype == np.float32 and FNN_MK_AVAILABLE and sh == 1
+            and sw == 1 and ow > w and pw >= kw - 1 and kh <= 32 and kw <= 32):
+        # an output wider than the input (the dx of a valid convolution, padding K-1): the
+        # same-width route on x placed pw columns in on a zeroed plane as wide as the output
+        # (LeNet's 16->6 5x5 dx at 10x10 -> 14x14 went through im2col at 12 GFLOP/s)
+        wide = _cached(np.float32, "s1_wide", <Py_ssize_t>n * c * h * ow).reshape(n, c, h, ow)
+        wide[..., :pw] = 0
+        wide[..., pw + w:] = 0
+        wide[..., pw:pw + w] = x
+        x, w, pw = wide, ow, 0
     if (_implicit_s1 and x.dtype == np.float32 and FNN_MK_AVAILABLE and sh == 1 and sw == 1 and ow == w
             and kh <= 32 and kw <= 32):
         # implicit GEMM: no column matrix, no scatter (vgg-bn shapes fwd and stride-1 dx 9-18%
