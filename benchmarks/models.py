@@ -118,13 +118,16 @@ def layer_forward_flops(layer, x_shape, y_shape):
 
 
 def step_flops(model, x):
-    """FLOPs of one training step: 3x the GEMM-like forward FLOPs (forward, dX and dW)."""
+    """FLOPs of one training step: 3x the GEMM-like forward FLOPs (forward, dX and dW), 2x for
+    the first layer with parameters, whose dX neither library computes (the batch needs no
+    gradient: ``Sequential.backward(input_grad=False)``, torch's input without requires_grad)."""
     total = 0
-    for layer in model:
+    first = next((i for i, layer in enumerate(model) if layer.parameters()), None)
+    for i, layer in enumerate(model):
         y = layer.forward(x, training=False)
-        total += layer_forward_flops(layer, x.shape, y.shape)
+        total += (2 if i == first else 3) * layer_forward_flops(layer, x.shape, y.shape)
         x = y
-    return 3 * total
+    return total
 
 
 # ---- the three steps ------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def markdown(results):
              f"{s.get('repeats')} samples after {s.get('warmup')} warm-up steps "
              f"(NumPy reference: {s.get('ref_repeats')}), fastnn and torch interleaved in one process (each sample after one untimed step of its own), the reference timed after them. "
              "'vs X' = X's step time / fastnn's (above 1: fastnn is faster). GFLOP/s counts "
-             "2*M*N*K per GEMM-like op, x3 for forward and backward.", "",
+             "2*M*N*K per GEMM-like op, x3 for forward and backward (x2 for the first layer with weights: no dX).", "",
              models_table(results)]
     sections = [("Thread scaling (fastnn)", "thread_scaling", scaling_table),
                 ("Cold start (fresh processes)", "cold_start", cold_start_table),

@@ -132,10 +132,15 @@ def test_unknown_model_is_an_argument_error(capsys):
     assert "unknown model(s) resnet" in capsys.readouterr().err
 
 
-def test_step_flops_of_the_mlp_are_three_times_its_gemms():
+def test_step_flops_of_the_mlp_are_three_times_its_gemms_but_the_first_has_no_dx():
     model, shape, loss = zoo.build("mlp")
     x, _ = models.make_batch(model, shape, loss, 128)
-    assert models.step_flops(model, x) == 3 * 2 * 128 * (784 * 256 + 256 * 256 + 256 * 10)
+    assert models.step_flops(model, x) == 2 * 128 * (2 * 784 * 256 + 3 * (256 * 256 + 256 * 10))
+    model, shape, loss = zoo.build("lstm")  # Embedding first: the LSTM computes its dX
+    x, _ = models.make_batch(model, shape, loss, 4)
+    lstm, dense = model[1], model[2]
+    gemms = 4 * 32 * (4 * 128 * (32 + 128) + 128 * dense.out_features)
+    assert models.step_flops(model, x) == 3 * 2 * gemms
 
 
 def test_reference_path_routes_every_kernel_call_through_reference_py():
