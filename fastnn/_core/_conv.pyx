@@ -2270,7 +2270,7 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
               f"x {x.shape}, weight {weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}")
     cdef int NT1
     if (_implicit_s1 and _widen_s1 and x.dtype == np.float32 and FNN_MK_AVAILABLE and sh == 1
-            and sw == 1 and ow > w and pw >= kw - 1 and kh <= 32 and kw <= 32):
+            and sw == 1 and ow > w and pw >= kw - 1 and kh <= 32 and kw <= 32 and x.size > 0):
         # an output wider than the input (the dx of a valid convolution, padding K-1): the
         # same-width route on x placed pw columns in on a zeroed plane as wide as the output
         # (LeNet's 16->6 5x5 dx at 10x10 -> 14x14 went through im2col at 12 GFLOP/s)
