@@ -1536,6 +1536,21 @@ cdef extern from *:
        (segm[s], one per sample the panel touches), the plane read flat from
        base + segoff[s] + c*H*W + (ki - ph)*W + kj - pw, masked by rowm[ki] & colm[kj] (the
        lanes whose pixel sees the image). Bp: the caller's FNN_MK_KC x 32 aligned floats. */
+    /* One row of a cross-sample panel: lanes of segment s read base + segoff[s] + shift, masked
+       by mk (the lanes whose pixel sees the image), zero elsewhere. */
+    static inline void fnn_panel_row(unsigned mk, long shift, int nseg, const unsigned* segm,
+                                     const long* segoff, const float* base, __m512* v0,
+                                     __m512* v1) {
+        __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+        for (int s = 0; s < nseg; s++) {
+            unsigned ms = mk & segm[s];
+            const float* src = base + segoff[s] + shift;
+            a = _mm512_mask_loadu_ps(a, (__mmask16)ms, src);
+            b = _mm512_mask_loadu_ps(b, (__mmask16)(ms >> 16), src + 16);
+        }
+        *v0 = a;
+        *v1 = b;
+    }
     #define FNN_PD_ZERO(r) c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps();
     #define FNN_PD_FMA(r) a = _mm512_set1_ps(ap[r]);                                            \
         c##r##0 = _mm512_fmadd_ps(a, v0, c##r##0); c##r##1 = _mm512_fmadd_ps(a, v1, c##r##1);
@@ -1565,13 +1580,8 @@ cdef extern from *:
             for (int kk = 0; kk < kc; kk++, ap += 8) {
                 unsigned mk = rowm[ki] & colm[kj];
                 long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
-                __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
-                for (int s = 0; s < nseg; s++) {
-                    unsigned ms = mk & segm[s];
-                    const float* src = base + segoff[s] + shift;
-                    v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
-                    v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
-                }
+                __m512 v0, v1;
+                fnn_panel_row(mk, shift, nseg, segm, segoff, base, &v0, &v1);
                 FNN_MK_REP8(FNN_PD_FMA)
                 if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
             }
@@ -1596,13 +1606,8 @@ cdef extern from *:
             for (int kk = 0; kk < kc; kk++) {
                 unsigned mk = rowm[ki] & colm[kj];
                 long shift = (long)c * HW + (long)(ki - ph) * W + (kj - pw);
-                __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
-                for (int s = 0; s < nseg; s++) {
-                    unsigned ms = mk & segm[s];
-                    const float* src = base + segoff[s] + shift;
-                    v0 = _mm512_mask_loadu_ps(v0, (__mmask16)ms, src);
-                    v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(ms >> 16), src + 16);
-                }
+                __m512 v0, v1;
+                fnn_panel_row(mk, shift, nseg, segm, segoff, base, &v0, &v1);
                 _mm512_store_ps(Bp + kk * 32, v0);
                 _mm512_store_ps(Bp + kk * 32 + 16, v1);
                 if (++kj == KW) { kj = 0; if (++ki == KH) { ki = 0; c++; } }
