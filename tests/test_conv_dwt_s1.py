@@ -97,3 +97,25 @@ def test_route_rule():
     assert not _conv._dwt_s1_fits(f32, 6, 1, 28, 5, 5, 1, 1, 28)  # LeNet's first: 6 channels out
     assert not _conv._dwt_s1_fits(f32, 16, 6, 14, 5, 5, 1, 1, 10)  # narrower output (LeNet)
     assert not _conv._dwt_s1_fits(f32, 128, 64, 14, 4, 4, 2, 2, 7)  # strided
+
+
+@pytest.mark.parametrize("o", [16, 17, 48, 70])
+def test_narrow_panels_on_sixteen_lanes_change_no_bit(o):
+    # panels of at most 16 channels (all of O = 16, the last of 17, 48, 70) run on 16-lane tiles
+    # (_set_dwt_narrow): the same sums in the same order as the 32-lane tiles
+    rng = np.random.default_rng(o)
+    x, wt, dy = rand(rng, (6, 24, 10, 10)), rand(rng, (o, 24, 3, 3)), rand(rng, (6, o, 10, 10))
+    got = []
+    for on in (True, False):
+        old = _conv._set_dwt_narrow(on)
+        try:
+            dw, db = np.zeros_like(wt), np.zeros(o, np.float32)
+            _core.conv2d_backward(x, wt, dy, None, dw, db, 1, 1)
+        finally:
+            _conv._set_dwt_narrow(old)
+        got.append(dw)
+    np.testing.assert_array_equal(got[0], got[1])
+    want = np.zeros(wt.shape)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              None, want, None, 1, 1)
+    assert_close(got[0], want, 1e-4)

@@ -1068,6 +1068,8 @@ cdef extern from *:
        Ar: FNN_DWT_ROWS rows of FNN_MK_RA_LDA floats; Bp: ceil(O/32) x FNN_MK_KC x 32
        floats; both 64-byte aligned, the caller's.
        Each entry of dwt is one chain over the steps in order, whichever thread owns its row. */
+    static int _fnn_dwt_narrow_on = 1;
+    static int fnn_set_dwt_narrow(int on) { int old = _fnn_dwt_narrow_on; _fnn_dwt_narrow_on = on; return old; }
     static void fnn_mk_conv_dwt_s1(int O, int r_lo, int r_hi, int N, int C, int H, int W,
                                    int KH, int KW, int ph, int pw, int OH, const float* x,
                                    const float* g, float* dwt, float* Ar, float* Bp,
@@ -1123,9 +1125,13 @@ cdef extern from *:
                     }
                     for (int jp = 0; jp < npan; jp++) {
                         int nr = O - jp * 32 < 32 ? O - jp * 32 : 32;
-                        fnn_mk_tiles_ra(b1 - b0, kc, Ar, Bp + (long)jp * FNN_MK_KC * 32,
-                                        dwt + (long)b0 * O + jp * 32, O, 1, fnn_lanes(0, nr),
-                                        fnn_lanes(-16, nr - 16));
+                        if (nr <= 16 && _fnn_dwt_narrow_on)
+                            fnn_mk_tiles_ra16(b1 - b0, kc, Ar, Bp + (long)jp * FNN_MK_KC * 32,
+                                              dwt + (long)b0 * O + jp * 32, O, 1, fnn_lanes(0, nr));
+                        else
+                            fnn_mk_tiles_ra(b1 - b0, kc, Ar, Bp + (long)jp * FNN_MK_KC * 32,
+                                            dwt + (long)b0 * O + jp * 32, O, 1, fnn_lanes(0, nr),
+                                            fnn_lanes(-16, nr - 16));
                     }
                 }
             }
@@ -1145,6 +1151,7 @@ cdef extern from *:
                                    int KH, int KW, int ph, int pw, int OH, const float* x,
                                    const float* g, float* dwt, float* Ar, float* Bp,
                                    double* gsum) {}
+    static int fnn_set_dwt_narrow(int on) { return on; }
     #endif
     """
     void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) noexcept nogil
@@ -1159,6 +1166,7 @@ cdef extern from *:
                             int KW, int ph, int pw, int OH, const float* x, const float* g,
                             float* dwt, float* Ar, float* Bp, double* gsum) noexcept nogil
     int FNN_MK_RA_LDA
+    int fnn_set_dwt_narrow(int on) noexcept nogil
     int FNN_DWT_ROWS
 
 
@@ -1411,6 +1419,12 @@ def _set_dwt_s1(bint on):
     old = _dwt_s1_on
     _dwt_s1_on = on
     return old
+
+
+def _set_dwt_narrow(bint on):
+    """Tuning hook for benchmarks and tests: fnn_mk_conv_dwt_s1's panels of at most 16 channels
+    on 16-lane tiles (True) or on the 32-lane ones (False); returns the old value."""
+    return bool(fnn_set_dwt_narrow(on))
 
 
 def _dwt_s1_fits(x, int o, int c, int w, int kh, int kw, int sh, int sw, int ow):

@@ -221,6 +221,38 @@ __attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float
     c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
 #define FNN_MK_TILE_RA(R, ...)                                                             \
     FNN_MK_TILE_A(R, A + (long)i0 * FNN_MK_RA_LDA, 1, FNN_MK_FMA_RA, __VA_ARGS__)
+/* fnn_mk_tiles_ra for a panel of at most 16 columns (lanes m0; Bp keeps its 32-float rows):
+   16-row tiles of one vector each, so the 16 idle lanes of b1 cost no FMAs (a 16-channel
+   weight gradient had half its FMAs on them), then the last rows in 8, 4, 2 and 1. */
+#define FNN_MK_ZERO16(r) c##r = _mm512_setzero_ps();
+#define FNN_MK_FMA16(r) c##r = _mm512_fmadd_ps(_mm512_set1_ps(ap[r * FNN_MK_RA_LDA]), b0, c##r);
+#define FNN_MK_ADD16(r) c##r = _mm512_add_ps(c##r, _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc));
+#define FNN_MK_ST16(r) _mm512_mask_storeu_ps(cr + (long)r * ldc, m0, c##r);
+#define FNN_MK_REP16(F) FNN_MK_REP8(F) F(8) F(9) F(10) F(11) F(12) F(13) F(14) F(15)
+#define FNN_MK_TILE_RA16(R, ...)                                                           \
+    {   __m512 __VA_ARGS__;                                                                \
+        float* cr = C + (long)i0 * ldc;                                                    \
+        const float* bp = Bp;                                                              \
+        const float* ap = A + (long)i0 * FNN_MK_RA_LDA;                                    \
+        FNN_MK_REP##R(FNN_MK_ZERO16)                                                       \
+        for (int kk = 0; kk < kc; kk++, bp += 32, ap++) {                                  \
+            __m512 b0 = _mm512_load_ps(bp);                                                \
+            FNN_MK_REP##R(FNN_MK_FMA16)                                                    \
+        }                                                                                  \
+        if (add) { FNN_MK_REP##R(FNN_MK_ADD16) }                                           \
+        FNN_MK_REP##R(FNN_MK_ST16)                                                         \
+        i0 += R; }
+__attribute__((noinline)) static void fnn_mk_tiles_ra16(int m, int kc, const float* A,
+                                                        const float* Bp, float* C, long ldc,
+                                                        int add, __mmask16 m0) {
+    int i0 = 0;
+    while (i0 + 16 <= m)
+        FNN_MK_TILE_RA16(16, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15)
+    if (i0 + 8 <= m) FNN_MK_TILE_RA16(8, c0, c1, c2, c3, c4, c5, c6, c7)
+    if (i0 + 4 <= m) FNN_MK_TILE_RA16(4, c0, c1, c2, c3)
+    if (i0 + 2 <= m) FNN_MK_TILE_RA16(2, c0, c1)
+    if (i0 < m) FNN_MK_TILE_RA16(1, c0)
+}
 __attribute__((noinline)) static void fnn_mk_tiles_ra(int m, int kc, const float* A,
                                                       const float* Bp, float* C, long ldc,
                                                       int add, __mmask16 m0, __mmask16 m1) {
