@@ -260,3 +260,53 @@ def test_float32_adam_computes_in_float32_like_torch(decoupled):
         ulp = np.spacing(np.abs(q))
         assert np.max(np.abs(p - q) / ulp) <= 1.0, f"step {t}"
         np.testing.assert_array_equal(v, vq)
+
+
+@pytest.mark.parametrize("cls", [optim.Adam, optim.AdamW])
+def test_adam_step_validates_once_and_equals_the_checked_step(cls):
+    # Adam.step validates a parameter once and again only when one of its arrays is replaced;
+    # its updates are bitwise those of the generic checked path (Optimizer.step -> _update),
+    # through lr changes, a replaced data array, a dtype change and a state reload
+    def params():
+        r = np.random.default_rng(1)
+        return [Parameter("a", r.normal(size=(3, 4)).astype(np.float32)),
+                Parameter("b", r.normal(size=5).astype(np.float32))]
+
+    fast_params, slow_params = params(), params()
+    fast, slow = cls(fast_params, lr=0.05), cls(slow_params, lr=0.05)
+    for step in range(8):
+        for ps, opt, run in ((fast_params, fast, cls.step), (slow_params, slow, optim.Optimizer.step)):
+            if step == 3:
+                opt.lr = 0.01
+            if step == 4:
+                for p in ps:
+                    p.data = p.data.copy()
+            if step == 5:
+                for p in ps:
+                    p.data, p.grad = p.data.astype(np.float64), p.grad.astype(np.float64)
+            if step == 6:
+                opt.load_state_dict(opt.state_dict())
+            opt.zero_grad()
+            for p in ps:
+                p.grad += quadratic_grad(p.data, step).astype(p.data.dtype)
+            run(opt)
+        for a, b in zip(fast_params, slow_params):
+            np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_adam_step_checks_arrays_replaced_between_steps():
+    p = Parameter("w", np.ones((2, 3), dtype=np.float32))
+    opt = optim.Adam([p], lr=0.1)
+    p.grad[:] = 1
+    opt.step()
+    p.grad = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="Adam: parameter 'w' has data"):
+        opt.step()
+    p.grad = np.ones((2, 3), np.float32)
+    p.data.flags.writeable = False
+    with pytest.raises(ValueError, match="Adam: parameter 'w' .* writeable"):
+        opt.step()
+    p.data.flags.writeable = True
+    opt.lr = "fast"
+    with pytest.raises(TypeError, match="Adam: lr must be a number"):
+        opt.step()

@@ -202,16 +202,31 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_
     beta2 = _number(where, "beta2", beta2)
     weight_decay = _number(where, "weight_decay", weight_decay)
     step = _step(where, step)
+    eps = _number(where, "eps", eps)
+    adam_kernel(param.size)(param.reshape(-1), grad.reshape(-1), m, v,
+                            adam_scalars(param.dtype, lr, beta1, beta2, eps, weight_decay, step,
+                                         decoupled))
+
+
+def adam_scalars(dtype, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+    """The scalar operand of the Adam kernel for one update of a ``dtype`` parameter at ``step``
+    (validated floats and int): lerp's weight and its complement (as torch.lerp forms them),
+    beta2, 1 - beta2, eps, the L2 coefficient, the decoupled shrink, step_size and
+    sqrt(1 - beta2^step)."""
     if decoupled:
         shrink, l2 = 1.0 - lr * weight_decay, 0.0
     else:
         shrink, l2 = 1.0, weight_decay
     step_size = lr / (1.0 - beta1 ** step)
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    eps = _number(where, "eps", eps)
-    cast = param.dtype.type
-    weight = cast(1.0 - beta1)  # lerp's weight, and its complement as torch.lerp forms it
-    scalars = np.array((weight, cast(1) - weight, beta2, 1.0 - beta2, eps, l2, shrink, step_size,
-                        bc2_sqrt), dtype=param.dtype)
-    pick(_adam_update, _adam_update_serial, param.size)(
-        param.reshape(-1), grad.reshape(-1), m, v, scalars)
+    cast = np.dtype(dtype).type
+    weight = cast(1.0 - beta1)
+    return np.array((weight, cast(1) - weight, beta2, 1.0 - beta2, eps, l2, shrink, step_size,
+                     bc2_sqrt), dtype=dtype)
+
+
+def adam_kernel(size):
+    """The compiled Adam kernel for a parameter of ``size`` values, called as
+    ``kernel(param_flat, grad_flat, exp_avg_flat, exp_avg_sq_flat, adam_scalars(...))`` on
+    arrays adam_update has validated (for optimizers that validate once and update often)."""
+    return pick(_adam_update, _adam_update_serial, size)
