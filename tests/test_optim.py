@@ -294,19 +294,31 @@ def test_adam_step_validates_once_and_equals_the_checked_step(cls):
             np.testing.assert_array_equal(a.data, b.data)
 
 
-def test_adam_step_checks_arrays_replaced_between_steps():
+@pytest.mark.parametrize("make", [lambda ps: optim.Adam(ps, lr=0.1),
+                                  lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)])
+def test_step_checks_arrays_replaced_between_steps(make):
+    # Optimizer._prepare checks a parameter again only when one of its arrays is replaced or
+    # its data made read-only: those are caught at the next step
     p = Parameter("w", np.ones((2, 3), dtype=np.float32))
-    opt = optim.Adam([p], lr=0.1)
+    opt = make([p])
+    name = type(opt).__name__
     p.grad[:] = 1
     opt.step()
     p.grad = np.ones(4, np.float32)
-    with pytest.raises(ValueError, match="Adam: parameter 'w' has data"):
+    with pytest.raises(ValueError, match=f"{name}: parameter 'w' has data"):
         opt.step()
     p.grad = np.ones((2, 3), np.float32)
     p.data.flags.writeable = False
-    with pytest.raises(ValueError, match="Adam: parameter 'w' .* writeable"):
+    with pytest.raises(ValueError, match=f"{name}: parameter 'w' .* writeable"):
         opt.step()
     p.data.flags.writeable = True
+    opt.step()
+
+
+def test_adam_step_checks_its_hyperparameters_every_step():
+    p = Parameter("w", np.ones((2, 3), dtype=np.float32))
+    opt = optim.Adam([p], lr=0.1)
+    opt.step()
     opt.lr = "fast"
     with pytest.raises(TypeError, match="Adam: lr must be a number"):
         opt.step()
