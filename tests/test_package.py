@@ -25,10 +25,12 @@ def test_import_does_not_load_numba(tmp_path):
 
 
 def _fresh_interpreter(code, tmp_path, **env_extra):
-    """Last stdout line of ``code`` run by a new interpreter importing the fastnn under test."""
+    """Last stdout line of ``code`` run by a new interpreter importing the fastnn under test
+    (``env_extra``: variables to set, or to leave out where the value is None)."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
     env = {k: v for k, v in os.environ.items() if k != "FASTNN_NUM_THREADS"}
     env.update(PYTHONPATH=package_root, **env_extra)
+    env = {k: v for k, v in env.items() if v is not None}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env=env)
     assert out.returncode == 0, out.stderr
@@ -51,6 +53,17 @@ def test_fastnn_num_threads_rejects_garbage(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import fastnn"], capture_output=True, text=True,
                          cwd=tmp_path, env=env)
     assert out.returncode != 0 and "FASTNN_NUM_THREADS must be a positive integer" in out.stderr
+
+
+def test_import_shortens_idle_spinning_unless_the_user_chose(tmp_path):
+    # read by libgomp and numpy's OpenBLAS when they load: idle workers of either pool spinning
+    # for long after a call slow down the next kernel of the other (threads.py has the numbers)
+    code = ("import os, fastnn, numpy; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    unset = dict.fromkeys(("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT"))
+    assert _fresh_interpreter(code, tmp_path, **unset) == "10000 18"
+    assert _fresh_interpreter(code, tmp_path, **dict(unset, OPENBLAS_THREAD_TIMEOUT="25",
+                                                     OMP_WAIT_POLICY="PASSIVE")) == "None 25"
 
 
 def test_numba_pool_leaves_nested_parallelism_off(tmp_path):

@@ -27,6 +27,13 @@ import os
 # often 2x better; default spinning was always catastrophic under load.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# numpy's OpenBLAS (the pip wheels' scipy-openblas, loaded with numpy) has the same habit: after
+# each call its idle workers spin for 2**28 TSC cycles, a tenth of a second here, before they
+# sleep. Measured on the 2-core VM, 2 threads: a conv backward (64->64 3x3 at 14x14) took 11 ms
+# after itself and 17-21 ms right after one 1024^3 numpy matmul, until 0.1-0.2 s had passed.
+# 2**18 cycles (~0.1 ms) removes that and leaves numpy's own matmuls as fast (64^3 to 1024^3).
+# OpenBLAS reads it once, when it loads: it takes effect when fastnn is imported before numpy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 
 from threadpoolctl import ThreadpoolController  # noqa: E402
 
