@@ -20,6 +20,7 @@ cimport openmp
 cimport numpy as cnp
 
 from ._blas cimport gemm_rm
+from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_tn_pa
 from ._checks import check_float, check_index, check_like, check_out
 
 cnp.import_array()
@@ -273,54 +274,6 @@ cdef extern from *:
             }
         }
     }
-    /* C (m x n, ldc) += A^T @ Bp with A stored k x m (row stride lda): C[i, j] += sum over kk of
-       A[kk, i] * B[kk, j], the weight gradient dW += dpre^T @ h without transposing dpre. Same
-       8x32 tile as fnn_rec_mm; the 8 broadcasts of a step are contiguous in A's row kk. */
-    #define FNN_RT_FMA(r) a0 = _mm512_set1_ps(ak[r]); \
-        c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
-    static void fnn_rec_mm_at(int m, int n, int k, const float* A, int lda, const float* Bp,
-                              float* C, int ldc, int KC) {
-        const int acc = 1;
-        for (int p = 0; p * 32 < n; p++) {
-            int j0 = p * 32, nr = n - j0 < 32 ? n - j0 : 32;
-            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
-            for (int k0 = 0; k0 < k; k0 += KC) {
-            int kc = k - k0 < KC ? k - k0 : KC;
-            const float* panel = Bp + ((long)p * k + k0) * 32;
-            int i0 = 0;
-            for (; i0 + 8 <= m; i0 += 8) {
-                __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-                float* cr = C + (long)i0 * ldc + j0;
-                FNN_R_LD(0) FNN_R_LD(1) FNN_R_LD(2) FNN_R_LD(3)
-                FNN_R_LD(4) FNN_R_LD(5) FNN_R_LD(6) FNN_R_LD(7)
-                const float* bp = panel;
-                const float* ak = A + (long)k0 * lda + i0;
-                for (int kk = 0; kk < kc; kk++, bp += 32, ak += lda) {
-                    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
-                    FNN_RT_FMA(0) FNN_RT_FMA(1) FNN_RT_FMA(2) FNN_RT_FMA(3)
-                    FNN_RT_FMA(4) FNN_RT_FMA(5) FNN_RT_FMA(6) FNN_RT_FMA(7)
-                }
-                FNN_R_ST(0) FNN_R_ST(1) FNN_R_ST(2) FNN_R_ST(3)
-                FNN_R_ST(4) FNN_R_ST(5) FNN_R_ST(6) FNN_R_ST(7)
-            }
-            for (; i0 < m; i0++) {
-                float* cr = C + (long)i0 * ldc + j0;
-                __m512 c0 = _mm512_maskz_loadu_ps(m0, cr);
-                __m512 c1 = _mm512_maskz_loadu_ps(m1, cr + 16);
-                const float* bp = panel;
-                const float* ak = A + (long)k0 * lda + i0;
-                for (int kk = 0; kk < kc; kk++, bp += 32, ak += lda) {
-                    __m512 a0 = _mm512_set1_ps(ak[0]);
-                    c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp), c0);
-                    c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp + 16), c1);
-                }
-                _mm512_mask_storeu_ps(cr, m0, c0);
-                _mm512_mask_storeu_ps(cr + 16, m1, c1);
-            }
-            }
-        }
-    }
     #else
     static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
                            float* C, int ldc, int acc, int kc_block) {
@@ -333,16 +286,6 @@ cdef extern from *:
                 cr[j] = s;
             }
         }
-    }
-    static void fnn_rec_mm_at(int m, int n, int k, const float* A, int lda, const float* Bp,
-                              float* C, int ldc, int kc_block) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) {
-                const float* col = Bp + (long)(j / 32) * k * 32 + (j % 32);
-                float s = C[(long)i * ldc + j];
-                for (int kk = 0; kk < k; kk++) s += A[(long)kk * lda + i] * col[(long)kk * 32];
-                C[(long)i * ldc + j] = s;
-            }
     }
     #endif
     """
@@ -365,8 +308,6 @@ cdef extern from *:
                             const float* c_row, const float* dhr, float* dcr) noexcept nogil
     void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
                     float* C, int ldc, int acc, int kc_block) noexcept nogil
-    void fnn_rec_mm_at(int m, int n, int k, const float* A, int lda, const float* Bp,
-                       float* C, int ldc, int kc_block) noexcept nogil
     void aligned_free "free"(void* p) noexcept nogil
 
 
@@ -379,8 +320,7 @@ cdef enum:
     KC_BLOCK = 256
 
 cdef int _min_rows = MIN_ROWS_PER_THREAD
-cdef bint _grad_kernel = True  # float32 weight gradients on fnn_rec_mm_at (else sgemm)
-cdef int GRAD_KC_BLOCK = 128
+cdef bint _grad_kernel = True  # float32 weight gradients on the microkernel (else sgemm)
 
 
 cdef bint _vec_gates = True  # float32 LSTM gate math in AVX-512 intrinsics (one pass per row)
@@ -396,13 +336,13 @@ def _set_vector_gates(bint on):
     return old
 
 
-def _set_grad_kernel(bint on, int kc=128):
-    """Tuning/A-B hook: float32 weight gradients of the *_backward_full calls on the register-tiled
-    kernel (on) or single-threaded sgemm; kc = k block. Returns the previous (on, kc)."""
-    global _grad_kernel, GRAD_KC_BLOCK
-    old = (_grad_kernel, GRAD_KC_BLOCK)
+def _set_grad_kernel(bint on):
+    """Tuning/A-B hook: float32 weight gradients of the *_backward_full calls on the AVX-512
+    microkernel's transposed-A GEMM (on; where the build has it) or single-threaded sgemm.
+    Returns the previous setting."""
+    global _grad_kernel
+    old = _grad_kernel
     _grad_kernel = on
-    GRAD_KC_BLOCK = max(1, kc)
     return old
 
 
@@ -592,21 +532,19 @@ cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
 
 cdef void _slice_grads(const floating* dpre, const floating* a, floating* dw, floating* db,
                        Py_ssize_t M, int G, int K, int lo, int hi) noexcept nogil:
+    """dw[lo:hi] += dpre[:, lo:hi].T @ a and db[lo:hi] += dpre[:, lo:hi].sum(0), dpre (M, G),
+    a (M, K), on the calling thread."""
     cdef Py_ssize_t m
     cdef int j
     cdef const floating* d
-    cdef float* packed
-    if floating is float and _grad_kernel:
-        # each thread packs the (M, K) operand itself: no serial step before the region
-        packed = fnn_rec_pack(a, K, 1, <int>M, K)
-        if packed != NULL:
-            fnn_rec_mm_at(hi - lo, K, <int>M, dpre + lo, G, packed, dw + <Py_ssize_t>lo * K, K,
-                          GRAD_KC_BLOCK)
-            aligned_free(packed)
-        else:
-            _gemm1(True, False, hi - lo, K, <int>M, dpre + lo, G, a, K, <floating>1,
-                   dw + <Py_ssize_t>lo * K, K)
-    else:
+    # dpre's rows are G floats apart (2 KB for an LSTM of 128), the stride that made the
+    # microkernel's unpacked sgemm_tn slow (see fnn_mk_sgemm_tn_pa in _microkernel.h), so the
+    # transposed operand is packed per k step. lstm step, interleaved A/B on the 2-core VM:
+    # 5.2-6.0 ms with the unpacked register tile this replaced, 4.7-5.1 with sgemm, 4.5-4.9
+    # here; the same bits as that tile (each entry one chain of FMAs from dw, in k order).
+    if not (floating is float and _grad_kernel and FNN_MK_AVAILABLE and fnn_mk_sgemm_tn_pa(
+            hi - lo, K, <int>M, <const float*>dpre + lo, G, <const float*>a, K,
+            <float*>dw + <Py_ssize_t>lo * K, K, 1)):
         _gemm1(True, False, hi - lo, K, <int>M, dpre + lo, G, a, K, <floating>1,
                dw + <Py_ssize_t>lo * K, K)
     if db != NULL:
