@@ -4,11 +4,13 @@
 # with no per-step packing, which OpenBLAS's small-matrix path repeats every step: measured
 # 39-73 GFLOP/s for 16..32 x 128 x 512 on one core), and the gate math runs in C loops that GCC
 # vectorises (the float32 tanh/sigmoid are the rational approximation of _fastmath.py).
-# float64 (the gradient checks' dtype) keeps single-threaded BLAS dgemm and libm.
+# float64 (the gradient checks' dtype) keeps single-threaded BLAS dgemm and libm, and so does
+# float32 on builds without AVX-512 (their products were a scalar loop: lstm step 71 -> 10 ms).
 #
 # Threads: batch rows never interact inside a recurrence, so each OpenMP thread runs the whole
-# time loop on its own block of rows: one parallel region per call, no barrier per step. Each
-# entry of every output is computed in the same order whatever the thread count.
+# time loop on its own block of rows: one parallel region per call, no barrier per step. On the
+# AVX-512 path each entry of every output is computed in the same order whatever the thread
+# count (BLAS's kernels may depend on the rows a thread has).
 """RNN / LSTM / GRU sequence kernels: the sequential part of a recurrent layer, one call per sequence."""
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -275,18 +277,9 @@ cdef extern from *:
         }
     }
     #else
+    /* never called: without AVX-512 the products go through BLAS (_product) */
     static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
-                           float* C, int ldc, int acc, int kc_block) {
-        for (int i = 0; i < m; i++) {
-            float* cr = C + (long)i * ldc;
-            for (int j = 0; j < n; j++) {
-                const float* col = Bp + (long)(j / 32) * k * 32 + (j % 32);
-                float s = acc ? cr[j] : 0.0f;
-                for (int kk = 0; kk < k; kk++) s += A[(long)i * lda + kk] * col[(long)kk * 32];
-                cr[j] = s;
-            }
-        }
-    }
+                           float* C, int ldc, int acc, int kc_block) { abort(); }
     #endif
     """
     int FNN_REC_MK
@@ -361,9 +354,9 @@ cdef inline floating _sigm(floating v) noexcept nogil:
 
 
 cdef struct Product:
-    # h (rows x k) @ B (k x n): float32 through packed panels, float64 through dgemm on the
-    # row-major source, read as op(W) with W (n x k) when trans_w (forward: h @ W_hh^T) or W
-    # (k x n) when not (backward: dpre @ W_hh)
+    # h (rows x k) @ B (k x n): float32 through packed panels on AVX-512 builds, otherwise
+    # through BLAS on the row-major source, read as op(W) with W (n x k) when trans_w (forward:
+    # h @ W_hh^T) or W (k x n) when not (backward: dpre @ W_hh)
     void* packed
     void* w
     int k
@@ -381,7 +374,7 @@ cdef int _product_init(Product* prod, const floating* w, int k, int n, bint tran
     prod.packed = NULL
     prod.dx_batch_first = False
     prod.T = 0
-    if floating is float:
+    if floating is float and FNN_REC_MK:
         # B[kk, j] = W[j, kk] (trans_w) or W[kk, j]
         if trans_w:
             prod.packed = fnn_rec_pack(w, 1, k, k, n)
@@ -397,7 +390,7 @@ cdef inline void _product(Product* prod, int rows, const floating* a, floating* 
     """c (rows x n) := (or +=) a (rows x k) @ B."""
     if rows <= 0:
         return
-    if floating is float:
+    if floating is float and FNN_REC_MK:
         fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, prod.n,
                    accumulate, KC_BLOCK)
     else:
@@ -411,7 +404,7 @@ cdef inline void _product_ld(Product* prod, int rows, const floating* a, floatin
     """c (rows x n, row stride ldc) := a (rows x k) @ B."""
     if rows <= 0:
         return
-    if floating is float:
+    if floating is float and FNN_REC_MK:
         fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, ldc, False,
                    KC_BLOCK)
     else:
