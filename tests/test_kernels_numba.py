@@ -81,6 +81,29 @@ def test_elementwise_activations_match_reference(shape, dtype, path, seed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", ["serial", "parallel"])
+def test_leaky_relu_multiplies_in_the_input_dtype(dtype, path):
+    # as torch's leaky_relu: the slope rounded to x's dtype, the product formed in it (in float32
+    # a float64 product rounded once differs in about one element of ten); the fused leaky ReLUs
+    # of Conv2D and BatchNorm follow the same rule (test_fusion checks them against this kernel)
+    x = data(7, (4096,), dtype, scale=4.0)
+    dy = data(8, (4096,), dtype)
+    want_y = np.where(x > 0, x, x * dtype(0.2))
+    want_dx = np.where(x > 0, dy, dy * dtype(0.2))
+    assert want_y.dtype == want_dx.dtype == dtype
+    out, dx = np.empty_like(x), np.empty_like(x)
+    with forced(path):
+        K.leaky_relu_forward(x, 0.2, out)
+        K.leaky_relu_backward(x, dy, 0.2, dx)
+    np.testing.assert_array_equal(out, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+    conv = np.empty((1, 1, 64, 64), dtype)
+    K.conv2d_forward(x.reshape(1, 1, 64, 64), np.ones((1, 1, 1, 1), dtype), None, conv, 1, 0,
+                     relu=True, negative_slope=0.2)
+    np.testing.assert_array_equal(conv.ravel(), want_y)  # 1x1 conv of weight 1: x itself
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["serial", "parallel"])
 def test_activation_edge_values(dtype, path):
     x = np.array([-1e4, -1000.0, -30.0, -0.0, 0.0, 30.0, 1000.0, 1e4], dtype)
     out = np.empty_like(x)

@@ -191,32 +191,30 @@ cdef extern from *:
         }
     }
     /* y[0:n] := act(y) in place: 1 ReLU (0 where y <= 0; NaN stays), 2 leaky ReLU (y * slope
-       where y is not > 0, multiplied in double and rounded once, as numba's leaky_relu_forward
-       with its float64 slope), so the values are bitwise those of the activation layer. */
+       where y is not > 0, slope rounded to float and multiplied in float, as numba's
+       leaky_relu_forward and torch's leaky_relu do), so the values are bitwise those of the
+       activation layer. */
     static void fnn_act_f32(float* y, long n, int act, double slope) {
         long i = 0;
         const __m512 zero = _mm512_setzero_ps();
+        const float sf = (float)slope;
         if (act == 1) {
             for (; i + 16 <= n; i += 16) {
                 __m512 v = _mm512_loadu_ps(y + i);
                 _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), zero));
             }
         } else if (act == 2) {
-            const __m512d s = _mm512_set1_pd(slope);
+            const __m512 s = _mm512_set1_ps(sf);
             for (; i + 16 <= n; i += 16) {
                 __m512 v = _mm512_loadu_ps(y + i);
                 __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
-                if (pos == 0xFFFF) continue;
-                __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), s));
-                __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), s));
-                __m512 r = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-                _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(r, pos, v));
+                _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(_mm512_mul_ps(v, s), pos, v));
             }
         }
         for (; i < n; i++) {
             float v = y[i];
             if (act == 1) y[i] = v <= 0 ? 0.0f : v;
-            else if (act == 2 && !(v > 0)) y[i] = (float)((double)v * slope);
+            else if (act == 2 && !(v > 0)) y[i] = v * sf;
         }
     }
     /* lanes [a, b) of a 16-lane mask, a and b clipped to [0, 16] */
@@ -288,7 +286,7 @@ cdef extern from *:
         for (long i = 0; i < n; i++) {
             float v = y[i];
             if (act == 1) y[i] = v <= 0 ? 0.0f : v;
-            else if (act == 2 && !(v > 0)) y[i] = (float)((double)v * slope);
+            else if (act == 2 && !(v > 0)) y[i] = v * (float)slope;
         }
     }
     static void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw,

@@ -72,7 +72,7 @@ def _relu_backward(x, dy, dx):
 
 @njit(parallel=True, cache=True)
 def _leaky_relu_forward(x, negative_slope, out):
-    """out := x if x > 0 else negative_slope * x"""
+    """out := x if x > 0 else negative_slope * x (the slope given in x's dtype)"""
     for i in prange(x.shape[0]):
         v = x[i]
         out[i] = v if v > 0 else v * negative_slope
@@ -80,7 +80,7 @@ def _leaky_relu_forward(x, negative_slope, out):
 
 @njit(parallel=True, cache=True)
 def _leaky_relu_backward(x, dy, negative_slope, dx):
-    """dx := dy if x > 0 else negative_slope * dy"""
+    """dx := dy if x > 0 else negative_slope * dy (the slope given in x's dtype)"""
     for i in prange(x.shape[0]):
         g = dy[i]
         dx[i] = g if x[i] > 0 else g * negative_slope
@@ -214,14 +214,15 @@ def relu_backward(x, dy, dx):
 def leaky_relu_forward(x, negative_slope, out):
     """out := x if x > 0 else negative_slope * x, any shape."""
     _check_unary("leaky_relu_forward", x, out)
-    slope = _slope("leaky_relu_forward", negative_slope)
+    # the slope in x's dtype, so float32 multiplies in float32, as torch's leaky_relu does
+    slope = x.dtype.type(_slope("leaky_relu_forward", negative_slope))
     pick(_leaky_relu_forward, _leaky_relu_forward_serial, x.size)(x.reshape(-1), slope, out.reshape(-1))
 
 
 def leaky_relu_backward(x, dy, negative_slope, dx):
     """dx := dy if x > 0 else negative_slope * dy, any shape."""
     _check_binary("leaky_relu_backward", x, dy, dx, "x")
-    slope = _slope("leaky_relu_backward", negative_slope)
+    slope = x.dtype.type(_slope("leaky_relu_backward", negative_slope))
     pick(_leaky_relu_backward, _leaky_relu_backward_serial, x.size)(
         x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1))
 

@@ -48,7 +48,8 @@ def _through_act(g, out, act, slope):
 @njit(inline="always")
 def _leaky_in_place(out, n, c, i, slope):
     """out[n, c, i] := leaky_relu of itself: on the value rounded to out's dtype, as the
-    unfused LeakyReLU sees it (ReLU commutes with the rounding, a slope does not)"""
+    unfused LeakyReLU sees it (ReLU commutes with the rounding, a slope does not); the
+    wrappers pass the slope in x's dtype, as to leaky_relu_forward"""
     w = out[n, c, i]
     if not w > 0:
         out[n, c, i] = w * slope
@@ -242,7 +243,7 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
     act, slope = _activation(where, relu, negative_slope)
     pick(_batchnorm_forward_train, _batchnorm_forward_train_serial, x.size)(
         x3, weight, bias, running_mean, running_var, update, momentum, eps, out.reshape(x3.shape),
-        save_mean, save_invstd, act, slope)
+        save_mean, save_invstd, act, x.dtype.type(slope))
 
 
 def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False,
@@ -261,7 +262,7 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out,
     check_out(where, "out", out, x.shape, dtype, "the shape of x")
     act, slope = _activation(where, relu, negative_slope)
     pick(_batchnorm_forward_eval, _batchnorm_forward_eval_serial, x.size)(
-        x3, weight, bias, running_mean, running_var, eps, out.reshape(x3.shape), act, slope)
+        x3, weight, bias, running_mean, running_var, eps, out.reshape(x3.shape), act, x.dtype.type(slope))
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
@@ -292,4 +293,4 @@ def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_st
     act, slope = _activation(where, relu_out is not None, negative_slope) if relu_out is not None else (0, 0.0)
     pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)(
         dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
-        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act, slope)
+        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act, x.dtype.type(slope))
