@@ -225,6 +225,26 @@ def adam_scalars(dtype, lr, beta1, beta2, eps, weight_decay, step, decoupled):
                      bc2_sqrt), dtype=dtype)
 
 
+def sgd_kernel(size):
+    """The compiled SGD kernel for a parameter of ``size`` values, called as ``kernel(param,
+    grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step)`` on flat
+    arrays and numbers sgd_update has validated (the buffer: the parameter itself when momentum
+    is 0, never touched then)."""
+    return pick(_sgd_update, _sgd_update_serial, size)
+
+
+def adagrad_kernel(size):
+    """The compiled AdaGrad kernel: ``kernel(param, grad, state_sum, clr, weight_decay, eps)``
+    on validated flat arrays, clr = lr / (1 + (step - 1) * lr_decay)."""
+    return pick(_adagrad_update, _adagrad_update_serial, size)
+
+
+def rmsprop_kernel(size):
+    """The compiled RMSProp kernel: ``kernel(param, grad, square_avg, lr, alpha, eps,
+    weight_decay)`` on validated flat arrays."""
+    return pick(_rmsprop_update, _rmsprop_update_serial, size)
+
+
 def adam_kernel(size):
     """The compiled Adam kernel for a parameter of ``size`` values, called as
     ``kernel(param_flat, grad_flat, exp_avg_flat, exp_avg_sq_flat, adam_scalars(...))`` on
