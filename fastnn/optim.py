@@ -238,8 +238,10 @@ class SGD(Optimizer):
         return p.data, p.grad, buf
 
     def _kernel_scalars(self, dtype, step, n):
-        return (n["lr"], n["momentum"], n["dampening"], bool(self.nesterov), n["weight_decay"],
-                step == 1)
+        from ._core import optim as kernels
+
+        return (kernels.sgd_scalars(dtype, n["lr"], n["momentum"], n["dampening"],
+                                    n["weight_decay"]), bool(self.nesterov), step == 1)
 
     def _update(self, p, state):
         if self.momentum != 0:
@@ -270,7 +272,10 @@ class AdaGrad(Optimizer):
     _core_update, _kernel_factory = "adagrad_update", "adagrad_kernel"
 
     def _kernel_scalars(self, dtype, step, n):
-        return n["lr"] / (1.0 + (step - 1) * n["lr_decay"]), n["weight_decay"], n["eps"]
+        from ._core import optim as kernels
+
+        return (kernels.adagrad_scalars(dtype, n["lr"], n["lr_decay"], n["weight_decay"], n["eps"],
+                                        step),)
 
     def _update(self, p, state):
         _core.adagrad_update(p.data, p.grad, state["sum"], self.lr, self.lr_decay,
@@ -297,7 +302,9 @@ class RMSProp(Optimizer):
     _core_update, _kernel_factory = "rmsprop_update", "rmsprop_kernel"
 
     def _kernel_scalars(self, dtype, step, n):
-        return n["lr"], n["alpha"], n["eps"], n["weight_decay"]
+        from ._core import optim as kernels
+
+        return (kernels.rmsprop_scalars(dtype, n["lr"], n["alpha"], n["eps"], n["weight_decay"]),)
 
     def _update(self, p, state):
         _core.rmsprop_update(p.data, p.grad, state["square_avg"], self.lr, self.alpha, self.eps,

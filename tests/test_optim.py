@@ -262,6 +262,40 @@ def test_float32_adam_computes_in_float32_like_torch(decoupled):
         np.testing.assert_array_equal(v, vq)
 
 
+@pytest.mark.parametrize("name", ["sgd", "sgd-nesterov", "adagrad", "rmsprop"])
+def test_float32_sgd_adagrad_rmsprop_compute_in_float32_like_torch(name):
+    """As Adam's: a float32 step is torch.optim's float32 arithmetic op for op (scalars cast to
+    float32, addcdiv's g / denom before the scaling), within one ulp of a float32 replay."""
+    from fastnn import _core
+
+    f32 = np.float32
+    r = np.random.default_rng(5)
+    n, wd = 2000, 0.1
+    p = r.normal(size=n).astype(f32)
+    state = np.zeros(n, f32)
+    q, sq = p.copy(), state.copy()
+    for t in range(1, 6):
+        g = r.normal(size=n).astype(f32)
+        gq = g + f32(wd) * q
+        if name.startswith("sgd"):
+            nesterov = name == "sgd-nesterov"
+            _core.sgd_update(p, g, state, 0.05, 0.9, 0.0 if nesterov else 0.1, nesterov, wd, t == 1)
+            sq = gq if t == 1 else f32(0.9) * sq + f32(1.0 if nesterov else 0.9) * gq
+            q = q - f32(0.05) * (gq + f32(0.9) * sq if nesterov else sq)
+        elif name == "adagrad":
+            _core.adagrad_update(p, g, state, 0.1, 0.05, wd, 1e-10, t)
+            sq = sq + gq * gq
+            q = q - f32(0.1 / (1 + (t - 1) * 0.05)) * (gq / (np.sqrt(sq) + f32(1e-10)))
+        else:
+            _core.rmsprop_update(p, g, state, 0.01, 0.9, 1e-8, wd)
+            sq = f32(0.9) * sq + f32(1 - 0.9) * gq * gq
+            q = q - f32(0.01) * (gq / (np.sqrt(sq) + f32(1e-8)))
+        assert p.dtype == state.dtype == q.dtype == sq.dtype == np.float32
+        ulp = np.spacing(np.abs(q))
+        assert np.max(np.abs(p - q) / ulp) <= 1.0, f"step {t}"
+        np.testing.assert_array_equal(state, sq)
+
+
 FAST_STEP_OPTIMIZERS = [
     lambda ps: optim.Adam(ps, lr=0.05, weight_decay=0.01),
     lambda ps: optim.AdamW(ps, lr=0.05),

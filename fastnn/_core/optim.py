@@ -9,11 +9,13 @@ for small parameters, because a small MLP's bias vectors are far below the size 
 thread pool pays (see :mod:`fastnn._core.activation`).
 
 Arithmetic: per-step scalars (bias corrections, decayed learning rate) are computed once in
-Python in float64, as torch.optim does. SGD, AdaGrad and RMSProp do their element arithmetic in
-float64 and round once into the parameter's dtype. Adam runs in the parameter's own dtype, as
-torch.optim's float32 kernels do: its scalars are cast to that dtype first and the kernel holds
-no float literal, so float32 stays float32 (float64 sqrt and division ran at half the SIMD width:
-Adam over 200k float32 values took 530 us on one thread, 2.5 cycles a value).
+Python in float64, as torch.optim does. The element arithmetic runs in the parameter's own
+dtype, as torch.optim's float32 kernels do, in their order (AdaGrad and RMSProp divide g by the
+denominator before scaling, as addcdiv): each kernel takes its scalars as one array cast to that
+dtype and holds no float literal, so float32 stays float32 (float64 sqrt and division ran at
+half the SIMD width: Adam over 200k float32 values took 530 us on one thread, 2.5 cycles a
+value; AdaGrad's 200k on two threads 195 -> 59 us). One array argument also keeps numba's
+dispatcher cheap (nine numpy scalars cost it ~10 us a call).
 """
 import math
 
@@ -33,19 +35,22 @@ threads.sync_numba_threads()
 # ----------------------------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True)
-def _sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step):
+def _sgd_update(param, grad, momentum_buf, scalars, nesterov, first_step):
     """g := grad + wd*p; b := g (first step) or momentum*b + (1-dampening)*g;
-    p -= lr * (g + momentum*b if nesterov else b)  (p -= lr*g without momentum)"""
+    p -= lr * (g + momentum*b if nesterov else b)  (p -= lr*g without momentum).
+    ``scalars`` (lr, momentum, 1 - dampening, weight_decay) in the parameter's dtype."""
+    lr, momentum, keep, weight_decay = scalars[0], scalars[1], scalars[2], scalars[3]
+    use_momentum = momentum != 0
     for i in prange(param.shape[0]):
         p = param[i]
         g = grad[i]
-        if weight_decay != 0.0:
+        if weight_decay != 0:
             g = g + weight_decay * p
-        if momentum != 0.0:
+        if use_momentum:
             if first_step:
                 b = g
             else:
-                b = momentum * momentum_buf[i] + (1.0 - dampening) * g
+                b = momentum * momentum_buf[i] + keep * g
             momentum_buf[i] = b
             if nesterov:
                 g = g + momentum * b
@@ -55,29 +60,34 @@ def _sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, we
 
 
 @njit(parallel=True, cache=True)
-def _adagrad_update(param, grad, state_sum, clr, weight_decay, eps):
-    """g := grad + wd*p; sum += g^2; p -= clr * g / (sqrt(sum) + eps)"""
+def _adagrad_update(param, grad, state_sum, scalars):
+    """g := grad + wd*p; sum += g^2; p -= clr * (g / (sqrt(sum) + eps)).
+    ``scalars`` (clr, weight_decay, eps) in the parameter's dtype."""
+    clr, weight_decay, eps = scalars[0], scalars[1], scalars[2]
     for i in prange(param.shape[0]):
         p = param[i]
         g = grad[i]
-        if weight_decay != 0.0:
+        if weight_decay != 0:
             g = g + weight_decay * p
         s = state_sum[i] + g * g
         state_sum[i] = s
-        param[i] = p - clr * g / (math.sqrt(s) + eps)
+        param[i] = p - clr * (g / (math.sqrt(s) + eps))
 
 
 @njit(parallel=True, cache=True)
-def _rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay):
-    """g := grad + wd*p; a := alpha*a + (1-alpha)*g^2; p -= lr * g / (sqrt(a) + eps)"""
+def _rmsprop_update(param, grad, square_avg, scalars):
+    """g := grad + wd*p; a := alpha*a + (1-alpha)*g^2; p -= lr * (g / (sqrt(a) + eps)).
+    ``scalars`` (lr, alpha, 1 - alpha, eps, weight_decay) in the parameter's dtype."""
+    lr, alpha, one_minus_alpha, eps = scalars[0], scalars[1], scalars[2], scalars[3]
+    weight_decay = scalars[4]
     for i in prange(param.shape[0]):
         p = param[i]
         g = grad[i]
-        if weight_decay != 0.0:
+        if weight_decay != 0:
             g = g + weight_decay * p
-        a = alpha * square_avg[i] + (1.0 - alpha) * g * g
+        a = alpha * square_avg[i] + one_minus_alpha * g * g
         square_avg[i] = a
-        param[i] = p - lr * g / (math.sqrt(a) + eps)
+        param[i] = p - lr * (g / (math.sqrt(a) + eps))
 
 
 @njit(parallel=True, cache=True)
@@ -159,9 +169,9 @@ def sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, wei
         buf = _state(where, "momentum_buf", momentum_buf, param)
     else:
         buf = param.reshape(-1)  # never touched when momentum == 0
-    pick(_sgd_update, _sgd_update_serial, param.size)(
-        param.reshape(-1), grad.reshape(-1), buf, lr, momentum, dampening, bool(nesterov),
-        weight_decay, bool(first_step))
+    sgd_kernel(param.size)(param.reshape(-1), grad.reshape(-1), buf,
+                           sgd_scalars(param.dtype, lr, momentum, dampening, weight_decay),
+                           bool(nesterov), bool(first_step))
 
 
 def adagrad_update(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step):
@@ -172,10 +182,10 @@ def adagrad_update(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step
     lr = _number(where, "lr", lr)
     lr_decay = _number(where, "lr_decay", lr_decay)
     step = _step(where, step)
-    clr = lr / (1.0 + (step - 1) * lr_decay)
-    pick(_adagrad_update, _adagrad_update_serial, param.size)(
-        param.reshape(-1), grad.reshape(-1), state, clr, _number(where, "weight_decay", weight_decay),
-        _number(where, "eps", eps))
+    adagrad_kernel(param.size)(param.reshape(-1), grad.reshape(-1), state,
+                               adagrad_scalars(param.dtype, lr, lr_decay,
+                                               _number(where, "weight_decay", weight_decay),
+                                               _number(where, "eps", eps), step))
 
 
 def rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay):
@@ -183,10 +193,27 @@ def rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay):
     where = "rmsprop_update"
     _param_and_grad(where, param, grad)
     state = _state(where, "square_avg", square_avg, param)
-    pick(_rmsprop_update, _rmsprop_update_serial, param.size)(
-        param.reshape(-1), grad.reshape(-1), state, _number(where, "lr", lr),
-        _number(where, "alpha", alpha), _number(where, "eps", eps),
-        _number(where, "weight_decay", weight_decay))
+    rmsprop_kernel(param.size)(param.reshape(-1), grad.reshape(-1), state,
+                               rmsprop_scalars(param.dtype, _number(where, "lr", lr),
+                                               _number(where, "alpha", alpha),
+                                               _number(where, "eps", eps),
+                                               _number(where, "weight_decay", weight_decay)))
+
+
+def sgd_scalars(dtype, lr, momentum, dampening, weight_decay):
+    """The SGD kernel's scalar operand for a ``dtype`` parameter (validated floats)."""
+    return np.array((lr, momentum, 1.0 - dampening, weight_decay), dtype=dtype)
+
+
+def adagrad_scalars(dtype, lr, lr_decay, weight_decay, eps, step):
+    """The AdaGrad kernel's scalar operand: clr = lr / (1 + (step - 1) * lr_decay), in float64
+    as torch.optim forms it, then weight_decay and eps, in ``dtype``."""
+    return np.array((lr / (1.0 + (step - 1) * lr_decay), weight_decay, eps), dtype=dtype)
+
+
+def rmsprop_scalars(dtype, lr, alpha, eps, weight_decay):
+    """The RMSProp kernel's scalar operand (lr, alpha, 1 - alpha, eps, weight_decay)."""
+    return np.array((lr, alpha, 1.0 - alpha, eps, weight_decay), dtype=dtype)
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
@@ -227,21 +254,20 @@ def adam_scalars(dtype, lr, beta1, beta2, eps, weight_decay, step, decoupled):
 
 def sgd_kernel(size):
     """The compiled SGD kernel for a parameter of ``size`` values, called as ``kernel(param,
-    grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step)`` on flat
-    arrays and numbers sgd_update has validated (the buffer: the parameter itself when momentum
-    is 0, never touched then)."""
+    grad, momentum_buf, sgd_scalars(...), nesterov, first_step)`` on flat arrays sgd_update has
+    validated (the buffer: the parameter itself when momentum is 0, never touched then)."""
     return pick(_sgd_update, _sgd_update_serial, size)
 
 
 def adagrad_kernel(size):
-    """The compiled AdaGrad kernel: ``kernel(param, grad, state_sum, clr, weight_decay, eps)``
-    on validated flat arrays, clr = lr / (1 + (step - 1) * lr_decay)."""
+    """The compiled AdaGrad kernel: ``kernel(param, grad, state_sum, adagrad_scalars(...))`` on
+    validated flat arrays."""
     return pick(_adagrad_update, _adagrad_update_serial, size)
 
 
 def rmsprop_kernel(size):
-    """The compiled RMSProp kernel: ``kernel(param, grad, square_avg, lr, alpha, eps,
-    weight_decay)`` on validated flat arrays."""
+    """The compiled RMSProp kernel: ``kernel(param, grad, square_avg, rmsprop_scalars(...))`` on
+    validated flat arrays."""
     return pick(_rmsprop_update, _rmsprop_update_serial, size)
 
 
