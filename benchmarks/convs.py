@@ -100,7 +100,8 @@ def bench_model_convs(model_names, repeats=20, use_torch=True, sgemm_size=1024):
     One more contender is numpy's float32 matmul of two ``sgemm_size`` squares: its median over
     the model's rounds is the sgemm rate under the same conditions (``sgemm_gflops``), beside
     the run's best-of peak, which a busy spell on a shared machine leaves far above what
-    anything reaches while it lasts."""
+    anything reaches while it lasts. (That matmul's OpenBLAS workers must not spin on after it:
+    fastnn's OPENBLAS_THREAD_TIMEOUT, see fastnn/_core/threads.py.)"""
     rng = np.random.default_rng(8)
     sgemm = _sgemm_call(sgemm_size, rng)
     if use_torch:
