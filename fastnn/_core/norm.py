@@ -36,10 +36,11 @@ _SUMS = {"reassoc", "nsz"}
 # ----------------------------------------------------------------------------------------------
 
 @njit(inline="always")
-def _through_act(g, out, act, slope):
-    """dy of an activation's output -> dy of its input, from the output (see _batchnorm_backward)"""
+def _through_act(g, out, act, slope, zero):
+    """dy of an activation's output -> dy of its input, from the output (see _batchnorm_backward),
+    in g's dtype (slope and zero given in it)"""
     if act == 1:
-        return 0.0 if out <= 0 else g
+        return zero if out <= 0 else g
     if act == 2:
         return g if out > 0 else g * slope
     return g
@@ -62,7 +63,8 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
     then act 1: max(out, 0), act 2: leaky_relu(out, slope) (the activation kernels' formulas)"""
     batch, channels, length = x.shape
     count = batch * length
-    typed = np.empty((channels, 4), x.dtype)  # mean_hi, scale, offset, 0 of each channel
+    typed = np.empty((channels, 3), x.dtype)  # mean_hi, scale, offset of each channel
+    zero = np.zeros(1, x.dtype)[0]
     for c in prange(channels):
         shift = np.float64(x[0, c, 0])
         s1 = 0.0
@@ -84,8 +86,7 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
         typed[c, 0] = mean
         typed[c, 1] = scale
         typed[c, 2] = bias[c] - (mean - np.float64(typed[c, 0])) * scale
-        typed[c, 3] = 0.0
-        mean_hi, scale_t, offset_t, zero = typed[c, 0], typed[c, 1], typed[c, 2], typed[c, 3]
+        mean_hi, scale_t, offset_t = typed[c, 0], typed[c, 1], typed[c, 2]
         for n in range(batch):
             for i in range(length):
                 v = (x[n, c, i] - mean_hi) * scale_t + offset_t
@@ -119,16 +120,6 @@ def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
                     _leaky_in_place(out, n, c, i, slope)
 
 
-@njit(inline="always")
-def _through_act_typed(g, out, act, slope, zero):
-    """_through_act in g's dtype (slope and zero given in it), so the dx pass stays in it"""
-    if act == 1:
-        return zero if out <= 0 else g
-    if act == 2:
-        return g if out > 0 else g * slope
-    return g
-
-
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
                         dbias, write_dbias, batch_stats, act_out, act, slope):
@@ -139,12 +130,13 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
     dx := weight*invstd * (g - [sum g + xhat * sum g*xhat] / n) (the bracket only with batch_stats)
 
     The sums run in float64; dx is then a*g + b*(x - mean) + k per element, with the channel's
-    a, b, k (and the slope) rounded to x's dtype once: in float32 that pass is float32 FMAs, not
+    a, b, k rounded to x's dtype once (the wrapper passes the slope in it): in float32 that pass is float32 FMAs, not
     float64 arithmetic on converted values (vgg-bn's 32-channel 28x28 layer, 2 threads: 1.25 ->
     0.89 ms; dx within a few float32 ulps of the float64 pass)."""
     batch, channels, length = x.shape
     count = batch * length
-    typed = np.empty((channels, 6), x.dtype)  # a, b, k, mean, slope, 0 of each channel
+    typed = np.empty((channels, 4), x.dtype)  # a, b, k, mean of each channel
+    zero = np.zeros(1, x.dtype)[0]
     for c in prange(channels):
         m = np.float64(mean[c])
         s = np.float64(invstd[c])
@@ -152,7 +144,7 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
         sum_dy_xhat = 0.0
         for n in range(batch):
             for i in range(length):
-                g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope)
+                g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
                 sum_dy += g
                 sum_dy_xhat += g * ((x[n, c, i] - m) * s)
         if write_dweight:
@@ -165,20 +157,17 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
             typed[c, 1] = -scale * s * sum_dy_xhat / count
             typed[c, 2] = -scale * sum_dy / count
             typed[c, 3] = m
-            typed[c, 4] = slope
-            typed[c, 5] = 0.0
             a, b, k, mt = typed[c, 0], typed[c, 1], typed[c, 2], typed[c, 3]
-            slope_t, zero = typed[c, 4], typed[c, 5]
             if batch_stats:
                 for n in range(batch):
                     for i in range(length):
-                        g = _through_act_typed(dy[n, c, i], act_out[n, c, i], act, slope_t, zero)
+                        g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
                         dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
             else:  # statistics held constant: x does not enter (an infinite x stays out of dx)
                 for n in range(batch):
                     for i in range(length):
-                        dx[n, c, i] = a * _through_act_typed(dy[n, c, i], act_out[n, c, i], act,
-                                                             slope_t, zero)
+                        dx[n, c, i] = a * _through_act(dy[n, c, i], act_out[n, c, i], act, slope,
+                                                       zero)
 
 
 _batchnorm_forward_train_serial = serial_twin(_batchnorm_forward_train)
