@@ -91,7 +91,7 @@ class Optimizer:
             key = (p.data.dtype, t)
             args = scalars.get(key)
             if args is None:
-                args = scalars[key] = self._kernel_scalars(p.data.dtype, t, numbers)
+                args = scalars[key] = self._kernel_scalars(kernels, p.data.dtype, t, numbers)
             state["_kernel"](*args)
 
     _flags = ()  # hyperparameters that are not numbers
@@ -105,9 +105,9 @@ class Optimizer:
         """The arrays the compiled kernel updates, in its order (p.data, p.grad, slots...)."""
         return (p.data, p.grad) + tuple(state[slot] for slot in self._slots)
 
-    def _kernel_scalars(self, dtype, step, numbers):
+    def _kernel_scalars(self, kernels, dtype, step, numbers):
         """The kernel's remaining arguments for the update of a ``dtype`` parameter whose step
-        count is now ``step``."""
+        count is now ``step`` (``kernels``: fastnn._core.optim)."""
         raise NotImplementedError
 
     def _prepare(self, p, state):
@@ -237,9 +237,7 @@ class SGD(Optimizer):
         buf = state["momentum_buffer"] if self.momentum != 0 else p.data
         return p.data, p.grad, buf
 
-    def _kernel_scalars(self, dtype, step, n):
-        from ._core import optim as kernels
-
+    def _kernel_scalars(self, kernels, dtype, step, n):
         return (kernels.sgd_scalars(dtype, n["lr"], n["momentum"], n["dampening"],
                                     n["weight_decay"]), bool(self.nesterov), step == 1)
 
@@ -271,9 +269,7 @@ class AdaGrad(Optimizer):
 
     _core_update, _kernel_factory = "adagrad_update", "adagrad_kernel"
 
-    def _kernel_scalars(self, dtype, step, n):
-        from ._core import optim as kernels
-
+    def _kernel_scalars(self, kernels, dtype, step, n):
         return (kernels.adagrad_scalars(dtype, n["lr"], n["lr_decay"], n["weight_decay"], n["eps"],
                                         step),)
 
@@ -301,9 +297,7 @@ class RMSProp(Optimizer):
 
     _core_update, _kernel_factory = "rmsprop_update", "rmsprop_kernel"
 
-    def _kernel_scalars(self, dtype, step, n):
-        from ._core import optim as kernels
-
+    def _kernel_scalars(self, kernels, dtype, step, n):
         return (kernels.rmsprop_scalars(dtype, n["lr"], n["alpha"], n["eps"], n["weight_decay"]),)
 
     def _update(self, p, state):
@@ -344,9 +338,7 @@ class Adam(Optimizer):
                 "weight_decay": number(name, "weight_decay", self.weight_decay), "b1": b1,
                 "b2": b2}
 
-    def _kernel_scalars(self, dtype, step, n):
-        from ._core import optim as kernels
-
+    def _kernel_scalars(self, kernels, dtype, step, n):
         return (kernels.adam_scalars(dtype, n["lr"], n["b1"], n["b2"], n["eps"], n["weight_decay"],
                                      step, self._decoupled),)
 
