@@ -121,7 +121,7 @@ def _set_col_chunk_bytes(Py_ssize_t nbytes):
 # only where the compiler targets AVX-512 (setup.py compiles with -march=native); float64 and
 # other machines keep BLAS. Each entry of C is one sum over k in a fixed order whatever the
 # thread count, as with BLAS.
-from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt, fnn_mk_sgemm_tn
+from ._microkernel cimport FNN_MK_AVAILABLE, FNN_MK_KC, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt, fnn_mk_sgemm_tn
 
 
 # The convolution-specific kernels below use the microkernel's FNN_MK_* macros.
@@ -1168,6 +1168,162 @@ cdef extern from *:
     int FNN_DWT_ROWS
 
 
+cdef extern from *:
+    """
+    #if FNN_MK_AVAILABLE
+    /* Direct stride-2 convolution: the output's pixels are the broadcasts and its channels the
+       vectors, so the image is read where it lies (no gathered panel: on Zen 4 the 16-lane
+       gathers of fnn_mk_conv_sn took a quarter of dcgan-d's conv2 forward). One tile: TW <= 7
+       output pixels of a row x 32 channels, 14 accumulators, over k = (c, ki, kj) in order; the
+       image is zero-padded beforehand (xr: the tile's first input row of the padded image,
+       planes `plane` apart, rows Wp apart), wt the 32 channels' weights k-major (32 floats a
+       tap, 64-byte aligned). tmp (TW x 32) := the tile's sums. TW is a constant where this
+       is inlined (fnn_d2_row's switch), so the accumulators stay in registers. */
+    static inline __attribute__((always_inline)) void fnn_d2_tile(
+            const int TW, const float* xr, long plane, int Wp, int C, int KH, int KW,
+            const float* wt, float* tmp) {
+        __m512 a0[7], a1[7];
+        for (int j = 0; j < TW; j++) { a0[j] = _mm512_setzero_ps(); a1[j] = _mm512_setzero_ps(); }
+        for (int c = 0; c < C; c++) {
+            const float* xc = xr + (long)c * plane;
+            for (int ki = 0; ki < KH; ki++) {
+                const float* r = xc + (long)ki * Wp;
+                for (int kj = 0; kj < KW; kj++, wt += 32) {
+                    __m512 w0 = _mm512_load_ps(wt), w1 = _mm512_load_ps(wt + 16);
+                    for (int j = 0; j < TW; j++) {
+                        __m512 b = _mm512_set1_ps(r[2 * j + kj]);
+                        a0[j] = _mm512_fmadd_ps(b, w0, a0[j]);
+                        a1[j] = _mm512_fmadd_ps(b, w1, a1[j]);
+                    }
+                }
+            }
+        }
+        for (int j = 0; j < TW; j++) {
+            _mm512_store_ps(tmp + j * 32, a0[j]);
+            _mm512_store_ps(tmp + j * 32 + 16, a1[j]);
+        }
+    }
+    /* out (O, OH, OW) of one sample, channels [32*ob, 32*ob + 32) := conv2d at stride 2 of the
+       padded sample xp (C planes of Hp x Wp) + bias, wt: the channel block's weights (see
+       fnn_d2_tile), tiles of 7 pixels along each output row. */
+    static void fnn_d2_block(int O, int C, int KH, int KW, int OH, int OW, int Hp, int Wp,
+                             const float* xp, const float* wt, int ob, const float* bias,
+                             float* out) {
+        float tmp[7 * 32] __attribute__((aligned(64)));
+        long plane = (long)Hp * Wp, P = (long)OH * OW;
+        int o0 = ob * 32, no = O - o0 < 32 ? O - o0 : 32;
+        for (int oh = 0; oh < OH; oh++) {
+            for (int j0 = 0; j0 < OW; j0 += 7) {
+                int tw = OW - j0 < 7 ? OW - j0 : 7;
+                const float* xr = xp + (long)(2 * oh) * Wp + 2 * j0;
+                switch (tw) {
+                    case 7: fnn_d2_tile(7, xr, plane, Wp, C, KH, KW, wt, tmp); break;
+                    case 6: fnn_d2_tile(6, xr, plane, Wp, C, KH, KW, wt, tmp); break;
+                    case 5: fnn_d2_tile(5, xr, plane, Wp, C, KH, KW, wt, tmp); break;
+                    case 4: fnn_d2_tile(4, xr, plane, Wp, C, KH, KW, wt, tmp); break;
+                    case 3: fnn_d2_tile(3, xr, plane, Wp, C, KH, KW, wt, tmp); break;
+                    case 2: fnn_d2_tile(2, xr, plane, Wp, C, KH, KW, wt, tmp); break;
+                    default: fnn_d2_tile(1, xr, plane, Wp, C, KH, KW, wt, tmp); break;
+                }
+                float* d = out + (long)o0 * P + (long)oh * OW + j0;
+                for (int o = 0; o < no; o++) {
+                    float bv = bias ? bias[o0 + o] : 0.0f;
+                    for (int j = 0; j < tw; j++) d[o * P + j] = tmp[j * 32 + o] + bv;
+                }
+            }
+        }
+    }
+    /* wt[ob][k][j] := w[32*ob + j, k] (w: (O, K) row-major), zero for channels past O: 16x16
+       register transposes (fnn_mk_pack_t), 256 taps at a time */
+    static void fnn_d2_pack_weights(int O, int K, const float* w, float* wt) {
+        int nob = (O + 31) / 32;
+        for (int ob = 0; ob < nob; ob++)
+            for (int k0 = 0; k0 < K; k0 += 256) {
+                int kc = K - k0 < 256 ? K - k0 : 256;
+                int nr = O - ob * 32 < 32 ? O - ob * 32 : 32;
+                fnn_mk_pack_t(w, K, ob * 32, nr, k0, kc, wt + ((long)ob * K + k0) * 32);
+            }
+    }
+    /* xp (Hp, Wp) := the plane x (H, W) placed ph rows and pw columns in, zeros around */
+    static void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
+                              float* xp) {
+        memset(xp, 0, (size_t)ph * Wp * sizeof(float));
+        for (int i = 0; i < H; i++) {
+            float* d = xp + (long)(ph + i) * Wp;
+            for (int j = 0; j < pw; j++) d[j] = 0.0f;
+            memcpy(d + pw, x + (long)i * W, (size_t)W * sizeof(float));
+            for (int j = pw + W; j < Wp; j++) d[j] = 0.0f;
+        }
+        memset(xp + (long)(ph + H) * Wp, 0, (size_t)(Hp - ph - H) * Wp * sizeof(float));
+    }
+    #else
+    static void fnn_d2_block(int O, int C, int KH, int KW, int OH, int OW, int Hp, int Wp,
+                             const float* xp, const float* wt, int ob, const float* bias,
+                             float* out) {}
+    static void fnn_d2_pack_weights(int O, int K, const float* w, float* wt) {}
+    static void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
+                              float* xp) {}
+    #endif
+    """
+    void fnn_d2_block(int O, int C, int KH, int KW, int OH, int OW, int Hp, int Wp,
+                      const float* xp, const float* wt, int ob, const float* bias,
+                      float* out) noexcept nogil
+    void fnn_d2_pack_weights(int O, int K, const float* w, float* wt) noexcept nogil
+    void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
+                       float* xp) noexcept nogil
+
+
+cdef bint _direct_s2_on = True
+
+
+def _set_direct_s2(bint on):
+    """Tuning/A-B hook: float32 stride-2 forward convolutions on the direct kernel (fnn_d2_block,
+    on) or the gathered implicit GEMM (fnn_mk_conv_sn, off); returns the old value."""
+    global _direct_s2_on
+    old = _direct_s2_on
+    _direct_s2_on = on
+    return old
+
+
+def _direct_s2_fits(int n, int c, int o, int kh, int kw, int sh, int sw):
+    """Whether a float32 strided forward (already on the implicit route) takes fnn_d2_block:
+    stride 2 both ways and 32 output channels or more (its tiles are 32 channels wide)."""
+    return _direct_s2_on and sh == 2 and sw == 2 and o >= 32
+
+
+def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
+    cdef int OH = out.shape[2], OW = out.shape[3]
+    cdef int K = C * KH * KW, nob = (O + 31) // 32
+    # every tap of every output pixel inside the padded plane, padding past the image included
+    cdef int Hp = max(H + 2 * ph, 2 * (OH - 1) + KH), Wp = max(W + 2 * pw, 2 * (OW - 1) + KW)
+    cdef int NT = gemm_threads(<Py_ssize_t>N * O * K * OH * OW)
+    xpad = _cached(np.float32, "d2_x", <Py_ssize_t>N * C * Hp * Wp)
+    wt = _cached(np.float32, "d2_w", <Py_ssize_t>nob * K * 32 + 16)
+    cdef float* px = <float*>_ptr(x)
+    cdef float* pxp = <float*>_ptr(xpad)
+    cdef float* pw_ = <float*>_ptr(weight)
+    cdef float* pb = <float*>_ptr(bias)
+    cdef float* po = <float*>_ptr(out)
+    cdef float* pwt = <float*>((<size_t>_ptr(wt) + 63) & ~(<size_t>63))
+    cdef Py_ssize_t task, ntasks = <Py_ssize_t>N * nob, plane = <Py_ssize_t>Hp * Wp
+    cdef Py_ssize_t P = <Py_ssize_t>OH * OW
+    cdef int n, ob
+    with nogil:
+        fnn_d2_pack_weights(O, K, pw_, pwt)
+        for task in prange(<Py_ssize_t>N * C, num_threads=NT, schedule="static",
+                           use_threads_if=NT > 1):
+            fnn_pad_plane(px + task * H * W, H, W, ph, pw, Hp, Wp, pxp + task * plane)
+        for task in prange(ntasks, num_threads=NT, schedule="dynamic", chunksize=1,
+                           use_threads_if=NT > 1):
+            n = <int>(task // nob)
+            ob = <int>(task % nob)
+            fnn_d2_block(O, C, KH, KW, OH, OW, Hp, Wp, pxp + n * C * plane, pwt + ob * K * 32,
+                         ob, pb, po + n * O * P)
+    return out
+
+
 cdef void _conv_sn_forward(const float* x, int N, int C, int H, int W, const float* ap, int O,
                            int KH, int KW, int sh, int sw, int ph, int pw, int OH, int OW,
                            int mr, const float* bias, float* out, int nt,
@@ -1250,7 +1406,7 @@ def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
 # ---- implicit GEMM weight gradient ---------------------------------------------------------------
 cdef bint _implicit_dw_on = True
 cdef bint _implicit_dw_force = False
-cdef int _MK_KC = 256  # FNN_MK_KC of _microkernel.h
+cdef int _MK_KC = FNN_MK_KC
 
 
 def _set_implicit_dw(bint on, bint force=False):
@@ -2328,6 +2484,8 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
             _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         return _activate_all(out, act, slope)
     if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
+        if _direct_s2_fits(n, c, o, kh, kw, sh, sw):
+            return _activate_all(_direct_s2_forward(x, weight, bias, out, ph, pw), act, slope)
         return _activate_all(_strided_forward(x, weight, bias, out, sh, sw, ph, pw), act, slope)
     nt, nb = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
     col, buf, _ = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow, nt)
@@ -2534,7 +2692,10 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
             and _strided_fits(x, n, cout, oh, ow, cin, kh, kw, sh, sw, h, w)):
         # dx = conv2d(dy, weight) on the implicit strided route; the weight gradient keeps
         # its own im2col pass (see _set_implicit_strided_convt for the numbers)
-        _strided_forward(dy, weight, None, dx, sh, sw, ph, pw)
+        if _direct_s2_fits(n, cout, cin, kh, kw, sh, sw):
+            _direct_s2_forward(dy, weight, None, dx, ph, pw)
+        else:
+            _strided_forward(dy, weight, None, dx, sh, sw, ph, pw)
         pdx = NULL
     if dweight is not None and _implicit_dw_fits(dy, cin, cout, oh, ow, kh, kw, h, w):
         # dweight is conv2d's weight gradient of the convolution dy -> x (weight (Cin, Cout, ..))

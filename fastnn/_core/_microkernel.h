@@ -11,7 +11,9 @@
 #include <immintrin.h>
 #include <stdlib.h>
 #define FNN_MK_AVAILABLE 1
+#ifndef FNN_MK_KC
 #define FNN_MK_KC 256
+#endif
 /* C (m x n, ldc) (+)= op(A) (m x k) @ op(B) (k x n), row-major float32; op(A)[i, p] is
    A[i*lda + p] or, transposed, A[p*lda + i]; op(B)[p, j] is B[p*ldb + j] (PACK = FNN_MK_PACK_N)
    or, transposed, B[j*ldb + p] (FNN_MK_PACK_T); accumulate: C += instead of C =. The packing
@@ -324,7 +326,9 @@ FNN_MK_BODY_P(fnn_mk_sgemm_tt, FNN_MK_IDX_T, FNN_MK_PACK_T)
 
 #else
 #define FNN_MK_AVAILABLE 0
+#ifndef FNN_MK_KC
 #define FNN_MK_KC 256
+#endif
 #define FNN_MK_RA_LDA (FNN_MK_KC + 16)
 static void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B,
                             int ldb, float* C, int ldc, int accumulate) {}

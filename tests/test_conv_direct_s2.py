@@ -1,0 +1,107 @@
+"""float32 stride-2 conv2d forwards on the direct kernel (_conv._set_direct_s2, fnn_d2_block):
+against the float64 NumPy reference, bit for bit against the gathered implicit GEMM it
+replaces (the same sums in the same order), and identical for 1 and 2 threads."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, reference
+
+from conv_route_helpers import assert_close, needs_microkernel, rand
+
+pytestmark = needs_microkernel
+
+
+def forward(x, wt, b, padding, threads, direct):
+    n, o = x.shape[0], wt.shape[0]
+    kh, kw = wt.shape[2:]
+    ph, pw = padding
+    oh, ow = (x.shape[2] + 2 * ph - kh) // 2 + 1, (x.shape[3] + 2 * pw - kw) // 2 + 1
+    out = np.full((n, o, oh, ow), np.nan, np.float32)
+    prev = fastnn.get_num_threads()
+    old = _conv._set_direct_s2(direct)
+    try:
+        fastnn.set_num_threads(threads)
+        assert _core.conv2d_forward(x, wt, b, out, 2, padding) is out
+    finally:
+        _conv._set_direct_s2(old)
+        fastnn.set_num_threads(prev)
+    return out
+
+
+def check(x, wt, b, padding):
+    n, c, h, w = x.shape
+    o, _, kh, kw = wt.shape
+    oh, ow = (h + 2 * padding[0] - kh) // 2 + 1, (w + 2 * padding[1] - kw) // 2 + 1
+    assert _conv._strided_fits(x, n, c, h, w, o, kh, kw, 2, 2, oh, ow)  # the route under test
+    assert _conv._direct_s2_fits(n, c, o, kh, kw, 2, 2)
+    want = np.empty(forward(x, wt, b, padding, 1, False).shape)
+    reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                             None if b is None else b.astype(np.float64), want, 2, padding)
+    got = forward(x, wt, b, padding, 1, True)
+    assert_close(got, want)
+    np.testing.assert_array_equal(got, forward(x, wt, b, padding, 2, True))
+    np.testing.assert_array_equal(got, forward(x, wt, b, padding, 1, False))
+
+
+# output widths 1..15 cover every tile width (7-pixel tiles and the tails 1..6 after them)
+@pytest.mark.parametrize("w", [1, 2, 4, 7, 9, 12, 13, 14, 16, 21, 28, 29])
+def test_every_row_tile_width(w):
+    rng = np.random.default_rng(w)
+    x, wt, b = rand(rng, (2, 6, 5, w)), rand(rng, (32, 6, 3, 3)), rand(rng, (32,))
+    check(x, wt, b, (1, 1))
+
+
+@pytest.mark.parametrize("o", [32, 33, 47, 64, 100, 128])
+@pytest.mark.parametrize("bias", [True, False])
+def test_channel_blocks_and_bias(o, bias):
+    rng = np.random.default_rng(o)
+    x, wt = rand(rng, (3, 9, 10, 11)), rand(rng, (o, 9, 4, 4))
+    check(x, wt, rand(rng, (o,)) if bias else None, (1, 1))
+
+
+@pytest.mark.parametrize("kernel, padding, h, w", [
+    ((1, 1), (0, 0), 6, 7), ((2, 2), (0, 0), 8, 8), ((3, 5), (1, 2), 9, 12),
+    ((5, 2), (2, 0), 13, 7), ((4, 4), (3, 3), 5, 5), ((5, 5), (0, 0), 5, 6),
+])
+def test_kernels_and_paddings(kernel, padding, h, w):
+    rng = np.random.default_rng(h * w)
+    x, wt, b = rand(rng, (2, 40, h, w)), rand(rng, (40, 40) + kernel), rand(rng, (40,))
+    check(x, wt, b, padding)
+
+
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_dcgan_d_conv2(n):
+    rng = np.random.default_rng(n)
+    x, wt, b = rand(rng, (n, 64, 14, 14)), rand(rng, (128, 64, 4, 4)) * 0.05, rand(rng, (128,))
+    check(x, wt, b, (1, 1))
+
+
+def test_fused_leaky_relu_and_the_transposed_convolutions_dx():
+    rng = np.random.default_rng(5)
+    x, wt, b = rand(rng, (4, 16, 14, 14)), rand(rng, (64, 16, 4, 4)), rand(rng, (64,))
+    out = np.empty((4, 64, 7, 7), np.float32)
+    _core.conv2d_forward(x, wt, b, out, 2, 1, relu=True, negative_slope=0.2)
+    plain = forward(x, wt, b, (1, 1), 1, True)
+    np.testing.assert_array_equal(out, np.where(plain > 0, plain, plain * np.float32(0.2)))
+    # conv_transpose2d's dx is the same strided forward of dy (dcgan-g's 128->64 layer, small)
+    xt, wtt, dy = rand(rng, (3, 48, 7, 7)), rand(rng, (48, 16, 4, 4)), rand(rng, (3, 16, 14, 14))
+    want = np.empty(xt.shape)
+    reference.conv_transpose2d_backward(xt.astype(np.float64), wtt.astype(np.float64),
+                                        dy.astype(np.float64), want, None, None, 2, 1)
+    for direct in (True, False):
+        dx = np.full_like(xt, np.nan)
+        old = _conv._set_direct_s2(direct)
+        try:
+            _core.conv_transpose2d_backward(xt, wtt, dy, dx, None, None, 2, 1)
+        finally:
+            _conv._set_direct_s2(old)
+        assert_close(dx, want)
+
+
+def test_route_rule():
+    assert _conv._direct_s2_fits(64, 64, 128, 4, 4, 2, 2)      # dcgan-d conv2
+    assert not _conv._direct_s2_fits(64, 64, 16, 4, 4, 2, 2)   # 16 channels: half a tile
+    assert not _conv._direct_s2_fits(64, 64, 128, 3, 3, 3, 3)  # stride 3
+    assert not _conv._direct_s2_fits(64, 64, 128, 3, 3, 2, 1)
