@@ -105,3 +105,69 @@ def test_route_rule():
     assert not _conv._direct_s2_fits(64, 64, 16, 4, 4, 2, 2)   # 16 channels: half a tile
     assert not _conv._direct_s2_fits(64, 64, 128, 3, 3, 3, 3)  # stride 3
     assert not _conv._direct_s2_fits(64, 64, 128, 3, 3, 2, 1)
+
+
+def weight_grads(x, wt, dy, padding, threads, direct, dw0):
+    dw, db = dw0.copy(), np.full(wt.shape[0], 0.5, np.float32)
+    prev = fastnn.get_num_threads()
+    old = _conv._set_direct_dw(direct)
+    old_implicit = _conv._set_implicit_dw(True, True)  # every shape on the implicit route
+    try:
+        fastnn.set_num_threads(threads)
+        _core.conv2d_backward(x, wt, dy, None, dw, db, 2, padding)
+    finally:
+        _conv._set_direct_dw(old)
+        _conv._set_implicit_dw(*old_implicit)
+        fastnn.set_num_threads(prev)
+    return dw, db
+
+
+@pytest.mark.parametrize("n, c, h, w, o, kernel, padding", [
+    (64, 64, 14, 14, 128, (4, 4), (1, 1)),  # dcgan-d conv2
+    (3, 5, 9, 11, 40, (3, 3), (1, 1)),      # 45 taps: tiles of 8 and a tail of 5
+    (2, 64, 15, 15, 33, (4, 4), (0, 0)),    # a channel block with one channel
+    (2, 8, 30, 29, 64, (5, 2), (2, 0)),
+    (5, 3, 11, 6, 100, (3, 5), (1, 2)),
+])
+def test_direct_weight_gradient(n, c, h, w, o, kernel, padding):
+    # dw and db are accumulated into: the sums of fnn_mk_conv_dw, added to what was there
+    rng = np.random.default_rng(n * c + o)
+    kh, kw = kernel
+    oh, ow = (h + 2 * padding[0] - kh) // 2 + 1, (w + 2 * padding[1] - kw) // 2 + 1
+    x, wt, dy = rand(rng, (n, c, h, w)), rand(rng, (o, c, kh, kw)), rand(rng, (n, o, oh, ow))
+    dw0 = rand(rng, wt.shape)
+    want_dw, want_db = np.zeros(wt.shape), np.zeros(o)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              None, want_dw, want_db, 2, padding)
+    dw, db = weight_grads(x, wt, dy, padding, 1, True, dw0)
+    assert_close(dw - dw0, want_dw, 1e-4)
+    assert_close(db - np.float32(0.5), want_db, 1e-4)
+    for got in (weight_grads(x, wt, dy, padding, 1, False, dw0),
+                weight_grads(x, wt, dy, padding, 2, True, dw0)):
+        np.testing.assert_array_equal(got[0], dw)
+        np.testing.assert_array_equal(got[1], db)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_direct_weight_gradient_beside_the_subpixel_dx(threads):
+    # dcgan-d's conv2 backward: dW's tasks share one pool with the sub-pixel dx
+    rng = np.random.default_rng(threads)
+    x, wt, dy = rand(rng, (16, 64, 14, 14)), rand(rng, (128, 64, 4, 4)), rand(rng, (16, 128, 7, 7))
+    got = []
+    for direct in (True, False):
+        dx, dw, db = np.full_like(x, np.nan), np.zeros_like(wt), np.zeros(128, np.float32)
+        prev = fastnn.get_num_threads()
+        old = _conv._set_direct_dw(direct)
+        try:
+            fastnn.set_num_threads(threads)
+            _core.conv2d_backward(x, wt, dy, dx, dw, db, 2, 1)
+        finally:
+            _conv._set_direct_dw(old)
+            fastnn.set_num_threads(prev)
+        got.append((dx, dw, db))
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b)
+    want = np.zeros(wt.shape)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              None, want, None, 2, 1)
+    assert_close(got[0][1], want, 1e-4)

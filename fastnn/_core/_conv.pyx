@@ -1256,6 +1256,124 @@ cdef extern from *:
         }
         memset(xp + (long)(ph + H) * Wp, 0, (size_t)(Hp - ph - H) * Wp * sizeof(float));
     }
+    /* Direct stride-2 weight gradient, the transpose of fnn_d2_block's layout: the taps of x
+       are the broadcasts and dy's channels the vectors. dst rows r of one tile (R <= 8
+       consecutive taps r = (c, ki, kj), offs[r] their offsets in the padded sample, ldd
+       floats apart) x 32 channels += sum over the batch's pixels [0, npix) of
+       x_padded tap * dyt, where dyt holds the 32 channels' dy pixel-major (32 floats a pixel,
+       the batch's pixels in order); in steps of FNN_MK_KC pixels, each step's sum formed from
+       zero and then added: each entry's sums in the order of fnn_mk_conv_dw's, so the same
+       bits. xp: the padded batch (samples img floats apart, rows Wp apart). */
+    static inline __attribute__((always_inline)) void fnn_dw2_tile(
+            const int R, const float* xp, long img, int Wp, int OH, int OW, long npix,
+            const long* offs, const float* dyt, float* dst, long ldd) {
+        long o0 = offs[0], o1 = offs[R > 1], o2 = offs[R > 2 ? 2 : 0], o3 = offs[R > 3 ? 3 : 0];
+        long o4 = offs[R > 4 ? 4 : 0], o5 = offs[R > 5 ? 5 : 0], o6 = offs[R > 6 ? 6 : 0];
+        long o7 = offs[R > 7 ? 7 : 0];
+        long P = (long)OH * OW;
+        for (long p0 = 0; p0 < npix; p0 += FNN_MK_KC) {
+            long p1 = npix - p0 < FNN_MK_KC ? npix : p0 + FNN_MK_KC;
+            long n = p0 / P, pp = p0 - n * P;
+            int oh = (int)(pp / OW), ow = (int)(pp - (long)oh * OW);
+            const float* base = xp + n * img + (long)(2 * oh) * Wp + 2 * ow;
+            __m512 a0[8], a1[8];
+            for (int r = 0; r < R; r++) { a0[r] = _mm512_setzero_ps(); a1[r] = _mm512_setzero_ps(); }
+            const float* d = dyt + p0 * 32;
+            for (long p = p0; p < p1; p++, d += 32) {
+                __m512 w0 = _mm512_load_ps(d), w1 = _mm512_load_ps(d + 16), b;
+    #define FNN_DW2_FMA(r) if (R > r) { b = _mm512_set1_ps(base[o##r]);                    \
+                a0[r] = _mm512_fmadd_ps(b, w0, a0[r]); a1[r] = _mm512_fmadd_ps(b, w1, a1[r]); }
+                FNN_DW2_FMA(0) FNN_DW2_FMA(1) FNN_DW2_FMA(2) FNN_DW2_FMA(3)
+                FNN_DW2_FMA(4) FNN_DW2_FMA(5) FNN_DW2_FMA(6) FNN_DW2_FMA(7)
+    #undef FNN_DW2_FMA
+                base += 2;
+                if (++ow == OW) {
+                    ow = 0;
+                    base += 2 * (long)Wp - 2 * OW;
+                    if (++oh == OH) { oh = 0; n++; base = xp + n * img; }
+                }
+            }
+            for (int r = 0; r < R; r++) {
+                float* q = dst + r * ldd;
+                _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), a0[r]));
+                _mm512_store_ps(q + 16, _mm512_add_ps(_mm512_load_ps(q + 16), a1[r]));
+            }
+        }
+    }
+    /* dwt rows [r_lo, r_hi) of every channel block += im2col(x) @ dy.T at stride 2: tiles of
+       8 taps (then the rest) x 32 channels over the batch's pixels (fnn_dw2_tile); dwt holds
+       dw transposed by blocks of 32 channels (block ob: K x 32 floats, as fnn_d2_pack_weights
+       lays out weights), dyt the channel blocks one after another, npix * 32 floats each. */
+    static void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane,
+                             long img, int Wp, int OH, int OW, long npix, const float* xp,
+                             const float* dyt, float* dwt) {
+        int nob = (O + 31) / 32;
+        long ldd = 32, offs[8];
+        for (int ob = 0; ob < nob; ob++) {
+            const float* d = dyt + (long)ob * npix * 32;
+            for (int r0 = r_lo; r0 < r_hi; r0 += 8) {
+                int R = r_hi - r0 < 8 ? r_hi - r0 : 8;
+                for (int r = 0; r < R; r++) {
+                    int t = r0 + r, c = t / (KH * KW), ki = (t / KW) % KH, kj = t % KW;
+                    offs[r] = (long)c * plane + (long)ki * Wp + kj;
+                }
+                float* dst = dwt + ((long)ob * K + r0) * 32;
+                switch (R) {
+                    case 8: fnn_dw2_tile(8, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    case 7: fnn_dw2_tile(7, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    case 6: fnn_dw2_tile(6, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    case 5: fnn_dw2_tile(5, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    case 4: fnn_dw2_tile(4, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    case 3: fnn_dw2_tile(3, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    case 2: fnn_dw2_tile(2, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    default: fnn_dw2_tile(1, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                }
+            }
+        }
+    }
+    /* dyt (the channel blocks of sample n's pixels, see fnn_dw2_rows) := g's sample n (O, P)
+       transposed, 16x16 register transposes; and, when gsum is not NULL, gsum[n*O + o] := the
+       sample's sums per channel in double, in pixel order, steps of FNN_MK_KC pixels of the
+       batch (sums[step * O + o]) so that the caller can add them as fnn_mk_conv_dw does */
+    /* dw (O, K) := dwt's channel blocks (see fnn_dw2_rows) transposed back */
+    static void fnn_dw2_unpack(int O, int K, const float* dwt, float* dw) {
+        for (int o = 0; o < O; o++) {
+            const float* src = dwt + (long)(o / 32) * K * 32 + o % 32;
+            float* d = dw + (long)o * K;
+            for (int k = 0; k < K; k++) d[k] = src[(long)k * 32];
+        }
+    }
+    /* gsum[o] += g's sum over the batch's pixels for the 32 channels of block ob, from dyt
+       (see fnn_dw2_rows), as fnn_mk_conv_dw forms it: in double, each step of FNN_MK_KC
+       pixels summed from zero in pixel order, the steps' sums added in order */
+    static void fnn_dw2_bias(int O, int ob, long npix, const float* dyt, double* gsum) {
+        const float* d = dyt + (long)ob * npix * 32;
+        __m512d t[4], s[4];
+        for (int v = 0; v < 4; v++) t[v] = _mm512_setzero_pd();
+        for (long p0 = 0; p0 < npix; p0 += FNN_MK_KC) {
+            long p1 = npix - p0 < FNN_MK_KC ? npix : p0 + FNN_MK_KC;
+            for (int v = 0; v < 4; v++) s[v] = _mm512_setzero_pd();
+            for (long p = p0; p < p1; p++)
+                for (int v = 0; v < 4; v++)
+                    s[v] = _mm512_add_pd(s[v], _mm512_cvtps_pd(_mm256_load_ps(d + p * 32 + 8 * v)));
+            for (int v = 0; v < 4; v++) t[v] = _mm512_add_pd(t[v], s[v]);
+        }
+        double sums[32];
+        for (int v = 0; v < 4; v++) _mm512_storeu_pd(sums + 8 * v, t[v]);
+        for (int j = 0; j < 32 && ob * 32 + j < O; j++) gsum[ob * 32 + j] += sums[j];
+    }
+    static void fnn_dw2_pack_dy(int O, long P, long npix, int n, const float* g, float* dyt) {
+        int nob = (O + 31) / 32;
+        const float* gn = g + (long)n * O * P;
+        for (int ob = 0; ob < nob; ob++) {
+            int nr = O - ob * 32 < 32 ? O - ob * 32 : 32;
+            float* d = dyt + ((long)ob * npix + (long)n * P) * 32;
+            for (long k0 = 0; k0 < P; k0 += 256) {
+                int kc = P - k0 < 256 ? (int)(P - k0) : 256;
+                fnn_mk_pack_t(gn, (int)P, ob * 32, nr, (int)k0, kc, d + k0 * 32);
+            }
+        }
+    }
     #else
     static void fnn_d2_block(int O, int C, int KH, int KW, int OH, int OW, int Hp, int Wp,
                              const float* xp, const float* wt, int ob, const float* bias,
@@ -1263,6 +1381,32 @@ cdef extern from *:
     static void fnn_d2_pack_weights(int O, int K, const float* w, float* wt) {}
     static void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
                               float* xp) {}
+    static void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane,
+                             long img, int Wp, int OH, int OW, long npix, const float* xp,
+                             const float* dyt, float* dwt) {}
+    /* dw (O, K) := dwt's channel blocks (see fnn_dw2_rows) transposed back */
+    static void fnn_dw2_unpack(int O, int K, const float* dwt, float* dw) {
+        for (int o = 0; o < O; o++) {
+            const float* src = dwt + (long)(o / 32) * K * 32 + o % 32;
+            float* d = dw + (long)o * K;
+            for (int k = 0; k < K; k++) d[k] = src[(long)k * 32];
+        }
+    }
+    /* db's sum for channel o as fnn_mk_conv_dw forms it: in double, each step of FNN_MK_KC of
+       the batch's pixels summed from zero in order, the steps' sums added in order */
+    static double fnn_dw2_bias_sum(int O, long P, long npix, const float* g, int o) {
+        double total = 0, part = 0;
+        int cnt = 0;
+        for (long n = 0; n * P < npix; n++) {
+            const float* row = g + (n * O + o) * P;
+            for (long pp = 0; pp < P; pp++) {
+                part += row[pp];
+                if (++cnt == FNN_MK_KC) { total += part; part = 0; cnt = 0; }
+            }
+        }
+        return cnt ? total + part : total;
+    }
+    static void fnn_dw2_pack_dy(int O, long P, long npix, int n, const float* g, float* dyt) {}
     #endif
     """
     void fnn_d2_block(int O, int C, int KH, int KW, int OH, int OW, int Hp, int Wp,
@@ -1271,6 +1415,13 @@ cdef extern from *:
     void fnn_d2_pack_weights(int O, int K, const float* w, float* wt) noexcept nogil
     void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
                        float* xp) noexcept nogil
+    void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane, long img,
+                      int Wp, int OH, int OW, long npix, const float* xp, const float* dyt,
+                      float* dwt) noexcept nogil
+    void fnn_dw2_unpack(int O, int K, const float* dwt, float* dw) noexcept nogil
+    void fnn_dw2_bias(int O, int ob, long npix, const float* dyt, double* gsum) noexcept nogil
+    void fnn_dw2_pack_dy(int O, long P, long npix, int n, const float* g,
+                         float* dyt) noexcept nogil
 
 
 cdef bint _direct_s2_on = True
@@ -1452,6 +1603,19 @@ def _implicit_dw_fits(x, int o, int c, int h, int w, int kh, int kw, int oh, int
     return _implicit_dw_force or o >= 64
 
 
+cdef bint _direct_dw_on = True
+
+
+def _set_direct_dw(bint on):
+    """Tuning/A-B hook: float32 stride-2 weight gradients (on the implicit route, panels split
+    over the threads) on the direct kernel (fnn_dw2_rows, on) or fnn_mk_conv_dw's gathered
+    panels (off); returns the old value."""
+    global _direct_dw_on
+    old = _direct_dw_on
+    _direct_dw_on = on
+    return old
+
+
 cdef class _DwJob:
     """An implicit weight gradient dw (O, C, KH, KW) += g (N, O, OH, OW) @ im2col(x).T (and db
     (O,), when not None, += g's channel sums, summed in double while g is packed) cut into
@@ -1462,8 +1626,13 @@ cdef class _DwJob:
     (C*KH*KW < 32 * threads) they are ranges of the batch's pixels, each into a zeroed scratch
     dw and sums of its own, added in task order by ``finish``."""
     cdef int N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, npanels, ntasks, per
-    cdef bint by_pixels
+    cdef bint by_pixels, direct
     cdef Py_ssize_t npix, qper, a_size, wsize
+    # the direct stride-2 route (fnn_dw2_rows): the padded batch, dy pixel-major, dw transposed
+    cdef int Hp, Wp, K, ldd, rows_per
+    cdef float* xp
+    cdef float* dyt
+    cdef float* dwt
     cdef const float* x
     cdef const float* g
     cdef float* dw
@@ -1473,8 +1642,28 @@ cdef class _DwJob:
     cdef double* sums
     cdef object arrays  # keeps what the pointers point into alive
 
+    cdef void prepare(self, int nt) noexcept nogil:
+        """The direct route's operands, before any task runs: x padded, dy transposed by
+        samples, dwt := dw transposed (its entries then take the steps' sums in order)."""
+        cdef Py_ssize_t q, plane = <Py_ssize_t>self.Hp * self.Wp
+        cdef Py_ssize_t P = <Py_ssize_t>self.OH * self.OW
+        for q in prange(<Py_ssize_t>self.N * self.C, num_threads=nt, schedule="static",
+                        use_threads_if=nt > 1):
+            fnn_pad_plane(self.x + q * self.H * self.W, self.H, self.W, self.ph, self.pw,
+                          self.Hp, self.Wp, self.xp + q * plane)
+        for q in prange(self.N, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            fnn_dw2_pack_dy(self.O, P, self.npix, <int>q, self.g, self.dyt)
+        fnn_d2_pack_weights(self.O, self.K, self.dw, self.dwt)
+
     cdef void run(self, int task, int thread) noexcept nogil:
         cdef Py_ssize_t q_lo = task * self.qper
+        cdef Py_ssize_t plane = <Py_ssize_t>self.Hp * self.Wp
+        if self.direct:
+            if task * self.rows_per < self.K:
+                fnn_dw2_rows(task * self.rows_per, min(self.K, (task + 1) * self.rows_per), self.K, self.O,
+                             self.KH, self.KW, plane, self.C * plane, self.Wp, self.OH, self.OW,
+                             self.npix, self.xp, self.dyt, self.dwt)
+            return
         if self.by_pixels:
             if q_lo < self.npix:
                 fnn_mk_conv_dw(self.O, 0, self.npanels, self.N, self.C, self.H, self.W, self.KH,
@@ -1500,10 +1689,18 @@ cdef class _DwJob:
         self.finish()
 
     cdef void finish(self) noexcept nogil:
-        cdef Py_ssize_t q
-        cdef int u, t
+        cdef Py_ssize_t q, P = <Py_ssize_t>self.OH * self.OW
+        cdef int u, t, o
         cdef float acc
         cdef double total
+        if self.direct:
+            fnn_dw2_unpack(self.O, self.K, self.dwt, self.dw)
+            if self.db != NULL:
+                for o in range((self.O + 31) // 32):
+                    fnn_dw2_bias(self.O, o, self.npix, self.dyt, self.sums)
+                for o in range(self.O):
+                    self.db[o] += <float>self.sums[o]
+            return
         if self.by_pixels and self.ntasks > 1:
             for q in prange(self.wsize, schedule="static",
                             use_threads_if=self.wsize > PARALLEL_MIN_ELEMENTS):
@@ -1536,6 +1733,27 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
     else:
         j.ntasks = min(nt, j.npanels)
         j.per = (j.npanels + j.ntasks - 1) // j.ntasks
+    j.K = j.C * j.KH * j.KW
+    j.direct = (not j.by_pixels and _direct_dw_on and sh == 2 and sw == 2 and j.O >= 32)
+    if j.direct:
+        j.ntasks = <int>min(nt, (j.K + 7) // 8)
+        j.rows_per = <int>(((j.K + 7) // 8 + j.ntasks - 1) // j.ntasks * 8)
+        j.Hp, j.Wp = j.H + 2 * ph, j.W + 2 * pw
+        j.ldd = (j.O + 31) // 32 * 32  # dwt's channel blocks, K x 32 floats each
+        xp = _cached(np.float32, "dw2_x", <Py_ssize_t>j.N * j.C * j.Hp * j.Wp)
+        dyt = _cached(np.float32, "dw2_dy", <Py_ssize_t>j.ldd * j.npix + 16)
+        dwt = _cached(np.float32, "dw2_w", <Py_ssize_t>j.K * j.ldd + 16)
+        sums = _cached(np.float64, "dw_sums", j.O)
+        sums[:] = 0
+        j.sums = <double*>_ptr(sums)
+        j.arrays = (x, g, dw, db, xp, dyt, dwt, sums)
+        j.x, j.g, j.dw, j.db = <float*>_ptr(x), <float*>_ptr(g), <float*>_ptr(dw), <float*>_ptr(db)
+        j.xp = <float*>_ptr(xp)
+        j.dyt = <float*>((<size_t>_ptr(dyt) + 63) & ~(<size_t>63))
+        j.dwt = <float*>((<size_t>_ptr(dwt) + 63) & ~(<size_t>63))
+        with nogil:
+            j.prepare(nt)
+        return j
     j.a_size = <Py_ssize_t>((j.O + 7) // 8) * 8 * _MK_KC
     ap = _cached(np.float32, "dw_a", nt * j.a_size + 16)
     sums = _cached(np.float64, "dw_sums", j.ntasks * j.O)
