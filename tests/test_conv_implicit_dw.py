@@ -87,11 +87,18 @@ def test_weight_gradient_batches_and_channels(n, c, o, h, w, kernel, stride, pad
 @pytest.mark.parametrize("c, o, kernel", [(1, 64, 4), (3, 70, 3)])
 def test_few_columns_split_the_pixels_between_threads(c, o, kernel):
     # dcgan-d's first conv (C*KH*KW = 16: one panel) and an RGB 3x3 (27): at 2 threads each
-    # thread takes half the batch's pixels into its own dW (and dbias sums), added after
+    # thread takes half the batch's pixels into its own dW (and dbias sums), added after;
+    # the direct stride-2 route (test_conv_direct_s2) splits their taps instead, bitwise
     rng = np.random.default_rng(c + o)
     x, wt = rand(rng, (64, c, 28, 28)), rand(rng, (o, c, kernel, kernel))
     dy = rand(rng, (64, o, out_size(28, kernel, 2, 1), out_size(28, kernel, 2, 1)))
-    conv_dw_all(x, wt, dy, 2, 1, rand(rng, wt.shape), bitwise=False)
+    start = rand(rng, wt.shape)
+    old = _conv._set_direct_dw(False)
+    try:
+        conv_dw_all(x, wt, dy, 2, 1, start, bitwise=False)
+    finally:
+        _conv._set_direct_dw(old)
+    conv_dw_all(x, wt, dy, 2, 1, start, bitwise=True)
 
 
 def test_weight_gradient_with_dx_and_dbias():

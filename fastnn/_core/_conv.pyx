@@ -1726,15 +1726,16 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
     j.npanels = (j.C * j.KH * j.KW + 31) // 32
     j.npix = <Py_ssize_t>j.N * j.OH * j.OW
     j.wsize = <Py_ssize_t>j.O * j.C * j.KH * j.KW
-    j.by_pixels = nt > j.npanels
+    j.K = j.C * j.KH * j.KW
+    # the direct route splits dw's taps over the threads, 8 at a time (dcgan-d's conv1: 16 taps)
+    j.direct = (_direct_dw_on and sh == 2 and sw == 2 and j.O >= 32 and (j.K + 7) // 8 >= nt)
+    j.by_pixels = not j.direct and nt > j.npanels
     if j.by_pixels:
         j.ntasks = <int>min(nt, (j.npix + _MK_KC - 1) // _MK_KC)
         j.qper = ((j.npix + j.ntasks - 1) // j.ntasks + _MK_KC - 1) // _MK_KC * _MK_KC
     else:
         j.ntasks = min(nt, j.npanels)
         j.per = (j.npanels + j.ntasks - 1) // j.ntasks
-    j.K = j.C * j.KH * j.KW
-    j.direct = (not j.by_pixels and _direct_dw_on and sh == 2 and sw == 2 and j.O >= 32)
     if j.direct:
         j.ntasks = <int>min(nt, (j.K + 7) // 8)
         j.rows_per = <int>(((j.K + 7) // 8 + j.ntasks - 1) // j.ntasks * 8)
