@@ -1384,28 +1384,8 @@ cdef extern from *:
     static void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane,
                              long img, int Wp, int OH, int OW, long npix, const float* xp,
                              const float* dyt, float* dwt) {}
-    /* dw (O, K) := dwt's channel blocks (see fnn_dw2_rows) transposed back */
-    static void fnn_dw2_unpack(int O, int K, const float* dwt, float* dw) {
-        for (int o = 0; o < O; o++) {
-            const float* src = dwt + (long)(o / 32) * K * 32 + o % 32;
-            float* d = dw + (long)o * K;
-            for (int k = 0; k < K; k++) d[k] = src[(long)k * 32];
-        }
-    }
-    /* db's sum for channel o as fnn_mk_conv_dw forms it: in double, each step of FNN_MK_KC of
-       the batch's pixels summed from zero in order, the steps' sums added in order */
-    static double fnn_dw2_bias_sum(int O, long P, long npix, const float* g, int o) {
-        double total = 0, part = 0;
-        int cnt = 0;
-        for (long n = 0; n * P < npix; n++) {
-            const float* row = g + (n * O + o) * P;
-            for (long pp = 0; pp < P; pp++) {
-                part += row[pp];
-                if (++cnt == FNN_MK_KC) { total += part; part = 0; cnt = 0; }
-            }
-        }
-        return cnt ? total + part : total;
-    }
+    static void fnn_dw2_unpack(int O, int K, const float* dwt, float* dw) {}
+    static void fnn_dw2_bias(int O, int ob, long npix, const float* dyt, double* gsum) {}
     static void fnn_dw2_pack_dy(int O, long P, long npix, int n, const float* g, float* dyt) {}
     #endif
     """
