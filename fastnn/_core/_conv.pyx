@@ -1628,6 +1628,16 @@ def _implicit_dw_fits(x, int o, int c, int h, int w, int kh, int kw, int oh, int
 
 
 cdef bint _direct_dw_on = True
+cdef int _dw2_tasks_per_thread = 4
+
+
+def _set_dw2_tasks_per_thread(int k):
+    """Tuning/A-B hook: the direct weight gradient's tasks per thread (4; 1: one range of taps
+    each, the static split); same bits. Returns the old value."""
+    global _dw2_tasks_per_thread
+    old = _dw2_tasks_per_thread
+    _dw2_tasks_per_thread = max(1, k)
+    return old
 
 
 def _set_direct_dw(bint on):
@@ -1656,6 +1666,7 @@ cdef class _DwJob:
     (C*KH*KW < 32 * threads) they are ranges of the batch's pixels, each into a zeroed scratch
     dw and sums of its own, added in task order by ``finish``."""
     cdef int N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, npanels, ntasks, per
+    cdef int nthreads  # the threads its tasks are cut for (the direct route: several tasks each)
     cdef bint by_pixels, direct
     cdef Py_ssize_t npix, qper, a_size, wsize
     # the direct stride-2 route (fnn_dw2_rows): the padded batch, dy pixel-major, dw transposed
@@ -1713,9 +1724,14 @@ cdef class _DwJob:
     cdef void run_all(self) noexcept nogil:
         """Every task, task t on thread t, then finish."""
         cdef int t
-        for t in prange(self.ntasks, num_threads=self.ntasks, schedule="static", chunksize=1,
-                        use_threads_if=self.ntasks > 1):
-            self.run(t, t)
+        if self.direct:
+            for t in prange(self.ntasks, num_threads=self.nthreads, schedule="dynamic",
+                            chunksize=1, use_threads_if=self.nthreads > 1):
+                self.run(t, openmp.omp_get_thread_num())
+        else:
+            for t in prange(self.ntasks, num_threads=self.ntasks, schedule="static",
+                            chunksize=1, use_threads_if=self.ntasks > 1):
+                self.run(t, t)
         self.finish()
 
     cdef void finish(self) noexcept nogil:
@@ -1766,9 +1782,14 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
     else:
         j.ntasks = min(nt, j.npanels)
         j.per = (j.npanels + j.ntasks - 1) // j.ntasks
+    j.nthreads = j.ntasks
     if j.direct:
-        j.ntasks = <int>min(nt, (j.K + 7) // 8)
+        # a few tasks a thread, taken as they come: a thread held up for a while (a shared
+        # VM's other load) no longer holds up half of dW
+        j.ntasks = <int>min(_dw2_tasks_per_thread * nt, (j.K + 7) // 8)
         j.rows_per = <int>(((j.K + 7) // 8 + j.ntasks - 1) // j.ntasks * 8)
+        j.ntasks = (j.K + j.rows_per - 1) // j.rows_per
+        j.nthreads = min(nt, j.ntasks)
         j.Hp, j.Wp = j.H + 2 * ph, j.W + 2 * pw
         j.ldd = (j.O + 31) // 32 * 32  # dwt's channel blocks, K x 32 floats each
         xp = _cached(np.float32, "dw2_x", <Py_ssize_t>j.N * j.C * j.Hp * j.Wp)
@@ -2373,7 +2394,7 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     # the row phases are tasks too: a batch smaller than the thread count still shares
     nt = min(gemm_threads(work), -(-N // nb) * sh)
     if beside is not None:
-        nt = beside.ntasks  # its tasks were cut for gemm_threads' count
+        nt = beside.nthreads  # its tasks were cut for gemm_threads' count
     NB, NT = nb, nt
     cdef Py_ssize_t col_size = max(1, colmax * nb), phase_size = max(1, <Py_ssize_t>C * pamax * nb)
     col = _cached(np.float32, 0, NT * col_size)
