@@ -1425,7 +1425,7 @@ def _set_direct_s2(bint on):
     return old
 
 
-def _direct_s2_fits(int n, int c, int o, int kh, int kw, int sh, int sw):
+def _direct_s2_fits(int o, int sh, int sw):
     """Whether a float32 strided forward (already on the implicit route) takes fnn_d2_block:
     stride 2 both ways and 32 output channels or more (its tiles are 32 channels wide).
     dcgan-d conv2 (N64 C64 14x14 O128 k4 s2 p1), interleaved with torch in one process on the
@@ -1556,6 +1556,10 @@ def _strided_fits(x, int n, int c, int h, int w, int o, int kh, int kw, int sh, 
 
 
 def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
+    """out := conv2d(x) + bias on the implicit strided route: stride 2 with 32 channels or more
+    on the direct kernel (_direct_s2_forward), the rest on fnn_mk_conv_sn's gathered panels."""
+    if _direct_s2_fits(weight.shape[0], sh, sw):
+        return _direct_s2_forward(x, weight, bias, out, ph, pw)
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
     cdef int OH = out.shape[2], OW = out.shape[3]
@@ -2754,8 +2758,6 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
             _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         return _activate_all(out, act, slope)
     if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
-        if _direct_s2_fits(n, c, o, kh, kw, sh, sw):
-            return _activate_all(_direct_s2_forward(x, weight, bias, out, ph, pw), act, slope)
         return _activate_all(_strided_forward(x, weight, bias, out, sh, sw, ph, pw), act, slope)
     nt, nb = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
     col, buf, _ = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow, nt)
@@ -2962,10 +2964,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
             and _strided_fits(x, n, cout, oh, ow, cin, kh, kw, sh, sw, h, w)):
         # dx = conv2d(dy, weight) on the implicit strided route; the weight gradient keeps
         # its own im2col pass (see _set_implicit_strided_convt for the numbers)
-        if _direct_s2_fits(n, cout, cin, kh, kw, sh, sw):
-            _direct_s2_forward(dy, weight, None, dx, ph, pw)
-        else:
-            _strided_forward(dy, weight, None, dx, sh, sw, ph, pw)
+        _strided_forward(dy, weight, None, dx, sh, sw, ph, pw)
         pdx = NULL
     if dweight is not None and _implicit_dw_fits(dy, cin, cout, oh, ow, kh, kw, h, w):
         # dweight is conv2d's weight gradient of the convolution dy -> x (weight (Cin, Cout, ..))
