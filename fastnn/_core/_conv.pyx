@@ -1178,7 +1178,7 @@ cdef extern from *:
        image is zero-padded beforehand (xr: the tile's first input row of the padded image,
        planes `plane` apart, rows Wp apart), wt the 32 channels' weights k-major (32 floats a
        tap, 64-byte aligned). tmp (TW x 32) := the tile's sums. TW is a constant where this
-       is inlined (fnn_d2_row's switch), so the accumulators stay in registers. */
+       is inlined (fnn_d2_block's switch), so the accumulators stay in registers. */
     static inline __attribute__((always_inline)) void fnn_d2_tile(
             const int TW, const float* xr, long plane, int Wp, int C, int KH, int KW,
             const float* wt, float* tmp) {
@@ -1234,15 +1234,13 @@ cdef extern from *:
         }
     }
     /* wt[ob][k][j] := w[32*ob + j, k] (w: (O, K) row-major), zero for channels past O: 16x16
-       register transposes (fnn_mk_pack_t), 256 taps at a time */
+       register transposes (fnn_mk_pack_t) */
     static void fnn_d2_pack_weights(int O, int K, const float* w, float* wt) {
         int nob = (O + 31) / 32;
-        for (int ob = 0; ob < nob; ob++)
-            for (int k0 = 0; k0 < K; k0 += 256) {
-                int kc = K - k0 < 256 ? K - k0 : 256;
-                int nr = O - ob * 32 < 32 ? O - ob * 32 : 32;
-                fnn_mk_pack_t(w, K, ob * 32, nr, k0, kc, wt + ((long)ob * K + k0) * 32);
-            }
+        for (int ob = 0; ob < nob; ob++) {
+            int nr = O - ob * 32 < 32 ? O - ob * 32 : 32;
+            fnn_mk_pack_t(w, K, ob * 32, nr, 0, K, wt + (long)ob * K * 32);
+        }
     }
     /* xp (Hp, Wp) := the plane x (H, W) placed ph rows and pw columns in, zeros around */
     static void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
@@ -1267,15 +1265,15 @@ cdef extern from *:
     }
     /* Direct stride-2 weight gradient, the transpose of fnn_d2_block's layout: the taps of x
        are the broadcasts and dy's channels the vectors. dst rows r of one tile (R <= 8
-       consecutive taps r = (c, ki, kj), offs[r] their offsets in the padded sample, ldd
-       floats apart) x 32 channels += sum over the batch's pixels [0, npix) of
+       consecutive taps r = (c, ki, kj), offs[r] their offsets in the padded sample, 32
+       floats apart: a channel block of dwt) x 32 channels += sum over the batch's pixels [0, npix) of
        x_padded tap * dyt, where dyt holds the 32 channels' dy pixel-major (32 floats a pixel,
        the batch's pixels in order); in steps of FNN_MK_KC pixels, each step's sum formed from
        zero and then added: each entry's sums in the order of fnn_mk_conv_dw's, so the same
        bits. xp: the padded batch (samples img floats apart, rows Wp apart). */
     static inline __attribute__((always_inline)) void fnn_dw2_tile(
             const int R, const float* xp, long img, int Wp, int OH, int OW, long npix,
-            const long* offs, const float* dyt, float* dst, long ldd) {
+            const long* offs, const float* dyt, float* dst) {
         long o0 = offs[0], o1 = offs[R > 1], o2 = offs[R > 2 ? 2 : 0], o3 = offs[R > 3 ? 3 : 0];
         long o4 = offs[R > 4 ? 4 : 0], o5 = offs[R > 5 ? 5 : 0], o6 = offs[R > 6 ? 6 : 0];
         long o7 = offs[R > 7 ? 7 : 0];
@@ -1303,7 +1301,7 @@ cdef extern from *:
                 }
             }
             for (int r = 0; r < R; r++) {
-                float* q = dst + r * ldd;
+                float* q = dst + r * 32;
                 _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), a0[r]));
                 _mm512_store_ps(q + 16, _mm512_add_ps(_mm512_load_ps(q + 16), a1[r]));
             }
@@ -1317,7 +1315,7 @@ cdef extern from *:
                              long img, int Wp, int OH, int OW, long npix, const float* xp,
                              const float* dyt, float* dwt) {
         int nob = (O + 31) / 32;
-        long ldd = 32, offs[8];
+        long offs[8];
         for (int ob = 0; ob < nob; ob++) {
             const float* d = dyt + (long)ob * npix * 32;
             for (int r0 = r_lo; r0 < r_hi; r0 += 8) {
@@ -1328,22 +1326,18 @@ cdef extern from *:
                 }
                 float* dst = dwt + ((long)ob * K + r0) * 32;
                 switch (R) {
-                    case 8: fnn_dw2_tile(8, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
-                    case 7: fnn_dw2_tile(7, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
-                    case 6: fnn_dw2_tile(6, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
-                    case 5: fnn_dw2_tile(5, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
-                    case 4: fnn_dw2_tile(4, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
-                    case 3: fnn_dw2_tile(3, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
-                    case 2: fnn_dw2_tile(2, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
-                    default: fnn_dw2_tile(1, xp, img, Wp, OH, OW, npix, offs, d, dst, ldd); break;
+                    case 8: fnn_dw2_tile(8, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+                    case 7: fnn_dw2_tile(7, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+                    case 6: fnn_dw2_tile(6, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+                    case 5: fnn_dw2_tile(5, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+                    case 4: fnn_dw2_tile(4, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+                    case 3: fnn_dw2_tile(3, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+                    case 2: fnn_dw2_tile(2, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+                    default: fnn_dw2_tile(1, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
                 }
             }
         }
     }
-    /* dyt (the channel blocks of sample n's pixels, see fnn_dw2_rows) := g's sample n (O, P)
-       transposed, 16x16 register transposes; and, when gsum is not NULL, gsum[n*O + o] := the
-       sample's sums per channel in double, in pixel order, steps of FNN_MK_KC pixels of the
-       batch (sums[step * O + o]) so that the caller can add them as fnn_mk_conv_dw does */
     /* dw (O, K) := dwt's channel blocks (see fnn_dw2_rows) transposed back */
     static void fnn_dw2_unpack(int O, int K, const float* dwt, float* dw) {
         for (int o = 0; o < O; o++) {
@@ -1371,16 +1365,14 @@ cdef extern from *:
         for (int v = 0; v < 4; v++) _mm512_storeu_pd(sums + 8 * v, t[v]);
         for (int j = 0; j < 32 && ob * 32 + j < O; j++) gsum[ob * 32 + j] += sums[j];
     }
+    /* dyt's pixels of sample n (the channel blocks, see fnn_dw2_rows) := g's sample n (O, P)
+       transposed, 16x16 register transposes */
     static void fnn_dw2_pack_dy(int O, long P, long npix, int n, const float* g, float* dyt) {
         int nob = (O + 31) / 32;
         const float* gn = g + (long)n * O * P;
         for (int ob = 0; ob < nob; ob++) {
             int nr = O - ob * 32 < 32 ? O - ob * 32 : 32;
-            float* d = dyt + ((long)ob * npix + (long)n * P) * 32;
-            for (long k0 = 0; k0 < P; k0 += 256) {
-                int kc = P - k0 < 256 ? (int)(P - k0) : 256;
-                fnn_mk_pack_t(gn, (int)P, ob * 32, nr, (int)k0, kc, d + k0 * 32);
-            }
+            fnn_mk_pack_t(gn, (int)P, ob * 32, nr, 0, (int)P, dyt + ((long)ob * npix + (long)n * P) * 32);
         }
     }
     #else
@@ -1473,7 +1465,7 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
     cdef float* po = <float*>_ptr(out)
     cdef float* pwt = <float*>((<size_t>_ptr(wt) + 63) & ~(<size_t>63))
     cdef float* mine
-    cdef int n, ob, t
+    cdef int n, ob
     with nogil:
         fnn_d2_pack_weights(O, K, pw_, pwt)
         if per_sample:
@@ -1674,7 +1666,7 @@ cdef class _DwJob:
     cdef bint by_pixels, direct
     cdef Py_ssize_t npix, qper, a_size, wsize
     # the direct stride-2 route (fnn_dw2_rows): the padded batch, dy pixel-major, dw transposed
-    cdef int Hp, Wp, K, ldd, rows_per
+    cdef int Hp, Wp, K, rows_per
     cdef float* xp
     cdef float* dyt
     cdef float* dwt
@@ -1739,7 +1731,7 @@ cdef class _DwJob:
         self.finish()
 
     cdef void finish(self) noexcept nogil:
-        cdef Py_ssize_t q, P = <Py_ssize_t>self.OH * self.OW
+        cdef Py_ssize_t q
         cdef int u, t, o
         cdef float acc
         cdef double total
@@ -1773,20 +1765,13 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
     j.O, j.KH, j.KW = dw.shape[0], dw.shape[2], dw.shape[3]
     j.OH, j.OW = g.shape[2], g.shape[3]
     j.sh, j.sw, j.ph, j.pw = sh, sw, ph, pw
-    j.npanels = (j.C * j.KH * j.KW + 31) // 32
-    j.npix = <Py_ssize_t>j.N * j.OH * j.OW
-    j.wsize = <Py_ssize_t>j.O * j.C * j.KH * j.KW
     j.K = j.C * j.KH * j.KW
+    j.npanels = (j.K + 31) // 32
+    j.npix = <Py_ssize_t>j.N * j.OH * j.OW
+    j.wsize = <Py_ssize_t>j.O * j.K
     # the direct route splits dw's taps over the threads, 8 at a time (dcgan-d's conv1: 16 taps)
     j.direct = (_direct_dw_on and sh == 2 and sw == 2 and j.O >= 32 and (j.K + 7) // 8 >= nt)
     j.by_pixels = not j.direct and nt > j.npanels
-    if j.by_pixels:
-        j.ntasks = <int>min(nt, (j.npix + _MK_KC - 1) // _MK_KC)
-        j.qper = ((j.npix + j.ntasks - 1) // j.ntasks + _MK_KC - 1) // _MK_KC * _MK_KC
-    else:
-        j.ntasks = min(nt, j.npanels)
-        j.per = (j.npanels + j.ntasks - 1) // j.ntasks
-    j.nthreads = j.ntasks
     if j.direct:
         # a few tasks a thread, taken as they come: a thread held up for a while (a shared
         # VM's other load) no longer holds up half of dW
@@ -1794,16 +1779,26 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
         j.rows_per = <int>(((j.K + 7) // 8 + j.ntasks - 1) // j.ntasks * 8)
         j.ntasks = (j.K + j.rows_per - 1) // j.rows_per
         j.nthreads = min(nt, j.ntasks)
+    else:
+        if j.by_pixels:
+            j.ntasks = <int>min(nt, (j.npix + _MK_KC - 1) // _MK_KC)
+            j.qper = ((j.npix + j.ntasks - 1) // j.ntasks + _MK_KC - 1) // _MK_KC * _MK_KC
+        else:
+            j.ntasks = min(nt, j.npanels)
+            j.per = (j.npanels + j.ntasks - 1) // j.ntasks
+        j.nthreads = j.ntasks
+    j.x, j.g, j.dw, j.db = <float*>_ptr(x), <float*>_ptr(g), <float*>_ptr(dw), <float*>_ptr(db)
+    # the tasks' db sums in double (the direct route's: one set, summed from dy at the end)
+    sums = _cached(np.float64, "dw_sums", (1 if j.direct else j.ntasks) * j.O)
+    sums[:] = 0
+    j.sums = <double*>_ptr(sums)
+    if j.direct:
         j.Hp, j.Wp = j.H + 2 * ph, j.W + 2 * pw
-        j.ldd = (j.O + 31) // 32 * 32  # dwt's channel blocks, K x 32 floats each
+        o32 = (j.O + 31) // 32 * 32  # dyt's and dwt's channel blocks of 32
         xp = _cached(np.float32, "dw2_x", <Py_ssize_t>j.N * j.C * j.Hp * j.Wp)
-        dyt = _cached(np.float32, "dw2_dy", <Py_ssize_t>j.ldd * j.npix + 16)
-        dwt = _cached(np.float32, "dw2_w", <Py_ssize_t>j.K * j.ldd + 16)
-        sums = _cached(np.float64, "dw_sums", j.O)
-        sums[:] = 0
-        j.sums = <double*>_ptr(sums)
-        j.arrays = (x, g, dw, db, xp, dyt, dwt, sums)
-        j.x, j.g, j.dw, j.db = <float*>_ptr(x), <float*>_ptr(g), <float*>_ptr(dw), <float*>_ptr(db)
+        dyt = _cached(np.float32, "dw2_dy", <Py_ssize_t>o32 * j.npix + 16)
+        dwt = _cached(np.float32, "dw2_w", <Py_ssize_t>j.K * o32 + 16)
+        j.arrays = (x, g, dw, db, sums, xp, dyt, dwt)
         j.xp = <float*>_ptr(xp)
         j.dyt = <float*>((<size_t>_ptr(dyt) + 63) & ~(<size_t>63))
         j.dwt = <float*>((<size_t>_ptr(dwt) + 63) & ~(<size_t>63))
@@ -1812,16 +1807,12 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
         return j
     j.a_size = <Py_ssize_t>((j.O + 7) // 8) * 8 * _MK_KC
     ap = _cached(np.float32, "dw_a", nt * j.a_size + 16)
-    sums = _cached(np.float64, "dw_sums", j.ntasks * j.O)
-    sums[:] = 0
     scratch = None
     if j.by_pixels:
         scratch = _cached(np.float32, "dw_scratch", (j.ntasks - 1) * j.wsize + 1)
         scratch[:] = 0
-    j.arrays = (x, g, dw, db, ap, sums, scratch)
-    j.x, j.g, j.dw, j.db = <float*>_ptr(x), <float*>_ptr(g), <float*>_ptr(dw), <float*>_ptr(db)
+    j.arrays = (x, g, dw, db, sums, ap, scratch)
     j.ap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
-    j.sums = <double*>_ptr(sums)
     j.scratch = <float*>_ptr(scratch)
     return j
 
