@@ -1463,7 +1463,7 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
     cdef float* pw_ = <float*>_ptr(weight)
     cdef float* pb = <float*>_ptr(bias)
     cdef float* po = <float*>_ptr(out)
-    cdef float* pwt = <float*>((<size_t>_ptr(wt) + 63) & ~(<size_t>63))
+    cdef float* pwt = _aligned64(wt)
     cdef float* mine
     cdef int n, ob
     with nogil:
@@ -1566,7 +1566,7 @@ def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
     cdef float* pb = <float*>_ptr(bias)
     cdef float* po = <float*>_ptr(out)
     cdef float* pap = <float*>_ptr(ap)
-    cdef float* pt = <float*>((<size_t>_ptr(tiles) + 63) & ~(<size_t>63))
+    cdef float* pt = _aligned64(tiles)
     with nogil:
         fnn_pack_a8(O, K, MR, pw_, pap)
         _conv_sn_forward(px, N, C, H, W, pap, O, KH, KW, sh, sw, ph, pw, OH, OW, MR, pb, po, NT,
@@ -1800,8 +1800,8 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
         dwt = _cached(np.float32, "dw2_w", <Py_ssize_t>j.K * o32 + 16)
         j.arrays = (x, g, dw, db, sums, xp, dyt, dwt)
         j.xp = <float*>_ptr(xp)
-        j.dyt = <float*>((<size_t>_ptr(dyt) + 63) & ~(<size_t>63))
-        j.dwt = <float*>((<size_t>_ptr(dwt) + 63) & ~(<size_t>63))
+        j.dyt = _aligned64(dyt)
+        j.dwt = _aligned64(dwt)
         with nogil:
             j.prepare(nt)
         return j
@@ -1812,7 +1812,7 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
         scratch = _cached(np.float32, "dw_scratch", (j.ntasks - 1) * j.wsize + 1)
         scratch[:] = 0
     j.arrays = (x, g, dw, db, sums, ap, scratch)
-    j.ap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
+    j.ap = _aligned64(ap)
     j.scratch = <float*>_ptr(scratch)
     return j
 
@@ -1886,8 +1886,8 @@ def _dwt_s1(x, g, dw, db, int ph, int pw):
     cdef const float* px = <float*>_ptr(x)
     cdef const float* pg = <float*>_ptr(g)
     cdef float* pdwt = <float*>_ptr(dwt)
-    cdef float* par = <float*>((<size_t>_ptr(ar) + 63) & ~(<size_t>63))
-    cdef float* pbp = <float*>((<size_t>_ptr(bp) + 63) & ~(<size_t>63))
+    cdef float* par = _aligned64(ar)
+    cdef float* pbp = _aligned64(bp)
     cdef double* psums = <double*>_ptr(sums) if db is not None else NULL
     cdef Py_ssize_t xs = <Py_ssize_t>C * H * W, gs = <Py_ssize_t>O * OH * W
     cdef int t, n0
@@ -2548,6 +2548,11 @@ cdef inline void* _ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline float* _aligned64(object a):
+    """The first 64-byte boundary in float32 workspace ``a`` (allocated 16 floats longer)."""
+    return <float*>((<size_t>_ptr(a) + 63) & ~(<size_t>63))
+
+
 # ---- public kernels ----------------------------------------------------------------------------
 
 def im2col(x, kernel_size, stride, padding, out):
@@ -2695,8 +2700,8 @@ cdef void _s1x_forward_call(x, weight, bias, out, int n, int c, int h, int w, in
     cdef int ntasks = <int>((total + span - 1) // span)
     ap = _cached(np.float32, "s1x_a", <Py_ssize_t>mt * 8 * k + 16)
     ct = _cached(np.float32, "s1x_ct", nt * ct_size + 16)
-    cdef float* pap = <float*>((<size_t>_ptr(ap) + 63) & ~(<size_t>63))
-    cdef float* pct = <float*>((<size_t>_ptr(ct) + 63) & ~(<size_t>63))
+    cdef float* pap = _aligned64(ap)
+    cdef float* pct = _aligned64(ct)
     cdef const float* px = <float*>_ptr(x)
     cdef const float* pw_ = <float*>_ptr(weight)
     cdef const float* pb = <float*>_ptr(bias)
