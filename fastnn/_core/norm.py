@@ -130,9 +130,9 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
     dx := weight*invstd * (g - [sum g + xhat * sum g*xhat] / n) (the bracket only with batch_stats)
 
     The sums run in float64; dx is then a*g + b*(x - mean) + k per element, with the channel's
-    a, b, k rounded to x's dtype once (the wrapper passes the slope in it): in float32 that pass is float32 FMAs, not
-    float64 arithmetic on converted values (vgg-bn's 32-channel 28x28 layer, 2 threads: 1.25 ->
-    0.89 ms; dx within a few float32 ulps of the float64 pass)."""
+    a, b, k rounded to x's dtype once (the wrapper passes the slope in it): in float32 that pass
+    is float32 FMAs, not float64 arithmetic on converted values (vgg-bn's 32-channel 28x28
+    layer, 2 threads: 1.25 -> 0.89 ms; dx within a few float32 ulps of the float64 pass)."""
     batch, channels, length = x.shape
     count = batch * length
     typed = np.empty((channels, 4), x.dtype)  # a, b, k, mean of each channel
