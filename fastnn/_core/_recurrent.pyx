@@ -311,6 +311,9 @@ cdef enum:
     # k per block of the step product: KC x 32 floats of a panel stay in L1 across the row
     # tiles (measured flat from 64 to unblocked at H = 128; blocks only matter for larger H)
     KC_BLOCK = 256
+    # the weight gradients' blocks (columns of G, rows of an Embedding's table), whatever the
+    # thread count: each thread takes every parts-th block
+    GRAD_BLOCKS = 8
 
 cdef int _min_rows = MIN_ROWS_PER_THREAD
 cdef bint _grad_kernel = True  # float32 weight gradients on the microkernel (else sgemm)
@@ -463,16 +466,27 @@ cdef struct WeightGrads:
     const void* w_ih
 
 
+cdef inline void _fixed_block(int size, int align, int blk, int* lo, int* hi) noexcept nogil:
+    """Block ``blk`` of GRAD_BLOCKS ``align``-aligned blocks of ``size``: a partition fixed by the
+    shape alone, so every BLAS call (and so every bit) is the same for any thread count."""
+    cdef int step = (size + GRAD_BLOCKS - 1) // GRAD_BLOCKS
+    step = (step + align - 1) // align * align
+    lo[0] = min(size, blk * step)
+    hi[0] = min(size, lo[0] + step)
+
+
 cdef void _table_input_grad_slice(WeightGrads* wg, int part, int parts,
                                   floating* dummy) noexcept nogil:
-    """Rows [lo, hi) (share ``part`` of ``parts``) of table_grad += per_id @ w_ih."""
-    cdef int lo = <int>(<Py_ssize_t>part * wg.V // parts)
-    cdef int hi = <int>(<Py_ssize_t>(part + 1) * wg.V // parts)
-    if hi <= lo:
-        return
-    _gemm1(False, False, hi - lo, wg.F, wg.G, <const floating*>wg.per_id + <Py_ssize_t>lo * wg.G,
-           wg.G, <const floating*>wg.w_ih, wg.F, <floating>1,
-           <floating*>wg.table_grad + <Py_ssize_t>lo * wg.F, wg.F)
+    """Thread ``part`` of ``parts``: its row blocks of table_grad += per_id @ w_ih."""
+    cdef int blk, lo, hi
+    for blk in range(GRAD_BLOCKS):
+        _fixed_block(wg.V, 1, blk, &lo, &hi)
+        if blk % parts != part or hi <= lo:
+            continue
+        _gemm1(False, False, hi - lo, wg.F, wg.G,
+               <const floating*>wg.per_id + <Py_ssize_t>lo * wg.G, wg.G,
+               <const floating*>wg.w_ih, wg.F, <floating>1,
+               <floating*>wg.table_grad + <Py_ssize_t>lo * wg.F, wg.F)
 
 
 cdef void _table_grads_slice(WeightGrads* wg, int lo, int hi, floating* dummy) noexcept nogil:
@@ -504,23 +518,22 @@ cdef void _table_grads_slice(WeightGrads* wg, int lo, int hi, floating* dummy) n
 
 cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
                               floating* dummy) noexcept nogil:
-    """Columns [lo, hi) of G (16-aligned share ``part`` of ``parts``): one single-threaded GEMM
-    per side over all M = T*N rows."""
-    cdef int G = wg.G, lo, hi, j
-    cdef Py_ssize_t m
-    cdef int step = (G + parts - 1) // parts
-    step = (step + 15) // 16 * 16
-    lo = part * step
-    hi = min(G, lo + step)
-    if hi <= lo or wg.M <= 0:
+    """Thread ``part`` of ``parts``: its 16-aligned column blocks of G, one single-threaded GEMM
+    per side and block over all M = T*N rows."""
+    cdef int blk, lo, hi
+    if wg.M <= 0:
         return
-    _slice_grads(<const floating*>wg.dpre_h, <const floating*>wg.hs_prev, <floating*>wg.dw_hh,
-                 <floating*>wg.db_hh, wg.M, G, wg.H, lo, hi)
-    if wg.ids != NULL:
-        _table_grads_slice(wg, lo, hi, dummy)
-    elif wg.x != NULL:
-        _slice_grads(<const floating*>wg.dpre_x, <const floating*>wg.x, <floating*>wg.dw_ih,
-                     <floating*>wg.db_ih, wg.M, G, wg.F, lo, hi)
+    for blk in range(GRAD_BLOCKS):
+        _fixed_block(wg.G, 16, blk, &lo, &hi)
+        if blk % parts != part or hi <= lo:
+            continue
+        _slice_grads(<const floating*>wg.dpre_h, <const floating*>wg.hs_prev,
+                     <floating*>wg.dw_hh, <floating*>wg.db_hh, wg.M, wg.G, wg.H, lo, hi)
+        if wg.ids != NULL:
+            _table_grads_slice(wg, lo, hi, dummy)
+        elif wg.x != NULL:
+            _slice_grads(<const floating*>wg.dpre_x, <const floating*>wg.x,
+                         <floating*>wg.dw_ih, <floating*>wg.db_ih, wg.M, wg.G, wg.F, lo, hi)
 
 
 cdef void _slice_grads(const floating* dpre, const floating* a, floating* dw, floating* db,
