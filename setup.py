@@ -11,6 +11,16 @@ import sys
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+
+class ParallelBuildExt(build_ext):
+    """Compiles the extension modules side by side (pip gives no -j)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
 
 debug_checks = os.environ.get("FASTNN_BOUNDSCHECK") == "1"
 
@@ -43,8 +53,10 @@ setup(
     # ``pip install`` without putting a top-level ``benchmarks`` module into site-packages
     packages=find_packages(include=["fastnn", "fastnn.*"]) + ["fastnn.bench"],
     package_dir={"fastnn.bench": "benchmarks"},
+    cmdclass={"build_ext": ParallelBuildExt},
     ext_modules=cythonize(
         extensions,
+        nthreads=os.cpu_count() or 1,
         compiler_directives={
             "language_level": 3,
             "boundscheck": debug_checks,
