@@ -47,12 +47,22 @@ def test_fastnn_num_threads_sets_every_pool_at_import(tmp_path):
     assert _fresh_interpreter(code, tmp_path, FASTNN_NUM_THREADS="1") == "(1, 1) 1 1 [1]"
 
 
-def test_fastnn_num_threads_rejects_garbage(tmp_path):
+@pytest.mark.parametrize("bad", ["two", "abc", "0", "-3", "1.5"])
+def test_invalid_fastnn_num_threads_warns_and_falls_back_to_the_default(tmp_path, bad):
+    # a typo in the environment must not make `import fastnn` fail; the warning names the
+    # variable and the value, and every pool gets the default (the cores available)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
-    env = dict(os.environ, PYTHONPATH=package_root, FASTNN_NUM_THREADS="two")
-    out = subprocess.run([sys.executable, "-c", "import fastnn"], capture_output=True, text=True,
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PYTHONWARNINGS")}
+    env.update(PYTHONPATH=package_root, FASTNN_NUM_THREADS=bad)
+    code = ("import os, fastnn; from fastnn._core import _openmp; "
+            "print(fastnn.get_num_threads(), _openmp.get_num_threads(), "
+            "len(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env=env)
-    assert out.returncode != 0 and "FASTNN_NUM_THREADS must be a positive integer" in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert "RuntimeWarning" in out.stderr and f"FASTNN_NUM_THREADS={bad!r}" in out.stderr
+    ours, openmp, cores = out.stdout.split()
+    assert ours == openmp == cores
 
 
 def test_import_shortens_idle_spinning_unless_the_user_chose(tmp_path):
@@ -73,6 +83,26 @@ def test_numba_pool_leaves_nested_parallelism_off(tmp_path):
             "x = np.ones(1 << 20, np.float32); out = np.empty_like(x); "
             "fastnn._core.relu_forward(x, out); print(_openmp.get_max_active_levels())")
     assert _fresh_interpreter(code, tmp_path) == "1"
+
+
+_RUN_A_PARALLEL_NUMBA_KERNEL = (
+    "import numpy as np, fastnn, numba; "
+    "x = np.ones(1 << 20, np.float32); out = np.empty_like(x); "
+    "fastnn._core.relu_forward(x, out); print(numba.threading_layer())")
+
+
+def test_numba_runs_on_the_openmp_layer_fastnn_controls(tmp_path):
+    # numba's own choice depends on what is installed (TBB first); a priority that puts OpenMP
+    # last stands for a machine with TBB: numba alone would take the workqueue layer there
+    unset = dict.fromkeys(("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"))
+    assert _fresh_interpreter(_RUN_A_PARALLEL_NUMBA_KERNEL, tmp_path, **unset) == "omp"
+    last = dict(unset, NUMBA_THREADING_LAYER_PRIORITY="workqueue tbb omp")
+    assert _fresh_interpreter(_RUN_A_PARALLEL_NUMBA_KERNEL, tmp_path, **last) == "omp"
+
+
+def test_a_threading_layer_the_user_chose_is_kept(tmp_path):
+    assert _fresh_interpreter(_RUN_A_PARALLEL_NUMBA_KERNEL, tmp_path,
+                              NUMBA_THREADING_LAYER="workqueue") == "workqueue"
 
 
 def test_set_num_threads_round_trip():

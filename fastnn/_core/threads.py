@@ -77,7 +77,8 @@ def pin_kernel_blas():
 
 
 def _env_threads():
-    """FASTNN_NUM_THREADS as an int, or None when unset."""
+    """FASTNN_NUM_THREADS as a positive int; None when unset, or when invalid (with a warning:
+    a typo in the environment should not make ``import fastnn`` fail)."""
     env = os.environ.get("FASTNN_NUM_THREADS", "").strip()
     if not env:
         return None
@@ -86,7 +87,12 @@ def _env_threads():
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"FASTNN_NUM_THREADS must be a positive integer, got {env!r}")
+        import warnings
+
+        warnings.warn(f"FASTNN_NUM_THREADS={env!r} is not a positive integer; ignoring it and "
+                      f"using the default of {_default_threads()} threads (the cores available)",
+                      RuntimeWarning, stacklevel=2)
+        return None
     return n
 
 
@@ -122,6 +128,26 @@ def get_num_threads():
     return _state["n"]
 
 
+def _pin_numba_threading_layer(numba):
+    """Make numba run its parallel kernels on libgomp, the OpenMP pool fastnn controls.
+
+    Left to itself numba takes the first layer that loads in its priority order, TBB before
+    OpenMP: with the ``tbb`` package installed, numba's kernels would run on a TBB pool of their
+    own, next to the OpenMP pool of the Cython kernels, and the two would fight over the cores
+    as BLAS's pool did. A layer the user chose (``NUMBA_THREADING_LAYER``, or
+    ``numba.config.THREADING_LAYER`` set before fastnn's kernels load) is kept, and so is
+    numba's choice where its OpenMP layer cannot load. Effective only before numba's pool starts
+    (its first parallel kernel or ``numba.get_num_threads()``).
+    """
+    if "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default":
+        return
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401  (loads: the layer is available)
+    except ImportError:  # pragma: no cover - numba built without OpenMP
+        return
+    numba.config.THREADING_LAYER = "omp"
+
+
 def sync_numba_threads():
     """Bring numba's OpenMP threading layer in line (called when the numba kernels are first loaded).
 
@@ -134,6 +160,7 @@ def sync_numba_threads():
     """
     import numba
 
+    _pin_numba_threading_layer(numba)
     numba.get_num_threads()  # starts numba's pool now, not at the first parallel kernel
     if _state["n"] is not None:
         numba.set_num_threads(min(_state["n"], numba.config.NUMBA_NUM_THREADS))
@@ -143,6 +170,6 @@ def sync_numba_threads():
 
 # FASTNN_NUM_THREADS=n is set_num_threads(n) at import. Only OpenMP is set here (cheap); the BLAS
 # pools follow when the GEMM kernels load (pin_kernel_blas) and numba when its kernels load.
-if _env_threads() is not None:
-    _state["n"] = _env_threads()
+_state["n"] = _env_threads()
+if _state["n"] is not None:
     _openmp.set_num_threads(_state["n"])
