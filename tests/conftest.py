@@ -4,13 +4,22 @@ import sys
 
 from hypothesis import HealthCheck, settings
 
+_CI_EXAMPLES = 25
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    "ci", max_examples=_CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True
 )
 settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("FASTNN_HYPOTHESIS", "ci"))
+
+
+def scaled_examples(n):
+    """``max_examples`` for a test that runs ``n`` examples under the quick "ci" profile: as many
+    times more under a larger profile as it has examples ("thorough": 20x), so an explicit count
+    does not cap ``FASTNN_HYPOTHESIS=thorough``. Use: ``from conftest import scaled_examples``."""
+    return max(n, n * settings().max_examples // _CI_EXAMPLES)
 
 # The benchmark suite lives in benchmarks/ beside tests/. Appended (not prepended) to the path so an
 # installed fastnn is still the one under test, never the uncompiled sources of this checkout.

@@ -18,6 +18,9 @@ import fastnn as fnn
 from fastnn import layers as L
 from fastnn import model as model_module
 
+from conftest import scaled_examples  # max_examples that follow the hypothesis profile
+
+
 @pytest.fixture
 def one_thread():
     before = fnn.get_num_threads()
@@ -211,7 +214,7 @@ def checkpoint_bytes(tmp_path_factory):
     return path.read_bytes(), model.state_dict()
 
 
-@settings(max_examples=60)
+@settings(max_examples=scaled_examples(60))
 @given(data=st.data())
 def test_truncated_or_bit_flipped_checkpoint_loads_exactly_or_fails_clearly(tmp_path_factory, checkpoint_bytes, data):
     raw, state = checkpoint_bytes

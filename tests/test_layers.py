@@ -14,8 +14,10 @@ from fastnn import init
 from fastnn import layers as L
 from fastnn.layers.base import layer_from_spec, layer_to_spec
 
+from conftest import scaled_examples  # max_examples that follow the hypothesis profile
+
 FLOATS = (np.float32, np.float64)
-FEW = settings(max_examples=12)
+FEW = settings(max_examples=scaled_examples(12))
 
 
 def randn(*shape, seed=0, dtype=np.float64):
@@ -126,13 +128,13 @@ def conv_configs(draw, transposed=False):
     return layer.astype(np.float64), randn(n, cin, h, w, seed=draw(st.integers(0, 99)))
 
 
-@settings(max_examples=8)
+@settings(max_examples=scaled_examples(8))
 @given(case=conv_configs())
 def test_conv2d_gradcheck(case):
     gradcheck_both_modes(*case, max_entries=30)
 
 
-@settings(max_examples=8)
+@settings(max_examples=scaled_examples(8))
 @given(case=conv_configs(transposed=True))
 def test_conv_transpose2d_gradcheck(case):
     gradcheck_both_modes(*case, max_entries=30)

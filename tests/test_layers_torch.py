@@ -13,6 +13,8 @@ nn = torch.nn
 import fastnn as fnn  # noqa: E402
 from fastnn import layers as L  # noqa: E402
 
+from conftest import scaled_examples  # noqa: E402  (max_examples that follow the profile)
+
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
@@ -126,7 +128,7 @@ def test_dropout_matches_torch_in_inference_and_in_expectation():
         np.testing.assert_allclose(y[kept], x[kept] / 0.6, rtol=1e-5)
 
 
-@settings(max_examples=10)
+@settings(max_examples=scaled_examples(10))
 @given(cin=st.integers(1, 3), cout=st.integers(1, 3), k=st.integers(1, 4), s=st.integers(1, 3),
        p=st.integers(0, 2), size=st.integers(4, 7), transposed=st.booleans())
 def test_conv_configurations_match_torch(cin, cout, k, s, p, size, transposed):

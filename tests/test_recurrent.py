@@ -9,6 +9,7 @@ from fastnn import _core
 from fastnn._core import reference as ref
 from fastnn import layers as L
 
+from conftest import scaled_examples  # max_examples that follow the hypothesis profile
 from thread_counts import assert_same_across_threads
 
 DTYPES = [np.float32, np.float64]
@@ -49,7 +50,7 @@ def _run_kernels(module, cell, xw, w_hh, b_hh, h0, c0, dhs):
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("dtype", DTYPES)
-@settings(max_examples=10)
+@settings(max_examples=scaled_examples(10))
 @given(n=st.integers(1, 4), t=st.integers(1, 6), h=st.integers(1, 9), seed=st.integers(0, 2**16),
        scale=st.sampled_from([0.3, 1.0, 4.0]))
 def test_sequence_kernels_equal_reference(cell, dtype, n, t, h, seed, scale):
@@ -134,7 +135,7 @@ def test_sequence_kernels_across_register_tiles_panels_and_thread_blocks(cell, d
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@settings(max_examples=10)
+@settings(max_examples=scaled_examples(10))
 @given(m=st.integers(0, 40), v=st.integers(1, 6), d=st.integers(1, 7), seed=st.integers(0, 2**16))
 def test_embedding_kernels_equal_reference_with_repeats(dtype, m, v, d, seed):
     rng = np.random.default_rng(seed)
@@ -220,7 +221,7 @@ def _numeric_state_grad(layer, x, dy, states, name, eps=1e-6):
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
-@settings(max_examples=6)
+@settings(max_examples=scaled_examples(6))
 @given(n=st.integers(1, 3), t=st.integers(1, 5), f=st.integers(1, 4), h=st.integers(1, 4),
        return_sequences=st.booleans(), seed=st.integers(0, 2**16))
 def test_recurrent_gradcheck(kind, n, t, f, h, return_sequences, seed):
