@@ -20,6 +20,11 @@ import tempfile
 import threading
 from functools import partial
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
 import numpy as np
 
 from . import callbacks as _callbacks
@@ -422,7 +427,8 @@ class Sequential(Layer):
         ``training_state`` (from :meth:`training_state`) lets ``fit(resume=path)`` continue.
 
         The file is written to a temporary file in the same directory, flushed, fsync'ed and then
-        renamed over ``path``, so a crash never leaves a half-written checkpoint behind.
+        renamed over ``path``, so a crash never leaves a half-written checkpoint behind; the
+        temporary of a save killed midway is removed by the next save to ``path``.
         ``fastnn.load(path)`` rebuilds the model.
         """
         arrays = {}
@@ -568,21 +574,105 @@ def _write_npz(fileobj, arrays):
     np.savez(fileobj, **arrays)
 
 
+_TMP_SUFFIX = ".tmp"
+_TMP_RANDOM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")  # tempfile's name characters
+
+
+def _lock(fd, blocking=True):
+    """An exclusive ``flock`` on ``fd``; False if another open file holds one (non-blocking).
+
+    flock locks belong to an open file, not to a process: a save in another thread of this
+    process conflicts like one in another process, and the kernel drops the lock when the
+    holder dies, however it dies (``kill -9`` included)."""
+    if fcntl is None:  # pragma: no cover - not POSIX: no locks, no clean-up of stale files
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:  # held elsewhere, or a file system without locks: every temporary in use
+        return False
+    return True
+
+
+def _is_own_temporary(name, base):
+    """``name`` is one of the temporaries ``_atomic_write`` makes for a file named ``base``:
+    ``.BASE.XXXXXXXX.tmp`` with tempfile's 8 random characters."""
+    prefix = f".{base}."
+    if not (name.startswith(prefix) and name.endswith(_TMP_SUFFIX)):
+        return False
+    middle = name[len(prefix):-len(_TMP_SUFFIX)]
+    return len(middle) == 8 and set(middle) <= _TMP_RANDOM
+
+
+def _remove_stale_temporaries(directory, base):
+    """Delete the temporaries of earlier saves to ``base`` whose writer died (a crash or
+    ``kill -9`` mid-save), leaving the previous checkpoint intact but its temporary behind.
+
+    A live writer holds an flock on its temporary from right after creating it until it has
+    renamed it over the checkpoint; a temporary nobody holds a lock on belongs to a dead
+    writer. (A writer whose fresh temporary is deleted in the instant before it locks it sees
+    that and starts over with a new one.)"""
+    if fcntl is None:  # pragma: no cover
+        return
+    try:
+        entries = [e.name for e in os.scandir(directory) if _is_own_temporary(e.name, base)]
+    except OSError:
+        return
+    for name in entries:
+        stale = os.path.join(directory, name)
+        try:
+            fd = os.open(stale, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # gone already (its writer finished) or not ours to open
+            continue
+        try:
+            if _lock(fd, blocking=False) and _same_file(fd, stale):
+                os.unlink(stale)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _same_file(fd, path):
+    """``path`` still names the open file ``fd`` (not renamed away or unlinked meanwhile)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _locked_temporary(directory, base):
+    """Create ``.BASE.XXXXXXXX.tmp`` in ``directory`` and flock it; returns ``(fd, path)``."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=_TMP_SUFFIX, dir=directory)
+        if not _lock(fd) or _same_file(fd, tmp):
+            return fd, tmp
+        os.close(fd)  # another save took it for stale before the lock: start over
+
+
 def _atomic_write(path, write):
     """Run ``write(fileobj)`` into a temporary file beside ``path`` and rename it over ``path``
-    only after it is complete and on disk."""
+    only after it is complete and on disk.
+
+    A writer killed mid-save leaves its temporary ``.NAME.XXXXXXXX.tmp`` behind (the previous
+    ``path`` is intact); the next save to ``path`` removes such temporaries, but only those no
+    live writer holds (see :func:`_remove_stale_temporaries`)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    base = os.path.basename(path)
+    _remove_stale_temporaries(directory, base)
+    fd, tmp = _locked_temporary(directory, base)
     try:
+        # the lock is held until the file is closed, after the rename: until then a concurrent
+        # save sees the temporary as in use
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
