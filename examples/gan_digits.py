@@ -9,6 +9,7 @@ digit-like samples, the class histogram shows whether the generator collapsed on
 digits). Saves examples/output/gan_samples.png and gan_curves.png (d_loss and g_loss).
 
     python examples/gan_digits.py        # a few minutes on 2 cores
+    python examples/gan_digits.py --epochs 20  # a shorter run
 """
 import os
 
@@ -16,5 +17,16 @@ from fastnn.recipes.generative import train
 
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 
+
+def main(epochs=None, seed=0, verbose=1, image_dir=OUTPUT):
+    """Train (``epochs=None``: 150), print the metrics and return them (``image_dir=None``: no
+    images)."""
+    return train("gan", epochs=epochs, seed=seed, verbose=verbose, image_dir=image_dir)
+
+
 if __name__ == "__main__":
-    train("gan", verbose=1, image_dir=OUTPUT)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Dense GAN on the 8x8 digits")
+    parser.add_argument("--epochs", type=int, help="a shorter run (default 150)")
+    main(parser.parse_args().epochs)

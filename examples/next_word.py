@@ -10,6 +10,9 @@ accuracy on the memory-dependent step (chance: 50%); the summed loss cannot reac
 "나는" is followed by "오늘" in one sentence and "어제" in another. Typical output: RNN 50%,
 LSTM ~90%.
 
+Quality bar: the LSTM at least 2/3 on those steps (over 24 seeds it remembered in 19), the RNN
+at most 60% (it never remembered: 50% is one right guess of the two).
+
     python examples/next_word.py
 """
 import time
@@ -62,7 +65,7 @@ def train(cell, x, y, vocab_size, epochs=300, seed=0):
     return model, loss
 
 
-def main():
+def main(seeds=SEEDS):
     vocab, x, y = encode(SENTENCES)
     # the step after "조용히" in the long sentences: its next word ("집에" / "학교에") is decided
     # only by the sentence's first word
@@ -71,7 +74,7 @@ def main():
     for name, cell in (("RNN", L.RNN), ("LSTM", L.LSTM)):
         t0 = time.perf_counter()
         accs, losses = [], []
-        for seed in range(SEEDS):
+        for seed in range(seeds):
             model, loss = train(cell, x, y, len(vocab), seed=seed)
             pred = model.forward(x, training=False).argmax(-1)
             target = y.argmax(-1)
@@ -79,7 +82,7 @@ def main():
             losses.append(loss)
         results[name] = float(np.mean(accs))
         print(f"{name:4s}: summed loss {np.mean(losses):.3f}, accuracy on the words that need the "
-              f"first word {results[name]:.0%} ({SEEDS} seeds, {time.perf_counter() - t0:.1f} s)")
+              f"first word {results[name]:.0%} ({seeds} seeds, {time.perf_counter() - t0:.1f} s)")
     model, _ = train(L.LSTM, x, y, len(vocab))
     for n, s in enumerate(SENTENCES):
         pred = model.forward(x[n:n + 1], training=False).argmax(-1)[0]

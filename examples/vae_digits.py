@@ -12,6 +12,7 @@ the real digits classifies 1000 prior samples. Saves to examples/output/:
 - vae_curves.png         loss, reconstruction and KL per epoch
 
     python examples/vae_digits.py        # well under a minute on 2 cores
+    python examples/vae_digits.py --epochs 5   # a shorter run
 """
 import os
 
@@ -19,5 +20,16 @@ from fastnn.recipes.generative import train
 
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 
+
+def main(epochs=None, seed=0, verbose=1, image_dir=OUTPUT):
+    """Train (``epochs=None``: 100), print the metrics and return them (``image_dir=None``: no
+    images)."""
+    return train("vae", epochs=epochs, seed=seed, verbose=verbose, image_dir=image_dir)
+
+
 if __name__ == "__main__":
-    train("vae", verbose=1, image_dir=OUTPUT)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="VAE on the 8x8 digits")
+    parser.add_argument("--epochs", type=int, help="a shorter run (default 100)")
+    main(parser.parse_args().epochs)

@@ -4,6 +4,8 @@ Sentences are drawn from one topic at a time (animals, fruit, vehicles, ...), so
 share contexts; skip-gram with negative sampling should place them together. Prints the
 neighbours of a few words and the fraction of top-k neighbours inside the word's own group.
 
+Quality bar: at least 80% of the top-5 neighbours in the word's own group (chance: 17%).
+
     python examples/word2vec_groups.py
 """
 import time
