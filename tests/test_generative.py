@@ -261,7 +261,6 @@ def test_dcgan_shapes_and_init(size):
 
 # --- denoising autoencoder smoke run ------------------------------------------------------------------
 def test_denoising_autoencoder_beats_the_noisy_input():
-    pytest.importorskip("sklearn")
     from fastnn.datasets import load_digits
     from fastnn.recipes.generative import train_denoising_autoencoder
 
