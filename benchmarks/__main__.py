@@ -1,10 +1,12 @@
 """fastnn's benchmark suite: ``python -m benchmarks [options]`` (also ``fastnn bench [options]``).
 
-Times whole training steps of the suite's models against PyTorch (same weights, same process,
-interleaved) and the pure-NumPy reference path, measures the machine's sgemm peak, thread
-scaling, cold start and memory, runs the kernel benchmarks, and writes JSON, Markdown and a PNG
-chart to ``--out``. ``--compare OLD.json`` adds a per-model comparison with an earlier run;
-``--compare OLD.json NEW.json`` compares two saved runs without measuring anything.
+Times whole training steps of the suite's models against PyTorch in its three CPU setups (eager,
+fused Adam, torch.compile; same weights, same process, interleaved) and fastnn's NumPy reference
+kernels (the test oracle), measures the machine's float32 GEMM peak (best of numpy, torch and
+fastnn), thread scaling, cold start and memory, runs the kernel benchmarks, and writes JSON,
+Markdown and a PNG chart to ``--out``. ``--compare OLD.json`` adds a per-model comparison with
+an earlier run; ``--compare OLD.json NEW.json`` compares two saved runs without measuring anything;
+``--readme RUN.json`` prints the README's table from a saved run.
 """
 import argparse
 import os
@@ -30,6 +32,10 @@ def _parser():
                    help="timed samples of the slow NumPy reference path (default 5, quick 2)")
     p.add_argument("--threads", type=int, default=None, help="fastnn.set_num_threads (torch follows); default: all cores")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip the torch.compile setup (eager and fused Adam only; no C++ compiles)")
+    p.add_argument("--readme", metavar="JSON",
+                   help="print the README's benchmark table and notes from a saved run, measure nothing")
     p.add_argument("--quick", action="store_true", help="few repeats, small side sections")
     p.add_argument("--out", default=DEFAULT_OUT, help="directory for the JSON/Markdown/PNG (default benchmarks/results)")
     p.add_argument("--compare", nargs="+", metavar="JSON",
@@ -92,6 +98,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from . import report
 
+    if args.readme:
+        print(report.readme_block(report.load_json(args.readme)))
+        return 0
     if args.compare and len(args.compare) > 2:
         parser.error("--compare takes OLD.json, or OLD.json NEW.json")
     if args.compare and len(args.compare) == 2:
@@ -114,24 +123,27 @@ def main(argv=None):
     if args.threads is not None:
         fnn.set_num_threads(args.threads)
     use_torch = not args.no_torch and _torch_available()
+    setups = [s for s in models.TORCH_SETUPS if not (args.no_compile and models.TORCH_SETUPS[s][1])]
     started = time.perf_counter()
     results = {
         "schema": report.SCHEMA,
         "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {"models": names, "repeats": repeats, "warmup": warmup, "ref_repeats": ref_repeats,
-                     "threads": fnn.get_num_threads(), "torch": use_torch, "quick": args.quick},
+                     "threads": fnn.get_num_threads(), "torch": use_torch, "quick": args.quick,
+                     "torch_setups": setups if use_torch else []},
         "machine": system.machine_info(with_torch=use_torch),
         "heap": system.steady_heap(),
     }
     if not use_torch and not args.no_torch:
         print("[bench] torch is not importable: no PyTorch column (pip install '.[bench]')", file=sys.stderr)
-    print("[bench] sgemm peak ...", file=sys.stderr, flush=True)
-    peak_args = ((256, 512), 3) if args.quick else ((256, 512, 1024, 2048), 10)
-    results["sgemm_peak"] = system.sgemm_peak(*peak_args)
+    print("[bench] GEMM peak (numpy, fastnn" + (", torch" if use_torch else "") + ") ...", file=sys.stderr, flush=True)
+    peak_args = ((512, 1024), 3, use_torch) if args.quick else ((1024, 2048), 10, use_torch)
+    start_peak = system.gemm_peak(*peak_args)
+    results["gemm_peak"] = start_peak
     results["models"] = {}
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        r = models.bench_model(name, repeats, warmup, use_torch, ref_repeats)
+        r = models.bench_model(name, repeats, warmup, use_torch, ref_repeats, torch_setups=setups)
         if r["status"] != "ok":
             print(f"[bench] {name} failed: {r['error']}", file=sys.stderr)
         results["models"][name] = r
@@ -151,19 +163,17 @@ def main(argv=None):
         _section(results, "kernels", run_kernels, args.quick)
     conv_models = [n for n in convs.CONV_MODELS if n in names]
     if not args.no_convs and conv_models:
-        _section(results, "model_convs", convs.bench_model_convs, conv_models, 5 if args.quick else 20, use_torch)
-    print("[bench] sgemm peak again ...", file=sys.stderr, flush=True)
-    end_peak = system.sgemm_peak(*peak_args)
-    start_peak = results["sgemm_peak"]
-    results["sgemm_peak"] = max(start_peak, end_peak, key=lambda p: p["gflops"])
-    results["sgemm_peak"]["start_gflops"] = start_peak["gflops"]
-    results["sgemm_peak"]["end_gflops"] = end_peak["gflops"]
-    peak = results["sgemm_peak"]["gflops"]
+        _section(results, "model_convs", convs.bench_model_convs, conv_models, 5 if args.quick else 20, use_torch,
+                 1024, start_peak["best"])
+    print("[bench] GEMM peak again ...", file=sys.stderr, flush=True)
+    results["gemm_peak"] = system.merge_peaks(start_peak, system.gemm_peak(*peak_args))
+    peak = results["gemm_peak"]["gflops"]
     for r in results["models"].values():
         if r["status"] == "ok":
             r["peak_fraction"] = r["gflops"] / peak
     results["machine"]["load_average_end"] = system._load_average()
     results["elapsed_s"] = time.perf_counter() - started
+    results["machine"]["date_end"] = time.strftime("%Y-%m-%d %H:%M:%S")
 
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "bench-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -178,6 +188,8 @@ def main(argv=None):
     if not args.no_chart and report.chart(results, stem + ".png"):
         written.append(stem + ".png")
     print("[bench] wrote " + ", ".join(written), file=sys.stderr)
+    print(f"[bench] took {results['elapsed_s'] / 60:.1f} min; the README's table: "
+          f"python -m benchmarks --readme {stem}.json", file=sys.stderr)
     return 0 if any(r["status"] == "ok" for r in results["models"].values()) else 1
 
 

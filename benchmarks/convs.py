@@ -4,11 +4,12 @@ them (no dx for a model's first layer, whose input needs no gradient), fastnn's 
 the ones PyTorch's step runs (``aten::convolution`` / ``aten::convolution_backward``, oneDNN on
 the CPU), interleaved call by call in one process.
 
-This is the measure behind "the convolutions run at N% of the sgemm peak": a model's conv
+This is the measure behind "the convolutions run at N% of the GEMM peak": a model's conv
 GFLOP/s is the FLOPs of all its convolutions (2 per multiply-add: forward, dX and dW each
 2*N*O*C*KH*KW*P over the smaller side's P pixels) divided by the sum of their median times. It
 leaves out what sits between the convolutions (batch norm, activations, pooling) and is divided
-by the run's best-of sgemm peak, so it is the stricter of the two readings.
+by the run's best-of float32 GEMM peak (numpy, torch.mm or fastnn's own GEMM, whichever is
+fastest), so it is the stricter of the two readings.
 
 Run on its own: ``python -m benchmarks.convs [--models vgg-bn ...] [--repeats N]``.
 """
@@ -87,23 +88,20 @@ def _contenders(layer, x_shape, y_shape, first, use_torch, rng):
     return calls
 
 
-def _sgemm_call(size, rng):
-    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
-    out = np.empty((size, size), np.float32)
-    return lambda: np.matmul(a, b, out=out)
-
-
-def bench_model_convs(model_names, repeats=20, use_torch=True, sgemm_size=1024):
+def bench_model_convs(model_names, repeats=20, use_torch=True, sgemm_size=1024, gemm="numpy"):
     """Per model: every conv layer's fastnn and torch median forward/backward seconds and FLOPs,
     and the totals. Samples alternate between the contenders (and reverse their order every
     other round), one call each after an untimed one, so machine noise falls on all of them.
-    One more contender is numpy's float32 matmul of two ``sgemm_size`` squares: its median over
-    the model's rounds is the sgemm rate under the same conditions (``sgemm_gflops``), beside
-    the run's best-of peak, which a busy spell on a shared machine leaves far above what
-    anything reaches while it lasts. (That matmul's OpenBLAS workers must not spin on after it:
-    fastnn's OPENBLAS_THREAD_TIMEOUT, see fastnn/_core/threads.py.)"""
+    One more contender is a float32 GEMM of two ``sgemm_size`` squares by ``gemm`` (numpy,
+    fastnn or torch: the suite passes the winner of its GEMM peak): its median over the model's
+    rounds is the GEMM rate under the same conditions (``sgemm_gflops``), beside the run's
+    best-of peak, which a busy spell on a shared machine leaves far above what anything reaches
+    while it lasts. (numpy's OpenBLAS workers must not spin on after a call: fastnn's
+    OPENBLAS_THREAD_TIMEOUT, see fastnn/_core/threads.py.)"""
+    from . import system
+
     rng = np.random.default_rng(8)
-    sgemm = _sgemm_call(sgemm_size, rng)
+    sgemm = system.gemm_call(gemm, sgemm_size, rng)
     if use_torch:
         import torch
 
@@ -130,6 +128,7 @@ def bench_model_convs(model_names, repeats=20, use_torch=True, sgemm_size=1024):
                 row[label.replace(" ", "_") + "_s"] = float(np.median(times))
             layers.append(row)
         total = {"layers": layers, "flops": sum(r["fwd_flops"] + r["bwd_flops"] for r in layers),
+                 "sgemm_contender": gemm,
                  "sgemm_gflops": 2.0 * sgemm_size ** 3 / float(np.median(sgemm_times)) / 1e9}
         for who in ("fastnn", "torch") if use_torch else ("fastnn",):
             seconds = sum(r[f"{who}_fwd_s"] + r[f"{who}_bwd_s"] for r in layers)
@@ -157,9 +156,9 @@ def main(argv=None):
         except ImportError:
             use_torch = False
     system.steady_heap()
-    peak = system.sgemm_peak()["gflops"]
-    result = bench_model_convs(args.models, args.repeats, use_torch)
-    print(f"{fnn.get_num_threads()} threads, sgemm peak {peak:.0f} GFLOP/s (best of numpy.matmul)\n")
+    peak = system.gemm_peak(with_torch=use_torch)
+    result = bench_model_convs(args.models, args.repeats, use_torch, gemm=peak["best"])
+    print(f"{fnn.get_num_threads()} threads; " + report.peak_text(peak) + "\n")
     print(report.model_convs_table(result, peak))
 
 

@@ -6,8 +6,9 @@ Prints Markdown tables; every number is the median of repeated calls after a war
 fastnn and its comparison measured side by side in the same process.
 
 Figures:
-- GEMM-like kernels report GFLOP/s = 2*M*N*K per product, and the fraction of the sgemm peak
-  measured at the start of the run. conv2d / conv_transpose2d: 2*N*O*C*KH*KW*(spatial size of
+- GEMM-like kernels report GFLOP/s = 2*M*N*K per product, and the fraction of the float32 GEMM
+  peak measured at the start of the run (the best of numpy, torch.mm and fastnn's own GEMM,
+  ``system.gemm_peak``). conv2d / conv_transpose2d: 2*N*O*C*KH*KW*(spatial size of
   the smaller side: conv's output, conv-transpose's input) forward, twice that backward (dX and
   dW). LSTM (``lstm_forward`` / ``lstm_backward``, the whole sequence): the recurrent products
   only, 2*T*N*4H*H forward (h_t @ W_hh.T) and the same backward (dpre_t @ W_hh); the input
@@ -319,8 +320,16 @@ def main(argv=None):
     repeats = 5 if args.quick else 15
     sizes = [256, 512, 1024] if args.quick else [256, 512, 1024, 2048]
     print(f"fastnn kernels, float32, {_core.threads.get_num_threads()} threads\n")
+    from . import report, system
+
+    try:
+        import torch  # noqa: F401
+        with_torch = True
+    except ImportError:
+        with_torch = False
+    best = system.gemm_peak((1024, 2048) if not args.quick else (512, 1024), 3 if args.quick else 10, with_torch)
+    peak = best["gflops"]
     gemm_rows = bench_gemm(sizes, repeats)
-    peak = max(r[1] for r in gemm_rows)
     print("| kernel | fastnn GFLOP/s | numpy GFLOP/s | speed-up |")
     print("|---|---|---|---|")
     for name, f, nref, ratio in gemm_rows:
@@ -328,14 +337,14 @@ def main(argv=None):
     dense_shapes = [(32, 25, 3), (128, 784, 256), (128, 256, 10), (1024, 1024, 1024)]
     for name, f, nref, ratio in bench_dense(dense_shapes, repeats * 20):
         print(f"| {name} | {f:.2f} | {nref:.2f} | {ratio:.2f}x |")
-    print(f"\nsgemm peak measured above: {peak:.1f} GFLOP/s\n")
-    print("| kernel (batch 64) | fastnn GFLOP/s | % of sgemm peak | NumPy reference GFLOP/s | speed-up |")
+    print("\n" + report.peak_text(best) + "\n")
+    print("| kernel (batch 64) | fastnn GFLOP/s | % of GEMM peak | NumPy reference GFLOP/s | speed-up |")
     print("|---|---|---|---|---|")
     ref_repeats = 2 if args.quick else 3
     for name, f, nref, ratio in (bench_conv(CONV_LAYERS, repeats, ref_repeats)
                                  + bench_conv_transpose(CONVT_LAYERS, repeats, ref_repeats)):
         print(f"| {name} | {f:.1f} | {100 * f / peak:.0f}% | {nref:.2f} | {ratio:.1f}x |")
-    print("\n| kernel (whole sequence) | fastnn GFLOP/s | % of sgemm peak | NumPy reference GFLOP/s | speed-up |")
+    print("\n| kernel (whole sequence) | fastnn GFLOP/s | % of GEMM peak | NumPy reference GFLOP/s | speed-up |")
     print("|---|---|---|---|---|")
     for name, f, nref, ratio in bench_lstm(LSTM_SHAPES, repeats, ref_repeats):
         print(f"| {name} | {f:.1f} | {100 * f / peak:.0f}% | {nref:.2f} | {ratio:.1f}x |")

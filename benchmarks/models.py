@@ -97,7 +97,8 @@ def make_batch(model, input_shape, loss_name, batch, seed=0):
 
 
 def layer_forward_flops(layer, x_shape, y_shape):
-    """Multiply-add FLOPs (2 per MAC) of a layer's GEMM-like forward work; 0 for elementwise layers."""
+    """Multiply-add FLOPs (2 per MAC) of a layer's GEMM-like forward work, every input position
+    counted (a recurrent layer's input projection too); 0 for elementwise layers."""
     kind = type(layer).__name__
     if kind == "Dense":
         rows = math.prod(x_shape[:-1])
@@ -117,16 +118,45 @@ def layer_forward_flops(layer, x_shape, y_shape):
     return 0
 
 
+def recurrent_step_flops(layer, x_shape, prev=None, first=False):
+    """FLOPs of a recurrent layer's training step as fastnn computes it, asked of the layer right
+    after its forward on ``prev``'s output.
+
+    The recurrent side (h_{t-1} @ W_hh^T, its dX and dW_hh) is 3 products of 2*N*T*G*H. The input
+    side depends on the path the forward took. Fed by an Embedding (V, F) (``layer._embedded``
+    set), the forward projects the table's V rows once, not every position, and dW_ih is
+    per_id.T @ table over V rows too; the Embedding's gradient is then either per_id @ W_ih over
+    V rows (``takes_table_backward``: no dX at all) or the whole dX = dpre @ W_ih over N*T rows,
+    scatter-added into the table. Otherwise the input side is 3 products over N*T rows (2 for the
+    first layer with weights: no dX)."""
+    n, t, f = x_shape
+    g = layer._gates * layer.hidden_size
+    positions = n * t
+    total = 3 * 2 * positions * g * layer.hidden_size
+    embedded = getattr(layer, "_embedded", None)
+    if embedded is None:
+        return total + (2 if first else 3) * 2 * positions * g * f
+    vocab = embedded[0].shape[0]
+    table_grad = prev is not None and layer.takes_table_backward(prev)
+    dx_rows = vocab if table_grad else positions
+    return total + 2 * vocab * g * f * 2 + 2 * dx_rows * g * f
+
+
 def step_flops(model, x):
-    """FLOPs of one training step: 3x the GEMM-like forward FLOPs (forward, dX and dW), 2x for
-    the first layer with parameters, whose dX neither library computes (the batch needs no
-    gradient: ``Sequential.backward(input_grad=False)``, torch's input without requires_grad)."""
+    """FLOPs of one training step, counting only the products fastnn computes: 3x the GEMM-like
+    forward FLOPs (forward, dX and dW), 2x for the first layer with parameters, whose dX neither
+    library computes (the batch needs no gradient: ``Sequential.backward(input_grad=False)``,
+    torch's input without requires_grad); recurrent layers as :func:`recurrent_step_flops`."""
     total = 0
     first = next((i for i, layer in enumerate(model) if layer.parameters()), None)
+    prev = None
     for i, layer in enumerate(model):
         y = layer.forward(x, training=False)
-        total += (2 if i == first else 3) * layer_forward_flops(layer, x.shape, y.shape)
-        x = y
+        if type(layer).__name__ in ("RNN", "LSTM", "GRU"):
+            total += recurrent_step_flops(layer, x.shape, prev, i == first)
+        else:
+            total += (2 if i == first else 3) * layer_forward_flops(layer, x.shape, y.shape)
+        x, prev = y, layer
     return total
 
 
@@ -212,14 +242,32 @@ def load_fastnn_weights(tmodel, model):
         raise ValueError(f"torch twin: state-dict mismatch, missing {missing}, unexpected {unexpected}")
 
 
-class TorchStep:
-    """The same step in PyTorch: ``torch.optim.Adam`` with torch's defaults, float32."""
+# PyTorch's CPU setups, timed side by side: label -> (Adam(fused=...), torch.compile the module)
+TORCH_SETUPS = {
+    "eager": (False, False),     # torch.optim.Adam's default: the for-loop kernel on CPU tensors
+    "fused": (True, False),      # Adam(fused=True): one fused kernel over all parameters
+    "compiled": (True, True),    # torch.compile(module) (inductor, C++ codegen, allow_rnn) + Adam(fused=True)
+}
+TORCH_LABELS = {"eager": "torch eager", "fused": "torch fused Adam", "compiled": "torch.compile"}
 
-    def __init__(self, model, loss_name, x, target):
+
+class TorchStep:
+    """The same step in PyTorch, float32, in one of :data:`TORCH_SETUPS`: ``torch.optim.Adam``
+    with torch's defaults (``eager``), with ``fused=True`` (``fused``), or that on the
+    ``torch.compile``d module (``compiled``; ``compile_backend`` is inductor unless a test asks
+    for another; dynamo's ``allow_rnn`` on while it traces, so recurrent layers compile too). The
+    module is built and loaded with fastnn's weights here; compiling happens lazily, in the first
+    call."""
+
+    def __init__(self, model, loss_name, x, target, setup="eager", compile_backend="inductor"):
         import torch
         import torch.nn as tnn
 
+        if setup not in TORCH_SETUPS:
+            raise ValueError(f"TorchStep: setup must be one of {', '.join(TORCH_SETUPS)}, got {setup!r}")
+        fused, compile_module = TORCH_SETUPS[setup]
         self.torch = torch
+        self.setup = setup
         self.module = torch_module(model)
         load_fastnn_weights(self.module, model)
         self.module.train()
@@ -228,11 +276,26 @@ class TorchStep:
         self.loss_name = loss_name
         self.loss = {"cross_entropy": tnn.CrossEntropyLoss, "mse": tnn.MSELoss,
                      "bce_with_logits": tnn.BCEWithLogitsLoss}[loss_name]()
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=1e-3, fused=fused or None)
+        self._traced = False
+        # static shapes: each model is compiled for its one batch shape, as a fresh process would
+        self.forward = (torch.compile(self.module, backend=compile_backend, dynamic=False) if compile_module
+                        else self.module)
 
     def __call__(self):
+        if self.forward is not self.module and not self._traced:
+            # dynamo leaves nn.RNN/LSTM/GRU to eager unless allow_rnn (its graph-break hint);
+            # with it the whole model compiles, the setup a user following that hint gets
+            config = self.torch._dynamo.config
+            with config.patch(allow_rnn=True) if hasattr(config, "allow_rnn") else contextlib.nullcontext():
+                value = self._step()
+            self._traced = True
+            return value
+        return self._step()
+
+    def _step(self):
         self.optimizer.zero_grad()
-        out = self.module(self.x)
+        out = self.forward(self.x)
         if self.loss_name == "cross_entropy":  # classes on the last axis, as fastnn
             value = self.loss(out.reshape(-1, out.shape[-1]), self.target.reshape(-1))
         else:
@@ -290,8 +353,47 @@ def _error_text(exc):
     return f"{type(exc).__name__}: {exc}".strip()[:500]
 
 
-def bench_model(name, repeats=20, warmup=3, torch_enabled=True, ref_repeats=5, seed=0):
-    """Measure one model; failures of a contender are recorded, never raised."""
+def _two_losses(step):
+    """The losses of two steps: the first checks the starting weights and the forward, the
+    second the gradients and the optimizer update that the first step made."""
+    return [step(), step()]
+
+
+def _dynamo_start():
+    """Forget what torch.compile compiled before (a new model then compiles from scratch instead of
+    recompiling the shared Sequential.forward with dynamic shapes) and zero its counters."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+
+def _dynamo_summary():
+    """What torch.compile did since :func:`_dynamo_start`: graphs compiled, graph breaks (with the
+    first line of each reason) and inductor's FX-graph cache hits and misses (a miss compiles
+    C++; a hit reuses the on-disk cache of an earlier run)."""
+    from torch._dynamo.utils import counters
+
+    breaks = counters.get("graph_break", {})
+    inductor = counters.get("inductor", {})
+    return {"graphs": int(counters.get("stats", {}).get("unique_graphs", 0)),
+            "graph_breaks": int(sum(breaks.values())),
+            "break_reasons": sorted({str(k).strip().splitlines()[0] for k in breaks}),
+            "fx_cache_hits": int(inductor.get("fxgraph_cache_hit", 0)),
+            "fx_cache_misses": int(inductor.get("fxgraph_cache_miss", 0))}
+
+
+def bench_model(name, repeats=20, warmup=3, torch_enabled=True, ref_repeats=5, seed=0,
+                torch_setups=tuple(TORCH_SETUPS), compile_backend="inductor"):
+    """Measure one model; failures of a contender are recorded, never raised.
+
+    Every contender starts from the same weights and batch; the losses of its first two steps
+    are kept (``step_losses``) and their largest relative difference from fastnn's
+    (``loss_rel_diff_<who>``) is flagged in the table above 1e-4. fastnn and every torch setup
+    are timed interleaved; "vs torch" is against the fastest torch setup that ran. The compiled
+    setup's first step (dynamo tracing, inductor codegen, the C++ compiler) is timed on its own
+    as ``compile_s`` and the timing starts after its warm-up steps."""
     batch = BATCH[name]
     result = {"model": name, "batch": batch, "threads": fnn.get_num_threads(), "status": "ok"}
     try:
@@ -305,7 +407,8 @@ def bench_model(name, repeats=20, warmup=3, torch_enabled=True, ref_repeats=5, s
         fast = FastnnStep(model, loss_name, x, target)
         compiled = Counter()
         with count_compiled_kernels(compiled):
-            first = {"fastnn": fast()}
+            losses = {"fastnn": [fast()]}
+        losses["fastnn"].append(fast())
         result["kernel_calls"] = dict(sorted(compiled.items()))
     except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the suite
         result.update(status="error", error=_error_text(exc), traceback=traceback.format_exc())
@@ -318,24 +421,36 @@ def bench_model(name, repeats=20, warmup=3, torch_enabled=True, ref_repeats=5, s
         ref = ReferenceStep(ref_model, loss_name, x, target)
         calls = Counter()
         with reference_kernels(calls):
-            first["reference"] = FastnnStep.__call__(ref)
+            first = FastnnStep.__call__(ref)
         result["reference_kernel_calls"] = dict(sorted(calls.items()))
+        losses["reference"] = [first, ref()]
         contenders["reference"] = (ref, ref_repeats)
     except Exception as exc:  # noqa: BLE001
         result["reference"] = {"status": "error", "error": _error_text(exc)}
     if torch_enabled:
-        try:
-            import torch
+        import torch
 
-            torch.set_num_threads(fnn.get_num_threads())
-            fnn_fresh = zoo.build(name)[0]
-            fnn_fresh.load_state_dict(weights)
-            tstep = TorchStep(fnn_fresh, loss_name, x, target)
-            first["torch"] = tstep()
-            contenders["torch"] = (tstep, repeats)
-        except Exception as exc:  # noqa: BLE001
-            result["torch"] = {"status": "error", "error": _error_text(exc)}
-    result["first_step_loss"] = first
+        torch.set_num_threads(fnn.get_num_threads())
+        for setup in torch_setups:
+            who = "torch_" + setup
+            try:
+                twin = zoo.build(name)[0]
+                twin.load_state_dict(weights)
+                compiles = TORCH_SETUPS[setup][1]
+                if compiles:
+                    _dynamo_start()
+                tstep = TorchStep(twin, loss_name, x, target, setup, compile_backend)
+                t0 = time.perf_counter()
+                first = tstep()
+                compile_s = time.perf_counter() - t0
+                losses[who] = [first, tstep()]
+                contenders[who] = (tstep, repeats)
+                if compiles:
+                    result[who] = {"compile_s": compile_s, "backend": compile_backend, **_dynamo_summary()}
+            except Exception as exc:  # noqa: BLE001 - e.g. no C++ compiler for inductor
+                result[who] = {"status": "error", "error": _error_text(exc)}
+    result["step_losses"] = losses
+    result["first_step_loss"] = {who: v[0] for who, v in losses.items()}
 
     # fastnn and torch alternate sample by sample; the NumPy reference is timed afterwards on its
     # own, because numpy's OpenBLAS threads keep spinning for a while after each call and would
@@ -350,14 +465,24 @@ def bench_model(name, repeats=20, warmup=3, torch_enabled=True, ref_repeats=5, s
         result.update(status="error", error=_error_text(exc), traceback=traceback.format_exc())
         return result
     for who, (times, inner) in measured.items():
-        result[who] = {"status": "ok", "inner": inner, **_stats(times, batch)}
+        result[who] = {**result.get(who, {}), "status": "ok", "inner": inner, **_stats(times, batch)}
     fast_t = result["fastnn"]["median_s"]
     result["gflops"] = result["flops_per_step"] / fast_t / 1e9
-    for who in ("torch", "reference"):
+    ran = [s for s in torch_setups if result.get("torch_" + s, {}).get("status") == "ok"]
+    if ran:
+        best = min(ran, key=lambda s: result["torch_" + s]["median_s"])
+        result["torch"] = {**result["torch_" + best], "setup": best}
+    elif torch_enabled:
+        errors = "; ".join(f"{s}: {result['torch_' + s].get('error')}" for s in torch_setups)
+        result["torch"] = {"status": "error", "error": errors or "no torch setup asked for"}
+    for who in ["torch"] + ["torch_" + s for s in torch_setups] + ["reference"]:
         if result.get(who, {}).get("status") == "ok":
             result[f"speedup_vs_{who}"] = result[who]["median_s"] / fast_t
             result[f"{who}_gflops"] = result["flops_per_step"] / result[who]["median_s"] / 1e9
-            result[f"loss_rel_diff_{who}"] = abs(first[who] - first["fastnn"]) / max(abs(first["fastnn"]), 1e-12)
+    for who, values in losses.items():
+        if who != "fastnn":
+            result[f"loss_rel_diff_{who}"] = max(abs(a - b) / max(abs(b), 1e-12)
+                                                 for a, b in zip(values, losses["fastnn"]))
     return result
 
 

@@ -52,20 +52,54 @@ def steady_heap():
 
 
 # ---- machine --------------------------------------------------------------------------------------
+# (vendor, family, model or None for any) -> core name, for the CPUs the suite has met; lscpu's
+# "Model name" of a VM often says only "AMD EPYC"
+CPU_CORES = {("AuthenticAMD", 25, None): "Zen 3/Zen 4", ("AuthenticAMD", 26, None): "Zen 5",
+             ("GenuineIntel", 6, 143): "Sapphire Rapids", ("GenuineIntel", 6, 207): "Emerald Rapids"}
+for _m in (*range(0x10, 0x20), *range(0x60, 0x80), *range(0xA0, 0xB0)):
+    CPU_CORES[("AuthenticAMD", 25, _m)] = "Zen 4"
+
+
 def _cpuinfo():
-    model, flags = platform.processor() or platform.machine(), set()
+    """(model name, flags, {vendor, family, model, stepping}) of the first CPU in /proc/cpuinfo."""
+    model, flags, ident = platform.processor() or platform.machine(), set(), {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip()
+                key, value = key.strip(), value.strip()
                 if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
+                    model = value
                 elif key in ("flags", "Features") and not flags:
                     flags = set(value.split())
+                elif key in ("vendor_id", "cpu family", "model", "stepping") and key not in ident:
+                    ident[key] = value
     except OSError:
         pass
-    return model, flags
+    cpu = {"vendor": ident.get("vendor_id")}
+    for key, name in (("cpu family", "family"), ("model", "model"), ("stepping", "stepping")):
+        cpu[name] = int(ident[key]) if ident.get(key, "").isdigit() else None
+    cpu["core"] = CPU_CORES.get((cpu["vendor"], cpu["family"], cpu["model"]),
+                                CPU_CORES.get((cpu["vendor"], cpu["family"], None)))
+    return model, flags, cpu
+
+
+def cpu_text(machine):
+    """'AMD EPYC (family 25, model 17: Zen 4)' from machine_info's fields."""
+    ident = machine.get("cpu_id") or {}
+    if ident.get("family") is None:
+        return machine.get("cpu", "?")
+    core = f": {ident['core']}" if ident.get("core") else ""
+    return f"{machine.get('cpu', '?')} (family {ident['family']}, model {ident['model']}{core})"
+
+
+def _cxx_version():
+    """The first line of ``c++ --version`` (inductor's C++ codegen needs a compiler), or None."""
+    try:
+        out = subprocess.run(["c++", "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else None
 
 
 def _version(module_name):
@@ -95,7 +129,7 @@ def machine_info(with_torch=True):
 
     _core.gemm  # load the Cython BLAS wrapper (and scipy's BLAS) so threadpoolctl lists it
     _core.relu_forward  # and numba
-    model, flags = _cpuinfo()
+    model, flags, cpu_id = _cpuinfo()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -107,7 +141,10 @@ def machine_info(with_torch=True):
     pools = [{k: lib.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
                                        "threading_layer", "architecture", "filepath")}
              for lib in threadpool_info()]
-    return {"cpu": model, "machine": platform.machine(), "system": platform.platform(),
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                                            "OMP_NUM_THREADS", "FASTNN_NUM_THREADS") if os.environ.get(k)}
+    return {"cpu": model, "cpu_id": cpu_id, "machine": platform.machine(), "system": platform.platform(),
+            "numpy_blas": numpy_blas(), "environment": env, "cxx": _cxx_version() if with_torch else None,
             "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "flags": [f for f in CPU_FLAGS if f in flags], "versions": versions,
             "fastnn_threads": fnn.get_num_threads(), "thread_pools": pools,
@@ -123,34 +160,134 @@ def _load_average():
         return None
 
 
-def sgemm_peak(sizes=(256, 512, 1024, 2048), repeats=10):
-    """Best GFLOP/s of ``numpy.matmul`` on float32 square matrices: the machine's practical peak
-    on ``fnn.get_num_threads()`` threads (numpy's BLAS follows that count).
+def numpy_blas():
+    """The BLAS numpy's matmul runs on, as threadpoolctl sees it: library, version and the kernel
+    family it picked for this CPU (``architecture``, e.g. Haswell = AVX2, SkylakeX = AVX-512),
+    plus OPENBLAS_CORETYPE when the environment forces one."""
+    from threadpoolctl import threadpool_info
 
-    A best-of figure, and load from elsewhere can only lower it: a multithreaded GEMM that shares
-    a core with another busy process collapses (its threads wait for each other), so the
-    single-thread peak is measured too and the peak is the higher of the two (n threads can
-    always do what one does). The suite also measures it at the start and the end of a run."""
+    np.ones((2, 2), np.float32) @ np.ones((2, 2), np.float32)  # numpy's BLAS is loaded
+    roots = tuple(os.path.dirname(os.path.abspath(np.__file__)) + tail for tail in (os.sep, ".libs" + os.sep))
+    pools = [p for p in threadpool_info()
+             if p.get("user_api") == "blas" and os.path.abspath(p.get("filepath") or "").startswith(roots)]
+    pool = pools[0] if pools else {}
+    return {"library": pool.get("internal_api"), "version": pool.get("version"),
+            "architecture": pool.get("architecture"), "filepath": pool.get("filepath"),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+
+
+def _gemm_contenders(with_torch):
+    """name -> (label, make(n) -> a zero-argument float32 n^3 GEMM call, set_threads)."""
+    from fastnn._core import _blas
+
+    def numpy_make(n, rng):
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        out = np.empty((n, n), np.float32)
+        return lambda: np.matmul(a, b, out=out)
+
+    def fastnn_make(n, rng):
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        out = np.empty((n, n), np.float32)
+        return lambda: fnn._core.gemm(a, b, out)
+
+    blas = numpy_blas()
+    label = f"numpy.matmul ({blas['library'] or '?'} {blas['version'] or ''}, {blas['architecture'] or '?'} kernel"
+    label += f", OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']})" if blas["OPENBLAS_CORETYPE"] else ")"
+    mk = _blas._dense_microkernel_active()
+    contenders = {
+        "numpy": (label, numpy_make, fnn.set_num_threads),
+        "fastnn": ("fastnn _core.gemm (" + ("its AVX-512 microkernel" if mk else "scipy's BLAS sgemm") + ")",
+                   fastnn_make, fnn.set_num_threads),
+    }
+    if with_torch:
+        import torch
+
+        def torch_make(n, rng):
+            a, b = (torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32)) for _ in range(2))
+            out = torch.empty((n, n), dtype=torch.float32)
+            return lambda: torch.mm(a, b, out=out)
+
+        config = torch.__config__.show()
+        lib = "MKL" if "BLAS_INFO=mkl" in config else "its BLAS"
+        contenders["torch"] = (f"torch.mm ({lib}, torch {torch.__version__})", torch_make, torch.set_num_threads)
+    return contenders
+
+
+def gemm_peak(sizes=(1024, 2048), repeats=10, with_torch=True):
+    """The machine's practical float32 GEMM peak on ``fnn.get_num_threads()`` threads: the best
+    GFLOP/s among numpy's matmul, torch.mm (when ``with_torch``) and fastnn's own GEMM on square
+    matrices of ``sizes``. Every "% of peak" divides by it, so no GEMM-like work measured in the
+    same run can be credited much above 100%.
+
+    The contenders alternate call by call at each size (each timed call after an untimed one of
+    its own), best of ``repeats``: a best-of figure, which load from elsewhere can only lower. A
+    multithreaded GEMM sharing a core with another busy process collapses (its threads wait for
+    each other), so each contender's single-thread rate counts too (n threads can always do
+    what one does). The suite measures this at the start and at the end of a run."""
     rng = np.random.default_rng(0)
     threads = fnn.get_num_threads()
-    by_threads = {}
+    contenders = _gemm_contenders(with_torch)
+    by = {name: {} for name in contenders}
+    torch_threads = None
+    if with_torch:
+        import torch
+
+        torch_threads = torch.get_num_threads()
     try:
         for n_threads in sorted({threads, 1}, reverse=True):
-            fnn.set_num_threads(n_threads)
-            by_size = {}
+            for _, _, set_threads in contenders.values():
+                set_threads(n_threads)
             for n in sizes:
-                a = rng.standard_normal((n, n), dtype=np.float32)
-                b = rng.standard_normal((n, n), dtype=np.float32)
-                out = np.empty((n, n), np.float32)
-                np.matmul(a, b, out=out)  # warm-up: thread start, page faults
-                best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))
-                by_size[str(n)] = 2.0 * n ** 3 / best / 1e9
-            by_threads[str(n_threads)] = by_size
+                calls = {name: make(n, rng) for name, (_, make, _) in contenders.items()}
+                best = {name: float("inf") for name in calls}
+                order = list(calls)
+                for call in calls.values():
+                    call()  # warm-up: thread start, page faults
+                for _ in range(repeats):
+                    for name in order:
+                        calls[name]()
+                        best[name] = min(best[name], _timed(calls[name]))
+                    order.reverse()
+                for name, t in best.items():
+                    by[name].setdefault(str(n_threads), {})[str(n)] = 2.0 * n ** 3 / t / 1e9
     finally:
         fnn.set_num_threads(threads)
-    best = {k: max(v.values()) for k, v in by_threads.items()}
-    return {"gflops": max(best.values()), "by_threads": by_threads, "best_by_threads": best,
-            "threads": threads}
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+    result = {"contenders": {}, "threads": threads, "sizes": list(sizes)}
+    for name, (label, _, _) in contenders.items():
+        best_by_threads = {k: max(v.values()) for k, v in by[name].items()}
+        result["contenders"][name] = {"label": label, "gflops": max(best_by_threads.values()),
+                                      "by_threads": by[name], "best_by_threads": best_by_threads}
+    return _with_best(result)
+
+
+def _with_best(peak):
+    """Set ``gflops`` and ``best`` (the winning contender) of a gemm_peak result."""
+    winner = max(peak["contenders"], key=lambda k: peak["contenders"][k]["gflops"])
+    peak["best"] = winner
+    peak["gflops"] = peak["contenders"][winner]["gflops"]
+    return peak
+
+
+def merge_peaks(start, end):
+    """The run's peak from its start and end measurements: each contender's better figure."""
+    merged = {"contenders": {}, "threads": start["threads"], "sizes": start["sizes"]}
+    for name, first in start["contenders"].items():
+        last = end["contenders"].get(name, first)
+        better = max(first, last, key=lambda c: c["gflops"])
+        merged["contenders"][name] = {**better, "start_gflops": first["gflops"], "end_gflops": last["gflops"]}
+    merged = _with_best(merged)
+    merged["start_gflops"], merged["end_gflops"] = _with_best(start)["gflops"], _with_best(end)["gflops"]
+    return merged
+
+
+def gemm_call(name, n, rng=None):
+    """A zero-argument n^3 float32 GEMM of contender ``name`` (numpy, fastnn or torch)."""
+    rng = rng or np.random.default_rng(0)
+    return _gemm_contenders(name == "torch")[name][1](n, rng)
 
 
 def _timed(fn):

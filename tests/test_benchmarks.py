@@ -1,9 +1,11 @@
 """Smoke test of the benchmark harness (benchmarks/): tiny repeat counts, no timing assertions.
 
 Checks what the optimisation work relies on: the JSON and Markdown a run writes, a failing model
-recorded without stopping the suite, ``--compare`` of two result files, the FLOP count, that
-the reference path really runs reference.py's kernels, and the FLOP/byte counts and rows of the
-kernel benchmarks (benchmarks/kernels.py) on tiny shapes. Needs no torch.
+recorded without stopping the suite, ``--compare`` of two result files, the FLOP count (only the
+products fastnn computes), the GEMM peak and what the report names, that the reference path
+really runs reference.py's kernels, and the FLOP/byte counts and rows of the kernel benchmarks
+(benchmarks/kernels.py) on tiny shapes. Needs no torch; the tests of torch's setups run where
+torch is importable.
 """
 import copy
 import glob
@@ -57,7 +59,9 @@ def test_json_holds_machine_settings_and_per_model_timings(run):
     assert machine["versions"]["numpy"] == np.__version__
     assert machine["versions"]["torch"] is None  # --no-torch: not even imported for its version
     assert results["settings"]["repeats"] == 2 and results["settings"]["torch"] is False
-    assert results["sgemm_peak"]["gflops"] > 0
+    assert results["settings"]["torch_setups"] == []
+    assert results["machine"]["cpu_id"]["family"] is None or results["machine"]["cpu_id"]["family"] >= 0
+    assert set(results["machine"]["numpy_blas"]) >= {"library", "version", "architecture", "OPENBLAS_CORETYPE"}
     for name in ("seed-mlp", "mlp"):
         r = results["models"][name]
         assert r["status"] == "ok"
@@ -66,9 +70,13 @@ def test_json_holds_machine_settings_and_per_model_timings(run):
         assert r["fastnn"]["samples_per_s"] == pytest.approx(r["batch"] / r["fastnn"]["median_s"])
         assert r["speedup_vs_reference"] == pytest.approx(r["reference"]["median_s"] / r["fastnn"]["median_s"])
         assert r["gflops"] == pytest.approx(r["flops_per_step"] / r["fastnn"]["median_s"] / 1e9)
-        assert "torch" not in r and "speedup_vs_torch" not in r
-        # same weights and data on both paths: the first losses agree
-        assert r["first_step_loss"]["reference"] == pytest.approx(r["first_step_loss"]["fastnn"], rel=1e-5)
+        assert not any(k.startswith(("torch", "speedup_vs_torch")) for k in r)
+        # same weights and data on both paths: the losses of the first two steps agree (the
+        # second one checks the gradients and the Adam update of the first)
+        assert set(r["step_losses"]) == {"fastnn", "reference"}
+        assert r["step_losses"]["reference"] == pytest.approx(r["step_losses"]["fastnn"], rel=1e-5)
+        assert r["step_losses"]["fastnn"][1] != r["step_losses"]["fastnn"][0]
+        assert r["loss_rel_diff_reference"] < report.LOSS_FLAG
 
 
 def test_the_run_fixes_the_heap_thresholds_and_says_so(run):
@@ -98,8 +106,14 @@ def test_markdown_has_one_table_row_per_model(run):
     assert [r.split("|")[1].strip() for r in rows] == ["seed-mlp", "ae", "mlp"]
     cells = [c.strip() for c in rows[2].split("|")[1:-1]]
     assert len(cells) == len(lines[header].split("|")) - 2
-    assert cells[4] == "-" and cells[5] == "-"  # no torch
-    assert cells[7].endswith("x") and cells[9].endswith("%")
+    head = [c.strip() for c in lines[header].split("|")[1:-1]]
+    assert head[4:8] == ["torch eager ms", "torch fused Adam ms", "torch.compile ms (compile s)",
+                         "vs torch (best setup)"]
+    assert cells[4:8] == ["-"] * 4  # no torch
+    assert head[8] == "NumPy oracle ms" and head[9] == "vs NumPy oracle"
+    assert cells[9].endswith("x") and cells[11].endswith("%")
+    assert "the oracle its tests compare with (not a NumPy framework)" in text
+    assert "fastnn vs torch's fastest setup, this run (above 1: fastnn faster): seed-mlp -, ae -, mlp -." in text
 
 
 def test_compare_of_two_json_files(run, tmp_path, capsys):
@@ -136,11 +150,47 @@ def test_step_flops_of_the_mlp_are_three_times_its_gemms_but_the_first_has_no_dx
     model, shape, loss = zoo.build("mlp")
     x, _ = models.make_batch(model, shape, loss, 128)
     assert models.step_flops(model, x) == 2 * 128 * (2 * 784 * 256 + 3 * (256 * 256 + 256 * 10))
-    model, shape, loss = zoo.build("lstm")  # Embedding first: the LSTM computes its dX
-    x, _ = models.make_batch(model, shape, loss, 4)
-    lstm, dense = model[1], model[2]
-    gemms = 4 * 32 * (4 * 128 * (32 + 128) + 128 * dense.out_features)
-    assert models.step_flops(model, x) == 3 * 2 * gemms
+
+
+def _sequence_flops(cell, batch=4):
+    """step_flops of the zoo's Embedding-RNN/LSTM-Dense model and its sizes."""
+    model, shape, loss = zoo.build(cell)
+    x, _ = models.make_batch(model, shape, loss, batch)
+    emb, rec, dense = model[0], model[1], model[2]
+    sizes = dict(positions=batch * shape[0], vocab=emb.num_embeddings, f=emb.embedding_dim,
+                 g=rec._gates * rec.hidden_size, h=rec.hidden_size, classes=dense.out_features)
+    return models.step_flops(model, x), sizes
+
+
+def test_step_flops_credit_an_embedding_fed_lstm_only_the_products_it_computes():
+    # forward: the table's V rows projected once, not every position; backward: dW_ih over the
+    # V rows (per_id.T @ table) and the table's gradient per_id @ W_ih (no dX); the recurrent
+    # products and the output Dense over every position, 3 each
+    flops, z = _sequence_flops("lstm")
+    p, v = z["positions"], z["vocab"]
+    recurrent_and_dense = 3 * 2 * p * (z["g"] * z["h"] + z["h"] * z["classes"])
+    assert v < p  # the table path's condition: fewer table rows than positions
+    assert flops == recurrent_and_dense + 3 * 2 * v * z["g"] * z["f"]
+
+
+def test_step_flops_of_an_rnn_count_the_dx_it_scatters_into_the_table():
+    # the RNN has no table backward: it computes dX = dpre @ W_ih for every position and the
+    # Embedding scatter-adds it; forward projection and dW_ih over the table's rows
+    assert not models.zoo.build("rnn")[0][1]._has_table_backward
+    flops, z = _sequence_flops("rnn")
+    p, v, gf = z["positions"], z["vocab"], z["g"] * z["f"]
+    assert flops == 3 * 2 * p * (z["g"] * z["h"] + z["h"] * z["classes"]) + 2 * 2 * v * gf + 2 * p * gf
+
+
+def test_step_flops_follow_the_recurrent_layers_switches(monkeypatch):
+    from fastnn import layers as L
+
+    full, z = _sequence_flops("lstm")
+    p, v, gf = z["positions"], z["vocab"], z["g"] * z["f"]
+    monkeypatch.setattr(L.LSTM, "table_backward", False)  # dX over every position, scattered
+    assert _sequence_flops("lstm")[0] == full + 2 * (p - v) * gf
+    monkeypatch.setattr(L.LSTM, "fuse_embedding", False)  # every position projected
+    assert _sequence_flops("lstm")[0] == full + 3 * 2 * (p - v) * gf
 
 
 def test_reference_path_routes_every_kernel_call_through_reference_py():
@@ -165,12 +215,97 @@ def test_peak_memory_child_process_reports_sizes():
     assert r["parameters_mb"] == pytest.approx((25 * 3 + 3 + 3 * 3 + 3 + 3 * 10 + 10) * 4 / 2 ** 20)
 
 
-def test_torch_twin_starts_from_the_same_weights():
+def test_gemm_peak_is_the_best_contender_and_names_numpys_blas_kernel():
+    peak = system.gemm_peak((32, 64), repeats=1, with_torch=False)
+    assert set(peak["contenders"]) == {"numpy", "fastnn"}
+    rates = {k: c["gflops"] for k, c in peak["contenders"].items()}
+    assert peak["gflops"] == max(rates.values()) and rates[peak["best"]] == peak["gflops"]
+    for c in peak["contenders"].values():
+        assert set(c["by_threads"]) == {str(n) for n in {peak["threads"], 1}}
+        assert c["gflops"] == max(max(v.values()) for v in c["by_threads"].values())
+    blas = system.numpy_blas()
+    assert f"{blas['architecture']} kernel" in peak["contenders"]["numpy"]["label"]
+    later = copy.deepcopy(peak)
+    later["contenders"]["numpy"]["gflops"] = 10 * peak["gflops"]  # the end's figure wins
+    merged = system.merge_peaks(peak, system._with_best(later))
+    assert merged["best"] == "numpy" and merged["gflops"] == 10 * peak["gflops"]
+    assert merged["contenders"]["numpy"]["start_gflops"] == rates["numpy"]
+    text = report.peak_text(merged)
+    assert text.startswith(f"float32 GEMM peak {report._num(merged['gflops'])} GFLOP/s: numpy.matmul (")
+    assert peak["contenders"]["fastnn"]["label"] in text
+
+
+def test_the_report_says_when_openblas_coretype_is_forced(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    blas = system.numpy_blas()
+    assert blas["OPENBLAS_CORETYPE"] == "Haswell"
+    assert report.blas_text({"numpy_blas": blas}).endswith("kernel, forced by OPENBLAS_CORETYPE=Haswell)")
+    assert "OPENBLAS_CORETYPE=Haswell" in system._gemm_contenders(False)["numpy"][0]
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert report.blas_text({"numpy_blas": system.numpy_blas()}).endswith("kernel, OPENBLAS_CORETYPE unset)")
+
+
+def test_the_run_divides_by_its_best_gemm_and_names_the_cpu(run):
+    _, json_path, results, text = run
+    peak = results["gemm_peak"]
+    assert peak["gflops"] == max(c["gflops"] for c in peak["contenders"].values())
+    for name in ("seed-mlp", "mlp"):
+        assert results["models"][name]["peak_fraction"] == pytest.approx(results["models"][name]["gflops"] / peak["gflops"])
+    assert system.cpu_text(results["machine"]) in text and report.blas_text(results["machine"]) in text
+    assert "## Float32 GEMM peak" in text and " **peak** |" in text
+
+
+def test_cpu_text_names_family_model_and_core():
+    machine = {"cpu": "AMD EPYC", "cpu_id": {"vendor": "AuthenticAMD", "family": 25, "model": 17, "core": "Zen 4"}}
+    assert system.cpu_text(machine) == "AMD EPYC (family 25, model 17: Zen 4)"
+    assert system.cpu_text({"cpu": "Some CPU", "cpu_id": {"family": None}}) == "Some CPU"
+
+
+def test_readme_block_of_a_saved_run(run, capsys):
+    _, json_path, results, text = run
+    capsys.readouterr()
+    assert main(["--readme", json_path]) == 0
+    block = capsys.readouterr().out
+    assert block.startswith(system.cpu_text(results["machine"]) + ", ")
+    assert report.models_table(results) in block and report.models_table(results) in text
+    assert report.closing_note(results) in block
+
+
+# ---- torch's setups (only where torch is importable) ----------------------------------------------
+@pytest.mark.parametrize("name", ["lstm", "dcgan-d"])
+def test_every_torch_setup_starts_from_fastnns_weights_and_takes_the_same_step(name):
     pytest.importorskip("torch")  # optional: the suite itself runs without torch
-    model, shape, loss = zoo.build("lstm")
-    x, target = models.make_batch(model, shape[:1], loss, 3)
-    step = models.TorchStep(model, loss, x, target)
-    assert step() == pytest.approx(models.FastnnStep(model, loss, x, target)(), rel=1e-5)
+    model, shape, loss = zoo.build(name)
+    x, target = models.make_batch(model, (5,) if name == "lstm" else shape, loss, 3)  # short: quick to trace
+    weights = model.state_dict()
+    ours = models._two_losses(models.FastnnStep(model, loss, x, target))
+    for setup in models.TORCH_SETUPS:
+        twin = zoo.build(name)[0]
+        twin.load_state_dict(weights)
+        # the compiled setup's plumbing through dynamo only (backend "eager"): no C++ compile here
+        step = models.TorchStep(twin, loss, x, target, setup, compile_backend="eager")
+        assert models._two_losses(step) == pytest.approx(ours, rel=1e-5), setup
+    assert step.optimizer.defaults["fused"] is True and step.forward is not step.module
+
+
+def test_a_torch_compile_failure_is_shown_and_the_other_setups_still_count(monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    r = models.bench_model("seed-mlp", repeats=2, warmup=1, ref_repeats=1)
+    assert r["status"] == "ok"
+    assert r["torch_compiled"] == {"status": "error", "error": "RuntimeError: no C++ compiler"}
+    best = min(("eager", "fused"), key=lambda s: r["torch_" + s]["median_s"])
+    assert r["torch"]["setup"] == best
+    assert r["speedup_vs_torch"] == pytest.approx(r["torch_" + best]["median_s"] / r["fastnn"]["median_s"])
+    assert set(r["step_losses"]) == {"fastnn", "reference", "torch_eager", "torch_fused"}
+    row = report.models_table({"models": {"seed-mlp": r}}).splitlines()[2]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[6] == "compile failed: RuntimeError: no C++ compiler"
+    assert cells[7] == f"{r['speedup_vs_torch']:.2f}x ({best})"
 
 
 # ---- kernel benchmarks (benchmarks/kernels.py), tiny shapes ---------------------------------------
@@ -238,7 +373,7 @@ def test_kernel_suite_rows_are_timed_and_shown_with_their_units(monkeypatch):
     old_style = {"kernel": "gemm 256x256x256", "fastnn_gflops": 100.0, "baseline_gflops": 90.0, "speedup": 1.11}
     text = report.kernels_table({"rows": [old_style] + rows}, peak=200.0)
     lines = text.splitlines()
-    assert lines[2] == "| kernel (benchmarks/kernels.py) | fastnn | baseline | unit | % sgemm peak | speed-up |"
+    assert lines[2] == "| kernel (benchmarks/kernels.py) | fastnn | baseline | unit | % of GEMM peak | speed-up |"
     cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[4:]}
     assert cells["gemm 256x256x256"] == ["100", "90.0", "GFLOP/s", "50%", "1.11x"]
     assert cells["lstm fwd T=3 N=2 H=4"][2] == "GFLOP/s" and cells["lstm fwd T=3 N=2 H=4"][3].endswith("%")
