@@ -137,7 +137,7 @@ def main(argv=None):
     if not use_torch and not args.no_torch:
         print("[bench] torch is not importable: no PyTorch column (pip install '.[bench]')", file=sys.stderr)
     print("[bench] GEMM peak (numpy, fastnn" + (", torch" if use_torch else "") + ") ...", file=sys.stderr, flush=True)
-    peak_args = ((512, 1024), 3, use_torch) if args.quick else ((1024, 2048), 10, use_torch)
+    peak_args = ((512, 1024), 3, use_torch) if args.quick else ((512, 1024, 2048), 10, use_torch)
     start_peak = system.gemm_peak(*peak_args)
     results["gemm_peak"] = start_peak
     results["models"] = {}

@@ -159,7 +159,7 @@ def main(argv=None):
     peak = system.gemm_peak(with_torch=use_torch)
     result = bench_model_convs(args.models, args.repeats, use_torch, gemm=peak["best"])
     print(f"{fnn.get_num_threads()} threads; " + report.peak_text(peak) + "\n")
-    print(report.model_convs_table(result, peak))
+    print(report.model_convs_table(result, peak["gflops"]))
 
 
 if __name__ == "__main__":

@@ -327,7 +327,7 @@ def main(argv=None):
         with_torch = True
     except ImportError:
         with_torch = False
-    best = system.gemm_peak((1024, 2048) if not args.quick else (512, 1024), 3 if args.quick else 10, with_torch)
+    best = system.gemm_peak((512, 1024, 2048) if not args.quick else (512, 1024), 3 if args.quick else 10, with_torch)
     peak = best["gflops"]
     gemm_rows = bench_gemm(sizes, repeats)
     print("| kernel | fastnn GFLOP/s | numpy GFLOP/s | speed-up |")

@@ -213,7 +213,7 @@ def _gemm_contenders(with_torch):
     return contenders
 
 
-def gemm_peak(sizes=(1024, 2048), repeats=10, with_torch=True):
+def gemm_peak(sizes=(512, 1024, 2048), repeats=10, with_torch=True):
     """The machine's practical float32 GEMM peak on ``fnn.get_num_threads()`` threads: the best
     GFLOP/s among numpy's matmul, torch.mm (when ``with_torch``) and fastnn's own GEMM on square
     matrices of ``sizes``. Every "% of peak" divides by it, so no GEMM-like work measured in the
