@@ -81,6 +81,44 @@ def _set_dense_microkernel(bint on):
     return old
 
 
+# The route trace (fastnn._core.routes.traced): None, or a Counter of the routes taken. The GEMMs
+# pick their kernel without the GIL: they mark it in _seen (a store of 1, so threads marking at
+# once lose nothing), and each entry point adds the marks to the Counter when it returns.
+cdef object _trace = None
+cdef bint _tracing = False
+cdef enum:
+    SEEN_NN, SEEN_NT, SEEN_TN, SEEN_TN_PACKED, SEEN_TT, SEEN_BLAS, SEEN_COUNT
+cdef int _seen[6]
+_SEEN_ROUTES = ("microkernel/nn", "microkernel/nt", "microkernel/tn", "microkernel/tn_packed",
+                "microkernel/tt", "blas_gemm")
+
+
+def _set_route_trace(counter):
+    """fastnn._core.routes' switch: count each route taken into ``counter`` (None: off);
+    returns the old one."""
+    global _trace, _tracing
+    _collect_seen()
+    old = _trace
+    _trace = counter
+    _tracing = counter is not None
+    return old
+
+
+cdef inline void _saw(int kernel) noexcept nogil:
+    if _tracing:
+        _seen[kernel] = 1
+
+
+cdef _collect_seen():
+    """Adds the kernels marked since the last call to the trace (if any) and clears the marks."""
+    cdef int i
+    for i in range(SEEN_COUNT):
+        if _seen[i]:
+            _seen[i] = 0
+            if _trace is not None:
+                _trace[_SEEN_ROUTES[i]] += 1
+
+
 def _dense_microkernel_active():
     """True when float32 dense GEMMs currently run on the microkernel (tests, benchmarks)."""
     return bool(FNN_MK_AVAILABLE and _dense_mk)
@@ -99,15 +137,21 @@ cdef inline void _mk_serial(bint trans_a, bint trans_b, int m, int n, int k, con
                             int ldc) noexcept nogil:
     if trans_a:
         if trans_b:
+            _saw(SEEN_TT)
             fnn_mk_sgemm_tt(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
         # packing op(A) pays once its blocks are reused by a few 32-column panels; with one or
         # two panels it is pure overhead (1024x32x512 dW: 0.4x of the in-place read)
-        elif not (_tn_pack_a and n > TN_PACK_A_MIN_N
-                  and fnn_mk_sgemm_tn_pa(m, n, k, a, lda, b, ldb, c, ldc, accumulate)):
+        elif (_tn_pack_a and n > TN_PACK_A_MIN_N
+              and fnn_mk_sgemm_tn_pa(m, n, k, a, lda, b, ldb, c, ldc, accumulate)):
+            _saw(SEEN_TN_PACKED)
+        else:
+            _saw(SEEN_TN)
             fnn_mk_sgemm_tn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
     elif trans_b:
+        _saw(SEEN_NT)
         fnn_mk_sgemm_nt(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
     else:
+        _saw(SEEN_NN)
         fnn_mk_sgemm_nn(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
 
 
@@ -296,6 +340,7 @@ cdef inline void _gemm_auto(bint trans_a, bint trans_b, int m, int n, int k, flo
         if alpha == 1 and (beta == 0 or beta == 1) and _mk_ok(m, n, k):
             _mk_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta == 1, c, ldc)
             return
+    _saw(SEEN_BLAS)
     gemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
@@ -307,6 +352,7 @@ cdef inline void _product_block(bint mk, int m, int n, int k, const floating* x,
         if mk:
             _mk_part(False, True, m, n, k, x, k, w, k, False, out, n, split_cols, block, part)
             return
+    _saw(SEEN_BLAS)
     _gemm_part(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n,
                split_cols, block, part)
 
@@ -318,6 +364,7 @@ cdef inline void _product_serial(bint mk, int m, int n, int k, const floating* x
         if mk:
             _mk_serial(False, True, m, n, k, x, k, w, k, False, out, n)
             return
+    _saw(SEEN_BLAS)
     _gemm_serial(False, True, m, n, k, <floating>1, x, k, w, k, <floating>0, out, n)
 
 
@@ -419,6 +466,8 @@ def gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     else:
         with nogil:
             gemm_rm(ta, tb, m, n, k, al, <double*>pa, lda, <double*>pb, ldb, be, <double*>pc, n)
+    if _tracing:
+        _collect_seen()
     return out
 
 
@@ -469,6 +518,8 @@ def dense_forward(x, weight, bias, out, activation="none", negative_slope=0.01):
         with nogil:
             _dense_forward(<double*>px, <double*>pw, <double*>bias_ptr, <double*>po, m, n, k, act,
                            slope)
+    if _tracing:
+        _collect_seen()
     return out
 
 
@@ -525,6 +576,8 @@ def dense_backward(x, weight, dy, dx, dweight, dbias):
         with nogil:
             _dense_backward(<double*>px, <double*>pw, <double*>pdy, <double*>dx_ptr,
                             <double*>dw_ptr, <double*>db_ptr, m, n, k)
+    if _tracing:
+        _collect_seen()
     return dx
 
 

@@ -110,6 +110,25 @@ def _set_col_chunk_bytes(Py_ssize_t nbytes):
     return old
 
 
+# The route trace (fastnn._core.routes.traced): None, or a Counter of the routes taken.
+cdef object _trace = None
+
+
+def _set_route_trace(counter):
+    """fastnn._core.routes' switch: count each route taken into ``counter`` (None: off);
+    returns the old one."""
+    global _trace
+    old = _trace
+    _trace = counter
+    return old
+
+
+cdef inline _took(str route):
+    """Names the route a dispatch takes, when a trace is on (it changes nothing else)."""
+    if _trace is not None:
+        _trace[route] += 1
+
+
 # ---- float32 GEMM microkernel (AVX-512) ---------------------------------------------------------
 #
 # Why not BLAS here: the GEMMs of a convolution are short and wide (O = 32..128 rows, C*KH*KW =
@@ -317,6 +336,13 @@ def _set_dw_nt(bint on):
     old = _dw_nt
     _dw_nt = on
     return old
+
+
+cdef inline bint _dw_on_nt(int O) noexcept nogil:
+    """Whether an im2col weight gradient with O output channels runs as dW += G @ col.T (else
+    dW.T = col @ G.T) on the microkernel (see _im2col_chunk)."""
+    return _dw_nt and (O >= 64 or O % 32 != 0)
+
 
 cdef inline void _mk_xn(bint trans_a, bint trans_b, int m, int n, int k, const float* a,
                         int lda, const float* b, int ldb, bint accumulate, float* c,
@@ -646,7 +672,7 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
             _gemm_xn(False, False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
         _activate_blocks(out + <Py_ssize_t>n0 * O * P, nb * O * P, act, slope, par)
-    if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_nt and (O >= 64 or O % 32 != 0):
+    if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_on_nt(O):
         # The weight gradient is the deepest GEMM of a convolution (k = nb*P): dW += G @ col.T
         # with col's panels transposed in registers as they are packed. dW.T = col @ G.T (below)
         # only where O fills its 32-lane panels and the rows are few: O = 32 (interleaved A/B,
@@ -1456,6 +1482,7 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
     # all the channel blocks), unless the batch is too small to keep the threads busy: then
     # (sample, channel block) tasks on one padded copy of the batch
     cdef bint per_sample = _d2_private and N >= 2 * NT
+    _took("direct_s2_forward/per_sample" if per_sample else "direct_s2_forward/batch")
     xpad = _cached(np.float32, "d2_x", NT * img if per_sample else N * img)
     wt = _cached(np.float32, "d2_w", <Py_ssize_t>nob * K * 32 + 16)
     cdef float* px = <float*>_ptr(x)
@@ -1552,6 +1579,7 @@ def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
     on the direct kernel (_direct_s2_forward), the rest on fnn_mk_conv_sn's gathered panels."""
     if _direct_s2_fits(weight.shape[0], sh, sw):
         return _direct_s2_forward(x, weight, bias, out, ph, pw)
+    _took("strided_gathered")
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
     cdef int OH = out.shape[2], OW = out.shape[3]
@@ -1773,6 +1801,7 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
     j.direct = (_direct_dw_on and sh == 2 and sw == 2 and j.O >= 32 and (j.K + 7) // 8 >= nt)
     j.by_pixels = not j.direct and nt > j.npanels
     if j.direct:
+        _took("direct_s2_dw")
         # a few tasks a thread, taken as they come: a thread held up for a while (a shared
         # VM's other load) no longer holds up half of dW
         j.ntasks = <int>min(_dw2_tasks_per_thread * nt, (j.K + 7) // 8)
@@ -1781,9 +1810,11 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
         j.nthreads = min(nt, j.ntasks)
     else:
         if j.by_pixels:
+            _took("implicit_dw/pixels")
             j.ntasks = <int>min(nt, (j.npix + _MK_KC - 1) // _MK_KC)
             j.qper = ((j.npix + j.ntasks - 1) // j.ntasks + _MK_KC - 1) // _MK_KC * _MK_KC
         else:
+            _took("implicit_dw/panels")
             j.ntasks = min(nt, j.npanels)
             j.per = (j.npanels + j.ntasks - 1) // j.ntasks
         j.nthreads = j.ntasks
@@ -1870,6 +1901,7 @@ def _dwt_s1(x, g, dw, db, int ph, int pw):
     cdef int ckk = C * KH * KW, npan = (O + 31) // 32
     cdef int nt = gemm_threads(<Py_ssize_t>N * O * ckk * OH * W)
     cdef bint by_samples = nt > 1 and ckk < 16 * nt and N >= nt
+    _took("dwt_s1/samples" if by_samples else "dwt_s1/rows")
     if not by_samples:
         nt = max(1, min(nt, (ckk + 7) // 8))
     cdef int per = ckk if by_samples else ((ckk + 7) // 8 + nt - 1) // nt * 8
@@ -2231,6 +2263,29 @@ cdef void _subpixel_weights(const float* w, int O, int C, int KH, int KW, int sh
                     wph[tab[3 * t] + c * tab[3 * t + 1] + o * tab[3 * t + 2]] = src[t]
 
 
+cdef inline bint _phase_from_dy(int wb, int OW, int ju, int jv) noexcept nogil:
+    """Whether a phase with taps, wb columns wide, packs its panels straight from dy (OW wide,
+    fnn_mk_subpixel) rather than through a stride-1 im2col: its sub-grid is as wide as dy."""
+    return _subpixel_implicit and wb == OW and ju <= 32 and jv <= 32
+
+
+cdef _trace_phases(int O, int OW, int KH, int KW, int sh, int sw, int ph, int pw, int H, int W):
+    """The routes _subpixel_rows takes for the phases (a, b) of a pass (see _subpixel_gemm)."""
+    cdef int a, b, ju, jv
+    for a in range(sh):
+        if (H - a + sh - 1) // sh <= 0:
+            continue
+        ju = _phase_taps(KH, sh, (a + ph) % sh)
+        for b in range(min(sw, W)):
+            jv = _phase_taps(KW, sw, (b + pw) % sw)
+            if O * ju * jv == 0:
+                _took("subpixel_phase/no_taps")
+            elif _phase_from_dy((W - b + sw - 1) // sw, OW, ju, jv):
+                _took("subpixel_phase/implicit")
+            else:
+                _took("subpixel_phase/im2col")
+
+
 cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
                          const float* wph, const float* wpk, int C, int KH, int KW, int sh,
                          int sw, int ph, int pw, int H, int W, int a, int b, float* col,
@@ -2246,8 +2301,7 @@ cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
     cdef Py_ssize_t nbp = nb * pa
     if k == 0:
         memset(buf, 0, <Py_ssize_t>C * nbp * sizeof(float))
-    elif _subpixel_implicit and wb == OW and ju <= 32 and jv <= 32:
-        # the phase's sub-grid is as wide as dy: panels packed straight from dy
+    elif _phase_from_dy(wb, OW, ju, jv):
         fnn_mk_subpixel(C, nb, pa, O, OH, OW, ju, jv, ju - 1 - q0, jv - 1 - q0w, wpk,
                         g + <Py_ssize_t>n0 * O * OH * OW, <Py_ssize_t>O * OH * OW, buf, <int>nbp)
     else:
@@ -2372,6 +2426,9 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     cdef int C = weight.shape[1], KH = weight.shape[2], KW = weight.shape[3]
     cdef int H = out.shape[2], W = out.shape[3]
     cdef int a, b, ju, jv, ha, wb, NB, NT
+    if _trace is not None:
+        _took("subpixel" if beside is None else "subpixel/beside_dw")
+        _trace_phases(O, OW, KH, KW, sh, sw, ph, pw, H, W)
     cdef Py_ssize_t kmax = 0, pamax = 0, colmax = 0, wtotal = 0
     for a in range(sh):
         ju = _phase_taps(KH, sh, (a + ph) % sh)
@@ -2637,6 +2694,14 @@ def _check_transposed_out(where, name, x, weight, a, kh, kw, sh, sw, ph, pw):
             f"{weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}; got {a.shape}")
 
 
+cdef _trace_im2col_dw(dtype, int o):
+    """The route of an im2col weight gradient with o output channels (see _im2col_chunk)."""
+    if dtype == np.float32 and FNN_MK_AVAILABLE:
+        _took("im2col_dw/nt" if _dw_on_nt(o) else "im2col_dw/tn")
+    else:
+        _took("im2col_dw/blas")
+
+
 cdef void _s1_forward_call(x, weight, bias, out, int n, int c, int h, int w, int o, int kh, int kw,
                            int ph, int pw, int oh, int nt):
     cdef float* px = <float*>_ptr(x)
@@ -2743,14 +2808,17 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
         wide[..., pw + w:] = 0
         wide[..., pw:pw + w] = x
         x, w, pw = wide, ow, 0
+        _took("s1_widened")
     if (_implicit_s1 and x.dtype == np.float32 and FNN_MK_AVAILABLE and sh == 1 and sw == 1 and ow == w
             and kh <= 32 and kw <= 32):
         # implicit GEMM: no column matrix, no scatter (vgg-bn shapes fwd and stride-1 dx 9-18%
         # faster than im2col + GEMM, interleaved A/B on the 2-core VM)
         NT1 = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
         if _s1_across_samples(oh * ow):
+            _took("s1_across_samples")
             _s1x_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         else:
+            _took("s1_implicit")
             _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         return _activate_all(out, act, slope)
     if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
@@ -2766,6 +2834,7 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
     cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
     cdef int OH = oh, OW = ow, NB = nb, NT = nt, ACT = act
     cdef double SLOPE = slope
+    _took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
     if x.dtype == np.float32:
         with nogil:
             _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
@@ -2849,6 +2918,11 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
         NT, NB = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
         col, buf, dw_acc = _workspaces(x.dtype, NB, c * kh * kw, o, oh * ow, NT, o * c * kh * kw)
         pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
+    if _trace is not None:
+        if pdw != NULL:
+            _trace_im2col_dw(x.dtype, o)
+        if pdx != NULL:
+            _took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
     if x.dtype == np.float32:
         with nogil:
             if pdw != NULL:
@@ -2894,6 +2968,7 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     if not _is_pixel_transpose(x, out.shape, kh, kw, ph, pw) and _subpixel_fits(x, n, cout, cin, h, w, sh, sw):
         return _subpixel_backward_data(x, weight, bias, out, sh, sw, ph, pw)
     if _is_pixel_transpose(x, out.shape, kh, kw, ph, pw):
+        _took("pixel_transpose")
         if x.dtype == np.float32:
             with nogil:
                 _pixel_transpose_forward(<float*>px, <float*>pw_, <float*>pb, <float*>po, PN, PCIN, PCOUT, KK)
@@ -2909,6 +2984,7 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = nb, NT = nt
     # The transposed convolution of x is the backward-data pass of the conv2d that maps an
     # (N, Cout, OH, OW) image to x's (N, Cin, H, W) grid with the same weight.
+    _took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
     if x.dtype == np.float32:
         with nogil:
             _col2im_driver(<float*>px, N, CIN, H, W, <float*>pw_, COUT, KH, KW, SH, SW, PH, PW, OH, OW,
@@ -2943,6 +3019,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
     cdef void* pdwa = NULL
     cdef Py_ssize_t KK = kh * kw
     if _is_pixel_transpose(x, dy.shape, kh, kw, ph, pw):
+        _took("pixel_transpose")
         if x.dtype == np.float32:
             with nogil:
                 _pixel_transpose_backward(<float*>px, <float*>pw_, <float*>pdy, <float*>pdx,
@@ -2972,6 +3049,11 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
         col, buf, dw_acc = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w, NT,
                                        cin * cout * kh * kw)
         pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
+    if _trace is not None:
+        if pdw != NULL:
+            _trace_im2col_dw(x.dtype, cin)
+        if pdx != NULL:
+            _took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
     # One pass over im2col(dy) serves both: dx is the conv2d forward of dy and dweight its
     # weight gradient with x in the role of the output gradient.
     if x.dtype == np.float32:

@@ -322,6 +322,36 @@ cdef bint _grad_kernel = True  # float32 weight gradients on the microkernel (el
 cdef bint _vec_gates = True  # float32 LSTM gate math in AVX-512 intrinsics (one pass per row)
 
 
+# The route trace (fastnn._core.routes.traced): None, or a Counter of the routes taken.
+cdef object _trace = None
+
+
+def _set_route_trace(counter):
+    """fastnn._core.routes' switch: count each route taken into ``counter`` (None: off);
+    returns the old one."""
+    global _trace
+    old = _trace
+    _trace = counter
+    return old
+
+
+cdef inline _took(str route):
+    """Names the route a call takes, when a trace is on (it changes nothing else)."""
+    if _trace is not None:
+        _trace[route] += 1
+
+
+cdef _took_sequence(dtype, int blocks, bint table_input):
+    """The routes of a whole-sequence call: its products, its thread split, its input rows."""
+    if _trace is None:
+        return
+    _took("recurrent/packed" if dtype.itemsize == 4 and FNN_REC_MK else "recurrent/blas")
+    if blocks > 1:
+        _took("recurrent/row_blocks")
+    if table_input:
+        _took("recurrent/table_input")
+
+
 def _set_vector_gates(bint on):
     """Tuning/A-B hook: float32 LSTM gate math of a row as one AVX-512 pass (activations and cell
     fused, the tanh's division as rcp14 + a Newton step) when the build has AVX-512 (on), or the
@@ -975,6 +1005,7 @@ def rnn_forward(xw, w_hh, b_hh, hs):
     t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 1)
     check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     if dtype.itemsize == 4:
         status = _rnn_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
                                 <float*>_ptr(hs), T, N, H, blocks, NULL, NULL)
@@ -998,6 +1029,7 @@ def rnn_backward(w_hh, hs, dhs, dpre, dh0):
     check_out(where, "dpre", dpre, (t, n, h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     if dtype.itemsize == 4:
         status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
                                  <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
@@ -1020,6 +1052,7 @@ def lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
     check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
     check_out(where, "gates", gates, (t, n, 4 * h), dtype)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     if dtype.itemsize == 4:
         status = _lstm_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
                                  <float*>_ptr(hs), <float*>_ptr(cs), <float*>_ptr(gates),
@@ -1046,6 +1079,7 @@ def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
     check_out(where, "dh0", dh0, (n, h), dtype)
     check_out(where, "dc0", dc0, (n, h), dtype)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     if dtype.itemsize == 4:
         status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
                                   <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
@@ -1070,6 +1104,7 @@ def gru_forward(xw, w_hh, b_hh, hs, gates, hn):
     check_out(where, "gates", gates, (t, n, 3 * h), dtype)
     check_out(where, "hn", hn, (t, n, h), dtype)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     if dtype.itemsize == 4:
         status = _gru_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
                                 <float*>_ptr(hs), <float*>_ptr(gates), <float*>_ptr(hn),
@@ -1097,6 +1132,7 @@ def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
     check_out(where, "dpre_h", dpre_h, (t, n, 3 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     if dtype.itemsize == 4:
         status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
                                  <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
@@ -1209,6 +1245,7 @@ def embedded_projection(table, w_ih, b_ih, ids, projected, xw):
     cdef void* bp = _ptr(b_ih)
     cdef void* pp = _ptr(projected)
     cdef void* xp = _opt_ptr(xw)
+    _took("embedded_projection")
     if dtype.itemsize == 4:
         with nogil:
             _project_table(<float*>tp, <float*>wp, <float*>bp, idp, <float*>pp, <float*>xp,
@@ -1237,6 +1274,7 @@ def embedded_input_grads(table, w_ih, ids, dpre, per_id, dw_ih, db_ih):
     cdef void* pp = _ptr(per_id)
     cdef void* wp = _ptr(dw_ih)
     cdef void* bp = _ptr(db_ih)
+    _took("embedded_input_grads")
     if dtype.itemsize == 4:
         with nogil:
             _table_grads(<float*>tp, idp, <float*>dp, <float*>pp, <float*>wp, <float*>bp,
@@ -1320,6 +1358,7 @@ def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, 
     cdef WeightGrads wg
     _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, h, h, f)
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
     cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
     if dtype.itemsize == 4:
@@ -1388,6 +1427,11 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
             wg.table_grad = _ptr(table_grad)
             wg.w_ih = _ptr(w_ih)
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
+    if table is not None:
+        _took("recurrent/table_grads")
+        if dx is None:
+            _took("recurrent/table_backward")
     cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
     cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
     # no dx: no input product at all (w_ih NULL)
@@ -1430,6 +1474,7 @@ def gru_backward_full(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0, dw_hh, db_h
     cdef WeightGrads wg
     _fill_grads(&wg, dpre_h, hs, dw_hh, db_hh, dpre_x, x, dw_ih, db_ih, t * n, 3 * h, h, f)
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, False)
     cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
     cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
     if dtype.itemsize == 4:
@@ -1486,6 +1531,7 @@ def rnn_forward_full(xw, ids, w_hh, b_hh, hs, y=None):
     where = "rnn_forward_full"
     t, n, h, dtype = _forward_full_args(where, xw, ids, w_hh, b_hh, hs, 1, y)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, ids is not None)
     cdef const long long* idp = _ids_ptr(ids)
     cdef void* yp = _opt_ptr(y)
     if dtype.itemsize == 4:
@@ -1505,6 +1551,7 @@ def lstm_forward_full(xw, ids, w_hh, b_hh, hs, cs, gates, y=None):
     check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
     check_out(where, "gates", gates, (t, n, 4 * h), dtype)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, ids is not None)
     cdef const long long* idp = _ids_ptr(ids)
     cdef void* yp = _opt_ptr(y)
     if dtype.itemsize == 4:
@@ -1526,6 +1573,7 @@ def gru_forward_full(xw, ids, w_hh, b_hh, hs, gates, hn, y=None):
     check_out(where, "gates", gates, (t, n, 3 * h), dtype)
     check_out(where, "hn", hn, (t, n, h), dtype)
     cdef int T = t, N = n, H = h, blocks = _blocks(n), status
+    _took_sequence(dtype, blocks, ids is not None)
     cdef const long long* idp = _ids_ptr(ids)
     cdef void* yp = _opt_ptr(y)
     if dtype.itemsize == 4:
