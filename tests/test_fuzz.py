@@ -19,14 +19,13 @@ hang is caught by a timeout. Each group prints how many cases it generated; the 
     FASTNN_HYPOTHESIS=thorough python -m pytest tests/test_fuzz.py      # 10x the cases, random seeds
     python tests/test_fuzz.py --group layers --examples 5000            # one group, by hand
 
-The bounds-checked build (``FASTNN_BOUNDSCHECK=1``) is exercised on demand by
-``test_valid_edge_cases_under_a_boundschecked_build`` (``FASTNN_BOUNDSCHECK_TEST=1``); see
-docs/robustness.md.
+These shapes are small (<= 3 channels, <= 6 features): test_fuzz_routes.py adds the shapes that
+reach every compiled route, and test_asan.py runs both against an AddressSanitizer build of the
+core (docs/robustness.md).
 """
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -104,76 +103,6 @@ def test_a_crash_in_the_child_is_reported_not_fatal(tmp_path):
                            "import ctypes; ctypes.string_at(0)"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode < 0 and "Fatal Python error" in proc.stderr
-
-
-_EDGE_CASES = r"""
-import numpy as np, fastnn as fnn
-from fastnn import layers as L, _core
-rng = np.random.default_rng(0)
-n = 0
-for dtype in (np.float32, np.float64):
-    for threads in (1, 2):
-        fnn.set_num_threads(threads)
-        for (h, w, k, s, p) in [(1, 1, 1, 1, 0), (1, 1, 1, 3, 0), (1, 1, 3, 1, 1), (5, 5, 5, 1, 0),
-                                (5, 7, 5, 1, 0), (7, 7, 2, 5, 0), (6, 6, 3, 4, 1), (4, 4, 4, 4, 0),
-                                (3, 8, 3, 7, 1), (2, 2, 1, 2, 0)]:
-            for batch in (1, 3):
-                x = rng.standard_normal((batch, 2, h, w)).astype(dtype)
-                for layer in (L.Conv2D(2, 3, k, stride=s, padding=p), L.ConvTranspose2D(2, 3, k, stride=s, padding=min(p, k - 1)),
-                              L.MaxPool2D(k, stride=s, padding=min(p, k // 2)), L.AvgPool2D(k, stride=s, padding=min(p, k // 2))):
-                    try:
-                        layer.astype(dtype)
-                        y = layer.forward(x)
-                    except ValueError:
-                        continue  # an invalid combination, rejected before compiled code
-                    dx = layer.backward(np.ones_like(y))
-                    assert dx.shape == x.shape and np.isfinite(dx).all()
-                    n += 1
-            d = L.Dense(h * w, k)
-            d.astype(dtype)
-            y = d.forward(rng.standard_normal((batch, h * w)).astype(dtype))
-            d.backward(np.ones_like(y)); n += 1
-print("EDGE CASES", n)
-"""
-
-
-def test_valid_edge_cases_under_a_boundschecked_build(tmp_path):
-    """Build the Cython core with bounds checks on (FASTNN_BOUNDSCHECK=1) AND AddressSanitizer in a
-    copy of the tree, then run valid edge cases (1x1 images, kernel = input size, stride > kernel)
-    and the whole layer fuzz group against it. The kernels index raw pointers, where Cython's
-    boundscheck has nothing to check, so AddressSanitizer is what catches an out-of-bounds read or
-    write (into any numpy buffer) there. Slow-ish (a full build): on demand only."""
-    import pytest
-
-    if os.environ.get("FASTNN_BOUNDSCHECK_TEST") != "1":
-        pytest.skip("on demand: FASTNN_BOUNDSCHECK_TEST=1 builds a checked copy of the core")
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                             text=True).stdout.strip()
-    assert os.path.isabs(libasan), "gcc's libasan.so is needed (Debian: libasan8, with gcc)"
-    copy = tmp_path / "tree"
-    copy.mkdir()
-    shutil.copy(os.path.join(REPO, "setup.py"), copy)
-    shutil.copytree(os.path.join(REPO, "fastnn"), copy / "fastnn",
-                    ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__", "build"))
-    env = dict(os.environ, FASTNN_BOUNDSCHECK="1", CFLAGS="-fsanitize=address -fno-omit-frame-pointer",
-               LDFLAGS="-fsanitize=address")
-    build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "--force"], cwd=copy,
-                           env=env, capture_output=True, text=True, timeout=1800)
-    assert build.returncode == 0, build.stderr[-4000:]
-    conv_so = next((copy / "fastnn" / "_core").glob("_conv*.so"))
-    symbols = subprocess.run(["nm", "-D", str(conv_so)], capture_output=True, text=True).stdout
-    assert "__asan_report" in symbols  # really instrumented
-    run_env = dict(os.environ, PYTHONPATH=str(copy), LD_PRELOAD=libasan,
-                   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
-    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _EDGE_CASES], cwd=copy,
-                         env=run_env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-6000:]
-    assert int(re.search(r"EDGE CASES (\d+)", run.stdout).group(1)) > 100
-    fuzz = subprocess.run([sys.executable, "-X", "faulthandler", os.path.abspath(__file__), "--group",
-                           "layers", "--examples", str(GROUPS["layers"]), "--derandomize"], cwd=copy,
-                          env=run_env, capture_output=True, text=True, timeout=1800)
-    assert fuzz.returncode == 0, fuzz.stdout[-2000:] + fuzz.stderr[-6000:]
-    print(run.stdout, fuzz.stdout.strip().splitlines()[-1])
 
 
 # =================================================================================================

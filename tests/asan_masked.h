@@ -1,0 +1,55 @@
+/* Force-included (gcc -include) into the AddressSanitizer build of the compiled core only (see
+   tests/test_fuzz.py): gcc's ASan does not instrument AVX-512 masked loads and stores nor
+   gathers, the very accesses of the kernels' ragged edges. Each such intrinsic is wrapped so that
+   every lane its mask enables is first read as a plain (instrumented) scalar: an enabled lane
+   outside its buffer is then an ASan report. The wrapped intrinsic itself is unchanged (a macro
+   does not expand its own name again), so results are those of the normal build. */
+#ifndef FNN_ASAN_MASKED_H
+#define FNN_ASAN_MASKED_H
+
+#ifndef PY_SSIZE_T_CLEAN
+#define PY_SSIZE_T_CLEAN
+#endif
+#include <Python.h> /* first, as the Cython module it is forced into would have it */
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* The enabled lanes of a (mask, base, element size) access, each read as one scalar. */
+static inline void fnn_asan_lanes(const void* base, unsigned long long mask, int size) {
+    const volatile char* p = (const volatile char*)base;
+    for (int i = 0; mask; i++, mask >>= 1)
+        if (mask & 1) {
+            if (size == 4) (void)*(const volatile float*)(p + (long)i * 4);
+            else (void)*(const volatile double*)(p + (long)i * 8);
+        }
+}
+
+/* The enabled lanes of a gather: base + idx[i] * scale, 4-byte elements. */
+static inline void fnn_asan_gather(const void* base, const int* idx, unsigned mask, int scale) {
+    const volatile char* p = (const volatile char*)base;
+    for (int i = 0; i < 16; i++)
+        if (mask >> i & 1) (void)*(const volatile float*)(p + (long)idx[i] * scale);
+}
+
+#define _mm512_maskz_loadu_ps(k, p) __extension__ ({                                     \
+    __mmask16 fnn_k_ = (k); const void* fnn_p_ = (p);                                    \
+    fnn_asan_lanes(fnn_p_, fnn_k_, 4); _mm512_maskz_loadu_ps(fnn_k_, fnn_p_); })
+#define _mm512_mask_loadu_ps(src, k, p) __extension__ ({                                 \
+    __mmask16 fnn_k_ = (k); const void* fnn_p_ = (p);                                    \
+    fnn_asan_lanes(fnn_p_, fnn_k_, 4); _mm512_mask_loadu_ps((src), fnn_k_, fnn_p_); })
+#define _mm256_maskz_loadu_ps(k, p) __extension__ ({                                     \
+    __mmask8 fnn_k_ = (k); const void* fnn_p_ = (p);                                     \
+    fnn_asan_lanes(fnn_p_, fnn_k_, 4); _mm256_maskz_loadu_ps(fnn_k_, fnn_p_); })
+#define _mm512_mask_storeu_ps(p, k, v) do {                                              \
+    void* fnn_p_ = (p); __mmask16 fnn_k_ = (k);                                          \
+    fnn_asan_lanes(fnn_p_, fnn_k_, 4); _mm512_mask_storeu_ps(fnn_p_, fnn_k_, (v)); } while (0)
+#define _mm512_mask_i32gather_ps(src, k, idx, base, scale) __extension__ ({              \
+    __mmask16 fnn_k_ = (k); __m512i fnn_i_ = (idx); const void* fnn_b_ = (base);         \
+    int fnn_ix_[16] __attribute__((aligned(64)));                                        \
+    _mm512_store_si512((void*)fnn_ix_, fnn_i_);                                          \
+    fnn_asan_gather(fnn_b_, fnn_ix_, fnn_k_, (scale));                                   \
+    _mm512_mask_i32gather_ps((src), fnn_k_, fnn_i_, fnn_b_, scale); })
+#endif
+
+#endif /* FNN_ASAN_MASKED_H */
