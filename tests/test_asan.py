@@ -179,7 +179,9 @@ def test_valid_edge_cases_under_asan(asan_tree):
     """1x1 images, kernel = input size, stride > kernel, padding, batch 1 and 3."""
     run = asan_tree.run(["-c", _EDGE_CASES], timeout=600)
     _passed(run, "the edge cases")
-    assert int(re.search(r"EDGE CASES (\d+)", run.stdout).group(1)) > 100
+    cases = int(re.search(r"EDGE CASES (\d+)", run.stdout).group(1))
+    assert cases > 100, f"only {cases} edge cases ran"
+    print(f"edge cases under AddressSanitizer: {cases}")
 
 
 def test_route_fuzz_under_asan_reaches_every_route(asan_tree):
@@ -204,3 +206,4 @@ def test_layer_fuzz_under_asan(asan_tree):
     _passed(run, "the layer fuzz")
     cases = int(re.findall(r"^FUZZ group=layers cases=(\d+)$", run.stdout, re.M)[-1])
     assert cases >= test_fuzz.MIN_CASES["layers"] // 2, f"only {cases} cases ran"
+    print(f"layer fuzz under AddressSanitizer: {cases} cases")

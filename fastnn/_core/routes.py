@@ -1,5 +1,5 @@
 """Which compiled route a kernel call took: a read-only trace for the tests that check that the
-fuzz and AddressSanitizer shapes reach every route (tests/test_fuzz.py).
+fuzz and AddressSanitizer shapes reach every route (tests/test_fuzz_routes.py, tests/test_asan.py).
 
 The dispatch code of ``_conv.pyx``, ``_blas.pyx`` and ``_recurrent.pyx`` names the route it takes
 (``_took("...")``) when a trace is on, and does nothing else with it: the trace never changes a
