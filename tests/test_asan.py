@@ -13,8 +13,9 @@ instrumented scalar), preloads gcc's libasan.so and runs against it, each in a c
   whose routes must again cover every route of the build;
 - the small-shape layer fuzz of test_fuzz.py (half its default examples).
 
-Any out-of-bounds read or write into a buffer the process allocated aborts the child with an
-AddressSanitizer report, which fails the test. numba kernels are JIT code and not instrumented.
+The copy is built like the fastnn under test (natively, or with FASTNN_NO_NATIVE=1 when that
+has no AVX-512 microkernel). Any out-of-bounds read or write into a buffer the process allocated
+aborts the child with an AddressSanitizer report, which fails the test. numba kernels are JIT code and not instrumented.
 Needs gcc with its libasan (Debian: gcc pulls in libgcc-<v>-dev, which ships it) and Cython (the
 test extra): without either the fixture fails, it does not skip. The build takes most of the
 time (about a minute on 2 cores), the runs under a minute more.
@@ -51,6 +52,14 @@ def _libasan():
     return out
 
 
+def _native():
+    """Whether the fastnn under test has the AVX-512 microkernel: the instrumented copy is built
+    the same way (FASTNN_NO_NATIVE=1 when not), so it runs the same routes."""
+    from fastnn._core import _conv
+
+    return bool(_conv._microkernel_available())
+
+
 def _asan_flags():
     header = os.path.join(HERE, "asan_masked.h")
     return f"-fsanitize=address -fno-omit-frame-pointer -include {header}"
@@ -84,7 +93,7 @@ def asan_tree(tmp_path_factory):
     shutil.copytree(os.path.join(REPO, "fastnn"), copy / "fastnn",
                     ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__", "build"))
     flags = _asan_flags()
-    env = dict(os.environ, FASTNN_BOUNDSCHECK="1",
+    env = dict(os.environ, FASTNN_BOUNDSCHECK="1", FASTNN_NO_NATIVE="0" if _native() else "1",
                CFLAGS=(os.environ.get("CFLAGS", "") + " " + flags).strip(),
                LDFLAGS=(os.environ.get("LDFLAGS", "") + " -fsanitize=address").strip())
     build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2"],
@@ -126,7 +135,7 @@ def test_an_out_of_bounds_masked_store_is_reported(asan_tree, tmp_path):
     """The canary (asan_canary.c, built with the same flags): a masked store one lane past its
     buffer aborts the child with an AddressSanitizer report; the same store in bounds does not."""
     lib = tmp_path / "canary.so"
-    march = [] if os.environ.get("FASTNN_NO_NATIVE") == "1" else ["-march=native"]
+    march = ["-march=native"] if _native() else []
     build = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", *march, *_asan_flags().split(),
                             f"-I{sysconfig.get_paths()['include']}",
                             os.path.join(HERE, "asan_canary.c"), "-o", str(lib)],
