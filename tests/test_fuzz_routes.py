@@ -823,11 +823,19 @@ def _child_tests(examples):
             model = layer.astype(dtype)
             x = rand(rng, (n, t, features), dtype)
         twin = copy.deepcopy(model).astype(np.float64)
-        mutations = ["valid", "valid", "valid", "noncontig", "readonly", "nan_x", "bad_x"]
-        mutation = draw(st.sampled_from(mutations if not embedded else ["valid"]), label="mutation")
+        mutations = ["valid", "valid", "valid", "noncontig", "readonly", "nan_x", "bad_x", "bad_dy"]
+        if embedded:
+            mutations = ["valid", "valid", "valid", "bad_dy"]
+        mutation = draw(st.sampled_from(mutations), label="mutation")
         if mutation == "bad_x":
             bad = rand(rng, (n, t, features + 1), dtype)
             assert clear_error_or_result((name,), lambda: model.forward(bad), bad.shape) is REJECTED
+            return
+        if mutation == "bad_dy":  # one hidden unit too many
+            y = model.forward(x)
+            bad = rand(rng, y.shape[:-1] + (hidden + 1,), dtype)
+            rejected = clear_error_or_result((name,), lambda: model.backward(bad), bad.shape)
+            assert rejected is REJECTED
             return
         xin = x
         if mutation == "nan_x":
