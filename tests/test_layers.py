@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import fastnn as fnn
 from fastnn import init
 from fastnn import layers as L
+from fastnn.testing.ulp import assert_ulp
 from fastnn.layers.base import layer_from_spec, layer_to_spec
 
 from conftest import scaled_examples  # max_examples that follow the hypothesis profile
@@ -252,11 +253,16 @@ def test_values_against_numpy(dtype):
     np.testing.assert_allclose(dense.forward(x), x @ dense.weight.data.T + dense.bias.data, **tol)
     np.testing.assert_allclose(L.ReLU().astype(dtype).forward(x), np.maximum(x, 0), **tol)
     np.testing.assert_allclose(L.LeakyReLU(0.1).astype(dtype).forward(x), np.where(x > 0, x, 0.1 * x), **tol)
-    np.testing.assert_allclose(L.Sigmoid().astype(dtype).forward(x), 1 / (1 + np.exp(-x)), **tol)
-    np.testing.assert_allclose(L.Tanh().astype(dtype).forward(x), np.tanh(x), **tol)
+    # elementwise functions per element (float32: in ulps of the float64 value), never with a
+    # tolerance relative to the largest element
+    x64 = x.astype(np.float64)
+    elementwise = (lambda got, want: assert_ulp(got, want, 3)) if dtype == np.float32 else \
+        (lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-13, atol=0))
+    elementwise(L.Sigmoid().astype(dtype).forward(x), 1 / (1 + np.exp(-x64)))
+    elementwise(L.Tanh().astype(dtype).forward(x), np.tanh(x64))
     for axis in (-1, 1, 0):
-        e = np.exp(x - x.max(axis, keepdims=True))
-        np.testing.assert_allclose(L.Softmax(axis).astype(dtype).forward(x), e / e.sum(axis, keepdims=True), **tol)
+        e = np.exp(x64 - x64.max(axis, keepdims=True))
+        elementwise(L.Softmax(axis).astype(dtype).forward(x), e / e.sum(axis, keepdims=True))
     np.testing.assert_allclose(L.Upsample2D(2).astype(dtype).forward(x), x.repeat(2, 2).repeat(2, 3), **tol)
     np.testing.assert_allclose(L.MaxPool2D(2).astype(dtype).forward(x), x.reshape(2, 3, 2, 2, 2, 2).max((3, 5)), **tol)
     np.testing.assert_allclose(L.AvgPool2D(2).astype(dtype).forward(x), x.reshape(2, 3, 2, 2, 2, 2).mean((3, 5)), **tol)

@@ -5,7 +5,7 @@
 # fused-type source gives float32 and float64 with no JIT warm-up.
 """GEMM and dense layers: out := alpha*op(a)@op(b) + beta*out, out := act(x @ w.T + b) and its gradients."""
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf
+from libc.math cimport exp, tanh
 from libc.string cimport memset
 from cython.parallel cimport prange
 cimport openmp
@@ -287,13 +287,17 @@ cdef void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floating alph
 
 # ---- fused epilogue ----------------------------------------------------------------------------
 
+# float32: the accurate branch-free functions of _vecmath.h (the loops below vectorise; the
+# recurrent cells use the same ones); float64: libm
+cdef extern from "_vecmath.h":
+    float fnn_sigmoidf(float v) noexcept nogil
+    float fnn_tanhf(float v) noexcept nogil
+
+
 cdef inline floating _sigmoid(floating v) noexcept nogil:
     cdef floating e
     if floating is float:
-        if v >= 0:
-            return 1.0 / (1.0 + expf(-v))
-        e = expf(v)
-        return e / (1.0 + e)
+        return fnn_sigmoidf(v)
     else:
         if v >= 0:
             return 1.0 / (1.0 + exp(-v))
@@ -326,7 +330,7 @@ cdef void _bias_activation(floating* c, int rows, int n, Py_ssize_t ldc, const f
         elif activation == ACT_TANH:
             for j in range(n):
                 if floating is float:
-                    row[j] = tanhf(row[j])
+                    row[j] = fnn_tanhf(row[j])
                 else:
                     row[j] = tanh(row[j])
 

@@ -3,7 +3,7 @@
 # packed once per call into 32-column panels (float32: a register-tiled AVX-512 8x32 product
 # with no per-step packing, which OpenBLAS's small-matrix path repeats every step: measured
 # 39-73 GFLOP/s for 16..32 x 128 x 512 on one core), and the gate math runs in C loops that GCC
-# vectorises (the float32 tanh/sigmoid are the rational approximation of _fastmath.py).
+# vectorises (the float32 exp/tanh/sigmoid of _vecmath.h: accurate to ~2 ulp, branch-free).
 # float64 (the gradient checks' dtype) keeps single-threaded BLAS dgemm and libm, and so does
 # float32 on builds without AVX-512 (their products were a scalar loop: lstm step 71 -> 10 ms).
 #
@@ -38,25 +38,8 @@ cdef extern from *:
     #else
     #define FNN_REC_MK 0
     #endif
-    /* Eigen's rational float32 tanh, |error| < 4e-7; exactly +-1 from |v| = 9; NaN stays NaN.
-       Branch-free but for a select, so GCC vectorises the loops that call it. */
-    static inline float fnn_tanhf(float v) {
-        const float c = 7.99881172180175781f;
-        float x = 0.5f * (fabsf(v + c) - fabsf(v - c));
-        float x2 = x * x;
-        float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-        p = x2 * p + -8.60467152213735e-11f;
-        p = x2 * p + 5.12229709037114e-08f;
-        p = x2 * p + 1.48572235717979e-05f;
-        p = x2 * p + 6.37261928875436e-04f;
-        p = x2 * p + 4.89352455891786e-03f;
-        float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-        q = x2 * q + 2.26843463243900e-03f;
-        q = x2 * q + 4.89352518554385e-03f;
-        float r = x * p / q;
-        return fabsf(v) >= 9.0f ? copysignf(1.0f, v) : r;
-    }
-    static inline float fnn_sigmoidf(float v) { return 0.5f + 0.5f * fnn_tanhf(0.5f * v); }
+    /* float32 gate math: the accurate vectorisable exp/tanh/sigmoid of _vecmath.h */
+    #include "_vecmath.h"
     static inline double fnn_sigmoid(double v) {
         if (v >= 0) return 1.0 / (1.0 + exp(-v));
         double e = exp(v);
@@ -72,12 +55,12 @@ cdef extern from *:
         #pragma omp simd
         for (int j = 0; j < H; j++) {
             float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-            float tc = fnn_tanhf(c_row[j]);
+            float sech2, tc = fnn_tanh_sech2f(c_row[j], &sech2);
             float dhv = dy[j] + dhr[j];
-            float dcv = dcr[j] + dhv * o * (1 - tc * tc);
+            float dcv = dcr[j] + dhv * o * sech2;
             d[j] = dcv * gg * i * (1 - i);
             d[H + j] = dcv * c_prev[j] * f * (1 - f);
-            d[2 * H + j] = dcv * i * (1 - gg * gg);
+            d[2 * H + j] = dcv * i * fnn_one_minus_sq(gg);
             d[3 * H + j] = dhv * tc * o * (1 - o);
             dcr[j] = dcv * f;
         }
@@ -90,7 +73,7 @@ cdef extern from *:
         for (int j = 0; j < H; j++) {
             float r = g[j], z = g[H + j], nn = g[2 * H + j];
             float dhv = dy[j] + dhr[j];
-            float dn = dhv * (1 - z) * (1 - nn * nn);
+            float dn = dhv * (1 - z) * fnn_one_minus_sq(nn);
             float dz = dhv * (h_prev[j] - nn) * z * (1 - z);
             float dr = dn * hnr[j] * r * (1 - r);
             dx[j] = dr; dx[H + j] = dz; dx[2 * H + j] = dn;
@@ -111,47 +94,20 @@ cdef extern from *:
                                 const float* restrict b_hh, float* restrict hnr,
                                 const float* restrict h_prev, float* restrict h_new) {
         #pragma omp simd
-        for (int j = 0; j < 2 * H; j++) g[j] = fnn_sigmoidf(g[j] + x[j] + b_hh[j]);
+        for (int j = 0; j < H; j++) g[j] = fnn_sigmoidf(g[j] + x[j] + b_hh[j]);
         #pragma omp simd
         for (int j = 0; j < H; j++) {
+            /* 1 - z from z's pre-activation: 1 - z of a rounded z near 1 would be mostly error */
+            float omz, z = fnn_sigmoid_compf(g[H + j] + x[H + j] + b_hh[H + j], &omz);
             float hn = g[2 * H + j] + b_hh[2 * H + j];
             float nn = fnn_tanhf(x[2 * H + j] + g[j] * hn);
-            float z = g[H + j];
             hnr[j] = hn;
+            g[H + j] = z;
             g[2 * H + j] = nn;
-            h_new[j] = (1 - z) * nn + z * h_prev[j];
+            h_new[j] = omz * nn + z * h_prev[j];
         }
     }
     #if FNN_REC_MK
-    /* 16 lanes of fnn_tanhf's rational approximation with the division replaced by rcp14 and
-       one Newton step (|rel. error| of the reciprocal ~1e-7: the division's throughput bound
-       the gate math); saturation and NaN as fnn_tanhf. */
-    static inline __m512 fnn_tanh16(__m512 v) {
-        const __m512 c = _mm512_set1_ps(7.99881172180175781f);
-        __m512 av = _mm512_abs_ps(v);
-        __m512 x = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_sub_ps(
-            _mm512_abs_ps(_mm512_add_ps(v, c)), _mm512_abs_ps(_mm512_sub_ps(v, c))));
-        __m512 x2 = _mm512_mul_ps(x, x);
-        __m512 p = _mm512_fmadd_ps(x2, _mm512_set1_ps(-2.76076847742355e-16f), _mm512_set1_ps(2.00018790482477e-13f));
-        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(-8.60467152213735e-11f));
-        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(5.12229709037114e-08f));
-        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(1.48572235717979e-05f));
-        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(6.37261928875436e-04f));
-        p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(4.89352455891786e-03f));
-        __m512 q = _mm512_fmadd_ps(x2, _mm512_set1_ps(1.19825839466702e-06f), _mm512_set1_ps(1.18534705686654e-04f));
-        q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(2.26843463243900e-03f));
-        q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(4.89352518554385e-03f));
-        __m512 rq = _mm512_rcp14_ps(q);
-        rq = _mm512_mul_ps(rq, _mm512_fnmadd_ps(q, rq, _mm512_set1_ps(2.0f)));
-        __m512 r = _mm512_mul_ps(_mm512_mul_ps(x, p), rq);
-        __mmask16 sat = _mm512_cmp_ps_mask(av, _mm512_set1_ps(9.0f), _CMP_GE_OQ);
-        __m512 one = _mm512_or_ps(_mm512_set1_ps(1.0f), _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
-        return _mm512_mask_blend_ps(sat, r, one);
-    }
-    static inline __m512 fnn_sigmoid16(__m512 v) {
-        const __m512 h = _mm512_set1_ps(0.5f);
-        return _mm512_fmadd_ps(h, fnn_tanh16(_mm512_mul_ps(h, v)), h);
-    }
     static inline __mmask16 fnn_tail16(int j, int H) {
         return H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1);
     }
@@ -187,10 +143,10 @@ cdef extern from *:
             __mmask16 m = fnn_tail16(j, H);
             __m512 i = _mm512_maskz_loadu_ps(m, g + j), f = _mm512_maskz_loadu_ps(m, g + H + j);
             __m512 gg = _mm512_maskz_loadu_ps(m, g + 2 * H + j), o = _mm512_maskz_loadu_ps(m, g + 3 * H + j);
-            __m512 tc = fnn_tanh16(_mm512_maskz_loadu_ps(m, c_row + j));
+            __m512 sech2, tc = fnn_tanh_sech2_16(_mm512_maskz_loadu_ps(m, c_row + j), &sech2);
             __m512 dhv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dy + j), _mm512_maskz_loadu_ps(m, dhr + j));
             __m512 dcv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dcr + j),
-                _mm512_mul_ps(_mm512_mul_ps(dhv, o), _mm512_fnmadd_ps(tc, tc, one)));
+                _mm512_mul_ps(_mm512_mul_ps(dhv, o), sech2));
             _mm512_mask_storeu_ps(d + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, gg), i), _mm512_sub_ps(one, i)));
             _mm512_mask_storeu_ps(d + H + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv,
                 _mm512_maskz_loadu_ps(m, c_prev + j)), f), _mm512_sub_ps(one, f)));
@@ -286,6 +242,7 @@ cdef extern from *:
     float fnn_tanhf(float v) noexcept nogil
     float fnn_sigmoidf(float v) noexcept nogil
     double fnn_sigmoid(double v) noexcept nogil
+    float fnn_one_minus_sq(float t) noexcept nogil
     void fnn_lstm_bwd_row(int H, const float* g, float* d, const float* dy, const float* c_prev,
                           const float* c_row, const float* dhr, float* dcr) noexcept nogil
     void fnn_gru_bwd_row(int H, const float* g, float* dx, float* dhp, const float* h_prev,
@@ -354,8 +311,8 @@ cdef _took_sequence(dtype, int blocks, bint table_input):
 
 def _set_vector_gates(bint on):
     """Tuning/A-B hook: float32 LSTM gate math of a row as one AVX-512 pass (activations and cell
-    fused, the tanh's division as rcp14 + a Newton step) when the build has AVX-512 (on), or the
-    auto-vectorised C loops. Returns the previous setting."""
+    fused; _vecmath.h's 16-lane functions, whose activations are its scalar ones' bits) when the
+    build has AVX-512 (on), or the auto-vectorised C loops. Returns the previous setting."""
     global _vec_gates
     old = _vec_gates
     _vec_gates = on
@@ -377,6 +334,13 @@ cdef inline floating _tanh(floating v) noexcept nogil:
         return fnn_tanhf(v)
     else:
         return tanh(v)
+
+
+cdef inline floating _one_minus_sq(floating t) noexcept nogil:
+    if floating is float:
+        return fnn_one_minus_sq(t)
+    else:
+        return 1 - t * t
 
 
 cdef inline floating _sigm(floating v) noexcept nogil:
@@ -646,7 +610,7 @@ cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* 
             dy = dhs + t * dst + n * dsn
             dhr = dh + <Py_ssize_t>n * H
             for j in range(H):
-                d[j] = (dy[j] + dhr[j]) * (1 - h[j] * h[j])
+                d[j] = (dy[j] + dhr[j]) * _one_minus_sq(h[j])
         _product(prod, hi - lo, dpre + (<Py_ssize_t>t * N + lo) * H, dh + <Py_ssize_t>lo * H, False)
         _input_product(prod_x, dpre, dx, t, N, H, lo, hi)
 

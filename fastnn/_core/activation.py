@@ -13,11 +13,13 @@ kernel families (pool, norm, loss, optim).
 import math
 import types
 
+import numpy as np
+
 from numba import njit, prange
 
 from . import threads
 from ._checks import check_float, check_out
-from ._fastmath import _fast_sigmoid, _fast_tanh
+from ._fastmath import SAFE_FASTMATH, _exp_diff, _fast_sigmoid, _fast_tanh
 
 threads.sync_numba_threads()
 
@@ -28,6 +30,8 @@ PARALLEL_MIN_WORK = 32768
 # Work of one exp/tanh/log per element relative to one relu element (serial: ~1-2 ns vs ~0.07 ns):
 # kernels doing transcendentals count their elements this many times, so they go parallel sooner.
 TRANSCENDENTAL_WORK = 8
+# log_softmax sums exp(x - max) * 2^LSE_SCALE: terms down to 2^-226 stay normal floats
+LSE_SCALE = 100
 
 
 def serial_twin(parallel_dispatcher):
@@ -86,7 +90,7 @@ def _leaky_relu_backward(x, dy, negative_slope, dx):
         dx[i] = g if x[i] > 0 else g * negative_slope
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _sigmoid_forward(x, out):
     """out := 1 / (1 + exp(-x)), via exp(-|x|) so neither sign overflows"""
     for i in prange(x.shape[0]):
@@ -101,22 +105,23 @@ def _sigmoid_backward(y, dy, dx):
         dx[i] = dy[i] * s * (1.0 - s)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _tanh_forward(x, out):
-    """out := tanh(x) (float32: a vectorised rational approximation, |error| < 4e-7)"""
+    """out := tanh(x) (float32: _fastmath's vectorised tanh, within ~1.5 ulp)"""
     for i in prange(x.shape[0]):
         out[i] = _fast_tanh(x[i])
 
 
 @njit(parallel=True, cache=True)
 def _tanh_backward(y, dy, dx):
-    """dx := dy * (1 - y^2)"""
+    """dx := dy * (1 - y^2), formed as (1 - y)(1 + y): 1 - y*y in float32 would lose y*y's
+    rounding error, a large relative error where |y| is near 1"""
     for i in prange(y.shape[0]):
         t = y[i]
-        dx[i] = dy[i] * (1.0 - t * t)
+        dx[i] = dy[i] * ((1.0 - t) * (1.0 + t))
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _softmax_forward(x, out):
     """out[m] := exp(x[m] - max x[m]) / sum exp(x[m] - max x[m]), per row"""
     cols = x.shape[1]
@@ -125,10 +130,10 @@ def _softmax_forward(x, out):
         for j in range(1, cols):
             top = max(top, x[m, j])
         total = 0.0
+        for j in range(cols):  # apart from the sum, so the exponentials vectorise
+            out[m, j] = _exp_diff(x[m, j], top, 0)
         for j in range(cols):
-            e = math.exp(x[m, j] - top)
-            out[m, j] = e
-            total += e
+            total += out[m, j]
         inv = 1.0 / total
         for j in range(cols):
             out[m, j] *= inv
@@ -136,30 +141,41 @@ def _softmax_forward(x, out):
 
 @njit(parallel=True, cache=True)
 def _softmax_backward(y, dy, dx):
-    """dx[m] := y[m] * (dy[m] - <dy[m], y[m]>), per row"""
+    """dx[m] := y[m] * (dy[m] - <dy[m], y[m]>), per row; the products and the dot in float64, so
+    dy - dot keeps its precision when the two nearly cancel"""
     cols = y.shape[1]
     for m in prange(y.shape[0]):
         dot = 0.0
         for j in range(cols):
-            dot += dy[m, j] * y[m, j]
+            dot += np.float64(dy[m, j]) * y[m, j]
         for j in range(cols):
             dx[m, j] = y[m, j] * (dy[m, j] - dot)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _log_softmax_forward(x, out):
-    """out[m] := x[m] - max x[m] - log sum exp(x[m] - max x[m]), per row"""
+    """out[m] := (x[m] - max x[m]) - log1p(sum exp(x[m] - max x[m]) but the maximum's own 1), per
+    row, in float64: so an output near 0 (the maximum's, the others' exponentials tiny) keeps
+    its relative precision (x - (max + log(1 + tiny)) would round the tiny sum away); the
+    exponentials are summed times 2^LSE_SCALE, so even a sum of subnormal ones is exact"""
     cols = x.shape[1]
     for m in prange(x.shape[0]):
         top = x[m, 0]
+        at = 0
         for j in range(1, cols):
-            top = max(top, x[m, j])
-        total = 0.0
+            if x[m, j] > top:
+                top = x[m, j]
+                at = j
+        for j in range(cols):  # apart from the sum, so the exponentials vectorise
+            out[m, j] = _exp_diff(x[m, j], top, LSE_SCALE)  # times 2^LSE_SCALE: no subnormals
+        rest = 0.0
+        for j in range(at):
+            rest += out[m, j]
+        for j in range(at + 1, cols):
+            rest += out[m, j]
+        lse = math.log1p(rest * 2.0 ** -LSE_SCALE)
         for j in range(cols):
-            total += math.exp(x[m, j] - top)
-        shift = top + math.log(total)
-        for j in range(cols):
-            out[m, j] = x[m, j] - shift
+            out[m, j] = (np.float64(x[m, j]) - top) - lse
 
 
 _relu_forward_serial = serial_twin(_relu_forward)

@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from . import threads
 from ._checks import check_float, check_index, check_like, check_out
-from ._fastmath import _fast_exp
+from ._fastmath import SAFE_FASTMATH, _exp_diff
 from .activation import TRANSCENDENTAL_WORK, pick, serial_twin
 
 threads.sync_numba_threads()
@@ -57,7 +57,9 @@ def _row_sum(probs, m, cols):
     return s
 
 
-@njit(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
+# no reassociation here: numba hands a caller's fastmath flags down to what it calls, and it
+# breaks _exp_diff's exact range reduction and two-sum (the helpers above keep their own flags)
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _softmax_cross_entropy_forward(logits, target, probs):
     """probs := softmax(logits); returns (sum over rows of lse - logits[m, target[m]], bad labels).
     The row max and the exponential sum are split over vector lanes (reassociated): the value
@@ -69,7 +71,7 @@ def _softmax_cross_entropy_forward(logits, target, probs):
     for m in prange(rows):
         top = _row_max(logits, m, cols)
         for j in range(cols):  # apart from the sum, so the exponentials vectorise
-            probs[m, j] = _fast_exp(logits[m, j] - top)
+            probs[m, j] = _exp_diff(logits[m, j], top, 0)
         s = _row_sum(probs, m, cols)
         inv = 1.0 / s
         for j in range(cols):
@@ -83,7 +85,7 @@ def _softmax_cross_entropy_forward(logits, target, probs):
     return _ordered_sum(row_loss), bad
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _softmax_cross_entropy_forward_plain(logits, target, probs):
     """The row loop before the lane split (A/B reference of _set_lane_split)."""
     rows, cols = logits.shape
@@ -95,7 +97,7 @@ def _softmax_cross_entropy_forward_plain(logits, target, probs):
             top = max(top, logits[m, j])
         s = 0.0
         for j in range(cols):  # apart from the sum, so the exponentials vectorise
-            probs[m, j] = _fast_exp(logits[m, j] - top)
+            probs[m, j] = _exp_diff(logits[m, j], top, 0)
         for j in range(cols):
             s += probs[m, j]
         inv = 1.0 / s
@@ -112,7 +114,9 @@ def _softmax_cross_entropy_forward_plain(logits, target, probs):
 
 @njit(parallel=True, cache=True)
 def _softmax_cross_entropy_backward(probs, target, factor, dlogits):
-    """dlogits := factor * (probs - onehot(target)); returns the count of bad labels"""
+    """dlogits := factor * (probs - onehot(target)); returns the count of bad labels. The
+    target's entry is factor * (p - 1) rounded once (factor * p rounded first, then less factor,
+    would lose p - 1's relative precision where p is near 1)."""
     rows, cols = probs.shape
     bad = 0
     for m in prange(rows):
@@ -120,13 +124,13 @@ def _softmax_cross_entropy_backward(probs, target, factor, dlogits):
             dlogits[m, j] = factor * probs[m, j]
         t = target[m]
         if 0 <= t < cols:
-            dlogits[m, t] -= factor
+            dlogits[m, t] = factor * (probs[m, t] - 1.0)
         else:
             bad += 1
     return bad
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _soft_cross_entropy_forward(logits, target_probs, probs):
     """probs := softmax(logits); returns the sum over rows of sum(t) * lse - <t, logits>"""
     rows, cols = logits.shape
@@ -137,7 +141,7 @@ def _soft_cross_entropy_forward(logits, target_probs, probs):
             top = max(top, logits[m, j])
         s = 0.0
         for j in range(cols):  # apart from the sum, so the exponentials vectorise
-            probs[m, j] = _fast_exp(logits[m, j] - top)
+            probs[m, j] = _exp_diff(logits[m, j], top, 0)
         for j in range(cols):
             s += probs[m, j]
         inv = 1.0 / s

@@ -322,9 +322,15 @@ def tanh_backward(y, dy, dx):
 
 
 def _log_softmax(x):
+    """(x - max) - log1p(sum of exp(x - max) over the other entries): the maximum's own term
+    (exactly 1) left out of the sum, so its log-probability keeps its relative precision when the
+    others' exponentials are tiny (log of 1 + tiny rounds tiny away)."""
     x = x.astype(np.float64)
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    top = np.argmax(x, axis=-1)[..., None]
+    shifted = x - np.take_along_axis(x, top, axis=-1)
+    e = np.exp(shifted)
+    np.put_along_axis(e, top, 0.0, axis=-1)
+    return shifted - np.log1p(e.sum(axis=-1, keepdims=True))
 
 
 def softmax_forward(x, out):
