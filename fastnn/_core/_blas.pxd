@@ -1,4 +1,5 @@
-# Shared by _blas.pyx and _conv.pyx: the one row-major BLAS entry point and the fast array checks.
+# Shared by the .pyx files: the one row-major BLAS entry point, the route trace and the fast array
+# checks.
 from cython cimport floating
 cimport numpy as cnp
 
@@ -7,6 +8,9 @@ cdef void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floating alph
                   floating* c, int ldc) noexcept nogil
 
 cdef int gemm_threads(Py_ssize_t work) noexcept nogil
+
+cdef bint tracing() noexcept
+cdef void took(str route)
 
 
 cdef inline bint fast_ok(object a, int ndim, int typenum, bint writable) noexcept:

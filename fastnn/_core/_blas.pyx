@@ -104,6 +104,18 @@ def _set_route_trace(counter):
     return old
 
 
+cdef bint tracing() noexcept:
+    """A trace is on: the dispatch may work out the routes it names."""
+    return _trace is not None
+
+
+cdef void took(str route):
+    """Names the route a dispatch takes, when a trace is on (it changes nothing else); the one
+    trace of _blas, _conv and _recurrent."""
+    if _trace is not None:
+        _trace[route] += 1
+
+
 cdef inline void _saw(int kernel) noexcept nogil:
     if _tracing:
         _seen[kernel] = 1

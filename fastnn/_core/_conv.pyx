@@ -27,7 +27,7 @@ import threading
 
 import numpy as np
 
-from ._blas cimport gemm_rm, gemm_threads
+from ._blas cimport gemm_rm, gemm_threads, took, tracing
 from ._checks import (activation_code, check_float, check_like, check_optional_out, check_out,
                       check_pair, conv_out_size)
 
@@ -108,25 +108,6 @@ def _set_col_chunk_bytes(Py_ssize_t nbytes):
     old = _col_chunk_bytes
     _col_chunk_bytes = max(1, nbytes)
     return old
-
-
-# The route trace (fastnn._core.routes.traced): None, or a Counter of the routes taken.
-cdef object _trace = None
-
-
-def _set_route_trace(counter):
-    """fastnn._core.routes' switch: count each route taken into ``counter`` (None: off);
-    returns the old one."""
-    global _trace
-    old = _trace
-    _trace = counter
-    return old
-
-
-cdef inline _took(str route):
-    """Names the route a dispatch takes, when a trace is on (it changes nothing else)."""
-    if _trace is not None:
-        _trace[route] += 1
 
 
 # ---- float32 GEMM microkernel (AVX-512) ---------------------------------------------------------
@@ -1482,7 +1463,7 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
     # all the channel blocks), unless the batch is too small to keep the threads busy: then
     # (sample, channel block) tasks on one padded copy of the batch
     cdef bint per_sample = _d2_private and N >= 2 * NT
-    _took("direct_s2_forward/per_sample" if per_sample else "direct_s2_forward/batch")
+    took("direct_s2_forward/per_sample" if per_sample else "direct_s2_forward/batch")
     xpad = _cached(np.float32, "d2_x", NT * img if per_sample else N * img)
     wt = _cached(np.float32, "d2_w", <Py_ssize_t>nob * K * 32 + 16)
     cdef float* px = <float*>_ptr(x)
@@ -1579,7 +1560,7 @@ def _strided_forward(x, weight, bias, out, int sh, int sw, int ph, int pw):
     on the direct kernel (_direct_s2_forward), the rest on fnn_mk_conv_sn's gathered panels."""
     if _direct_s2_fits(weight.shape[0], sh, sw):
         return _direct_s2_forward(x, weight, bias, out, ph, pw)
-    _took("strided_gathered")
+    took("strided_gathered")
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
     cdef int OH = out.shape[2], OW = out.shape[3]
@@ -1801,7 +1782,7 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
     j.direct = (_direct_dw_on and sh == 2 and sw == 2 and j.O >= 32 and (j.K + 7) // 8 >= nt)
     j.by_pixels = not j.direct and nt > j.npanels
     if j.direct:
-        _took("direct_s2_dw")
+        took("direct_s2_dw")
         # a few tasks a thread, taken as they come: a thread held up for a while (a shared
         # VM's other load) no longer holds up half of dW
         j.ntasks = <int>min(_dw2_tasks_per_thread * nt, (j.K + 7) // 8)
@@ -1810,11 +1791,11 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
         j.nthreads = min(nt, j.ntasks)
     else:
         if j.by_pixels:
-            _took("implicit_dw/pixels")
+            took("implicit_dw/pixels")
             j.ntasks = <int>min(nt, (j.npix + _MK_KC - 1) // _MK_KC)
             j.qper = ((j.npix + j.ntasks - 1) // j.ntasks + _MK_KC - 1) // _MK_KC * _MK_KC
         else:
-            _took("implicit_dw/panels")
+            took("implicit_dw/panels")
             j.ntasks = min(nt, j.npanels)
             j.per = (j.npanels + j.ntasks - 1) // j.ntasks
         j.nthreads = j.ntasks
@@ -1901,7 +1882,7 @@ def _dwt_s1(x, g, dw, db, int ph, int pw):
     cdef int ckk = C * KH * KW, npan = (O + 31) // 32
     cdef int nt = gemm_threads(<Py_ssize_t>N * O * ckk * OH * W)
     cdef bint by_samples = nt > 1 and ckk < 16 * nt and N >= nt
-    _took("dwt_s1/samples" if by_samples else "dwt_s1/rows")
+    took("dwt_s1/samples" if by_samples else "dwt_s1/rows")
     if not by_samples:
         nt = max(1, min(nt, (ckk + 7) // 8))
     cdef int per = ckk if by_samples else ((ckk + 7) // 8 + nt - 1) // nt * 8
@@ -2279,11 +2260,11 @@ cdef _trace_phases(int O, int OW, int KH, int KW, int sh, int sw, int ph, int pw
         for b in range(min(sw, W)):
             jv = _phase_taps(KW, sw, (b + pw) % sw)
             if O * ju * jv == 0:
-                _took("subpixel_phase/no_taps")
+                took("subpixel_phase/no_taps")
             elif _phase_from_dy((W - b + sw - 1) // sw, OW, ju, jv):
-                _took("subpixel_phase/implicit")
+                took("subpixel_phase/implicit")
             else:
-                _took("subpixel_phase/im2col")
+                took("subpixel_phase/im2col")
 
 
 cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
@@ -2426,8 +2407,8 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     cdef int C = weight.shape[1], KH = weight.shape[2], KW = weight.shape[3]
     cdef int H = out.shape[2], W = out.shape[3]
     cdef int a, b, ju, jv, ha, wb, NB, NT
-    if _trace is not None:
-        _took("subpixel" if beside is None else "subpixel/beside_dw")
+    if tracing():
+        took("subpixel" if beside is None else "subpixel/beside_dw")
         _trace_phases(O, OW, KH, KW, sh, sw, ph, pw, H, W)
     cdef Py_ssize_t kmax = 0, pamax = 0, colmax = 0, wtotal = 0
     for a in range(sh):
@@ -2697,9 +2678,9 @@ def _check_transposed_out(where, name, x, weight, a, kh, kw, sh, sw, ph, pw):
 cdef _trace_im2col_dw(dtype, int o):
     """The route of an im2col weight gradient with o output channels (see _im2col_chunk)."""
     if dtype == np.float32 and FNN_MK_AVAILABLE:
-        _took("im2col_dw/nt" if _dw_on_nt(o) else "im2col_dw/tn")
+        took("im2col_dw/nt" if _dw_on_nt(o) else "im2col_dw/tn")
     else:
-        _took("im2col_dw/blas")
+        took("im2col_dw/blas")
 
 
 cdef void _s1_forward_call(x, weight, bias, out, int n, int c, int h, int w, int o, int kh, int kw,
@@ -2808,17 +2789,17 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
         wide[..., pw + w:] = 0
         wide[..., pw:pw + w] = x
         x, w, pw = wide, ow, 0
-        _took("s1_widened")
+        took("s1_widened")
     if (_implicit_s1 and x.dtype == np.float32 and FNN_MK_AVAILABLE and sh == 1 and sw == 1 and ow == w
             and kh <= 32 and kw <= 32):
         # implicit GEMM: no column matrix, no scatter (vgg-bn shapes fwd and stride-1 dx 9-18%
         # faster than im2col + GEMM, interleaved A/B on the 2-core VM)
         NT1 = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
         if _s1_across_samples(oh * ow):
-            _took("s1_across_samples")
+            took("s1_across_samples")
             _s1x_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         else:
-            _took("s1_implicit")
+            took("s1_implicit")
             _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
         return _activate_all(out, act, slope)
     if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
@@ -2834,7 +2815,7 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
     cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
     cdef int OH = oh, OW = ow, NB = nb, NT = nt, ACT = act
     cdef double SLOPE = slope
-    _took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
+    took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
     if x.dtype == np.float32:
         with nogil:
             _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
@@ -2918,11 +2899,11 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
         NT, NB = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
         col, buf, dw_acc = _workspaces(x.dtype, NB, c * kh * kw, o, oh * ow, NT, o * c * kh * kw)
         pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
-    if _trace is not None:
+    if tracing():
         if pdw != NULL:
             _trace_im2col_dw(x.dtype, o)
         if pdx != NULL:
-            _took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
+            took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
     if x.dtype == np.float32:
         with nogil:
             if pdw != NULL:
@@ -2968,7 +2949,7 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     if not _is_pixel_transpose(x, out.shape, kh, kw, ph, pw) and _subpixel_fits(x, n, cout, cin, h, w, sh, sw):
         return _subpixel_backward_data(x, weight, bias, out, sh, sw, ph, pw)
     if _is_pixel_transpose(x, out.shape, kh, kw, ph, pw):
-        _took("pixel_transpose")
+        took("pixel_transpose")
         if x.dtype == np.float32:
             with nogil:
                 _pixel_transpose_forward(<float*>px, <float*>pw_, <float*>pb, <float*>po, PN, PCIN, PCOUT, KK)
@@ -2984,7 +2965,7 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = nb, NT = nt
     # The transposed convolution of x is the backward-data pass of the conv2d that maps an
     # (N, Cout, OH, OW) image to x's (N, Cin, H, W) grid with the same weight.
-    _took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
+    took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
     if x.dtype == np.float32:
         with nogil:
             _col2im_driver(<float*>px, N, CIN, H, W, <float*>pw_, COUT, KH, KW, SH, SW, PH, PW, OH, OW,
@@ -3019,7 +3000,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
     cdef void* pdwa = NULL
     cdef Py_ssize_t KK = kh * kw
     if _is_pixel_transpose(x, dy.shape, kh, kw, ph, pw):
-        _took("pixel_transpose")
+        took("pixel_transpose")
         if x.dtype == np.float32:
             with nogil:
                 _pixel_transpose_backward(<float*>px, <float*>pw_, <float*>pdy, <float*>pdx,
@@ -3049,11 +3030,11 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
         col, buf, dw_acc = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w, NT,
                                        cin * cout * kh * kw)
         pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
-    if _trace is not None:
+    if tracing():
         if pdw != NULL:
             _trace_im2col_dw(x.dtype, cin)
         if pdx != NULL:
-            _took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
+            took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
     # One pass over im2col(dy) serves both: dx is the conv2d forward of dy and dweight its
     # weight gradient with x in the role of the output gradient.
     if x.dtype == np.float32:

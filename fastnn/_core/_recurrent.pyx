@@ -21,7 +21,7 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport openmp
 cimport numpy as cnp
 
-from ._blas cimport gemm_rm
+from ._blas cimport gemm_rm, took, tracing
 from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_tn_pa
 from ._checks import check_float, check_index, check_like, check_out
 
@@ -279,34 +279,15 @@ cdef bint _grad_kernel = True  # float32 weight gradients on the microkernel (el
 cdef bint _vec_gates = True  # float32 LSTM gate math in AVX-512 intrinsics (one pass per row)
 
 
-# The route trace (fastnn._core.routes.traced): None, or a Counter of the routes taken.
-cdef object _trace = None
-
-
-def _set_route_trace(counter):
-    """fastnn._core.routes' switch: count each route taken into ``counter`` (None: off);
-    returns the old one."""
-    global _trace
-    old = _trace
-    _trace = counter
-    return old
-
-
-cdef inline _took(str route):
-    """Names the route a call takes, when a trace is on (it changes nothing else)."""
-    if _trace is not None:
-        _trace[route] += 1
-
-
 cdef _took_sequence(dtype, int blocks, bint table_input):
     """The routes of a whole-sequence call: its products, its thread split, its input rows."""
-    if _trace is None:
+    if not tracing():
         return
-    _took("recurrent/packed" if dtype.itemsize == 4 and FNN_REC_MK else "recurrent/blas")
+    took("recurrent/packed" if dtype.itemsize == 4 and FNN_REC_MK else "recurrent/blas")
     if blocks > 1:
-        _took("recurrent/row_blocks")
+        took("recurrent/row_blocks")
     if table_input:
-        _took("recurrent/table_input")
+        took("recurrent/table_input")
 
 
 def _set_vector_gates(bint on):
@@ -1209,7 +1190,7 @@ def embedded_projection(table, w_ih, b_ih, ids, projected, xw):
     cdef void* bp = _ptr(b_ih)
     cdef void* pp = _ptr(projected)
     cdef void* xp = _opt_ptr(xw)
-    _took("embedded_projection")
+    took("embedded_projection")
     if dtype.itemsize == 4:
         with nogil:
             _project_table(<float*>tp, <float*>wp, <float*>bp, idp, <float*>pp, <float*>xp,
@@ -1238,7 +1219,7 @@ def embedded_input_grads(table, w_ih, ids, dpre, per_id, dw_ih, db_ih):
     cdef void* pp = _ptr(per_id)
     cdef void* wp = _ptr(dw_ih)
     cdef void* bp = _ptr(db_ih)
-    _took("embedded_input_grads")
+    took("embedded_input_grads")
     if dtype.itemsize == 4:
         with nogil:
             _table_grads(<float*>tp, idp, <float*>dp, <float*>pp, <float*>wp, <float*>bp,
@@ -1393,9 +1374,9 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
     cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
     _took_sequence(dtype, blocks, False)
     if table is not None:
-        _took("recurrent/table_grads")
+        took("recurrent/table_grads")
         if dx is None:
-            _took("recurrent/table_backward")
+            took("recurrent/table_backward")
     cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
     cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
     # no dx: no input product at all (w_ih NULL)

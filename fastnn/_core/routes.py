@@ -2,8 +2,8 @@
 fuzz and AddressSanitizer shapes reach every route (tests/test_fuzz_routes.py, tests/test_asan.py).
 
 The dispatch code of ``_conv.pyx``, ``_blas.pyx`` and ``_recurrent.pyx`` names the route it takes
-(``_took("...")``) when a trace is on, and does nothing else with it: the trace never changes a
-route. Off (the default) it costs one pointer comparison per call::
+(``took("...")``, one trace in ``_blas``) when a trace is on, and does nothing else with it: the
+trace never changes a route. Off (the default) it costs one pointer comparison per call::
 
     with fastnn._core.routes.traced() as taken:
         layer.forward(x)
@@ -67,9 +67,9 @@ def available(route):
 
 
 def _modules():
-    from . import _blas, _conv, _recurrent
+    from . import _blas
 
-    return (_blas, _conv, _recurrent)
+    return (_blas,)
 
 
 @contextlib.contextmanager
