@@ -276,6 +276,21 @@ def _child_tests(examples):
     def rand(rng, shape, dtype):
         return rng.standard_normal(shape).astype(dtype)
 
+    def mutated(a, mutation, name, rng, draw):
+        """``a`` (the case's ``name``, "x" or "dy") as ``mutation`` hands it to the layer: a copy
+        with one NaN/inf entry ("nonfinite_" + name), a non-contiguous view of the same values, a
+        read-only copy; else ``a`` itself."""
+        if mutation == "nonfinite_" + name:
+            a = a.copy()
+            a[tuple(int(rng.integers(0, s)) for s in a.shape)] = draw(NONFINITE, label="value")
+        elif mutation == "noncontig":
+            a = np.repeat(a, 2, axis=-1)[..., ::2]
+            assert not a.flags.c_contiguous or a.size <= 1
+        elif mutation == "readonly":
+            a = a.copy()
+            a.setflags(write=False)
+        return a
+
     def set_threads(draw, fixed=None):
         t = fixed if fixed is not None else draw(st.sampled_from([1, 2, 3]), label="threads")
         fnn.set_num_threads(t)
@@ -567,18 +582,8 @@ def _child_tests(examples):
             bad = rand(rng, shape, dtype) if draw(st.booleans(), label="rank_ok") else x[0]
             assert clear_error_or_result((name,), lambda: layer.forward(bad), bad.shape) is REJECTED
             return
-        xin = x
         lower = upper = None
-        if mutation == "nonfinite_x":
-            xin = x.copy()
-            pos = tuple(int(rng.integers(0, s)) for s in x.shape)
-            xin[pos] = draw(NONFINITE, label="value")
-        elif mutation == "noncontig":
-            xin = np.repeat(x, 2, axis=-1)[..., ::2]
-            assert not xin.flags.c_contiguous or xin.size <= 1
-        elif mutation == "readonly":
-            xin = x.copy()
-            xin.setflags(write=False)
+        xin = mutated(x, mutation, "x", rng, draw)
         y = forward(xin)
         assert y.shape == spec["y_shape"] and y.dtype == dtype
         ref_y, *_ = conv_reference(spec, xin, weight, bias, None, relu)
@@ -602,16 +607,7 @@ def _child_tests(examples):
             rejected = clear_error_or_result((name,), lambda: layer.backward(bad), bad.shape)
             assert rejected is REJECTED
             return
-        dyin = dy
-        if mutation == "nonfinite_dy":
-            dyin = dy.copy()
-            pos = tuple(int(rng.integers(0, s)) for s in dy.shape)
-            dyin[pos] = draw(NONFINITE, label="value")
-        elif mutation == "noncontig":
-            dyin = np.repeat(dy, 2, axis=-1)[..., ::2]
-        elif mutation == "readonly":
-            dyin = dy.copy()
-            dyin.setflags(write=False)
+        dyin = mutated(dy, mutation, "dy", rng, draw)
         if mutation != "valid" or relu is not None:
             layer.forward(x)  # the cache of a clean x (the backward is that of the plain conv)
         layer.zero_grad()
@@ -625,8 +621,7 @@ def _child_tests(examples):
         if mutation == "nonfinite_dy":
             # dW meets the bad dy through x's values (must be non-finite) and maybe through the
             # zero padding (may be)
-            hit = np.zeros_like(clean_dy)
-            hit[pos] = 1
+            hit = (~np.isfinite(dyin)).astype(clean_dy.dtype)
             _, _, reach, _ = conv_reference(spec, np.abs(x), np.abs(weight), None, hit, None)
             lower_dw, upper_dw = reach > 0, ~np.isfinite(ref_dw)
         what = f"{layer.describe()} backward {x.shape} ({mutation})"
@@ -684,15 +679,7 @@ def _child_tests(examples):
             rejected = clear_error_or_result(("Dense",), lambda: layer.forward(bad), bad.shape)
             assert rejected is REJECTED
             return
-        xin = x
-        if mutation == "nonfinite_x":
-            xin = x.copy()
-            xin.flat[int(rng.integers(0, x.size))] = draw(NONFINITE, label="value")
-        elif mutation == "noncontig":
-            xin = np.repeat(x, 2, axis=-1)[..., ::2]
-        elif mutation == "readonly":
-            xin = x.copy()
-            xin.setflags(write=False)
+        xin = mutated(x, mutation, "x", rng, draw)
         y = traced("Dense.forward", lambda: layer.forward(xin))
         x2 = np.asarray(xin, np.float64).reshape(-1, fin)
         ref_y = reference.dense_forward(x2, w64, b64, np.empty((x2.shape[0], fout)))
@@ -712,15 +699,7 @@ def _child_tests(examples):
             rejected = clear_error_or_result(("Dense",), lambda: layer.backward(bad), bad.shape)
             assert rejected is REJECTED
             return
-        dyin = dy
-        if mutation == "nonfinite_dy":
-            dyin = dy.copy()
-            dyin.flat[int(rng.integers(0, dy.size))] = draw(NONFINITE, label="value")
-        elif mutation == "noncontig":
-            dyin = np.repeat(dy, 2, axis=-1)[..., ::2]
-        elif mutation == "readonly":
-            dyin = dy.copy()
-            dyin.setflags(write=False)
+        dyin = mutated(dy, mutation, "dy", rng, draw)
         layer.forward(x)
         layer.zero_grad()
         dx = traced("Dense.backward", lambda: layer.backward(dyin))
