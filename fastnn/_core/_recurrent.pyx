@@ -269,7 +269,7 @@ cdef enum:
     # tiles (measured flat from 64 to unblocked at H = 128; blocks only matter for larger H)
     KC_BLOCK = 256
     # the weight gradients' blocks (columns of G, rows of an Embedding's table), whatever the
-    # thread count: each thread takes every parts-th block
+    # thread count: each thread takes every parts-th block (at most this many)
     GRAD_BLOCKS = 8
 
 cdef int _min_rows = MIN_ROWS_PER_THREAD
@@ -442,8 +442,9 @@ cdef struct WeightGrads:
 
 
 cdef inline void _fixed_block(int size, int align, int blk, int* lo, int* hi) noexcept nogil:
-    """Block ``blk`` of GRAD_BLOCKS ``align``-aligned blocks of ``size``: a partition fixed by the
-    shape alone, so every BLAS call (and so every bit) is the same for any thread count."""
+    """Block ``blk`` of at most GRAD_BLOCKS blocks of ``size``, each a multiple of ``align`` (the
+    last one ragged): a partition fixed by the shape alone, so every BLAS call (and so every bit)
+    is the same for any thread count."""
     cdef int step = (size + GRAD_BLOCKS - 1) // GRAD_BLOCKS
     step = (step + align - 1) // align * align
     lo[0] = min(size, blk * step)
@@ -493,13 +494,14 @@ cdef void _table_grads_slice(WeightGrads* wg, int lo, int hi, floating* dummy) n
 
 cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
                               floating* dummy) noexcept nogil:
-    """Thread ``part`` of ``parts``: its 16-aligned column blocks of G, one single-threaded GEMM
+    """Thread ``part`` of ``parts``: its column blocks of G (whole 32-column tiles of the
+    microkernel, at least two), one single-threaded GEMM
     per side and block over all M = T*N rows."""
     cdef int blk, lo, hi
     if wg.M <= 0:
         return
     for blk in range(GRAD_BLOCKS):
-        _fixed_block(wg.G, 16, blk, &lo, &hi)
+        _fixed_block(wg.G, 64, blk, &lo, &hi)
         if blk % parts != part or hi <= lo:
             continue
         _slice_grads(<const floating*>wg.dpre_h, <const floating*>wg.hs_prev,
