@@ -14,6 +14,21 @@ def test_compiled_core_is_a_real_extension():
     assert openmp.__file__.endswith((".so", ".pyd")), openmp.__file__
 
 
+def test_import_from_a_source_tree_without_built_extensions_says_so(tmp_path):
+    # the package's Python files without its compiled modules, as in a fresh source checkout
+    import shutil
+
+    source = os.path.dirname(os.path.abspath(fnn.__file__))
+    shutil.copytree(source, tmp_path / "fastnn",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    run = subprocess.run([sys.executable, "-c", "import fastnn"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: fastnn's compiled core is not built in"), run.stderr
+    assert "source directory" in last and "pip install" in last
+
+
 def test_import_does_not_load_numba(tmp_path):
     # a fresh interpreter importing the very fastnn under test (installed or built in place)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))

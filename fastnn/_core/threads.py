@@ -37,7 +37,15 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 
 from threadpoolctl import ThreadpoolController  # noqa: E402
 
-from . import _openmp  # noqa: E402
+try:
+    from . import _openmp  # noqa: E402  (the first compiled module fastnn imports)
+except ImportError as e:  # a source tree whose extensions were never built in place
+    _here = os.path.dirname(os.path.abspath(__file__))
+    raise ImportError(
+        f"fastnn's compiled core is not built in {_here}: you are probably importing fastnn from "
+        "its source directory. Install it (pip install .) and run Python from another "
+        "directory, or build it in place (pip install -e . or python setup.py build_ext "
+        f"--inplace). ({e})") from e
 
 _state = {"n": None, "kernel_blas_pinned": False}
 
