@@ -6,6 +6,7 @@
 """GEMM and dense layers: out := alpha*op(a)@op(b) + beta*out, out := act(x @ w.T + b) and its gradients."""
 from cython cimport floating
 from libc.math cimport exp, tanh
+from ._vecmath cimport fnn_sigmoidf, fnn_tanhf  # the float32 epilogue's (float64: libm)
 from libc.string cimport memset
 from cython.parallel cimport prange
 cimport openmp
@@ -298,13 +299,6 @@ cdef void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floating alph
 
 
 # ---- fused epilogue ----------------------------------------------------------------------------
-
-# float32: the accurate branch-free functions of _vecmath.h (the loops below vectorise; the
-# recurrent cells use the same ones); float64: libm
-cdef extern from "_vecmath.h":
-    float fnn_sigmoidf(float v) noexcept nogil
-    float fnn_tanhf(float v) noexcept nogil
-
 
 cdef inline floating _sigmoid(floating v) noexcept nogil:
     cdef floating e

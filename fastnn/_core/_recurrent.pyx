@@ -23,6 +23,7 @@ cimport numpy as cnp
 
 from ._blas cimport gemm_rm, took, tracing
 from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_tn_pa
+from ._vecmath cimport fnn_one_minus_sq, fnn_sigmoidf, fnn_tanhf
 from ._checks import check_float, check_index, check_like, check_out
 
 cnp.import_array()
@@ -239,10 +240,7 @@ cdef extern from *:
     #endif
     """
     int FNN_REC_MK
-    float fnn_tanhf(float v) noexcept nogil
-    float fnn_sigmoidf(float v) noexcept nogil
     double fnn_sigmoid(double v) noexcept nogil
-    float fnn_one_minus_sq(float t) noexcept nogil
     void fnn_lstm_bwd_row(int H, const float* g, float* d, const float* dy, const float* c_prev,
                           const float* c_row, const float* dhr, float* dcr) noexcept nogil
     void fnn_gru_bwd_row(int H, const float* g, float* dx, float* dhp, const float* h_prev,
@@ -494,9 +492,9 @@ cdef void _table_grads_slice(WeightGrads* wg, int lo, int hi, floating* dummy) n
 
 cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
                               floating* dummy) noexcept nogil:
-    """Thread ``part`` of ``parts``: its column blocks of G (whole 32-column tiles of the
-    microkernel, at least two), one single-threaded GEMM
-    per side and block over all M = T*N rows."""
+    """Thread ``part`` of ``parts``: its column blocks of G (multiples of 64 columns, two of the
+    microkernel's 32-column tiles), one single-threaded GEMM per side and block over all
+    M = T*N rows."""
     cdef int blk, lo, hi
     if wg.M <= 0:
         return
