@@ -19,6 +19,8 @@ _SUBMODULES = ("layers", "losses", "optim", "init", "metrics", "datasets", "mode
 _LAZY = {
     "Sequential": ("model", "Sequential"),
     "load": ("model", "load"),
+    "Model": ("graph", "Model"),
+    "Input": ("graph", "Input"),
     "gradcheck": ("_gradcheck", "gradcheck"),
     "assert_gradcheck": ("_gradcheck", "assert_gradcheck"),
     "GradcheckResult": ("_gradcheck", "GradcheckResult"),

@@ -275,16 +275,19 @@ class _Objective:
         y = self.obj.forward(x, training=self.training)
         if self.mode == "model+loss":
             return float(self.loss.forward(y, target))
-        y = np.asarray(y)
+        ys = [np.asarray(v) for v in y] if isinstance(y, (list, tuple)) else [np.asarray(y)]
         if self.R is None:
-            if y.dtype != np.float64:
-                raise TypeError(f"gradcheck: {_describe(self.obj)}.forward returned dtype {y.dtype} "
-                                f"for a float64 input and float64 parameters; the check needs float64")
-            self.R = np.random.default_rng(self.weights_seed).standard_normal(y.shape)
-        if y.shape != self.R.shape:
+            for v in ys:
+                if v.dtype != np.float64:
+                    raise TypeError(f"gradcheck: {_describe(self.obj)}.forward returned dtype "
+                                    f"{v.dtype} for a float64 input and float64 parameters; the "
+                                    f"check needs float64")
+            rng = np.random.default_rng(self.weights_seed)
+            self.R = [rng.standard_normal(v.shape) for v in ys]
+        if [v.shape for v in ys] != [r.shape for r in self.R]:
             raise ValueError(f"gradcheck: {_describe(self.obj)}.forward output shape changed from "
-                             f"{self.R.shape} to {y.shape} between calls")
-        return float(np.sum(y * self.R))
+                             f"{[r.shape for r in self.R]} to {[v.shape for v in ys]} between calls")
+        return float(sum(np.sum(v * r) for v, r in zip(ys, self.R)))
 
     def value(self, tensor=None, index=None, delta=0.0):
         """``L`` with entry ``index`` of ``tensor`` ("input", "target" or a parameter position)
@@ -294,6 +297,10 @@ class _Objective:
         if tensor == "input":
             x = x.copy()
             x.flat[index] += delta
+        elif isinstance(tensor, tuple):  # ("input", k): input k of a model with several
+            x = list(x)
+            x[tensor[1]] = x[tensor[1]].copy()
+            x[tensor[1]].flat[index] += delta
         elif tensor == "target":
             target = target.copy()
             target.flat[index] += delta
@@ -321,9 +328,16 @@ class _Objective:
             else:
                 out = {"input": grads}
             return value, out
-        dy = self.loss.backward() if self.mode == "model+loss" else self.R.copy()
+        if self.mode == "model+loss":
+            dy = self.loss.backward()
+        else:
+            dy = [r.copy() for r in self.R] if len(self.R) > 1 else self.R[0].copy()
         dx = self.obj.backward(dy)
-        out = {"input": dx}
+        if isinstance(self.x, list):
+            dxs = dx if isinstance(dx, (list, tuple)) else [dx]
+            out = {("input", k): (dxs[k] if k < len(dxs) else None) for k in range(len(self.x))}
+        else:
+            out = {"input": dx}
         for k, (_, p) in enumerate(self.params):
             out[k] = np.array(p.grad, copy=True)
         return value, out
@@ -386,8 +400,10 @@ def gradcheck(layer_or_model, x, eps=1e-6, atol=1e-5, rtol=1e-3, training=True, 
             ``zero_grad()``), e.g. a built-in layer, a ``Sequential`` or your own layer; or a
             loss (``forward(pred, target) -> float``, ``backward() -> dpred``) when ``target`` is
             given and ``loss`` is not.
-        x: the input (for a loss: ``pred``). Cast to float64 if it is a float array; an integer
-            input (Embedding indices) has no gradient and is not checked.
+        x: the input (for a loss: ``pred``), or a list of inputs for a model or layer with
+            several (a graph ``Model``, ``Add``); the gradients then come back as a list. Cast
+            to float64 if float; an integer input (Embedding indices) has no gradient and is
+            not checked. A list of outputs is checked through ``L = sum_k sum(y_k * R_k)``.
         eps: central-difference step.
         atol, rtol: an entry passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
         training: passed to ``forward`` (both modes are supported; ignored for a loss).
@@ -427,14 +443,18 @@ def gradcheck(layer_or_model, x, eps=1e-6, atol=1e-5, rtol=1e-3, training=True, 
     if mode == "model+loss":
         subject = f"{subject} + {_describe(loss)}"
     notes = []
-    x = np.asarray(x)
-    x_is_float = x.dtype.kind == "f"
-    x = np.array(x, dtype=np.float64 if x_is_float else x.dtype, copy=True)
-    if x_is_float and nudge and x.size:
-        x, moved = _nudge(x, nudge_margin)
-        if moved:
-            notes.append(f"nudged {moved} of {x.size} input entries by <= a few x {nudge_margin:g} "
-                         f"(away from 0 and from ties)")
+    several = isinstance(x, (list, tuple)) and mode != "loss"
+    xs = []
+    for k, xk in enumerate(x if several else [x]):
+        xk = np.asarray(xk)
+        xk = np.array(xk, dtype=np.float64 if xk.dtype.kind == "f" else xk.dtype, copy=True)
+        if xk.dtype.kind == "f" and nudge and xk.size:
+            xk, moved = _nudge(xk, nudge_margin)
+            if moved:
+                notes.append(f"nudged {moved} of {xk.size} entries of input{f' {k}' if several else ''} "
+                             f"by <= a few x {nudge_margin:g} (away from 0 and from ties)")
+        xs.append(xk)
+    x = xs if several else xs[0]
     if target is not None:
         target = np.asarray(target)
         target = np.array(target, dtype=np.float64 if target.dtype.kind == "f" else target.dtype, copy=True)
@@ -452,12 +472,15 @@ def gradcheck(layer_or_model, x, eps=1e-6, atol=1e-5, rtol=1e-3, training=True, 
         f0, grads = objective.analytic()
         rng = np.random.default_rng(seed + 1)
         input_name = "pred" if mode == "loss" else "input"
-        if x_is_float:
-            tensors.append(_check_tensor(objective, input_name, "input", x, grads.get("input"), f0,
-                                         eps, atol, rtol, max_entries, rng))
-        else:
-            tensors.append(TensorCheck(input_name, x.shape, int(x.size), [],
-                                       skipped=f"integer dtype {x.dtype} has no gradient"))
+        named = ([(f"input_{k}", ("input", k), xk) for k, xk in enumerate(x)] if several
+                 else [(input_name, "input", x)])
+        for name, key, xk in named:
+            if xk.dtype.kind == "f":
+                tensors.append(_check_tensor(objective, name, key, xk, grads.get(key), f0,
+                                             eps, atol, rtol, max_entries, rng))
+            else:
+                tensors.append(TensorCheck(name, xk.shape, int(xk.size), [],
+                                           skipped=f"integer dtype {xk.dtype} has no gradient"))
         if "target" in grads and target is not None and target.dtype.kind == "f":
             tensors.append(_check_tensor(objective, "target", "target", target, grads["target"], f0,
                                          eps, atol, rtol, max_entries, rng))

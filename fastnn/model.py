@@ -32,12 +32,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optim as _optim
 from ._random import rng
-from .layers.activation import LeakyReLU, ReLU
 from .layers.base import Layer, layer_from_spec, layer_to_spec
-from .layers.conv import Conv2D
-from .layers.dense import Dense
-from .layers.embedding import Embedding
-from .layers.norm import BatchNorm1D, BatchNorm2D
 
 __all__ = ["Sequential", "History", "NonFiniteError", "load"]
 
@@ -66,25 +61,17 @@ class History:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
-class Sequential(Layer):
-    """Layers applied in order: ``y = layers[-1](...layers[1](layers[0](x)))``.
+class ModelBase(Layer):
+    """What ``Sequential`` and the graph ``Model`` share: ``fit``, ``evaluate``, ``predict``,
+    ``save`` and input checks, written against the layer interface (``forward``, ``backward``,
+    ``parameters``, ``state_dict``). ``n_inputs``/``n_outputs`` above 1 make X, y and the
+    outputs lists (one array per input/output)."""
 
-    Args:
-        *layers: ``fastnn.layers.Layer`` instances (a single list is accepted too). Layers are
-            not copied: a layer shared by two models shares its weights.
+    n_inputs = 1
+    n_outputs = 1
 
-    State: each layer's parameters and buffers, prefixed by its index (``"0.weight"``).
-    """
-
-    def __init__(self, *layers):
-        super().__init__()
-        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
-            layers = tuple(layers[0])
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential: item {i} must be a fastnn layer (a subclass of "
-                                f"fastnn.layers.Layer), got {type(layer).__name__}")
-        self.layers = list(layers)
+    def __init__(self, name=None):
+        super().__init__(name=name)
         self.stop_training = False
         self.history = None
         self.saved_optimizer_state = None
@@ -93,9 +80,6 @@ class Sequential(Layer):
         # layers cache per-call state on themselves (inputs, shapes, workspaces), so one model
         # runs one forward/backward at a time: predict/evaluate calls and training steps take it
         self._lock = threading.RLock()
-        params = self.parameters()
-        if params:
-            self._dtype = params[0].data.dtype
 
     def __getstate__(self):  # copy.deepcopy / pickle: a lock cannot be copied, make a new one
         state = self.__dict__.copy()
@@ -105,130 +89,6 @@ class Sequential(Layer):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.RLock()
-
-    # --- the layer interface ---------------------------------------------------------------------
-    def children(self):
-        return [(str(i), layer) for i, layer in enumerate(self.layers)]
-
-    def forward(self, x, training=True):
-        """The layers in order. A Dense or BatchNorm followed by a ReLU (a BatchNorm by a
-        LeakyReLU too) runs the activation inside its own pass (``forward_relu``: the values are
-        never written out unactivated; after a BatchNorm the activation's backward is folded
-        into the BatchNorm's too); the result is bitwise that of the layers run one by one, the
-        gradients equal to rounding."""
-        layers = self.layers
-        fused = []
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            kind = _relu_fusion(layer, layers[i + 1]) if i + 1 < len(layers) else None
-            if kind in ("batchnorm-leaky", "conv-leaky"):
-                x = layer.forward_relu(x, training=training,
-                                       negative_slope=layers[i + 1].negative_slope)
-            elif kind is not None:
-                x = layer.forward_relu(x, training=training)
-            if kind is not None:
-                # a ReLU's backward may mask with its output (a LeakyReLU's too: its slope
-                # is >= 0, so the output is > 0 exactly where the input is)
-                layers[i + 1].saved = x
-                if kind.startswith("batchnorm"):
-                    fused.append(i + 1)
-                i += 2
-            else:
-                x = layer.forward(x, training=training)
-                i += 1
-        self._fused_relus = frozenset(fused)
-        return x
-
-    def backward(self, dy, input_grad=True):
-        """Backpropagate ``dy`` through the layers (parameter gradients accumulate); returns dx.
-
-        ``input_grad=False`` returns None and skips the work only the input's gradient needs:
-        the backward of the layers before the first one with parameters, and that layer's
-        input-gradient pass (the backward-data GEMM of a first convolution or dense layer), as
-        PyTorch does for an input that does not require grad. ``fit`` trains this way."""
-        first = 0
-        if not input_grad:
-            first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
-                         len(self.layers))
-        fused = getattr(self, "_fused_relus", frozenset())
-        skip = -1
-        for i in range(len(self.layers) - 1, first - 1, -1):
-            if i in fused or i == skip:
-                continue  # the BatchNorm before it takes dy through the ReLU
-            layer = self.layers[i]
-            if i > first:  # an Embedding has parameters: first <= i - 1
-                prev = self.layers[i - 1]
-                if (type(prev) is Embedding and i - 1 not in fused
-                        and getattr(layer, "takes_table_backward", None) is not None
-                        and layer.takes_table_backward(prev)):
-                    # a recurrent layer on the Embedding's table: the Embedding's weight
-                    # gradient from per-id sums, no dx (Embedding.backward returns None too)
-                    dy = layer.backward_table(dy, prev)
-                    if i - 1 == first and not input_grad:
-                        return None
-                    skip = i - 1
-                    continue
-            if i == first and not input_grad:
-                if _takes_input_grad(layer):
-                    layer.backward(dy, input_grad=False)
-                else:
-                    layer.backward(dy)
-                return None
-            dy = layer.backward(dy)
-        return None if not input_grad else dy
-
-    def config(self):
-        return {"layers": [layer_to_spec(layer) for layer in self.layers]}
-
-    def extra_repr(self):
-        return f"{len(self.layers)} layers"
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return Sequential(*self.layers[index])
-        return self.layers[index]
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def __repr__(self):
-        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
-        return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
-
-    def summary(self, input_shape=None, print_fn=print):
-        """A table of layers, output shapes and parameter counts; printed and returned.
-
-        ``input_shape`` excludes the batch axis, e.g. ``(1, 28, 28)``; without it the output
-        shapes are not known and show as ``?``.
-        """
-        shapes = [None] * len(self.layers)
-        if input_shape is not None:
-            input_shape = tuple(int(s) for s in input_shape)
-            first = type(self.layers[0]).__name__ if self.layers else ""
-            x = np.zeros((1, *input_shape), dtype=np.int64 if first == "Embedding" else self.dtype)
-            for i, layer in enumerate(self.layers):
-                x = layer.forward(x, training=False)
-                shapes[i] = "(None, " + ", ".join(str(s) for s in x.shape[1:]) + ")"
-        rows = [("#", "layer", "output shape", "params")]
-        total = 0
-        for i, layer in enumerate(self.layers):
-            count = sum(p.data.size for p in layer.parameters())
-            total += count
-            rows.append((str(i), layer.describe(), shapes[i] or "?", f"{count:,}"))
-        widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        fmt = lambda r: "  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c])
-                                  for c in range(4))
-        rule = "-" * len(fmt(rows[0]))
-        lines = [fmt(rows[0]), rule, *(fmt(r) for r in rows[1:]), rule,
-                 f"total parameters: {total:,} ({self.dtype})"]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
 
     # --- training ----------------------------------------------------------------------------------
     def fit(self, X, y, loss="cross_entropy", optimizer="adam", epochs=1, batch_size=32,
@@ -266,7 +126,7 @@ class Sequential(Layer):
         initial_epoch = _positive_int("fit", "initial_epoch", initial_epoch, minimum=0)
         if clip_norm is not None and not (clip_norm > 0):
             raise ValueError(f"fit: clip_norm must be > 0, got {clip_norm!r}")
-        loss_fn = _losses.get(loss)
+        loss_fn = self._get_loss(loss)
         self._last_loss = loss_fn
         if isinstance(optimizer, str):
             optimizer = _optim.get(optimizer, self.parameters())
@@ -290,7 +150,7 @@ class Sequential(Layer):
             initial_epoch = self._resume_from(resume, optimizer, history)
         self.history = history
         self.stop_training = False
-        n = len(X)
+        n = _count(X)
         n_batches = -(-n // batch_size)
         for cb in cbs:
             cb.on_train_begin({})
@@ -304,7 +164,7 @@ class Sequential(Layer):
                 rows = slice(b * batch_size, min(n, (b + 1) * batch_size))
                 if order is not None:
                     rows = order[rows]
-                xb, yb = X[rows], y[rows]
+                xb, yb = _take(X, rows), _take(y, rows)
                 with self._lock:  # one whole step; a predict from another thread waits for it
                     self.zero_grad()
                     out = self.forward(xb, training=True)
@@ -312,14 +172,14 @@ class Sequential(Layer):
                     if nan_guard and not math.isfinite(value):
                         self._raise_non_finite(value, loss_fn, xb, yb, epoch, b, n_batches)
                     for j, (_, fn) in enumerate(metric_fns):
-                        metric_sums[j] += fn(out, yb) * len(xb)
+                        metric_sums[j] += fn(out, yb) * _count(xb)
                     self.backward(loss_fn.backward(), input_grad=False)
                     if clip_norm is not None:
                         _optim.clip_grad_norm(params, clip_norm)
                     optimizer.step()
-                loss_sum += value * len(xb)
+                loss_sum += value * _count(xb)
                 if bar is not None:
-                    bar.update(len(xb))
+                    bar.update(_count(xb))
                     bar.set_postfix_str(f"loss={loss_sum / min(n, (b + 1) * batch_size):.4f}",
                                         refresh=False)
             logs = {"loss": loss_sum / n}
@@ -389,21 +249,23 @@ class Sequential(Layer):
         ``loss`` defaults to the one last used by ``fit`` (else cross-entropy)."""
         X, y = self._check_xy("evaluate", X, y)
         batch_size = _positive_int("evaluate", "batch_size", batch_size)
-        loss_fn = _losses.get(loss if loss is not None else (self._last_loss or "cross_entropy"))
+        loss_fn = self._get_loss(loss if loss is not None else (self._last_loss or "cross_entropy"))
         return self._evaluate("evaluate", X, y, loss_fn, self._metric_fns(metrics, loss_fn),
                               batch_size)
 
     def _evaluate(self, where, X, y, loss_fn, metric_fns, batch_size):
         total, sums = 0.0, [0.0] * len(metric_fns)
-        for start in range(0, len(X), batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        n = _count(X)
+        for start in range(0, n, batch_size):
+            rows = slice(start, start + batch_size)
+            xb, yb = _take(X, rows), _take(y, rows)
             with self._lock:  # the output may live in a layer's reused buffer
                 out = self.forward(xb, training=False)
-                total += _loss_forward(where, loss_fn, out, yb) * len(xb)
+                total += _loss_forward(where, loss_fn, out, yb) * _count(xb)
                 for j, (_, fn) in enumerate(metric_fns):
-                    sums[j] += fn(out, yb) * len(xb)
-        result = {"loss": total / len(X)}
-        result.update({name: s / len(X) for (name, _), s in zip(metric_fns, sums)})
+                    sums[j] += fn(out, yb) * _count(xb)
+        result = {"loss": total / n}
+        result.update({name: s / n for (name, _), s in zip(metric_fns, sums)})
         return result
 
     def predict(self, X, batch_size=256):
@@ -415,9 +277,12 @@ class Sequential(Layer):
         X = self._check_x("predict", X)
         batch_size = _positive_int("predict", "batch_size", batch_size)
         outs = []
-        for s in range(0, len(X), batch_size):
+        for s in range(0, _count(X), batch_size):
             with self._lock:  # np.array copies the output before another call can reuse buffers
-                outs.append(np.array(self.forward(X[s:s + batch_size], training=False)))
+                out = self.forward(_take(X, slice(s, s + batch_size)), training=False)
+                outs.append([np.array(o) for o in out] if self.n_outputs > 1 else np.array(out))
+        if self.n_outputs > 1:
+            return [np.concatenate(parts, axis=0) for parts in zip(*outs)]
         return np.concatenate(outs, axis=0)
 
     # --- checkpoints -------------------------------------------------------------------------------
@@ -450,6 +315,19 @@ class Sequential(Layer):
         return params[0].data.dtype if params else self._dtype
 
     def _check_x(self, where, X):
+        """X as one array, or a list of ``n_inputs`` arrays with the same number of samples."""
+        if self.n_inputs == 1:
+            return self._check_one_x(where, X)
+        if not isinstance(X, (list, tuple)) or len(X) != self.n_inputs:
+            raise TypeError(f"{where}: this model has {self.n_inputs} inputs; X must be a list of "
+                            f"{self.n_inputs} arrays, got {_describe(X)}")
+        X = [self._check_one_x(f"{where} (input {i})", x) for i, x in enumerate(X)]
+        if len({len(x) for x in X}) > 1:
+            raise ValueError(f"{where}: the inputs have different numbers of samples: "
+                             f"{[x.shape for x in X]}")
+        return X
+
+    def _check_one_x(self, where, X):
         if not isinstance(X, np.ndarray):
             X = np.asarray(X)
         if X.ndim < 1 or len(X) == 0:
@@ -462,11 +340,31 @@ class Sequential(Layer):
 
     def _check_xy(self, where, X, y):
         X = self._check_x(where, X)
-        y = np.asarray(y)
-        if y.ndim < 1 or len(y) != len(X):
-            raise ValueError(f"{where}: X has {len(X)} samples (shape {X.shape}) but y has "
-                             f"shape {y.shape}; they must agree on axis 0")
-        return X, y
+        if self.n_outputs == 1:
+            ys = [np.asarray(y)]
+        elif isinstance(y, (list, tuple)) and len(y) == self.n_outputs:
+            ys = [np.asarray(t) for t in y]
+        else:
+            raise TypeError(f"{where}: this model has {self.n_outputs} outputs; y must be a list "
+                            f"of {self.n_outputs} target arrays, got {_describe(y)}")
+        n = _count(X)
+        for t in ys:
+            if t.ndim < 1 or len(t) != n:
+                raise ValueError(f"{where}: X has {n} samples (shape {_shapes(X)}) but y has "
+                                 f"shape {t.shape}; they must agree on axis 0")
+        return X, (ys[0] if self.n_outputs == 1 else ys)
+
+    def _get_loss(self, loss):
+        """A loss for the model's output; with several outputs one loss per output (a list, or
+        one loss used for each), summed."""
+        if self.n_outputs == 1:
+            return _losses.get(loss)
+        if isinstance(loss, (list, tuple)):
+            if len(loss) != self.n_outputs:
+                raise ValueError(f"this model has {self.n_outputs} outputs but {len(loss)} "
+                                 f"losses were given")
+            return _SummedLoss([_losses.get(item) for item in loss])
+        return _SummedLoss([_losses.get(loss) for _ in range(self.n_outputs)])
 
     def _metric_fns(self, metrics, loss_fn):
         fns = []
@@ -475,7 +373,11 @@ class Sequential(Layer):
             name = m if isinstance(m, str) else getattr(fn, "__name__", type(fn).__name__)
             if fn is _metrics.accuracy and isinstance(loss_fn, _losses.BCEWithLogits):
                 fn = partial(_metrics.accuracy, threshold=0.0)  # outputs are logits
-            fns.append((name, fn))
+            if self.n_outputs == 1:
+                fns.append((name, fn))
+            else:  # one value per output, named by the output's index
+                fns.extend((f"{name}_{k}", partial(_of_output, fn, k))
+                           for k in range(self.n_outputs))
         return fns
 
     def _raise_non_finite(self, value, loss_fn, xb, yb, epoch, batch, n_batches):
@@ -483,23 +385,22 @@ class Sequential(Layer):
                  f"step {batch + 1}/{n_batches}")
         bad_params = [name for name, p in self.named_parameters() if not np.isfinite(p.data).all()]
         detail = ""
-        if xb.dtype.kind == "f" and not np.isfinite(xb).all():
+        if any(x.dtype.kind == "f" and not np.isfinite(x).all() for x in _as_list(xb)):
             detail = "; the input batch itself contains NaN/inf values"
         else:
             # replay the batch layer by layer to locate the first non-finite output; the replay
             # must not disturb running statistics, so the state is put back afterwards
             saved = self.state_dict()
-            x = xb
             try:
-                for i, layer in enumerate(self.layers):
-                    x = layer.forward(x, training=True)
-                    if not np.isfinite(x).all():
-                        detail = (f"; the first non-finite output comes from layer {i} "
+                for where_, layer, out in self._layer_outputs(xb):
+                    if not all(np.isfinite(o).all() for o in _as_list(out)):
+                        detail = (f"; the first non-finite output comes from {where_} "
                                   f"{layer.describe()} (its input was finite)")
                         break
                 else:
+                    yb0 = _as_list(yb)[0]
                     detail = (f"; every layer's output is finite, so the loss itself overflowed "
-                              f"(check the targets: shape {yb.shape}, dtype {yb.dtype})")
+                              f"(check the targets: shape {yb0.shape}, dtype {yb0.dtype})")
             finally:
                 self.load_state_dict(saved)
         if bad_params:
@@ -512,26 +413,202 @@ class Sequential(Layer):
 _INPUT_GRAD_FLAG = {}
 
 
-def _relu_fusion(layer, following):
-    """"dense", "conv" or "batchnorm" when ``layer``'s output goes straight into a ReLU,
-    "conv-leaky" or "batchnorm-leaky" for a Conv2D or BatchNorm into a LeakyReLU of slope >= 0,
-    else None (exact types: a subclass may change either side's arithmetic). The BatchNorm kinds
-    also fold the activation's backward into their own."""
-    if type(following) is LeakyReLU:
-        if following.negative_slope < 0:
-            return None
-        if type(layer) in (BatchNorm1D, BatchNorm2D):
-            return "batchnorm-leaky"
-        return "conv-leaky" if type(layer) is Conv2D else None
-    if type(following) is not ReLU:
-        return None
-    if type(layer) is Dense:
-        return "dense"
-    if type(layer) is Conv2D:
-        return "conv"
-    if type(layer) in (BatchNorm1D, BatchNorm2D):
-        return "batchnorm"
-    return None
+class _SummedLoss:
+    """Several outputs' losses as one: ``forward`` sums them, ``backward`` returns the list of
+    gradients (one per output)."""
+
+    def __init__(self, losses):
+        self.losses = losses
+
+    def forward(self, outs, targets):
+        return sum(fn.forward(o, t) for fn, o, t in zip(self.losses, outs, targets))
+
+    def backward(self):
+        return [fn.backward() for fn in self.losses]
+
+
+def _of_output(fn, k, outs, targets):
+    return fn(outs[k], targets[k])
+
+
+def _as_list(a):
+    return a if isinstance(a, list) else [a]
+
+
+def _take(a, rows):
+    """Rows of an array, or of each array of a list (one per model input or output)."""
+    return [v[rows] for v in a] if isinstance(a, list) else a[rows]
+
+
+def _count(a):
+    return len(a[0]) if isinstance(a, list) else len(a)
+
+
+def _shapes(a):
+    return [v.shape for v in a] if isinstance(a, list) else a.shape
+
+
+def _describe(a):
+    if isinstance(a, (list, tuple)):
+        return f"a {type(a).__name__} of {len(a)}"
+    return f"{type(a).__name__} with shape {np.shape(a)}"
+
+
+
+
+class Sequential(ModelBase):
+    """Layers applied in order: ``y = layers[-1](...layers[1](layers[0](x)))``.
+
+    Args:
+        *layers: ``fastnn.layers.Layer`` instances (a single list is accepted too). Layers are
+            not copied: a layer shared by two models shares its weights.
+
+    State: each layer's parameters and buffers, prefixed by its index (``"0.weight"``).
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} must be a fastnn layer (a subclass of "
+                                f"fastnn.layers.Layer), got {type(layer).__name__}")
+        self.layers = list(layers)
+        params = self.parameters()
+        if params:
+            self._dtype = params[0].data.dtype
+
+
+    # --- the layer interface ---------------------------------------------------------------------
+    def children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def forward(self, x, training=True):
+        """The layers in order. A layer that can run the activation after it in its own pass
+        (``activation_fusion``: Dense, Conv2D or BatchNorm followed by a ReLU, the latter two
+        by a LeakyReLU too) does so; after a BatchNorm the activation's backward is folded into
+        the BatchNorm's too. The result is bitwise that of the layers run one by one, the
+        gradients equal to rounding."""
+        layers = self.layers
+        fused = []
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            fusion = layer.activation_fusion(following) if following is not None else None
+            if fusion is not None:
+                kwargs, takes_backward = fusion
+                x = layer.forward_relu(x, training=training, **kwargs)
+                following.fused_output(x)
+                if takes_backward:
+                    fused.append(i + 1)
+                i += 2
+            else:
+                x = layer.forward(x, training=training)
+                i += 1
+        self._fused_relus = frozenset(fused)
+        return x
+
+    def backward(self, dy, input_grad=True):
+        """Backpropagate ``dy`` through the layers (parameter gradients accumulate); returns dx.
+
+        ``input_grad=False`` returns None and skips the work only the input's gradient needs:
+        the backward of the layers before the first one with parameters, and that layer's
+        input-gradient pass (the backward-data GEMM of a first convolution or dense layer), as
+        PyTorch does for an input that does not require grad. ``fit`` trains this way."""
+        first = 0
+        if not input_grad:
+            first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
+                         len(self.layers))
+        fused = getattr(self, "_fused_relus", frozenset())
+        skip = -1
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            if i in fused or i == skip:
+                continue  # the layer before it takes dy through the activation
+            layer = self.layers[i]
+            if (i > first and i - 1 not in fused  # an Embedding has parameters: first <= i - 1
+                    and getattr(layer, "takes_table_backward", None) is not None
+                    and layer.takes_table_backward(self.layers[i - 1])):
+                # a recurrent layer on an Embedding's table: the Embedding's weight gradient
+                # from per-id sums, no dx (Embedding.backward returns None too)
+                dy = layer.backward_table(dy, self.layers[i - 1])
+                if i - 1 == first and not input_grad:
+                    return None
+                skip = i - 1
+                continue
+            if i == first and not input_grad:
+                backward_params_only(layer, dy)
+                return None
+            dy = layer.backward(dy)
+        return None if not input_grad else dy
+
+    def _layer_outputs(self, x):
+        """(position, layer, output) of each layer in turn, run one by one in training mode."""
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x, training=True)
+            yield f"layer {i}", layer, x
+
+    def config(self):
+        return {"layers": [layer_to_spec(layer) for layer in self.layers]}
+
+    def extra_repr(self):
+        return f"{len(self.layers)} layers"
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(*self.layers[index])
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self):
+        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
+
+    def summary(self, input_shape=None, print_fn=print):
+        """A table of layers, output shapes and parameter counts; printed and returned.
+
+        ``input_shape`` excludes the batch axis, e.g. ``(1, 28, 28)``; without it the output
+        shapes are not known and show as ``?``.
+        """
+        shapes = [None] * len(self.layers)
+        if input_shape is not None:
+            input_shape = tuple(int(s) for s in input_shape)
+            first = type(self.layers[0]).__name__ if self.layers else ""
+            x = np.zeros((1, *input_shape), dtype=np.int64 if first == "Embedding" else self.dtype)
+            for i, layer in enumerate(self.layers):
+                x = layer.forward(x, training=False)
+                shapes[i] = "(None, " + ", ".join(str(s) for s in x.shape[1:]) + ")"
+        rows = [("#", "layer", "output shape", "params")]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            count = sum(p.data.size for p in layer.parameters())
+            total += count
+            rows.append((str(i), layer.describe(), shapes[i] or "?", f"{count:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        fmt = lambda r: "  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c])
+                                  for c in range(4))
+        rule = "-" * len(fmt(rows[0]))
+        lines = [fmt(rows[0]), rule, *(fmt(r) for r in rows[1:]), rule,
+                 f"total parameters: {total:,} ({self.dtype})"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+def backward_params_only(layer, dy):
+    """``layer``'s backward for its parameter gradients only: without the input-gradient pass
+    where the layer can skip it (``backward(dy, input_grad=False)``)."""
+    if _takes_input_grad(layer):
+        layer.backward(dy, input_grad=False)
+    else:
+        layer.backward(dy)
 
 
 def _takes_input_grad(layer):
@@ -716,6 +793,9 @@ def _unflatten_optimizer_state(meta, arrays):
 def _layer_registry(name):
     if name == "Sequential":
         return _sequential_from_config
+    if name == "Model":
+        from .graph import _model_from_config
+        return _model_from_config
     from . import layers
     return layers.get(name)
 
@@ -751,7 +831,7 @@ def load(path):
                          f"fastnn reads up to version {CHECKPOINT_VERSION}")
     try:
         model = layer_from_spec(meta["architecture"], _layer_registry)
-        if not isinstance(model, Sequential):
+        if not isinstance(model, ModelBase):
             model = Sequential(model)
         model.astype(meta["dtype"])
         keys = meta["state_keys"]

@@ -12,6 +12,7 @@
 | residual    | Residual                                                |
 | embedding   | Embedding                                               |
 | recurrent   | RNN, LSTM, GRU                                          |
+| merge       | Add, Multiply, Concatenate (graph models)               |
 """
 import importlib
 
@@ -29,6 +30,7 @@ _MODULE_OF = {
     "Residual": "residual",
     "Embedding": "embedding",
     "RNN": "recurrent", "LSTM": "recurrent", "GRU": "recurrent",
+    "Add": "merge", "Multiply": "merge", "Concatenate": "merge",
 }
 
 __all__ = ["Layer", "Parameter", "get", *_MODULE_OF]

@@ -24,8 +24,7 @@ class _Elementwise(Layer):
         return out
 
     def backward(self, dy):
-        if self.saved is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.saved)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.saved.shape:
             raise self.shape_error(self.saved.shape, dy.shape, "dy")
@@ -37,7 +36,25 @@ class _Elementwise(Layer):
         self.saved = None
 
 
-class ReLU(_Elementwise):
+def relu_fusion(following):
+    """``({}, False)`` for a ReLU, ``({"negative_slope": s}, False)`` for a LeakyReLU of slope
+    s >= 0, else None: the ``activation_fusion`` answer of a layer that can apply either in its
+    own pass (exact types: a subclass may change the arithmetic)."""
+    if type(following) is ReLU:
+        return {}, False
+    if type(following) is LeakyReLU and following.negative_slope >= 0:
+        return {"negative_slope": following.negative_slope}, False
+    return None
+
+
+class _MasksWithOutput(_Elementwise):
+    def fused_output(self, y):
+        # the backward may mask with the output: for a slope >= 0 the output is > 0 exactly
+        # where the input is
+        self.saved = y
+
+
+class ReLU(_MasksWithOutput):
     r"""Rectified linear unit: :math:`y = \max(0, x)`; the gradient is 0 where x <= 0.
 
     Shapes: input any shape; output the same shape. State: none.
@@ -56,7 +73,7 @@ class ReLU(_Elementwise):
         _core.relu_backward(x, dy, dx)
 
 
-class LeakyReLU(_Elementwise):
+class LeakyReLU(_MasksWithOutput):
     r"""Leaky ReLU: :math:`y = x` for x > 0, :math:`y = \text{negative\_slope} \cdot x` otherwise.
 
     Args:
@@ -189,8 +206,7 @@ class Softmax(Layer):
         return self._unrows(self.y)
 
     def backward(self, dy):
-        if self.y is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.y)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")

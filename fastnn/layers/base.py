@@ -7,12 +7,43 @@ its input, and calls kernels from ``fastnn._core``; it has no element loops of i
     backward(dy) -> dx                    accumulates parameter gradients into ``p.grad``
     parameters(), named_parameters(), zero_grad(), state_dict(), load_state_dict(d)
     config() -> dict                      constructor arguments, so save/load can rebuild it
+
+Every layer takes ``name=`` (default: the class name in snake case with a counter, ``conv2d``,
+``conv2d_1``, ...). Called on a symbolic tensor (``layer(fnn.Input(shape))``) a layer records a
+node of a graph model instead of computing (see ``fastnn.graph``). A layer that holds other layers
+as attributes owns their parameters, with state-dict keys prefixed by the attribute name, as
+``torch.nn.Module``. A layer may absorb the activation that follows it into its own pass
+(``activation_fusion``); ``Sequential`` and ``Model`` ask every pair through that one method.
 """
-from collections import OrderedDict
+import functools
+import itertools
+import re
+from collections import OrderedDict, defaultdict
 
 import numpy as np
 
 from .._core._checks import FLOAT_DTYPES
+
+
+def workspace(layer, name, shape, dtype):
+    """An internal buffer of ``layer`` reused from step to step; reallocated when the shape or
+    dtype changes. Only for arrays the layer never hands out (masks, argmax, statistics)."""
+    cache = layer.__dict__.setdefault("_workspaces", {})
+    buf = cache.get(name)
+    shape = tuple(shape)
+    if buf is None or buf.shape != shape or buf.dtype != np.dtype(dtype):
+        buf = cache[name] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+def drop_workspaces(layer):
+    layer.__dict__.pop("_workspaces", None)
+
+
+def check_positive_int(where, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 class Parameter:
@@ -32,13 +63,53 @@ class Parameter:
         return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+_NAME_COUNTERS = defaultdict(itertools.count)
+
+
+def snake_case(class_name):
+    """``Conv2D`` -> ``conv2d``, ``BatchNorm2D`` -> ``batch_norm2d``, ``LSTM`` -> ``lstm``."""
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
+
+
+def unique_name(base):
+    """``base`` the first time, then ``base_1``, ``base_2``, ... (one counter per base)."""
+    k = next(_NAME_COUNTERS[base])
+    return base if k == 0 else f"{base}_{k}"
+
+
+def _check_name(owner, name):
+    if not isinstance(name, str) or not name or "." in name:
+        raise ValueError(f"{owner}: name must be a non-empty string without '.', got {name!r}")
+    return name
+
+
 class Layer:
     """Base class: parameter and buffer bookkeeping, state dicts, dtype handling, errors."""
 
-    def __init__(self):
+    def __init_subclass__(cls, **kwargs):
+        # every subclass's constructor takes ``name=`` without spelling it out
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_takes_name", False):
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args, name=None, **kw):
+            init(self, *args, **kw)
+            if name is not None:
+                self.name = _check_name(type(self).__name__, name)
+
+        __init__._takes_name = True
+        cls.__init__ = __init__
+
+    def __init__(self, name=None):
         self._params = OrderedDict()   # local name -> Parameter
         self._buffers = OrderedDict()  # local name -> ndarray (running statistics, ...)
         self._dtype = np.dtype(np.float32)
+        if "name" not in self.__dict__:  # a subclass's super().__init__() runs once per level
+            self.name = (_check_name(type(self).__name__, name) if name is not None
+                         else unique_name(snake_case(type(self).__name__)))
 
     # --- the interface a subclass fills in ---------------------------------------------------
     def forward(self, x, training=True):
@@ -55,8 +126,30 @@ class Layer:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
 
     def children(self):
-        """(name, layer) pairs of sub-layers; their state is prefixed ``name.``."""
-        return []
+        """(name, layer) pairs of sub-layers; their state is prefixed ``name.``. By default the
+        layers held as public attributes, in the order they were set (as ``torch.nn.Module``)."""
+        return [(k, v) for k, v in vars(self).items()
+                if isinstance(v, Layer) and not k.startswith("_")]
+
+    # --- fusion with the activation that follows ----------------------------------------------
+    def activation_fusion(self, following):
+        """How this layer runs ``following`` (the next layer, fed only by this one) inside its
+        own forward: None (the default: no fusion), or ``(kwargs, takes_backward)`` meaning
+        ``self.forward_relu(x, training, **kwargs)`` computes ``following(self(x))``, after
+        which ``following.fused_output(y)`` records the output. With ``takes_backward`` this
+        layer's backward also takes ``following``'s, given the gradient of ``y``."""
+        return None
+
+    def fused_output(self, y):
+        """Record that the layer before computed this layer's forward, with output ``y``."""
+        raise TypeError(f"{self.describe()}: cannot be fused into the layer before it")
+
+    # --- graph models ---------------------------------------------------------------------------
+    def check_forwarded(self, cached):
+        """Raise the error of a backward without a forward when ``cached`` (what the forward
+        keeps for the backward) is None."""
+        if cached is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
 
     # --- parameters and buffers ----------------------------------------------------------------
     def add_parameter(self, name, data):
@@ -138,6 +231,11 @@ class Layer:
         return self.describe()
 
     def __call__(self, x, training=True):
+        """``forward(x)``; on a symbolic tensor (or a list of them) a node of a graph model."""
+        from ..graph import is_symbolic, symbolic_call
+
+        if is_symbolic(x):
+            return symbolic_call(self, x)
         return self.forward(x, training=training)
 
     def as_input(self, x, name="input"):
@@ -185,7 +283,7 @@ def layer_to_spec(layer):
     config = {}
     for key, value in layer.config().items():
         config[key] = layer_to_spec(value) if isinstance(value, Layer) else value
-    return {"class": type(layer).__name__, "config": config}
+    return {"class": type(layer).__name__, "config": config, "name": layer.name}
 
 
 def layer_from_spec(spec, registry):
@@ -193,6 +291,12 @@ def layer_from_spec(spec, registry):
     cls = registry(spec["class"])
     config = {}
     for key, value in spec["config"].items():
-        is_layer = isinstance(value, dict) and set(value) == {"class", "config"}
+        is_layer = isinstance(value, dict) and {"class", "config"} <= set(value) <= _SPEC_KEYS
         config[key] = layer_from_spec(value, registry) if is_layer else value
-    return cls(**config)
+    layer = cls(**config)
+    if spec.get("name") is not None:
+        layer.name = spec["name"]
+    return layer
+
+
+_SPEC_KEYS = {"class", "config", "name"}

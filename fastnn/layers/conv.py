@@ -3,7 +3,9 @@ import numpy as np
 
 from .. import _core
 from .._core._checks import check_pair, conv_out_size
-from .dense import WeightedLayer, check_positive_int
+from .activation import relu_fusion
+from .base import check_positive_int
+from .dense import WeightedLayer
 
 
 def _fmt(pair):
@@ -38,8 +40,7 @@ class _ConvBase(WeightedLayer):
         return x
 
     def _check_dy(self, dy):
-        if self.x is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.x)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.y_shape:
             raise self.shape_error(self.y_shape, dy.shape, "dy")
@@ -95,6 +96,9 @@ class Conv2D(_ConvBase):
 
     def forward(self, x, training=True):
         return self._forward(x)
+
+    def activation_fusion(self, following):
+        return relu_fusion(following)
 
     def forward_relu(self, x, training=True, negative_slope=None):
         """``relu(self.forward(x))`` (with ``negative_slope`` >= 0, a leaky ReLU's) applied to

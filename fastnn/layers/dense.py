@@ -3,28 +3,8 @@ import numpy as np
 
 from .. import _core
 from .. import init as _init
-from .base import Layer
-
-
-def workspace(layer, name, shape, dtype):
-    """An internal buffer of ``layer`` reused from step to step; reallocated when the shape or
-    dtype changes. Only for arrays the layer never hands out (masks, argmax, statistics)."""
-    cache = layer.__dict__.setdefault("_workspaces", {})
-    buf = cache.get(name)
-    shape = tuple(shape)
-    if buf is None or buf.shape != shape or buf.dtype != np.dtype(dtype):
-        buf = cache[name] = np.empty(shape, dtype=dtype)
-    return buf
-
-
-def drop_workspaces(layer):
-    layer.__dict__.pop("_workspaces", None)
-
-
-def check_positive_int(where, name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
-    return int(value)
+from .activation import relu_fusion
+from .base import Layer, check_positive_int
 
 
 class WeightedLayer(Layer):
@@ -106,6 +86,10 @@ class Dense(WeightedLayer):
     def forward(self, x, training=True):
         return self._forward(x, "none")
 
+    def activation_fusion(self, following):
+        fusion = relu_fusion(following)
+        return fusion if fusion is not None and not fusion[0] else None  # no leaky epilogue
+
     def forward_relu(self, x, training=True):
         """``relu(self.forward(x))`` with the ReLU in the GEMM's epilogue (``Sequential`` fuses
         a Dense followed by a ReLU this way; the ReLU's backward still runs, on this output)."""
@@ -123,8 +107,7 @@ class Dense(WeightedLayer):
 
     def backward(self, dy, input_grad=True):
         """dx (None when ``input_grad`` is False: only the parameter gradients are computed)."""
-        if self.x is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.x)
         dy = self.as_input(dy, "dy")
         expected = (*self.lead_shape, self.out_features)
         if dy.shape != expected:

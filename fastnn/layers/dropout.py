@@ -2,8 +2,7 @@
 import numpy as np
 
 from .._random import rng
-from .base import Layer
-from .dense import drop_workspaces, workspace
+from .base import Layer, drop_workspaces, workspace
 
 
 class Dropout(Layer):
@@ -62,8 +61,7 @@ class Dropout(Layer):
         return out
 
     def backward(self, dy):
-        if self.mode is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.mode)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")

@@ -71,8 +71,7 @@ class Embedding(Layer):
         return y
 
     def backward(self, dy):
-        if self._indices is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self._indices)
         expected = (*self._in_shape, self.embedding_dim)
         dy = self.as_input(dy, "dy")
         if dy.shape != expected:

@@ -4,8 +4,8 @@ import math
 import numpy as np
 
 from .. import _core
-from .base import Layer
-from .dense import check_positive_int, drop_workspaces, workspace
+from .activation import relu_fusion
+from .base import Layer, check_positive_int, drop_workspaces, workspace
 
 
 class _BatchNorm(Layer):
@@ -50,6 +50,12 @@ class _BatchNorm(Layer):
     def forward(self, x, training=True):
         return self._forward(x, training, relu=False)
 
+    def activation_fusion(self, following):
+        """A ReLU (or LeakyReLU of slope >= 0) runs in this layer's pass, and its backward is
+        folded into this layer's."""
+        fusion = relu_fusion(following)
+        return None if fusion is None else (fusion[0], True)
+
     def forward_relu(self, x, training=True, negative_slope=None):
         """``relu(self.forward(x))`` in one pass (with ``negative_slope`` >= 0, a leaky ReLU's);
         the next ``backward`` takes the gradient of that ReLU's output (``Sequential`` fuses a
@@ -91,8 +97,7 @@ class _BatchNorm(Layer):
         return out.reshape(x.shape)
 
     def backward(self, dy):
-        if self.x is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.x)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")

@@ -3,8 +3,7 @@ import numpy as np
 
 from .. import _core
 from .._core._checks import check_pair, conv_out_size
-from .base import Layer
-from .dense import drop_workspaces, workspace
+from .base import Layer, drop_workspaces, workspace
 
 
 def _fmt(pair):
@@ -47,8 +46,7 @@ class _Pool2D(Layer):
         return x
 
     def _check_dy(self, dy):
-        if self.x_shape is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.x_shape)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.y_shape:
             raise self.shape_error(self.y_shape, dy.shape, "dy")
@@ -181,8 +179,7 @@ class Upsample2D(Layer):
         return out
 
     def backward(self, dy):
-        if self.x_shape is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.x_shape)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.y_shape:
             raise self.shape_error(self.y_shape, dy.shape, "dy")

@@ -250,8 +250,7 @@ class _Recurrent(Layer):
         buf[0] = s
 
     def backward(self, dy):
-        if self._shape is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self._shape)
         hs = self._work["hs"]
         t, n, f = self._shape
         h, gh = self.hidden_size, self._gates * self.hidden_size

@@ -54,8 +54,7 @@ class Residual(Layer):
         return np.add(x, fx, dtype=self._dtype)
 
     def backward(self, dy):
-        if self.x_shape is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(self.x_shape)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")

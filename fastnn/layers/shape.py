@@ -18,8 +18,7 @@ class _Reshaping(Layer):
         return x.reshape(self._target(x.shape))
 
     def backward(self, dy):
-        if getattr(self, "x_shape", None) is None:
-            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        self.check_forwarded(getattr(self, "x_shape", None))
         dy = self.as_input(dy, "dy")
         expected = self._target(self.x_shape)
         if dy.shape != expected:
