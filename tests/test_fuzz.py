@@ -308,12 +308,19 @@ if __name__ == "__main__":
         inner = fnn.Sequential(L.Dense(d, d), L.Tanh())
         return L.Residual(inner), (n, d), (n, d), "float"
 
+    def b_graph(draw):
+        # a graph model as a layer: two Dense paths from one input (fan-out), merged by Add
+        d, n = _pick(draw, 1, 5, "d"), _pick(draw, 1, 3, "n")
+        inp = fnn.Input(shape=(d,))
+        merged = L.Add()([L.Tanh()(L.Dense(d, d)(inp)), L.Dense(d, d, bias=False)(inp)])
+        return fnn.Model(inp, merged), (n, d), (n, d), "float"
+
     b_dense.key_axis = -1
     b_conv.key_axis = b_convt.key_axis = b_bn.key_axis = 1
-    b_recurrent.key_axis = b_residual.key_axis = -1
+    b_recurrent.key_axis = b_residual.key_axis = b_graph.key_axis = -1
 
     BUILDERS = [b_dense, b_conv, b_convt, b_pool, b_upsample, b_bn, b_activation, b_reshape,
-                b_embedding, b_recurrent, b_residual]
+                b_embedding, b_recurrent, b_residual, b_graph]
     BOUNDED = ("Sigmoid", "Tanh", "Softmax")
 
     def _values(draw, shape, dtype, num=None):
@@ -324,7 +331,8 @@ if __name__ == "__main__":
 
     def _layer_names(layer):
         # a container may let the inner layer that rejected the input speak for it
-        inner = ("Dense", "Tanh") if type(layer).__name__ == "Residual" else ()
+        inner = {"Residual": ("Dense", "Tanh"),
+                 "Model": ("Dense", "Tanh", "Add", "Input")}.get(type(layer).__name__, ())
         return (type(layer).__name__,) + inner
 
     def _mutate(draw, mutation, base, kind, num=None, key_axis=None):
@@ -787,7 +795,16 @@ if __name__ == "__main__":
         draw = data.draw
         fnn.seed(0)
         features, classes = _pick(draw, 1, 4, "features"), _pick(draw, 2, 4, "classes")
-        model = fnn.Sequential(L.Dense(features, 5), L.ReLU(), L.Dense(5, classes))
+        graph = draw(st.booleans(), label="graph")
+
+        def make():
+            if not graph:
+                return fnn.Sequential(L.Dense(features, 5), L.ReLU(), L.Dense(5, classes))
+            inp = fnn.Input(shape=(features,))
+            hidden = L.ReLU()(L.Dense(features, 5, name="hidden")(inp))
+            return fnn.Model(inp, L.Dense(5, classes, name="out")(hidden))
+
+        model = make()
         if draw(st.booleans(), label="float64"):
             model.astype(np.float64)
         n = _pick(draw, 1, 12, "n")
@@ -857,7 +874,7 @@ if __name__ == "__main__":
             kwargs["metrics"] = [draw(st.sampled_from(["accuracyy", 3]))]
         elif mutation == "y_float_for_ce":
             y = y.astype(np.float32) + 0.5
-        names = ("fit", "Dense", "CrossEntropy", "Sequential", "optimizer", "loss", "metric")
+        names = ("fit", "Dense", "CrossEntropy", "Sequential", "Model", "optimizer", "loss", "metric")
         accept = (ValueError, TypeError, fnn.model.NonFiniteError)
         entry = draw(st.sampled_from(["fit", "evaluate", "predict"]), label="entry")
         state = model.state_dict()
@@ -883,7 +900,7 @@ if __name__ == "__main__":
                                                   "metrics_bad", "nan", "inf")):
             raise ContractViolation(f"{entry} accepted {mutation} and returned {result!r}")
         if clean is not None:
-            twin = fnn.Sequential(L.Dense(features, 5), L.ReLU(), L.Dense(5, classes)).astype(model.dtype)
+            twin = make().astype(model.dtype)
             twin.load_state_dict(state)
             fnn.seed(0)
             model.load_state_dict(state)
