@@ -371,6 +371,73 @@ def test_gru_kernels_forward_and_backward():
         assert_ulp(dpre_x[0, :, H:2 * H], dz, CELL_ULP, None, "gru_backward dz")
 
 
+def _smooth_references():
+    """float64 GELU (exact and tanh form), SiLU and ELU, and their derivatives, elementwise."""
+    from scipy.special import erfc
+
+    def sigmoid(z):
+        return sigmoid64(z)
+
+    def gelu(x):
+        with np.errstate(invalid="ignore"):
+            y = 0.5 * x * erfc(-x / np.sqrt(2.0))
+        return np.where(np.isneginf(x), -0.0, y)
+
+    def gelu_grad(x):
+        with np.errstate(invalid="ignore", over="ignore"):
+            g = 0.5 * erfc(-x / np.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+        return np.where(np.isinf(x), (x > 0).astype(np.float64), g)
+
+    def u(x):
+        return np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)
+
+    def gelu_tanh(x):
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = x * sigmoid(2 * u(x))
+        return np.where(np.isneginf(x), -0.0, y)
+
+    def gelu_tanh_grad(x):
+        with np.errstate(invalid="ignore", over="ignore"):
+            s = sigmoid(2 * u(x))
+            g = s + x * 2 * s * (1 - s) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x * x)
+        return np.where(np.isinf(x), (x > 0).astype(np.float64), g)
+
+    def silu(x):
+        with np.errstate(invalid="ignore"):
+            y = x * sigmoid(x)
+        return np.where(np.isneginf(x), -0.0, y)
+
+    def silu_grad(x):
+        with np.errstate(invalid="ignore"):
+            s = sigmoid(x)
+            g = s * (1 + x * (1 - s))
+        return np.where(np.isinf(x), (x > 0).astype(np.float64), g)
+
+    return {
+        "gelu": (lambda x, o: K.gelu_forward(x, o), gelu, lambda x, d, o: K.gelu_backward(x, d, o), gelu_grad),
+        "gelu-tanh": (lambda x, o: K.gelu_forward(x, o, "tanh"), gelu_tanh,
+                      lambda x, d, o: K.gelu_backward(x, d, o, "tanh"), gelu_tanh_grad),
+        "silu": (K.silu_forward, silu, K.silu_backward, silu_grad),
+        "elu": (lambda x, o: K.elu_forward(x, 0.7, o), lambda x: np.where(x > 0, x, 0.7 * np.expm1(x)),
+                lambda x, d, o: K.elu_backward(x, d, 0.7, o),
+                lambda x: np.where(x > 0, 1.0, 0.7 * np.exp(x))),
+    }
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu-tanh", "silu", "elu"])
+def test_smooth_activations_forward_and_backward(path, name):
+    """GELU, SiLU and ELU are computed in float64 and rounded once: within 1 ulp, forward and
+    backward (dy = 1 and a random dy), tiny, subnormal, saturated, +-inf and NaN included."""
+    forward, ref, backward, ref_grad = _smooth_references()[name]
+    out = np.empty_like(X)
+    forward(X, out)
+    assert_ulp(out, ref(f64(X)), 1, X, f"{name} forward")
+    dy = np.random.default_rng(0).uniform(-2, 2, X.shape).astype(np.float32)
+    dx = np.empty_like(X)
+    backward(X, dy, dx)
+    assert_ulp(dx, f64(dy) * ref_grad(f64(X)), 1, X, f"{name} backward")
+
+
 def test_ulp_error_measures_what_it_says():
     want = np.array([1.0, 1.0, 2.0**-149, 0.0, np.inf, np.nan, 3.4e38, 1e39])
     got = np.array([1.0, np.nextafter(np.float32(1), 2), 0.0, 2.0**-148, np.inf, np.nan,

@@ -269,9 +269,19 @@ if __name__ == "__main__":
             return L.BatchNorm2D(c), (n, c, h, w), (n, c, h, w), "float"
         return L.BatchNorm1D(c), (n, c), (n, c), "float"
 
+    def b_layer_norm(draw):
+        n, t, d = _pick(draw, 1, 3, "n"), _pick(draw, 1, 3, "t"), _pick(draw, 1, 5, "d")
+        affine = draw(st.booleans(), label="affine")
+        return L.LayerNorm(d, elementwise_affine=affine), (n, t, d), (n, t, d), "float"
+
+    def b_adaptive_pool(draw):
+        n, c = _pick(draw, 1, 3, "n"), _pick(draw, 1, 3, "c")
+        h, w, oh, ow = (_pick(draw, 1, 5, k) for k in ("h", "w", "oh", "ow"))
+        return L.AdaptiveAvgPool2D((oh, ow)), (n, c, h, w), (n, c, oh, ow), "float"
+
     def b_activation(draw):
         which = draw(st.sampled_from(["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
-                                      "Dropout", "Flatten"]), label="activation")
+                                      "Dropout", "Flatten", "GELU", "SiLU", "ELU"]), label="activation")
         shape = tuple(draw(st.lists(st.integers(1, 4), min_size=2, max_size=4), label="shape"))
         if which == "LeakyReLU":
             layer = L.LeakyReLU(draw(st.sampled_from([0.0, 0.01, 0.2, 1.0])))
@@ -279,6 +289,10 @@ if __name__ == "__main__":
             layer = L.Softmax(axis=draw(st.integers(-len(shape), len(shape) - 1), label="axis"))
         elif which == "Dropout":
             layer = L.Dropout(draw(st.sampled_from([0.0, 0.3, 0.9, 1.0]), label="p"))
+        elif which == "GELU":
+            layer = L.GELU(draw(st.sampled_from(["none", "tanh"]), label="approximate"))
+        elif which == "ELU":
+            layer = L.ELU(draw(st.sampled_from([1.0, 0.2]), label="alpha"))
         else:
             layer = getattr(L, which)()
         out = (shape[0], int(np.prod(shape[1:]))) if which == "Flatten" else shape
@@ -317,10 +331,10 @@ if __name__ == "__main__":
 
     b_dense.key_axis = -1
     b_conv.key_axis = b_convt.key_axis = b_bn.key_axis = 1
-    b_recurrent.key_axis = b_residual.key_axis = b_graph.key_axis = -1
+    b_recurrent.key_axis = b_residual.key_axis = b_graph.key_axis = b_layer_norm.key_axis = -1
 
     BUILDERS = [b_dense, b_conv, b_convt, b_pool, b_upsample, b_bn, b_activation, b_reshape,
-                b_embedding, b_recurrent, b_residual, b_graph]
+                b_embedding, b_recurrent, b_residual, b_graph, b_layer_norm, b_adaptive_pool]
     BOUNDED = ("Sigmoid", "Tanh", "Softmax")
 
     def _values(draw, shape, dtype, num=None):

@@ -89,6 +89,18 @@ CASES = [
     ("bn2d", lambda: L.BatchNorm2D(3, eps=1e-3), lambda: nn.BatchNorm2d(3, eps=1e-3), (4, 3, 5, 5)),
     ("relu", L.ReLU, nn.ReLU, (4, 9)),
     ("leaky", lambda: L.LeakyReLU(0.2), lambda: nn.LeakyReLU(0.2), (4, 9)),
+    ("gelu", lambda: L.GELU(), lambda: nn.GELU(), (4, 9)),
+    ("gelu-tanh", lambda: L.GELU("tanh"), lambda: nn.GELU("tanh"), (3, 2, 5)),
+    ("silu", lambda: L.SiLU(), lambda: nn.SiLU(), (4, 9)),
+    ("elu", lambda: L.ELU(0.5), lambda: nn.ELU(0.5), (4, 9)),
+    ("layernorm", lambda: L.LayerNorm(6), lambda: nn.LayerNorm(6), (4, 3, 6)),
+    ("layernorm-2d", lambda: L.LayerNorm((3, 4), eps=1e-3), lambda: nn.LayerNorm((3, 4), eps=1e-3), (5, 3, 4)),
+    ("layernorm-nobias", lambda: L.LayerNorm(5, bias=False), lambda: nn.LayerNorm(5, bias=False), (4, 5)),
+    ("layernorm-noaffine", lambda: L.LayerNorm(5, elementwise_affine=False),
+     lambda: nn.LayerNorm(5, elementwise_affine=False), (4, 5)),
+    ("adaptive-avg", lambda: L.AdaptiveAvgPool2D((3, 2)), lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
+    ("adaptive-avg-up", lambda: L.AdaptiveAvgPool2D(4), lambda: nn.AdaptiveAvgPool2d(4), (2, 1, 3, 2)),
+    ("global-avg", lambda: L.AdaptiveAvgPool2D(1), lambda: nn.AdaptiveAvgPool2d(1), (2, 4, 5, 5)),
     ("sigmoid", L.Sigmoid, nn.Sigmoid, (4, 9)),
     ("tanh", L.Tanh, nn.Tanh, (4, 9)),
     ("softmax", L.Softmax, lambda: nn.Softmax(dim=-1), (4, 9)),
@@ -161,3 +173,23 @@ def test_default_initialisation_has_torchs_bounds(ours, theirs):
         fan_in = fnn.init.fan_in_and_fan_out(a.weight.data.shape)[0]
         assert bound <= 1 / math.sqrt(fan_in) + 1e-7
         assert np.abs(p.data).max() > 0.7 / math.sqrt(fan_in) and np.abs(t).max() > 0.7 / math.sqrt(fan_in)
+
+
+@pytest.mark.parametrize("padding_idx", [0, 3, -1])
+def test_embedding_padding_idx_matches_torch(padding_idx):
+    """The padding row starts at zero and takes no gradient, as torch.nn.Embedding's."""
+    torch.manual_seed(0)
+    theirs = nn.Embedding(6, 4, padding_idx=padding_idx)
+    ours = L.Embedding(6, 4, padding_idx=padding_idx)
+    row = padding_idx % 6
+    np.testing.assert_array_equal(ours.weight.data[row], 0)
+    load_from_torch(ours, theirs)
+    ids = np.array([[row, 1, row, 2], [5, row, 0, 3]])
+    y = ours.forward(ids)
+    yt = theirs(torch.tensor(ids))
+    np.testing.assert_allclose(y, yt.detach().numpy(), **TOL)
+    dy = np.random.default_rng(0).standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.tensor(dy))
+    ours.backward(dy)
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), **TOL)
+    assert not ours.weight.grad[row].any()

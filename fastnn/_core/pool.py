@@ -350,3 +350,71 @@ def upsample_nearest2d_backward(dy, scale, dx):
                          f"by {s}), got {dy.shape}")
     pick(_upsample_nearest2d_backward, _upsample_nearest2d_backward_serial, dy.size)(
         _planes(dy), s, _planes(dx))
+
+
+# ----------------------------------------------------------------------------------------------
+# adaptive average pooling: output bin i of a length-L axis pooled to O covers
+# [floor(i*L/O), ceil((i+1)*L/O)), as torch.nn.AdaptiveAvgPool2d
+# ----------------------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def _adaptive_avgpool2d_forward(x, out):
+    p, h, w = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    for q in prange(p):
+        for i in range(oh):
+            h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
+            for j in range(ow):
+                w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
+                s = x[q, h0, w0] * 0.0
+                for a in range(h0, h1):
+                    for b in range(w0, w1):
+                        s += x[q, a, b]
+                out[q, i, j] = s / ((h1 - h0) * (w1 - w0))
+
+
+@njit(parallel=True, cache=True)
+def _adaptive_avgpool2d_backward(dy, dx):
+    p, h, w = dx.shape
+    oh, ow = dy.shape[1], dy.shape[2]
+    for q in prange(p):
+        dx[q] = 0.0
+        for i in range(oh):
+            h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
+            for j in range(ow):
+                w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
+                g = dy[q, i, j] / ((h1 - h0) * (w1 - w0))
+                for a in range(h0, h1):
+                    for b in range(w0, w1):
+                        dx[q, a, b] += g
+
+
+_adaptive_avgpool2d_forward_serial = serial_twin(_adaptive_avgpool2d_forward)
+_adaptive_avgpool2d_backward_serial = serial_twin(_adaptive_avgpool2d_backward)
+
+
+def adaptive_avgpool2d_forward(x, out):
+    """out (N, C, OH, OW) := the mean of each of PyTorch's adaptive bins of x (N, C, H, W)."""
+    where = "adaptive_avgpool2d_forward"
+    check_float(where, "x", x, ndim=4)
+    check_float(where, "out", out, ndim=4, dtype=x.dtype)
+    check_writable(where, "out", out)
+    if out.shape[:2] != x.shape[:2] or min(out.shape[2:]) < 1:
+        raise ValueError(f"{where}: out must be (N, C, OH, OW) with OH, OW >= 1 for x {x.shape}, "
+                         f"got {out.shape}")
+    if x.size:
+        pick(_adaptive_avgpool2d_forward, _adaptive_avgpool2d_forward_serial, x.size + out.size)(
+            _planes(x), _planes(out))
+
+
+def adaptive_avgpool2d_backward(dy, dx):
+    """dx := each output's gradient spread evenly over its bin (bins may overlap: summed)."""
+    where = "adaptive_avgpool2d_backward"
+    check_float(where, "dy", dy, ndim=4)
+    check_float(where, "dx", dx, ndim=4, dtype=dy.dtype)
+    check_writable(where, "dx", dx)
+    if dy.shape[:2] != dx.shape[:2] or min(dy.shape[2:]) < 1:
+        raise ValueError(f"{where}: dy {dy.shape} and dx {dx.shape} must share (N, C)")
+    if dx.size:
+        pick(_adaptive_avgpool2d_backward, _adaptive_avgpool2d_backward_serial, dx.size + dy.size)(
+            _planes(dy), _planes(dx))

@@ -4,9 +4,10 @@
 |-------------|---------------------------------------------------------|
 | dense       | Dense                                                   |
 | conv        | Conv2D, ConvTranspose2D                                 |
-| pool        | MaxPool2D, AvgPool2D, Upsample2D                        |
-| norm        | BatchNorm1D, BatchNorm2D                                |
-| activation  | ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Identity       |
+| pool        | MaxPool2D, AvgPool2D, Upsample2D, AdaptiveAvgPool2D     |
+| norm        | BatchNorm1D, BatchNorm2D, LayerNorm                     |
+| activation  | ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Identity,      |
+|             | GELU, SiLU, ELU                                         |
 | dropout     | Dropout                                                 |
 | shape       | Flatten, Reshape                                        |
 | residual    | Residual                                                |
@@ -25,6 +26,8 @@ _MODULE_OF = {
     "BatchNorm1D": "norm", "BatchNorm2D": "norm",
     "ReLU": "activation", "LeakyReLU": "activation", "Sigmoid": "activation",
     "Tanh": "activation", "Softmax": "activation", "Identity": "activation",
+    "GELU": "activation", "SiLU": "activation", "ELU": "activation",
+    "LayerNorm": "norm", "AdaptiveAvgPool2D": "pool",
     "Dropout": "dropout",
     "Flatten": "shape", "Reshape": "shape",
     "Residual": "residual",

@@ -108,6 +108,75 @@ class LeakyReLU(_MasksWithOutput):
         _core.leaky_relu_backward(x, dy, self.negative_slope, dx)
 
 
+class GELU(_Elementwise):
+    r"""Gaussian error linear unit: :math:`y = x \Phi(x)` with :math:`\Phi` the standard normal
+    CDF, as ``torch.nn.GELU``; ``approximate="tanh"`` uses
+    :math:`y = \frac{x}{2}(1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))`.
+
+    Shapes: input any shape; output the same shape. State: none.
+
+    Example::
+
+        act = GELU()
+        y = act.forward(np.array([[-1.0, 0.0, 1.0]], np.float32))   # [[-0.1587, 0, 0.8413]]
+    """
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def config(self):
+        return {"approximate": self.approximate}
+
+    def _forward(self, x, out):
+        _core.gelu_forward(x, out, self.approximate)
+
+    def _backward(self, x, dy, dx):
+        _core.gelu_backward(x, dy, dx, self.approximate)
+
+
+class SiLU(_Elementwise):
+    r"""Sigmoid linear unit (swish): :math:`y = x \sigma(x)`, as ``torch.nn.SiLU``.
+
+    Shapes: input any shape; output the same shape. State: none.
+    """
+
+    def _forward(self, x, out):
+        _core.silu_forward(x, out)
+
+    def _backward(self, x, dy, dx):
+        _core.silu_backward(x, dy, dx)
+
+
+class ELU(_Elementwise):
+    r"""Exponential linear unit: :math:`y = x` for x > 0, :math:`\alpha (e^x - 1)` otherwise, as
+    ``torch.nn.ELU``.
+
+    Args:
+        alpha: the value approached for x -> -inf is -alpha (default 1.0).
+
+    Shapes: input any shape; output the same shape. State: none.
+    """
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) \
+                or not math.isfinite(alpha):
+            raise ValueError(f"ELU: alpha must be a finite number, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+    def _forward(self, x, out):
+        _core.elu_forward(x, self.alpha, out)
+
+    def _backward(self, x, dy, dx):
+        _core.elu_backward(x, dy, self.alpha, dx)
+
+
 class Sigmoid(_Elementwise):
     r"""Logistic function: :math:`y = 1 / (1 + e^{-x})`, stable for large |x|;
     :math:`dx = dy \cdot y (1 - y)`.

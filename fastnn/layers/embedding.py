@@ -14,6 +14,8 @@ class Embedding(Layer):
     Args:
         num_embeddings: size of the vocabulary (ids lie in ``[0, num_embeddings)``).
         embedding_dim: length of each vector.
+        padding_idx: an id whose row is initialised to zeros and never receives a gradient
+            (a padding token), as PyTorch; negative counts from the end. Default None.
 
     Shapes:
         input: integer array (N, T) of any integer dtype (any shape of ids works; the output
@@ -31,20 +33,32 @@ class Embedding(Layer):
         emb.backward(np.ones_like(y))
     """
 
-    def __init__(self, num_embeddings, embedding_dim):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
         super().__init__()
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"Embedding: {name} must be a positive int, got {v!r}")
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
-        self.weight = self.add_parameter(
-            "weight", rng().standard_normal((self.num_embeddings, self.embedding_dim)))
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)) \
+                    or not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"Embedding: padding_idx must be an int in "
+                                 f"[-{self.num_embeddings}, {self.num_embeddings}), got {padding_idx!r}")
+            padding_idx = int(padding_idx) % self.num_embeddings
+        self.padding_idx = padding_idx
+        table = rng().standard_normal((self.num_embeddings, self.embedding_dim))
+        if padding_idx is not None:
+            table[padding_idx] = 0
+        self.weight = self.add_parameter("weight", table)
         self._indices = None
         self._in_shape = None
 
     def config(self):
-        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim}
+        config = {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim}
+        if self.padding_idx is not None:
+            config["padding_idx"] = self.padding_idx
+        return config
 
     def _ids(self, x):
         if not isinstance(x, np.ndarray):
@@ -76,7 +90,11 @@ class Embedding(Layer):
         dy = self.as_input(dy, "dy")
         if dy.shape != expected:
             raise self.shape_error(expected, dy.shape, "dy")
-        _core.embedding_backward(self._indices, dy.reshape(-1, self.embedding_dim), self.weight.grad)
+        grad = self.weight.grad
+        kept = grad[self.padding_idx].copy() if self.padding_idx is not None else None
+        _core.embedding_backward(self._indices, dy.reshape(-1, self.embedding_dim), grad)
+        if kept is not None:
+            grad[self.padding_idx] = kept  # the padding row takes no gradient
         return None
 
 

@@ -178,3 +178,83 @@ class BatchNorm2D(_BatchNorm):
 
     _ranks = (4,)
     _expected = "(N, {C}, H, W)"
+
+
+class LayerNorm(Layer):
+    r"""Layer normalisation over the trailing ``normalized_shape`` axes of each sample, as
+    ``torch.nn.LayerNorm``: :math:`y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}
+    \gamma + \beta`, the (biased) statistics taken per sample over those axes, in training and
+    inference alike.
+
+    Args:
+        normalized_shape: an int or a tuple: the trailing shape normalised over.
+        eps: added to the variance (default 1e-5).
+        elementwise_affine: learn ``weight`` (ones) and ``bias`` (zeros) of ``normalized_shape``.
+        bias: learn the bias too (with ``elementwise_affine``; default True).
+
+    Shapes: input (..., *normalized_shape); output the same shape.
+    State: weight, bias (``normalized_shape``), when affine.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) \
+            else normalized_shape
+        try:
+            shape = tuple(check_positive_int("LayerNorm", "normalized_shape", s) for s in shape)
+        except TypeError:
+            raise TypeError(f"LayerNorm: normalized_shape must be an int or a tuple of ints, got "
+                            f"{normalized_shape!r}") from None
+        if not shape:
+            raise ValueError("LayerNorm: normalized_shape must not be empty")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:
+            raise ValueError(f"LayerNorm: eps must be a number >= 0, got {eps!r}")
+        self.normalized_shape, self.eps = shape, float(eps)
+        self.elementwise_affine, self.use_bias = bool(elementwise_affine), bool(bias)
+        self.weight = self.add_parameter("weight", np.ones(shape)) if self.elementwise_affine else None
+        self.bias = (self.add_parameter("bias", np.zeros(shape))
+                     if self.elementwise_affine and self.use_bias else None)
+        self.x = None
+
+    def config(self):
+        shape = self.normalized_shape
+        return {"normalized_shape": shape[0] if len(shape) == 1 else list(shape), "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine, "bias": self.use_bias}
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}" + \
+            ("" if self.elementwise_affine else ", elementwise_affine=False")
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        k = len(self.normalized_shape)
+        if x.ndim <= k - 1 or x.shape[x.ndim - k:] != self.normalized_shape:
+            raise self.shape_error(f"(..., {', '.join(map(str, self.normalized_shape))})", x.shape)
+        d = math.prod(self.normalized_shape)
+        x2 = x.reshape(-1, d)
+        out = np.empty_like(x2)
+        self.mean = workspace(self, "mean", (x2.shape[0],), np.float64)
+        self.invstd = workspace(self, "invstd", (x2.shape[0],), np.float64)
+        _core.layer_norm_forward(x2, self._flat(self.weight), self._flat(self.bias), self.eps,
+                                 out, self.mean, self.invstd)
+        self.x, self.x_shape = x2, x.shape
+        return out.reshape(x.shape)
+
+    def backward(self, dy):
+        self.check_forwarded(self.x)
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self.x_shape:
+            raise self.shape_error(self.x_shape, dy.shape, "dy")
+        dx = np.empty_like(self.x)
+        _core.layer_norm_backward(self.x, dy.reshape(self.x.shape), self._flat(self.weight),
+                                  self.mean, self.invstd, dx, self._flat(self.weight, "grad"),
+                                  self._flat(self.bias, "grad"))
+        return dx.reshape(self.x_shape)
+
+    @staticmethod
+    def _flat(p, what="data"):
+        return None if p is None else getattr(p, what).reshape(-1)
+
+    def _on_dtype_change(self):
+        self.x = None
+        drop_workspaces(self)

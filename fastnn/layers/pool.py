@@ -189,3 +189,52 @@ class Upsample2D(Layer):
 
     def _on_dtype_change(self):
         self.x_shape = None
+
+
+class AdaptiveAvgPool2D(Layer):
+    r"""Average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``: output cell
+    (i, j) is the mean of rows ``[floor(i H / OH), ceil((i+1) H / OH))`` and the likewise
+    columns. ``AdaptiveAvgPool2D(1)`` is global average pooling.
+
+    Args:
+        output_size: an int or an ``(OH, OW)`` pair (``None`` in the pair keeps that size).
+
+    Shapes: input (N, C, H, W); output (N, C, OH, OW). State: none.
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        pair = (output_size, output_size) if not isinstance(output_size, (tuple, list)) \
+            else tuple(output_size)
+        if len(pair) != 2 or any(s is not None and (isinstance(s, bool) or not isinstance(
+                s, (int, np.integer)) or s < 1) for s in pair):
+            raise ValueError(f"AdaptiveAvgPool2D: output_size must be a positive int or a pair "
+                             f"of them (None keeps a size), got {output_size!r}")
+        self.output_size = tuple(None if s is None else int(s) for s in pair)
+        self.x_shape = None
+
+    def config(self):
+        oh, ow = self.output_size
+        return {"output_size": oh if oh == ow else [oh, ow]}
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        if x.ndim != 4 or min(x.shape[2:], default=0) < 1:
+            raise self.shape_error("(N, C, H, W) with H, W >= 1", x.shape)
+        oh, ow = (s if s is not None else x.shape[2 + k] for k, s in enumerate(self.output_size))
+        out = np.empty((*x.shape[:2], oh, ow), dtype=self._dtype)
+        _core.adaptive_avgpool2d_forward(x, out)
+        self.x_shape, self.y_shape = x.shape, out.shape
+        return out
+
+    def backward(self, dy):
+        self.check_forwarded(self.x_shape)
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self.y_shape:
+            raise self.shape_error(self.y_shape, dy.shape, "dy")
+        dx = np.empty(self.x_shape, dtype=self._dtype)
+        _core.adaptive_avgpool2d_backward(dy, dx)
+        return dx
+
+    def _on_dtype_change(self):
+        self.x_shape = None

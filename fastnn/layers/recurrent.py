@@ -195,6 +195,7 @@ class _Recurrent(Layer):
             return False
         ids = self._lookup_ids
         return (ids is not None and ids is getattr(embedding, "_indices", None)
+                and getattr(embedding, "padding_idx", None) is None
                 and embedding.weight.grad.dtype == self._dtype
                 and embedding.weight.grad.shape == self._embedded[0].shape)
 

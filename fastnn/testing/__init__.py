@@ -16,11 +16,12 @@ __all__ = ["LAYERS", "LOSSES", "Case", "cases", "strategies"]
 
 LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
           "BatchNorm1D", "BatchNorm2D", "Dropout", "Flatten", "Reshape", "ReLU", "LeakyReLU",
-          "Sigmoid", "Tanh", "Softmax", "Identity", "Residual", "Embedding", "RNN", "LSTM", "GRU")
+          "Sigmoid", "Tanh", "Softmax", "Identity", "Residual", "Embedding", "RNN", "LSTM", "GRU",
+          "GELU", "SiLU", "ELU", "LayerNorm", "AdaptiveAvgPool2D")
 LOSSES = ("MSE", "CrossEntropy", "BCE", "BCEWithLogits", "KLDivergenceNormal")
 _LOSS_KEY = {"MSE": "mse", "CrossEntropy": "cross_entropy", "BCE": "bce",
              "BCEWithLogits": "bce_with_logits", "KLDivergenceNormal": "kl_divergence_normal"}
-_ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity")
+_ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity", "GELU", "SiLU", "ELU")
 
 # per tensor, this many entries are checked (a seeded sample): keeps a case at tens of milliseconds
 CASE_MAX_ENTRIES = 30
@@ -66,6 +67,10 @@ class Case:
             layer.load_state_dict({"weight": rng.uniform(0.5, 1.5, c), "bias": rng.uniform(-1, 1, c),
                                    "running_mean": rng.uniform(-1, 1, c),
                                    "running_var": rng.uniform(0.5, 2.0, c)})
+        if self.name == "LayerNorm" and layer.parameters():
+            rng = np.random.default_rng(self.state_seed)
+            layer.load_state_dict({k: rng.uniform(0.5, 1.5, v.shape)
+                                   for k, v in layer.state_dict().items()})
         return layer
 
     def check(self, **kwargs):
@@ -160,7 +165,16 @@ def _layer_config(draw, name, st, fst):
         return dict(inner=inner), (draw(fst.batch_sizes()), ch, side, side)
     if name == "Embedding":
         c = draw(fst.embedding_configs())
+        # (padding_idx is no gradient by definition: its row's gradient is zero, tested against torch)
         return dict(args=(c["num_embeddings"], c["embedding_dim"])), c["input_shape"]
+    if name == "LayerNorm":
+        c = draw(fst.layer_norm_configs())
+        return dict(args=(c["normalized_shape"],),
+                    kwargs=dict(eps=c["eps"], elementwise_affine=c["elementwise_affine"],
+                                bias=c["bias"])), c["input_shape"]
+    if name == "AdaptiveAvgPool2D":
+        c = draw(fst.adaptive_pool_configs())
+        return dict(args=(c["output_size"],)), c["input_shape"]
     if name in ("RNN", "LSTM", "GRU"):
         c = draw(fst.recurrent_configs())
         return dict(args=(c["input_size"], c["hidden_size"]),

@@ -185,9 +185,10 @@ def dropout_configs(draw):
 
 
 @st.composite
-def activation_configs(draw, names=("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity")):
+def activation_configs(draw, names=("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
+                                     "GELU", "SiLU", "ELU")):
     """``dict(name, kwargs, input_shape)``: ``LeakyReLU`` gets a ``negative_slope``, ``Softmax`` an
-    ``axis`` valid for the shape."""
+    ``axis`` valid for the shape, ``GELU`` its ``approximate``, ``ELU`` an ``alpha``."""
     name = draw(st.sampled_from(list(names)))
     shape = draw(shapes(1, 4, 1, 4))
     kwargs = {}
@@ -195,7 +196,32 @@ def activation_configs(draw, names=("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Sof
         kwargs["negative_slope"] = draw(st.sampled_from([0.01, 0.2, 1.5]))
     elif name == "Softmax":
         kwargs["axis"] = draw(st.integers(-len(shape), len(shape) - 1))
+    elif name == "GELU":
+        kwargs["approximate"] = draw(st.sampled_from(["none", "tanh"]))
+    elif name == "ELU":
+        kwargs["alpha"] = draw(st.sampled_from([1.0, 0.3, 2.0]))
     return dict(name=name, kwargs=kwargs, input_shape=shape)
+
+
+@st.composite
+def layer_norm_configs(draw):
+    """``dict(normalized_shape, eps, elementwise_affine, bias, input_shape)``: one or two
+    trailing axes normalised, after one or two leading ones."""
+    lead = draw(shapes(1, 2, 1, 3))
+    norm = draw(shapes(1, 2, 1, 4))
+    return dict(normalized_shape=norm, eps=draw(st.sampled_from([1e-5, 1e-2])),
+                elementwise_affine=draw(st.booleans()), bias=draw(st.booleans()),
+                input_shape=tuple(lead) + tuple(norm))
+
+
+@st.composite
+def adaptive_pool_configs(draw, max_side=6):
+    """``dict(output_size, input_shape)``: output sizes below, equal to and above the input's
+    (bins then overlap or repeat), an int or a pair."""
+    n, c = draw(batch_sizes()), draw(st.integers(1, 3))
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    oh, ow = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    return dict(output_size=oh if draw(st.booleans()) else (oh, ow), input_shape=(n, c, h, w))
 
 
 @st.composite
