@@ -315,7 +315,12 @@ if __name__ == "__main__":
         f, h = _pick(draw, 1, 4, "in"), _pick(draw, 1, 4, "hidden")
         n, t = _pick(draw, 1, 3, "n"), _pick(draw, 1, 4, "t")
         seq = draw(st.booleans(), label="return_sequences")
-        return cls(f, h, return_sequences=seq), (n, t, f), ((n, t, h) if seq else (n, h)), "float"
+        layers, bi = draw(st.sampled_from([(1, False), (1, False), (2, False), (1, True), (2, True)]),
+                          label="layers, bidirectional")
+        w = h * (2 if bi else 1)
+        layer = cls(f, h, num_layers=layers, bidirectional=bi, return_sequences=seq,
+                    dropout=0.3 if layers > 1 else 0.0)
+        return layer, (n, t, f), ((n, t, w) if seq else (n, w)), "float"
 
     def b_residual(draw):
         d, n = _pick(draw, 1, 5, "d"), _pick(draw, 1, 3, "n")

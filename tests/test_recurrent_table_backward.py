@@ -21,7 +21,7 @@ def restore():
 
 def _model(dtype, vocab=11, embed=5, hidden=7, return_sequences=True, cell=L.LSTM, seed=0):
     fnn.manual_seed(seed) if hasattr(fnn, "manual_seed") else None
-    m = fnn.Sequential(L.Embedding(vocab, embed), cell(embed, hidden, return_sequences),
+    m = fnn.Sequential(L.Embedding(vocab, embed), cell(embed, hidden, return_sequences=return_sequences),
                        L.Dense(hidden, 3))
     return m.astype(dtype)
 

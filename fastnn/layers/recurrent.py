@@ -1,5 +1,7 @@
-"""Recurrent layers: RNN (tanh), LSTM, GRU. Batch-first, one layer, one direction, as PyTorch's
-``batch_first=True`` modules with ``num_layers=1``.
+"""Recurrent layers: RNN (tanh), LSTM, GRU. Batch-first, as PyTorch's ``batch_first=True``
+modules, with ``num_layers``, ``bidirectional`` and ``dropout`` between layers (``_Stack``: cells
+of one layer and one direction, the reverse one on the time-reversed sequence). What follows is
+the one-layer, one-direction cell, which every configuration runs.
 
 Forward: the input projection of every time step is one GEMM, (N*T, F) @ W_ih^T + b_ih (a dense
 forward, bias fused); the sequential part (h @ W_hh^T per step plus the fused gate math) is one
@@ -57,17 +59,37 @@ class _Recurrent(Layer):
     # (class-wide switch, for A/B measurements and tests)
     fuse_embedding = True
 
-    def __init__(self, input_size, hidden_size, return_sequences=True):
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                 return_sequences=True):
         super().__init__()
         name = type(self).__name__
-        for arg, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+        for arg, v in (("input_size", input_size), ("hidden_size", hidden_size),
+                       ("num_layers", num_layers)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name}: {arg} must be a positive int, got {v!r}")
-        if not isinstance(return_sequences, (bool, np.bool_)):
-            raise TypeError(f"{name}: return_sequences must be a bool, got {return_sequences!r}")
+        for arg, v in (("return_sequences", return_sequences), ("bidirectional", bidirectional)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{name}: {arg} must be a bool, got {v!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"{name}: dropout must be a number in [0, 1), got {dropout!r}")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.return_sequences = bool(return_sequences)
+        self.num_layers, self.bidirectional, self.dropout = int(num_layers), bool(bidirectional), float(dropout)
+        self._stack = None
+        self.dh0 = None
+        self.dc0 = None
+        self._work = {}  # name -> buffer, reused while (N, T, dtype) stay the same
+        self._x_tm = None
+        self._shape = None  # (T, N, F) of the latest forward
+        self._embedded = None
+        self._lookup_ids = None
+        if self.num_layers > 1 or self.bidirectional:
+            # several layers or directions: single-layer cells of this class, run by _Stack; their
+            # Parameter objects are this layer's, under PyTorch's names (..._l1, ..._reverse)
+            self._stack = _Stack(self)
+            return
         gh, h = self._gates * self.hidden_size, self.hidden_size
         bound = 1.0 / np.sqrt(h)
         gen = rng()
@@ -76,23 +98,29 @@ class _Recurrent(Layer):
         self.weight_hh = self.add_parameter("weight_hh_l0", gen.uniform(-bound, bound, (gh, h)))
         self.bias_ih = self.add_parameter("bias_ih_l0", gen.uniform(-bound, bound, gh))
         self.bias_hh = self.add_parameter("bias_hh_l0", gen.uniform(-bound, bound, gh))
-        self.dh0 = None
-        self.dc0 = None
-        self._work = {}  # name -> buffer, reused while (N, T, dtype) stay the same
-        self._x_tm = None
-        self._shape = None  # (T, N, F) of the latest forward
-        self._embedded = None
-        self._lookup_ids = None
 
     def config(self):
-        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
-                "return_sequences": self.return_sequences}
+        config = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                  "return_sequences": self.return_sequences}
+        if self._stack is not None:
+            config.update(num_layers=self.num_layers, bidirectional=self.bidirectional,
+                          dropout=self.dropout)
+        return config
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers > 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
         return s if self.return_sequences else s + ", return_sequences=False"
 
     def _on_dtype_change(self):
+        if self._stack is not None:
+            self._stack.set_dtype(self._dtype)
+            return
         self._work = {}
         self._x_tm = None
         self._shape = None
@@ -114,6 +142,8 @@ class _Recurrent(Layer):
         return x
 
     def forward(self, x, training=True, h0=None, c0=None):
+        if self._stack is not None:
+            return self._stack.forward(x, training, h0, c0)
         lookup = lookup_of(x) if self.fuse_embedding else None
         x = self._check_x(x)
         n, t, f = x.shape
@@ -251,6 +281,8 @@ class _Recurrent(Layer):
         buf[0] = s
 
     def backward(self, dy):
+        if self._stack is not None:
+            return self._stack.backward(dy)
         self.check_forwarded(self._shape)
         hs = self._work["hs"]
         t, n, f = self._shape
@@ -308,6 +340,113 @@ class _Recurrent(Layer):
         _core.dense_backward(hs[:t].reshape(t * n, h), self.weight_hh.data, dh2, None,
                              self.weight_hh.grad, self.bias_hh.grad)
         return dx_tm.reshape(t, n, f).transpose(1, 0, 2).copy()
+
+
+class _Stack:
+    """Several layers and/or two directions of a recurrent layer, as PyTorch's ``num_layers`` and
+    ``bidirectional``: layer k reads layer k-1's output (both directions concatenated, dropout
+    between layers in training); the reverse direction runs a cell on the time-reversed input.
+    The last-step output (``return_sequences=False``) is each direction's final state: the
+    forward cell's at t = T-1, the reverse cell's after reading back to t = 0 (PyTorch's h_n)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        cls, h = type(layer), layer.hidden_size
+        self.dirs = 2 if layer.bidirectional else 1
+        self.cells = []
+        for k in range(layer.num_layers):
+            f = layer.input_size if k == 0 else h * self.dirs
+            for d in range(self.dirs):
+                cell = cls(f, h)  # draws its init from fastnn's generator, in torch's order
+                suffix = f"_l{k}" + ("_reverse" if d else "")
+                for local, p in list(cell._params.items()):
+                    p.name = local.replace("_l0", suffix)
+                    layer._params[p.name] = p
+                self.cells.append(cell)
+        self.masks = []
+        self.shape = None
+
+    def set_dtype(self, dtype):
+        for cell in self.cells:  # the Parameter objects are shared and already cast
+            cell._dtype = dtype
+            cell._on_dtype_change()
+        self.masks, self.shape = [], None
+
+    def _state(self, s, name, n):
+        if s is None:
+            return [None] * len(self.cells)
+        s = self.layer.as_input(s, name)
+        want = (len(self.cells), n, self.layer.hidden_size)
+        if s.shape != want:
+            raise self.layer.shape_error(f"(num_layers * directions, N, H) = {want}", s.shape, name)
+        return list(s)
+
+    def forward(self, x, training, h0, c0):
+        layer = self.layer
+        if c0 is not None and not layer._has_cell:
+            raise TypeError(f"{layer.describe()}: c0 is only accepted by LSTM")
+        x = layer._check_x(x)
+        n, t, _ = x.shape
+        h0s, c0s = self._state(h0, "h0", n), self._state(c0, "c0", n)
+        self.masks = []
+        out = x
+        for k in range(layer.num_layers):
+            if k and training and layer.dropout:
+                keep = 1.0 - layer.dropout
+                mask = ((rng().random(out.shape) < keep) / keep).astype(layer._dtype)
+                out = out * mask
+                self.masks.append(mask)
+            else:
+                self.masks.append(None)
+            parts = []
+            for d in range(self.dirs):
+                i = k * self.dirs + d
+                cell = self.cells[i]
+                kwargs = {"h0": h0s[i]} | ({"c0": c0s[i]} if layer._has_cell else {})
+                if d == 0:
+                    parts.append(cell.forward(out, training, **kwargs))
+                else:  # the reverse direction: the cell on the time-reversed input, flipped back
+                    parts.append(cell.forward(out[:, ::-1], training, **kwargs)[:, ::-1])
+            out = parts[0] if self.dirs == 1 else np.concatenate(parts, axis=2)
+        self.shape = (n, t)
+        if layer.return_sequences:
+            return np.ascontiguousarray(out)
+        h = layer.hidden_size
+        last = [out[:, t - 1, :h]] + ([out[:, 0, h:]] if self.dirs == 2 else [])
+        return np.concatenate(last, axis=1)
+
+    def backward(self, dy):
+        layer = self.layer
+        layer.check_forwarded(self.shape)
+        n, t = self.shape
+        h, width = layer.hidden_size, layer.hidden_size * self.dirs
+        dy = layer.as_input(dy, "dy")
+        want = (n, t, width) if layer.return_sequences else (n, width)
+        if dy.shape != want:
+            raise layer.shape_error(want, dy.shape, "dy")
+        if not layer.return_sequences:
+            seq = np.zeros((n, t, width), dtype=layer._dtype)
+            seq[:, t - 1, :h] = dy[:, :h]
+            if self.dirs == 2:
+                seq[:, 0, h:] = dy[:, h:]  # the reverse cell's last step
+            dy = seq
+        dh0, dc0 = [None] * len(self.cells), [None] * len(self.cells)
+        for k in range(layer.num_layers - 1, -1, -1):
+            dx = None
+            for d in range(self.dirs):
+                i = k * self.dirs + d
+                cell = self.cells[i]
+                g = dy[:, :, d * h:(d + 1) * h]
+                part = cell.backward(np.ascontiguousarray(g if d == 0 else g[:, ::-1]))
+                part = part if d == 0 else part[:, ::-1]
+                dx = part if dx is None else dx + part
+                dh0[i], dc0[i] = cell.dh0, cell.dc0
+            if self.masks[k] is not None:
+                dx = dx * self.masks[k]
+            dy = dx
+        layer.dh0 = np.stack(dh0)
+        layer.dc0 = np.stack(dc0) if layer._has_cell else None
+        return np.ascontiguousarray(dy)
 
 
 class RNN(_Recurrent):
@@ -400,7 +539,10 @@ class LSTM(_Recurrent):
 
     @property
     def c_n(self):
-        """The last cell state c_T (N, H) of the latest forward."""
+        """The last cell state c_T (N, H) of the latest forward; stacked or bidirectional:
+        (num_layers * directions, N, H), each cell's final state (PyTorch's c_n)."""
+        if self._stack is not None:
+            return None if self._stack.shape is None else np.stack([c.c_n for c in self._stack.cells])
         return None if self._shape is None else self._work["cs"][-1].copy()
 
     def _sequence_backward(self, dhs):

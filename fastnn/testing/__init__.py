@@ -178,5 +178,6 @@ def _layer_config(draw, name, st, fst):
     if name in ("RNN", "LSTM", "GRU"):
         c = draw(fst.recurrent_configs())
         return dict(args=(c["input_size"], c["hidden_size"]),
-                    kwargs=dict(return_sequences=c["return_sequences"])), c["input_shape"]
+                    kwargs=dict(return_sequences=c["return_sequences"], num_layers=c["num_layers"],
+                                bidirectional=c["bidirectional"], dropout=c["dropout"])), c["input_shape"]
     raise ValueError(f"no configuration strategy for {name!r}")

@@ -246,10 +246,15 @@ def sequence_shapes(max_batch=3, max_time=4, max_features=4):
 
 @st.composite
 def recurrent_configs(draw, max_hidden=4):
-    """``dict(input_size, hidden_size, return_sequences, input_shape)`` for RNN/LSTM/GRU."""
+    """``dict(input_size, hidden_size, return_sequences, num_layers, bidirectional, dropout,
+    input_shape)`` for RNN/LSTM/GRU (mostly one layer, one direction: the fast path)."""
     n, t, f = draw(sequence_shapes())
     hidden = draw(st.integers(1, max_hidden))
+    stacked = draw(st.integers(0, 3)) == 0
     return dict(input_size=f, hidden_size=hidden, return_sequences=draw(st.booleans()),
+                num_layers=draw(st.integers(1, 2)) if stacked else 1,
+                bidirectional=draw(st.booleans()) if stacked else False,
+                dropout=draw(st.sampled_from([0.0, 0.4])) if stacked else 0.0,
                 input_shape=(n, t, f))
 
 
