@@ -279,6 +279,16 @@ if __name__ == "__main__":
         h, w, oh, ow = (_pick(draw, 1, 5, k) for k in ("h", "w", "oh", "ow"))
         return L.AdaptiveAvgPool2D((oh, ow)), (n, c, h, w), (n, c, oh, ow), "float"
 
+    def b_attention(draw):
+        heads = _pick(draw, 1, 2, "heads")
+        d, n, t = heads * _pick(draw, 1, 3, "head_dim"), _pick(draw, 1, 3, "n"), _pick(draw, 1, 4, "t")
+        if draw(st.booleans(), label="transformer"):
+            layer = L.TransformerEncoderLayer(d, heads, dim_feedforward=4, dropout=0.2,
+                                              norm_first=draw(st.booleans(), label="norm_first"))
+        else:
+            layer = L.MultiheadAttention(d, heads, dropout=draw(st.sampled_from([0.0, 0.3])))
+        return layer, (n, t, d), (n, t, d), "float"
+
     def b_activation(draw):
         which = draw(st.sampled_from(["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
                                       "Dropout", "Flatten", "GELU", "SiLU", "ELU"]), label="activation")
@@ -337,9 +347,10 @@ if __name__ == "__main__":
     b_dense.key_axis = -1
     b_conv.key_axis = b_convt.key_axis = b_bn.key_axis = 1
     b_recurrent.key_axis = b_residual.key_axis = b_graph.key_axis = b_layer_norm.key_axis = -1
+    b_attention.key_axis = -1
 
     BUILDERS = [b_dense, b_conv, b_convt, b_pool, b_upsample, b_bn, b_activation, b_reshape,
-                b_embedding, b_recurrent, b_residual, b_graph, b_layer_norm, b_adaptive_pool]
+                b_embedding, b_recurrent, b_residual, b_graph, b_layer_norm, b_adaptive_pool, b_attention]
     BOUNDED = ("Sigmoid", "Tanh", "Softmax")
 
     def _values(draw, shape, dtype, num=None):
@@ -351,7 +362,9 @@ if __name__ == "__main__":
     def _layer_names(layer):
         # a container may let the inner layer that rejected the input speak for it
         inner = {"Residual": ("Dense", "Tanh"),
-                 "Model": ("Dense", "Tanh", "Add", "Input")}.get(type(layer).__name__, ())
+                 "Model": ("Dense", "Tanh", "Add", "Input"),
+                 "TransformerEncoderLayer": ("MultiheadAttention", "LayerNorm", "Dense")}.get(
+                     type(layer).__name__, ())
         return (type(layer).__name__,) + inner
 
     def _mutate(draw, mutation, base, kind, num=None, key_axis=None):

@@ -106,6 +106,16 @@ hs and cs (T+1, N, H) with hs[0] = h0 and cs[0] = c0 filled in by the caller
     sgns_step(w_in, w_out, centers, contexts, negatives, lr) -> float
         skip-gram negative-sampling SGD in place, touching only the rows used; summed loss
 
+Newer families (numba, one module each)
+    gelu_forward/backward, silu_forward/backward, elu_forward/backward (``smooth.py``)
+        elementwise, computed in float64 and rounded once
+    layer_norm_forward(x, weight, bias, eps, out, mean, invstd), layer_norm_backward(...)
+        rows (M, D) of any (..., *normalized_shape) (``layer_norm.py``)
+    adaptive_avgpool2d_forward(x, out), adaptive_avgpool2d_backward(dy, dx) (``pool.py``)
+        PyTorch's adaptive bins
+    masked_softmax_forward(scores, scale, mask, out), masked_softmax_backward(p, dp, scale, ds)
+        attention's scaled, masked row softmax (B, L, S) and its backward (``attention.py``)
+
 Importing ``fastnn._core`` loads nothing heavy: each family's module (and numba) is imported on
 first use of one of its kernels.
 """
@@ -127,6 +137,7 @@ _FAMILIES = {
     "smooth": ("gelu_forward", "gelu_backward", "silu_forward", "silu_backward", "elu_forward",
                "elu_backward"),
     "layer_norm": ("layer_norm_forward", "layer_norm_backward"),
+    "attention": ("masked_softmax_forward", "masked_softmax_backward"),
     "loss": ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
              "soft_cross_entropy_forward", "soft_cross_entropy_backward"),
     "optim": ("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),

@@ -525,3 +525,19 @@ def sgns_step(w_in, w_out, centers, contexts, negatives, lr):
             w_out[o] -= lr * (s - label) * u
         w_in[c] -= grad_u
     return float(total)
+
+
+def masked_softmax_forward(scores, scale, mask, out):
+    z = scale * scores.astype(np.float64)
+    if mask is not None:
+        b, m = scores.shape[0], mask.shape[0]
+        z = z + np.repeat(mask.astype(np.float64), b // m, axis=0)
+    with np.errstate(invalid="ignore"):
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        out[...] = e / e.sum(axis=-1, keepdims=True)
+
+
+def masked_softmax_backward(p, dp, scale, ds):
+    p64, dp64 = p.astype(np.float64), dp.astype(np.float64)
+    ds[...] = scale * p64 * (dp64 - (dp64 * p64).sum(axis=-1, keepdims=True))

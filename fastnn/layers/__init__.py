@@ -14,6 +14,9 @@
 | embedding   | Embedding                                               |
 | recurrent   | RNN, LSTM, GRU                                          |
 | merge       | Add, Multiply, Concatenate (graph models)               |
+| attention   | MultiheadAttention, causal_mask                         |
+| transformer | TransformerEncoderLayer, TransformerDecoderLayer,       |
+|             | PositionalEncoding                                      |
 """
 import importlib
 
@@ -34,6 +37,9 @@ _MODULE_OF = {
     "Embedding": "embedding",
     "RNN": "recurrent", "LSTM": "recurrent", "GRU": "recurrent",
     "Add": "merge", "Multiply": "merge", "Concatenate": "merge",
+    "MultiheadAttention": "attention", "causal_mask": "attention",
+    "TransformerEncoderLayer": "transformer", "TransformerDecoderLayer": "transformer",
+    "PositionalEncoding": "transformer",
 }
 
 __all__ = ["Layer", "Parameter", "get", *_MODULE_OF]

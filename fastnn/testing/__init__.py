@@ -17,7 +17,8 @@ __all__ = ["LAYERS", "LOSSES", "Case", "cases", "strategies"]
 LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
           "BatchNorm1D", "BatchNorm2D", "Dropout", "Flatten", "Reshape", "ReLU", "LeakyReLU",
           "Sigmoid", "Tanh", "Softmax", "Identity", "Residual", "Embedding", "RNN", "LSTM", "GRU",
-          "GELU", "SiLU", "ELU", "LayerNorm", "AdaptiveAvgPool2D")
+          "GELU", "SiLU", "ELU", "LayerNorm", "AdaptiveAvgPool2D", "MultiheadAttention",
+          "TransformerEncoderLayer", "PositionalEncoding")
 LOSSES = ("MSE", "CrossEntropy", "BCE", "BCEWithLogits", "KLDivergenceNormal")
 _LOSS_KEY = {"MSE": "mse", "CrossEntropy": "cross_entropy", "BCE": "bce",
              "BCEWithLogits": "bce_with_logits", "KLDivergenceNormal": "kl_divergence_normal"}
@@ -172,6 +173,18 @@ def _layer_config(draw, name, st, fst):
         return dict(args=(c["normalized_shape"],),
                     kwargs=dict(eps=c["eps"], elementwise_affine=c["elementwise_affine"],
                                 bias=c["bias"])), c["input_shape"]
+    if name in ("MultiheadAttention", "TransformerEncoderLayer", "PositionalEncoding"):
+        heads = draw(st.integers(1, 2))
+        d = heads * draw(st.integers(1, 3))
+        shape = (draw(fst.batch_sizes()), draw(st.integers(1, 4)), d)
+        dropout = draw(st.sampled_from([0.0, 0.3]))
+        if name == "PositionalEncoding":
+            return dict(args=(d,), kwargs=dict(max_len=8, dropout=dropout)), shape
+        if name == "MultiheadAttention":
+            return dict(args=(d, heads), kwargs=dict(dropout=dropout, bias=draw(st.booleans()))), shape
+        return dict(args=(d, heads), kwargs=dict(dim_feedforward=draw(st.integers(1, 6)), dropout=dropout,
+                                                 activation=draw(st.sampled_from(["relu", "gelu"])),
+                                                 norm_first=draw(st.booleans()))), shape
     if name == "AdaptiveAvgPool2D":
         c = draw(fst.adaptive_pool_configs())
         return dict(args=(c["output_size"],)), c["input_shape"]

@@ -1,0 +1,161 @@
+"""Attention and Transformer layers: the masked-softmax kernels against the NumPy reference,
+gradient checks in float64 (self- and cross-attention, masks, dropout, both norm placements),
+PyTorch parity with the same state_dict (float32), masks and errors, and use in graph models."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastnn as fnn
+from fastnn import _core as K
+from fastnn import layers as L
+from fastnn._core import reference as R
+
+from conftest import scaled_examples
+
+
+# --- the row kernels ---------------------------------------------------------------------------
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 7), st.sampled_from([None, 1, "b"]),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+@settings(max_examples=scaled_examples(25), deadline=None)
+def test_masked_softmax_equals_reference(b, l, s, mask_batches, dtype, seed):
+    r = np.random.default_rng(seed)
+    scores = (3 * r.standard_normal((b, l, s))).astype(dtype)
+    mask = None
+    if mask_batches is not None:
+        m = 1 if mask_batches == 1 else b
+        mask = np.where(r.random((m, l, s)) < 0.3, -np.inf, r.standard_normal((m, l, s))).astype(dtype)
+        mask[..., 0] = 0  # every row keeps one key
+    out, ref = np.empty_like(scores), np.empty_like(scores)
+    K.masked_softmax_forward(scores, 0.5, mask, out)
+    R.masked_softmax_forward(scores, 0.5, mask, ref)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    dp = r.standard_normal(scores.shape).astype(dtype)
+    ds, ds_ref = np.empty_like(scores), np.empty_like(scores)
+    K.masked_softmax_backward(out, dp, 0.5, ds)
+    R.masked_softmax_backward(out, dp, 0.5, ds_ref)
+    np.testing.assert_allclose(ds, ds_ref, rtol=10 * tol, atol=10 * tol)
+
+
+def test_fully_masked_row_is_nan_as_torch_and_huge_scores_stay_finite():
+    scores = np.array([[[1e30, 0.0, -1e30], [1.0, 2.0, 3.0]]], np.float32)
+    mask = np.array([[[0, 0, 0], [-np.inf, -np.inf, -np.inf]]], np.float32)
+    out = np.empty_like(scores)
+    K.masked_softmax_forward(scores, 1.0, mask, out)
+    np.testing.assert_array_equal(out[0, 0], [1, 0, 0])
+    assert np.isnan(out[0, 1]).all()
+
+
+def test_kernel_errors_name_the_kernel_and_shapes():
+    with pytest.raises(ValueError, match=r"masked_softmax_forward: mask must be \(M, 2, 3\)"):
+        K.masked_softmax_forward(np.zeros((4, 2, 3), np.float32), 1.0,
+                                 np.zeros((3, 2, 3), np.float32), np.empty((4, 2, 3), np.float32))
+
+
+# --- gradients ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("training", [True, False])
+def test_self_attention_gradcheck_with_masks(training):
+    fnn.seed(0)
+    mha = L.MultiheadAttention(6, 3, dropout=0.25).astype(np.float64)
+    r = np.random.default_rng(0)
+    kpm = np.zeros((2, 4), bool)
+    kpm[1, 3] = True
+    fnn.assert_gradcheck(_Masked(mha, attn_mask=L.causal_mask(4), key_padding_mask=kpm),
+                         r.standard_normal((2, 4, 6)), training=training)
+
+
+def test_cross_attention_gradcheck_returns_three_gradients():
+    fnn.seed(1)
+    mha = L.MultiheadAttention(4, 2).astype(np.float64)
+    r = np.random.default_rng(1)
+    xs = [r.standard_normal((2, 3, 4)), r.standard_normal((2, 5, 4)), r.standard_normal((2, 5, 4))]
+    result = fnn.assert_gradcheck(mha, xs)
+    assert [t.name for t in result.tensors][:3] == ["input_0", "input_1", "input_2"]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_layers_gradcheck(norm_first, activation):
+    fnn.seed(2)
+    r = np.random.default_rng(2)
+    enc = L.TransformerEncoderLayer(6, 2, 8, dropout=0.2, activation=activation,
+                                    norm_first=norm_first).astype(np.float64)
+    fnn.assert_gradcheck(enc, r.standard_normal((2, 3, 6)))
+    dec = L.TransformerDecoderLayer(6, 2, 8, dropout=0.2, activation=activation,
+                                    norm_first=norm_first).astype(np.float64)
+    fnn.assert_gradcheck(dec, [r.standard_normal((2, 3, 6)), r.standard_normal((2, 4, 6))])
+
+
+class _Masked(L.Layer):
+    """A MultiheadAttention with fixed masks, as a one-input layer for gradcheck."""
+
+    def __init__(self, mha, **masks):
+        super().__init__()
+        self.mha, self.masks = mha, masks
+
+    def forward(self, x, training=True):
+        return self.mha.forward(x, training=training, **self.masks)
+
+    def backward(self, dy):
+        return self.mha.backward(dy)
+
+
+# --- shapes, masks, errors ---------------------------------------------------------------------
+def test_need_weights_are_probabilities_averaged_over_heads():
+    mha = L.MultiheadAttention(8, 4)
+    x = np.random.default_rng(3).standard_normal((2, 5, 8)).astype(np.float32)
+    kpm = np.zeros((2, 5), bool)
+    kpm[:, 2] = True
+    out, w = mha.forward(x, key_padding_mask=kpm, attn_mask=L.causal_mask(5), need_weights=True)
+    assert out.shape == (2, 5, 8) and w.shape == (2, 5, 5)
+    np.testing.assert_allclose(w.sum(-1), 1, rtol=1e-6)
+    assert not w[:, :, 2].any() and not np.triu(w[0], 1).any()
+
+
+def test_causal_mask_and_positional_encoding_values():
+    m = L.causal_mask(3)
+    assert m.dtype == np.float32 and (m == np.array([[0, -np.inf, -np.inf], [0, 0, -np.inf], [0, 0, 0]])).all()
+    pe = L.PositionalEncoding(4, max_len=10, dropout=0.0)
+    y = pe.forward(np.zeros((1, 3, 4), np.float32))
+    t = np.arange(3)[:, None]
+    want = np.stack([np.sin(t[:, 0]), np.cos(t[:, 0]), np.sin(t[:, 0] / 100), np.cos(t[:, 0] / 100)], 1)
+    np.testing.assert_allclose(y[0], want, rtol=1e-6, atol=1e-7)
+    assert pe.state_dict() == {}
+
+
+def test_attention_errors_name_the_layer_and_shapes():
+    with pytest.raises(ValueError, match="divisible"):
+        L.MultiheadAttention(6, 4)
+    mha = L.MultiheadAttention(4, 2)
+    with pytest.raises(ValueError, match=r"MultiheadAttention.*query.*\(2, 3, 5\)"):
+        mha.forward(np.zeros((2, 3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"attn_mask must be \(3, 3\) or \(4, 3, 3\)"):
+        mha.forward(np.zeros((2, 3, 4), np.float32), attn_mask=np.zeros((2, 2), bool))
+    with pytest.raises(ValueError, match=r"key_padding_mask must be \(2, 3\)"):
+        mha.forward(np.zeros((2, 3, 4), np.float32), key_padding_mask=np.zeros((2, 4), bool))
+    with pytest.raises(TypeError, match="both key and value"):
+        mha.forward(np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        L.MultiheadAttention(4, 2).backward(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="activation"):
+        L.TransformerEncoderLayer(4, 2, activation="tanh")
+
+
+def test_transformer_in_a_graph_model_trains_and_saves(tmp_path):
+    """An encoder-decoder as a graph model: the decoder layer called on [tgt, memory]."""
+    fnn.seed(4)
+    src, tgt = fnn.Input(shape=(5, 8)), fnn.Input(shape=(4, 8))
+    memory = L.TransformerEncoderLayer(8, 2, 16, dropout=0.0, name="enc")(src)
+    y = L.TransformerDecoderLayer(8, 2, 16, dropout=0.0, name="dec")([tgt, memory])
+    model = fnn.Model([src, tgt], L.Dense(8, 3, name="head")(y))
+    r = np.random.default_rng(4)
+    a, b = r.standard_normal((32, 5, 8)).astype(np.float32), r.standard_normal((32, 4, 8)).astype(np.float32)
+    labels = (b[..., 0] + a[:, :4, 1] > 0).astype(np.int64) + (b[..., 1] > 1)
+    before = model.evaluate([a, b], labels, metrics=())["loss"]
+    model.fit([a, b], labels, epochs=15, batch_size=8, verbose=0,
+              optimizer=fnn.optim.Adam(model.parameters(), lr=3e-3))
+    assert model.evaluate([a, b], labels, metrics=())["loss"] < 0.6 * before
+    model.save(tmp_path / "t.npz")
+    np.testing.assert_array_equal(fnn.load(tmp_path / "t.npz").predict([a, b]), model.predict([a, b]))
+    assert "dec.multihead_attn.in_proj_weight" in model.state_dict()
