@@ -14,7 +14,8 @@ from ._random import seed
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("layers", "losses", "optim", "init", "metrics", "datasets", "models", "testing")
+_SUBMODULES = ("layers", "losses", "optim", "init", "metrics", "datasets", "models", "testing",
+               "distributed")
 # public name -> (module, attribute)
 _LAZY = {
     "Sequential": ("model", "Sequential"),

@@ -2,6 +2,8 @@
 
 ``fastnn.seed(n)`` replaces it, which makes a whole run reproducible.
 """
+import contextlib
+
 import numpy as np
 
 _state = {"rng": np.random.default_rng()}
@@ -17,3 +19,15 @@ def seed(n):
 def rng():
     """The current generator (a ``numpy.random.Generator``)."""
     return _state["rng"]
+
+
+@contextlib.contextmanager
+def using(generator):
+    """``generator`` is fastnn's generator inside the block, the previous one again after it
+    (``distributed.DataParallel`` gives each rank's dropout a stream of its own)."""
+    previous = _state["rng"]
+    _state["rng"] = generator
+    try:
+        yield generator
+    finally:
+        _state["rng"] = previous

@@ -19,7 +19,7 @@ import copy
 import numpy as np
 
 from .layers.base import Layer, layer_from_spec, layer_to_spec, snake_case, unique_name
-from .model import ModelBase, _layer_registry, backward_params_only
+from .model import ModelBase, _layer_registry, _no_hook, backward_params_only
 
 __all__ = ["Input", "Model", "SymbolicTensor"]
 
@@ -241,8 +241,11 @@ class Model(ModelBase):
     def backward(self, dy, input_grad=True):
         """Gradients of the inputs (one array, or a list; None for an integer input) from
         ``dy`` (one array, or a list with one per output); parameter gradients accumulate.
-        ``input_grad=False`` skips the work only the inputs' gradients need."""
+        ``input_grad=False`` skips the work only the inputs' gradients need.
+        ``self.after_layer_backward`` (if set) is called with each layer (a shared layer's
+        second runner for its second call) after the backward of its call, as in Sequential."""
         dys = _arrays("backward", "dy", dy, self.n_outputs)
+        done = getattr(self, "after_layer_backward", None) or _no_hook
         grads = {}
         for t, g in zip(self._outputs, dys):
             _accumulate(grads, t, g)
@@ -258,8 +261,10 @@ class Model(ModelBase):
             if not input_grad and not step.param_upstream:
                 if step.has_params:
                     backward_params_only(step.runner, g)
+                    done(step.runner)
                 continue
             dx = step.runner.backward(g)
+            done(step.runner)
             dxs = dx if node.as_list else [dx]
             for t, d in zip(node.inputs, dxs):
                 if d is not None:

@@ -11,6 +11,7 @@ A ``Sequential`` is itself a layer (forward/backward/parameters/state_dict), so 
 ``Residual`` and goes through ``fnn.gradcheck``. Its state-dict keys are those of
 ``torch.nn.Sequential``: ``"0.weight"``, ``"2.running_mean"``, ...
 """
+import contextlib
 import inspect
 import json
 import math
@@ -77,6 +78,9 @@ class ModelBase(Layer):
         self.saved_optimizer_state = None
         self.saved_training_state = None
         self._last_loss = None
+        # None or a callable(layer) that backward calls right after `layer`'s backward has
+        # accumulated its parameter gradients (distributed.DataParallel starts reducing them)
+        self.after_layer_backward = None
         # layers cache per-call state on themselves (inputs, shapes, workspaces), so one model
         # runs one forward/backward at a time: predict/evaluate calls and training steps take it
         self._lock = threading.RLock()
@@ -93,7 +97,8 @@ class ModelBase(Layer):
     # --- training ----------------------------------------------------------------------------------
     def fit(self, X, y, loss="cross_entropy", optimizer="adam", epochs=1, batch_size=32,
             validation_data=None, shuffle=True, verbose=1, metrics=None, callbacks=None,
-            clip_norm=None, checkpoint=None, nan_guard=True, resume=None, initial_epoch=0):
+            clip_norm=None, checkpoint=None, nan_guard=True, resume=None, initial_epoch=0,
+            _plan=None):
         """Train with mini-batch gradient descent; returns a :class:`History`.
 
         Args:
@@ -119,6 +124,8 @@ class ModelBase(Layer):
                 bit-identical to a run that was never interrupted.
             initial_epoch: the epoch to start at (0-based) when not resuming; ``epochs`` is the
                 total, so ``fit(..., epochs=5, initial_epoch=3)`` runs epochs 4 and 5.
+            _plan: how steps are split and totalled across processes (internal: the default
+                trains here alone; ``fastnn.distributed.DataParallel`` passes its own).
         """
         X, y = self._check_xy("fit", X, y)
         batch_size = _positive_int("fit", "batch_size", batch_size)
@@ -141,17 +148,18 @@ class ModelBase(Layer):
         cbs = list(callbacks or [])
         if checkpoint is not None:
             cbs.append(_callbacks.ModelCheckpoint(checkpoint))
+        plan = _plan if _plan is not None else _LocalPlan(self)
         for cb in cbs:
-            cb.model, cb.optimizer = self, optimizer
+            cb.model, cb.optimizer = plan.model, optimizer
         params = self.parameters()
 
         history = History()
         if resume is not None:
-            initial_epoch = self._resume_from(resume, optimizer, history)
+            initial_epoch = plan.resume(self, resume, optimizer, history)
         self.history = history
         self.stop_training = False
         n = _count(X)
-        n_batches = -(-n // batch_size)
+        n_batches = plan.steps(n, batch_size)
         for cb in cbs:
             cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
@@ -159,34 +167,39 @@ class ModelBase(Layer):
                 cb.on_epoch_begin(epoch, {})
             order = rng().permutation(n) if shuffle else None
             bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs}")
-            loss_sum, metric_sums = 0.0, [0.0] * len(metric_fns)
+            loss_sum, metric_sums, seen = 0.0, [0.0] * len(metric_fns), 0
             for b in range(n_batches):
-                rows = slice(b * batch_size, min(n, (b + 1) * batch_size))
+                rows, step_rows = plan.rows(b, n, batch_size)
                 if order is not None:
                     rows = order[rows]
                 xb, yb = _take(X, rows), _take(y, rows)
+                value, count = 0.0, _count(xb)
                 with self._lock:  # one whole step; a predict from another thread waits for it
                     self.zero_grad()
-                    out = self.forward(xb, training=True)
-                    value = _loss_forward("fit", loss_fn, out, yb)
-                    if nan_guard and not math.isfinite(value):
-                        self._raise_non_finite(value, loss_fn, xb, yb, epoch, b, n_batches)
-                    for j, (_, fn) in enumerate(metric_fns):
-                        metric_sums[j] += fn(out, yb) * _count(xb)
-                    self.backward(loss_fn.backward(), input_grad=False)
+                    with plan.step(count, step_rows):  # on exit the gradients are final
+                        if count:  # a process's share of a short last batch may be empty
+                            out = self.forward(xb, training=True)
+                            value = _loss_forward("fit", loss_fn, out, yb)
+                            if nan_guard and not math.isfinite(value):
+                                self._raise_non_finite(value, loss_fn, xb, yb, epoch, b,
+                                                       n_batches)
+                            for j, (_, fn) in enumerate(metric_fns):
+                                metric_sums[j] += fn(out, yb) * count
+                            self.backward(loss_fn.backward(), input_grad=False)
                     if clip_norm is not None:
                         _optim.clip_grad_norm(params, clip_norm)
                     optimizer.step()
-                loss_sum += value * _count(xb)
+                loss_sum += value * count
+                seen += count
                 if bar is not None:
-                    bar.update(_count(xb))
-                    bar.set_postfix_str(f"loss={loss_sum / min(n, (b + 1) * batch_size):.4f}",
-                                        refresh=False)
+                    bar.update(step_rows)
+                    bar.set_postfix_str(f"loss={loss_sum / max(seen, 1):.4f}", refresh=False)
+            loss_sum, *metric_sums = plan.total([loss_sum, *metric_sums])
             logs = {"loss": loss_sum / n}
             logs.update({name: s / n for (name, _), s in zip(metric_fns, metric_sums)})
             if validation_data is not None:
-                val = self._evaluate("fit (validation)", *validation_data, loss_fn, metric_fns,
-                                     max(batch_size, 256))
+                val = plan.evaluate(self, "fit (validation)", *validation_data, loss_fn,
+                                    metric_fns, max(batch_size, 256))
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if hasattr(optimizer, "lr"):
                 logs["lr"] = optimizer.lr
@@ -516,12 +529,17 @@ class Sequential(ModelBase):
         ``input_grad=False`` returns None and skips the work only the input's gradient needs:
         the backward of the layers before the first one with parameters, and that layer's
         input-gradient pass (the backward-data GEMM of a first convolution or dense layer), as
-        PyTorch does for an input that does not require grad. ``fit`` trains this way."""
+        PyTorch does for an input that does not require grad. ``fit`` trains this way.
+
+        If ``self.after_layer_backward`` is set, it is called with each layer right after that
+        layer's backward (in backward order; every layer with parameters is reported), so a
+        caller can use a layer's gradients while the layers before it are still running."""
         first = 0
         if not input_grad:
             first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
                          len(self.layers))
         fused = getattr(self, "_fused_relus", frozenset())
+        done = getattr(self, "after_layer_backward", None) or _no_hook
         skip = -1
         for i in range(len(self.layers) - 1, first - 1, -1):
             if i in fused or i == skip:
@@ -533,14 +551,18 @@ class Sequential(ModelBase):
                 # a recurrent layer on an Embedding's table: the Embedding's weight gradient
                 # from per-id sums, no dx (Embedding.backward returns None too)
                 dy = layer.backward_table(dy, self.layers[i - 1])
+                done(layer)
+                done(self.layers[i - 1])
                 if i - 1 == first and not input_grad:
                     return None
                 skip = i - 1
                 continue
             if i == first and not input_grad:
                 backward_params_only(layer, dy)
+                done(layer)
                 return None
             dy = layer.backward(dy)
+            done(layer)
         return None if not input_grad else dy
 
     def _layer_outputs(self, x):
@@ -600,6 +622,43 @@ class Sequential(ModelBase):
         if print_fn is not None:
             print_fn(text)
         return text
+
+
+class _LocalPlan:
+    """How ``fit`` splits an epoch into steps and totals it when it trains in this process
+    alone. ``fastnn.distributed.DataParallel`` passes its own plan (each process takes its share
+    of every global batch; gradients, sums and checkpoints are shared between processes)."""
+
+    def __init__(self, model):
+        self.model = model  # what callbacks see as ``cb.model`` (save, stop_training, ...)
+
+    def steps(self, n, batch_size):
+        """Optimizer steps per epoch of ``n`` samples."""
+        return -(-n // batch_size)
+
+    def rows(self, b, n, batch_size):
+        """Step ``b``'s positions in the epoch's order taken here (a slice), and the number of
+        rows the whole step takes (in every process)."""
+        stop = min(n, (b + 1) * batch_size)
+        return slice(b * batch_size, stop), stop - b * batch_size
+
+    def step(self, rows, step_rows):
+        """A context around one step's forward and backward; the gradients are final on exit."""
+        return contextlib.nullcontext()
+
+    def total(self, sums):
+        """An epoch's per-process sums (loss and metrics, weighted by rows) -> overall sums."""
+        return sums
+
+    def evaluate(self, model, where, X, y, loss_fn, metric_fns, batch_size):
+        return model._evaluate(where, X, y, loss_fn, metric_fns, batch_size)
+
+    def resume(self, model, path, optimizer, history):
+        return model._resume_from(path, optimizer, history)
+
+
+def _no_hook(layer):
+    pass
 
 
 def backward_params_only(layer, dy):

@@ -31,6 +31,9 @@ class _BatchNorm(Layer):
         self.x = None
         self.relu_out = None  # the output, when forward_relu applied a ReLU to it
         self.relu_slope = None  # and that ReLU's negative slope, when it was a leaky one
+        # None, or what takes the training statistics over the batch shares of several
+        # processes (distributed.DataParallel(sync_batchnorm=True) sets it)
+        self.sync = None
 
     # buffers are looked up each time: astype and load_state_dict may replace the arrays
     @property
@@ -73,7 +76,10 @@ class _BatchNorm(Layer):
         c = self.num_features
         self.mean = workspace(self, "mean", (c,), self._dtype)
         self.invstd = workspace(self, "invstd", (c,), self._dtype)
-        if training:
+        sync = getattr(self, "sync", None) if training else None
+        if sync is not None:  # mean, invstd and running statistics over the global batch
+            sync.forward(self, x3, out, relu, negative_slope)
+        elif training:
             if x3.shape[0] * x3.shape[2] < 2:
                 raise ValueError(f"{self.describe()}: training needs more than one value per channel "
                                  f"to estimate the variance, got input {x.shape}")
@@ -102,6 +108,9 @@ class _BatchNorm(Layer):
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")
         dx = np.empty_like(self.x)
+        if self.training and getattr(self, "sync", None) is not None:
+            self.sync.backward(self, dy.reshape(self.x.shape), dx)
+            return dx.reshape(self.x_shape)
         if dx.size == 0:
             return dx.reshape(self.x_shape)
         _core.batchnorm_backward(dy.reshape(self.x.shape), self.x, self.weight.data, self.mean,
