@@ -3,10 +3,20 @@ import argparse
 import sys
 
 
+# the recipes that train data-parallel under mpiexec (fastnn.distributed.DataParallel)
+PARALLEL_RECIPES = ("mlp", "cnn")
+
+
 def _train(args):
-    from . import recipes
+    from . import distributed, recipes
     from ._core.threads import set_num_threads
 
+    if distributed.launched():  # mpiexec -n K fastnn train ...: threads = cores / ranks on host
+        distributed.init()
+        if distributed.size() > 1 and args.model not in PARALLEL_RECIPES:
+            print(f"fastnn train {args.model}: data-parallel training under mpiexec supports "
+                  f"{', '.join(PARALLEL_RECIPES)}; run it without mpiexec", file=sys.stderr)
+            return 2
     if args.threads is not None:
         set_num_threads(args.threads)
     out = args.out if args.out else f"fastnn-{args.model}.npz"
@@ -49,7 +59,8 @@ def main(argv=None):
     train.add_argument("model", choices=sorted(RECIPES))
     train.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=None, help="threads for every pool (default: all cores)")
+    train.add_argument("--threads", type=int, default=None, help="threads for every pool (default: all cores; under "
+                       "mpiexec, the host's cores divided by its ranks)")
     train.add_argument("--out", default=None, help="checkpoint path (default fastnn-MODEL.npz)")
     train.add_argument("--no-save", action="store_true", help="do not write a checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

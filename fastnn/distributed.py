@@ -111,11 +111,14 @@ def _abort_on_uncaught_exceptions(comm):
 
     def hook(kind, value, tb):
         try:
+            # the error first, in one line: the launcher may cut the traceback short
             sys.stderr.write(f"fastnn.distributed: rank {comm.Get_rank()} of {comm.Get_size()} "
-                             f"failed; aborting every rank\n")
-            previous(kind, value, tb)
+                             f"failed ({kind.__name__}: {value}); aborting every rank\n")
             sys.stderr.flush()
+            previous(kind, value, tb)
             sys.stdout.flush()
+            sys.stderr.flush()
+            time.sleep(0.5)  # let the launcher forward the output before it ends the job
         finally:
             comm.Abort(1)
 
