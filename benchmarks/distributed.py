@@ -67,9 +67,11 @@ def launch(name, ranks, threads, batch, steps, epochs):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure(name, ranks, threads, global_batch, steps, epochs, rounds):
+def measure(name, ranks, threads, global_batch, steps, epochs, rounds, one_thread=False):
     setups = [("alone", 1, threads, global_batch),
               ("ranks", ranks, max(1, threads // ranks), global_batch // ranks)]
+    if one_thread:
+        setups.append(("one thread", 1, 1, global_batch))
     runs = {label: [] for label, *_ in setups}
     for r in range(rounds):
         for label, k, t, b in (setups if r % 2 == 0 else setups[::-1]):
@@ -97,6 +99,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--weak", action="store_true",
                         help="also the suite's batch per rank (the global batch grows)")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="also one process with one thread (what the threads alone give)")
     parser.add_argument("--json", default=None, help="write the rows here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
@@ -106,10 +110,10 @@ def main(argv=None):
     rows = []
     for name in args.models:
         rows += measure(name, args.ranks, args.threads, BATCH[name], args.steps, args.epochs,
-                        args.rounds)
+                        args.rounds, args.one_thread)
         if args.weak:
             rows += measure(name, args.ranks, args.threads, BATCH[name] * args.ranks,
-                            args.steps, args.epochs, args.rounds)[1:]
+                            args.steps, args.epochs, args.rounds)[1:2]
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}")
     print("| model | ranks x threads | batch per rank (global) | steps/s | samples/s | "
