@@ -29,7 +29,6 @@ import time
 import numpy as np
 
 from . import _random
-from . import losses as _losses
 
 __all__ = ["init", "rank", "size", "is_initialized", "barrier", "broadcast", "allreduce",
            "DataParallel"]
@@ -219,16 +218,28 @@ def _on_root(comm, where, work):
 
 # --- the architecture check ----------------------------------------------------------------------
 def _describe(model):
-    """What must agree between ranks: every state tensor's name, shape and dtype, and (when the
-    model can say) its layer specification."""
-    state = [(k, list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    """What must agree between ranks: every state tensor's shape and dtype in order, and (when
+    the model can say) its layer specification; the tensors' names go along for the message."""
+    state = [(list(v.shape), str(v.dtype)) for v in model.state_dict().values()]
     spec = None
     try:
         from .layers.base import layer_to_spec
-        spec = layer_to_spec(model)
+        spec = _without_names(layer_to_spec(model))
     except Exception:  # a model without layer configs: the tensors alone are compared
         pass
-    return {"class": type(model).__name__, "state": state, "spec": spec}
+    return {"class": type(model).__name__, "state": state, "spec": spec,
+            "keys": list(model.state_dict())}
+
+
+def _without_names(spec):
+    """A layer spec without the layers' names: default names count the layers a process has
+    made, which differs between ranks (names that matter are in the state keys)."""
+    if isinstance(spec, dict):
+        return {k: _without_names(v) for k, v in spec.items()
+                if not (k == "name" and "class" in spec)}
+    if isinstance(spec, list):
+        return [_without_names(v) for v in spec]
+    return spec
 
 
 def _first_difference(mine, root):
@@ -239,20 +250,23 @@ def _first_difference(mine, root):
         x = a[i] if i < len(a) else None
         y = b[i] if i < len(b) else None
         if x != y:
-            show = lambda t: "nothing" if t is None else f"{t[0]} {tuple(t[1])} {t[2]}"
-            return f"state tensor {i}: rank 0 has {show(x)}, this rank has {show(y)}"
+            def show(d, t):
+                return "nothing" if t is None else f"{d['keys'][i]} {tuple(t[0])} {t[1]}"
+            return (f"state tensor {i}: rank 0 has {show(root, x)}, this rank has "
+                    f"{show(mine, y)}")
     return (f"the layer configurations differ: rank 0 {json.dumps(root['spec'])[:300]}, this "
             f"rank {json.dumps(mine['spec'])[:300]}")
 
 
 def _check_same_architecture(comm, model):
-    descriptions = comm.allgather(json.dumps(_describe(model), sort_keys=True))
-    differing = [r for r, d in enumerate(descriptions) if d != descriptions[0]]
+    descriptions = comm.allgather(_describe(model))
+    compared = [json.dumps({k: v for k, v in d.items() if k != "keys"}, sort_keys=True)
+                for d in descriptions]
+    differing = [r for r, d in enumerate(compared) if d != compared[0]]
     if differing:
         me = comm.Get_rank()
-        detail = _first_difference(json.loads(descriptions[me if me in differing
-                                                            else differing[0]]),
-                                   json.loads(descriptions[0]))
+        detail = _first_difference(descriptions[me if me in differing else differing[0]],
+                                   descriptions[0])
         raise ValueError(f"DataParallel: every rank must build the same model, but rank(s) "
                          f"{differing} differ from rank 0 ({detail}; rank "
                          f"{me if me in differing else differing[0]})")
@@ -685,34 +699,40 @@ class DataParallel:
         """Loss and metrics over all of ``(X, y)``, each rank evaluating a share."""
         m = self.module
         X, y = m._check_xy("evaluate", X, y)
-        loss_fn = _losses.get(loss if loss is not None else (m._last_loss or "cross_entropy"))
+        loss_fn = m._get_loss(loss if loss is not None else (m._last_loss or "cross_entropy"))
         return self._evaluate("evaluate", X, y, loss_fn, m._metric_fns(metrics, loss_fn),
                               batch_size)
 
     def _evaluate(self, where, X, y, loss_fn, metric_fns, batch_size):
+        from .model import _count, _take
+
         self._average_buffers()
-        rows = _shard(len(X), self.rank, self.size)
+        n = _count(X)
+        rows = _shard(n, self.rank, self.size)
         sums = np.zeros(1 + len(metric_fns))
         count = rows.stop - rows.start
         if count:
-            local = self.module._evaluate(where, X[rows], y[rows], loss_fn, metric_fns,
-                                          batch_size)
+            local = self.module._evaluate(where, _take(X, rows), _take(y, rows), loss_fn,
+                                          metric_fns, batch_size)
             sums[:] = [local["loss"] * count] + [local[name] * count for name, _ in metric_fns]
         self._comm_sum(sums)
-        result = {"loss": float(sums[0] / len(X))}
-        result.update({name: float(s / len(X)) for (name, _), s in zip(metric_fns, sums[1:])})
+        result = {"loss": float(sums[0] / n)}
+        result.update({name: float(s / n) for (name, _), s in zip(metric_fns, sums[1:])})
         return result
 
     def predict(self, X, batch_size=256):
         """The model's output for all of ``X`` on every rank, each rank predicting a share."""
+        from .model import _count, _take
+
         self._average_buffers()
-        X = np.asarray(X)
         if self.size == 1:
             return self.module.predict(X, batch_size=batch_size)
-        rows = _shard(len(X), self.rank, self.size)
-        part = (self.module.predict(X[rows], batch_size=batch_size)
+        rows = _shard(_count(X), self.rank, self.size)
+        part = (self.module.predict(_take(X, rows), batch_size=batch_size)
                 if rows.stop > rows.start else None)
         parts = [p for p in self._comm.allgather(part) if p is not None]
+        if isinstance(parts[0], list):  # several outputs
+            return [np.concatenate(column, axis=0) for column in zip(*parts)]
         return np.concatenate(parts, axis=0)
 
     def save(self, path, optimizer=None, training_state=None):

@@ -84,6 +84,17 @@ def bn_mlp64():
                           L.Dense(16, 3)).astype(np.float64)
 
 
+def graph64():
+    """A graph model with fan-out and a layer called twice (its gradients accumulate)."""
+    fnn.seed(6)
+    inp = fnn.Input(shape=(10,))
+    shared = L.Dense(10, 10, name="shared")
+    h = L.Tanh()(shared(inp))
+    h = L.Add()([h, L.Tanh()(shared(h))])
+    out = L.Dense(10, 3, name="head")(L.ReLU()(L.Dense(10, 10, name="mid")(h)))
+    return fnn.Model(inputs=inp, outputs=out).astype(np.float64)
+
+
 def adam(params):
     return fnn.optim.Adam(params, lr=1e-2)
 
@@ -108,6 +119,13 @@ def checks(outdir):
                     "evaluate_single": single.evaluate(X, y, loss="cross_entropy"),
                     "predict_diff": float(np.abs(ddp.predict(X) - single.predict(X)).max()),
                     "steps": ddp.timing["steps"]}
+
+    # a graph model (fnn.Model) with a shared layer; small buckets: several start in backward
+    ddp, _, single, _ = train_pair(graph64, X, y, optimizer=adam, epochs=2, batch_size=16)
+    out["graph64"] = {"same_on_ranks": same_on_every_rank(weights(ddp)),
+                      "diff": max_diff(weights(ddp), weights(single)),
+                      "buckets": len(ddp._buckets.bounds),
+                      "early": sum(1 for e in ddp._buckets.expected if e > 0)}
 
     # float32 convolutional net, SGD with momentum, 96 rows: whole global batches only
     Xc = data.standard_normal((96, 1, 8, 8)).astype(np.float32)

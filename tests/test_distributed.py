@@ -69,6 +69,15 @@ def test_float64_mlp_equals_one_process_with_the_doubled_batch(ranks):
         assert got["predict_diff"] <= 1e-12
 
 
+def test_graph_model_with_a_shared_layer_equals_one_process(ranks):
+    for r in ranks:
+        got = r["graph64"]
+        assert got["same_on_ranks"]
+        assert got["diff"] <= 1e-12
+        # the reports of layers in backward let the buckets start before backward ends
+        assert got["buckets"] >= 2 and got["early"] == got["buckets"]
+
+
 def test_float32_convnet_equals_one_process_with_the_doubled_batch(ranks):
     for r in ranks:
         assert r["cnn32"]["same_on_ranks"]
