@@ -535,6 +535,17 @@ class _ShardedPlan:
         return self.ddp._resume(path, optimizer, history)
 
 
+def _chain(first, then):
+    """A layer report to a hook the model already had, then to ``then``."""
+    if first is None:
+        return then
+
+    def both(layer):
+        first(layer)
+        then(layer)
+    return both
+
+
 def _shard(n, rank, size):
     q, r = divmod(n, size)
     lo = rank * q + min(rank, r)
@@ -646,16 +657,17 @@ class DataParallel:
         reduced as layers finish (scaled by ``weight``, this rank's share of the rows); on a
         normal exit the gradients are the global ones."""
         buckets = self._buckets
+        previous = getattr(self.module, "after_layer_backward", None)
         if buckets is not None:
             buckets.check_bound()
             buckets.begin(weight)
-            self.module.after_layer_backward = buckets.layer_done
+            self.module.after_layer_backward = _chain(previous, buckets.layer_done)
         try:
             with _random.using(self._rank_generator):
                 yield
         finally:
             if buckets is not None:
-                self.module.after_layer_backward = None
+                self.module.after_layer_backward = previous
         if buckets is not None:
             if idle and self._sync is not None:
                 self._sync.idle(self._bn_layers)
@@ -677,11 +689,12 @@ class DataParallel:
             return self.module.backward(dy, **kwargs)
         buckets.check_bound()
         buckets.begin(1.0 / self.size)
-        self.module.after_layer_backward = buckets.layer_done
+        previous = getattr(self.module, "after_layer_backward", None)
+        self.module.after_layer_backward = _chain(previous, buckets.layer_done)
         try:
             dx = self.module.backward(dy, **kwargs)
         finally:
-            self.module.after_layer_backward = None
+            self.module.after_layer_backward = previous
         buckets.finish()
         return dx
 

@@ -127,6 +127,24 @@ def checks(outdir):
                       "buckets": len(ddp._buckets.bounds),
                       "early": sum(1 for e in ddp._buckets.expected if e > 0)}
 
+    # a training loop of one's own: forward, backward (gradients averaged over the ranks), step
+    def manual(model, parallel):
+        opt = adam(model.parameters())
+        loss = fnn.losses.CrossEntropy()
+        for step in range(4):
+            rows = slice(32 * step, 32 * (step + 1))
+            if parallel:
+                rows = slice(rows.start + 16 * RANK, rows.start + 16 * (RANK + 1))
+            model.zero_grad()
+            loss.forward(model.forward(X[rows]), y[rows])
+            model.backward(loss.backward())
+            opt.step()
+        return weights(model)
+
+    own = manual(dist.DataParallel(mlp64()), True)
+    out["manual"] = {"same_on_ranks": same_on_every_rank(own),
+                     "diff": max_diff(own, manual(mlp64(), False))}
+
     # float32 convolutional net, SGD with momentum, 96 rows: whole global batches only
     Xc = data.standard_normal((96, 1, 8, 8)).astype(np.float32)
     yc = data.integers(0, 3, 96)

@@ -78,6 +78,12 @@ def test_graph_model_with_a_shared_layer_equals_one_process(ranks):
         assert got["buckets"] >= 2 and got["early"] == got["buckets"]
 
 
+def test_a_loop_of_ones_own_with_forward_and_backward(ranks):
+    for r in ranks:
+        assert r["manual"]["same_on_ranks"]
+        assert r["manual"]["diff"] <= 1e-12
+
+
 def test_float32_convnet_equals_one_process_with_the_doubled_batch(ranks):
     for r in ranks:
         assert r["cnn32"]["same_on_ranks"]
