@@ -14,8 +14,10 @@ def _train(args):
     if distributed.launched():  # mpiexec -n K fastnn train ...: threads = cores / ranks on host
         distributed.init()
         if distributed.size() > 1 and args.model not in PARALLEL_RECIPES:
-            print(f"fastnn train {args.model}: data-parallel training under mpiexec supports "
-                  f"{', '.join(PARALLEL_RECIPES)}; run it without mpiexec", file=sys.stderr)
+            if distributed.rank() == 0:
+                print(f"fastnn train {args.model}: data-parallel training under mpiexec "
+                      f"supports {', '.join(PARALLEL_RECIPES)}; run it without mpiexec",
+                      file=sys.stderr)
             return 2
     if args.threads is not None:
         set_num_threads(args.threads)
