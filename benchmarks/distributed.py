@@ -67,10 +67,13 @@ def launch(name, ranks, threads, batch, steps, epochs):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure(name, ranks, threads, global_batch, steps, epochs, rounds, one_thread=False):
+def measure(name, ranks, threads, global_batch, steps, epochs, rounds, one_thread=False,
+            ranks_only=False):
     setups = [("alone", 1, threads, global_batch),
               ("ranks", ranks, max(1, threads // ranks), global_batch // ranks)]
-    if one_thread:
+    if ranks_only:
+        setups = setups[1:]
+    elif one_thread:
         setups.append(("one thread", 1, 1, global_batch))
     runs = {label: [] for label, *_ in setups}
     for r in range(rounds):
@@ -113,7 +116,7 @@ def main(argv=None):
                         args.rounds, args.one_thread)
         if args.weak:
             rows += measure(name, args.ranks, args.threads, BATCH[name] * args.ranks,
-                            args.steps, args.epochs, args.rounds)[1:2]
+                            args.steps, args.epochs, args.rounds, ranks_only=True)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}")
     print("| model | ranks x threads | batch per rank (global) | steps/s | samples/s | "
