@@ -1,9 +1,11 @@
 """Run under ``mpiexec -n 2 python -m mpi4py tests/mpi_checks.py MODE OUTDIR`` by
 tests/test_distributed.py: data-parallel training checked against single-process training
 computed here, on every rank. Mode ``checks`` writes ``OUTDIR/rank<r>.json`` (what each check
-measured); mode ``raise`` makes rank 1 fail in the middle of ``fit``."""
+measured); modes ``raise`` and ``kill`` make rank 1 fail in the middle of ``fit`` (an exception,
+or SIGKILL)."""
 import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -238,21 +240,29 @@ def checks(outdir):
 
 
 class FailOnRank(callbacks.Callback):
+    def __init__(self, how):
+        self.how = how
+
     def on_epoch_end(self, epoch, logs=None):
         if RANK == 1 and epoch == 1:
+            if self.how == "kill":  # no exception, no clean-up: the process is just gone
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("rank 1 fails on purpose")
 
 
-def fail(outdir):
+def fail(outdir, how):
     data = np.random.default_rng(7)
     X, y = data.standard_normal((64, 10)), data.integers(0, 3, 64)
     ddp = dist.DataParallel(mlp64())
     ddp.fit(X, y, optimizer=adam(ddp.parameters()), epochs=50, batch_size=8, verbose=0,
-            checkpoint=os.path.join(outdir, "ckpt.npz"), callbacks=[FailOnRank()])
+            checkpoint=os.path.join(outdir, "ckpt.npz"), callbacks=[FailOnRank(how)])
     with open(os.path.join(outdir, f"finished{RANK}"), "w") as f:
         f.write("training ended normally")
 
 
 if __name__ == "__main__":
     mode, outdir = sys.argv[1], sys.argv[2]
-    {"checks": checks, "raise": fail}[mode](outdir)
+    if mode == "checks":
+        checks(outdir)
+    else:
+        fail(outdir, mode)
