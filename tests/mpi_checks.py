@@ -239,6 +239,21 @@ def checks(outdir):
         json.dump(out, f)
 
 
+def hosts(outdir):
+    """The float64 MLP check, for ranks on two (network-namespace) hosts."""
+    from mpi4py import MPI
+
+    data = np.random.default_rng(7)
+    X, y = data.standard_normal((203, 10)), data.integers(0, 3, 203)
+    ddp, _, single, _ = train_pair(mlp64, X, y, optimizer=adam, epochs=2, batch_size=16)
+    local = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+    out = {"same_on_ranks": same_on_every_rank(weights(ddp)),
+           "diff": max_diff(weights(ddp), weights(single)),
+           "hostname": MPI.Get_processor_name(), "ranks_on_host": local.Get_size()}
+    with open(os.path.join(outdir, f"rank{RANK}.json"), "w") as f:
+        json.dump(out, f)
+
+
 class FailOnRank(callbacks.Callback):
     def __init__(self, how):
         self.how = how
@@ -262,7 +277,7 @@ def fail(outdir, how):
 
 if __name__ == "__main__":
     mode, outdir = sys.argv[1], sys.argv[2]
-    if mode == "checks":
-        checks(outdir)
+    if mode in ("checks", "hosts"):
+        {"checks": checks, "hosts": hosts}[mode](outdir)
     else:
         fail(outdir, mode)

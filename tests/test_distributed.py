@@ -4,7 +4,8 @@ The multi-process checks launch ``mpiexec -n 2 python -m mpi4py tests/mpi_checks
 rank trains data-parallel and also the single-process reference with the doubled batch, and
 writes what it measured), plus one launch where a rank fails and one of ``fastnn train``; they
 need the ``mpi`` extra (mpi4py and the MPICH wheel's ``mpiexec``). The single-rank behaviour (a
-script run without any launcher) is checked in this process.
+script run without any launcher) is checked in this process. As root, two ranks also run on two
+"hosts": network namespaces joined by a veth pair, each with its own hostname.
 """
 import json
 import os
@@ -34,14 +35,19 @@ def mpiexec():
     return found
 
 
-def launch(*args, timeout=LAUNCH_TIMEOUT, cwd=None):
+def subprocess_env():
+    """The subprocesses import the fastnn this test imported (an in-place build or installed)
+    and pick their own thread counts."""
     env = dict(os.environ)
-    # the subprocesses import the fastnn this test imported (an in-place build or installed)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env.pop("FASTNN_NUM_THREADS", None)
+    return env
+
+
+def launch(*args, timeout=LAUNCH_TIMEOUT, cwd=None):
     return subprocess.run([mpiexec(), "-n", "2", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=cwd)
+                          timeout=timeout, env=subprocess_env(), cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +150,77 @@ def test_a_failing_rank_ends_every_rank_and_leaves_the_checkpoint(tmp_path, how)
     saved = fnn.load(tmp_path / "ckpt.npz")  # intact: the last completed save
     assert saved.saved_training_state["epochs_done"] in (1, 2)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair: (name, address) of each "host"."""
+    mpiexec()
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("unshare") is None:
+        pytest.skip("network namespaces need root, ip and unshare")
+    tag = f"fnn{os.getpid() % 100000}"
+    names = [f"{tag}a", f"{tag}b"]
+    if _ip("netns", "add", names[0]).returncode != 0:
+        pytest.skip("cannot create a network namespace here")
+    try:
+        _ip("netns", "add", names[1])
+        ends = [f"{tag}va", f"{tag}vb"]
+        steps = [("link", "add", ends[0], "type", "veth", "peer", "name", ends[1])]
+        for ns, end, addr in zip(names, ends, ("10.199.0.1", "10.199.0.2")):
+            steps += [("link", "set", end, "netns", ns),
+                      ("-n", ns, "addr", "add", f"{addr}/24", "dev", end),
+                      ("-n", ns, "link", "set", end, "up"), ("-n", ns, "link", "set", "lo", "up")]
+        for step in steps:
+            done = _ip(*step)
+            if done.returncode != 0:
+                pytest.skip(f"cannot set up the namespaces: ip {' '.join(step)}: {done.stderr}")
+        yield list(zip(names, ("10.199.0.1", "10.199.0.2")))
+    finally:
+        for ns in names:
+            _ip("netns", "del", ns)
+
+
+def test_ranks_on_two_hosts_train_as_one_process(two_hosts, tmp_path):
+    # MPICH's manual launcher prints the command of each host's proxy; each runs in its own
+    # network (and hostname) namespace, so the ranks talk over the veth pair as over a network
+    (ns_a, addr_a), (ns_b, addr_b) = two_hosts
+    env = subprocess_env()
+    launcher = subprocess.Popen(
+        ["ip", "netns", "exec", ns_a, mpiexec(), "-launcher", "manual", "-hosts",
+         f"{addr_a},{addr_b}", "-n", "2", "-ppn", "1", sys.executable, "-m", "mpi4py", CHECKS,
+         "hosts", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env)
+    proxies, output, logs = [], [], []
+    try:
+        for line in launcher.stdout:
+            output.append(line)
+            if line.startswith("HYDRA_LAUNCH_END"):
+                break
+            if line.startswith("HYDRA_LAUNCH:"):
+                ns, host = (ns_a, "hosta") if not proxies else (ns_b, "hostb")
+                command = line.split(":", 1)[1].split()
+                proxies.append(subprocess.Popen(
+                    ["ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c",
+                     f'hostname {host} && exec "$@"', "sh", *command], env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        rest, _ = launcher.communicate(timeout=LAUNCH_TIMEOUT)
+        output.append(rest)
+        logs = [p.communicate(timeout=30)[0] for p in proxies]
+    finally:
+        for p in [launcher, *proxies]:
+            if p.poll() is None:
+                p.kill()
+    assert launcher.returncode == 0, "".join(output) + "".join(logs)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert sorted(r["hostname"] for r in ranks) == ["hosta", "hostb"]
+    for r in ranks:
+        assert r["ranks_on_host"] == 1
+        assert r["same_on_ranks"]
+        assert r["diff"] <= 1e-12
 
 
 def test_mpiexec_fastnn_train_mlp_matches_one_process(tmp_path, capsys):
