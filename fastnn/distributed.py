@@ -358,19 +358,23 @@ def _empty_input(layer):
     return np.zeros((0, layer.num_features) + (1,) * (min(layer._ranks) - 2), layer.dtype)
 
 
-def _batchnorm_layers(model):
+def _batchnorm_calls(model):
+    """The batch norm layers in the order a training forward calls them: a layer called twice
+    is there twice (in a graph model, its second call runs on a second runner object that
+    shares its parameters and buffers)."""
     from .layers.norm import _BatchNorm
 
-    found, seen = [], set()
+    found = []
 
     def visit(layer):
-        if isinstance(layer, _BatchNorm) and id(layer) not in seen:
-            seen.add(id(layer))
+        if isinstance(layer, _BatchNorm):
             found.append(layer)
         for _, child in layer.children():
             visit(child)
 
-    visit(model)
+    steps = getattr(model, "_steps", None)  # a graph model's calls in forward order
+    for layer in [step.runner for step in steps] if steps is not None else [model]:
+        visit(layer)
     return found
 
 
@@ -604,7 +608,7 @@ class DataParallel:
         self._comm = world.Dup()
         self._MPI = _state["mpi"]
         self._broadcast_state()
-        self._bn_layers = _batchnorm_layers(model)
+        self._bn_layers = _batchnorm_calls(model)
         self._sync = None
         if self.sync_batchnorm and self.size > 1:
             self._sync = _SyncBatchNorm(world.Dup(), self._MPI)
@@ -640,10 +644,13 @@ class DataParallel:
         """Per-rank running statistics (batch norm without sync) averaged between ranks."""
         if self.size == 1 or self._sync is not None or not self._bn_layers:
             return
-        for layer in self._bn_layers:
+        buffers = {}
+        for layer in self._bn_layers:  # a layer called twice shares its buffers: once each
             for buf in (layer.running_mean, layer.running_var):
-                self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
-                buf /= self.size
+                buffers.setdefault(id(buf), buf)
+        for buf in buffers.values():
+            self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+            buf /= self.size
 
     def _comm_sum(self, values):
         if self.size > 1:

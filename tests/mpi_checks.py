@@ -80,6 +80,17 @@ def bn_cnn64():
                           L.Flatten(), L.Dense(4 * 6 * 6, 3)).astype(np.float64)
 
 
+def bn_graph64():
+    """A graph model whose batch norm is called twice (two runners, one set of statistics)."""
+    fnn.seed(8)
+    inp = fnn.Input(shape=(1, 6, 6))
+    bn = L.BatchNorm2D(4, name="bn")
+    h = L.ReLU()(bn(L.Conv2D(1, 4, 3, padding=1, bias=False, name="c1")(inp)))
+    h = L.Tanh()(bn(L.Conv2D(4, 4, 3, padding=1, bias=False, name="c2")(h)))
+    out = L.Dense(4 * 6 * 6, 3, name="head")(L.Flatten()(h))
+    return fnn.Model(inputs=inp, outputs=out).astype(np.float64)
+
+
 def bn_mlp64():
     fnn.seed(3)
     return fnn.Sequential(L.Dense(10, 16), L.BatchNorm1D(16), L.ReLU(),
@@ -163,6 +174,10 @@ def checks(outdir):
     out["sync_bn"] = {"same_on_ranks": same_on_every_rank(weights(ddp)),
                       "diff": max_diff(weights(ddp), weights(single)),
                       "steps": ddp.timing["steps"]}
+    ddp, _, single, _ = train_pair(bn_graph64, Xb, yb, optimizer=adam, epochs=2, batch_size=4,
+                                   sync_batchnorm=True)
+    out["sync_bn_graph"] = {"same_on_ranks": same_on_every_rank(weights(ddp)),
+                            "diff": max_diff(weights(ddp), weights(single))}
 
     # per-rank batch norm: the weights still agree (averaged gradients) and the running
     # statistics are averaged before saving; save on rank 0 then resume on both

@@ -102,6 +102,9 @@ def test_sync_batchnorm_equals_one_process_even_with_an_empty_share(ranks):
         assert r["sync_bn"]["same_on_ranks"]
         assert r["sync_bn"]["diff"] <= 1e-12
         assert r["sync_bn"]["steps"] == 12
+        # a graph model calling one batch norm twice
+        assert r["sync_bn_graph"]["same_on_ranks"]
+        assert r["sync_bn_graph"]["diff"] <= 1e-12
 
 
 def test_save_on_rank_0_and_resume_continue_the_run(ranks):
