@@ -567,8 +567,9 @@ class DataParallel:
     ranks during backward (see :class:`_Buckets`).
 
     Args:
-        model: a ``Sequential`` (or any model with its API; the reduction overlaps the backward
-            for a model that reports finished layers through ``after_layer_backward``).
+        model: a ``Sequential`` or graph ``Model`` (or any object with their API; the
+            reduction overlaps the backward when the model reports each layer's end of backward
+            through ``after_layer_backward``, as those two do; otherwise it runs after it).
         bucket_bytes: the least size of one allreduce (default 1 MiB): larger buckets mean fewer
             messages, smaller ones an earlier start.
         sync_batchnorm: batch norm statistics over the global batch (one allreduce of the sums
@@ -584,7 +585,8 @@ class DataParallel:
     stream of its own on each rank, derived from fastnn's generator (``fnn.seed``) and the rank.
 
     ``timing`` counts steps and the seconds spent in communication (starting, advancing and
-    waiting for the gradient allreduces, and synchronised batch norm).
+    waiting for the gradient allreduces, and synchronised batch norm; waiting includes waiting
+    for a slower rank).
     """
 
     def __init__(self, model, bucket_bytes=1 << 20, sync_batchnorm=False):
