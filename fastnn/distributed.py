@@ -713,9 +713,27 @@ class DataParallel:
         ``batch_size`` per rank."""
         if "_plan" in kwargs:
             raise TypeError("DataParallel.fit: _plan is set by DataParallel itself")
+        from .model import _count
+
+        # what sets the number of steps must agree, or one rank would wait for the others forever
+        self._agree("fit", rows=_count(X),
+                    **{k: kwargs[k] for k in ("batch_size", "epochs", "initial_epoch")
+                       if k in kwargs})
         self._share_generator()
         return self.module.fit(X, y, *args, verbose=verbose if self.rank == 0 else 0,
                                _plan=_ShardedPlan(self), **kwargs)
+
+    def _agree(self, where, **values):
+        """Raise on every rank when ``values`` differ between ranks."""
+        if self.size == 1:
+            return
+        every = self._comm.allgather(values)
+        for key in values:
+            seen = [v.get(key) for v in every]
+            if any(v != seen[0] for v in seen):
+                raise ValueError(f"DataParallel.{where}: every rank must pass the same {key} "
+                                 f"(each holds the whole data set and takes its share), got "
+                                 f"{', '.join(f'rank {r}: {v!r}' for r, v in enumerate(seen))}")
 
     def evaluate(self, X, y, loss=None, metrics=("accuracy",), batch_size=256):
         """Loss and metrics over all of ``(X, y)``, each rank evaluating a share."""

@@ -239,6 +239,14 @@ def checks(outdir):
     except ValueError as e:
         out["mismatch"] = str(e)
 
+    # data of another length on one rank: a clear error on every rank, not a hang
+    try:
+        ddp = dist.DataParallel(mlp64())
+        ddp.fit(X[:200 + RANK], y[:200 + RANK], epochs=1, batch_size=16, verbose=0)
+        out["uneven"] = None
+    except ValueError as e:
+        out["uneven"] = str(e)
+
     # the collectives
     a = np.full(3, RANK + 1.0)
     dist.allreduce(a, op="sum")

@@ -135,6 +135,13 @@ def test_another_architecture_on_one_rank_is_an_error_on_every_rank(ranks):
         assert "0.weight (48, 10)" in message and "(47, 10)" in message
 
 
+def test_data_of_another_length_on_one_rank_is_an_error_on_every_rank(ranks):
+    for r in ranks:
+        assert r["uneven"] == ("DataParallel.fit: every rank must pass the same rows (each "
+                               "holds the whole data set and takes its share), got rank 0: 200, "
+                               "rank 1: 201")
+
+
 def test_collectives(ranks):
     for rank, r in enumerate(ranks):
         assert r["collectives"] == {"sum": [3.0] * 3, "mean": [1.5] * 3,
