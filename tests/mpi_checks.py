@@ -257,6 +257,7 @@ def checks(outdir):
     dist.barrier()
     out["collectives"] = {"sum": a.tolist(), "mean": b.tolist(), "broadcast": c.tolist(),
                           "rank": RANK, "size": SIZE, "initialized": dist.is_initialized()}
+    out["threads"] = fnn.get_num_threads()
 
     with open(os.path.join(outdir, f"rank{RANK}.json"), "w") as f:
         json.dump(out, f)

@@ -84,6 +84,13 @@ def test_graph_model_with_a_shared_layer_equals_one_process(ranks):
         assert got["buckets"] >= 2 and got["early"] == got["buckets"]
 
 
+def test_each_rank_takes_its_part_of_the_cores(ranks):
+    # two ranks on this host: each gets half the cores it may run on (at least one)
+    cores = min(os.cpu_count(), len(os.sched_getaffinity(0)) * 2)
+    for r in ranks:
+        assert r["threads"] == max(1, cores // 2)
+
+
 def test_a_loop_of_ones_own_with_forward_and_backward(ranks):
     for r in ranks:
         assert r["manual"]["same_on_ranks"]
