@@ -195,6 +195,8 @@ def two_hosts():
             done = _ip(*step)
             if done.returncode != 0:
                 pytest.skip(f"cannot set up the namespaces: ip {' '.join(step)}: {done.stderr}")
+        if _ip("netns", "exec", names[1], "unshare", "--uts", "true").returncode != 0:
+            pytest.skip("cannot give a namespace its own hostname (unshare --uts)")
         yield list(zip(names, ("10.199.0.1", "10.199.0.2")))
     finally:
         for ns in names:
