@@ -16,7 +16,8 @@ import numpy as np
 from ._random import rng
 
 __all__ = ["load_digits", "load_digits_5x5", "load_mnist", "read_idx", "batches",
-           "random_shift", "random_crop", "horizontal_flip", "train_test_split"]
+           "random_shift", "random_crop", "horizontal_flip", "train_test_split",
+           "MinMaxScaler", "StandardScaler"]
 
 
 def train_test_split(X, y, test_size=0.25, seed=0):
@@ -269,3 +270,143 @@ def grouped_word_corpus(n_sentences=1500, length=10, seed=0):
         s[noise] = rng.integers(len(vocab), size=noise.sum())
         sentences.append(s)
     return vocab, group_of, sentences
+
+
+# ---------------------------------------------------------------------------------------------
+# feature scaling, as scikit-learn's preprocessing (fit on the training data only, then apply the
+# training statistics to validation and test data)
+# ---------------------------------------------------------------------------------------------
+
+class _Scaler:
+    """Per-feature scaling of ``X (n_samples, n_features)`` (axis 0 is the samples; further axes,
+    as in images ``(N, C, H, W)``, are features too). ``fit`` learns from the training data;
+    ``transform`` applies what was learned. Float32 and float64 stay as they are; other dtypes
+    become float64."""
+
+    _fitted_attr = ""
+
+    def _check(self, X, fitting):
+        where = type(self).__name__ + (".fit" if fitting else ".transform")
+        X = np.asarray(X)
+        if X.dtype.kind not in "fiub":
+            raise TypeError(f"{where}: X must be a real numeric array, got dtype {X.dtype}")
+        if X.ndim < 2:
+            raise ValueError(f"{where}: X must be 2-D (n_samples, n_features) or more, got shape "
+                             f"{X.shape}; reshape a single feature with X.reshape(-1, 1)")
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+        if fitting:
+            if X.shape[0] < 1:
+                raise ValueError(f"{where}: X has no samples, shape {X.shape}")
+        else:
+            if getattr(self, self._fitted_attr, None) is None:
+                raise RuntimeError(f"{type(self).__name__}: call fit before transform")
+            if X.shape[1:] != self.n_features_shape_:
+                raise ValueError(f"{where}: X has features of shape {X.shape[1:]}, the scaler "
+                                 f"was fitted on {self.n_features_shape_}")
+        return X
+
+    def fit_transform(self, X):
+        return self.fit(X).transform(X)
+
+
+def _nonzero_scale(scale):
+    # constant features: divide by 1 instead of 0, as scikit-learn's _handle_zeros_in_scale
+    scale = scale.copy()
+    scale[scale < 10 * np.finfo(scale.dtype).eps] = 1.0
+    return scale
+
+
+class MinMaxScaler(_Scaler):
+    """Min-max normalisation per feature to ``feature_range`` (scikit-learn's ``MinMaxScaler``):
+
+        X_scaled = (X - data_min_) / (data_max_ - data_min_) * (max - min) + min
+
+    Learned by ``fit`` (training data): ``data_min_``, ``data_max_``, ``data_range_``, and
+    ``scale_``, ``min_`` with ``transform(X) = X * scale_ + min_``. A constant feature maps to
+    ``min``. Data outside the training range maps outside ``feature_range`` unless ``clip``.
+
+        scaler = MinMaxScaler().fit(X_train)
+        X_train01, X_test01 = scaler.transform(X_train), scaler.transform(X_test)
+    """
+
+    _fitted_attr = "scale_"
+
+    def __init__(self, feature_range=(0, 1), clip=False):
+        try:
+            lo, hi = (float(v) for v in feature_range)
+        except (TypeError, ValueError):
+            raise TypeError(f"MinMaxScaler: feature_range must be a pair of numbers, got "
+                            f"{feature_range!r}") from None
+        if not lo < hi:
+            raise ValueError(f"MinMaxScaler: feature_range must have min < max, got "
+                             f"{feature_range!r}")
+        self.feature_range = (lo, hi)
+        self.clip = bool(clip)
+        self.scale_ = None
+
+    def fit(self, X):
+        X = self._check(X, True)
+        lo, hi = self.feature_range
+        self.n_features_shape_ = X.shape[1:]
+        self.n_samples_seen_ = X.shape[0]
+        self.data_min_ = X.min(axis=0)
+        self.data_max_ = X.max(axis=0)
+        self.data_range_ = self.data_max_ - self.data_min_
+        self.scale_ = ((hi - lo) / _nonzero_scale(self.data_range_)).astype(X.dtype)
+        self.min_ = (lo - self.data_min_ * self.scale_).astype(X.dtype)
+        return self
+
+    def transform(self, X):
+        X = self._check(X, False)
+        out = X * self.scale_.astype(X.dtype) + self.min_.astype(X.dtype)
+        if self.clip:
+            np.clip(out, *self.feature_range, out=out)
+        return out
+
+    def inverse_transform(self, X):
+        X = self._check(X, False)
+        return (X - self.min_.astype(X.dtype)) / self.scale_.astype(X.dtype)
+
+
+class StandardScaler(_Scaler):
+    """Z-score standardisation per feature (scikit-learn's ``StandardScaler``):
+
+        X_scaled = (X - mean_) / scale_,   scale_ = sqrt(var_)  (population variance, ddof 0)
+
+    ``mean_``, ``var_``, ``scale_`` are learned by ``fit`` on the training data; a constant
+    feature gets ``scale_ = 1``. ``with_mean`` / ``with_std`` switch centring / scaling off.
+    """
+
+    _fitted_attr = "scale_"
+
+    def __init__(self, with_mean=True, with_std=True):
+        self.with_mean = bool(with_mean)
+        self.with_std = bool(with_std)
+        self.scale_ = None
+
+    def fit(self, X):
+        X = self._check(X, True)
+        self.n_features_shape_ = X.shape[1:]
+        self.n_samples_seen_ = X.shape[0]
+        mean = X.mean(axis=0, dtype=np.float64)
+        var = X.var(axis=0, dtype=np.float64)
+        self.mean_ = mean.astype(X.dtype) if self.with_mean else None
+        self.var_ = var.astype(X.dtype) if self.with_std else None
+        scale = _nonzero_scale(np.sqrt(var)) if self.with_std else np.ones_like(var)
+        self.scale_ = scale.astype(X.dtype)
+        return self
+
+    def transform(self, X):
+        X = self._check(X, False)
+        out = X - self.mean_.astype(X.dtype) if self.with_mean else X.copy()
+        if self.with_std:
+            out /= self.scale_.astype(X.dtype)
+        return out
+
+    def inverse_transform(self, X):
+        X = self._check(X, False)
+        out = X * self.scale_.astype(X.dtype) if self.with_std else X.copy()
+        if self.with_mean:
+            out += self.mean_.astype(X.dtype)
+        return out

@@ -64,6 +64,12 @@ Batch normalisation (numba, ``norm.py``); x is (N, C, L): a (N, C) input is view
     skip the update; dx/dweight/dbias None are skipped; training with one value per channel
     raises (the variance is undefined), as PyTorch does
 
+Local response normalisation (numba, ``lrn.py``), across channels, as torch's
+    lrn_forward(x, size, alpha, beta, k, out, scale)
+        scale := k + alpha/size * sum of x**2 over channels c - size//2 .. c + (size-1)//2;
+        out := x * scale**-beta; x (N, C, ...) with 3 or more dimensions
+    lrn_backward(x, out, scale, dy, size, alpha, beta, dx)
+
 Activations (numba, ``activation.py``); elementwise ones take any shape
     relu_forward(x, out)                      relu_backward(x, dy, dx)       (0 where x <= 0)
     leaky_relu_forward(x, negative_slope, out) leaky_relu_backward(x, dy, negative_slope, dx)
@@ -131,6 +137,7 @@ _FAMILIES = {
              "avgpool2d_backward", "upsample_nearest2d_forward", "upsample_nearest2d_backward",
              "adaptive_avgpool2d_forward", "adaptive_avgpool2d_backward"),
     "norm": ("batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward"),
+    "lrn": ("lrn_forward", "lrn_backward"),
     "activation": ("relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
                    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
                    "softmax_forward", "softmax_backward", "log_softmax_forward"),

@@ -60,13 +60,13 @@ def _row_sum(probs, m, cols):
 # no reassociation here: numba hands a caller's fastmath flags down to what it calls, and it
 # breaks _exp_diff's exact range reduction and two-sum (the helpers above keep their own flags)
 @njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
-def _softmax_cross_entropy_forward(logits, target, probs):
-    """probs := softmax(logits); returns (sum over rows of lse - logits[m, target[m]], bad labels).
+def _softmax_cross_entropy_forward(logits, target, probs, row_loss):
+    """probs := softmax(logits); row_loss[m] := lse - logits[m, target[m]]; returns (sum over
+    rows of row_loss, bad labels).
     The row max and the exponential sum are split over vector lanes (reassociated): the value
     differs from a left-to-right sum by rounding only, and is still the same for any thread
     count (rows are independent, row losses summed in row order)."""
     rows, cols = logits.shape
-    row_loss = np.empty(rows)
     bad = 0
     for m in prange(rows):
         top = _row_max(logits, m, cols)
@@ -86,10 +86,9 @@ def _softmax_cross_entropy_forward(logits, target, probs):
 
 
 @njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
-def _softmax_cross_entropy_forward_plain(logits, target, probs):
+def _softmax_cross_entropy_forward_plain(logits, target, probs, row_loss):
     """The row loop before the lane split (A/B reference of _set_lane_split)."""
     rows, cols = logits.shape
-    row_loss = np.empty(rows)
     bad = 0
     for m in prange(rows):
         top = logits[m, 0]
@@ -131,10 +130,9 @@ def _softmax_cross_entropy_backward(probs, target, factor, dlogits):
 
 
 @njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
-def _soft_cross_entropy_forward(logits, target_probs, probs):
-    """probs := softmax(logits); returns the sum over rows of sum(t) * lse - <t, logits>"""
+def _soft_cross_entropy_forward(logits, target_probs, probs, row_loss):
+    """probs := softmax(logits); row_loss[m] := sum(t) * lse - <t, logits>; returns their sum"""
     rows, cols = logits.shape
-    row_loss = np.empty(rows)
     for m in prange(rows):
         top = logits[m, 0]
         for j in range(1, cols):
@@ -210,9 +208,16 @@ def _bad_labels(where, bad, target, cols):
                          f"lie outside [0, {cols})")
 
 
-def softmax_cross_entropy_forward(logits, target, probs):
+def _row_loss_out(where, row_loss, logits):
+    if row_loss is None:
+        return np.empty(logits.shape[0], np.float64)
+    return check_out(where, "row_loss", row_loss, (logits.shape[0],), np.float64, "(M,) for logits (M, C)")
+
+
+def softmax_cross_entropy_forward(logits, target, probs, row_loss=None):
     """probs := softmax(logits); returns mean over rows of -log probs[m, target[m]] (a float).
-    logits (M, C), target int64 (M,) in [0, C)."""
+    logits (M, C), target int64 (M,) in [0, C); row_loss, if given (float64 (M,)), := the
+    per-row losses (reduction "none")."""
     where = "softmax_cross_entropy_forward"
     _logits(where, "logits", logits)
     rows, cols = logits.shape
@@ -222,7 +227,8 @@ def softmax_cross_entropy_forward(logits, target, probs):
         kernels = _softmax_cross_entropy_forward, _softmax_cross_entropy_forward_serial
     else:
         kernels = _softmax_cross_entropy_forward_plain, _softmax_cross_entropy_forward_plain_serial
-    total, bad = pick(*kernels, TRANSCENDENTAL_WORK * logits.size)(logits, target, probs)
+    row_loss = _row_loss_out(where, row_loss, logits)
+    total, bad = pick(*kernels, TRANSCENDENTAL_WORK * logits.size)(logits, target, probs, row_loss)
     _bad_labels(where, bad, target, cols)
     return total / rows
 
@@ -240,14 +246,16 @@ def softmax_cross_entropy_backward(probs, target, scale, dlogits):
     _bad_labels(where, bad, target, cols)
 
 
-def soft_cross_entropy_forward(logits, target_probs, probs):
-    """probs := softmax(logits); returns mean over rows of -<target_probs[m], log probs[m]>."""
+def soft_cross_entropy_forward(logits, target_probs, probs, row_loss=None):
+    """probs := softmax(logits); returns mean over rows of -<target_probs[m], log probs[m]>;
+    row_loss, if given (float64 (M,)), := the per-row losses (reduction "none")."""
     where = "soft_cross_entropy_forward"
     _logits(where, "logits", logits)
     check_like(where, "target_probs", target_probs, logits.shape, logits.dtype, "the shape of logits")
     check_out(where, "probs", probs, logits.shape, logits.dtype, "the shape of logits")
+    row_loss = _row_loss_out(where, row_loss, logits)
     total = pick(_soft_cross_entropy_forward, _soft_cross_entropy_forward_serial,
-                 TRANSCENDENTAL_WORK * logits.size)(logits, target_probs, probs)
+                 TRANSCENDENTAL_WORK * logits.size)(logits, target_probs, probs, row_loss)
     return total / logits.shape[0]
 
 

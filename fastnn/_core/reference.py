@@ -285,6 +285,30 @@ def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_st
         dbias += sum_dy
 
 
+def _lrn_window_sums(sq, size):
+    """sum of sq over channels c - size//2 .. c + (size-1)//2 (zero outside), sq (N, C, L)"""
+    padded = np.pad(sq, ((0, 0), (size // 2, (size - 1) // 2), (0, 0)))
+    cum = np.concatenate([np.zeros_like(padded[:, :1]), np.cumsum(padded, axis=1)], axis=1)
+    return cum[:, size:] - cum[:, :-size]
+
+
+def lrn_forward(x, size, alpha, beta, k, out, scale):
+    x3 = _ncl(x)
+    s = k + alpha / size * _lrn_window_sums(x3 * x3, size)
+    scale[...] = s.reshape(scale.shape)
+    out[...] = (x3 * s ** -beta).reshape(out.shape)
+
+
+def lrn_backward(x, out, scale, dy, size, alpha, beta, dx):
+    x3, y3, s3, dy3 = _ncl(x), _ncl(out), _ncl(scale), _ncl(dy)
+    t = dy3 * y3 / s3
+    # the adjoint of the window sum: channel j collects c in j - (size-1)//2 .. j + size//2
+    padded = np.pad(t, ((0, 0), ((size - 1) // 2, size // 2), (0, 0)))
+    cum = np.concatenate([np.zeros_like(padded[:, :1]), np.cumsum(padded, axis=1)], axis=1)
+    back = cum[:, size:] - cum[:, :-size]
+    dx[...] = (dy3 * s3 ** -beta - 2 * alpha * beta / size * x3 * back).reshape(dx.shape)
+
+
 def relu_forward(x, out):
     out[...] = np.where(x <= 0, 0, x)
 
@@ -346,10 +370,13 @@ def log_softmax_forward(x, out):
     out[...] = _log_softmax(x)
 
 
-def softmax_cross_entropy_forward(logits, target, probs):
+def softmax_cross_entropy_forward(logits, target, probs, row_loss=None):
     logp = _log_softmax(logits)
     probs[...] = np.exp(logp)
-    return float(-logp[np.arange(len(target)), target].mean())
+    rows = -logp[np.arange(len(target)), target]
+    if row_loss is not None:
+        row_loss[...] = rows
+    return float(rows.mean())
 
 
 def softmax_cross_entropy_backward(probs, target, scale, dlogits):
@@ -358,10 +385,13 @@ def softmax_cross_entropy_backward(probs, target, scale, dlogits):
     dlogits[...] = scale * g / len(target)
 
 
-def soft_cross_entropy_forward(logits, target_probs, probs):
+def soft_cross_entropy_forward(logits, target_probs, probs, row_loss=None):
     logp = _log_softmax(logits)
     probs[...] = np.exp(logp)
-    return float(-(target_probs * logp).sum(axis=1).mean())
+    rows = -(target_probs * logp).sum(axis=1)
+    if row_loss is not None:
+        row_loss[...] = rows
+    return float(rows.mean())
 
 
 def soft_cross_entropy_backward(probs, target_probs, scale, dlogits):

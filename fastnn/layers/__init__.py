@@ -5,9 +5,9 @@
 | dense       | Dense                                                   |
 | conv        | Conv2D, ConvTranspose2D                                 |
 | pool        | MaxPool2D, AvgPool2D, Upsample2D, AdaptiveAvgPool2D     |
-| norm        | BatchNorm1D, BatchNorm2D, LayerNorm                     |
+| norm        | BatchNorm1D, BatchNorm2D, LayerNorm, LocalResponseNorm  |
 | activation  | ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Identity,      |
-|             | GELU, SiLU, ELU                                         |
+|             | GELU, SiLU, ELU, Step                                   |
 | dropout     | Dropout                                                 |
 | shape       | Flatten, Reshape                                        |
 | residual    | Residual                                                |
@@ -26,11 +26,12 @@ _MODULE_OF = {
     "Dense": "dense",
     "Conv2D": "conv", "ConvTranspose2D": "conv",
     "MaxPool2D": "pool", "AvgPool2D": "pool", "Upsample2D": "pool",
-    "BatchNorm1D": "norm", "BatchNorm2D": "norm",
+    "BatchNorm1D": "norm", "BatchNorm2D": "norm", "LocalResponseNorm": "norm",
     "ReLU": "activation", "LeakyReLU": "activation", "Sigmoid": "activation",
     "Tanh": "activation", "Softmax": "activation", "Identity": "activation",
     "GELU": "activation", "SiLU": "activation", "ELU": "activation",
     "LayerNorm": "norm", "AdaptiveAvgPool2D": "pool",
+    "Step": "activation",
     "Dropout": "dropout",
     "Flatten": "shape", "Reshape": "shape",
     "Residual": "residual",

@@ -312,3 +312,27 @@ class Identity(Layer):
         if expected is not None and dy.shape != expected:
             raise self.shape_error(expected, dy.shape, "dy")
         return dy
+
+
+class Step(_Elementwise):
+    r"""The perceptron's step function: :math:`y = 1` where x > 0, else 0.
+
+    Its derivative is 0 almost everywhere (and undefined at 0), so no gradient flows through it:
+    ``backward`` raises. Use it for a perceptron whose weights are set by hand or by the
+    perceptron rule, not for a network trained by backpropagation (use Sigmoid or ReLU there).
+
+    Shapes: input any shape; output the same shape. State: none.
+
+    Example::
+
+        step = Step()
+        y = step.forward(np.array([[-1.0, 0.0, 2.0]], np.float32))   # [[0, 0, 1]]
+    """
+
+    def _forward(self, x, out):
+        np.greater(x, 0, out=out)  # a comparison; bool -> float in the out buffer
+
+    def backward(self, dy):
+        raise RuntimeError(f"{self.describe()}: the step function has no useful gradient (0 "
+                           f"almost everywhere, undefined at 0), so backward cannot train through "
+                           f"it; use Sigmoid or ReLU in a network trained by backpropagation")

@@ -267,3 +267,63 @@ class LayerNorm(Layer):
     def _on_dtype_change(self):
         self.x = None
         drop_workspaces(self)
+
+
+class LocalResponseNorm(Layer):
+    r"""Local response normalisation across channels (AlexNet; ``torch.nn.LocalResponseNorm``):
+
+    .. math:: y_c = x_c \left(k + \frac{\alpha}{n} \sum_{c'=c-\lfloor n/2 \rfloor}^{c+\lfloor (n-1)/2 \rfloor} x_{c'}^2\right)^{-\beta}
+
+    with ``n = size`` and channels outside ``[0, C)`` counting as zero.
+
+    Args:
+        size: channels in each window; alpha, beta, k: as the formula (PyTorch's defaults).
+
+    Shapes: input ``(N, C, ...)`` with at least 3 dimensions; output the same. State: none.
+
+    Example::
+
+        lrn = LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+        y = lrn.forward(np.random.rand(2, 16, 8, 8).astype(np.float32))
+        dx = lrn.backward(np.ones_like(y))
+    """
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size = check_positive_int("LocalResponseNorm", "size", size)
+        number = (int, float, np.integer, np.floating)
+        for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+            if isinstance(v, bool) or not isinstance(v, number) or not math.isfinite(v):
+                raise ValueError(f"LocalResponseNorm: {name} must be a finite number, got {v!r}")
+        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
+        self._cache = None
+
+    def config(self):
+        return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+    def forward(self, x, training=True):
+        x = self.as_input(x)
+        if x.ndim < 3:
+            raise self.shape_error("(N, C, *) with 3 or more dimensions", x.shape)
+        out = np.empty_like(x)
+        scale = np.empty_like(x)
+        _core.lrn_forward(x, self.size, self.alpha, self.beta, self.k, out, scale)
+        self._cache = (x, out, scale)
+        return out
+
+    def backward(self, dy):
+        if self._cache is None:
+            raise RuntimeError(f"{self.describe()}: backward called before forward")
+        x, out, scale = self._cache
+        dy = self.as_input(dy, "dy")
+        if dy.shape != x.shape:
+            raise self.shape_error(x.shape, dy.shape, "dy")
+        dx = np.empty_like(x)
+        _core.lrn_backward(x, out, scale, dy, self.size, self.alpha, self.beta, dx)
+        return dx
+
+    def _on_dtype_change(self):
+        self._cache = None
