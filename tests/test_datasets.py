@@ -172,3 +172,46 @@ def test_horizontal_flip():
     np.testing.assert_array_equal(x, original)  # the input is untouched
     with pytest.raises(ValueError, match=r"horizontal_flip.*\(N, C, H, W\)"):
         datasets.horizontal_flip(np.zeros((3, 4)))
+
+
+# --- feature scaling (scikit-learn's semantics) ------------------------------------------------------
+@pytest.mark.parametrize("feature_range", [(0, 1), (-1, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scalers_match_scikit_learn_fitted_on_training_data_only(feature_range, dtype):
+    preprocessing = pytest.importorskip("sklearn.preprocessing")
+    rng = np.random.default_rng(0)
+    X = rng.normal(3, 2, (40, 5)).astype(dtype)
+    X[:, 3] = 7.0                               # a constant feature
+    X_test = rng.normal(3, 4, (9, 5)).astype(dtype)   # wider than the training range
+    for ours, theirs in [(datasets.MinMaxScaler(feature_range), preprocessing.MinMaxScaler(feature_range)),
+                         (datasets.StandardScaler(), preprocessing.StandardScaler())]:
+        got = ours.fit_transform(X)
+        want = theirs.fit_transform(X)
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got, want, **tol)
+        np.testing.assert_allclose(ours.transform(X_test), theirs.transform(X_test), **tol)
+        np.testing.assert_allclose(ours.inverse_transform(got), X, **tol)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(ours.scale_, theirs.scale_, **tol)
+    # statistics come from the training data: the test data is not rescaled into the range
+    mm = datasets.MinMaxScaler(feature_range).fit(X)
+    assert mm.transform(X_test).max() > feature_range[1]
+    assert datasets.MinMaxScaler(feature_range, clip=True).fit(X).transform(X_test).max() <= feature_range[1]
+
+
+def test_scalers_on_images_scale_each_pixel_and_check_their_input():
+    (X, _), (Xt, _) = datasets.load_digits()
+    z = datasets.StandardScaler().fit(X)
+    Z = z.transform(X)
+    assert Z.shape == X.shape and Z.dtype == np.float32
+    varying = X.std(0) > 0
+    np.testing.assert_allclose(Z.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(Z.std(0)[varying], 1, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="StandardScaler: call fit before transform"):
+        datasets.StandardScaler().transform(X)
+    with pytest.raises(ValueError, match=r"MinMaxScaler.transform: X has features of shape \(64,\)"):
+        datasets.MinMaxScaler().fit(X).transform(X.reshape(len(X), 64))
+    with pytest.raises(ValueError, match="MinMaxScaler.fit: X must be 2-D"):
+        datasets.MinMaxScaler().fit(np.arange(5.0))
+    with pytest.raises(ValueError, match="feature_range must have min < max"):
+        datasets.MinMaxScaler((1, 0))

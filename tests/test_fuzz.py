@@ -289,9 +289,18 @@ if __name__ == "__main__":
             layer = L.MultiheadAttention(d, heads, dropout=draw(st.sampled_from([0.0, 0.3])))
         return layer, (n, t, d), (n, t, d), "float"
 
+    def b_lrn(draw):
+        size = _pick(draw, 1, 6, "size")
+        n, c = _pick(draw, 1, 3, "n"), _pick(draw, 1, 6, "c")
+        spatial = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2), label="spatial"))
+        k = draw(st.sampled_from([1.0, 2.0, 0.5]), label="k")
+        layer = L.LocalResponseNorm(size, alpha=draw(st.sampled_from([1e-4, 0.5]), label="alpha"), k=k)
+        return layer, (n, c, *spatial), (n, c, *spatial), "float"
+
     def b_activation(draw):
         which = draw(st.sampled_from(["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
-                                      "Dropout", "Flatten", "GELU", "SiLU", "ELU"]), label="activation")
+                                      "Dropout", "Flatten", "GELU", "SiLU", "ELU", "Step"]),
+                          label="activation")
         shape = tuple(draw(st.lists(st.integers(1, 4), min_size=2, max_size=4), label="shape"))
         if which == "LeakyReLU":
             layer = L.LeakyReLU(draw(st.sampled_from([0.0, 0.01, 0.2, 1.0])))
@@ -345,13 +354,13 @@ if __name__ == "__main__":
         return fnn.Model(inp, merged), (n, d), (n, d), "float"
 
     b_dense.key_axis = -1
-    b_conv.key_axis = b_convt.key_axis = b_bn.key_axis = 1
+    b_conv.key_axis = b_convt.key_axis = b_bn.key_axis = 1  # (LocalResponseNorm takes any C)
     b_recurrent.key_axis = b_residual.key_axis = b_graph.key_axis = b_layer_norm.key_axis = -1
     b_attention.key_axis = -1
 
-    BUILDERS = [b_dense, b_conv, b_convt, b_pool, b_upsample, b_bn, b_activation, b_reshape,
+    BUILDERS = [b_dense, b_conv, b_convt, b_pool, b_upsample, b_bn, b_lrn, b_activation, b_reshape,
                 b_embedding, b_recurrent, b_residual, b_graph, b_layer_norm, b_adaptive_pool, b_attention]
-    BOUNDED = ("Sigmoid", "Tanh", "Softmax")
+    BOUNDED = ("Sigmoid", "Tanh", "Softmax", "Step")
 
     def _values(draw, shape, dtype, num=None):
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
@@ -483,6 +492,11 @@ if __name__ == "__main__":
             assert np.isnan(y).any(), f"{layer.describe()}: a NaN input vanished from the output"
         if not training or y.size == 0:
             return
+        if type(layer).__name__ == "Step":  # no gradient: backward always refuses, by name
+            dy = _values(draw, y.shape, dtype)
+            assert clear_error_or_result(names, lambda: layer.backward(dy),
+                                         accept=(RuntimeError,)) is REJECTED
+            return
         # backward: valid dy, or a mutated one
         dmut = draw(st.sampled_from(["valid", "valid", "wrong_shape", "int", "float16", "complex",
                                      "noncontig", "readonly", "nan", "list"]), label="dy_mutation")
@@ -541,11 +555,13 @@ if __name__ == "__main__":
                         st.booleans(), st.tuples(st.integers(-1, 3)))
         which = draw(st.sampled_from(["Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D",
                                       "Upsample2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "Reshape",
-                                      "LeakyReLU", "Embedding", "RNN", "LSTM", "GRU", "Softmax"]))
+                                      "LeakyReLU", "Embedding", "RNN", "LSTM", "GRU", "Softmax",
+                                      "LocalResponseNorm"]))
         cls = getattr(L, which)
         nargs = {"Dense": 2, "Conv2D": 3, "ConvTranspose2D": 3, "MaxPool2D": 1, "AvgPool2D": 1,
                  "Upsample2D": 1, "BatchNorm1D": 1, "BatchNorm2D": 1, "Dropout": 1, "Reshape": 1,
-                 "LeakyReLU": 1, "Embedding": 2, "RNN": 2, "LSTM": 2, "GRU": 2, "Softmax": 1}[which]
+                 "LeakyReLU": 1, "Embedding": 2, "RNN": 2, "LSTM": 2, "GRU": 2, "Softmax": 1,
+                 "LocalResponseNorm": 1}[which]
         args = [draw(bad) for _ in range(nargs)]
         if args and all(isinstance(a, int) and not isinstance(a, bool) and 0 < a < 100 for a in args):
             return
@@ -575,7 +591,8 @@ if __name__ == "__main__":
     def fuzz_losses(data):
         draw = data.draw
         name = draw(st.sampled_from(LOSSES), label="loss")
-        loss = getattr(fl, name)()
+        reduction = draw(st.sampled_from(["mean", "mean", "sum", "none"]), label="reduction")
+        loss = getattr(fl, name)(reduction=reduction)
         dtype = draw(st.sampled_from(FLOATS), label="dtype")
         n, c = _pick(draw, 1, 4, "n"), _pick(draw, 1, 5, "c")
         lead = draw(st.sampled_from([(), (2,)]), label="lead")
@@ -650,22 +667,28 @@ if __name__ == "__main__":
             raise ContractViolation(f"CrossEntropy accepted out-of-range labels and gave {value}")
         if mutation == "bce_out_of_range" and name == "BCE" and not np.isfinite(value):
             raise ContractViolation(f"BCE gave {value} for probabilities outside [0, 1] instead of an error")
-        assert isinstance(value, float), type(value)
+        if reduction == "none":
+            assert isinstance(value, np.ndarray), type(value)
+            dy = np.ones(value.shape, value.dtype)
+        else:
+            assert isinstance(value, float), type(value)
+            dy = None
         if mutation in ("valid", "tiny", "huge") and name in ("CrossEntropy", "BCEWithLogits"):
-            assert np.isfinite(value), f"{name}: {value} for finite {mutation} logits"
+            assert np.isfinite(value).all(), f"{name}: {value} for finite {mutation} logits"
         if mutation in ("valid", "tiny") and name in ("MSE", "BCE"):
-            assert np.isfinite(value), f"{name}: {value} for {mutation} input"
+            assert np.isfinite(value).all(), f"{name}: {value} for {mutation} input"
         if mutation == "nan":
-            assert np.isnan(value) or name == "CrossEntropy" and False, f"{name}: NaN input gave {value}"
-        grad = loss.backward()
+            assert np.isnan(value).any(), f"{name}: NaN input gave {value}"
+        grad = loss.backward(dy)
         grads = grad if isinstance(grad, tuple) else (grad,)
         for g in grads:
             assert g.shape == np.shape(pred), f"{name}: gradient {g.shape} for pred {np.shape(pred)}"
         if clean is not None:
-            fresh = getattr(fl, name)()
-            assert fresh.forward(*clean) == value, f"{name}: {mutation} input changed the loss"
-            assert all(same(a, b) for a, b in zip(grads, (fresh.backward(),) if not isinstance(grad, tuple)
-                                                  else fresh.backward())), f"{name}: {mutation} changed the gradient"
+            fresh = getattr(fl, name)(reduction=reduction)
+            assert same(fresh.forward(*clean), value), f"{name}: {mutation} input changed the loss"
+            again = fresh.backward(dy)
+            assert all(same(a, b) for a, b in zip(grads, (again,) if not isinstance(grad, tuple)
+                                                  else again)), f"{name}: {mutation} changed the gradient"
 
     @given(st.data())
     @_case

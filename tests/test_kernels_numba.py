@@ -417,6 +417,55 @@ def test_cross_entropy_matches_reference(rows, cols, dtype, path, seed, scale):
         close(gk, gr, dtype)
 
 
+@given(rows=st.integers(1, 8), cols=st.integers(1, 7), dtype=dtypes, path=paths,
+       seed=st.integers(0, 2**16), soft=st.booleans())
+def test_cross_entropy_row_losses_match_reference_and_sum_to_the_value(rows, cols, dtype, path, seed, soft):
+    # the per-row losses behind reduction="none"
+    rng = np.random.default_rng(seed)
+    logits = data(seed, (rows, cols), dtype, scale=3.0)
+    target = rng.random((rows, cols)).astype(dtype) if soft else rng.integers(0, cols, rows)
+    name = "soft_cross_entropy_forward" if soft else "softmax_cross_entropy_forward"
+    with forced(path):
+        row_k, row_r = np.empty(rows), np.empty(rows)
+        value = getattr(K, name)(logits, target, np.empty_like(logits), row_k)
+        getattr(R, name)(logits, target, np.empty_like(logits), row_r)
+    close(row_k, row_r, dtype, scale=cols)
+    np.testing.assert_allclose(value, row_k.mean(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# local response normalisation
+# ---------------------------------------------------------------------------------------------
+
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 7), st.integers(1, 4), st.integers(1, 3)),
+       size=st.integers(1, 8), alpha=st.sampled_from([1e-4, 0.3, 2.0]), beta=st.sampled_from([0.75, 0.5, 2.0]),
+       k=st.sampled_from([1.0, 2.0]), dtype=dtypes, path=paths, seed=st.integers(0, 2**16))
+def test_lrn_matches_reference(shape, size, alpha, beta, k, dtype, path, seed):
+    x = data(seed, shape, dtype, scale=2.0)
+    dy = data(seed + 1, shape, dtype)
+    with forced(path):
+        (yk, sk), (yr, sr), _, _ = both("lrn_forward", [x, size, alpha, beta, k],
+                                        [np.empty_like(x), np.empty_like(x)])
+        close(yk, yr, dtype)
+        close(sk, sr, dtype)
+        (dxk,), (dxr,), _, _ = both("lrn_backward", [x, yk, sk, dy, size, alpha, beta], [np.empty_like(x)])
+        close(dxk, dxr, dtype, scale=10.0)
+
+
+def test_lrn_rejects_bad_shapes_and_hyperparameters():
+    x = np.ones((2, 3, 4), np.float32)
+    out, scale = np.empty_like(x), np.empty_like(x)
+    with pytest.raises(ValueError, match=r"lrn_forward: x must be \(N, C, L, ...\).*\(2, 3\)"):
+        K.lrn_forward(np.ones((2, 3), np.float32), 3, 1e-4, 0.75, 1.0, np.empty((2, 3), np.float32),
+                      np.empty((2, 3), np.float32))
+    with pytest.raises(ValueError, match="lrn_forward: size must be an int >= 1"):
+        K.lrn_forward(x, 0, 1e-4, 0.75, 1.0, out, scale)
+    with pytest.raises(ValueError, match=r"lrn_forward: out must have shape \(2, 3, 4\)"):
+        K.lrn_forward(x, 3, 1e-4, 0.75, 1.0, np.empty((2, 3, 5), np.float32), scale)
+    with pytest.raises(TypeError, match="lrn_backward: dy has dtype float64"):
+        K.lrn_backward(x, out, scale, np.ones(x.shape), 3, 1e-4, 0.75, np.empty_like(x))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_large_logits_by_hand(dtype):
     logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype)

@@ -48,6 +48,8 @@ SHAPE_CASES = [
     (lambda: L.BatchNorm1D(4), (6, 4), (6, 4)),
     (lambda: L.BatchNorm1D(4), (6, 4, 3), (6, 4, 3)),
     (lambda: L.BatchNorm2D(3), (2, 3, 4, 5), (2, 3, 4, 5)),
+    (lambda: L.LocalResponseNorm(3), (2, 5, 4, 3), (2, 5, 4, 3)),
+    (lambda: L.LocalResponseNorm(2, alpha=0.5, k=2.0), (2, 4, 6), (2, 4, 6)),
     (lambda: L.ReLU(), (2, 3, 4), (2, 3, 4)),
     (lambda: L.LeakyReLU(0.2), (7,), (7,)),
     (lambda: L.Sigmoid(), (2, 3), (2, 3)),
@@ -420,6 +422,7 @@ CONFIG_CASES = [
     L.Dense(5, 3, bias=False, weight_init="xavier_uniform"), L.Conv2D(3, 8, (3, 2), stride=2, padding=(1, 0)),
     L.ConvTranspose2D(8, 4, 4, stride=2, padding=1, output_padding=1), L.MaxPool2D(3, 2, 1), L.AvgPool2D(2),
     L.Upsample2D(3), L.BatchNorm1D(4, eps=1e-3, momentum=0.05), L.BatchNorm2D(2), L.ReLU(), L.LeakyReLU(0.2),
+    L.LocalResponseNorm(5, alpha=2e-4, beta=0.5, k=2.0), L.Step(),
     L.Sigmoid(), L.Tanh(), L.Softmax(axis=1), L.Identity(), L.Dropout(0.25), L.Flatten(), L.Reshape((2, -1)),
     L.Residual(L.Residual(L.Conv2D(2, 2, 3, padding=1))),
 ]
@@ -475,7 +478,8 @@ def test_backward_checks_dy_shape_and_order():
     for layer, x in [(L.Dense(3, 2), randn(4, 3)), (L.Conv2D(1, 2, 3), randn(1, 1, 5, 5)),
                      (L.MaxPool2D(2), randn(1, 1, 4, 4)), (L.BatchNorm1D(3), randn(4, 3)),
                      (L.ReLU(), randn(2, 2)), (L.Softmax(), randn(2, 2)), (L.Dropout(), randn(2, 2)),
-                     (L.Flatten(), randn(2, 2, 2)), (L.Upsample2D(), randn(1, 1, 2, 2))]:
+                     (L.Flatten(), randn(2, 2, 2)), (L.Upsample2D(), randn(1, 1, 2, 2)),
+                     (L.LocalResponseNorm(2), randn(1, 3, 2, 2))]:
         with pytest.raises(RuntimeError, match="before forward"):
             layer.backward(np.ones(1))
         y = layer.forward(x)
@@ -618,3 +622,44 @@ def test_backward_without_input_grad_only_accumulates_parameter_grads(make, shap
     assert layer.backward(dy, input_grad=False) is None
     for g, p in zip(once, layer.parameters()):
         np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-12, atol=1e-12)
+
+
+# --- lecture-note layers: LocalResponseNorm, Step ---------------------------------------------------
+@FEW
+@given(size=st.integers(1, 6), c=st.integers(1, 6), spatial=st.lists(st.integers(1, 3), min_size=1, max_size=2),
+       alpha=st.sampled_from([1e-4, 0.5, 2.0]), beta=st.sampled_from([0.75, 0.25, 1.5]), seed=st.integers(0, 99))
+def test_local_response_norm_gradcheck(size, c, spatial, alpha, beta, seed):
+    layer = L.LocalResponseNorm(size, alpha=alpha, beta=beta, k=1.5).astype(np.float64)
+    gradcheck_both_modes(layer, 2 * randn(2, c, *spatial, seed=seed))
+
+
+def test_local_response_norm_by_hand():
+    # one pixel, channels [1, 2, 3], size 3, alpha 3, beta 1, k 1: the windows hold {1, 2},
+    # {1, 2, 3}, {2, 3}, so y_c = x_c / (1 + (sum of squares in the window))
+    x = np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1)
+    y = L.LocalResponseNorm(3, alpha=3.0, beta=1.0, k=1.0).astype(np.float64).forward(x)
+    np.testing.assert_allclose(y.ravel(), [1 / 6, 2 / 15, 3 / 14], rtol=1e-15)
+
+
+def test_local_response_norm_rejects_bad_input_and_arguments():
+    with pytest.raises(ValueError, match=r"LocalResponseNorm.*3 or more dimensions.*\(2, 3\)"):
+        L.LocalResponseNorm(3).forward(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="LocalResponseNorm: size"):
+        L.LocalResponseNorm(0)
+    with pytest.raises(ValueError, match="LocalResponseNorm: beta"):
+        L.LocalResponseNorm(3, beta=float("nan"))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_step_is_one_above_zero_and_refuses_backward(dtype):
+    step = L.Step().astype(dtype)
+    x = np.array([[-2.0, -0.0, 0.0, 1e-30, 3.0]], dtype)
+    y = step.forward(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, [[0, 0, 0, 1, 1]])
+    with pytest.raises(RuntimeError, match="Step.*no useful gradient"):
+        step.backward(np.ones_like(y))
+    model = fnn.Sequential(L.Dense(2, 1), L.Step())
+    model.forward(np.ones((3, 2), np.float32))
+    with pytest.raises(RuntimeError, match="Step"):
+        model.backward(np.ones((3, 1), np.float32))

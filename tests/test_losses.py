@@ -191,3 +191,126 @@ def test_get_by_name():
     assert losses.get(existing) is existing
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         losses.get("hinge")
+
+
+# --- reduction="mean" | "sum" | "none" (PyTorch's semantics) ----------------------------------------
+def _reduction_cases(rng):
+    """(name, fastnn loss class, torch loss factory, pred, target, torch pred transform)"""
+    import torch
+    n, c = 5, 4
+    logits = rng.normal(0, 2, (n, 3, c))
+    labels = rng.integers(0, c, (n, 3))
+    soft = rng.dirichlet(np.ones(c), (n, 3))
+    probs = rng.uniform(0.02, 0.98, (n, 3))
+    t01 = rng.integers(0, 2, (n, 3)).astype(np.float64)
+    nn = torch.nn
+    # torch's CrossEntropyLoss takes the class axis second: move it
+    ce = (lambda r: (lambda z, t: nn.CrossEntropyLoss(reduction=r)(
+        z.movedim(-1, 1), t.movedim(-1, 1) if t.is_floating_point() else t)))
+    return [
+        ("mse", losses.MSE, lambda r: nn.MSELoss(reduction=r), rng.normal(size=(n, 3)), rng.normal(size=(n, 3))),
+        ("ce-labels", losses.CrossEntropy, ce, logits, labels),
+        ("ce-probs", losses.CrossEntropy, ce, logits, soft),
+        ("bce", losses.BCE, lambda r: nn.BCELoss(reduction=r), probs, t01),
+        ("bce-logits", losses.BCEWithLogits, lambda r: nn.BCEWithLogitsLoss(reduction=r),
+         rng.normal(0, 3, (n, 3)), t01),
+    ]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_every_reduction_matches_torch_value_and_gradient(reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for name, ours_cls, theirs, pred, target in _reduction_cases(rng):
+        ours = ours_cls(reduction=reduction)
+        value = ours.forward(pred, target)
+        zt = torch.tensor(pred, requires_grad=True)
+        tt = torch.tensor(target)
+        ref = theirs(reduction)(zt, tt)
+        if reduction == "none":
+            assert isinstance(value, np.ndarray) and value.dtype == np.float64, name
+            upstream = rng.normal(size=ref.shape)
+            ref.backward(torch.tensor(upstream))
+            grad = ours.backward(upstream)
+        else:
+            assert isinstance(value, float), name
+            ref.backward(torch.tensor(1.7, dtype=torch.float64))
+            grad = ours.backward(1.7)
+        np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls, pred, target", [
+    (losses.MSE, [[0.5, -1.0], [2.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]),
+    (losses.CrossEntropy, [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], np.array([1, 2])),
+    (losses.BCE, [[0.2, 0.9]], [[0.0, 1.0]]),
+    (losses.BCEWithLogits, [[-1.0, 2.0, 0.0]], [[0.0, 1.0, 1.0]]),
+])
+def test_none_sums_to_sum_and_averages_to_mean(cls, pred, target, dtype):
+    pred = np.asarray(pred, dtype)
+    if np.asarray(target).dtype.kind == "f":
+        target = np.asarray(target, dtype)
+    none = cls(reduction="none")
+    per = none.forward(pred, target)
+    assert per.dtype == dtype and per.shape == (pred.shape[:-1] if cls is losses.CrossEntropy else pred.shape)
+    total = cls(reduction="sum")
+    mean = cls()
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(total.forward(pred, target), per.astype(np.float64).sum(), rtol=rtol)
+    np.testing.assert_allclose(mean.forward(pred, target), per.astype(np.float64).mean(), rtol=rtol)
+    # gradients: sum = none with dy of ones = mean * (number of losses)
+    g_sum = total.backward()
+    np.testing.assert_allclose(none.backward(np.ones_like(per)), g_sum, rtol=rtol)
+    np.testing.assert_allclose(mean.backward() * per.size, g_sum, rtol=rtol)
+    assert g_sum.dtype == dtype
+
+
+def test_kl_divergence_normal_reductions():
+    rng = np.random.default_rng(3)
+    mu, logvar = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    per = losses.KLDivergenceNormal(reduction="none").forward(mu, logvar)
+    expected = -0.5 * (1 + logvar - mu ** 2 - np.exp(logvar)).sum(1)
+    np.testing.assert_allclose(per, expected, rtol=1e-14)
+    assert losses.KLDivergenceNormal(reduction="sum").forward(mu, logvar) == pytest.approx(expected.sum())
+    assert losses.KLDivergenceNormal().forward(mu, logvar) == pytest.approx(expected.mean())
+    loss = losses.KLDivergenceNormal(reduction="none")
+    loss.forward(mu, logvar)
+    dy = rng.normal(size=4)
+    dmu, dlogvar = loss.backward(dy)
+    np.testing.assert_allclose(dmu, mu * dy[:, None], rtol=1e-14)
+    np.testing.assert_allclose(dlogvar, 0.5 * (np.exp(logvar) - 1) * dy[:, None], rtol=1e-14)
+
+
+def test_none_reduction_gradient_is_checked_numerically():
+    # L = sum(R * losses) with a random R: its gradient is backward(R)
+    rng = np.random.default_rng(7)
+    for loss, pred, target in [
+            (losses.MSE(reduction="none"), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))),
+            (losses.CrossEntropy(reduction="none"), rng.normal(size=(2, 3, 5)), rng.integers(0, 5, (2, 3))),
+            (losses.BCEWithLogits(reduction="none"), rng.normal(size=(6,)), rng.random(6).round())]:
+        R = rng.normal(size=loss.forward(pred, target).shape)
+        analytic = loss.backward(R)
+        numeric = np.zeros_like(pred)
+        for i in range(pred.size):
+            step = np.zeros_like(pred)
+            step.flat[i] = 1e-6
+            numeric.flat[i] = ((R * loss.forward(pred + step, target)).sum()
+                               - (R * loss.forward(pred - step, target)).sum()) / 2e-6
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=type(loss).__name__)
+
+
+def test_reduction_errors_are_clear():
+    with pytest.raises(ValueError, match=r"MSE: reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"):
+        losses.MSE(reduction="avg")
+    loss = losses.CrossEntropy(reduction="none")
+    loss.forward(np.zeros((3, 2)), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"CrossEntropy\(reduction='none'\).backward: dy .*\(3,\)\) is required"):
+        loss.backward()
+    with pytest.raises(ValueError, match=r"dy must have the shape of the losses \(3,\), got \(3, 1\)"):
+        loss.backward(np.ones((3, 1)))
+    mean = losses.MSE()
+    mean.forward(np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="dy must be a scalar"):
+        mean.backward(np.ones(3))
+    assert repr(losses.BCE(reduction="sum")) == "BCE(reduction='sum')" and repr(losses.BCE()) == "BCE()"

@@ -80,7 +80,7 @@ def _ncl(where, name, x):
     if x.ndim < 3 or x.shape[1] < 1:
         raise ValueError(f"{where}: {name} must be (N, C, L, ...) with C >= 1 (3 or more "
                          f"dimensions), got shape {x.shape}")
-    return x.reshape(x.shape[0], x.shape[1], -1)
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
 
 
 def _hyper(where, size, alpha, beta, k):

@@ -15,7 +15,8 @@ import numpy as np
 __all__ = ["LAYERS", "LOSSES", "Case", "cases", "strategies"]
 
 LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
-          "BatchNorm1D", "BatchNorm2D", "Dropout", "Flatten", "Reshape", "ReLU", "LeakyReLU",
+          "BatchNorm1D", "BatchNorm2D", "LocalResponseNorm", "Dropout", "Flatten", "Reshape", "ReLU",
+          "LeakyReLU",
           "Sigmoid", "Tanh", "Softmax", "Identity", "Residual", "Embedding", "RNN", "LSTM", "GRU",
           "GELU", "SiLU", "ELU", "LayerNorm", "AdaptiveAvgPool2D", "MultiheadAttention",
           "TransformerEncoderLayer", "PositionalEncoding")
@@ -52,7 +53,7 @@ class Case:
         """A fresh float64 instance of the layer or loss."""
         if self.is_loss:
             from .. import losses
-            return getattr(losses, self.name)()
+            return getattr(losses, self.name)(**self.config)
         from .. import layers as L
         cfg = self.config
         if self.name == "Residual":
@@ -86,7 +87,8 @@ class Case:
     def __repr__(self):
         shape = tuple(self.x.shape)
         if self.is_loss:
-            return f"Case({self.name}, pred {shape}, target {tuple(np.shape(self.target))} {np.asarray(self.target).dtype})"
+            return (f"Case({self.name}, {self.config}, pred {shape}, target "
+                    f"{tuple(np.shape(self.target))} {np.asarray(self.target).dtype})")
         return f"Case({self.name}, {self.config}, input {shape}, training={self.training})"
 
 
@@ -107,7 +109,8 @@ def cases(name, training=None):
         seed = draw(st.integers(0, 2**16))
         if name in LOSSES:
             lc = draw(fst.loss_cases(_LOSS_KEY[name]))
-            return Case(name, {}, lc["pred"], training=is_training, target=lc["target"])
+            reduction = draw(st.sampled_from(["mean", "sum"]))  # scalar losses: "none" has its own tests
+            return Case(name, {"reduction": reduction}, lc["pred"], training=is_training, target=lc["target"])
         config, shape = _layer_config(draw, name, st, fst)
         if name == "Embedding":
             x = draw(fst.indices_for(shape, config["args"][0]))
@@ -145,6 +148,9 @@ def _layer_config(draw, name, st, fst):
         c = draw(fst.batchnorm_configs(dims=1 if name == "BatchNorm1D" else 2))
         return dict(args=(c["num_features"],), kwargs=dict(eps=c["eps"], momentum=c["momentum"]),
                     training=c["training"]), c["input_shape"]
+    if name == "LocalResponseNorm":
+        c = draw(fst.lrn_configs())
+        return dict(args=(c["size"],), kwargs=dict(alpha=c["alpha"], beta=c["beta"], k=c["k"])), c["input_shape"]
     if name == "Dropout":
         c = draw(fst.dropout_configs())
         return dict(kwargs=dict(p=c["p"]), training=c["training"]), c["input_shape"]

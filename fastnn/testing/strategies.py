@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 __all__ = [
     "arrays_for", "indices_for", "shapes", "batch_sizes",
     "dense_configs", "conv2d_configs", "conv_transpose2d_configs", "pool2d_configs",
-    "upsample_configs", "batchnorm_configs", "dropout_configs", "activation_configs",
+    "upsample_configs", "batchnorm_configs", "lrn_configs", "dropout_configs", "activation_configs",
     "reshape_configs", "sequence_shapes", "recurrent_configs", "embedding_configs", "loss_cases",
     "conv2d_output_size", "conv_transpose2d_output_size",
 ]
@@ -154,6 +154,18 @@ def upsample_configs(draw, max_scale=3, max_side=4):
     n, c = draw(batch_sizes()), draw(st.integers(1, 3))
     h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
     return dict(scale_factor=scale, input_shape=(n, c, h, w), output_shape=(n, c, h * scale, w * scale))
+
+
+@st.composite
+def lrn_configs(draw, max_size=6, max_channels=6):
+    """``dict(size, alpha, beta, k, input_shape)`` for LocalResponseNorm: windows wider than the
+    channel count included, (N, C, L) or (N, C, H, W) inputs."""
+    size = draw(st.integers(1, max_size))
+    n, c = draw(batch_sizes()), draw(st.integers(1, max_channels))
+    spatial = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    return dict(size=size, alpha=draw(st.sampled_from([1e-4, 0.1, 1.0])),
+                beta=draw(st.sampled_from([0.75, 0.5, 1.5])), k=draw(st.sampled_from([1.0, 2.0])),
+                input_shape=(n, c, *spatial))
 
 
 @st.composite
