@@ -438,7 +438,7 @@ def test_cross_entropy_row_losses_match_reference_and_sum_to_the_value(rows, col
 # ---------------------------------------------------------------------------------------------
 
 @given(shape=st.tuples(st.integers(1, 3), st.integers(1, 7), st.integers(1, 4), st.integers(1, 3)),
-       size=st.integers(1, 8), alpha=st.sampled_from([1e-4, 0.3, 2.0]), beta=st.sampled_from([0.75, 0.5, 2.0]),
+       size=st.integers(1, 8), alpha=st.sampled_from([1e-4, 0.3, 2.0]), beta=st.sampled_from([0.75, 0.5, 1.0, 2.0]),
        k=st.sampled_from([1.0, 2.0]), dtype=dtypes, path=paths, seed=st.integers(0, 2**16))
 def test_lrn_matches_reference(shape, size, alpha, beta, k, dtype, path, seed):
     x = data(seed, shape, dtype, scale=2.0)

@@ -3,8 +3,10 @@
 Why numba rather than Cython: a small per-(sample, channel) window sum over neighbouring channels
 followed by one power per element; numba compiles it for float32/float64 from one source with
 ``prange`` over the (sample, channel) pairs, and needs no build step. The window is summed
-directly (``size`` terms, in float64) rather than as a running sum over channels, so no
-cancellation creeps in between channels of very different magnitude.
+directly (``size`` terms, in float64, the inner loop along the contiguous pixels so it
+vectorises) rather than as a running sum over channels, so no cancellation creeps in between
+channels of very different magnitude. ``scale**-beta`` for beta 0.75 (AlexNet's and PyTorch's
+default), 0.5 and 1 is taken through square roots, which vectorise; other exponents use pow.
 
 Layout: x is (N, C, L) ((N, C, H, W) is viewed as (N, C, H*W)). With n = size,
 
@@ -14,6 +16,8 @@ Layout: x is (N, C, L) ((N, C, H, W) is viewed as (N, C, H*W)). With n = size,
 
 as PyTorch computes it (zero-padded average of squares over ``size`` channels).
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -24,8 +28,25 @@ from .activation import TRANSCENDENTAL_WORK, pick, serial_twin
 threads.sync_numba_threads()
 
 
+@njit(inline="always")
+def _neg_pow(s, beta, mode):
+    """s ** -beta; the common exponents through square roots (vectorised, unlike pow)"""
+    if mode == 0:
+        r = math.sqrt(s)
+        return 1.0 / (r * math.sqrt(r))
+    if mode == 1:
+        return 1.0 / math.sqrt(s)
+    if mode == 2:
+        return 1.0 / s
+    return s ** (-beta)
+
+
+def _pow_mode(beta):
+    return {0.75: 0, 0.5: 1, 1.0: 2}.get(beta, 3)
+
+
 @njit(parallel=True, cache=True)
-def _lrn_forward(x, size, alpha, beta, k, out, scale):
+def _lrn_forward(x, size, alpha, beta, mode, k, out, scale):
     """scale := k + alpha/size * window sum of x**2 over channels; out := x * scale**-beta"""
     batch, channels, length = x.shape
     before = size // 2
@@ -34,37 +55,43 @@ def _lrn_forward(x, size, alpha, beta, k, out, scale):
     for nc in prange(batch * channels):
         n = nc // channels
         c = nc % channels
-        lo = max(c - before, 0)
-        hi = min(c + after, channels - 1)
-        for i in range(length):
-            acc = 0.0
-            for j in range(lo, hi + 1):
+        acc = np.zeros(length)
+        for j in range(max(c - before, 0), min(c + after, channels - 1) + 1):
+            for i in range(length):
                 v = np.float64(x[n, j, i])
-                acc += v * v
-            s = k + coef * acc
+                acc[i] += v * v
+        for i in range(length):
+            s = k + coef * acc[i]
             scale[n, c, i] = s
-            out[n, c, i] = np.float64(x[n, c, i]) * s ** (-beta)
+            out[n, c, i] = np.float64(x[n, c, i]) * _neg_pow(s, beta, mode)
 
 
 @njit(parallel=True, cache=True)
-def _lrn_backward(x, out, scale, dy, size, alpha, beta, dx):
+def _lrn_backward(x, out, scale, dy, size, alpha, beta, mode, dx):
     """dx := dy * scale**-beta - 2*alpha*beta/size * x * sum over the windows holding x of
     dy * out / scale"""
     batch, channels, length = x.shape
     before = size // 2
     after = (size - 1) // 2
     coef = 2.0 * alpha * beta / size
+    ratio = np.empty((batch, channels, length))  # dy * out / scale, once per element
     for nc in prange(batch * channels):
         n = nc // channels
-        j = nc % channels
-        lo = max(j - after, 0)          # the channels c whose window [c - before, c + after]
-        hi = min(j + before, channels - 1)  # holds j
+        c = nc % channels
         for i in range(length):
-            acc = 0.0
-            for c in range(lo, hi + 1):
-                acc += np.float64(dy[n, c, i]) * np.float64(out[n, c, i]) / np.float64(scale[n, c, i])
+            ratio[n, c, i] = np.float64(dy[n, c, i]) * np.float64(out[n, c, i]) / np.float64(scale[n, c, i])
+    for nj in prange(batch * channels):
+        n = nj // channels
+        j = nj % channels
+        acc = np.zeros(length)
+        # the channels c whose window [c - before, c + after] holds j
+        for c in range(max(j - after, 0), min(j + before, channels - 1) + 1):
+            for i in range(length):
+                acc[i] += ratio[n, c, i]
+        for i in range(length):
             s = np.float64(scale[n, j, i])
-            dx[n, j, i] = np.float64(dy[n, j, i]) * s ** (-beta) - coef * np.float64(x[n, j, i]) * acc
+            dx[n, j, i] = (np.float64(dy[n, j, i]) * _neg_pow(s, beta, mode)
+                           - coef * np.float64(x[n, j, i]) * acc[i])
 
 
 _lrn_forward_serial = serial_twin(_lrn_forward)
@@ -107,7 +134,7 @@ def lrn_forward(x, size, alpha, beta, k, out, scale):
     check_out(where, "out", out, x.shape, x.dtype, "the shape of x")
     check_out(where, "scale", scale, x.shape, x.dtype, "the shape of x")
     pick(_lrn_forward, _lrn_forward_serial, TRANSCENDENTAL_WORK * x.size)(
-        x3, size, alpha, beta, k, out.reshape(x3.shape), scale.reshape(x3.shape))
+        x3, size, alpha, beta, _pow_mode(beta), k, out.reshape(x3.shape), scale.reshape(x3.shape))
 
 
 def lrn_backward(x, out, scale, dy, size, alpha, beta, dx):
@@ -120,4 +147,4 @@ def lrn_backward(x, out, scale, dy, size, alpha, beta, dx):
     check_out(where, "dx", dx, x.shape, x.dtype, "the shape of x")
     pick(_lrn_backward, _lrn_backward_serial, TRANSCENDENTAL_WORK * x.size)(
         x3, out.reshape(x3.shape), scale.reshape(x3.shape), dy.reshape(x3.shape), size, alpha,
-        beta, dx.reshape(x3.shape))
+        beta, _pow_mode(beta), dx.reshape(x3.shape))
