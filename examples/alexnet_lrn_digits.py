@@ -15,7 +15,7 @@ the held-out quarter. ``lrn=False`` drops the two LRN layers for comparison (lat
 dropped LRN: batch normalisation does its job better).
 
 Bar: >= 97% test accuracy with the default 20 epochs (measured: 97.6% and 98.0% for seeds 0
-and 1; without LRN 96-97%: LRN is worth little here, as later networks found).
+and 1).
 
     python examples/alexnet_lrn_digits.py
 """
