@@ -380,6 +380,28 @@ def test_003_im2col_turns_convolution_into_one_matrix_product():
     np.testing.assert_allclose(conv.forward(x), y, rtol=1e-12, atol=1e-12)
 
 
+# --- 004: the CNN review (zero padding with a sharpening kernel, max pooling) -----------------------
+def test_004_zero_padding_keeps_the_size_sharpen_kernel_example():
+    image = f64([[60, 113, 56, 139, 85],
+                 [73, 121, 54, 84, 128],
+                 [131, 99, 70, 129, 127],
+                 [80, 57, 115, 69, 134],
+                 [104, 126, 123, 95, 130]])
+    conv = L.Conv2D(1, 1, 3, padding=1, bias=False).astype(np.float64)
+    conv.load_state_dict({"weight": f64([[0, -1, 0], [-1, 5, -1], [0, -1, 0]]).reshape(1, 1, 3, 3)})
+    y = conv.forward(image.reshape(1, 1, 5, 5))[0, 0]
+    assert y.shape == (5, 5)                       # padding 1 keeps 5x5
+    # the slide's three rows (its third row stops after four values)
+    np.testing.assert_array_equal(y[:2], [[114, 328, -26, 470, 158], [53, 266, -61, -30, 344]])
+    np.testing.assert_array_equal(y[2, :4], [403, 116, -47, 295])
+    assert y[2, 4] == 5 * 127 - 128 - 129 - 134 == 244
+
+
+def test_004_max_pooling_example():
+    x = f64([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]]).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(L.MaxPool2D(2).astype(np.float64).forward(x)[0, 0], [[6, 8], [3, 4]])
+
+
 # --- 004 (and 000): GAN theory ---------------------------------------------------------------------
 def test_004_gan_value_at_the_optimal_discriminator_is_2_jsd_minus_log_4():
     rng = np.random.default_rng(5)
