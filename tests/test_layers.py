@@ -81,9 +81,15 @@ def test_output_and_gradient_shapes_and_dtypes(make, in_shape, out_shape, dtype)
 
 @pytest.mark.parametrize("make, in_shape, out_shape", SHAPE_CASES)
 def test_input_is_cast_to_the_layer_dtype_once(make, in_shape, out_shape):
+    """A layer with parameters casts its input to their dtype; one without state never rounds
+    float64 data to float32 (it becomes float64, as a PyTorch module without parameters)."""
     layer = make()                                   # float32 by default
     y = layer.forward(randn(*in_shape), training=False)   # float64 input
-    assert y.dtype == np.float32
+    stateless = not layer.state_dict()
+    assert y.dtype == (np.float64 if stateless else np.float32)
+    if stateless:
+        assert layer.dtype == np.float64
+        assert layer.backward(np.ones_like(y)).dtype == np.float64
     layer64 = make().astype(np.float64)
     assert layer64.forward(randn(*in_shape, dtype=np.float32), training=False).dtype == np.float64
 

@@ -240,12 +240,18 @@ class Layer:
 
     def as_input(self, x, name="input"):
         """Check ``x`` is a real floating array and return it C-contiguous in this layer's dtype
-        (cast once; a float64 layer is never downcast)."""
+        (cast once; a float64 layer is never downcast). A layer without state (activations,
+        pooling, reshapes) given a float64 input becomes float64 instead, so float64 data
+        passing through it is never rounded to float32 (as through a PyTorch module without
+        parameters)."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{self.describe()}: {name} must be a numpy.ndarray, got {type(x).__name__}")
         if x.dtype.kind != "f":
             raise TypeError(f"{self.describe()}: {name} must be a floating-point array, "
                             f"got dtype {x.dtype} with shape {x.shape}")
+        if (name == "input" and x.dtype == np.float64 and self._dtype == np.float32
+                and not self._params and not self._buffers and not self.children()):
+            self.astype(x.dtype)
         return np.ascontiguousarray(x, dtype=self._dtype)
 
     def shape_error(self, expected, got, name="input"):
