@@ -1,4 +1,4 @@
-"""The ``fastnn`` command: ``train MODEL``, ``bench``, ``gradcheck [LAYER ...]``."""
+"""The ``fastnn`` command: ``train MODEL``, ``bench``, ``gradcheck [LAYER | module:factory ...]``."""
 import argparse
 import sys
 
@@ -67,7 +67,7 @@ def main(argv=None):
     train.add_argument("--no-save", action="store_true", help="do not write a checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("bench", help="run the benchmark suite (options: fastnn bench --help)")
-    sub.add_parser("gradcheck", help="gradient-check built-in layers (options: fastnn gradcheck --help)")
+    sub.add_parser("gradcheck", help="gradient-check built-in layers or your own (module:factory; fastnn gradcheck --help)")
     args = parser.parse_args(argv)
     return _train(args)
 
