@@ -178,7 +178,7 @@ class ELU(_Elementwise):
 
 
 class Sigmoid(_Elementwise):
-    r"""Logistic function: :math:`y = 1 / (1 + e^{-x})`, stable for large |x|;
+    r"""Logistic function: :math:`y = 1 / (1 + e^{-x})`, stable for large :math:`|x|`;
     :math:`dx = dy \cdot y (1 - y)`.
 
     Shapes: input any shape; output the same shape. State: none.

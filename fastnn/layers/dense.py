@@ -55,7 +55,7 @@ class Dense(WeightedLayer):
             for both, as ``torch.nn.Linear``.
 
     Shapes:
-        input (*, in_features) of any rank >= 1; output (*, out_features).
+        input ``(*, in_features)`` of any rank >= 1; output ``(*, out_features)``.
 
     State:
         weight (out_features, in_features), bias (out_features,).

@@ -33,7 +33,8 @@ class Flatten(_Reshaping):
     r"""Flattens every axis but the first: (N, d1, ..., dk) -> (N, d1 * ... * dk), as
     ``torch.nn.Flatten()``.
 
-    Shapes: input (N, *) of rank >= 2; output (N, prod(*)). The output is a view of the input.
+    Shapes: input ``(N, *)`` of rank >= 2; output ``(N, prod(*))``. The output is a view of the
+    input.
     State: none.
 
     Example::
@@ -50,14 +51,14 @@ class Flatten(_Reshaping):
 
 
 class Reshape(_Reshaping):
-    r"""Reshapes each sample: (N, *) -> (N, *shape), as ``x.reshape(N, *shape)``.
+    r"""Reshapes each sample: ``(N, *) -> (N, *shape)``, as ``x.reshape(N, *shape)``.
 
     Args:
         shape: the per-sample output shape (batch axis excluded); one entry may be -1, inferred
             from the size.
 
-    Shapes: input (N, *) with prod(*) equal to prod(shape); output (N, *shape). The output is a
-    view of the input. State: none.
+    Shapes: input ``(N, *)`` with ``prod(*)`` equal to ``prod(shape)``; output ``(N, *shape)``.
+    The output is a view of the input. State: none.
 
     Example::
 
