@@ -58,6 +58,12 @@ BROKEN = textwrap.dedent('''
         return Square(), draw(fst.arrays_for(shape))
 
 
+    def adds():
+        from fastnn.layers import Add
+        rng = np.random.default_rng(1)
+        return Add(), [rng.standard_normal((2, 3)), rng.standard_normal((2, 3))]
+
+
     NOT_CALLABLE = 3
 
     def returns_layer_only():
@@ -133,6 +139,12 @@ def test_strategy_of_a_wrong_backward_fails_and_shrinks(user_module, capsys):
     assert "FAILED: broken_layers:squares (inference); smallest failing configuration:" in out
     assert "Square(), input (1, 1) float64, training=False" in out      # shrunk to the smallest shape
     assert "0 of 1 checks passed" in out
+
+
+def test_a_layer_with_several_inputs_takes_a_list(user_module, capsys):
+    assert main(["broken_layers:adds", "--mode", "inference"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 checks passed" in out and "broken_layers:adds" in out
 
 
 def test_the_file_form_imports_the_file_and_checks_its_factory(user_module, capsys):

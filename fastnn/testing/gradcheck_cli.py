@@ -7,8 +7,8 @@ to the smallest failing configuration, whose report is printed.
 
 ``module:factory`` checks your own layer: ``module`` is an importable module name (the current
 directory is searched first) or a ``.py`` file, and ``factory()`` returns either a pair
-``(layer, x)`` (one check per mode) or a hypothesis strategy drawing such pairs (``--examples``
-of them per mode). Exit status: 0 when everything passes, 1 when any check fails, 2 on a usage
+``(layer, x)`` (one check per mode; ``x`` a list of arrays for several inputs) or a hypothesis
+strategy drawing such pairs (``--examples`` of them per mode). Exit status: 0 when everything passes, 1 when any check fails, 2 on a usage
 error (an unknown name, a spec that does not resolve, a factory returning something else).
 """
 import argparse
@@ -68,8 +68,9 @@ class UserCase:
     def __repr__(self):
         from .._gradcheck import _describe
 
-        x = self.x
-        return f"{_describe(self.layer)}, input {tuple(x.shape)} {x.dtype}, training={self.training}"
+        xs = self.x if isinstance(self.x, list) else [self.x]
+        shown = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in xs)
+        return f"{_describe(self.layer)}, input{'s' if len(xs) > 1 else ''} {shown}, training={self.training}"
 
 
 class UserTarget:
@@ -123,7 +124,8 @@ def _short_traceback(exc, frames=4):
 
 
 def _check_pair(value, spec, what):
-    """``value`` as a validated (layer, float or integer array) pair, else a SpecError."""
+    """``value`` as a validated (layer, x) pair, x a float or integer array or a list of them;
+    else a SpecError."""
     import numpy as np
 
     expected = "a pair (layer, x) or a hypothesis strategy of such pairs"
@@ -138,14 +140,19 @@ def _check_pair(value, spec, what):
         raise SpecError(f"{spec}: {what} ({type(layer).__name__}, x), and {type(layer).__name__} has no "
                         f"{' or '.join(m + '()' for m in missing)}: a layer needs forward(x, training) and "
                         f"backward(dy)")
-    try:
-        x = np.asarray(x)
-    except Exception:
-        x = None
-    if x is None or x.dtype.kind not in "fiu" or x.size == 0:
-        shown = type(value[1]).__name__ if x is None else f"an array of dtype {x.dtype} and shape {x.shape}"
-        raise SpecError(f"{spec}: {what} (layer, {shown}); x must be a non-empty float "
-                        f"(or integer index) array")
+    xs = x if isinstance(x, list) else [x]       # a list: one array per input (graph Model, Add)
+    arrays = []
+    for v in xs:
+        try:
+            a = np.asarray(v)
+        except Exception:
+            a = None
+        if a is None or a.dtype.kind not in "fiu" or a.size == 0:
+            shown = type(v).__name__ if a is None else f"an array of dtype {a.dtype} and shape {a.shape}"
+            raise SpecError(f"{spec}: {what} (layer, {shown}); x must be a non-empty float "
+                            f"(or integer index) array, or a list of them for a layer with several inputs")
+        arrays.append(a)
+    x = arrays if isinstance(x, list) else arrays[0]
     return layer, x
 
 
