@@ -201,7 +201,7 @@ class LayerNorm(Layer):
         elementwise_affine: learn ``weight`` (ones) and ``bias`` (zeros) of ``normalized_shape``.
         bias: learn the bias too (with ``elementwise_affine``; default True).
 
-    Shapes: input (..., *normalized_shape); output the same shape.
+    Shapes: input ``(..., *normalized_shape)``; output the same shape.
     State: weight, bias (``normalized_shape``), when affine.
     """
 
