@@ -159,3 +159,27 @@ def test_transformer_in_a_graph_model_trains_and_saves(tmp_path):
     model.save(tmp_path / "t.npz")
     np.testing.assert_array_equal(fnn.load(tmp_path / "t.npz").predict([a, b]), model.predict([a, b]))
     assert "dec.multihead_attn.in_proj_weight" in model.state_dict()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_norm_and_attention_give_the_same_bits_on_one_and_two_threads(dtype):
+    """Numba row kernels and fixed row blocks: no sum depends on the thread count."""
+    r = np.random.default_rng(5)
+    x = r.standard_normal((64, 40, 32)).astype(dtype)
+    dy = r.standard_normal(x.shape).astype(dtype)
+    results = []
+    old = fnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            ln = L.LayerNorm(32).astype(dtype)
+            y = ln.forward(x)
+            dx = ln.backward(dy)
+            scores = x.reshape(-1, 40, 32)[:, :, :32].copy()
+            p = np.empty_like(scores)
+            K.masked_softmax_forward(scores, 0.3, None, p)
+            results.append((y, dx, ln.weight.grad.copy(), ln.bias.grad.copy(), p))
+    finally:
+        fnn.set_num_threads(old)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

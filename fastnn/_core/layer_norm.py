@@ -9,8 +9,8 @@
 
 Rows run in parallel (``prange``); each row's statistics are accumulated in float64 around the
 row's first value (shifted sums, as the batch-norm kernels), so an offset like x + 1000 does
-not cancel the variance away. The parameter gradients are column sums: parallel over column
-blocks, rows in order, so the result does not depend on the thread count.
+not cancel the variance away. The parameter gradients are column sums over fixed row blocks
+(parallel, contiguous rows), added in block order: the bits do not depend on the thread count.
 """
 import math
 
@@ -23,7 +23,9 @@ from .activation import pick, serial_twin
 
 threads.sync_numba_threads()
 
-_COLUMN_BLOCK = 64  # columns per parameter-gradient task
+# the parameter gradients are summed over this many row blocks (fewer for fewer rows), a
+# partition fixed by the shape, then the blocks in order: the same bits for any thread count
+ROW_BLOCKS = 8
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -76,31 +78,25 @@ def _layer_norm_dx(x, dy, weight, has_weight, mean, invstd, dx):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _layer_norm_param_grads(x, dy, mean, invstd, dweight, dbias, want_w, want_b):
+def _layer_norm_param_partials(x, dy, mean, invstd, parts):
+    """parts[b] := sums over row block b of (dy * xhat, dy); contiguous rows, float64."""
     m, d = x.shape
-    blocks = (d + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK
+    blocks = parts.shape[0]
     for b in prange(blocks):
-        j0 = b * _COLUMN_BLOCK
-        j1 = min(d, j0 + _COLUMN_BLOCK)
-        acc_w = np.zeros(j1 - j0)
-        acc_b = np.zeros(j1 - j0)
-        for i in range(m):
+        r0 = (b * m) // blocks
+        r1 = ((b + 1) * m) // blocks
+        for i in range(r0, r1):
             mu = np.float64(mean[i])
             r = np.float64(invstd[i])
-            for j in range(j0, j1):
+            for j in range(d):
                 g = np.float64(dy[i, j])
-                acc_w[j - j0] += g * (np.float64(x[i, j]) - mu) * r
-                acc_b[j - j0] += g
-        for j in range(j0, j1):
-            if want_w:
-                dweight[j] += acc_w[j - j0]
-            if want_b:
-                dbias[j] += acc_b[j - j0]
+                parts[b, 0, j] += g * (np.float64(x[i, j]) - mu) * r
+                parts[b, 1, j] += g
 
 
 _layer_norm_forward_serial = serial_twin(_layer_norm_forward)
 _layer_norm_dx_serial = serial_twin(_layer_norm_dx)
-_layer_norm_param_grads_serial = serial_twin(_layer_norm_param_grads)
+_layer_norm_param_partials_serial = serial_twin(_layer_norm_param_partials)
 
 
 def _optional(where, name, a, d, dtype):
@@ -149,7 +145,11 @@ def layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):
     if dx is not None:
         pick(_layer_norm_dx, _layer_norm_dx_serial, 4 * x.size)(x, dy, w, has_w, mean, invstd, dx)
     if dweight is not None or dbias is not None:
-        dummy = np.zeros(d, x.dtype)
-        pick(_layer_norm_param_grads, _layer_norm_param_grads_serial, 4 * x.size)(
-            x, dy, mean, invstd, dweight if dweight is not None else dummy,
-            dbias if dbias is not None else dummy, dweight is not None, dbias is not None)
+        parts = np.zeros((min(ROW_BLOCKS, m), 2, d))
+        pick(_layer_norm_param_partials, _layer_norm_param_partials_serial, 4 * x.size)(
+            x, dy, mean, invstd, parts)
+        sums = parts.sum(axis=0)  # the blocks in order
+        if dweight is not None:
+            dweight += sums[0].astype(x.dtype)
+        if dbias is not None:
+            dbias += sums[1].astype(x.dtype)
