@@ -15,7 +15,7 @@ from ._random import seed
 __version__ = "0.1.0"
 
 _SUBMODULES = ("layers", "losses", "optim", "init", "metrics", "datasets", "models", "testing",
-               "distributed")
+               "distributed", "onnx", "inference")
 # public name -> (module, attribute)
 _LAZY = {
     "Sequential": ("model", "Sequential"),

@@ -1,0 +1,332 @@
+"""ONNX export: a ``Sequential`` as an ONNX graph that computes ``model.predict``.
+
+    import fastnn as fnn
+    fnn.onnx.export(model, "model.onnx", X[:1])          # pip install ".[onnx]"
+
+    import onnxruntime as ort                            # any ONNX runtime reads the file
+    y = ort.InferenceSession("model.onnx").run(None, {"input": X})[0]
+
+The graph has one input ``input`` and one output ``output``; the batch axis is dynamic (named
+``batch``), every other axis has the size it has in ``example_input``. Parameters are stored
+as initializers named by the model's state-dict keys (``"0.weight"``). Layers map to ONNX
+operators as follows (inference mode: dropout is the identity, batch norm uses the running
+statistics):
+
+    Dense            Gemm (2-D input) or MatMul + Add
+    Conv2D           Conv                     ConvTranspose2D   ConvTranspose
+    MaxPool2D        MaxPool                  AvgPool2D         AveragePool (count_include_pad)
+    Upsample2D       Resize (nearest, asymmetric, floor)
+    BatchNorm1D/2D   BatchNormalization       Dropout, Identity Identity
+    Flatten          Flatten(axis=1)          Reshape           Reshape([0, *shape])
+    ReLU, LeakyReLU, Sigmoid, Tanh, Softmax   the operators of the same names
+    Embedding        Gather (ids cast to int64)
+    RNN, LSTM, GRU   RNN, LSTM, GRU on the time-major input (Transpose around them); gates
+                     reordered from PyTorch's (i, f, g, o) to ONNX's (i, o, f, c) and from
+                     (r, z, n) to (z, r, h), GRU with linear_before_reset=1
+    Residual         the inner layer's nodes, then Add
+    Sequential       its layers' nodes (a nested Sequential is inlined)
+
+The graph is built with ``onnx.helper`` and checked with ``onnx.checker`` before it is written.
+"""
+import os
+
+import numpy as np
+
+__all__ = ["export", "SUPPORTED_LAYERS"]
+
+MIN_OPSET = 13  # Squeeze with axes as an input, Softmax over one axis, Resize without roi
+
+SUPPORTED_LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
+                    "BatchNorm1D", "BatchNorm2D", "Dropout", "Identity", "Flatten", "Reshape",
+                    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Embedding", "RNN",
+                    "LSTM", "GRU", "Residual", "Sequential")
+
+
+def _import_onnx():
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError as err:
+        raise ImportError("fnn.onnx.export needs the onnx package: pip install 'fastnn[onnx]' "
+                          "(or pip install onnx)") from err
+    return onnx, helper, numpy_helper
+
+
+class _Graph:
+    """Nodes and initializers being collected, with unique value names."""
+
+    def __init__(self, onnx, helper, numpy_helper, dtype):
+        self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
+        self.dtype = np.dtype(dtype)
+        self.nodes, self.initializers = [], []
+        self._names = set()
+        self._count = 0
+
+    def name(self, hint):
+        base = hint.replace("/", "_")
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def const(self, hint, array):
+        name = self.name(hint)
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def float_const(self, hint, array):
+        return self.const(hint, np.asarray(array, dtype=self.dtype))
+
+    def node(self, op, inputs, hint, n_outputs=1, **attrs):
+        self._count += 1
+        outputs = [self.name(f"{hint}_{op.lower()}" + (f"_{k}" if k else ""))
+                   for k in range(n_outputs)]
+        self.nodes.append(self.helper.make_node(op, list(inputs), outputs,
+                                                name=f"{op}_{self._count}", **attrs))
+        return outputs[0] if n_outputs == 1 else outputs
+
+
+def _unsupported(layer, where):
+    describe = getattr(layer, "describe", None)
+    text = describe() if describe is not None else type(layer).__name__
+    return NotImplementedError(
+        f"fnn.onnx.export: {where} {text} (class {type(layer).__name__}) has no ONNX "
+        f"conversion; supported layers: {', '.join(SUPPORTED_LAYERS)}")
+
+
+def _pairs_attrs(layer):
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+    return {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, ph, pw]}
+
+
+def _reorder(array, blocks, order):
+    """Rows of ``array`` in ``blocks`` equal blocks, permuted to ``order`` (gate reordering)."""
+    parts = np.split(np.asarray(array), blocks, axis=0)
+    return np.concatenate([parts[i] for i in order], axis=0)
+
+
+# PyTorch's gate order -> ONNX's: LSTM (i, f, g, o) -> (i, o, f, c); GRU (r, z, n) -> (z, r, h)
+_GATE_ORDER = {"RNN": (1, (0,)), "LSTM": (4, (0, 3, 1, 2)), "GRU": (3, (1, 0, 2))}
+
+
+def _convert(g, layer, x, x_value, prefix, where):
+    """Append ``layer``'s nodes reading value ``x`` (whose example array is ``x_value``);
+    returns the output value's name and the example output."""
+    from .layers.base import Layer
+    from .model import Sequential
+
+    kind = type(layer).__name__
+    hint = prefix.rstrip(".") or "layer"
+    if isinstance(layer, Sequential):
+        for i, sub in enumerate(layer.layers):
+            x, x_value = _convert(g, sub, x, x_value, f"{prefix}{i}.", f"layer {prefix}{i}")
+        return x, x_value
+    if not isinstance(layer, Layer):
+        raise _unsupported(layer, where)
+    # the example output: the layer's own inference-mode forward
+    y_value = layer.forward(x_value, training=False)
+    if kind == "Residual":
+        if type(layer).forward is not _layer_class("Residual").forward:
+            raise _unsupported(layer, where)
+        inner, _ = _convert(g, layer.inner, x, x_value, f"{prefix}inner.", f"{where} (inner)")
+        return g.node("Add", [x, inner], hint), y_value
+    known = _CONVERTERS.get(kind)
+    # exact classes only: a subclass may compute something else
+    if known is None or type(layer) is not _layer_class(kind):
+        raise _unsupported(layer, where)
+    return known(g, layer, x, x_value, prefix, hint), y_value
+
+
+def _layer_class(name):
+    from . import layers
+    return layers.get(name)
+
+
+def _dense(g, layer, x, x_value, prefix, hint):
+    w = layer.weight.data
+    if x_value.ndim == 2:
+        inputs = [x, g.const(prefix + "weight", w)]
+        if layer.bias is not None:
+            inputs.append(g.const(prefix + "bias", layer.bias.data))
+        return g.node("Gemm", inputs, hint, transB=1)
+    y = g.node("MatMul", [x, g.const(prefix + "weight_t", np.ascontiguousarray(w.T))], hint)
+    if layer.bias is not None:
+        y = g.node("Add", [y, g.const(prefix + "bias", layer.bias.data)], hint)
+    return y
+
+
+def _conv(g, layer, x, x_value, prefix, hint):
+    inputs = [x, g.const(prefix + "weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(g.const(prefix + "bias", layer.bias.data))
+    return g.node("Conv", inputs, hint, **_pairs_attrs(layer))
+
+
+def _conv_transpose(g, layer, x, x_value, prefix, hint):
+    inputs = [x, g.const(prefix + "weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(g.const(prefix + "bias", layer.bias.data))
+    return g.node("ConvTranspose", inputs, hint, output_padding=list(layer.output_padding),
+                  **_pairs_attrs(layer))
+
+
+def _maxpool(g, layer, x, x_value, prefix, hint):
+    return g.node("MaxPool", [x], hint, **_pairs_attrs(layer))
+
+
+def _avgpool(g, layer, x, x_value, prefix, hint):
+    return g.node("AveragePool", [x], hint, count_include_pad=1, **_pairs_attrs(layer))
+
+
+def _upsample(g, layer, x, x_value, prefix, hint):
+    s = float(layer.scale_factor)
+    scales = g.const(prefix + "scales", np.array([1.0, 1.0, s, s], np.float32))
+    return g.node("Resize", [x, "", scales], hint, mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+def _batchnorm(g, layer, x, x_value, prefix, hint):
+    inputs = [x] + [g.const(prefix + name, getattr(layer, name) if name.startswith("running")
+                            else getattr(layer, name).data)
+                    for name in ("weight", "bias", "running_mean", "running_var")]
+    return g.node("BatchNormalization", inputs, hint, epsilon=layer.eps)
+
+
+def _identity(g, layer, x, x_value, prefix, hint):
+    return g.node("Identity", [x], hint)
+
+
+def _flatten(g, layer, x, x_value, prefix, hint):
+    return g.node("Flatten", [x], hint, axis=1)
+
+
+def _reshape(g, layer, x, x_value, prefix, hint):
+    # 0 copies the (dynamic) batch axis; -1 is inferred, as in Reshape's own rule
+    shape = g.const(prefix + "shape", np.array([0, *layer.shape], np.int64))
+    return g.node("Reshape", [x, shape], hint)
+
+
+def _simple(op):
+    def convert(g, layer, x, x_value, prefix, hint):
+        return g.node(op, [x], hint)
+    return convert
+
+
+def _leaky(g, layer, x, x_value, prefix, hint):
+    return g.node("LeakyRelu", [x], hint, alpha=layer.negative_slope)
+
+
+def _softmax(g, layer, x, x_value, prefix, hint):
+    return g.node("Softmax", [x], hint, axis=layer.axis)
+
+
+def _embedding(g, layer, x, x_value, prefix, hint):
+    ids = x if x_value.dtype == np.int64 else g.node("Cast", [x], hint, to=g.onnx.TensorProto.INT64)
+    return g.node("Gather", [g.const(prefix + "weight", layer.weight.data), ids], hint, axis=0)
+
+
+def _recurrent(g, layer, x, x_value, prefix, hint):
+    kind = type(layer).__name__
+    blocks, order = _GATE_ORDER[kind]
+    h = layer.hidden_size
+    w = _reorder(layer.weight_ih.data, blocks, order)[None]
+    r = _reorder(layer.weight_hh.data, blocks, order)[None]
+    b = np.concatenate([_reorder(layer.bias_ih.data, blocks, order),
+                        _reorder(layer.bias_hh.data, blocks, order)])[None]
+    attrs = {"hidden_size": h}
+    if kind == "GRU":
+        attrs["linear_before_reset"] = 1  # PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    x_tm = g.node("Transpose", [x], hint, perm=[1, 0, 2])  # (T, N, F): ONNX's default layout
+    inputs = [x_tm, g.const(prefix + "W", w), g.const(prefix + "R", r), g.const(prefix + "B", b)]
+    n_outputs = 3 if kind == "LSTM" else 2
+    outputs = g.node(kind, inputs, hint, n_outputs=n_outputs, **attrs)
+    y, y_h = outputs[0], outputs[1]
+    if layer.return_sequences:  # Y (T, 1, N, H) -> (N, T, H)
+        axes = g.const(prefix + "squeeze_axes", np.array([1], np.int64))
+        y = g.node("Squeeze", [y, axes], hint)
+        return g.node("Transpose", [y], hint, perm=[1, 0, 2])
+    axes = g.const(prefix + "squeeze_axes", np.array([0], np.int64))
+    return g.node("Squeeze", [y_h, axes], hint)  # Y_h (1, N, H) -> (N, H)
+
+
+_CONVERTERS = {
+    "Dense": _dense, "Conv2D": _conv, "ConvTranspose2D": _conv_transpose,
+    "MaxPool2D": _maxpool, "AvgPool2D": _avgpool, "Upsample2D": _upsample,
+    "BatchNorm1D": _batchnorm, "BatchNorm2D": _batchnorm,
+    "Dropout": _identity, "Identity": _identity, "Flatten": _flatten, "Reshape": _reshape,
+    "ReLU": _simple("Relu"), "Sigmoid": _simple("Sigmoid"), "Tanh": _simple("Tanh"),
+    "LeakyReLU": _leaky, "Softmax": _softmax, "Embedding": _embedding,
+    "RNN": _recurrent, "LSTM": _recurrent, "GRU": _recurrent,
+}
+
+
+def _tensor_type(onnx, dtype):
+    from onnx import helper
+    try:
+        return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    except (KeyError, TypeError, ValueError):
+        raise TypeError(f"fnn.onnx.export: no ONNX type for dtype {dtype}") from None
+
+
+def export(model, path, example_input, opset=17):
+    """Write ``model`` as an ONNX file that computes ``model.predict``.
+
+    Args:
+        model: a ``fastnn.Sequential`` (or a single layer) of the built-in layers listed in this
+            module's docstring; anything else raises ``NotImplementedError`` naming the layer.
+        path: the ``.onnx`` file to write.
+        example_input: an array of the input's shape and dtype (``(1, 1, 28, 28)`` float32, or
+            integer ids ``(1, T)`` for a model that starts with an Embedding); the batch axis
+            becomes dynamic, the others keep these sizes.
+        opset: the ONNX operator set version (at least 13).
+
+    Returns the ``onnx.ModelProto`` that was written (already checked by ``onnx.checker``).
+    """
+    onnx, helper, numpy_helper = _import_onnx()
+    from .layers.base import Layer
+
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"fnn.onnx.export: opset must be an int, got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"fnn.onnx.export: opset must be in [{MIN_OPSET}, {newest}] (the onnx "
+                         f"package installed knows up to {newest}), got {opset}")
+    if not isinstance(model, Layer):
+        raise TypeError(f"fnn.onnx.export: model must be a fastnn Sequential or layer, got "
+                        f"{type(model).__name__}")
+    x = np.asarray(example_input)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError(f"fnn.onnx.export: example_input must have shape (N, ...) with N >= 1, "
+                         f"got {x.shape}")
+    dtype = np.dtype(model.dtype)
+    if x.dtype.kind == "f":
+        x = x.astype(dtype, copy=False)
+    elif x.dtype.kind not in "iu":
+        raise TypeError(f"fnn.onnx.export: example_input must be a float or integer array, got "
+                        f"dtype {x.dtype}")
+    g = _Graph(onnx, helper, numpy_helper, dtype)
+    g._names.add("input")
+    lock = getattr(model, "_lock", None)
+    if lock is not None:
+        with lock:
+            out, y = _convert(g, model, "input", x, "", "the model")
+    else:
+        out, y = _convert(g, model, "input", x, "", "the model")
+    # the graph's output is named "output": rename the last node's output (or add an Identity)
+    if out == "input" or not g.nodes or out not in g.nodes[-1].output:
+        g.nodes.append(helper.make_node("Identity", [out], ["output"], name="Identity_output"))
+    else:
+        last = g.nodes[-1]
+        last.output[list(last.output).index(out)] = "output"
+    inp = helper.make_tensor_value_info("input", _tensor_type(onnx, x.dtype),
+                                        ["batch", *x.shape[1:]])
+    outp = helper.make_tensor_value_info("output", _tensor_type(onnx, y.dtype),
+                                         ["batch", *np.shape(y)[1:]])
+    graph = helper.make_graph(g.nodes, "fastnn", [inp], [outp], initializer=g.initializers)
+    opsets = [helper.make_opsetid("", int(opset))]
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, os.fspath(path))
+    return proto

@@ -1,0 +1,203 @@
+"""fnn.onnx.export: every built-in layer, the suite's and the CLI's models, checked by
+onnx.checker and run in onnx's ReferenceEvaluator (and onnxruntime when installed) against
+model.predict at another batch size than the example's (the batch axis is dynamic)."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+import fastnn as fnn  # noqa: E402
+from fastnn import layers as L  # noqa: E402
+from fastnn import zoo  # noqa: E402
+
+try:
+    import onnxruntime
+except ImportError:  # the reference evaluator still checks every model
+    onnxruntime = None
+
+TOL = 1e-5
+
+
+def _randomise_batchnorm(model, seed=0):
+    """Running statistics and affine parameters away from their defaults, so the export of
+    inference-mode batch norm is really checked."""
+    gen = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if type(layer).__name__.startswith("BatchNorm"):
+            c = layer.num_features
+            layer.running_mean[...] = gen.normal(0, 0.5, c)
+            layer.running_var[...] = gen.uniform(0.5, 2.0, c)
+            layer.weight.data[...] = gen.uniform(0.5, 1.5, c)
+            layer.bias.data[...] = gen.normal(0, 0.2, c)
+    return model
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", [model]):
+        yield layer
+        inner = getattr(layer, "inner", None)
+        if inner is not None:
+            yield from _all_layers(inner)
+
+
+def _data(shape, dtype, gen, ids=None):
+    if ids is not None:
+        return gen.integers(0, ids, shape).astype(dtype)
+    return gen.standard_normal(shape).astype(dtype)
+
+
+def check_export(tmp_path, model, example, x, dtype=np.float32, tol=TOL):
+    path = tmp_path / "model.onnx"
+    fnn.onnx.export(model, path, example)
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["output"]
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param == "batch" and not batch.HasField("dim_value")
+    expected = model.predict(x)
+    got = ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    if onnxruntime is not None and dtype == np.float32:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": x})[0]
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    return proto
+
+
+def _layer_cases():
+    """(id, model builder, per-sample input shape, integer vocabulary or None)."""
+    yield "dense", lambda: fnn.Sequential(L.Dense(6, 5), L.ReLU(), L.Dense(5, 3, bias=False)), (6,), None
+    yield "dense-3d", lambda: fnn.Sequential(L.Dense(6, 5), L.Tanh(), L.Dense(5, 4)), (3, 6), None
+    yield "conv", lambda: fnn.Sequential(L.Conv2D(2, 4, 3, stride=2, padding=1), L.LeakyReLU(0.2),
+                                         L.Conv2D(4, 3, (3, 1), padding=(1, 0), bias=False),
+                                         L.Sigmoid()), (2, 9, 8), None
+    yield "conv-transpose", lambda: fnn.Sequential(
+        L.ConvTranspose2D(3, 4, 4, stride=2, padding=1), L.ReLU(),
+        L.ConvTranspose2D(4, 2, 3, stride=2, padding=1, output_padding=1, bias=False),
+        L.Tanh()), (3, 5, 6), None
+    yield "pools", lambda: fnn.Sequential(L.MaxPool2D(3, stride=2, padding=1), L.AvgPool2D(2),
+                                          L.AvgPool2D(3, stride=1, padding=1),
+                                          L.Upsample2D(3)), (2, 9, 10), None
+    yield "batchnorm2d", lambda: fnn.Sequential(L.Conv2D(2, 4, 3, padding=1), L.BatchNorm2D(4),
+                                                L.ReLU(), L.MaxPool2D(2)), (2, 6, 6), None
+    yield "batchnorm1d", lambda: fnn.Sequential(L.Dense(5, 4), L.BatchNorm1D(4), L.ReLU(),
+                                                L.Reshape((2, 2)), L.BatchNorm1D(2)), (5,), None
+    yield "shape-dropout-softmax", lambda: fnn.Sequential(
+        L.Flatten(), L.Dropout(0.5), L.Dense(24, 12), L.Identity(), L.Reshape((3, -1)),
+        L.Softmax(axis=1), L.Softmax()), (2, 3, 4), None
+    yield "residual", lambda: fnn.Sequential(
+        L.Residual(fnn.Sequential(L.Dense(6, 6), L.ReLU(), L.Dense(6, 6))),
+        L.Residual(L.Tanh()), L.Dense(6, 2)), (6,), None
+    for cell in ("RNN", "LSTM", "GRU"):
+        for seq in (True, False):
+            yield (f"{cell.lower()}-{'seq' if seq else 'last'}",
+                   lambda cell=cell, seq=seq: fnn.Sequential(
+                       L.Embedding(11, 5), getattr(L, cell)(5, 7, return_sequences=seq),
+                       L.Dense(7, 4)), (6,), 11)
+    yield "lstm-float-input", lambda: fnn.Sequential(L.LSTM(3, 4), L.GRU(4, 5, return_sequences=False)), (5, 3), None
+
+
+CASES = list(_layer_cases())
+
+
+@pytest.mark.parametrize("name,build,shape,vocab", CASES, ids=[c[0] for c in CASES])
+def test_export_matches_predict(tmp_path, name, build, shape, vocab):
+    fnn.seed(3)
+    model = _randomise_batchnorm(build())
+    gen = np.random.default_rng(1)
+    dtype = np.int64 if vocab else np.float32
+    check_export(tmp_path, model, _data((1, *shape), dtype, gen, vocab),
+                 _data((5, *shape), dtype, gen, vocab))
+
+
+@pytest.mark.parametrize("name", sorted(zoo.BUILDERS))
+def test_suite_models_export(tmp_path, name):
+    fnn.seed(5)
+    model, shape, _ = zoo.build(name)
+    _randomise_batchnorm(model)
+    gen = np.random.default_rng(2)
+    vocab = 64 if name in ("rnn", "lstm") else None
+    dtype = np.int64 if vocab else np.float32
+    check_export(tmp_path, model, _data((2, *shape), dtype, gen, vocab),
+                 _data((3, *shape), dtype, gen, vocab))
+
+
+def test_cli_models_export(tmp_path):
+    """The networks ``fastnn train`` saves (those zoo does not already cover)."""
+    from fastnn.models.gan import dcgan
+    from fastnn.recipes.digits import _cnn, _mlp
+    from fastnn.recipes.generative import dense_gan, denoising_autoencoder, vae_digits
+
+    fnn.seed(7)
+    gen = np.random.default_rng(3)
+    generator, discriminator = dcgan(32, image_size=16, features=32)
+    gan_g, gan_d = dense_gan()
+    cases = [(_mlp(), (1, 8, 8)), (_randomise_batchnorm(_cnn()), (1, 8, 8)),
+             (denoising_autoencoder(), (1, 8, 8)), (vae_digits().decoder, (8,)),
+             (vae_digits().encoder, (1, 8, 8)), (gan_g, (32,)), (gan_d, (1, 8, 8)),
+             (_randomise_batchnorm(generator), (32, 1, 1)),
+             (_randomise_batchnorm(discriminator), (1, 16, 16))]
+    for model, shape in cases:
+        check_export(tmp_path, model, _data((1, *shape), np.float32, gen),
+                     _data((4, *shape), np.float32, gen))
+
+
+def test_float64_model_exports_as_double(tmp_path):
+    fnn.seed(1)
+    model = fnn.Sequential(L.Dense(4, 3), L.ReLU(), L.Dense(3, 2)).astype(np.float64)
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    proto = check_export(tmp_path, model, x[:1], x, dtype=np.float64, tol=1e-12)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+
+
+def test_integer_ids_of_another_dtype_are_cast(tmp_path):
+    fnn.seed(2)
+    model = fnn.Sequential(L.Embedding(9, 3), L.GRU(3, 4))
+    x = np.random.default_rng(0).integers(0, 9, (3, 5)).astype(np.int32)
+    proto = check_export(tmp_path, model, x[:1], x)
+    assert "Cast" in [n.op_type for n in proto.graph.node]
+
+
+def test_gate_order_is_onnx(tmp_path):
+    """ONNX's LSTM gates are (i, o, f, c): the exported W's second block is PyTorch's fourth."""
+    fnn.seed(4)
+    lstm = L.LSTM(2, 3)
+    proto = fnn.onnx.export(fnn.Sequential(lstm), tmp_path / "m.onnx", np.zeros((1, 4, 2), np.float32))
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}["0.W"][0]
+    np.testing.assert_array_equal(w[3:6], lstm.weight_ih.data[9:12])   # o
+    np.testing.assert_array_equal(w[6:9], lstm.weight_ih.data[3:6])    # f
+    gru = fnn.Sequential(L.GRU(2, 3))
+    proto = fnn.onnx.export(gru, tmp_path / "g.onnx", np.zeros((1, 4, 2), np.float32))
+    node = next(n for n in proto.graph.node if n.op_type == "GRU")
+    assert {a.name: a.i for a in node.attribute}["linear_before_reset"] == 1
+
+
+class Doubler(L.Layer):
+    def forward(self, x, training=True):
+        return 2 * x
+
+
+def test_unsupported_layer_is_named(tmp_path):
+    model = fnn.Sequential(L.Dense(3, 3), Doubler())
+    with pytest.raises(NotImplementedError, match=r"layer 1 Doubler\(\) \(class Doubler\)"):
+        fnn.onnx.export(model, tmp_path / "m.onnx", np.zeros((1, 3), np.float32))
+    assert not (tmp_path / "m.onnx").exists()
+
+    class MyDense(L.Dense):  # a subclass may compute something else: not exported as Dense
+        pass
+    with pytest.raises(NotImplementedError, match="class MyDense"):
+        fnn.onnx.export(fnn.Sequential(MyDense(3, 3)), tmp_path / "m.onnx",
+                        np.zeros((1, 3), np.float32))
+
+
+def test_bad_arguments(tmp_path):
+    model = fnn.Sequential(L.Dense(3, 3))
+    with pytest.raises(ValueError, match="opset must be in"):
+        fnn.onnx.export(model, tmp_path / "m.onnx", np.zeros((1, 3), np.float32), opset=9)
+    with pytest.raises(ValueError, match="example_input"):
+        fnn.onnx.export(model, tmp_path / "m.onnx", np.zeros((0, 3), np.float32))
+    with pytest.raises(ValueError, match=r"Dense.*expected input"):
+        fnn.onnx.export(model, tmp_path / "m.onnx", np.zeros((1, 4), np.float32))
