@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - not POSIX
 import numpy as np
 
 from . import callbacks as _callbacks
+from . import inference as _inference
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optim as _optim
@@ -88,6 +89,7 @@ class ModelBase(Layer):
     def __getstate__(self):  # copy.deepcopy / pickle: a lock cannot be copied, make a new one
         state = self.__dict__.copy()
         state.pop("_lock", None)
+        state.pop("_inference_plan", None)  # rebuilt on use; its buffers need no copying
         return state
 
     def __setstate__(self, state):
@@ -498,6 +500,17 @@ class Sequential(ModelBase):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x, training=True):
+        """The layers in order; in inference (``training=False``) through the model's fused,
+        cached :mod:`fastnn.inference` plan (batch norm folded, no caches, reused buffers)."""
+        if not training and _inference.ENABLED:
+            self._replay_input = x  # a backward after it replays the layers (gradcheck)
+            return _inference.run(self, x)
+        self._replay_input = None
+        if training:
+            _inference.weights_changed()  # batch norms update their running statistics
+        return self._forward_layers(x, training)
+
+    def _forward_layers(self, x, training):
         """The layers in order. A layer that can run the activation after it in its own pass
         (``activation_fusion``: Dense, Conv2D or BatchNorm followed by a ReLU, the latter two
         by a LeakyReLU too) does so; after a BatchNorm the activation's backward is folded into
@@ -534,6 +547,9 @@ class Sequential(ModelBase):
         If ``self.after_layer_backward`` is set, it is called with each layer right after that
         layer's backward (in backward order; every layer with parameters is reported), so a
         caller can use a layer's gradients while the layers before it are still running."""
+        replay = self.__dict__.pop("_replay_input", None)
+        if replay is not None:  # the last forward kept no caches: run the layers' own
+            self._forward_layers(replay, False)
         first = 0
         if not input_grad:
             first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import _core
+from .inference import weights_changed as _weights_changed
 
 __all__ = ["Optimizer", "SGD", "AdaGrad", "RMSProp", "Adam", "AdamW", "get",
            "clip_grad_norm", "clip_weights"]
@@ -93,6 +94,7 @@ class Optimizer:
             if args is None:
                 args = scalars[key] = self._kernel_scalars(kernels, p.data.dtype, t, numbers)
             state["_kernel"](*args)
+        _weights_changed()
 
     _flags = ()  # hyperparameters that are not numbers
 
@@ -395,3 +397,4 @@ def clip_weights(params, c):
     _check_nonneg("clip_weights", c=c)
     for p in params:
         np.clip(p.data, -c, c, out=p.data)
+    _weights_changed()

@@ -12,6 +12,13 @@ from fastnn import layers as L
 from fastnn._core import reference
 
 
+@pytest.fixture(autouse=True)
+def layer_by_layer(monkeypatch):
+    """These are tests of Sequential's own layer-by-layer fusion, in both modes; inference mode
+    otherwise runs the fused plan of fastnn.inference (its tests: tests/test_inference.py)."""
+    monkeypatch.setattr(fnn.inference, "ENABLED", False)
+
+
 def _model(dtype):
     fnn.seed(0)
     model = fnn.Sequential(L.Conv2D(2, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(),

@@ -23,6 +23,7 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 
 from .._core._checks import FLOAT_DTYPES
+from ..inference import weights_changed
 
 
 def workspace(layer, name, shape, dtype):
@@ -193,6 +194,7 @@ class Layer:
         for _, child in self.children():
             child.astype(dtype)
         self._on_dtype_change()
+        weights_changed()
         return self
 
     def _on_dtype_change(self):
@@ -282,6 +284,7 @@ def load_state(slots, state_dict, owner, strict=True):
         staged.append((target, value))
     for target, value in staged:
         target[...] = value
+    weights_changed()  # folded copies (fastnn.inference) are stale
 
 
 def layer_to_spec(layer):

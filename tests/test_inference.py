@@ -1,0 +1,162 @@
+"""The inference plan (fastnn.inference) behind predict and forward(training=False): the same
+outputs as the layers run one by one, batch norm folded, no caches left on the layers, buffers
+reused but never handed out, and folded weights that follow every change of the weights."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _core, inference, zoo
+from fastnn import layers as L
+
+
+def _layer_by_layer(model, x):
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=False)
+    return h
+
+
+def _randomise_batchnorm(model, seed=0):
+    gen = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__.startswith("BatchNorm"):
+            c = layer.num_features
+            layer.running_mean[...] = gen.normal(0, 0.5, c)
+            layer.running_var[...] = gen.uniform(0.5, 2.0, c)
+            layer.weight.data[...] = gen.uniform(0.5, 1.5, c)
+            layer.bias.data[...] = gen.normal(0, 0.2, c)
+    inference.weights_changed()  # written by hand
+    return model
+
+
+def _input(name, shape, n, dtype, seed=0):
+    gen = np.random.default_rng(seed)
+    if name in ("rnn", "lstm"):
+        return gen.integers(0, 64, (n, *shape))
+    return gen.standard_normal((n, *shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(zoo.BUILDERS))
+def test_plan_equals_the_layers_one_by_one(name, dtype):
+    fnn.seed(1)
+    model, shape, _ = zoo.build(name)
+    model = _randomise_batchnorm(model.astype(dtype))
+    x = _input(name, shape, 3, dtype)
+    got = model.predict(x)
+    want = _layer_by_layer(model, x)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(got, want, **tol)
+    np.testing.assert_allclose(model.forward(x, training=False), want, **tol)
+
+
+def test_batchnorm_is_folded_and_activations_fused(monkeypatch):
+    fnn.seed(2)
+    model, shape, _ = zoo.build("vgg-bn")
+    _randomise_batchnorm(model)
+    assert [k for k in inference.plan_for(model).kinds if "BatchNorm" in k] == []
+    calls = []
+    for kernel in ("batchnorm_forward_eval", "relu_forward"):
+        original = getattr(_core, kernel)
+        monkeypatch.setattr(_core, kernel, lambda *a, _o=original, **k: calls.append(a) or _o(*a, **k))
+    x = _input("vgg-bn", shape, 2, np.float32)
+    y = model.predict(x)
+    assert calls == []
+    monkeypatch.undo()
+    np.testing.assert_allclose(y, _layer_by_layer(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_no_caches_and_buffers_reused_but_not_handed_out():
+    fnn.seed(3)
+    model = fnn.Sequential(L.Conv2D(1, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(),
+                           L.MaxPool2D(2), L.Flatten(), L.Dense(16, 5), L.Dropout(0.3),
+                           L.Reshape((5, 1)), L.Flatten())
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
+    y1 = model.forward(x, training=False)
+    first_buffer = inference.plan_for(model).steps[0].buf.array
+    y1_copy = y1.copy()
+    y2 = model.forward(x + 1, training=False)
+    assert inference.plan_for(model).steps[0].buf.array is first_buffer   # reused
+    np.testing.assert_array_equal(y1, y1_copy)   # the first output was not overwritten
+    assert not np.shares_memory(y1, y2)
+    for step in inference.plan_for(model).steps:
+        buf = getattr(step, "buf", None)
+        if buf is not None and buf.array is not None:
+            assert not np.shares_memory(y2, buf.array)
+    for layer in model.layers:   # nothing cached for a backward pass
+        assert getattr(layer, "x", None) is None
+
+
+def test_train_predict_train_predict_sees_new_weights():
+    fnn.seed(4)
+    model = fnn.Sequential(L.Conv2D(1, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(),
+                           L.Flatten(), L.Dense(64, 8), L.BatchNorm1D(8), L.Tanh(),
+                           L.Dense(8, 3))
+    gen = np.random.default_rng(1)
+    X = gen.standard_normal((32, 1, 4, 4)).astype(np.float32)
+    y = gen.integers(0, 3, 32)
+    opt = fnn.optim.Adam(model.parameters(), lr=1e-2)
+    outputs = []
+    for _ in range(3):
+        model.fit(X, y, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+        got = model.predict(X[:5])
+        np.testing.assert_allclose(got, _layer_by_layer(model, X[:5]), rtol=1e-5, atol=1e-5)
+        outputs.append(got)
+    assert not np.allclose(outputs[0], outputs[1]) and not np.allclose(outputs[1], outputs[2])
+
+
+def test_state_changes_refold():
+    fnn.seed(5)
+    model = fnn.Sequential(L.Dense(4, 6), L.BatchNorm1D(6), L.ReLU(), L.Dense(6, 2))
+    other = fnn.Sequential(L.Dense(4, 6), L.BatchNorm1D(6), L.ReLU(), L.Dense(6, 2))
+    _randomise_batchnorm(other, seed=9)
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    before = model.predict(x)
+    model.load_state_dict(other.state_dict())                       # load_state_dict
+    np.testing.assert_allclose(model.predict(x), other.predict(x), rtol=1e-6)
+    assert not np.allclose(before, model.predict(x))
+    model.layers[1].running_var[...] *= 4                           # by hand, then told
+    inference.weights_changed()
+    np.testing.assert_allclose(model.predict(x), _layer_by_layer(model, x), rtol=1e-5, atol=1e-6)
+    fnn.optim.clip_weights(model.parameters(), 0.05)                # WGAN's clipping
+    np.testing.assert_allclose(model.predict(x), _layer_by_layer(model, x), rtol=1e-5, atol=1e-6)
+    model.astype(np.float64)                                        # astype
+    y = model.predict(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, _layer_by_layer(model, x), rtol=1e-10, atol=1e-12)
+    model.forward(x, training=True)                                 # running stats move
+    np.testing.assert_allclose(model.predict(x), _layer_by_layer(model, x), rtol=1e-10, atol=1e-12)
+
+
+def test_backward_after_inference_forward_replays_the_layers():
+    fnn.seed(6)
+    model = fnn.Sequential(L.Conv2D(1, 3, 3, padding=1), L.BatchNorm2D(3), L.ReLU(),
+                           L.Flatten(), L.Dense(27, 2)).astype(np.float64)
+    _randomise_batchnorm(model)
+    x = np.random.default_rng(3).standard_normal((2, 1, 3, 3))
+    fnn.assert_gradcheck(model, x, training=False)
+
+
+def test_unfoldable_and_fallback_layers():
+    fnn.seed(7)
+    # a BatchNorm1D over (N, C, L) after a Dense acting on L: not foldable, run in two passes
+    model = fnn.Sequential(L.Dense(4, 5), L.BatchNorm1D(3), L.LeakyReLU(-0.5),
+                           L.Residual(fnn.Sequential(L.Dense(5, 5), L.Sigmoid())),
+                           L.Softmax(axis=1), L.Softmax(), L.Identity())
+    _randomise_batchnorm(model)
+    x = np.random.default_rng(4).standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), _layer_by_layer(model, x), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"Dense\(in_features=4.*expected input"):
+        model.predict(np.zeros((2, 3, 5), np.float32))
+
+
+def test_inference_follows_the_switch(monkeypatch):
+    fnn.seed(8)
+    model, shape, _ = zoo.build("dcgan-g")
+    _randomise_batchnorm(model)
+    x = _input("dcgan-g", shape, 2, np.float32)
+    fused = model.predict(x)
+    monkeypatch.setattr(inference, "ENABLED", False)
+    plain = model.predict(x)
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5)
