@@ -3,7 +3,7 @@
     fnn.metrics.psnr(clean, restored, data_range=1.0)       # dB; inf for identical images
     fnn.metrics.ssim(clean, restored, data_range=1.0)       # Wang et al. (2004); 1.0 if identical
     save_image_grid(samples, "samples.png", nrow=8)         # needs Pillow (extra "images")
-    save_training_curves(history, "curves.png")             # needs matplotlib (extra "images")
+    save_training_curves(history, "curves.png")             # needs matplotlib (extra "plot")
 
 Images are ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)`` (NCHW, as everywhere in fastnn).
 PSNR and SSIM compute in float64 whatever the input dtype.
@@ -177,21 +177,27 @@ def save_image_grid(images, path, nrow=8, value_range=(0.0, 1.0), padding=2, sca
     return pixels
 
 
-def save_training_curves(history, path, title=None):
+def save_training_curves(history, path, title=None, groups=()):
     """Plot every series of a training history against the epoch and save the figure
     (needs matplotlib; drawn off-screen on an Agg canvas, pyplot is not touched).
 
+    One panel per quantity: ``"val_<name>"`` is drawn (dashed, "validation") in the panel of
+    ``"<name>"`` (solid, "train"); a learning rate ``"lr"`` is drawn only if it changes (on a
+    log scale); ``groups`` lists series to share a panel, e.g. ``[("d_loss", "g_loss")]``.
+
     Args:
-        history: a dict of equal-purpose series, e.g. ``{"loss": [...], "val_loss": [...]}``
-            or ``{"d_loss": [...], "g_loss": [...]}``; non-numeric entries are skipped.
+        history: a ``History`` or a dict of series, e.g. ``{"loss": [...], "val_loss": [...],
+            "accuracy": [...]}`` or ``{"d_loss": [...], "g_loss": [...]}``; non-numeric entries
+            are skipped.
         path: output image file (format from its extension, e.g. ``.png``).
         title: optional figure title.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError as err:
-        raise ImportError("save_training_curves needs matplotlib: pip install 'fastnn[images]' "
+        raise ImportError("save_training_curves needs matplotlib: pip install 'fastnn[plot]' "
                           "(or pip install matplotlib)") from err
     if not hasattr(history, "items"):
         history = getattr(history, "history", history)
@@ -205,21 +211,46 @@ def save_training_curves(history, path, title=None):
         except (TypeError, ValueError):
             continue
         if values.size:
-            series[name] = values
+            series[str(name)] = values
     if not series:
         raise ValueError(f"save_training_curves: history has no numeric series (keys "
                          f"{list(history)})")
+    if "lr" in series and np.ptp(series["lr"]) == 0 and len(series) > 1:
+        del series["lr"]  # a constant learning rate: nothing to see
+    panels, grouped = {}, set()
+    for group in groups:
+        names = [n for n in group if n in series]
+        if names:
+            panels[" / ".join(names)] = names
+            grouped.update(names)
+    for name in series:
+        if name in grouped:
+            continue
+        base = name[4:] if name.startswith("val_") and name[4:] in series else name
+        panels.setdefault(base, []).append(name)
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
     # a bare Figure on an Agg canvas: no pyplot, so the user's backend and figures are untouched
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(4.3 * cols, 3.3 * rows + (0.4 if title else 0)))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for name, values in series.items():
-        ax.plot(np.arange(1, values.size + 1), values, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("value")
+    for k, (base, names) in enumerate(panels.items()):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for name in names:
+            values = series[name]
+            validation = name != base and name == "val_" + base
+            label = ("validation" if validation else "train") if name in (base, "val_" + base) \
+                else name
+            ax.plot(np.arange(1, values.size + 1), values, "--" if validation else "-",
+                    marker="o" if values.size <= 30 else None, markersize=3, label=label)
+        if base == "lr" and np.all(series[base] > 0) and np.ptp(series[base]) > 0:
+            ax.set_yscale("log")
+        ax.set_title(base)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(names) > 1:
+            ax.legend()
+        ax.grid(alpha=0.3)
     if title:
-        ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)

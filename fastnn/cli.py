@@ -1,5 +1,6 @@
 """The ``fastnn`` command: ``train MODEL``, ``bench``, ``gradcheck [LAYER | module:factory ...]``."""
 import argparse
+import os
 import sys
 
 
@@ -23,8 +24,24 @@ def _train(args):
         set_num_threads(args.threads)
     out = args.out if args.out else f"fastnn-{args.model}.npz"
     recipes.train(args.model, epochs=args.epochs, seed=args.seed, out=None if args.no_save else out,
-                  verbose=0 if args.quiet else 1)
+                  verbose=0 if args.quiet else 1, plots=_plots_prefix(args, out))
     return 0
+
+
+def _plots_prefix(args, out):
+    """The pictures' path prefix beside the checkpoint (``fastnn-dcgan`` for
+    ``fastnn-dcgan.npz``), or None with --no-plots or without matplotlib and Pillow."""
+    if args.no_plots:
+        return None
+    import importlib.util
+    missing = [m for m in ("matplotlib", "PIL") if importlib.util.find_spec(m) is None]
+    if missing:
+        print("fastnn train: no pictures (training curves, samples) without matplotlib and "
+              "Pillow: pip install 'fastnn[plot]' to get them, or pass --no-plots",
+              file=sys.stderr)
+        return None
+    root, ext = os.path.splitext(out)
+    return root if ext == ".npz" else out
 
 
 def _bench(argv):
@@ -66,6 +83,9 @@ def main(argv=None):
     train.add_argument("--out", default=None, help="checkpoint path (default fastnn-MODEL.npz)")
     train.add_argument("--no-save", action="store_true", help="do not write a checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--no-plots", action="store_true",
+                       help="no pictures (by default a training-curve PNG beside the checkpoint, "
+                            "and samples for the generative models)")
     sub.add_parser("bench", help="run the benchmark suite (options: fastnn bench --help)")
     sub.add_parser("gradcheck", help="gradient-check built-in layers or your own (module:factory; fastnn gradcheck --help)")
     args = parser.parse_args(argv)

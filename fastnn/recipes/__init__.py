@@ -1,6 +1,6 @@
 """Training recipes behind ``fastnn train MODEL``: one module per family, imported on use.
 
-Each family module defines ``train(name, epochs=None, seed=0, out=None, verbose=1) -> dict``
+Each family module defines ``train(name, epochs=None, seed=0, out=None, verbose=1, plots=None)``
 that trains on bundled or generated data (no network), prints its quality, saves a checkpoint
 to ``out`` when given, and returns the metrics it printed.
 """

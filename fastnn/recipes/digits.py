@@ -18,6 +18,7 @@ import time
 
 from .. import layers as L
 from .. import optim
+from . import _pictures
 from .._random import seed as set_seed
 from ..callbacks import LearningRateScheduler
 from ..datasets import load_digits
@@ -57,7 +58,7 @@ def pretrain_stacked_autoencoder(X, sizes=(64, 48, 24), epochs=30, batch_size=32
     return encoders
 
 
-def train(name, epochs=None, seed=0, out=None, verbose=1):
+def train(name, epochs=None, seed=0, out=None, verbose=1, plots=None):
     start = time.perf_counter()
     set_seed(seed)
     (X, y), (Xt, yt) = load_digits(return_split=True, test_size=0.25, seed=seed)
@@ -88,9 +89,9 @@ def train(name, epochs=None, seed=0, out=None, verbose=1):
         # 99.3% over seeds and epoch counts (batch norm + dropout on 1,213 training digits)
         callbacks.append(LearningRateScheduler(
             lambda epoch, _: lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))))
-    model.fit(X, y, loss="cross_entropy", optimizer=optim.Adam(model.parameters(), lr=lr),
-              epochs=epochs, batch_size=batch_size, validation_data=(Xv, yv), metrics=["accuracy"],
-              verbose=verbose, callbacks=callbacks)
+    history = model.fit(X, y, loss="cross_entropy", optimizer=optim.Adam(model.parameters(), lr=lr),
+                        epochs=epochs, batch_size=batch_size, validation_data=(Xv, yv),
+                        metrics=["accuracy"], verbose=verbose, callbacks=callbacks)
     result = model.evaluate(Xt, yt, loss="cross_entropy", metrics=["accuracy"])
     metrics.update({"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"]),
                     "seconds": time.perf_counter() - start})
@@ -101,6 +102,8 @@ def train(name, epochs=None, seed=0, out=None, verbose=1):
         model.save(out)  # DataParallel: rank 0 writes
         if lead:
             print(f"saved checkpoint to {out}")
+    if lead:  # DataParallel: rank 0 draws
+        _pictures.curves(plots, history, f"{name} on digits" + (" (fine-tuning)" if name == "sae" else ""))
     return metrics
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import layers as L
 from .. import optim
+from . import _pictures
 from .._imaging import psnr, save_image_grid, save_training_curves, ssim
 from .._random import rng
 from .._random import seed as set_seed
@@ -183,7 +184,10 @@ def _train_gan(name, X, epochs, verbose, image_dir):
 
 
 # --- the recipe ---------------------------------------------------------------------------------------
-def train(name, epochs=None, seed=0, out=None, verbose=1, image_dir=None):
+def train(name, epochs=None, seed=0, out=None, verbose=1, image_dir=None, plots=None):
+    """``image_dir``: the examples' directory of named images; ``plots``: the CLI's
+    prefix (``PREFIX-curves.png``, ``PREFIX-samples.png``, ``PREFIX-interpolation.png``,
+    ``PREFIX-reconstructions.png``)."""
     set_seed(seed)
     X, y, Xt, yt = _digits(seed)
     metrics = {}
@@ -199,6 +203,10 @@ def train(name, epochs=None, seed=0, out=None, verbose=1, image_dir=None):
             save_image_grid(rows, path, nrow=10, scale=4)
             print(f"saved clean / noisy / denoised test digits to {path}")
         _save(model, out, "denoising autoencoder")
+        rows = np.concatenate([Xt[:10], noisy[:10], restored[:10]])
+        _pictures.grid(plots, "reconstructions", rows,
+                       "clean / noisy / denoised test digits (one row each)", nrow=10, scale=4)
+        _pictures.curves(plots, model.history, "denoising autoencoder on digits (MSE)")
         return metrics
     if name == "vae":
         vae = vae_digits()
@@ -226,6 +234,14 @@ def train(name, epochs=None, seed=0, out=None, verbose=1, image_dir=None):
                                  title="VAE on digits")
             print(f"saved vae_samples.png, vae_interpolation.png, vae_curves.png to {image_dir}")
         _save(vae.decoder, out, "VAE decoder")
+        if plots:
+            _pictures.grid(plots, "samples", vae.sample(64), "64 samples", nrow=8, scale=4)
+            firsts = [np.flatnonzero(yt == d)[0] for d in range(10)]
+            grid = interpolation_grid(vae, Xt[firsts[:8]], Xt[firsts[2:10]], steps=10)
+            _pictures.grid(plots, "interpolation", grid,
+                           "latent interpolations (a row per pair of test digits)", nrow=10,
+                           scale=4)
+            _pictures.curves(plots, history, "VAE on digits (-ELBO per digit)")
         return metrics
     if name in ("gan", "dcgan", "wgan"):
         gan, history = _train_gan(name, X, epochs, verbose, image_dir)
@@ -247,6 +263,10 @@ def train(name, epochs=None, seed=0, out=None, verbose=1, image_dir=None):
                                  title=f"{name.upper()} on digits")
             print(f"saved {name}_samples.png and {name}_curves.png to {image_dir}")
         _save(gan.generator, out, f"{name} generator")
+        _pictures.grid(plots, "samples", gan.sample(64) if plots else None, "64 samples",
+                       nrow=8, value_range=(-1, 1), scale=6 if name == "gan" else 3)
+        _pictures.curves(plots, history, f"{name.upper()} on digits",
+                         groups=[("d_loss", "g_loss"), ("d_real", "d_fake")])
         return metrics
     raise ValueError(f"generative recipes: unknown model {name!r}; choose from "
                      f"ae, vae, gan, dcgan, wgan")

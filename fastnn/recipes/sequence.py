@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import layers as L
 from .. import optim
+from . import _pictures
 from .._random import seed as set_seed
 from ..datasets import char_corpus, grouped_word_corpus
 from ..model import Sequential, _atomic_write, _write_npz
@@ -33,7 +34,7 @@ def _greedy_sample(model, chars, prefix, length):
     return "".join(chars[i] for i in ids)
 
 
-def _train_char_model(name, epochs, verbose, out):
+def _train_char_model(name, epochs, verbose, out, plots):
     chars, ids = char_corpus()
     x, y = _windows(ids, seq_len=32, stride=3)
     cell = {"rnn": L.RNN, "lstm": L.LSTM}[name]
@@ -47,11 +48,12 @@ def _train_char_model(name, epochs, verbose, out):
     if out:
         model.save(out)
         print(f"saved checkpoint to {out}")
+    _pictures.curves(plots, history, f"{name} character model")
     return {"first_epoch_loss": float(first), "final_loss": float(last),
             "uniform_loss": float(np.log(len(chars)))}
 
 
-def _train_word2vec(epochs, seed, verbose, out):
+def _train_word2vec(epochs, seed, verbose, out, plots):
     vocab, group_of, sentences = grouped_word_corpus(seed=seed)
     model = Word2Vec(len(vocab), dim=16, window=2, negatives=5, lr=0.025, seed=seed)
     history = model.fit(sentences, epochs=epochs or 5, verbose=verbose)
@@ -70,13 +72,14 @@ def _train_word2vec(epochs, seed, verbose, out):
                   "vocab": np.array(vocab)}
         _atomic_write(out, lambda f: _write_npz(f, arrays))
         print(f"saved word vectors to {out}")
+    _pictures.curves(plots, history, "word2vec (skip-gram, negative sampling)")
     return {"neighbour_purity": purity, "chance": float(chance)}
 
 
-def train(name, epochs=None, seed=0, out=None, verbose=1):
+def train(name, epochs=None, seed=0, out=None, verbose=1, plots=None):
     set_seed(seed)
     if name in ("rnn", "lstm"):
-        return _train_char_model(name, epochs, verbose, out)
+        return _train_char_model(name, epochs, verbose, out, plots)
     if name == "word2vec":
-        return _train_word2vec(epochs, seed, verbose, out)
+        return _train_word2vec(epochs, seed, verbose, out, plots)
     raise ValueError(f"sequence recipes: unknown model {name!r}")
