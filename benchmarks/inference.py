@@ -16,7 +16,8 @@ For each model of ``fastnn.zoo`` and batch size, in one process, interleaved sam
   spinning threads would slow the next contender of the interleaving).
 
 Every contender's output is checked against fastnn's (float32, 1e-4) before timing. Reported:
-median latency per call (ms) and throughput (samples/s = batch / median); the JSON goes to
+latency per call (ms) and throughput (samples/s = batch / latency), as medians and as the best
+samples (on a shared machine the medians carry the other jobs' load); the JSON goes to
 ``benchmarks/results/inference-YYYYmmdd-HHMMSS.json`` and the Markdown table is printed.
 """
 import argparse
@@ -118,8 +119,9 @@ def _row_text(row):
     return f"{row['model']:>8} batch {row['batch']:>3}: " + ", ".join(parts)
 
 
-def markdown(results):
-    """Latency at each batch and fastnn's speed-up over each other contender."""
+def markdown(results, statistic="median_s"):
+    """Latency at each batch (``statistic``: ``"median_s"`` or ``"min_s"``) and fastnn's
+    speed-up over each other contender."""
     others = []
     for r in results:
         for who in r["contenders"]:
@@ -130,11 +132,11 @@ def markdown(results):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         c = r["contenders"]
-        f = c["fastnn"]["median_s"]
+        f = c["fastnn"][statistic]
         cells = [r["model"], str(r["batch"]), f"{f * 1e3:.3f}"]
-        cells += [f"{c[o]['median_s'] * 1e3:.3f}" if o in c else "-" for o in others]
+        cells += [f"{c[o][statistic] * 1e3:.3f}" if o in c else "-" for o in others]
         cells.append(f"{r['batch'] / f:,.0f}")
-        cells += [f"{c[o]['median_s'] / f:.2f}x" if o in c else "-" for o in others]
+        cells += [f"{c[o][statistic] / f:.2f}x" if o in c else "-" for o in others]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -165,13 +167,19 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-ort", action="store_true")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--markdown", metavar="JSON", help="print the tables of a saved run")
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as f:
+            results = json.load(f)["results"]
+        print(markdown(results) + "\n\n" + markdown(results, "min_s"))
+        return 0
     start = time.time()
     results = bench(args.models, args.batches, args.repeats, layer_by_layer=args.layer_by_layer,
                     use_torch=not args.no_torch, use_ort=not args.no_ort)
-    text = markdown(results)
-    print()
-    print(text)
+    print("\nmedians:\n" + markdown(results))
+    print("\nbest samples (the least disturbed by other load on the machine):\n"
+          + markdown(results, "min_s"))
     for r in results:
         for who, err in r["errors"].items():
             print(f"{r['model']} batch {r['batch']}: {who} skipped: {err}")

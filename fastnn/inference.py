@@ -1,7 +1,7 @@
 """The inference path of ``Sequential.predict`` and ``forward(training=False)``.
 
 A model's layer list is compiled once into a list of steps (an :class:`InferencePlan`, cached
-on the model and rebuilt when its layer list or dtype changes):
+on the model and rebuilt when its layer list changes):
 
 - a batch norm after a Dense, Conv2D or ConvTranspose2D is folded into that layer's weight and
   bias (``W' = W * s``, ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``);
@@ -391,8 +391,10 @@ class InferencePlan:
 
 
 def plan_for(model):
-    """The cached plan of ``model`` (a ``Sequential``), rebuilt when its layers or dtype change."""
-    key = (tuple(id(layer) for layer in model.layers), str(model.dtype))
+    """The cached plan of ``model`` (a ``Sequential``), rebuilt when its layer list changes."""
+    # the steps read parameters and take the dtype from the (cast) input at each call, so only
+    # a change of the layer list needs a new plan
+    key = tuple(map(id, model.layers))
     cached = model.__dict__.get("_inference_plan")
     if cached is None or cached[0] != key:
         cached = model.__dict__["_inference_plan"] = (key, InferencePlan(model.layers))
