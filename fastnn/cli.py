@@ -30,8 +30,9 @@ def _train(args):
 
 def _plots_prefix(args, out):
     """The pictures' path prefix beside the checkpoint (``fastnn-dcgan`` for
-    ``fastnn-dcgan.npz``), or None with --no-plots or without matplotlib and Pillow."""
-    if args.no_plots:
+    ``fastnn-dcgan.npz``), or None with --no-plots, --no-save (nothing is written) or without
+    matplotlib and Pillow."""
+    if args.no_plots or args.no_save:
         return None
     import importlib.util
     missing = [m for m in ("matplotlib", "PIL") if importlib.util.find_spec(m) is None]
@@ -81,7 +82,8 @@ def main(argv=None):
     train.add_argument("--threads", type=int, default=None, help="threads for every pool (default: all cores; under "
                        "mpiexec, the host's cores divided by its ranks)")
     train.add_argument("--out", default=None, help="checkpoint path (default fastnn-MODEL.npz)")
-    train.add_argument("--no-save", action="store_true", help="do not write a checkpoint")
+    train.add_argument("--no-save", action="store_true",
+                       help="do not write a checkpoint (nor pictures)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-plots", action="store_true",
                        help="no pictures (by default a training-curve PNG beside the checkpoint, "
