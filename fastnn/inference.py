@@ -305,6 +305,13 @@ class _Fallback:
                        and np.may_share_memory(y, x))
 
 
+def _plain_conv(layer):
+    """No dilation and one group: what the steps' kernel calls compute (other convolutions run
+    their own forward)."""
+    dilation = getattr(layer, "dilation", 1)
+    return (dilation in (1, (1, 1), [1, 1])) and getattr(layer, "groups", 1) == 1
+
+
 def _inner_layers(layer):
     from .model import Sequential
     return list(layer.layers) if type(layer) is Sequential else [layer]
@@ -339,7 +346,7 @@ class InferencePlan:
         while i < len(layers):
             layer = layers[i]
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if _is(layer, "Dense", "Conv2D", "ConvTranspose2D"):
+            if _is(layer, "Dense", "Conv2D", "ConvTranspose2D") and _plain_conv(layer):
                 bn = None
                 bn_type = "BatchNorm1D" if _is(layer, "Dense") else "BatchNorm2D"
                 if nxt is not None and _is(nxt, bn_type):

@@ -18,9 +18,13 @@ statistics):
     Upsample2D       Resize (nearest, asymmetric, floor)
     BatchNorm1D/2D   BatchNormalization       Dropout, Identity Identity
     Flatten          Flatten(axis=1)          Reshape           Reshape([0, *shape])
-    ReLU, LeakyReLU, Sigmoid, Tanh, Softmax   the operators of the same names
+    ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, ELU   the operators of the same names
+    GELU             Erf (exact) or Tanh (approximate="tanh") arithmetic; SiLU  x * Sigmoid(x)
+    LayerNorm        LayerNormalization (opset >= 17)
+    AdaptiveAvgPool2D  AveragePool, when the output size divides the input size
     Embedding        Gather (ids cast to int64)
-    RNN, LSTM, GRU   RNN, LSTM, GRU on the time-major input (Transpose around them); gates
+    RNN, LSTM, GRU   RNN, LSTM, GRU on the time-major input (Transpose around them), one node
+                     per layer of a stack, direction="bidirectional" for two directions; gates
                      reordered from PyTorch's (i, f, g, o) to ONNX's (i, o, f, c) and from
                      (r, z, n) to (z, r, h), GRU with linear_before_reset=1
     Residual         the inner layer's nodes, then Add
@@ -37,9 +41,10 @@ __all__ = ["export", "SUPPORTED_LAYERS"]
 MIN_OPSET = 13  # Squeeze with axes as an input, Softmax over one axis, Resize without roi
 
 SUPPORTED_LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
-                    "BatchNorm1D", "BatchNorm2D", "Dropout", "Identity", "Flatten", "Reshape",
-                    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Embedding", "RNN",
-                    "LSTM", "GRU", "Residual", "Sequential")
+                    "AdaptiveAvgPool2D", "BatchNorm1D", "BatchNorm2D", "LayerNorm", "Dropout",
+                    "Identity", "Flatten", "Reshape", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
+                    "Softmax", "GELU", "SiLU", "ELU", "Embedding", "RNN", "LSTM", "GRU",
+                    "Residual", "Sequential")
 
 
 def _import_onnx():
@@ -58,6 +63,7 @@ class _Graph:
     def __init__(self, onnx, helper, numpy_helper, dtype):
         self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
         self.dtype = np.dtype(dtype)
+        self.opset = None
         self.nodes, self.initializers = [], []
         self._names = set()
         self._count = 0
@@ -160,7 +166,11 @@ def _conv(g, layer, x, x_value, prefix, hint):
     inputs = [x, g.const(prefix + "weight", layer.weight.data)]
     if layer.bias is not None:
         inputs.append(g.const(prefix + "bias", layer.bias.data))
-    return g.node("Conv", inputs, hint, **_pairs_attrs(layer))
+    attrs = _pairs_attrs(layer)
+    dilation = getattr(layer, "dilation", 1)
+    attrs["dilations"] = list(dilation) if isinstance(dilation, (tuple, list)) else [dilation] * 2
+    attrs["group"] = int(getattr(layer, "groups", 1))
+    return g.node("Conv", inputs, hint, **attrs)
 
 
 def _conv_transpose(g, layer, x, x_value, prefix, hint):
@@ -229,25 +239,78 @@ def _embedding(g, layer, x, x_value, prefix, hint):
 def _recurrent(g, layer, x, x_value, prefix, hint):
     kind = type(layer).__name__
     blocks, order = _GATE_ORDER[kind]
-    h = layer.hidden_size
-    w = _reorder(layer.weight_ih.data, blocks, order)[None]
-    r = _reorder(layer.weight_hh.data, blocks, order)[None]
-    b = np.concatenate([_reorder(layer.bias_ih.data, blocks, order),
-                        _reorder(layer.bias_hh.data, blocks, order)])[None]
-    attrs = {"hidden_size": h}
+    dirs = 2 if getattr(layer, "bidirectional", False) else 1
+    attrs = {"hidden_size": layer.hidden_size,
+             "direction": "bidirectional" if dirs == 2 else "forward"}
     if kind == "GRU":
         attrs["linear_before_reset"] = 1  # PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-    x_tm = g.node("Transpose", [x], hint, perm=[1, 0, 2])  # (T, N, F): ONNX's default layout
-    inputs = [x_tm, g.const(prefix + "W", w), g.const(prefix + "R", r), g.const(prefix + "B", b)]
-    n_outputs = 3 if kind == "LSTM" else 2
-    outputs = g.node(kind, inputs, hint, n_outputs=n_outputs, **attrs)
-    y, y_h = outputs[0], outputs[1]
-    if layer.return_sequences:  # Y (T, 1, N, H) -> (N, T, H)
-        axes = g.const(prefix + "squeeze_axes", np.array([1], np.int64))
-        y = g.node("Squeeze", [y, axes], hint)
-        return g.node("Transpose", [y], hint, perm=[1, 0, 2])
-    axes = g.const(prefix + "squeeze_axes", np.array([0], np.int64))
-    return g.node("Squeeze", [y_h, axes], hint)  # Y_h (1, N, H) -> (N, H)
+    params = dict(layer.named_parameters())
+    keep_two = g.const(prefix + "shape_tn", np.array([0, 0, -1], np.int64))
+    seq = g.node("Transpose", [x], hint, perm=[1, 0, 2])  # (T, N, F): ONNX's default layout
+    y_h = None
+    for k in range(getattr(layer, "num_layers", 1)):
+        suffixes = [f"_l{k}"] + ([f"_l{k}_reverse"] if dirs == 2 else [])
+
+        def stacked(name, suffixes=suffixes):
+            return np.stack([_reorder(params[name + s].data, blocks, order) for s in suffixes])
+
+        w, r = stacked("weight_ih"), stacked("weight_hh")
+        b = np.concatenate([stacked("bias_ih"), stacked("bias_hh")], axis=1)
+        inputs = [seq, g.const(f"{prefix}W_l{k}", w), g.const(f"{prefix}R_l{k}", r),
+                  g.const(f"{prefix}B_l{k}", b)]
+        y, y_h = g.node(kind, inputs, hint, n_outputs=3 if kind == "LSTM" else 2, **attrs)[:2]
+        # Y (T, dirs, N, H) -> (T, N, dirs*H): the next layer's input, directions concatenated
+        seq = g.node("Reshape", [g.node("Transpose", [y], hint, perm=[0, 2, 1, 3]), keep_two], hint)
+        # (between layers, dropout is the identity in inference)
+    if layer.return_sequences:
+        return g.node("Transpose", [seq], hint, perm=[1, 0, 2])
+    # the last step: each direction's final state, Y_h (dirs, N, H) -> (N, dirs*H)
+    keep_one = g.const(prefix + "shape_n", np.array([0, -1], np.int64))
+    return g.node("Reshape", [g.node("Transpose", [y_h], hint, perm=[1, 0, 2]), keep_one], hint)
+
+
+def _gelu(g, layer, x, x_value, prefix, hint):
+    half = g.float_const(prefix + "half", 0.5)
+    one = g.float_const(prefix + "one", 1.0)
+    if layer.approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = g.node("Mul", [g.node("Mul", [x, x], hint), x], hint)
+        inner = g.node("Add", [x, g.node("Mul", [cube, g.float_const(prefix + "c", 0.044715)], hint)], hint)
+        t = g.node("Tanh", [g.node("Mul", [inner, g.float_const(prefix + "k", np.sqrt(2 / np.pi))], hint)], hint)
+    else:  # 0.5 x (1 + erf(x / sqrt(2)))
+        t = g.node("Erf", [g.node("Mul", [x, g.float_const(prefix + "k", 1 / np.sqrt(2))], hint)], hint)
+    return g.node("Mul", [g.node("Mul", [x, half], hint), g.node("Add", [t, one], hint)], hint)
+
+
+def _silu(g, layer, x, x_value, prefix, hint):
+    return g.node("Mul", [x, g.node("Sigmoid", [x], hint)], hint)
+
+
+def _elu(g, layer, x, x_value, prefix, hint):
+    return g.node("Elu", [x], hint, alpha=layer.alpha)
+
+
+def _layer_norm(g, layer, x, x_value, prefix, hint):
+    if g.opset < 17:
+        raise NotImplementedError(f"fnn.onnx.export: {layer.describe()} needs opset >= 17 "
+                                  f"(LayerNormalization), got {g.opset}")
+    shape = layer.normalized_shape
+    scale = layer.weight.data if layer.weight is not None else np.ones(shape)
+    bias = layer.bias.data if layer.bias is not None else np.zeros(shape)
+    return g.node("LayerNormalization", [x, g.float_const(prefix + "weight", scale),
+                                         g.float_const(prefix + "bias", bias)], hint,
+                  axis=-len(shape), epsilon=layer.eps)
+
+
+def _adaptive_avgpool(g, layer, x, x_value, prefix, hint):
+    sizes = x_value.shape[2:]
+    out = [s if o is None else o for s, o in zip(sizes, layer.output_size)]
+    if any(s % o for s, o in zip(sizes, out)):
+        raise NotImplementedError(
+            f"fnn.onnx.export: {layer.describe()} on a {sizes[0]}x{sizes[1]} input has windows of "
+            f"unequal sizes (ONNX has no adaptive pooling); exportable when the output size "
+            f"divides the input size")
+    kernel = [s // o for s, o in zip(sizes, out)]
+    return g.node("AveragePool", [x], hint, kernel_shape=kernel, strides=kernel)
 
 
 _CONVERTERS = {
@@ -258,6 +321,8 @@ _CONVERTERS = {
     "ReLU": _simple("Relu"), "Sigmoid": _simple("Sigmoid"), "Tanh": _simple("Tanh"),
     "LeakyReLU": _leaky, "Softmax": _softmax, "Embedding": _embedding,
     "RNN": _recurrent, "LSTM": _recurrent, "GRU": _recurrent,
+    "GELU": _gelu, "SiLU": _silu, "ELU": _elu, "LayerNorm": _layer_norm,
+    "AdaptiveAvgPool2D": _adaptive_avgpool,
 }
 
 
@@ -306,6 +371,7 @@ def export(model, path, example_input, opset=17):
         raise TypeError(f"fnn.onnx.export: example_input must be a float or integer array, got "
                         f"dtype {x.dtype}")
     g = _Graph(onnx, helper, numpy_helper, dtype)
+    g.opset = int(opset)
     g._names.add("input")
     lock = getattr(model, "_lock", None)
     if lock is not None:

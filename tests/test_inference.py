@@ -151,6 +151,16 @@ def test_unfoldable_and_fallback_layers():
         model.predict(np.zeros((2, 3, 5), np.float32))
 
 
+def test_other_layers_run_their_own_forward():
+    fnn.seed(9)
+    model = fnn.Sequential(L.Dense(4, 6), L.GELU(), L.LayerNorm(6), L.Reshape((2, 3)),
+                           L.GRU(3, 5, num_layers=2, bidirectional=True), L.SiLU(),
+                           L.Dense(10, 2))
+    x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
+    assert "GELU (own forward)" in inference.plan_for(model).kinds
+    np.testing.assert_array_equal(model.predict(x), _layer_by_layer(model, x))
+
+
 def test_inference_follows_the_switch(monkeypatch):
     fnn.seed(8)
     model, shape, _ = zoo.build("dcgan-g")

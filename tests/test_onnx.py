@@ -98,6 +98,23 @@ def _layer_cases():
                        L.Embedding(11, 5), getattr(L, cell)(5, 7, return_sequences=seq),
                        L.Dense(7, 4)), (6,), 11)
     yield "lstm-float-input", lambda: fnn.Sequential(L.LSTM(3, 4), L.GRU(4, 5, return_sequences=False)), (5, 3), None
+    for cell in ("RNN", "LSTM", "GRU"):
+        for seq in (True, False):
+            yield (f"{cell.lower()}-stacked-bidirectional-{'seq' if seq else 'last'}",
+                   lambda cell=cell, seq=seq: fnn.Sequential(
+                       L.Embedding(9, 4, padding_idx=0),
+                       getattr(L, cell)(4, 5, num_layers=2, bidirectional=True, dropout=0.3,
+                                        return_sequences=seq), L.Dense(10, 3)), (6,), 9)
+    yield "lstm-stacked", lambda: fnn.Sequential(L.LSTM(3, 4, num_layers=3)), (5, 3), None
+    yield "smooth-activations", lambda: fnn.Sequential(
+        L.Dense(6, 8), L.GELU(), L.Dense(8, 8), L.GELU(approximate="tanh"), L.SiLU(),
+        L.ELU(0.7), L.Dense(8, 3)), (6,), None
+    yield "layernorm", lambda: fnn.Sequential(
+        L.Dense(6, 8), L.LayerNorm(8), L.Reshape((2, 4)), L.LayerNorm((2, 4), elementwise_affine=False),
+        L.Flatten(), L.LayerNorm(8, bias=False)), (6,), None
+    yield "adaptive-avgpool", lambda: fnn.Sequential(
+        L.Conv2D(2, 3, 3, padding=1), L.AdaptiveAvgPool2D((4, None)), L.AdaptiveAvgPool2D(1),
+        L.Flatten()), (2, 8, 6), None
 
 
 CASES = list(_layer_cases())
@@ -166,7 +183,7 @@ def test_gate_order_is_onnx(tmp_path):
     fnn.seed(4)
     lstm = L.LSTM(2, 3)
     proto = fnn.onnx.export(fnn.Sequential(lstm), tmp_path / "m.onnx", np.zeros((1, 4, 2), np.float32))
-    w = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}["0.W"][0]
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}["0.W_l0"][0]
     np.testing.assert_array_equal(w[3:6], lstm.weight_ih.data[9:12])   # o
     np.testing.assert_array_equal(w[6:9], lstm.weight_ih.data[3:6])    # f
     gru = fnn.Sequential(L.GRU(2, 3))
@@ -191,6 +208,18 @@ def test_unsupported_layer_is_named(tmp_path):
     with pytest.raises(NotImplementedError, match="class MyDense"):
         fnn.onnx.export(fnn.Sequential(MyDense(3, 3)), tmp_path / "m.onnx",
                         np.zeros((1, 3), np.float32))
+
+
+def test_layers_without_onnx_equivalent_are_named(tmp_path):
+    with pytest.raises(NotImplementedError, match=r"AdaptiveAvgPool2D.*unequal sizes"):
+        fnn.onnx.export(fnn.Sequential(L.AdaptiveAvgPool2D(3)), tmp_path / "m.onnx",
+                        np.zeros((1, 2, 7, 7), np.float32))
+    with pytest.raises(NotImplementedError, match=r"layer 1 MultiheadAttention"):
+        fnn.onnx.export(fnn.Sequential(L.Dense(4, 4), L.MultiheadAttention(4, 2)),
+                        tmp_path / "m.onnx", np.zeros((1, 3, 4), np.float32))
+    with pytest.raises(NotImplementedError, match="opset >= 17"):
+        fnn.onnx.export(fnn.Sequential(L.LayerNorm(4)), tmp_path / "m.onnx",
+                        np.zeros((1, 4), np.float32), opset=16)
 
 
 def test_bad_arguments(tmp_path):
