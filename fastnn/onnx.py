@@ -1,4 +1,4 @@
-"""ONNX export: a ``Sequential`` as an ONNX graph that computes ``model.predict``.
+"""ONNX export: a ``Sequential`` or graph ``Model`` as an ONNX graph that computes ``model.predict``.
 
     import fastnn as fnn
     fnn.onnx.export(model, "model.onnx", X[:1])          # pip install ".[onnx]"
@@ -6,8 +6,8 @@
     import onnxruntime as ort                            # any ONNX runtime reads the file
     y = ort.InferenceSession("model.onnx").run(None, {"input": X})[0]
 
-The graph has one input ``input`` and one output ``output``; the batch axis is dynamic (named
-``batch``), every other axis has the size it has in ``example_input``. Parameters are stored
+The graph has one input ``input`` and one output ``output`` (``input_0``, ``output_0``, ... for a
+graph model with several); the batch axis is dynamic (named ``batch``), every other axis has the size it has in ``example_input``. Parameters are stored
 as initializers named by the model's state-dict keys (``"0.weight"``). Layers map to ONNX
 operators as follows (inference mode: dropout is the identity, batch norm uses the running
 statistics):
@@ -29,9 +29,12 @@ statistics):
                      (r, z, n) to (z, r, h), GRU with linear_before_reset=1
     Residual         the inner layer's nodes, then Add
     Sequential       its layers' nodes (a nested Sequential is inlined)
+    Model (graph)    its layers' nodes in topological order; Add, Multiply, Concatenate as Add,
+                     Mul, Concat
 
 The graph is built with ``onnx.helper`` and checked with ``onnx.checker`` before it is written.
 """
+import contextlib
 import os
 
 import numpy as np
@@ -334,21 +337,74 @@ def _tensor_type(onnx, dtype):
         raise TypeError(f"fnn.onnx.export: no ONNX type for dtype {dtype}") from None
 
 
+def _example(where, x, dtype):
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError(f"fnn.onnx.export: {where} must have shape (N, ...) with N >= 1, "
+                         f"got {x.shape}")
+    if x.dtype.kind == "f":
+        return x.astype(dtype, copy=False)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"fnn.onnx.export: {where} must be a float or integer array, got "
+                        f"dtype {x.dtype}")
+    return x
+
+
+def _merge(g, layer, names, values, hint):
+    """A graph model's merge layer (Add, Multiply, Concatenate) on its input values."""
+    kind = type(layer).__name__
+    if kind == "Concatenate":
+        axis = layer.axis if layer.axis >= 0 else layer.axis + values[0].ndim
+        return g.node("Concat", names, hint, axis=axis)
+    op = "Add" if kind == "Add" else "Mul"
+    out = names[0]
+    for name in names[1:]:
+        out = g.node(op, [out, name], hint)
+    return out
+
+
+def _convert_graph(g, model, xs):
+    """The nodes of a graph ``fnn.Model`` in its topological order; returns the output names
+    and example values."""
+    names = {id(t): ("input" if len(xs) == 1 else f"input_{i}") for i, t in enumerate(model._inputs)}
+    values = {id(t): x for t, x in zip(model._inputs, xs)}
+    for node in model._nodes:
+        layer = node.layer
+        args = [names[id(t)] for t in node.inputs]
+        vals = [values[id(t)] for t in node.inputs]
+        where = f"layer {layer.name!r}"
+        if node.as_list:
+            if type(layer).__name__ not in ("Add", "Multiply", "Concatenate") or \
+                    type(layer) is not _layer_class(type(layer).__name__):
+                raise _unsupported(layer, where)
+            out = _merge(g, layer, args, vals, layer.name)
+            value = layer.forward(vals, training=False)
+        else:
+            out, value = _convert(g, layer, args[0], vals[0], f"{layer.name}.", where)
+        names[id(node.output)], values[id(node.output)] = out, value
+    return ([names[id(t)] for t in model._outputs], [values[id(t)] for t in model._outputs])
+
+
 def export(model, path, example_input, opset=17):
     """Write ``model`` as an ONNX file that computes ``model.predict``.
 
     Args:
-        model: a ``fastnn.Sequential`` (or a single layer) of the built-in layers listed in this
-            module's docstring; anything else raises ``NotImplementedError`` naming the layer.
+        model: a ``fastnn.Sequential``, a graph ``fastnn.Model`` (its merge layers become Add,
+            Mul and Concat) or a single layer, of the built-in layers listed in this module's
+            docstring; anything else raises ``NotImplementedError`` naming the layer.
         path: the ``.onnx`` file to write.
         example_input: an array of the input's shape and dtype (``(1, 1, 28, 28)`` float32, or
-            integer ids ``(1, T)`` for a model that starts with an Embedding); the batch axis
-            becomes dynamic, the others keep these sizes.
+            integer ids ``(1, T)`` for a model that starts with an Embedding), or a list of them
+            for a graph model with several inputs; the batch axis becomes dynamic, the others
+            keep these sizes.
         opset: the ONNX operator set version (at least 13).
 
-    Returns the ``onnx.ModelProto`` that was written (already checked by ``onnx.checker``).
+    The graph's inputs are named ``input`` (``input_0``, ``input_1``, ... for several), its
+    outputs ``output`` (``output_0``, ...). Returns the ``onnx.ModelProto`` that was written
+    (already checked by ``onnx.checker``).
     """
     onnx, helper, numpy_helper = _import_onnx()
+    from .graph import Model
     from .layers.base import Layer
 
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
@@ -358,41 +414,48 @@ def export(model, path, example_input, opset=17):
         raise ValueError(f"fnn.onnx.export: opset must be in [{MIN_OPSET}, {newest}] (the onnx "
                          f"package installed knows up to {newest}), got {opset}")
     if not isinstance(model, Layer):
-        raise TypeError(f"fnn.onnx.export: model must be a fastnn Sequential or layer, got "
-                        f"{type(model).__name__}")
-    x = np.asarray(example_input)
-    if x.ndim < 1 or len(x) == 0:
-        raise ValueError(f"fnn.onnx.export: example_input must have shape (N, ...) with N >= 1, "
-                         f"got {x.shape}")
+        raise TypeError(f"fnn.onnx.export: model must be a fastnn Sequential, Model or layer, "
+                        f"got {type(model).__name__}")
     dtype = np.dtype(model.dtype)
-    if x.dtype.kind == "f":
-        x = x.astype(dtype, copy=False)
-    elif x.dtype.kind not in "iu":
-        raise TypeError(f"fnn.onnx.export: example_input must be a float or integer array, got "
-                        f"dtype {x.dtype}")
+    graph_model = isinstance(model, Model)
+    n_inputs = model.n_inputs if graph_model else 1
+    if n_inputs > 1:
+        if not isinstance(example_input, (list, tuple)) or len(example_input) != n_inputs:
+            raise ValueError(f"fnn.onnx.export: the model has {n_inputs} inputs; example_input "
+                             f"must be a list of {n_inputs} arrays")
+        xs = [_example(f"example_input[{i}]", x, dtype) for i, x in enumerate(example_input)]
+    else:
+        if graph_model and isinstance(example_input, (list, tuple)) and len(example_input) == 1:
+            example_input = example_input[0]
+        xs = [_example("example_input", example_input, dtype)]
+    in_names = ["input"] if n_inputs == 1 else [f"input_{i}" for i in range(n_inputs)]
     g = _Graph(onnx, helper, numpy_helper, dtype)
     g.opset = int(opset)
-    g._names.add("input")
+    g._names.update(in_names)
     lock = getattr(model, "_lock", None)
-    if lock is not None:
-        with lock:
-            out, y = _convert(g, model, "input", x, "", "the model")
+    with lock if lock is not None else contextlib.nullcontext():
+        if graph_model:
+            outs, ys = _convert_graph(g, model, xs)
+        else:
+            out, y = _convert(g, model, "input", xs[0], "", "the model")
+            outs, ys = [out], [y]
+    out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    if len(outs) == 1 and g.nodes and outs[0] in g.nodes[-1].output and outs[0] not in in_names:
+        last = g.nodes[-1]  # the last node writes "output" itself
+        last.output[list(last.output).index(outs[0])] = "output"
     else:
-        out, y = _convert(g, model, "input", x, "", "the model")
-    # the graph's output is named "output": rename the last node's output (or add an Identity)
-    if out == "input" or not g.nodes or out not in g.nodes[-1].output:
-        g.nodes.append(helper.make_node("Identity", [out], ["output"], name="Identity_output"))
-    else:
-        last = g.nodes[-1]
-        last.output[list(last.output).index(out)] = "output"
-    inp = helper.make_tensor_value_info("input", _tensor_type(onnx, x.dtype),
-                                        ["batch", *x.shape[1:]])
-    outp = helper.make_tensor_value_info("output", _tensor_type(onnx, y.dtype),
-                                         ["batch", *np.shape(y)[1:]])
-    graph = helper.make_graph(g.nodes, "fastnn", [inp], [outp], initializer=g.initializers)
+        for out, name in zip(outs, out_names):
+            g.nodes.append(helper.make_node("Identity", [out], [name], name=f"Identity_{name}"))
+    inputs = [helper.make_tensor_value_info(name, _tensor_type(onnx, x.dtype), ["batch", *x.shape[1:]])
+              for name, x in zip(in_names, xs)]
+    outputs = [helper.make_tensor_value_info(name, _tensor_type(onnx, y.dtype),
+                                             ["batch", *np.shape(y)[1:]])
+               for name, y in zip(out_names, ys)]
+    graph = helper.make_graph(g.nodes, "fastnn", inputs, outputs, initializer=g.initializers)
     opsets = [helper.make_opsetid("", int(opset))]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
                               ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, os.fspath(path))
     return proto
+

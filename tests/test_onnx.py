@@ -162,6 +162,62 @@ def test_cli_models_export(tmp_path):
                      _data((4, *shape), np.float32, gen))
 
 
+def _run_both(tmp_path, proto, feed):
+    got = [ReferenceEvaluator(proto).run(None, feed)]
+    if onnxruntime is not None:
+        path = tmp_path / "graph.onnx"
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got.append(session.run(None, feed))
+    return got
+
+
+def test_graph_models_export(tmp_path):
+    fnn.seed(11)
+    # a ResNet-style block: conv-bn-relu twice, a projection, Add, then a head
+    inp = fnn.Input((2, 6, 6))
+    a = L.ReLU()(L.BatchNorm2D(4, name="bn1")(L.Conv2D(2, 4, 3, padding=1, name="c1")(inp)))
+    a = L.BatchNorm2D(4, name="bn2")(L.Conv2D(4, 4, 3, padding=1, name="c2")(a))
+    y = L.ReLU()(L.Add()([a, L.Conv2D(2, 4, 1, name="proj")(inp)]))
+    y = L.Dense(4 * 6 * 6, 3)(L.Flatten()(y))
+    model = _randomise_graph_batchnorm(fnn.Model(inp, y))
+    gen = np.random.default_rng(5)
+    x = gen.standard_normal((4, 2, 6, 6)).astype(np.float32)
+    proto = fnn.onnx.export(model, tmp_path / "graph.onnx", x[:1])
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["output"]
+    for got in _run_both(tmp_path, proto, {"input": x}):
+        np.testing.assert_allclose(got[0], model.predict(x), rtol=TOL, atol=TOL)
+
+    # two inputs (ids and features), a shared layer, Multiply, Concatenate, two outputs
+    ids, feats = fnn.Input((5,), dtype="int64"), fnn.Input((5, 3))
+    shared = L.Dense(3, 3, name="shared")
+    e = L.Embedding(7, 3)(ids)
+    m = L.Multiply()([shared(e), shared(feats)])
+    c = L.Concatenate(axis=2)([m, feats])
+    h = L.LSTM(6, 4, return_sequences=False)(c)
+    model = fnn.Model([ids, feats], [L.Dense(4, 2)(h), L.Sigmoid()(c)])
+    x_ids = gen.integers(0, 7, (3, 5))
+    x_feats = gen.standard_normal((3, 5, 3)).astype(np.float32)
+    proto = fnn.onnx.export(model, tmp_path / "graph.onnx", [x_ids[:1], x_feats[:1]])
+    assert [i.name for i in proto.graph.input] == ["input_0", "input_1"]
+    assert [o.name for o in proto.graph.output] == ["output_0", "output_1"]
+    expected = model.predict([x_ids, x_feats])
+    for got in _run_both(tmp_path, proto, {"input_0": x_ids, "input_1": x_feats}):
+        for g_, e_ in zip(got, expected):
+            np.testing.assert_allclose(g_, e_, rtol=TOL, atol=TOL)
+    with pytest.raises(ValueError, match="2 inputs"):
+        fnn.onnx.export(model, tmp_path / "graph.onnx", x_ids[:1])
+
+
+def _randomise_graph_batchnorm(model):
+    gen = np.random.default_rng(0)
+    for layer in model.layers:
+        if type(layer).__name__.startswith("BatchNorm"):
+            layer.running_mean[...] = gen.normal(0, 0.5, layer.num_features)
+            layer.running_var[...] = gen.uniform(0.5, 2.0, layer.num_features)
+    return model
+
+
 def test_float64_model_exports_as_double(tmp_path):
     fnn.seed(1)
     model = fnn.Sequential(L.Dense(4, 3), L.ReLU(), L.Dense(3, 2)).astype(np.float64)
