@@ -90,6 +90,7 @@ class ModelBase(Layer):
         state = self.__dict__.copy()
         state.pop("_lock", None)
         state.pop("_inference_plan", None)  # rebuilt on use; its buffers need no copying
+        state.pop("_replay_input", None)
         return state
 
     def __setstate__(self, state):
