@@ -21,6 +21,8 @@ statistics):
     ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, ELU   the operators of the same names
     GELU             Erf (exact) or Tanh (approximate="tanh") arithmetic; SiLU  x * Sigmoid(x)
     LayerNorm        LayerNormalization (opset >= 17)
+    LocalResponseNorm  LRN (odd sizes: ONNX centres an even window differently)
+    Step             Cast(Greater(x, 0))
     AdaptiveAvgPool2D  AveragePool, when the output size divides the input size
     Embedding        Gather (ids cast to int64)
     RNN, LSTM, GRU   RNN, LSTM, GRU on the time-major input (Transpose around them), one node
@@ -46,8 +48,8 @@ MIN_OPSET = 13  # Squeeze with axes as an input, Softmax over one axis, Resize w
 SUPPORTED_LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
                     "AdaptiveAvgPool2D", "BatchNorm1D", "BatchNorm2D", "LayerNorm", "Dropout",
                     "Identity", "Flatten", "Reshape", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
-                    "Softmax", "GELU", "SiLU", "ELU", "Embedding", "RNN", "LSTM", "GRU",
-                    "Residual", "Sequential")
+                    "Softmax", "GELU", "SiLU", "ELU", "Step", "LocalResponseNorm", "Embedding",
+                    "RNN", "LSTM", "GRU", "Residual", "Sequential", "Model")
 
 
 def _import_onnx():
@@ -304,6 +306,22 @@ def _layer_norm(g, layer, x, x_value, prefix, hint):
                   axis=-len(shape), epsilon=layer.eps)
 
 
+def _lrn(g, layer, x, x_value, prefix, hint):
+    # torch's window is c - size//2 .. c + (size-1)//2, ONNX's c - (size-1)//2 .. c + size//2:
+    # the same for an odd size
+    if layer.size % 2 == 0:
+        raise NotImplementedError(
+            f"fnn.onnx.export: {layer.describe()}: ONNX's LRN centres an even window one channel "
+            f"later than PyTorch's; exportable with an odd size")
+    return g.node("LRN", [x], hint, size=layer.size, alpha=layer.alpha, beta=layer.beta,
+                  bias=layer.k)
+
+
+def _step(g, layer, x, x_value, prefix, hint):
+    positive = g.node("Greater", [x, g.float_const(prefix + "zero", 0.0)], hint)
+    return g.node("Cast", [positive], hint, to=g.helper.np_dtype_to_tensor_dtype(g.dtype))
+
+
 def _adaptive_avgpool(g, layer, x, x_value, prefix, hint):
     sizes = x_value.shape[2:]
     out = [s if o is None else o for s, o in zip(sizes, layer.output_size)]
@@ -325,7 +343,7 @@ _CONVERTERS = {
     "LeakyReLU": _leaky, "Softmax": _softmax, "Embedding": _embedding,
     "RNN": _recurrent, "LSTM": _recurrent, "GRU": _recurrent,
     "GELU": _gelu, "SiLU": _silu, "ELU": _elu, "LayerNorm": _layer_norm,
-    "AdaptiveAvgPool2D": _adaptive_avgpool,
+    "AdaptiveAvgPool2D": _adaptive_avgpool, "LocalResponseNorm": _lrn, "Step": _step,
 }
 
 

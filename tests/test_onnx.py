@@ -112,6 +112,9 @@ def _layer_cases():
     yield "layernorm", lambda: fnn.Sequential(
         L.Dense(6, 8), L.LayerNorm(8), L.Reshape((2, 4)), L.LayerNorm((2, 4), elementwise_affine=False),
         L.Flatten(), L.LayerNorm(8, bias=False)), (6,), None
+    yield "lrn-step", lambda: fnn.Sequential(
+        L.Conv2D(2, 6, 3, padding=1), L.LocalResponseNorm(3, alpha=0.1, beta=0.7, k=1.5),
+        L.LocalResponseNorm(5), L.Step()), (2, 5, 5), None
     yield "adaptive-avgpool", lambda: fnn.Sequential(
         L.Conv2D(2, 3, 3, padding=1), L.AdaptiveAvgPool2D((4, None)), L.AdaptiveAvgPool2D(1),
         L.Flatten()), (2, 8, 6), None
@@ -273,6 +276,9 @@ def test_layers_without_onnx_equivalent_are_named(tmp_path):
     with pytest.raises(NotImplementedError, match=r"layer 1 MultiheadAttention"):
         fnn.onnx.export(fnn.Sequential(L.Dense(4, 4), L.MultiheadAttention(4, 2)),
                         tmp_path / "m.onnx", np.zeros((1, 3, 4), np.float32))
+    with pytest.raises(NotImplementedError, match=r"LocalResponseNorm.*odd size"):
+        fnn.onnx.export(fnn.Sequential(L.LocalResponseNorm(4)), tmp_path / "m.onnx",
+                        np.zeros((1, 6, 3, 3), np.float32))
     with pytest.raises(NotImplementedError, match="opset >= 17"):
         fnn.onnx.export(fnn.Sequential(L.LayerNorm(4)), tmp_path / "m.onnx",
                         np.zeros((1, 4), np.float32), opset=16)
