@@ -7,7 +7,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastnn
@@ -15,6 +15,8 @@ from fastnn import _core as K
 from fastnn._core import activation as activation_module
 from fastnn._core import reference as R
 from fastnn.testing.ulp import assert_ulp
+
+from conftest import scaled_examples
 
 DTYPES = (np.float32, np.float64)
 dtypes = st.sampled_from(DTYPES)
@@ -652,3 +654,63 @@ BAD_CALLS = [
 def test_bad_input_raises_naming_the_kernel(kernel, call, error):
     with pytest.raises(error, match=kernel):
         call()
+
+
+# --- GELU/SiLU/ELU, layer norm, adaptive pooling: kernels against reference.py ---------------------
+@given(st.sampled_from([np.float32, np.float64]), st.integers(1, 5), st.integers(1, 9),
+       st.booleans(), st.booleans(), st.integers(0, 2**16))
+@settings(max_examples=scaled_examples(20), deadline=None)
+def test_layer_norm_kernels_equal_reference(dtype, m, d, affine, offset, seed):
+    r = np.random.default_rng(seed)
+    x = (r.standard_normal((m, d)) + (1000 if offset else 0)).astype(dtype)
+    w = r.standard_normal(d).astype(dtype) if affine else None
+    b = r.standard_normal(d).astype(dtype) if affine else None
+    dy = r.standard_normal((m, d)).astype(dtype)
+    got, want = [], []
+    for mod, sink in ((K, got), (R, want)):
+        out, mean, inv = np.empty_like(x), np.empty(m), np.empty(m)
+        mod.layer_norm_forward(x, w, b, 1e-5, out, mean, inv)
+        dx, dw, db = np.empty_like(x), np.zeros(d, dtype), np.zeros(d, dtype)
+        mod.layer_norm_backward(x, dy, w, mean, inv, dx, dw, db)
+        sink.extend([out, dx, dw, db])
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    for g, w_ in zip(got, want):
+        np.testing.assert_allclose(g, w_, rtol=tol, atol=tol)
+
+
+@given(st.sampled_from([np.float32, np.float64]), st.integers(1, 7), st.integers(1, 7),
+       st.integers(1, 8), st.integers(1, 8), st.integers(0, 2**16))
+@settings(max_examples=scaled_examples(20), deadline=None)
+def test_adaptive_avgpool_kernels_equal_reference(dtype, h, w, oh, ow, seed):
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((2, 3, h, w)).astype(dtype)
+    dy = r.standard_normal((2, 3, oh, ow)).astype(dtype)
+    outs = [np.empty((2, 3, oh, ow), dtype) for _ in range(2)]
+    dxs = [np.empty_like(x) for _ in range(2)]
+    for mod, out, dx in zip((K, R), outs, dxs):
+        mod.adaptive_avgpool2d_forward(x, out)
+        mod.adaptive_avgpool2d_backward(dy, dx)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(outs[0], outs[1], rtol=tol, atol=tol)
+    np.testing.assert_allclose(dxs[0], dxs[1], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name, args", [("gelu", ()), ("gelu", ("tanh",)), ("silu", ()), ("elu", (0.5,))])
+def test_smooth_activation_kernels_equal_reference(name, args):
+    r = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = (4 * r.standard_normal((7, 13))).astype(dtype)
+        dy = r.standard_normal(x.shape).astype(dtype)
+        res = []
+        for mod in (K, R):
+            out, dx = np.empty_like(x), np.empty_like(x)
+            if name == "elu":
+                mod.elu_forward(x, args[0], out)
+                mod.elu_backward(x, dy, args[0], dx)
+            else:
+                getattr(mod, f"{name}_forward")(x, out, *args)
+                getattr(mod, f"{name}_backward")(x, dy, dx, *args)
+            res.append((out, dx))
+        tol = 2e-6 if dtype == np.float32 else 1e-12
+        for a, b in zip(*res):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

@@ -571,3 +571,96 @@ def masked_softmax_forward(scores, scale, mask, out):
 def masked_softmax_backward(p, dp, scale, ds):
     p64, dp64 = p.astype(np.float64), dp.astype(np.float64)
     ds[...] = scale * p64 * (dp64 - (dp64 * p64).sum(axis=-1, keepdims=True))
+
+
+def _bins(size, out):
+    """PyTorch's adaptive pooling bins of a ``size`` axis pooled to ``out``: [start, end) pairs."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_avgpool2d_forward(x, out):
+    h, w = x.shape[2:]
+    oh, ow = out.shape[2:]
+    for i, (h0, h1) in enumerate(_bins(h, oh)):
+        for j, (w0, w1) in enumerate(_bins(w, ow)):
+            out[:, :, i, j] = x[:, :, h0:h1, w0:w1].astype(np.float64).mean(axis=(2, 3))
+
+
+def adaptive_avgpool2d_backward(dy, dx):
+    h, w = dx.shape[2:]
+    oh, ow = dy.shape[2:]
+    acc = np.zeros(dx.shape)
+    for i, (h0, h1) in enumerate(_bins(h, oh)):
+        for j, (w0, w1) in enumerate(_bins(w, ow)):
+            acc[:, :, h0:h1, w0:w1] += dy[:, :, i:i + 1, j:j + 1] / ((h1 - h0) * (w1 - w0))
+    dx[...] = acc
+
+
+def _gelu64(x, approximate):
+    from scipy.special import erf
+    x = x.astype(np.float64)
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def gelu_forward(x, out, approximate="none"):
+    out[...] = _gelu64(x, approximate)
+
+
+def gelu_backward(x, dy, dx, approximate="none"):
+    x64 = x.astype(np.float64)
+    if approximate == "tanh":
+        k = np.sqrt(2 / np.pi)
+        t = np.tanh(k * (x64 + 0.044715 * x64 ** 3))
+        g = 0.5 * (1 + t) + 0.5 * x64 * (1 - t * t) * k * (1 + 3 * 0.044715 * x64 ** 2)
+    else:
+        from scipy.special import erf
+        g = 0.5 * (1 + erf(x64 / np.sqrt(2))) + x64 * np.exp(-0.5 * x64 ** 2) / np.sqrt(2 * np.pi)
+    dx[...] = dy * g
+
+
+def silu_forward(x, out):
+    x64 = x.astype(np.float64)
+    out[...] = x64 / (1 + np.exp(-x64))
+
+
+def silu_backward(x, dy, dx):
+    x64 = x.astype(np.float64)
+    s = 1 / (1 + np.exp(-x64))
+    dx[...] = dy * (s + x64 * s * (1 - s))
+
+
+def elu_forward(x, alpha, out):
+    x64 = x.astype(np.float64)
+    out[...] = np.where(x64 > 0, x64, alpha * (np.exp(x64) - 1))
+
+
+def elu_backward(x, dy, alpha, dx):
+    x64 = x.astype(np.float64)
+    dx[...] = dy * np.where(x64 > 0, 1.0, alpha * np.exp(x64))
+
+
+def layer_norm_forward(x, weight, bias, eps, out, mean, invstd):
+    x64 = x.astype(np.float64)
+    mean[...] = x64.mean(axis=1)
+    invstd[...] = 1 / np.sqrt(x64.var(axis=1) + eps)
+    y = (x64 - mean[:, None]) * invstd[:, None]
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    out[...] = y
+
+
+def layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):
+    xhat = (x.astype(np.float64) - mean[:, None]) * invstd[:, None]
+    dy64 = dy.astype(np.float64)
+    g = dy64 * weight if weight is not None else dy64
+    if dx is not None:
+        dx[...] = invstd[:, None] * (g - g.mean(axis=1, keepdims=True)
+                                     - xhat * (g * xhat).mean(axis=1, keepdims=True))
+    if dweight is not None:
+        dweight += (dy64 * xhat).sum(axis=0).astype(dweight.dtype)
+    if dbias is not None:
+        dbias += dy64.sum(axis=0).astype(dbias.dtype)
