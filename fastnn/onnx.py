@@ -30,6 +30,10 @@ statistics):
                      reordered from PyTorch's (i, f, g, o) to ONNX's (i, o, f, c) and from
                      (r, z, n) to (z, r, h), GRU with linear_before_reset=1
     Residual         the inner layer's nodes, then Add
+    MultiheadAttention  MatMul/Add projections, Reshape/Transpose to heads, MatMul, Mul (scale),
+                     Softmax, MatMul, the output projection (no masks: export as called without)
+    TransformerEncoderLayer, TransformerDecoderLayer  their sublayers' nodes (a decoder layer in
+                     a graph model called on [tgt, memory]); PositionalEncoding  Add of the code
     Sequential       its layers' nodes (a nested Sequential is inlined)
     Model (graph)    its layers' nodes in topological order; Add, Multiply, Concatenate as Add,
                      Mul, Concat
@@ -49,7 +53,8 @@ SUPPORTED_LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2
                     "AdaptiveAvgPool2D", "BatchNorm1D", "BatchNorm2D", "LayerNorm", "Dropout",
                     "Identity", "Flatten", "Reshape", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
                     "Softmax", "GELU", "SiLU", "ELU", "Step", "LocalResponseNorm", "Embedding",
-                    "RNN", "LSTM", "GRU", "Residual", "Sequential", "Model")
+                    "RNN", "LSTM", "GRU", "Residual", "MultiheadAttention", "TransformerEncoderLayer",
+                    "TransformerDecoderLayer", "PositionalEncoding", "Sequential", "Model")
 
 
 def _import_onnx():
@@ -334,6 +339,103 @@ def _adaptive_avgpool(g, layer, x, x_value, prefix, hint):
     return g.node("AveragePool", [x], hint, kernel_shape=kernel, strides=kernel)
 
 
+def _attention(g, layer, q, k, v, q_value, kv_value, prefix, hint):
+    """MultiheadAttention without masks (inference: no dropout): projections, per-head scaled
+    scores, softmax, the weighted values, the output projection."""
+    e, h, d = layer.embed_dim, layer.num_heads, layer.head_dim
+    l, s = q_value.shape[1], kv_value.shape[1]
+    w = layer.in_proj_weight.data
+    b = layer.in_proj_bias.data if layer.in_proj_bias is not None else None
+
+    def project(x, i, t, perm, name):
+        y = g.node("MatMul", [x, g.const(f"{prefix}{name}_weight_t", np.ascontiguousarray(w[i * e:(i + 1) * e].T))], hint)
+        if b is not None:
+            y = g.node("Add", [y, g.const(f"{prefix}{name}_bias", b[i * e:(i + 1) * e])], hint)
+        y = g.node("Reshape", [y, g.const(f"{prefix}{name}_heads", np.array([0, t, h, d], np.int64))], hint)
+        return g.node("Transpose", [y], hint, perm=perm)
+
+    qh = project(q, 0, l, [0, 2, 1, 3], "q")            # (N, H, L, d)
+    kt = project(k, 1, s, [0, 2, 3, 1], "k")            # (N, H, d, S)
+    vh = project(v, 2, s, [0, 2, 1, 3], "v")            # (N, H, S, d)
+    scores = g.node("Mul", [g.node("MatMul", [qh, kt], hint), g.float_const(prefix + "scale", 1 / np.sqrt(d))], hint)
+    ctx = g.node("MatMul", [g.node("Softmax", [scores], hint, axis=-1), vh], hint)
+    ctx = g.node("Transpose", [ctx], hint, perm=[0, 2, 1, 3])
+    ctx = g.node("Reshape", [ctx, g.const(prefix + "merge", np.array([0, l, e], np.int64))], hint)
+    out, _ = _convert(g, layer.out_proj, ctx, np.zeros((1, l, e), q_value.dtype), prefix + "out_proj.", "out_proj")
+    return out
+
+
+def _mha(g, layer, x, x_value, prefix, hint):
+    return _attention(g, layer, x, x, x, x_value, x_value, prefix, hint)
+
+
+def _sub(g, layer, x, x_value, prefix, name):
+    """A sublayer's nodes and its example output."""
+    return _convert(g, getattr(layer, name), x, x_value, f"{prefix}{name}.", f"{prefix}{name}")
+
+
+def _residual_norm(g, layer, x, x_value, delta, delta_value, prefix, norm):
+    s, s_value = g.node("Add", [x, delta], prefix.rstrip(".")), x_value + delta_value
+    return _sub(g, layer, s, s_value, prefix, norm)
+
+
+def _feedforward(g, layer, x, x_value, prefix):
+    y, y_value = _sub(g, layer, x, x_value, prefix, "linear1")
+    y, y_value = _sub(g, layer, y, y_value, prefix, "activation")
+    return _sub(g, layer, y, y_value, prefix, "linear2")
+
+
+def _block(g, layer, x, x_value, prefix, attend, norm, post_norm):
+    """x + attend(...) with the layer norm after (post-norm) or before (norm_first)."""
+    if post_norm:
+        a, a_value = attend(x, x_value)
+        return _residual_norm(g, layer, x, x_value, a, a_value, prefix, norm)
+    n, n_value = _sub(g, layer, x, x_value, prefix, norm)
+    a, a_value = attend(n, n_value)
+    return g.node("Add", [x, a], prefix.rstrip(".")), x_value + a_value
+
+
+def _self_attend(g, layer, prefix):
+    def attend(x, x_value):
+        sa = layer.self_attn
+        return _attention(g, sa, x, x, x, x_value, x_value, prefix + "self_attn.", prefix + "self_attn"), \
+            sa.forward(x_value, training=False)
+    return attend
+
+
+def _ff_attend(g, layer, prefix):
+    return lambda x, x_value: _feedforward(g, layer, x, x_value, prefix)
+
+
+def _encoder(g, layer, x, x_value, prefix, hint):
+    post = not layer.norm_first
+    x, x_value = _block(g, layer, x, x_value, prefix, _self_attend(g, layer, prefix), "norm1", post)
+    x, _ = _block(g, layer, x, x_value, prefix, _ff_attend(g, layer, prefix), "norm2", post)
+    return x
+
+
+def _decoder(g, layer, names, values, prefix):
+    """A TransformerDecoderLayer called on [tgt, memory] in a graph model."""
+    (x, mem), (x_value, mem_value) = names, values
+    post = not layer.norm_first
+
+    def cross(q, q_value):
+        ca = layer.multihead_attn
+        return (_attention(g, ca, q, mem, mem, q_value, mem_value, prefix + "multihead_attn.",
+                           prefix + "multihead_attn"),
+                ca.forward(q_value, mem_value, mem_value, training=False))
+
+    x, x_value = _block(g, layer, x, x_value, prefix, _self_attend(g, layer, prefix), "norm1", post)
+    x, x_value = _block(g, layer, x, x_value, prefix, cross, "norm2", post)
+    x, _ = _block(g, layer, x, x_value, prefix, _ff_attend(g, layer, prefix), "norm3", post)
+    return x
+
+
+def _positional(g, layer, x, x_value, prefix, hint):
+    pe = layer.table()[None, : x_value.shape[1]]
+    return g.node("Add", [x, g.float_const(prefix + "pe", pe)], hint)
+
+
 _CONVERTERS = {
     "Dense": _dense, "Conv2D": _conv, "ConvTranspose2D": _conv_transpose,
     "MaxPool2D": _maxpool, "AvgPool2D": _avgpool, "Upsample2D": _upsample,
@@ -344,6 +446,8 @@ _CONVERTERS = {
     "RNN": _recurrent, "LSTM": _recurrent, "GRU": _recurrent,
     "GELU": _gelu, "SiLU": _silu, "ELU": _elu, "LayerNorm": _layer_norm,
     "AdaptiveAvgPool2D": _adaptive_avgpool, "LocalResponseNorm": _lrn, "Step": _step,
+    "MultiheadAttention": _mha, "TransformerEncoderLayer": _encoder,
+    "PositionalEncoding": _positional,
 }
 
 
@@ -381,6 +485,10 @@ def _merge(g, layer, names, values, hint):
     return out
 
 
+# layers a graph model may call on a list of tensors
+_LIST_LAYERS = ("Add", "Multiply", "Concatenate", "TransformerDecoderLayer", "MultiheadAttention")
+
+
 def _convert_graph(g, model, xs):
     """The nodes of a graph ``fnn.Model`` in its topological order; returns the output names
     and example values."""
@@ -392,11 +500,18 @@ def _convert_graph(g, model, xs):
         vals = [values[id(t)] for t in node.inputs]
         where = f"layer {layer.name!r}"
         if node.as_list:
-            if type(layer).__name__ not in ("Add", "Multiply", "Concatenate") or \
-                    type(layer) is not _layer_class(type(layer).__name__):
+            kind = type(layer).__name__
+            if kind not in _LIST_LAYERS or type(layer) is not _layer_class(kind):
                 raise _unsupported(layer, where)
-            out = _merge(g, layer, args, vals, layer.name)
             value = layer.forward(vals, training=False)
+            if kind == "TransformerDecoderLayer":
+                out = _decoder(g, layer, args, vals, f"{layer.name}.")
+            elif kind == "MultiheadAttention":
+                q, k, v = (args + args[-1:] * 2)[:3]
+                qv, kv = vals[0], vals[1] if len(vals) > 1 else vals[0]
+                out = _attention(g, layer, q, k, v, qv, kv, f"{layer.name}.", layer.name)
+            else:
+                out = _merge(g, layer, args, vals, layer.name)
         else:
             out, value = _convert(g, layer, args[0], vals[0], f"{layer.name}.", where)
         names[id(node.output)], values[id(node.output)] = out, value

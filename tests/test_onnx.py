@@ -212,6 +212,28 @@ def test_graph_models_export(tmp_path):
         fnn.onnx.export(model, tmp_path / "graph.onnx", x_ids[:1])
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_attention_and_transformer_layers_export(tmp_path, norm_first):
+    """MultiheadAttention, both Transformer layers (the decoder on [tgt, memory] in a graph
+    model, cross-attention on [q, k, v]) and the positional encoding, against predict."""
+    fnn.seed(12)
+    gen = np.random.default_rng(12)
+    model = fnn.Sequential(L.PositionalEncoding(8, 20), L.TransformerEncoderLayer(8, 2, 16, norm_first=norm_first),
+                           L.TransformerEncoderLayer(8, 2, 16, activation="gelu", norm_first=not norm_first),
+                           L.MultiheadAttention(8, 4), L.Dense(8, 3))
+    x = gen.standard_normal((4, 6, 8)).astype(np.float32)
+    check_export(tmp_path, model, x[:1], x)
+    src, tgt = fnn.Input((5, 8)), fnn.Input((4, 8))
+    memory = L.TransformerEncoderLayer(8, 2, 16, name="enc")(src)
+    y = L.TransformerDecoderLayer(8, 2, 16, name="dec", norm_first=norm_first)([tgt, memory])
+    y = L.MultiheadAttention(8, 2, name="cross")([y, memory, memory])
+    graph = fnn.Model([src, tgt], L.Dense(8, 3, name="head")(y))
+    a, b = gen.standard_normal((3, 5, 8)).astype(np.float32), gen.standard_normal((3, 4, 8)).astype(np.float32)
+    proto = fnn.onnx.export(graph, tmp_path / "graph.onnx", [a[:1], b[:1]])
+    for got in _run_both(tmp_path, proto, {"input_0": a, "input_1": b}):
+        np.testing.assert_allclose(got[0], graph.predict([a, b]), rtol=TOL, atol=TOL)
+
+
 def _randomise_graph_batchnorm(model):
     gen = np.random.default_rng(0)
     for layer in model.layers:
@@ -273,9 +295,6 @@ def test_layers_without_onnx_equivalent_are_named(tmp_path):
     with pytest.raises(NotImplementedError, match=r"AdaptiveAvgPool2D.*unequal sizes"):
         fnn.onnx.export(fnn.Sequential(L.AdaptiveAvgPool2D(3)), tmp_path / "m.onnx",
                         np.zeros((1, 2, 7, 7), np.float32))
-    with pytest.raises(NotImplementedError, match=r"layer 1 MultiheadAttention"):
-        fnn.onnx.export(fnn.Sequential(L.Dense(4, 4), L.MultiheadAttention(4, 2)),
-                        tmp_path / "m.onnx", np.zeros((1, 3, 4), np.float32))
     with pytest.raises(NotImplementedError, match=r"LocalResponseNorm.*odd size"):
         fnn.onnx.export(fnn.Sequential(L.LocalResponseNorm(4)), tmp_path / "m.onnx",
                         np.zeros((1, 6, 3, 3), np.float32))
