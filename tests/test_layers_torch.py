@@ -12,6 +12,7 @@ nn = torch.nn
 
 import fastnn as fnn  # noqa: E402
 from fastnn import layers as L  # noqa: E402
+from fastnn.testing import strategies as fst  # noqa: E402
 
 from conftest import scaled_examples  # noqa: E402  (max_examples that follow the profile)
 
@@ -182,6 +183,30 @@ def test_conv_configurations_match_torch(cin, cout, k, s, p, size, transposed):
     else:
         compare(L.Conv2D(cin, cout, k, stride=s, padding=p), nn.Conv2d(cin, cout, k, stride=s, padding=p),
                 randn(2, cin, size, size), True)
+
+
+@settings(max_examples=scaled_examples(12))
+@given(cfg=fst.grouped_conv_configs(dims=2), one_d=st.booleans(), seed=st.integers(0, 2**16))
+def test_grouped_dilated_conv_configurations_match_torch(cfg, one_d, seed):
+    """Conv2D and Conv1D with dilation, groups (depthwise included) and "same"/"valid" padding."""
+    torch.manual_seed(1)
+    args = (cfg["in_ch"], cfg["out_ch"], cfg["kernel_size"])
+    kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+                  groups=cfg["groups"], bias=cfg["bias"])
+    shape = cfg["input_shape"]
+    if one_d:
+        compare(L.Conv1D(*args, **kwargs), nn.Conv1d(*args, **kwargs), randn(*shape[:3], seed=seed), True)
+    else:
+        compare(L.Conv2D(*args, **kwargs), nn.Conv2d(*args, **kwargs), randn(*shape, seed=seed), True)
+
+
+@settings(max_examples=scaled_examples(8))
+@given(cfg=fst.pool1d_configs(), seed=st.integers(0, 2**16))
+def test_pool1d_configurations_match_torch(cfg, seed):
+    x = randn(*cfg["input_shape"], seed=seed)
+    args = (cfg["kernel_size"], cfg["stride"], cfg["padding"])
+    compare(L.MaxPool1D(*args), nn.MaxPool1d(*args), x, True)
+    compare(L.AvgPool1D(*args), nn.AvgPool1d(*args), x, True)
 
 
 @pytest.mark.parametrize("ours, theirs", [
