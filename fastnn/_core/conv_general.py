@@ -26,6 +26,9 @@ from ._checks import check_float, check_optional_out, check_out, check_pair, che
 from .activation import pick, serial_twin
 
 threads.sync_numba_threads()
+# np.dot in the kernels below calls scipy's BLAS from inside OpenMP regions: one thread only
+import scipy.linalg.cython_blas  # noqa: E402,F401
+threads.pin_kernel_blas()
 
 ROUTES = ("depthwise", "im2col")
 # dW of the im2col route is summed over at most this many blocks of samples
@@ -48,6 +51,10 @@ def _span(off, s, size, n):
     return j0, j1
 
 
+# The kernels run their inner loops over row slices indexed from 0: numba then emits no
+# negative-index wrap-around and LLVM vectorises the row updates (a computed signed offset,
+# y[base + j], keeps the wrap-around check in the loop).
+
 @njit(cache=True)
 def _im2col_group(x, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, col):
     """col[(c*kh + a)*kw + b, i*ow + j] := x[c0 + c, i*sh - pt + a*dh, j*sw - pl + b*dw] (0 outside)"""
@@ -59,18 +66,22 @@ def _im2col_group(x, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, col):
                 off = b * dw - pl
                 j0, j1 = _span(off, sw, w, ow)
                 for i in range(oh):
-                    base = i * ow
+                    crow = col[row, i * ow:(i + 1) * ow]
                     r = i * sh - pt + a * dh
-                    if r < 0 or r >= h:
-                        for j in range(ow):
-                            col[row, base + j] = 0.0
+                    if r < 0 or r >= h or j1 == j0:
+                        crow[:] = 0.0
                         continue
-                    for j in range(j0):
-                        col[row, base + j] = 0.0
-                    for j in range(j0, j1):
-                        col[row, base + j] = x[c0 + c, r, j * sw + off]
-                    for j in range(j1, ow):
-                        col[row, base + j] = 0.0
+                    crow[:j0] = 0.0
+                    crow[j1:] = 0.0
+                    inner = crow[j0:j1]
+                    if sw == 1:   # a step-less slice is contiguous: the copy vectorises
+                        xrow = x[c0 + c, r, j0 + off:j1 + off]
+                        for j in range(j1 - j0):
+                            inner[j] = xrow[j]
+                    else:
+                        xstep = x[c0 + c, r, j0 * sw + off:(j1 - 1) * sw + off + 1:sw]
+                        for j in range(j1 - j0):
+                            inner[j] = xstep[j]
 
 
 @njit(cache=True)
@@ -83,13 +94,21 @@ def _col2im_group(col, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, x):
                 row = (c * kh + a) * kw + b
                 off = b * dw - pl
                 j0, j1 = _span(off, sw, w, ow)
+                if j1 == j0:
+                    continue
                 for i in range(oh):
                     r = i * sh - pt + a * dh
                     if r < 0 or r >= h:
                         continue
-                    base = i * ow
-                    for j in range(j0, j1):
-                        x[c0 + c, r, j * sw + off] += col[row, base + j]
+                    crow = col[row, i * ow + j0:i * ow + j1]
+                    if sw == 1:
+                        xrow = x[c0 + c, r, j0 + off:j1 + off]
+                        for j in range(j1 - j0):
+                            xrow[j] += crow[j]
+                    else:
+                        xstep = x[c0 + c, r, j0 * sw + off:(j1 - 1) * sw + off + 1:sw]
+                        for j in range(j1 - j0):
+                            xstep[j] += crow[j]
 
 
 @njit(parallel=True, cache=True)
@@ -140,91 +159,114 @@ def _im2col_backward(x, w3, dy4, need_dx, need_dw, kh, kw, sh, sw, pt, pl, dh, d
 
 
 @njit(parallel=True, cache=True)
-def _depthwise_forward(x, w, bias, has_bias, sh, sw, pt, pl, dh, dw, out):
+def _depthwise_forward(x, w, bias, has_bias, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw, pt, pl,
+                       dh, dw, out):
     """out[n, o, i, j] := bias[o] + sum_{a, b} w[o, a, b] * x[n, o // m, i*sh - pt + a*dh,
-    j*sw - pl + b*dw], m = O / C"""
-    n_samples, n_out, oh, ow = out.shape
-    h, wd = x.shape[2], x.shape[3]
-    m = n_out // x.shape[1]
-    kh, kw = w.shape[1], w.shape[2]
+    j*sw - pl + b*dw], m = O / C (x, w, out flat)"""
+    m = n_out // n_in
+    n_samples = out.shape[0] // (n_out * oh * ow)
     for p in prange(n_samples * n_out):
         n = p // n_out
         o = p - n * n_out
-        c = o // m
-        y = out[n, o]
-        xp = x[n, c]
+        xplane = (n * n_in + o // m) * h * wd
         bv = bias[o] if has_bias else 0.0
         for i in range(oh):
-            for j in range(ow):
-                y[i, j] = bv
+            yb = (p * oh + i) * ow
+            out[yb:yb + ow] = bv
             for a in range(kh):
                 r = i * sh - pt + a * dh
                 if r < 0 or r >= h:
                     continue
+                xb = xplane + r * wd
                 for b in range(kw):
-                    wv = w[o, a, b]
+                    wv = w[(o * kh + a) * kw + b]
                     off = b * dw - pl
                     j0, j1 = _span(off, sw, wd, ow)
-                    for j in range(j0, j1):
-                        y[i, j] += wv * xp[r, j * sw + off]
+                    yrow = out[yb + j0:yb + j1]
+                    if sw == 1:   # a step-less slice: contiguous, so the loop vectorises
+                        xrow = x[xb + j0 + off:xb + j1 + off]
+                        for j in range(j1 - j0):
+                            yrow[j] += wv * xrow[j]
+                    else:
+                        xstep = x[xb + j0 * sw + off:xb + (j1 - 1) * sw + off + 1:sw]
+                        for j in range(j1 - j0):
+                            yrow[j] += wv * xstep[j]
 
 
 @njit(parallel=True, cache=True)
-def _depthwise_backward_data(dy, w, sh, sw, pt, pl, dh, dw, dx):
+def _depthwise_backward_data(dy, w, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw,
+                             dx):
     """dx[n, c] := sum over the m outputs o of channel c of the adjoint of _depthwise_forward"""
-    n_samples, n_out, oh, ow = dy.shape
-    n_in, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
     m = n_out // n_in
-    kh, kw = w.shape[1], w.shape[2]
+    n_samples = dx.shape[0] // (n_in * h * wd)
     for p in prange(n_samples * n_in):
         n = p // n_in
         c = p - n * n_in
-        g = dx[n, c]
-        g[:, :] = 0.0
+        xplane = p * h * wd
+        dx[xplane:xplane + h * wd] = 0.0
         for o in range(c * m, c * m + m):
-            d = dy[n, o]
+            yplane = (n * n_out + o) * oh * ow
             for i in range(oh):
+                yb = yplane + i * ow
                 for a in range(kh):
                     r = i * sh - pt + a * dh
                     if r < 0 or r >= h:
                         continue
+                    xb = xplane + r * wd
                     for b in range(kw):
-                        wv = w[o, a, b]
+                        wv = w[(o * kh + a) * kw + b]
                         off = b * dw - pl
                         j0, j1 = _span(off, sw, wd, ow)
-                        for j in range(j0, j1):
-                            g[r, j * sw + off] += wv * d[i, j]
+                        drow = dy[yb + j0:yb + j1]
+                        if sw == 1:
+                            xrow = dx[xb + j0 + off:xb + j1 + off]
+                            for j in range(j1 - j0):
+                                xrow[j] += wv * drow[j]
+                        else:
+                            xstep = dx[xb + j0 * sw + off:xb + (j1 - 1) * sw + off + 1:sw]
+                            for j in range(j1 - j0):
+                                xstep[j] += wv * drow[j]
 
 
 @njit(parallel=True, cache=True)
-def _depthwise_backward_weight(x, dy, sh, sw, pt, pl, dh, dw, dweight):
+def _depthwise_backward_weight(x, dy, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw,
+                               dweight):
     """dweight[o, a, b] += sum_{n, i, j} dy[n, o, i, j] * x[n, o // m, i*sh - pt + a*dh,
-    j*sw - pl + b*dw], summed in float64"""
-    n_samples, n_out, oh, ow = dy.shape
-    h, wd = x.shape[2], x.shape[3]
-    m = n_out // x.shape[1]
-    kh, kw = dweight.shape[1], dweight.shape[2]
+    j*sw - pl + b*dw]; per tap, products summed by output column in float64, then the columns"""
+    m = n_out // n_in
+    n_samples = dy.shape[0] // (n_out * oh * ow)
     for o in prange(n_out):
         c = o // m
-        acc = np.zeros((kh, kw), dtype=np.float64)
+        acc = np.zeros(kh * kw * ow, dtype=np.float64)
         for n in range(n_samples):
-            d = dy[n, o]
-            xp = x[n, c]
+            yplane = (n * n_out + o) * oh * ow
+            xplane = (n * n_in + c) * h * wd
             for i in range(oh):
+                yb = yplane + i * ow
                 for a in range(kh):
                     r = i * sh - pt + a * dh
                     if r < 0 or r >= h:
                         continue
+                    xb = xplane + r * wd
                     for b in range(kw):
+                        t = (a * kw + b) * ow
                         off = b * dw - pl
                         j0, j1 = _span(off, sw, wd, ow)
-                        s = 0.0
-                        for j in range(j0, j1):
-                            s += d[i, j] * xp[r, j * sw + off]
-                        acc[a, b] += s
-        for a in range(kh):
-            for b in range(kw):
-                dweight[o, a, b] += acc[a, b]
+                        arow = acc[t + j0:t + j1]
+                        drow = dy[yb + j0:yb + j1]
+                        if sw == 1:
+                            xrow = x[xb + j0 + off:xb + j1 + off]
+                            for j in range(j1 - j0):
+                                arow[j] += drow[j] * xrow[j]
+                        else:
+                            xstep = x[xb + j0 * sw + off:xb + (j1 - 1) * sw + off + 1:sw]
+                            for j in range(j1 - j0):
+                                arow[j] += drow[j] * xstep[j]
+        for t in range(kh * kw):
+            total = 0.0
+            for j in range(ow):
+                total += acc[t * ow + j]
+            dweight[o * kh * kw + t] += total
 
 
 _im2col_forward_serial = serial_twin(_im2col_forward)
@@ -320,7 +362,8 @@ def conv2d_general_forward(x, weight, bias, out, stride, padding, dilation, grou
     work = out.size * weight.shape[1] * kh * kw
     if route == "depthwise":
         pick(_depthwise_forward, _depthwise_forward_serial, work)(
-            x, weight.reshape(o, kh, kw), b, has_bias, sh, sw, pt, pl, dh, dw, out)
+            x.reshape(-1), weight.reshape(-1), b, has_bias, c, x.shape[2], x.shape[3], o, oh, ow,
+            kh, kw, sh, sw, pt, pl, dh, dw, out.reshape(-1))
     else:
         pick(_im2col_forward, _im2col_forward_serial, work)(
             x, weight.reshape(groups, o // groups, -1), b, has_bias, kh, kw, sh, sw, pt, pl, dh, dw,
@@ -354,12 +397,13 @@ def conv2d_general_backward(x, weight, dy, dx, dweight, dbias, stride, padding, 
         return
     work = dy.size * cg * kh * kw
     if route == "depthwise":
+        geometry = (c, x.shape[2], x.shape[3], o, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
         if dx is not None:
             pick(_depthwise_backward_data, _depthwise_backward_data_serial, work)(
-                dy, weight.reshape(o, kh, kw), sh, sw, pt, pl, dh, dw, dx)
+                dy.reshape(-1), weight.reshape(-1), *geometry, dx.reshape(-1))
         if dweight is not None:
             pick(_depthwise_backward_weight, _depthwise_backward_weight_serial, work)(
-                x, dy, sh, sw, pt, pl, dh, dw, dweight.reshape(o, kh, kw))
+                x.reshape(-1), dy.reshape(-1), *geometry, dweight.reshape(-1))
         return
     if dx is None and dweight is None:
         return
