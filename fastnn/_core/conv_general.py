@@ -269,11 +269,129 @@ def _depthwise_backward_weight(x, dy, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw
             dweight[o * kh * kw + t] += total
 
 
+# Stride 1: each plane is copied into a zero-padded buffer of width Wp = W + left + right, and
+# the output is computed on rows of that same width (the last Wp - OW columns of each are
+# discarded). A tap (a, b) is then ONE contiguous update of (OH - 1)*Wp + OW elements,
+# acc[t] += w * xpad[a*dh*Wp + b*dw + t], instead of OH rows of OW: long loops that vectorise
+# fully, where rows of a few dozen elements fall to the scalar remainder loop.
+
+@njit(cache=True)
+def _pad_plane(x, start, h, wd, pt, pl, wp, buf):
+    """buf[(r + pt)*wp + pl + j] := x[start + r*wd + j] (buf's border left as it is)"""
+    for r in range(h):
+        dst = buf[(r + pt) * wp + pl:(r + pt) * wp + pl + wd]
+        src = x[start + r * wd:start + (r + 1) * wd]
+        for j in range(wd):
+            dst[j] = src[j]
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_s1_forward(x, w, bias, has_bias, n_in, h, wd, n_out, oh, ow, kh, kw, pt, pb, pl,
+                          pr, dh, dw, out):
+    """_depthwise_forward for stride 1, on padded planes; threads on input planes"""
+    m = n_out // n_in
+    hp, wp = h + pt + pb, wd + pl + pr
+    span = (oh - 1) * wp + ow
+    n_samples = out.shape[0] // (n_out * oh * ow)
+    for p in prange(n_samples * n_in):
+        n = p // n_in
+        c = p - n * n_in
+        xpad = np.zeros(hp * wp, dtype=x.dtype)
+        _pad_plane(x, p * h * wd, h, wd, pt, pl, wp, xpad)
+        acc = np.empty(span, dtype=x.dtype)
+        for o in range(c * m, c * m + m):
+            acc[:] = bias[o] if has_bias else 0.0
+            for a in range(kh):
+                for b in range(kw):
+                    wv = w[(o * kh + a) * kw + b]
+                    src = xpad[a * dh * wp + b * dw:a * dh * wp + b * dw + span]
+                    for t in range(span):
+                        acc[t] += wv * src[t]
+            ybase = (n * n_out + o) * oh * ow
+            for i in range(oh):
+                yrow = out[ybase + i * ow:ybase + (i + 1) * ow]
+                arow = acc[i * wp:i * wp + ow]
+                for j in range(ow):
+                    yrow[j] = arow[j]
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_s1_backward_data(dy, w, n_in, h, wd, n_out, oh, ow, kh, kw, pt, pb, pl, pr, dh,
+                                dw, dx):
+    """_depthwise_backward_data for stride 1, on padded planes"""
+    m = n_out // n_in
+    hp, wp = h + pt + pb, wd + pl + pr
+    span = (oh - 1) * wp + ow
+    n_samples = dx.shape[0] // (n_in * h * wd)
+    for p in prange(n_samples * n_in):
+        n = p // n_in
+        c = p - n * n_in
+        dxpad = np.zeros(hp * wp, dtype=dx.dtype)
+        dyext = np.zeros(span, dtype=dx.dtype)   # dy on rows of width wp; the rest stays 0
+        for o in range(c * m, c * m + m):
+            ybase = (n * n_out + o) * oh * ow
+            for i in range(oh):
+                drow = dyext[i * wp:i * wp + ow]
+                src = dy[ybase + i * ow:ybase + (i + 1) * ow]
+                for j in range(ow):
+                    drow[j] = src[j]
+            for a in range(kh):
+                for b in range(kw):
+                    wv = w[(o * kh + a) * kw + b]
+                    dst = dxpad[a * dh * wp + b * dw:a * dh * wp + b * dw + span]
+                    for t in range(span):
+                        dst[t] += wv * dyext[t]
+        for r in range(h):
+            dst = dx[p * h * wd + r * wd:p * h * wd + (r + 1) * wd]
+            src = dxpad[(r + pt) * wp + pl:(r + pt) * wp + pl + wd]
+            for j in range(wd):
+                dst[j] = src[j]
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_s1_backward_weight(x, dy, n_in, h, wd, n_out, oh, ow, kh, kw, pt, pb, pl, pr, dh,
+                                  dw, dweight):
+    """_depthwise_backward_weight for stride 1: per tap, the products of the padded plane and dy
+    on rows of width Wp accumulate elementwise in float64 over the samples (a vectorised
+    update, not a reduction), then each tap's row is summed"""
+    m = n_out // n_in
+    hp, wp = h + pt + pb, wd + pl + pr
+    span = (oh - 1) * wp + ow
+    n_samples = dy.shape[0] // (n_out * oh * ow)
+    for o in prange(n_out):
+        c = o // m
+        acc = np.zeros(kh * kw * span, dtype=np.float64)
+        xpad = np.zeros(hp * wp, dtype=x.dtype)
+        dyext = np.zeros(span, dtype=x.dtype)
+        for n in range(n_samples):
+            _pad_plane(x, (n * n_in + c) * h * wd, h, wd, pt, pl, wp, xpad)
+            ybase = (n * n_out + o) * oh * ow
+            for i in range(oh):
+                drow = dyext[i * wp:i * wp + ow]
+                src = dy[ybase + i * ow:ybase + (i + 1) * ow]
+                for j in range(ow):
+                    drow[j] = src[j]
+            for a in range(kh):
+                for b in range(kw):
+                    arow = acc[(a * kw + b) * span:(a * kw + b + 1) * span]
+                    src = xpad[a * dh * wp + b * dw:a * dh * wp + b * dw + span]
+                    for t in range(span):
+                        arow[t] += dyext[t] * src[t]
+        for t in range(kh * kw):
+            total = 0.0
+            for e in range(t * span, (t + 1) * span):
+                total += acc[e]
+            dweight[o * kh * kw + t] += total
+
+
 _im2col_forward_serial = serial_twin(_im2col_forward)
 _im2col_backward_serial = serial_twin(_im2col_backward)
 _depthwise_forward_serial = serial_twin(_depthwise_forward)
 _depthwise_backward_data_serial = serial_twin(_depthwise_backward_data)
 _depthwise_backward_weight_serial = serial_twin(_depthwise_backward_weight)
+_depthwise_s1_forward_serial = serial_twin(_depthwise_s1_forward)
+_depthwise_s1_backward_data_serial = serial_twin(_depthwise_s1_backward_data)
+_depthwise_s1_backward_weight_serial = serial_twin(_depthwise_s1_backward_weight)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,7 +478,11 @@ def conv2d_general_forward(x, weight, bias, out, stride, padding, dilation, grou
         return
     kh, kw = weight.shape[2:]
     work = out.size * weight.shape[1] * kh * kw
-    if route == "depthwise":
+    if route == "depthwise" and (sh, sw) == (1, 1):
+        pick(_depthwise_s1_forward, _depthwise_s1_forward_serial, work)(
+            x.reshape(-1), weight.reshape(-1), b, has_bias, c, x.shape[2], x.shape[3], o, oh, ow,
+            kh, kw, pt, pb, pl, pr, dh, dw, out.reshape(-1))
+    elif route == "depthwise":
         pick(_depthwise_forward, _depthwise_forward_serial, work)(
             x.reshape(-1), weight.reshape(-1), b, has_bias, c, x.shape[2], x.shape[3], o, oh, ow,
             kh, kw, sh, sw, pt, pl, dh, dw, out.reshape(-1))
@@ -396,6 +518,15 @@ def conv2d_general_backward(x, weight, dy, dx, dweight, dbias, stride, padding, 
     if dy.size == 0 or x.size == 0:
         return
     work = dy.size * cg * kh * kw
+    if route == "depthwise" and (sh, sw) == (1, 1):
+        geometry = (c, x.shape[2], x.shape[3], o, oh, ow, kh, kw, pt, pb, pl, pr, dh, dw)
+        if dx is not None:
+            pick(_depthwise_s1_backward_data, _depthwise_s1_backward_data_serial, work)(
+                dy.reshape(-1), weight.reshape(-1), *geometry, dx.reshape(-1))
+        if dweight is not None:
+            pick(_depthwise_s1_backward_weight, _depthwise_s1_backward_weight_serial, work)(
+                x.reshape(-1), dy.reshape(-1), *geometry, dweight.reshape(-1))
+        return
     if route == "depthwise":
         geometry = (c, x.shape[2], x.shape[3], o, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw)
         if dx is not None:
