@@ -199,3 +199,27 @@ def test_layer_arguments_are_checked():
         L.Conv1D(2, 2, 1).forward(np.zeros((1, 2, 3, 3), np.float32))
     with pytest.raises(ValueError, match=r"MaxPool1D: padding 2 must be at most half"):
         L.MaxPool1D(3, padding=2)
+
+
+@pytest.mark.parametrize("route, geometry", [
+    ("depthwise", ((5, 6, 9, 8), (12, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6)),
+    ("depthwise", ((5, 3, 9, 8), (3, 1, 3, 2), (2, 1), (1, 0, 1, 2), (1, 2), 3)),
+    ("im2col", ((9, 4, 7, 6), (6, 2, 3, 3), (1, 2), (1, 1, 0, 1), (2, 1), 2)),
+])
+def test_results_do_not_depend_on_the_thread_count(route, geometry):
+    """Every output entry is summed by one thread in a fixed order (dW of the im2col route by a
+    fixed number of sample blocks), and the per-sample GEMMs have the same shapes: 1 and 2
+    threads give the same bits."""
+    import fastnn as fnn
+
+    before = fnn.get_num_threads()
+    try:
+        with forced("parallel"):
+            fnn.set_num_threads(1)
+            one, _ = run_both(geometry, np.float32, route, 5)
+            fnn.set_num_threads(2)
+            two, _ = run_both(geometry, np.float32, route, 5)
+    finally:
+        fnn.set_num_threads(before)
+    for name, a, b in zip(("out", "dx", "dweight", "dbias"), one, two):
+        np.testing.assert_array_equal(a, b, err_msg=name)
