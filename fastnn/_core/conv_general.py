@@ -51,6 +51,15 @@ def _span(off, s, size, n):
     return j0, j1
 
 
+@njit(cache=True)
+def _spans(kw, dw, pl, sw, wd, ow):
+    """_span of every kernel column b (offset b*dw - pl), computed once per call"""
+    spans = np.empty((kw, 2), dtype=np.int64)
+    for b in range(kw):
+        spans[b, 0], spans[b, 1] = _span(b * dw - pl, sw, wd, ow)
+    return spans
+
+
 # The kernels run their inner loops over row slices indexed from 0: numba then emits no
 # negative-index wrap-around and LLVM vectorises the row updates (a computed signed offset,
 # y[base + j], keeps the wrap-around check in the loop).
@@ -164,6 +173,7 @@ def _depthwise_forward(x, w, bias, has_bias, n_in, h, wd, n_out, oh, ow, kh, kw,
     """out[n, o, i, j] := bias[o] + sum_{a, b} w[o, a, b] * x[n, o // m, i*sh - pt + a*dh,
     j*sw - pl + b*dw], m = O / C (x, w, out flat)"""
     m = n_out // n_in
+    spans = _spans(kw, dw, pl, sw, wd, ow)
     n_samples = out.shape[0] // (n_out * oh * ow)
     for p in prange(n_samples * n_out):
         n = p // n_out
@@ -181,7 +191,7 @@ def _depthwise_forward(x, w, bias, has_bias, n_in, h, wd, n_out, oh, ow, kh, kw,
                 for b in range(kw):
                     wv = w[(o * kh + a) * kw + b]
                     off = b * dw - pl
-                    j0, j1 = _span(off, sw, wd, ow)
+                    j0, j1 = spans[b, 0], spans[b, 1]
                     yrow = out[yb + j0:yb + j1]
                     if sw == 1:   # a step-less slice: contiguous, so the loop vectorises
                         xrow = x[xb + j0 + off:xb + j1 + off]
@@ -198,6 +208,7 @@ def _depthwise_backward_data(dy, w, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw, 
                              dx):
     """dx[n, c] := sum over the m outputs o of channel c of the adjoint of _depthwise_forward"""
     m = n_out // n_in
+    spans = _spans(kw, dw, pl, sw, wd, ow)
     n_samples = dx.shape[0] // (n_in * h * wd)
     for p in prange(n_samples * n_in):
         n = p // n_in
@@ -216,7 +227,7 @@ def _depthwise_backward_data(dy, w, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw, 
                     for b in range(kw):
                         wv = w[(o * kh + a) * kw + b]
                         off = b * dw - pl
-                        j0, j1 = _span(off, sw, wd, ow)
+                        j0, j1 = spans[b, 0], spans[b, 1]
                         drow = dy[yb + j0:yb + j1]
                         if sw == 1:
                             xrow = dx[xb + j0 + off:xb + j1 + off]
@@ -234,6 +245,7 @@ def _depthwise_backward_weight(x, dy, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw
     """dweight[o, a, b] += sum_{n, i, j} dy[n, o, i, j] * x[n, o // m, i*sh - pt + a*dh,
     j*sw - pl + b*dw]; per tap, products summed by output column in float64, then the columns"""
     m = n_out // n_in
+    spans = _spans(kw, dw, pl, sw, wd, ow)
     n_samples = dy.shape[0] // (n_out * oh * ow)
     for o in prange(n_out):
         c = o // m
@@ -251,7 +263,7 @@ def _depthwise_backward_weight(x, dy, n_in, h, wd, n_out, oh, ow, kh, kw, sh, sw
                     for b in range(kw):
                         t = (a * kw + b) * ow
                         off = b * dw - pl
-                        j0, j1 = _span(off, sw, wd, ow)
+                        j0, j1 = spans[b, 0], spans[b, 1]
                         arow = acc[t + j0:t + j1]
                         drow = dy[yb + j0:yb + j1]
                         if sw == 1:
