@@ -4,10 +4,10 @@ The dense case (dilation 1, one group, symmetric padding) has its own tuned kern
 ``_conv.pyx``; the layers send everything else here. Two routes, chosen in :func:`conv2d_route`:
 
 ``depthwise``
-    one input channel per group (groups == C, O = m*C): a direct sliding-window loop per output
-    plane (forward), per input plane (dX) and per output channel (dW), in parallel over planes.
-    Each tap is a row-vector ``y[i, j0:j1] += w[a, b] * x[r, ...]`` that LLVM vectorises; a GEMM
-    would have one row (a GEMV per plane) and an im2col copy k*k times the input.
+    one input channel per group (groups == C, O = m*C): direct sliding-window loops, in parallel
+    over planes (forward and dX) and output channels (dW). Stride 1 works on zero-padded planes
+    where each tap is one long contiguous update; other strides go row by row. A GEMM would have
+    m rows (a GEMV per plane) and an im2col copy k*k times the input.
 ``im2col``
     per sample, per group: a dilated, strided, padded im2col of the group's channels and a BLAS
     GEMM (``np.dot`` in numba calls scipy's BLAS, pinned to one thread), with threads on samples.
@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from ._checks import check_float, check_optional_out, check_out, check_pair, check_writable
+from ._checks import check_float, check_optional_out, check_out, check_pair
 from .activation import pick, serial_twin
 
 threads.sync_numba_threads()
@@ -442,7 +442,7 @@ def _geometry(where, x_shape, weight, stride, padding, dilation, groups):
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
     groups = int(groups)
-    n, c, h, w = x_shape
+    _, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
     if c % groups or o % groups:
         raise ValueError(f"{where}: input channels {c} and output channels {o} (weight "
