@@ -230,10 +230,40 @@ if __name__ == "__main__":
         return k, s, p, h, w
 
     def b_conv(draw):
+        if draw(st.booleans(), label="grouped"):
+            return _grouped_conv(draw, 2)
         k, s, p, h, w = _conv_geometry(draw)
         ci, co, n = _pick(draw, 1, 3, "cin"), _pick(draw, 1, 3, "cout"), _pick(draw, 1, 3, "n")
         out = (n, co, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
         return L.Conv2D(ci, co, k, stride=s, padding=p, bias=draw(st.booleans())), (n, ci, h, w), out, "float"
+
+    def _grouped_conv(draw, dims):
+        # dilation, groups (depthwise when one channel per group), "same"/"valid"/int padding
+        g = _pick(draw, 1, 3, "groups")
+        ci, co = g * _pick(draw, 1, 2, "cin/g"), g * _pick(draw, 1, 3, "cout/g")
+        k, s, d = _pick(draw, 1, 4, "k"), _pick(draw, 1, 3, "stride"), _pick(draw, 1, 3, "dilation")
+        span = d * (k - 1) + 1
+        p = draw(st.sampled_from(["valid", 0, 1, 2] + (["same"] if s == 1 else [])), label="padding")
+        total = {"same": span - 1, "valid": 0}.get(p, 2 * p if isinstance(p, int) else 0)
+        lo = max(1, span - total)
+        sides = [_pick(draw, lo, lo + 6, "side") for _ in range(dims)]
+        n = _pick(draw, 1, 3, "n")
+        out = (n, co, *((x + total - span) // s + 1 for x in sides))
+        cls = L.Conv2D if dims == 2 else L.Conv1D
+        layer = cls(ci, co, k, stride=s, padding=p, dilation=d, groups=g, bias=draw(st.booleans()))
+        return layer, (n, ci, *sides), out, "float"
+
+    def b_conv1d(draw):
+        return _grouped_conv(draw, 1)
+
+    def b_pool1d(draw):
+        cls = draw(st.sampled_from([L.MaxPool1D, L.AvgPool1D]), label="pool")
+        k = _pick(draw, 1, 4, "k")
+        s = draw(st.one_of(st.none(), st.integers(1, 4)), label="stride")
+        p = _pick(draw, 0, k // 2, "padding")
+        length = _pick(draw, max(1, k - 2 * p), 9, "length")
+        c, n = _pick(draw, 1, 3, "c"), _pick(draw, 1, 3, "n")
+        return cls(k, stride=s, padding=p), (n, c, length), (n, c, (length + 2 * p - k) // (s or k) + 1), "float"
 
     def b_convt(draw):
         k, s = _pick(draw, 1, 4, "k"), _pick(draw, 1, 3, "stride")
@@ -354,12 +384,13 @@ if __name__ == "__main__":
         return fnn.Model(inp, merged), (n, d), (n, d), "float"
 
     b_dense.key_axis = -1
-    b_conv.key_axis = b_convt.key_axis = b_bn.key_axis = 1  # (LocalResponseNorm takes any C)
+    b_conv.key_axis = b_convt.key_axis = b_bn.key_axis = b_conv1d.key_axis = 1  # (LocalResponseNorm takes any C)
     b_recurrent.key_axis = b_residual.key_axis = b_graph.key_axis = b_layer_norm.key_axis = -1
     b_attention.key_axis = -1
 
     BUILDERS = [b_dense, b_conv, b_convt, b_pool, b_upsample, b_bn, b_lrn, b_activation, b_reshape,
-                b_embedding, b_recurrent, b_residual, b_graph, b_layer_norm, b_adaptive_pool, b_attention]
+                b_embedding, b_recurrent, b_residual, b_graph, b_layer_norm, b_adaptive_pool, b_attention,
+                b_conv1d, b_pool1d]
     BOUNDED = ("Sigmoid", "Tanh", "Softmax", "Step")
 
     def _values(draw, shape, dtype, num=None):
@@ -467,6 +498,7 @@ if __name__ == "__main__":
                 raise ContractViolation(f"{layer.describe()} rejected a valid {mutation} input")
             return
         strict_rank = type(layer).__name__ in ("Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D",
+                                               "Conv1D", "MaxPool1D", "AvgPool1D",
                                                "Upsample2D", "BatchNorm2D", "RNN", "LSTM", "GRU")
         if (mutation == "wrong_rank" and strict_rank) or (mutation == "wrong_dim" and bad_shape is not None):
             raise ContractViolation(f"{layer.describe()} accepted a {mutation} input {np.shape(x)} "
@@ -556,12 +588,12 @@ if __name__ == "__main__":
         which = draw(st.sampled_from(["Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D",
                                       "Upsample2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "Reshape",
                                       "LeakyReLU", "Embedding", "RNN", "LSTM", "GRU", "Softmax",
-                                      "LocalResponseNorm"]))
+                                      "LocalResponseNorm", "Conv1D", "MaxPool1D", "AvgPool1D"]))
         cls = getattr(L, which)
         nargs = {"Dense": 2, "Conv2D": 3, "ConvTranspose2D": 3, "MaxPool2D": 1, "AvgPool2D": 1,
                  "Upsample2D": 1, "BatchNorm1D": 1, "BatchNorm2D": 1, "Dropout": 1, "Reshape": 1,
                  "LeakyReLU": 1, "Embedding": 2, "RNN": 2, "LSTM": 2, "GRU": 2, "Softmax": 1,
-                 "LocalResponseNorm": 1}[which]
+                 "LocalResponseNorm": 1, "Conv1D": 3, "MaxPool1D": 1, "AvgPool1D": 1}[which]
         args = [draw(bad) for _ in range(nargs)]
         if args and all(isinstance(a, int) and not isinstance(a, bool) and 0 < a < 100 for a in args):
             return

@@ -12,6 +12,7 @@ nn = torch.nn
 
 import fastnn as fnn  # noqa: E402
 from fastnn import layers as L  # noqa: E402
+from fastnn.testing import strategies as fst  # noqa: E402
 
 from conftest import scaled_examples  # noqa: E402  (max_examples that follow the profile)
 
@@ -75,6 +76,29 @@ CASES = [
     ("conv", lambda: L.Conv2D(3, 4, 3), lambda: nn.Conv2d(3, 4, 3), (2, 3, 7, 6)),
     ("conv-s2-p1", lambda: L.Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 0)),
      lambda: nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 0)), (2, 2, 7, 5)),
+    ("conv-dilated", lambda: L.Conv2D(3, 4, 3, padding=2, dilation=2),
+     lambda: nn.Conv2d(3, 4, 3, padding=2, dilation=2), (2, 3, 9, 8)),
+    ("conv-groups", lambda: L.Conv2D(4, 6, (3, 2), stride=(1, 2), padding=1, groups=2),
+     lambda: nn.Conv2d(4, 6, (3, 2), stride=(1, 2), padding=1, groups=2), (2, 4, 7, 6)),
+    ("conv-depthwise", lambda: L.Conv2D(4, 4, 3, padding=1, groups=4),
+     lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4), (2, 4, 7, 6)),
+    ("conv-depthwise-x2-s2", lambda: L.Conv2D(3, 6, 3, stride=2, dilation=(1, 2), groups=3, bias=False),
+     lambda: nn.Conv2d(3, 6, 3, stride=2, dilation=(1, 2), groups=3, bias=False), (2, 3, 9, 10)),
+    ("conv-same-even", lambda: L.Conv2D(2, 3, (4, 2), padding="same", dilation=(1, 3)),
+     lambda: nn.Conv2d(2, 3, (4, 2), padding="same", dilation=(1, 3)), (2, 2, 6, 7)),
+    ("conv-same-odd", lambda: L.Conv2D(2, 3, 3, padding="same"),
+     lambda: nn.Conv2d(2, 3, 3, padding="same"), (2, 2, 6, 7)),
+    ("conv-valid", lambda: L.Conv2D(2, 3, 3, padding="valid", groups=1),
+     lambda: nn.Conv2d(2, 3, 3, padding="valid"), (2, 2, 6, 7)),
+    ("conv1d", lambda: L.Conv1D(3, 4, 3, padding=1), lambda: nn.Conv1d(3, 4, 3, padding=1), (2, 3, 11)),
+    ("conv1d-s2-d2-groups", lambda: L.Conv1D(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
+     lambda: nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), (2, 4, 13)),
+    ("conv1d-depthwise-same", lambda: L.Conv1D(3, 3, 4, padding="same", groups=3, bias=False),
+     lambda: nn.Conv1d(3, 3, 4, padding="same", groups=3, bias=False), (2, 3, 10)),
+    ("maxpool1d", lambda: L.MaxPool1D(2), lambda: nn.MaxPool1d(2), (2, 3, 9)),
+    ("maxpool1d-s2-p1", lambda: L.MaxPool1D(3, stride=2, padding=1), lambda: nn.MaxPool1d(3, 2, 1), (2, 2, 10)),
+    ("avgpool1d", lambda: L.AvgPool1D(3), lambda: nn.AvgPool1d(3), (2, 3, 10)),
+    ("avgpool1d-s1-p1", lambda: L.AvgPool1D(3, stride=1, padding=1), lambda: nn.AvgPool1d(3, 1, 1), (2, 2, 7)),
     ("convT", lambda: L.ConvTranspose2D(4, 3, 3), lambda: nn.ConvTranspose2d(4, 3, 3), (2, 4, 3, 3)),
     ("convT-s2-p1", lambda: L.ConvTranspose2D(4, 2, 4, stride=2, padding=1),
      lambda: nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1), (2, 4, 5, 5)),
@@ -161,9 +185,35 @@ def test_conv_configurations_match_torch(cin, cout, k, s, p, size, transposed):
                 randn(2, cin, size, size), True)
 
 
+@settings(max_examples=scaled_examples(12))
+@given(cfg=fst.grouped_conv_configs(dims=2), one_d=st.booleans(), seed=st.integers(0, 2**16))
+def test_grouped_dilated_conv_configurations_match_torch(cfg, one_d, seed):
+    """Conv2D and Conv1D with dilation, groups (depthwise included) and "same"/"valid" padding."""
+    torch.manual_seed(1)
+    args = (cfg["in_ch"], cfg["out_ch"], cfg["kernel_size"])
+    kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+                  groups=cfg["groups"], bias=cfg["bias"])
+    shape = cfg["input_shape"]
+    if one_d:
+        compare(L.Conv1D(*args, **kwargs), nn.Conv1d(*args, **kwargs), randn(*shape[:3], seed=seed), True)
+    else:
+        compare(L.Conv2D(*args, **kwargs), nn.Conv2d(*args, **kwargs), randn(*shape, seed=seed), True)
+
+
+@settings(max_examples=scaled_examples(8))
+@given(cfg=fst.pool1d_configs(), seed=st.integers(0, 2**16))
+def test_pool1d_configurations_match_torch(cfg, seed):
+    x = randn(*cfg["input_shape"], seed=seed)
+    args = (cfg["kernel_size"], cfg["stride"], cfg["padding"])
+    compare(L.MaxPool1D(*args), nn.MaxPool1d(*args), x, True)
+    compare(L.AvgPool1D(*args), nn.AvgPool1d(*args), x, True)
+
+
 @pytest.mark.parametrize("ours, theirs", [
     (lambda: L.Dense(50, 8), lambda: nn.Linear(50, 8)),
     (lambda: L.Conv2D(4, 6, 3), lambda: nn.Conv2d(4, 6, 3)),
+    (lambda: L.Conv2D(8, 6, 3, groups=2), lambda: nn.Conv2d(8, 6, 3, groups=2)),
+    (lambda: L.Conv1D(4, 6, 5), lambda: nn.Conv1d(4, 6, 5)),
     (lambda: L.ConvTranspose2D(6, 2, 4), lambda: nn.ConvTranspose2d(6, 2, 4)),
 ])
 def test_default_initialisation_has_torchs_bounds(ours, theirs):

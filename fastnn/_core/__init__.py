@@ -36,6 +36,17 @@ Convolution (Cython, ``_conv.pyx``)
         implied by out.shape (as torch.nn.functional.conv_transpose2d)
     conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding)
 
+General convolution: dilation, groups, asymmetric padding (numba, ``conv_general.py``)
+    conv2d_general_forward(x, weight, bias, out, stride, padding, dilation, groups, route=None)
+        weight (O, C/G, KH, KW); output channel o reads the C/G channels of its group
+        o // (O/G); padding an int, an (h, w) pair or (top, bottom, left, right);
+        OH = (H + top + bottom - dh*(KH - 1) - 1) // sh + 1 (as torch's conv2d with dilation
+        and groups)
+    conv2d_general_backward(x, weight, dy, dx, dweight, dbias, stride, padding, dilation, groups,
+                            route=None)
+    conv2d_route(in_channels, out_channels, groups)   "depthwise" (groups == C: a direct
+        sliding window per plane) or "im2col" (per-sample, per-group im2col + BLAS GEMM)
+
 Pooling and upsampling (numba, ``pool.py``)
     maxpool2d_forward(x, kernel_size, stride, padding, out, argmax)
         padding counts as -inf; argmax int64, shape of out: flat index h*W + w into x's plane
@@ -133,6 +144,7 @@ _FAMILIES = {
     "_blas": ("gemm", "dense_forward", "dense_backward"),
     "_conv": ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
                   "conv_transpose2d_forward", "conv_transpose2d_backward"),
+    "conv_general": ("conv2d_general_forward", "conv2d_general_backward", "conv2d_route"),
     "pool": ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
              "avgpool2d_backward", "upsample_nearest2d_forward", "upsample_nearest2d_backward",
              "adaptive_avgpool2d_forward", "adaptive_avgpool2d_backward"),

@@ -167,6 +167,74 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
     return dx
 
 
+def _general_pads(padding):
+    if np.isscalar(padding):
+        return (int(padding),) * 4
+    if len(padding) == 2:
+        return int(padding[0]), int(padding[0]), int(padding[1]), int(padding[1])
+    return tuple(int(p) for p in padding)
+
+
+def _general_taps(x, weight, stride, padding, dilation, groups):
+    """xpad (float64) and, for each tap (i, j), the slices of xpad it reads."""
+    (sh, sw), (dh, dw) = _conv_pair(stride), _conv_pair(dilation)
+    pt, pb, pl, pr = _general_pads(padding)
+    _, _, kh, kw = weight.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    taps = [(i, j, slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+             slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)) for i in range(kh) for j in range(kw)]
+    return xp, (pt, pl), taps
+
+
+def conv2d_general_forward(x, weight, bias, out, stride, padding, dilation, groups, route=None):
+    """out[n, g*O/G + o] := bias + sum_{c, i, j} weight[g*O/G + o, c, i, j] *
+    xpad[n, g*C/G + c, oh*sh + i*dh, ow*sw + j*dw]; padding (top, bottom, left, right) or a pair."""
+    n, c = x.shape[:2]
+    o = weight.shape[0]
+    xp, _, taps = _general_taps(x, weight, stride, padding, dilation, groups)
+    wg = weight.astype(np.float64).reshape(groups, o // groups, c // groups, *weight.shape[2:])
+    acc = np.zeros((n, groups, o // groups) + out.shape[2:])
+    for i, j, rows, cols in taps:
+        window = xp[:, :, rows, cols].reshape(n, groups, c // groups, *out.shape[2:])
+        acc += np.einsum("ngchw,goc->ngohw", window, wg[:, :, :, i, j])
+    acc = acc.reshape(out.shape)
+    if bias is not None:
+        acc += bias[None, :, None, None]
+    out[...] = acc
+    return out
+
+
+def conv2d_route(in_channels, out_channels, groups):
+    """The compiled kernels' route (the reference has one path for every route)."""
+    from .conv_general import conv2d_route as route
+
+    return route(in_channels, out_channels, groups)
+
+
+def conv2d_general_backward(x, weight, dy, dx, dweight, dbias, stride, padding, dilation, groups,
+                            route=None):
+    """dx := grad wrt x; dweight += grad wrt weight; dbias += dy.sum((0, 2, 3))."""
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    xp, (pt, pl), taps = _general_taps(x, weight, stride, padding, dilation, groups)
+    wg = weight.astype(np.float64).reshape(groups, o // groups, c // groups, *weight.shape[2:])
+    dyg = dy.astype(np.float64).reshape(n, groups, o // groups, *dy.shape[2:])
+    dxp = np.zeros(xp.shape)
+    for i, j, rows, cols in taps:
+        window = xp[:, :, rows, cols].reshape(n, groups, c // groups, *dy.shape[2:])
+        if dweight is not None:
+            dweight[:, :, i, j] += np.einsum("ngohw,ngchw->goc", dyg, window).reshape(o, c // groups)
+        dxp[:, :, rows, cols] += np.einsum("ngohw,goc->ngchw", dyg, wg[:, :, :, i, j]).reshape(
+            n, c, *dy.shape[2:])
+    if dx is not None:
+        dx[...] = dxp[:, :, pt:pt + h, pl:pl + w]
+    if dbias is not None:
+        dbias += dy.sum((0, 2, 3))
+    return dx
+
+
 # ==== pooling, upsampling, batch norm, activations, losses, optimizers (numba work) ==========
 # Computed in float64 and written into the caller's arrays (cast to their dtype).
 

@@ -3,8 +3,9 @@
 | module      | layers                                                  |
 |-------------|---------------------------------------------------------|
 | dense       | Dense                                                   |
-| conv        | Conv2D, ConvTranspose2D                                 |
-| pool        | MaxPool2D, AvgPool2D, Upsample2D, AdaptiveAvgPool2D     |
+| conv        | Conv2D, Conv1D, ConvTranspose2D                         |
+| pool        | MaxPool2D, AvgPool2D, MaxPool1D, AvgPool1D, Upsample2D, |
+|             | AdaptiveAvgPool2D                                       |
 | norm        | BatchNorm1D, BatchNorm2D, LayerNorm, LocalResponseNorm  |
 | activation  | ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Identity,      |
 |             | GELU, SiLU, ELU, Step                                   |
@@ -24,8 +25,9 @@ from .base import Layer, Parameter
 
 _MODULE_OF = {
     "Dense": "dense",
-    "Conv2D": "conv", "ConvTranspose2D": "conv",
+    "Conv2D": "conv", "ConvTranspose2D": "conv", "Conv1D": "conv",
     "MaxPool2D": "pool", "AvgPool2D": "pool", "Upsample2D": "pool",
+    "MaxPool1D": "pool", "AvgPool1D": "pool",
     "BatchNorm1D": "norm", "BatchNorm2D": "norm", "LocalResponseNorm": "norm",
     "ReLU": "activation", "LeakyReLU": "activation", "Sigmoid": "activation",
     "Tanh": "activation", "Softmax": "activation", "Identity": "activation",

@@ -1,4 +1,5 @@
-"""Max and average pooling, nearest-neighbour upsampling (NCHW)."""
+"""Max and average pooling (2-D and 1-D), adaptive average pooling, nearest-neighbour
+upsampling (NCHW; 1-D on (N, C, L))."""
 import numpy as np
 
 from .. import _core
@@ -128,6 +129,122 @@ class AvgPool2D(_Pool2D):
         dx = np.empty(self.x_shape, dtype=self._dtype)
         _core.avgpool2d_backward(dy, self.kernel_size, self.stride, self.padding, dx)
         return dx
+
+
+class _Pool1D(_Pool2D):
+    """A 1-D pooling over (N, C, L), run as the 2-D pooling of a (N, C, 1, L) view with a
+    (1, kernel_size) window: the same kernels, the same results."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        name = type(self).__name__
+        k = _int_at_least(name, "kernel_size", kernel_size, 1)
+        s = k if stride is None else _int_at_least(name, "stride", stride, 1)
+        p = _int_at_least(name, "padding", padding, 0)
+        if p > k // 2:   # PyTorch's rule: a window must always overlap the sequence
+            raise ValueError(f"{name}: padding {p} must be at most half the kernel size {k}")
+        super().__init__((1, k), (1, s), (0, p))
+
+    def config(self):
+        return {"kernel_size": self.kernel_size[1], "stride": self.stride[1],
+                "padding": self.padding[1]}
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size[1]}, stride={self.stride[1]}, padding={self.padding[1]}"
+
+    def _image(self, x):
+        x = self.as_input(x)
+        if x.ndim != 3:
+            raise self.shape_error("(N, C, L)", x.shape)
+        n, c, length = x.shape
+        k, s, p = self.kernel_size[1], self.stride[1], self.padding[1]
+        if length + 2 * p < k:
+            raise ValueError(f"{self.describe()}: input {x.shape} is too small for the kernel: "
+                             f"padded length {length + 2 * p} < kernel {k}")
+        self.x_shape = x.shape
+        self.y_shape = (n, c, conv_out_size(length, k, s, p))
+        return x.reshape(n, c, 1, length)
+
+    def forward(self, x, training=True):
+        x4 = self._image(x)
+        n, c, ol = self.y_shape
+        out = np.empty((n, c, 1, ol), dtype=self._dtype)
+        self._forward4(x4, out)
+        return out.reshape(self.y_shape)
+
+    def backward(self, dy):
+        dy = self._check_dy(dy)
+        n, c, length = self.x_shape
+        dx = np.empty((n, c, 1, length), dtype=self._dtype)
+        self._backward4(dy.reshape(dy.shape[0], dy.shape[1], 1, dy.shape[2]), dx)
+        return dx.reshape(self.x_shape)
+
+
+def _int_at_least(where, name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class MaxPool1D(_Pool1D):
+    r"""Maximum over each window of a sequence: :math:`y[n, c, i] = \max_a x[n, c, s i + a - p]`,
+    padding counting as :math:`-\infty`, as ``torch.nn.MaxPool1d``.
+
+    Args:
+        kernel_size: window length (int).
+        stride: window step; default ``kernel_size``.
+        padding: implicit -inf padding on both ends, at most half the kernel size.
+
+    Shapes:
+        input (N, C, L); output (N, C, OL), OL = (L + 2*padding - kernel_size) // stride + 1.
+        The gradient flows to the first maximum of each window (as PyTorch).
+
+    State: none.
+
+    Example::
+
+        pool = MaxPool1D(2)
+        y = pool.forward(np.random.rand(8, 6, 100).astype(np.float32))   # (8, 6, 50)
+        dx = pool.backward(np.ones_like(y))
+    """
+
+    def _forward4(self, x4, out4):
+        self.argmax = workspace(self, "argmax", out4.shape, np.int64)
+        if x4.size:
+            _core.maxpool2d_forward(x4, self.kernel_size, self.stride, self.padding, out4,
+                                    self.argmax)
+
+    def _backward4(self, dy4, dx4):
+        if dx4.size:
+            _core.maxpool2d_backward(dy4, self.argmax, dx4)
+
+
+class AvgPool1D(_Pool1D):
+    r"""Mean over each window of a sequence: :math:`y[n, c, i] = \frac{1}{k} \sum_a
+    x[n, c, s i + a - p]`, zero padding included in the count (``count_include_pad=True``), as
+    ``torch.nn.AvgPool1d``.
+
+    Args:
+        kernel_size: window length (int).
+        stride: window step; default ``kernel_size``.
+        padding: implicit zero padding on both ends, at most half the kernel size.
+
+    Shapes:
+        input (N, C, L); output (N, C, OL), OL = (L + 2*padding - kernel_size) // stride + 1.
+
+    State: none.
+
+    Example::
+
+        pool = AvgPool1D(4, stride=2)
+        y = pool.forward(np.ones((8, 6, 100), np.float32))   # (8, 6, 49)
+        dx = pool.backward(np.ones_like(y))
+    """
+
+    def _forward4(self, x4, out4):
+        _core.avgpool2d_forward(x4, self.kernel_size, self.stride, self.padding, out4)
+
+    def _backward4(self, dy4, dx4):
+        _core.avgpool2d_backward(dy4, self.kernel_size, self.stride, self.padding, dx4)
 
 
 class Upsample2D(Layer):

@@ -14,7 +14,8 @@ import numpy as np
 
 __all__ = ["LAYERS", "LOSSES", "Case", "cases", "strategies"]
 
-LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
+LAYERS = ("Dense", "Conv2D", "Conv1D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "MaxPool1D",
+          "AvgPool1D", "Upsample2D",
           "BatchNorm1D", "BatchNorm2D", "LocalResponseNorm", "Dropout", "Flatten", "Reshape", "ReLU",
           "LeakyReLU",
           "Sigmoid", "Tanh", "Softmax", "Identity", "Residual", "Embedding", "RNN", "LSTM", "GRU",
@@ -129,10 +130,18 @@ def _layer_config(draw, name, st, fst):
     if name == "Dense":
         c = draw(fst.dense_configs(max_leading_dims=2))
         return dict(args=(c["in_features"], c["out_features"]), kwargs=dict(bias=c["bias"])), c["input_shape"]
-    if name == "Conv2D":
+    if name == "Conv2D" and draw(st.booleans()):
         c = draw(fst.conv2d_configs())
         return dict(args=(c["in_ch"], c["out_ch"], c["kernel_size"]),
                     kwargs=dict(stride=c["stride"], padding=c["padding"], bias=c["bias"])), c["input_shape"]
+    if name in ("Conv2D", "Conv1D"):   # dilation, groups (depthwise), "same"/"valid"
+        c = draw(fst.grouped_conv_configs(dims=2 if name == "Conv2D" else 1))
+        return dict(args=(c["in_ch"], c["out_ch"], c["kernel_size"]),
+                    kwargs=dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
+                                groups=c["groups"], bias=c["bias"])), c["input_shape"]
+    if name in ("MaxPool1D", "AvgPool1D"):
+        c = draw(fst.pool1d_configs())
+        return dict(args=(c["kernel_size"],), kwargs=dict(stride=c["stride"], padding=c["padding"])), c["input_shape"]
     if name == "ConvTranspose2D":
         c = draw(fst.conv_transpose2d_configs())
         return dict(args=(c["in_ch"], c["out_ch"], c["kernel_size"]),

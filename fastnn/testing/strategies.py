@@ -24,7 +24,8 @@ from hypothesis.extra import numpy as hnp
 
 __all__ = [
     "arrays_for", "indices_for", "shapes", "batch_sizes",
-    "dense_configs", "conv2d_configs", "conv_transpose2d_configs", "pool2d_configs",
+    "dense_configs", "conv2d_configs", "grouped_conv_configs", "conv_transpose2d_configs",
+    "pool2d_configs", "pool1d_configs",
     "upsample_configs", "batchnorm_configs", "lrn_configs", "dropout_configs", "activation_configs",
     "reshape_configs", "sequence_shapes", "recurrent_configs", "embedding_configs", "loss_cases",
     "conv2d_output_size", "conv_transpose2d_output_size",
@@ -108,6 +109,49 @@ def conv2d_configs(draw, max_channels=3, max_kernel=3, max_stride=2):
     return dict(in_ch=in_ch, out_ch=out_ch, kernel_size=k, stride=s, padding=p, bias=draw(st.booleans()),
                 input_shape=(n, in_ch, h, w),
                 output_shape=(n, out_ch, conv2d_output_size(h, k, s, p), conv2d_output_size(w, k, s, p)))
+
+
+@st.composite
+def grouped_conv_configs(draw, dims=2, max_groups=3, max_per_group=2, max_kernel=3, max_stride=2,
+                         max_dilation=2):
+    """``dict(in_ch, out_ch, kernel_size, stride, padding, dilation, groups, bias, input_shape,
+    output_shape)`` for Conv2D (``dims=2``, input (N, C, H, W)) or Conv1D (``dims=1``, (N, C, L))
+    with dilation and groups (depthwise included); ``padding`` an int, ``"valid"`` or, with stride
+    1, ``"same"`` (PyTorch's rule: total ``dilation*(k - 1)``, the odd one after)."""
+    groups = draw(st.integers(1, max_groups))
+    depthwise = draw(st.booleans())
+    in_ch = groups * (1 if depthwise else draw(st.integers(1, max_per_group)))
+    out_ch = groups * draw(st.integers(1, max_per_group))
+    k = draw(st.integers(1, max_kernel))
+    s = draw(st.integers(1, max_stride))
+    d = draw(st.integers(1, max_dilation))
+    padding = draw(st.sampled_from(["same", "valid", 0, 1, 2] if s == 1 else ["valid", 0, 1, 2]))
+    span = d * (k - 1) + 1
+    total = {"same": span - 1, "valid": 0}.get(padding, 2 * padding if isinstance(padding, int) else 0)
+    sides = []
+    for _ in range(dims):
+        smallest = max(1, span - total)
+        size = draw(st.integers(smallest, smallest + 2 * s + s - 1))
+        sides.append((size, (size + total - span) // s + 1))
+    n = draw(batch_sizes())
+    return dict(in_ch=in_ch, out_ch=out_ch, kernel_size=k, stride=s, padding=padding, dilation=d,
+                groups=groups, bias=draw(st.booleans()),
+                input_shape=(n, in_ch, *(a for a, _ in sides)),
+                output_shape=(n, out_ch, *(b for _, b in sides)))
+
+
+@st.composite
+def pool1d_configs(draw, max_kernel=4, max_stride=3, max_channels=3):
+    """``dict(kernel_size, stride, padding, input_shape, output_shape)`` for MaxPool1D/AvgPool1D on
+    (N, C, L): ``stride`` None (= kernel_size) or an int, ``padding <= kernel_size // 2``."""
+    k = draw(st.integers(1, max_kernel))
+    stride = draw(st.one_of(st.none(), st.integers(1, max_stride)))
+    s = k if stride is None else stride
+    p = draw(st.integers(0, k // 2))
+    length = _spatial(draw, k, s, p)
+    n, c = draw(batch_sizes()), draw(st.integers(1, max_channels))
+    return dict(kernel_size=k, stride=stride, padding=p, input_shape=(n, c, length),
+                output_shape=(n, c, conv2d_output_size(length, k, s, p)))
 
 
 @st.composite
