@@ -13,7 +13,8 @@ operators as follows (inference mode: dropout is the identity, batch norm uses t
 statistics):
 
     Dense            Gemm (2-D input) or MatMul + Add
-    Conv2D           Conv                     ConvTranspose2D   ConvTranspose
+    Conv2D, Conv1D   Conv (dilations, group, asymmetric pads)   ConvTranspose2D   ConvTranspose
+    MaxPool1D, AvgPool1D  MaxPool, AveragePool over one axis
     MaxPool2D        MaxPool                  AvgPool2D         AveragePool (count_include_pad)
     Upsample2D       Resize (nearest, asymmetric, floor)
     BatchNorm1D/2D   BatchNormalization       Dropout, Identity Identity
@@ -49,7 +50,7 @@ __all__ = ["export", "SUPPORTED_LAYERS"]
 
 MIN_OPSET = 13  # Squeeze with axes as an input, Softmax over one axis, Resize without roi
 
-SUPPORTED_LAYERS = ("Dense", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
+SUPPORTED_LAYERS = ("Dense", "Conv2D", "Conv1D", "MaxPool1D", "AvgPool1D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "Upsample2D",
                     "AdaptiveAvgPool2D", "BatchNorm1D", "BatchNorm2D", "LayerNorm", "Dropout",
                     "Identity", "Flatten", "Reshape", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
                     "Softmax", "GELU", "SiLU", "ELU", "Step", "LocalResponseNorm", "Embedding",
@@ -173,14 +174,28 @@ def _dense(g, layer, x, x_value, prefix, hint):
 
 
 def _conv(g, layer, x, x_value, prefix, hint):
+    """Conv2D (dilation, groups, asymmetric "same" padding included) and Conv1D (one spatial axis)."""
     inputs = [x, g.const(prefix + "weight", layer.weight.data)]
     if layer.bias is not None:
         inputs.append(g.const(prefix + "bias", layer.bias.data))
-    attrs = _pairs_attrs(layer)
-    dilation = getattr(layer, "dilation", 1)
-    attrs["dilations"] = list(dilation) if isinstance(dilation, (tuple, list)) else [dilation] * 2
-    attrs["group"] = int(getattr(layer, "groups", 1))
-    return g.node("Conv", inputs, hint, **attrs)
+    (kh, kw), (sh, sw), (dh, dw) = layer._kernel2, layer._stride2, layer._dilation2
+    pt, pb, pl, pr = layer._pads
+    if type(layer).__name__ == "Conv1D":
+        attrs = dict(kernel_shape=[kw], strides=[sw], dilations=[dw], pads=[pl, pr])
+    else:
+        attrs = dict(kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw],
+                     pads=[pt, pl, pb, pr])
+    return g.node("Conv", inputs, hint, group=int(layer.groups), **attrs)
+
+
+def _pool1d(op):
+    def convert(g, layer, x, x_value, prefix, hint):
+        attrs = dict(kernel_shape=[layer.kernel_size[1]], strides=[layer.stride[1]],
+                     pads=[layer.padding[1]] * 2)
+        if op == "AveragePool":
+            attrs["count_include_pad"] = 1
+        return g.node(op, [x], hint, **attrs)
+    return convert
 
 
 def _conv_transpose(g, layer, x, x_value, prefix, hint):
@@ -437,7 +452,8 @@ def _positional(g, layer, x, x_value, prefix, hint):
 
 
 _CONVERTERS = {
-    "Dense": _dense, "Conv2D": _conv, "ConvTranspose2D": _conv_transpose,
+    "Dense": _dense, "Conv2D": _conv, "Conv1D": _conv, "ConvTranspose2D": _conv_transpose,
+    "MaxPool1D": _pool1d("MaxPool"), "AvgPool1D": _pool1d("AveragePool"),
     "MaxPool2D": _maxpool, "AvgPool2D": _avgpool, "Upsample2D": _upsample,
     "BatchNorm1D": _batchnorm, "BatchNorm2D": _batchnorm,
     "Dropout": _identity, "Identity": _identity, "Flatten": _flatten, "Reshape": _reshape,

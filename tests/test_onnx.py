@@ -212,6 +212,20 @@ def test_graph_models_export(tmp_path):
         fnn.onnx.export(model, tmp_path / "graph.onnx", x_ids[:1])
 
 
+@pytest.mark.parametrize("build, shape", [
+    (lambda: fnn.Sequential(L.Conv2D(4, 6, 3, dilation=2, groups=2, padding="same"), L.ReLU()), (2, 4, 9, 8)),
+    (lambda: fnn.Sequential(L.Conv2D(4, 8, 4, groups=4, padding="same")), (2, 4, 7, 7)),
+    (lambda: fnn.Sequential(L.Conv2D(3, 3, (3, 1), stride=2, padding=(2, 0), groups=3)), (2, 3, 9, 6)),
+    (lambda: fnn.Sequential(L.Conv1D(4, 6, 3, padding=2, dilation=2, groups=2), L.MaxPool1D(2),
+                            L.Conv1D(6, 4, 2, padding="same"), L.AvgPool1D(3, stride=2, padding=1)), (2, 4, 11)),
+])
+def test_grouped_dilated_and_1d_convolutions_export(tmp_path, build, shape):
+    fnn.seed(13)
+    model = build()
+    x = np.random.default_rng(13).standard_normal(shape).astype(np.float32)
+    check_export(tmp_path, model, x[:1], x)
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_attention_and_transformer_layers_export(tmp_path, norm_first):
     """MultiheadAttention, both Transformer layers (the decoder on [tgt, memory] in a graph
