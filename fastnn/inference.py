@@ -176,7 +176,9 @@ class _Affine:
         if self.kind == "Conv2D":
             relu = self.epilogue
             slope = self.act[1] if relu and self.act[0] == "leaky_relu" else None
-            _core.conv2d_forward(x, w, b, out, layer.stride, layer.padding, relu=relu,
+            # a Conv2D on its dense kernels has symmetric pads, "same" resolved to numbers
+            padding = (layer._pads[0], layer._pads[2]) if hasattr(layer, "_pads") else layer.padding
+            _core.conv2d_forward(x, w, b, out, layer.stride, padding, relu=relu,
                                  negative_slope=slope)
         else:
             _core.conv_transpose2d_forward(x, w, b, out, layer.stride, layer.padding)
@@ -308,6 +310,8 @@ class _Fallback:
 def _plain_conv(layer):
     """No dilation and one group: what the steps' kernel calls compute (other convolutions run
     their own forward)."""
+    if hasattr(layer, "_dense"):  # Conv2D decides once whether its dense kernels apply
+        return bool(layer._dense)
     dilation = getattr(layer, "dilation", 1)
     return (dilation in (1, (1, 1), [1, 1])) and getattr(layer, "groups", 1) == 1
 

@@ -170,3 +170,23 @@ def test_inference_follows_the_switch(monkeypatch):
     monkeypatch.setattr(inference, "ENABLED", False)
     plain = model.predict(x)
     np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", [
+    lambda: L.Conv2D(4, 8, 4, padding="same"),            # asymmetric pads: the general kernels
+    lambda: L.Conv2D(4, 8, 3, padding="same"),            # symmetric "same": the dense kernels
+    lambda: L.Conv2D(4, 8, 3, groups=2, dilation=2),
+    lambda: L.Conv2D(4, 8, 3, stride=2, padding="valid"),
+])
+def test_plan_handles_every_convolution_configuration(conv):
+    """A batch norm folded into (or a layer run beside) each Conv2D configuration: predict equals
+    the layers run one by one in inference mode."""
+    fnn.seed(21)
+    model = fnn.Sequential(conv(), L.BatchNorm2D(8), L.ReLU())
+    x = np.random.default_rng(21).standard_normal((3, 4, 9, 9)).astype(np.float32)
+    y = model.forward(x)
+    model.fit(x, np.zeros_like(y), loss="mse", epochs=1, verbose=0)
+    want = x
+    for layer in model.layers:
+        want = layer.forward(want, training=False)
+    np.testing.assert_allclose(model.predict(x), want, rtol=1e-5, atol=1e-5)
