@@ -8,6 +8,7 @@ import importlib
 
 RECIPES = {
     "mlp": "digits", "cnn": "digits", "sae": "digits",
+    "resnet": "vision", "fcn": "vision",
     "rnn": "sequence", "lstm": "sequence", "word2vec": "sequence",
     "ae": "generative", "vae": "generative", "gan": "generative", "dcgan": "generative", "wgan": "generative",
 }
