@@ -1,7 +1,8 @@
 """The examples of graph models and the newer layers on real or generated data, and their
 commands: the ResNet with projection shortcuts (examples/resnet_graph_digits.py, ``fastnn train
-resnet``), and the U-Net-style FCN that segments digits on a canvas
-(examples/fcn_segment_digits.py, ``fastnn train fcn``), each reaching its bar; and the pieces the FCN is scored with (canvases, per-pixel loss, IoU)."""
+resnet``), the U-Net-style FCN that segments digits on a canvas (examples/fcn_segment_digits.py,
+``fastnn train fcn``) and the bidirectional-LSTM tagger (examples/bilstm_tagger.py), each
+reaching its bar; and the pieces the FCN is scored with (canvases, per-pixel loss, IoU)."""
 import importlib.util
 import pathlib
 import re
@@ -49,6 +50,15 @@ def test_fcn_example_reaches_mean_iou_0_9(capsys):
     assert min(m["iou"]) > 0.75       # every class is segmented, not just the common ones
     out = capsys.readouterr().out
     assert f"mean IoU {m['mean_iou']:.4f}" in out and "bar mean IoU >= 0.9: met" in out
+
+
+def test_bilstm_tagger_needs_both_directions(capsys):
+    m = load_example("bilstm_tagger").main(verbose=False)
+    assert m["bidirectional_accuracy"] >= 0.97 and m["bar_met"]
+    assert m["one_way_accuracy"] <= m["bidirectional_accuracy"] - 0.10
+    # the tags are not lopsided: always answering the commonest one scores far below the bar
+    assert m["tag_shares"].max() < 0.6
+    assert "met" in capsys.readouterr().out.splitlines()[-1]
 
 
 # --- the commands: a short run that saves a graph model fastnn.load rebuilds ----------------------
