@@ -81,7 +81,7 @@ def test_train_command_saves_a_graph_model_that_reloads(tmp_path, capsys, name):
         assert model.predict(images).shape == (4, 11, 32, 32)
 
 
-# --- the FCN's data, loss and scores ----------------------------------------------------------------
+# --- the FCN's data, loss and scores --------------------------------------------------------------
 def test_digit_canvases_paste_whole_digits_without_overlap():
     (X, y), _ = load_digits(test_size=0.25, seed=0)
     images, labels = digit_canvases(X, y, 200, size=32, digits=(1, 3),

@@ -23,14 +23,14 @@ from ..datasets import load_digits
 from ..graph import Input, Model
 from ..losses import CrossEntropy, Loss
 
-__all__ = ["train", "train_resnet", "train_fcn", "resnet", "residual_block", "fcn", "digit_canvases",
-           "PixelCrossEntropy", "segmentation_scores", "RESNET_BAR", "FCN_BAR"]
+__all__ = ["train", "train_resnet", "train_fcn", "resnet", "residual_block", "fcn",
+           "digit_canvases", "PixelCrossEntropy", "segmentation_scores", "RESNET_BAR", "FCN_BAR"]
 
 RESNET_BAR = 0.97   # test accuracy on the held-out digits
 FCN_BAR = 0.9       # mean IoU over background and the ten digit classes on held-out canvases
 
 
-# --- the ResNet --------------------------------------------------------------------------------------
+# --- the ResNet -----------------------------------------------------------------------------------
 def residual_block(x, cin, cout, stride=1, name=None):
     """``relu(F(x) + shortcut(x))`` on a symbolic tensor ``x``, with
     ``F = Conv3x3(stride)-BN-ReLU-Conv3x3-BN``; the shortcut is ``x`` itself when the shape is
@@ -66,7 +66,8 @@ def resnet(width=16, classes=10):
 def digit_canvases(X, y, n, size=32, digits=(1, 3), generator=None):
     """``n`` canvases ``(n, 1, size, size)`` with ``digits[0]..digits[1]`` of the 8x8 digits
     ``X`` (labels ``y``) pasted at random places that do not overlap, and their pixel labels
-    ``(n, size, size)`` int64: 0 for background, ``1 + class`` on the digit's non-zero pixels. Each canvas draws its digits from ``X`` at random (with replacement)."""
+    ``(n, size, size)`` int64: 0 for background, ``1 + class`` on the digit's non-zero
+    pixels. Each canvas draws its digits from ``X`` at random (with replacement)."""
     generator = np.random.default_rng() if generator is None else generator
     side = X.shape[-1]
     images = np.zeros((n, 1, size, size), dtype=X.dtype)
@@ -162,9 +163,10 @@ def fcn(size=32, widths=(16, 24, 48), classes=11):
     return Model(inp, L.Conv2D(cin, classes, 1, name="pixel_logits")(x), name="fcn")
 
 
-# --- training ---------------------------------------------------------------------------------------
+# --- training -------------------------------------------------------------------------------------
 def _cosine(lr, epochs):
-    return LearningRateScheduler(lambda epoch, _: lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+    return LearningRateScheduler(
+        lambda epoch, _: lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
 
 
 def train_resnet(epochs=10, seed=0, lr=3e-3, verbose=0):
