@@ -69,6 +69,8 @@ def test_train_command_saves_a_graph_model_that_reloads(tmp_path, capsys, name):
                 "--quiet"]) == 0
     out = capsys.readouterr().out
     assert re.search(rf"^{name}: .* held-out .*; bar .*: (met|MISSED)$", out, re.M), out
+    if all(importlib.util.find_spec(m) for m in ("matplotlib", "PIL")):  # the plot extra
+        assert (tmp_path / f"{name}-curves.png").stat().st_size > 0
     model = fnn.load(path)
     assert isinstance(model, fnn.Model)
     if name == "resnet":

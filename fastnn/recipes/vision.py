@@ -22,6 +22,7 @@ from ..callbacks import LearningRateScheduler
 from ..datasets import load_digits
 from ..graph import Input, Model
 from ..losses import CrossEntropy, Loss
+from . import _pictures
 
 __all__ = ["train", "train_resnet", "train_fcn", "resnet", "residual_block", "fcn",
            "digit_canvases", "PixelCrossEntropy", "segmentation_scores", "RESNET_BAR", "FCN_BAR"]
@@ -215,7 +216,7 @@ def _verdict(met):
     return "met" if met else "MISSED"
 
 
-def train(name, epochs=None, seed=0, out=None, verbose=1):
+def train(name, epochs=None, seed=0, out=None, verbose=1, plots=None):
     if name == "resnet":
         model, m = train_resnet(epochs=epochs or 10, seed=seed, verbose=verbose)
         print(f"resnet: test accuracy {m['test_accuracy']:.4f} on {m['test_digits']} held-out "
@@ -231,4 +232,6 @@ def train(name, epochs=None, seed=0, out=None, verbose=1):
     if out:
         model.save(out)
         print(f"saved checkpoint to {out}")
+    what = "digits" if name == "resnet" else "digit canvases (pixel loss)"
+    _pictures.curves(plots, model.history, f"{name} on {what}")
     return m
