@@ -1,8 +1,8 @@
 """The examples of graph models and the newer layers on real or generated data, and their
 commands: the ResNet with projection shortcuts (examples/resnet_graph_digits.py, ``fastnn train
 resnet``), the U-Net-style FCN that segments digits on a canvas (examples/fcn_segment_digits.py,
-``fastnn train fcn``) and the bidirectional-LSTM tagger (examples/bilstm_tagger.py), each
-reaching its bar; and the pieces the FCN is scored with (canvases, per-pixel loss, IoU)."""
+``fastnn train fcn``), the depthwise-separable CNN (examples/mobilenet_digits.py) and the
+bidirectional-LSTM tagger (examples/bilstm_tagger.py), each reaching its bar; and the pieces the FCN is scored with (canvases, per-pixel loss, IoU)."""
 import importlib.util
 import pathlib
 import re
@@ -50,6 +50,15 @@ def test_fcn_example_reaches_mean_iou_0_9(capsys):
     assert min(m["iou"]) > 0.75       # every class is segmented, not just the common ones
     out = capsys.readouterr().out
     assert f"mean IoU {m['mean_iou']:.4f}" in out and "bar mean IoU >= 0.9: met" in out
+
+
+def test_mobilenet_example_reaches_97_percent_with_a_fraction_of_the_weights(capsys):
+    m = load_example("mobilenet_digits").main(verbose=False)
+    assert m["test_accuracy"] >= 0.97 and m["bar_met"]
+    # depthwise + pointwise hold 9c + c*c' weights per block where a full 3x3 conv has 9*c*c'
+    assert m["separable_weights"] == 9 * (24 + 48 + 96) + 24 * 48 + 48 * 96 + 96 * 96
+    assert m["full_conv_weights"] == 9 * (24 * 48 + 48 * 96 + 96 * 96)
+    assert "bar >= 0.97: met" in capsys.readouterr().out
 
 
 def test_bilstm_tagger_needs_both_directions(capsys):
