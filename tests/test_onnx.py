@@ -165,6 +165,20 @@ def test_cli_models_export(tmp_path):
                      _data((4, *shape), np.float32, gen))
 
 
+def test_cli_graph_models_export(tmp_path):
+    """fastnn train resnet and fcn save graph models (residual Add, Concatenate skips)."""
+    from fastnn.recipes.vision import fcn, resnet
+
+    fnn.seed(8)
+    gen = np.random.default_rng(8)
+    for model, shape in ((_randomise_graph_batchnorm(resnet()), (1, 8, 8)),
+                         (_randomise_graph_batchnorm(fcn()), (1, 32, 32))):
+        x = gen.standard_normal((3, *shape)).astype(np.float32)
+        proto = fnn.onnx.export(model, tmp_path / "graph.onnx", x[:1])
+        for got in _run_both(tmp_path, proto, {"input": x}):
+            np.testing.assert_allclose(got[0], model.predict(x), rtol=TOL, atol=TOL)
+
+
 def _run_both(tmp_path, proto, feed):
     got = [ReferenceEvaluator(proto).run(None, feed)]
     if onnxruntime is not None:
