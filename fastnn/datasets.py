@@ -410,3 +410,111 @@ class StandardScaler(_Scaler):
         if self.with_mean:
             out += self.mean_.astype(X.dtype)
         return out
+
+# --- generated sequence-to-sequence tasks -------------------------------------------------------
+__all__ += ["date_translation", "date_source_vocab", "reversal_pairs", "DATE_TARGET_CHARS"]
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ORDINALS = ("_ first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
+             "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth").split()
+_TENTHS = "_ _ twentieth thirtieth".split()
+_MONTHS = ("january february march april may june july august september october november "
+           "december").split()
+DATE_TARGET_CHARS = "0123456789-"
+
+
+def _number_words(n):
+    """0 <= n < 100 in words, as tokens: 42 -> ['forty', 'two']."""
+    if n < 20:
+        return [_ONES[n]]
+    return [_TENS[n // 10]] + ([_ONES[n % 10]] if n % 10 else [])
+
+
+def _ordinal_words(d):
+    """1 <= d <= 31 as an ordinal: 23 -> ['twenty', 'third'], 30 -> ['thirtieth']."""
+    if d < 20:
+        return [_ORDINALS[d]]
+    return [_TENTHS[d // 10]] if d % 10 == 0 else [_TENS[d // 10], _ORDINALS[d % 10]]
+
+
+def _year_words(y, r):
+    """1900-2099 as spoken: 'nineteen oh five', 'nineteen hundred', 'two thousand and seven',
+    'twenty twenty one' or 'two thousand twenty one'."""
+    hi, lo = divmod(y, 100)
+    if hi == 19:
+        tail = ["hundred"] if lo == 0 else ["oh", _ONES[lo]] if lo < 10 else _number_words(lo)
+        return ["nineteen"] + tail
+    if lo >= 10 and r.random() < 0.5:
+        return ["twenty"] + _number_words(lo)
+    return ["two", "thousand"] + ((["and"] if r.random() < 0.5 else []) + _number_words(lo) if lo else [])
+
+
+def _date_words(date, r):
+    """One spoken or written form of ``date`` (a datetime.date), as tokens; five layouts."""
+    month = _MONTHS[date.month - 1]
+    if r.random() < 0.3:
+        month = month[:3]
+    day_digits, year_digits = list(str(date.day)), list(str(date.year))
+    layout = r.integers(5)
+    if layout == 0:
+        return ["the"] + _ordinal_words(date.day) + ["of", month] + _year_words(date.year, r)
+    if layout == 1:
+        return [month] + _ordinal_words(date.day) + _year_words(date.year, r)
+    if layout == 2:
+        return [month] + day_digits + [","] + year_digits
+    if layout == 3:
+        return day_digits + [month] + year_digits
+    return _ordinal_words(date.day) + [month] + [","] + _year_words(date.year, r)
+
+
+def date_source_vocab():
+    """Every source token of :func:`date_translation`, sorted, with ``"<pad>"`` at id 0."""
+    words = (set(_ONES) | set(_TENS[2:]) | set(_ORDINALS[1:]) | set(_TENTHS[2:]) | set(_MONTHS)
+             | {m[:3] for m in _MONTHS} | set("0123456789") | {"the", "of", ",", "oh", "hundred",
+                                                              "thousand", "and"})
+    return ["<pad>"] + sorted(words)
+
+
+def date_translation(n_train=20000, n_test=2000, seed=0):
+    """Dates written in words or mixed forms -> ISO dates, a small translation task.
+
+    Sources such as "the twenty third of march nineteen ninety four", "mar 23 , 1 9 9 4" or
+    "twenty third march , two thousand and five" (word tokens; digits one token each; months
+    full or abbreviated), targets "1994-03-23" as characters of :data:`DATE_TARGET_CHARS`.
+    Dates are drawn from 1900-01-01 to 2099-12-31, each at most once, so no test date is seen
+    in training. Returns ``(src_vocab, (src, tgt), (src_test, tgt_test))``: ``src_vocab`` the
+    source tokens with ``"<pad>"`` at id 0, ``src`` (N, S) int64 right-padded with 0, ``tgt``
+    (N, 10) int64 ids into ``DATE_TARGET_CHARS``.
+    """
+    import datetime
+
+    r = np.random.default_rng(seed)
+    first = datetime.date(1900, 1, 1).toordinal()
+    days = datetime.date(2099, 12, 31).toordinal() - first + 1
+    if n_train + n_test > days:
+        raise ValueError(f"date_translation: at most {days} distinct dates, asked for {n_train + n_test}")
+    picked = r.choice(days, n_train + n_test, replace=False)
+    dates = [datetime.date.fromordinal(first + int(k)) for k in picked]
+    words = [_date_words(d, r) for d in dates]
+    vocab = date_source_vocab()
+    index = {w: i for i, w in enumerate(vocab)}
+    src = np.zeros((len(words), max(map(len, words))), np.int64)
+    for i, s in enumerate(words):
+        src[i, :len(s)] = [index[w] for w in s]
+    chars = {c: i for i, c in enumerate(DATE_TARGET_CHARS)}
+    tgt = np.array([[chars[c] for c in d.isoformat()] for d in dates], np.int64)
+    return vocab, (src[:n_train], tgt[:n_train]), (src[n_train:], tgt[n_train:])
+
+
+def reversal_pairs(n, length=10, vocab=10, seed=0, exclude=None):
+    """``(src, tgt)``: ``n`` random sequences of ``length`` symbols 1..vocab (id 0 left for
+    padding) and their reversals, both (n, length) int64. ``exclude`` (an array of sources)
+    removes those sequences, so a test set can be disjoint from a training set."""
+    r = np.random.default_rng(seed)
+    src = r.integers(1, vocab + 1, (n, length), dtype=np.int64)
+    if exclude is not None:
+        seen = {row.tobytes() for row in np.asarray(exclude, np.int64)}
+        src = src[[row.tobytes() not in seen for row in src]]
+    return src, np.ascontiguousarray(src[:, ::-1])

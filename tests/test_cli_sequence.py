@@ -31,5 +31,5 @@ def test_train_rejects_unknown_model(capsys):
     import pytest
 
     with pytest.raises(SystemExit) as exc:
-        main(["train", "transformer"])
+        main(["train", "gpt"])
     assert exc.value.code == 2

@@ -1,10 +1,11 @@
-"""Compositions that are not one Sequential: word2vec, VAE, GANs. Imported on first use."""
+"""Compositions that are not one Sequential: word2vec, VAE, GANs, seq2seq encoder-decoders. Imported on first use."""
 import importlib
 
 _MODULE_OF = {
     "Word2Vec": "word2vec",
     "VAE": "vae",
     "GAN": "gan", "WGAN": "gan", "dcgan": "gan", "dcgan_init": "gan",
+    "GRUSeq2Seq": "seq2seq", "TransformerSeq2Seq": "seq2seq",
 }
 
 __all__ = list(_MODULE_OF)

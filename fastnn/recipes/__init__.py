@@ -10,6 +10,7 @@ RECIPES = {
     "mlp": "digits", "cnn": "digits", "sae": "digits",
     "resnet": "vision", "fcn": "vision",
     "rnn": "sequence", "lstm": "sequence", "word2vec": "sequence",
+    "seq2seq": "seq2seq", "transformer": "seq2seq",
     "ae": "generative", "vae": "generative", "gan": "generative", "dcgan": "generative", "wgan": "generative",
 }
 
