@@ -57,7 +57,12 @@ class _Block(Layer):
                 "norm_first": self.norm_first}
 
     def _ff(self, x, training):
-        h = self.activation.forward(self.linear1.forward(x, training), training)
+        if self.linear1.activation_fusion(self.activation) is not None:
+            # ReLU in linear1's GEMM epilogue, as Sequential fuses Dense + ReLU
+            h = self.linear1.forward_relu(x, training)
+            self.activation.fused_output(h)
+        else:
+            h = self.activation.forward(self.linear1.forward(x, training), training)
         return self.linear2.forward(self.dropout.forward(h, training), training)
 
     def _ff_backward(self, g):
