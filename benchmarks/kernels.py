@@ -1,5 +1,6 @@
 """Kernel benchmark of the compiled core: GEMM, dense forward, conv2d and conv_transpose2d
-forward/backward, the LSTM recurrence, max/avg pooling and batch norm forward/backward.
+forward/backward, the LSTM recurrence, multi-head attention and its masked softmax, max/avg
+pooling and batch norm forward/backward.
 
 Run from the repository root: ``python -m benchmarks.kernels [--quick] [--sweep-chunk]``.
 Prints Markdown tables; every number is the median of repeated calls after a warm-up, with
@@ -176,6 +177,77 @@ def bench_lstm(shapes, repeats, ref_repeats):
     return rows
 
 
+# the compiled kernels MultiheadAttention calls (its batched products are numpy.matmul)
+ATTENTION_KERNELS = ("dense_forward", "dense_backward", "masked_softmax_forward", "masked_softmax_backward")
+ATTENTION_SHAPES = [
+    # N, T, E, heads: the suite's transformer model (batch 32, T 64, d_model 128, 4 heads)
+    (32, 64, 128, 4),
+]
+
+
+def bench_attention(shapes, repeats, ref_repeats):
+    """MultiheadAttention forward and backward (self-attention, causal mask), GFLOP/s: forward
+    2*N*T*E*(4E) for the Q/K/V and output projections plus 4*N*T*T*E for Q K^T and P V;
+    backward twice that (dX and dW of the projections, the four batched products). The
+    baseline is the same layer on the NumPy reference kernels."""
+    from fastnn import layers as L
+
+    from .models import reference_kernels
+
+    rows = []
+    rng = np.random.default_rng(7)
+    for n, t, e, h in shapes:
+        mha = L.MultiheadAttention(e, h)
+        x = rng.standard_normal((n, t, e), dtype=np.float32)
+        dy = rng.standard_normal((n, t, e), dtype=np.float32)
+        mask = L.causal_mask(t)
+        flops = 2.0 * n * t * e * 4 * e + 4.0 * n * t * t * e
+        name = f"N={n} T={t} E={e} heads={h}"
+
+        def forward():
+            mha.forward(x, attn_mask=mask)
+
+        def backward():  # the forward's cache stays: backward can repeat (gradients accumulate)
+            mha.backward(dy)
+
+        def on_reference(fn):
+            def run():
+                with reference_kernels(names=ATTENTION_KERNELS):
+                    fn()
+            return run
+
+        t_f = median_seconds(forward, repeats, 0.3)
+        t_r = median_seconds(on_reference(forward), ref_repeats)
+        rows.append((f"attention fwd {name}", flops / t_f / 1e9, flops / t_r / 1e9, t_r / t_f))
+        forward()
+        t_f = median_seconds(backward, repeats, 0.3)
+        on_reference(forward)()
+        t_r = median_seconds(on_reference(backward), ref_repeats)
+        rows.append((f"attention bwd {name}", 2 * flops / t_f / 1e9, 2 * flops / t_r / 1e9, t_r / t_f))
+    return rows
+
+
+def bench_masked_softmax(shapes, repeats, ref_repeats):
+    """The scaled, masked softmax over the scores (N*heads, T, T) and its backward, GB/s: forward
+    scores + mask (T, T) + out, backward p + dp + ds."""
+    rows = []
+    rng = np.random.default_rng(8)
+    for n, t, _, h in shapes:
+        scores = rng.standard_normal((n * h, t, t), dtype=np.float32)
+        mask = np.triu(np.full((1, t, t), -np.inf, np.float32), 1)
+        out, dp, ds = np.empty_like(scores), rng.standard_normal(scores.shape, dtype=np.float32), np.empty_like(scores)
+        name = f"{n * h}x{t}x{t} causal"
+        nbytes = _nbytes(scores, mask, out)
+        t_f = median_seconds(lambda: _core.masked_softmax_forward(scores, 0.17, mask, out), repeats, 0.2)
+        t_r = median_seconds(lambda: reference.masked_softmax_forward(scores, 0.17, mask, out), ref_repeats)
+        rows.append((f"masked softmax fwd {name}", nbytes / t_f / 1e9, nbytes / t_r / 1e9, t_r / t_f))
+        nbytes = _nbytes(out, dp, ds)
+        t_f = median_seconds(lambda: _core.masked_softmax_backward(out, dp, 0.17, ds), repeats, 0.2)
+        t_r = median_seconds(lambda: reference.masked_softmax_backward(out, dp, 0.17, ds), ref_repeats)
+        rows.append((f"masked softmax bwd {name}", nbytes / t_f / 1e9, nbytes / t_r / 1e9, t_r / t_f))
+    return rows
+
+
 def _nbytes(*arrays):
     return float(sum(a.nbytes for a in arrays))
 
@@ -273,9 +345,11 @@ def suite_rows(quick):
     repeats, ref_repeats = (3, 1) if quick else (10, 2)
     first = (lambda layers: layers[:1]) if quick else (lambda layers: layers)
     flop_rows = (bench_conv_transpose(first(CONVT_LAYERS), repeats, ref_repeats)
-                 + bench_lstm(LSTM_SHAPES, repeats, ref_repeats))
+                 + bench_lstm(LSTM_SHAPES, repeats, ref_repeats)
+                 + bench_attention(ATTENTION_SHAPES, repeats, ref_repeats))
     byte_rows = (bench_pool(first(POOL_LAYERS), repeats * 4, ref_repeats)
-                 + bench_batchnorm(first(BN_SHAPES), repeats * 4, ref_repeats))
+                 + bench_batchnorm(first(BN_SHAPES), repeats * 4, ref_repeats)
+                 + bench_masked_softmax(ATTENTION_SHAPES, repeats * 4, ref_repeats))
     return ([{"kernel": k, "fastnn_gflops": f, "baseline_gflops": b, "speedup": r} for k, f, b, r in flop_rows]
             + [{"kernel": k, "fastnn_gbps": f, "baseline_gbps": b, "speedup": r} for k, f, b, r in byte_rows])
 
@@ -346,12 +420,14 @@ def main(argv=None):
         print(f"| {name} | {f:.1f} | {100 * f / peak:.0f}% | {nref:.2f} | {ratio:.1f}x |")
     print("\n| kernel (whole sequence) | fastnn GFLOP/s | % of GEMM peak | NumPy reference GFLOP/s | speed-up |")
     print("|---|---|---|---|---|")
-    for name, f, nref, ratio in bench_lstm(LSTM_SHAPES, repeats, ref_repeats):
+    for name, f, nref, ratio in (bench_lstm(LSTM_SHAPES, repeats, ref_repeats)
+                                 + bench_attention(ATTENTION_SHAPES, repeats, ref_repeats)):
         print(f"| {name} | {f:.1f} | {100 * f / peak:.0f}% | {nref:.2f} | {ratio:.1f}x |")
     print("\n| memory-bound kernel (batch 64) | fastnn GB/s | NumPy reference GB/s | speed-up |")
     print("|---|---|---|---|")
     for name, f, nref, ratio in (bench_pool(POOL_LAYERS, repeats * 4, ref_repeats)
-                                 + bench_batchnorm(BN_SHAPES, repeats * 4, ref_repeats)):
+                                 + bench_batchnorm(BN_SHAPES, repeats * 4, ref_repeats)
+                                 + bench_masked_softmax(ATTENTION_SHAPES, repeats * 4, ref_repeats)):
         print(f"| {name} | {f:.1f} | {nref:.2f} | {ratio:.1f}x |")
     if args.sweep_chunk:
         sweep_chunk(CONV_LAYERS, repeats)

@@ -25,22 +25,23 @@ from fastnn._core import reference
 
 # name -> batch size (DESIGN.md, "The benchmark suite")
 BATCH = {"mlp": 128, "seed-mlp": 32, "lenet5": 64, "vgg-bn": 64, "ae": 128, "dcgan-g": 64,
-         "dcgan-d": 64, "rnn": 32, "lstm": 32}
+         "dcgan-d": 64, "rnn": 32, "lstm": 32, "transformer": 32}
 MODELS = tuple(BATCH)
 KERNEL_NAMES = tuple(n for n in _core.__all__ if n != "ACTIVATIONS")
 
 
 # ---- kernel routing -------------------------------------------------------------------------------
 @contextlib.contextmanager
-def reference_kernels(counts=None):
-    """Inside the block, ``fastnn._core.<kernel>`` is the NumPy reference version.
+def reference_kernels(counts=None, names=KERNEL_NAMES):
+    """Inside the block, ``fastnn._core.<kernel>`` is the NumPy reference version (for each of
+    ``names``, default all).
 
     Layers call kernels through the module attribute (``_core.dense_forward(...)``), so replacing
     the attribute routes a whole training step through ``reference.py``. ``counts`` (a Counter),
     when given, receives the number of calls of each reference kernel."""
-    originals = {name: getattr(_core, name) for name in KERNEL_NAMES}
+    originals = {name: getattr(_core, name) for name in names}
     try:
-        for name in KERNEL_NAMES:
+        for name in names:
             fn = getattr(reference, name)
             if counts is not None:
                 fn = _counting(fn, name, counts)
@@ -111,6 +112,9 @@ def layer_forward_flops(layer, x_shape, y_shape):
         n, c, h, w = x_shape
         kh, kw = layer.kernel_size
         return 2 * n * h * w * c * layer.out_channels * kh * kw
+    if kind == "TransformerEncoderLayer":  # Q/K/V and output projections, Q K^T, P V, FF
+        n, t, e = x_shape
+        return 2 * n * t * (4 * e * e + 2 * t * e + 2 * e * layer.dim_feedforward)
     if kind in ("RNN", "LSTM", "GRU"):
         n, t, f = x_shape
         gh = layer._gates * layer.hidden_size
@@ -226,6 +230,11 @@ def torch_module(model):
             mods.append(tnn.Embedding(layer.num_embeddings, layer.embedding_dim))
         elif kind in ("RNN", "LSTM", "GRU"):
             mods.append(recurrent(getattr(tnn, kind), layer))
+        elif kind == "TransformerEncoderLayer":
+            mods.append(tnn.TransformerEncoderLayer(
+                layer.d_model, layer.nhead, layer.dim_feedforward, dropout=layer.p,
+                activation=layer.activation_name, layer_norm_eps=layer.layer_norm_eps,
+                batch_first=True, norm_first=layer.norm_first))
         else:
             raise NotImplementedError(f"torch_module: no torch twin for {kind}")
     return tnn.Sequential(*mods)

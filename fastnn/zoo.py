@@ -75,6 +75,16 @@ def sequence_model(cell="lstm", vocab=64, embed=32, hidden=128, seq_len=32):
     return model, (seq_len,), "cross_entropy"
 
 
+def transformer_encoder(vocab=64, d_model=128, nhead=4, num_layers=2, dim_feedforward=512, seq_len=64):
+    """Embedding(64,128)-2x TransformerEncoderLayer(128, 4 heads, FF 512, post-norm, no
+    dropout)-Dense(128,64): next-token logits at every step of T=64."""
+    model = Sequential(L.Embedding(vocab, d_model),
+                       *(L.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0)
+                         for _ in range(num_layers)),
+                       L.Dense(d_model, vocab))
+    return model, (seq_len,), "cross_entropy"
+
+
 BUILDERS = {
     "mlp": mlp,
     "seed-mlp": seed_mlp,
@@ -85,6 +95,7 @@ BUILDERS = {
     "dcgan-d": dcgan_discriminator,
     "rnn": lambda: sequence_model("rnn"),
     "lstm": lambda: sequence_model("lstm"),
+    "transformer": transformer_encoder,
 }
 
 

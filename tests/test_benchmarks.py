@@ -193,6 +193,15 @@ def test_step_flops_follow_the_recurrent_layers_switches(monkeypatch):
     assert _sequence_flops("lstm")[0] == full + 3 * 2 * (p - v) * gf
 
 
+def test_step_flops_of_the_transformer_count_projections_attention_and_feed_forward():
+    model, _, loss = zoo.build("transformer")
+    n, t, e, f, v = 2, 5, 128, 512, 64
+    x, _ = models.make_batch(model, (t,), loss, n)
+    per_layer = 2 * n * t * (4 * e * e + 2 * t * e + 2 * e * f)  # Q, K, V, out; Q K^T, P V; FF
+    # the Embedding has no GEMM; every later layer: forward, dX and dW
+    assert models.step_flops(model, x) == 3 * (2 * per_layer + 2 * n * t * e * v)
+
+
 def test_reference_path_routes_every_kernel_call_through_reference_py():
     model, shape, loss = zoo.build("lenet5")
     x, target = models.make_batch(model, shape, loss, 4)
@@ -272,11 +281,12 @@ def test_readme_block_of_a_saved_run(run, capsys):
 
 
 # ---- torch's setups (only where torch is importable) ----------------------------------------------
-@pytest.mark.parametrize("name", ["lstm", "dcgan-d"])
+@pytest.mark.parametrize("name", ["lstm", "dcgan-d", "transformer"])
 def test_every_torch_setup_starts_from_fastnns_weights_and_takes_the_same_step(name):
     pytest.importorskip("torch")  # optional: the suite itself runs without torch
     model, shape, loss = zoo.build(name)
-    x, target = models.make_batch(model, (5,) if name == "lstm" else shape, loss, 3)  # short: quick to trace
+    short = name in ("lstm", "transformer")
+    x, target = models.make_batch(model, (5,) if short else shape, loss, 3)  # short: quick to trace
     weights = model.state_dict()
     ours = models._two_losses(models.FastnnStep(model, loss, x, target))
     for setup in models.TORCH_SETUPS:
@@ -313,6 +323,7 @@ TINY_CONVT = [("tiny 4->3 k4 s2 p1 3x3", 2, 4, 3, 3, 3, 4, 2, 1), ("tiny 3->2 k3
 TINY_LSTM = [(3, 2, 4)]
 TINY_POOL = [("tiny 2x2 3ch 6x6", 2, 3, 6, 6, 2)]
 TINY_BN = [("tiny 2ch 4x4", 3, 2, 4, 4)]
+TINY_ATTENTION = [(2, 3, 4, 2)]
 
 
 @pytest.fixture
@@ -352,21 +363,31 @@ def test_kernel_benchmarks_count_flops_and_bytes_by_their_rules(fixed_time):
     x, v = 3 * 2 * 4 * 4 * 4, 2 * 4
     assert [r[0] for r in rows] == ["bn train fwd tiny 2ch 4x4", "bn bwd tiny 2ch 4x4"]
     assert [r[1] for r in rows] == pytest.approx([(2 * x + 8 * v) / per_s, (3 * x + 7 * v) / per_s])
-    assert len(fixed_time) == 2 * (4 + 2 + 4 + 2)  # each row: fastnn once, reference once
+    n, t, e, h = TINY_ATTENTION[0]
+    rows = kernels.bench_attention(TINY_ATTENTION, 1, 1)
+    fwd = 2 * n * t * e * 4 * e + 4 * n * t * t * e
+    assert [r[0] for r in rows] == ["attention fwd N=2 T=3 E=4 heads=2", "attention bwd N=2 T=3 E=4 heads=2"]
+    assert [r[1] for r in rows] == pytest.approx([fwd / per_s, 2 * fwd / per_s])
+    rows = kernels.bench_masked_softmax(TINY_ATTENTION, 1, 1)
+    scores, mask = n * h * t * t * 4, t * t * 4
+    assert [r[0] for r in rows] == ["masked softmax fwd 4x3x3 causal", "masked softmax bwd 4x3x3 causal"]
+    assert [r[1] for r in rows] == pytest.approx([(2 * scores + mask) / per_s, 3 * scores / per_s])
+    assert len(fixed_time) == 2 * (4 + 2 + 4 + 2 + 2 + 2)  # each row: fastnn once, reference once
 
 
 def test_kernel_suite_rows_are_timed_and_shown_with_their_units(monkeypatch):
     timed = kernels.median_seconds
     monkeypatch.setattr(kernels, "median_seconds", lambda fn, repeats, min_time=0.0: timed(fn, 1))
     for name, tiny in (("CONVT_LAYERS", TINY_CONVT), ("LSTM_SHAPES", TINY_LSTM), ("POOL_LAYERS", TINY_POOL * 2),
-                       ("BN_SHAPES", TINY_BN * 2)):
+                       ("BN_SHAPES", TINY_BN * 2), ("ATTENTION_SHAPES", TINY_ATTENTION)):
         monkeypatch.setattr(kernels, name, tiny)
     rows = kernels.suite_rows(quick=True)  # the first layer of each list
     assert [r["kernel"].split(" tiny")[0].split(" T=")[0] for r in rows] == [
-        "convT fwd", "convT bwd", "lstm fwd", "lstm bwd", "maxpool fwd", "maxpool bwd", "avgpool fwd",
-        "avgpool bwd", "bn train fwd", "bn bwd"]
+        "convT fwd", "convT bwd", "lstm fwd", "lstm bwd", "attention fwd N=2", "attention bwd N=2",
+        "maxpool fwd", "maxpool bwd", "avgpool fwd", "avgpool bwd", "bn train fwd", "bn bwd",
+        "masked softmax fwd 4x3x3 causal", "masked softmax bwd 4x3x3 causal"]
     for r in rows:
-        unit = "gflops" if r["kernel"].startswith(("convT", "lstm")) else "gbps"
+        unit = "gflops" if r["kernel"].startswith(("convT", "lstm", "attention")) else "gbps"
         assert set(r) == {"kernel", f"fastnn_{unit}", f"baseline_{unit}", "speedup"}
         assert r[f"fastnn_{unit}"] > 0 and r[f"baseline_{unit}"] > 0 and r["speedup"] > 0
         assert r[f"fastnn_{unit}"] / r[f"baseline_{unit}"] == pytest.approx(r["speedup"])
