@@ -411,6 +411,7 @@ class StandardScaler(_Scaler):
             out += self.mean_.astype(X.dtype)
         return out
 
+
 # --- generated sequence-to-sequence tasks -------------------------------------------------------
 __all__ += ["date_translation", "date_source_vocab", "reversal_pairs", "DATE_TARGET_CHARS"]
 
