@@ -177,8 +177,10 @@ class GRUSeq2Seq(_EncoderDecoder):
     h_t])` gives the logits :math:`W_o \tilde h_t`.
 
     Args:
-        src_vocab, tgt_vocab: vocabulary sizes (source id 0 is padding).
-        embed_dim: token embedding size (both sides).  hidden_size: H of both GRUs.
+        src_vocab: source vocabulary size (id 0 is padding).
+        tgt_vocab: target vocabulary size.
+        embed_dim: token embedding size, both sides (default 64).
+        hidden_size: H of both GRUs (default 128).
         bos: the decoder's start id (default ``tgt_vocab - 1``).
 
     State: ``src_embed.weight``, ``encoder.*`` and ``decoder.*`` (GRU), ``tgt_embed.weight``,
@@ -249,9 +251,17 @@ class TransformerSeq2Seq(_EncoderDecoder):
     ``Dense`` to the target vocabulary.
 
     Args:
-        src_vocab, tgt_vocab: vocabulary sizes (source id 0 is padding).
-        d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout,
-        activation, norm_first: as ``torch.nn.Transformer``.  max_len: the longest sequence.
+        src_vocab: source vocabulary size (id 0 is padding).
+        tgt_vocab: target vocabulary size.
+        d_model: model width (default 64).
+        nhead: attention heads (default 4).
+        num_encoder_layers: encoder layers (default 2).
+        num_decoder_layers: decoder layers (default 2).
+        dim_feedforward: feed-forward width (default 256).
+        dropout: dropout of the layers and positional encodings (default 0.1).
+        activation: "relu" or "gelu".
+        norm_first: pre-norm layers (default False: post-norm, as torch).
+        max_len: the longest sequence (default 512).
         bos: the decoder's start id (default ``tgt_vocab - 1``).
 
     State: ``src_embed.weight``, ``tgt_embed.weight``, ``encoder.layers.{i}.*``,
