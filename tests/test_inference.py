@@ -31,7 +31,7 @@ def _randomise_batchnorm(model, seed=0):
 
 def _input(name, shape, n, dtype, seed=0):
     gen = np.random.default_rng(seed)
-    if name in ("rnn", "lstm"):
+    if name in ("rnn", "lstm", "transformer"):  # token ids for their Embedding(64, ...)
         return gen.integers(0, 64, (n, *shape))
     return gen.standard_normal((n, *shape)).astype(dtype)
 
