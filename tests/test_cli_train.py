@@ -79,7 +79,7 @@ def test_no_save_writes_nothing(tmp_path, capsys, monkeypatch):
 
 def test_unknown_model_is_a_clean_usage_error(capsys):
     with pytest.raises(SystemExit) as excinfo:
-        main(["train", "transformer"])
+        main(["train", "gpt"])
     assert excinfo.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice" in err and "mlp" in err

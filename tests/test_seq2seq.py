@@ -2,6 +2,7 @@
 float64, state names and checkpoints, the generated tasks, greedy decoding, and short training
 runs of the recipes behind ``fastnn train seq2seq|transformer`` and their examples."""
 import datetime
+import importlib.util
 
 import numpy as np
 import pytest
@@ -153,6 +154,8 @@ def test_train_seq2seq_translates_dates_after_one_epoch_and_saves(tmp_path, caps
     text = capsys.readouterr().out
     accuracy = float(text.split("held-out pairs ")[1].split("%")[0]) / 100
     assert accuracy >= 0.9, text
+    if all(importlib.util.find_spec(m) for m in ("matplotlib", "PIL")):
+        assert (tmp_path / "s2s-curves.png").stat().st_size > 0  # the loss curve beside it
     model = GRUSeq2Seq.load(out)
     vocab, _, (src, tgt) = date_translation(20000, 2000, seed=0)
     assert model.sequence_accuracy(src[:200], tgt[:200]) >= 0.85

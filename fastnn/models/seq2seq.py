@@ -82,7 +82,8 @@ class _EncoderDecoder(Layer):
         step is the optimizer's ``lr`` times a linear warm-up over the first ``warmup`` steps
         and, with ``schedule="cosine"``, a cosine decay to 0 over the whole run.
         ``validation_data=(src, tgt)`` adds the exact-sequence accuracy of greedy decoding after
-        each epoch. Returns the history ``{"loss": [...], ("val_accuracy": [...])}``."""
+        each epoch. Returns the history ``{"loss": [...], ("val_accuracy": [...])}`` (also kept
+        as ``self.history``)."""
         src = self._ids(src, self.src_vocab, "src")
         tgt = self._ids(tgt, self.tgt_vocab, "tgt")
         if len(src) != len(tgt):
@@ -120,6 +121,7 @@ class _EncoderDecoder(Layer):
             if verbose:
                 print(f"{line} ({time.perf_counter() - t0:.1f} s)", file=sys.stdout, flush=True)
         optimizer.lr = base_lr
+        self.history = history
         return history
 
     def greedy_decode(self, src, length, batch_size=512):

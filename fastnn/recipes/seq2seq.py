@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from .. import optim
+from . import _pictures
 from .._random import seed as set_seed
 from ..datasets import DATE_TARGET_CHARS, date_source_vocab, date_translation, reversal_pairs
 from ..models.seq2seq import GRUSeq2Seq, TransformerSeq2Seq
@@ -67,7 +68,7 @@ def run(name, epochs=None, n_train=20000, n_test=2000, seed=0, verbose=1):
     return model, metrics
 
 
-def train(name, epochs=None, seed=0, out=None, verbose=1):
+def train(name, epochs=None, seed=0, out=None, verbose=1, plots=None):
     model, m = run(name, epochs=epochs, seed=seed, verbose=verbose)
     task = "dates in words -> ISO dates" if name == "seq2seq" else "reversing 10 symbols"
     print(f"{name}: {task}; exact-sequence accuracy of greedy decoding on {m['test_pairs']} held-out "
@@ -77,4 +78,6 @@ def train(name, epochs=None, seed=0, out=None, verbose=1):
     if out:
         model.save(out)
         print(f"saved checkpoint to {out} (fastnn.models.{type(model).__name__}.load)")
+    title = "GRU seq2seq + attention, dates" if name == "seq2seq" else "Transformer, reversal"
+    _pictures.curves(plots, model.history, title)
     return m
