@@ -8,8 +8,8 @@ are "1994-03-23", character by character. Training: 20000 dates, teacher forcing
 warm-up and cosine decay, 4 epochs. Test: greedy decoding of 2000 dates that never occur in
 training, scored by exact-sequence accuracy; a few decodings are printed.
 
-Quality bar: at least 98% of the held-out dates translated exactly (seed 0: 99.3-99.5% in
-about a minute single-threaded on the shared 2-core development machine).
+Quality bar: at least 98% of the held-out dates translated exactly (seed 0: 99.8% in 17 s
+single-threaded on the 2-core development machine).
 
     python examples/seq2seq_dates.py [--epochs N]
 """

@@ -6,8 +6,8 @@ sequences, teacher forcing with the causal mask on the decoder's self-attention,
 200 warm-up steps, cosine decay), 5 epochs. Test: greedy decoding of 2000 sequences not in
 the training set, scored by exact-sequence accuracy (all 10 symbols right).
 
-Quality bar: at least 99% of the held-out sequences reversed exactly (seed 0: 100% in about
-two minutes single-threaded on the shared 2-core development machine).
+Quality bar: at least 99% of the held-out sequences reversed exactly (seed 0: 100% in 29 s
+single-threaded on the 2-core development machine).
 
     python examples/transformer_reversal.py [--epochs N]
 """
