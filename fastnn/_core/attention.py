@@ -9,8 +9,8 @@
 
 scores/out (B, L, S) with B = batch * heads; the mask (M, L, S) with M dividing B (M = 1: one
 mask for every batch and head; M = batch: per sample, shared by its heads; M = B: per head).
-Rows run in parallel; each row's maximum, exponentials and sum stay in registers and the output
-row, one pass to read, one to write (float64 accumulation of the sum).
+Rows run in parallel: the scaled, masked row written once, then its exponentials (the vectorised
+float32 exp of ``_fastmath``, within a few ulp), their float64 sum and the normalisation.
 """
 import math
 
@@ -19,31 +19,33 @@ from numba import njit, prange
 
 from . import threads
 from ._checks import check_float, check_like, check_out
+from ._fastmath import SAFE_FASTMATH, _exp_diff
 from .activation import TRANSCENDENTAL_WORK, pick, serial_twin
 
 threads.sync_numba_threads()
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", fastmath=SAFE_FASTMATH)
 def _masked_softmax_forward(scores, scale, mask, has_mask, per, out):
     b, l, s = scores.shape
     for r in prange(b * l):
         i = r % l
         k = r // l
         mb = (k // per) if has_mask else 0
-        top = -np.inf
+        top = scale * scores[k, i, 0]  # in the scores' dtype: the float32 exp needs both so
+        if has_mask:
+            top += mask[mb, i, 0]
         for j in range(s):
             v = scale * scores[k, i, j]
             if has_mask:
                 v += mask[mb, i, j]
             out[k, i, j] = v
-            if v > top:
-                top = v
+            top = max(top, v)
+        for j in range(s):  # apart from the sum, so the exponentials vectorise
+            out[k, i, j] = _exp_diff(out[k, i, j], top, 0)
         total = 0.0
         for j in range(s):
-            e = math.exp(out[k, i, j] - top)
-            out[k, i, j] = e
-            total += e
+            total += out[k, i, j]
         inv = 1.0 / total
         for j in range(s):
             out[k, i, j] *= inv
