@@ -196,7 +196,7 @@ def _gemm_contenders(with_torch):
     mk = _blas._dense_microkernel_active()
     contenders = {
         "numpy": (label, numpy_make, fnn.set_num_threads),
-        "fastnn": ("fastnn _core.gemm (" + ("its AVX-512 microkernel" if mk else "scipy's BLAS sgemm") + ")",
+        "fastnn": ("fastnn _core.gemm (" + (f"its {__import__('fastnn').config()['isa']} microkernel" if mk else "scipy's BLAS sgemm") + ")",
                    fastnn_make, fnn.set_num_threads),
     }
     if with_torch:

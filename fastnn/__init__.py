@@ -25,6 +25,8 @@ _LAZY = {
     "gradcheck": ("_gradcheck", "gradcheck"),
     "assert_gradcheck": ("_gradcheck", "assert_gradcheck"),
     "GradcheckResult": ("_gradcheck", "GradcheckResult"),
+    "config": ("_config", "config"),
+    "show_config": ("_config", "show_config"),
 }
 
 __all__ = ["set_num_threads", "get_num_threads", "seed", *_SUBMODULES, *_LAZY]

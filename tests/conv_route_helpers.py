@@ -1,6 +1,6 @@
 """What the float32 convolution-route tests share (test_conv_strided_implicit, test_conv_subpixel,
 test_conv_implicit_dw): float32 normals, a tolerance scaled to the result, and the skip for
-machines without the AVX-512 microkernel those routes run on."""
+ISA levels without the AVX-512 convolution kernels those routes run on."""
 import itertools
 
 import numpy as np
@@ -8,8 +8,9 @@ import pytest
 
 from fastnn._core import _conv
 
-needs_microkernel = pytest.mark.skipif(not _conv._microkernel_available(),
-                                       reason="the route needs the AVX-512 microkernel")
+needs_microkernel = pytest.mark.skipif(not _conv._conv_kernels_available(),
+                                       reason="the route runs on the AVX-512 convolution kernels "
+                                              "(FASTNN_MAX_ISA below avx512, or the CPU)")
 
 
 def rand(rng, shape):

@@ -13,9 +13,9 @@ instrumented scalar), preloads gcc's libasan.so and runs against it, each in a c
   whose routes must again cover every route of the build;
 - the small-shape layer fuzz of test_fuzz.py (half its default examples).
 
-The copy is built like the fastnn under test (natively, or with FASTNN_NO_NATIVE=1 when that
-has no AVX-512 microkernel). Any out-of-bounds read or write into a buffer the process allocated
-aborts the child with an AddressSanitizer report, which fails the test. numba kernels are JIT code and not instrumented.
+The copy is built for the ISA level the fastnn under test runs (FASTNN_ISA_LEVELS). Any
+out-of-bounds read or write into a buffer the process allocated aborts the child with an
+AddressSanitizer report, which fails the test. numba kernels are JIT code and not instrumented.
 Needs gcc with its libasan (Debian: gcc pulls in libgcc-<v>-dev, which ships it) and Cython (the
 test extra): without either the fixture fails, it does not skip. The build takes most of the
 time (about a minute on 2 cores), the runs under a minute more.
@@ -52,12 +52,12 @@ def _libasan():
     return out
 
 
-def _native():
-    """Whether the fastnn under test has the AVX-512 microkernel: the instrumented copy is built
-    the same way (FASTNN_NO_NATIVE=1 when not), so it runs the same routes."""
-    from fastnn._core import _conv
+def _level():
+    """The ISA level the fastnn under test runs: the instrumented copy is built for that level
+    only (FASTNN_ISA_LEVELS), so it runs the same routes."""
+    from fastnn._core import isa
 
-    return bool(_conv._microkernel_available())
+    return isa.LEVEL
 
 
 def _asan_flags():
@@ -71,7 +71,7 @@ class AsanTree:
     def __init__(self, root, libasan):
         self.root = str(root)
         self.env = dict(os.environ, PYTHONPATH=self.root, LD_PRELOAD=libasan,
-                        ASAN_OPTIONS=ASAN_OPTIONS)
+                        ASAN_OPTIONS=ASAN_OPTIONS, FASTNN_MAX_ISA=_level())
 
     def run(self, args, timeout):
         """A child Python process against the instrumented copy."""
@@ -93,7 +93,7 @@ def asan_tree(tmp_path_factory):
     shutil.copytree(os.path.join(REPO, "fastnn"), copy / "fastnn",
                     ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__", "build"))
     flags = _asan_flags()
-    env = dict(os.environ, FASTNN_BOUNDSCHECK="1", FASTNN_NO_NATIVE="0" if _native() else "1",
+    env = dict(os.environ, FASTNN_BOUNDSCHECK="1", FASTNN_ISA_LEVELS=_level(),
                CFLAGS=(os.environ.get("CFLAGS", "") + " " + flags).strip(),
                LDFLAGS=(os.environ.get("LDFLAGS", "") + " -fsanitize=address").strip())
     build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2"],
@@ -101,7 +101,7 @@ def asan_tree(tmp_path_factory):
                            timeout=BUILD_TIMEOUT_S)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-6000:]
     for module in ("_conv", "_blas", "_recurrent"):
-        so = next((copy / "fastnn" / "_core").glob(f"{module}*.so"))
+        so = next((copy / "fastnn" / "_core" / f"_{_level()}").glob(f"{module}*.so"))
         symbols = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True).stdout
         assert "__asan_report" in symbols, f"{so.name} is not instrumented"
     return AsanTree(copy, libasan)
@@ -119,9 +119,11 @@ def test_masked_intrinsics_of_the_kernels_are_all_checked():
     would go unchecked: gcc does not instrument them)."""
     used = set()
     core = os.path.join(REPO, "fastnn", "_core")
-    for name in os.listdir(core):
-        if name.endswith((".pyx", ".h", ".pxd")):
-            with open(os.path.join(core, name)) as f:
+    kernels = os.path.join(core, "kernels")
+    for path in [os.path.join(core, n) for n in os.listdir(core)] + [
+            os.path.join(kernels, n) for n in os.listdir(kernels)]:
+        if path.endswith((".pyx", ".h", ".pxd", ".c")):
+            with open(path) as f:
                 used.update(re.findall(r"\b(_mm\d*_mask[z]?_\w*(?:load|store|gather|scatter|"
                                        r"compress|expand)\w*)\b", f.read()))
     with open(os.path.join(HERE, "asan_masked.h")) as f:
@@ -135,7 +137,7 @@ def test_an_out_of_bounds_masked_store_is_reported(asan_tree, tmp_path):
     """The canary (asan_canary.c, built with the same flags): a masked store one lane past its
     buffer aborts the child with an AddressSanitizer report; the same store in bounds does not."""
     lib = tmp_path / "canary.so"
-    march = ["-march=native"] if _native() else []
+    march = {"avx512": ["-march=x86-64-v4"], "avx2": ["-march=x86-64-v3"]}.get(_level(), [])
     build = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", *march, *_asan_flags().split(),
                             f"-I{sysconfig.get_paths()['include']}",
                             os.path.join(HERE, "asan_canary.c"), "-o", str(lib)],

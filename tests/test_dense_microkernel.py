@@ -1,4 +1,4 @@
-"""float32 dense_forward / dense_backward / gemm on the AVX-512 microkernel (_microkernel.h)
+"""float32 dense_forward / dense_backward / gemm on the GEMM microkernel (kernels/microkernel.h, AVX-512 or AVX2)
 against the NumPy reference: ragged and tiny shapes, K past one 256-deep panel, every
 activation, bias None, 1 and 2 threads; and the microkernel route against the sgemm route."""
 import numpy as np

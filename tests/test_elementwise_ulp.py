@@ -4,7 +4,7 @@ neighbours of the implementations' cutoffs (fastnn.testing.ulp.float32_sweep).
 
 Covered: numba's vectorised exp/tanh/sigmoid (_fastmath.py) and the kernels built on them
 (activations forward and backward, softmax, log-softmax, the cross-entropy's probabilities and
-gradient), the activation layers, the C functions of _vecmath.h through the dense GEMM epilogue
+gradient), the activation layers, the C functions of kernels/vecmath.h through the dense GEMM epilogue
 and the recurrent kernels, and the RNN/LSTM/GRU cells' gates driven through the layers (one step
 with W_hh = 0, zero state unless stated, W_ih = I and zero biases, so the gates' pre-activations
 are exactly the chosen float32 inputs) and through the kernels (with +-inf and NaN, which a
@@ -23,7 +23,7 @@ from fastnn._core import activation as activation_module
 from fastnn._core._fastmath import _exp_diff, _fast_exp, _fast_sigmoid, _fast_tanh
 from fastnn.testing.ulp import assert_ulp, float32_sweep, ulp_error
 
-# the cutoffs of _vecmath.h / _fastmath.py: the tanh polynomial's end, exp's clamps, the last
+# the cutoffs of kernels/vecmath.h / _fastmath.py: the tanh polynomial's end, exp's clamps, the last
 # finite exp, the end of the normal and of the subnormal results, where tanh rounds to +-1
 CUTOFFS = (0.625, 9.01, 44.36, 52.0, 87.3365, 88.3762626647949, 88.7228, 89.0, 103.2789, 103.9721,
            104.0)

@@ -13,7 +13,7 @@ cimport openmp
 cimport numpy as cnp
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-from ._checks import check_float, check_like, check_optional_out, check_out
+from .._checks import check_float, check_like, check_optional_out, check_out
 
 cnp.import_array()
 
@@ -42,7 +42,7 @@ _ACTIVATION_CODES = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY
                      "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH}
 
 
-# ---- float32: the AVX-512 microkernel of _microkernel.h (shared with _conv.pyx) ---------------
+# ---- float32: the GEMM microkernel of kernels/microkernel.h (shared with _conv.pyx) -----------
 #
 # float32 dense layers and gemm() (alpha = 1, beta 0 or 1) run on the 8x32 register-tile kernel
 # instead of sgemm (Emerald Rapids VM, 1 thread: 128x784x256 forward 419 -> 346 us, dx 429 -> 343;
@@ -75,7 +75,7 @@ def _set_tn_pack_a(bint on):
 
 def _set_dense_microkernel(bint on):
     """Tuning hook for benchmarks and tests: run float32 dense_forward / dense_backward / gemm
-    on the AVX-512 microkernel (True, when built with it) or on sgemm; returns the old value."""
+    on the microkernel (True, at the avx2 and avx512 levels) or on sgemm; returns the old value."""
     global _dense_mk
     old = _dense_mk
     _dense_mk = on
@@ -592,5 +592,5 @@ def dense_backward(x, weight, dy, dx, dweight, dbias):
 
 
 # scipy's BLAS is loaded by now (cimported above): run it single-threaded from here on.
-from .threads import pin_kernel_blas as _pin_kernel_blas
+from ..threads import pin_kernel_blas as _pin_kernel_blas
 _pin_kernel_blas()

@@ -3,7 +3,7 @@
 libm's expf/tanhf are scalar calls that stop LLVM from vectorising a loop. These are chains of
 multiply-adds, one division and selects (AVX-512: 16 lanes), within ~1-2.5 ulp of the exact
 value over the whole float32 range: tiny and subnormal inputs and results, saturation, +-inf,
-NaN (propagates). They are the algorithms of ``_vecmath.h`` (the C kernels' versions), see there.
+NaN (propagates). They are the algorithms of ``kernels/vecmath.h`` (the C kernels' versions), see there.
 float64 keeps libm, whose full precision the float64 gradient checks rely on.
 
 numba compiles them with the calling kernel's options (its fastmath flags are handed down; and

@@ -1,15 +1,15 @@
 # Why Cython: a recurrence is T small GEMMs (h @ W_hh^T, e.g. (16, 128) x (128, 512) per thread)
 # each followed by elementwise gate math. Here the whole sequence is one nogil call: W_hh is
-# packed once per call into 32-column panels (float32: a register-tiled AVX-512 8x32 product
-# with no per-step packing, which OpenBLAS's small-matrix path repeats every step: measured
-# 39-73 GFLOP/s for 16..32 x 128 x 512 on one core), and the gate math runs in C loops that GCC
-# vectorises (the float32 exp/tanh/sigmoid of _vecmath.h: accurate to ~2 ulp, branch-free).
-# float64 (the gradient checks' dtype) keeps single-threaded BLAS dgemm and libm, and so does
-# float32 on builds without AVX-512 (their products were a scalar loop: lstm step 71 -> 10 ms).
+# packed once per call into 32-column panels (float32: the microkernel's register-tiled product,
+# fnn_rec_mm, with no per-step packing, which OpenBLAS's small-matrix path repeats every step),
+# and the gate math (kernels/gates.h) runs in C loops that GCC vectorises (the float32
+# exp/tanh/sigmoid of kernels/vecmath.h: accurate to ~2 ulp, branch-free). float64 (the gradient
+# checks' dtype) keeps single-threaded BLAS dgemm and libm, and so does float32 at the baseline
+# ISA level.
 #
 # Threads: batch rows never interact inside a recurrence, so each OpenMP thread runs the whole
 # time loop on its own block of rows: one parallel region per call, no barrier per step. On the
-# AVX-512 path each entry of every output is computed in the same order whatever the thread
+# microkernel path each entry of every output is computed in the same order whatever the thread
 # count (BLAS's kernels may depend on the rows a thread has).
 """RNN / LSTM / GRU sequence kernels: the sequential part of a recurrent layer, one call per sequence."""
 from cython cimport floating
@@ -22,243 +22,16 @@ cimport openmp
 cimport numpy as cnp
 
 from ._blas cimport gemm_rm, took, tracing
-from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_tn_pa
+from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_tn_pa, fnn_rec_mm, fnn_rec_pack
+from ._gates cimport (FNN_GATES16, fnn_sigmoid, fnn_lstm_bwd_row, fnn_gru_bwd_row, fnn_gru_fwd_row,
+                      fnn_lstm_fwd_cell, fnn_lstm_fwd_row16, fnn_lstm_bwd_row16)
 from ._vecmath cimport fnn_one_minus_sq, fnn_sigmoidf, fnn_tanhf
-from ._checks import check_float, check_index, check_like, check_out
+from .._checks import check_float, check_index, check_like, check_out
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    #include <math.h>
-    #include <stdlib.h>
-    #include <string.h>
-    #if defined(__AVX512F__)
-    #include <immintrin.h>
-    #define FNN_REC_MK 1
-    #else
-    #define FNN_REC_MK 0
-    #endif
-    /* float32 gate math: the accurate vectorisable exp/tanh/sigmoid of _vecmath.h */
-    #include "_vecmath.h"
-    static inline double fnn_sigmoid(double v) {
-        if (v >= 0) return 1.0 / (1.0 + exp(-v));
-        double e = exp(v);
-        return e / (1.0 + e);
-    }
-
-    /* float32 backward gate math of one batch row (restrict + omp simd: with this many
-       pointers GCC gives up its runtime alias checks and the loop would stay scalar). */
-    static void fnn_lstm_bwd_row(int H, const float* restrict g, float* restrict d,
-                                 const float* restrict dy, const float* restrict c_prev,
-                                 const float* restrict c_row, const float* restrict dhr,
-                                 float* restrict dcr) {
-        #pragma omp simd
-        for (int j = 0; j < H; j++) {
-            float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-            float sech2, tc = fnn_tanh_sech2f(c_row[j], &sech2);
-            float dhv = dy[j] + dhr[j];
-            float dcv = dcr[j] + dhv * o * sech2;
-            d[j] = dcv * gg * i * (1 - i);
-            d[H + j] = dcv * c_prev[j] * f * (1 - f);
-            d[2 * H + j] = dcv * i * fnn_one_minus_sq(gg);
-            d[3 * H + j] = dhv * tc * o * (1 - o);
-            dcr[j] = dcv * f;
-        }
-    }
-    static void fnn_gru_bwd_row(int H, const float* restrict g, float* restrict dx,
-                                float* restrict dhp, const float* restrict h_prev,
-                                const float* restrict hnr, const float* restrict dy,
-                                float* restrict dhr) {
-        #pragma omp simd
-        for (int j = 0; j < H; j++) {
-            float r = g[j], z = g[H + j], nn = g[2 * H + j];
-            float dhv = dy[j] + dhr[j];
-            float dn = dhv * (1 - z) * fnn_one_minus_sq(nn);
-            float dz = dhv * (h_prev[j] - nn) * z * (1 - z);
-            float dr = dn * hnr[j] * r * (1 - r);
-            dx[j] = dr; dx[H + j] = dz; dx[2 * H + j] = dn;
-            dhp[j] = dr; dhp[H + j] = dz; dhp[2 * H + j] = dn * r;
-            dhr[j] = dhv * z;
-        }
-    }
-    static void fnn_lstm_fwd_cell(int H, const float* restrict g, const float* restrict c_prev,
-                                  float* restrict c_new, float* restrict h_new) {
-        #pragma omp simd
-        for (int j = 0; j < H; j++) {
-            float c = g[H + j] * c_prev[j] + g[j] * g[2 * H + j];
-            c_new[j] = c;
-            h_new[j] = g[3 * H + j] * fnn_tanhf(c);
-        }
-    }
-    static void fnn_gru_fwd_row(int H, float* restrict g, const float* restrict x,
-                                const float* restrict b_hh, float* restrict hnr,
-                                const float* restrict h_prev, float* restrict h_new) {
-        #pragma omp simd
-        for (int j = 0; j < H; j++) g[j] = fnn_sigmoidf(g[j] + x[j] + b_hh[j]);
-        #pragma omp simd
-        for (int j = 0; j < H; j++) {
-            /* 1 - z from z's pre-activation: 1 - z of a rounded z near 1 would be mostly error */
-            float omz, z = fnn_sigmoid_compf(g[H + j] + x[H + j] + b_hh[H + j], &omz);
-            float hn = g[2 * H + j] + b_hh[2 * H + j];
-            float nn = fnn_tanhf(x[2 * H + j] + g[j] * hn);
-            hnr[j] = hn;
-            g[H + j] = z;
-            g[2 * H + j] = nn;
-            h_new[j] = omz * nn + z * h_prev[j];
-        }
-    }
-    #if FNN_REC_MK
-    static inline __mmask16 fnn_tail16(int j, int H) {
-        return H - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - j)) - 1);
-    }
-    /* One row of the forward step in one pass: g (4H, the product h @ W_hh^T) := the activated
-       gates of g + x + b_hh, then c_new, h_new. */
-    static void fnn_lstm_fwd_row16(int H, float* restrict g, const float* restrict x,
-                                   const float* restrict b, const float* restrict c_prev,
-                                   float* restrict c_new, float* restrict h_new) {
-        for (int j = 0; j < H; j += 16) {
-            __mmask16 m = fnn_tail16(j, H);
-            #define FNN_PRE(o) _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m, g + (o) + j), \
-                _mm512_maskz_loadu_ps(m, x + (o) + j)), _mm512_maskz_loadu_ps(m, b + (o) + j))
-            __m512 i = fnn_sigmoid16(FNN_PRE(0));
-            __m512 f = fnn_sigmoid16(FNN_PRE(H));
-            __m512 gg = fnn_tanh16(FNN_PRE(2 * H));
-            __m512 o = fnn_sigmoid16(FNN_PRE(3 * H));
-            #undef FNN_PRE
-            _mm512_mask_storeu_ps(g + j, m, i);
-            _mm512_mask_storeu_ps(g + H + j, m, f);
-            _mm512_mask_storeu_ps(g + 2 * H + j, m, gg);
-            _mm512_mask_storeu_ps(g + 3 * H + j, m, o);
-            __m512 c = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c_prev + j), _mm512_mul_ps(i, gg));
-            _mm512_mask_storeu_ps(c_new + j, m, c);
-            _mm512_mask_storeu_ps(h_new + j, m, _mm512_mul_ps(o, fnn_tanh16(c)));
-        }
-    }
-    static void fnn_lstm_bwd_row16(int H, const float* restrict g, float* restrict d,
-                                   const float* restrict dy, const float* restrict c_prev,
-                                   const float* restrict c_row, const float* restrict dhr,
-                                   float* restrict dcr) {
-        const __m512 one = _mm512_set1_ps(1.0f);
-        for (int j = 0; j < H; j += 16) {
-            __mmask16 m = fnn_tail16(j, H);
-            __m512 i = _mm512_maskz_loadu_ps(m, g + j), f = _mm512_maskz_loadu_ps(m, g + H + j);
-            __m512 gg = _mm512_maskz_loadu_ps(m, g + 2 * H + j), o = _mm512_maskz_loadu_ps(m, g + 3 * H + j);
-            __m512 sech2, tc = fnn_tanh_sech2_16(_mm512_maskz_loadu_ps(m, c_row + j), &sech2);
-            __m512 dhv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dy + j), _mm512_maskz_loadu_ps(m, dhr + j));
-            __m512 dcv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dcr + j),
-                _mm512_mul_ps(_mm512_mul_ps(dhv, o), sech2));
-            _mm512_mask_storeu_ps(d + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, gg), i), _mm512_sub_ps(one, i)));
-            _mm512_mask_storeu_ps(d + H + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv,
-                _mm512_maskz_loadu_ps(m, c_prev + j)), f), _mm512_sub_ps(one, f)));
-            _mm512_mask_storeu_ps(d + 2 * H + j, m, _mm512_mul_ps(_mm512_mul_ps(dcv, i), _mm512_fnmadd_ps(gg, gg, one)));
-            _mm512_mask_storeu_ps(d + 3 * H + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dhv, tc), o), _mm512_sub_ps(one, o)));
-            _mm512_mask_storeu_ps(dcr + j, m, _mm512_mul_ps(dcv, f));
-        }
-    }
-    #else
-    static void fnn_lstm_fwd_row16(int H, float* g, const float* x, const float* b,
-                                   const float* c_prev, float* c_new, float* h_new) { abort(); }
-    static void fnn_lstm_bwd_row16(int H, const float* g, float* d, const float* dy,
-                                   const float* c_prev, const float* c_row, const float* dhr,
-                                   float* dcr) { abort(); }
-    #endif
-    /* B (k x n) packed as ceil(n/32) panels of k x 32 (zero-padded columns), 64-byte aligned;
-       B[p, j] = src[p*sk + j*sj]. */
-    static float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) {
-        int panels = (n + 31) / 32;
-        float* out = (float*)aligned_alloc(64, (size_t)panels * k * 32 * sizeof(float) + 64);
-        if (!out) return NULL;
-        for (int p = 0; p < panels; p++)
-            for (int kk = 0; kk < k; kk++)
-                for (int c = 0; c < 32; c++) {
-                    int j = p * 32 + c;
-                    out[((long)p * k + kk) * 32 + c] = j < n ? src[kk * sk + j * sj] : 0.0f;
-                }
-        return out;
-    }
-
-    #if FNN_REC_MK
-    /* C (m x n, ldc) (+)= A (m x k, lda) @ Bp (packed by fnn_rec_pack). 8x32 register tile;
-       k in blocks of FNN_REC_KC so the panel slice (KC x 32 floats) stays in L1 while every
-       row tile reads it (each entry still sums over k in order: C is reloaded per block). */
-    #define FNN_R_LD(r) if (acc) { c##r##0 = _mm512_maskz_loadu_ps(m0, cr + (long)r * ldc); \
-        c##r##1 = _mm512_maskz_loadu_ps(m1, cr + (long)r * ldc + 16); } \
-        else { c##r##0 = _mm512_setzero_ps(); c##r##1 = _mm512_setzero_ps(); }
-    #define FNN_R_FMA(r) a0 = _mm512_set1_ps(ar[(long)r * lda + kk]); \
-        c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
-    #define FNN_R_ST(r) _mm512_mask_storeu_ps(cr + (long)r * ldc, m0, c##r##0); \
-        _mm512_mask_storeu_ps(cr + (long)r * ldc + 16, m1, c##r##1);
-    static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
-                           float* C, int ldc, int accumulate, int FNN_REC_KC) {
-        for (int p = 0; p * 32 < n; p++) {
-            int j0 = p * 32, nr = n - j0 < 32 ? n - j0 : 32;
-            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
-            for (int k0 = 0; k0 < k; k0 += FNN_REC_KC) {
-            int kc = k - k0 < FNN_REC_KC ? k - k0 : FNN_REC_KC;
-            int acc = accumulate || k0 > 0;
-            const float* panel = Bp + ((long)p * k + k0) * 32;
-            const float* Ak = A + k0;
-            int i0 = 0;
-            for (; i0 + 8 <= m; i0 += 8) {
-                __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-                float* cr = C + (long)i0 * ldc + j0;
-                const float* ar = Ak + (long)i0 * lda;
-                FNN_R_LD(0) FNN_R_LD(1) FNN_R_LD(2) FNN_R_LD(3)
-                FNN_R_LD(4) FNN_R_LD(5) FNN_R_LD(6) FNN_R_LD(7)
-                const float* bp = panel;
-                for (int kk = 0; kk < kc; kk++, bp += 32) {
-                    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
-                    FNN_R_FMA(0) FNN_R_FMA(1) FNN_R_FMA(2) FNN_R_FMA(3)
-                    FNN_R_FMA(4) FNN_R_FMA(5) FNN_R_FMA(6) FNN_R_FMA(7)
-                }
-                FNN_R_ST(0) FNN_R_ST(1) FNN_R_ST(2) FNN_R_ST(3)
-                FNN_R_ST(4) FNN_R_ST(5) FNN_R_ST(6) FNN_R_ST(7)
-            }
-            for (; i0 < m; i0++) {
-                float* cr = C + (long)i0 * ldc + j0;
-                const float* ar = Ak + (long)i0 * lda;
-                __m512 c0 = acc ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
-                __m512 c1 = acc ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
-                const float* bp = panel;
-                for (int kk = 0; kk < kc; kk++, bp += 32) {
-                    __m512 a0 = _mm512_set1_ps(ar[kk]);
-                    c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp), c0);
-                    c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(bp + 16), c1);
-                }
-                _mm512_mask_storeu_ps(cr, m0, c0);
-                _mm512_mask_storeu_ps(cr + 16, m1, c1);
-            }
-            }
-        }
-    }
-    #else
-    /* never called: without AVX-512 the products go through BLAS (_product) */
-    static void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
-                           float* C, int ldc, int acc, int kc_block) { abort(); }
-    #endif
-    """
-    int FNN_REC_MK
-    double fnn_sigmoid(double v) noexcept nogil
-    void fnn_lstm_bwd_row(int H, const float* g, float* d, const float* dy, const float* c_prev,
-                          const float* c_row, const float* dhr, float* dcr) noexcept nogil
-    void fnn_gru_bwd_row(int H, const float* g, float* dx, float* dhp, const float* h_prev,
-                         const float* hnr, const float* dy, float* dhr) noexcept nogil
-    void fnn_gru_fwd_row(int H, float* g, const float* x, const float* b_hh, float* hnr,
-                         const float* h_prev, float* h_new) noexcept nogil
-    void fnn_lstm_fwd_cell(int H, const float* g, const float* c_prev, float* c_new,
-                           float* h_new) noexcept nogil
-    float* fnn_rec_pack(const float* src, long sk, long sj, int k, int n) noexcept nogil
-    void fnn_lstm_fwd_row16(int H, float* g, const float* x, const float* b, const float* c_prev,
-                            float* c_new, float* h_new) noexcept nogil
-    void fnn_lstm_bwd_row16(int H, const float* g, float* d, const float* dy, const float* c_prev,
-                            const float* c_row, const float* dhr, float* dcr) noexcept nogil
-    void fnn_rec_mm(int m, int n, int k, const float* A, int lda, const float* Bp,
-                    float* C, int ldc, int acc, int kc_block) noexcept nogil
+cdef extern from "<stdlib.h>":
     void aligned_free "free"(void* p) noexcept nogil
-
-
 # Threads per call: each gets at least this many batch rows (a smaller block leaves the 8-row
 # register tile mostly empty and the wake-up of a second thread costs more than it saves).
 cdef enum:
@@ -281,7 +54,7 @@ cdef _took_sequence(dtype, int blocks, bint table_input):
     """The routes of a whole-sequence call: its products, its thread split, its input rows."""
     if not tracing():
         return
-    took("recurrent/packed" if dtype.itemsize == 4 and FNN_REC_MK else "recurrent/blas")
+    took("recurrent/packed" if dtype.itemsize == 4 and FNN_MK_AVAILABLE else "recurrent/blas")
     if blocks > 1:
         took("recurrent/row_blocks")
     if table_input:
@@ -290,7 +63,7 @@ cdef _took_sequence(dtype, int blocks, bint table_input):
 
 def _set_vector_gates(bint on):
     """Tuning/A-B hook: float32 LSTM gate math of a row as one AVX-512 pass (activations and cell
-    fused; _vecmath.h's 16-lane functions, whose activations are its scalar ones' bits) when the
+    fused; vecmath.h's 16-lane functions, whose activations are its scalar ones' bits) when the
     build has AVX-512 (on), or the auto-vectorised C loops. Returns the previous setting."""
     global _vec_gates
     old = _vec_gates
@@ -350,7 +123,7 @@ cdef int _product_init(Product* prod, const floating* w, int k, int n, bint tran
     prod.packed = NULL
     prod.dx_batch_first = False
     prod.T = 0
-    if floating is float and FNN_REC_MK:
+    if floating is float and FNN_MK_AVAILABLE:
         # B[kk, j] = W[j, kk] (trans_w) or W[kk, j]
         if trans_w:
             prod.packed = fnn_rec_pack(w, 1, k, k, n)
@@ -366,7 +139,7 @@ cdef inline void _product(Product* prod, int rows, const floating* a, floating* 
     """c (rows x n) := (or +=) a (rows x k) @ B."""
     if rows <= 0:
         return
-    if floating is float and FNN_REC_MK:
+    if floating is float and FNN_MK_AVAILABLE:
         fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, prod.n,
                    accumulate, KC_BLOCK)
     else:
@@ -380,7 +153,7 @@ cdef inline void _product_ld(Product* prod, int rows, const floating* a, floatin
     """c (rows x n, row stride ldc) := a (rows x k) @ B."""
     if rows <= 0:
         return
-    if floating is float and FNN_REC_MK:
+    if floating is float and FNN_MK_AVAILABLE:
         fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, ldc, False,
                    KC_BLOCK)
     else:
@@ -519,7 +292,7 @@ cdef void _slice_grads(const floating* dpre, const floating* a, floating* dw, fl
     cdef int j
     cdef const floating* d
     # dpre's rows are G floats apart (2 KB for an LSTM of 128), the stride that made the
-    # microkernel's unpacked sgemm_tn slow (see fnn_mk_sgemm_tn_pa in _microkernel.h), so the
+    # microkernel's unpacked sgemm_tn slow (see fnn_mk_sgemm_tn_pa in kernels/microkernel.h), so the
     # transposed operand is packed per k step. lstm step, interleaved A/B on the 2-core VM:
     # 5.2-6.0 ms with the unpacked register tile this replaced, 4.7-5.1 with sgemm, 4.5-4.9
     # here; the same bits as that tile (each entry one chain of FMAs from dw, in k order).
@@ -661,7 +434,7 @@ cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating*
             g = gates + (<Py_ssize_t>t * N + n) * G
             x = xw + _xrow(ids, t, N, n) * G
             if floating is float:
-                if FNN_REC_MK and _vec_gates:
+                if FNN_GATES16 and _vec_gates:
                     fnn_lstm_fwd_row16(H, g, x, b_hh, cs + (<Py_ssize_t>t * N + n) * H,
                                        cs + (<Py_ssize_t>(t + 1) * N + n) * H,
                                        hs + (<Py_ssize_t>(t + 1) * N + n) * H)
@@ -712,7 +485,7 @@ cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const f
             dhr = dh + <Py_ssize_t>n * H
             dcr = dc + <Py_ssize_t>n * H
             if floating is float:
-                if FNN_REC_MK and _vec_gates:
+                if FNN_GATES16 and _vec_gates:
                     fnn_lstm_bwd_row16(H, g, d, dy, c_prev, c_row, dhr, dcr)
                 else:
                     fnn_lstm_bwd_row(H, g, d, dy, c_prev, c_row, dhr, dcr)

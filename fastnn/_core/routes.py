@@ -12,8 +12,9 @@ trace never changes a route. Off (the default) it costs one pointer comparison p
 import collections
 import contextlib
 
-# Every route the dispatch can name, with what it runs. "avx512": it exists only in builds with
-# the AVX-512 microkernel (_conv._microkernel_available()); the rest exist in every build.
+# Every route the dispatch can name, with the lowest ISA level that has it (fastnn._core.isa:
+# "avx2" routes run on the GEMM microkernel, AVX2 or AVX-512; "avx512" ones on the AVX-512
+# convolution kernels; "any" at every level) and what it runs.
 ROUTES = {
     # _conv.pyx: conv2d / conv_transpose2d
     "s1_implicit": ("avx512", "stride-1 same-width forward, panels packed from x (fnn_mk_conv_s1)"),
@@ -22,34 +23,34 @@ ROUTES = {
     "direct_s2_forward/per_sample": ("avx512", "stride-2 forward, 32-channel tiles (fnn_d2_block)"),
     "direct_s2_forward/batch": ("avx512", "the same on one padded copy of a small batch"),
     "strided_gathered": ("avx512", "strided forward on gathered panels (fnn_mk_conv_sn)"),
-    "im2col_forward/f32": ("any", "im2col + the microkernel's GEMM (sgemm without AVX-512)"),
+    "im2col_forward/f32": ("any", "im2col + the microkernel's GEMM (sgemm at the baseline level)"),
     "im2col_forward/f64": ("any", "im2col + dgemm"),
     "subpixel": ("avx512", "strided backward-data pass by phases (conv2d dx, convT forward)"),
     "subpixel/beside_dw": ("avx512", "the same in one pool of tasks with the implicit dW"),
     "subpixel_phase/implicit": ("avx512", "a phase packed straight from dy (fnn_mk_subpixel)"),
     "subpixel_phase/im2col": ("avx512", "a phase through a stride-1 im2col + fnn_mk_sgemm_nn"),
     "subpixel_phase/no_taps": ("avx512", "a phase no kernel tap reaches (kernel < stride)"),
-    "col2im/f32": ("any", "the microkernel's GEMM (sgemm without AVX-512) + col2im"),
+    "col2im/f32": ("any", "the microkernel's GEMM (sgemm at the baseline level) + col2im"),
     "col2im/f64": ("any", "dgemm + col2im"),
     "dwt_s1/rows": ("avx512", "stride-1 same-width dW, threads on rows (fnn_mk_conv_dwt_s1)"),
     "dwt_s1/samples": ("avx512", "the same, threads on samples (few im2col rows)"),
     "implicit_dw/panels": ("avx512", "dW on gathered panels, threads on panels (fnn_mk_conv_dw)"),
     "implicit_dw/pixels": ("avx512", "the same, threads on ranges of pixels (one or two panels)"),
     "direct_s2_dw": ("avx512", "stride-2 dW from a padded copy of x (fnn_dw2_rows)"),
-    "im2col_dw/nt": ("avx512", "im2col dW += G @ col.T on the microkernel"),
-    "im2col_dw/tn": ("avx512", "im2col dW.T = col @ G.T on the microkernel"),
-    "im2col_dw/blas": ("any", "im2col dW on BLAS (float64, or builds without AVX-512)"),
+    "im2col_dw/nt": ("avx2", "im2col dW += G @ col.T on the microkernel"),
+    "im2col_dw/tn": ("avx2", "im2col dW.T = col @ G.T on the microkernel"),
+    "im2col_dw/blas": ("any", "im2col dW on BLAS (float64, or the baseline level)"),
     "pixel_transpose": ("any", "conv_transpose2d of a 1x1 image as one dense GEMM"),
     # _blas.pyx: gemm / dense
-    "microkernel/nn": ("avx512", "C := A @ B on the 8x32 AVX-512 tile"),
-    "microkernel/nt": ("avx512", "C := A @ B.T (x @ W.T: B packed from W's rows)"),
-    "microkernel/tn": ("avx512", "C := A.T @ B with A read in place"),
-    "microkernel/tn_packed": ("avx512", "C := A.T @ B with A.T packed (dW of > 64 inputs)"),
-    "microkernel/tt": ("avx512", "C := A.T @ B.T"),
+    "microkernel/nn": ("avx2", "C := A @ B on the microkernel (8x32 AVX-512 or 6x16 AVX2 tiles)"),
+    "microkernel/nt": ("avx2", "C := A @ B.T (x @ W.T: B packed from W's rows)"),
+    "microkernel/tn": ("avx2", "C := A.T @ B with A read in place"),
+    "microkernel/tn_packed": ("avx2", "C := A.T @ B with A.T packed (dW of > 64 inputs)"),
+    "microkernel/tt": ("avx2", "C := A.T @ B.T"),
     "blas_gemm": ("any", "sgemm/dgemm (float64, or a size under the microkernel's minimum)"),
     # _recurrent.pyx: whole sequences
-    "recurrent/packed": ("avx512", "float32 recurrence on packed W_hh panels (fnn_rec_mm)"),
-    "recurrent/blas": ("any", "recurrence on BLAS (float64, or builds without AVX-512)"),
+    "recurrent/packed": ("avx2", "float32 recurrence on packed W_hh panels (fnn_rec_mm)"),
+    "recurrent/blas": ("any", "recurrence on BLAS (float64, or the baseline level)"),
     "recurrent/row_blocks": ("any", "the batch's rows split over several threads"),
     "recurrent/table_input": ("any", "input rows read from a projected embedding table"),
     "recurrent/table_grads": ("any", "an LSTM's input-side dW from a table, in its region"),
@@ -60,10 +61,11 @@ ROUTES = {
 
 
 def available(route):
-    """Whether this build has ``route``."""
-    from . import _conv
+    """Whether the ISA level in use has ``route``."""
+    from . import isa
 
-    return ROUTES[route][0] == "any" or bool(_conv._microkernel_available())
+    need = ROUTES[route][0]
+    return need == "any" or isa.LEVELS.index(isa.LEVEL) >= isa.LEVELS.index(need)
 
 
 def _modules():

@@ -46,6 +46,7 @@ except ImportError as e:  # a source tree whose extensions were never built in p
         "its source directory. Install it (pip install .) and run Python from another "
         "directory, or build it in place (pip install -e . or python setup.py build_ext "
         f"--inplace). ({e})") from e
+from . import isa  # noqa: E402,F401  (chooses the kernels' level, and numba's CPU, before numba loads)
 
 _state = {"n": None, "kernel_blas_pinned": False}
 

@@ -1,26 +1,20 @@
-/* float32 GEMM microkernel (AVX-512): one 8x32 register tile over a B panel packed 256 rows x
-   32 columns at a time into L1. Shared by _conv.pyx (convolution GEMMs) and _blas.pyx (dense
-   layers). Compiled only where the compiler targets AVX-512 (setup.py passes -march=native);
-   elsewhere FNN_MK_AVAILABLE is 0 and the entry points are empty stubs the callers never reach.
+/* Internals of the AVX-512 float32 microkernel (included by microkernel_avx512.c and
+   conv_avx512.c only): one 8x32 register tile over a B panel packed FNN_MK_KC rows x 32 columns
+   at a time into L1, the B packings, and the A-packed tile loops the convolution kernels reuse.
    Each entry of C is one sum over k in a fixed order (k in steps of FNN_MK_KC, each step's
    partial sums added into C), whatever the caller's thread split over columns or rows. */
-#ifndef FNN_MICROKERNEL_H
-#define FNN_MICROKERNEL_H
-
-#if defined(__AVX512F__)
+#ifndef FNN_MK_AVX512_H
+#define FNN_MK_AVX512_H
 #include <immintrin.h>
 #include <stdlib.h>
-#define FNN_MK_AVAILABLE 1
-#ifndef FNN_MK_KC
-#define FNN_MK_KC 256
-#endif
+#include "microkernel.h"
 /* C (m x n, ldc) (+)= op(A) (m x k) @ op(B) (k x n), row-major float32; op(A)[i, p] is
    A[i*lda + p] or, transposed, A[p*lda + i]; op(B)[p, j] is B[p*ldb + j] (PACK = FNN_MK_PACK_N)
    or, transposed, B[j*ldb + p] (FNN_MK_PACK_T); accumulate: C += instead of C =. The packing
    only moves values, so both B layouts give bit-identical C. */
 #define FNN_MK_BODY(NAME, AIDX) FNN_MK_BODY_P(NAME, AIDX, FNN_MK_PACK_N)
 #define FNN_MK_BODY_P(NAME, AIDX, PACK)                                                  \
-static void NAME(int m, int n, int k, const float* A, int lda, const float* B, int ldb,    \
+void NAME(int m, int n, int k, const float* A, int lda, const float* B, int ldb,    \
                  float* C, int ldc, int accumulate) {                                      \
     float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));                                  \
     for (int j0 = 0; j0 < n; j0 += 32) {                                                   \
@@ -55,8 +49,8 @@ static void NAME(int m, int n, int k, const float* A, int lda, const float* B, i
     }                                                                                      \
     FNN_MK_TAIL(AIDX, CC)
 /* The rows left below a multiple of 8: tiles of 4 and 2 rows (8 and 4 independent
-   accumulators), then single rows; one row alone waits on its FMA chain's latency (LeNet's
-   6-channel GEMMs ran ~4x slower per row). Same summation order as the 8-row tile. */
+   accumulators), then single rows; one row alone waits on its FMA chain's latency. Same
+   summation order as the 8-row tile. */
 #define FNN_MK_TAIL(AIDX, CC)                                                             \
     for (; i0 + 4 <= m; i0 += 4) {                                                         \
         __m512 c00, c01, c10, c11, c20, c21, c30, c31;                                     \
@@ -160,7 +154,7 @@ static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0
 /* fnn_mk_sgemm_tn with op(A) packed: C (m x n) (+)= A.T @ B, A stored k x m (row stride lda),
    B k x n. The tile's 8 broadcasts of step kk are A[kk, i0..i0+7], 32 bytes of a new row lda
    apart for every kk: with lda a multiple of 1 KB (dy of a dense layer) those rows fall into a
-   few L1 sets, evict each other and the B panel, and sgemm_tn fell to 0.65-0.9x of sgemm. Here
+   few L1 sets, evict each other and the B panel (benchmarks/decisions.md). Here
    k runs outside (in FNN_MK_KC steps) and each step's A block is copied once into 8-wide tiles
    Ap[(i0/8)*kc*8 + kk*8 + r] (malloc'd, about m*1 KB) that every 32-column panel then reads
    contiguously. Same sums in the same order as fnn_mk_sgemm_tn (bit-identical C). Returns 0
@@ -170,12 +164,12 @@ static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0
 /* C rows [0, m) x one 32-column panel (lanes m0, m1) := (or, with add, +=) op(A) @ Bp over one
    packed k step, the step's sum formed in registers from zero and then added to C (one chain of
    kc terms per step instead of one over the whole k: the weight gradient's k is a batch's
-   pixels, 12544 for dcgan-g's 128->64 layer, and a single chain lost 10x the accuracy):
+   pixels, thousands deep, and one chain that long loses accuracy):
    Ap holds op(A)'s rows in 8-row tiles, kc deep (tile t at t*kc*8, element (i, kk) at
    + kk*8 + i%8, rows past m zero), Bp kc x 32. 8-row tiles, then the last tile's rows in 4, 2
    and 1. noinline: the 16 accumulators get the whole register file whatever the caller keeps
    live (a caller gathering its panel held 8 index vectors, and gcc spilled b0/b1 inside the FMA
-   loop: 2x slower). */
+   loop). */
 #define FNN_MK_TILE_A(R, AP0, ASTEP, FMA, ...)                                             \
     {   __m512 __VA_ARGS__;                                                                \
         float* cr = C + (long)i0 * ldc;                                                    \
@@ -208,7 +202,7 @@ static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0
 #define FNN_MK_REP2(F) F(0) F(1)
 #define FNN_MK_REP4(F) F(0) F(1) F(2) F(3)
 #define FNN_MK_REP8(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7)
-__attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float* Ap,
+__attribute__((noinline, unused)) static void fnn_mk_tiles_pa(int m, int kc, const float* Ap,
                                                       const float* Bp, float* C, long ldc,
                                                       int add, __mmask16 m0, __mmask16 m1) {
     FNN_MK_TILES_A(FNN_MK_TILE_PA)
@@ -218,7 +212,6 @@ __attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float
    so the 8 broadcasts of a step are one base register plus constant offsets; the 16 floats past
    a row's FNN_MK_KC keep rows of consecutive tiles off the same L1 sets). For operands packed
    by plain copies, e.g. an image's shifted rows (fnn_mk_conv_dwt_s1). */
-#define FNN_MK_RA_LDA (FNN_MK_KC + 16)
 #define FNN_MK_FMA_RA(r) a0 = _mm512_set1_ps(ap[r * FNN_MK_RA_LDA]);                       \
     c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
 #define FNN_MK_TILE_RA(R, ...)                                                             \
@@ -244,7 +237,7 @@ __attribute__((noinline)) static void fnn_mk_tiles_pa(int m, int kc, const float
         if (add) { FNN_MK_REP##R(FNN_MK_ADD16) }                                           \
         FNN_MK_REP##R(FNN_MK_ST16)                                                         \
         i0 += R; }
-__attribute__((noinline)) static void fnn_mk_tiles_ra16(int m, int kc, const float* A,
+__attribute__((noinline, unused)) static void fnn_mk_tiles_ra16(int m, int kc, const float* A,
                                                         const float* Bp, float* C, long ldc,
                                                         int add, __mmask16 m0) {
     int i0 = 0;
@@ -255,91 +248,11 @@ __attribute__((noinline)) static void fnn_mk_tiles_ra16(int m, int kc, const flo
     if (i0 + 2 <= m) FNN_MK_TILE_RA16(2, c0, c1)
     if (i0 < m) FNN_MK_TILE_RA16(1, c0)
 }
-__attribute__((noinline)) static void fnn_mk_tiles_ra(int m, int kc, const float* A,
+__attribute__((noinline, unused)) static void fnn_mk_tiles_ra(int m, int kc, const float* A,
                                                       const float* Bp, float* C, long ldc,
                                                       int add, __mmask16 m0, __mmask16 m1) {
     FNN_MK_TILES_A(FNN_MK_TILE_RA)
 }
 
-static int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B,
-                              int ldb, float* C, int ldc, int accumulate) {
-    int mt = (m + 7) / 8;
-    float* Ap = (float*)aligned_alloc(64, (size_t)mt * FNN_MK_KC * 8 * sizeof(float) + 64);
-    if (!Ap) return 0;
-    float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
-    for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
-        int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
-        int acc_in = accumulate || k0 > 0;
-        for (int t = 0; t < mt; t++) {
-            int cnt = m - t * 8 < 8 ? m - t * 8 : 8;
-            __mmask8 am = (__mmask8)((1u << cnt) - 1);
-            const float* src = A + (long)k0 * lda + t * 8;
-            float* dst = Ap + (long)t * kc * 8;
-            for (int kk = 0; kk < kc; kk++)
-                _mm256_store_ps(dst + kk * 8, _mm256_maskz_loadu_ps(am, src + (long)kk * lda));
-        }
-        for (int j0 = 0; j0 < n; j0 += 32) {
-            int nr = n - j0 < 32 ? n - j0 : 32;
-            __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-            __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
-            FNN_MK_PACK_N(B, ldb, j0, nr, k0, kc, m0, m1, Bp)
-            int i0 = 0;
-            for (; i0 + 8 <= m; i0 += 8) {
-                __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-                float* cr = C + (long)i0 * ldc + j0;
-                FNN_MK_LD(0) FNN_MK_LD(1) FNN_MK_LD(2) FNN_MK_LD(3)
-                FNN_MK_LD(4) FNN_MK_LD(5) FNN_MK_LD(6) FNN_MK_LD(7)
-                const float* bp = Bp;
-                const float* ap = Ap + (long)(i0 / 8) * kc * 8;
-                for (int kk = 0; kk < kc; kk++, bp += 32, ap += 8) {
-                    __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16), a0;
-                    FNN_MK_FMA_AP(0) FNN_MK_FMA_AP(1)
-                    FNN_MK_FMA_AP(2) FNN_MK_FMA_AP(3)
-                    FNN_MK_FMA_AP(4) FNN_MK_FMA_AP(5)
-                    FNN_MK_FMA_AP(6) FNN_MK_FMA_AP(7)
-                }
-                FNN_MK_ST(0) FNN_MK_ST(1) FNN_MK_ST(2) FNN_MK_ST(3)
-                FNN_MK_ST(4) FNN_MK_ST(5) FNN_MK_ST(6) FNN_MK_ST(7)
-            }
-            for (; i0 < m; i0++) {
-                float* cr = C + (long)i0 * ldc + j0;
-                const float* ap = Ap + (long)(i0 / 8) * kc * 8 + (i0 % 8);
-                __m512 c0 = acc_in ? _mm512_maskz_loadu_ps(m0, cr) : _mm512_setzero_ps();
-                __m512 c1 = acc_in ? _mm512_maskz_loadu_ps(m1, cr + 16) : _mm512_setzero_ps();
-                for (int kk = 0; kk < kc; kk++) {
-                    __m512 a0 = _mm512_set1_ps(ap[kk * 8]);
-                    c0 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32), c0);
-                    c1 = _mm512_fmadd_ps(a0, _mm512_load_ps(Bp + kk * 32 + 16), c1);
-                }
-                _mm512_mask_storeu_ps(cr, m0, c0);
-                _mm512_mask_storeu_ps(cr + 16, m1, c1);
-            }
-        }
-    }
-    free(Ap);
-    return 1;
-}
-FNN_MK_BODY(fnn_mk_sgemm_nn, FNN_MK_IDX_N)
-FNN_MK_BODY(fnn_mk_sgemm_tn, FNN_MK_IDX_T)
-FNN_MK_BODY_P(fnn_mk_sgemm_nt, FNN_MK_IDX_N, FNN_MK_PACK_T)
-FNN_MK_BODY_P(fnn_mk_sgemm_tt, FNN_MK_IDX_T, FNN_MK_PACK_T)
 
-#else
-#define FNN_MK_AVAILABLE 0
-#ifndef FNN_MK_KC
-#define FNN_MK_KC 256
-#endif
-#define FNN_MK_RA_LDA (FNN_MK_KC + 16)
-static void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B,
-                            int ldb, float* C, int ldc, int accumulate) {}
-static void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B,
-                            int ldb, float* C, int ldc, int accumulate) {}
-static void fnn_mk_sgemm_nt(int m, int n, int k, const float* A, int lda, const float* B,
-                            int ldb, float* C, int ldc, int accumulate) {}
-static void fnn_mk_sgemm_tt(int m, int n, int k, const float* A, int lda, const float* B,
-                            int ldb, float* C, int ldc, int accumulate) {}
-static int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B,
-                              int ldb, float* C, int ldc, int accumulate) { return 0; }
-#endif
-
-#endif /* FNN_MICROKERNEL_H */
+#endif /* FNN_MK_AVX512_H */

@@ -1,0 +1,107 @@
+"""The ISA levels: fnn.config() names the level in use and the compiled ones, FASTNN_MAX_ISA caps
+the level (and numba's CPU), the microkernel routes run at the AVX2 level, and the AVX2 GEMM
+microkernel gives the AVX-512 one's bits (both sum each entry of C in the same order)."""
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastnn as fnn
+from fastnn._core import isa, routes
+
+LEVELS = ("baseline", "avx2", "avx512")
+
+
+def runnable(level):
+    return level in isa.compiled_levels() and LEVELS.index(level) <= LEVELS.index(isa.cpu_level())
+
+
+def child(code, **env):
+    """Runs ``code`` in a fresh interpreter with ``env`` added; returns its stdout."""
+    full = dict(os.environ, **env)
+    full.pop("NUMBA_CPU_NAME", None) if "NUMBA_CPU_NAME" not in env else None
+    run = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.strip()
+
+
+def test_config_names_the_level_in_use_and_the_compiled_ones():
+    cfg = fnn.config()
+    assert cfg["isa"] in cfg["isa_compiled"] and set(cfg["isa_compiled"]) <= set(LEVELS)
+    assert LEVELS.index(cfg["isa"]) <= LEVELS.index(cfg["isa_cpu"])
+    assert cfg["version"] == fnn.__version__
+    assert cfg["threads"]["fastnn"] == fnn.get_num_threads()
+    assert all("-march=native" not in a for a in cfg["build"].get("compile_args", []))
+    from fastnn._core import _conv
+
+    assert _conv.__name__ == f"fastnn._core._{cfg['isa']}._conv"
+
+
+def test_show_config_prints_the_level():
+    out = child("import fastnn; fastnn.show_config()")
+    assert "isa: " in out and "isa_compiled: " in out and "blas:" in out
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_max_isa_caps_the_level_and_numbas_cpu(level):
+    if not runnable(level):
+        pytest.skip(f"this CPU or build has no {level} level")
+    out = child("import os, fastnn; from fastnn._core import _blas; "
+                "print(fastnn.config()['isa'], _blas.__name__, os.environ.get('NUMBA_CPU_NAME'))",
+                FASTNN_MAX_ISA=level)
+    got, module, numba_cpu = out.split()
+    assert got == level and module == f"fastnn._core._{level}._blas"
+    below = LEVELS.index(level) < LEVELS.index(isa.cpu_level())
+    assert numba_cpu == ({"baseline": "x86-64", "avx2": "haswell"}[level] if below else "None")
+
+
+def test_an_unknown_max_isa_is_refused():
+    run = subprocess.run([sys.executable, "-c", "import fastnn"], capture_output=True, text=True,
+                         env=dict(os.environ, FASTNN_MAX_ISA="avx9"), timeout=120)
+    assert run.returncode != 0 and "FASTNN_MAX_ISA='avx9'" in run.stderr
+
+
+def test_the_microkernel_routes_run_from_the_avx2_level_up():
+    """dense forward, an im2col convolution's GEMMs and a recurrence take the microkernel at the
+    avx2 and avx512 levels, BLAS at the baseline."""
+    x = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((80, 96)).astype(np.float32)
+    out = np.empty((64, 80), np.float32)
+    from fastnn._core import _blas
+
+    with routes.traced() as taken:
+        _blas.dense_forward(x, w, None, out)
+    if isa.LEVEL == "baseline":
+        assert taken["blas_gemm"] == 1 and not routes.available("microkernel/nt")
+    else:
+        assert taken["microkernel/nt"] == 1 and routes.available("microkernel/nt")
+    np.testing.assert_allclose(out, x @ w.T, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not (runnable("avx2") and runnable("avx512")),
+                    reason="needs a CPU with AVX-512 (both levels on one machine)")
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(16, 70), n=st.integers(16, 90), k=st.integers(16, 600),
+       ta=st.booleans(), tb=st.booleans(), seed=st.integers(0, 2**16))
+def test_avx2_gemm_gives_the_avx512_bits(m, n, k, ta, tb, seed):
+    """Both levels' modules side by side in one process: the AVX2 6x16 tiles and the AVX-512
+    8x32 ones sum every entry in the same order (k ascending, C reloaded per 256-deep step);
+    m, n, k from the microkernel's minimum (16) up, so both levels take it."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    outs = []
+    for level in ("avx2", "avx512"):
+        blas = importlib.import_module(f"fastnn._core._{level}._blas")
+        out = np.full((m, n), 0.5, np.float32)
+        blas.gemm(a, b, out, trans_a=ta, trans_b=tb, beta=1.0)
+        outs.append(out)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + 0.5
+    np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    np.testing.assert_array_equal(outs[0], outs[1])
