@@ -48,6 +48,8 @@ ISA_FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3"], "avx512": ["-march=x8
 # where the level has one)
 LEVEL_MODULES = {"_blas": ("microkernel",), "_conv": ("microkernel", "conv"),
                  "_recurrent": ("microkernel", "gates")}
+# The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
+LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel",), "avx512": ("microkernel", "conv", "gates")}
 LEVEL_PXD = ("_blas", "_microkernel", "_vecmath", "_conv_kernels", "_gates")
 levels = [lv.strip() for lv in os.environ.get("FASTNN_ISA_LEVELS", ",".join(ISA_FLAGS)).split(",")]
 unknown = sorted(set(levels) - set(ISA_FLAGS))
@@ -113,7 +115,10 @@ for level in levels:
         # built by two extensions at once (setup.py builds them in parallel) would race
         kernels = []
         for fam in families:
-            if os.path.exists(os.path.join(KERNELS, f"{fam}_{level}.c")):
+            if fam in LEVEL_KERNELS[level]:
+                source = os.path.join(KERNELS, f"{fam}_{level}.c")
+                if not os.path.exists(source):
+                    sys.exit(f"setup.py: {source} is missing (the {level} level's {fam} kernels)")
                 wrapper = os.path.join(pkg, f"{name}__{fam}.c")
                 write_if_changed(wrapper, f'#include "kernels/{fam}_{level}.c"\n')
                 kernels.append(wrapper)
