@@ -6,9 +6,14 @@ import sys
 
 
 def config():
-    """A dict: version, the ISA level in use ("isa") and the compiled ones ("isa_compiled"),
-    the CPU's own level and the FASTNN_MAX_ISA cap, the build flags, the thread pools (fastnn's
-    count, OpenMP, numba) and the BLAS libraries loaded (threadpoolctl's info)."""
+    """How this fastnn was built and what it runs on, as a dict.
+
+    Keys: ``version``; ``isa`` (the kernels' instruction-set level in use: ``baseline``,
+    ``avx2`` or ``avx512``), ``isa_compiled`` (the levels this build has), ``isa_cpu`` (the
+    CPU's best level) and ``isa_max`` (``FASTNN_MAX_ISA``, or None); ``build`` (compiler flags
+    per level); ``threads`` (fastnn's count, OpenMP's); ``numba`` (its CPU name and threads
+    once imported); ``blas`` (threadpoolctl's info on the loaded BLAS and OpenMP libraries).
+    """
     from threadpoolctl import threadpool_info
 
     from . import __version__
@@ -44,7 +49,7 @@ def config():
 
 
 def show_config():
-    """Prints config(), one line per entry."""
+    """Prints :func:`config`, one line per entry."""
     cfg = config()
     for key, value in cfg.items():
         if key == "blas":
