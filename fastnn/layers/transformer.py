@@ -65,6 +65,28 @@ class _Block(Layer):
             h = self.activation.forward(self.linear1.forward(x, training), training)
         return self.linear2.forward(self.dropout.forward(h, training), training)
 
+    def _residual(self, x, block, norm, drop, training):
+        """x + drop(block(x)) normalised by ``norm`` after (post-norm) or on the block's input
+        (``norm_first``)."""
+        if self.norm_first:
+            return x + drop.forward(block(norm.forward(x, training)), training)
+        return norm.forward(x + drop.forward(block(x), training), training)
+
+    def _residual_backward(self, g, block_backward, norm, drop):
+        """The gradient of ``_residual``'s input from its output's; ``block_backward`` maps the
+        block's output gradient to its input's."""
+        if self.norm_first:
+            return g + norm.backward(block_backward(drop.backward(g)))
+        g = norm.backward(g)
+        return g + block_backward(drop.backward(g))
+
+    def _checked_dy(self, dy):
+        self.check_forwarded(self._ran)
+        dy = self.as_input(dy, "dy")
+        if dy.shape != self._ran:
+            raise self.shape_error(self._ran, dy.shape, "dy")
+        return dy
+
     def _ff_backward(self, g):
         g = self.dropout.backward(self.linear2.backward(g))
         return self.linear1.backward(self.activation.backward(g))
@@ -101,27 +123,15 @@ class TransformerEncoderLayer(_Block):
     def forward(self, src, src_mask=None, src_key_padding_mask=None, training=True):
         x = self._seq(src, "src")
         masks = dict(attn_mask=src_mask, key_padding_mask=src_key_padding_mask, training=training)
-        if self.norm_first:
-            x = x + self.dropout1.forward(self.self_attn.forward(self.norm1.forward(x, training), **masks), training)
-            x = x + self.dropout2.forward(self._ff(self.norm2.forward(x, training), training), training)
-        else:
-            x = self.norm1.forward(x + self.dropout1.forward(self.self_attn.forward(x, **masks), training), training)
-            x = self.norm2.forward(x + self.dropout2.forward(self._ff(x, training), training), training)
+        x = self._residual(x, lambda h: self.self_attn.forward(h, **masks), self.norm1,
+                           self.dropout1, training)
+        x = self._residual(x, lambda h: self._ff(h, training), self.norm2, self.dropout2, training)
         self._ran = x.shape
         return x
 
     def backward(self, dy):
-        self.check_forwarded(self._ran)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self._ran:
-            raise self.shape_error(self._ran, dy.shape, "dy")
-        if self.norm_first:
-            g = dy + self.norm2.backward(self._ff_backward(self.dropout2.backward(dy)))
-            return g + self.norm1.backward(self.self_attn.backward(self.dropout1.backward(g)))
-        g = self.norm2.backward(dy)
-        g = g + self._ff_backward(self.dropout2.backward(g))
-        g = self.norm1.backward(g)
-        return g + self.self_attn.backward(self.dropout1.backward(g))
+        g = self._residual_backward(self._checked_dy(dy), self._ff_backward, self.norm2, self.dropout2)
+        return self._residual_backward(g, self.self_attn.backward, self.norm1, self.dropout1)
 
 
 class TransformerDecoderLayer(_Block):
@@ -159,38 +169,27 @@ class TransformerDecoderLayer(_Block):
                              f"the same batch size")
         sa = dict(attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask, training=training)
         ca = dict(attn_mask=memory_mask, key_padding_mask=memory_key_padding_mask, training=training)
-        if self.norm_first:
-            x = x + self.dropout1.forward(self.self_attn.forward(self.norm1.forward(x, training), **sa), training)
-            x = x + self.dropout2.forward(
-                self.multihead_attn.forward(self.norm2.forward(x, training), mem, mem, **ca), training)
-            x = x + self.dropout3.forward(self._ff(self.norm3.forward(x, training), training), training)
-        else:
-            x = self.norm1.forward(x + self.dropout1.forward(self.self_attn.forward(x, **sa), training), training)
-            x = self.norm2.forward(
-                x + self.dropout2.forward(self.multihead_attn.forward(x, mem, mem, **ca), training), training)
-            x = self.norm3.forward(x + self.dropout3.forward(self._ff(x, training), training), training)
+        x = self._residual(x, lambda h: self.self_attn.forward(h, **sa), self.norm1,
+                           self.dropout1, training)
+        x = self._residual(x, lambda h: self.multihead_attn.forward(h, mem, mem, **ca), self.norm2,
+                           self.dropout2, training)
+        x = self._residual(x, lambda h: self._ff(h, training), self.norm3, self.dropout3, training)
         self._ran = x.shape
         return x
 
     def backward(self, dy):
         """(dtgt, dmemory)."""
-        self.check_forwarded(self._ran)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self._ran:
-            raise self.shape_error(self._ran, dy.shape, "dy")
-        if self.norm_first:
-            g = dy + self.norm3.backward(self._ff_backward(self.dropout3.backward(dy)))
-            dq, dk, dv = self.multihead_attn.backward(self.dropout2.backward(g))
-            g = g + self.norm2.backward(dq)
-            g = g + self.norm1.backward(self.self_attn.backward(self.dropout1.backward(g)))
-            return g, dk + dv
-        g = self.norm3.backward(dy)
-        g = g + self._ff_backward(self.dropout3.backward(g))
-        g = self.norm2.backward(g)
-        dq, dk, dv = self.multihead_attn.backward(self.dropout2.backward(g))
-        g = self.norm1.backward(g + dq)
-        g = g + self.self_attn.backward(self.dropout1.backward(g))
-        return g, dk + dv
+        dmemory = []
+
+        def cross_backward(g):  # the query's gradient on; the memory's (key + value) kept
+            dq, dk, dv = self.multihead_attn.backward(g)
+            dmemory.append(dk + dv)
+            return dq
+
+        g = self._residual_backward(self._checked_dy(dy), self._ff_backward, self.norm3, self.dropout3)
+        g = self._residual_backward(g, cross_backward, self.norm2, self.dropout2)
+        g = self._residual_backward(g, self.self_attn.backward, self.norm1, self.dropout1)
+        return g, dmemory[0]
 
 
 class PositionalEncoding(Layer):
