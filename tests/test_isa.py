@@ -5,6 +5,7 @@ import importlib
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -21,12 +22,20 @@ def runnable(level):
     return level in isa.compiled_levels() and LEVELS.index(level) <= LEVELS.index(isa.cpu_level())
 
 
+def _python(code, env, timeout):
+    """``code`` in a fresh interpreter importing the fastnn this test imports (the installed copy
+    in CI, the checkout when built in place), not the source tree of the working directory."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
+    env = dict(env, PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=tempfile.gettempdir())
+
+
 def child(code, **env):
     """Runs ``code`` in a fresh interpreter with ``env`` added; returns its stdout."""
     full = dict(os.environ, **env)
     full.pop("NUMBA_CPU_NAME", None) if "NUMBA_CPU_NAME" not in env else None
-    run = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
-                         timeout=300)
+    run = _python(code, full, 300)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout.strip()
 
@@ -62,8 +71,7 @@ def test_max_isa_caps_the_level_and_numbas_cpu(level):
 
 
 def test_an_unknown_max_isa_is_refused():
-    run = subprocess.run([sys.executable, "-c", "import fastnn"], capture_output=True, text=True,
-                         env=dict(os.environ, FASTNN_MAX_ISA="avx9"), timeout=120)
+    run = _python("import fastnn", dict(os.environ, FASTNN_MAX_ISA="avx9"), 120)
     assert run.returncode != 0 and "FASTNN_MAX_ISA='avx9'" in run.stderr
 
 
