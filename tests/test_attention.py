@@ -183,3 +183,18 @@ def test_layer_norm_and_attention_give_the_same_bits_on_one_and_two_threads(dtyp
         fnn.set_num_threads(old)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_attention_dropout_is_off_in_inference_and_inverted_in_training():
+    """As torch: dropout on the attention probabilities in training only, scaled by 1/(1-p)."""
+    fnn.seed(6)
+    x = np.random.default_rng(6).standard_normal((64, 6, 8)).astype(np.float32)
+    plain, dropped = L.MultiheadAttention(8, 2), L.MultiheadAttention(8, 2, dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    np.testing.assert_array_equal(dropped.forward(x, training=False), plain.forward(x, training=False))
+    _, w = dropped.forward(x, training=True, need_weights=True)
+    _, w_plain = plain.forward(x, training=True, need_weights=True)
+    per_head = dropped._cache["p_used"]
+    assert 0.4 < (per_head == 0).mean() < 0.6                     # about half dropped
+    assert set(np.unique(per_head / np.where(dropped._cache["p"] > 0, dropped._cache["p"], 1)).round(5)) <= {0.0, 2.0}
+    np.testing.assert_allclose(w.mean(), w_plain.mean(), rtol=0.05)  # the expectation is kept
