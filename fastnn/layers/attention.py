@@ -173,9 +173,7 @@ class MultiheadAttention(Layer):
         c = self._cache
         n, l, s = c["shape"]
         h, d, e = self.num_heads, self.head_dim, self.embed_dim
-        dout = self.as_input(dout, "dout")
-        if dout.shape != (n, l, e):
-            raise self.shape_error((n, l, e), dout.shape, "dout")
+        dout = self.checked_dy(dout, (n, l, e))
         dctx2 = self.out_proj.backward(dout)                                  # (N, L, E)
         dctx = np.ascontiguousarray(dctx2.reshape(n, l, h, d).transpose(0, 2, 1, 3))
         p_used = c["p_used"].reshape(n, h, l, s)

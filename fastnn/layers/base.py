@@ -152,6 +152,15 @@ class Layer:
         if cached is None:
             raise RuntimeError(f"{self.describe()}: backward called before forward")
 
+    def checked_dy(self, dy, shape):
+        """``dy`` for the backward of the latest forward, whose output had ``shape`` (None before
+        any forward): the backward-before-forward error, the dtype cast, the shape check."""
+        self.check_forwarded(shape)
+        dy = self.as_input(dy, "dy")
+        if dy.shape != tuple(shape):
+            raise self.shape_error(tuple(shape), dy.shape, "dy")
+        return dy
+
     # --- parameters and buffers ----------------------------------------------------------------
     def add_parameter(self, name, data):
         p = Parameter(name, np.asarray(data, dtype=self._dtype))

@@ -40,11 +40,7 @@ class _ConvBase(WeightedLayer):
         return x
 
     def _check_dy(self, dy):
-        self.check_forwarded(self.x)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self.y_shape:
-            raise self.shape_error(self.y_shape, dy.shape, "dy")
-        return dy
+        return self.checked_dy(dy, self.y_shape if self.x is not None else None)
 
     def _on_dtype_change(self):
         self.x = None

@@ -250,10 +250,7 @@ class LayerNorm(Layer):
         return out.reshape(x.shape)
 
     def backward(self, dy):
-        self.check_forwarded(self.x)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self.x_shape:
-            raise self.shape_error(self.x_shape, dy.shape, "dy")
+        dy = self.checked_dy(dy, self.x_shape if self.x is not None else None)
         dx = np.empty_like(self.x)
         _core.layer_norm_backward(self.x, dy.reshape(self.x.shape), self._flat(self.weight),
                                   self.mean, self.invstd, dx, self._flat(self.weight, "grad"),

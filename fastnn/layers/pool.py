@@ -47,11 +47,7 @@ class _Pool2D(Layer):
         return x
 
     def _check_dy(self, dy):
-        self.check_forwarded(self.x_shape)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self.y_shape:
-            raise self.shape_error(self.y_shape, dy.shape, "dy")
-        return dy
+        return self.checked_dy(dy, self.y_shape if self.x_shape is not None else None)
 
     def _on_dtype_change(self):
         self.x_shape = None
@@ -296,10 +292,7 @@ class Upsample2D(Layer):
         return out
 
     def backward(self, dy):
-        self.check_forwarded(self.x_shape)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self.y_shape:
-            raise self.shape_error(self.y_shape, dy.shape, "dy")
+        dy = self.checked_dy(dy, self.y_shape if self.x_shape is not None else None)
         dx = np.empty(self.x_shape, dtype=self._dtype)
         _core.upsample_nearest2d_backward(dy, self.scale_factor, dx)
         return dx
@@ -345,10 +338,7 @@ class AdaptiveAvgPool2D(Layer):
         return out
 
     def backward(self, dy):
-        self.check_forwarded(self.x_shape)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self.y_shape:
-            raise self.shape_error(self.y_shape, dy.shape, "dy")
+        dy = self.checked_dy(dy, self.y_shape if self.x_shape is not None else None)
         dx = np.empty(self.x_shape, dtype=self._dtype)
         _core.adaptive_avgpool2d_backward(dy, dx)
         return dx

@@ -80,13 +80,6 @@ class _Block(Layer):
         g = norm.backward(g)
         return g + block_backward(drop.backward(g))
 
-    def _checked_dy(self, dy):
-        self.check_forwarded(self._ran)
-        dy = self.as_input(dy, "dy")
-        if dy.shape != self._ran:
-            raise self.shape_error(self._ran, dy.shape, "dy")
-        return dy
-
     def _ff_backward(self, g):
         g = self.dropout.backward(self.linear2.backward(g))
         return self.linear1.backward(self.activation.backward(g))
@@ -130,7 +123,7 @@ class TransformerEncoderLayer(_Block):
         return x
 
     def backward(self, dy):
-        g = self._residual_backward(self._checked_dy(dy), self._ff_backward, self.norm2, self.dropout2)
+        g = self._residual_backward(self.checked_dy(dy, self._ran), self._ff_backward, self.norm2, self.dropout2)
         return self._residual_backward(g, self.self_attn.backward, self.norm1, self.dropout1)
 
 
@@ -186,7 +179,7 @@ class TransformerDecoderLayer(_Block):
             dmemory.append(dk + dv)
             return dq
 
-        g = self._residual_backward(self._checked_dy(dy), self._ff_backward, self.norm3, self.dropout3)
+        g = self._residual_backward(self.checked_dy(dy, self._ran), self._ff_backward, self.norm3, self.dropout3)
         g = self._residual_backward(g, cross_backward, self.norm2, self.dropout2)
         g = self._residual_backward(g, self.self_attn.backward, self.norm1, self.dropout1)
         return g, dmemory[0]
