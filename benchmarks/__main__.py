@@ -60,14 +60,6 @@ def _model_list(parser, given, known):
     return list(dict.fromkeys(names))
 
 
-def _torch_available():
-    try:
-        import torch  # noqa: F401
-    except Exception:  # noqa: BLE001 - absent or broken install: run without it
-        return False
-    return True
-
-
 def run_kernels(quick):
     """The kernel benchmarks of benchmarks/kernels.py, as rows of dicts."""
     from . import kernels
@@ -122,7 +114,7 @@ def main(argv=None):
     ref_repeats = args.ref_repeats or (2 if args.quick else 5)
     if args.threads is not None:
         fnn.set_num_threads(args.threads)
-    use_torch = not args.no_torch and _torch_available()
+    use_torch = not args.no_torch and system.torch_available()
     setups = [s for s in models.TORCH_SETUPS if not (args.no_compile and models.TORCH_SETUPS[s][1])]
     started = time.perf_counter()
     results = {

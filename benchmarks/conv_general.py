@@ -97,21 +97,9 @@ def table(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-torch", action="store_true")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        fnn.set_num_threads(args.threads)
-    use_torch = not args.no_torch
-    if use_torch:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            use_torch = False
     from . import system
 
-    system.steady_heap()
+    args, use_torch = system.layer_bench_setup(parser, argv)
     result = bench(args.repeats, use_torch)
     print(f"{fnn.get_num_threads()} threads, float32, median ms\n")
     print(table(result))

@@ -143,19 +143,7 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(CONV_MODELS), choices=CONV_MODELS)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-torch", action="store_true")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        fnn.set_num_threads(args.threads)
-    use_torch = not args.no_torch
-    if use_torch:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            use_torch = False
-    system.steady_heap()
+    args, use_torch = system.layer_bench_setup(parser, argv)
     peak = system.gemm_peak(with_torch=use_torch)
     result = bench_model_convs(args.models, args.repeats, use_torch, gemm=peak["best"])
     print(f"{fnn.get_num_threads()} threads; " + report.peak_text(peak) + "\n")

@@ -60,6 +60,29 @@ for _m in (*range(0x10, 0x20), *range(0x60, 0x80), *range(0xA0, 0xB0)):
     CPU_CORES[("AuthenticAMD", 25, _m)] = "Zen 4"
 
 
+def torch_available():
+    """Whether PyTorch imports (absent or broken installs run without it)."""
+    try:
+        import torch  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent or broken install: run without it
+        return False
+    return True
+
+
+def layer_bench_setup(parser, argv=None):
+    """The common set-up of the per-layer benchmark scripts: adds --repeats/--threads/--no-torch
+    to ``parser``, parses ``argv``, applies the thread count and `steady_heap`; returns the
+    arguments and whether PyTorch takes part."""
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        fnn.set_num_threads(args.threads)
+    steady_heap()
+    return args, not args.no_torch and torch_available()
+
+
 def _cpuinfo():
     """(model name, flags, {vendor, family, model, stepping}) of the first CPU in /proc/cpuinfo."""
     model, flags, ident = platform.processor() or platform.machine(), set(), {}
