@@ -1,4 +1,4 @@
-"""ONNX export: a ``Sequential`` or graph ``Model`` as an ONNX graph that computes ``model.predict``.
+"""ONNX export: a ``Sequential``, graph ``Model`` or seq2seq model as an ONNX graph that computes ``model.predict``.
 
     import fastnn as fnn
     fnn.onnx.export(model, "model.onnx", X[:1])          # pip install ".[onnx]"
@@ -32,16 +32,26 @@ statistics):
                      (r, z, n) to (z, r, h), GRU with linear_before_reset=1
     Residual         the inner layer's nodes, then Add
     MultiheadAttention  MatMul/Add projections, Reshape/Transpose to heads, MatMul, Mul (scale),
-                     Softmax, MatMul, the output projection (no masks: export as called without)
+                     the masks a model applies (Where(mask, -inf, scores)), Softmax, MatMul,
+                     the output projection; in a Sequential or graph model it is called without
+                     masks, and so exported
     TransformerEncoderLayer, TransformerDecoderLayer  their sublayers' nodes (a decoder layer in
                      a graph model called on [tgt, memory]); PositionalEncoding  Add of the code
     Sequential       its layers' nodes (a nested Sequential is inlined)
     Model (graph)    its layers' nodes in topological order; Add, Multiply, Concatenate as Add,
                      Mul, Concat
+    GRUSeq2Seq, TransformerSeq2Seq  the teacher-forced forward in inference mode, inputs
+                     ``input_0`` (source ids) and ``input_1`` (decoder input ids), batch and
+                     both lengths dynamic: the source padding mask Equal(src, 0), the causal
+                     mask Greater(Range(T), Range(T)^T) from the decoder input's length, the
+                     positional code Sliced to the length, the GRU decoder's initial state
+                     GatherElements of the encoder state at each source's last token
+    Word2Vec         Gather of the word vectors (``embeddings[ids]``)
 
 The graph is built with ``onnx.helper`` and checked with ``onnx.checker`` before it is written.
 """
 import contextlib
+import math
 import os
 
 import numpy as np
@@ -75,6 +85,7 @@ class _Graph:
         self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
         self.dtype = np.dtype(dtype)
         self.opset = None
+        self.dynamic_time = False  # the sequence axes are dynamic too (seq2seq models)
         self.nodes, self.initializers = [], []
         self._names = set()
         self._count = 0
@@ -261,7 +272,8 @@ def _embedding(g, layer, x, x_value, prefix, hint):
     return g.node("Gather", [g.const(prefix + "weight", layer.weight.data), ids], hint, axis=0)
 
 
-def _recurrent(g, layer, x, x_value, prefix, hint):
+def _recurrent(g, layer, x, x_value, prefix, hint, initial_h=None):
+    """``initial_h`` (dirs, N, H): the first layer's initial state (a GRU decoder's h0)."""
     kind = type(layer).__name__
     blocks, order = _GATE_ORDER[kind]
     dirs = 2 if getattr(layer, "bidirectional", False) else 1
@@ -283,6 +295,8 @@ def _recurrent(g, layer, x, x_value, prefix, hint):
         b = np.concatenate([stacked("bias_ih"), stacked("bias_hh")], axis=1)
         inputs = [seq, g.const(f"{prefix}W_l{k}", w), g.const(f"{prefix}R_l{k}", r),
                   g.const(f"{prefix}B_l{k}", b)]
+        if initial_h is not None and k == 0:
+            inputs += ["", initial_h]  # no sequence_lens: every step runs, as fastnn's
         y, y_h = g.node(kind, inputs, hint, n_outputs=3 if kind == "LSTM" else 2, **attrs)[:2]
         # Y (T, dirs, N, H) -> (T, N, dirs*H): the next layer's input, directions concatenated
         seq = g.node("Reshape", [g.node("Transpose", [y], hint, perm=[0, 2, 1, 3]), keep_two], hint)
@@ -354,30 +368,52 @@ def _adaptive_avgpool(g, layer, x, x_value, prefix, hint):
     return g.node("AveragePool", [x], hint, kernel_shape=kernel, strides=kernel)
 
 
-def _attention(g, layer, q, k, v, q_value, kv_value, prefix, hint):
-    """MultiheadAttention without masks (inference: no dropout): projections, per-head scaled
-    scores, softmax, the weighted values, the output projection."""
+def _attention(g, layer, q, k, v, q_value, kv_value, prefix, hint, key_padding=None,
+               causal=False):
+    """MultiheadAttention in inference (no dropout): projections, per-head scaled scores, the
+    masks, softmax, the weighted values, the output projection. ``key_padding``: a bool value
+    (N, S), True = a key to ignore; ``causal``: query i attends to keys j <= i only (computed
+    from the sequence length, so the time axis may stay dynamic). A masked score becomes -inf
+    (Where), as fastnn's additive -inf masks."""
     e, h, d = layer.embed_dim, layer.num_heads, layer.head_dim
-    l, s = q_value.shape[1], kv_value.shape[1]
+    l = q_value.shape[1]
     w = layer.in_proj_weight.data
     b = layer.in_proj_bias.data if layer.in_proj_bias is not None else None
 
-    def project(x, i, t, perm, name):
+    def project(x, i, perm, name):
         y = g.node("MatMul", [x, g.const(f"{prefix}{name}_weight_t", np.ascontiguousarray(w[i * e:(i + 1) * e].T))], hint)
         if b is not None:
             y = g.node("Add", [y, g.const(f"{prefix}{name}_bias", b[i * e:(i + 1) * e])], hint)
-        y = g.node("Reshape", [y, g.const(f"{prefix}{name}_heads", np.array([0, t, h, d], np.int64))], hint)
+        y = g.node("Reshape", [y, g.const(f"{prefix}{name}_heads", np.array([0, -1, h, d], np.int64))], hint)
         return g.node("Transpose", [y], hint, perm=perm)
 
-    qh = project(q, 0, l, [0, 2, 1, 3], "q")            # (N, H, L, d)
-    kt = project(k, 1, s, [0, 2, 3, 1], "k")            # (N, H, d, S)
-    vh = project(v, 2, s, [0, 2, 1, 3], "v")            # (N, H, S, d)
+    qh = project(q, 0, [0, 2, 1, 3], "q")            # (N, H, L, d)
+    kt = project(k, 1, [0, 2, 3, 1], "k")            # (N, H, d, S)
+    vh = project(v, 2, [0, 2, 1, 3], "v")            # (N, H, S, d)
     scores = g.node("Mul", [g.node("MatMul", [qh, kt], hint), g.float_const(prefix + "scale", 1 / np.sqrt(d))], hint)
+    if causal:
+        scores = g.node("Where", [_causal_blocked(g, q, prefix, hint), g.float_const(prefix + "neg_inf", -np.inf),
+                                  scores], hint)
+    if key_padding is not None:  # (N, S) -> (N, 1, 1, S): every head and query of the sample
+        pad = g.node("Unsqueeze", [key_padding, g.const(prefix + "pad_axes", np.array([1, 2], np.int64))], hint)
+        scores = g.node("Where", [pad, g.float_const(prefix + "pad_inf", -np.inf), scores], hint)
     ctx = g.node("MatMul", [g.node("Softmax", [scores], hint, axis=-1), vh], hint)
     ctx = g.node("Transpose", [ctx], hint, perm=[0, 2, 1, 3])
-    ctx = g.node("Reshape", [ctx, g.const(prefix + "merge", np.array([0, l, e], np.int64))], hint)
+    ctx = g.node("Reshape", [ctx, g.const(prefix + "merge", np.array([0, -1, e], np.int64))], hint)
     out, _ = _convert(g, layer.out_proj, ctx, np.zeros((1, l, e), q_value.dtype), prefix + "out_proj.", "out_proj")
     return out
+
+
+def _causal_blocked(g, x, prefix, hint):
+    """Bool (T, T), True above the diagonal (key after query), T = x's axis 1 at run time:
+    causal_mask(T)'s -inf entries."""
+    t = g.node("Gather", [g.node("Shape", [x], hint), g.const(prefix + "time_axis", np.array(1, np.int64))],
+               hint, axis=0)
+    steps = g.node("Range", [g.const(prefix + "zero", np.array(0, np.int64)), t,
+                             g.const(prefix + "one", np.array(1, np.int64))], hint)
+    rows = g.node("Unsqueeze", [steps, g.const(prefix + "col_axis", np.array([1], np.int64))], hint)
+    cols = g.node("Unsqueeze", [steps, g.const(prefix + "row_axis", np.array([0], np.int64))], hint)
+    return g.node("Greater", [cols, rows], hint)
 
 
 def _mha(g, layer, x, x_value, prefix, hint):
@@ -410,11 +446,12 @@ def _block(g, layer, x, x_value, prefix, attend, norm, post_norm):
     return g.node("Add", [x, a], prefix.rstrip(".")), x_value + a_value
 
 
-def _self_attend(g, layer, prefix):
+def _self_attend(g, layer, prefix, key_padding=None, causal=False):
     def attend(x, x_value):
         sa = layer.self_attn
-        return _attention(g, sa, x, x, x, x_value, x_value, prefix + "self_attn.", prefix + "self_attn"), \
-            sa.forward(x_value, training=False)
+        return (_attention(g, sa, x, x, x, x_value, x_value, prefix + "self_attn.", prefix + "self_attn",
+                           key_padding, causal),
+                sa.forward(x_value, training=False))  # the example value: its shape only
     return attend
 
 
@@ -422,33 +459,44 @@ def _ff_attend(g, layer, prefix):
     return lambda x, x_value: _feedforward(g, layer, x, x_value, prefix)
 
 
-def _encoder(g, layer, x, x_value, prefix, hint):
+def _encoder(g, layer, x, x_value, prefix, hint, key_padding=None):
     post = not layer.norm_first
-    x, x_value = _block(g, layer, x, x_value, prefix, _self_attend(g, layer, prefix), "norm1", post)
+    x, x_value = _block(g, layer, x, x_value, prefix, _self_attend(g, layer, prefix, key_padding),
+                        "norm1", post)
     x, _ = _block(g, layer, x, x_value, prefix, _ff_attend(g, layer, prefix), "norm2", post)
     return x
 
 
-def _decoder(g, layer, names, values, prefix):
-    """A TransformerDecoderLayer called on [tgt, memory] in a graph model."""
+def _decoder(g, layer, names, values, prefix, causal=False, memory_padding=None):
+    """A TransformerDecoderLayer on [tgt, memory] (in a graph model: no masks; in a
+    TransformerSeq2Seq: the causal mask and the source's padding)."""
     (x, mem), (x_value, mem_value) = names, values
     post = not layer.norm_first
 
     def cross(q, q_value):
         ca = layer.multihead_attn
         return (_attention(g, ca, q, mem, mem, q_value, mem_value, prefix + "multihead_attn.",
-                           prefix + "multihead_attn"),
+                           prefix + "multihead_attn", memory_padding),
                 ca.forward(q_value, mem_value, mem_value, training=False))
 
-    x, x_value = _block(g, layer, x, x_value, prefix, _self_attend(g, layer, prefix), "norm1", post)
+    x, x_value = _block(g, layer, x, x_value, prefix, _self_attend(g, layer, prefix, causal=causal),
+                        "norm1", post)
     x, x_value = _block(g, layer, x, x_value, prefix, cross, "norm2", post)
     x, _ = _block(g, layer, x, x_value, prefix, _ff_attend(g, layer, prefix), "norm3", post)
     return x
 
 
 def _positional(g, layer, x, x_value, prefix, hint):
-    pe = layer.table()[None, : x_value.shape[1]]
-    return g.node("Add", [x, g.float_const(prefix + "pe", pe)], hint)
+    if not g.dynamic_time:
+        pe = layer.table()[None, : x_value.shape[1]]
+        return g.node("Add", [x, g.float_const(prefix + "pe", pe)], hint)
+    # the whole table (1, max_len, d), its first T rows taken at run time
+    t = g.node("Slice", [g.node("Shape", [x], hint), g.const(prefix + "t_start", np.array([1], np.int64)),
+                         g.const(prefix + "t_end", np.array([2], np.int64))], hint)
+    pe = g.node("Slice", [g.float_const(prefix + "pe", layer.table()[None]),
+                          g.const(prefix + "zero", np.array([0], np.int64)), t,
+                          g.const(prefix + "axis", np.array([1], np.int64))], hint)
+    return g.node("Add", [x, pe], hint)
 
 
 _CONVERTERS = {
@@ -534,23 +582,122 @@ def _convert_graph(g, model, xs):
     return ([names[id(t)] for t in model._outputs], [values[id(t)] for t in model._outputs])
 
 
+def _ids64(g, x, value, hint):
+    return x if value.dtype == np.int64 else g.node("Cast", [x], hint, to=g.onnx.TensorProto.INT64)
+
+
+def _padding(g, src, hint):
+    """Bool (N, S): True at the source's padding id 0 (the models' key_padding_mask)."""
+    return g.node("Equal", [src, g.const("pad_id", np.array(0, np.int64))], hint)
+
+
+def _convert_gru_seq2seq(g, model, names, values):
+    """GRUSeq2Seq.forward([src, tgt_in], training=False): the encoder GRU over the embedded
+    source, the decoder GRU from the encoder state at each source's last non-padding token,
+    attention over the encoder states (padding masked), Tanh(combine([ctx; dec])), out."""
+    (src, tgt), (src_value, tgt_value) = names, values
+    src, tgt = _ids64(g, src, src_value, "src"), _ids64(g, tgt, tgt_value, "tgt")
+    src_value, tgt_value = src_value.astype(np.int64), tgt_value.astype(np.int64)
+    pad = _padding(g, src, "src")
+    # last = max(#non-padding, 1) - 1, as encode's
+    count = g.node("ReduceSum", [g.node("Cast", [g.node("Not", [pad], "src")], "src", to=g.onnx.TensorProto.INT64),
+                                 g.const("sum_axis", np.array([1], np.int64))], "src", keepdims=0)
+    one = g.const("one", np.array(1, np.int64))
+    last = g.node("Sub", [g.node("Max", [count, one], "src"), one], "src")
+    emb, emb_value = _convert(g, model.src_embed, src, src_value, "src_embed.", "src_embed")
+    states, states_value = _convert(g, model.encoder, emb, emb_value, "encoder.", "encoder")   # (N, S, H)
+    h = model.hidden_size
+    index = g.node("Expand", [g.node("Reshape", [last, g.const("last_shape", np.array([-1, 1, 1], np.int64))], "h0"),
+                              g.const("h0_shape", np.array([1, 1, h], np.int64))], "h0")
+    h0 = g.node("GatherElements", [states, index], "h0", axis=1)                                # (N, 1, H)
+    h0 = g.node("Transpose", [h0], "h0", perm=[1, 0, 2])                                        # (1, N, H)
+    temb, temb_value = _convert(g, model.tgt_embed, tgt, tgt_value, "tgt_embed.", "tgt_embed")
+    rows = np.arange(len(src_value))
+    last_value = np.maximum((src_value != 0).sum(axis=1), 1) - 1
+    h0_value = np.ascontiguousarray(states_value[rows, last_value])
+    dec_value = model.decoder.forward(temb_value, training=False, h0=h0_value)
+    dec = _recurrent(g, model.decoder, temb, temb_value, "decoder.", "decoder", initial_h=h0)
+    ctx = _attention(g, model.attention, dec, states, states, dec_value, states_value, "attention.",
+                     "attention", key_padding=pad)
+    mixed = g.node("Concat", [ctx, dec], "combine", axis=2)
+    mixed_value = np.concatenate([dec_value, dec_value], axis=2)  # the shape of [ctx; dec]
+    mixed, mixed_value = _convert(g, model.combine, mixed, mixed_value, "combine.", "combine")
+    mixed, mixed_value = _convert(g, model.tanh, mixed, mixed_value, "tanh.", "tanh")
+    return _convert(g, model.out, mixed, mixed_value, "out.", "out")[0]
+
+
+def _convert_transformer_seq2seq(g, model, names, values):
+    """TransformerSeq2Seq.forward([src, tgt_in], training=False): scaled embeddings plus the
+    positional code, the encoder layers (source padding masked), its LayerNorm, the decoder
+    layers (the causal mask on self-attention, the source padding on cross-attention), its
+    LayerNorm, out."""
+    (src, tgt), (src_value, tgt_value) = names, values
+    src, tgt = _ids64(g, src, src_value, "src"), _ids64(g, tgt, tgt_value, "tgt")
+    src_value, tgt_value = src_value.astype(np.int64), tgt_value.astype(np.int64)
+    pad = _padding(g, src, "src")
+    scale = g.float_const("embed_scale", np.asarray(math.sqrt(model.d_model), dtype=g.dtype))
+
+    def embed(ids, ids_value, embedding, position, name):
+        x, x_value = _convert(g, embedding, ids, ids_value, f"{name}_embed.", f"{name}_embed")
+        x = g.node("Mul", [x, scale], f"{name}_embed")
+        return _convert(g, position, x, x_value, f"{name}_position.", f"{name}_position")
+
+    x, x_value = embed(src, src_value, model.src_embed, model.src_position, "src")
+    for i, layer in enumerate(model.encoder_layers):
+        prefix = f"encoder.layers.{i}."
+        x = _encoder(g, layer, x, x_value, prefix, prefix.rstrip("."), key_padding=pad)
+    memory, memory_value = _convert(g, model.encoder_norm, x, x_value, "encoder.norm.", "encoder.norm")
+    y, y_value = embed(tgt, tgt_value, model.tgt_embed, model.tgt_position, "tgt")
+    for i, layer in enumerate(model.decoder_layers):
+        y = _decoder(g, layer, [y, memory], [y_value, memory_value], f"decoder.layers.{i}.",
+                     causal=True, memory_padding=pad)
+    y, y_value = _convert(g, model.decoder_norm, y, y_value, "decoder.norm.", "decoder.norm")
+    return _convert(g, model.out, y, y_value, "out.", "out")[0]
+
+
+def _seq2seq_kind(model):
+    from .models.seq2seq import GRUSeq2Seq, TransformerSeq2Seq
+    for cls, convert in ((GRUSeq2Seq, _convert_gru_seq2seq),
+                         (TransformerSeq2Seq, _convert_transformer_seq2seq)):
+        if type(model) is cls:
+            return convert
+    return None
+
+
+def _is_word2vec(model):
+    from .models.word2vec import Word2Vec
+    return type(model) is Word2Vec
+
+
 def export(model, path, example_input, opset=17):
     """Write ``model`` as an ONNX file that computes ``model.predict``.
 
     Args:
         model: a ``fastnn.Sequential``, a graph ``fastnn.Model`` (its merge layers become Add,
             Mul and Concat) or a single layer, of the built-in layers listed in this module's
-            docstring; anything else raises ``NotImplementedError`` naming the layer.
+            docstring; a ``fastnn.models.GRUSeq2Seq`` or ``TransformerSeq2Seq``; a
+            ``fastnn.models.Word2Vec``. Anything else raises ``NotImplementedError`` naming
+            the layer.
         path: the ``.onnx`` file to write.
         example_input: an array of the input's shape and dtype (``(1, 1, 28, 28)`` float32, or
             integer ids ``(1, T)`` for a model that starts with an Embedding), or a list of them
-            for a graph model with several inputs; the batch axis becomes dynamic, the others
-            keep these sizes.
+            for a graph model with several inputs, ``[src, tgt_in]`` (ids) for a seq2seq model,
+            ids for a Word2Vec; the batch axis becomes dynamic, the others keep these sizes
+            (but a seq2seq model's sequence axes, which stay dynamic).
         opset: the ONNX operator set version (at least 13).
 
     The graph's inputs are named ``input`` (``input_0``, ``input_1``, ... for several), its
     outputs ``output`` (``output_0``, ...). Returns the ``onnx.ModelProto`` that was written
     (already checked by ``onnx.checker``).
+
+    A seq2seq model exports its teacher-forced forward in inference mode,
+    ``model.forward([src, tgt_in], training=False)``: inputs ``input_0`` = source ids
+    (N, src_len) and ``input_1`` = decoder input ids (N, tgt_len) (``[bos] + tgt[:, :-1]``
+    when scoring a known target; the tokens decoded so far when decoding), output the logits
+    (N, tgt_len, tgt_vocab); batch, src_len and tgt_len are dynamic, so greedy decoding runs
+    the graph once per step with the decoded prefix and takes the last position's argmax, as
+    ``greedy_decode``. The source padding (id 0) and the decoder's causal mask are computed
+    in the graph. A Word2Vec exports its word vectors: ``output = embeddings[input]``.
     """
     onnx, helper, numpy_helper = _import_onnx()
     from .graph import Model
@@ -562,28 +709,42 @@ def export(model, path, example_input, opset=17):
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"fnn.onnx.export: opset must be in [{MIN_OPSET}, {newest}] (the onnx "
                          f"package installed knows up to {newest}), got {opset}")
-    if not isinstance(model, Layer):
-        raise TypeError(f"fnn.onnx.export: model must be a fastnn Sequential, Model or layer, "
-                        f"got {type(model).__name__}")
-    dtype = np.dtype(model.dtype)
+    word2vec = _is_word2vec(model)
+    if not isinstance(model, Layer) and not word2vec:
+        raise TypeError(f"fnn.onnx.export: model must be a fastnn Sequential, Model, layer, "
+                        f"seq2seq model or Word2Vec, got {type(model).__name__}")
+    seq2seq = None if word2vec else _seq2seq_kind(model)
+    dtype = np.dtype(model.embeddings.dtype if word2vec else model.dtype)
     graph_model = isinstance(model, Model)
-    n_inputs = model.n_inputs if graph_model else 1
+    n_inputs = model.n_inputs if graph_model else 2 if seq2seq else 1
     if n_inputs > 1:
+        what = "[src, tgt_in] (token ids)" if seq2seq else f"a list of {n_inputs} arrays"
         if not isinstance(example_input, (list, tuple)) or len(example_input) != n_inputs:
             raise ValueError(f"fnn.onnx.export: the model has {n_inputs} inputs; example_input "
-                             f"must be a list of {n_inputs} arrays")
+                             f"must be {what}")
         xs = [_example(f"example_input[{i}]", x, dtype) for i, x in enumerate(example_input)]
     else:
         if graph_model and isinstance(example_input, (list, tuple)) and len(example_input) == 1:
             example_input = example_input[0]
         xs = [_example("example_input", example_input, dtype)]
+    if (seq2seq or word2vec) and any(x.dtype.kind not in "iu" for x in xs):
+        raise TypeError(f"fnn.onnx.export: {type(model).__name__} takes integer token ids, got "
+                        f"{', '.join(str(x.dtype) for x in xs)}")
     in_names = ["input"] if n_inputs == 1 else [f"input_{i}" for i in range(n_inputs)]
     g = _Graph(onnx, helper, numpy_helper, dtype)
     g.opset = int(opset)
+    g.dynamic_time = seq2seq is not None
     g._names.update(in_names)
     lock = getattr(model, "_lock", None)
     with lock if lock is not None else contextlib.nullcontext():
-        if graph_model:
+        if word2vec:
+            table = g.const("embeddings", model.embeddings)
+            outs = [g.node("Gather", [table, _ids64(g, "input", xs[0], "ids")], "embeddings", axis=0)]
+            ys = [model.embeddings[xs[0]]]
+        elif seq2seq is not None:
+            ys = [model.forward(xs, training=False)]   # checks the ids, gives the output's type
+            outs = [seq2seq(g, model, in_names, xs)]
+        elif graph_model:
             outs, ys = _convert_graph(g, model, xs)
         else:
             out, y = _convert(g, model, "input", xs[0], "", "the model")
@@ -595,11 +756,14 @@ def export(model, path, example_input, opset=17):
     else:
         for out, name in zip(outs, out_names):
             g.nodes.append(helper.make_node("Identity", [out], [name], name=f"Identity_{name}"))
-    inputs = [helper.make_tensor_value_info(name, _tensor_type(onnx, x.dtype), ["batch", *x.shape[1:]])
-              for name, x in zip(in_names, xs)]
-    outputs = [helper.make_tensor_value_info(name, _tensor_type(onnx, y.dtype),
-                                             ["batch", *np.shape(y)[1:]])
-               for name, y in zip(out_names, ys)]
+    in_dims = [["batch", *x.shape[1:]] for x in xs]
+    out_dims = [["batch", *np.shape(y)[1:]] for y in ys]
+    if seq2seq is not None:
+        in_dims, out_dims = [["batch", "src_len"], ["batch", "tgt_len"]], [["batch", "tgt_len", ys[0].shape[2]]]
+    inputs = [helper.make_tensor_value_info(name, _tensor_type(onnx, x.dtype), dims)
+              for name, x, dims in zip(in_names, xs, in_dims)]
+    outputs = [helper.make_tensor_value_info(name, _tensor_type(onnx, y.dtype), dims)
+               for name, y, dims in zip(out_names, ys, out_dims)]
     graph = helper.make_graph(g.nodes, "fastnn", inputs, outputs, initializer=g.initializers)
     opsets = [helper.make_opsetid("", int(opset))]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
@@ -607,4 +771,3 @@ def export(model, path, example_input, opset=17):
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, os.fspath(path))
     return proto
-

@@ -145,38 +145,119 @@ def test_suite_models_export(tmp_path, name):
                  _data((3, *shape), dtype, gen, vocab))
 
 
-def test_cli_models_export(tmp_path):
-    """The networks ``fastnn train`` saves (those zoo does not already cover)."""
+def _cli_models():
+    """``fastnn train NAME`` -> [(model, per-sample input shape or "ids"/"seq2seq", vocab)]: the
+    networks each recipe trains and saves (a GAN's both networks, a VAE's encoder and decoder)."""
     from fastnn.models.gan import dcgan
-    from fastnn.recipes.digits import _cnn, _mlp
-    from fastnn.recipes.generative import dense_gan, denoising_autoencoder, vae_digits
+    from fastnn.models.word2vec import Word2Vec
+    from fastnn.recipes import digits, generative, seq2seq, sequence, vision
 
+    def sae():
+        x = np.random.default_rng(0).random((16, 64)).astype(np.float32)
+        encoders = digits.pretrain_stacked_autoencoder(x, epochs=1)
+        return [(fnn.Sequential(L.Flatten(), *encoders, L.Dense(24, 10)), (1, 8, 8), None)]
+
+    def gan(name):
+        if name == "gan":
+            g, d = generative.dense_gan()
+            return [(g, (32,), None), (d, (1, 8, 8), None)]
+        g, d = dcgan(32, image_size=16, features=32)
+        return [(_randomise_batchnorm(g), (32, 1, 1), None), (_randomise_batchnorm(d), (1, 16, 16), None)]
+
+    def vae():
+        v = generative.vae_digits()
+        return [(v.encoder, (1, 8, 8), None), (v.decoder, (8,), None)]
+
+    return {
+        "mlp": lambda: [(digits._mlp(), (1, 8, 8), None)],
+        "cnn": lambda: [(_randomise_batchnorm(digits._cnn()), (1, 8, 8), None)],
+        "sae": sae,
+        "resnet": lambda: [(_randomise_graph_batchnorm(vision.resnet()), (1, 8, 8), None)],
+        "fcn": lambda: [(_randomise_graph_batchnorm(vision.fcn()), (1, 32, 32), None)],
+        "rnn": lambda: [(sequence.char_model("rnn", 40), (12,), 40)],
+        "lstm": lambda: [(sequence.char_model("lstm", 40), (12,), 40)],
+        "word2vec": lambda: [(Word2Vec(30, 16, seed=0), (7,), 30)],
+        "seq2seq": lambda: [(seq2seq.date_model(), "seq2seq", None)],
+        "transformer": lambda: [(seq2seq.reversal_model(), "seq2seq", None)],
+        "ae": lambda: [(generative.denoising_autoencoder(), (1, 8, 8), None)],
+        "vae": vae,
+        "gan": lambda: gan("gan"), "dcgan": lambda: gan("dcgan"), "wgan": lambda: gan("wgan"),
+    }
+
+
+def _seq2seq_batch(model, n, src_len, tgt_len, gen):
+    """Source ids with right padding (id 0) of several lengths, decoder input ids."""
+    src = gen.integers(1, model.src_vocab, (n, src_len))
+    for i in range(n):
+        src[i, gen.integers(1, src_len + 1):] = 0
+    return [src, gen.integers(0, model.tgt_vocab, (n, tgt_len))]
+
+
+def _expected(model, x):
+    """What the exported graph computes: predict; a seq2seq model's teacher-forced forward in
+    inference mode; a Word2Vec's vectors of the ids."""
+    if hasattr(model, "predict"):
+        return model.predict(x)
+    if hasattr(model, "encode"):
+        return model.forward(x, training=False)
+    return model.embeddings[x]
+
+
+def test_cli_models_cover_every_recipe():
+    from fastnn.recipes import RECIPES
+    assert set(_cli_models()) == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(_cli_models()))
+def test_cli_models_export(tmp_path, name):
+    """Every network ``fastnn train`` saves exports and gives predict's outputs (float32,
+    1e-5) in the reference evaluator and onnxruntime, at another batch size than the example's
+    (and, for the seq2seq models, other source and target lengths)."""
     fnn.seed(7)
     gen = np.random.default_rng(3)
-    generator, discriminator = dcgan(32, image_size=16, features=32)
-    gan_g, gan_d = dense_gan()
-    cases = [(_mlp(), (1, 8, 8)), (_randomise_batchnorm(_cnn()), (1, 8, 8)),
-             (denoising_autoencoder(), (1, 8, 8)), (vae_digits().decoder, (8,)),
-             (vae_digits().encoder, (1, 8, 8)), (gan_g, (32,)), (gan_d, (1, 8, 8)),
-             (_randomise_batchnorm(generator), (32, 1, 1)),
-             (_randomise_batchnorm(discriminator), (1, 16, 16))]
-    for model, shape in cases:
-        check_export(tmp_path, model, _data((1, *shape), np.float32, gen),
-                     _data((4, *shape), np.float32, gen))
+    for model, shape, vocab in _cli_models()[name]():
+        if shape == "seq2seq":
+            example, x = _seq2seq_batch(model, 1, 6, 4, gen), _seq2seq_batch(model, 3, 9, 5, gen)
+        else:
+            dtype = np.int64 if vocab else np.float32
+            example, x = _data((1, *shape), dtype, gen, vocab), _data((2, *shape), dtype, gen, vocab)
+        proto = fnn.onnx.export(model, tmp_path / "graph.onnx", example)
+        onnx.checker.check_model(proto, full_check=True)
+        feed = ({"input_0": x[0], "input_1": x[1]} if isinstance(x, list) else {"input": x})
+        expected = _expected(model, x)
+        for got in _run_both(tmp_path, proto, feed):
+            assert got[0].dtype == expected.dtype and got[0].shape == expected.shape
+            np.testing.assert_allclose(got[0], expected, rtol=TOL, atol=TOL)
 
 
-def test_cli_graph_models_export(tmp_path):
-    """fastnn train resnet and fcn save graph models (residual Add, Concatenate skips)."""
-    from fastnn.recipes.vision import fcn, resnet
+@pytest.mark.skipif(onnxruntime is None, reason="decodes with onnxruntime")
+def test_seq2seq_export_decodes_greedily_as_the_model(tmp_path):
+    """The exported graph's sequence axes are dynamic: run once per step on the decoded
+    prefix, it decodes as greedy_decode (the causal mask and the source padding in the graph)."""
+    from fastnn.models import GRUSeq2Seq, TransformerSeq2Seq
 
-    fnn.seed(8)
-    gen = np.random.default_rng(8)
-    for model, shape in ((_randomise_graph_batchnorm(resnet()), (1, 8, 8)),
-                         (_randomise_graph_batchnorm(fcn()), (1, 32, 32))):
-        x = gen.standard_normal((3, *shape)).astype(np.float32)
-        proto = fnn.onnx.export(model, tmp_path / "graph.onnx", x[:1])
-        for got in _run_both(tmp_path, proto, {"input": x}):
-            np.testing.assert_allclose(got[0], model.predict(x), rtol=TOL, atol=TOL)
+    fnn.seed(9)
+    gen = np.random.default_rng(9)
+    for model in (GRUSeq2Seq(11, 7, embed_dim=8, hidden_size=16),
+                  TransformerSeq2Seq(11, 7, d_model=16, nhead=2, num_encoder_layers=1,
+                                     num_decoder_layers=2, dim_feedforward=32, dropout=0.0)):
+        src = _seq2seq_batch(model, 5, 8, 1, gen)[0]
+        fnn.onnx.export(model, tmp_path / "s2s.onnx", [src[:1], np.zeros((1, 3), np.int64)])
+        session = onnxruntime.InferenceSession(str(tmp_path / "s2s.onnx"), providers=["CPUExecutionProvider"])
+        seq = np.full((len(src), 1), model.bos, np.int64)
+        for _ in range(6):
+            logits = session.run(None, {"input_0": src, "input_1": seq})[0]
+            seq = np.concatenate([seq, logits[:, -1].argmax(-1)[:, None]], axis=1)
+        np.testing.assert_array_equal(seq[:, 1:], model.greedy_decode(src, 6))
+
+
+def test_word2vec_and_seq2seq_take_token_ids(tmp_path):
+    from fastnn.models import GRUSeq2Seq, Word2Vec
+
+    with pytest.raises(TypeError, match="Word2Vec takes integer token ids"):
+        fnn.onnx.export(Word2Vec(5, 3), tmp_path / "m.onnx", np.zeros((1, 2), np.float32))
+    with pytest.raises(ValueError, match=r"\[src, tgt_in\]"):
+        fnn.onnx.export(GRUSeq2Seq(5, 4), tmp_path / "m.onnx", np.ones((1, 3), np.int64))
 
 
 def _run_both(tmp_path, proto, feed):

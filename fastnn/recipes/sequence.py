@@ -34,11 +34,16 @@ def _greedy_sample(model, chars, prefix, length):
     return "".join(chars[i] for i in ids)
 
 
+def char_model(name, vocab):
+    """The next-character model of ``fastnn train rnn|lstm``: Embedding-RNN/LSTM(128)-Dense."""
+    cell = {"rnn": L.RNN, "lstm": L.LSTM}[name]
+    return Sequential(L.Embedding(vocab, 32), cell(32, 128), L.Dense(128, vocab))
+
+
 def _train_char_model(name, epochs, verbose, out, plots):
     chars, ids = char_corpus()
     x, y = _windows(ids, seq_len=32, stride=3)
-    cell = {"rnn": L.RNN, "lstm": L.LSTM}[name]
-    model = Sequential(L.Embedding(len(chars), 32), cell(32, 128), L.Dense(128, len(chars)))
+    model = char_model(name, len(chars))
     history = model.fit(x, y, loss="cross_entropy", optimizer=optim.Adam(model.parameters(), lr=3e-3),
                         epochs=epochs or 20, batch_size=32, clip_norm=5.0, verbose=verbose)
     first, last = history.history["loss"][0], history.history["loss"][-1]
