@@ -1,7 +1,8 @@
 """The inference path of ``Sequential.predict`` and ``forward(training=False)``.
 
 A model's layer list is compiled once into a list of steps (an :class:`InferencePlan`, cached
-on the model and rebuilt when its layer list changes):
+on the model and rebuilt when its layer list changes; a graph ``fnn.Model``'s nodes into a
+:class:`GraphPlan`, chains of such plans, see there):
 
 - a batch norm after a Dense, Conv2D or ConvTranspose2D is folded into that layer's weight and
   bias (``W' = W * s``, ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``);
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["InferencePlan", "plan_for", "run", "weights_changed", "ENABLED"]
+__all__ = ["InferencePlan", "GraphPlan", "plan_for", "run", "weights_changed", "ENABLED"]
 
 ENABLED = True
 
@@ -384,8 +385,9 @@ class InferencePlan:
         self.steps.append(step)
         self.kinds.append(kind)
 
-    def steps_run(self, x, final):
-        owned = False  # x is the caller's: never written
+    def steps_run(self, x, final, owned=False):
+        """``owned``: x is a buffer of the caller's plan that nothing else reads (a step may
+        write over it); by default x is the caller's and never written."""
         last = len(self.steps) - 1
         for i, step in enumerate(self.steps):
             x, owned = step(x, owned, final and i == last)
@@ -415,3 +417,137 @@ def plan_for(model):
 def run(model, x):
     """``model.forward(x, training=False)`` through the model's plan."""
     return plan_for(model)(x)
+
+
+# --- graph models ------------------------------------------------------------------------------------
+class _Merge:
+    """Add, Multiply (into a reused buffer, the inputs in the layer's order) or Concatenate
+    (``np.concatenate(out=...)``): the layer's own arithmetic without its caches."""
+
+    def __init__(self, layer):
+        self.layer, self.kind, self.buf = layer, type(layer).__name__, _Buffer()
+
+    def __call__(self, xs, final):
+        layer = self.layer
+        xs = layer._inputs(xs)
+        if self.kind == "Concatenate":
+            axis = layer._axis(xs[0].ndim)
+            rest = [x.shape[:axis] + x.shape[axis + 1:] for x in xs]
+            if any(x.ndim != xs[0].ndim for x in xs) or any(r != rest[0] for r in rest):
+                return _ListFallback(layer)(xs, final)  # the layer's own error
+            shape = list(xs[0].shape)
+            shape[axis] = sum(x.shape[axis] for x in xs)
+            out = self.buf.get(tuple(shape), xs[0].dtype, final)
+            np.concatenate(xs, axis=axis, out=out)
+            return out, not final
+        layer._same_shapes(xs)
+        out = self.buf.get(xs[0].shape, xs[0].dtype, final)
+        op = np.add if self.kind == "Add" else np.multiply
+        op(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            op(out, x, out=out)
+        return out, not final
+
+
+class _ListFallback:
+    """A layer called on a list (a Transformer decoder layer, cross-attention): its own
+    inference-mode forward."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, xs, final):
+        return self.layer.forward(list(xs), training=False), False
+
+
+class _Chain:
+    """A node and the single-input nodes that follow it while each feeds only the next: one
+    :class:`InferencePlan` (a node called on a list runs first, as a merge step or its own
+    forward). ``inputs``: the tensors the head reads; ``output``: the last node's tensor."""
+
+    def __init__(self, steps):
+        head = steps[0]
+        self.inputs = [id(t) for t in head.node.inputs]
+        self.as_list = head.node.as_list
+        self.output = id(steps[-1].node.output)
+        self.final = False
+        if self.as_list:
+            runner = head.runner
+            merge = type(runner).__name__ in ("Add", "Multiply", "Concatenate") and _is(
+                runner, type(runner).__name__)
+            self.head = _Merge(runner) if merge else _ListFallback(runner)
+            steps = steps[1:]
+        else:
+            self.head = None
+        self.plan = InferencePlan([s.runner for s in steps])
+        self.kinds = ([type(head.runner).__name__] if self.as_list else []) + self.plan.kinds
+
+    def __call__(self, values):
+        args = [values[i] for i in self.inputs]
+        owned = False  # the head's input may be read by other chains: never written
+        if self.head is not None:
+            x, owned = self.head(args, self.final and not self.plan.steps)
+        else:
+            x = args[0]
+        x, owned = self.plan.steps_run(x, self.final, owned)
+        if self.final and any(isinstance(a, np.ndarray) and np.may_share_memory(x, a) for a in args):
+            x = np.array(x)  # e.g. a trailing Dropout: the output is handed out, never an input
+        return x
+
+
+class GraphPlan:
+    """The inference plan of a graph ``fnn.Model``: its nodes in topological order cut into
+    chains (a node joins the chain of the node before it when it reads that node's output
+    alone and nothing else reads it, so a batch norm folds into the convolution it follows and
+    an activation fuses into its epilogue exactly as in a ``Sequential``), each chain an
+    :class:`InferencePlan` with its own reused buffers; merges (Add, Multiply, Concatenate)
+    write into reused buffers of their own; a layer called twice runs its twin. A chain's
+    output read by several nodes is never written over; the model's outputs are fresh
+    arrays."""
+
+    def __init__(self, model):
+        outputs = {id(t) for t in model._outputs}
+        readers = {}
+        for step in model._steps:
+            for t in step.node.inputs:
+                readers[id(t)] = readers.get(id(t), 0) + 1
+        groups, chain_of = [], {}
+        for step in model._steps:
+            node = step.node
+            src = id(node.inputs[0]) if len(node.inputs) == 1 else None
+            if (not node.as_list and src in chain_of and readers.get(src) == 1
+                    and src not in outputs):
+                group = chain_of.pop(src)
+            else:
+                group = []
+                groups.append(group)
+            group.append(step)
+            chain_of[id(node.output)] = group
+        self.chains = [_Chain(group) for group in groups]
+        for chain in self.chains:
+            chain.final = chain.output in outputs
+        self.inputs = [id(t) for t in model._inputs]
+        self.outputs = [id(t) for t in model._outputs]
+
+    def __call__(self, xs):
+        """The outputs (a list) for the inputs ``xs`` (a list): fresh arrays."""
+        values = dict(zip(self.inputs, xs))
+        for chain in self.chains:
+            values[chain.output] = chain(values)
+        return [values[i] for i in self.outputs]
+
+    @property
+    def kinds(self):
+        return [chain.kinds for chain in self.chains]
+
+    def __repr__(self):
+        return "GraphPlan(" + "; ".join(", ".join(k) for k in self.kinds) + ")"
+
+
+def graph_plan_for(model):
+    """The cached plan of a graph ``Model``, rebuilt when its steps are (``astype`` makes new
+    twins)."""
+    cached = model.__dict__.get("_inference_plan")
+    if cached is None or cached[0] is not model._steps:
+        cached = model.__dict__["_inference_plan"] = (model._steps, GraphPlan(model))
+    return cached[1]

@@ -190,3 +190,134 @@ def test_plan_handles_every_convolution_configuration(conv):
     for layer in model.layers:
         want = layer.forward(want, training=False)
     np.testing.assert_allclose(model.predict(x), want, rtol=1e-5, atol=1e-5)
+
+
+# --- graph models: fastnn.inference.GraphPlan ------------------------------------------------------
+def _randomise_graph(model, seed=0):
+    return _randomise_batchnorm(model, seed)  # model.layers: every layer of the graph
+
+
+def _resnet_graph():
+    inp = fnn.Input((2, 6, 6))
+    a = L.ReLU()(L.BatchNorm2D(4, name="bn1")(L.Conv2D(2, 4, 3, padding=1, name="c1")(inp)))
+    a = L.BatchNorm2D(4, name="bn2")(L.Conv2D(4, 4, 3, padding=1, name="c2")(a))
+    skip = L.BatchNorm2D(4, name="bn_proj")(L.Conv2D(2, 4, 1, name="proj")(inp))
+    y = L.ReLU()(L.Add()([a, skip]))
+    y = L.Dense(8, 3, name="head")(L.Flatten()(L.AdaptiveAvgPool2D((1, 2))(y)))
+    return fnn.Model(inp, y), [(2, 6, 6)]
+
+
+def _two_in_two_out_graph():
+    ids, feats = fnn.Input((5,), dtype="int64"), fnn.Input((5, 3))
+    e = L.Embedding(7, 3, name="emb")(ids)
+    m = L.Multiply()([L.Dense(3, 3, name="d1")(e), L.Tanh()(feats)])
+    c = L.Concatenate(axis=2)([m, feats, e])
+    h = L.GRU(9, 4, return_sequences=False, name="gru")(c)
+    h = L.ReLU()(L.BatchNorm1D(4, name="bn")(L.Dense(4, 4, name="d2")(h)))
+    return fnn.Model([ids, feats], [L.Dense(4, 2, name="out")(h), L.Sigmoid()(c)]), [(5,), (5, 3)]
+
+
+def _shared_layer_graph():
+    inp = fnn.Input((3, 5, 5))
+    shared = L.Conv2D(3, 3, 3, padding=1, name="shared")
+    a = L.ReLU()(L.BatchNorm2D(3, name="bn_a")(shared(inp)))
+    b = L.BatchNorm2D(3, name="bn_b")(shared(a))   # the same weights, another batch norm folded in
+    y = L.Add()([a, b, inp])
+    return fnn.Model(inp, L.Flatten()(L.Dropout(0.5)(y))), [(3, 5, 5)]
+
+
+GRAPHS = {"resnet": _resnet_graph, "two-in-two-out": _two_in_two_out_graph, "shared": _shared_layer_graph}
+
+
+def _graph_inputs(shapes, n, dtype, seed):
+    gen = np.random.default_rng(seed)
+    xs = [gen.integers(0, 7, (n, *s)) if len(s) == 1 and s == (5,) else
+          gen.standard_normal((n, *s)).astype(dtype) for s in shapes]
+    return xs if len(xs) > 1 else xs[0]
+
+
+def _as_list(y):
+    return y if isinstance(y, list) else [y]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graph_plan_equals_the_nodes_one_by_one(name, dtype):
+    fnn.seed(31)
+    model, shapes = GRAPHS[name]()
+    model = _randomise_graph(model.astype(dtype))
+    x = _graph_inputs(shapes, 3, dtype, 31)
+    want = _as_list(model._forward_nodes(x, False))   # the path before the plan
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    for got in (_as_list(model.predict(x)), _as_list(model.forward(x, training=False))):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_allclose(g, w, **tol)
+    kinds = [k for chain in inference.graph_plan_for(model).kinds for k in chain]
+    assert not [k for k in kinds if k.startswith("BatchNorm")]   # every batch norm folded
+
+
+def test_graph_plan_reuses_buffers_and_hands_out_fresh_outputs():
+    fnn.seed(32)
+    model, shapes = _resnet_graph()
+    _randomise_graph(model)
+    x = _graph_inputs(shapes, 2, np.float32, 32)
+    for layer in model.layers:   # the shape probes of the graph's construction cached inputs
+        for attr in ("x", "xs"):
+            if getattr(layer, attr, None) is not None:
+                setattr(layer, attr, None)
+    y1 = model.forward(x, training=False)
+    plan = inference.graph_plan_for(model)
+    buffers = [step.buf.array for chain in plan.chains for step in chain.plan.steps
+               if getattr(step, "buf", None) is not None]
+    y1_copy = y1.copy()
+    y2 = model.forward(x + 1, training=False)
+    assert inference.graph_plan_for(model) is plan
+    now = [step.buf.array for chain in plan.chains for step in chain.plan.steps
+           if getattr(step, "buf", None) is not None]
+    assert all(a is b for a, b in zip(buffers, now)) and any(a is not None for a in now)  # reused
+    np.testing.assert_array_equal(y1, y1_copy)
+    assert not np.shares_memory(y1, y2)
+    assert not any(b is not None and np.shares_memory(y2, b) for b in now)
+    for layer in model.layers:   # nothing kept for a backward pass
+        assert getattr(layer, "x", None) is None and getattr(layer, "xs", None) is None
+
+
+def test_graph_plan_does_not_write_over_a_tensor_read_twice():
+    """The shared graph's first ReLU output feeds the shared conv's second call and the Add:
+    the chain after it must not take it as scratch space."""
+    fnn.seed(33)
+    model, shapes = _shared_layer_graph()
+    _randomise_graph(model)
+    x = _graph_inputs(shapes, 2, np.float32, 33)
+    x_copy = x.copy()
+    np.testing.assert_allclose(model.predict(x), model._forward_nodes(x, False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(x, x_copy)   # the input, read by the conv and the Add
+
+
+def test_graph_plan_follows_training_and_replays_for_backward():
+    fnn.seed(34)
+    model, shapes = _resnet_graph()
+    gen = np.random.default_rng(34)
+    X = gen.standard_normal((16, *shapes[0])).astype(np.float32)
+    y = gen.integers(0, 3, 16)
+    opt = fnn.optim.Adam(model.parameters(), lr=1e-2)
+    before = model.predict(X[:4])
+    model.fit(X, y, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    after = model.predict(X[:4])
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, model._forward_nodes(X[:4], False), rtol=1e-5, atol=1e-5)
+    model64 = _randomise_graph(_resnet_graph()[0].astype(np.float64))
+    fnn.assert_gradcheck(model64, gen.standard_normal((2, *shapes[0])), training=False)
+
+
+def test_graph_plan_follows_the_switch(monkeypatch):
+    fnn.seed(35)
+    model, shapes = _two_in_two_out_graph()
+    _randomise_graph(model)
+    x = _graph_inputs(shapes, 2, np.float32, 35)
+    fused = model.predict(x)
+    monkeypatch.setattr(inference, "ENABLED", False)
+    for f, p in zip(fused, model.predict(x)):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5)
