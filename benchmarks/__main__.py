@@ -6,7 +6,8 @@ kernels (the test oracle), measures the machine's float32 GEMM peak (best of num
 fastnn), thread scaling, cold start and memory, runs the kernel benchmarks, and writes JSON,
 Markdown and a PNG chart to ``--out``. ``--compare OLD.json`` adds a per-model comparison with
 an earlier run; ``--compare OLD.json NEW.json`` compares two saved runs without measuring anything;
-``--readme RUN.json`` prints the README's table from a saved run.
+``--readme RUN.json`` prints the README's table from a saved run (the training table, or the
+inference table of a ``python -m benchmarks.inference`` run).
 """
 import argparse
 import os
@@ -91,6 +92,13 @@ def main(argv=None):
     from . import report
 
     if args.readme:
+        import json
+        with open(args.readme) as f:
+            run = json.load(f)
+        if isinstance(run, dict) and run.get("kind") == "inference":  # benchmarks/inference.py's
+            from .inference import readme_block
+            print(readme_block(run))
+            return 0
         print(report.readme_block(report.load_json(args.readme)))
         return 0
     if args.compare and len(args.compare) > 2:

@@ -1,15 +1,20 @@
 """Inference of the suite's models: fastnn's inference plan vs PyTorch and ONNX Runtime.
 
     python -m benchmarks.inference [--models mlp vgg-bn ...] [--batches 1 64] [--repeats 30]
+    python -m benchmarks.inference --readme benchmarks/results/inference-RUN.json   # README's table
 
-For each model of ``fastnn.zoo`` and batch size, in one process, interleaved sample by sample
-(``models.measure_interleaved``: each sample follows an untimed call of the same contender):
+For each model of the suite (``fastnn.zoo``, as ``benchmarks.models.MODELS``) and the graph models
+``fastnn train resnet|fcn`` trains (``GRAPH_MODELS``), and each batch size, in one process,
+interleaved sample by sample (``models.measure_interleaved``: each sample follows an untimed call
+of the same contender):
 
 - **fastnn**: ``model.forward(x, training=False)``, the cached plan of fused steps
   (``fastnn.inference``: batch norm folded, epilogues fused, buffers reused); with
-  ``--layer-by-layer`` also the layers run one by one (the path ``predict`` took before);
+  ``--layer-by-layer`` also the layers (a graph model's nodes) run one by one (the path
+  ``predict`` took before the plans);
 - **torch**: the ``torch.nn`` twin (``models.torch_module``) with fastnn's weights, ``eval()``,
-  under ``torch.inference_mode()``, ``torch.set_num_threads(fnn.get_num_threads())``;
+  under ``torch.inference_mode()``, ``torch.set_num_threads(fnn.get_num_threads())`` (the
+  Sequential models; the graph models have no torch twin);
 - **onnxruntime**: the model exported by ``fnn.onnx.export`` (opset 17), a
   ``InferenceSession`` on the CPU provider with ``intra_op_num_threads`` = fastnn's threads and
   graph optimisations at their default (all), spin-waiting off (``allow_spinning=0``: its
@@ -17,14 +22,17 @@ For each model of ``fastnn.zoo`` and batch size, in one process, interleaved sam
 
 Every contender's output is checked against fastnn's (float32, 1e-4) before timing. Reported:
 latency per call (ms) and throughput (samples/s = batch / latency), as medians and as the best
-samples (on a shared machine the medians carry the other jobs' load); the JSON goes to
-``benchmarks/results/inference-YYYYmmdd-HHMMSS.json`` and the Markdown table is printed.
+samples (on a shared machine the medians carry the other jobs' load); the JSON (with the load
+average at the start and the end) goes to ``benchmarks/results/inference-YYYYmmdd-HHMMSS.json``
+and the Markdown tables are printed. ``--readme RUN.json`` (also ``python -m benchmarks --readme
+RUN.json``) prints the README's inference section from a saved run.
 """
 import argparse
 import contextlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -36,6 +44,14 @@ from fastnn import zoo
 from .models import _stats, make_batch, measure_interleaved, torch_module, load_fastnn_weights
 
 MODELS = tuple(zoo.BUILDERS)
+
+
+def _graph_models():
+    from fastnn.recipes import vision
+    return {"resnet": (vision.resnet, (1, 8, 8)), "fcn": (vision.fcn, (1, 32, 32))}
+
+
+GRAPH_MODELS = ("resnet", "fcn")
 
 
 def _randomise_batchnorm(model, seed=0):
@@ -51,15 +67,23 @@ def _randomise_batchnorm(model, seed=0):
 def contenders(name, batch, layer_by_layer=False, use_torch=True, use_ort=True, tmpdir=None):
     """name -> callable running one inference of ``batch`` samples; and the reference output."""
     fnn.seed(0)
-    model, shape, loss = zoo.build(name)
+    graph = name in GRAPH_MODELS
+    if graph:
+        build, shape = _graph_models()[name]
+        model = build()
+        x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    else:
+        model, shape, loss = zoo.build(name)
     _randomise_batchnorm(model)
-    x, _ = make_batch(model, shape, loss, batch)
+    if not graph:
+        x, _ = make_batch(model, shape, loss, batch)
     expected = model.forward(x, training=False)
     out = {"fastnn": lambda: model.forward(x, training=False)}
     if layer_by_layer:
-        out["fastnn layer-by-layer"] = lambda: model._forward_layers(x, False)
+        one_by_one = model._forward_nodes if graph else model._forward_layers
+        out["fastnn layer-by-layer"] = lambda: one_by_one(x, False)
     errors = {}
-    if use_torch:
+    if use_torch and not graph:
         try:
             import torch
             torch.set_num_threads(fnn.get_num_threads())
@@ -141,15 +165,40 @@ def markdown(results, statistic="median_s"):
     return "\n".join(lines)
 
 
+README_NOTE = (
+    "fastnn is `forward(training=False)` (the inference plan); **layer-by-layer** the layers' "
+    "(a graph model's nodes') own forwards one after the other; **torch** the `torch.nn` twin "
+    "with the same weights, `eval()` under `torch.inference_mode()` (none for the graph models "
+    "resnet and fcn of `fastnn train`); **onnxruntime** the `fnn.onnx.export` file on the CPU "
+    "provider, default graph optimisations; all interleaved in one process.")
+
+
+def readme_block(run, statistic="min_s"):
+    """The README's inference table of a saved run (``--readme RUN.json``): the machine, its
+    load, the table of ``statistic`` (best samples by default, the least disturbed by other
+    jobs) and how it was produced."""
+    m = run.get("machine", {})
+    load = m.get("load_average"), m.get("load_average_end")
+    load_text = " -> ".join(f"{v:.1f}" for v in load if v is not None) or "?"
+    which = "best of" if statistic == "min_s" else "median of"
+    repeats = run.get("settings", {}).get("repeats", "?")
+    head = (f"{m.get('cpu', '?')}, {m.get('threads', '?')} thread(s) each, {m.get('date', '?')}, "
+            f"fastnn {m.get('git_commit') or '?'}, torch {m.get('torch', '-')}, onnxruntime "
+            f"{m.get('onnxruntime', '-')}; load average {load_text} during the run; "
+            f"latency per call in ms ({which} {repeats} samples), fastnn's throughput in samples/s. "
+            f"`{run.get('command', 'python -m benchmarks.inference')}`")
+    return "\n".join([head, "", README_NOTE, "", markdown(run["results"], statistic)]) + "\n"
+
+
 def _machine():
+    from .system import _git_commit, _load_average
     info = {"python": platform.python_version(), "threads": fnn.get_num_threads(),
-            "isa": fnn.config()["isa"] if hasattr(fnn, "config") else None}
-    with contextlib.suppress(Exception):
-        import torch
-        info["torch"] = torch.__version__
-    with contextlib.suppress(Exception):
-        import onnxruntime
-        info["onnxruntime"] = onnxruntime.__version__
+            "isa": fnn.config()["isa"] if hasattr(fnn, "config") else None,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load_average": _load_average(), "git_commit": _git_commit()}
+    for module in ("torch", "onnxruntime"):  # the versions of those the run imported
+        if module in sys.modules:
+            info[module] = getattr(sys.modules[module], "__version__", None)
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next((line.split(":", 1)[1].strip() for line in f
@@ -159,7 +208,8 @@ def _machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.inference", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS + GRAPH_MODELS),
+                        choices=MODELS + GRAPH_MODELS)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--layer-by-layer", action="store_true",
@@ -168,13 +218,20 @@ def main(argv=None):
     parser.add_argument("--no-ort", action="store_true")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--markdown", metavar="JSON", help="print the tables of a saved run")
+    parser.add_argument("--readme", metavar="JSON", help="print the README's inference section of a saved run")
     args = parser.parse_args(argv)
+    if args.readme:
+        with open(args.readme) as f:
+            print(readme_block(json.load(f)))
+        return 0
     if args.markdown:
         with open(args.markdown) as f:
             results = json.load(f)["results"]
         print(markdown(results) + "\n\n" + markdown(results, "min_s"))
         return 0
     start = time.time()
+    started = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "load_average": os.getloadavg()[0]}
     results = bench(args.models, args.batches, args.repeats, layer_by_layer=args.layer_by_layer,
                     use_torch=not args.no_torch, use_ort=not args.no_ort)
     print("\nmedians:\n" + markdown(results))
@@ -186,8 +243,17 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, time.strftime("inference-%Y%m%d-%H%M%S.json"))
     with open(path, "w") as f:
-        json.dump({"machine": _machine(), "results": results}, f, indent=1)
-    print(f"\nwrote {path} ({time.time() - start:.0f} s)")
+        machine = _machine()
+        machine["load_average_end"] = machine["load_average"]
+        machine.update(started)
+        threads_env = os.environ.get("FASTNN_NUM_THREADS")
+        command = ((f"FASTNN_NUM_THREADS={threads_env} " if threads_env else "")
+                   + "python -m benchmarks.inference " + " ".join(sys.argv[1:] if argv is None else argv))
+        json.dump({"kind": "inference", "command": command.strip(), "machine": machine,
+                   "settings": {"repeats": args.repeats, "batches": args.batches},
+                   "results": results}, f, indent=1)
+    print(f"\nwrote {path} ({time.time() - start:.0f} s); the README's table: "
+          f"python -m benchmarks.inference --readme {path}")
     return 0
 
 

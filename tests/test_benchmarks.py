@@ -401,3 +401,21 @@ def test_kernel_suite_rows_are_timed_and_shown_with_their_units(monkeypatch):
     assert cells["lstm fwd T=3 N=2 H=4"][2] == "GFLOP/s" and cells["lstm fwd T=3 N=2 H=4"][3].endswith("%")
     assert cells["bn bwd tiny 2ch 4x4"][2:4] == ["GB/s", "-"]
     assert len(cells) == 1 + len(rows)
+
+
+def test_inference_benchmark_writes_a_run_and_the_readme_table(tmp_path, capsys):
+    """benchmarks/inference.py times a model (a graph model: its plan against the nodes one by
+    one, and onnxruntime when installed), saves the run and prints the README's table from it,
+    also through python -m benchmarks --readme."""
+    from benchmarks import __main__ as bench_main
+    from benchmarks import inference
+
+    assert inference.main(["--models", "resnet", "--batches", "1", "--repeats", "2", "--no-torch",
+                           "--layer-by-layer", "--out", str(tmp_path)]) == 0
+    run_file = next(tmp_path.glob("inference-*.json"))
+    capsys.readouterr()
+    assert bench_main.main(["--readme", str(run_file)]) == 0
+    text = capsys.readouterr().out
+    assert "load average" in text and "best of 2 samples" in text
+    assert len([line for line in text.splitlines() if line.startswith("| resnet | 1 |")]) == 1
+    assert "fastnn layer-by-layer ms" in text
