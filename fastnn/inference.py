@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["InferencePlan", "GraphPlan", "plan_for", "run", "weights_changed", "ENABLED"]
+__all__ = ["InferencePlan", "GraphPlan", "plan_for", "graph_plan_for", "run", "weights_changed", "ENABLED"]
 
 ENABLED = True
 

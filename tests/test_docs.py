@@ -47,3 +47,18 @@ def test_the_getting_started_gradcheck_catches_a_wrong_swish_backward():
         exec(compile(block.replace(right, "self.beta.grad += np.sum(dy * ds * self.x)"), "swish", "exec"),
              namespace)
     assert namespace["result"].failed_tensors == ["beta"]
+
+
+def test_deployment_page_runs_and_prints_what_it_says(tmp_path, monkeypatch, capsys):
+    """docs/deployment.md: the exported CNN matches predict in onnxruntime, the exported seq2seq
+    graph decodes as greedy_decode, and the graph model's plan is the one printed."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)                 # the page writes .onnx files
+    page = (DOCS / "deployment.md").read_text()
+    namespace = {"__name__": "deployment"}
+    for k, block in enumerate(python_blocks("deployment.md")):
+        exec(compile(block, f"docs/deployment.md, python block {k + 1}", "exec"), namespace)
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["True", "True"]
+    assert out[2] in page and out[2].startswith("GraphPlan(")
