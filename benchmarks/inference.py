@@ -230,8 +230,9 @@ def main(argv=None):
         print(markdown(results) + "\n\n" + markdown(results, "min_s"))
         return 0
     start = time.time()
+    from .system import _git_commit
     started = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "load_average": os.getloadavg()[0]}
+               "load_average": os.getloadavg()[0], "git_commit": _git_commit()}
     results = bench(args.models, args.batches, args.repeats, layer_by_layer=args.layer_by_layer,
                     use_torch=not args.no_torch, use_ort=not args.no_ort)
     print("\nmedians:\n" + markdown(results))
