@@ -240,7 +240,8 @@ def test_seq2seq_export_decodes_greedily_as_the_model(tmp_path):
     gen = np.random.default_rng(9)
     for model in (GRUSeq2Seq(11, 7, embed_dim=8, hidden_size=16),
                   TransformerSeq2Seq(11, 7, d_model=16, nhead=2, num_encoder_layers=1,
-                                     num_decoder_layers=2, dim_feedforward=32, dropout=0.0)):
+                                     num_decoder_layers=2, dim_feedforward=32, dropout=0.0,
+                                     activation="gelu", norm_first=True)):
         src = _seq2seq_batch(model, 5, 8, 1, gen)[0]
         fnn.onnx.export(model, tmp_path / "s2s.onnx", [src[:1], np.zeros((1, 3), np.int64)])
         session = onnxruntime.InferenceSession(str(tmp_path / "s2s.onnx"), providers=["CPUExecutionProvider"])
