@@ -98,6 +98,7 @@ common = dict(
     # in the sdist and rebuilds the extensions when one changes
     include_dirs=[np.get_include(), CORE],
     depends=sorted(glob.glob(os.path.join(KERNELS, "*.h")) + glob.glob(os.path.join(CORE, "*.pyx"))
+                   + glob.glob(os.path.join(CORE, "*.pxi"))
                    + glob.glob(os.path.join(CORE, "*.pxd"))),
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_link_args=link_args,

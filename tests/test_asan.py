@@ -128,7 +128,7 @@ def test_masked_intrinsics_of_the_kernels_are_all_checked():
     kernels = os.path.join(core, "kernels")
     for path in [os.path.join(core, n) for n in os.listdir(core)] + [
             os.path.join(kernels, n) for n in os.listdir(kernels)]:
-        if path.endswith((".pyx", ".h", ".pxd", ".c")):
+        if path.endswith((".pyx", ".pxi", ".h", ".pxd", ".c")):
             with open(path) as f:
                 used.update(re.findall(r"\b(_mm\d*_mask[z]?_\w*(?:load|store|gather|scatter|"
                                        r"compress|expand)\w*)\b", f.read()))

@@ -31,6 +31,7 @@ AddressSanitizer build.
 import argparse
 import collections
 import copy
+import glob
 import json
 import os
 import re
@@ -158,8 +159,13 @@ def test_required_lists_every_route_the_dispatch_names():
 
     named = set()
     for module in ("_conv", "_blas", "_recurrent"):
-        with open(os.path.join(REPO, "fastnn", "_core", module + ".pyx")) as f:
-            text = f.read()
+        # a module's source: its .pyx and the .pxi units it includes (_conv_<route>.pxi)
+        paths = [os.path.join(REPO, "fastnn", "_core", module + ".pyx")]
+        paths += sorted(glob.glob(os.path.join(REPO, "fastnn", "_core", module + "_*.pxi")))
+        text = ""
+        for path in paths:
+            with open(path) as f:
+                text += f.read()
         for line in re.findall(r"^.*\btook\(.*$", text, re.M):
             named.update(re.findall(r'"([^"]+)"', line))
         if module == "_blas":  # the GEMM kernels' marks (_saw) and their names
