@@ -48,6 +48,12 @@ def _parser():
     p.add_argument("--no-cold-start", action="store_true", help="skip the cold-start subprocesses")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
+    p.add_argument("--routes", action="store_true",
+                   help="only time every eligible convolution route of the conv layers of --models "
+                        "(default vgg-bn, dcgan-g, dcgan-d) against the planner's choice "
+                        "(benchmarks/routes.py), measure nothing else")
+    p.add_argument("--routes-margin", type=float, default=0.10,
+                   help="with --routes: flag a layer when its winner beats the planner by this much")
     return p
 
 
@@ -116,6 +122,14 @@ def main(argv=None):
 
     from . import convs, models, system
 
+    if args.routes:
+        from . import routes
+
+        if args.threads is not None:
+            fnn.set_num_threads(args.threads)
+        chosen = _model_list(parser, args.models, convs.CONV_MODELS)
+        routes.run(chosen, args.repeats or (3 if args.quick else 7), args.routes_margin)
+        return 0
     names = _model_list(parser, args.models, models.MODELS)
     repeats = args.repeats or (5 if args.quick else 20)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)

@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import reference
+from fastnn._core.tuning import tuning
 
 
 def median_seconds(fn, repeats, min_time=0.0):
@@ -359,28 +360,24 @@ def sweep_chunk(layers, repeats):
     print("\n| layer | " + " | ".join(f"{c >> 10} KiB" for c in CHUNKS) + " |")
     print("|---|" + "---|" * len(CHUNKS))
     rng = np.random.default_rng(3)
-    old = _conv._set_col_chunk_bytes(1 << 22)
-    try:
-        for name, n, c, h, w, o, k, s, p in layers:
-            oh = (h + 2 * p - k) // s + 1
-            ow = (w + 2 * p - k) // s + 1
-            x = rng.standard_normal((n, c, h, w), dtype=np.float32)
-            wt = rng.standard_normal((o, c, k, k), dtype=np.float32)
-            out = np.empty((n, o, oh, ow), np.float32)
-            dx, dw = np.empty_like(x), np.zeros_like(wt)
-            flops = 6.0 * n * o * c * k * k * oh * ow
-            cells = []
-            for chunk in CHUNKS:
-                _conv._set_col_chunk_bytes(chunk)
+    for name, n, c, h, w, o, k, s, p in layers:
+        oh = (h + 2 * p - k) // s + 1
+        ow = (w + 2 * p - k) // s + 1
+        x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+        wt = rng.standard_normal((o, c, k, k), dtype=np.float32)
+        out = np.empty((n, o, oh, ow), np.float32)
+        dx, dw = np.empty_like(x), np.zeros_like(wt)
+        flops = 6.0 * n * o * c * k * k * oh * ow
+        cells = []
+        for chunk in CHUNKS:
 
-                def step():
-                    _core.conv2d_forward(x, wt, None, out, s, p)
-                    _core.conv2d_backward(x, wt, out, dx, dw, None, s, p)
+            def step():
+                _core.conv2d_forward(x, wt, None, out, s, p)
+                _core.conv2d_backward(x, wt, out, dx, dw, None, s, p)
 
+            with tuning(conv_col_chunk_bytes=chunk):
                 cells.append(f"{flops / median_seconds(step, repeats, 0.3) / 1e9:.1f}")
-            print(f"| {name} | " + " | ".join(cells) + " |")
-    finally:
-        _conv._set_col_chunk_bytes(old)
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 CHUNKS = [1, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 1 << 30]

@@ -1,4 +1,4 @@
-"""float32 stride-2 conv2d forwards on the direct kernel (_conv._set_direct_s2, fnn_d2_block):
+"""float32 stride-2 conv2d forwards on the direct kernel (tuning conv_direct_s2, fnn_d2_block):
 against the float64 NumPy reference, bit for bit against the gathered implicit GEMM it
 replaces (the same sums in the same order), and identical for 1 and 2 threads."""
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import conv_plan, reference
+from fastnn._core.tuning import tuning
 
 from conv_route_helpers import assert_close, needs_microkernel, rand
 
@@ -20,12 +21,11 @@ def forward(x, wt, b, padding, threads, direct):
     oh, ow = (x.shape[2] + 2 * ph - kh) // 2 + 1, (x.shape[3] + 2 * pw - kw) // 2 + 1
     out = np.full((n, o, oh, ow), np.nan, np.float32)
     prev = fastnn.get_num_threads()
-    old = _conv._set_direct_s2(direct)
     try:
         fastnn.set_num_threads(threads)
-        assert _core.conv2d_forward(x, wt, b, out, 2, padding) is out
+        with tuning(conv_direct_s2=direct):
+            assert _core.conv2d_forward(x, wt, b, out, 2, padding) is out
     finally:
-        _conv._set_direct_s2(old)
         fastnn.set_num_threads(prev)
     return out
 
@@ -34,8 +34,9 @@ def check(x, wt, b, padding):
     n, c, h, w = x.shape
     o, _, kh, kw = wt.shape
     oh, ow = (h + 2 * padding[0] - kh) // 2 + 1, (w + 2 * padding[1] - kw) // 2 + 1
-    assert _conv._strided_fits(x, n, c, h, w, o, kh, kw, 2, 2, oh, ow)  # the route under test
-    assert _conv._direct_s2_fits(o, 2, 2)
+    # the route under test
+    assert conv_plan.plan_conv2d(x.shape, wt.shape, 2, padding, threads=1).forward.startswith(
+        "direct_s2_forward/")
     want = np.empty(forward(x, wt, b, padding, 1, False).shape)
     reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
                              None if b is None else b.astype(np.float64), want, 2, padding)
@@ -92,32 +93,31 @@ def test_fused_leaky_relu_and_the_transposed_convolutions_dx():
                                         dy.astype(np.float64), want, None, None, 2, 1)
     for direct in (True, False):
         dx = np.full_like(xt, np.nan)
-        old = _conv._set_direct_s2(direct)
-        try:
+        with tuning(conv_direct_s2=direct):
             _core.conv_transpose2d_backward(xt, wtt, dy, dx, None, None, 2, 1)
-        finally:
-            _conv._set_direct_s2(old)
         assert_close(dx, want)
 
 
 def test_route_rule():
-    assert _conv._direct_s2_fits(128, 2, 2)      # dcgan-d conv2
-    assert not _conv._direct_s2_fits(16, 2, 2)   # 16 channels: half a tile
-    assert not _conv._direct_s2_fits(128, 3, 3)  # stride 3
-    assert not _conv._direct_s2_fits(128, 2, 1)
+    def route(o, stride):
+        return conv_plan.plan_conv2d((64, 64, 14, 14), (o, 64, 4, 4), stride, 1,
+                                     level="avx512", threads=1).forward
+
+    assert route(128, 2) == "direct_s2_forward/per_sample"  # dcgan-d conv2
+    assert route(16, 2) == "strided_gathered"                # 16 channels: half a tile
+    assert route(128, 3) == "strided_gathered"               # stride 3
+    assert route(128, (2, 1)) == "strided_gathered"
 
 
 def weight_grads(x, wt, dy, padding, threads, direct, dw0):
     dw, db = dw0.copy(), np.full(wt.shape[0], 0.5, np.float32)
     prev = fastnn.get_num_threads()
-    old = _conv._set_direct_dw(direct)
-    old_implicit = _conv._set_implicit_dw(True, True)  # every shape on the implicit route
     try:
         fastnn.set_num_threads(threads)
-        _core.conv2d_backward(x, wt, dy, None, dw, db, 2, padding)
+        # every shape on the implicit route
+        with tuning(conv_direct_dw=direct, conv_implicit_dw=True, conv_implicit_dw_force=True):
+            _core.conv2d_backward(x, wt, dy, None, dw, db, 2, padding)
     finally:
-        _conv._set_direct_dw(old)
-        _conv._set_implicit_dw(*old_implicit)
         fastnn.set_num_threads(prev)
     return dw, db
 
@@ -157,12 +157,11 @@ def test_direct_weight_gradient_beside_the_subpixel_dx(threads):
     for direct in (True, False):
         dx, dw, db = np.full_like(x, np.nan), np.zeros_like(wt), np.zeros(128, np.float32)
         prev = fastnn.get_num_threads()
-        old = _conv._set_direct_dw(direct)
         try:
             fastnn.set_num_threads(threads)
-            _core.conv2d_backward(x, wt, dy, dx, dw, db, 2, 1)
+            with tuning(conv_direct_dw=direct):
+                _core.conv2d_backward(x, wt, dy, dx, dw, db, 2, 1)
         finally:
-            _conv._set_direct_dw(old)
             fastnn.set_num_threads(prev)
         got.append((dx, dw, db))
     for a, b in zip(*got):

@@ -1,4 +1,4 @@
-"""Stride-1 same-width float32 weight gradients on fnn_mk_conv_dwt_s1 (_conv._set_dwt_s1): against
+"""Stride-1 same-width float32 weight gradients on fnn_mk_conv_dwt_s1 (tuning conv_dwt_s1): against
 the NumPy reference, against the routes it replaced (gathers, im2col chunks), identical for 1 and 2
 threads, with the bias gradient and dx beside it."""
 import itertools
@@ -8,7 +8,8 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import conv_plan, reference
+from fastnn._core.tuning import tuning
 
 from conv_route_helpers import assert_close, needs_microkernel, rand
 
@@ -17,12 +18,11 @@ pytestmark = needs_microkernel
 
 def backward(x, wt, dy, padding, dx, dw, db, threads, on):
     prev = fastnn.get_num_threads()
-    old = _conv._set_dwt_s1(on)
     try:
         fastnn.set_num_threads(threads)
-        _core.conv2d_backward(x, wt, dy, dx, dw, db, 1, padding)
+        with tuning(conv_dwt_s1=on):
+            _core.conv2d_backward(x, wt, dy, dx, dw, db, 1, padding)
     finally:
-        _conv._set_dwt_s1(old)
         fastnn.set_num_threads(prev)
 
 
@@ -30,7 +30,7 @@ def check(n, c, o, h, w, k, with_db=True):
     p = (k - 1) // 2  # same width
     rng = np.random.default_rng(n * 1000 + c * 100 + o * 10 + h + w + k)
     x, wt, dy = rand(rng, (n, c, h, w)), rand(rng, (o, c, k, k)), rand(rng, (n, o, h, w))
-    assert _conv._dwt_s1_fits(x, o, c, w, k, k, 1, 1, w)
+    assert conv_plan.plan_conv2d(x.shape, wt.shape, 1, p).dw.startswith("dwt_s1/")
     start = rand(rng, wt.shape)
     want, want_db = start.astype(np.float64), np.full(o, 0.5)
     reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
@@ -88,31 +88,30 @@ def test_without_dbias_and_with_dx():
 
 
 def test_route_rule():
-    f32, f64 = np.zeros((1, 1, 28, 28), np.float32), np.zeros((1, 1, 28, 28), np.float64)
-    # args: x, O, C, W, KH, KW, SH, SW, OW
-    assert _conv._dwt_s1_fits(f32, 32, 32, 28, 3, 3, 1, 1, 28)  # vgg-bn's convolutions
-    assert not _conv._dwt_s1_fits(f64, 32, 32, 28, 3, 3, 1, 1, 28)  # float64: BLAS
-    assert _conv._dwt_s1_fits(f32, 32, 1, 28, 3, 3, 1, 1, 28)  # 9 im2col rows: vgg-bn's first
-    assert not _conv._dwt_s1_fits(f32, 32, 4, 28, 1, 1, 1, 1, 28)  # 4 rows: not one tile
-    assert not _conv._dwt_s1_fits(f32, 6, 1, 28, 5, 5, 1, 1, 28)  # LeNet's first: 6 channels out
-    assert not _conv._dwt_s1_fits(f32, 16, 6, 14, 5, 5, 1, 1, 10)  # narrower output (LeNet)
-    assert not _conv._dwt_s1_fits(f32, 128, 64, 14, 4, 4, 2, 2, 7)  # strided
+    def dw(x_shape, w_shape, stride=1, padding=1, dtype="float32"):
+        return conv_plan.plan_conv2d(x_shape, w_shape, stride, padding, dtype, level="avx512",
+                                     threads=1).dw
+
+    assert dw((8, 32, 28, 28), (32, 32, 3, 3)) == "dwt_s1/rows"  # vgg-bn's convolutions
+    assert dw((8, 32, 28, 28), (32, 32, 3, 3), dtype="float64") == "im2col_dw/blas"  # BLAS
+    assert dw((8, 1, 28, 28), (32, 1, 3, 3)) == "dwt_s1/rows"  # 9 im2col rows: vgg-bn's first
+    assert not dw((8, 4, 28, 28), (32, 4, 1, 1), padding=0).startswith("dwt_s1")  # 4 rows
+    assert not dw((8, 1, 28, 28), (6, 1, 5, 5), padding=2).startswith("dwt_s1")  # LeNet's first
+    assert not dw((8, 6, 14, 14), (16, 6, 5, 5), padding=0).startswith("dwt_s1")  # narrower out
+    assert not dw((8, 64, 14, 14), (128, 64, 4, 4), 2).startswith("dwt_s1")  # strided
 
 
 @pytest.mark.parametrize("o", [16, 17, 48, 70])
 def test_narrow_panels_on_sixteen_lanes_change_no_bit(o):
     # panels of at most 16 channels (all of O = 16, the last of 17, 48, 70) run on 16-lane tiles
-    # (_set_dwt_narrow): the same sums in the same order as the 32-lane tiles
+    # (tuning conv_dwt_narrow): the same sums in the same order as the 32-lane tiles
     rng = np.random.default_rng(o)
     x, wt, dy = rand(rng, (6, 24, 10, 10)), rand(rng, (o, 24, 3, 3)), rand(rng, (6, o, 10, 10))
     got = []
     for on in (True, False):
-        old = _conv._set_dwt_narrow(on)
-        try:
+        with tuning(conv_dwt_narrow=on):
             dw, db = np.zeros_like(wt), np.zeros(o, np.float32)
             _core.conv2d_backward(x, wt, dy, None, dw, db, 1, 1)
-        finally:
-            _conv._set_dwt_narrow(old)
         got.append(dw)
     np.testing.assert_array_equal(got[0], got[1])
     want = np.zeros(wt.shape)

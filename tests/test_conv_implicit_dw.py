@@ -1,4 +1,4 @@
-"""float32 convolution weight gradients as an implicit GEMM (_conv._set_implicit_dw): against
+"""float32 convolution weight gradients as an implicit GEMM (tuning conv_implicit_dw): against
 the NumPy reference, against im2col chunks + GEMM, identical for 1 and 2 threads, and for
 conv_transpose2d_backward (whose dW is the weight gradient of the convolution dy -> x)."""
 import itertools
@@ -8,7 +8,8 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import conv_plan, reference
+from fastnn._core.tuning import tuning
 
 from conv_route_helpers import assert_close, conv_cases, needs_microkernel, rand
 
@@ -19,14 +20,11 @@ def run(fn, *args, threads, implicit):
     """fn(*args) on ``threads`` threads, the implicit route forced for every shape (implicit)
     or off; never the stride-1 route of test_conv_dwt_s1, which would take some shapes first."""
     prev_threads = fastnn.get_num_threads()
-    old = _conv._set_implicit_dw(implicit, implicit)
-    old_s1 = _conv._set_dwt_s1(False)
     try:
         fastnn.set_num_threads(threads)
-        return fn(*args)
+        with tuning(conv_implicit_dw=implicit, conv_implicit_dw_force=implicit, conv_dwt_s1=False):
+            return fn(*args)
     finally:
-        _conv._set_implicit_dw(*old)
-        _conv._set_dwt_s1(old_s1)
         fastnn.set_num_threads(prev_threads)
 
 
@@ -93,11 +91,8 @@ def test_few_columns_split_the_pixels_between_threads(c, o, kernel):
     x, wt = rand(rng, (64, c, 28, 28)), rand(rng, (o, c, kernel, kernel))
     dy = rand(rng, (64, o, out_size(28, kernel, 2, 1), out_size(28, kernel, 2, 1)))
     start = rand(rng, wt.shape)
-    old = _conv._set_direct_dw(False)
-    try:
+    with tuning(conv_direct_dw=False):
         conv_dw_all(x, wt, dy, 2, 1, start, bitwise=False)
-    finally:
-        _conv._set_direct_dw(old)
     conv_dw_all(x, wt, dy, 2, 1, start, bitwise=True)
 
 
@@ -141,13 +136,20 @@ def test_conv_transpose_weight_gradient(n, cin, cout, h, kernel, stride, padding
 
 
 def test_default_rule_and_other_dtypes():
-    f32, f64 = np.zeros(1, np.float32), np.zeros(1, np.float64)
-    # args: x, O, C, H, W, KH, KW, OH, OW
+    def dw(x_shape, w_shape, stride, padding, dtype="float32", threads=1):
+        return conv_plan.plan_conv2d(x_shape, w_shape, stride, padding, dtype, level="avx512",
+                                     threads=threads).dw
+
+    implicit = ("implicit_dw/panels", "implicit_dw/pixels", "direct_s2_dw")
     # dcgan-d conv2, and dcgan-g's 128->64 ConvTranspose2D (dy (64, 64, 14, 14) -> x 7x7)
-    assert _conv._implicit_dw_fits(f32, 128, 64, 14, 14, 4, 4, 7, 7)
-    assert not _conv._implicit_dw_fits(f64, 128, 64, 14, 14, 4, 4, 7, 7)  # float64: BLAS
-    assert not _conv._implicit_dw_fits(f32, 32, 32, 28, 28, 3, 3, 28, 28)  # O = 32: im2col
-    assert _conv._implicit_dw_fits(f32, 64, 1, 28, 28, 4, 4, 14, 14)  # dcgan-d conv1: by pixels
+    assert dw((64, 64, 14, 14), (128, 64, 4, 4), 2, 1) in implicit
+    assert conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1,
+                                           level="avx512", threads=1).dw in implicit
+    assert dw((64, 64, 14, 14), (128, 64, 4, 4), 2, 1, "float64") == "im2col_dw/blas"  # BLAS
+    with tuning(conv_dwt_s1=False):  # O = 32: im2col
+        assert dw((64, 32, 28, 28), (32, 32, 3, 3), 1, 1) == "im2col_dw/tn"
+    with tuning(conv_direct_dw=False):  # dcgan-d conv1: 16 columns, the threads split pixels
+        assert dw((64, 1, 28, 28), (64, 1, 4, 4), 2, 1, threads=2) == "implicit_dw/pixels"
     rng = np.random.default_rng(3)
     x, wt = rng.standard_normal((2, 8, 9, 8)), rng.standard_normal((64, 8, 3, 3))
     dy = rng.standard_normal((2, 64, 5, 4))
@@ -158,7 +160,7 @@ def test_default_rule_and_other_dtypes():
 
 
 def test_dx_and_dw_in_one_pool_of_tasks_change_no_bit():
-    # _set_side_by_side: on 2 threads a strided conv's sub-pixel dx and implicit dW (+ dbias)
+    # tuning conv_side_by_side: on 2 threads a strided conv's sub-pixel dx and implicit dW (+ dbias)
     # share one dynamic pool of tasks; the results are those of each kernel alone, on 1 thread
     rng = np.random.default_rng(21)
     x, wt = rand(rng, (16, 64, 14, 14)), rand(rng, (128, 64, 4, 4))
@@ -166,13 +168,12 @@ def test_dx_and_dw_in_one_pool_of_tasks_change_no_bit():
     results = {}
     prev = fastnn.get_num_threads()
     for threads, pooled in [(1, False), (2, False), (2, True)]:
-        old = _conv._set_side_by_side(pooled)
         try:
             fastnn.set_num_threads(threads)
             got = [np.full_like(x, np.nan), rand(rng, wt.shape) * 0 + 0.25, np.full(128, 0.5, np.float32)]
-            _core.conv2d_backward(x, wt, dy, *got, 2, 1)
+            with tuning(conv_side_by_side=pooled):
+                _core.conv2d_backward(x, wt, dy, *got, 2, 1)
         finally:
-            _conv._set_side_by_side(old)
             fastnn.set_num_threads(prev)
         results[threads, pooled] = got
     want = [np.zeros(x.shape), np.full(wt.shape, 0.25), np.full(128, 0.5)]

@@ -1,4 +1,4 @@
-"""The stride-1 implicit forward with panels that run on across samples (_conv._set_s1_cross):
+"""The stride-1 implicit forward with panels that run on across samples (tuning conv_s1_across_samples):
 against the NumPy reference and the per-sample panels, for images of every size against the 32
 columns of a panel (one panel spanning up to four samples), with bias, fused activations, the
 stride-1 dx that runs as such a forward, and 1 vs 2 threads bitwise."""
@@ -7,7 +7,8 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import conv_plan, reference
+from fastnn._core.tuning import tuning
 
 from conv_route_helpers import assert_close, needs_microkernel, rand
 
@@ -16,13 +17,12 @@ pytestmark = needs_microkernel
 
 def forward(x, w, b, padding, mode, threads, **act):
     prev = fastnn.get_num_threads()
-    old = _conv._set_s1_cross(mode)
     try:
         fastnn.set_num_threads(threads)
         out = np.full((x.shape[0], w.shape[0], x.shape[2], x.shape[3]), np.nan, np.float32)
-        return _core.conv2d_forward(x, w, b, out, 1, padding, **act)
+        with tuning(conv_s1_across_samples=mode):
+            return _core.conv2d_forward(x, w, b, out, 1, padding, **act)
     finally:
-        _conv._set_s1_cross(old)
         fastnn.set_num_threads(prev)
 
 
@@ -70,33 +70,27 @@ def test_stride_one_dx_runs_across_samples_too():
     want = np.zeros(x.shape)
     reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
                               want, None, None, 1, 1)
-    old = _conv._set_s1_cross(2)
-    try:
+    with tuning(conv_s1_across_samples=2):
         got = np.full_like(x, np.nan)
         _core.conv2d_backward(x, wt, dy, got, None, None, 1, 1)
-    finally:
-        _conv._set_s1_cross(old)
     assert_close(got, want, 1e-5)
 
 
 def test_default_rule_takes_images_with_a_ragged_last_panel():
     # 14x14: 28 of a sample's 224 computed columns idle, 7x7: 15 of 64; 28x28: 16 of 800 (2%)
-    assert [_conv._s1_across_samples(p) for p in (196, 49, 100, 784, 256, 900)] == [
+    def across(p):
+        return conv_plan.s1_layout(p) == "s1_across_samples"
+
+    assert [across(p) for p in (196, 49, 100, 784, 256, 900)] == [
         True, True, True, False, False, False]
     for mode, want in ((0, False), (2, True)):
-        old = _conv._set_s1_cross(mode)
-        try:
-            assert _conv._s1_across_samples(196) is want and _conv._s1_across_samples(256) is want
-        finally:
-            _conv._set_s1_cross(old)
+        with tuning(conv_s1_across_samples=mode):
+            assert across(196) is want and across(256) is want
 
 
-def hooked(hook, value, fn, *args):
-    old = hook(value)
-    try:
+def tuned(knob, value, fn, *args):
+    with tuning(**{knob: value}):
         return fn(*args)
-    finally:
-        hook(old)
 
 
 @pytest.mark.parametrize("n, c, o, h, w, kernel, padding", [
@@ -115,7 +109,7 @@ def test_wider_output_runs_on_a_widened_copy(n, c, o, h, w, kernel, padding, thr
     prev = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(threads)
-        got = [hooked(_conv._set_widen_s1, on, _core.conv2d_forward, x, wt, b,
+        got = [tuned("conv_s1_widen", on, _core.conv2d_forward, x, wt, b,
                       np.full((n, o, oh, ow), np.nan, np.float32), 1, padding) for on in (True, False)]
     finally:
         fastnn.set_num_threads(prev)
@@ -125,16 +119,16 @@ def test_wider_output_runs_on_a_widened_copy(n, c, o, h, w, kernel, padding, thr
 
 @pytest.mark.parametrize("o", [1, 3, 6, 8, 9])
 def test_few_rows_multiply_straight_from_the_loads(o):
-    # up to 8 output channels the cross-sample panels skip packing (_set_panel_direct): the same
+    # up to 8 output channels the cross-sample panels skip packing (conv_panel_direct): the same
     # bits as the packed panels, for the stride-1 forward and the sub-pixel one (conv-transpose)
     rng = np.random.default_rng(o)
     x, wt, b = rand(rng, (5, 12, 7, 7)), rand(rng, (o, 12, 3, 3)), rand(rng, (o,))
     xt, wtt = rand(rng, (4, 10, 6, 6)), rand(rng, (10, o, 4, 4))
     runs = []
     for on in (True, False):
-        fwd = hooked(_conv._set_panel_direct, on, forward, x, wt, b, 1, 2, 2)
+        fwd = tuned("conv_panel_direct", on, forward, x, wt, b, 1, 2, 2)
         convt = np.full((4, o, 12, 12), np.nan, np.float32)
-        hooked(_conv._set_panel_direct, on, _core.conv_transpose2d_forward, xt, wtt, b, convt, 2, 1)
+        tuned("conv_panel_direct", on, _core.conv_transpose2d_forward, xt, wtt, b, convt, 2, 1)
         runs.append((fwd, convt))
     for a, b_ in zip(*runs):
         np.testing.assert_array_equal(a, b_)

@@ -1,4 +1,4 @@
-"""float32 strided conv2d forwards as an implicit GEMM (_conv._set_implicit_strided): against
+"""float32 strided conv2d forwards as an implicit GEMM (tuning conv_strided_implicit): against
 the NumPy reference, against im2col + GEMM + scatter, and identical for 1 and 2 threads."""
 import itertools
 
@@ -7,7 +7,8 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import conv_plan, reference
+from fastnn._core.tuning import tuning
 
 from conv_route_helpers import assert_close, conv_cases, needs_microkernel, rand
 
@@ -18,14 +19,11 @@ def run(fn, *args, threads, implicit):
     """fn(*args) on ``threads`` threads with the implicit strided route forced (every shape it
     can run) or off."""
     prev_threads = fastnn.get_num_threads()
-    old = _conv._set_implicit_strided(implicit)
-    old_force = _conv._set_implicit_strided_force(implicit)
     try:
         fastnn.set_num_threads(threads)
-        return fn(*args)
+        with tuning(conv_strided_implicit=implicit, conv_strided_force=implicit):
+            return fn(*args)
     finally:
-        _conv._set_implicit_strided(old)
-        _conv._set_implicit_strided_force(old_force)
         fastnn.set_num_threads(prev_threads)
 
 
@@ -94,12 +92,16 @@ def test_conv_transpose2d_backward_dx_unchanged(threads):
 
 
 def test_default_rule_and_other_dtypes():
-    f32, f64 = np.zeros(1, np.float32), np.zeros(1, np.float64)
+    def forward(x_shape, w_shape, stride, padding, dtype="float32"):
+        return conv_plan.plan_conv2d(x_shape, w_shape, stride, padding, dtype, level="avx512",
+                                     threads=1).forward
+
+    implicit = ("strided_gathered", "direct_s2_forward/per_sample", "direct_s2_forward/batch")
     # dcgan-d conv2 takes the implicit route by default; float64 and stride 1 never do
-    assert _conv._strided_fits(f32, 64, 64, 14, 14, 128, 4, 4, 2, 2, 7, 7)
-    assert not _conv._strided_fits(f64, 64, 64, 14, 14, 128, 4, 4, 2, 2, 7, 7)
-    assert not _conv._strided_fits(f32, 64, 1, 28, 28, 64, 4, 4, 2, 2, 14, 14)  # dcgan-d conv1
-    assert not _conv._strided_fits(f32, 64, 64, 14, 14, 128, 3, 3, 1, 1, 14, 14)
+    assert forward((64, 64, 14, 14), (128, 64, 4, 4), 2, 1) in implicit
+    assert forward((64, 64, 14, 14), (128, 64, 4, 4), 2, 1, "float64") == "im2col_forward/f64"
+    assert forward((64, 1, 28, 28), (64, 1, 4, 4), 2, 1) == "im2col_forward/f32"  # dcgan-d conv1
+    assert forward((64, 64, 14, 14), (128, 64, 3, 3), 1, 1) not in implicit
     rng = np.random.default_rng(3)
     x, wt, b = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), None
     want, got = np.empty((2, 4, 5, 4)), np.empty((2, 4, 5, 4))
@@ -110,7 +112,7 @@ def test_default_rule_and_other_dtypes():
 
 @pytest.mark.parametrize("route", ["strided forward", "stride-1 forward", "sub-pixel dx"])
 def test_dynamic_and_static_thread_schedules_agree_bitwise(route):
-    # _conv._set_dynamic: each output is computed whole inside one task, whichever thread runs it
+    # tuning conv_dynamic_schedule: each output is computed whole inside one task, whichever thread runs it
     rng = np.random.default_rng(11)
     stride, k = (1, 3) if route == "stride-1 forward" else (2, 4)
     x, wt = rand(rng, (9, 16, 14, 14)), rand(rng, (24, 16, k, k))
@@ -119,17 +121,16 @@ def test_dynamic_and_static_thread_schedules_agree_bitwise(route):
     results = []
     prev = fastnn.get_num_threads()
     for dynamic in (True, False):
-        old = _conv._set_dynamic(dynamic)
         try:
             fastnn.set_num_threads(2)
-            if route == "sub-pixel dx":
-                got = np.full_like(x, np.nan)
-                _core.conv2d_backward(x, wt, dy, got, None, None, stride, 1)
-            else:
-                got = np.full((9, 24, oh, oh), np.nan, np.float32)
-                _core.conv2d_forward(x, wt, None, got, stride, 1)
+            with tuning(conv_dynamic_schedule=dynamic):
+                if route == "sub-pixel dx":
+                    got = np.full_like(x, np.nan)
+                    _core.conv2d_backward(x, wt, dy, got, None, None, stride, 1)
+                else:
+                    got = np.full((9, 24, oh, oh), np.nan, np.float32)
+                    _core.conv2d_forward(x, wt, None, got, stride, 1)
         finally:
-            _conv._set_dynamic(old)
             fastnn.set_num_threads(prev)
         results.append(got)
     assert not np.isnan(results[0]).any()

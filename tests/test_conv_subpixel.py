@@ -1,4 +1,4 @@
-"""float32 strided backward-data passes by sub-pixel phases (_conv._set_subpixel): conv2d's dx
+"""float32 strided backward-data passes by sub-pixel phases (tuning conv_subpixel): conv2d's dx
 and conv_transpose2d's forward against the NumPy reference and against the GEMM + col2im route."""
 import itertools
 
@@ -7,7 +7,8 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import conv_plan, reference
+from fastnn._core.tuning import tuning
 
 from conv_route_helpers import assert_close, conv_cases, needs_microkernel, rand
 
@@ -22,14 +23,12 @@ class Route:
 
     def __call__(self, fn, *args, subpixel=True, implicit=True):
         prev_threads = fastnn.get_num_threads()
-        old = _conv._set_subpixel(subpixel, force=subpixel)
-        old_implicit = _conv._set_subpixel_implicit(implicit)
         try:
             fastnn.set_num_threads(self.threads)
-            return fn(*args)
+            with tuning(conv_subpixel=subpixel, conv_subpixel_force=subpixel,
+                        conv_subpixel_implicit=implicit):
+                return fn(*args)
         finally:
-            _conv._set_subpixel(old)
-            _conv._set_subpixel_implicit(old_implicit)
             fastnn.set_num_threads(prev_threads)
 
 
@@ -88,10 +87,14 @@ def test_conv2d_dx_by_phases_batches_and_channels(threads, n, c, o, h, w, kernel
 def test_default_route_keeps_measured_shape_classes_and_matches():
     # the unforced rule: dcgan-d's conv2 takes the phases, its 1-channel first conv col2im;
     # either way the result equals the reference
-    assert _conv._subpixel_fits(np.zeros(1, np.float32), 64, 64, 128, 7, 7, 2, 2)
-    assert not _conv._subpixel_fits(np.zeros(1, np.float32), 64, 1, 64, 14, 14, 2, 2)
-    assert not _conv._subpixel_fits(np.zeros(1, np.float64), 64, 64, 128, 7, 7, 2, 2)
-    assert not _conv._subpixel_fits(np.zeros(1, np.float32), 64, 64, 128, 7, 7, 1, 1)
+    def dx(x_shape, w_shape, stride, dtype="float32"):
+        return conv_plan.plan_conv2d(x_shape, w_shape, stride, 1, dtype, level="avx512",
+                                     threads=1).dx
+
+    assert dx((64, 64, 14, 14), (128, 64, 4, 4), 2) == "subpixel"
+    assert dx((64, 1, 28, 28), (64, 1, 4, 4), 2) == "col2im/f32"
+    assert dx((64, 64, 14, 14), (128, 64, 4, 4), 2, "float64") == "col2im/f64"
+    assert not dx((64, 64, 7, 7), (128, 64, 3, 3), 1).startswith("subpixel")
     rng = np.random.default_rng(5)
     x, wt, dy = rand(rng, (16, 32, 14, 14)), rand(rng, (48, 32, 4, 4)), rand(rng, (16, 48, 7, 7))
     want = np.empty_like(x)
@@ -179,8 +182,7 @@ def test_gradcheck_float64_layers_with_the_route_on(layer):
     else:
         mod = L.ConvTranspose2D(3, 4, 3, stride=2, padding=1, output_padding=1)
         x = rng.standard_normal((2, 3, 4, 5))
-    old = _conv._set_subpixel(True, force=True)
-    try:
+    with tuning(conv_subpixel=True, conv_subpixel_force=True):
         fastnn.assert_gradcheck(mod.astype(np.float64), x, max_entries=40)
         y = mod.astype(np.float64).forward(x)  # astype casts in place
         dy = rng.standard_normal(y.shape)
@@ -188,6 +190,4 @@ def test_gradcheck_float64_layers_with_the_route_on(layer):
         mod.astype(np.float32).forward(x.astype(np.float32))
         dx32 = mod.backward(dy.astype(np.float32))
         assert dx32.dtype == np.float32
-    finally:
-        _conv._set_subpixel(old)
     assert_close(dx32, dx64, 1e-5)

@@ -7,6 +7,8 @@ import pytest
 import fastnn
 from fastnn import _core
 from fastnn._core import _blas, reference
+from fastnn._core.tuning import get as tuning_get
+from fastnn._core.tuning import tuning
 
 pytestmark = pytest.mark.skipif(not _blas._dense_microkernel_active(),
                                 reason="built without AVX-512: float32 dense GEMMs use sgemm")
@@ -127,12 +129,10 @@ def test_hook_switches_to_sgemm_and_back():
     rng = np.random.default_rng(3)
     x, w, b = _rand(rng, (40, 70)), _rand(rng, (50, 70)), _rand(rng, (50,))
     mk = _core.dense_forward(x, w, b, np.empty((40, 50), np.float32), "sigmoid")
-    old = _blas._set_dense_microkernel(False)
-    try:
-        assert old is True and not _blas._dense_microkernel_active()
+    assert tuning_get("dense_microkernel") is True
+    with tuning(dense_microkernel=False):
+        assert not _blas._dense_microkernel_active()
         blas = _core.dense_forward(x, w, b, np.empty((40, 50), np.float32), "sigmoid")
-    finally:
-        _blas._set_dense_microkernel(old)
     assert _blas._dense_microkernel_active()
     assert_close(mk, blas)
 
@@ -141,12 +141,9 @@ def test_hook_switches_to_sgemm_and_back():
 def test_packed_a_transposed_gemm_is_bit_identical_to_the_in_place_read(m, n, k):
     rng = np.random.default_rng(11)
     a, b, c = _rand(rng, (k, m)), _rand(rng, (k, n)), _rand(rng, (m, n))
-    old = _blas._set_tn_pack_a(True)
-    try:
+    with tuning(gemm_tn_pack_a=True):
         packed = _core.gemm(a, b, c.copy(), trans_a=True, beta=1.0)
-        _blas._set_tn_pack_a(False)
+    with tuning(gemm_tn_pack_a=False):
         in_place = _core.gemm(a, b, c.copy(), trans_a=True, beta=1.0)
-    finally:
-        _blas._set_tn_pack_a(old)
     np.testing.assert_array_equal(packed, in_place)
     assert_close(packed, a.T @ b + c)

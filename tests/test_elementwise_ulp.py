@@ -18,9 +18,10 @@ from numba import njit
 import fastnn as fnn
 from fastnn import _core as K
 from fastnn import layers as L
-from fastnn._core import _blas, _recurrent
+from fastnn._core import _recurrent
 from fastnn._core import activation as activation_module
 from fastnn._core._fastmath import _exp_diff, _fast_exp, _fast_sigmoid, _fast_tanh
+from fastnn._core.tuning import tuning
 from fastnn.testing.ulp import assert_ulp, float32_sweep, ulp_error
 
 # the cutoffs of kernels/vecmath.h / _fastmath.py: the tanh polynomial's end, exp's clamps, the last
@@ -197,16 +198,13 @@ def test_dense_epilogue_activations(microkernel):
     # x = 0 and W = 0: the GEMM gives 0 exactly and the epilogue sees bias, the swept values
     # (infinities and NaN included)
     x, w = np.zeros((3, 16), np.float32), np.zeros((X.size, 16), np.float32)
-    old = _blas._set_dense_microkernel(microkernel)
-    try:
+    with tuning(dense_microkernel=microkernel):
         for act, want in (("sigmoid", sigmoid64), ("tanh", tanh64)):
             out = K.dense_forward(x, w, X, np.empty((3, X.size), np.float32), act)
             assert_ulp(out, want(X)[None, :], FUNCTION_ULP, np.broadcast_to(X, out.shape),
                        f"dense_forward {act} epilogue")
             if act == "tanh":  # the bias -0 reaches it as 0 + -0 = +0: tanh(+0) = +0
                 assert not np.signbit(out[:, X == 0]).any()
-    finally:
-        _blas._set_dense_microkernel(old)
 
 
 # ---- recurrent cells: the gates through the layers -------------------------------------------------

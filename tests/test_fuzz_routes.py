@@ -29,6 +29,7 @@ AddressSanitizer build.
     FASTNN_HYPOTHESIS=thorough pytest tests/test_fuzz_routes.py   # 10x the cases, random seeds
 """
 import argparse
+import ast
 import collections
 import copy
 import glob
@@ -152,6 +153,38 @@ def test_every_route_is_reached():
     assert not missing, f"routes no fuzz shape reached: {missing}\ntaken: {taken}"
 
 
+def _planner_names(text):
+    """The route names conv_plan.py's rules can return: string constants in return statements,
+    set displays, .add() and Plan()/_choose() calls, outside _k() and .startswith() calls."""
+    names = set()
+
+    def visit(node, inside):
+        if isinstance(node, ast.Call):
+            func = node.func
+            fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if fname in ("_k", "startswith"):
+                return
+            if fname == "_choose":  # _choose(knob, rule, eligible, what): the knob is no route
+                for child in node.args[1:]:
+                    visit(child, True)
+                return
+            inside = inside or fname in ("add", "Plan")
+        if isinstance(node, ast.Compare):
+            return
+        if isinstance(node, (ast.Return, ast.Set)):
+            inside = True
+        if inside and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inside)
+
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef):
+            for stmt in node.body[1:] if ast.get_docstring(node) else node.body:
+                visit(stmt, False)
+    return names
+
+
 def test_required_lists_every_route_the_dispatch_names():
     """routes.ROUTES is every name the .pyx dispatch code can record, and REQUIRED asks for
     each somewhere: a new route needs a name there and a fuzz shape here."""
@@ -170,6 +203,9 @@ def test_required_lists_every_route_the_dispatch_names():
             named.update(re.findall(r'"([^"]+)"', line))
         if module == "_blas":  # the GEMM kernels' marks (_saw) and their names
             named.update(re.findall(r'"((?:microkernel/|blas_)[a-z_/]+)"', text))
+    # the convolution routes the planner chooses (the entry points trace its names)
+    with open(os.path.join(REPO, "fastnn", "_core", "conv_plan.py")) as f:
+        named.update(_planner_names(f.read()))
     assert named == set(routes.ROUTES), (named ^ set(routes.ROUTES))
     required = set().union(*REQUIRED.values())
     assert required == set(routes.ROUTES), (required ^ set(routes.ROUTES))

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import fastnn
 from fastnn import _core
 from fastnn._core import _conv, reference
+from fastnn._core.tuning import tuning
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
@@ -139,8 +140,7 @@ def test_conv2d_matches_reference(cfg, with_bias):
     oh, ow = out_grid(cfg)
     x, w = rand(rng, (n, c, cfg["h"], cfg["w"]), dt), rand(rng, (o, c) + k, dt)
     b = rand(rng, (o,), dt) if with_bias else None
-    old = _conv._set_col_chunk_bytes(cfg["chunk"])
-    try:
+    with tuning(conv_col_chunk_bytes=cfg["chunk"]):
         out = np.full((n, o, oh, ow), np.nan, dt)
         _core.conv2d_forward(x, w, b, out, s, p)
         assert_close(out, reference.conv2d_forward(x, w, b, out.copy(), s, p))
@@ -151,8 +151,6 @@ def test_conv2d_matches_reference(cfg, with_bias):
         _core.conv2d_backward(x, w, dy, dx, dw, db, s, p)
         for got, want in zip((dx, dw, db), ex):
             assert_close(got, want)
-    finally:
-        _conv._set_col_chunk_bytes(old)
 
 
 @given(cfg=conv_configs(), data=st.data())
@@ -165,8 +163,7 @@ def test_conv_transpose2d_matches_reference(cfg, data):
     if oh < 1 or ow < 1:
         return
     x, wt, b = rand(rng, (n, cin, h, w), dt), rand(rng, (cin, cout, kh, kw), dt), rand(rng, (cout,), dt)
-    old = _conv._set_col_chunk_bytes(cfg["chunk"])
-    try:
+    with tuning(conv_col_chunk_bytes=cfg["chunk"]):
         out = np.full((n, cout, oh, ow), np.nan, dt)
         _core.conv_transpose2d_forward(x, wt, b, out, (sh, sw), (ph, pw))
         assert_close(out, reference.conv_transpose2d_forward(x, wt, b, out.copy(), (sh, sw), (ph, pw)))
@@ -177,8 +174,6 @@ def test_conv_transpose2d_matches_reference(cfg, data):
         _core.conv_transpose2d_backward(x, wt, dy, dx, dw, db, (sh, sw), (ph, pw))
         for got, want in zip((dx, dw, db), ex):
             assert_close(got, want)
-    finally:
-        _conv._set_col_chunk_bytes(old)
 
 
 @given(cfg=conv_configs())
@@ -332,10 +327,8 @@ def test_fused_conv_chunks_match_reference(two_threads, dtype, batch):
     # both shapes are big enough to run fused (one chunk of samples per thread at a time)
     assert _conv._plan(batch, sample_bytes, batch * 8 * 72 * 256)[0] == 2
     assert _conv._plan(batch, sample_bytes, batch * 8 * 8 * 16 * 144)[0] == 2
-    old = _conv._set_col_chunk_bytes(sample_bytes)
-    try:
-        for samples_per_chunk in (1, 3):
-            _conv._set_col_chunk_bytes(samples_per_chunk * sample_bytes)
+    for samples_per_chunk in (1, 3):
+        with tuning(conv_col_chunk_bytes=samples_per_chunk * sample_bytes):
             out = _core.conv2d_forward(x, w, b, np.empty((batch, 8, 16, 16), dtype), 1, 1)
             assert_close(out, reference.conv2d_forward(x, w, b, np.empty_like(out), 1, 1))
             dy = rand(rng, out.shape, dtype)
@@ -354,8 +347,6 @@ def test_fused_conv_chunks_match_reference(two_threads, dtype, batch):
             reference.conv_transpose2d_backward(xt, wt, dyt, *want, 2, 1)
             for g, e in zip(got, want):
                 assert_close(g, e)
-    finally:
-        _conv._set_col_chunk_bytes(old)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -518,14 +509,11 @@ def test_conv2d_float32_implicit_gemm_matches_reference(threads, n, h, w, kernel
     try:
         fastnn.set_num_threads(threads)
         for implicit in (True, False):
-            old = _conv._set_implicit_gemm(implicit)
-            try:
+            with tuning(conv_s1_implicit=implicit):
                 for bias in (b, None):
                     out = np.full((n, o, oh, w), np.nan, np.float32)
                     _core.conv2d_forward(x, wt, bias, out, 1, padding)
                     assert_close(out, reference.conv2d_forward(x, wt, bias, out.copy(), 1, padding))
-            finally:
-                _conv._set_implicit_gemm(old)
     finally:
         fastnn.set_num_threads(previous)
 
@@ -569,12 +557,9 @@ def test_conv2d_float32_weight_gradient_transposed_columns(o, threads, n):
         try:
             fastnn.set_num_threads(threads)
             for gathered in (True, False):
-                old = _conv._set_dw_nt(gathered)
-                try:
+                with tuning(conv_dw_nt=gathered):
                     got = start.copy()
                     _core.conv2d_backward(x, w, dy, None, got, None, stride, pad)
-                finally:
-                    _conv._set_dw_nt(old)
                 assert_close(got, want)
         finally:
             fastnn.set_num_threads(previous)

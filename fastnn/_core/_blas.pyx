@@ -64,21 +64,29 @@ cdef bint _dense_mk = True
 cdef bint _tn_pack_a = True
 
 
-def _set_tn_pack_a(bint on):
-    """Tuning hook: A-transposed microkernel GEMMs (dW += dy.T @ x) with op(A) packed (True)
-    or read in place; returns the old value. Both give bit-identical results."""
-    global _tn_pack_a
-    old = _tn_pack_a
-    _tn_pack_a = on
-    return old
+# Knobs (fastnn._core.tuning): the same bits either way for gemm_tn_pack_a
+TUNING = {
+    "gemm_tn_pack_a": "A-transposed microkernel GEMMs (dW += dy.T @ x) with op(A) packed (else "
+                      "read in place); the same bits",
+    "dense_microkernel": "float32 dense_forward / dense_backward / gemm on the microkernel (at "
+                         "the avx2 and avx512 levels; else sgemm)",
+}
 
 
-def _set_dense_microkernel(bint on):
-    """Tuning hook for benchmarks and tests: run float32 dense_forward / dense_backward / gemm
-    on the microkernel (True, at the avx2 and avx512 levels) or on sgemm; returns the old value."""
-    global _dense_mk
-    old = _dense_mk
-    _dense_mk = on
+def _tune(str name, value):
+    """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
+    and returns the old value."""
+    global _tn_pack_a, _dense_mk
+    if name == "gemm_tn_pack_a":
+        old = bool(_tn_pack_a)
+        if value is not None:
+            _tn_pack_a = value
+    elif name == "dense_microkernel":
+        old = bool(_dense_mk)
+        if value is not None:
+            _dense_mk = value
+    else:
+        raise ValueError(f"_blas: no knob {name!r}")
     return old
 
 

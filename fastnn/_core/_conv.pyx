@@ -1,22 +1,35 @@
-# Why Cython and not numba: a convolution here is im2col + one large BLAS GEMM + a scatter. The
-# GEMM must be a nogil sgemm/dgemm call on raw pointers into caller-owned and workspace buffers
-# (scipy.linalg.cython_blas; numba only has np.dot, which allocates and cannot write into a
-# strided chunk), and the shared row-major GEMM wrapper lives in _blas.pxd. The element loops
-# (im2col, col2im, gather, scatter) are OpenMP prange loops over independent rows/planes.
-"""Convolution: im2col / col2im, conv2d and conv_transpose2d forward and backward.
+"""Convolution: conv2d and conv_transpose2d, forward and backward, as a package of named routes.
 
-Plan (chosen by measurement, see benchmarks/kernels.py). The batch is cut into chunks of ``nb``
-samples whose im2col matrix (C*KH*KW, nb*OH*OW) is about COL_CHUNK_BYTES, so the column matrix
-is still in cache when the GEMM reads it, and the GEMM is large (nb*OH*OW columns) even for
-small images. Per chunk: im2col in a prange (no BLAS inside), one multithreaded GEMM, then a
-prange pass that scatters (O, nb*P) to NCHW and adds the bias. One level of parallelism at a
-time: OpenMP loops and BLAS threads never run nested. A chunk of one sample needs no
-scatter/gather: the GEMM reads and writes the NCHW sample directly.
+A route is one way to compute one pass (forward, dx or dW) of a convolution; its name is in
+fastnn._core.routes.ROUTES (with the lowest ISA level that has it). This module is one extension
+(compiled once per ISA level) made of one unit per route family, each a ``_conv_<route>.pxi``
+included below with its forward, dx and dW where it has them:
 
-Two drivers cover all four kernels, because conv_transpose2d's forward is conv2d's
-backward-data and vice versa:
-    _im2col_driver   out := W @ im2col(img) (+ bias)   and/or   dW += gather(g) @ im2col(img).T
-    _col2im_driver   out := col2im(W.T @ gather(g)) (+ bias)
+    _conv_common.pxi       the GEMM (microkernel or BLAS), element loops, chunking, workspaces
+    _conv_im2col.pxi       im2col_forward, col2im, im2col_dw: chunked im2col + GEMM (any level,
+                           any dtype; the fallback of every other route)
+    _conv_s1.pxi           s1_implicit, s1_across_samples, s1_widened: stride-1 forwards (and
+                           stride-1 dx, the forward of the flipped kernel) packed from x
+    _conv_strided.pxi      strided_gathered: strided forwards on panels gathered from x
+    _conv_direct_s2.pxi    direct_s2_forward/per_sample|batch, direct_s2_dw: stride 2 on a padded x
+    _conv_implicit_dw.pxi  implicit_dw/panels|pixels: dW on gathered panels (the _DwJob classes)
+    _conv_dwt_s1.pxi       dwt_s1/rows|samples: stride-1 same-width dW
+    _conv_subpixel.pxi     subpixel, subpixel/beside_dw: strided backward-data by output phases
+    _conv_pixel.pxi        pixel_transpose: conv_transpose2d of a 1x1 image as one dense GEMM
+
+conv_transpose2d's forward is conv2d's backward-data pass and its dx is conv2d's forward, so the
+same routes serve both. The entry points at the end validate their arguments, ask the planner
+(fastnn._core.conv_plan: geometry, dtype, ISA level and thread count -> a route name per pass,
+cached per geometry) and dispatch on the names; they are the only callers of the units.
+Tuning constants and switches are knobs of fastnn._core.tuning (TUNING below, and conv_plan's).
+
+Adding a route: a unit ``_conv_<route>.pxi`` included here, its name in routes.ROUTES, its
+eligibility and its rule in conv_plan.py, and a branch on its name in the entry point.
+
+Why Cython: the GEMMs are nogil calls on raw pointers into caller-owned and workspace buffers
+(the microkernel of kernels/microkernel.h, or scipy.linalg.cython_blas), and the element loops are
+OpenMP prange loops; one level of parallelism at a time (OpenMP loops and BLAS threads never
+nest). Every output is one sum in a fixed order whatever the thread count.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -28,6 +41,7 @@ import threading
 import numpy as np
 
 from ._blas cimport gemm_rm, gemm_threads, took, tracing
+from .. import conv_plan as _planner
 from .._checks import (activation_code, check_float, check_like, check_optional_out, check_out,
                       check_pair, conv_out_size)
 
@@ -114,6 +128,106 @@ def _check_transposed_out(where, name, x, weight, a, kh, kw, sh, sw, ph, pw):
             f"{weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}; got {a.shape}")
 
 
+# ---- tuning knobs (fastnn._core.tuning) ---------------------------------------------------------
+# The knobs the compiled code reads without the GIL; the route choices' knobs are conv_plan's.
+TUNING = {
+    "conv_dynamic_schedule": "threads take the implicit and sub-pixel routes' tasks dynamically "
+                             "(else static shares); the same bits",
+    "conv_col_chunk_bytes": "target size in bytes of one chunk's im2col matrix",
+    "conv_dw2_tasks_per_thread": "direct_s2_dw's tasks per thread (1: the static split); the "
+                                 "same bits",
+    "conv_subpixel_implicit": "sub-pixel phases as wide as dy packed straight from dy (else "
+                              "through an im2col matrix); the same bits",
+    "conv_dwt_narrow": "dwt_s1's panels of at most 16 channels on 16-lane tiles (else 32-lane)",
+    "conv_panel_direct": "the cross-sample panels of fnn_mk_conv_s1x/fnn_mk_subpixel with up to 8 "
+                         "rows multiplied straight from their masked loads (else packed)",
+}
+
+
+def _tune(str name, value):
+    """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
+    and returns the old value."""
+    global _dynamic, _col_chunk_bytes, _dw2_tasks_per_thread, _subpixel_implicit
+    if name == "conv_dynamic_schedule":
+        old = bool(_dynamic)
+        if value is not None:
+            _dynamic = value
+    elif name == "conv_col_chunk_bytes":
+        old = _col_chunk_bytes
+        if value is not None:
+            _col_chunk_bytes = max(1, value)
+    elif name == "conv_dw2_tasks_per_thread":
+        old = _dw2_tasks_per_thread
+        if value is not None:
+            _dw2_tasks_per_thread = max(1, value)
+    elif name == "conv_subpixel_implicit":
+        old = bool(_subpixel_implicit)
+        if value is not None:
+            _subpixel_implicit = value
+    elif name == "conv_dwt_narrow":
+        if not FNN_CONV_KERNELS:
+            return True if value is None else bool(value)
+        old = bool(fnn_set_dwt_narrow(True))
+        fnn_set_dwt_narrow(old if value is None else bool(value))
+    elif name == "conv_panel_direct":
+        if not FNN_CONV_KERNELS:
+            return True if value is None else bool(value)
+        old = bool(fnn_set_panel_direct(True))
+        fnn_set_panel_direct(old if value is None else bool(value))
+    else:
+        raise ValueError(f"_conv: no knob {name!r}")
+    return old
+
+
+# ---- the entry points: validate, plan (conv_plan), dispatch on the route names -----------------
+
+# the level of this module's kernels (a planner argument: the module may be another level's)
+_LEVEL = "avx512" if FNN_CONV_KERNELS else ("avx2" if FNN_MK_AVAILABLE else "baseline")
+
+
+cdef inline int _threads() noexcept:
+    return openmp.omp_get_max_threads()
+
+
+def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, int act,
+             double slope):
+    """out := act(conv2d(x) + bias) on forward route ``route`` (conv2d's forward, its stride-1 dx
+    as a forward of the flipped kernel, conv_transpose2d's dx)."""
+    took(route)
+    if route.startswith("s1_"):
+        return _activate_all(_s1_forward(route, x, weight, bias, out, ph, pw), act, slope)
+    if route.startswith("direct_s2_forward/"):
+        return _activate_all(_direct_s2_forward(x, weight, bias, out, ph, pw,
+                                                 route == "direct_s2_forward/per_sample"),
+                             act, slope)
+    if route == "strided_gathered":
+        return _activate_all(_strided_gathered_forward(x, weight, bias, out, sh, sw, ph, pw),
+                             act, slope)
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
+    cdef int oh = out.shape[2], ow = out.shape[3]
+    nt, nb = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
+    col, buf, _ = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow, nt)
+    cdef void* px = _ptr(x)
+    cdef void* pw_ = _ptr(weight)
+    cdef void* pb = _ptr(bias)
+    cdef void* po = _ptr(out)
+    cdef void* pcol = _ptr(col)
+    cdef void* pbuf = _ptr(buf)
+    cdef int NB = nb, NT = nt
+    if x.dtype == np.float32:
+        with nogil:
+            _im2col_driver(<float*>px, n, c, h, w, <float*>pw_, o, kh, kw, sh, sw, ph, pw, oh, ow,
+                           <float*>pb, <float*>po, NULL, NULL, NB, NT, <float*>pcol, <float*>pbuf,
+                           NULL, act, slope)
+    else:
+        with nogil:
+            _im2col_driver(<double*>px, n, c, h, w, <double*>pw_, o, kh, kw, sh, sw, ph, pw, oh,
+                           ow, <double*>pb, <double*>po, NULL, NULL, NB, NT, <double*>pcol,
+                           <double*>pbuf, NULL, act, slope)
+    return out
+
+
 def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_slope=None):
     """out[n, o] := bias[o] + sum_{c,i,j} weight[o, c, i, j] * x_padded[n, c, oh*sh + i, ow*sw + j];
     ``relu``: then max(out, 0), or with ``negative_slope`` (>= 0) leaky_relu(out, negative_slope),
@@ -128,55 +242,70 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
         check_like(where, "bias", bias, (o,), x.dtype, f"weight {weight.shape}")
     check_out(where, "out", out, (n, o, oh, ow), x.dtype,
               f"x {x.shape}, weight {weight.shape}, stride {(sh, sw)}, padding {(ph, pw)}")
-    cdef int NT1
-    if (_implicit_s1 and _widen_s1 and x.dtype == np.float32 and FNN_CONV_KERNELS and sh == 1
-            and sw == 1 and ow > w and pw >= kw - 1 and kh <= 32 and kw <= 32 and x.size > 0):
-        # an output wider than the input (the dx of a valid convolution, padding K-1): the
-        # same-width route on x placed pw columns in on a zeroed plane as wide as the output
-        # (LeNet's 16->6 5x5 dx at 10x10 -> 14x14 went through im2col at 12 GFLOP/s)
-        wide = _cached(np.float32, "s1_wide", <Py_ssize_t>n * c * h * ow).reshape(n, c, h, ow)
-        wide[..., :pw] = 0
-        wide[..., pw + w:] = 0
-        wide[..., pw:pw + w] = x
-        x, w, pw = wide, ow, 0
-        took("s1_widened")
-    if (_implicit_s1 and x.dtype == np.float32 and FNN_CONV_KERNELS and sh == 1 and sw == 1 and ow == w
-            and kh <= 32 and kw <= 32):
-        # implicit GEMM: no column matrix, no scatter (vgg-bn shapes fwd and stride-1 dx 9-18%
-        # faster than im2col + GEMM, interleaved A/B on the 2-core VM)
-        NT1 = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
-        if _s1_across_samples(oh * ow):
-            took("s1_across_samples")
-            _s1x_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
+    plan = _planner.conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow,
+                           x.dtype == np.float32, False, _LEVEL, _threads())
+    return _forward(plan.forward, x, weight, bias, out, sh, sw, ph, pw, act, slope)
+
+
+def _activate_all(out, int act, double slope):
+    """out := act(out) in place, in parallel (the implicit routes write their outputs panel by
+    panel across channels: the activation runs after)."""
+    cdef Py_ssize_t size = out.size
+    cdef bint single = out.dtype == np.float32
+    cdef float* pf = <float*>_ptr(out)
+    cdef double* pd = <double*>_ptr(out)
+    if act == 0:
+        return out
+    with nogil:
+        if single:
+            _activate_blocks(pf, size, act, slope, True)
         else:
-            took("s1_implicit")
-            _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, NT1)
-        return _activate_all(out, act, slope)
-    if _strided_fits(x, n, c, h, w, o, kh, kw, sh, sw, oh, ow):
-        return _activate_all(_strided_forward(x, weight, bias, out, sh, sw, ph, pw), act, slope)
-    nt, nb = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
-    col, buf, _ = _workspaces(x.dtype, nb, c * kh * kw, o, oh * ow, nt)
+            _activate_blocks(pd, size, act, slope, True)
+    return out
+
+
+def _im2col_passes(x, weight, dy, dx, dweight, dbias, int sh, int sw, int ph, int pw,
+                   bint dw_nt):
+    """conv2d_backward's im2col routes: dweight += dy @ im2col(x).T (im2col_dw/*), dx :=
+    col2im(weight.T @ dy) (col2im/*), dbias += dy's channel sums (None outputs skipped)."""
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
+    cdef int oh = dy.shape[2], ow = dy.shape[3], NB = 1, NT = 1
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
-    cdef void* pb = _ptr(bias)
-    cdef void* po = _ptr(out)
-    cdef void* pcol = _ptr(col)
-    cdef void* pbuf = _ptr(buf)
-    cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
-    cdef int OH = oh, OW = ow, NB = nb, NT = nt, ACT = act
-    cdef double SLOPE = slope
-    took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
+    cdef void* pdy = _ptr(dy)
+    cdef void* pdx = _ptr(dx)
+    cdef void* pdw = _ptr(dweight)
+    cdef void* pdb = _ptr(dbias)
+    cdef void* pcol = NULL
+    cdef void* pbuf = NULL
+    cdef void* pdwa = NULL
+    if dweight is not None or dx is not None:
+        NT, NB = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
+        col, buf, dw_acc = _workspaces(x.dtype, NB, c * kh * kw, o, oh * ow, NT, o * c * kh * kw)
+        pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
     if x.dtype == np.float32:
         with nogil:
-            _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                           <float*>pb, <float*>po, NULL, NULL, NB, NT, <float*>pcol, <float*>pbuf,
-                           NULL, ACT, SLOPE)
+            if pdw != NULL:
+                _im2col_driver(<float*>px, n, c, h, w, <float*>pw_, o, kh, kw, sh, sw, ph, pw, oh,
+                               ow, NULL, NULL, <float*>pdy, <float*>pdw, NB, NT, <float*>pcol,
+                               <float*>pbuf, <float*>pdwa, 0, 0, dw_nt)
+            if pdx != NULL:
+                _col2im_driver(<float*>pdy, n, o, oh, ow, <float*>pw_, c, kh, kw, sh, sw, ph, pw,
+                               h, w, NULL, <float*>pdx, NB, NT, <float*>pcol, <float*>pbuf)
+            if pdb != NULL:
+                _channel_sum(<float*>pdy, n, o, <Py_ssize_t>oh * ow, <float*>pdb)
     else:
         with nogil:
-            _im2col_driver(<double*>px, N, C, H, W, <double*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                           <double*>pb, <double*>po, NULL, NULL, NB, NT, <double*>pcol,
-                           <double*>pbuf, NULL, ACT, SLOPE)
-    return out
+            if pdw != NULL:
+                _im2col_driver(<double*>px, n, c, h, w, <double*>pw_, o, kh, kw, sh, sw, ph, pw,
+                               oh, ow, NULL, NULL, <double*>pdy, <double*>pdw, NB, NT,
+                               <double*>pcol, <double*>pbuf, <double*>pdwa, 0, 0, dw_nt)
+            if pdx != NULL:
+                _col2im_driver(<double*>pdy, n, o, oh, ow, <double*>pw_, c, kh, kw, sh, sw, ph,
+                               pw, h, w, NULL, <double*>pdx, NB, NT, <double*>pcol, <double*>pbuf)
+            if pdb != NULL:
+                _channel_sum(<double*>pdy, n, o, <Py_ssize_t>oh * ow, <double*>pdb)
 
 
 def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
@@ -194,74 +323,40 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     check_optional_out(where, "dx", dx, x.shape, x.dtype, "the shape of x")
     check_optional_out(where, "dweight", dweight, weight.shape, x.dtype, "the shape of weight")
     check_optional_out(where, "dbias", dbias, (o,), x.dtype, f"weight {weight.shape}")
-    cdef bint dx_as_forward = (dx is not None and x.dtype == np.float32 and FNN_CONV_KERNELS
-                               and sh == 1 and sw == 1 and ph < kh and pw < kw)
-    if dx_as_forward:
-        # At stride 1, dx is the convolution of dy with the flipped, channel-swapped kernel and
-        # padding K-1-p: a forward pass whose GEMM is O*KH*KW deep, where col2im's weight.T @ dy
-        # is only O deep (vgg 32->32 at 28x28: 6.9 ms -> ~4 ms)
-        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        conv2d_forward(dy, flipped, None, dx, 1, (kh - 1 - ph, kw - 1 - pw))
-        dx_out, dx = dx, None
-    elif dx is not None and _subpixel_fits(x, n, c, o, oh, ow, sh, sw):
+    plan = _planner.conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow,
+                           x.dtype == np.float32, dweight is not None, _LEVEL, _threads())
+    dx_out = dx
+    if dx is not None and plan.dx.startswith("subpixel"):
         beside = None
-        nt_dw = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
-        if (_side_by_side and dweight is not None and nt_dw > 1
-                and _implicit_dw_fits(x, o, c, h, w, kh, kw, oh, ow) and c * kh * kw >= 32 * nt_dw):
-            # dW's panel groups and dx's tasks in one pool (see _set_side_by_side)
-            beside = _dw_job(x, dy, dweight, dbias, sh, sw, ph, pw, nt_dw)
+        if dweight is not None and plan.dx == "subpixel/beside_dw":
+            # dW's task groups and dx's tasks in one pool
+            took(plan.dw)
+            beside = _dw_job(plan.dw, x, dy, dweight, dbias, sh, sw, ph, pw,
+                             gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow))
             dweight = dbias = None
+        took(plan.dx)
         _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw, beside)
-        dx_as_forward, dx_out, dx = True, dx, None
-    if dweight is not None and _dwt_s1_fits(x, o, c, w, kh, kw, sh, sw, ow):
-        _dwt_s1(x, dy, dweight, dbias, ph, pw)
+        dx = None
+    elif dx is not None and not plan.dx.startswith("col2im/"):
+        # the stride-1 dx is the forward convolution of dy with the flipped, channel-swapped
+        # kernel and padding K-1-p: a GEMM O*KH*KW deep, where col2im's weight.T @ dy is O deep
+        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        _forward(plan.dx, dy, flipped, None, dx, 1, 1, kh - 1 - ph, kw - 1 - pw, 0, 0)
+        dx = None
+    if dweight is not None and plan.dw.startswith("dwt_s1/"):
+        took(plan.dw)
+        _dwt_s1(x, dy, dweight, dbias, ph, pw, plan.dw == "dwt_s1/samples")
         dweight = dbias = None
-    if dweight is not None and _implicit_dw_fits(x, o, c, h, w, kh, kw, oh, ow):
-        _implicit_dw(x, dy, dweight, dbias, sh, sw, ph, pw)
+    elif dweight is not None and not plan.dw.startswith("im2col_dw/"):
+        took(plan.dw)
+        _implicit_dw(plan.dw, x, dy, dweight, dbias, sh, sw, ph, pw)
         dweight = dbias = None
-    cdef int N = n, C = c, H = h, W = w, O = o, KH = kh, KW = kw, SH = sh, SW = sw, PH = ph, PW = pw
-    cdef int OH = oh, OW = ow, NB = 1, NT = 1
-    cdef void* px = _ptr(x)
-    cdef void* pw_ = _ptr(weight)
-    cdef void* pdy = _ptr(dy)
-    cdef void* pdx = _ptr(dx)
-    cdef void* pdw = _ptr(dweight)
-    cdef void* pdb = _ptr(dbias)
-    cdef void* pcol = NULL
-    cdef void* pbuf = NULL
-    cdef void* pdwa = NULL
-    if dweight is not None or dx is not None:
-        NT, NB = _plan(n, c * kh * kw * oh * ow * x.itemsize, n * o * c * kh * kw * oh * ow)
-        col, buf, dw_acc = _workspaces(x.dtype, NB, c * kh * kw, o, oh * ow, NT, o * c * kh * kw)
-        pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
-    if tracing():
-        if pdw != NULL:
-            _trace_im2col_dw(x.dtype, o)
-        if pdx != NULL:
-            took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
-    if x.dtype == np.float32:
-        with nogil:
-            if pdw != NULL:
-                _im2col_driver(<float*>px, N, C, H, W, <float*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                               NULL, NULL, <float*>pdy, <float*>pdw, NB, NT, <float*>pcol, <float*>pbuf,
-                               <float*>pdwa)
-            if pdx != NULL:
-                _col2im_driver(<float*>pdy, N, O, OH, OW, <float*>pw_, C, KH, KW, SH, SW, PH, PW, H, W,
-                               NULL, <float*>pdx, NB, NT, <float*>pcol, <float*>pbuf)
-            if pdb != NULL:
-                _channel_sum(<float*>pdy, N, O, <Py_ssize_t>OH * OW, <float*>pdb)
-    else:
-        with nogil:
-            if pdw != NULL:
-                _im2col_driver(<double*>px, N, C, H, W, <double*>pw_, O, KH, KW, SH, SW, PH, PW, OH, OW,
-                               NULL, NULL, <double*>pdy, <double*>pdw, NB, NT, <double*>pcol,
-                               <double*>pbuf, <double*>pdwa)
-            if pdx != NULL:
-                _col2im_driver(<double*>pdy, N, O, OH, OW, <double*>pw_, C, KH, KW, SH, SW, PH, PW, H, W,
-                               NULL, <double*>pdx, NB, NT, <double*>pcol, <double*>pbuf)
-            if pdb != NULL:
-                _channel_sum(<double*>pdy, N, O, <Py_ssize_t>OH * OW, <double*>pdb)
-    return dx_out if dx_as_forward else dx
+    if dweight is not None:
+        took(plan.dw)
+    if dx is not None:
+        took(plan.dx)
+    _im2col_passes(x, weight, dy, dx, dweight, dbias, sh, sw, ph, pw, plan.dw == "im2col_dw/nt")
+    return dx_out
 
 
 def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
@@ -275,32 +370,25 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     if bias is not None:
         check_like(where, "bias", bias, (cout,), x.dtype, f"weight {weight.shape}")
     check_out(where, "out", out, out.shape, x.dtype)
+    plan = _planner.conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow,
+                                     x.dtype == np.float32, _LEVEL, _threads())
+    took(plan.forward)
+    if plan.forward == "subpixel":
+        return _subpixel_backward_data(x, weight, bias, out, sh, sw, ph, pw)
+    if plan.forward == "pixel_transpose":
+        return _pixel_transpose_forward_call(x, weight, bias, out)
+    # The transposed convolution of x is the backward-data pass of the conv2d that maps an
+    # (N, Cout, OH, OW) image to x's (N, Cin, H, W) grid with the same weight.
+    nt, nb = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
+    col, buf, _ = _workspaces(x.dtype, nb, cout * kh * kw, cin, h * w, nt)
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pb = _ptr(bias)
     cdef void* po = _ptr(out)
-    cdef Py_ssize_t KK = kh * kw
-    cdef int PN = n, PCIN = cin, PCOUT = cout
-    if not _is_pixel_transpose(x, out.shape, kh, kw, ph, pw) and _subpixel_fits(x, n, cout, cin, h, w, sh, sw):
-        return _subpixel_backward_data(x, weight, bias, out, sh, sw, ph, pw)
-    if _is_pixel_transpose(x, out.shape, kh, kw, ph, pw):
-        took("pixel_transpose")
-        if x.dtype == np.float32:
-            with nogil:
-                _pixel_transpose_forward(<float*>px, <float*>pw_, <float*>pb, <float*>po, PN, PCIN, PCOUT, KK)
-        else:
-            with nogil:
-                _pixel_transpose_forward(<double*>px, <double*>pw_, <double*>pb, <double*>po, PN, PCIN, PCOUT, KK)
-        return out
-    nt, nb = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
-    col, buf, _ = _workspaces(x.dtype, nb, cout * kh * kw, cin, h * w, nt)
     cdef void* pcol = _ptr(col)
     cdef void* pbuf = _ptr(buf)
     cdef int N = n, CIN = cin, H = h, W = w, COUT = cout, KH = kh, KW = kw, SH = sh, SW = sw
     cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = nb, NT = nt
-    # The transposed convolution of x is the backward-data pass of the conv2d that maps an
-    # (N, Cout, OH, OW) image to x's (N, Cin, H, W) grid with the same weight.
-    took("col2im/f32" if x.dtype == np.float32 else "col2im/f64")
     if x.dtype == np.float32:
         with nogil:
             _col2im_driver(<float*>px, N, CIN, H, W, <float*>pw_, COUT, KH, KW, SH, SW, PH, PW, OH, OW,
@@ -322,54 +410,43 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
     check_optional_out(where, "dx", dx, x.shape, x.dtype, "the shape of x")
     check_optional_out(where, "dweight", dweight, weight.shape, x.dtype, "the shape of weight")
     check_optional_out(where, "dbias", dbias, (cout,), x.dtype, f"weight {weight.shape}")
+    plan = _planner.conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow,
+                                     x.dtype == np.float32, _LEVEL, _threads())
+    if plan.dx == "pixel_transpose":
+        took("pixel_transpose")
+        return _pixel_transpose_backward_call(x, weight, dy, dx, dweight, dbias)
     cdef int N = n, CIN = cin, H = h, W = w, COUT = cout, KH = kh, KW = kw, SH = sh, SW = sw
     cdef int PH = ph, PW = pw, OH = oh, OW = ow, NB = 1, NT = 1
+    cdef bint dw_nt = plan.dw == "im2col_dw/nt"
+    if dx is not None and not plan.dx.startswith("im2col_forward/"):
+        # dx = conv2d(dy, weight) on an implicit strided route; dW keeps its own pass
+        _forward(plan.dx, dy, weight, None, dx, sh, sw, ph, pw, 0, 0)
+        dx_done = True
+    else:
+        dx_done = False
+    if dweight is not None and not plan.dw.startswith("im2col_dw/"):
+        # dweight is conv2d's weight gradient of the convolution dy -> x (weight (Cin, Cout, ..))
+        took(plan.dw)
+        _implicit_dw(plan.dw, dy, x, dweight, None, sh, sw, ph, pw)
+        dweight = None
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pdy = _ptr(dy)
-    cdef void* pdx = _ptr(dx)
+    cdef void* pdx = NULL if dx_done else _ptr(dx)
     cdef void* pdw = _ptr(dweight)
     cdef void* pdb = _ptr(dbias)
     cdef void* pcol = NULL
     cdef void* pbuf = NULL
     cdef void* pdwa = NULL
-    cdef Py_ssize_t KK = kh * kw
-    if _is_pixel_transpose(x, dy.shape, kh, kw, ph, pw):
-        took("pixel_transpose")
-        if x.dtype == np.float32:
-            with nogil:
-                _pixel_transpose_backward(<float*>px, <float*>pw_, <float*>pdy, <float*>pdx,
-                                          <float*>pdw, N, CIN, COUT, KK)
-                if pdb != NULL:
-                    _channel_sum(<float*>pdy, N, COUT, KK, <float*>pdb)
-        else:
-            with nogil:
-                _pixel_transpose_backward(<double*>px, <double*>pw_, <double*>pdy, <double*>pdx,
-                                          <double*>pdw, N, CIN, COUT, KK)
-                if pdb != NULL:
-                    _channel_sum(<double*>pdy, N, COUT, KK, <double*>pdb)
-        return dx
-    if (dx is not None and _implicit_sn_convt
-            and _strided_fits(x, n, cout, oh, ow, cin, kh, kw, sh, sw, h, w)):
-        # dx = conv2d(dy, weight) on the implicit strided route; the weight gradient keeps
-        # its own im2col pass (see _set_implicit_strided_convt for the numbers)
-        _strided_forward(dy, weight, None, dx, sh, sw, ph, pw)
-        pdx = NULL
-    if dweight is not None and _implicit_dw_fits(dy, cin, cout, oh, ow, kh, kw, h, w):
-        # dweight is conv2d's weight gradient of the convolution dy -> x (weight (Cin, Cout, ..))
-        _implicit_dw(dy, x, dweight, None, sh, sw, ph, pw)
-        pdw = NULL
-        dweight = None
     if dweight is not None or pdx != NULL:
         NT, NB = _plan(n, cout * kh * kw * h * w * x.itemsize, n * cin * cout * kh * kw * h * w)
         col, buf, dw_acc = _workspaces(x.dtype, NB, cout * kh * kw, cin, h * w, NT,
                                        cin * cout * kh * kw)
         pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
-    if tracing():
-        if pdw != NULL:
-            _trace_im2col_dw(x.dtype, cin)
-        if pdx != NULL:
-            took("im2col_forward/f32" if x.dtype == np.float32 else "im2col_forward/f64")
+    if pdw != NULL:
+        took(plan.dw)
+    if pdx != NULL:
+        took(plan.dx)
     # One pass over im2col(dy) serves both: dx is the conv2d forward of dy and dweight its
     # weight gradient with x in the role of the output gradient.
     if x.dtype == np.float32:
@@ -377,7 +454,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
             if pdx != NULL or pdw != NULL:
                 _im2col_driver(<float*>pdy, N, COUT, OH, OW, <float*>pw_, CIN, KH, KW, SH, SW, PH, PW,
                                H, W, NULL, <float*>pdx, <float*>px, <float*>pdw, NB, NT, <float*>pcol,
-                               <float*>pbuf, <float*>pdwa)
+                               <float*>pbuf, <float*>pdwa, 0, 0, dw_nt)
             if pdb != NULL:
                 _channel_sum(<float*>pdy, N, COUT, <Py_ssize_t>OH * OW, <float*>pdb)
     else:
@@ -385,7 +462,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
             if pdx != NULL or pdw != NULL:
                 _im2col_driver(<double*>pdy, N, COUT, OH, OW, <double*>pw_, CIN, KH, KW, SH, SW, PH, PW,
                                H, W, NULL, <double*>pdx, <double*>px, <double*>pdw, NB, NT,
-                               <double*>pcol, <double*>pbuf, <double*>pdwa)
+                               <double*>pcol, <double*>pbuf, <double*>pdwa, 0, 0, dw_nt)
             if pdb != NULL:
                 _channel_sum(<double*>pdy, N, COUT, <Py_ssize_t>OH * OW, <double*>pdb)
     return dx

@@ -2,30 +2,11 @@
 # (im2col, col2im, gather, scatter, bias, activation, channel sums), chunk planning and the
 # per-thread workspaces.
 
-# Threads take the implicit and sub-pixel routes' tasks dynamically: every output is computed
-# whole inside one task, so which thread runs it changes nothing, and on the shared VM one of the
-# two cores is often slowed by other tenants for a while, which a static split waits out.
-# Interleaved A/B, dcgan-d conv2 forward, 2 threads, 80 samples, medians (p75): dynamic 3.57
-# (3.75) / static 4.07 (4.45) / torch 3.91 (4.01) ms; another run 3.95 (4.86) / 4.62 (5.08) /
-# 4.35 (4.74). The best cases were alike (3.1-3.3 / 3.0-3.6).
+# Threads take the implicit and sub-pixel routes' tasks dynamically (knob conv_dynamic_schedule):
+# every output is computed whole inside one task, so which thread runs it changes nothing, and a
+# core slowed by other load for a while no longer holds up a static share.
 cdef bint _dynamic = True
 
-
-def _set_dynamic(bint on):
-    """Tuning hook for benchmarks: dynamic (True) or static thread schedules on the implicit
-    and sub-pixel routes; returns the old value."""
-    global _dynamic
-    old = _dynamic
-    _dynamic = on
-    return old
-
-
-def _set_col_chunk_bytes(Py_ssize_t nbytes):
-    """Tuning hook for benchmarks: set the im2col chunk size in bytes; returns the old value."""
-    global _col_chunk_bytes
-    old = _col_chunk_bytes
-    _col_chunk_bytes = max(1, nbytes)
-    return old
 
 cdef inline void _mk_xn(bint trans_a, bint trans_b, int m, int n, int k, const float* a,
                         int lda, const float* b, int ldb, bint accumulate, float* c,
@@ -102,8 +83,8 @@ cdef void _im2col_row(const floating* plane, int H, int W, int i, int j, int sh,
     cdef const floating* src
     if floating is float:
         if FNN_CONV_KERNELS and sw <= 2:
-            # memcpy/memset calls on rows of 7-28 floats cost more than the copy (11-24 GB/s
-            # from cache); masked AVX-512 loads do a row in 1-2 instructions per 16 outputs
+            # memcpy/memset calls on rows of 7-28 floats cost more than the copy; masked
+            # AVX-512 loads do a row in 1-2 instructions per 16 outputs
             fnn_im2col_row_f32(plane, H, W, i, j, sh, sw, ph, pw, OH, OW, dst)
             return
     _valid_range(W, OW, sw, off, &lo, &hi)
@@ -212,8 +193,8 @@ cdef void _gather_t(const floating* src, int nb, int O, Py_ssize_t P, floating* 
     cdef const floating* s
     cdef floating* d
     if floating is float:
-        # measured: gathers win at O <= 32 (vgg's first conv dW 0.74 -> 0.40 ms); at O = 64..128
-        # the scalar stores' lines stay in cache long enough and the gathers were ~7% slower
+        # gathers win at O <= 32; above, the scalar stores' lines stay in cache long enough
+        # (benchmarks/decisions.md, "im2col dW: transposing dy")
         if FNN_CONV_KERNELS and O <= 32 and P * O < 2147483647:
             fnn_gather_t_f32(src, nb, O, P, dst)
             return
@@ -304,7 +285,7 @@ cdef void _activate(floating* y, Py_ssize_t n, int act, double slope) noexcept n
 
 cdef inline double _row_sum(const floating* row, Py_ssize_t P) noexcept nogil:
     """sum of row[0:P] in double over 16 lanes, added up in a fixed tree: one add chain waited on
-    the adder's latency (vgg's 32-channel dbias took ~1 ms at 2 threads); these vectorise."""
+    the adder's latency; these vectorise."""
     cdef double acc[16]
     cdef Py_ssize_t p = 0
     cdef int j
@@ -357,8 +338,7 @@ def _plan(n, col_bytes_per_sample, work):
 
 # Workspaces are kept between calls (one set per Python thread, so concurrent callers never
 # share one): a fresh np.empty of megabytes is new pages, and first-touch page faults inside the
-# parallel loops cost more than the GEMM they feed (measured: vgg-bn steps with ~1000 faults
-# took 52-54 ms, steps with none 44 ms).
+# parallel loops cost more than the GEMM they feed (benchmarks/decisions.md, "Workspaces").
 _workspace_cache = threading.local()
 
 

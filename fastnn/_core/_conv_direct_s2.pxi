@@ -1,45 +1,13 @@
 # Route family direct_s2 (AVX-512): stride-2 forwards (direct_s2_forward/per_sample, /batch) and
 # weight gradients (direct_s2_dw, run by _DwJob) on a padded copy of x (fnn_d2_block, fnn_dw2_rows).
 
-cdef bint _direct_s2_on = True
-
-
-def _set_direct_s2(bint on):
-    """Tuning/A-B hook: float32 stride-2 forward convolutions on the direct kernel (fnn_d2_block,
-    on) or the gathered implicit GEMM (fnn_mk_conv_sn, off); returns the old value."""
-    global _direct_s2_on
-    old = _direct_s2_on
-    _direct_s2_on = on
-    return old
-
-
-def _direct_s2_fits(int o, int sh, int sw):
-    """Whether a float32 strided forward (already on the implicit route) takes fnn_d2_block:
-    stride 2 both ways and 32 output channels or more (its tiles are 32 channels wide).
-    dcgan-d conv2 (N64 C64 14x14 O128 k4 s2 p1), interleaved with torch in one process on the
-    2-core Zen 4 VM, medians, gathered / direct / torch (oneDNN): 1 thread 10.6 / 9.1 / 8.1 ms,
-    2 threads 5.7 / 5.5 / 4.4. Both give the same bits (each output one chain over k in
-    order)."""
-    return _direct_s2_on and sh == 2 and sw == 2 and o >= 32
-
-
-cdef bint _d2_private = True
-
-
-def _set_d2_private(bint on):
-    """Tuning/A-B hook: _direct_s2_forward's tasks take a sample each, padded into the thread's
-    own buffer (on; batches of at least 2 samples a thread), or (sample, channel block) each on
-    one padded copy of the batch (off); returns the old value. Same bits either way. dcgan-d
-    conv2, interleaved with torch, 2-core Zen 4 VM: 2 threads 6.6 -> 4.9 ms (torch 4.7),
-    1 thread 10.0 -> 9.1 (torch 8.9): the sample stays in the core's L2 for its 4 blocks."""
-    global _d2_private
-    old = _d2_private
-    _d2_private = on
-    return old
-
-
-def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
-    _require_conv_kernels("_direct_s2_forward")
+def _direct_s2_forward(x, weight, bias, out, int ph, int pw, bint per_sample):
+    """out := conv2d(x) + bias at stride 2 on fnn_d2_block's 32-channel tiles. per_sample
+    (direct_s2_forward/per_sample): a sample per task, padded into the thread's own buffer (it
+    stays in that core's L2 for all its channel blocks); else (/batch, a batch too small to keep
+    the threads busy) (sample, channel block) tasks on one padded copy of the batch. The same
+    bits either way: each output is one chain over k in order."""
+    _require_conv_kernels("direct_s2_forward")
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
     cdef int OH = out.shape[2], OW = out.shape[3]
@@ -49,11 +17,6 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
     cdef int NT = gemm_threads(<Py_ssize_t>N * O * K * OH * OW)
     cdef Py_ssize_t task, plane = <Py_ssize_t>Hp * Wp, img = <Py_ssize_t>C * Hp * Wp
     cdef Py_ssize_t P = <Py_ssize_t>OH * OW, q
-    # a sample per task, padded into the thread's own buffer (it stays in that core's L2 for
-    # all the channel blocks), unless the batch is too small to keep the threads busy: then
-    # (sample, channel block) tasks on one padded copy of the batch
-    cdef bint per_sample = _d2_private and N >= 2 * NT
-    took("direct_s2_forward/per_sample" if per_sample else "direct_s2_forward/batch")
     xpad = _cached(np.float32, "d2_x", NT * img if per_sample else N * img)
     wt = _cached(np.float32, "d2_w", <Py_ssize_t>nob * K * 32 + 16)
     cdef float* px = <float*>_ptr(x)
@@ -89,33 +52,9 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw):
     return out
 
 
-cdef bint _direct_dw_on = True
+# The direct weight gradient's tasks per thread (knob conv_dw2_tasks_per_thread; 1: one range of
+# taps each, the static split); the same bits for any value.
 cdef int _dw2_tasks_per_thread = 4
-
-
-def _set_dw2_tasks_per_thread(int k):
-    """Tuning/A-B hook: the direct weight gradient's tasks per thread (4; 1: one range of taps
-    each, the static split); same bits. Returns the old value."""
-    global _dw2_tasks_per_thread
-    old = _dw2_tasks_per_thread
-    _dw2_tasks_per_thread = max(1, k)
-    return old
-
-
-def _set_direct_dw(bint on):
-    """Tuning/A-B hook: float32 stride-2 weight gradients on the implicit route on the direct
-    kernel (fnn_dw2_rows, on; the threads split dw's taps, 8 at a time) or fnn_mk_conv_dw's
-    gathered panels (off); returns the old value. dW + db, interleaved with torch on the 2-core
-    Zen 4 VM, medians, gathered / direct / torch (oneDNN):
-      dcgan-d conv2 (N64 C64 14x14 O128 k4 s2 p1)  1 thread 11.6 / 9.1 / 8.2 ms,
-                                                   2 threads 6.9 / 4.9 / 5.3
-      dcgan-d conv1 (N64 C1 28x28 O64, 16 taps)    1 thread 1.24 / 0.48 / 0.54,
-                                                   2 threads 0.96 / 0.46 / 0.51
-    The same bits either way (db too), for any thread count."""
-    global _direct_dw_on
-    old = _direct_dw_on
-    _direct_dw_on = on
-    return old
 
 
 cdef class _DirectDwJob(_DwJob):
@@ -168,7 +107,6 @@ cdef _DwJob _direct_dw_job(x, g, dw, db, int ph, int pw, int nt):
     """The _DirectDwJob of dw += g @ im2col(x).T (and db) at stride 2 for nt threads, prepared."""
     cdef _DirectDwJob j = _DirectDwJob()
     _dw_fill(j, x, g, dw, db, 2, 2, ph, pw)
-    took("direct_s2_dw")
     # a few tasks a thread, taken as they come: a thread held up for a while (a shared VM's
     # other load) no longer holds up half of dW
     j.ntasks = <int>min(_dw2_tasks_per_thread * nt, (j.K + 7) // 8)

@@ -1,51 +1,19 @@
 # Route dwt_s1 (AVX-512): stride-1 same-width weight gradients (fnn_mk_conv_dwt_s1), threads on
 # rows of dW (dwt_s1/rows) or on samples (dwt_s1/samples).
 
-cdef bint _dwt_s1_on = True
-
-
-def _set_dwt_s1(bint on):
-    """Tuning hook for benchmarks and tests: stride-1 same-width float32 weight gradients on
-    fnn_mk_conv_dwt_s1 (True) or on the routes before it (implicit gathers for O >= 64, im2col
-    chunks below); returns the old value."""
-    global _dwt_s1_on
-    old = _dwt_s1_on
-    _dwt_s1_on = on
-    return old
-
-
-def _set_dwt_narrow(bint on):
-    """Tuning hook for benchmarks and tests: fnn_mk_conv_dwt_s1's panels of at most 16 channels
-    on 16-lane tiles (True) or on the 32-lane ones (False); returns the old value."""
-    return bool(fnn_set_dwt_narrow(on)) if FNN_CONV_KERNELS else on
-
-
-def _dwt_s1_fits(x, int o, int c, int w, int kh, int kw, int sh, int sw, int ow):
-    """Whether a float32 weight gradient takes fnn_mk_conv_dwt_s1: stride 1, an output as wide
-    as the input (the im2col rows are shifted flat copies of the planes), kernels up to 32 (its
-    mask tables), at least 8 im2col rows (a tile) and 16 output channels, the lanes of its
-    panels (LeNet's 1->6 5x5, 2 threads: 1.94 ms, the im2col route 0.56; 16->8 3x3 at 14x14
-    0.96 / 0.85, 16->16 0.99 / 1.04, 16->24 0.99 / 1.23)."""
-    return (_dwt_s1_on and x.dtype == np.float32 and FNN_CONV_KERNELS and sh == 1 and sw == 1
-            and ow == w and kh <= 32 and kw <= 32 and c * kh * kw >= 8 and o >= 16
-            and <Py_ssize_t>c * x.shape[2] * w < 2 ** 31)
-
-
-def _dwt_s1(x, g, dw, db, int ph, int pw):
+def _dwt_s1(x, g, dw, db, int ph, int pw, bint by_samples):
     """dw (O, C, KH, KW) += g (N, O, OH, W) @ im2col(x).T at stride 1 (OW == W), and db += g's
     channel sums (in double), on gemm_threads' count. With at least 16 im2col rows per thread
     the threads own contiguous blocks of rows (dw's columns) over all pixels, so the result does
     not depend on their number; with fewer (a first layer's 1 or 3 channels: 9 or 27 rows) they
     split the batch's samples, each into its own zeroed copy, added in thread order after.
     The kernel accumulates into dw transposed (C*KH*KW, O), copied in and out here."""
-    _require_conv_kernels("_dwt_s1")
+    _require_conv_kernels("dwt_s1")
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int O = dw.shape[0], KH = dw.shape[2], KW = dw.shape[3], OH = g.shape[2]
     cdef int PH = ph, PW = pw
     cdef int ckk = C * KH * KW, npan = (O + 31) // 32
     cdef int nt = gemm_threads(<Py_ssize_t>N * O * ckk * OH * W)
-    cdef bint by_samples = nt > 1 and ckk < 16 * nt and N >= nt
-    took("dwt_s1/samples" if by_samples else "dwt_s1/rows")
     if not by_samples:
         nt = max(1, min(nt, (ckk + 7) // 8))
     cdef int per = ckk if by_samples else ((ckk + 7) // 8 + nt - 1) // nt * 8

@@ -7,11 +7,8 @@ cdef Py_ssize_t _col_chunk_bytes = 4 << 20
 
 
 def _default_chunk_bytes():
-    """Half the core's L2 on Intel, 4 MB elsewhere. A chunk's column matrix is written by im2col
-    and read back by its GEMM on the same core: on the 2-core Emerald Rapids VM (2 MB L2, a mesh
-    L3) 1 MB chunks stayed in L2 and measured fastest at 2 threads (dW vgg 32->32 11.1 -> 8.0 ms,
-    64->64 8.4 -> 7.7, dcgan-d 64->128 6.7 -> 6.2, its forward 6.6 -> 6.1 vs 4 MB chunks), while
-    on the 2-core EPYC VM (2 MB L2, a fast 32 MB L3) 4 MB chunks measured fastest."""
+    """Half the core's L2 on Intel, 4 MB elsewhere: a chunk's column matrix is written by im2col
+    and read back by its GEMM on the same core (benchmarks/decisions.md, "im2col chunks")."""
     try:
         with open("/proc/cpuinfo") as f:
             intel = "GenuineIntel" in f.read(4096)
@@ -34,25 +31,6 @@ def _default_chunk_bytes():
 _col_chunk_bytes = _default_chunk_bytes()
 
 
-# Weight gradients through fnn_mk_sgemm_nt (True) or dW.T = col @ G.T (False); see _set_dw_nt.
-cdef bint _dw_nt = True
-
-
-def _set_dw_nt(bint on):
-    """Tuning hook for benchmarks and tests: float32 weight gradients as G @ col.T on the
-    transposing microkernel (True) or as col @ G.T after transposing G (False); returns the old value."""
-    global _dw_nt
-    old = _dw_nt
-    _dw_nt = on
-    return old
-
-
-cdef inline bint _dw_on_nt(int O) noexcept nogil:
-    """Whether an im2col weight gradient with O output channels runs as dW += G @ col.T (else
-    dW.T = col @ G.T) on the microkernel (see _im2col_chunk)."""
-    return _dw_nt and (O >= 64 or O % 32 != 0)
-
-
 # ---- the two drivers ---------------------------------------------------------------------------
 #
 # Two ways to use the threads. Batches of at least as many chunks as threads run FUSED: one
@@ -65,10 +43,12 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
                         const floating* w, int O, int KH, int KW, int sh, int sw, int ph, int pw,
                         int OH, int OW, const floating* bias, floating* out,
                         const floating* g, floating* dw, floating* col, floating* buf,
-                        floating* dwt, bint par, int act=0, double slope=0) noexcept nogil:
+                        floating* dwt, bint par, int act=0, double slope=0,
+                        bint dw_nt=True) noexcept nogil:
     """One chunk of samples [n0, n0 + nb): col := im2col(img); if out: out := act(w (O, CKK) @
-    col + bias) (act: see _activate); if dw: dw (O, CKK) += gather(g) @ col.T (float32 with the microkernel: dwt (CKK, O)
-    := col @ gather(g).T, then added transposed; buf holds nb*P*O)."""
+    col + bias) (act: see _activate); if dw: dw (O, CKK) += gather(g) @ col.T (float32 with the
+    microkernel: on dw_nt (im2col_dw/nt) that, else (im2col_dw/tn) dwt (CKK, O) := col @
+    gather(g).T, then added transposed; buf holds nb*P*O)."""
     cdef Py_ssize_t P = <Py_ssize_t>OH * OW
     cdef int ckk = C * KH * KW
     cdef Py_ssize_t nbp = nb * P
@@ -85,13 +65,8 @@ cdef void _im2col_chunk(const floating* img, int n0, int nb, int C, int H, int W
             _gemm_xn(False, False, O, <int>nbp, ckk, w, ckk, col, <int>nbp, False, buf, <int>nbp)
             _scatter_bias(buf, nb, O, P, bias, out + <Py_ssize_t>n0 * O * P, par)
         _activate_blocks(out + <Py_ssize_t>n0 * O * P, nb * O * P, act, slope, par)
-    if dw != NULL and floating is float and FNN_MK_AVAILABLE and _dw_on_nt(O):
-        # The weight gradient is the deepest GEMM of a convolution (k = nb*P): dW += G @ col.T
-        # with col's panels transposed in registers as they are packed. dW.T = col @ G.T (below)
-        # only where O fills its 32-lane panels and the rows are few: O = 32 (interleaved A/B,
-        # 1 / 2 threads, this route vs that: vgg 32->32 0.94 / 0.90x, 1->32 0.84 / 0.88x; but
-        # LeNet 1->6 1.77 / 1.43x, 6->16 1.24 / 1.18x, O = 8 1.47x, O = 48 1.27 / 1.19x, O >= 64
-        # 1.04-1.20x)
+    if dw != NULL and floating is float and FNN_MK_AVAILABLE and dw_nt:
+        # im2col_dw/nt: dW += G @ col.T, col's panels transposed in registers as they are packed
         if nb == 1:
             gc = g + <Py_ssize_t>n0 * O * P
         else:
@@ -120,7 +95,8 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
                          int OH, int OW, const floating* bias, floating* out,
                          const floating* g, floating* dw,
                          int nbmax, int nt, floating* col, floating* buf,
-                         floating* dw_acc, int act=0, double slope=0) noexcept nogil:
+                         floating* dw_acc, int act=0, double slope=0,
+                         bint dw_nt=True) noexcept nogil:
     """Per chunk of samples: col := im2col(img); if out: out := act(w (O, CKK) @ col + bias);
     if dw: dw (O, CKK) += gather(g) @ col.T. img (N, C, H, W); out and g (N, O, OH, OW).
     nt > 1 runs fused: col, buf hold nt workspaces and dw_acc nt - 1 zeroed (O, CKK) blocks;
@@ -146,7 +122,7 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
                 _im2col_chunk(img, n0, min(nbmax, N - n0), C, H, W, w, O, KH, KW, sh, sw, ph,
                               pw, OH, OW, bias, out, g, my_dw, col + t * col_size,
                               buf + t * buf_size, dw_acc + (nt - 1 + t) * wsize, False, act,
-                              slope)
+                              slope, dw_nt)
                 chunk = chunk + nt
         if dw != NULL:
             for q in prange(wsize, schedule="static", use_threads_if=wsize > PARALLEL_MIN_ELEMENTS):
@@ -159,7 +135,7 @@ cdef void _im2col_driver(const floating* img, int N, int C, int H, int W,
     while n0 < N:
         nb = min(nbmax, N - n0)
         _im2col_chunk(img, n0, nb, C, H, W, w, O, KH, KW, sh, sw, ph, pw, OH, OW, bias, out, g,
-                      dw, col, buf, dw_acc, True, act, slope)
+                      dw, col, buf, dw_acc, True, act, slope, dw_nt)
         n0 += nb
 
 
@@ -209,16 +185,6 @@ cdef void _col2im_driver(const floating* g, int N, int O, int OH, int OW,
                       buf, True)
         n0 += nb
 
-
-cdef _trace_im2col_dw(dtype, int o):
-    """The route of an im2col weight gradient with o output channels (see _im2col_chunk)."""
-    if dtype == np.float32 and FNN_MK_AVAILABLE:
-        took("im2col_dw/nt" if _dw_on_nt(o) else "im2col_dw/tn")
-    else:
-        took("im2col_dw/blas")
-
-
-# ---- public kernels ----------------------------------------------------------------------------
 
 def im2col(x, kernel_size, stride, padding, out):
     """out[n, (c, i, j), oh*OW + ow] := x_padded[n, c, oh*sh + i, ow*sw + j]."""

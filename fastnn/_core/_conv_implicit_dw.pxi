@@ -2,52 +2,7 @@
 # matrix (fnn_mk_conv_dw), as a _DwJob of tasks (also run beside the sub-pixel dx).
 
 # ---- implicit GEMM weight gradient ---------------------------------------------------------------
-cdef bint _implicit_dw_on = True
-cdef bint _implicit_dw_force = False
 cdef int _MK_KC = FNN_MK_KC
-
-
-def _set_implicit_dw(bint on, bint force=False):
-    """Tuning hook for benchmarks and tests: float32 weight gradients on the implicit GEMM where
-    it measured faster (on), for every shape it can run (on and force: tests), or through im2col
-    chunks (off); returns the old (on, force)."""
-    global _implicit_dw_on, _implicit_dw_force
-    old = (_implicit_dw_on, _implicit_dw_force)
-    _implicit_dw_on, _implicit_dw_force = on, force
-    return old
-
-
-cdef bint _side_by_side = True
-
-
-def _set_side_by_side(bint on):
-    """Tuning hook for benchmarks: a strided conv's sub-pixel dx and implicit dW run as one pool
-    of tasks, each thread one group of dW's panels and then dx's tasks as they come (True), or
-    one kernel after the other, each split over the threads (False); returns the old value."""
-    global _side_by_side
-    old = _side_by_side
-    _side_by_side = on
-    return old
-
-
-def _implicit_dw_fits(x, int o, int c, int h, int w, int kh, int kw, int oh, int ow):
-    """Whether a float32 weight gradient dW (O, C, KH, KW) of x (N, C, H, W) takes
-    fnn_mk_conv_dw. Interleaved A/B against im2col chunks + G @ col.T, medians of 25, ms, 1 | 2
-    threads, implicit / im2col / torch (oneDNN), N = 64:
-      C64 14x14 O128 k4 s2 p1 (dcgan-d conv2)         8.8 / 10.1 / 8.0 | 4.7 / 5.7 / 4.6
-      dy C64 14x14 -> O128 7x7 (dcgan-g convT 128->64) 1.3 /  3.6 / 1.9 | 1.4 / 3.3 / 1.6
-      C64 14x14 O64 k3 s1 p1                           8.1 /  9.1 / 8.8 | 7.8 / 8.7 / 8.3
-      C32 28x28 O32 k3 s1 p1 (vgg-bn's first block)   14.9 / 13.1 / 13.5 | 9.0 / 8.1 / 10.9
-    and with the bias gradient (summed while g is packed, a pass of its own on the im2col route):
-      C1 28x28 O64 k4 s2 p1 (dcgan-d conv1, 16 columns: the threads split the pixels)
-                                                       1.07 / 1.57     | 0.59 / 0.80
-      dcgan-d conv2                                                    | 5.71 / 6.26
-    Each pixel's gathered panel row feeds O/8 register tiles, so O >= 64; the gather offsets
-    are int32."""
-    if not (_implicit_dw_on and x.dtype == np.float32 and FNN_CONV_KERNELS
-            and <Py_ssize_t>c * h * w < 2 ** 31 and 16 * <Py_ssize_t>oh * ow < 2 ** 31):
-        return False
-    return _implicit_dw_force or o >= 64
 
 
 cdef class _DwJob:
@@ -146,22 +101,19 @@ cdef _dw_fill(_DwJob j, x, g, dw, db, int sh, int sw, int ph, int pw):
     j.x, j.g, j.dw, j.db = <float*>_ptr(x), <float*>_ptr(g), <float*>_ptr(dw), <float*>_ptr(db)
 
 
-cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
-    """The _DwJob of dw += g @ im2col(x).T (and db) for nt threads."""
-    cdef int O = dw.shape[0], K = x.shape[1] * dw.shape[2] * dw.shape[3]
-    # the direct route splits dw's taps over the threads, 8 at a time (dcgan-d's conv1: 16 taps)
-    if _direct_dw_on and sh == 2 and sw == 2 and O >= 32 and (K + 7) // 8 >= nt:
+cdef _DwJob _dw_job(str route, x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
+    """The _DwJob of dw += g @ im2col(x).T (and db) for nt threads on ``route``: direct_s2_dw,
+    implicit_dw/panels or implicit_dw/pixels."""
+    if route == "direct_s2_dw":
         return _direct_dw_job(x, g, dw, db, ph, pw, nt)
     cdef _ImplicitDwJob j = _ImplicitDwJob()
     _dw_fill(j, x, g, dw, db, sh, sw, ph, pw)
     j.npanels = (j.K + 31) // 32
-    j.by_pixels = nt > j.npanels
+    j.by_pixels = route == "implicit_dw/pixels"
     if j.by_pixels:
-        took("implicit_dw/pixels")
         j.ntasks = <int>min(nt, (j.npix + _MK_KC - 1) // _MK_KC)
         j.qper = ((j.npix + j.ntasks - 1) // j.ntasks + _MK_KC - 1) // _MK_KC * _MK_KC
     else:
-        took("implicit_dw/panels")
         j.ntasks = min(nt, j.npanels)
         j.per = (j.npanels + j.ntasks - 1) // j.ntasks
     j.nthreads = j.ntasks
@@ -181,12 +133,12 @@ cdef _DwJob _dw_job(x, g, dw, db, int sh, int sw, int ph, int pw, int nt):
     return j
 
 
-def _implicit_dw(x, g, dw, db, int sh, int sw, int ph, int pw):
+def _implicit_dw(str route, x, g, dw, db, int sh, int sw, int ph, int pw):
     """dw (O, C, KH, KW) += g (N, O, OH, OW) @ im2col(x).T with no column matrix, and db += g's
     channel sums, on gemm_threads' count (see _DwJob)."""
-    _require_conv_kernels("_implicit_dw")
+    _require_conv_kernels(route)
     cdef int nt = gemm_threads(<Py_ssize_t>x.shape[0] * dw.shape[0] * x.shape[1] * dw.shape[2]
                                * dw.shape[3] * g.shape[2] * g.shape[3])
-    cdef _DwJob job = _dw_job(x, g, dw, db, sh, sw, ph, pw, nt)
+    cdef _DwJob job = _dw_job(route, x, g, dw, db, sh, sw, ph, pw, nt)
     with nogil:
         job.run_all()

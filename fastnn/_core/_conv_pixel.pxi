@@ -36,6 +36,45 @@ cdef void _pixel_transpose_backward(const floating* x, const floating* w, const 
         gemm_rm(True, False, CIN, ck, N, <floating>1, x, CIN, dy, ck, <floating>1, dw, ck)
 
 
-def _is_pixel_transpose(x, out_shape, kh, kw, ph, pw):
-    return (x.shape[2] == 1 and x.shape[3] == 1 and ph == 0 and pw == 0
-            and out_shape[2] == kh and out_shape[3] == kw and x.shape[0] > 0)
+def _pixel_transpose_forward_call(x, weight, bias, out):
+    """conv_transpose2d_forward on pixel_transpose: x (N, Cin, 1, 1) -> out (N, Cout, KH, KW)."""
+    cdef int N = x.shape[0], CIN = x.shape[1], COUT = weight.shape[1]
+    cdef Py_ssize_t KK = <Py_ssize_t>weight.shape[2] * weight.shape[3]
+    cdef void* px = _ptr(x)
+    cdef void* pw_ = _ptr(weight)
+    cdef void* pb = _ptr(bias)
+    cdef void* po = _ptr(out)
+    if x.dtype == np.float32:
+        with nogil:
+            _pixel_transpose_forward(<float*>px, <float*>pw_, <float*>pb, <float*>po, N, CIN,
+                                     COUT, KK)
+    else:
+        with nogil:
+            _pixel_transpose_forward(<double*>px, <double*>pw_, <double*>pb, <double*>po, N, CIN,
+                                     COUT, KK)
+    return out
+
+
+def _pixel_transpose_backward_call(x, weight, dy, dx, dweight, dbias):
+    """conv_transpose2d_backward on pixel_transpose (None outputs skipped); returns dx."""
+    cdef int N = x.shape[0], CIN = x.shape[1], COUT = weight.shape[1]
+    cdef Py_ssize_t KK = <Py_ssize_t>weight.shape[2] * weight.shape[3]
+    cdef void* px = _ptr(x)
+    cdef void* pw_ = _ptr(weight)
+    cdef void* pdy = _ptr(dy)
+    cdef void* pdx = _ptr(dx)
+    cdef void* pdw = _ptr(dweight)
+    cdef void* pdb = _ptr(dbias)
+    if x.dtype == np.float32:
+        with nogil:
+            _pixel_transpose_backward(<float*>px, <float*>pw_, <float*>pdy, <float*>pdx,
+                                      <float*>pdw, N, CIN, COUT, KK)
+            if pdb != NULL:
+                _channel_sum(<float*>pdy, N, COUT, KK, <float*>pdb)
+    else:
+        with nogil:
+            _pixel_transpose_backward(<double*>px, <double*>pw_, <double*>pdy, <double*>pdx,
+                                      <double*>pdw, N, CIN, COUT, KK)
+            if pdb != NULL:
+                _channel_sum(<double*>pdy, N, COUT, KK, <double*>pdb)
+    return dx

@@ -1,19 +1,6 @@
 # Route family s1 (AVX-512): stride-1 forwards (and the stride-1 dx, a forward of the flipped
 # kernel) as an implicit GEMM packed straight from x: s1_implicit, s1_across_samples, s1_widened.
 
-# Stride-1 same-width float32 forward convolutions as an implicit GEMM (see _conv_s1_forward).
-cdef bint _implicit_s1 = True
-
-
-def _set_implicit_gemm(bint on):
-    """Tuning hook for benchmarks and tests: route stride-1 same-width float32 forward
-    convolutions through the implicit GEMM (True) or im2col + GEMM; returns the old value."""
-    global _implicit_s1
-    old = _implicit_s1
-    _implicit_s1 = on
-    return old
-
-
 # ---- implicit GEMM: stride 1, output as wide as the input ---------------------------------------
 
 cdef void _conv_s1_forward(const float* x, int N, int C, int H, int W, const float* w, int O,
@@ -68,48 +55,6 @@ cdef void _s1_forward_call(x, weight, bias, out, int n, int c, int h, int w, int
         _conv_s1_forward(px, n, c, h, w, pw_, o, kh, kw, ph, pw, oh, pb, po, nt)
 
 
-cdef bint _widen_s1 = True
-
-
-def _set_widen_s1(bint on):
-    """Tuning hook for benchmarks and tests: stride-1 forwards whose output is wider than the
-    input (padding >= K-1) on the implicit route over a widened copy of x (True) or through
-    im2col chunks (False); returns the old value."""
-    global _widen_s1
-    old = _widen_s1
-    _widen_s1 = on
-    return old
-
-
-cdef int _s1_cross = 1
-
-
-def _set_s1_cross(int mode):
-    """Tuning hook for benchmarks and tests: the stride-1 implicit forward's panels run on across
-    samples (fnn_mk_conv_s1x) where a sample's ragged last panel would waste more than 5% of
-    the FMAs (1), for every shape (2: tests), or never (0); returns the old mode. Interleaved
-    A/B, batch 64, 2 threads, ms, across / per sample / torch: 64->64 at 14x14 forward 6.83 /
-    7.51 / 11.92 (a slow hour of the VM), its dx 7.83 / 8.80; 32->64 at 14x14 forward 4.14 /
-    4.70; at 28x28 (2% waste) the per-sample panels were faster (7.64 / 8.68)."""
-    global _s1_cross
-    old = _s1_cross
-    _s1_cross = mode
-    return old
-
-
-def _set_panel_direct(bint on):
-    """Tuning hook for benchmarks and tests: the cross-sample panels of fnn_mk_conv_s1x and
-    fnn_mk_subpixel with up to 8 rows multiply straight from their masked loads (True) or from
-    a packed panel (False); returns the old value."""
-    return bool(fnn_set_panel_direct(on)) if FNN_CONV_KERNELS else on
-
-
-def _s1_across_samples(Py_ssize_t p):
-    """Whether a stride-1 implicit forward of p = OH*W columns a sample takes fnn_mk_conv_s1x
-    (see _set_s1_cross)."""
-    return _s1_cross == 2 or (_s1_cross == 1 and 20 * ((32 - p % 32) % 32) > p)
-
-
 cdef void _s1x_forward_call(x, weight, bias, out, int n, int c, int h, int w, int o, int kh,
                             int kw, int ph, int pw, int oh, int nt):
     """out := conv2d(x) + bias on fnn_mk_conv_s1x: tasks of 8 panels (256 columns of the batch)
@@ -137,3 +82,28 @@ cdef void _s1x_forward_call(x, weight, bias, out, int n, int c, int h, int w, in
                                 ph, pw, pap, px, pb, po, pct + t * ct_size)
         else:
             fnn_mk_conv_s1x(o, 0, total, P, c, h, w, kh, kw, ph, pw, pap, px, pb, po, pct)
+
+
+def _s1_forward(str route, x, weight, bias, out, int ph, int pw):
+    """out := conv2d(x) + bias at stride 1 on ``route``: s1_implicit (panels per sample),
+    s1_across_samples (panels running on across samples) or s1_widened (an output wider than x,
+    the dx of a valid convolution: x placed pw columns in on a zeroed plane as wide as the
+    output, then the same-width layout conv_plan.s1_layout chooses)."""
+    _require_conv_kernels(route)
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
+    cdef int oh = out.shape[2], ow = out.shape[3]
+    if route == "s1_widened":
+        wide = _cached(np.float32, "s1_wide", <Py_ssize_t>n * c * h * ow).reshape(n, c, h, ow)
+        wide[..., :pw] = 0
+        wide[..., pw + w:] = 0
+        wide[..., pw:pw + w] = x
+        x, w, pw = wide, ow, 0
+        route = _planner.s1_layout(oh * ow)
+        took(route)
+    cdef int nt = gemm_threads(<Py_ssize_t>n * o * c * kh * kw * oh * ow)
+    if route == "s1_across_samples":
+        _s1x_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, nt)
+    else:
+        _s1_forward_call(x, weight, bias, out, n, c, h, w, o, kh, kw, ph, pw, oh, nt)
+    return out

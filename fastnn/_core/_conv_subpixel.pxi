@@ -15,34 +15,9 @@
 # independent (the phases write disjoint sub-grids), each on its thread's own workspace and a
 # single-threaded microkernel GEMM; every entry of dx is one GEMM sum in a fixed order, so the
 # result does not depend on the thread count or the chunking.
-cdef bint _subpixel_on = True
+# Phases as wide as dy pack their panels straight from dy (knob conv_subpixel_implicit; off: every
+# phase through a stride-1 im2col, as the narrower phases always are).
 cdef bint _subpixel_implicit = True
-
-
-def _set_subpixel_implicit(bint on):
-    """Tuning hook for tests: sub-pixel phases as wide as dy pack their panels straight from dy
-    (True, fnn_mk_subpixel) or through an im2col matrix (False; the route for every other
-    phase); returns the old value. Implicit measured 8.0 vs 13.7 ms on dcgan-d conv2's dx, one
-    thread."""
-    global _subpixel_implicit
-    old = _subpixel_implicit
-    _subpixel_implicit = on
-    return old
-
-
-cdef bint _subpixel_force = False
-
-
-def _set_subpixel(bint on, bint force=False):
-    """Tuning hook for benchmarks and tests: route float32 strided backward-data passes (conv2d's
-    dx, conv_transpose2d's forward) through the sub-pixel decomposition where it measured
-    faster (True; with force, for every shape, as the tests do) or the GEMM + col2im (False);
-    returns the old value of on."""
-    global _subpixel_on, _subpixel_force
-    old = _subpixel_on
-    _subpixel_on = on
-    _subpixel_force = force
-    return old
 
 
 # The sub-pixel phases' implicit GEMM (see _subpixel_phase). Uses the microkernel's macros above.
@@ -56,8 +31,8 @@ cdef void _subpixel_weights(const float* w, int O, int C, int KH, int KW, int sh
     """wph := the phases' (C, O*Ju*Jv) blocks one after another (phase a*sw + b), with
     wph[c, (o*Ju + u')*Jv + v'] = w[o, c, r + sh*(Ju-1-u'), rw + sw*(Jv-1-v')] (taps reversed,
     so the phase's dy columns are a plain stride-1 im2col). w is read in order, each tap t =
-    (kh, kw) sent through a table of its phase's offsets (loops over the phases' taps cost ~5
-    cycles an element: half of a vgg-like 128->256 k3 s2 dx at batch 8); tab holds 3*KH*KW."""
+    (kh, kw) sent through a table of its phase's offsets (loops over the phases' taps were slow
+    enough to matter at small batches: benchmarks/decisions.md); tab holds 3*KH*KW."""
     cdef int kk = KH * KW
     cdef int t, kh, kw, a, b, r, rw, ju, jv, o, c, c0, q
     cdef Py_ssize_t base, k
@@ -215,30 +190,6 @@ cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const f
                        pw, H, W, task % sh, bias, out, col, buf, phase_size)
 
 
-def _subpixel_fits(x, int n, int c, int o, int oh, int ow, int sh, int sw):
-    """Whether a backward-data pass of n samples (C = c input-grid channels, O = o channels on
-    the (oh, ow) output grid) takes the sub-pixel route. Measured against GEMM + col2im,
-    interleaved A/B on the 2-core VM (dx of conv2d C->O, new/old time, 1 thread | 2 threads):
-      N64 C64 14x14 O128 k4 s2 p1 (dcgan-d conv2)  0.64 | 0.65
-      N64 C32 16x16 O64 k3 s2 p1                   0.71 | 0.88
-      N64 C16 28x28 O32 k3 s2 p1                   0.75 | 0.99
-      N64 C32 32x32 O64 k2 s2 p0 (kernel = stride) 0.88 | 0.87
-      N32 C128 8x8 O256 k3 s2 p1                   0.67 | 0.96
-      N64 C1 28x28 O64 k4 s2 p1 (dcgan-d conv1)    3.7  | 4.0   C < 16: the GEMM's C rows are
-      N64 C3 32x32 / C8 28x28 O64 k4 s2 p1     2.3 / 1.13 | 2.5 / 1.08  too few for the 8-row tile
-      N8 C128 8x8 O256 k3 s2 p1                    1.11 | 1.48  N*OH*OW < 512: the weight
-      N1 / N4 C64 14x14 O128 k4 s2 p1       1.46 / 0.97 | 2.16 / 1.01  reshuffle and ragged
-                                                                      panels are not paid back
-    Stride 1 keeps the flipped forward convolution (conv2d_backward's dx_as_forward).
-    dcgan shapes, interleaved old / phases / torch (oneDNN) medians of 25, ms, 1 thread CPU time
-    | 2 threads wall (busy machine; the 1-thread numbers are the steadier):
-      conv2d dx (64,64,14,14)->128 k4 s2 p1      14.1 / 7.6 / 7.2  |  6.7 / 3.7 / 3.7
-      convT fwd 128->64 k4 s2 p1 on 7x7          13.5 / 7.3 / 9.7  |  7.4 / 3.7 / 4.9
-      conv2d dx (64,1,28,28)->64, convT 64->1 on 14x14 keep col2im: 1.0-1.4 ms (torch 3.8-5.6)"""
-    return (_subpixel_on and x.dtype == np.float32 and FNN_CONV_KERNELS and (sh > 1 or sw > 1)
-            and (_subpixel_force or (c >= 16 and n * oh * ow >= 512)))
-
-
 def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw,
                             _DwJob beside=None):
     """out (N, C, H, W) := conv2d's input gradient for output gradient g (N, O, OH, OW) and
@@ -246,13 +197,12 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     a weight gradient whose panel tasks go first into this pass's pool of tasks (the threads
     take both kinds dynamically: a thread's dW is its share of a GEMM that scales poorly when
     split finer, and the dx tasks even the two out)."""
-    _require_conv_kernels("_subpixel_backward_data")
+    _require_conv_kernels("subpixel")
     cdef int N = g.shape[0], O = g.shape[1], OH = g.shape[2], OW = g.shape[3]
     cdef int C = weight.shape[1], KH = weight.shape[2], KW = weight.shape[3]
     cdef int H = out.shape[2], W = out.shape[3]
     cdef int a, b, ju, jv, ha, wb, NB, NT
     if tracing():
-        took("subpixel" if beside is None else "subpixel/beside_dw")
         _trace_phases(O, OW, KH, KW, sh, sw, ph, pw, H, W)
     cdef Py_ssize_t kmax = 0, pamax = 0, colmax = 0, wtotal = 0
     for a in range(sh):

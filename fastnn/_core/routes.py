@@ -1,9 +1,9 @@
 """Which compiled route a kernel call took: a read-only trace for the tests that check that the
 fuzz and AddressSanitizer shapes reach every route (tests/test_fuzz_routes.py, tests/test_asan.py).
 
-The dispatch code of ``_conv.pyx``, ``_blas.pyx`` and ``_recurrent.pyx`` names the route it takes
-(``took("...")``, one trace in ``_blas``) when a trace is on, and does nothing else with it: the
-trace never changes a route. Off (the default) it costs one pointer comparison per call::
+The dispatch code of ``_conv.pyx`` (the routes fastnn._core.conv_plan chooses), ``_blas.pyx``
+and ``_recurrent.pyx`` names the route it takes (``took("...")``, one trace in ``_blas``) when a
+trace is on, and does nothing else with it: the trace never changes a route. Off (the default) it costs one pointer comparison per call::
 
     with fastnn._core.routes.traced() as taken:
         layer.forward(x)
@@ -16,7 +16,7 @@ import contextlib
 # "avx2" routes run on the GEMM microkernel, AVX2 or AVX-512; "avx512" ones on the AVX-512
 # convolution kernels; "any" at every level) and what it runs.
 ROUTES = {
-    # _conv.pyx: conv2d / conv_transpose2d
+    # _conv.pyx: conv2d / conv_transpose2d, chosen by conv_plan.py
     "s1_implicit": ("avx512", "stride-1 same-width forward, panels packed from x (fnn_mk_conv_s1)"),
     "s1_across_samples": ("avx512", "the same, panels running on across samples (fnn_mk_conv_s1x)"),
     "s1_widened": ("avx512", "a stride-1 forward wider than x, on a widened copy of x"),

@@ -1,0 +1,413 @@
+"""The convolution planner: the one place that chooses a route of ``_conv`` for each pass.
+
+``plan_conv2d`` and ``plan_conv_transpose2d`` map a geometry, a dtype, an ISA level and a thread
+count to a ``Plan`` of route names (``fastnn._core.routes.ROUTES``), one per pass::
+
+    >>> plan_conv2d((64, 32, 28, 28), (32, 32, 3, 3), 1, 1, "float32", level="avx512", threads=2)
+    Plan(forward='s1_implicit', dx='s1_implicit', dw='dwt_s1/rows')
+
+The entry points of ``_conv`` (conv2d_forward, conv2d_backward, conv_transpose2d_forward,
+conv_transpose2d_backward) ask ``conv2d``/``conv_transpose2d`` below (the same rules, cached per
+geometry) and dispatch on the names. The rules are the measured ones (benchmarks/decisions.md);
+``fastnn bench --routes`` times every eligible route of the suite's layers to re-tune them.
+
+Overrides (fastnn._core.tuning): the switches below (``conv_subpixel=False`` ...) and, per pass,
+a forced route: ``tuning(conv_forward="im2col_forward/f32")`` (also ``conv_dx``, ``conv_dw``,
+``convt_forward``, ``convt_dx``, ``convt_dw``); a forced route the geometry cannot run raises
+ValueError naming the eligible ones.
+
+Adding a route: its kernels as a unit ``_conv_<route>.pxi`` (included by ``_conv.pyx``), its
+name in ``routes.ROUTES``, a line in the pass's ``_eligible_*`` set here (where it can run) and
+in the pass's rule (where it should run), and a branch in the entry point's dispatch on the
+name (``_conv.pyx``); a fuzz shape in tests/test_fuzz_routes.py.
+"""
+import collections
+
+from . import tuning as _tuning
+
+Plan = collections.namedtuple("Plan", "forward dx dw")
+
+# fastnn/_core/_blas.pyx's gemm_threads: a loop of ``work`` multiply-adds runs on one thread
+# below this, else on at most one thread per half of it
+GEMM_PARALLEL_MIN_WORK = 262144
+
+_FORCE = ("conv_forward", "conv_dx", "conv_dw", "convt_forward", "convt_dx", "convt_dw")
+
+
+def _route_or_none(value):
+    from .routes import ROUTES
+
+    if value is not None and value not in ROUTES:
+        raise ValueError(f"tuning: {value!r} is not a route of fastnn._core.routes.ROUTES")
+    return value
+
+
+def _flag(value):
+    if not isinstance(value, (bool, int)):
+        raise TypeError(f"tuning: expected a bool, got {value!r}")
+    return bool(value)
+
+
+def _mode(value):
+    if value not in (0, 1, 2):
+        raise ValueError(f"tuning: expected 0, 1 or 2, got {value!r}")
+    return int(value)
+
+
+for _name in _FORCE:
+    _tuning.register(_name, None, f"force this pass's route (a name of routes.ROUTES; None: the "
+                     f"planner's choice); refused where the geometry cannot run it",
+                     _route_or_none)
+for _name, _default, _meaning, _check in (
+    ("conv_s1_implicit", True, "stride-1 same-width float32 forwards on the s1 routes", _flag),
+    ("conv_s1_widen", True, "stride-1 forwards wider than x (padding >= K-1) on s1_widened", _flag),
+    ("conv_s1_across_samples", 1, "s1 panels across samples: 1 where a sample's ragged last "
+     "panel wastes over 5% of the FMAs, 2 always, 0 never", _mode),
+    ("conv_strided_implicit", True, "strided float32 forwards on the implicit strided routes "
+     "(C*KH*KW >= 32)", _flag),
+    ("conv_strided_force", False, "the implicit strided routes for every shape they run", _flag),
+    ("convt_dx_strided", True, "conv_transpose2d's dx on the implicit strided routes (else "
+     "fused with dW in one im2col pass)", _flag),
+    ("conv_direct_s2", True, "stride-2 forwards with >= 32 channels on the direct kernel", _flag),
+    ("conv_direct_s2_per_sample", True, "direct_s2_forward's tasks a sample each when the batch "
+     "gives every thread 2 (else /batch)", _flag),
+    ("conv_implicit_dw", True, "float32 weight gradients on implicit_dw where measured faster "
+     "(O >= 64)", _flag),
+    ("conv_implicit_dw_force", False, "implicit_dw for every shape it runs", _flag),
+    ("conv_direct_dw", True, "stride-2 weight gradients with >= 32 channels on direct_s2_dw", _flag),
+    ("conv_side_by_side", True, "a strided conv's sub-pixel dx and implicit dW in one pool of "
+     "tasks (subpixel/beside_dw)", _flag),
+    ("conv_dwt_s1", True, "stride-1 same-width float32 weight gradients on dwt_s1", _flag),
+    ("conv_subpixel", True, "strided float32 backward-data passes on the sub-pixel route where "
+     "measured faster (C >= 16, N*OH*OW >= 512)", _flag),
+    ("conv_subpixel_force", False, "the sub-pixel route for every strided shape", _flag),
+    ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
+     "faster, else col @ G.T (im2col_dw/tn)", _flag),
+):
+    _tuning.register(_name, _default, _meaning, _check)
+
+
+def _k(name):
+    return _tuning._python_knobs[name][0]
+
+
+def gemm_threads(work, threads):
+    """_blas.gemm_threads outside a parallel region, for ``threads`` OpenMP threads."""
+    if work < GEMM_PARALLEL_MIN_WORK:
+        return 1
+    return max(1, min(threads, work // (GEMM_PARALLEL_MIN_WORK // 2)))
+
+
+class _Geometry:
+    """conv2d's view of a pass: x (n, c, h, w) -> y (n, o, oh, ow), kernel (kh, kw)."""
+    __slots__ = ("n", "c", "h", "w", "o", "kh", "kw", "sh", "sw", "ph", "pw", "oh", "ow",
+                 "f32", "level", "kernels", "mk", "threads")
+
+    def __init__(self, n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
+        (self.n, self.c, self.h, self.w, self.o, self.kh, self.kw, self.sh, self.sw, self.ph,
+         self.pw, self.oh, self.ow) = n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow
+        self.f32, self.level = f32, level
+        self.kernels = f32 and level == "avx512"   # the AVX-512 convolution kernels
+        self.mk = f32 and level in ("avx2", "avx512")  # the GEMM microkernel
+        self.threads = threads
+
+    def nt(self):
+        """The threads of a pass of this geometry (all passes do the same work)."""
+        g = self
+        return gemm_threads(g.n * g.o * g.c * g.kh * g.kw * g.oh * g.ow, g.threads)
+
+    def flipped(self):
+        """The stride-1 dx as a forward: dy (n, o, oh, ow) -> dx (n, c, h, w), padding K-1-p."""
+        g = self
+        return _Geometry(g.n, g.o, g.oh, g.ow, g.c, g.kh, g.kw, 1, 1, g.kh - 1 - g.ph,
+                         g.kw - 1 - g.pw, g.h, g.w, g.f32, g.level, g.threads)
+
+
+# ---- where each route can run ------------------------------------------------------------------
+
+def _im2col_forward(g):
+    return "im2col_forward/f32" if g.f32 else "im2col_forward/f64"
+
+
+def _col2im(g):
+    return "col2im/f32" if g.f32 else "col2im/f64"
+
+
+def _strided_ok(g):
+    """The implicit strided routes' limits: kernels up to 32, int32 gather offsets."""
+    return (g.kernels and (g.sh > 1 or g.sw > 1) and g.kh <= 32 and g.kw <= 32
+            and (32 // max(1, g.oh * g.ow) + 2) * g.c * g.h * g.w < 2 ** 31)
+
+
+def _eligible_forward(g):
+    out = {_im2col_forward(g)}
+    if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
+        if g.ow == g.w:
+            out |= {"s1_implicit", "s1_across_samples"}
+        elif g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
+            out.add("s1_widened")
+    if _strided_ok(g):
+        out.add("strided_gathered")
+        if g.sh == 2 and g.sw == 2 and g.o >= 32:
+            out |= {"direct_s2_forward/per_sample", "direct_s2_forward/batch"}
+    return out
+
+
+def _implicit_dw_ok(g):
+    return g.kernels and g.c * g.h * g.w < 2 ** 31 and 16 * g.oh * g.ow < 2 ** 31
+
+
+def _dwt_s1_ok(g):
+    return (g.kernels and g.sh == 1 and g.sw == 1 and g.ow == g.w and g.kh <= 32 and g.kw <= 32
+            and g.c * g.kh * g.kw >= 8 and g.o >= 16 and g.c * g.h * g.w < 2 ** 31)
+
+
+def _eligible_dw(g):
+    out = {"im2col_dw/nt", "im2col_dw/tn"} if g.mk else {"im2col_dw/blas"}
+    if _dwt_s1_ok(g):
+        out.add("dwt_s1/rows")
+        if g.nt() > 1 and g.n >= g.nt():
+            out.add("dwt_s1/samples")
+    if _implicit_dw_ok(g):
+        out |= {"implicit_dw/panels", "implicit_dw/pixels"}
+        if g.sh == 2 and g.sw == 2 and g.o >= 32:
+            out.add("direct_s2_dw")
+    return out
+
+
+def _subpixel_ok(g):
+    return g.kernels and (g.sh > 1 or g.sw > 1)
+
+
+def _beside_ok(g, dw):
+    """The sub-pixel dx can share its pool of tasks with dW's panel groups."""
+    nt = g.nt()
+    return (nt > 1 and dw in ("direct_s2_dw", "implicit_dw/panels")
+            and g.c * g.kh * g.kw >= 32 * nt)
+
+
+def _eligible_dx(g, dw):
+    out = {_col2im(g)}
+    if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
+        out |= _eligible_forward(g.flipped())
+    if _subpixel_ok(g):
+        out.add("subpixel")
+        if dw is not None and _beside_ok(g, dw):
+            out.add("subpixel/beside_dw")
+    return out
+
+
+# ---- the rules ---------------------------------------------------------------------------------
+
+def s1_layout(p):
+    """s1_across_samples or s1_implicit for a stride-1 forward of p = OH*W columns a sample:
+    across samples where a sample's ragged last 32-column panel wastes over 5% of the FMAs."""
+    mode = _k("conv_s1_across_samples")
+    return "s1_across_samples" if mode == 2 or (mode == 1 and 20 * ((32 - p % 32) % 32) > p) \
+        else "s1_implicit"
+
+
+def _strided_route(g):
+    """A strided forward that takes the implicit strided routes, or None."""
+    if not (_k("conv_strided_implicit") and _strided_ok(g)
+            and (_k("conv_strided_force") or g.c * g.kh * g.kw >= 32)):
+        return None
+    if _k("conv_direct_s2") and g.sh == 2 and g.sw == 2 and g.o >= 32:
+        per_sample = _k("conv_direct_s2_per_sample") and g.n >= 2 * g.nt()
+        return "direct_s2_forward/per_sample" if per_sample else "direct_s2_forward/batch"
+    return "strided_gathered"
+
+
+def _rule_forward(g):
+    if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
+            and g.kw <= 32:
+        if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
+            return "s1_widened"
+        if g.ow == g.w:
+            return s1_layout(g.oh * g.ow)
+    return _strided_route(g) or _im2col_forward(g)
+
+
+def _rule_dw(g, dwt=True):
+    """conv2d's dW (``dwt``: dwt_s1 may take it; conv_transpose2d's dW never does)."""
+    nt = g.nt()
+    if dwt and _k("conv_dwt_s1") and _dwt_s1_ok(g):
+        return "dwt_s1/samples" if nt > 1 and g.c * g.kh * g.kw < 16 * nt and g.n >= nt \
+            else "dwt_s1/rows"
+    if _k("conv_implicit_dw") and _implicit_dw_ok(g) and (_k("conv_implicit_dw_force")
+                                                          or g.o >= 64):
+        k = g.c * g.kh * g.kw
+        if _k("conv_direct_dw") and g.sh == 2 and g.sw == 2 and g.o >= 32 and (k + 7) // 8 >= nt:
+            return "direct_s2_dw"
+        return "implicit_dw/pixels" if nt > (k + 31) // 32 else "implicit_dw/panels"
+    if not g.mk:
+        return "im2col_dw/blas"
+    return "im2col_dw/nt" if _k("conv_dw_nt") and (g.o >= 64 or g.o % 32 != 0) else "im2col_dw/tn"
+
+
+def _rule_dx(g, dw):
+    if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
+        return _rule_forward(g.flipped())
+    if _k("conv_subpixel") and _subpixel_ok(g) and (
+            _k("conv_subpixel_force") or (g.c >= 16 and g.n * g.oh * g.ow >= 512)):
+        if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):
+            return "subpixel/beside_dw"
+        return "subpixel"
+    return _col2im(g)
+
+
+def _choose(knob, rule, eligible, what):
+    forced = _k(knob)
+    if forced is None:
+        return rule
+    if forced not in eligible:
+        raise ValueError(f"tuning({knob}={forced!r}): not eligible for {what}; eligible: "
+                         f"{sorted(eligible)}")
+    return forced
+
+
+# ---- the planner -------------------------------------------------------------------------------
+
+_cache = {}
+
+
+def _level(level):
+    if level is None:
+        from . import isa
+
+        return isa.LEVEL
+    return level
+
+
+def _threads(threads):
+    if threads is None:
+        from . import threads as _th
+
+        return _th.get_num_threads()
+    return threads
+
+
+def conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, need_dw, level, threads):
+    """The Plan of conv2d x (n, c, h, w) -> (n, o, oh, ow) (``need_dw``: dW is computed with
+    dx, which may share its threads), cached per arguments and tuning state."""
+    key = ("c", n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, need_dw, level, threads,
+           _tuning.generation)
+    plan = _cache.get(key)
+    if plan is None:
+        if len(_cache) > 4096:
+            _cache.clear()
+        g = _Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads)
+        what = f"conv2d {(n, c, h, w)} -> {(n, o, oh, ow)} kernel {(kh, kw)} stride {(sh, sw)} " \
+               f"padding {(ph, pw)} {'float32' if f32 else 'float64'} at {level}"
+        forward = _choose("conv_forward", _rule_forward(g), _eligible_forward(g), what)
+        dw = _choose("conv_dw", _rule_dw(g), _eligible_dw(g), what)
+        dx = _choose("conv_dx", _rule_dx(g, dw if need_dw else None),
+                     _eligible_dx(g, dw if need_dw else None), what)
+        plan = _cache[key] = Plan(forward, dx, dw)
+    return plan
+
+
+def _is_pixel_transpose(n, h, w, kh, kw, ph, pw, oh, ow):
+    return h == 1 and w == 1 and ph == 0 and pw == 0 and oh == kh and ow == kw and n > 0
+
+
+def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
+    """The Plan of conv_transpose2d x (n, cin, h, w) -> (n, cout, oh, ow), cached."""
+    key = ("t", n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads,
+           _tuning.generation)
+    plan = _cache.get(key)
+    if plan is None:
+        if len(_cache) > 4096:
+            _cache.clear()
+        what = f"conv_transpose2d {(n, cin, h, w)} -> {(n, cout, oh, ow)} kernel {(kh, kw)} " \
+               f"stride {(sh, sw)} padding {(ph, pw)} {'float32' if f32 else 'float64'} at {level}"
+        if _is_pixel_transpose(n, h, w, kh, kw, ph, pw, oh, ow):
+            # one dense GEMM per pass: the only route planned for this geometry
+            for knob in ("convt_forward", "convt_dx", "convt_dw"):
+                _choose(knob, "pixel_transpose", {"pixel_transpose"}, what)
+            plan = _cache[key] = Plan("pixel_transpose", "pixel_transpose", "pixel_transpose")
+            return plan
+        # the forward is conv2d's dx of out (n, cout, oh, ow) -> x; dx and dW are conv2d's
+        # forward and dW of dy (n, cout, oh, ow) -> x's grid with weight (cin, cout, kh, kw)
+        g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
+        if _k("conv_subpixel") and _subpixel_ok(g) and (
+                _k("conv_subpixel_force") or (cout >= 16 and n * h * w >= 512)):
+            rule_fwd = "subpixel"
+        else:
+            rule_fwd = _col2im(g)
+        eligible_fwd = {_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set())
+        forward = _choose("convt_forward", rule_fwd, eligible_fwd, what)
+        rule_dx = (_k("convt_dx_strided") and _strided_route(g)) or _im2col_forward(g)
+        eligible_dx = {r for r in _eligible_forward(g) if not r.startswith("s1_")}
+        dx = _choose("convt_dx", rule_dx, eligible_dx, what)
+        dw = _choose("convt_dw", _rule_dw(g, dwt=False), _eligible_dw_convt(g), what)
+        plan = _cache[key] = Plan(forward, dx, dw)
+    return plan
+
+
+def _eligible_dw_convt(g):
+    return {r for r in _eligible_dw(g) if not r.startswith("dwt_s1")}
+
+
+# ---- for tests and tools -----------------------------------------------------------------------
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _out(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def plan_conv2d(x_shape, w_shape, stride=1, padding=0, dtype="float32", level=None,
+                threads=None, need_dw=True):
+    """The Plan of conv2d of x (N, C, H, W) with weight (O, C, KH, KW) at ``level`` (default:
+    the one in use) on ``threads`` OpenMP threads (default: fastnn.get_num_threads())."""
+    n, c, h, w = x_shape
+    o, _, kh, kw = w_shape
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    return conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, _out(h, kh, sh, ph), _out(w, kw, sw, pw),
+                  str(dtype) == "float32", need_dw, _level(level), _threads(threads))
+
+
+def plan_conv_transpose2d(x_shape, w_shape, stride=1, padding=0, output_padding=0,
+                          dtype="float32", level=None, threads=None):
+    """The Plan of conv_transpose2d of x (N, Cin, H, W) with weight (Cin, Cout, KH, KW)."""
+    n, cin, h, w = x_shape
+    _, cout, kh, kw = w_shape
+    (sh, sw), (ph, pw), (oph, opw) = _pair(stride), _pair(padding), _pair(output_padding)
+    oh, ow = (h - 1) * sh - 2 * ph + kh + oph, (w - 1) * sw - 2 * pw + kw + opw
+    return conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow,
+                            str(dtype) == "float32", _level(level), _threads(threads))
+
+
+def eligible(op, pass_, x_shape, w_shape, stride=1, padding=0, output_padding=0,
+             dtype="float32", level=None, threads=None, need_dw=True):
+    """The routes pass ``pass_`` ("forward", "dx", "dw") of ``op`` ("conv2d",
+    "conv_transpose2d") can take for this geometry, sorted (``fastnn bench --routes``);
+    ``need_dw``: conv2d's dx is computed with dW (subpixel/beside_dw shares its tasks)."""
+    level, threads = _level(level), _threads(threads)
+    f32 = str(dtype) == "float32"
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    if op == "conv2d":
+        n, c, h, w = x_shape
+        o, _, kh, kw = w_shape
+        g = _Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, _out(h, kh, sh, ph),
+                      _out(w, kw, sw, pw), f32, level, threads)
+        if pass_ == "forward":
+            return sorted(_eligible_forward(g))
+        if pass_ == "dw":
+            return sorted(_eligible_dw(g))
+        return sorted(_eligible_dx(g, _rule_dw(g) if need_dw else None))
+    n, cin, h, w = x_shape
+    _, cout, kh, kw = w_shape
+    oph, opw = _pair(output_padding)
+    oh, ow = (h - 1) * sh - 2 * ph + kh + oph, (w - 1) * sw - 2 * pw + kw + opw
+    if _is_pixel_transpose(n, h, w, kh, kw, ph, pw, oh, ow):
+        return ["pixel_transpose"]
+    g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
+    if pass_ == "forward":
+        return sorted({_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set()))
+    if pass_ == "dw":
+        return sorted(_eligible_dw_convt(g))
+    return sorted(r for r in _eligible_forward(g) if not r.startswith("s1_"))

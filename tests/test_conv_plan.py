@@ -1,0 +1,289 @@
+"""The convolution planner (fastnn._core.conv_plan) and the tuning knobs (fastnn._core.tuning):
+the routes of representative geometries at each ISA level, the planner's choice is the route
+the dispatch takes (the trace), every eligible route forced in turn matches the NumPy reference,
+forcing refuses a route the geometry cannot run, and ``fastnn bench --routes`` on one model."""
+import io
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _core, zoo
+from fastnn._core import _conv, conv_plan, isa, reference, routes, tuning
+from fastnn._core.tuning import tuning as tuned
+
+
+def conv_shapes(name):
+    """[(kind, x_shape, weight shape, stride, padding)] of the conv layers of zoo model ``name``
+    at batch 64."""
+    model, shape, _ = zoo.build(name)
+    x = np.zeros((1,) + tuple(shape), np.float32)  # the shapes of one sample, then batch 64
+    out = []
+    for layer in model:
+        y = layer.forward(x, training=False)
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "ConvTranspose2D"):
+            out.append((kind, (64,) + x.shape[1:], layer.weight.data.shape, layer.stride,
+                        layer.padding))
+        x = y
+    return out
+
+
+# ---- the routes of representative geometries ----------------------------------------------------
+
+def test_vgg_bn_stride_1_convolutions():
+    for kind, x, w, s, p in conv_shapes("vgg-bn"):
+        assert kind == "Conv2D" and s == (1, 1)
+        plan = conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=2)
+        # panels across samples where a sample's ragged last panel idles over 5% of the FMAs:
+        # 14x14 (28 of 224 columns), not 28x28 (16 of 800)
+        layout = "s1_across_samples" if x[2] == 14 else "s1_implicit"
+        assert plan.forward == layout, (x, w, plan)
+        assert plan.dx == layout  # the flipped kernel's forward, same grid
+        assert plan.dw == ("dwt_s1/samples" if x[1] == 1 else "dwt_s1/rows"), (x, w, plan)
+
+
+def test_dcgan_d_stride_2_convolutions():
+    (k1, x1, w1, s1, p1), (k2, x2, w2, s2, p2) = conv_shapes("dcgan-d")[:2]
+    first = conv_plan.plan_conv2d(x1, w1, s1, p1, level="avx512", threads=2)
+    assert first.forward == "im2col_forward/f32"  # C*KH*KW = 16: too shallow for the panels
+    assert first.dw == "direct_s2_dw"
+    conv2 = conv_plan.plan_conv2d(x2, w2, s2, p2, level="avx512", threads=2)
+    assert conv2 == ("direct_s2_forward/per_sample", "subpixel/beside_dw", "direct_s2_dw")
+    assert conv_plan.plan_conv2d(x2, w2, s2, p2, level="avx512", threads=1).dx == "subpixel"
+    assert conv_plan.plan_conv2d((2,) + x2[1:], w2, s2, p2, level="avx512",
+                                 threads=2).forward == "direct_s2_forward/batch"
+
+
+def test_dcgan_g_transposed_convolutions():
+    shapes = [s for s in conv_shapes("dcgan-g") if s[0] == "ConvTranspose2D"]
+    plans = [conv_plan.plan_conv_transpose2d(x, w, s, p, level="avx512", threads=2)
+             for _, x, w, s, p in shapes]
+    assert plans[0] == ("pixel_transpose",) * 3  # the latent vector: a 1x1 input
+    assert plans[1].forward == "subpixel"
+    assert plans[1].dx == "direct_s2_forward/per_sample"
+    assert plans[-1].forward == "col2im/f32"  # 64->1: a single output channel
+    assert plans[-1].dx == "im2col_forward/f32"
+
+
+def test_float64_and_the_lower_levels():
+    x, w = (64, 32, 14, 14), (64, 32, 3, 3)
+    assert conv_plan.plan_conv2d(x, w, 1, 1, "float64", level="avx512", threads=2) == (
+        "im2col_forward/f64", "col2im/f64", "im2col_dw/blas")
+    assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2) == (
+        "im2col_forward/f32", "col2im/f32", "im2col_dw/nt")
+    assert conv_plan.plan_conv2d(x, (32, 32, 3, 3), 1, 1, level="avx2", threads=2).dw == \
+        "im2col_dw/tn"
+    assert conv_plan.plan_conv2d(x, w, 1, 1, level="baseline", threads=2) == (
+        "im2col_forward/f32", "col2im/f32", "im2col_dw/blas")
+    assert conv_plan.plan_conv_transpose2d((8, 16, 1, 1), (16, 8, 4, 4), level="baseline",
+                                           threads=1).forward == "pixel_transpose"
+
+
+def test_every_planned_name_is_a_route_available_at_its_level():
+    for level in isa.LEVELS:
+        for name in ("vgg-bn", "dcgan-d", "dcgan-g", "lenet5"):
+            for kind, x, w, s, p in conv_shapes(name):
+                plan = (conv_plan.plan_conv2d(x, w, s, p, level=level, threads=2)
+                        if kind == "Conv2D" else
+                        conv_plan.plan_conv_transpose2d(x, w, s, p, level=level, threads=2))
+                for route in plan:
+                    need = routes.ROUTES[route][0]
+                    assert need == "any" or isa.LEVELS.index(level) >= isa.LEVELS.index(need)
+
+
+# ---- the dispatch takes the planned route -------------------------------------------------------
+
+def _rand(rng, shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def test_the_trace_shows_the_planned_routes():
+    rng = np.random.default_rng(0)
+    x, w, b = _rand(rng, (8, 16, 10, 10)), _rand(rng, (32, 16, 4, 4)), _rand(rng, (32,))
+    plan = conv_plan.plan_conv2d(x.shape, w.shape, 2, 1)
+    y = np.empty((8, 32, 5, 5), np.float32)
+    with routes.traced() as taken:
+        _core.conv2d_forward(x, w, b, y, 2, 1)
+    assert taken[plan.forward] == 1
+    with routes.traced() as taken:
+        _core.conv2d_backward(x, w, _rand(rng, y.shape), np.empty_like(x), np.zeros_like(w),
+                              np.zeros_like(b), 2, 1)
+    assert taken[plan.dx] == 1 and taken[plan.dw] == 1
+
+
+# ---- every eligible route against the reference -------------------------------------------------
+
+CONV_CASES = [  # (x shape, weight shape, stride, padding, dtype)
+    ((4, 16, 10, 10), (32, 16, 3, 3), 1, 1, "float32"),   # s1 same width
+    ((4, 16, 9, 9), (32, 16, 3, 3), 1, 0, "float32"),     # s1 valid: the widened dx
+    ((4, 16, 10, 10), (32, 16, 4, 4), 2, 1, "float32"),   # s2: direct, gathered, sub-pixel
+    ((3, 8, 11, 9), (24, 8, 3, 3), 3, 1, "float32"),      # s3
+    ((4, 16, 10, 10), (32, 16, 3, 3), 1, 1, "float64"),
+]
+CONVT_CASES = [  # (x shape, weight shape, stride, padding, output padding, dtype)
+    ((4, 16, 5, 5), (16, 32, 4, 4), 2, 1, 0, "float32"),
+    ((3, 8, 4, 5), (8, 24, 3, 3), 2, 1, 1, "float32"),
+    ((4, 8, 1, 1), (8, 16, 4, 4), 1, 0, 0, "float32"),     # pixel transpose
+    ((4, 16, 5, 5), (16, 32, 4, 4), 2, 1, 0, "float64"),
+]
+
+
+def _close(got, want):
+    scale = max(1.0, float(np.max(np.abs(want))))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+def _conv_passes(xs, ws, s, p, dtype, rng):
+    x, w, b = _rand(rng, xs, dtype), _rand(rng, ws, dtype), _rand(rng, ws[:1], dtype)
+    oh, ow = (xs[2] + 2 * p - ws[2]) // s + 1, (xs[3] + 2 * p - ws[3]) // s + 1
+    dy = _rand(rng, (xs[0], ws[0], oh, ow), dtype)
+    want_y = reference.conv2d_forward(*(a.astype(np.float64) for a in (x, w, b)),
+                                      np.empty(dy.shape), s, p)
+    want = [np.zeros(xs), np.zeros(ws), np.zeros(ws[0])]
+    reference.conv2d_backward(*(a.astype(np.float64) for a in (x, w, dy)), *want, s, p)
+    return {
+        "forward": (lambda: _core.conv2d_forward(x, w, b, np.empty(dy.shape, dtype), s, p),
+                    want_y),
+        "dx": (lambda: _core.conv2d_backward(x, w, dy, np.empty_like(x), None, None, s, p),
+               want[0]),
+        "dw": (lambda: _weight_grads(_core.conv2d_backward, x, w, b, dy, s, p), want[1:]),
+    }
+
+
+def _weight_grads(backward, x, w, b, dy, s, p):
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    backward(x, w, dy, None, dw, db, s, p)
+    return dw, db
+
+
+def _convt_passes(xs, ws, s, p, op, dtype, rng):
+    x, w, b = _rand(rng, xs, dtype), _rand(rng, ws, dtype), _rand(rng, ws[1:2], dtype)
+    oh, ow = (xs[2] - 1) * s - 2 * p + ws[2] + op, (xs[3] - 1) * s - 2 * p + ws[3] + op
+    dy = _rand(rng, (xs[0], ws[1], oh, ow), dtype)
+    want_y = reference.conv_transpose2d_forward(*(a.astype(np.float64) for a in (x, w, b)),
+                                                np.empty(dy.shape), s, p)
+    want = [np.zeros(xs), np.zeros(ws), np.zeros(ws[1])]
+    reference.conv_transpose2d_backward(*(a.astype(np.float64) for a in (x, w, dy)), *want, s, p)
+    bwd = _core.conv_transpose2d_backward
+    return {
+        "forward": (lambda: _core.conv_transpose2d_forward(x, w, b, np.empty(dy.shape, dtype),
+                                                           s, p), want_y),
+        "dx": (lambda: bwd(x, w, dy, np.empty_like(x), None, None, s, p), want[0]),
+        "dw": (lambda: _weight_grads(bwd, x, w, b, dy, s, p), want[1:]),
+    }
+
+
+def _cases():
+    out = []
+    for i, (xs, ws, s, p, dtype) in enumerate(CONV_CASES):
+        for pass_ in ("forward", "dx", "dw"):
+            out.append(("conv2d", i, pass_))
+    for i, case in enumerate(CONVT_CASES):
+        for pass_ in ("forward", "dx", "dw"):
+            out.append(("conv_transpose2d", i, pass_))
+    return out
+
+
+@pytest.mark.parametrize("op, case, pass_", _cases())
+def test_every_eligible_route_matches_the_reference(op, case, pass_):
+    rng = np.random.default_rng(case)
+    prev = fastnn.get_num_threads()
+    fastnn.set_num_threads(2)
+    try:
+        if op == "conv2d":
+            xs, ws, s, p, dtype = CONV_CASES[case]
+            passes, op_args = _conv_passes(xs, ws, s, p, dtype, rng), ()
+            knob = {"forward": "conv_forward", "dx": "conv_dx", "dw": "conv_dw"}[pass_]
+        else:
+            xs, ws, s, p, op_pad, dtype = CONVT_CASES[case]
+            passes, op_args = _convt_passes(xs, ws, s, p, op_pad, dtype, rng), (op_pad,)
+            knob = {"forward": "convt_forward", "dx": "convt_dx", "dw": "convt_dw"}[pass_]
+        # dx alone (no dW requested): subpixel/beside_dw is covered by the dx+dW test below
+        eligible = conv_plan.eligible(op, pass_, xs, ws, s, p, *op_args, dtype=dtype,
+                                      need_dw=False)
+        assert eligible
+        call, want = passes[pass_]
+        for route in eligible:
+            with tuned(**{knob: route}), routes.traced() as taken:
+                got = call()
+            assert taken[route] >= 1, (route, taken)
+            for g, w_ in zip(got if pass_ == "dw" else [got], want if pass_ == "dw" else [want]):
+                _close(g, w_)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
+@pytest.mark.skipif(not _conv._conv_kernels_available(), reason="an AVX-512 route")
+def test_subpixel_dx_beside_the_weight_gradient_matches_the_reference():
+    rng = np.random.default_rng(9)
+    xs, ws = (4, 16, 10, 10), (32, 16, 4, 4)
+    x, w = _rand(rng, xs), _rand(rng, ws)
+    dy = _rand(rng, (4, 32, 5, 5))
+    want = [np.zeros(xs), np.zeros(ws), np.zeros(32)]
+    reference.conv2d_backward(*(a.astype(np.float64) for a in (x, w, dy)), *want, 2, 1)
+    prev = fastnn.get_num_threads()
+    fastnn.set_num_threads(2)
+    try:
+        for dw_route in ("direct_s2_dw", "implicit_dw/panels"):
+            got = [np.empty_like(x), np.zeros_like(w), np.zeros(32, np.float32)]
+            with tuned(conv_dx="subpixel/beside_dw", conv_dw=dw_route), \
+                    routes.traced() as taken:
+                _core.conv2d_backward(x, w, dy, *got, 2, 1)
+            assert taken["subpixel/beside_dw"] == 1 and taken[dw_route] == 1
+            for g, w_ in zip(got, want):
+                _close(g, w_)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
+# ---- tuning ------------------------------------------------------------------------------------
+
+def test_forcing_a_route_the_geometry_cannot_run_is_refused():
+    x, w = np.zeros((2, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32)
+    y = np.empty((2, 4, 8, 8), np.float32)
+    with tuned(conv_forward="subpixel"):  # a backward-data route
+        with pytest.raises(ValueError, match="not eligible"):
+            _core.conv2d_forward(x, w, None, y, 1, 1)
+    with pytest.raises(ValueError, match="not a route"):
+        with tuned(conv_forward="no_such_route"):
+            pass
+    with tuned(conv_forward="im2col_forward/f32"), routes.traced() as taken:
+        _core.conv2d_forward(x, w, None, y, 1, 1)
+    assert taken == {"im2col_forward/f32": 1}
+
+
+def test_tuning_restores_rejects_unknown_names_and_lists_its_knobs():
+    before = tuning.get("conv_col_chunk_bytes")
+    with pytest.raises(RuntimeError):
+        with tuned(conv_col_chunk_bytes=12345, conv_subpixel=False, dense_microkernel=False):
+            assert tuning.get("conv_col_chunk_bytes") == 12345
+            assert tuning.get("conv_subpixel") is False
+            raise RuntimeError("inside")
+    assert tuning.get("conv_col_chunk_bytes") == before
+    assert tuning.get("conv_subpixel") is True and tuning.get("dense_microkernel") is True
+    with pytest.raises(ValueError, match="unknown knob.*conv_chunk_bytes"):
+        with tuned(conv_chunk_bytes=1):
+            pass
+    knobs = tuning.knobs()
+    assert {"conv_forward", "conv_dynamic_schedule", "gemm_tn_pack_a"} <= set(knobs)
+    assert all(meaning for _, meaning in knobs.values())
+
+
+# ---- fastnn bench --routes ---------------------------------------------------------------------
+
+def test_bench_routes_on_one_model(capsys):
+    from benchmarks import __main__ as bench_main
+    from benchmarks import routes as routes_bench
+
+    out = io.StringIO()
+    rows = routes_bench.run(["dcgan-d"], repeats=1, out=out)
+    passes = [(r["layer"], r["pass"]) for r in rows]
+    assert len(passes) == 5  # two convolutions: forward and dW each, dx of the second
+    for r in rows:
+        assert r["planner"] in r["ms"] and r["winner"] == min(r["ms"], key=r["ms"].get)
+        assert r["layer"] in out.getvalue()
+    # the command line: fastnn bench --routes
+    assert bench_main.main(["--routes", "--models", "dcgan-d", "--repeats", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "conv 64->128 k4 s2 p1 14x14" in printed and "planner" in printed
