@@ -94,7 +94,7 @@ def run(models=CONV_MODELS, repeats=7, margin=0.10, out=sys.stdout):
     rows = []
     print(f"conv routes at {fnn.get_num_threads()} threads, {isa.LEVEL} level, medians "
           f"of {repeats} interleaved calls, ms", file=out)
-    header = f"{'model':8} {'layer':26} {'pass':7} {'planner':29} {'winner':29} routes"
+    header = f"{'model':8} {'layer':28} {'pass':7} {'planner':29} {'winner':29} routes"
     print(header, file=out)
     print("-" * len(header), file=out)
     for model in models:
@@ -109,7 +109,7 @@ def run(models=CONV_MODELS, repeats=7, margin=0.10, out=sys.stdout):
                 rows.append({"model": model, "layer": _describe(layer, x_shape), "pass": pass_,
                              "planner": chosen, "winner": winner, "ms": ms, "retune": retune})
                 cells = " | ".join(f"{r} {t:.2f}" for r, t in sorted(ms.items(), key=lambda kv: kv[1]))
-                print(f"{model:8} {_describe(layer, x_shape):26} {pass_:7} {chosen:29} "
+                print(f"{model:8} {_describe(layer, x_shape):28} {pass_:7} {chosen:29} "
                       f"{winner + (' <- re-tune' if retune else ''):29} {cells}", file=out, flush=True)
     return rows
 
