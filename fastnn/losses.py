@@ -19,7 +19,7 @@ Look-up by name: ``fnn.losses.get("mse" | "cross_entropy" | "bce" | "bce_with_lo
 import numpy as np
 
 from . import _core
-from ._core._checks import FLOAT_DTYPES
+from ._core import FLOAT_DTYPES
 
 REDUCTIONS = ("mean", "sum", "none")
 

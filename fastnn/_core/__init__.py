@@ -168,15 +168,35 @@ _KERNEL_MODULE = {name: family for family, names in _FAMILIES.items() for name i
 
 __all__ = sorted(_KERNEL_MODULE) + ["ACTIVATIONS"]
 
+# Reachable here for fastnn's own layers, so that nothing outside _core imports its private
+# modules, but not the contract above (no reference.py version, not in __all__): the recurrent
+# layers' whole-layer calls (validated as the kernels are) and the shared argument checks.
+# name -> (module, its name there)
+_PRIVATE = {name: ("_recurrent", name) for name in (
+    "rnn_forward_full", "lstm_forward_full", "gru_forward_full", "rnn_backward_full",
+    "lstm_backward_full", "gru_backward_full", "embedded_projection", "embedded_input_grads")}
+_PRIVATE.update({name: ("_checks", name) for name in ("FLOAT_DTYPES", "check_pair",
+                                                         "conv_out_size")})
+_PRIVATE["lookup_matches"] = ("recurrent", "_lookup_matches")
+
 
 def __getattr__(name):
-    family = _KERNEL_MODULE.get(name)
+    family, attr = _KERNEL_MODULE.get(name), name
     if family is None:
-        raise AttributeError(f"module 'fastnn._core' has no attribute {name!r}")
+        family, attr = _PRIVATE.get(name, (None, None))
+        if family is None:
+            raise AttributeError(f"module 'fastnn._core' has no attribute {name!r}")
     module = importlib.import_module(f".{family}", __name__)
-    value = getattr(module, name)
+    value = getattr(module, attr)
     globals()[name] = value  # later look-ups skip __getattr__
     return value
+
+
+def compiled(name):
+    """True while the kernel ``name`` here is its family's own (not a stand-in set on this
+    module, as the benchmarks' and tests' reference.py swaps do)."""
+    own = getattr(importlib.import_module(f".{_KERNEL_MODULE[name]}", __name__), name)
+    return globals().get(name, own) is own
 
 
 def __dir__():

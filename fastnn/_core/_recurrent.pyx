@@ -7,6 +7,10 @@
 # checks' dtype) keeps single-threaded BLAS dgemm and libm, and so does float32 at the baseline
 # ISA level.
 #
+# One driver serves every cell (RNN, LSTM, GRU): the time loops, the products, the threads and
+# the input and weight-gradient sides are the same; the cell's gate math of one row is
+# kernels/gates.h's fnn_cell_forward_* / fnn_cell_backward_*.
+#
 # Threads: batch rows never interact inside a recurrence, so each OpenMP thread runs the whole
 # time loop on its own block of rows: one parallel region per call, no barrier per step. On the
 # microkernel path each entry of every output is computed in the same order whatever the thread
@@ -14,8 +18,6 @@
 """RNN / LSTM / GRU sequence kernels: the sequential part of a recurrent layer, one call per sequence."""
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport tanh, exp
-from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport openmp
@@ -23,13 +25,11 @@ cimport numpy as cnp
 
 from ._blas cimport gemm_rm, took, tracing
 from ._microkernel cimport FNN_MK_AVAILABLE, fnn_mk_sgemm_tn_pa, fnn_rec_mm, fnn_rec_pack
-from ._gates cimport (FNN_GATES16, fnn_sigmoid, fnn_lstm_bwd_row, fnn_gru_bwd_row, fnn_gru_fwd_row,
-                      fnn_lstm_fwd_cell, fnn_lstm_fwd_row16, fnn_lstm_bwd_row16)
-from ._vecmath cimport fnn_one_minus_sq, fnn_sigmoidf, fnn_tanhf
+from ._gates cimport (FNN_CELL_GRU, FNN_CELL_LSTM, FNN_CELL_RNN, fnn_cell_backward_d,
+                      fnn_cell_backward_f, fnn_cell_forward_d, fnn_cell_forward_f, fnn_cell_gates)
 from .._checks import check_float, check_index, check_like, check_out
 
 cnp.import_array()
-
 cdef extern from "<stdlib.h>":
     void aligned_free "free"(void* p) noexcept nogil
 # Threads per call: each gets at least this many batch rows (a smaller block leaves the 8-row
@@ -81,26 +81,6 @@ def _set_grad_kernel(bint on):
     return old
 
 
-cdef inline floating _tanh(floating v) noexcept nogil:
-    if floating is float:
-        return fnn_tanhf(v)
-    else:
-        return tanh(v)
-
-
-cdef inline floating _one_minus_sq(floating t) noexcept nogil:
-    if floating is float:
-        return fnn_one_minus_sq(t)
-    else:
-        return 1 - t * t
-
-
-cdef inline floating _sigm(floating v) noexcept nogil:
-    if floating is float:
-        return fnn_sigmoidf(v)
-    else:
-        return fnn_sigmoid(v)
-
 
 cdef struct Product:
     # h (rows x k) @ B (k x n): float32 through packed panels on AVX-512 builds, otherwise
@@ -134,31 +114,18 @@ cdef int _product_init(Product* prod, const floating* w, int k, int n, bint tran
     return 0
 
 
-cdef inline void _product(Product* prod, int rows, const floating* a, floating* c,
+cdef inline void _product(Product* prod, int rows, const floating* a, floating* c, int ldc,
                           bint accumulate) noexcept nogil:
-    """c (rows x n) := (or +=) a (rows x k) @ B."""
+    """c (rows x n, row stride ldc) := (or +=) a (rows x k) @ B."""
     if rows <= 0:
         return
     if floating is float and FNN_MK_AVAILABLE:
-        fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, prod.n,
+        fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, ldc,
                    accumulate, KC_BLOCK)
     else:
         gemm_rm(False, prod.trans_w, rows, prod.n, prod.k, <floating>1, a, prod.k,
                 <const floating*>prod.w, prod.k if prod.trans_w else prod.n,
-                <floating>(1 if accumulate else 0), c, prod.n)
-
-
-cdef inline void _product_ld(Product* prod, int rows, const floating* a, floating* c,
-                             int ldc) noexcept nogil:
-    """c (rows x n, row stride ldc) := a (rows x k) @ B."""
-    if rows <= 0:
-        return
-    if floating is float and FNN_MK_AVAILABLE:
-        fnn_rec_mm(rows, prod.n, prod.k, a, prod.k, <const float*>prod.packed, c, ldc, False,
-                   KC_BLOCK)
-    else:
-        gemm_rm(False, prod.trans_w, rows, prod.n, prod.k, <floating>1, a, prod.k,
-                <const floating*>prod.w, prod.k if prod.trans_w else prod.n, <floating>0, c, ldc)
+                <floating>(1 if accumulate else 0), c, ldc)
 
 
 cdef int _blocks(Py_ssize_t n_rows) noexcept nogil:
@@ -178,11 +145,11 @@ cdef inline void _input_product(Product* prod_x, const floating* dpre_x, floatin
     F = prod_x.n
     if prod_x.dx_batch_first:
         T = prod_x.T
-        _product_ld(prod_x, hi - lo, dpre_x + (<Py_ssize_t>t * N + lo) * G,
-                    dx + (<Py_ssize_t>lo * T + t) * F, <int>(T * F))
+        _product(prod_x, hi - lo, dpre_x + (<Py_ssize_t>t * N + lo) * G,
+                 dx + (<Py_ssize_t>lo * T + t) * F, <int>(T * F), False)
     else:
         _product(prod_x, hi - lo, dpre_x + (<Py_ssize_t>t * N + lo) * G,
-                 dx + (<Py_ssize_t>t * N + lo) * F, False)
+                 dx + (<Py_ssize_t>t * N + lo) * F, F, False)
 
 
 cdef struct WeightGrads:
@@ -291,11 +258,8 @@ cdef void _slice_grads(const floating* dpre, const floating* a, floating* dw, fl
     cdef Py_ssize_t m
     cdef int j
     cdef const floating* d
-    # dpre's rows are G floats apart (2 KB for an LSTM of 128), the stride that made the
-    # microkernel's unpacked sgemm_tn slow (see fnn_mk_sgemm_tn_pa in kernels/microkernel.h), so the
-    # transposed operand is packed per k step. lstm step, interleaved A/B on the 2-core VM:
-    # 5.2-6.0 ms with the unpacked register tile this replaced, 4.7-5.1 with sgemm, 4.5-4.9
-    # here; the same bits as that tile (each entry one chain of FMAs from dw, in k order).
+    # dpre's rows are G floats apart, a stride that makes an unpacked transposed operand slow:
+    # fnn_mk_sgemm_tn_pa packs it per k step (each entry one chain of FMAs from dw, in k order)
     if not (floating is float and _grad_kernel and FNN_MK_AVAILABLE and fnn_mk_sgemm_tn_pa(
             hi - lo, K, <int>M, <const float*>dpre + lo, G, <const float*>a, K,
             <float*>dw + <Py_ssize_t>lo * K, K, 1)):
@@ -327,360 +291,148 @@ cdef inline void _batch_first(const floating* hs, floating* y, int T, int N, int
                    H * sizeof(floating))
 
 
-# ---- RNN -----------------------------------------------------------------------------------------
+# ---- the sequence driver: every cell, forward and backward through time ---------------------------
 
-cdef void _rnn_forward_rows(const floating* xw, const floating* b_hh, floating* hs, Product* prod,
-                            int T, int N, int H, int lo, int hi,
-                            const long long* ids, floating* y) noexcept nogil:
-    cdef int t, n, j
-    cdef floating* h
-    cdef const floating* x
-    for t in range(T):
-        _product(prod, hi - lo, hs + (<Py_ssize_t>t * N + lo) * H,
-                 hs + (<Py_ssize_t>(t + 1) * N + lo) * H, False)
+cdef struct Seq:
+    # One sequence call, time-major: rows (t, n) of width H (hs, cs, hn) or G = gates * H
+    int cell  # FNN_CELL_RNN, FNN_CELL_LSTM or FNN_CELL_GRU
+    int T
+    int N
+    int H
+    int G
+    bint vec  # float32 LSTM rows as one AVX-512 pass (_set_vector_gates)
+    # forward: xw (T, N, G), or with ids (T*N,) the rows ids[t, n] of a projected table (V, G)
+    const void* xw
+    const long long* ids
+    const void* b_hh
+    void* hs  # (T+1, N, H), hs[0] = h0 given
+    void* cs  # LSTM: (T+1, N, H), cs[0] = c0 given
+    void* gates  # LSTM, GRU: (T, N, G), the activated gates
+    void* hn  # GRU: (T, N, H), h_{t-1} @ W_hn^T + b_hn
+    void* y  # (N, T, H) := hs[1:] batch-first, or NULL
+    # backward: dL/dh_{t+1} of row n at dhs + t * dst + n * dsn; dpre (T, N, G) := dL/d(the
+    # pre-activations) (GRU: dL/dxw; dpre_h dL/d(h @ W_hh^T + b_hh); the others: dpre_h = dpre)
+    const void* dhs
+    Py_ssize_t dst
+    Py_ssize_t dsn
+    void* dpre
+    void* dpre_h
+    void* dh  # (N, H): dL/dh through the recurrence, dL/dh0 at the end
+    void* dc  # LSTM: the same for c
+
+
+cdef inline floating* _at(floating* base, Py_ssize_t row, int width) noexcept nogil:
+    """Row ``row`` of a (., width) array, or NULL for an array the cell does not have."""
+    return NULL if base == NULL else base + row * width
+
+
+cdef void _forward_rows(Seq* s, Product* prod, int lo, int hi, floating* hs) noexcept nogil:
+    """Steps 0..T-1 of the batch rows [lo, hi): the product h_{t-1} @ W_hh^T into the step's
+    gate rows (RNN: into h_t itself), then each row's gate math."""
+    cdef int t, n, H = s.H, G = s.G, N = s.N
+    cdef Py_ssize_t r
+    cdef floating* gates = <floating*>s.gates
+    cdef floating* cs = <floating*>s.cs
+    cdef floating* hn = <floating*>s.hn
+    cdef const floating* xw = <const floating*>s.xw
+    cdef const floating* b = <const floating*>s.b_hh
+    for t in range(s.T):
+        r = <Py_ssize_t>t * N + lo
+        if gates != NULL:
+            _product(prod, hi - lo, hs + r * H, gates + r * G, G, False)
+        else:
+            _product(prod, hi - lo, hs + r * H, hs + (r + N) * H, H, False)
         for n in range(lo, hi):
-            h = hs + (<Py_ssize_t>(t + 1) * N + n) * H
-            x = xw + _xrow(ids, t, N, n) * H
-            for j in range(H):
-                h[j] = _tanh(h[j] + x[j] + b_hh[j])
+            r = <Py_ssize_t>t * N + n
+            if floating is float:
+                fnn_cell_forward_f(s.cell, H, s.vec, _at(gates, r, G), xw + _xrow(s.ids, t, N, n) * G,
+                                   b, hs + r * H, hs + (r + N) * H, _at(cs, r, H),
+                                   _at(cs, r + N, H), _at(hn, r, H))
+            else:
+                fnn_cell_forward_d(s.cell, H, s.vec, _at(gates, r, G), xw + _xrow(s.ids, t, N, n) * G,
+                                   b, hs + r * H, hs + (r + N) * H, _at(cs, r, H),
+                                   _at(cs, r + N, H), _at(hn, r, H))
 
 
-cdef void _rnn_backward_rows(const floating* hs, const floating* dhs, floating* dpre, floating* dh,
-                             Product* prod, Product* prod_x, floating* dx, int T, int N, int H,
-                             int lo, int hi,
-                             Py_ssize_t dst, Py_ssize_t dsn) noexcept nogil:
-    cdef int t, n, j
-    cdef floating* d
-    cdef const floating* h
-    cdef const floating* dy
-    cdef floating* dhr
+cdef void _backward_rows(Seq* s, Product* prod, Product* prod_x, floating* dx, int lo, int hi,
+                         floating* hs) noexcept nogil:
+    """Steps T-1..0 of the batch rows [lo, hi): each row's gate math, then dh := dpre_h @ W_hh
+    (GRU: += onto the direct path z * dh) and the input side's dx rows of the step."""
+    cdef int t, n, j, H = s.H, G = s.G, N = s.N
+    cdef Py_ssize_t r
+    cdef floating* gates = <floating*>s.gates
+    cdef floating* cs = <floating*>s.cs
+    cdef floating* hn = <floating*>s.hn
+    cdef const floating* dhs = <const floating*>s.dhs
+    cdef floating* dpre = <floating*>s.dpre
+    cdef floating* dpre_h = <floating*>s.dpre_h
+    cdef floating* dh = <floating*>s.dh
+    cdef floating* dc = <floating*>s.dc
     for n in range(lo, hi):
         for j in range(H):
             dh[<Py_ssize_t>n * H + j] = 0
-    for t in range(T - 1, -1, -1):
+            if dc != NULL:
+                dc[<Py_ssize_t>n * H + j] = 0
+    for t in range(s.T - 1, -1, -1):
         for n in range(lo, hi):
-            d = dpre + (<Py_ssize_t>t * N + n) * H
-            h = hs + (<Py_ssize_t>(t + 1) * N + n) * H
-            dy = dhs + t * dst + n * dsn
-            dhr = dh + <Py_ssize_t>n * H
-            for j in range(H):
-                d[j] = (dy[j] + dhr[j]) * _one_minus_sq(h[j])
-        _product(prod, hi - lo, dpre + (<Py_ssize_t>t * N + lo) * H, dh + <Py_ssize_t>lo * H, False)
-        _input_product(prod_x, dpre, dx, t, N, H, lo, hi)
-
-
-cdef int _rnn_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
-                        floating* hs, int T, int N, int H, int blocks,
-                        const long long* ids, floating* y) noexcept:
-    cdef Product prod
-    cdef int b
-    with nogil:
-        if _product_init(&prod, w_hh, H, H, True):
-            return -1
-        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-            _rnn_forward_rows(xw, b_hh, hs, &prod, T, N, H, b * N // blocks, (b + 1) * N // blocks,
-                              ids, y)
-            _batch_first(hs, y, T, N, H, b * N // blocks, (b + 1) * N // blocks)
-        aligned_free(prod.packed)
-        return 0
-
-
-cdef int _rnn_backward_c(const floating* w_hh, const floating* hs, const floating* dhs,
-                         floating* dpre, floating* dh, int T, int N, int H, int blocks,
-                         const floating* w_ih, floating* dx, int F, WeightGrads* wg,
-                         Py_ssize_t dst, Py_ssize_t dsn) noexcept:
-    cdef Product prod, prod_x
-    cdef Product* px = NULL
-    cdef int b, parts = blocks if wg != NULL else 0
-    with nogil:
-        if _product_init(&prod, w_hh, H, H, False):
-            return -1
-        if w_ih != NULL:
-            if _product_init(&prod_x, w_ih, H, F, False):
-                aligned_free(prod.packed)
-                return -1
-            px = &prod_x
-            prod_x.dx_batch_first = dst == H and T > 1  # dy (and so dx) batch-first
-            prod_x.T = T
-        with parallel(num_threads=blocks):
-            for b in prange(blocks, schedule="static", chunksize=1):
-                _rnn_backward_rows(hs, dhs, dpre, dh, &prod, px, dx, T, N, H, b * N // blocks,
-                                   (b + 1) * N // blocks, dst, dsn)
-            for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
-                _weight_grads_slice(wg, b, parts, dpre)
-        aligned_free(prod.packed)
-        if px != NULL:
-            aligned_free(prod_x.packed)
-        return 0
-
-
-# ---- LSTM ----------------------------------------------------------------------------------------
-
-cdef void _lstm_forward_rows(const floating* xw, const floating* b_hh, floating* hs, floating* cs,
-                             floating* gates, Product* prod, int T, int N, int H,
-                             int lo, int hi,
-                            const long long* ids, floating* y) noexcept nogil:
-    cdef int t, n, j, G = 4 * H
-    cdef floating* g
-    cdef const floating* x
-    cdef const floating* c_prev
-    cdef floating* c_new
-    cdef floating* h_new
-    cdef floating c
-    for t in range(T):
-        _product(prod, hi - lo, hs + (<Py_ssize_t>t * N + lo) * H,
-                 gates + (<Py_ssize_t>t * N + lo) * G, False)
-        for n in range(lo, hi):
-            g = gates + (<Py_ssize_t>t * N + n) * G
-            x = xw + _xrow(ids, t, N, n) * G
+            r = <Py_ssize_t>t * N + n
             if floating is float:
-                if FNN_GATES16 and _vec_gates:
-                    fnn_lstm_fwd_row16(H, g, x, b_hh, cs + (<Py_ssize_t>t * N + n) * H,
-                                       cs + (<Py_ssize_t>(t + 1) * N + n) * H,
-                                       hs + (<Py_ssize_t>(t + 1) * N + n) * H)
-                    continue
-            for j in range(2 * H):
-                g[j] = _sigm(g[j] + x[j] + b_hh[j])
-            for j in range(2 * H, 3 * H):
-                g[j] = _tanh(g[j] + x[j] + b_hh[j])
-            for j in range(3 * H, G):
-                g[j] = _sigm(g[j] + x[j] + b_hh[j])
-            c_prev = cs + (<Py_ssize_t>t * N + n) * H
-            c_new = cs + (<Py_ssize_t>(t + 1) * N + n) * H
-            h_new = hs + (<Py_ssize_t>(t + 1) * N + n) * H
-            if floating is float:
-                fnn_lstm_fwd_cell(H, g, c_prev, c_new, h_new)
-                continue
-            for j in range(H):
-                c = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]
-                c_new[j] = c
-                h_new[j] = g[3 * H + j] * _tanh(c)
-
-
-cdef void _lstm_backward_rows(const floating* cs, const floating* gates, const floating* dhs,
-                              floating* dpre, floating* dh, floating* dc, Product* prod,
-                              Product* prod_x, floating* dx, int T, int N, int H,
-                              int lo, int hi,
-                             Py_ssize_t dst, Py_ssize_t dsn) noexcept nogil:
-    cdef int t, n, j, G = 4 * H
-    cdef const floating* g
-    cdef floating* d
-    cdef const floating* dy
-    cdef const floating* c_prev
-    cdef const floating* c_row
-    cdef floating* dhr
-    cdef floating* dcr
-    cdef floating i, f, gg, o, tc, dhv, dcv
-    for n in range(lo, hi):
-        for j in range(H):
-            dh[<Py_ssize_t>n * H + j] = 0
-            dc[<Py_ssize_t>n * H + j] = 0
-    for t in range(T - 1, -1, -1):
-        for n in range(lo, hi):
-            g = gates + (<Py_ssize_t>t * N + n) * G
-            d = dpre + (<Py_ssize_t>t * N + n) * G
-            dy = dhs + t * dst + n * dsn
-            c_prev = cs + (<Py_ssize_t>t * N + n) * H
-            c_row = cs + (<Py_ssize_t>(t + 1) * N + n) * H
-            dhr = dh + <Py_ssize_t>n * H
-            dcr = dc + <Py_ssize_t>n * H
-            if floating is float:
-                if FNN_GATES16 and _vec_gates:
-                    fnn_lstm_bwd_row16(H, g, d, dy, c_prev, c_row, dhr, dcr)
-                else:
-                    fnn_lstm_bwd_row(H, g, d, dy, c_prev, c_row, dhr, dcr)
-                continue
-            for j in range(H):
-                i = g[j]
-                f = g[H + j]
-                gg = g[2 * H + j]
-                o = g[3 * H + j]
-                tc = _tanh(c_row[j])
-                dhv = dy[j] + dhr[j]
-                dcv = dcr[j] + dhv * o * (1 - tc * tc)
-                d[j] = dcv * gg * i * (1 - i)
-                d[H + j] = dcv * c_prev[j] * f * (1 - f)
-                d[2 * H + j] = dcv * i * (1 - gg * gg)
-                d[3 * H + j] = dhv * tc * o * (1 - o)
-                dcr[j] = dcv * f
-        _product(prod, hi - lo, dpre + (<Py_ssize_t>t * N + lo) * G, dh + <Py_ssize_t>lo * H, False)
+                fnn_cell_backward_f(s.cell, H, s.vec, _at(gates, r, G), dpre + r * G,
+                                    dpre_h + r * G, dhs + t * s.dst + n * s.dsn, dh + n * H,
+                                    _at(dc, n, H), hs + r * H, hs + (r + N) * H, _at(cs, r, H),
+                                    _at(cs, r + N, H), _at(hn, r, H))
+            else:
+                fnn_cell_backward_d(s.cell, H, s.vec, _at(gates, r, G), dpre + r * G,
+                                    dpre_h + r * G, dhs + t * s.dst + n * s.dsn, dh + n * H,
+                                    _at(dc, n, H), hs + r * H, hs + (r + N) * H, _at(cs, r, H),
+                                    _at(cs, r + N, H), _at(hn, r, H))
+        r = <Py_ssize_t>t * N + lo
+        _product(prod, hi - lo, dpre_h + r * G, dh + <Py_ssize_t>lo * H, H, s.cell == FNN_CELL_GRU)
         _input_product(prod_x, dpre, dx, t, N, G, lo, hi)
 
 
-cdef int _lstm_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
-                         floating* hs, floating* cs, floating* gates, int T, int N, int H,
-                         int blocks, const long long* ids, floating* y) noexcept:
+cdef int _forward_c(Seq* s, const floating* w_hh, int blocks) noexcept:
+    """The whole forward sequence: each of ``blocks`` threads runs every step on its rows."""
     cdef Product prod
     cdef int b
+    cdef floating* hs = <floating*>s.hs
     with nogil:
-        if _product_init(&prod, w_hh, H, 4 * H, True):
+        if _product_init(&prod, w_hh, s.H, s.G, True):
             return -1
         for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-            _lstm_forward_rows(xw, b_hh, hs, cs, gates, &prod, T, N, H, b * N // blocks,
-                               (b + 1) * N // blocks, ids, y)
-            _batch_first(hs, y, T, N, H, b * N // blocks, (b + 1) * N // blocks)
+            _forward_rows(s, &prod, b * s.N // blocks, (b + 1) * s.N // blocks, hs)
+            _batch_first(hs, <floating*>s.y, s.T, s.N, s.H, b * s.N // blocks,
+                         (b + 1) * s.N // blocks)
         aligned_free(prod.packed)
         return 0
 
 
-cdef int _lstm_backward_c(const floating* w_hh, const floating* cs, const floating* gates,
-                          const floating* dhs, floating* dpre, floating* dh, floating* dc,
-                          int T, int N, int H, int blocks,
-                          const floating* w_ih, floating* dx, int F, WeightGrads* wg,
-                         Py_ssize_t dst, Py_ssize_t dsn) noexcept:
+cdef int _backward_c(Seq* s, const floating* w_hh, const floating* w_ih, floating* dx, int F,
+                     WeightGrads* wg, int blocks) noexcept:
+    """The whole backward sweep, with (w_ih given) dx per step and (wg given) the weight
+    gradients after the sweep, in one parallel region."""
     cdef Product prod, prod_x
     cdef Product* px = NULL
     cdef int b, parts = blocks if wg != NULL else 0
     cdef int tparts = parts if wg != NULL and wg.table_grad != NULL else 0
+    cdef floating* hs = <floating*>s.hs
     with nogil:
-        if _product_init(&prod, w_hh, 4 * H, H, False):
+        if _product_init(&prod, w_hh, s.G, s.H, False):
             return -1
         if w_ih != NULL:
-            if _product_init(&prod_x, w_ih, 4 * H, F, False):
+            if _product_init(&prod_x, w_ih, s.G, F, False):
                 aligned_free(prod.packed)
                 return -1
             px = &prod_x
-            prod_x.dx_batch_first = dst == H and T > 1  # dy (and so dx) batch-first
-            prod_x.T = T
+            prod_x.dx_batch_first = s.dst == s.H and s.T > 1  # dy (and so dx) batch-first
+            prod_x.T = s.T
         with parallel(num_threads=blocks):
             for b in prange(blocks, schedule="static", chunksize=1):
-                _lstm_backward_rows(cs, gates, dhs, dpre, dh, dc, &prod, px, dx, T, N, H,
-                                    b * N // blocks, (b + 1) * N // blocks, dst, dsn)
+                _backward_rows(s, &prod, px, dx, b * s.N // blocks, (b + 1) * s.N // blocks, hs)
             for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
-                _weight_grads_slice(wg, b, parts, dpre)
+                _weight_grads_slice(wg, b, parts, hs)
             for b in prange(tparts, schedule="static", chunksize=1):  # per_id complete
-                _table_input_grad_slice(wg, b, tparts, dpre)
-        aligned_free(prod.packed)
-        if px != NULL:
-            aligned_free(prod_x.packed)
-        return 0
-
-
-# ---- GRU -----------------------------------------------------------------------------------------
-
-cdef void _gru_forward_rows(const floating* xw, const floating* b_hh, floating* hs,
-                            floating* gates, floating* hn, Product* prod, int T, int N, int H,
-                            int lo, int hi,
-                            const long long* ids, floating* y) noexcept nogil:
-    cdef int t, n, j, G = 3 * H
-    cdef floating* g
-    cdef const floating* x
-    cdef floating* hnr
-    cdef const floating* h_prev
-    cdef floating* h_new
-    cdef floating z
-    for t in range(T):
-        _product(prod, hi - lo, hs + (<Py_ssize_t>t * N + lo) * H,
-                 gates + (<Py_ssize_t>t * N + lo) * G, False)
-        for n in range(lo, hi):
-            g = gates + (<Py_ssize_t>t * N + n) * G
-            x = xw + _xrow(ids, t, N, n) * G
-            hnr = hn + (<Py_ssize_t>t * N + n) * H
-            if floating is float:
-                fnn_gru_fwd_row(H, g, x, b_hh, hnr, hs + (<Py_ssize_t>t * N + n) * H,
-                                hs + (<Py_ssize_t>(t + 1) * N + n) * H)
-                continue
-            for j in range(2 * H):
-                g[j] = _sigm(g[j] + x[j] + b_hh[j])
-            for j in range(H):
-                hnr[j] = g[2 * H + j] + b_hh[2 * H + j]
-            for j in range(H):
-                g[2 * H + j] = _tanh(x[2 * H + j] + g[j] * hnr[j])
-            h_prev = hs + (<Py_ssize_t>t * N + n) * H
-            h_new = hs + (<Py_ssize_t>(t + 1) * N + n) * H
-            for j in range(H):
-                z = g[H + j]
-                h_new[j] = (1 - z) * g[2 * H + j] + z * h_prev[j]
-
-
-cdef void _gru_backward_rows(const floating* hs, const floating* gates, const floating* hn,
-                             const floating* dhs, floating* dpre_x, floating* dpre_h, floating* dh,
-                             Product* prod, Product* prod_x, floating* dx_out, int T, int N, int H,
-                             int lo, int hi,
-                             Py_ssize_t dst, Py_ssize_t dsn) noexcept nogil:
-    cdef int t, n, j, G = 3 * H
-    cdef const floating* g
-    cdef floating* dx
-    cdef floating* dhp
-    cdef const floating* h_prev
-    cdef const floating* hnr
-    cdef const floating* dy
-    cdef floating* dhr
-    cdef floating r, z, nn, dhv, dn, dz, dr
-    for n in range(lo, hi):
-        for j in range(H):
-            dh[<Py_ssize_t>n * H + j] = 0
-    for t in range(T - 1, -1, -1):
-        for n in range(lo, hi):
-            g = gates + (<Py_ssize_t>t * N + n) * G
-            dx = dpre_x + (<Py_ssize_t>t * N + n) * G
-            dhp = dpre_h + (<Py_ssize_t>t * N + n) * G
-            h_prev = hs + (<Py_ssize_t>t * N + n) * H
-            hnr = hn + (<Py_ssize_t>t * N + n) * H
-            dy = dhs + t * dst + n * dsn
-            dhr = dh + <Py_ssize_t>n * H
-            if floating is float:
-                fnn_gru_bwd_row(H, g, dx, dhp, h_prev, hnr, dy, dhr)
-                continue
-            for j in range(H):
-                r = g[j]
-                z = g[H + j]
-                nn = g[2 * H + j]
-                dhv = dy[j] + dhr[j]
-                dn = dhv * (1 - z) * (1 - nn * nn)
-                dz = dhv * (h_prev[j] - nn) * z * (1 - z)
-                dr = dn * hnr[j] * r * (1 - r)
-                dx[j] = dr
-                dx[H + j] = dz
-                dx[2 * H + j] = dn
-                dhp[j] = dr
-                dhp[H + j] = dz
-                dhp[2 * H + j] = dn * r
-                dhr[j] = dhv * z  # the direct path h_t = ... + z * h_{t-1}
-        _product(prod, hi - lo, dpre_h + (<Py_ssize_t>t * N + lo) * G, dh + <Py_ssize_t>lo * H, True)
-        _input_product(prod_x, dpre_x, dx_out, t, N, G, lo, hi)
-
-
-cdef int _gru_forward_c(const floating* xw, const floating* w_hh, const floating* b_hh,
-                        floating* hs, floating* gates, floating* hn, int T, int N, int H,
-                        int blocks, const long long* ids, floating* y) noexcept:
-    cdef Product prod
-    cdef int b
-    with nogil:
-        if _product_init(&prod, w_hh, H, 3 * H, True):
-            return -1
-        for b in prange(blocks, num_threads=blocks, schedule="static", chunksize=1):
-            _gru_forward_rows(xw, b_hh, hs, gates, hn, &prod, T, N, H, b * N // blocks,
-                              (b + 1) * N // blocks, ids, y)
-            _batch_first(hs, y, T, N, H, b * N // blocks, (b + 1) * N // blocks)
-        aligned_free(prod.packed)
-        return 0
-
-
-cdef int _gru_backward_c(const floating* w_hh, const floating* hs, const floating* gates,
-                         const floating* hn, const floating* dhs, floating* dpre_x,
-                         floating* dpre_h, floating* dh, int T, int N, int H, int blocks,
-                         const floating* w_ih, floating* dx, int F, WeightGrads* wg,
-                         Py_ssize_t dst, Py_ssize_t dsn) noexcept:
-    cdef Product prod, prod_x
-    cdef Product* px = NULL
-    cdef int b, parts = blocks if wg != NULL else 0
-    with nogil:
-        if _product_init(&prod, w_hh, 3 * H, H, False):
-            return -1
-        if w_ih != NULL:
-            if _product_init(&prod_x, w_ih, 3 * H, F, False):
-                aligned_free(prod.packed)
-                return -1
-            px = &prod_x
-            prod_x.dx_batch_first = dst == H and T > 1  # dy (and so dx) batch-first
-            prod_x.T = T
-        with parallel(num_threads=blocks):
-            for b in prange(blocks, schedule="static", chunksize=1):
-                _gru_backward_rows(hs, gates, hn, dhs, dpre_x, dpre_h, dh, &prod, px, dx, T, N, H,
-                                   b * N // blocks, (b + 1) * N // blocks, dst, dsn)
-            for b in prange(parts, schedule="static", chunksize=1):  # after the loop's barrier
-                _weight_grads_slice(wg, b, parts, dpre_x)
+                _table_input_grad_slice(wg, b, tparts, hs)
         aligned_free(prod.packed)
         if px != NULL:
             aligned_free(prod_x.packed)
@@ -697,6 +449,56 @@ cdef inline void* _opt_ptr(object a):
     return NULL if a is None else _ptr(a)
 
 
+cdef void _seq(Seq* s, int cell, int t, int n, int h, hs, cs, gates, hn):
+    memset(s, 0, sizeof(Seq))
+    s.cell, s.T, s.N, s.H, s.G = cell, t, n, h, fnn_cell_gates(cell) * h
+    s.vec = _vec_gates
+    s.hs, s.cs, s.gates, s.hn = _ptr(hs), _opt_ptr(cs), _opt_ptr(gates), _opt_ptr(hn)
+
+
+cdef _forward(int cell, where, dtype, xw, ids, w_hh, b_hh, hs, cs=None, gates=None, hn=None,
+              y=None):
+    """The checked arguments' forward sweep (ids: xw is a projected table)."""
+    cdef Seq s
+    _seq(&s, cell, hs.shape[0] - 1, hs.shape[1], hs.shape[2], hs, cs, gates, hn)
+    s.xw, s.b_hh, s.y = _ptr(xw), _ptr(b_hh), _opt_ptr(y)
+    s.ids = NULL if ids is None else <const long long*>_ptr(ids)
+    cdef int blocks = _blocks(s.N), status
+    _took_sequence(dtype, blocks, ids is not None)
+    if dtype.itemsize == 4:
+        status = _forward_c(&s, <float*>_ptr(w_hh), blocks)
+    else:
+        status = _forward_c(&s, <double*>_ptr(w_hh), blocks)
+    _raise_if(status, where)
+
+
+cdef _backward(int cell, where, dtype, w_hh, hs, dhs, dpre, dpre_h, dh0, dc0=None, cs=None,
+               gates=None, hn=None, bint batch_first=False, w_ih=None, dx=None, int F=0,
+               WeightGrads* wg=NULL):
+    """The checked arguments' backward sweep; with w_ih and dx, dx := dpre @ w_ih; with wg, the
+    weight gradients (see WeightGrads)."""
+    cdef Seq s
+    _seq(&s, cell, hs.shape[0] - 1, hs.shape[1], hs.shape[2], hs, cs, gates, hn)
+    s.dhs, s.dpre, s.dpre_h, s.dh, s.dc = _ptr(dhs), _ptr(dpre), _ptr(dpre_h), _ptr(dh0), _opt_ptr(dc0)
+    s.dst = s.H if batch_first else <Py_ssize_t>s.N * s.H
+    s.dsn = <Py_ssize_t>s.T * s.H if batch_first else s.H
+    cdef int blocks = _blocks(s.N), status
+    _took_sequence(dtype, blocks, False)
+    if wg != NULL and wg.ids != NULL:
+        took("recurrent/table_grads")
+        if dx is None:
+            took("recurrent/table_backward")
+    # no dx: no input product at all (w_ih NULL)
+    cdef void* wip = NULL if dx is None else _opt_ptr(w_ih)
+    if dtype.itemsize == 4:
+        status = _backward_c(&s, <float*>_ptr(w_hh), <float*>wip, <float*>_opt_ptr(dx), F, wg,
+                             blocks)
+    else:
+        status = _backward_c(&s, <double*>_ptr(w_hh), <double*>wip, <double*>_opt_ptr(dx), F, wg,
+                             blocks)
+    _raise_if(status, where)
+
+
 def _check_seq(where, xw, w_hh, b_hh, gates_per_unit):
     check_float(where, "xw", xw, ndim=3)
     dtype = xw.dtype
@@ -711,6 +513,19 @@ def _check_seq(where, xw, w_hh, b_hh, gates_per_unit):
     return xw.shape[0], xw.shape[1], hidden, dtype
 
 
+def _check_backward(where, w_hh, hs, dhs, gates_per_unit, batch_first=False):
+    """(T, N, H, dtype) of a backward call, w_hh and hs checked against dhs."""
+    check_float(where, "dhs", dhs, ndim=3)
+    if batch_first:
+        n, t, h = dhs.shape
+    else:
+        t, n, h = dhs.shape
+    dtype = dhs.dtype
+    check_like(where, "w_hh", w_hh, (gates_per_unit * h, h), dtype)
+    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    return t, n, h, dtype
+
+
 def _raise_if(int status, where):
     if status:
         raise MemoryError(f"{where}: could not allocate the packed w_hh")
@@ -722,15 +537,7 @@ def rnn_forward(xw, w_hh, b_hh, hs):
     where = "rnn_forward"
     t, n, h, dtype = _check_seq(where, xw, w_hh, b_hh, 1)
     check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    if dtype.itemsize == 4:
-        status = _rnn_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
-                                <float*>_ptr(hs), T, N, H, blocks, NULL, NULL)
-    else:
-        status = _rnn_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
-                                <double*>_ptr(hs), T, N, H, blocks, NULL, NULL)
-    _raise_if(status, where)
+    _forward(FNN_CELL_RNN, where, dtype, xw, None, w_hh, b_hh, hs)
     return hs
 
 
@@ -739,24 +546,10 @@ def rnn_backward(w_hh, hs, dhs, dpre, dh0):
     dL/dh_{1..T} (direct, per step); dh0 := dL/dh0. Weight and input gradients are GEMMs with
     dpre (the caller's)."""
     where = "rnn_backward"
-    check_float(where, "dhs", dhs, ndim=3)
-    t, n, h = dhs.shape
-    dtype = dhs.dtype
-    check_like(where, "w_hh", w_hh, (h, h), dtype)
-    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    t, n, h, dtype = _check_backward(where, w_hh, hs, dhs, 1)
     check_out(where, "dpre", dpre, (t, n, h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    if dtype.itemsize == 4:
-        status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
-                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
-                                 <Py_ssize_t>N * H, H)
-    else:
-        status = _rnn_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(dhs),
-                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
-                                 <Py_ssize_t>N * H, H)
-    _raise_if(status, where)
+    _backward(FNN_CELL_RNN, where, dtype, w_hh, hs, dhs, dpre, dpre, dh0)
     return dpre
 
 
@@ -769,17 +562,7 @@ def lstm_forward(xw, w_hh, b_hh, hs, cs, gates):
     check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
     check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
     check_out(where, "gates", gates, (t, n, 4 * h), dtype)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    if dtype.itemsize == 4:
-        status = _lstm_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
-                                 <float*>_ptr(hs), <float*>_ptr(cs), <float*>_ptr(gates),
-                                 T, N, H, blocks, NULL, NULL)
-    else:
-        status = _lstm_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
-                                 <double*>_ptr(hs), <double*>_ptr(cs), <double*>_ptr(gates),
-                                 T, N, H, blocks, NULL, NULL)
-    _raise_if(status, where)
+    _forward(FNN_CELL_LSTM, where, dtype, xw, None, w_hh, b_hh, hs, cs, gates)
     return hs
 
 
@@ -796,19 +579,8 @@ def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
     check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     check_out(where, "dc0", dc0, (n, h), dtype)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    if dtype.itemsize == 4:
-        status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
-                                  <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
-                                  <float*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL,
-                                 <Py_ssize_t>N * H, H)
-    else:
-        status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
-                                  <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
-                                  <double*>_ptr(dc0), T, N, H, blocks, NULL, NULL, 0, NULL,
-                                 <Py_ssize_t>N * H, H)
-    _raise_if(status, where)
+    # the LSTM's backward reads no h: cs stands in for hs (same shape)
+    _backward(FNN_CELL_LSTM, where, dtype, w_hh, cs, dhs, dpre, dpre, dh0, dc0, cs, gates)
     return dpre
 
 
@@ -821,17 +593,7 @@ def gru_forward(xw, w_hh, b_hh, hs, gates, hn):
     check_out(where, "hs", hs, (t + 1, n, h), dtype, "T+1 steps: hs[0] is h0")
     check_out(where, "gates", gates, (t, n, 3 * h), dtype)
     check_out(where, "hn", hn, (t, n, h), dtype)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    if dtype.itemsize == 4:
-        status = _gru_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
-                                <float*>_ptr(hs), <float*>_ptr(gates), <float*>_ptr(hn),
-                                T, N, H, blocks, NULL, NULL)
-    else:
-        status = _gru_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
-                                <double*>_ptr(hs), <double*>_ptr(gates), <double*>_ptr(hn),
-                                T, N, H, blocks, NULL, NULL)
-    _raise_if(status, where)
+    _forward(FNN_CELL_GRU, where, dtype, xw, None, w_hh, b_hh, hs, None, gates, hn)
     return hs
 
 
@@ -839,29 +601,14 @@ def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
     """Backprop through time: dpre_x (T, N, 3H) := dL/d(xw) and dpre_h := dL/d(h @ w_hh.T + b_hh)
     (they differ in the n block by the factor r) given dhs (T, N, H); dh0 := dL/dh0."""
     where = "gru_backward"
-    check_float(where, "dhs", dhs, ndim=3)
-    t, n, h = dhs.shape
-    dtype = dhs.dtype
-    check_like(where, "w_hh", w_hh, (3 * h, h), dtype)
-    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    t, n, h, dtype = _check_backward(where, w_hh, hs, dhs, 3)
     check_like(where, "gates", gates, (t, n, 3 * h), dtype)
     check_like(where, "hn", hn, (t, n, h), dtype)
     check_out(where, "dpre_x", dpre_x, (t, n, 3 * h), dtype)
     check_out(where, "dpre_h", dpre_h, (t, n, 3 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    if dtype.itemsize == 4:
-        status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
-                                 <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
-                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
-                                 <Py_ssize_t>N * H, H)
-    else:
-        status = _gru_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(gates),
-                                 <double*>_ptr(hn), <double*>_ptr(dhs), <double*>_ptr(dpre_x),
-                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks, NULL, NULL, 0, NULL,
-                                 <Py_ssize_t>N * H, H)
-    _raise_if(status, where)
+    _backward(FNN_CELL_GRU, where, dtype, w_hh, hs, dhs, dpre_x, dpre_h, dh0, None, None, gates,
+              hn)
     return dpre_x
 
 
@@ -905,26 +652,6 @@ cdef void _project_table(const floating* table, const floating* w_ih, const floa
             projected[<Py_ssize_t>v * G + j] += b_ih[j]
     for m in range(M):
         memcpy(xw + m * G, projected + <Py_ssize_t>ids[m] * G, G * sizeof(floating))
-
-
-cdef void _table_grads(const floating* table, const long long* ids, const floating* dpre,
-                       floating* per_id, floating* dw_ih, floating* db_ih, int V, int F, int G,
-                       Py_ssize_t M) noexcept nogil:
-    cdef int v, j
-    cdef Py_ssize_t m
-    cdef floating* row
-    cdef const floating* d
-    memset(per_id, 0, <Py_ssize_t>V * G * sizeof(floating))
-    for m in range(M):
-        row = per_id + <Py_ssize_t>ids[m] * G
-        d = dpre + m * G
-        for j in range(G):
-            row[j] += d[j]
-    # dW_ih (G, F) += per_id.T @ table; db_ih += per_id.sum(0)
-    _gemm1(True, False, G, F, V, per_id, G, table, F, <floating>1, dw_ih, F)
-    for v in range(V):
-        for j in range(G):
-            db_ih[j] += per_id[<Py_ssize_t>v * G + j]
 
 
 def _check_table_ids(where, table, w_ih, ids):
@@ -984,25 +711,19 @@ def embedded_input_grads(table, w_ih, ids, dpre, per_id, dw_ih, db_ih):
     check_out(where, "per_id", per_id, (v, g), dtype)
     check_out(where, "dw_ih", dw_ih, (g, f), dtype)
     check_out(where, "db_ih", db_ih, (g,), dtype)
-    cdef int V = v, F = f, G = g
-    cdef Py_ssize_t M = m
-    cdef const long long* idp = <const long long*>_ptr(ids)
-    cdef void* tp = _ptr(table)
-    cdef void* dp = _ptr(dpre)
-    cdef void* pp = _ptr(per_id)
-    cdef void* wp = _ptr(dw_ih)
-    cdef void* bp = _ptr(db_ih)
+    cdef WeightGrads wg  # the in-region table gradients' sums, over all G columns
+    memset(&wg, 0, sizeof(wg))
+    wg.ids, wg.table, wg.per_id = <const long long*>_ptr(ids), _ptr(table), _ptr(per_id)
+    wg.dpre_x, wg.dw_ih, wg.db_ih = _ptr(dpre), _ptr(dw_ih), _ptr(db_ih)
+    wg.V, wg.F, wg.G, wg.M = v, f, g, m
     took("embedded_input_grads")
     if dtype.itemsize == 4:
         with nogil:
-            _table_grads(<float*>tp, idp, <float*>dp, <float*>pp, <float*>wp, <float*>bp,
-                         V, F, G, M)
+            _table_grads_slice(&wg, 0, wg.G, <float*>NULL)
     else:
         with nogil:
-            _table_grads(<double*>tp, idp, <double*>dp, <double*>pp, <double*>wp, <double*>bp,
-                         V, F, G, M)
+            _table_grads_slice(&wg, 0, wg.G, <double*>NULL)
     return dw_ih
-
 
 # ---- whole-layer backward (private to layers/recurrent.py) -----------------------------------------
 # The contract kernel's backward plus, in the same OpenMP region, dx[t] := dpre_x[t] @ W_ih per
@@ -1036,24 +757,10 @@ def _full_extras(where, t, n, h, g, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_
 cdef void _fill_grads(WeightGrads* wg, object dpre_h, object hs, object dw_hh, object db_hh,
                       object dpre_x, object x, object dw_ih, object db_ih, Py_ssize_t M, int G,
                       int H, int F):
-    wg.dpre_h = _ptr(dpre_h)
-    wg.hs_prev = _ptr(hs)  # rows 0..T-1 of hs: h_{t-1} of every step
-    wg.dw_hh = _ptr(dw_hh)
-    wg.db_hh = _ptr(db_hh)
-    wg.dpre_x = _ptr(dpre_x)
-    wg.x = NULL if x is None else _ptr(x)
-    wg.dw_ih = NULL if dw_ih is None else _ptr(dw_ih)
-    wg.db_ih = NULL if db_ih is None else _ptr(db_ih)
-    wg.M = M
-    wg.G = G
-    wg.H = H
-    wg.F = F
-    wg.ids = NULL
-    wg.table = NULL
-    wg.per_id = NULL
-    wg.V = 0
-    wg.table_grad = NULL
-    wg.w_ih = NULL
+    memset(wg, 0, sizeof(WeightGrads))  # no table
+    wg.dpre_h, wg.hs_prev, wg.dw_hh, wg.db_hh = _ptr(dpre_h), _ptr(hs), _ptr(dw_hh), _ptr(db_hh)
+    wg.dpre_x, wg.x, wg.dw_ih, wg.db_ih = _ptr(dpre_x), _opt_ptr(x), _opt_ptr(dw_ih), _opt_ptr(db_ih)
+    wg.M, wg.G, wg.H, wg.F = M, G, H, F
 
 
 def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, dw_ih=None,
@@ -1061,33 +768,15 @@ def rnn_backward_full(w_hh, hs, dhs, dpre, dh0, dw_hh, db_hh, w_ih, dx, x=None, 
     """rnn_backward, then dx (T, N, F) := dpre @ w_ih, dw_hh += dpre.T @ hs[:T], db_hh +=
     dpre.sum; with x (T, N, F): dw_ih += dpre.T @ x, db_ih += dpre.sum. One parallel region."""
     where = "rnn_backward_full"
-    check_float(where, "dhs", dhs, ndim=3)
-    if batch_first:
-        n, t, h = dhs.shape
-    else:
-        t, n, h = dhs.shape
-    dtype = dhs.dtype
-    check_like(where, "w_hh", w_hh, (h, h), dtype)
-    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    t, n, h, dtype = _check_backward(where, w_hh, hs, dhs, 1, batch_first)
     check_out(where, "dpre", dpre, (t, n, h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     f = _full_extras(where, t, n, h, h, dtype, dw_hh, db_hh, w_ih, dx, x, dw_ih, db_ih,
                      batch_first)
     cdef WeightGrads wg
     _fill_grads(&wg, dpre, hs, dw_hh, db_hh, dpre, x, dw_ih, db_ih, t * n, h, h, f)
-    cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
-    cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
-    if dtype.itemsize == 4:
-        status = _rnn_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(dhs),
-                                 <float*>_ptr(dpre), <float*>_ptr(dh0), T, N, H, blocks,
-                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg, dst, dsn)
-    else:
-        status = _rnn_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(dhs),
-                                 <double*>_ptr(dpre), <double*>_ptr(dh0), T, N, H, blocks,
-                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg, dst, dsn)
-    _raise_if(status, where)
+    _backward(FNN_CELL_RNN, where, dtype, w_hh, hs, dhs, dpre, dpre, dh0, None, None, None, None,
+              batch_first, w_ih, dx, f, &wg)
     return dx
 
 
@@ -1144,28 +833,8 @@ def lstm_backward_full(w_hh, cs, gates, dhs, dpre, dh0, dc0, hs, dw_hh, db_hh, w
             check_out(where, "table_grad", table_grad, (v, f), dtype)
             wg.table_grad = _ptr(table_grad)
             wg.w_ih = _ptr(w_ih)
-    cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    if table is not None:
-        took("recurrent/table_grads")
-        if dx is None:
-            took("recurrent/table_backward")
-    cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
-    cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
-    # no dx: no input product at all (w_ih NULL)
-    cdef void* wip = NULL if dx is None else _ptr(w_ih)
-    cdef void* dxp = NULL if dx is None else _ptr(dx)
-    if dtype.itemsize == 4:
-        status = _lstm_backward_c(<float*>_ptr(w_hh), <float*>_ptr(cs), <float*>_ptr(gates),
-                                  <float*>_ptr(dhs), <float*>_ptr(dpre), <float*>_ptr(dh0),
-                                  <float*>_ptr(dc0), T, N, H, blocks,
-                                  <float*>wip, <float*>dxp, F, &wg, dst, dsn)
-    else:
-        status = _lstm_backward_c(<double*>_ptr(w_hh), <double*>_ptr(cs), <double*>_ptr(gates),
-                                  <double*>_ptr(dhs), <double*>_ptr(dpre), <double*>_ptr(dh0),
-                                  <double*>_ptr(dc0), T, N, H, blocks,
-                                  <double*>wip, <double*>dxp, F, &wg, dst, dsn)
-    _raise_if(status, where)
+    _backward(FNN_CELL_LSTM, where, dtype, w_hh, hs, dhs, dpre, dpre, dh0, dc0, cs, gates, None,
+              batch_first, w_ih, dx, f, &wg)
     return dx
 
 
@@ -1174,14 +843,7 @@ def gru_backward_full(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0, dw_hh, db_h
     """gru_backward plus the layer's dx (from dpre_x) and weight gradients (dW_hh, db_hh from
     dpre_h; dW_ih, db_ih from dpre_x)."""
     where = "gru_backward_full"
-    check_float(where, "dhs", dhs, ndim=3)
-    if batch_first:
-        n, t, h = dhs.shape
-    else:
-        t, n, h = dhs.shape
-    dtype = dhs.dtype
-    check_like(where, "w_hh", w_hh, (3 * h, h), dtype)
-    check_like(where, "hs", hs, (t + 1, n, h), dtype)
+    t, n, h, dtype = _check_backward(where, w_hh, hs, dhs, 3, batch_first)
     check_like(where, "gates", gates, (t, n, 3 * h), dtype)
     check_like(where, "hn", hn, (t, n, h), dtype)
     check_out(where, "dpre_x", dpre_x, (t, n, 3 * h), dtype)
@@ -1191,21 +853,8 @@ def gru_backward_full(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0, dw_hh, db_h
                      batch_first)
     cdef WeightGrads wg
     _fill_grads(&wg, dpre_h, hs, dw_hh, db_hh, dpre_x, x, dw_ih, db_ih, t * n, 3 * h, h, f)
-    cdef int T = t, N = n, H = h, F = f, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, False)
-    cdef Py_ssize_t dst = h if batch_first else <Py_ssize_t>n * h
-    cdef Py_ssize_t dsn = <Py_ssize_t>t * h if batch_first else h
-    if dtype.itemsize == 4:
-        status = _gru_backward_c(<float*>_ptr(w_hh), <float*>_ptr(hs), <float*>_ptr(gates),
-                                 <float*>_ptr(hn), <float*>_ptr(dhs), <float*>_ptr(dpre_x),
-                                 <float*>_ptr(dpre_h), <float*>_ptr(dh0), T, N, H, blocks,
-                                 <float*>_ptr(w_ih), <float*>_ptr(dx), F, &wg, dst, dsn)
-    else:
-        status = _gru_backward_c(<double*>_ptr(w_hh), <double*>_ptr(hs), <double*>_ptr(gates),
-                                 <double*>_ptr(hn), <double*>_ptr(dhs), <double*>_ptr(dpre_x),
-                                 <double*>_ptr(dpre_h), <double*>_ptr(dh0), T, N, H, blocks,
-                                 <double*>_ptr(w_ih), <double*>_ptr(dx), F, &wg, dst, dsn)
-    _raise_if(status, where)
+    _backward(FNN_CELL_GRU, where, dtype, w_hh, hs, dhs, dpre_x, dpre_h, dh0, None, None, gates,
+              hn, batch_first, w_ih, dx, f, &wg)
     return dx
 
 
@@ -1239,26 +888,13 @@ def _forward_full_args(where, xw, ids, w_hh, b_hh, hs, gates_per_unit, y):
     return t, n, h, dtype
 
 
-cdef inline const long long* _ids_ptr(object ids):
-    return NULL if ids is None else <const long long*>_ptr(ids)
-
 
 def rnn_forward_full(xw, ids, w_hh, b_hh, hs, y=None):
     """rnn_forward on xw (T, N, H), or on rows ids (T*N,) of a projected table xw (V, H);
     y (N, T, H) := hs[1:] batch-first when given."""
     where = "rnn_forward_full"
     t, n, h, dtype = _forward_full_args(where, xw, ids, w_hh, b_hh, hs, 1, y)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, ids is not None)
-    cdef const long long* idp = _ids_ptr(ids)
-    cdef void* yp = _opt_ptr(y)
-    if dtype.itemsize == 4:
-        status = _rnn_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
-                                <float*>_ptr(hs), T, N, H, blocks, idp, <float*>yp)
-    else:
-        status = _rnn_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
-                                <double*>_ptr(hs), T, N, H, blocks, idp, <double*>yp)
-    _raise_if(status, where)
+    _forward(FNN_CELL_RNN, where, dtype, xw, ids, w_hh, b_hh, hs, None, None, None, y)
     return hs
 
 
@@ -1268,19 +904,7 @@ def lstm_forward_full(xw, ids, w_hh, b_hh, hs, cs, gates, y=None):
     t, n, h, dtype = _forward_full_args(where, xw, ids, w_hh, b_hh, hs, 4, y)
     check_out(where, "cs", cs, (t + 1, n, h), dtype, "T+1 steps: cs[0] is c0")
     check_out(where, "gates", gates, (t, n, 4 * h), dtype)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, ids is not None)
-    cdef const long long* idp = _ids_ptr(ids)
-    cdef void* yp = _opt_ptr(y)
-    if dtype.itemsize == 4:
-        status = _lstm_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
-                                 <float*>_ptr(hs), <float*>_ptr(cs), <float*>_ptr(gates),
-                                 T, N, H, blocks, idp, <float*>yp)
-    else:
-        status = _lstm_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
-                                 <double*>_ptr(hs), <double*>_ptr(cs), <double*>_ptr(gates),
-                                 T, N, H, blocks, idp, <double*>yp)
-    _raise_if(status, where)
+    _forward(FNN_CELL_LSTM, where, dtype, xw, ids, w_hh, b_hh, hs, cs, gates, None, y)
     return hs
 
 
@@ -1290,17 +914,5 @@ def gru_forward_full(xw, ids, w_hh, b_hh, hs, gates, hn, y=None):
     t, n, h, dtype = _forward_full_args(where, xw, ids, w_hh, b_hh, hs, 3, y)
     check_out(where, "gates", gates, (t, n, 3 * h), dtype)
     check_out(where, "hn", hn, (t, n, h), dtype)
-    cdef int T = t, N = n, H = h, blocks = _blocks(n), status
-    _took_sequence(dtype, blocks, ids is not None)
-    cdef const long long* idp = _ids_ptr(ids)
-    cdef void* yp = _opt_ptr(y)
-    if dtype.itemsize == 4:
-        status = _gru_forward_c(<float*>_ptr(xw), <float*>_ptr(w_hh), <float*>_ptr(b_hh),
-                                <float*>_ptr(hs), <float*>_ptr(gates), <float*>_ptr(hn),
-                                T, N, H, blocks, idp, <float*>yp)
-    else:
-        status = _gru_forward_c(<double*>_ptr(xw), <double*>_ptr(w_hh), <double*>_ptr(b_hh),
-                                <double*>_ptr(hs), <double*>_ptr(gates), <double*>_ptr(hn),
-                                T, N, H, blocks, idp, <double*>yp)
-    _raise_if(status, where)
+    _forward(FNN_CELL_GRU, where, dtype, xw, ids, w_hh, b_hh, hs, None, gates, hn, y)
     return hs

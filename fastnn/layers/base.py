@@ -22,7 +22,7 @@ from collections import OrderedDict, defaultdict
 
 import numpy as np
 
-from .._core._checks import FLOAT_DTYPES
+from .._core import FLOAT_DTYPES
 from ..inference import weights_changed
 
 

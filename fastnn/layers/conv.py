@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import _core
-from .._core._checks import check_pair
+from .._core import check_pair
 from .activation import relu_fusion
 from .base import check_positive_int
 from .dense import WeightedLayer

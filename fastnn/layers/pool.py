@@ -3,7 +3,7 @@ upsampling (NCHW; 1-D on (N, C, L))."""
 import numpy as np
 
 from .. import _core
-from .._core._checks import check_pair, conv_out_size
+from .._core import check_pair, conv_out_size
 from .base import Layer, drop_workspaces, workspace
 
 

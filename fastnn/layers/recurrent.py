@@ -23,25 +23,17 @@ from .embedding import lookup_of
 
 
 def _compiled_kernels():
-    """True while _core's kernels are the compiled ones: the layers then use _recurrent.pyx's
-    private whole-layer calls (the table path's serial GEMMs; the backward sweep, dx and the
-    weight gradients in one OpenMP region). With reference.py's kernels swapped in (benchmarks)
-    they stay on the contract kernels, NumPy all the way."""
-    from .._core import _blas
-
-    return _FUSED_CALLS and _core.dense_forward is _blas.dense_forward
+    """True while _core's kernels are the compiled ones: the layers then use _core's private
+    whole-layer calls (the table path's serial GEMMs; the backward sweep, dx and the weight
+    gradients in one OpenMP region). With reference.py's kernels swapped in (benchmarks) they
+    stay on the contract kernels, NumPy all the way."""
+    return _FUSED_CALLS and _core.compiled("dense_forward")
 
 
 _FUSED_CALLS = True  # module switch, for A/B measurements and tests
 # the exact check of an Embedding's lookup hint as one compiled pass (else np.array_equal on
 # table[ids]); module switch, for A/B measurements and tests
 _FAST_LOOKUP_CHECK = True
-
-
-def _private_kernels():
-    from .._core import _recurrent
-
-    return _recurrent
 
 
 class _Recurrent(Layer):
@@ -161,8 +153,8 @@ class _Recurrent(Layer):
             table, ids_tm = self._embedded
             projected = self._buffer("projected", (table.shape[0], gh))
             if compiled:  # the forward call reads rows ids[t, n] of the table itself
-                _private_kernels().embedded_projection(table, self.weight_ih.data,
-                                                       self.bias_ih.data, ids_tm, projected, None)
+                _core.embedded_projection(table, self.weight_ih.data, self.bias_ih.data, ids_tm,
+                                          projected, None)
                 xw = projected
             else:
                 xw = self._buffer("xw", (t, n, gh))
@@ -208,9 +200,7 @@ class _Recurrent(Layer):
             return None
         table = np.array(table)  # the backward needs the values of this forward
         if _FAST_LOOKUP_CHECK:  # one compiled pass, no (N*T, F) gather and bool temporaries
-            from .._core.recurrent import _lookup_matches
-
-            if not _lookup_matches(table, ids, x.reshape(n * t, f)):
+            if not _core.lookup_matches(table, ids, x.reshape(n * t, f)):
                 return None
         elif not np.array_equal(table[ids], x.reshape(n * t, f)):
             return None
@@ -306,7 +296,7 @@ class _Recurrent(Layer):
                 self.weight_ih.grad if plain else None, self.bias_ih.grad if plain else None)
             if not plain:
                 table, ids_tm = self._embedded
-                _private_kernels().embedded_input_grads(
+                _core.embedded_input_grads(
                     table, self.weight_ih.data, ids_tm, dpre_x.reshape(t * n, gh),
                     self._buffer("per_id", (table.shape[0], gh)), self.weight_ih.grad,
                     self.bias_ih.grad)
@@ -482,13 +472,13 @@ class RNN(_Recurrent):
         return dpre, dpre
 
     def _sequence_forward_full(self, xw, ids, hs, c0, y):
-        _private_kernels().rnn_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs, y)
+        _core.rnn_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs, y)
 
     def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
         n, t, h = dhs.shape  # batch-first
         dpre = self._buffer("dpre", (t, n, h))
         self.dh0 = np.empty((n, h), dtype=self._dtype)
-        _private_kernels().rnn_backward_full(
+        _core.rnn_backward_full(
             self.weight_hh.data, self._work["hs"], dhs, dpre, self.dh0, self.weight_hh.grad,
             self.bias_hh.grad, self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True)
         return dpre
@@ -558,8 +548,8 @@ class LSTM(_Recurrent):
         t, n, h = hs.shape[0] - 1, hs.shape[1], self.hidden_size
         cs = self._buffer("cs", (t + 1, n, h))
         self._set_state(cs, c0, "c0")
-        _private_kernels().lstm_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs,
-                                             cs, self._buffer("gates", (t, n, 4 * h)), y)
+        _core.lstm_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs, cs,
+                                self._buffer("gates", (t, n, 4 * h)), y)
 
     def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih, embedded=None, table_grad=None):
         n, t, h = dhs.shape  # batch-first
@@ -567,7 +557,7 @@ class LSTM(_Recurrent):
         self.dh0 = np.empty((n, h), dtype=self._dtype)
         self.dc0 = np.empty((n, h), dtype=self._dtype)
         table, ids, per_id = embedded if embedded is not None else (None, None, None)
-        _private_kernels().lstm_backward_full(
+        _core.lstm_backward_full(
             self.weight_hh.data, self._work["cs"], self._work["gates"], dhs, dpre, self.dh0,
             self.dc0, self._work["hs"], self.weight_hh.grad, self.bias_hh.grad,
             self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True, table=table, ids=ids,
@@ -616,16 +606,16 @@ class GRU(_Recurrent):
 
     def _sequence_forward_full(self, xw, ids, hs, c0, y):
         t, n, h = hs.shape[0] - 1, hs.shape[1], self.hidden_size
-        _private_kernels().gru_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs,
-                                            self._buffer("gates", (t, n, 3 * h)),
-                                            self._buffer("hn", (t, n, h)), y)
+        _core.gru_forward_full(xw, ids, self.weight_hh.data, self.bias_hh.data, hs,
+                               self._buffer("gates", (t, n, 3 * h)), self._buffer("hn", (t, n, h)),
+                               y)
 
     def _sequence_backward_full(self, dhs, dx, x, dw_ih, db_ih):
         n, t, h = dhs.shape  # batch-first
         dpre_x = self._buffer("dpre", (t, n, 3 * h))
         dpre_h = self._buffer("dpre_h", (t, n, 3 * h))
         self.dh0 = np.empty((n, h), dtype=self._dtype)
-        _private_kernels().gru_backward_full(
+        _core.gru_backward_full(
             self.weight_hh.data, self._work["hs"], self._work["gates"], self._work["hn"], dhs,
             dpre_x, dpre_h, self.dh0, self.weight_hh.grad, self.bias_hh.grad,
             self.weight_ih.data, dx, x, dw_ih, db_ih, batch_first=True)
