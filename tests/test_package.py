@@ -153,3 +153,47 @@ def test_seed_makes_random_reproducible():
     a = rng().standard_normal(5)
     fnn.seed(3)
     np.testing.assert_array_equal(a, rng().standard_normal(5))
+
+
+def test_layers_and_models_reach_the_kernels_only_through_the_core_facade():
+    """No module of fastnn/layers/, nor model.py, graph.py or losses.py, imports a private
+    module of fastnn._core (``_core._x``): their kernels, the whole-layer calls and the shared
+    checks come from ``fastnn._core`` itself."""
+    import ast
+
+    root = os.path.dirname(fnn.__file__)
+    paths = [os.path.join(root, "layers", n) for n in os.listdir(os.path.join(root, "layers"))
+             if n.endswith(".py")] + [os.path.join(root, n) for n in ("model.py", "graph.py", "losses.py")]
+    private = []
+    for path in paths:
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                names = [a.name for a in node.names]
+                if "_core" in parts:
+                    after = parts[parts.index("_core") + 1:]
+                    if any(p.startswith("_") for p in after) or (
+                            not after and any(n.startswith("_") for n in names)):
+                        private.append((os.path.basename(path), node.module, names))
+            elif isinstance(node, ast.Import):
+                private += [(os.path.basename(path), a.name, []) for a in node.names
+                            if "._core._" in a.name]
+    assert len(paths) > 10 and not private, private
+
+
+def test_core_facade_tells_a_swapped_kernel_from_its_own():
+    from fastnn import _core
+    from fastnn._core import reference
+
+    assert _core.compiled("dense_forward") and _core.compiled("lstm_forward")
+    own = _core.dense_forward
+    _core.dense_forward = reference.dense_forward
+    try:
+        assert not _core.compiled("dense_forward")
+    finally:
+        _core.dense_forward = own
+    assert _core.compiled("dense_forward")
+    assert "lstm_forward_full" not in _core.__all__  # reachable, but not the contract
+    assert callable(_core.lstm_forward_full) and callable(_core.lookup_matches)
