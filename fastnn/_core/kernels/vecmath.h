@@ -1,6 +1,6 @@
 /* Accurate float32 exp, tanh and sigmoid that compilers vectorise: within 1-3.5 ulp of the exact
    value over the whole float32 range (tiny and subnormal inputs and results, saturation, +-inf,
-   NaN propagates). Shared by _recurrent.pyx (the cells' gate math) and _blas.pyx (the dense
+   NaN propagates). Shared by gates.h (the recurrent cells' gate math) and _blas.pyx (the dense
    epilogue); numba's kernels use the same algorithms (_fastmath.py).
 
    The scalar versions (fnn_expf, fnn_tanhf, fnn_tanh_sech2f, fnn_sigmoidf, fnn_sigmoid_compf)
