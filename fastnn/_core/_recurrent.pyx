@@ -462,7 +462,7 @@ def lstm_backward(w_hh, cs, gates, dhs, dpre, dh0, dc0):
     check_out(where, "dpre", dpre, (t, n, 4 * h), dtype)
     check_out(where, "dh0", dh0, (n, h), dtype)
     check_out(where, "dc0", dc0, (n, h), dtype)
-    # the LSTM's backward reads no h: cs stands in for hs (same shape)
+    # the LSTM rows read no h: cs, of the same shape, gives the sweep its sizes in place of hs
     _backward(FNN_CELL_LSTM, where, dtype, w_hh, cs, dhs, dpre, dpre, dh0, dc0, cs, gates)
     return dpre
 
