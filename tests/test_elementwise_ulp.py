@@ -18,7 +18,6 @@ from numba import njit
 import fastnn as fnn
 from fastnn import _core as K
 from fastnn import layers as L
-from fastnn._core import _recurrent
 from fastnn._core import activation as activation_module
 from fastnn._core._fastmath import _exp_diff, _fast_exp, _fast_sigmoid, _fast_tanh
 from fastnn._core.tuning import tuning
@@ -237,9 +236,8 @@ def _step(layer, blocks, **state):
 @pytest.fixture(params=[True, False], ids=["vector-gates", "plain-gates"])
 def lstm_gates(request):
     """The LSTM's AVX-512 gate pass (where the build has it) or the auto-vectorised C loops."""
-    old = _recurrent._set_vector_gates(request.param)
-    yield request.param
-    _recurrent._set_vector_gates(old)
+    with tuning(rnn_vector_gates=request.param):
+        yield request.param
 
 
 def test_rnn_cell_through_the_layer():

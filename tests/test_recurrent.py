@@ -103,7 +103,8 @@ def test_sequence_kernels_across_register_tiles_panels_and_thread_blocks(cell, d
     # panels, k in blocks of 256: ragged rows, ragged panels and k > 256 (4*70 for the LSTM)
     # must equal the reference, and so must every split of the rows over 1 or 2 threads
     # (min_rows 1: even tiny blocks get their own thread), bit for bit in float32
-    from fastnn._core import _conv, _recurrent
+    from fastnn._core import _conv
+    from fastnn._core.tuning import tuning
     rng = np.random.default_rng(n * 100 + h)
     t = 3
     g = CELLS[cell] * h
@@ -114,16 +115,14 @@ def test_sequence_kernels_across_register_tiles_panels_and_thread_blocks(cell, d
     dhs = rng.standard_normal((t, n, h)).astype(dtype)
     want = _run_kernels(ref, cell, xw, w_hh, b_hh, h0, c0, dhs)
     saved = fnn.get_num_threads()
-    saved_rows = _recurrent.set_min_rows_per_thread(1)
     try:
         runs = []
         for threads, min_rows in ((1, 1), (2, 1), (2, 8)):
             fnn.set_num_threads(threads)
-            _recurrent.set_min_rows_per_thread(min_rows)
-            runs.append(_run_kernels(_core, cell, xw, w_hh, b_hh, h0, c0, dhs))
+            with tuning(rnn_min_rows_per_thread=min_rows):
+                runs.append(_run_kernels(_core, cell, xw, w_hh, b_hh, h0, c0, dhs))
     finally:
         fnn.set_num_threads(saved)
-        _recurrent.set_min_rows_per_thread(saved_rows)
     for got in runs:
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, **TOL[dtype])
@@ -132,6 +131,32 @@ def test_sequence_kernels_across_register_tiles_panels_and_thread_blocks(cell, d
             # depends on the rows
             for a, b in zip(got, runs[0]):
                 np.testing.assert_array_equal(a, b)  # the row split changes no bit
+
+
+def test_recurrent_tuning_knobs_are_listed_checked_and_restored():
+    """The recurrent kernels' knobs in fastnn._core.tuning; the weight gradients off the
+    microkernel (sgemm) are the same sums to rounding."""
+    from fastnn._core import tuning
+
+    assert {"rnn_min_rows_per_thread", "rnn_vector_gates", "rnn_grad_kernel"} <= set(tuning.knobs())
+    with pytest.raises(ValueError, match="int >= 1"):
+        with tuning.tuning(rnn_min_rows_per_thread=0):
+            pass
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 4, 5)).astype(np.float32)
+    dy = rng.standard_normal((9, 4, 33)).astype(np.float32)
+    grads = {}
+    for on in (True, False):
+        with tuning.tuning(rnn_grad_kernel=on, rnn_min_rows_per_thread=2):
+            assert tuning.get("rnn_grad_kernel") is on
+            fnn.seed(0)
+            layer = L.GRU(5, 33)
+            layer.forward(x)
+            layer.backward(dy)
+            grads[on] = [p.grad.copy() for p in layer.parameters()]
+    assert tuning.get("rnn_grad_kernel") is True and tuning.get("rnn_min_rows_per_thread") == 8
+    for a, b in zip(grads[True], grads[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

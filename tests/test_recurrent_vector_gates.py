@@ -1,4 +1,4 @@
-"""The float32 LSTM gate math as one AVX-512 pass per row (_recurrent._set_vector_gates): same
+"""The float32 LSTM gate math as one AVX-512 pass per row (tuning knob rnn_vector_gates): same
 results as the auto-vectorised C loops to a few ulps, and as the NumPy reference; bitwise the
 same for 1 and 2 threads (where tests/thread_counts.py says); float64 never takes it."""
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 import fastnn as fnn
 from fastnn import _core
 from fastnn import layers as L
-from fastnn._core import _recurrent
 from fastnn._core import reference as ref
+from fastnn._core.tuning import tuning
 
 from thread_counts import assert_same_across_threads
 
@@ -16,9 +16,8 @@ from thread_counts import assert_same_across_threads
 @pytest.fixture
 def restore():
     old_threads = fnn.get_num_threads()
-    old = _recurrent._set_vector_gates(True)
-    yield
-    _recurrent._set_vector_gates(old)
+    with tuning(rnn_vector_gates=True):
+        yield
     fnn.set_num_threads(old_threads)
 
 
@@ -40,10 +39,10 @@ def test_vector_gates_match_plain_and_reference(restore, dtype, n, t, f, h):
     for threads in (1, 2):
         fnn.set_num_threads(threads)
         for vec in (False, True):
-            _recurrent._set_vector_gates(vec)
-            fnn.seed(0)
-            layer = L.LSTM(f, h).astype(dtype)
-            results[threads, vec] = _run(layer, x, dy)
+            with tuning(rnn_vector_gates=vec):
+                fnn.seed(0)
+                layer = L.LSTM(f, h).astype(dtype)
+                results[threads, vec] = _run(layer, x, dy)
     for vec in (False, True):  # the row split changes no bit where fastnn promises it
         for a, b in zip(results[1, vec], results[2, vec]):
             assert_same_across_threads(a, b, dtype)
@@ -91,10 +90,10 @@ def test_vector_gates_saturation_and_nan(restore):
     b_hh = np.zeros(4 * h, np.float32)
     res = []
     for vec in (False, True):
-        _recurrent._set_vector_gates(vec)
         hs, cs = np.zeros((t + 1, n, h), np.float32), np.zeros((t + 1, n, h), np.float32)
         gates = np.empty((t, n, 4 * h), np.float32)
-        _core.lstm_forward(xw, w_hh, b_hh, hs, cs, gates)
+        with tuning(rnn_vector_gates=vec):
+            _core.lstm_forward(xw, w_hh, b_hh, hs, cs, gates)
         res.append((hs, cs, gates))
     for a, b in zip(*res):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))

@@ -61,25 +61,38 @@ cdef _took_sequence(dtype, int blocks, bint table_input):
         took("recurrent/table_input")
 
 
-def _set_vector_gates(bint on):
-    """Tuning/A-B hook: float32 LSTM gate math of a row as one AVX-512 pass (activations and cell
-    fused; vecmath.h's 16-lane functions, whose activations are its scalar ones' bits) when the
-    build has AVX-512 (on), or the auto-vectorised C loops. Returns the previous setting."""
-    global _vec_gates
-    old = _vec_gates
-    _vec_gates = on
+TUNING = {
+    "rnn_min_rows_per_thread": "batch rows each thread of a sequence call must get before the "
+                               "call uses one more thread (an int >= 1)",
+    "rnn_vector_gates": "float32 LSTM gate math of a row as one AVX-512 pass (at the avx512 "
+                        "level; else the auto-vectorised C loops); a few ulps apart",
+    "rnn_grad_kernel": "float32 weight gradients of the whole-layer backward calls on the "
+                       "microkernel's transposed-A GEMM (avx2 and avx512 levels; else sgemm)",
+}
+
+
+def _tune(str name, value):
+    """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
+    and returns the old value."""
+    global _min_rows, _vec_gates, _grad_kernel
+    if name == "rnn_min_rows_per_thread":
+        old = _min_rows
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"tuning: rnn_min_rows_per_thread must be an int >= 1, "
+                                 f"got {value!r}")
+            _min_rows = value
+    elif name == "rnn_vector_gates":
+        old = bool(_vec_gates)
+        if value is not None:
+            _vec_gates = value
+    elif name == "rnn_grad_kernel":
+        old = bool(_grad_kernel)
+        if value is not None:
+            _grad_kernel = value
+    else:
+        raise ValueError(f"_recurrent: no knob {name!r}")
     return old
-
-
-def _set_grad_kernel(bint on):
-    """Tuning/A-B hook: float32 weight gradients of the *_backward_full calls on the AVX-512
-    microkernel's transposed-A GEMM (on; where the build has it) or single-threaded sgemm.
-    Returns the previous setting."""
-    global _grad_kernel
-    old = _grad_kernel
-    _grad_kernel = on
-    return old
-
 
 
 cdef struct Product:
@@ -183,7 +196,7 @@ cdef struct Seq:
     int N
     int H
     int G
-    bint vec  # float32 LSTM rows as one AVX-512 pass (_set_vector_gates)
+    bint vec  # float32 LSTM rows as one AVX-512 pass (knob rnn_vector_gates)
     # forward: xw (T, N, G), or with ids (T*N,) the rows ids[t, n] of a projected table (V, G)
     const void* xw
     const long long* ids
@@ -493,15 +506,6 @@ def gru_backward(w_hh, hs, gates, hn, dhs, dpre_x, dpre_h, dh0):
     _backward(FNN_CELL_GRU, where, dtype, w_hh, hs, dhs, dpre_x, dpre_h, dh0, None, None, gates,
               hn)
     return dpre_x
-
-
-def set_min_rows_per_thread(int rows):
-    """Rows of the batch each thread must get before a call uses one more thread (tuning and
-    tests); returns the previous value."""
-    global _min_rows
-    old = _min_rows
-    _min_rows = max(1, rows)
-    return old
 
 
 # ---- whole-layer backward (private to layers/recurrent.py) -----------------------------------------

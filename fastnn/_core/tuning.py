@@ -15,7 +15,8 @@ computed, never the contract; most give the same bits either way (the tests chec
 
 Where the knobs live. A knob read by compiled code without the GIL is a C global of its module;
 the module declares it in a dict ``TUNING = {name: meaning}`` and one function
-``_tune(name, value)`` that sets it and returns the old value (``_conv.pyx``, ``_blas.pyx``).
+``_tune(name, value)`` that sets it and returns the old value (``_conv.pyx``, ``_blas.pyx``,
+``_recurrent.pyx``).
 A knob read from Python (the route choices of ``conv_plan``) lives here, registered with
 ``register(name, default, meaning, check)`` when its module is imported.
 
@@ -31,7 +32,7 @@ import importlib
 
 # The compiled modules whose TUNING/_tune this module serves (fastnn._core.<name>), and the Python
 # modules that register knobs here when imported
-_MODULES = ("_blas", "_conv")
+_MODULES = ("_blas", "_conv", "_recurrent")
 _PYTHON_MODULES = ("conv_plan",)
 
 _python_knobs = {}     # name -> [value, default, meaning, check]
