@@ -16,6 +16,8 @@ included below with its forward, dx and dW where it has them:
     _conv_dwt_s1.pxi       dwt_s1/rows|samples: stride-1 same-width dW
     _conv_subpixel.pxi     subpixel, subpixel/beside_dw: strided backward-data by output phases
     _conv_pixel.pxi        pixel_transpose: conv_transpose2d of a 1x1 image as one dense GEMM
+    _conv_winograd.pxi     winograd: 3x3 stride-1 float32 forwards (and dx) by Winograd F(2x2,3x3)
+                           or F(4x4,3x3) (kernels/winograd.h)
 
 conv_transpose2d's forward is conv2d's backward-data pass and its dx is conv2d's forward, so the
 same routes serve both. The entry points at the end validate their arguments, ask the planner
@@ -75,6 +77,7 @@ include "_conv_direct_s2.pxi"
 include "_conv_dwt_s1.pxi"
 include "_conv_subpixel.pxi"
 include "_conv_pixel.pxi"
+include "_conv_winograd.pxi"
 
 
 # ---- validation and workspaces (Python) --------------------------------------------------------
@@ -466,3 +469,4 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
             if pdb != NULL:
                 _channel_sum(<double*>pdy, N, COUT, <Py_ssize_t>OH * OW, <double*>pdb)
     return dx
+

@@ -1,0 +1,147 @@
+"""The Winograd route (winograd_f2) against fastnn's other stride-1 route and PyTorch's conv, on
+vgg-bn's 3x3 convolutions at the suite batch: each forward, and each backward-data pass (the
+forward of dy with the flipped, transposed weight; none for the first layer), interleaved call
+by call in one process, medians. Effective GFLOP/s count the direct convolution's FLOPs
+(2*N*O*C*9*OH*OW), so a route past the GEMM roofline shows above the measured GEMM peak
+(the best of numpy's and fastnn's float32 GEMM on a large square product, same run).
+
+Accuracy: the error against the float64 reference (fastnn._core.reference), as the largest
+absolute error over the largest absolute output, and the root-mean-square relative error, for
+both fastnn routes (torch's for comparison).
+
+Run: ``python -m benchmarks.winograd [--repeats N] [--threads 2] [--extra]`` (--extra adds
+wider VGG-style layers, 64..512 channels at 32x32..4x4).
+"""
+import argparse
+import time
+
+import numpy as np
+
+import fastnn as fnn
+from fastnn import _core, zoo
+from fastnn._core import _conv, reference
+
+from .models import BATCH
+
+
+def vgg_layers(extra=False):
+    """[(label, n, c, o, h, w, first)] of vgg-bn's 3x3 convolutions (and wider ones)."""
+    model, shape, _ = zoo.build("vgg-bn")
+    n = BATCH["vgg-bn"]
+    c, h, w = shape
+    found = []
+    for layer in model:
+        name = type(layer).__name__
+        if name == "Conv2D":
+            found.append((f"conv {layer.in_channels}->{layer.out_channels} {h}x{w}", n,
+                          layer.in_channels, layer.out_channels, h, w, not found))
+        elif name == "MaxPool2D":
+            h, w = h // 2, w // 2
+    if extra:
+        for c, o, s in ((64, 128, 32), (128, 128, 16), (256, 256, 8), (512, 512, 4)):
+            found.append((f"conv {c}->{o} {s}x{s}", n, c, o, s, s, False))
+    return found
+
+
+def _median(times):
+    return float(np.median(times))
+
+
+def gemm_peak(repeats=5, size=1536):
+    """The best float32 GEMM GFLOP/s of numpy's BLAS and fastnn's microkernel (size^3)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    out = np.empty((size, size), np.float32)
+    calls = {"numpy": lambda: np.matmul(a, b, out=out), "fastnn": lambda: _core.gemm(a, b, out)}
+    times = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, f in calls.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    flops = 2.0 * size ** 3
+    return {k: flops / min(v) / 1e9 for k, v in times.items()}
+
+
+def errors(got, ref):
+    """(max abs error / max |ref|, RMS of the error / RMS of ref)."""
+    d = got.astype(np.float64) - ref
+    return (float(np.abs(d).max() / np.abs(ref).max()),
+            float(np.sqrt(np.mean(d * d) / np.mean(ref * ref))))
+
+
+def layer_cases(layers):
+    """[(label, x, w, bias or None)] forwards and backward-data passes of the layers."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for label, n, c, o, h, w, first in layers:
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = (rng.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+        b = rng.standard_normal(o).astype(np.float32)
+        cases.append((label + " fwd", x, wt, b))
+        if not first:
+            dy = rng.standard_normal((n, o, h, w)).astype(np.float32)
+            flipped = np.ascontiguousarray(wt.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+            cases.append((label + " dx", dy, flipped, None))
+    return cases
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--extra", action="store_true")
+    p.add_argument("--no-torch", action="store_true")
+    args = p.parse_args(argv)
+    fnn.set_num_threads(args.threads)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            torch = None
+    peak = gemm_peak()
+    print(f"float32 GEMM peak 1536^3: numpy {peak['numpy']:.0f}, fastnn {peak['fastnn']:.0f} "
+          f"GFLOP/s ({args.threads} threads)")
+    print(f"{'layer':28s} {'implicit ms':>11s} {'winograd ms':>11s} {'torch ms':>9s} "
+          f"{'GF/s impl':>9s} {'GF/s wino':>9s} {'GF/s torch':>10s}  err wino (max/rms)  "
+          f"err implicit  err torch")
+    for label, x, wt, b in layer_cases(vgg_layers(args.extra)):
+        n, c, h, w = x.shape
+        o = wt.shape[0]
+        out = {k: np.empty((n, o, h, w), np.float32) for k in ("impl", "wino")}
+        calls = {
+            "impl": lambda: _conv.conv2d_forward(x, wt, b, out["impl"], 1, 1),
+            "wino": lambda: _conv._winograd_forward(x, wt, b, out["wino"], 1, 1),
+        }
+        if torch is not None:
+            tx, tw = torch.from_numpy(x), torch.from_numpy(wt)
+            tb = None if b is None else torch.from_numpy(b)
+            calls["torch"] = lambda: torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
+        times = {k: [] for k in calls}
+        results = {}
+        for k, f in calls.items():
+            results[k] = f()
+        for _ in range(args.repeats):
+            for k, f in calls.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        ref = np.empty((n, o, h, w), np.float64)
+        reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                                 None if b is None else b.astype(np.float64), ref, 1, (1, 1))
+        flops = 2.0 * n * o * c * 9 * h * w
+        med = {k: _median(v) for k, v in times.items()}
+        ew, ei = errors(out["wino"], ref), errors(out["impl"], ref)
+        et = errors(results["torch"].numpy(), ref) if "torch" in results else (np.nan, np.nan)
+        tm = med.get("torch", np.nan)
+        print(f"{label:28s} {med['impl'] * 1e3:11.2f} {med['wino'] * 1e3:11.2f} {tm * 1e3:9.2f} "
+              f"{flops / med['impl'] / 1e9:9.0f} {flops / med['wino'] / 1e9:9.0f} "
+              f"{flops / tm / 1e9:10.0f}  {ew[0]:.1e}/{ew[1]:.1e}  {ei[0]:.1e}/{ei[1]:.1e}  "
+              f"{et[0]:.1e}/{et[1]:.1e}")
+
+
+if __name__ == "__main__":
+    main()

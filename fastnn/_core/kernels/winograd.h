@@ -1,0 +1,29 @@
+/* Winograd F(2x2,3x3) convolution for 3x3 stride-1 float32 convolutions (winograd_avx512.c).
+   Each 2x2 output tile comes from a 4x4 input patch: V = B^T d B per channel, then 16
+   element-wise products summed over channels, M[e] (O x T) = U[e] (O x C) @ V[e] (C x T), one
+   microkernel GEMM per element e of the 4x4 tile (fnn_mk_sgemm_nn), then Y = A^T M A. 16
+   multiplies per tile per channel pair instead of 36: 2.25x fewer. Each output is one fixed
+   sequence of float32 operations whatever the tile block or thread split, so the result does
+   not depend on the thread count. The Cython side (_conv_winograd.pxi) calls these only where
+   FNN_WINOGRAD_KERNELS is 1. */
+#ifndef FNN_WINOGRAD_H
+#define FNN_WINOGRAD_H
+#include "isa.h"
+
+#define FNN_WINOGRAD_KERNELS (FNN_ISA >= 2)
+
+/* U[(e*O + o)*C + c] := (G w[o, c] G^T)[e / 4, e % 4] for the 3x3 kernel w[o, c] (O, C, 3, 3),
+   formed in double and rounded once to float. */
+FNN_ISA_KERNEL void fnn_wg2_weights(int O, int C, const float* w, float* U);
+
+/* out's tiles [t_lo, t_hi) := bias + conv(x, w) (pad ph, pw), then the activation (act 0 none,
+   1 ReLU, 2 leaky ReLU with slope, bitwise as fnn_act_f32); tile t = (n*TH + ty)*TW + tx
+   covers out[n, :, 2ty:2ty+2, 2tx:2tx+2] (TH = ceil(OH/2), TW = ceil(OW/2)). x (N, C, H, W),
+   out (N, O, OH, OW); U from fnn_wg2_weights; bias may be NULL. V (16*C*TL floats) and M
+   (16*O*TL floats) are the caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to 16. */
+FNN_ISA_KERNEL void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+                                  long t_lo, long t_hi, const float* U, const float* x,
+                                  const float* bias, float* out, float* V, float* M, int act,
+                                  float slope);
+
+#endif /* FNN_WINOGRAD_H */
