@@ -1,7 +1,7 @@
-# ---- route winograd_f2: 3x3 stride-1 float32 convolutions by Winograd F(2x2,3x3) -------------
+# ---- routes winograd_f2 / winograd_f4: 3x3 stride-1 float32 convolutions by Winograd ----------
 #
 # Included by _conv.pyx. The kernels (kernels/winograd.h, AVX-512 level) transform the weight
-# once per call, then blocks of 2x2 output tiles (flat over rows and samples) run on the
+# once per call, then blocks of 2x2 (F(2x2,3x3)) or 4x4 (F(4x4,3x3)) output tiles (flat over rows and samples) run on the
 # threads: input transform, 16 microkernel GEMMs, output transform with bias and activation.
 # Each output is the same float32 computation whatever the block or the thread, so the bits do
 # not depend on the thread count. float32 only: float64 keeps the exact routes.
@@ -12,9 +12,13 @@ cdef extern from "kernels/winograd.h":
     void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
+    void fnn_wg4_weights(int O, int C, const float* w, float* U) noexcept nogil
+    void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                       long t_hi, const float* U, const float* x, const float* bias, float* out,
+                       float* V, float* M, int act, float slope) noexcept nogil
 
 # one tile block's V and M (16 * (C + O) * block floats) are sized to stay about this big, in L2
-cdef Py_ssize_t _wg_block_bytes = 384 << 10
+cdef Py_ssize_t _wg_block_bytes = 128 << 10
 
 
 def _winograd_available():
@@ -24,26 +28,30 @@ def _winograd_available():
 
 def _winograd_block(int c, int o):
     """Tiles per block for c input and o output channels: a multiple of 32 (the GEMM panels)."""
-    cdef Py_ssize_t b = _wg_block_bytes // (64 * (c + o))
+    cdef Py_ssize_t b = _wg_block_bytes // (4 * 16 * (c + o))
     return <int>max(32, min(512, b // 32 * 32))
 
 
 def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double slope=0.0,
-                      int block=0):
+                      int block=0, int tile=2):
     """out := act(conv2d(x, weight, stride 1, padding (ph, pw)) + bias) for a 3x3 float32
-    weight, by F(2x2,3x3) (``block``: tiles per task, 0 for the default). The caller checks the
-    arguments and the level (_winograd_available)."""
+    weight, by F(2x2,3x3) (``tile`` 2) or F(4x4,3x3) (``tile`` 4); ``block``: tiles per task, 0
+    for the default. The caller checks the arguments and the level (_winograd_available)."""
     if not _winograd_available():
-        raise RuntimeError("the winograd_f2 route needs the AVX-512 level's kernels")
+        raise RuntimeError("the Winograd routes need the AVX-512 level's kernels")
+    if tile != 2 and tile != 4:
+        raise ValueError(f"tile must be 2 or 4, got {tile}")
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]
-    cdef Py_ssize_t ntiles = <Py_ssize_t>n * ((oh + 1) // 2) * ((ow + 1) // 2)
+    cdef int elems = (tile + 2) * (tile + 2)
+    cdef Py_ssize_t ntiles = <Py_ssize_t>n * ((oh + tile - 1) // tile) * ((ow + tile - 1) // tile)
     cdef int tb = block if block > 0 else _winograd_block(c, o)
     cdef int tl = (tb + 15) // 16 * 16
     cdef int nblocks = <int>((ntiles + tb - 1) // tb)
     cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 9 * oh * ow), max(nblocks, 1))
-    cdef Py_ssize_t per_thread = <Py_ssize_t>16 * (c + o) * tl
-    u = _cached(np.float32, "wg_u", <Py_ssize_t>16 * o * c)
+    cdef Py_ssize_t per_thread = <Py_ssize_t>elems * (c + o) * tl
+    cdef Py_ssize_t vsize = <Py_ssize_t>elems * c * tl
+    u = _cached(np.float32, "wg_u", <Py_ssize_t>elems * o * c)
     ws = _cached(np.float32, "wg_vm", nt * per_thread + 16)
     cdef float* pu = <float*>_ptr(u)
     cdef float* pws = _aligned64(ws)
@@ -52,21 +60,24 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     cdef const float* pb = <float*>_ptr(bias)
     cdef float* po = <float*>_ptr(out)
     cdef float fslope = <float>slope
+    cdef bint f4 = tile == 4
     cdef int blk, t
     cdef float* v
-    took("winograd_f2")
+    took("winograd_f4" if f4 else "winograd_f2")
     with nogil:
-        fnn_wg2_weights(o, c, pwt, pu)
-        if nt > 1:
-            for blk in prange(nblocks, num_threads=nt, schedule="dynamic", chunksize=1):
-                t = openmp.omp_get_thread_num()
-                v = pws + t * per_thread
-                fnn_wg2_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
-                              min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v,
-                              v + <Py_ssize_t>16 * c * tl, act, fslope)
+        if f4:
+            fnn_wg4_weights(o, c, pwt, pu)
         else:
-            for blk in range(nblocks):
+            fnn_wg2_weights(o, c, pwt, pu)
+        for blk in prange(nblocks, num_threads=nt, schedule="dynamic", chunksize=1,
+                          use_threads_if=nt > 1):
+            v = pws + openmp.omp_get_thread_num() * per_thread
+            if f4:
+                fnn_wg4_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
+                              min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v, v + vsize,
+                              act, fslope)
+            else:
                 fnn_wg2_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
-                              min(ntiles, <long>blk * tb + tb), pu, px, pb, po, pws,
-                              pws + <Py_ssize_t>16 * c * tl, act, fslope)
+                              min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v, v + vsize,
+                              act, fslope)
     return out

@@ -26,4 +26,12 @@ FNN_ISA_KERNEL void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, in
                                   const float* bias, float* out, float* V, float* M, int act,
                                   float slope);
 
+/* F(4x4,3x3), the same contract with 4x4 output tiles from 6x6 patches (TH = ceil(OH/4),
+   TW = ceil(OW/4)), 36 GEMMs, U of 36*O*C floats, V 36*C*TL and M 36*O*TL floats. */
+FNN_ISA_KERNEL void fnn_wg4_weights(int O, int C, const float* w, float* U);
+FNN_ISA_KERNEL void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+                                  long t_lo, long t_hi, const float* U, const float* x,
+                                  const float* bias, float* out, float* V, float* M, int act,
+                                  float slope);
+
 #endif /* FNN_WINOGRAD_H */

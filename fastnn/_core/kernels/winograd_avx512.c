@@ -53,6 +53,16 @@ static inline void fnn_wg2_patch(const float* xc, const long* off, const __mmask
     }
 }
 
+/* the 2x2 outputs of tiles q0 + 2k and q0 + 2k + 1: 128-bit block k of V[0] (row 0) and V[1]
+   (row 1) holds their column pairs */
+#define FNN_WG2_PAIRS(V, q0, k)                                                             \
+    {   const int q = q0 + 2 * k;                                                           \
+        __m128 r0 = _mm512_extractf32x4_ps(V[0], k), r1 = _mm512_extractf32x4_ps(V[1], k); \
+        _mm_storel_pi((__m64*)(ob + ooff[q]), r0);                                          \
+        _mm_storel_pi((__m64*)(ob + ooff[q] + OW), r1);                                     \
+        _mm_storeh_pi((__m64*)(ob + ooff[q + 1]), r0);                                      \
+        _mm_storeh_pi((__m64*)(ob + ooff[q + 1] + OW), r1); }
+
 void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
                    float* V, float* M, int act, float slope) {
@@ -116,6 +126,8 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
             rows[q] = oy + 1 < OH ? 2 : 1;
             full[q] = ox + 1 < OW;
         }
+        int whole = cnt == 16;  /* every tile of the group inside the output: no edge cases */
+        for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
         for (int o = 0; o < O; o++) {
             const float* m = M + (long)o * TL + g0;
             __m512 a[2][4], y[2][2];
@@ -137,17 +149,209 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
                                                      _mm512_cmp_ps_mask(y[i][j], zero, _CMP_GT_OQ), y[i][j]);
                 }
             }
-            float buf[2][32] __attribute__((aligned(64)));
+            __m512 lo[2], hi[2];
             for (int i = 0; i < 2; i++) {
-                _mm512_store_ps(buf[i], _mm512_permutex2var_ps(y[i][0], lo_idx, y[i][1]));
-                _mm512_store_ps(buf[i] + 16, _mm512_permutex2var_ps(y[i][0], hi_idx, y[i][1]));
+                lo[i] = _mm512_permutex2var_ps(y[i][0], lo_idx, y[i][1]);
+                hi[i] = _mm512_permutex2var_ps(y[i][0], hi_idx, y[i][1]);
             }
             float* ob = out + (long)o * OHW;
+            if (whole) {
+                FNN_WG2_PAIRS(lo, 0, 0) FNN_WG2_PAIRS(lo, 0, 1) FNN_WG2_PAIRS(lo, 0, 2)
+                FNN_WG2_PAIRS(lo, 0, 3) FNN_WG2_PAIRS(hi, 8, 0) FNN_WG2_PAIRS(hi, 8, 1)
+                FNN_WG2_PAIRS(hi, 8, 2) FNN_WG2_PAIRS(hi, 8, 3)
+                continue;
+            }
+            float buf[2][32] __attribute__((aligned(64)));
+            for (int i = 0; i < 2; i++) {
+                _mm512_store_ps(buf[i], lo[i]);
+                _mm512_store_ps(buf[i] + 16, hi[i]);
+            }
             for (int q = 0; q < cnt; q++) {
                 float* p = ob + ooff[q];
                 for (int i = 0; i < rows[q]; i++) {
                     if (full[q]) memcpy(p + (long)i * OW, buf[i] + 2 * q, 2 * sizeof(float));
                     else p[(long)i * OW] = buf[i][2 * q];
+                }
+            }
+        }
+    }
+}
+
+/* ---- F(4x4,3x3): 6x6 patches, 36 GEMMs, 4x fewer multiplies; transforms with the points
+   0, +-1, +-2 (Lavin and Gray's matrices), so the error grows with the 4, 5 and 8 in them. */
+void fnn_wg4_weights(int O, int C, const float* w, float* U) {
+    static const double G[6][3] = {{1.0 / 4, 0, 0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    const long OC = (long)O * C;
+    for (long oc = 0; oc < OC; oc++) {
+        const float* g = w + oc * 9;
+        double t[6][3];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 3; j++)
+                t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++)
+                U[(i * 6 + j) * OC + oc] =
+                    (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+    }
+}
+
+/* o := B^T d for 6 vectors, B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+   0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] */
+static inline void fnn_wg4_bt(const __m512 d[6], __m512 o[6]) {
+    const __m512 four = _mm512_set1_ps(4.0f), mfour = _mm512_set1_ps(-4.0f);
+    const __m512 mfive = _mm512_set1_ps(-5.0f), two = _mm512_set1_ps(2.0f);
+    __m512 a = _mm512_fmadd_ps(mfour, d[2], d[4]), b = _mm512_fmadd_ps(mfour, d[1], d[3]);
+    __m512 c = _mm512_sub_ps(d[4], d[2]), e = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+    o[0] = _mm512_fmadd_ps(four, d[0], _mm512_fmadd_ps(mfive, d[2], d[4]));
+    o[1] = _mm512_add_ps(a, b);
+    o[2] = _mm512_sub_ps(a, b);
+    o[3] = _mm512_add_ps(c, e);
+    o[4] = _mm512_sub_ps(c, e);
+    o[5] = _mm512_fmadd_ps(four, d[1], _mm512_fmadd_ps(mfive, d[3], d[5]));
+}
+
+/* y := A^T m for 6 vectors, A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
+static inline void fnn_wg4_at(const __m512 m[6], __m512 y[4]) {
+    __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+    __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+/* Row r of the 16 patches of one channel: d[j] lane q = x[iy0 + r, ix0 + j] of tile q (zero
+   outside). Tile q's row is one masked 8-float load into the half q / 8 of p[q % 8]; the 8x8
+   transposes of the two halves then put it in lane q of d[0..5]. */
+static inline void fnn_wg4_patch_row(const float* xc, const long* off, const __mmask8* km,
+                                     long rW, int r, const __m512i lo_blk, const __m512i hi_blk,
+                                     __m512 d[6]) {
+    __m512 p[8], t[8], u[8];
+    for (int k = 0; k < 8; k++)
+        p[k] = _mm512_insertf32x8(
+            _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[k * 6 + r], xc + off[k] + rW)),
+            _mm256_maskz_loadu_ps(km[(k + 8) * 6 + r], xc + off[k + 8] + rW), 1);
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
+        t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+        u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+        u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    /* u[j] (j < 4) holds columns j | j+4 of rows 0-3, u[j + 4] of rows 4-7, per 256-bit half */
+    for (int j = 0; j < 4; j++) d[j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
+    d[4] = _mm512_permutex2var_ps(u[0], hi_blk, u[4]);
+    d[5] = _mm512_permutex2var_ps(u[1], hi_blk, u[5]);
+}
+
+void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                   long t_hi, const float* U, const float* x, const float* bias, float* out,
+                   float* V, float* M, int act, float slope) {
+    const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15;
+    const int TH = (OH + 3) / 4, TW = (OW + 3) / 4;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)C * TL, MS = (long)O * TL;
+    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        long off[16];
+        __mmask8 km[16 * 6];
+        for (int q = 0; q < 16; q++) {
+            long t = t_lo + g0 + q;
+            if (g0 + q >= T) {
+                off[q] = 0;
+                for (int r = 0; r < 6; r++) km[q * 6 + r] = 0;
+                continue;
+            }
+            long n = t / tpi, rem = t % tpi;
+            int iy0 = (int)(rem / TW) * 4 - ph, ix0 = (int)(rem % TW) * 4 - pw;
+            off[q] = n * C * HW + (long)iy0 * W + ix0;
+            __mmask8 cm = 0;
+            for (int j = 0; j < 6; j++)
+                if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
+            for (int r = 0; r < 6; r++)
+                km[q * 6 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        }
+        for (int c = 0; c < C; c++) {
+            __m512 d[6][6], s[6][6], col[6], o6[6];
+            for (int r = 0; r < 6; r++)
+                fnn_wg4_patch_row(x + c * HW, off, km, (long)r * W, r, lo_blk, hi_blk, d[r]);
+            for (int j = 0; j < 6; j++) {  /* columns: s[.][j] = B^T d[.][j] */
+                for (int r = 0; r < 6; r++) col[r] = d[r][j];
+                fnn_wg4_bt(col, o6);
+                for (int i = 0; i < 6; i++) s[i][j] = o6[i];
+            }
+            float* v = V + (long)c * TL + g0;
+            for (int i = 0; i < 6; i++) {  /* rows: V[i][.] = s[i][.] B */
+                fnn_wg4_bt(s[i], o6);
+                for (int j = 0; j < 6; j++) _mm512_store_ps(v + (6 * i + j) * VS, o6[j]);
+            }
+        }
+    }
+    for (int e = 0; e < 36; e++)
+        fnn_mk_sgemm_nn(O, T, C, U + (long)e * O * C, C, V + e * VS, TL, M + e * MS, TL, 0);
+    const __m512 zero = _mm512_setzero_ps(), sv = _mm512_set1_ps(slope);
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        int cnt = T - g0 < 16 ? T - g0 : 16;
+        long ooff[16];
+        int rows[16];
+        __mmask8 cmask[16];
+        int whole = cnt == 16;
+        for (int q = 0; q < cnt; q++) {
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int oy = (int)(rem / TW) * 4, ox = (int)(rem % TW) * 4;
+            ooff[q] = n * O * OHW + (long)oy * OW + ox;
+            rows[q] = OH - oy < 4 ? OH - oy : 4;
+            int cols = OW - ox < 4 ? OW - ox : 4;
+            cmask[q] = (__mmask8)((1u << cols) - 1);
+            whole &= rows[q] == 4 && cols == 4;
+        }
+        for (int o = 0; o < O; o++) {
+            const float* m = M + (long)o * TL + g0;
+            __m512 a[4][6], y[4][4], mv[6];
+            for (int j = 0; j < 6; j++) {  /* columns: a[.][j] = A^T m[.][j] */
+                __m512 y4[4];
+                for (int i = 0; i < 6; i++) mv[i] = _mm512_load_ps(m + (6 * i + j) * MS);
+                fnn_wg4_at(mv, y4);
+                for (int i = 0; i < 4; i++) a[i][j] = y4[i];
+            }
+            __m512 b = bias ? _mm512_set1_ps(bias[o]) : zero;
+            float* ob = out + (long)o * OHW;
+            for (int i = 0; i < 4; i++) {  /* rows: y[i][.] = a[i][.] A, bias, activation */
+                fnn_wg4_at(a[i], y[i]);
+                for (int j = 0; j < 4; j++) {
+                    y[i][j] = _mm512_add_ps(y[i][j], b);
+                    if (act == 1)
+                        y[i][j] = _mm512_mask_mov_ps(y[i][j], _mm512_cmp_ps_mask(y[i][j], zero, _CMP_LE_OQ), zero);
+                    else if (act == 2)
+                        y[i][j] = _mm512_mask_mov_ps(_mm512_mul_ps(y[i][j], sv),
+                                                     _mm512_cmp_ps_mask(y[i][j], zero, _CMP_GT_OQ), y[i][j]);
+                }
+                /* 4x4 transposes per 128-bit block: block k of p[g] = row i of tile 4k + g */
+                __m512 t0 = _mm512_unpacklo_ps(y[i][0], y[i][1]), t1 = _mm512_unpackhi_ps(y[i][0], y[i][1]);
+                __m512 t2 = _mm512_unpacklo_ps(y[i][2], y[i][3]), t3 = _mm512_unpackhi_ps(y[i][2], y[i][3]);
+                __m512 p[4] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
+                               _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE)};
+                long ro = (long)i * OW;
+                if (whole) {
+                    for (int g = 0; g < 4; g++) {
+                        _mm_storeu_ps(ob + ooff[g] + ro, _mm512_extractf32x4_ps(p[g], 0));
+                        _mm_storeu_ps(ob + ooff[4 + g] + ro, _mm512_extractf32x4_ps(p[g], 1));
+                        _mm_storeu_ps(ob + ooff[8 + g] + ro, _mm512_extractf32x4_ps(p[g], 2));
+                        _mm_storeu_ps(ob + ooff[12 + g] + ro, _mm512_extractf32x4_ps(p[g], 3));
+                    }
+                } else {
+                    float buf[4][16] __attribute__((aligned(64)));
+                    for (int g = 0; g < 4; g++) _mm512_store_ps(buf[g], p[g]);
+                    for (int q = 0; q < cnt; q++)
+                        if (i < rows[q])
+                            _mm_mask_storeu_ps(ob + ooff[q] + ro, cmask[q],
+                                               _mm_load_ps(buf[q % 4] + 4 * (q / 4)));
                 }
             }
         }

@@ -1,0 +1,118 @@
+"""The Winograd F(2x2,3x3) route (winograd_f2, _conv._winograd_forward): 3x3 stride-1 float32
+convolutions against the float64 NumPy reference within the documented float32 tolerance
+(docs/winograd.md: 1e-5 of the output's scale) over drawn shapes (channels off multiples of 16,
+odd images, batch 1, paddings 0..2), the backward-data pass it serves (dy with the flipped,
+transposed weight), the fused bias and activations, and the same bits on 1 and 2 threads and
+for any tile block."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, reference
+
+needs_winograd = pytest.mark.skipif(not _conv._winograd_available(),
+                                    reason="the Winograd kernels are AVX-512 only "
+                                           "(FASTNN_MAX_ISA below avx512, or the CPU)")
+TOL = 1e-5  # of max(1, max |reference|): the float32 tolerance docs/winograd.md states
+
+
+def rand(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def winograd(x, w, b, padding, threads=1, block=0, tile=2, **act):
+    prev = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        n, _, h, wd = x.shape
+        out = np.full((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2), np.nan, np.float32)
+        code, slope = {(): (0, 0.0), ("relu",): (1, 0.0)}.get(tuple(act), (2, None))
+        if code == 2:
+            slope = act["negative_slope"]
+        return _conv._winograd_forward(x, w, b, out, padding, padding, code, slope or 0.0, block,
+                                       tile)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
+def reference_forward(x, w, b, padding):
+    n, _, h, wd = x.shape
+    out = np.empty((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2))
+    return reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64),
+                                    None if b is None else b.astype(np.float64), out, 1, padding)
+
+
+def relative_error(got, want):
+    return float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
+
+
+@needs_winograd
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 37), h=st.integers(1, 11),
+       w=st.integers(1, 11), padding=st.integers(0, 2), with_bias=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_forward_matches_reference(n, c, o, h, w, padding, with_bias, seed):
+    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)  # an output at all
+    rng = np.random.default_rng(seed)
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3))
+    b = rand(rng, (o,)) if with_bias else None
+    got = winograd(x, wt, b, padding)
+    assert relative_error(got, reference_forward(x, wt, b, padding)) <= TOL
+
+
+@needs_winograd
+def test_backward_data_as_the_forward_of_dy_with_the_flipped_weight():
+    rng = np.random.default_rng(1)
+    x, wt, dy = rand(rng, (3, 20, 9, 14)), rand(rng, (24, 20, 3, 3)), rand(rng, (3, 24, 9, 14))
+    want = np.zeros(x.shape)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64),
+                              want, None, None, 1, 1)
+    flipped = np.ascontiguousarray(wt.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    assert relative_error(winograd(dy, flipped, None, 1), want) <= TOL
+
+
+@needs_winograd
+def test_error_on_a_vgg_layer_is_of_the_order_of_float32_rounding():
+    """vgg-bn's 64->64 14x14 layer (8 samples): the error against float64 is of the order of
+    float32 rounding (docs/winograd.md lists the measured values), well inside TOL."""
+    rng = np.random.default_rng(2)
+    x, wt = rand(rng, (8, 64, 14, 14)), rand(rng, (64, 64, 3, 3)) / np.float32(24)
+    b = rand(rng, (64,))
+    want = reference_forward(x, wt, b, 1)
+    err = float(np.abs(winograd(x, wt, b, 1) - want).max() / np.abs(want).max())
+    assert err < 2e-6
+
+
+@needs_winograd
+@pytest.mark.parametrize("act", [{"relu": True}, {"relu": True, "negative_slope": 0.2}])
+def test_fused_activation_is_the_activation_of_the_output(act):
+    rng = np.random.default_rng(3)
+    x, wt, b = rand(rng, (5, 16, 7, 9)), rand(rng, (21, 16, 3, 3)), rand(rng, (21,))
+    plain = winograd(x, wt, b, 1)
+    fused = winograd(x, wt, b, 1, **act)
+    want = np.empty_like(plain)
+    if "negative_slope" in act:
+        _core.leaky_relu_forward(plain, act["negative_slope"], want)
+    else:
+        _core.relu_forward(plain, want)
+    np.testing.assert_array_equal(fused, want)
+
+
+@needs_winograd
+def test_same_bits_on_one_and_two_threads_and_any_block():
+    rng = np.random.default_rng(4)
+    x, wt, b = rand(rng, (6, 19, 13, 10)), rand(rng, (35, 19, 3, 3)), rand(rng, (35,))
+    one = winograd(x, wt, b, 1, threads=1)
+    for threads, block in ((2, 0), (2, 32), (1, 17), (2, 100)):
+        np.testing.assert_array_equal(winograd(x, wt, b, 1, threads=threads, block=block), one,
+                                      err_msg=f"{threads} threads, block {block}")
+
+
+@pytest.mark.skipif(_conv._winograd_available(), reason="the level has the Winograd kernels")
+def test_levels_without_the_kernels_refuse_the_route():
+    x, wt = np.zeros((1, 2, 4, 4), np.float32), np.zeros((3, 2, 3, 3), np.float32)
+    with pytest.raises(RuntimeError, match="AVX-512"):
+        _conv._winograd_forward(x, wt, None, np.empty((1, 3, 4, 4), np.float32), 1, 1)
