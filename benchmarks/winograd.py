@@ -9,19 +9,19 @@ Accuracy: the error against the float64 reference (fastnn._core.reference), as t
 absolute error over the largest absolute output, and the root-mean-square relative error, for
 both fastnn routes (torch's for comparison).
 
-Run: ``python -m benchmarks.winograd [--repeats N] [--threads 2] [--extra]`` (--extra adds
-wider VGG-style layers, 64..512 channels at 32x32..4x4).
+Run: ``python -m benchmarks.winograd [--repeats N] [--threads 2] [--no-torch] [--extra]``
+(--extra adds wider VGG-style layers, 64..512 channels at 32x32..4x4).
 """
 import argparse
 import time
 
 import numpy as np
 
-import fastnn as fnn
 from fastnn import _core, zoo
 from fastnn._core import _conv, reference
 
 from .models import BATCH
+from .system import layer_bench_setup
 
 
 def vgg_layers(extra=False):
@@ -87,43 +87,43 @@ def layer_cases(layers):
     return cases
 
 
+ROUTES = {  # label -> (tile or None for fastnn's planner with Winograd off)
+    "implicit": None, "F2": 2, "F4": 4}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--extra", action="store_true")
-    p.add_argument("--no-torch", action="store_true")
-    args = p.parse_args(argv)
-    fnn.set_num_threads(args.threads)
+    p.add_argument("--extra", action="store_true", help="wider VGG-style layers too")
+    args, use_torch = layer_bench_setup(p, argv)
     torch = None
-    if not args.no_torch:
-        try:
-            import torch
+    if use_torch:
+        import torch
+        if args.threads is not None:
             torch.set_num_threads(args.threads)
-        except ImportError:
-            torch = None
     peak = gemm_peak()
     print(f"float32 GEMM peak 1536^3: numpy {peak['numpy']:.0f}, fastnn {peak['fastnn']:.0f} "
-          f"GFLOP/s ({args.threads} threads)")
-    print(f"{'layer':28s} {'implicit ms':>11s} {'winograd ms':>11s} {'torch ms':>9s} "
-          f"{'GF/s impl':>9s} {'GF/s wino':>9s} {'GF/s torch':>10s}  err wino (max/rms)  "
-          f"err implicit  err torch")
+          f"GFLOP/s")
+    names = list(ROUTES) + (["torch"] if torch is not None else [])
+    print(f"{'layer':24s} " + " ".join(f"{k + ' ms':>10s}" for k in names) + "   effective GFLOP/s"
+          + "   error vs float64, max/max (rms/rms)")
     for label, x, wt, b in layer_cases(vgg_layers(args.extra)):
         n, c, h, w = x.shape
         o = wt.shape[0]
-        out = {k: np.empty((n, o, h, w), np.float32) for k in ("impl", "wino")}
-        calls = {
-            "impl": lambda: _conv.conv2d_forward(x, wt, b, out["impl"], 1, 1),
-            "wino": lambda: _conv._winograd_forward(x, wt, b, out["wino"], 1, 1),
-        }
+        out = {k: np.empty((n, o, h, w), np.float32) for k in ROUTES}
+        calls = {}
+        for k, tile in ROUTES.items():
+            if tile is None:
+                calls[k] = lambda k=k: _without_winograd(
+                    lambda: _conv.conv2d_forward(x, wt, b, out[k], 1, 1))
+            else:
+                calls[k] = lambda k=k, tile=tile: _conv._winograd_forward(
+                    x, wt, b, out[k], 1, 1, 0, 0.0, 0, tile)
         if torch is not None:
             tx, tw = torch.from_numpy(x), torch.from_numpy(wt)
             tb = None if b is None else torch.from_numpy(b)
             calls["torch"] = lambda: torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
+        results = {k: f() for k, f in calls.items()}
         times = {k: [] for k in calls}
-        results = {}
-        for k, f in calls.items():
-            results[k] = f()
         for _ in range(args.repeats):
             for k, f in calls.items():
                 t0 = time.perf_counter()
@@ -134,13 +134,19 @@ def main(argv=None):
                                  None if b is None else b.astype(np.float64), ref, 1, (1, 1))
         flops = 2.0 * n * o * c * 9 * h * w
         med = {k: _median(v) for k, v in times.items()}
-        ew, ei = errors(out["wino"], ref), errors(out["impl"], ref)
-        et = errors(results["torch"].numpy(), ref) if "torch" in results else (np.nan, np.nan)
-        tm = med.get("torch", np.nan)
-        print(f"{label:28s} {med['impl'] * 1e3:11.2f} {med['wino'] * 1e3:11.2f} {tm * 1e3:9.2f} "
-              f"{flops / med['impl'] / 1e9:9.0f} {flops / med['wino'] / 1e9:9.0f} "
-              f"{flops / tm / 1e9:10.0f}  {ew[0]:.1e}/{ew[1]:.1e}  {ei[0]:.1e}/{ei[1]:.1e}  "
-              f"{et[0]:.1e}/{et[1]:.1e}")
+        errs = {k: errors(results[k] if k in ROUTES else results[k].numpy(), ref) for k in names}
+        print(f"{label:24s} " + " ".join(f"{med[k] * 1e3:10.2f}" for k in names) + "   "
+              + " ".join(f"{flops / med[k] / 1e9:5.0f}" for k in names) + "   "
+              + " ".join(f"{k} {e[0]:.1e} ({e[1]:.1e})" for k, e in errs.items()))
+
+
+def _without_winograd(call):
+    """call() with the planner's Winograd routes off (fastnn's previous stride-1 route)."""
+    tuning = getattr(_core, "tuning", None)
+    if tuning is None or not hasattr(tuning, "forced"):
+        return call()
+    with tuning.forced(winograd=False):
+        return call()
 
 
 if __name__ == "__main__":
