@@ -1,4 +1,4 @@
-# ---- routes winograd_f2 / winograd_f4: 3x3 stride-1 float32 convolutions by Winograd ----------
+# ---- route winograd: 3x3 stride-1 float32 convolutions by Winograd F(2x2,3x3) or F(4x4,3x3) ---
 #
 # Included by _conv.pyx. The kernels (kernels/winograd.h, AVX-512 level) transform the weight
 # once per call, then blocks of 2x2 (F(2x2,3x3)) or 4x4 (F(4x4,3x3)) output tiles (flat over rows and samples) run on the
@@ -63,7 +63,7 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     cdef bint f4 = tile == 4
     cdef int blk, t
     cdef float* v
-    took("winograd_f4" if f4 else "winograd_f2")
+    took("winograd")
     with nogil:
         if f4:
             fnn_wg4_weights(o, c, pwt, pu)
