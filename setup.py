@@ -49,8 +49,8 @@ ISA_FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3"], "avx512": ["-march=x8
 LEVEL_MODULES = {"_blas": ("microkernel",), "_conv": ("microkernel", "conv", "winograd"),
                  "_recurrent": ("microkernel", "gates")}
 # The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
-LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel",), "avx512": ("microkernel", "conv", "gates",
-                                                                       "winograd")}
+LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "winograd"),
+                 "avx512": ("microkernel", "conv", "gates", "winograd")}
 LEVEL_PXD = ("_blas", "_microkernel", "_vecmath", "_conv_kernels", "_gates")
 levels = [lv.strip() for lv in os.environ.get("FASTNN_ISA_LEVELS", ",".join(ISA_FLAGS)).split(",")]
 unknown = sorted(set(levels) - set(ISA_FLAGS))

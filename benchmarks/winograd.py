@@ -87,8 +87,8 @@ def layer_cases(layers):
     return cases
 
 
-ROUTES = {  # label -> (tile or None for fastnn's planner with Winograd off)
-    "implicit": None, "F2": 2, "F4": 4}
+ROUTES = {  # label -> tile, or None: fastnn's planner with Winograd off (the implicit route
+    "implicit": None, "F2": 2, "F4": 4}  # on AVX-512, im2col below)
 
 
 def main(argv=None):
@@ -103,15 +103,16 @@ def main(argv=None):
     peak = gemm_peak()
     print(f"float32 GEMM peak 1536^3: numpy {peak['numpy']:.0f}, fastnn {peak['fastnn']:.0f} "
           f"GFLOP/s")
-    names = list(ROUTES) + (["torch"] if torch is not None else [])
+    routes = {k: t for k, t in ROUTES.items() if t is None or _conv._winograd_available(t)}
+    names = list(routes) + (["torch"] if torch is not None else [])
     print(f"{'layer':24s} " + " ".join(f"{k + ' ms':>10s}" for k in names) + "   effective GFLOP/s"
           + "   error vs float64, max/max (rms/rms)")
     for label, x, wt, b in layer_cases(vgg_layers(args.extra)):
         n, c, h, w = x.shape
         o = wt.shape[0]
-        out = {k: np.empty((n, o, h, w), np.float32) for k in ROUTES}
+        out = {k: np.empty((n, o, h, w), np.float32) for k in routes}
         calls = {}
-        for k, tile in ROUTES.items():
+        for k, tile in routes.items():
             if tile is None:
                 calls[k] = lambda k=k: _without_winograd(
                     lambda: _conv.conv2d_forward(x, wt, b, out[k], 1, 1))
@@ -134,7 +135,7 @@ def main(argv=None):
                                  None if b is None else b.astype(np.float64), ref, 1, (1, 1))
         flops = 2.0 * n * o * c * 9 * h * w
         med = {k: _median(v) for k, v in times.items()}
-        errs = {k: errors(results[k] if k in ROUTES else results[k].numpy(), ref) for k in names}
+        errs = {k: errors(results[k] if k in routes else results[k].numpy(), ref) for k in names}
         print(f"{label:24s} " + " ".join(f"{med[k] * 1e3:10.2f}" for k in names) + "   "
               + " ".join(f"{flops / med[k] / 1e9:5.0f}" for k in names) + "   "
               + " ".join(f"{k} {e[0]:.1e} ({e[1]:.1e})" for k, e in errs.items()))

@@ -1,6 +1,7 @@
 # ---- route winograd: 3x3 stride-1 float32 convolutions by Winograd F(2x2,3x3) or F(4x4,3x3) ---
 #
-# Included by _conv.pyx. The kernels (kernels/winograd.h, AVX-512 level) transform the weight
+# Included by _conv.pyx. The kernels (kernels/winograd.h: F(2x2,3x3) at the AVX2 and AVX-512
+# levels, F(4x4,3x3) at AVX-512) transform the weight
 # once per call, then blocks of 2x2 (F(2x2,3x3)) or 4x4 (F(4x4,3x3)) output tiles (flat over rows and samples) run on the
 # threads: input transform, 16 microkernel GEMMs, output transform with bias and activation.
 # Each output is the same float32 computation whatever the block or the thread, so the bits do
@@ -8,6 +9,7 @@
 
 cdef extern from "kernels/winograd.h":
     bint FNN_WINOGRAD_KERNELS
+    bint FNN_WINOGRAD_F4
     void fnn_wg2_weights(int O, int C, const float* w, float* U) noexcept nogil
     void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
@@ -21,9 +23,10 @@ cdef extern from "kernels/winograd.h":
 cdef Py_ssize_t _wg_block_bytes = 128 << 10
 
 
-def _winograd_available():
-    """Whether the ISA level in use has the Winograd kernels (AVX-512)."""
-    return bool(FNN_WINOGRAD_KERNELS and FNN_MK_AVAILABLE)
+def _winograd_available(int tile=2):
+    """Whether the ISA level in use has the Winograd kernels of this tile (F(2x2,3x3): AVX2 and
+    AVX-512; F(4x4,3x3): AVX-512)."""
+    return bool(FNN_WINOGRAD_KERNELS and FNN_MK_AVAILABLE and (tile == 2 or FNN_WINOGRAD_F4))
 
 
 def _winograd_block(int c, int o):
@@ -37,10 +40,11 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     """out := act(conv2d(x, weight, stride 1, padding (ph, pw)) + bias) for a 3x3 float32
     weight, by F(2x2,3x3) (``tile`` 2) or F(4x4,3x3) (``tile`` 4); ``block``: tiles per task, 0
     for the default. The caller checks the arguments and the level (_winograd_available)."""
-    if not _winograd_available():
-        raise RuntimeError("the Winograd routes need the AVX-512 level's kernels")
     if tile != 2 and tile != 4:
         raise ValueError(f"tile must be 2 or 4, got {tile}")
+    if not _winograd_available(tile):
+        raise RuntimeError(f"the Winograd F({tile}x{tile},3x3) kernels are not in this ISA "
+                           f"level (F(2x2,3x3): AVX2 and AVX-512, F(4x4,3x3): AVX-512)")
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]
     cdef int elems = (tile + 2) * (tile + 2)

@@ -5,28 +5,7 @@
 #include <string.h>
 #include "winograd.h"
 #include "microkernel.h"
-
-void fnn_wg2_weights(int O, int C, const float* w, float* U) {
-    const long OC = (long)O * C;
-    for (long oc = 0; oc < OC; oc++) {
-        const float* g = w + oc * 9;
-        double t[4][3], u[4][4];
-        for (int j = 0; j < 3; j++) {  /* t = G g, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
-            double g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-            t[0][j] = g0;
-            t[1][j] = 0.5 * (g0 + g1 + g2);
-            t[2][j] = 0.5 * (g0 - g1 + g2);
-            t[3][j] = g2;
-        }
-        for (int i = 0; i < 4; i++) {  /* u = t G^T */
-            u[i][0] = t[i][0];
-            u[i][1] = 0.5 * (t[i][0] + t[i][1] + t[i][2]);
-            u[i][2] = 0.5 * (t[i][0] - t[i][1] + t[i][2]);
-            u[i][3] = t[i][2];
-        }
-        for (int e = 0; e < 16; e++) U[e * OC + oc] = (float)u[e / 4][e % 4];
-    }
-}
+#include "winograd_weights.h"
 
 /* The rows of the 16 patches of one channel, lane q = tile q: d[r][j] = x[iy0 + r, ix0 + j] of
    each tile (zero outside the image). Each tile's row is one masked 4-float load into 128-bit
@@ -179,24 +158,6 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
 
 /* ---- F(4x4,3x3): 6x6 patches, 36 GEMMs, 4x fewer multiplies; transforms with the points
    0, +-1, +-2 (Lavin and Gray's matrices), so the error grows with the 4, 5 and 8 in them. */
-void fnn_wg4_weights(int O, int C, const float* w, float* U) {
-    static const double G[6][3] = {{1.0 / 4, 0, 0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-    const long OC = (long)O * C;
-    for (long oc = 0; oc < OC; oc++) {
-        const float* g = w + oc * 9;
-        double t[6][3];
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 3; j++)
-                t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++)
-                U[(i * 6 + j) * OC + oc] =
-                    (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
-    }
-}
-
 /* o := B^T d for 6 vectors, B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
    0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] */
 static inline void fnn_wg4_bt(const __m512 d[6], __m512 o[6]) {

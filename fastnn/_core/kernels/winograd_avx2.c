@@ -1,0 +1,150 @@
+/* The AVX2+FMA Winograd F(2x2,3x3) kernel of winograd.h: winograd_avx512.c's algorithm with 8
+   tiles per vector (the same float32 operations per output), edges through vmaskmov loads and
+   small buffers. F(4x4,3x3) is AVX-512 only. */
+#include <immintrin.h>
+#include <string.h>
+#include "winograd.h"
+#include "microkernel.h"
+#include "winograd_weights.h"
+
+/* the 4-bit column masks of a patch row as vmaskmov lane masks */
+static const int fnn_wg2_lanes[16][4] __attribute__((aligned(16))) = {
+    {0, 0, 0, 0}, {-1, 0, 0, 0}, {0, -1, 0, 0}, {-1, -1, 0, 0}, {0, 0, -1, 0}, {-1, 0, -1, 0},
+    {0, -1, -1, 0}, {-1, -1, -1, 0}, {0, 0, 0, -1}, {-1, 0, 0, -1}, {0, -1, 0, -1},
+    {-1, -1, 0, -1}, {0, 0, -1, -1}, {-1, 0, -1, -1}, {0, -1, -1, -1}, {-1, -1, -1, -1}};
+
+static inline __m128 fnn_wg2_row(const float* p, int m) {
+    if (m == 15) return _mm_loadu_ps(p);
+    if (m == 0) return _mm_setzero_ps();
+    return _mm_maskload_ps(p, _mm_load_si128((const __m128i*)fnn_wg2_lanes[m]));
+}
+
+void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                   long t_hi, const float* U, const float* x, const float* bias, float* out,
+                   float* V, float* M, int act, float slope) {
+    const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15;
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)C * TL, MS = (long)O * TL;
+    for (int g0 = 0; g0 < TL; g0 += 8) {  /* TL: the padding columns get zero patches */
+        long off[8];
+        int km[32];
+        for (int q = 0; q < 8; q++) {
+            long t = t_lo + g0 + q;
+            if (g0 + q >= T) {
+                off[q] = 0;
+                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
+                continue;
+            }
+            long n = t / tpi, rem = t % tpi;
+            int iy0 = (int)(rem / TW) * 2 - ph, ix0 = (int)(rem % TW) * 2 - pw;
+            off[q] = n * C * HW + (long)iy0 * W + ix0;
+            int cm = 0;
+            for (int j = 0; j < 4; j++)
+                if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
+            for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        }
+        for (int c = 0; c < C; c++) {
+            const float* xc = x + c * HW;
+            __m256 d[4][4], s[4][4];
+            for (int r = 0; r < 4; r++) {  /* tile 4*blk + g in 128-bit half blk of p[g] */
+                __m256 p[4];
+                for (int g = 0; g < 4; g++)
+                    p[g] = _mm256_insertf128_ps(
+                        _mm256_castps128_ps256(fnn_wg2_row(xc + off[g] + r * W, km[g * 4 + r])),
+                        fnn_wg2_row(xc + off[4 + g] + r * W, km[(4 + g) * 4 + r]), 1);
+                __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
+                __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
+                d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
+                d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+                d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
+                d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+            }
+            for (int j = 0; j < 4; j++) {
+                s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+                s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+                s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+                s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+            }
+            float* v = V + (long)c * TL + g0;
+            for (int i = 0; i < 4; i++) {
+                _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
+                _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
+                _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
+                _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
+            }
+        }
+    }
+    for (int e = 0; e < 16; e++)
+        fnn_mk_sgemm_nn(O, T, C, U + (long)e * O * C, C, V + e * VS, TL, M + e * MS, TL, 0);
+    const __m256 zero = _mm256_setzero_ps(), sv = _mm256_set1_ps(slope);
+    for (int g0 = 0; g0 < T; g0 += 8) {
+        int cnt = T - g0 < 8 ? T - g0 : 8;
+        long ooff[8];
+        int rows[8], full[8];
+        for (int q = 0; q < cnt; q++) {
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
+            ooff[q] = n * O * OHW + (long)oy * OW + ox;
+            rows[q] = oy + 1 < OH ? 2 : 1;
+            full[q] = ox + 1 < OW;
+        }
+        int whole = cnt == 8;
+        for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
+        for (int o = 0; o < O; o++) {
+            const float* m = M + (long)o * TL + g0;
+            __m256 a[2][4], y[2][2], lo[2], hi[2];
+            for (int j = 0; j < 4; j++) {
+                __m256 m0 = _mm256_load_ps(m + (0 * 4 + j) * MS), m1 = _mm256_load_ps(m + (1 * 4 + j) * MS);
+                __m256 m2 = _mm256_load_ps(m + (2 * 4 + j) * MS), m3 = _mm256_load_ps(m + (3 * 4 + j) * MS);
+                a[0][j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+                a[1][j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+            }
+            __m256 b = bias ? _mm256_set1_ps(bias[o]) : zero;
+            for (int i = 0; i < 2; i++) {
+                y[i][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[i][0], a[i][1]), a[i][2]), b);
+                y[i][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[i][1], a[i][2]), a[i][3]), b);
+                for (int j = 0; j < 2; j++) {
+                    if (act == 1)
+                        y[i][j] = _mm256_blendv_ps(y[i][j], zero, _mm256_cmp_ps(y[i][j], zero, _CMP_LE_OQ));
+                    else if (act == 2)
+                        y[i][j] = _mm256_blendv_ps(_mm256_mul_ps(y[i][j], sv), y[i][j],
+                                                   _mm256_cmp_ps(y[i][j], zero, _CMP_GT_OQ));
+                }
+                /* lo: pairs of tiles 0, 1 | 4, 5; hi: 2, 3 | 6, 7 */
+                lo[i] = _mm256_unpacklo_ps(y[i][0], y[i][1]);
+                hi[i] = _mm256_unpackhi_ps(y[i][0], y[i][1]);
+            }
+            float* ob = out + (long)o * OHW;
+            if (whole) {
+                for (int i = 0; i < 2; i++) {
+                    long ro = (long)i * OW;
+                    __m128 l0 = _mm256_castps256_ps128(lo[i]), l1 = _mm256_extractf128_ps(lo[i], 1);
+                    __m128 h0 = _mm256_castps256_ps128(hi[i]), h1 = _mm256_extractf128_ps(hi[i], 1);
+                    _mm_storel_pi((__m64*)(ob + ooff[0] + ro), l0);
+                    _mm_storeh_pi((__m64*)(ob + ooff[1] + ro), l0);
+                    _mm_storel_pi((__m64*)(ob + ooff[2] + ro), h0);
+                    _mm_storeh_pi((__m64*)(ob + ooff[3] + ro), h0);
+                    _mm_storel_pi((__m64*)(ob + ooff[4] + ro), l1);
+                    _mm_storeh_pi((__m64*)(ob + ooff[5] + ro), l1);
+                    _mm_storel_pi((__m64*)(ob + ooff[6] + ro), h1);
+                    _mm_storeh_pi((__m64*)(ob + ooff[7] + ro), h1);
+                }
+                continue;
+            }
+            float buf[2][16] __attribute__((aligned(32)));
+            for (int i = 0; i < 2; i++) {
+                _mm256_store_ps(buf[i], lo[i]);
+                _mm256_store_ps(buf[i] + 8, hi[i]);
+            }
+            for (int q = 0; q < cnt; q++) {
+                int pos = (q & 2 ? 8 : 0) + (q & 4 ? 4 : 0) + 2 * (q & 1);
+                float* p = ob + ooff[q];
+                for (int i = 0; i < rows[q]; i++) {
+                    if (full[q]) memcpy(p + (long)i * OW, buf[i] + pos, 2 * sizeof(float));
+                    else p[(long)i * OW] = buf[i][pos];
+                }
+            }
+        }
+    }
+}

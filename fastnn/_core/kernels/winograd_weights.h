@@ -1,0 +1,48 @@
+/* The kernel transforms of winograd.h (fnn_wg2_weights, fnn_wg4_weights): plain C in double,
+   each value rounded once to float. Included by each level's winograd_<level>.c (one
+   definition per module). */
+#ifndef FNN_WINOGRAD_WEIGHTS_H
+#define FNN_WINOGRAD_WEIGHTS_H
+#include "winograd.h"
+
+void fnn_wg2_weights(int O, int C, const float* w, float* U) {
+    const long OC = (long)O * C;
+    for (long oc = 0; oc < OC; oc++) {
+        const float* g = w + oc * 9;
+        double t[4][3], u[4][4];
+        for (int j = 0; j < 3; j++) {  /* t = G g, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
+            double g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+            t[0][j] = g0;
+            t[1][j] = 0.5 * (g0 + g1 + g2);
+            t[2][j] = 0.5 * (g0 - g1 + g2);
+            t[3][j] = g2;
+        }
+        for (int i = 0; i < 4; i++) {  /* u = t G^T */
+            u[i][0] = t[i][0];
+            u[i][1] = 0.5 * (t[i][0] + t[i][1] + t[i][2]);
+            u[i][2] = 0.5 * (t[i][0] - t[i][1] + t[i][2]);
+            u[i][3] = t[i][2];
+        }
+        for (int e = 0; e < 16; e++) U[e * OC + oc] = (float)u[e / 4][e % 4];
+    }
+}
+
+void fnn_wg4_weights(int O, int C, const float* w, float* U) {
+    static const double G[6][3] = {{1.0 / 4, 0, 0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    const long OC = (long)O * C;
+    for (long oc = 0; oc < OC; oc++) {
+        const float* g = w + oc * 9;
+        double t[6][3];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 3; j++)
+                t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++)
+                U[(i * 6 + j) * OC + oc] =
+                    (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+    }
+}
+
+#endif /* FNN_WINOGRAD_WEIGHTS_H */
