@@ -116,6 +116,20 @@ def test_same_bits_on_one_and_two_threads_and_any_block(tile):
                                       err_msg=f"{threads} threads, block {block}")
 
 
+@needs_winograd
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_output_is_reported_for_an_exact_route(tile, bad):
+    """A NaN or inf in x would reach every output of its tiles (NaN - NaN, inf - inf): the route
+    returns None instead of out, so the caller recomputes where it reaches only its windows."""
+    rng = np.random.default_rng(5)
+    x, wt = rand(rng, (2, 16, 9, 9)), rand(rng, (16, 16, 3, 3))
+    assert winograd(x, wt, None, 1, tile=tile) is not None
+    x[1, 3, 4, 7] = bad
+    assert winograd(x, wt, None, 1, tile=tile) is None
+    assert winograd(x, wt, None, 1, tile=tile, relu=True) is None  # checked before the ReLU
+
+
 @pytest.mark.skipif(_conv._winograd_available(4), reason="the level has every Winograd kernel")
 def test_levels_without_the_kernels_refuse_the_route():
     x, wt = np.zeros((1, 2, 4, 4), np.float32), np.zeros((3, 2, 3, 3), np.float32)

@@ -11,11 +11,11 @@ cdef extern from "kernels/winograd.h":
     bint FNN_WINOGRAD_KERNELS
     bint FNN_WINOGRAD_F4
     void fnn_wg2_weights(int O, int C, const float* w, float* U) noexcept nogil
-    void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+    int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
     void fnn_wg4_weights(int O, int C, const float* w, float* U) noexcept nogil
-    void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+    int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
 
@@ -39,7 +39,10 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
                       int block=0, int tile=2):
     """out := act(conv2d(x, weight, stride 1, padding (ph, pw)) + bias) for a 3x3 float32
     weight, by F(2x2,3x3) (``tile`` 2) or F(4x4,3x3) (``tile`` 4); ``block``: tiles per task, 0
-    for the default. The caller checks the arguments and the level (_winograd_available)."""
+    for the default. Returns out, or None when an output came out NaN or infinite (out is then
+    garbage: a non-finite input spreads to all of its tiles' outputs, so the caller recomputes
+    on an exact route, where it reaches only the outputs whose window holds it). The caller
+    checks the arguments and the level (_winograd_available)."""
     if tile != 2 and tile != 4:
         raise ValueError(f"tile must be 2 or 4, got {tile}")
     if not _winograd_available(tile):
@@ -64,6 +67,8 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     cdef const float* pb = <float*>_ptr(bias)
     cdef float* po = <float*>_ptr(out)
     cdef float fslope = <float>slope
+    flags = np.zeros(max(nblocks, 1), np.int32)
+    cdef int[::1] bad = flags
     cdef bint f4 = tile == 4
     cdef int blk, t
     cdef float* v
@@ -77,11 +82,11 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
                           use_threads_if=nt > 1):
             v = pws + openmp.omp_get_thread_num() * per_thread
             if f4:
-                fnn_wg4_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
-                              min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v, v + vsize,
-                              act, fslope)
+                bad[blk] = fnn_wg4_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
+                                         min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v,
+                                         v + vsize, act, fslope)
             else:
-                fnn_wg2_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
-                              min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v, v + vsize,
-                              act, fslope)
-    return out
+                bad[blk] = fnn_wg2_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
+                                         min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v,
+                                         v + vsize, act, fslope)
+    return None if flags.any() else out

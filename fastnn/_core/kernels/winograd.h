@@ -22,8 +22,11 @@ FNN_ISA_KERNEL void fnn_wg2_weights(int O, int C, const float* w, float* U);
    1 ReLU, 2 leaky ReLU with slope, bitwise as fnn_act_f32); tile t = (n*TH + ty)*TW + tx
    covers out[n, :, 2ty:2ty+2, 2tx:2tx+2] (TH = ceil(OH/2), TW = ceil(OW/2)). x (N, C, H, W),
    out (N, O, OH, OW); U from fnn_wg2_weights; bias may be NULL. V (16*C*TL floats) and M
-   (16*O*TL floats) are the caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to 16. */
-FNN_ISA_KERNEL void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+   (16*O*TL floats) are the caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to 16.
+   Returns 1 when an output before the activation is NaN or infinite: a non-finite input spreads
+   to every output of its tiles (NaN - NaN, inf - inf), not only to those whose 3x3 window holds
+   it, so the caller then recomputes the convolution on an exact route. */
+FNN_ISA_KERNEL int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
                                   long t_lo, long t_hi, const float* U, const float* x,
                                   const float* bias, float* out, float* V, float* M, int act,
                                   float slope);
@@ -31,7 +34,7 @@ FNN_ISA_KERNEL void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, in
 /* F(4x4,3x3), the same contract with 4x4 output tiles from 6x6 patches (TH = ceil(OH/4),
    TW = ceil(OW/4)), 36 GEMMs, U of 36*O*C floats, V 36*C*TL and M 36*O*TL floats. */
 FNN_ISA_KERNEL void fnn_wg4_weights(int O, int C, const float* w, float* U);
-FNN_ISA_KERNEL void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+FNN_ISA_KERNEL int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
                                   long t_lo, long t_hi, const float* U, const float* x,
                                   const float* bias, float* out, float* V, float* M, int act,
                                   float slope);

@@ -19,7 +19,7 @@ static inline __m128 fnn_wg2_row(const float* p, int m) {
     return _mm_maskload_ps(p, _mm_load_si128((const __m128i*)fnn_wg2_lanes[m]));
 }
 
-void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
                    float* V, float* M, int act, float slope) {
     const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15;
@@ -78,6 +78,7 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
     for (int e = 0; e < 16; e++)
         fnn_mk_sgemm_nn(O, T, C, U + (long)e * O * C, C, V + e * VS, TL, M + e * MS, TL, 0);
     const __m256 zero = _mm256_setzero_ps(), sv = _mm256_set1_ps(slope);
+    int bad = 0;
     for (int g0 = 0; g0 < T; g0 += 8) {
         int cnt = T - g0 < 8 ? T - g0 : 8;
         long ooff[8];
@@ -89,6 +90,7 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
             rows[q] = oy + 1 < OH ? 2 : 1;
             full[q] = ox + 1 < OW;
         }
+        const int lanes = (1 << cnt) - 1;
         int whole = cnt == 8;
         for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
         for (int o = 0; o < O; o++) {
@@ -105,6 +107,9 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
                 y[i][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[i][0], a[i][1]), a[i][2]), b);
                 y[i][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[i][1], a[i][2]), a[i][3]), b);
                 for (int j = 0; j < 2; j++) {
+                    /* y - y is 0 unless y is NaN or infinite */
+                    bad |= lanes & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(y[i][j], y[i][j]),
+                                                                     zero, _CMP_NEQ_UQ));
                     if (act == 1)
                         y[i][j] = _mm256_blendv_ps(y[i][j], zero, _mm256_cmp_ps(y[i][j], zero, _CMP_LE_OQ));
                     else if (act == 2)
@@ -147,4 +152,5 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
             }
         }
     }
+    return bad != 0;
 }

@@ -7,6 +7,9 @@
 #include "microkernel.h"
 #include "winograd_weights.h"
 
+/* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
+#define FNN_WG_NONFINITE 0x99
+
 /* The rows of the 16 patches of one channel, lane q = tile q: d[r][j] = x[iy0 + r, ix0 + j] of
    each tile (zero outside the image). Each tile's row is one masked 4-float load into 128-bit
    block blk of p[g] for tile 4*blk + g; the 4x4 transpose per block then puts it in lane
@@ -42,7 +45,7 @@ static inline void fnn_wg2_patch(const float* xc, const long* off, const __mmask
         _mm_storeh_pi((__m64*)(ob + ooff[q + 1]), r0);                                      \
         _mm_storeh_pi((__m64*)(ob + ooff[q + 1] + OW), r1); }
 
-void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
                    float* V, float* M, int act, float slope) {
     const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15;
@@ -94,6 +97,7 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
     const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi_idx = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     const __m512 zero = _mm512_setzero_ps(), sv = _mm512_set1_ps(slope);
+    __mmask16 bad = 0;
     for (int g0 = 0; g0 < T; g0 += 16) {
         int cnt = T - g0 < 16 ? T - g0 : 16;
         long ooff[16];
@@ -105,6 +109,7 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
             rows[q] = oy + 1 < OH ? 2 : 1;
             full[q] = ox + 1 < OW;
         }
+        const __mmask16 lanes = (__mmask16)((1u << cnt) - 1);
         int whole = cnt == 16;  /* every tile of the group inside the output: no edge cases */
         for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
         for (int o = 0; o < O; o++) {
@@ -121,6 +126,7 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
                 y[i][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]), b);
                 y[i][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]), b);
                 for (int j = 0; j < 2; j++) {
+                    bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][j], FNN_WG_NONFINITE);
                     if (act == 1)
                         y[i][j] = _mm512_mask_mov_ps(y[i][j], _mm512_cmp_ps_mask(y[i][j], zero, _CMP_LE_OQ), zero);
                     else if (act == 2)
@@ -154,6 +160,7 @@ void fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
             }
         }
     }
+    return bad != 0;
 }
 
 /* ---- F(4x4,3x3): 6x6 patches, 36 GEMMs, 4x fewer multiplies; transforms with the points
@@ -210,7 +217,7 @@ static inline void fnn_wg4_patch_row(const float* xc, const long* off, const __m
     d[5] = _mm512_permutex2var_ps(u[1], hi_blk, u[5]);
 }
 
-void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
                    float* V, float* M, int act, float slope) {
     const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15;
@@ -257,11 +264,13 @@ void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
     for (int e = 0; e < 36; e++)
         fnn_mk_sgemm_nn(O, T, C, U + (long)e * O * C, C, V + e * VS, TL, M + e * MS, TL, 0);
     const __m512 zero = _mm512_setzero_ps(), sv = _mm512_set1_ps(slope);
+    __mmask16 bad = 0;
     for (int g0 = 0; g0 < T; g0 += 16) {
         int cnt = T - g0 < 16 ? T - g0 : 16;
         long ooff[16];
         int rows[16];
         __mmask8 cmask[16];
+        const __mmask16 lanes = (__mmask16)((1u << cnt) - 1);
         int whole = cnt == 16;
         for (int q = 0; q < cnt; q++) {
             long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
@@ -287,6 +296,7 @@ void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
                 fnn_wg4_at(a[i], y[i]);
                 for (int j = 0; j < 4; j++) {
                     y[i][j] = _mm512_add_ps(y[i][j], b);
+                    bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][j], FNN_WG_NONFINITE);
                     if (act == 1)
                         y[i][j] = _mm512_mask_mov_ps(y[i][j], _mm512_cmp_ps_mask(y[i][j], zero, _CMP_LE_OQ), zero);
                     else if (act == 2)
@@ -317,4 +327,5 @@ void fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
             }
         }
     }
+    return bad != 0;
 }
