@@ -19,6 +19,7 @@ import numpy as np
 
 from fastnn import _core, zoo
 from fastnn._core import _conv, reference
+from fastnn._core.tuning import tuning
 
 from .models import BATCH
 from .system import layer_bench_setup
@@ -88,7 +89,7 @@ def layer_cases(layers):
 
 
 ROUTES = {  # label -> tile, or None: fastnn's planner with Winograd off (the implicit route
-    "implicit": None, "F2": 2, "F4": 4}  # on AVX-512, im2col below)
+    "implicit": None, "F2": 2, "F4": 4}  # on AVX-512, im2col below; the tile: the route's knob)
 
 
 def main(argv=None):
@@ -142,11 +143,8 @@ def main(argv=None):
 
 
 def _without_winograd(call):
-    """call() with the planner's Winograd routes off (fastnn's previous stride-1 route)."""
-    tuning = getattr(_core, "tuning", None)
-    if tuning is None or not hasattr(tuning, "forced"):
-        return call()
-    with tuning.forced(winograd=False):
+    """call() with the planner's Winograd route off (fastnn's exact stride-1 route)."""
+    with tuning(conv_winograd=False):
         return call()
 
 

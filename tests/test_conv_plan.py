@@ -36,9 +36,17 @@ def test_vgg_bn_stride_1_convolutions():
         # panels across samples where a sample's ragged last panel idles over 5% of the FMAs:
         # 14x14 (28 of 224 columns), not 28x28 (16 of 800)
         layout = "s1_across_samples" if x[2] == 14 else "s1_implicit"
-        assert plan.forward == layout, (x, w, plan)
-        assert plan.dx == layout  # the flipped kernel's forward, same grid
+        # Winograd where both channel counts are >= 16 (all but the first layer), forward and
+        # dx (the flipped kernel's forward); the weight gradient keeps its route
+        wino = x[1] >= 16 and w[0] >= 16
+        assert plan.forward == ("winograd" if wino else layout), (x, w, plan)
+        assert plan.dx == ("winograd" if wino else layout)
         assert plan.dw == ("dwt_s1/samples" if x[1] == 1 else "dwt_s1/rows"), (x, w, plan)
+        with tuned(conv_winograd=False):
+            plan = conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=2)
+            assert plan.forward == plan.dx == layout, (x, w, plan)
+        assert conv_plan.plan_conv2d(x, w, s, p, level="avx2", threads=2).forward == (
+            "winograd" if wino else "im2col_forward/f32")
 
 
 def test_dcgan_d_stride_2_convolutions():
@@ -69,7 +77,12 @@ def test_float64_and_the_lower_levels():
     assert conv_plan.plan_conv2d(x, w, 1, 1, "float64", level="avx512", threads=2) == (
         "im2col_forward/f64", "col2im/f64", "im2col_dw/blas")
     assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2) == (
-        "im2col_forward/f32", "col2im/f32", "im2col_dw/nt")
+        "winograd", "winograd", "im2col_dw/nt")
+    with tuned(conv_winograd=False):
+        assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2) == (
+            "im2col_forward/f32", "col2im/f32", "im2col_dw/nt")
+    assert conv_plan.plan_conv2d(x, w, 1, 1, level="baseline", threads=2).forward == \
+        "im2col_forward/f32"
     assert conv_plan.plan_conv2d(x, (32, 32, 3, 3), 1, 1, level="avx2", threads=2).dw == \
         "im2col_dw/tn"
     assert conv_plan.plan_conv2d(x, w, 1, 1, level="baseline", threads=2) == (

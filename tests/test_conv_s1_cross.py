@@ -20,7 +20,7 @@ def forward(x, w, b, padding, mode, threads, **act):
     try:
         fastnn.set_num_threads(threads)
         out = np.full((x.shape[0], w.shape[0], x.shape[2], x.shape[3]), np.nan, np.float32)
-        with tuning(conv_s1_across_samples=mode):
+        with tuning(conv_s1_across_samples=mode, conv_winograd=False):
             return _core.conv2d_forward(x, w, b, out, 1, padding, **act)
     finally:
         fastnn.set_num_threads(prev)

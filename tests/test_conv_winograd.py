@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, reference
+from fastnn._core import _conv, reference, routes
+from fastnn._core.tuning import tuning
 
 needs_winograd = pytest.mark.skipif(not _conv._winograd_available(),
                                     reason="the Winograd kernels need the AVX2 or AVX-512 level")
@@ -138,3 +139,33 @@ def test_levels_without_the_kernels_refuse_the_route():
             with pytest.raises(RuntimeError, match="ISA level"):
                 _conv._winograd_forward(x, wt, None, np.empty((1, 3, 4, 4), np.float32), 1, 1,
                                         0, 0.0, 0, tile)
+
+
+@needs_winograd
+def test_the_planner_takes_it_for_vgg_layers_and_the_tile_knob_chooses_f4():
+    rng = np.random.default_rng(6)
+    x, wt, b = rand(rng, (3, 24, 10, 10)), rand(rng, (20, 24, 3, 3)), rand(rng, (20,))
+    for tile in [t for t in (2, 4) if _conv._winograd_available(t)]:
+        out = np.empty((3, 20, 10, 10), np.float32)
+        with tuning(conv_winograd_tile=tile), routes.traced() as taken:
+            _core.conv2d_forward(x, wt, b, out, 1, 1, relu=True)
+        assert set(taken) == {"winograd"}
+        np.testing.assert_array_equal(out, winograd(x, wt, b, 1, tile=tile, relu=True))
+    with pytest.raises(ValueError, match="conv_winograd_tile"):
+        with tuning(conv_winograd_tile=3):
+            pass
+
+
+@needs_winograd
+def test_a_nan_reaches_exactly_the_outputs_of_its_windows():
+    """Through the planner: the non-finite outputs send the call to the exact route."""
+    rng = np.random.default_rng(7)
+    x, wt = rand(rng, (2, 16, 8, 8)), rand(rng, (16, 16, 3, 3))
+    x[0, 2, 3, 5] = np.nan
+    out = np.empty((2, 16, 8, 8), np.float32)
+    with routes.traced() as taken:
+        _core.conv2d_forward(x, wt, None, out, 1, 1)
+    assert "winograd" in taken and len(taken) == 2  # then the exact route
+    want = np.zeros(out.shape, bool)
+    want[0, :, 2:5, 4:7] = True
+    np.testing.assert_array_equal(np.isnan(out), want)

@@ -142,6 +142,8 @@ TUNING = {
     "conv_subpixel_implicit": "sub-pixel phases as wide as dy packed straight from dy (else "
                               "through an im2col matrix); the same bits",
     "conv_dwt_narrow": "dwt_s1's panels of at most 16 channels on 16-lane tiles (else 32-lane)",
+    "conv_winograd_tile": "the winograd route's output tile: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3), "
+                          "AVX-512 only: fewer multiplies, about 20x the error; docs/winograd.md)",
     "conv_panel_direct": "the cross-sample panels of fnn_mk_conv_s1x/fnn_mk_subpixel with up to 8 "
                          "rows multiplied straight from their masked loads (else packed)",
 }
@@ -150,7 +152,7 @@ TUNING = {
 def _tune(str name, value):
     """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
     and returns the old value."""
-    global _dynamic, _col_chunk_bytes, _dw2_tasks_per_thread, _subpixel_implicit
+    global _dynamic, _col_chunk_bytes, _dw2_tasks_per_thread, _subpixel_implicit, _wg_tile
     if name == "conv_dynamic_schedule":
         old = bool(_dynamic)
         if value is not None:
@@ -167,6 +169,13 @@ def _tune(str name, value):
         old = bool(_subpixel_implicit)
         if value is not None:
             _subpixel_implicit = value
+    elif name == "conv_winograd_tile":
+        old = _wg_tile
+        if value is not None:
+            if value not in (2, 4) or not _winograd_available(value):
+                raise ValueError(f"tuning: conv_winograd_tile must be 2 or 4 (4 on the AVX-512 "
+                                 f"level only); got {value!r} at {_LEVEL}")
+            _wg_tile = value
     elif name == "conv_dwt_narrow":
         if not FNN_CONV_KERNELS:
             return True if value is None else bool(value)
@@ -197,6 +206,13 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
     """out := act(conv2d(x) + bias) on forward route ``route`` (conv2d's forward, its stride-1 dx
     as a forward of the flipped kernel, conv_transpose2d's dx)."""
     took(route)
+    if route == "winograd":
+        if _winograd_forward(x, weight, bias, out, ph, pw, act, slope, 0, _wg_tile) is not None:
+            return out
+        route = _planner.exact_forward(
+            x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
+            weight.shape[3], sh, sw, ph, pw, out.shape[2], out.shape[3], True, _LEVEL, _threads())
+        took(route)
     if route.startswith("s1_"):
         return _activate_all(_s1_forward(route, x, weight, bias, out, ph, pw), act, slope)
     if route.startswith("direct_s2_forward/"):

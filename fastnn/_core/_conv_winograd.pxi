@@ -19,6 +19,9 @@ cdef extern from "kernels/winograd.h":
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
 
+# the output tile of the route: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)); the knob conv_winograd_tile
+cdef int _wg_tile = 2
+
 # one tile block's V and M (16 * (C + O) * block floats) are sized to stay about this big, in L2
 cdef Py_ssize_t _wg_block_bytes = 128 << 10
 

@@ -81,6 +81,8 @@ for _name, _default, _meaning, _check in (
     ("conv_subpixel", True, "strided float32 backward-data passes on the sub-pixel route where "
      "measured faster (C >= 16, N*OH*OW >= 512)", _flag),
     ("conv_subpixel_force", False, "the sub-pixel route for every strided shape", _flag),
+    ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
+     "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
      "faster, else col @ G.T (im2col_dw/tn)", _flag),
 ):
@@ -139,8 +141,16 @@ def _strided_ok(g):
             and (32 // max(1, g.oh * g.ow) + 2) * g.c * g.h * g.w < 2 ** 31)
 
 
+def _winograd_ok(g):
+    """The Winograd kernels' geometry: a 3x3 kernel at stride 1, float32, on the microkernel's
+    levels (AVX2 and AVX-512)."""
+    return g.mk and g.sh == 1 and g.sw == 1 and g.kh == 3 and g.kw == 3 and g.n * g.c > 0
+
+
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
+    if _winograd_ok(g):
+        out.add("winograd")
     if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
         if g.ow == g.w:
             out |= {"s1_implicit", "s1_across_samples"}
@@ -190,6 +200,8 @@ def _eligible_dx(g, dw):
     out = {_col2im(g)}
     if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         out |= _eligible_forward(g.flipped())
+    elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
+        out.add("winograd")
     if _subpixel_ok(g):
         out.add("subpixel")
         if dw is not None and _beside_ok(g, dw):
@@ -218,7 +230,11 @@ def _strided_route(g):
     return "strided_gathered"
 
 
-def _rule_forward(g):
+def _rule_forward(g, winograd=True):
+    """The forward's route (``winograd`` False: the exact route the Winograd route falls back to
+    when its outputs are not finite)."""
+    if winograd and _k("conv_winograd") and _winograd_ok(g) and g.c >= 16 and g.o >= 16:
+        return "winograd"
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
             and g.kw <= 32:
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
@@ -246,8 +262,10 @@ def _rule_dw(g, dwt=True):
 
 
 def _rule_dx(g, dw):
-    if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
-        return _rule_forward(g.flipped())
+    if g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
+        flipped = _rule_forward(g.flipped())
+        if g.kernels or flipped == "winograd":
+            return flipped
     if _k("conv_subpixel") and _subpixel_ok(g) and (
             _k("conv_subpixel_force") or (g.c >= 16 and g.n * g.oh * g.ow >= 512)):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):
@@ -305,6 +323,14 @@ def conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, need_dw, level, t
                      _eligible_dx(g, dw if need_dw else None), what)
         plan = _cache[key] = Plan(forward, dx, dw)
     return plan
+
+
+def exact_forward(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
+    """The forward route of this geometry other than winograd: where the Winograd route met a
+    NaN or infinite output, the call is recomputed there (a non-finite input then reaches only
+    the outputs whose window holds it)."""
+    return _rule_forward(_Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level,
+                                   threads), winograd=False)
 
 
 def _is_pixel_transpose(n, h, w, kh, kw, ph, pw, oh, ow):

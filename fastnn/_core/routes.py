@@ -23,6 +23,7 @@ ROUTES = {
     "direct_s2_forward/per_sample": ("avx512", "stride-2 forward, 32-channel tiles (fnn_d2_block)"),
     "direct_s2_forward/batch": ("avx512", "the same on one padded copy of a small batch"),
     "strided_gathered": ("avx512", "strided forward on gathered panels (fnn_mk_conv_sn)"),
+    "winograd": ("avx2", "3x3 stride-1 float32 by Winograd F(2x2,3x3) (F(4x4,3x3) by a knob)"),
     "im2col_forward/f32": ("any", "im2col + the microkernel's GEMM (sgemm at the baseline level)"),
     "im2col_forward/f64": ("any", "im2col + dgemm"),
     "subpixel": ("avx512", "strided backward-data pass by phases (conv2d dx, convT forward)"),
