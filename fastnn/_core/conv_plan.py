@@ -4,7 +4,7 @@
 count to a ``Plan`` of route names (``fastnn._core.routes.ROUTES``), one per pass::
 
     >>> plan_conv2d((64, 32, 28, 28), (32, 32, 3, 3), 1, 1, "float32", level="avx512", threads=2)
-    Plan(forward='s1_implicit', dx='s1_implicit', dw='dwt_s1/rows')
+    Plan(forward='winograd', dx='winograd', dw='dwt_s1/rows')
 
 The entry points of ``_conv`` (conv2d_forward, conv2d_backward, conv_transpose2d_forward,
 conv_transpose2d_backward) ask ``conv2d``/``conv_transpose2d`` below (the same rules, cached per
