@@ -485,4 +485,3 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
             if pdb != NULL:
                 _channel_sum(<double*>pdy, N, COUT, <Py_ssize_t>OH * OW, <double*>pdb)
     return dx
-

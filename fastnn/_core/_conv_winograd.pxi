@@ -1,9 +1,9 @@
 # ---- route winograd: 3x3 stride-1 float32 convolutions by Winograd F(2x2,3x3) or F(4x4,3x3) ---
 #
 # Included by _conv.pyx. The kernels (kernels/winograd.h: F(2x2,3x3) at the AVX2 and AVX-512
-# levels, F(4x4,3x3) at AVX-512) transform the weight
-# once per call, then blocks of 2x2 (F(2x2,3x3)) or 4x4 (F(4x4,3x3)) output tiles (flat over rows and samples) run on the
-# threads: input transform, 16 microkernel GEMMs, output transform with bias and activation.
+# levels, F(4x4,3x3) at AVX-512) transform the weight once per call, then blocks of 2x2 or 4x4
+# output tiles (flat over rows and samples) run on the threads: input transform, 16 (36)
+# microkernel GEMMs, output transform with bias and activation.
 # Each output is the same float32 computation whatever the block or the thread, so the bits do
 # not depend on the thread count. float32 only: float64 keeps the exact routes.
 
@@ -22,7 +22,7 @@ cdef extern from "kernels/winograd.h":
 # the output tile of the route: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)); the knob conv_winograd_tile
 cdef int _wg_tile = 2
 
-# one tile block's V and M (16 * (C + O) * block floats) are sized to stay about this big, in L2
+# one F(2x2,3x3) tile block's V and M (16 * (C + O) * block floats) stay about this big, in L2
 cdef Py_ssize_t _wg_block_bytes = 128 << 10
 
 
