@@ -1,9 +1,9 @@
-"""The Winograd routes (winograd_f2 and winograd_f4, _conv._winograd_forward with tile 2 or 4):
-3x3 stride-1 float32 convolutions against the float64 NumPy reference within the documented float32 tolerance
-(docs/winograd.md: 1e-5 of the output's scale) over drawn shapes (channels off multiples of 16,
-odd images, batch 1, paddings 0..2), the backward-data pass it serves (dy with the flipped,
-transposed weight), the fused bias and activations, and the same bits on 1 and 2 threads and
-for any tile block."""
+"""The Winograd route (winograd: _conv._winograd_forward with tile 2, F(2x2,3x3), or 4,
+F(4x4,3x3)): 3x3 stride-1 float32 convolutions against the float64 NumPy reference within the
+documented float32 tolerance (docs/winograd.md: 1e-5 of the output's scale) over drawn shapes
+(channels off multiples of 16, odd images, batch 1, paddings 0..2), the backward-data pass it
+serves (dy with the flipped, transposed weight), the fused bias and activations, the same bits
+on 1 and 2 threads and for any tile block, the planner's choice and the NaN fallback."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -30,7 +30,8 @@ def winograd(x, w, b, padding, threads=1, block=0, tile=2, **act):
     try:
         fastnn.set_num_threads(threads)
         n, _, h, wd = x.shape
-        out = np.full((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2), np.nan, np.float32)
+        out = np.full((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2), np.nan,
+                      np.float32)
         code, slope = {(): (0, 0.0), ("relu",): (1, 0.0)}.get(tuple(act), (2, None))
         if code == 2:
             slope = act["negative_slope"]
@@ -53,7 +54,8 @@ def relative_error(got, want):
 
 @needs_winograd
 @settings(max_examples=40, deadline=None)
-@given(tile=st.sampled_from([2, 4] if _conv._winograd_available(4) else [2]), n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 37), h=st.integers(1, 11),
+@given(tile=st.sampled_from([2, 4] if _conv._winograd_available(4) else [2]),
+       n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 37), h=st.integers(1, 11),
        w=st.integers(1, 11), padding=st.integers(0, 2), with_bias=st.booleans(),
        seed=st.integers(0, 2 ** 16))
 def test_forward_matches_reference(tile, n, c, o, h, w, padding, with_bias, seed):
@@ -113,8 +115,8 @@ def test_same_bits_on_one_and_two_threads_and_any_block(tile):
     x, wt, b = rand(rng, (6, 19, 13, 10)), rand(rng, (35, 19, 3, 3)), rand(rng, (35,))
     one = winograd(x, wt, b, 1, threads=1, tile=tile)
     for threads, block in ((2, 0), (2, 32), (1, 17), (2, 3)):
-        np.testing.assert_array_equal(winograd(x, wt, b, 1, threads=threads, block=block, tile=tile), one,
-                                      err_msg=f"{threads} threads, block {block}")
+        got = winograd(x, wt, b, 1, threads=threads, block=block, tile=tile)
+        np.testing.assert_array_equal(got, one, err_msg=f"{threads} threads, block {block}")
 
 
 @needs_winograd
