@@ -1,6 +1,6 @@
 """Build the compiled core.
 
-The kernel modules (_blas, _conv, _recurrent) are compiled once per instruction-set level into
+The kernel modules (_blas, _conv, _recurrent, _basic) are compiled once per instruction-set level into
 fastnn/_core/_<level>/ (generated here: one-line .pyx/.pxd files that include the sources of
 fastnn/_core), each with its level's -march and its level's kernels/*_<level>.c files;
 fastnn._core.isa imports the best level the CPU supports (capped by FASTNN_MAX_ISA at run time).
@@ -47,7 +47,11 @@ ISA_FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3"], "avx512": ["-march=x8
 # The modules compiled per level, and the kernel families each links (kernels/<family>_<level>.c
 # where the level has one)
 LEVEL_MODULES = {"_blas": ("microkernel",), "_conv": ("microkernel", "conv", "winograd"),
-                 "_recurrent": ("microkernel", "gates")}
+                 "_recurrent": ("microkernel", "gates"), "_basic": ()}
+# Extra compiler flags of one level module: _basic's kernels round op by op as torch's float32
+# ones do (Adam within 1 ulp of its unfused formula), so no contraction into FMAs (vecmath.h's
+# explicit fmaf calls stay)
+MODULE_ARGS = {"_basic": ["-ffp-contract=off"]}
 # The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
 LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "winograd"),
                  "avx512": ("microkernel", "conv", "gates", "winograd")}
@@ -126,7 +130,7 @@ for level in levels:
                 kernels.append(wrapper)
         extensions.append(Extension(
             f"fastnn._core._{level}.{name}", [os.path.join(pkg, name + ".pyx")] + kernels,
-            extra_compile_args=compile_args + ISA_FLAGS[level], **common))
+            extra_compile_args=compile_args + ISA_FLAGS[level] + MODULE_ARGS.get(name, []), **common))
 
 setup(
     # benchmarks/ ships inside the package as fastnn.bench, so ``fastnn bench`` works after

@@ -10,6 +10,7 @@ one fused pass of a kernel from ``fastnn._core``. Look-up by name:
 ``fnn.optim.get("adam", params, lr=1e-3)``.
 """
 import functools
+import importlib
 import math
 
 import numpy as np
@@ -64,14 +65,16 @@ class Optimizer:
         for p in self.params:
             p.grad.fill(0)
 
-    # the _core update function step() calls, and the _core.optim factory of its compiled
-    # kernel, which step() calls directly on views bound when _prepare checks a parameter
+    # the _core update function step() calls, and the factory (in _core.<_kernel_module>) of
+    # its compiled kernel, which step() calls directly on views bound when _prepare checks a parameter
     _core_update = None
     _kernel_factory = None
+    _kernel_module = "optim"  # the fastnn._core module that defines both
 
     def step(self):
         """Apply one update to every parameter from its ``.grad``."""
-        from ._core import optim as kernels  # loaded on first use, as _core loads its kernels
+        # loaded on first use, as _core loads its kernels
+        kernels = importlib.import_module("._core." + self._kernel_module, __package__)
 
         # with _core's update replaced (the benchmarks' NumPy reference path swaps its
         # attributes), go through it, parameter by parameter
@@ -109,7 +112,7 @@ class Optimizer:
 
     def _kernel_scalars(self, kernels, dtype, step, numbers):
         """The kernel's remaining arguments for the update of a ``dtype`` parameter whose step
-        count is now ``step`` (``kernels``: fastnn._core.optim)."""
+        count is now ``step`` (``kernels``: the fastnn._core module ``_kernel_module``)."""
         raise NotImplementedError
 
     def _prepare(self, p, state):
@@ -331,7 +334,7 @@ class Adam(Optimizer):
         _check_nonneg(name, eps=eps, weight_decay=weight_decay)
         self.betas, self.eps, self.weight_decay = (b1, b2), float(eps), float(weight_decay)
 
-    _core_update, _kernel_factory = "adam_update", "adam_kernel"
+    _core_update, _kernel_factory, _kernel_module = "adam_update", "adam_kernel", "basic"
 
     def _step_numbers(self, number):
         name = type(self).__name__

@@ -18,7 +18,7 @@ from numba import njit
 import fastnn as fnn
 from fastnn import _core as K
 from fastnn import layers as L
-from fastnn._core import activation as activation_module
+from fastnn._core import threads as threads_module
 from fastnn._core._fastmath import _exp_diff, _fast_exp, _fast_sigmoid, _fast_tanh
 from fastnn._core.tuning import tuning
 from fastnn.testing.ulp import assert_ulp, float32_sweep, ulp_error
@@ -56,10 +56,10 @@ def sech2_64(x):
 @pytest.fixture(params=["serial", "parallel"])
 def path(request):
     """The numba kernels' serial twin or parallel version, whatever the input size."""
-    saved = activation_module.PARALLEL_MIN_WORK
-    activation_module.PARALLEL_MIN_WORK = 0 if request.param == "parallel" else 1 << 62
+    saved = threads_module.PARALLEL_MIN_WORK
+    threads_module.PARALLEL_MIN_WORK = 0 if request.param == "parallel" else 1 << 62
     yield request.param
-    activation_module.PARALLEL_MIN_WORK = saved
+    threads_module.PARALLEL_MIN_WORK = saved
 
 
 # ---- numba's vectorised functions -----------------------------------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn import _core as K
-from fastnn._core import activation as activation_module
+from fastnn._core import threads as threads_module
 from fastnn._core import reference as R
 from fastnn.testing.ulp import assert_ulp
 
@@ -26,12 +26,12 @@ paths = st.sampled_from(["serial", "parallel"])
 @contextlib.contextmanager
 def forced(path):
     """Run the kernels' parallel or serial variant whatever the input size."""
-    saved = activation_module.PARALLEL_MIN_WORK
-    activation_module.PARALLEL_MIN_WORK = 0 if path == "parallel" else 1 << 62
+    saved = threads_module.PARALLEL_MIN_WORK
+    threads_module.PARALLEL_MIN_WORK = 0 if path == "parallel" else 1 << 62
     try:
         yield
     finally:
-        activation_module.PARALLEL_MIN_WORK = saved
+        threads_module.PARALLEL_MIN_WORK = saved
 
 
 def tol(dtype):

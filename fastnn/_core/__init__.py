@@ -47,7 +47,8 @@ General convolution: dilation, groups, asymmetric padding (numba, ``conv_general
     conv2d_route(in_channels, out_channels, groups)   "depthwise" (groups == C: a direct
         sliding window per plane) or "im2col" (per-sample, per-group im2col + BLAS GEMM)
 
-Pooling and upsampling (numba, ``pool.py``)
+Pooling and upsampling (numba, ``pool.py``; the 2x2 max pool and max pool backward Cython,
+``_basic.pyx``)
     maxpool2d_forward(x, kernel_size, stride, padding, out, argmax)
         padding counts as -inf; argmax int64, shape of out: flat index h*W + w into x's plane
         (first maximum wins on ties, as PyTorch)
@@ -81,7 +82,7 @@ Local response normalisation (numba, ``lrn.py``), across channels, as torch's
         out := x * scale**-beta; x (N, C, ...) with 3 or more dimensions
     lrn_backward(x, out, scale, dy, size, alpha, beta, dx)
 
-Activations (numba, ``activation.py``); elementwise ones take any shape
+Activations (numba, ``activation.py``; relu Cython, ``_basic.pyx``); elementwise ones take any shape
     relu_forward(x, out)                      relu_backward(x, dy, dx)       (0 where x <= 0)
     leaky_relu_forward(x, negative_slope, out) leaky_relu_backward(x, dy, negative_slope, dx)
     sigmoid_forward(x, out)  (stable both signs)  sigmoid_backward(y, dy, dx)  dx := dy*y*(1-y)
@@ -89,7 +90,7 @@ Activations (numba, ``activation.py``); elementwise ones take any shape
     softmax_forward(x, out)                   softmax_backward(y, dy, dx)    x (..., C), last axis
     log_softmax_forward(x, out)               x (M, C)
 
-Losses (numba, ``loss.py``), mean over the M rows
+Losses (numba, ``loss.py``; the integer-label one Cython, ``_basic.pyx``), mean over the M rows
     softmax_cross_entropy_forward(logits, target, probs) -> float
         logits (M, C), target int64 (M,) in [0, C), probs (M, C) := softmax(logits)
     softmax_cross_entropy_backward(probs, target, scale, dlogits)
@@ -98,7 +99,7 @@ Losses (numba, ``loss.py``), mean over the M rows
     soft_cross_entropy_backward(probs, target_probs, scale, dlogits)
         dlogits := scale * (probs * target_probs.sum(1) - target_probs) / M
 
-Optimizer updates (numba, ``optim.py``), one pass over each parameter, PyTorch's rules;
+Optimizer updates (numba, ``optim.py``; Adam Cython, ``_basic.pyx``), one pass over each parameter, PyTorch's rules;
 param/grad/state arrays share one shape; scalars are Python floats/ints
     sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step)
         momentum_buf may be None when momentum == 0
@@ -133,6 +134,8 @@ Newer families (numba, one module each)
     masked_softmax_forward(scores, scale, mask, out), masked_softmax_backward(p, dp, scale, ds)
         attention's scaled, masked row softmax (B, L, S) and its backward (``attention.py``)
 
+The kernels of ``_basic.pyx`` (wrappers in ``basic.py``) are those of a plain dense or conv
+model's training step: compiled at install, such a step imports no numba and compiles nothing.
 Importing ``fastnn._core`` loads nothing heavy: each family's module (and numba) is imported on
 first use of one of its kernels.
 """
@@ -142,24 +145,25 @@ ACTIVATIONS = ("none", "relu", "leaky_relu", "sigmoid", "tanh")
 
 _FAMILIES = {
     "_blas": ("gemm", "dense_forward", "dense_backward"),
+    "basic": ("relu_forward", "relu_backward", "maxpool2d_forward", "maxpool2d_backward",
+              "softmax_cross_entropy_forward", "softmax_cross_entropy_backward", "adam_update"),
     "_conv": ("im2col", "col2im", "conv2d_forward", "conv2d_backward",
                   "conv_transpose2d_forward", "conv_transpose2d_backward"),
     "conv_general": ("conv2d_general_forward", "conv2d_general_backward", "conv2d_route"),
-    "pool": ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+    "pool": ("avgpool2d_forward",
              "avgpool2d_backward", "upsample_nearest2d_forward", "upsample_nearest2d_backward",
              "adaptive_avgpool2d_forward", "adaptive_avgpool2d_backward"),
     "norm": ("batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward"),
     "lrn": ("lrn_forward", "lrn_backward"),
-    "activation": ("relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+    "activation": ("leaky_relu_forward", "leaky_relu_backward",
                    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
                    "softmax_forward", "softmax_backward", "log_softmax_forward"),
     "smooth": ("gelu_forward", "gelu_backward", "silu_forward", "silu_backward", "elu_forward",
                "elu_backward"),
     "layer_norm": ("layer_norm_forward", "layer_norm_backward"),
     "attention": ("masked_softmax_forward", "masked_softmax_backward"),
-    "loss": ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-             "soft_cross_entropy_forward", "soft_cross_entropy_backward"),
-    "optim": ("sgd_update", "adagrad_update", "rmsprop_update", "adam_update"),
+    "loss": ("soft_cross_entropy_forward", "soft_cross_entropy_backward"),
+    "optim": ("sgd_update", "adagrad_update", "rmsprop_update"),
     "_recurrent": ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
                    "gru_forward", "gru_backward"),
     "recurrent": ("embedding_forward", "embedding_backward", "sgns_step"),

@@ -1,4 +1,5 @@
-"""Activation kernels: relu, leaky relu, sigmoid, tanh (elementwise), softmax / log-softmax (rows).
+"""Activation kernels: leaky relu, sigmoid, tanh (elementwise), softmax / log-softmax (rows); relu is
+compiled at install (:mod:`fastnn._core.basic`).
 
 Why numba rather than Cython: these are short elementwise or per-row loops whose cost is memory
 traffic and call overhead, not algorithmic cleverness. numba gives float32/float64 from one
@@ -23,13 +24,9 @@ from ._fastmath import SAFE_FASTMATH, _exp_diff, _fast_sigmoid, _fast_tanh
 
 threads.sync_numba_threads()
 
-# Below this many elements of work a kernel runs serially: waking the thread pool costs ~1.2 us,
-# and on this 2-core machine relu breaks even at ~20-30k float32 elements (benchmarks in the
-# report of the numba-kernel work; measured with numba's omp layer).
-PARALLEL_MIN_WORK = 32768
-# Work of one exp/tanh/log per element relative to one relu element (serial: ~1-2 ns vs ~0.07 ns):
-# kernels doing transcendentals count their elements this many times, so they go parallel sooner.
-TRANSCENDENTAL_WORK = 8
+# the serial/parallel threshold (threads.PARALLEL_MIN_WORK, shared with the Cython kernels of
+# fastnn._core.basic) and the work of a transcendental, re-exported for the other numba families
+from .threads import TRANSCENDENTAL_WORK, pick  # noqa: F401,E402
 # log_softmax sums exp(x - max) * 2^LSE_SCALE: terms down to 2^-226 stay normal floats
 LSE_SCALE = 100
 
@@ -50,29 +47,9 @@ def serial_twin(parallel_dispatcher):
     return njit(cache=True, error_model="numpy", fastmath=fastmath)(clone)
 
 
-def pick(parallel_kernel, serial_kernel, work):
-    """The parallel kernel when there is enough work to share between threads."""
-    return parallel_kernel if work >= PARALLEL_MIN_WORK else serial_kernel
-
-
 # ----------------------------------------------------------------------------------------------
 # compiled kernels (1-D for the elementwise ones; the wrappers flatten). No validation here.
 # ----------------------------------------------------------------------------------------------
-
-@njit(parallel=True, cache=True)
-def _relu_forward(x, out):
-    """out := max(x, 0) (NaN propagates, as torch.relu)"""
-    for i in prange(x.shape[0]):
-        v = x[i]
-        out[i] = 0.0 if v <= 0 else v
-
-
-@njit(parallel=True, cache=True)
-def _relu_backward(x, dy, dx):
-    """dx := dy where x > 0, else 0"""
-    for i in prange(x.shape[0]):
-        dx[i] = 0.0 if x[i] <= 0 else dy[i]
-
 
 @njit(parallel=True, cache=True)
 def _leaky_relu_forward(x, negative_slope, out):
@@ -178,8 +155,6 @@ def _log_softmax_forward(x, out):
             out[m, j] = (np.float64(x[m, j]) - top) - lse
 
 
-_relu_forward_serial = serial_twin(_relu_forward)
-_relu_backward_serial = serial_twin(_relu_backward)
 _leaky_relu_forward_serial = serial_twin(_leaky_relu_forward)
 _leaky_relu_backward_serial = serial_twin(_leaky_relu_backward)
 _sigmoid_forward_serial = serial_twin(_sigmoid_forward)
@@ -213,18 +188,6 @@ def _slope(where, negative_slope):
         return float(negative_slope)
     except (TypeError, ValueError):
         raise TypeError(f"{where}: negative_slope must be a number, got {negative_slope!r}") from None
-
-
-def relu_forward(x, out):
-    """out := max(x, 0), any shape."""
-    _check_unary("relu_forward", x, out)
-    pick(_relu_forward, _relu_forward_serial, x.size)(x.reshape(-1), out.reshape(-1))
-
-
-def relu_backward(x, dy, dx):
-    """dx := dy * (x > 0), any shape (0 where x <= 0)."""
-    _check_binary("relu_backward", x, dy, dx, "x")
-    pick(_relu_backward, _relu_backward_serial, x.size)(x.reshape(-1), dy.reshape(-1), dx.reshape(-1))
 
 
 def leaky_relu_forward(x, negative_slope, out):

@@ -1,6 +1,6 @@
 """The one place that chooses the instruction-set level of the compiled kernels.
 
-setup.py compiles the kernel modules (_blas, _conv, _recurrent) once per level into
+setup.py compiles the kernel modules (_blas, _conv, _recurrent, _basic) once per level into
 ``fastnn._core._<level>``; ``fastnn._core._blas`` (and the others) are thin modules that put the
 chosen level's module in their place. The level is the best one that the CPU supports (CPUID,
 ``_cpuid``), that was compiled, and that ``FASTNN_MAX_ISA`` (environment, read once at import:
@@ -19,7 +19,7 @@ import sys
 
 LEVELS = ("baseline", "avx2", "avx512")
 _NUMBA_CPU = {"baseline": "x86-64", "avx2": "haswell"}
-_KERNEL_MODULES = ("_blas", "_conv", "_recurrent")
+_KERNEL_MODULES = ("_blas", "_conv", "_recurrent", "_basic")
 
 
 def cpu_level():
@@ -74,5 +74,5 @@ LEVEL = _choose()
 
 
 def load(name):
-    """The chosen level's compiled module ``name`` (one of _blas, _conv, _recurrent)."""
+    """The chosen level's compiled module ``name`` (one of _KERNEL_MODULES)."""
     return importlib.import_module(f"{__package__}._{LEVEL}.{name}")

@@ -1,5 +1,6 @@
 """Fused optimizer updates: SGD (momentum, dampening, Nesterov, weight decay), AdaGrad, RMSProp,
-Adam / AdamW, each one pass over a parameter and its state, with torch.optim's rules.
+each one pass over a parameter and its state, with torch.optim's rules (Adam / AdamW is compiled
+at install: :mod:`fastnn._core.basic`, with the validation helpers used here).
 
 Why numba rather than Cython: an update is a flat elementwise loop with a few branches on
 loop-invariant scalars; numba compiles it for float32/float64 from one source (``prange`` over
@@ -24,8 +25,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from ._checks import check_float, check_like, check_out, check_writable
 from .activation import pick, serial_twin
+from .basic import _number, _param_and_grad, _state, _step
 
 threads.sync_numba_threads()
 
@@ -90,69 +91,14 @@ def _rmsprop_update(param, grad, square_avg, scalars):
         param[i] = p - lr * (g / (math.sqrt(a) + eps))
 
 
-@njit(parallel=True, cache=True)
-def _adam_update(param, grad, exp_avg, exp_avg_sq, scalars):
-    """p *= shrink (AdamW); g := grad + l2*p (Adam); m := lerp(m, g, weight);
-    v := beta2*v + (1-beta2)*g^2; p -= step_size * (m / (sqrt(v)/bc2_sqrt + eps)).
-    ``scalars`` (weight, 1 - weight, beta2, 1 - beta2, eps, l2, shrink, step_size, bc2_sqrt) is
-    an array of the parameter's dtype (see the module docstring): one array argument, where nine
-    numpy scalars cost numba's dispatcher ~10 us a call (a tiny MLP's whole step is ~100 us)."""
-    weight, one_minus_weight, beta2, one_minus_beta2 = scalars[0], scalars[1], scalars[2], scalars[3]
-    eps, l2, shrink, step_size, bc2_sqrt = scalars[4], scalars[5], scalars[6], scalars[7], scalars[8]
-    for i in prange(param.shape[0]):
-        p = param[i] * shrink
-        g = grad[i]
-        if l2 != 0:
-            g = g + l2 * p
-        m = exp_avg[i]
-        # torch.lerp's two-sided formula (exact at both ends), as exp_avg.lerp_(grad, 1 - beta1)
-        if weight < 0.5:
-            m = m + weight * (g - m)
-        else:
-            m = g - (g - m) * one_minus_weight
-        v = beta2 * exp_avg_sq[i] + one_minus_beta2 * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        param[i] = p - step_size * (m / (math.sqrt(v) / bc2_sqrt + eps))
-
-
 _sgd_update_serial = serial_twin(_sgd_update)
 _adagrad_update_serial = serial_twin(_adagrad_update)
 _rmsprop_update_serial = serial_twin(_rmsprop_update)
-_adam_update_serial = serial_twin(_adam_update)
 
 
 # ----------------------------------------------------------------------------------------------
 # public wrappers
 # ----------------------------------------------------------------------------------------------
-
-def _number(where, name, v):
-    if isinstance(v, bool):
-        raise TypeError(f"{where}: {name} must be a number, got {v!r}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{where}: {name} must be a number, got {v!r}") from None
-
-
-def _step(where, step):
-    if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
-        raise TypeError(f"{where}: step must be an int, got {step!r}")
-    step = int(step)
-    if step < 1:
-        raise ValueError(f"{where}: step must be >= 1 (the count after this update), got {step}")
-    return step
-
-
-def _param_and_grad(where, param, grad):
-    check_float(where, "param", param)
-    check_writable(where, "param", param)
-    check_like(where, "grad", grad, param.shape, param.dtype, "the shape of param")
-
-
-def _state(where, name, a, param):
-    return check_out(where, name, a, param.shape, param.dtype, "the shape of param").reshape(-1)
-
 
 def sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step):
     """torch.optim.SGD's rule in one pass; on ``first_step`` the momentum buffer becomes the
@@ -216,42 +162,6 @@ def rmsprop_scalars(dtype, lr, alpha, eps, weight_decay):
     return np.array((lr, alpha, 1.0 - alpha, eps, weight_decay), dtype=dtype)
 
 
-def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-    """torch.optim.Adam (decoupled=False: L2 in the gradient) or AdamW (decoupled=True:
-    p *= 1 - lr*wd) in one pass; step_size = lr / (1 - beta1^step),
-    denom = sqrt(v) / sqrt(1 - beta2^step) + eps. ``step`` counts this update (1 on the first)."""
-    where = "adam_update"
-    _param_and_grad(where, param, grad)
-    m = _state(where, "exp_avg", exp_avg, param)
-    v = _state(where, "exp_avg_sq", exp_avg_sq, param)
-    lr = _number(where, "lr", lr)
-    beta1 = _number(where, "beta1", beta1)
-    beta2 = _number(where, "beta2", beta2)
-    weight_decay = _number(where, "weight_decay", weight_decay)
-    step = _step(where, step)
-    eps = _number(where, "eps", eps)
-    adam_kernel(param.size)(param.reshape(-1), grad.reshape(-1), m, v,
-                            adam_scalars(param.dtype, lr, beta1, beta2, eps, weight_decay, step,
-                                         decoupled))
-
-
-def adam_scalars(dtype, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-    """The scalar operand of the Adam kernel for one update of a ``dtype`` parameter at ``step``
-    (validated floats and int): lerp's weight and its complement (as torch.lerp forms them),
-    beta2, 1 - beta2, eps, the L2 coefficient, the decoupled shrink, step_size and
-    sqrt(1 - beta2^step)."""
-    if decoupled:
-        shrink, l2 = 1.0 - lr * weight_decay, 0.0
-    else:
-        shrink, l2 = 1.0, weight_decay
-    step_size = lr / (1.0 - beta1 ** step)
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    cast = np.dtype(dtype).type
-    weight = cast(1.0 - beta1)
-    return np.array((weight, cast(1) - weight, beta2, 1.0 - beta2, eps, l2, shrink, step_size,
-                     bc2_sqrt), dtype=dtype)
-
-
 def sgd_kernel(size):
     """The compiled SGD kernel for a parameter of ``size`` values, called as ``kernel(param,
     grad, momentum_buf, sgd_scalars(...), nesterov, first_step)`` on flat arrays sgd_update has
@@ -269,10 +179,3 @@ def rmsprop_kernel(size):
     """The compiled RMSProp kernel: ``kernel(param, grad, square_avg, rmsprop_scalars(...))`` on
     validated flat arrays."""
     return pick(_rmsprop_update, _rmsprop_update_serial, size)
-
-
-def adam_kernel(size):
-    """The compiled Adam kernel for a parameter of ``size`` values, called as
-    ``kernel(param_flat, grad_flat, exp_avg_flat, exp_avg_sq_flat, adam_scalars(...))`` on
-    arrays adam_update has validated (for optimizers that validate once and update often)."""
-    return pick(_adam_update, _adam_update_serial, size)

@@ -1,4 +1,6 @@
-"""Pooling and upsampling kernels: max pool (with argmax), average pool, nearest upsampling.
+"""Pooling and upsampling kernels: max pool (with argmax) for windows other than 2x2/stride 2, average
+pool, nearest upsampling. The 2x2 max pool and the max pool's backward are compiled at install
+(:mod:`fastnn._core.basic`), whose wrappers call the general window loop here.
 
 Why numba rather than Cython: each is a small sliding-window loop nest over independent (n, c)
 planes, with no BLAS call and nothing to gain from Cython's static typing; numba compiles the
@@ -13,8 +15,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from ._checks import check_float, check_index, check_out, check_pair, check_writable, conv_out_size
+from ._checks import check_float, check_out, check_writable
 from .activation import pick, serial_twin
+from .basic import _planes, _pooled_shape, _window
 
 threads.sync_numba_threads()
 
@@ -48,54 +51,6 @@ def _maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, out, argmax):
                             where = a * w + b
                 out[p, i, j] = best
                 argmax[p, i, j] = where
-
-
-@njit(parallel=True, cache=True)
-def _maxpool2d_forward_2x2(x, out, argmax):
-    """_maxpool2d_forward for the common 2x2 window, stride 2, no padding, unrolled: the same
-    comparisons in the same order (first maximum wins, NaN propagates), without the window loop
-    bookkeeping (4x faster on the VGG pools)"""
-    planes, h, w = x.shape
-    oh, ow = out.shape[1], out.shape[2]
-    for p in prange(planes):
-        for i in range(oh):
-            a = 2 * i
-            for j in range(ow):
-                b = 2 * j
-                best = x[p, a, b]
-                where = a * w + b
-                v = x[p, a, b + 1]
-                if v > best or v != v:
-                    best = v
-                    where = a * w + b + 1
-                v = x[p, a + 1, b]
-                if v > best or v != v:
-                    best = v
-                    where = (a + 1) * w + b
-                v = x[p, a + 1, b + 1]
-                if v > best or v != v:
-                    best = v
-                    where = (a + 1) * w + b + 1
-                out[p, i, j] = best
-                argmax[p, i, j] = where
-
-
-@njit(parallel=True, cache=True)
-def _maxpool2d_backward(dy, argmax, dx):
-    """dx[p] := 0; dx[p, argmax[p, k]] += dy[p, k]; returns the count of out-of-range indices"""
-    planes, hw = dx.shape
-    positions = dy.shape[1]
-    bad = 0
-    for p in prange(planes):
-        for q in range(hw):
-            dx[p, q] = 0.0
-        for k in range(positions):
-            idx = argmax[p, k]
-            if 0 <= idx < hw:
-                dx[p, idx] += dy[p, k]
-            else:
-                bad += 1
-    return bad
 
 
 @njit(parallel=True, cache=True)
@@ -216,8 +171,6 @@ def _upsample_nearest2d_backward(dy, scale, dx):
 
 
 _maxpool2d_forward_serial = serial_twin(_maxpool2d_forward)
-_maxpool2d_forward_2x2_serial = serial_twin(_maxpool2d_forward_2x2)
-_maxpool2d_backward_serial = serial_twin(_maxpool2d_backward)
 _avgpool2d_forward_serial = serial_twin(_avgpool2d_forward)
 _avgpool2d_backward_serial = serial_twin(_avgpool2d_backward)
 _avgpool2d_forward_2x2_serial = serial_twin(_avgpool2d_forward_2x2)
@@ -229,63 +182,6 @@ _upsample_nearest2d_backward_serial = serial_twin(_upsample_nearest2d_backward)
 # ----------------------------------------------------------------------------------------------
 # public wrappers
 # ----------------------------------------------------------------------------------------------
-
-def _window(where, kernel_size, stride, padding):
-    kernel = check_pair(where, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else check_pair(where, "stride", stride, 1)
-    pad = check_pair(where, "padding", padding, 0)
-    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
-        raise ValueError(f"{where}: padding {pad} must be at most half of kernel_size {kernel}")
-    return kernel, stride, pad
-
-
-def _pooled_shape(where, shape, kernel, stride, pad):
-    n, c, h, w = shape
-    oh = conv_out_size(h, kernel[0], stride[0], pad[0])
-    ow = conv_out_size(w, kernel[1], stride[1], pad[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{where}: input {tuple(shape)} is too small for kernel_size {kernel}, "
-                         f"stride {stride}, padding {pad}")
-    return (n, c, oh, ow)
-
-
-def _planes(a):
-    return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
-
-
-def maxpool2d_forward(x, kernel_size, stride, padding, out, argmax):
-    """out := max over each window (padding is -inf); argmax := flat h*W + w of the first maximum."""
-    where = "maxpool2d_forward"
-    check_float(where, "x", x, ndim=4)
-    (kh, kw), (sh, sw), (ph, pw) = _window(where, kernel_size, stride, padding)
-    shape = _pooled_shape(where, x.shape, (kh, kw), (sh, sw), (ph, pw))
-    check_out(where, "out", out, shape, x.dtype, f"pooled shape of x {x.shape}")
-    check_index(where, "argmax", argmax, shape)
-    check_writable(where, "argmax", argmax)
-    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-        pick(_maxpool2d_forward_2x2, _maxpool2d_forward_2x2_serial, out.size * 4)(
-            _planes(x), _planes(out), _planes(argmax))
-        return
-    pick(_maxpool2d_forward, _maxpool2d_forward_serial, out.size * kh * kw)(
-        _planes(x), kh, kw, sh, sw, ph, pw, _planes(out), _planes(argmax))
-
-
-def maxpool2d_backward(dy, argmax, dx):
-    """dx := 0, then dy scattered (added) at argmax in each (n, c) plane."""
-    where = "maxpool2d_backward"
-    check_float(where, "dy", dy, ndim=4)
-    check_index(where, "argmax", argmax, dy.shape)
-    check_float(where, "dx", dx, ndim=4, dtype=dy.dtype)
-    check_writable(where, "dx", dx)
-    if dx.shape[:2] != dy.shape[:2]:
-        raise ValueError(f"{where}: dx {dx.shape} and dy {dy.shape} must agree on (N, C)")
-    planes = dx.shape[0] * dx.shape[1]
-    bad = pick(_maxpool2d_backward, _maxpool2d_backward_serial, dx.size + dy.size)(
-        dy.reshape(planes, -1), argmax.reshape(planes, -1), dx.reshape(planes, -1))
-    if bad:
-        raise ValueError(f"{where}: {bad} argmax entries lie outside the {dx.shape[2]}x{dx.shape[3]} "
-                         f"plane of dx {dx.shape}")
-
 
 def avgpool2d_forward(x, kernel_size, stride, padding, out):
     """out := mean over each window, padding counted as zeros (count_include_pad=True)."""

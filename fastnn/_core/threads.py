@@ -16,6 +16,20 @@ one BLAS library (some conda builds), that library stays at one thread.
 """
 import os
 
+# Below this many elements of work a kernel (numba's and fastnn._core.basic's Cython ones) runs
+# serially: waking the thread pool costs ~1.2 us, and on this 2-core machine relu breaks even at
+# ~20-30k float32 elements (benchmarks in the report of the numba-kernel work).
+PARALLEL_MIN_WORK = 32768
+# Work of one exp/tanh/log per element relative to one relu element (serial: ~1-2 ns vs ~0.07 ns):
+# kernels doing transcendentals count their elements this many times, so they go parallel sooner.
+TRANSCENDENTAL_WORK = 8
+
+
+def pick(parallel_kernel, serial_kernel, work):
+    """The parallel kernel when there is enough work to share between threads."""
+    return parallel_kernel if work >= PARALLEL_MIN_WORK else serial_kernel
+
+
 # libgomp reads its wait policy once, when it is loaded (by _openmp below, or by numba), so it is
 # chosen here unless the user chose. Measured on the 2-core VM under load 3-8 from other jobs
 # (2 threads, steps of the zoo models): libgomp's default (spin 300k iterations, ~1 ms, before
