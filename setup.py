@@ -50,8 +50,8 @@ LEVEL_MODULES = {"_blas": ("microkernel",), "_conv": ("microkernel", "conv", "wi
                  "_recurrent": ("microkernel", "gates"), "_basic": ()}
 # Extra compiler flags of one level module: _basic's kernels round op by op as torch's float32
 # ones do (Adam within 1 ulp of its unfused formula), so no contraction into FMAs (vecmath.h's
-# explicit fmaf calls stay)
-MODULE_ARGS = {"_basic": ["-ffp-contract=off"]}
+# explicit fmaf calls stay); no errno from sqrt, which otherwise keeps Adam's loop scalar
+MODULE_ARGS = {"_basic": ["-ffp-contract=off", "-fno-math-errno"]}
 # The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
 LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "winograd"),
                  "avx512": ("microkernel", "conv", "gates", "winograd")}

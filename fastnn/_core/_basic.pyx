@@ -7,7 +7,7 @@
 """ReLU, 2x2 max pooling, softmax cross-entropy and Adam: the compiled kernels under
 fastnn._core.basic's wrappers (which validate everything before calling in here)."""
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel
 from libc.math cimport exp, log, sqrt, INFINITY
 from libc.stdint cimport int64_t
 cimport numpy as cnp
@@ -17,6 +17,7 @@ cnp.import_array()
 
 cdef extern from "kernels/vecmath.h":
     float fnn_expf(float v) noexcept nogil
+    float fnn_selectf(int c, float a, float b) noexcept nogil
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -28,9 +29,22 @@ cdef inline void* _ptr(cnp.ndarray a):
     return cnp.PyArray_DATA(a)
 
 
-cdef inline int _threads(bint parallel) noexcept nogil:
-    # prange's num_threads: 1 runs the loop on the calling thread (no team is woken)
-    return openmp.omp_get_max_threads() if parallel else 1
+# The parallel kernels run one OpenMP region per call in which each thread takes one contiguous
+# share of the outer range (no worksharing loop: its barrier would come on top of the region's,
+# and under load every barrier waits for a descheduled thread); a count a kernel returns is
+# summed from one slot per thread.
+cdef enum:
+    MAX_THREADS = 256
+
+
+cdef inline int _team() noexcept nogil:
+    cdef int n = openmp.omp_get_max_threads()
+    return n if n < MAX_THREADS else MAX_THREADS
+
+
+cdef inline Py_ssize_t _share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    # the start of share ``part`` of ``parts`` over range(n)
+    return n * part // parts
 
 
 cdef inline float _exp_diff32(float a, float b) noexcept nogil:
@@ -48,116 +62,154 @@ cdef inline float _exp_diff32(float a, float b) noexcept nogil:
 
 
 # ---- ReLU (flat arrays) ---------------------------------------------------------------------------
-cdef void _relu_fwd(floating* x, floating* out, Py_ssize_t n, bint parallel) noexcept nogil:
+cdef void _relu_fwd(floating* x, floating* out, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating v
-    for i in prange(n, num_threads=_threads(parallel), schedule="static"):
+    for i in range(lo, hi):
         v = x[i]
         out[i] = 0 if v <= 0 else v  # NaN propagates, as torch.relu
 
 
-cdef void _relu_bwd(floating* x, floating* dy, floating* dx, Py_ssize_t n, bint parallel) noexcept nogil:
+cdef void _relu_bwd(floating* x, floating* dy, floating* dx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef Py_ssize_t i
-    for i in prange(n, num_threads=_threads(parallel), schedule="static"):
+    for i in range(lo, hi):
         dx[i] = 0 if x[i] <= 0 else dy[i]
 
 
-def relu_forward(cnp.ndarray x, cnp.ndarray out, bint parallel):
+cdef void _relu_fwd_run(floating* x, floating* out, Py_ssize_t n, bint par) noexcept nogil:
+    cdef int t, nt
+    if not par:
+        _relu_fwd(x, out, 0, n)
+        return
+    with parallel(num_threads=_team()):
+        t = openmp.omp_get_thread_num()
+        nt = openmp.omp_get_num_threads()
+        _relu_fwd(x, out, _share(n, t, nt), _share(n, t + 1, nt))
+
+
+cdef void _relu_bwd_run(floating* x, floating* dy, floating* dx, Py_ssize_t n, bint par) noexcept nogil:
+    cdef int t, nt
+    if not par:
+        _relu_bwd(x, dy, dx, 0, n)
+        return
+    with parallel(num_threads=_team()):
+        t = openmp.omp_get_thread_num()
+        nt = openmp.omp_get_num_threads()
+        _relu_bwd(x, dy, dx, _share(n, t, nt), _share(n, t + 1, nt))
+
+
+def relu_forward(cnp.ndarray x, cnp.ndarray out, bint threaded):
     """out := max(x, 0) over contiguous arrays of one dtype and size."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    cdef void* p_x = _ptr(x)
-    cdef void* p_out = _ptr(out)
+    cdef void* px = _ptr(x)
+    cdef void* po = _ptr(out)
     if _is_f32(x):
         with nogil:
-            _relu_fwd(<float*>p_x, <float*>p_out, n, parallel)
+            _relu_fwd_run(<float*>px, <float*>po, n, threaded)
     else:
         with nogil:
-            _relu_fwd(<double*>p_x, <double*>p_out, n, parallel)
+            _relu_fwd_run(<double*>px, <double*>po, n, threaded)
 
 
-def relu_backward(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, bint parallel):
+def relu_backward(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, bint threaded):
     """dx := dy where x > 0, else 0."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    cdef void* p_x = _ptr(x)
-    cdef void* p_dy = _ptr(dy)
-    cdef void* p_dx = _ptr(dx)
+    cdef void* px = _ptr(x)
+    cdef void* pdy = _ptr(dy)
+    cdef void* pdx = _ptr(dx)
     if _is_f32(x):
         with nogil:
-            _relu_bwd(<float*>p_x, <float*>p_dy, <float*>p_dx, n, parallel)
+            _relu_bwd_run(<float*>px, <float*>pdy, <float*>pdx, n, threaded)
     else:
         with nogil:
-            _relu_bwd(<double*>p_x, <double*>p_dy, <double*>p_dx, n, parallel)
+            _relu_bwd_run(<double*>px, <double*>pdy, <double*>pdx, n, threaded)
 
 
 # ---- softmax cross-entropy on (M, C) --------------------------------------------------------------
-cdef inline double _row_lse(floating* z, floating* p, Py_ssize_t cols) noexcept nogil:
-    # one row: p := softmax(z); returns its log-sum-exp (a NaN logit makes both NaN)
-    cdef Py_ssize_t j
-    cdef floating top = z[0]
-    cdef double s = 0.0, inv
-    for j in range(1, cols):
-        if z[j] > top:
-            top = z[j]
-    for j in range(cols):  # apart from the sum, so the exponentials vectorise
-        if floating is float:
-            p[j] = _exp_diff32(z[j], top)
-        else:
-            p[j] = exp(z[j] - top)
-    for j in range(cols):
-        s += p[j]
-    inv = 1.0 / s
-    for j in range(cols):
-        p[j] = <floating>(p[j] * inv)
-    return top + log(s)
-
-
-cdef int _ce_fwd(floating* z, int64_t* target, floating* p, double* row_loss, Py_ssize_t rows,
-                 Py_ssize_t cols, bint parallel) noexcept nogil:
-    cdef Py_ssize_t m
+cdef int _ce_fwd_rows(floating* z, int64_t* target, floating* p, double* row_loss, Py_ssize_t lo,
+                      Py_ssize_t hi, Py_ssize_t cols) noexcept nogil:
+    # rows [lo, hi): p := softmax(z); row_loss := lse - z[target] (0 for a label outside
+    # [0, cols), counted, never read); a NaN logit makes its row's p and loss NaN
+    cdef Py_ssize_t m, j
+    cdef floating top
+    cdef floating* zm
+    cdef floating* pm
+    cdef double s, inv
     cdef int64_t t
-    cdef double lse
     cdef int bad = 0
-    for m in prange(rows, num_threads=_threads(parallel), schedule="static"):
-        lse = _row_lse(z + m * cols, p + m * cols, cols)
+    for m in range(lo, hi):
+        zm = z + m * cols
+        pm = p + m * cols
+        top = zm[0]
+        for j in range(1, cols):
+            if zm[j] > top:
+                top = zm[j]
+        for j in range(cols):  # apart from the sum, so the exponentials vectorise
+            if floating is float:
+                pm[j] = _exp_diff32(zm[j], top)
+            else:
+                pm[j] = exp(zm[j] - top)
+        s = 0.0
+        for j in range(cols):
+            s += pm[j]
+        inv = 1.0 / s
+        for j in range(cols):
+            pm[j] = <floating>(pm[j] * inv)
         t = target[m]
         if 0 <= t < cols:
-            row_loss[m] = lse - z[m * cols + t]
-        else:  # counted, never read
+            row_loss[m] = (top + log(s)) - zm[t]
+        else:
             row_loss[m] = 0.0
             bad += 1
     return bad
 
 
+cdef int _ce_fwd(floating* z, int64_t* target, floating* p, double* row_loss, Py_ssize_t rows,
+                 Py_ssize_t cols, bint par) noexcept nogil:
+    cdef int t, nt, k, bad = 0
+    cdef int counts[MAX_THREADS]
+    if not par:
+        return _ce_fwd_rows(z, target, p, row_loss, 0, rows, cols)
+    nt = _team()
+    for k in range(nt):
+        counts[k] = 0
+    with parallel(num_threads=nt):
+        t = openmp.omp_get_thread_num()
+        counts[t] = _ce_fwd_rows(z, target, p, row_loss, _share(rows, t, openmp.omp_get_num_threads()),
+                                 _share(rows, t + 1, openmp.omp_get_num_threads()), cols)
+    for k in range(nt):
+        bad += counts[k]
+    return bad
+
+
 def softmax_cross_entropy_forward(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray probs,
-                                  cnp.ndarray row_loss, bint parallel):
+                                  cnp.ndarray row_loss, bint threaded):
     """probs := softmax(logits); row_loss[m] := lse - logits[m, target[m]]; returns (sum of
     row_loss in row order, count of labels outside [0, C)): the same bits for any thread count."""
     cdef Py_ssize_t rows = cnp.PyArray_DIM(logits, 0), cols = cnp.PyArray_DIM(logits, 1), m
     cdef int bad
     cdef double total = 0.0
     cdef double* rl = <double*>_ptr(row_loss)
-    cdef void* p_logits = _ptr(logits)
-    cdef void* p_target = _ptr(target)
-    cdef void* p_probs = _ptr(probs)
+    cdef void* pz = _ptr(logits)
+    cdef void* pt = _ptr(target)
+    cdef void* pp = _ptr(probs)
     if _is_f32(logits):
         with nogil:
-            bad = _ce_fwd(<float*>p_logits, <int64_t*>p_target, <float*>p_probs, rl,
-                          rows, cols, parallel)
+            bad = _ce_fwd(<float*>pz, <int64_t*>pt, <float*>pp, rl, rows, cols, threaded)
     else:
         with nogil:
-            bad = _ce_fwd(<double*>p_logits, <int64_t*>p_target, <double*>p_probs, rl,
-                          rows, cols, parallel)
+            bad = _ce_fwd(<double*>pz, <int64_t*>pt, <double*>pp, rl, rows, cols, threaded)
     for m in range(rows):
         total += rl[m]
     return total, bad
 
 
-cdef int _ce_bwd(floating* p, int64_t* target, double factor, floating* d, Py_ssize_t rows,
-                 Py_ssize_t cols, bint parallel) noexcept nogil:
+cdef int _ce_bwd_rows(floating* p, int64_t* target, double factor, floating* d, Py_ssize_t lo,
+                      Py_ssize_t hi, Py_ssize_t cols) noexcept nogil:
     cdef Py_ssize_t m, j
     cdef int64_t t
     cdef int bad = 0
-    for m in prange(rows, num_threads=_threads(parallel), schedule="static"):
+    for m in range(lo, hi):
         for j in range(cols):
             d[m * cols + j] = <floating>(factor * p[m * cols + j])
         t = target[m]
@@ -169,121 +221,183 @@ cdef int _ce_bwd(floating* p, int64_t* target, double factor, floating* d, Py_ss
     return bad
 
 
+cdef int _ce_bwd(floating* p, int64_t* target, double factor, floating* d, Py_ssize_t rows,
+                 Py_ssize_t cols, bint par) noexcept nogil:
+    cdef int t, nt, k, bad = 0
+    cdef int counts[MAX_THREADS]
+    if not par:
+        return _ce_bwd_rows(p, target, factor, d, 0, rows, cols)
+    nt = _team()
+    for k in range(nt):
+        counts[k] = 0
+    with parallel(num_threads=nt):
+        t = openmp.omp_get_thread_num()
+        counts[t] = _ce_bwd_rows(p, target, factor, d, _share(rows, t, openmp.omp_get_num_threads()),
+                                 _share(rows, t + 1, openmp.omp_get_num_threads()), cols)
+    for k in range(nt):
+        bad += counts[k]
+    return bad
+
+
 def softmax_cross_entropy_backward(cnp.ndarray probs, cnp.ndarray target, double factor,
-                                   cnp.ndarray dlogits, bint parallel):
+                                   cnp.ndarray dlogits, bint threaded):
     """dlogits := factor * (probs - onehot(target)); returns the count of bad labels."""
     cdef Py_ssize_t rows = cnp.PyArray_DIM(probs, 0), cols = cnp.PyArray_DIM(probs, 1)
     cdef int bad
-    cdef void* p_probs = _ptr(probs)
-    cdef void* p_target = _ptr(target)
-    cdef void* p_dlogits = _ptr(dlogits)
+    cdef void* pp = _ptr(probs)
+    cdef void* pt = _ptr(target)
+    cdef void* pd = _ptr(dlogits)
     if _is_f32(probs):
         with nogil:
-            bad = _ce_bwd(<float*>p_probs, <int64_t*>p_target, factor, <float*>p_dlogits,
-                          rows, cols, parallel)
+            bad = _ce_bwd(<float*>pp, <int64_t*>pt, factor, <float*>pd, rows, cols, threaded)
     else:
         with nogil:
-            bad = _ce_bwd(<double*>p_probs, <int64_t*>p_target, factor, <double*>p_dlogits,
-                          rows, cols, parallel)
+            bad = _ce_bwd(<double*>pp, <int64_t*>pt, factor, <double*>pd, rows, cols, threaded)
     return bad
 
 
 # ---- max pooling on planes (P, H, W) --------------------------------------------------------------
-cdef void _maxpool_2x2(floating* x, floating* out, int64_t* argmax, Py_ssize_t planes, Py_ssize_t h,
-                       Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, bint parallel) noexcept nogil:
+cdef inline floating _select(Py_ssize_t c, floating a, floating b) noexcept nogil:
+    if floating is float:
+        return fnn_selectf(<int>c, a, b)
+    return a if c else b
+
+
+cdef void _maxpool_2x2_planes(floating* x, floating* out, int64_t* argmax, Py_ssize_t lo,
+                              Py_ssize_t hi, Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh,
+                              Py_ssize_t ow) noexcept nogil:
     # the 2x2 window at stride 2, no padding: the window's four values compared in row order,
     # strictly greater (the first maximum wins) or NaN (propagates), as PyTorch
-    cdef Py_ssize_t p, i, j, a, b, where
+    # selects, not branches (on random data the comparisons are unpredictable; gcc branches on a
+    # float ?:): the index by a mask, the float32 value by vecmath.h's bit select
+    cdef Py_ssize_t p, i, j, top, where, k0, k1
     cdef floating best, v
-    cdef floating* xp
-    for p in prange(planes, num_threads=_threads(parallel), schedule="static"):
-        xp = x + p * h * w
+    cdef Py_ssize_t c
+    cdef floating* row0
+    cdef floating* row1
+    cdef floating* o
+    cdef int64_t* a
+    for p in range(lo, hi):
         for i in range(oh):
-            a = 2 * i
+            top = (p * h + 2 * i) * w
+            row0 = x + top
+            row1 = row0 + w
+            o = out + (p * oh + i) * ow
+            a = argmax + (p * oh + i) * ow
+            k0 = 2 * i * w
+            k1 = k0 + w
             for j in range(ow):
-                b = 2 * j
-                best = xp[a * w + b]
-                where = a * w + b
-                v = xp[a * w + b + 1]
-                if v > best or v != v:
-                    best = v
-                    where = a * w + b + 1
-                v = xp[(a + 1) * w + b]
-                if v > best or v != v:
-                    best = v
-                    where = (a + 1) * w + b
-                v = xp[(a + 1) * w + b + 1]
-                if v > best or v != v:
-                    best = v
-                    where = (a + 1) * w + b + 1
-                out[(p * oh + i) * ow + j] = best
-                argmax[(p * oh + i) * ow + j] = where
+                where = k0 + 2 * j
+                best = row0[2 * j]
+                v = row0[2 * j + 1]
+                c = (v > best) | (v != v)
+                best = _select(c, v, best)
+                where ^= (where ^ (k0 + 2 * j + 1)) & -c
+                v = row1[2 * j]
+                c = (v > best) | (v != v)
+                best = _select(c, v, best)
+                where ^= (where ^ (k1 + 2 * j)) & -c
+                v = row1[2 * j + 1]
+                c = (v > best) | (v != v)
+                best = _select(c, v, best)
+                where ^= (where ^ (k1 + 2 * j + 1)) & -c
+                o[j] = best
+                a[j] = where
 
 
-def maxpool2d_forward_2x2(cnp.ndarray x, cnp.ndarray out, cnp.ndarray argmax, bint parallel):
+cdef void _maxpool_2x2(floating* x, floating* out, int64_t* argmax, Py_ssize_t planes, Py_ssize_t h,
+                       Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, bint par) noexcept nogil:
+    cdef int t, nt
+    if not par:
+        _maxpool_2x2_planes(x, out, argmax, 0, planes, h, w, oh, ow)
+        return
+    with parallel(num_threads=_team()):
+        t = openmp.omp_get_thread_num()
+        nt = openmp.omp_get_num_threads()
+        _maxpool_2x2_planes(x, out, argmax, _share(planes, t, nt), _share(planes, t + 1, nt), h, w, oh, ow)
+
+
+def maxpool2d_forward_2x2(cnp.ndarray x, cnp.ndarray out, cnp.ndarray argmax, bint threaded):
     """out, argmax (P, OH, OW) := max and its flat h*W + w over each 2x2 window of x (P, H, W)."""
     cdef Py_ssize_t planes = cnp.PyArray_DIM(x, 0), h = cnp.PyArray_DIM(x, 1), w = cnp.PyArray_DIM(x, 2)
     cdef Py_ssize_t oh = cnp.PyArray_DIM(out, 1), ow = cnp.PyArray_DIM(out, 2)
-    cdef void* p_x = _ptr(x)
-    cdef void* p_out = _ptr(out)
-    cdef void* p_argmax = _ptr(argmax)
+    cdef void* px = _ptr(x)
+    cdef void* po = _ptr(out)
+    cdef void* pa = _ptr(argmax)
     if _is_f32(x):
         with nogil:
-            _maxpool_2x2(<float*>p_x, <float*>p_out, <int64_t*>p_argmax, planes, h, w,
-                         oh, ow, parallel)
+            _maxpool_2x2(<float*>px, <float*>po, <int64_t*>pa, planes, h, w, oh, ow, threaded)
     else:
         with nogil:
-            _maxpool_2x2(<double*>p_x, <double*>p_out, <int64_t*>p_argmax, planes, h, w,
-                         oh, ow, parallel)
+            _maxpool_2x2(<double*>px, <double*>po, <int64_t*>pa, planes, h, w, oh, ow, threaded)
 
 
-cdef int _maxpool_bwd(floating* dy, int64_t* argmax, floating* dx, Py_ssize_t planes,
-                      Py_ssize_t hw, Py_ssize_t positions, bint parallel) noexcept nogil:
+cdef int _maxpool_bwd_planes(floating* dy, int64_t* argmax, floating* dx, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t hw, Py_ssize_t positions) noexcept nogil:
     cdef Py_ssize_t p, q, k
     cdef int64_t idx
     cdef int bad = 0
-    for p in prange(planes, num_threads=_threads(parallel), schedule="static"):
+    cdef floating* d
+    for p in range(lo, hi):
+        d = dx + p * hw
         for q in range(hw):
-            dx[p * hw + q] = 0
+            d[q] = 0
         for k in range(positions):
             idx = argmax[p * positions + k]
             if 0 <= idx < hw:
-                dx[p * hw + idx] += dy[p * positions + k]
+                d[idx] += dy[p * positions + k]
             else:
                 bad += 1
     return bad
 
 
-def maxpool2d_backward(cnp.ndarray dy, cnp.ndarray argmax, cnp.ndarray dx, bint parallel):
+cdef int _maxpool_bwd(floating* dy, int64_t* argmax, floating* dx, Py_ssize_t planes,
+                      Py_ssize_t hw, Py_ssize_t positions, bint par) noexcept nogil:
+    cdef int t, nt, k, bad = 0
+    cdef int counts[MAX_THREADS]
+    if not par:
+        return _maxpool_bwd_planes(dy, argmax, dx, 0, planes, hw, positions)
+    nt = _team()
+    for k in range(nt):
+        counts[k] = 0
+    with parallel(num_threads=nt):
+        t = openmp.omp_get_thread_num()
+        counts[t] = _maxpool_bwd_planes(dy, argmax, dx, _share(planes, t, openmp.omp_get_num_threads()),
+                                        _share(planes, t + 1, openmp.omp_get_num_threads()), hw, positions)
+    for k in range(nt):
+        bad += counts[k]
+    return bad
+
+
+def maxpool2d_backward(cnp.ndarray dy, cnp.ndarray argmax, cnp.ndarray dx, bint threaded):
     """dx (P, HW) := 0, then dy (P, K) added at argmax (P, K) in each plane; returns the count of
     argmax entries outside [0, HW) (skipped)."""
     cdef Py_ssize_t planes = cnp.PyArray_DIM(dx, 0), hw = cnp.PyArray_DIM(dx, 1)
     cdef Py_ssize_t positions = cnp.PyArray_DIM(dy, 1)
     cdef int bad
-    cdef void* p_dy = _ptr(dy)
-    cdef void* p_argmax = _ptr(argmax)
-    cdef void* p_dx = _ptr(dx)
+    cdef void* pdy = _ptr(dy)
+    cdef void* pa = _ptr(argmax)
+    cdef void* pdx = _ptr(dx)
     if _is_f32(dy):
         with nogil:
-            bad = _maxpool_bwd(<float*>p_dy, <int64_t*>p_argmax, <float*>p_dx, planes, hw,
-                               positions, parallel)
+            bad = _maxpool_bwd(<float*>pdy, <int64_t*>pa, <float*>pdx, planes, hw, positions, threaded)
     else:
         with nogil:
-            bad = _maxpool_bwd(<double*>p_dy, <int64_t*>p_argmax, <double*>p_dx, planes, hw,
-                               positions, parallel)
+            bad = _maxpool_bwd(<double*>pdy, <int64_t*>pa, <double*>pdx, planes, hw, positions, threaded)
     return bad
 
 
 # ---- Adam / AdamW (flat arrays) -------------------------------------------------------------------
-cdef void _adam(floating* param, floating* grad, floating* exp_avg, floating* exp_avg_sq,
-                floating* s, Py_ssize_t n, bint parallel) noexcept nogil:
+cdef void _adam_range(floating* param, floating* grad, floating* exp_avg, floating* exp_avg_sq,
+                      floating* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     # s: (weight, 1 - weight, beta2, 1 - beta2, eps, l2, shrink, step_size, bc2_sqrt) in the
-    # parameter's dtype (fastnn._core.basic.adam_scalars)
+    # parameter's dtype (fastnn._core.basic.adam_scalars); the arithmetic in that dtype, in
+    # torch's order
     cdef floating weight = s[0], one_minus_weight = s[1], beta2 = s[2], one_minus_beta2 = s[3]
     cdef floating eps = s[4], l2 = s[5], shrink = s[6], step_size = s[7], bc2_sqrt = s[8]
     cdef Py_ssize_t i
     cdef floating p, g, m, v, root
-    for i in prange(n, num_threads=_threads(parallel), schedule="static"):
+    for i in range(lo, hi):
         p = param[i] * shrink
         g = grad[i]
         if l2 != 0:
@@ -301,27 +415,37 @@ cdef void _adam(floating* param, floating* grad, floating* exp_avg, floating* ex
         param[i] = p - step_size * (m / (root / bc2_sqrt + eps))
 
 
+cdef void _adam(floating* param, floating* grad, floating* exp_avg, floating* exp_avg_sq,
+                floating* s, Py_ssize_t n, bint par) noexcept nogil:
+    cdef int t, nt
+    if not par:
+        _adam_range(param, grad, exp_avg, exp_avg_sq, s, 0, n)
+        return
+    with parallel(num_threads=_team()):
+        t = openmp.omp_get_thread_num()
+        nt = openmp.omp_get_num_threads()
+        _adam_range(param, grad, exp_avg, exp_avg_sq, s, _share(n, t, nt), _share(n, t + 1, nt))
+
+
 cdef inline void _adam_call(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
-                            cnp.ndarray exp_avg_sq, cnp.ndarray scalars, bint parallel):
+                            cnp.ndarray exp_avg_sq, cnp.ndarray scalars, bint par):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(param)
-    cdef void* p_param = _ptr(param)
-    cdef void* p_grad = _ptr(grad)
-    cdef void* p_exp_avg = _ptr(exp_avg)
-    cdef void* p_exp_avg_sq = _ptr(exp_avg_sq)
-    cdef void* p_scalars = _ptr(scalars)
+    cdef void* pp = _ptr(param)
+    cdef void* pg = _ptr(grad)
+    cdef void* pm = _ptr(exp_avg)
+    cdef void* pv = _ptr(exp_avg_sq)
+    cdef void* ps = _ptr(scalars)
     if _is_f32(param):
         with nogil:
-            _adam(<float*>p_param, <float*>p_grad, <float*>p_exp_avg,
-                  <float*>p_exp_avg_sq, <float*>p_scalars, n, parallel)
+            _adam(<float*>pp, <float*>pg, <float*>pm, <float*>pv, <float*>ps, n, par)
     else:
         with nogil:
-            _adam(<double*>p_param, <double*>p_grad, <double*>p_exp_avg,
-                  <double*>p_exp_avg_sq, <double*>p_scalars, n, parallel)
+            _adam(<double*>pp, <double*>pg, <double*>pm, <double*>pv, <double*>ps, n, par)
 
 
 def adam_update_parallel(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
                          cnp.ndarray exp_avg_sq, cnp.ndarray scalars):
-    """One Adam/AdamW update of a flat parameter, its loop shared between the threads."""
+    """One Adam/AdamW update of a flat parameter, its range shared between the threads."""
     _adam_call(param, grad, exp_avg, exp_avg_sq, scalars, True)
 
 
