@@ -25,7 +25,7 @@ from fastnn._core import reference
 
 # name -> batch size (DESIGN.md, "The benchmark suite")
 BATCH = {"mlp": 128, "seed-mlp": 32, "lenet5": 64, "vgg-bn": 64, "ae": 128, "dcgan-g": 64,
-         "dcgan-d": 64, "rnn": 32, "lstm": 32, "transformer": 32}
+         "dcgan-d": 64, "rnn": 32, "lstm": 32, "transformer": 32, "resnet": 64}
 MODELS = tuple(BATCH)
 KERNEL_NAMES = tuple(n for n in _core.__all__ if n != "ACTIVATIONS")
 
@@ -77,7 +77,7 @@ def make_batch(model, input_shape, loss_name, batch, seed=0):
     """A fixed (x, target) batch that fits ``model`` and its loss (the content is irrelevant for
     timing; the shapes and dtypes are the real ones)."""
     rng = np.random.default_rng(seed)
-    first = model[0]
+    first = _layers(model)[0]
     if type(first).__name__ == "Embedding":
         x = rng.integers(0, first.num_embeddings, (batch,) + tuple(input_shape), dtype=np.int64)
     elif loss_name == "mse":
@@ -95,6 +95,15 @@ def make_batch(model, input_shape, loss_name, batch, seed=0):
     else:
         raise ValueError(f"make_batch: no target rule for loss {loss_name!r}")
     return x, target
+
+
+def _is_graph(model):
+    return hasattr(model, "_steps")  # fastnn.graph.Model: nodes run in topological order
+
+
+def _layers(model):
+    """The layers of a Sequential, or of a graph model in its run order."""
+    return list(model.layers) if _is_graph(model) else list(model)
 
 
 def layer_forward_flops(layer, x_shape, y_shape):
@@ -151,6 +160,8 @@ def step_flops(model, x):
     forward FLOPs (forward, dX and dW), 2x for the first layer with parameters, whose dX neither
     library computes (the batch needs no gradient: ``Sequential.backward(input_grad=False)``,
     torch's input without requires_grad); recurrent layers as :func:`recurrent_step_flops`."""
+    if _is_graph(model):
+        return _graph_step_flops(model, x)
     total = 0
     first = next((i for i, layer in enumerate(model) if layer.parameters()), None)
     prev = None
@@ -161,6 +172,21 @@ def step_flops(model, x):
         else:
             total += (2 if i == first else 3) * layer_forward_flops(layer, x.shape, y.shape)
         x, prev = y, layer
+    return total
+
+
+def _graph_step_flops(model, x):
+    """:func:`step_flops` of a graph model, node by node: 2x the forward FLOPs for a layer with
+    nothing trainable upstream (the graph's backward skips its dX), 3x otherwise."""
+    values = {id(model._inputs[0]): x}
+    total = 0
+    for step in model._steps:
+        args = [values[id(t)] for t in step.node.inputs]
+        arg = args if step.node.as_list else args[0]
+        y = step.runner.forward(arg, training=False)
+        if not step.node.as_list:
+            total += (3 if step.param_upstream else 2) * layer_forward_flops(step.runner, arg.shape, y.shape)
+        values[id(step.node.output)] = y
     return total
 
 
@@ -192,8 +218,43 @@ class ReferenceStep(FastnnStep):
 
 
 def torch_module(model):
-    """The ``torch.nn.Sequential`` twin of a fastnn Sequential (same layer order, so the same
-    state-dict keys), built from each layer's configuration."""
+    """The torch twin of a fastnn model, built from each layer's configuration: a
+    ``torch.nn.Sequential`` for a Sequential (same layer order, so the same state-dict keys),
+    for a graph model a module holding each layer under its name (keys ``<name>.weight``, as
+    fastnn's) whose forward runs the graph's nodes in fastnn's order."""
+    import torch.nn as tnn
+
+    if _is_graph(model):
+        return _torch_graph(model, {layer.name: _torch_layer(layer) for layer in model.layers
+                                    if type(layer).__name__ != "Add"})
+    return tnn.Sequential(*(_torch_layer(layer) for layer in model))
+
+
+def _torch_graph(model, modules):
+    import torch.nn as tnn
+
+    nodes = [(step.node.layer.name, type(step.node.layer).__name__ == "Add",
+              [id(t) for t in step.node.inputs], id(step.node.output)) for step in model._steps]
+    source, result = id(model._inputs[0]), id(model._outputs[0])
+
+    class Graph(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            for name, module in modules.items():
+                self.add_module(name, module)
+
+        def forward(self, x):
+            values = {source: x}
+            for name, is_add, inputs, output in nodes:
+                args = [values[i] for i in inputs]
+                values[output] = sum(args[1:], args[0]) if is_add else getattr(self, name)(args[0])
+            return values[result]
+
+    return Graph()
+
+
+def _torch_layer(layer):
+    """The torch module of one fastnn layer, from its configuration."""
     import torch.nn as tnn
 
     def recurrent(cls, layer):
@@ -203,41 +264,39 @@ def torch_module(model):
                 return out if layer.return_sequences else out[:, -1]
         return Outputs(layer.input_size, layer.hidden_size, batch_first=True)
 
-    mods = []
-    for layer in model:
-        kind = type(layer).__name__
-        if kind == "Dense":
-            mods.append(tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None))
-        elif kind == "Conv2D":
-            mods.append(tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                                   layer.stride, layer.padding, bias=layer.bias is not None))
-        elif kind == "ConvTranspose2D":
-            mods.append(tnn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                                            layer.stride, layer.padding, layer.output_padding,
-                                            bias=layer.bias is not None))
-        elif kind in ("BatchNorm1D", "BatchNorm2D"):
-            cls = tnn.BatchNorm1d if kind == "BatchNorm1D" else tnn.BatchNorm2d
-            mods.append(cls(layer.num_features, eps=layer.eps, momentum=layer.momentum))
-        elif kind == "MaxPool2D":
-            mods.append(tnn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
-        elif kind == "AvgPool2D":
-            mods.append(tnn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding))
-        elif kind == "LeakyReLU":
-            mods.append(tnn.LeakyReLU(layer.negative_slope))
-        elif kind in ("ReLU", "Sigmoid", "Tanh", "Identity", "Flatten"):
-            mods.append(getattr(tnn, kind)())
-        elif kind == "Embedding":
-            mods.append(tnn.Embedding(layer.num_embeddings, layer.embedding_dim))
-        elif kind in ("RNN", "LSTM", "GRU"):
-            mods.append(recurrent(getattr(tnn, kind), layer))
-        elif kind == "TransformerEncoderLayer":
-            mods.append(tnn.TransformerEncoderLayer(
-                layer.d_model, layer.nhead, layer.dim_feedforward, dropout=layer.p,
-                activation=layer.activation_name, layer_norm_eps=layer.layer_norm_eps,
-                batch_first=True, norm_first=layer.norm_first))
-        else:
-            raise NotImplementedError(f"torch_module: no torch twin for {kind}")
-    return tnn.Sequential(*mods)
+    kind = type(layer).__name__
+    if kind == "Dense":
+        return tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    if kind == "Conv2D":
+        return tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                          layer.padding, bias=layer.bias is not None)
+    if kind == "ConvTranspose2D":
+        return tnn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                   layer.stride, layer.padding, layer.output_padding,
+                                   bias=layer.bias is not None)
+    if kind in ("BatchNorm1D", "BatchNorm2D"):
+        cls = tnn.BatchNorm1d if kind == "BatchNorm1D" else tnn.BatchNorm2d
+        return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+    if kind == "MaxPool2D":
+        return tnn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+    if kind == "AvgPool2D":
+        return tnn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding)
+    if kind == "AdaptiveAvgPool2D":
+        return tnn.AdaptiveAvgPool2d(layer.output_size)
+    if kind == "LeakyReLU":
+        return tnn.LeakyReLU(layer.negative_slope)
+    if kind in ("ReLU", "Sigmoid", "Tanh", "Identity", "Flatten"):
+        return getattr(tnn, kind)()
+    if kind == "Embedding":
+        return tnn.Embedding(layer.num_embeddings, layer.embedding_dim)
+    if kind in ("RNN", "LSTM", "GRU"):
+        return recurrent(getattr(tnn, kind), layer)
+    if kind == "TransformerEncoderLayer":
+        return tnn.TransformerEncoderLayer(
+            layer.d_model, layer.nhead, layer.dim_feedforward, dropout=layer.p,
+            activation=layer.activation_name, layer_norm_eps=layer.layer_norm_eps,
+            batch_first=True, norm_first=layer.norm_first)
+    raise NotImplementedError(f"torch_module: no torch twin for {kind}")
 
 
 def load_fastnn_weights(tmodel, model):

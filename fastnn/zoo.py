@@ -85,6 +85,28 @@ def transformer_encoder(vocab=64, d_model=128, nhead=4, num_layers=2, dim_feedfo
     return model, (seq_len,), "cross_entropy"
 
 
+def resnet(size=32, channels=3, classes=10, widths=(16, 32, 64), blocks=2):
+    """A small CIFAR ResNet as a graph model: stem Conv3x3(3,16)-BN-ReLU, three stages of
+    ``blocks`` basic blocks (16, 32, 64 channels; the 2nd and 3rd stages open with stride 2 and a
+    1x1 projection), global average pool, Dense 64-10; 32x32x3 input. The blocks are those of
+    ``fastnn train resnet`` (:func:`fastnn.recipes.vision.residual_block`)."""
+    from .graph import Input, Model
+    from .recipes.vision import residual_block
+
+    inp = Input((channels, size, size), name="image")
+    x = L.Conv2D(channels, widths[0], 3, padding=1, bias=False, name="stem_conv")(inp)
+    x = L.ReLU(name="stem_relu")(L.BatchNorm2D(widths[0], name="stem_bn")(x))
+    cin = widths[0]
+    for s, width in enumerate(widths):
+        for b in range(blocks):
+            stride = 2 if s > 0 and b == 0 else 1
+            x = residual_block(x, cin, width, stride, name=f"s{s + 1}b{b + 1}")
+            cin = width
+    x = L.Flatten(name="flatten")(L.AdaptiveAvgPool2D(1, name="pool")(x))
+    out = L.Dense(cin, classes, name="fc")(x)
+    return Model(inp, out, name="resnet"), (channels, size, size), "cross_entropy"
+
+
 BUILDERS = {
     "mlp": mlp,
     "seed-mlp": seed_mlp,
@@ -96,6 +118,7 @@ BUILDERS = {
     "rnn": lambda: sequence_model("rnn"),
     "lstm": lambda: sequence_model("lstm"),
     "transformer": transformer_encoder,
+    "resnet": resnet,
 }
 
 

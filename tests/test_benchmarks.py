@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import kernels, models, report, system
 from benchmarks.__main__ import main
+import fastnn as fnn
 from fastnn import _core, zoo
 from fastnn._core import reference
 
@@ -142,8 +143,8 @@ def test_compare_rejects_a_file_that_is_not_a_result(tmp_path):
 
 def test_unknown_model_is_an_argument_error(capsys):
     with pytest.raises(SystemExit):
-        main(QUICK + ["--models", "mlp,resnet"])
-    assert "unknown model(s) resnet" in capsys.readouterr().err
+        main(QUICK + ["--models", "mlp,resnet-9000"])
+    assert "unknown model(s) resnet-9000" in capsys.readouterr().err
 
 
 def test_step_flops_of_the_mlp_are_three_times_its_gemms_but_the_first_has_no_dx():
@@ -200,6 +201,20 @@ def test_step_flops_of_the_transformer_count_projections_attention_and_feed_forw
     per_layer = 2 * n * t * (4 * e * e + 2 * t * e + 2 * e * f)  # Q, K, V, out; Q K^T, P V; FF
     # the Embedding has no GEMM; every later layer: forward, dX and dW
     assert models.step_flops(model, x) == 3 * (2 * per_layer + 2 * n * t * e * v)
+
+
+def test_step_flops_of_the_resnet_graph_count_every_conv_and_the_stem_without_dx():
+    model, shape, loss = zoo.build("resnet")
+    n = 2
+    x, _ = models.make_batch(model, shape, loss, n)
+
+    def conv(cin, cout, k, side):  # side: the output's height and width
+        return 2 * n * cout * side * side * cin * k * k
+    stem = conv(3, 16, 3, 32)
+    stage1 = 4 * conv(16, 16, 3, 32)
+    stage2 = conv(16, 32, 3, 16) + 3 * conv(32, 32, 3, 16) + conv(16, 32, 1, 16)  # 1x1: projection
+    stage3 = conv(32, 64, 3, 8) + 3 * conv(64, 64, 3, 8) + conv(32, 64, 1, 8)
+    assert models.step_flops(model, x) == 2 * stem + 3 * (stage1 + stage2 + stage3 + 2 * n * 64 * 10)
 
 
 def test_reference_path_routes_every_kernel_call_through_reference_py():
@@ -282,9 +297,10 @@ def test_readme_block_of_a_saved_run(run, capsys):
 
 
 # ---- torch's setups (only where torch is importable) ----------------------------------------------
-@pytest.mark.parametrize("name", ["lstm", "dcgan-d", "transformer"])
+@pytest.mark.parametrize("name", ["lstm", "dcgan-d", "transformer", "resnet"])
 def test_every_torch_setup_starts_from_fastnns_weights_and_takes_the_same_step(name):
     pytest.importorskip("torch")  # optional: the suite itself runs without torch
+    fnn.seed(0)  # the weights (and so the float32 rounding of both steps) whatever ran before
     model, shape, loss = zoo.build(name)
     short = name in ("lstm", "transformer")
     x, target = models.make_batch(model, (5,) if short else shape, loss, 3)  # short: quick to trace
@@ -295,7 +311,9 @@ def test_every_torch_setup_starts_from_fastnns_weights_and_takes_the_same_step(n
         twin.load_state_dict(weights)
         # the compiled setup's plumbing through dynamo only (backend "eager"): no C++ compile here
         step = models.TorchStep(twin, loss, x, target, setup, compile_backend="eager")
-        assert models._two_losses(step) == pytest.approx(ours, rel=1e-5), setup
+        # the suite flags a loss difference above 1e-4: dcgan-d's second loss (~0.004, after an
+        # Adam step on float32 gradients rounded differently by each library) differs by ~3e-5
+        assert models._two_losses(step) == pytest.approx(ours, rel=1e-4), setup
     assert step.optimizer.defaults["fused"] is True and step.forward is not step.module
 
 
