@@ -5,6 +5,7 @@ interpreters, by what they import, not by time."""
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -31,8 +32,10 @@ def _run(code, **env):
     root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
                 **env}
+    # run outside the checkout: ``python -c`` puts its working directory first on sys.path, and a
+    # source tree there (no compiled core in CI) would shadow the fastnn under test
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
-                          cwd=os.path.dirname(os.path.abspath(__file__)) + "/..", timeout=300)
+                          cwd=tempfile.gettempdir(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().splitlines()[-1]
 

@@ -139,7 +139,8 @@ def test_suite_models_export(tmp_path, name):
     model, shape, _ = zoo.build(name)
     _randomise_batchnorm(model)
     gen = np.random.default_rng(2)
-    vocab = model[0].num_embeddings if isinstance(model[0], L.Embedding) else None  # token ids
+    first = model.layers[0]  # a Sequential's first layer; a graph model's (resnet) first node's
+    vocab = first.num_embeddings if isinstance(first, L.Embedding) else None  # token ids
     dtype = np.int64 if vocab else np.float32
     check_export(tmp_path, model, _data((2, *shape), dtype, gen, vocab),
                  _data((3, *shape), dtype, gen, vocab))
