@@ -56,7 +56,7 @@ def test_fastnn_num_threads_sets_every_pool_at_import(tmp_path):
     code = ("import numpy as np, fastnn, numba; from fastnn._core import _openmp; "
             "from threadpoolctl import threadpool_info; "
             "first = (fastnn.get_num_threads(), _openmp.get_num_threads()); "
-            "fastnn._core.relu_forward; fastnn._core.gemm; "
+            "fastnn._core.sigmoid_forward; fastnn._core.gemm; "
             "blas = sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}); "
             "print(first, _openmp.get_num_threads(), numba.get_num_threads(), blas)")
     assert _fresh_interpreter(code, tmp_path, FASTNN_NUM_THREADS="1") == "(1, 1) 1 1 [1]"
@@ -96,14 +96,14 @@ def test_numba_pool_leaves_nested_parallelism_off(tmp_path):
     # code in the process (PyTorch) then oversubscribes the cores, so fastnn turns it back off
     code = ("import numpy as np, fastnn; from fastnn._core import _openmp; "
             "x = np.ones(1 << 20, np.float32); out = np.empty_like(x); "
-            "fastnn._core.relu_forward(x, out); print(_openmp.get_max_active_levels())")
+            "fastnn._core.sigmoid_forward(x, out); print(_openmp.get_max_active_levels())")
     assert _fresh_interpreter(code, tmp_path) == "1"
 
 
 _RUN_A_PARALLEL_NUMBA_KERNEL = (
     "import numpy as np, fastnn, numba; "
     "x = np.ones(1 << 20, np.float32); out = np.empty_like(x); "
-    "fastnn._core.relu_forward(x, out); print(numba.threading_layer())")
+    "fastnn._core.sigmoid_forward(x, out); print(numba.threading_layer())")
 
 
 def test_numba_runs_on_the_openmp_layer_fastnn_controls(tmp_path):
@@ -131,7 +131,7 @@ def test_set_num_threads_round_trip():
         from fastnn._core import _openmp
 
         assert _openmp.get_num_threads() == 1
-        fnn._core.relu_forward  # loading a numba family syncs numba and must keep OpenMP at 1
+        fnn._core.sigmoid_forward  # loading a numba family syncs numba and must keep OpenMP at 1
         import numba
 
         assert numba.get_num_threads() == 1
