@@ -53,7 +53,7 @@ LEVEL_MODULES = {"_blas": ("microkernel",), "_conv": ("microkernel", "conv", "wi
 # explicit fmaf calls stay); no errno from sqrt, which otherwise keeps Adam's loop scalar
 MODULE_ARGS = {"_basic": ["-ffp-contract=off", "-fno-math-errno"]}
 # The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
-LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "winograd"),
+LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "conv", "winograd"),
                  "avx512": ("microkernel", "conv", "gates", "winograd")}
 LEVEL_PXD = ("_blas", "_microkernel", "_vecmath", "_conv_kernels", "_gates")
 levels = [lv.strip() for lv in os.environ.get("FASTNN_ISA_LEVELS", ",".join(ISA_FLAGS)).split(",")]
@@ -102,7 +102,8 @@ common = dict(
     # fastnn/_core holds kernels/ (the C the .pyx files include); depends also puts the headers
     # in the sdist and rebuilds the extensions when one changes
     include_dirs=[np.get_include(), CORE],
-    depends=sorted(glob.glob(os.path.join(KERNELS, "*.h")) + glob.glob(os.path.join(CORE, "*.pyx"))
+    depends=sorted(glob.glob(os.path.join(KERNELS, "*.h")) + glob.glob(os.path.join(KERNELS, "*.c"))
+                   + glob.glob(os.path.join(CORE, "*.pyx"))
                    + glob.glob(os.path.join(CORE, "*.pxi"))
                    + glob.glob(os.path.join(CORE, "*.pxd"))),
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

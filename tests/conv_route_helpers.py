@@ -1,6 +1,6 @@
 """What the float32 convolution-route tests share (test_conv_strided_implicit, test_conv_subpixel,
 test_conv_implicit_dw): float32 normals, a tolerance scaled to the result, and the skip for
-ISA levels without the AVX-512 convolution kernels those routes run on."""
+ISA levels without the convolution kernels those routes run on (the baseline)."""
 import itertools
 
 import numpy as np
@@ -9,8 +9,8 @@ import pytest
 from fastnn._core import _conv
 
 needs_microkernel = pytest.mark.skipif(not _conv._conv_kernels_available(),
-                                       reason="the route runs on the AVX-512 convolution kernels "
-                                              "(FASTNN_MAX_ISA below avx512, or the CPU)")
+                                       reason="the route runs on the AVX2/AVX-512 convolution "
+                                              "kernels (FASTNN_MAX_ISA=baseline, or the CPU)")
 
 
 def rand(rng, shape):

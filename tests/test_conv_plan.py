@@ -76,15 +76,14 @@ def test_float64_and_the_lower_levels():
     x, w = (64, 32, 14, 14), (64, 32, 3, 3)
     assert conv_plan.plan_conv2d(x, w, 1, 1, "float64", level="avx512", threads=2) == (
         "im2col_forward/f64", "col2im/f64", "im2col_dw/blas")
-    assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2) == (
-        "winograd", "winograd", "im2col_dw/nt")
+    # the AVX2 level has the AVX-512 level's convolution kernels: the same routes
+    for xs, ws, s, p in ((x, w, 1, 1), (x, (32, 32, 3, 3), 1, 1),
+                         ((64, 64, 14, 14), (128, 64, 4, 4), 2, 1)):
+        assert conv_plan.plan_conv2d(xs, ws, s, p, level="avx2", threads=2) == \
+            conv_plan.plan_conv2d(xs, ws, s, p, level="avx512", threads=2)
     with tuned(conv_winograd=False):
-        assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2) == (
-            "im2col_forward/f32", "col2im/f32", "im2col_dw/nt")
-    assert conv_plan.plan_conv2d(x, w, 1, 1, level="baseline", threads=2).forward == \
-        "im2col_forward/f32"
-    assert conv_plan.plan_conv2d(x, (32, 32, 3, 3), 1, 1, level="avx2", threads=2).dw == \
-        "im2col_dw/tn"
+        assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2).forward == \
+            "s1_across_samples"
     assert conv_plan.plan_conv2d(x, w, 1, 1, level="baseline", threads=2) == (
         "im2col_forward/f32", "col2im/f32", "im2col_dw/blas")
     assert conv_plan.plan_conv_transpose2d((8, 16, 1, 1), (16, 8, 4, 4), level="baseline",
@@ -225,7 +224,7 @@ def test_every_eligible_route_matches_the_reference(op, case, pass_):
         fastnn.set_num_threads(prev)
 
 
-@pytest.mark.skipif(not _conv._conv_kernels_available(), reason="an AVX-512 route")
+@pytest.mark.skipif(not _conv._conv_kernels_available(), reason="a convolution kernels route")
 def test_subpixel_dx_beside_the_weight_gradient_matches_the_reference():
     rng = np.random.default_rng(9)
     xs, ws = (4, 16, 10, 10), (32, 16, 4, 4)

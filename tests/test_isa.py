@@ -113,3 +113,67 @@ def test_avx2_gemm_gives_the_avx512_bits(m, n, k, ta, tb, seed):
     want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + 0.5
     np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_the_convolution_routes_run_from_the_avx2_level_up():
+    """A 3x3 stride-1 convolution (vgg-bn's) takes the implicit stride-1 route and a 4x4
+    stride-2 one (dcgan-d's) the direct stride-2 route at the avx2 and avx512 levels, im2col at
+    the baseline; both match float64."""
+    from fastnn._core import _conv
+
+    rng = np.random.default_rng(2)
+    for (c, h, o, k, s, fast) in ((8, 10, 16, 3, 1, ("s1_implicit", "s1_across_samples")),
+                                  (8, 10, 32, 4, 2, ("direct_s2_forward/per_sample",
+                                                     "direct_s2_forward/batch"))):
+        x = rng.standard_normal((4, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((o, c, k, k)).astype(np.float32)
+        oh = (h + 2 - k) // s + 1
+        out = np.empty((4, o, oh, oh), np.float32)
+        with routes.traced() as taken:
+            _conv.conv2d_forward(x, w, None, out, s, 1)
+        if isa.LEVEL == "baseline":
+            assert taken["im2col_forward/f32"] == 1 and not any(routes.available(r) for r in fast)
+        else:
+            assert sum(taken[r] for r in fast) == 1 and all(routes.available(r) for r in fast)
+        want = np.empty(out.shape, np.float64)
+        _conv.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, want, s, 1)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not (runnable("avx2") and runnable("avx512")) or isa.LEVEL != "avx512",
+                    reason="needs a CPU with AVX-512 (both levels on one machine); runs once, in "
+                           "the run at the avx512 level (it does not depend on the level in use)")
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 5), c=st.integers(1, 40), h=st.integers(3, 15), w=st.integers(3, 15),
+       o=st.integers(1, 70), k=st.integers(1, 5), s=st.integers(1, 3), p=st.integers(0, 2),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_avx2_convolutions_give_the_avx512_bits(n, c, h, w, o, k, s, p, threads, seed):
+    """Both levels' convolution kernels side by side in one process (forward, dx, dW, db, and a
+    transposed forward): the AVX2 tiles sum every entry in the AVX-512 tiles' order, whichever
+    route the geometry takes (stride 1 implicit, direct stride 2, gathered, sub-pixel, im2col)."""
+    p = min(p, k - 1)
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if oh < 1 or ow < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    dy = rng.standard_normal((n, o, oh, ow)).astype(np.float32)
+    old = fnn.get_num_threads()
+    fnn.set_num_threads(threads)
+    try:
+        got = []
+        for level in ("avx2", "avx512"):
+            conv = importlib.import_module(f"fastnn._core._{level}._conv")
+            out = np.empty((n, o, oh, ow), np.float32)
+            conv.conv2d_forward(x, wt, b, out, s, p)
+            dx, dw, db = np.empty_like(x), np.zeros_like(wt), np.zeros_like(b)
+            conv.conv2d_backward(x, wt, dy, dx, dw, db, s, p)
+            xt = np.empty_like(x)
+            conv.conv_transpose2d_forward(dy, wt, b[:c] if c <= o else None, xt, s, p)
+            got.append((out, dx, dw, db, xt))
+    finally:
+        fnn.set_num_threads(old)
+    for a, b_ in zip(*got):
+        np.testing.assert_array_equal(a, b_)

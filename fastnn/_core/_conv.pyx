@@ -54,7 +54,7 @@ cnp.import_array()
 cdef enum:
     PARALLEL_MIN_ELEMENTS = 32768
 
-# ---- float32 GEMM microkernel (kernels/microkernel.h; the AVX-512 conv kernels: kernels/conv.h) --
+# ---- float32 GEMM microkernel (kernels/microkernel.h; the conv kernels: kernels/conv.h) --------
 #
 # Why not BLAS here: the GEMMs of a convolution are short and wide (O = 32..128 rows, C*KH*KW =
 # 288..1024 deep, thousands of columns), and the microkernel packs its B panels straight from
@@ -194,7 +194,7 @@ def _tune(str name, value):
 # ---- the entry points: validate, plan (conv_plan), dispatch on the route names -----------------
 
 # the level of this module's kernels (a planner argument: the module may be another level's)
-_LEVEL = "avx512" if FNN_CONV_KERNELS else ("avx2" if FNN_MK_AVAILABLE else "baseline")
+_LEVEL = ("baseline", "avx2", "avx512")[FNN_ISA]
 
 
 cdef inline int _threads() noexcept:

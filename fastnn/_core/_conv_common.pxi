@@ -49,15 +49,15 @@ def _microkernel_available():
 
 
 def _conv_kernels_available():
-    """True when this level has the AVX-512 convolution kernels (implicit, direct, sub-pixel
-    routes); below it convolutions take the im2col routes on the level's GEMM."""
+    """True when this level has the convolution kernels (implicit, direct, sub-pixel routes:
+    the AVX2 and AVX-512 levels); at the baseline convolutions take the im2col routes on BLAS."""
     return bool(FNN_CONV_KERNELS)
 
 
 def _require_conv_kernels(route):
     """A route entry point's guard: its kernels are not in this level's module."""
     if not FNN_CONV_KERNELS:
-        raise RuntimeError(f"{route}: the AVX-512 convolution kernels are not in this ISA "
+        raise RuntimeError(f"{route}: the convolution kernels are not in this ISA "
                            f"level's module (_conv_kernels_available() is False)")
 
 
@@ -84,7 +84,7 @@ cdef void _im2col_row(const floating* plane, int H, int W, int i, int j, int sh,
     if floating is float:
         if FNN_CONV_KERNELS and sw <= 2:
             # memcpy/memset calls on rows of 7-28 floats cost more than the copy; masked
-            # AVX-512 loads do a row in 1-2 instructions per 16 outputs
+            # vector loads do a row in a few instructions per 8 or 16 outputs
             fnn_im2col_row_f32(plane, H, W, i, j, sh, sw, ph, pw, OH, OW, dst)
             return
     _valid_range(W, OW, sw, off, &lo, &hi)

@@ -1,7 +1,8 @@
-# The convolution kernels of kernels/conv.h: AVX-512 only (FNN_CONV_KERNELS 1), except
-# fnn_act_f32, which every level has.
+# The convolution kernels of kernels/conv.h: the AVX2 and AVX-512 levels (FNN_CONV_KERNELS 1),
+# except fnn_act_f32, which every level has.
 cdef extern from "kernels/conv.h":
     bint FNN_CONV_KERNELS
+    int FNN_ISA  # isa.h: 0 baseline, 1 AVX2+FMA, 2 AVX-512
     int FNN_DWT_ROWS
     void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw, int ph,
                             int pw, int OH, int OW, float* dst) noexcept nogil

@@ -109,7 +109,7 @@ class _Geometry:
         (self.n, self.c, self.h, self.w, self.o, self.kh, self.kw, self.sh, self.sw, self.ph,
          self.pw, self.oh, self.ow) = n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow
         self.f32, self.level = f32, level
-        self.kernels = f32 and level == "avx512"   # the AVX-512 convolution kernels
+        self.kernels = f32 and level in ("avx2", "avx512")  # the convolution kernels
         self.mk = f32 and level in ("avx2", "avx512")  # the GEMM microkernel
         self.threads = threads
 

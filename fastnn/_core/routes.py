@@ -13,31 +13,31 @@ import collections
 import contextlib
 
 # Every route the dispatch can name, with the lowest ISA level that has it (fastnn._core.isa:
-# "avx2" routes run on the GEMM microkernel, AVX2 or AVX-512; "avx512" ones on the AVX-512
-# convolution kernels; "any" at every level) and what it runs.
+# "avx2" routes run on the GEMM microkernel and the convolution kernels, AVX2 or AVX-512; "any"
+# at every level) and what it runs.
 ROUTES = {
     # _conv.pyx: conv2d / conv_transpose2d, chosen by conv_plan.py
-    "s1_implicit": ("avx512", "stride-1 same-width forward, panels packed from x (fnn_mk_conv_s1)"),
-    "s1_across_samples": ("avx512", "the same, panels running on across samples (fnn_mk_conv_s1x)"),
-    "s1_widened": ("avx512", "a stride-1 forward wider than x, on a widened copy of x"),
-    "direct_s2_forward/per_sample": ("avx512", "stride-2 forward, 32-channel tiles (fnn_d2_block)"),
-    "direct_s2_forward/batch": ("avx512", "the same on one padded copy of a small batch"),
-    "strided_gathered": ("avx512", "strided forward on gathered panels (fnn_mk_conv_sn)"),
+    "s1_implicit": ("avx2", "stride-1 same-width forward, panels packed from x (fnn_mk_conv_s1)"),
+    "s1_across_samples": ("avx2", "the same, panels running on across samples (fnn_mk_conv_s1x)"),
+    "s1_widened": ("avx2", "a stride-1 forward wider than x, on a widened copy of x"),
+    "direct_s2_forward/per_sample": ("avx2", "stride-2 forward, 32-channel tiles (fnn_d2_block)"),
+    "direct_s2_forward/batch": ("avx2", "the same on one padded copy of a small batch"),
+    "strided_gathered": ("avx2", "strided forward on gathered panels (fnn_mk_conv_sn)"),
     "winograd": ("avx2", "3x3 stride-1 float32 by Winograd F(2x2,3x3) (F(4x4,3x3) by a knob)"),
     "im2col_forward/f32": ("any", "im2col + the microkernel's GEMM (sgemm at the baseline level)"),
     "im2col_forward/f64": ("any", "im2col + dgemm"),
-    "subpixel": ("avx512", "strided backward-data pass by phases (conv2d dx, convT forward)"),
-    "subpixel/beside_dw": ("avx512", "the same in one pool of tasks with the implicit dW"),
-    "subpixel_phase/implicit": ("avx512", "a phase packed straight from dy (fnn_mk_subpixel)"),
-    "subpixel_phase/im2col": ("avx512", "a phase through a stride-1 im2col + fnn_mk_sgemm_nn"),
-    "subpixel_phase/no_taps": ("avx512", "a phase no kernel tap reaches (kernel < stride)"),
+    "subpixel": ("avx2", "strided backward-data pass by phases (conv2d dx, convT forward)"),
+    "subpixel/beside_dw": ("avx2", "the same in one pool of tasks with the implicit dW"),
+    "subpixel_phase/implicit": ("avx2", "a phase packed straight from dy (fnn_mk_subpixel)"),
+    "subpixel_phase/im2col": ("avx2", "a phase through a stride-1 im2col + fnn_mk_sgemm_nn"),
+    "subpixel_phase/no_taps": ("avx2", "a phase no kernel tap reaches (kernel < stride)"),
     "col2im/f32": ("any", "the microkernel's GEMM (sgemm at the baseline level) + col2im"),
     "col2im/f64": ("any", "dgemm + col2im"),
-    "dwt_s1/rows": ("avx512", "stride-1 same-width dW, threads on rows (fnn_mk_conv_dwt_s1)"),
-    "dwt_s1/samples": ("avx512", "the same, threads on samples (few im2col rows)"),
-    "implicit_dw/panels": ("avx512", "dW on gathered panels, threads on panels (fnn_mk_conv_dw)"),
-    "implicit_dw/pixels": ("avx512", "the same, threads on ranges of pixels (one or two panels)"),
-    "direct_s2_dw": ("avx512", "stride-2 dW from a padded copy of x (fnn_dw2_rows)"),
+    "dwt_s1/rows": ("avx2", "stride-1 same-width dW, threads on rows (fnn_mk_conv_dwt_s1)"),
+    "dwt_s1/samples": ("avx2", "the same, threads on samples (few im2col rows)"),
+    "implicit_dw/panels": ("avx2", "dW on gathered panels, threads on panels (fnn_mk_conv_dw)"),
+    "implicit_dw/pixels": ("avx2", "the same, threads on ranges of pixels (one or two panels)"),
+    "direct_s2_dw": ("avx2", "stride-2 dW from a padded copy of x (fnn_dw2_rows)"),
     "im2col_dw/nt": ("avx2", "im2col dW += G @ col.T on the microkernel"),
     "im2col_dw/tn": ("avx2", "im2col dW.T = col @ G.T on the microkernel"),
     "im2col_dw/blas": ("any", "im2col dW on BLAS (float64, or the baseline level)"),

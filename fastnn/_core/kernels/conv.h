@@ -1,17 +1,19 @@
-/* Convolution kernels (AVX-512, conv_avx512.c): implicit-GEMM panels packed straight from the
-   image (stride 1, across samples, strided, sub-pixel), the direct stride-2 forward and weight
-   gradient, the implicit weight gradients, and the im2col rows and transposes of the im2col
-   route. The Cython planner (_conv.pyx) calls them only where FNN_CONV_KERNELS is 1; elsewhere
-   the im2col route runs on the level's GEMM (microkernel.h or BLAS). */
+/* Convolution kernels, one file per level (conv_avx512.c: 8x32 AVX-512 tiles; conv_avx2.c:
+   AVX2+FMA 6x16 and 4x16 tiles; the scalar pieces in conv_common.h): implicit-GEMM panels
+   packed straight from the image (stride 1, across samples, strided, sub-pixel), the direct
+   stride-2 forward and weight gradient, the implicit weight gradients, and the im2col rows and
+   transposes of the im2col route. The Cython planner (_conv.pyx) calls them only where
+   FNN_CONV_KERNELS is 1 (the AVX2 and AVX-512 levels); at the baseline level the im2col route
+   runs on BLAS. */
 #ifndef FNN_CONV_H
 #define FNN_CONV_H
 #include "isa.h"
 #include "microkernel.h"
-#if FNN_ISA >= 2
+#if FNN_ISA >= 1
 #include <immintrin.h>
 #endif
 
-#define FNN_CONV_KERNELS (FNN_ISA >= 2)
+#define FNN_CONV_KERNELS (FNN_ISA >= 1)
 #define FNN_DWT_ROWS 128  /* fnn_mk_conv_dwt_s1's im2col row block */
 
 FNN_ISA_KERNEL void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int
@@ -69,6 +71,21 @@ static inline void fnn_act_f32(float* y, long n, int act, double slope) {
             __m512 v = _mm512_loadu_ps(y + i);
             __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
             _mm512_storeu_ps(y + i, _mm512_mask_mov_ps(_mm512_mul_ps(v, s), pos, v));
+        }
+    }
+#elif FNN_ISA == 1
+    const __m256 zero = _mm256_setzero_ps();
+    if (act == 1) {
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(y + i);
+            _mm256_storeu_ps(y + i, _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LE_OQ)));
+        }
+    } else if (act == 2) {
+        const __m256 s = _mm256_set1_ps(sf);
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(y + i);
+            __m256 pos = _mm256_cmp_ps(v, zero, _CMP_GT_OQ);
+            _mm256_storeu_ps(y + i, _mm256_blendv_ps(_mm256_mul_ps(v, s), v, pos));
         }
     }
 #endif

@@ -2,7 +2,7 @@
    they share with the GEMM are mk_avx512.h's. */
 #include <string.h>
 #include "mk_avx512.h"
-#include "conv.h"
+#include "conv_common.h"
 
 /* Implicit-GEMM convolution of one sample at stride 1 with OW == W (same-width output):
    Cout[i, p] := sum_r A[i, r] * im2col(plane)[r, p] for columns p in [p_lo, p_hi), ldc
@@ -79,24 +79,7 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
                                int ph, int pw, int OH, int OW, float* dst) {
     int off = j - pw;
     if (sh == 1 && sw == 1 && OW == W) {
-        int oh_lo = ph - i > 0 ? ph - i : 0;
-        int oh_hi = H + ph - i < OH ? H + ph - i : OH;
-        if (oh_hi < oh_lo) oh_hi = oh_lo;
-        if (oh_lo > OH) oh_lo = oh_hi = OH;
-        memset(dst, 0, sizeof(float) * (size_t)oh_lo * OW);
-        memset(dst + (long)oh_hi * OW, 0, sizeof(float) * (size_t)(OH - oh_hi) * OW);
-        long n = (long)(oh_hi - oh_lo) * OW;
-        long s = (long)(oh_lo + i - ph) * W + off;  /* source of dst[oh_lo*OW] */
-        long a = s < 0 ? -s : 0, b = s + n > (long)H * W ? (long)H * W - s : n;
-        if (b > a) memcpy(dst + (long)oh_lo * OW + a, plane + s + a, sizeof(float) * (size_t)(b - a));
-        /* columns whose source falls off the row (this also covers [0, a) and [b, n)) */
-        int lo = off < 0 ? -off : 0, hi = W - off < OW ? W - off : OW;
-        if (hi < lo) hi = lo;
-        for (int oh = oh_lo; oh < oh_hi; oh++) {
-            float* d = dst + (long)oh * OW;
-            for (int ow = 0; ow < lo; ow++) d[ow] = 0;
-            for (int ow = hi; ow < OW; ow++) d[ow] = 0;
-        }
+        fnn_im2col_row_same(plane, H, W, i, ph, off, OH, OW, dst);
         return;
     }
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -129,23 +112,6 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
     }
 }
 
-/* Ap := A (m, k) row-major in 8-row tiles: block k0 (FNN_MK_KC deep, kc = its depth) at
-   k0 * mt * 8, tile t of it at + t * kc * 8, element (i, k0 + kk) at + kk * 8 + (i % 8);
-   rows past m are zero. */
-void fnn_pack_a8(int m, int k, int mr, const float* A, float* Ap) {
-    int mt = (m + mr - 1) / mr;
-    for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
-        int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
-        for (int t = 0; t < mt; t++) {
-            float* d = Ap + (long)k0 * mt * mr + (long)t * kc * mr;
-            for (int kk = 0; kk < kc; kk++)
-                for (int r = 0; r < mr; r++) {
-                    int i = t * mr + r;
-                    d[kk * mr + r] = i < m ? A[(long)i * k + k0 + kk] : 0.0f;
-                }
-        }
-    }
-}
 #define FNN_SN_FMA(r) a0 = _mm512_set1_ps(ap[r]);                                          \
     c##r##0 = _mm512_fmadd_ps(a0, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a0, b1, c##r##1);
 #define FNN_SN_LD(r) if (acc_in) { c##r##0 = _mm512_load_ps(cr + r * 32);                  \
@@ -562,14 +528,6 @@ void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane,
                 default: fnn_dw2_tile(1, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
             }
         }
-    }
-}
-/* dw (O, K) := dwt's channel blocks (see fnn_dw2_rows) transposed back */
-void fnn_dw2_unpack(int O, int K, const float* dwt, float* dw) {
-    for (int o = 0; o < O; o++) {
-        const float* src = dwt + (long)(o / 32) * K * 32 + o % 32;
-        float* d = dw + (long)o * K;
-        for (int k = 0; k < K; k++) d[k] = src[(long)k * 32];
     }
 }
 /* gsum[o] += g's sum over the batch's pixels for the 32 channels of block ob, from dyt

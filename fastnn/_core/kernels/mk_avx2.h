@@ -1,0 +1,168 @@
+/* Internals of the AVX2+FMA float32 microkernel (included by microkernel_avx2.c and
+   conv_avx2.c only): the 6x16 register tile over 32-column B panels (FNN_MK_KC rows a step),
+   the panel loop over a strided op(A), and the B packings. */
+#ifndef FNN_MK_AVX2_H
+#define FNN_MK_AVX2_H
+#include <immintrin.h>
+#include <string.h>
+#include "microkernel.h"
+
+#define FNN_MK2_MR 6
+
+/* R rows x 16 columns (nc of them real) of C at cr over kc steps of op(A) @ Bp: op(A)[r, kk]
+   is a[r*ars + kk*acs], Bp rows 32 floats apart. acc_in 0: C := the sums; 1: C's entries are
+   the chains' starting values (C += in one chain); 2: the sums formed from zero, then added to
+   C (the weight gradients' per-step partial sums). R is a constant where this is inlined. */
+static inline __attribute__((always_inline)) void fnn_mk2_tile(
+        const int R, int kc, const float* a, long ars, long acs, const float* bp, float* cr,
+        long ldc, int nc, int acc_in) {
+    __m256 c0[FNN_MK2_MR], c1[FNN_MK2_MR];
+    for (int r = 0; r < R; r++) {
+        if (acc_in != 1) {
+            c0[r] = _mm256_setzero_ps();
+            c1[r] = _mm256_setzero_ps();
+        } else if (nc == 16) {
+            c0[r] = _mm256_loadu_ps(cr + r * ldc);
+            c1[r] = _mm256_loadu_ps(cr + r * ldc + 8);
+        } else {
+            float t[16] = {0};
+            memcpy(t, cr + r * ldc, sizeof(float) * (size_t)nc);
+            c0[r] = _mm256_loadu_ps(t);
+            c1[r] = _mm256_loadu_ps(t + 8);
+        }
+    }
+    for (int kk = 0; kk < kc; kk++, bp += 32, a += acs) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        for (int r = 0; r < R; r++) {
+            __m256 av = _mm256_broadcast_ss(a + r * ars);
+            c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+        }
+    }
+    if (acc_in == 2) {
+        for (int r = 0; r < R; r++) {
+            float t[16] = {0};
+            const float* s = cr + r * ldc;
+            if (nc < 16) { memcpy(t, s, sizeof(float) * (size_t)nc); s = t; }
+            c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(s));
+            c1[r] = _mm256_add_ps(c1[r], _mm256_loadu_ps(s + 8));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        if (nc == 16) {
+            _mm256_storeu_ps(cr + r * ldc, c0[r]);
+            _mm256_storeu_ps(cr + r * ldc + 8, c1[r]);
+        } else {
+            float t[16];
+            _mm256_storeu_ps(t, c0[r]);
+            _mm256_storeu_ps(t + 8, c1[r]);
+            memcpy(cr + r * ldc, t, sizeof(float) * (size_t)nc);
+        }
+    }
+}
+
+/* All m rows of C's columns [j0, j0 + nr) (nr <= 32) over one packed k step: each 16-column
+   half in 6-row tiles, then the last rows in one tile of 1..5. Row i of op(A) starts at
+   a0 + i*ars, its k step at + kk*acs. */
+__attribute__((unused)) static void fnn_mk2_panel(int m, int kc, const float* a0, long ars, long acs, const float* Bp,
+                          float* C, long ldc, int j0, int nr, int acc_in) {
+    for (int h = 0; h * 16 < nr; h++) {
+        int nc = nr - h * 16 < 16 ? nr - h * 16 : 16;
+        const float* bp = Bp + h * 16;
+        float* c = C + j0 + h * 16;
+        int i0 = 0;
+        for (; i0 + FNN_MK2_MR <= m; i0 += FNN_MK2_MR)
+            fnn_mk2_tile(FNN_MK2_MR, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc,
+                         nc, acc_in);
+        switch (m - i0) {
+            case 5: fnn_mk2_tile(5, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
+            case 4: fnn_mk2_tile(4, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
+            case 3: fnn_mk2_tile(3, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
+            case 2: fnn_mk2_tile(2, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
+            case 1: fnn_mk2_tile(1, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
+            default: break;
+        }
+    }
+}
+
+/* Bp[kk*32 + jj] := B[(k0 + kk)*ldb + j0 + jj] for jj < nr, zero for nr <= jj < 32 */
+__attribute__((unused)) static void fnn_mk2_pack_n(const float* B, int ldb, int j0, int nr, int k0, int kc, float* Bp) {
+    for (int kk = 0; kk < kc; kk++) {
+        const float* src = B + (long)(k0 + kk) * ldb + j0;
+        float* d = Bp + kk * 32;
+        if (nr == 32) {
+            _mm256_store_ps(d, _mm256_loadu_ps(src));
+            _mm256_store_ps(d + 8, _mm256_loadu_ps(src + 8));
+            _mm256_store_ps(d + 16, _mm256_loadu_ps(src + 16));
+            _mm256_store_ps(d + 24, _mm256_loadu_ps(src + 24));
+        } else {
+            int jj = 0;
+            for (; jj < nr; jj++) d[jj] = src[jj];
+            for (; jj < 32; jj++) d[jj] = 0.0f;
+        }
+    }
+}
+
+/* 8x8 transpose of rows r[0..7] in registers */
+static inline void fnn_mk2_tr8(__m256* r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Bp[kk*32 + jj] := B[(j0 + jj)*ldb + k0 + kk] (a transposed B, e.g. a dense layer's weight):
+   8 rows x 8 k transposed in registers, the ragged rows and k by scalar copies; zero past nr */
+__attribute__((unused)) static void fnn_mk2_pack_t(const float* B, int ldb, int j0, int nr, int k0, int kc, float* Bp) {
+    for (int g = 0; g < 32; g += 8) {
+        int rows = nr - g < 8 ? nr - g : 8;
+        int kk = 0;
+        if (rows == 8) {
+            const float* w0 = B + (long)(j0 + g) * ldb + k0;
+            for (; kk + 8 <= kc; kk += 8) {
+                __m256 r[8];
+                for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(w0 + (long)q * ldb + kk);
+                fnn_mk2_tr8(r);
+                for (int q = 0; q < 8; q++) _mm256_store_ps(Bp + (long)(kk + q) * 32 + g, r[q]);
+            }
+        }
+        for (; kk < kc; kk++)
+            for (int q = 0; q < 8; q++)
+                Bp[(long)kk * 32 + g + q] = q < rows ? B[(long)(j0 + g + q) * ldb + k0 + kk] : 0.0f;
+    }
+}
+
+
+/* All m rows of a 32-column panel (nr columns real) of C over one packed k step, op(A) packed
+   in 8-row tiles kc deep (fnn_pack_a8's layout: row i, step kk at (i/8)*kc*8 + kk*8 + i%8):
+   each 16-column half in 4-row tiles (8 independent accumulators, enough to cover the FMA
+   latency), acc_in as fnn_mk2_tile's. noinline: the tile gets the register file whatever
+   the caller keeps live. */
+__attribute__((noinline, unused)) static void fnn_mk2_panel_pa(int m, int kc, const float* Ap,
+                                                              const float* Bp, float* C, long ldc,
+                                                              int nr, int acc_in) {
+    for (int h = 0; h * 16 < nr; h++) {
+        int nc = nr - h * 16 < 16 ? nr - h * 16 : 16;
+        const float* bp = Bp + h * 16;
+        for (int i0 = 0; i0 < m; i0 += 4) {
+            const float* a = Ap + (long)(i0 / 8) * kc * 8 + i0 % 8;
+            float* cr = C + (long)i0 * ldc + h * 16;
+            switch (m - i0 < 4 ? m - i0 : 4) {
+                case 4: fnn_mk2_tile(4, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
+                case 3: fnn_mk2_tile(3, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
+                case 2: fnn_mk2_tile(2, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
+                default: fnn_mk2_tile(1, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
+            }
+        }
+    }
+}
+
+#endif /* FNN_MK_AVX2_H */
