@@ -319,24 +319,30 @@ void fnn_mk_conv_dwt_s1(int O, int r_lo, int r_hi, int N, int C, int H, int W, i
     }
 }
 
-/* Direct stride-2 forward (see conv_avx512.c's fnn_d2_tile): TW <= 6 output pixels of a row x
-   16 channels (one half of the block's 32, wt at the half: 32 floats a tap), 12 accumulators;
-   tmp rows 32 floats apart. */
+/* Direct stride-2 forward (see conv_avx512.c's fnn_d2_tile): TW <= 6 output pixels x 16
+   channels (one half of the block's 32, wt at the half: 32 floats a tap), 12 accumulators.
+   Pixel j's taps start at xp + off[j] (its padded input row and column), so a tile may span
+   output rows: fnn_d2_block cuts a plane's pixels into tiles of 5-6 where rows of 7 would leave
+   a 1-pixel tile waiting on its FMA chains. tmp rows 32 floats apart. */
 static inline __attribute__((always_inline)) void fnn2_d2_tile(
-        const int TW, const float* xr, long plane, int Wp, int C, int KH, int KW,
-        const float* wt, float* tmp) {
+        const int TW, const float* xp, const long* off, long plane, int Wp, int C, int KH,
+        int KW, const float* wt, float* tmp) {
     __m256 a0[6], a1[6];
-    for (int j = 0; j < TW; j++) { a0[j] = _mm256_setzero_ps(); a1[j] = _mm256_setzero_ps(); }
+    const float* b[6];
+    for (int j = 0; j < TW; j++) {
+        b[j] = xp + off[j];
+        a0[j] = _mm256_setzero_ps();
+        a1[j] = _mm256_setzero_ps();
+    }
     for (int c = 0; c < C; c++) {
-        const float* xc = xr + (long)c * plane;
         for (int ki = 0; ki < KH; ki++) {
-            const float* r = xc + (long)ki * Wp;
+            long r = (long)c * plane + (long)ki * Wp;
             for (int kj = 0; kj < KW; kj++, wt += 32) {
                 __m256 w0 = _mm256_loadu_ps(wt), w1 = _mm256_loadu_ps(wt + 8);
                 for (int j = 0; j < TW; j++) {
-                    __m256 b = _mm256_broadcast_ss(r + 2 * j + kj);
-                    a0[j] = _mm256_fmadd_ps(b, w0, a0[j]);
-                    a1[j] = _mm256_fmadd_ps(b, w1, a1[j]);
+                    __m256 v = _mm256_broadcast_ss(b[j] + r + kj);
+                    a0[j] = _mm256_fmadd_ps(v, w0, a0[j]);
+                    a1[j] = _mm256_fmadd_ps(v, w1, a1[j]);
                 }
             }
         }
@@ -346,33 +352,39 @@ static inline __attribute__((always_inline)) void fnn2_d2_tile(
         _mm256_storeu_ps(tmp + j * 32 + 8, a1[j]);
     }
 }
+/* out (O, OH, OW) of one sample, channels [32*ob, 32*ob + 32) := conv2d at stride 2 of the
+   padded sample xp + bias: the plane's pixels in order, in ceil(P/6) tiles of balanced sizes */
 void fnn_d2_block(int O, int C, int KH, int KW, int OH, int OW, int Hp, int Wp, const float* xp,
                   const float* wt, int ob, const float* bias, float* out) {
     float tmp[6 * 32] __attribute__((aligned(64)));
+    long off[6];
     long plane = (long)Hp * Wp, P = (long)OH * OW;
     int o0 = ob * 32, no = O - o0 < 32 ? O - o0 : 32;
-    for (int oh = 0; oh < OH; oh++) {
-        for (int j0 = 0; j0 < OW; j0 += 6) {
-            int tw = OW - j0 < 6 ? OW - j0 : 6;
-            const float* xr = xp + (long)(2 * oh) * Wp + 2 * j0;
-            for (int h = 0; h * 16 < no; h++) {
-                const float* w = wt + h * 16;
-                float* t = tmp + h * 16;
-                switch (tw) {
-                    case 6: fnn2_d2_tile(6, xr, plane, Wp, C, KH, KW, w, t); break;
-                    case 5: fnn2_d2_tile(5, xr, plane, Wp, C, KH, KW, w, t); break;
-                    case 4: fnn2_d2_tile(4, xr, plane, Wp, C, KH, KW, w, t); break;
-                    case 3: fnn2_d2_tile(3, xr, plane, Wp, C, KH, KW, w, t); break;
-                    case 2: fnn2_d2_tile(2, xr, plane, Wp, C, KH, KW, w, t); break;
-                    default: fnn2_d2_tile(1, xr, plane, Wp, C, KH, KW, w, t); break;
-                }
-            }
-            float* d = out + (long)o0 * P + (long)oh * OW + j0;
-            for (int o = 0; o < no; o++) {
-                float bv = bias ? bias[o0 + o] : 0.0f;
-                for (int j = 0; j < tw; j++) d[o * P + j] = tmp[j * 32 + o] + bv;
+    long nt = (P + 5) / 6;
+    for (long t = 0, p0 = 0; t < nt; t++) {
+        int tw = (int)((P - p0 + (nt - t) - 1) / (nt - t));
+        for (int j = 0; j < tw; j++) {
+            long p = p0 + j, oh = p / OW, ow = p - oh * OW;
+            off[j] = 2 * oh * Wp + 2 * ow;
+        }
+        for (int h = 0; h * 16 < no; h++) {
+            const float* w = wt + h * 16;
+            float* tm = tmp + h * 16;
+            switch (tw) {
+                case 6: fnn2_d2_tile(6, xp, off, plane, Wp, C, KH, KW, w, tm); break;
+                case 5: fnn2_d2_tile(5, xp, off, plane, Wp, C, KH, KW, w, tm); break;
+                case 4: fnn2_d2_tile(4, xp, off, plane, Wp, C, KH, KW, w, tm); break;
+                case 3: fnn2_d2_tile(3, xp, off, plane, Wp, C, KH, KW, w, tm); break;
+                case 2: fnn2_d2_tile(2, xp, off, plane, Wp, C, KH, KW, w, tm); break;
+                default: fnn2_d2_tile(1, xp, off, plane, Wp, C, KH, KW, w, tm); break;
             }
         }
+        float* d = out + (long)o0 * P + p0;
+        for (int o = 0; o < no; o++) {
+            float bv = bias ? bias[o0 + o] : 0.0f;
+            for (int j = 0; j < tw; j++) d[o * P + j] = tmp[j * 32 + o] + bv;
+        }
+        p0 += tw;
     }
 }
 void fnn_d2_pack_weights(int O, int K, const float* w, float* wt) {
@@ -446,8 +458,10 @@ void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane, 
     for (int ob = 0; ob < nob; ob++) {
         const float* d = dyt + (long)ob * npix * 32;
         int no = O - ob * 32 < 32 ? O - ob * 32 : 32;
-        for (int r0 = r_lo; r0 < r_hi; r0 += 6) {
-            int R = r_hi - r0 < 6 ? r_hi - r0 : 6;
+        /* ceil(n/6) tiles of balanced sizes: no 1- or 2-tap tile waiting on its FMA chains */
+        int ntl = (r_hi - r_lo + 5) / 6;
+        for (int tl = 0, r0 = r_lo, R = 0; tl < ntl; tl++, r0 += R) {
+            R = (r_hi - r0 + (ntl - tl) - 1) / (ntl - tl);
             for (int r = 0; r < R; r++) {
                 int t = r0 + r, c = t / (KH * KW), ki = (t / KW) % KH, kj = t % KW;
                 offs[r] = (long)c * plane + (long)ki * Wp + kj;
