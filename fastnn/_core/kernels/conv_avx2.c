@@ -7,10 +7,10 @@
 #include "mk_avx2.h"
 #include "conv_common.h"
 
-/* the lanes of bits 0..7 of m as an 8-lane vector mask */
+/* the lanes of bits 0..7 of m as an 8-lane vector mask: bit i of m shifted into lane i's sign
+   bit, the only bit maskload, maskstore and the masked gathers read */
 static inline __m256i fnn2_mask8(unsigned m) {
-    const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)m), bits), bits);
+    return _mm256_sllv_epi32(_mm256_set1_epi32((int)m), _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24));
 }
 /* 8 floats from p in the lanes of bits 0..7 of m, zero elsewhere (the others are not read) */
 static inline __m256 fnn2_load_m(unsigned m, const float* p) {

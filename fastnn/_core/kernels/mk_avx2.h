@@ -61,11 +61,53 @@ static inline __attribute__((always_inline)) void fnn_mk2_tile(
     }
 }
 
+/* fnn_mk2_tile over a whole 32-column panel (nr columns real) for R <= 2 rows: 4 vectors a
+   row, so one or two rows still keep 4 or 8 FMA chains in flight (a 16-column tile of 1 or 2
+   rows waits on their latency). The same sums in the same order as fnn_mk2_tile. */
+static inline __attribute__((always_inline)) void fnn_mk2_tile_w(
+        const int R, int kc, const float* a, long ars, long acs, const float* bp, float* cr,
+        long ldc, int nr, int acc_in) {
+    __m256 c[2][4];
+    for (int r = 0; r < R; r++) {
+        float t[32] = {0};
+        const float* s = cr + r * ldc;
+        if (acc_in != 0 && nr < 32) { memcpy(t, s, sizeof(float) * (size_t)nr); s = t; }
+        for (int v = 0; v < 4; v++) c[r][v] = acc_in == 1 ? _mm256_loadu_ps(s + 8 * v) : _mm256_setzero_ps();
+    }
+    for (int kk = 0; kk < kc; kk++, bp += 32, a += acs) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        __m256 b2 = _mm256_load_ps(bp + 16), b3 = _mm256_load_ps(bp + 24);
+        for (int r = 0; r < R; r++) {
+            __m256 av = _mm256_broadcast_ss(a + r * ars);
+            c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
+            c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
+            c[r][2] = _mm256_fmadd_ps(av, b2, c[r][2]);
+            c[r][3] = _mm256_fmadd_ps(av, b3, c[r][3]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float t[32] = {0};
+        float* d = cr + r * ldc;
+        if (acc_in == 2) {
+            const float* s = d;
+            if (nr < 32) { memcpy(t, d, sizeof(float) * (size_t)nr); s = t; }
+            for (int v = 0; v < 4; v++) c[r][v] = _mm256_add_ps(c[r][v], _mm256_loadu_ps(s + 8 * v));
+        }
+        if (nr == 32) {
+            for (int v = 0; v < 4; v++) _mm256_storeu_ps(d + 8 * v, c[r][v]);
+        } else {
+            for (int v = 0; v < 4; v++) _mm256_storeu_ps(t + 8 * v, c[r][v]);
+            memcpy(d, t, sizeof(float) * (size_t)nr);
+        }
+    }
+}
+
 /* All m rows of C's columns [j0, j0 + nr) (nr <= 32) over one packed k step: each 16-column
-   half in 6-row tiles, then the last rows in one tile of 1..5. Row i of op(A) starts at
-   a0 + i*ars, its k step at + kk*acs. */
+   half in 6-row tiles, then the last rows in one tile of 1..5 (1 or 2 over the whole panel
+   when it is wider than 16). Row i of op(A) starts at a0 + i*ars, its k step at + kk*acs. */
 __attribute__((unused)) static void fnn_mk2_panel(int m, int kc, const float* a0, long ars, long acs, const float* Bp,
                           float* C, long ldc, int j0, int nr, int acc_in) {
+    int tail = m % FNN_MK2_MR, wide = nr > 16 && tail <= 2;
     for (int h = 0; h * 16 < nr; h++) {
         int nc = nr - h * 16 < 16 ? nr - h * 16 : 16;
         const float* bp = Bp + h * 16;
@@ -74,7 +116,7 @@ __attribute__((unused)) static void fnn_mk2_panel(int m, int kc, const float* a0
         for (; i0 + FNN_MK2_MR <= m; i0 += FNN_MK2_MR)
             fnn_mk2_tile(FNN_MK2_MR, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc,
                          nc, acc_in);
-        switch (m - i0) {
+        switch (wide ? 0 : m - i0) {
             case 5: fnn_mk2_tile(5, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
             case 4: fnn_mk2_tile(4, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
             case 3: fnn_mk2_tile(3, kc, a0 + i0 * ars, ars, acs, bp, c + (long)i0 * ldc, ldc, nc, acc_in); break;
@@ -83,6 +125,11 @@ __attribute__((unused)) static void fnn_mk2_panel(int m, int kc, const float* a0
             default: break;
         }
     }
+    int i0 = m - tail;
+    if (wide && tail == 2)
+        fnn_mk2_tile_w(2, kc, a0 + i0 * ars, ars, acs, Bp, C + j0 + (long)i0 * ldc, ldc, nr, acc_in);
+    else if (wide && tail == 1)
+        fnn_mk2_tile_w(1, kc, a0 + i0 * ars, ars, acs, Bp, C + j0 + (long)i0 * ldc, ldc, nr, acc_in);
 }
 
 /* Bp[kk*32 + jj] := B[(k0 + kk)*ldb + j0 + jj] for jj < nr, zero for nr <= jj < 32 */
@@ -144,15 +191,16 @@ __attribute__((unused)) static void fnn_mk2_pack_t(const float* B, int ldb, int 
 /* All m rows of a 32-column panel (nr columns real) of C over one packed k step, op(A) packed
    in 8-row tiles kc deep (fnn_pack_a8's layout: row i, step kk at (i/8)*kc*8 + kk*8 + i%8):
    each 16-column half in 4-row tiles (8 independent accumulators, enough to cover the FMA
-   latency), acc_in as fnn_mk2_tile's. noinline: the tile gets the register file whatever
+   latency), the last 1 or 2 rows over the whole panel; acc_in as fnn_mk2_tile's. noinline: the tile gets the register file whatever
    the caller keeps live. */
 __attribute__((noinline, unused)) static void fnn_mk2_panel_pa(int m, int kc, const float* Ap,
                                                               const float* Bp, float* C, long ldc,
                                                               int nr, int acc_in) {
+    int tail = m % 4, wide = nr > 16 && tail > 0 && tail <= 2, mn = wide ? m - tail : m;
     for (int h = 0; h * 16 < nr; h++) {
         int nc = nr - h * 16 < 16 ? nr - h * 16 : 16;
         const float* bp = Bp + h * 16;
-        for (int i0 = 0; i0 < m; i0 += 4) {
+        for (int i0 = 0; i0 < mn; i0 += 4) {
             const float* a = Ap + (long)(i0 / 8) * kc * 8 + i0 % 8;
             float* cr = C + (long)i0 * ldc + h * 16;
             switch (m - i0 < 4 ? m - i0 : 4) {
@@ -162,6 +210,11 @@ __attribute__((noinline, unused)) static void fnn_mk2_panel_pa(int m, int kc, co
                 default: fnn_mk2_tile(1, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
             }
         }
+    }
+    if (wide) {
+        const float* a = Ap + (long)(mn / 8) * kc * 8 + mn % 8;
+        if (tail == 2) fnn_mk2_tile_w(2, kc, a, 1, 8, Bp, C + (long)mn * ldc, ldc, nr, acc_in);
+        else fnn_mk2_tile_w(1, kc, a, 1, 8, Bp, C + (long)mn * ldc, ldc, nr, acc_in);
     }
 }
 
