@@ -84,6 +84,10 @@ def test_float64_and_the_lower_levels():
     with tuned(conv_winograd=False):
         assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2).forward == \
             "s1_across_samples"
+    # but a stride-1 dx with few channels stays on col2im there
+    for xs, ws, p in (((64, 6, 14, 14), (16, 6, 5, 5), 0), ((64, 8, 14, 14), (32, 8, 3, 3), 1)):
+        assert conv_plan.plan_conv2d(xs, ws, 1, p, level="avx2", threads=2).dx == "col2im/f32"
+        assert conv_plan.plan_conv2d(xs, ws, 1, p, level="avx512", threads=2).dx.startswith("s1_")
     assert conv_plan.plan_conv2d(x, w, 1, 1, level="baseline", threads=2) == (
         "im2col_forward/f32", "col2im/f32", "im2col_dw/blas")
     assert conv_plan.plan_conv_transpose2d((8, 16, 1, 1), (16, 8, 4, 4), level="baseline",

@@ -150,7 +150,11 @@ def test_the_convolution_routes_run_from_the_avx2_level_up():
 def test_avx2_convolutions_give_the_avx512_bits(n, c, h, w, o, k, s, p, threads, seed):
     """Both levels' convolution kernels side by side in one process (forward, dx, dW, db, and a
     transposed forward): the AVX2 tiles sum every entry in the AVX-512 tiles' order, whichever
-    route the geometry takes (stride 1 implicit, direct stride 2, gathered, sub-pixel, im2col)."""
+    route the geometry takes (stride 1 implicit, direct stride 2, gathered, sub-pixel, im2col).
+    Both levels run the AVX2 level's plan (its stride-1 dx of few channels takes col2im)."""
+    from fastnn._core import conv_plan
+    from fastnn._core.tuning import tuning
+
     p = min(p, k - 1)
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     if oh < 1 or ow < 1:
@@ -163,15 +167,22 @@ def test_avx2_convolutions_give_the_avx512_bits(n, c, h, w, o, k, s, p, threads,
     old = fnn.get_num_threads()
     fnn.set_num_threads(threads)
     try:
+        plan = conv_plan.plan_conv2d(x.shape, wt.shape, s, p, level="avx2", threads=threads)
+        out_pad = (h - ((oh - 1) * s - 2 * p + k), w - ((ow - 1) * s - 2 * p + k))
+        plan_t = conv_plan.plan_conv_transpose2d(dy.shape, wt.shape, s, p, out_pad, level="avx2",
+                                                 threads=threads)
         got = []
         for level in ("avx2", "avx512"):
             conv = importlib.import_module(f"fastnn._core._{level}._conv")
-            out = np.empty((n, o, oh, ow), np.float32)
-            conv.conv2d_forward(x, wt, b, out, s, p)
-            dx, dw, db = np.empty_like(x), np.zeros_like(wt), np.zeros_like(b)
-            conv.conv2d_backward(x, wt, dy, dx, dw, db, s, p)
-            xt = np.empty_like(x)
-            conv.conv_transpose2d_forward(dy, wt, b[:c] if c <= o else None, xt, s, p)
+            force = tuning(conv_forward=plan.forward, conv_dx=plan.dx, conv_dw=plan.dw,
+                           convt_forward=plan_t.forward)
+            with force:
+                out = np.empty((n, o, oh, ow), np.float32)
+                conv.conv2d_forward(x, wt, b, out, s, p)
+                dx, dw, db = np.empty_like(x), np.zeros_like(wt), np.zeros_like(b)
+                conv.conv2d_backward(x, wt, dy, dx, dw, db, s, p)
+                xt = np.empty_like(x)
+                conv.conv_transpose2d_forward(dy, wt, b[:c] if c <= o else None, xt, s, p)
             got.append((out, dx, dw, db, xt))
     finally:
         fnn.set_num_threads(old)

@@ -261,10 +261,17 @@ def _rule_dw(g, dwt=True):
     return "im2col_dw/nt" if _k("conv_dw_nt") and (g.o >= 64 or g.o % 32 != 0) else "im2col_dw/tn"
 
 
+def _avx2_s1_dx(g):
+    """The AVX2 level's stride-1 dx as a forward only where it measured faster than col2im: 12
+    channels of dx or more (benchmarks/decisions.md: its tiles lack the AVX-512 level's
+    unpacked panel for 5-8 rows)."""
+    return g.c >= 12
+
+
 def _rule_dx(g, dw):
     if g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         flipped = _rule_forward(g.flipped())
-        if g.kernels or flipped == "winograd":
+        if flipped == "winograd" or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
             return flipped
     if _k("conv_subpixel") and _subpixel_ok(g) and (
             _k("conv_subpixel_force") or (g.c >= 16 and g.n * g.oh * g.ow >= 512)):
