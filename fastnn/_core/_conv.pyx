@@ -145,7 +145,8 @@ TUNING = {
     "conv_winograd_tile": "the winograd route's output tile: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3), "
                           "AVX-512 only: fewer multiplies, about 20x the error; docs/winograd.md)",
     "conv_panel_direct": "the cross-sample panels of fnn_mk_conv_s1x/fnn_mk_subpixel with up to 8 "
-                         "rows multiplied straight from their masked loads (else packed)",
+                         "rows (4 at the AVX2 level) multiplied straight from their masked loads "
+                         "(else packed)",
 }
 
 
