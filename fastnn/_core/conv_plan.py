@@ -236,7 +236,7 @@ def _rule_forward(g, winograd=True):
     if winograd and _k("conv_winograd") and _winograd_ok(g) and g.c >= 16 and g.o >= 16:
         return "winograd"
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
-            and g.kw <= 32:
+            and g.kw <= 32 and (g.level != "avx2" or g.o >= 8):
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
             return "s1_widened"
         if g.ow == g.w:
@@ -264,7 +264,7 @@ def _rule_dw(g, dwt=True):
 def _avx2_s1_dx(g):
     """The AVX2 level's stride-1 dx as a forward only where it measured faster than col2im: 12
     channels of dx or more (benchmarks/decisions.md: its tiles lack the AVX-512 level's
-    unpacked panel for 5-8 rows)."""
+    unpacked panel for 5-8 rows; its s1 forwards need 8 output channels, _rule_forward)."""
     return g.c >= 12
 
 
