@@ -14,8 +14,8 @@ Trained with Adam (learning rate decaying to a tenth) on three quarters of the d
 the held-out quarter. ``lrn=False`` drops the two LRN layers for comparison (later networks
 dropped LRN: batch normalisation does its job better).
 
-Bar: >= 97% test accuracy with the default 20 epochs (measured: 97.6% and 98.0% for seeds 0
-and 1).
+Bar: >= 97% test accuracy with the default 30 epochs (measured: 97.6% and 98.2% for seeds 0
+and 1; 20 epochs gave 96.9-99.1% over seeds 0-4, too close to the bar).
 
     python examples/alexnet_lrn_digits.py
 """
@@ -37,7 +37,7 @@ def alexnet_small(lrn=True, dropout=0.5):
         L.Dense(128, 10))
 
 
-def main(epochs=20, lr=3e-3, lrn=True, seed=0, verbose=True):
+def main(epochs=30, lr=3e-3, lrn=True, seed=0, verbose=True):
     t0 = time.perf_counter()
     fnn.seed(seed)
     (X, y), (Xt, yt) = load_digits(test_size=0.25, seed=seed)
@@ -61,7 +61,7 @@ def main(epochs=20, lr=3e-3, lrn=True, seed=0, verbose=True):
 if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-lrn", action="store_true")
     args = ap.parse_args()
