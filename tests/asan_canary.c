@@ -1,4 +1,4 @@
-/* tests/test_asan.py's canary: built with the AddressSanitizer build's flags (asan_masked.h
+/* tests/kernels/test_asan.py's canary: built with the AddressSanitizer build's flags (asan_masked.h
    force-included) and called through ctypes, it stores 16 floats with an AVX-512 masked store
    at `offset` floats into a buffer of n floats. With offset > n - 16 an enabled lane lands past
    the buffer: the run must end in an AddressSanitizer report (gcc instruments no masked store

@@ -1,5 +1,5 @@
 /* Force-included (gcc -include) into the AddressSanitizer build of the compiled core only (see
-   tests/test_fuzz.py): gcc's ASan does not instrument AVX-512 masked loads and stores nor
+   tests/fuzz/test_fuzz.py): gcc's ASan does not instrument AVX-512 masked loads and stores nor
    gathers, nor AVX2's maskload, maskstore and masked gathers: the very accesses of the kernels'
    ragged edges. Each such intrinsic is wrapped so that every lane its mask enables is first
    read as a plain (instrumented) scalar: an enabled lane outside its buffer is then an ASan

@@ -1,5 +1,5 @@
 """Run under ``mpiexec -n 2 python -m mpi4py tests/mpi_checks.py MODE OUTDIR`` by
-tests/test_distributed.py: data-parallel training checked against single-process training
+tests/model/test_distributed.py: data-parallel training checked against single-process training
 computed here, on every rank. Mode ``checks`` writes ``OUTDIR/rank<r>.json`` (what each check
 measured); modes ``raise`` and ``kill`` make rank 1 fail in the middle of ``fit`` (an exception,
 or SIGKILL)."""

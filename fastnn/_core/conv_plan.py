@@ -19,7 +19,7 @@ ValueError naming the eligible ones.
 Adding a route: its kernels as a unit ``_conv_<route>.pxi`` (included by ``_conv.pyx``), its
 name in ``routes.ROUTES``, a line in the pass's ``_eligible_*`` set here (where it can run) and
 in the pass's rule (where it should run), and a branch in the entry point's dispatch on the
-name (``_conv.pyx``); a fuzz shape in tests/test_fuzz_routes.py.
+name (``_conv.pyx``); a fuzz shape in tests/fuzz/test_fuzz_routes.py.
 """
 import collections
 

@@ -1,5 +1,5 @@
 """Which compiled route a kernel call took: a read-only trace for the tests that check that the
-fuzz and AddressSanitizer shapes reach every route (tests/test_fuzz_routes.py, tests/test_asan.py).
+fuzz and AddressSanitizer shapes reach every route (tests/fuzz/test_fuzz_routes.py, tests/kernels/test_asan.py).
 
 The dispatch code of ``_conv.pyx`` (the routes fastnn._core.conv_plan chooses), ``_blas.pyx``
 and ``_recurrent.pyx`` names the route it takes (``took("...")``, one trace in ``_blas``) when a

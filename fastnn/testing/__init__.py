@@ -5,7 +5,7 @@
 
 ``cases(name)`` is a hypothesis strategy of ``Case`` objects for the built-in layer or loss
 ``name``: a valid configuration, a matching float64 input and a mode. ``case.check()`` builds the
-object and runs ``fnn.gradcheck`` on it. ``tests/test_properties.py`` and ``fastnn gradcheck``
+object and runs ``fnn.gradcheck`` on it. ``tests/layers/test_properties.py`` and ``fastnn gradcheck``
 both run these. ``hypothesis`` (a dependency of fastnn) is imported on first use only.
 """
 import importlib

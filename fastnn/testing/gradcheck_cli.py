@@ -1,6 +1,6 @@
 """``fastnn gradcheck [LAYER | module:factory ...]``: gradient-check layers from the command line.
 
-Runs the property checks of ``tests/test_properties.py`` (``fastnn.testing.cases``): for each
+Runs the property checks of ``tests/layers/test_properties.py`` (``fastnn.testing.cases``): for each
 named layer (default: all layers and losses), ``--examples`` hypothesis-generated configurations
 in training and in inference mode, each through ``fnn.gradcheck`` in float64. A failure is shrunk
 to the smallest failing configuration, whose report is printed.

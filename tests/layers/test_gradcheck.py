@@ -10,7 +10,7 @@ import fastnn as fnn
 from fastnn import _random
 from fastnn.layers import Layer
 
-DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "gradcheck.md"
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "gradcheck.md"
 
 
 # --- hand-written layers ----------------------------------------------------------------------------

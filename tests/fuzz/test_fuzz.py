@@ -16,8 +16,8 @@ code fails one test with the child's faulthandler traceback instead of killing p
 hang is caught by a timeout. Each group prints how many cases it generated; the quick profile
 (the default, in CI) runs >= 2,000 cases in total. The thorough profile:
 
-    FASTNN_HYPOTHESIS=thorough python -m pytest tests/test_fuzz.py      # 10x the cases, random seeds
-    python tests/test_fuzz.py --group layers --examples 5000            # one group, by hand
+    FASTNN_HYPOTHESIS=thorough python -m pytest tests/fuzz/test_fuzz.py      # 10x the cases, random seeds
+    python tests/fuzz/test_fuzz.py --group layers --examples 5000            # one group, by hand
 
 These shapes are small (<= 3 channels, <= 6 features): test_fuzz_routes.py adds the shapes that
 reach every compiled route, and test_asan.py runs both against an AddressSanitizer build of the
@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = os.path.dirname(os.path.dirname(HERE))
 
 # quick-profile examples per hypothesis test in each group (several tests per group); the
 # thorough profile multiplies them by 10

@@ -3,7 +3,6 @@
 The examples run single-threaded here, as their scripts do: batches of 32 8x8 digits are too
 small to share between threads, and on a shared test machine thread barriers dominate.
 """
-import importlib.util
 import pathlib
 import re
 
@@ -12,14 +11,8 @@ import pytest
 
 import fastnn as fnn
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+from example_modules import load_example
 
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,7 +102,7 @@ def test_denoising_autoencoder_beats_the_noisy_input_by_3_db():
 def test_generative_example_runs_and_returns_what_it_prints(capsys, name, epochs):
     # a short run of each script end to end: its model, the recipe's judge and the report. The
     # scripts are fastnn.recipes.generative.train with images; the quality bars of the full runs
-    # are asserted on those recipes by tests/test_cli_train.py
+    # are asserted on those recipes by tests/apps/test_cli_train.py
     m = load_example(name).main(epochs=epochs, verbose=0, image_dir=None)
     out = capsys.readouterr().out
     printed = re.search(r"(?:confidence on samples|mean max-probability) ([0-9.]+)", out)

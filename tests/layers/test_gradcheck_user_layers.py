@@ -15,7 +15,7 @@ import pytest
 
 from fastnn.testing.gradcheck_cli import main
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "scale_layer.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "scale_layer.py"
 DOC = EXAMPLE.parent / "gradcheck.md"
 
 # y = x**2 with a backward missing the factor 2; and a correct Cube beside it

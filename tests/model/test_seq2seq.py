@@ -12,7 +12,7 @@ from fastnn.cli import main
 from fastnn.datasets import DATE_TARGET_CHARS, date_source_vocab, date_translation, reversal_pairs
 from fastnn.models import GRUSeq2Seq, TransformerSeq2Seq
 
-from test_examples import load_example
+from example_modules import load_example
 
 MONTHS = "january february march april may june july august september october november december".split()
 

@@ -16,7 +16,7 @@ from fastnn.datasets import load_digits
 from fastnn.losses import CrossEntropy
 from fastnn.recipes.vision import PixelCrossEntropy, digit_canvases, segmentation_scores
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 def load_example(name):

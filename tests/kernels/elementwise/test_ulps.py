@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from numba import njit
 
-import fastnn as fnn
 from fastnn import _core as K
 from fastnn import layers as L
 from fastnn._core import threads as threads_module

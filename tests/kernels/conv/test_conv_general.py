@@ -11,7 +11,7 @@ from fastnn import _core as K
 from fastnn import layers as L
 from fastnn._core import reference as R
 
-from test_kernels_numba import forced
+from thread_counts import forced
 
 
 def tol(dtype):

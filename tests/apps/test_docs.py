@@ -8,7 +8,7 @@ import pytest
 
 import fastnn as fnn
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 
 
 def python_blocks(page):

@@ -22,11 +22,11 @@ float64, 1 and 2 threads. Each case checks:
 Every call runs under ``fastnn._core.routes.traced()``: the child prints the routes each entry
 point (``Conv2D.backward``, ...) took, and ``test_every_route_is_reached`` asserts that every route
 of this build was taken where REQUIRED says. The cases run in a child process (a crash fails one
-test instead of pytest, see test_fuzz.py); tests/test_asan.py runs them again against an
+test instead of pytest, see test_fuzz.py); tests/kernels/test_asan.py runs them again against an
 AddressSanitizer build.
 
-    python tests/test_fuzz_routes.py --examples 3     # by hand, from a checkout built in place
-    FASTNN_HYPOTHESIS=thorough pytest tests/test_fuzz_routes.py   # 10x the cases, random seeds
+    python tests/fuzz/test_fuzz_routes.py --examples 3     # by hand, from a checkout built in place
+    FASTNN_HYPOTHESIS=thorough pytest tests/fuzz/test_fuzz_routes.py   # 10x the cases, random seeds
 """
 import argparse
 import ast
@@ -42,7 +42,7 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = os.path.dirname(os.path.dirname(HERE))
 THOROUGH = os.environ.get("FASTNN_HYPOTHESIS") == "thorough"
 
 EXAMPLES = 5            # quick profile: examples per target (TARGETS' weights multiply it)
@@ -217,7 +217,7 @@ def test_required_lists_every_route_the_dispatch_names():
 SUM_TOL = 16        # sums: |got - ref| <= SUM_TOL * eps * sum of |terms| (+ tiny)
 # recurrent layers: |got - ref| <= REC_TOL * eps * (|ref| + the absolute sum of the element's last
 # GEMM, with each gate derivative at its unit's largest, or of its gate pre-activations); the
-# gate math itself is within a few ulp (tests/test_elementwise_ulp.py)
+# gate math itself is within a few ulp (tests/kernels/elementwise/test_ulps.py)
 REC_TOL = {np.float32: 256, np.float64: 256}
 MAXERR = {}  # kind -> (the largest error / bound unit seen, where)
 TAKEN = collections.defaultdict(collections.Counter)  # entry -> routes taken

@@ -5,7 +5,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fastnn as fnn  # noqa: E402
 from fastnn import layers as L  # noqa: E402
 
 TOL = dict(rtol=1e-4, atol=1e-5)

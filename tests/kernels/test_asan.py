@@ -29,10 +29,12 @@ import sysconfig
 
 import pytest
 
-import test_fuzz
-import test_fuzz_routes
+# the fuzz suites' cases run again here, under the instrumented build: their room's modules
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz"))
+import test_fuzz  # noqa: E402
+import test_fuzz_routes  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 REPO = os.path.dirname(HERE)
 THOROUGH = os.environ.get("FASTNN_HYPOTHESIS") == "thorough"
 ASAN_OPTIONS = "detect_leaks=0:abort_on_error=1"
@@ -217,7 +219,7 @@ def test_route_fuzz_under_asan_reaches_every_route(asan_tree):
 def test_layer_fuzz_under_asan(asan_tree):
     """test_fuzz.py's layer group (small shapes, every mutation) against the instrumented build."""
     examples = test_fuzz.GROUPS["layers"] * (10 if THOROUGH else 1) // 2
-    script = os.path.join(HERE, "test_fuzz.py")
+    script = os.path.join(HERE, "fuzz", "test_fuzz.py")
     run = asan_tree.run([script, "--group", "layers", "--examples", str(examples)]
                         + ([] if THOROUGH else ["--derandomize"]), timeout=1800)
     _passed(run, "the layer fuzz")

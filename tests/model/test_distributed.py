@@ -22,7 +22,7 @@ from fastnn import distributed as dist
 from fastnn import layers as L
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHECKS = os.path.join(HERE, "mpi_checks.py")
+CHECKS = os.path.join(os.path.dirname(HERE), "mpi_checks.py")
 LAUNCH_TIMEOUT = 300  # seconds: a hang fails the test instead of stalling the suite
 
 

@@ -3,8 +3,6 @@
 Every kernel is compiled twice (parallel, and a serial twin for small inputs); ``path`` forces one
 or the other through the dispatch threshold, so both are checked on the same examples.
 """
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,26 +10,15 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn import _core as K
-from fastnn._core import threads as threads_module
 from fastnn._core import reference as R
 from fastnn.testing.ulp import assert_ulp
 
 from conftest import scaled_examples
+from thread_counts import forced
 
 DTYPES = (np.float32, np.float64)
 dtypes = st.sampled_from(DTYPES)
 paths = st.sampled_from(["serial", "parallel"])
-
-
-@contextlib.contextmanager
-def forced(path):
-    """Run the kernels' parallel or serial variant whatever the input size."""
-    saved = threads_module.PARALLEL_MIN_WORK
-    threads_module.PARALLEL_MIN_WORK = 0 if path == "parallel" else 1 << 62
-    try:
-        yield
-    finally:
-        threads_module.PARALLEL_MIN_WORK = saved
 
 
 def tol(dtype):

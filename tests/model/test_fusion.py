@@ -15,7 +15,7 @@ from fastnn._core import reference
 @pytest.fixture(autouse=True)
 def layer_by_layer(monkeypatch):
     """These are tests of Sequential's own layer-by-layer fusion, in both modes; inference mode
-    otherwise runs the fused plan of fastnn.inference (its tests: tests/test_inference.py)."""
+    otherwise runs the fused plan of fastnn.inference (its tests: tests/model/test_inference.py)."""
     monkeypatch.setattr(fnn.inference, "ENABLED", False)
 
 

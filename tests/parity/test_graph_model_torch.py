@@ -6,9 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-import fastnn as fnn  # noqa: E402
 
-from test_graph_model import resnet_block, shared_dense, two_in_two_out  # noqa: E402
+from graph_cases import resnet_block, shared_dense, two_in_two_out  # noqa: E402
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
