@@ -182,6 +182,7 @@ _PRIVATE = {name: ("_recurrent", name) for name in (
 _PRIVATE.update({name: ("_checks", name) for name in ("FLOAT_DTYPES", "check_pair",
                                                          "conv_out_size")})
 _PRIVATE["lookup_matches"] = ("recurrent", "_lookup_matches")
+_PRIVATE["conv2d_family"] = ("conv_plan", "conv2d_family")
 
 
 def __getattr__(name):

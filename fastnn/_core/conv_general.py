@@ -1,7 +1,8 @@
 """General 2-D convolution: dilation, groups and asymmetric zero padding (NCHW).
 
 The dense case (dilation 1, one group, symmetric padding) has its own tuned kernels in
-``_conv.pyx``; the layers send everything else here. Two routes, chosen in :func:`conv2d_route`:
+``_conv.pyx``; the layers send everything else here. Two routes, chosen by the convolution
+planner (``conv_plan.plan_conv2d_general``, through :func:`conv2d_route`):
 
 ``depthwise``
     one input channel per group (groups == C, O = m*C): direct sliding-window loops, in parallel
@@ -21,7 +22,7 @@ Output size: ``OH = (H + top + bottom - dh*(KH - 1) - 1) // sh + 1`` (likewise O
 import numpy as np
 from numba import njit, prange
 
-from . import threads
+from . import conv_plan, threads
 from ._checks import check_float, check_optional_out, check_out, check_pair
 from .activation import pick, serial_twin
 
@@ -30,7 +31,7 @@ threads.sync_numba_threads()
 import scipy.linalg.cython_blas  # noqa: E402,F401
 threads.pin_kernel_blas()
 
-ROUTES = ("depthwise", "im2col")
+ROUTES = conv_plan.GENERAL_ROUTES
 # dW of the im2col route is summed over at most this many blocks of samples
 _DW_BLOCKS = 8
 
@@ -428,9 +429,9 @@ def conv_padding(where, padding):
 
 
 def conv2d_route(in_channels, out_channels, groups):
-    """The route a grouped convolution takes: "depthwise" when every group has one input channel,
-    else "im2col"."""
-    return "depthwise" if groups == in_channels else "im2col"
+    """The route a grouped convolution takes (the planner's rule, ``conv_plan.plan_conv2d_general``):
+    "depthwise" when every group has one input channel, else "im2col"."""
+    return conv_plan.plan_conv2d_general(in_channels, groups)
 
 
 def _geometry(where, x_shape, weight, stride, padding, dilation, groups):

@@ -16,6 +16,11 @@ a forced route: ``tuning(conv_forward="im2col_forward/f32")`` (also ``conv_dx``,
 ``convt_forward``, ``convt_dx``, ``convt_dw``); a forced route the geometry cannot run raises
 ValueError naming the eligible ones.
 
+Convolutions with dilation, groups or asymmetric padding run on ``conv_general`` (numba), not
+``_conv``: ``conv2d_family`` says which family a layer's geometry takes, and
+``plan_conv2d_general`` which of that family's two routes (``GENERAL_ROUTES``) a grouped
+convolution runs.
+
 Adding a route: its kernels as a unit ``_conv_<route>.pxi`` (included by ``_conv.pyx``), its
 name in ``routes.ROUTES``, a line in the pass's ``_eligible_*`` set here (where it can run) and
 in the pass's rule (where it should run), and a branch in the entry point's dispatch on the
@@ -444,3 +449,21 @@ def eligible(op, pass_, x_shape, w_shape, stride=1, padding=0, output_padding=0,
     if pass_ == "dw":
         return sorted(_eligible_dw_convt(g))
     return sorted(r for r in _eligible_forward(g) if not r.startswith("s1_"))
+
+
+# ---- the general family (conv_general.py: dilation, groups, asymmetric padding) -----------------
+GENERAL_ROUTES = ("depthwise", "im2col")
+
+
+def conv2d_family(dilation, groups, pads):
+    """"dense" (``_conv``'s routes, planned above) for one group, no dilation and symmetric
+    padding ``(top, bottom, left, right)``; "general" (``conv_general``) otherwise."""
+    pt, pb, pl, pr = pads
+    dense = tuple(dilation) == (1, 1) and groups == 1 and pt == pb and pl == pr
+    return "dense" if dense else "general"
+
+
+def plan_conv2d_general(in_channels, groups):
+    """The route of ``conv_general`` for every pass: "depthwise" (direct sliding windows) when
+    each group has one input channel, else "im2col" (per sample and group, + BLAS)."""
+    return "depthwise" if groups == in_channels else "im2col"

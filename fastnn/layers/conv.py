@@ -67,7 +67,8 @@ def _conv_padding(where, padding, kernel_size, stride, dilation):
 class _GroupedConv(_ConvBase):
     """Conv2D and Conv1D (a Conv2D of unit height): the dense case runs on ``_conv.pyx``'s
     tuned kernels (with ReLU fusion), dilation, groups or asymmetric padding on
-    ``_core.conv_general``; which one is decided once, in ``_setup_grouped``."""
+    ``_core.conv_general``; the planner (``_core.conv_plan``) decides which, once, in
+    ``_setup_grouped``."""
 
     def _setup_grouped(self, in_channels, out_channels, kernel2, stride2, padding, dilation2,
                        groups, bias, weight_shape, weight_init, bias_init):
@@ -81,10 +82,8 @@ class _GroupedConv(_ConvBase):
         self._stride2, self._dilation2 = stride2, dilation2
         self._kernel2 = kernel2
         self._padding_arg, self._pads = _conv_padding(name, padding, kernel2, stride2, dilation2)
-        pt, pb, pl, pr = self._pads
-        # the one place that picks the implementation: the dense kernels take symmetric padding
-        # without dilation or groups
-        self._dense = dilation2 == (1, 1) and self.groups == 1 and pt == pb and pl == pr
+        # the convolution planner picks the family: _conv's routes or conv_general's
+        self._dense = _core.conv2d_family(dilation2, self.groups, self._pads) == "dense"
         self.x = None
         self.y_shape = None
         self._init_weight_and_bias(weight_shape, (self.out_channels,) if bias else None,

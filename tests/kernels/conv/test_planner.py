@@ -97,6 +97,25 @@ def test_float64_and_the_lower_levels():
                                            threads=1).forward == "pixel_transpose"
 
 
+@pytest.mark.parametrize("kwargs, family, route", [
+    (dict(in_channels=8, out_channels=8, kernel_size=3, padding=1), "dense", None),
+    (dict(in_channels=8, out_channels=16, kernel_size=3, padding=1, groups=8), "general", "depthwise"),
+    (dict(in_channels=8, out_channels=8, kernel_size=3, padding=1, groups=2), "general", "im2col"),
+    (dict(in_channels=4, out_channels=8, kernel_size=3, padding=2, dilation=2), "general", "im2col"),
+    (dict(in_channels=4, out_channels=8, kernel_size=4, padding="same"), "general", "im2col"),
+    (dict(in_channels=4, out_channels=8, kernel_size=3, padding="same"), "dense", None),
+])
+def test_the_planner_sends_dilated_grouped_and_asymmetric_convolutions_to_conv_general(
+        kwargs, family, route):
+    layer = fastnn.layers.Conv2D(**kwargs)
+    assert conv_plan.conv2d_family(layer.dilation, layer.groups, layer._pads) == family
+    assert layer._dense == (family == "dense")
+    if route is not None:
+        assert conv_plan.plan_conv2d_general(layer.in_channels, layer.groups) == route
+        assert _core.conv2d_route(layer.in_channels, layer.out_channels, layer.groups) == route
+        assert route in conv_plan.GENERAL_ROUTES
+
+
 def test_every_planned_name_is_a_route_available_at_its_level():
     for level in isa.LEVELS:
         for name in ("vgg-bn", "dcgan-d", "dcgan-g", "lenet5"):
