@@ -4,8 +4,8 @@
     python -m benchmarks.inference --readme benchmarks/results/inference-RUN.json   # README's table
 
 For each model of the suite (``fastnn.zoo``, as ``benchmarks.models.MODELS``) and the graph models
-``fastnn train resnet|fcn`` trains (``GRAPH_MODELS``), and each batch size, in one process,
-interleaved sample by sample (``models.measure_interleaved``: each sample follows an untimed call
+``fastnn train resnet|fcn`` trains (``GRAPH_MODELS``: train-resnet, train-fcn), and each batch size,
+in one process, interleaved sample by sample (``models.measure_interleaved``: each sample follows an untimed call
 of the same contender):
 
 - **fastnn**: ``model.forward(x, training=False)``, the cached plan of fused steps
@@ -14,7 +14,7 @@ of the same contender):
   ``predict`` took before the plans);
 - **torch**: the ``torch.nn`` twin (``models.torch_module``) with fastnn's weights, ``eval()``,
   under ``torch.inference_mode()``, ``torch.set_num_threads(fnn.get_num_threads())`` (the
-  Sequential models; the graph models have no torch twin);
+  suite's models; the graph models of ``fastnn train`` have no torch twin);
 - **onnxruntime**: the model exported by ``fnn.onnx.export`` (opset 17), a
   ``InferenceSession`` on the CPU provider with ``intra_op_num_threads`` = fastnn's threads and
   graph optimisations at their default (all), spin-waiting off (``allow_spinning=0``: its
@@ -48,10 +48,11 @@ MODELS = tuple(zoo.BUILDERS)
 
 def _graph_models():
     from fastnn.recipes import vision
-    return {"resnet": (vision.resnet, (1, 8, 8)), "fcn": (vision.fcn, (1, 32, 32))}
+    return {"train-resnet": (vision.resnet, (1, 8, 8)), "train-fcn": (vision.fcn, (1, 32, 32))}
 
 
-GRAPH_MODELS = ("resnet", "fcn")
+# named apart from the suite's models (the suite has a resnet of its own, for 3x32x32 images)
+GRAPH_MODELS = ("train-resnet", "train-fcn")
 
 
 def _randomise_batchnorm(model, seed=0):
@@ -80,7 +81,7 @@ def contenders(name, batch, layer_by_layer=False, use_torch=True, use_ort=True, 
     expected = model.forward(x, training=False)
     out = {"fastnn": lambda: model.forward(x, training=False)}
     if layer_by_layer:
-        one_by_one = model._forward_nodes if graph else model._forward_layers
+        one_by_one = model._forward_nodes if isinstance(model, fnn.Model) else model._forward_layers
         out["fastnn layer-by-layer"] = lambda: one_by_one(x, False)
     errors = {}
     if use_torch and not graph:
@@ -168,8 +169,9 @@ def markdown(results, statistic="median_s"):
 README_NOTE = (
     "fastnn is `forward(training=False)` (the inference plan); **layer-by-layer** the layers' "
     "(a graph model's nodes') own forwards one after the other; **torch** the `torch.nn` twin "
-    "with the same weights, `eval()` under `torch.inference_mode()` (none for the graph models "
-    "resnet and fcn of `fastnn train`); **onnxruntime** the `fnn.onnx.export` file on the CPU "
+    "with the same weights, `eval()` under `torch.inference_mode()` (none for train-resnet and "
+    "train-fcn, the graph models of `fastnn train`); **onnxruntime** the `fnn.onnx.export` file "
+    "on the CPU "
     "provider, default graph optimisations; all interleaved in one process.")
 
 

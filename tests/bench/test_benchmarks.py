@@ -428,12 +428,12 @@ def test_inference_benchmark_writes_a_run_and_the_readme_table(tmp_path, capsys)
     from benchmarks import __main__ as bench_main
     from benchmarks import inference
 
-    assert inference.main(["--models", "resnet", "--batches", "1", "--repeats", "2", "--no-torch",
+    assert inference.main(["--models", "train-resnet", "--batches", "1", "--repeats", "2", "--no-torch",
                            "--layer-by-layer", "--out", str(tmp_path)]) == 0
     run_file = next(tmp_path.glob("inference-*.json"))
     capsys.readouterr()
     assert bench_main.main(["--readme", str(run_file)]) == 0
     text = capsys.readouterr().out
     assert "load average" in text and "best of 2 samples" in text
-    assert len([line for line in text.splitlines() if line.startswith("| resnet | 1 |")]) == 1
+    assert len([line for line in text.splitlines() if line.startswith("| train-resnet | 1 |")]) == 1
     assert "fastnn layer-by-layer ms" in text
