@@ -107,3 +107,19 @@ def activation_code(where, relu, negative_slope):
         # a backward that reads the sign of the input off the output needs a slope >= 0
         raise ValueError(f"{where}: negative_slope must be finite and >= 0, got {negative_slope!r}")
     return 2, slope
+
+
+def check_unary(where, x, out, names=("x", "out")):
+    """An elementwise kernel's input ``x`` (float) and its output ``out`` (x's shape and dtype)."""
+    check_float(where, names[0], x)
+    check_out(where, names[1], out, x.shape, x.dtype, f"the shape of {names[0]}")
+
+
+def check_binary(where, a, dy, dx, a_name):
+    """An elementwise backward's saved ``a`` (named ``a_name``), ``dy`` and output ``dx``: all of
+    a's shape and dtype."""
+    check_float(where, a_name, a)
+    check_float(where, "dy", dy, dtype=a.dtype)
+    if dy.shape != a.shape:
+        raise ValueError(f"{where}: dy must have the shape of {a_name} {a.shape}, got {dy.shape}")
+    check_out(where, "dx", dx, a.shape, a.dtype, f"the shape of {a_name}")

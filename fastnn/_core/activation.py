@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from ._checks import check_float, check_out
+from ._checks import check_binary, check_unary
 from ._fastmath import SAFE_FASTMATH, _exp_diff, _fast_sigmoid, _fast_tanh
 
 threads.sync_numba_threads()
@@ -170,19 +170,6 @@ _log_softmax_forward_serial = serial_twin(_log_softmax_forward)
 # public wrappers: validate, flatten, pick the parallel or serial kernel
 # ----------------------------------------------------------------------------------------------
 
-def _check_unary(where, x, out, names=("x", "out")):
-    check_float(where, names[0], x)
-    check_out(where, names[1], out, x.shape, x.dtype, f"the shape of {names[0]}")
-
-
-def _check_binary(where, a, dy, dx, a_name):
-    check_float(where, a_name, a)
-    check_float(where, "dy", dy, dtype=a.dtype)
-    if dy.shape != a.shape:
-        raise ValueError(f"{where}: dy must have the shape of {a_name} {a.shape}, got {dy.shape}")
-    check_out(where, "dx", dx, a.shape, a.dtype, f"the shape of {a_name}")
-
-
 def _slope(where, negative_slope):
     try:
         return float(negative_slope)
@@ -192,7 +179,7 @@ def _slope(where, negative_slope):
 
 def leaky_relu_forward(x, negative_slope, out):
     """out := x if x > 0 else negative_slope * x, any shape."""
-    _check_unary("leaky_relu_forward", x, out)
+    check_unary("leaky_relu_forward", x, out)
     # the slope in x's dtype, so float32 multiplies in float32, as torch's leaky_relu does
     slope = x.dtype.type(_slope("leaky_relu_forward", negative_slope))
     pick(_leaky_relu_forward, _leaky_relu_forward_serial, x.size)(x.reshape(-1), slope, out.reshape(-1))
@@ -200,7 +187,7 @@ def leaky_relu_forward(x, negative_slope, out):
 
 def leaky_relu_backward(x, dy, negative_slope, dx):
     """dx := dy if x > 0 else negative_slope * dy, any shape."""
-    _check_binary("leaky_relu_backward", x, dy, dx, "x")
+    check_binary("leaky_relu_backward", x, dy, dx, "x")
     slope = x.dtype.type(_slope("leaky_relu_backward", negative_slope))
     pick(_leaky_relu_backward, _leaky_relu_backward_serial, x.size)(
         x.reshape(-1), dy.reshape(-1), slope, dx.reshape(-1))
@@ -208,25 +195,25 @@ def leaky_relu_backward(x, dy, negative_slope, dx):
 
 def sigmoid_forward(x, out):
     """out := 1 / (1 + exp(-x)), stable for both signs, any shape."""
-    _check_unary("sigmoid_forward", x, out)
+    check_unary("sigmoid_forward", x, out)
     pick(_sigmoid_forward, _sigmoid_forward_serial, TRANSCENDENTAL_WORK * x.size)(x.reshape(-1), out.reshape(-1))
 
 
 def sigmoid_backward(y, dy, dx):
     """dx := dy * y * (1 - y) with y = sigmoid(x), any shape."""
-    _check_binary("sigmoid_backward", y, dy, dx, "y")
+    check_binary("sigmoid_backward", y, dy, dx, "y")
     pick(_sigmoid_backward, _sigmoid_backward_serial, y.size)(y.reshape(-1), dy.reshape(-1), dx.reshape(-1))
 
 
 def tanh_forward(x, out):
     """out := tanh(x), any shape."""
-    _check_unary("tanh_forward", x, out)
+    check_unary("tanh_forward", x, out)
     pick(_tanh_forward, _tanh_forward_serial, TRANSCENDENTAL_WORK * x.size)(x.reshape(-1), out.reshape(-1))
 
 
 def tanh_backward(y, dy, dx):
     """dx := dy * (1 - y^2) with y = tanh(x), any shape."""
-    _check_binary("tanh_backward", y, dy, dx, "y")
+    check_binary("tanh_backward", y, dy, dx, "y")
     pick(_tanh_backward, _tanh_backward_serial, y.size)(y.reshape(-1), dy.reshape(-1), dx.reshape(-1))
 
 
@@ -240,7 +227,7 @@ def _rows(where, name, a):
 def softmax_forward(x, out):
     """out := softmax(x) along the last axis; x (M, C) (any leading axes are rows)."""
     where = "softmax_forward"
-    _check_unary(where, x, out)
+    check_unary(where, x, out)
     x2 = _rows(where, "x", x)
     pick(_softmax_forward, _softmax_forward_serial, TRANSCENDENTAL_WORK * x.size)(x2, out.reshape(x2.shape))
 
@@ -248,7 +235,7 @@ def softmax_forward(x, out):
 def softmax_backward(y, dy, dx):
     """dx := y * (dy - sum(dy * y, last axis)) with y = softmax(x); y (M, C)."""
     where = "softmax_backward"
-    _check_binary(where, y, dy, dx, "y")
+    check_binary(where, y, dy, dx, "y")
     y2 = _rows(where, "y", y)
     pick(_softmax_backward, _softmax_backward_serial, y.size)(y2, dy.reshape(y2.shape), dx.reshape(y2.shape))
 
@@ -256,6 +243,6 @@ def softmax_backward(y, dy, dx):
 def log_softmax_forward(x, out):
     """out := x - logsumexp(x) along the last axis; x (M, C)."""
     where = "log_softmax_forward"
-    _check_unary(where, x, out)
+    check_unary(where, x, out)
     x2 = _rows(where, "x", x)
     pick(_log_softmax_forward, _log_softmax_forward_serial, TRANSCENDENTAL_WORK * x.size)(x2, out.reshape(x2.shape))

@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from . import _basic, threads
-from ._checks import (check_float, check_index, check_like, check_out, check_pair, check_writable,
-                      conv_out_size)
+from ._checks import (check_binary, check_float, check_index, check_like, check_out, check_pair,
+                      check_unary, check_writable, conv_out_size)
 
 
 def _parallel(work):
@@ -24,20 +24,13 @@ def _parallel(work):
 # ---- ReLU -----------------------------------------------------------------------------------------
 def relu_forward(x, out):
     """out := max(x, 0), any shape (NaN propagates, as torch.relu)."""
-    where = "relu_forward"
-    check_float(where, "x", x)
-    check_out(where, "out", out, x.shape, x.dtype, "the shape of x")
+    check_unary("relu_forward", x, out)
     _basic.relu_forward(x, out, _parallel(x.size))
 
 
 def relu_backward(x, dy, dx):
     """dx := dy * (x > 0), any shape (0 where x <= 0)."""
-    where = "relu_backward"
-    check_float(where, "x", x)
-    check_float(where, "dy", dy, dtype=x.dtype)
-    if dy.shape != x.shape:
-        raise ValueError(f"{where}: dy must have the shape of x {x.shape}, got {dy.shape}")
-    check_out(where, "dx", dx, x.shape, x.dtype, "the shape of x")
+    check_binary("relu_backward", x, dy, dx, "x")
     _basic.relu_backward(x, dy, dx, _parallel(x.size))
 
 

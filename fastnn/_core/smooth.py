@@ -13,7 +13,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from .activation import TRANSCENDENTAL_WORK, _check_binary, _check_unary, pick, serial_twin
+from ._checks import check_binary, check_unary
+from .activation import TRANSCENDENTAL_WORK, pick, serial_twin
 
 threads.sync_numba_threads()
 
@@ -132,7 +133,7 @@ def _alpha(where, alpha):
 def gelu_forward(x, out, approximate="none"):
     """out := x * Phi(x) (``approximate="tanh"``: x/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))),
     any shape."""
-    _check_unary("gelu_forward", x, out)
+    check_unary("gelu_forward", x, out)
     tanh = _approximate("gelu_forward", approximate)
     pick(_gelu_forward, _gelu_forward_serial, TRANSCENDENTAL_WORK * x.size)(
         x.reshape(-1), tanh, out.reshape(-1))
@@ -140,7 +141,7 @@ def gelu_forward(x, out, approximate="none"):
 
 def gelu_backward(x, dy, dx, approximate="none"):
     """dx := dy * GELU'(x), any shape."""
-    _check_binary("gelu_backward", x, dy, dx, "x")
+    check_binary("gelu_backward", x, dy, dx, "x")
     tanh = _approximate("gelu_backward", approximate)
     pick(_gelu_backward, _gelu_backward_serial, TRANSCENDENTAL_WORK * x.size)(
         x.reshape(-1), dy.reshape(-1), tanh, dx.reshape(-1))
@@ -148,27 +149,27 @@ def gelu_backward(x, dy, dx, approximate="none"):
 
 def silu_forward(x, out):
     """out := x * sigmoid(x), any shape."""
-    _check_unary("silu_forward", x, out)
+    check_unary("silu_forward", x, out)
     pick(_silu_forward, _silu_forward_serial, TRANSCENDENTAL_WORK * x.size)(x.reshape(-1), out.reshape(-1))
 
 
 def silu_backward(x, dy, dx):
     """dx := dy * s (1 + x (1 - s)) with s = sigmoid(x), any shape."""
-    _check_binary("silu_backward", x, dy, dx, "x")
+    check_binary("silu_backward", x, dy, dx, "x")
     pick(_silu_backward, _silu_backward_serial, TRANSCENDENTAL_WORK * x.size)(
         x.reshape(-1), dy.reshape(-1), dx.reshape(-1))
 
 
 def elu_forward(x, alpha, out):
     """out := x if x > 0 else alpha * (exp(x) - 1), any shape."""
-    _check_unary("elu_forward", x, out)
+    check_unary("elu_forward", x, out)
     a = _alpha("elu_forward", alpha)
     pick(_elu_forward, _elu_forward_serial, TRANSCENDENTAL_WORK * x.size)(x.reshape(-1), a, out.reshape(-1))
 
 
 def elu_backward(x, dy, alpha, dx):
     """dx := dy if x > 0 else dy * alpha * exp(x), any shape."""
-    _check_binary("elu_backward", x, dy, dx, "x")
+    check_binary("elu_backward", x, dy, dx, "x")
     a = _alpha("elu_backward", alpha)
     pick(_elu_backward, _elu_backward_serial, TRANSCENDENTAL_WORK * x.size)(
         x.reshape(-1), dy.reshape(-1), a, dx.reshape(-1))
