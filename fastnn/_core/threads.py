@@ -17,11 +17,11 @@ one BLAS library (some conda builds), that library stays at one thread.
 import os
 
 # Below this many elements of work a kernel (numba's and fastnn._core.basic's Cython ones) runs
-# serially: waking the thread pool costs ~1.2 us, and on this 2-core machine relu breaks even at
-# ~20-30k float32 elements (benchmarks in the report of the numba-kernel work).
+# serially: waking the thread pool costs more than sharing a small loop saves
+# (benchmarks/decisions.md, "Serial below PARALLEL_MIN_WORK").
 PARALLEL_MIN_WORK = 32768
-# Work of one exp/tanh/log per element relative to one relu element (serial: ~1-2 ns vs ~0.07 ns):
-# kernels doing transcendentals count their elements this many times, so they go parallel sooner.
+# Work of one exp/tanh/log per element relative to one relu element: kernels doing
+# transcendentals count their elements this many times, so they go parallel sooner.
 TRANSCENDENTAL_WORK = 8
 
 
