@@ -29,6 +29,7 @@ name (``_conv.pyx``); a fuzz shape in tests/fuzz/test_fuzz_routes.py.
 import collections
 
 from . import tuning as _tuning
+from ._checks import conv_out_size
 
 Plan = collections.namedtuple("Plan", "forward dx dw")
 
@@ -60,8 +61,8 @@ def _mode(value):
 
 
 for _name in _FORCE:
-    _tuning.register(_name, None, f"force this pass's route (a name of routes.ROUTES; None: the "
-                     f"planner's choice); refused where the geometry cannot run it",
+    _tuning.register(_name, None, "force this pass's route (a name of routes.ROUTES; None: the "
+                     "planner's choice); refused where the geometry cannot run it",
                      _route_or_none)
 for _name, _default, _meaning, _check in (
     ("conv_s1_implicit", True, "stride-1 same-width float32 forwards on the s1 routes", _flag),
@@ -393,10 +394,6 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
-
-
 def plan_conv2d(x_shape, w_shape, stride=1, padding=0, dtype="float32", level=None,
                 threads=None, need_dw=True):
     """The Plan of conv2d of x (N, C, H, W) with weight (O, C, KH, KW) at ``level`` (default:
@@ -404,7 +401,7 @@ def plan_conv2d(x_shape, w_shape, stride=1, padding=0, dtype="float32", level=No
     n, c, h, w = x_shape
     o, _, kh, kw = w_shape
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
-    return conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, _out(h, kh, sh, ph), _out(w, kw, sw, pw),
+    return conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw),
                   str(dtype) == "float32", need_dw, _level(level), _threads(threads))
 
 
@@ -430,8 +427,8 @@ def eligible(op, pass_, x_shape, w_shape, stride=1, padding=0, output_padding=0,
     if op == "conv2d":
         n, c, h, w = x_shape
         o, _, kh, kw = w_shape
-        g = _Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, _out(h, kh, sh, ph),
-                      _out(w, kw, sw, pw), f32, level, threads)
+        g = _Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, conv_out_size(h, kh, sh, ph),
+                      conv_out_size(w, kw, sw, pw), f32, level, threads)
         if pass_ == "forward":
             return sorted(_eligible_forward(g))
         if pass_ == "dw":
