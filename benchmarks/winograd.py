@@ -3,7 +3,7 @@ vgg-bn's 3x3 convolutions at the suite batch: each forward, and each backward-da
 forward of dy with the flipped, transposed weight; none for the first layer), interleaved call
 by call in one process, medians. Effective GFLOP/s count the direct convolution's FLOPs
 (2*N*O*C*9*OH*OW), so a route past the GEMM roofline shows above the measured GEMM peak
-(the best of numpy's and fastnn's float32 GEMM on a large square product, same run).
+(``system.gemm_peak``: the best of numpy's, fastnn's and torch's float32 GEMM, same run).
 
 Accuracy: the error against the float64 reference (fastnn._core.reference), as the largest
 absolute error over the largest absolute output, and the root-mean-square relative error, for
@@ -17,28 +17,20 @@ import time
 
 import numpy as np
 
-from fastnn import _core, zoo
 from fastnn._core import _conv, reference
 from fastnn._core.tuning import tuning
 
-from .models import BATCH
-from .system import layer_bench_setup
+from . import report, system
+from .convs import conv_layers
 
 
 def vgg_layers(extra=False):
     """[(label, n, c, o, h, w, first)] of vgg-bn's 3x3 convolutions (and wider ones)."""
-    model, shape, _ = zoo.build("vgg-bn")
-    n = BATCH["vgg-bn"]
-    c, h, w = shape
-    found = []
-    for layer in model:
-        name = type(layer).__name__
-        if name == "Conv2D":
-            found.append((f"conv {layer.in_channels}->{layer.out_channels} {h}x{w}", n,
-                          layer.in_channels, layer.out_channels, h, w, not found))
-        elif name == "MaxPool2D":
-            h, w = h // 2, w // 2
+    found = [(f"conv {layer.in_channels}->{layer.out_channels} {x_shape[2]}x{x_shape[3]}",
+              x_shape[0], layer.in_channels, layer.out_channels, x_shape[2], x_shape[3], first)
+             for layer, x_shape, _, first in conv_layers("vgg-bn")]
     if extra:
+        n = found[0][1]
         for c, o, s in ((64, 128, 32), (128, 128, 16), (256, 256, 8), (512, 512, 4)):
             found.append((f"conv {c}->{o} {s}x{s}", n, c, o, s, s, False))
     return found
@@ -46,23 +38,6 @@ def vgg_layers(extra=False):
 
 def _median(times):
     return float(np.median(times))
-
-
-def gemm_peak(repeats=5, size=1536):
-    """The best float32 GEMM GFLOP/s of numpy's BLAS and fastnn's microkernel (size^3)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size)).astype(np.float32)
-    b = rng.standard_normal((size, size)).astype(np.float32)
-    out = np.empty((size, size), np.float32)
-    calls = {"numpy": lambda: np.matmul(a, b, out=out), "fastnn": lambda: _core.gemm(a, b, out)}
-    times = {k: [] for k in calls}
-    for _ in range(repeats):
-        for k, f in calls.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    flops = 2.0 * size ** 3
-    return {k: flops / min(v) / 1e9 for k, v in times.items()}
 
 
 def errors(got, ref):
@@ -95,15 +70,13 @@ ROUTES = {  # label -> tile, or None: fastnn's planner with Winograd off (the im
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--extra", action="store_true", help="wider VGG-style layers too")
-    args, use_torch = layer_bench_setup(p, argv)
+    args, use_torch = system.layer_bench_setup(p, argv)
     torch = None
     if use_torch:
         import torch
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-    peak = gemm_peak()
-    print(f"float32 GEMM peak 1536^3: numpy {peak['numpy']:.0f}, fastnn {peak['fastnn']:.0f} "
-          f"GFLOP/s")
+    print(report.peak_text(system.gemm_peak(with_torch=use_torch)))
     routes = {k: t for k, t in ROUTES.items() if t is None or _conv._winograd_available(t)}
     names = list(routes) + (["torch"] if torch is not None else [])
     print(f"{'layer':24s} " + " ".join(f"{k + ' ms':>10s}" for k in names) + "   effective GFLOP/s"
