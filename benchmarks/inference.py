@@ -81,7 +81,7 @@ def contenders(name, batch, layer_by_layer=False, use_torch=True, use_ort=True, 
     expected = model.forward(x, training=False)
     out = {"fastnn": lambda: model.forward(x, training=False)}
     if layer_by_layer:
-        one_by_one = model._forward_nodes if isinstance(model, fnn.Model) else model._forward_layers
+        one_by_one = model._forward_each
         out["fastnn layer-by-layer"] = lambda: one_by_one(x, False)
     errors = {}
     if use_torch and not graph:

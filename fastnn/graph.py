@@ -19,7 +19,7 @@ import copy
 import numpy as np
 
 from . import inference as _inference
-from .layers.base import Layer, layer_from_spec, layer_to_spec, snake_case, unique_name
+from .layers.base import layer_from_spec, layer_to_spec, unique_name
 from .model import ModelBase, _layer_registry, _no_hook, backward_params_only
 
 __all__ = ["Input", "Model", "SymbolicTensor"]
@@ -211,21 +211,12 @@ class Model(ModelBase):
         fusion = step.runner.activation_fusion(nxt.runner)
         return None if fusion is None else (nxt, fusion)
 
-    def forward(self, x, training=True):
-        """The outputs for ``x`` (one array, or a list with one array per input); in inference
-        (``training=False``) through the model's cached :class:`fastnn.inference.GraphPlan`
-        (batch norm folded, activations fused, no caches, reused buffers)."""
-        if not training and _inference.ENABLED:
-            xs = self._as_inputs("forward", x)
-            self._replay_input = xs  # a backward after it replays the nodes (gradcheck)
-            outs = _inference.graph_plan_for(self).__call__(xs)
-            return outs if self.n_outputs > 1 else outs[0]
-        self._replay_input = None
-        if training:
-            _inference.weights_changed()  # batch norms update their running statistics
-        return self._forward_nodes(x, training)
+    def _inference_forward(self, x):
+        """Through the model's cached :class:`fastnn.inference.GraphPlan`."""
+        outs = _inference.graph_plan_for(self)(self._as_inputs("forward", x))
+        return outs if self.n_outputs > 1 else outs[0]
 
-    def _forward_nodes(self, x, training):
+    def _forward_each(self, x, training):
         """The nodes one by one (an activation fused into the layer before it where it can)."""
         xs = self._as_inputs("forward", x)
         values = {id(t): v for t, v in zip(self._inputs, xs)}
@@ -259,9 +250,7 @@ class Model(ModelBase):
         ``input_grad=False`` skips the work only the inputs' gradients need.
         ``self.after_layer_backward`` (if set) is called with each layer (a shared layer's
         second runner for its second call) after the backward of its call, as in Sequential."""
-        replay = self.__dict__.pop("_replay_input", None)
-        if replay is not None:  # the last forward kept no caches: run the nodes' own
-            self._forward_nodes(replay, False)
+        self._replay_for_backward()
         dys = _arrays("backward", "dy", dy, self.n_outputs)
         done = getattr(self, "after_layer_backward", None) or _no_hook
         grads = {}
@@ -323,7 +312,7 @@ class Model(ModelBase):
 
     def __repr__(self):
         lines = [f"  ({layer.name}): {layer!r}" for layer in self.layers]
-        return f"Model(\n" + "\n".join(lines) + "\n)"
+        return "Model(\n" + "\n".join(lines) + "\n)"
 
     def summary(self, print_fn=print):
         """A table of the nodes: layer, output shape, parameters and the layers it is fed by;

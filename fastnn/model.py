@@ -69,6 +69,27 @@ class ModelBase(Layer):
     ``parameters``, ``state_dict``). ``n_inputs``/``n_outputs`` above 1 make X, y and the
     outputs lists (one array per input/output)."""
 
+    def forward(self, x, training=True):
+        """The outputs for ``x`` (a list with one array per input for several inputs). In
+        training, the layers (a graph's nodes) one by one (``_forward_each``); in inference
+        (``training=False``) the model's cached :mod:`fastnn.inference` plan
+        (``_inference_forward``: batch norm folded, activations fused, no caches, reused
+        buffers)."""
+        if not training and _inference.ENABLED:
+            self._replay_input = x  # a backward after it replays the layers (gradcheck)
+            return self._inference_forward(x)
+        self._replay_input = None
+        if training:
+            _inference.weights_changed()  # batch norms update their running statistics
+        return self._forward_each(x, training)
+
+    def _replay_for_backward(self):
+        """Before a backward: the last forward ran the plan, which keeps no caches, so the
+        layers' own forward runs again on its input."""
+        replay = self.__dict__.pop("_replay_input", None)
+        if replay is not None:
+            self._forward_each(replay, False)
+
     n_inputs = 1
     n_outputs = 1
 
@@ -500,18 +521,10 @@ class Sequential(ModelBase):
     def children(self):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
-    def forward(self, x, training=True):
-        """The layers in order; in inference (``training=False``) through the model's fused,
-        cached :mod:`fastnn.inference` plan (batch norm folded, no caches, reused buffers)."""
-        if not training and _inference.ENABLED:
-            self._replay_input = x  # a backward after it replays the layers (gradcheck)
-            return _inference.run(self, x)
-        self._replay_input = None
-        if training:
-            _inference.weights_changed()  # batch norms update their running statistics
-        return self._forward_layers(x, training)
+    def _inference_forward(self, x):
+        return _inference.run(self, x)
 
-    def _forward_layers(self, x, training):
+    def _forward_each(self, x, training):
         """The layers in order. A layer that can run the activation after it in its own pass
         (``activation_fusion``: Dense, Conv2D or BatchNorm followed by a ReLU, the latter two
         by a LeakyReLU too) does so; after a BatchNorm the activation's backward is folded into
@@ -548,9 +561,7 @@ class Sequential(ModelBase):
         If ``self.after_layer_backward`` is set, it is called with each layer right after that
         layer's backward (in backward order; every layer with parameters is reported), so a
         caller can use a layer's gradients while the layers before it are still running."""
-        replay = self.__dict__.pop("_replay_input", None)
-        if replay is not None:  # the last forward kept no caches: run the layers' own
-            self._forward_layers(replay, False)
+        self._replay_for_backward()
         first = 0
         if not input_grad:
             first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),

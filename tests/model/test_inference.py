@@ -10,8 +10,8 @@ from fastnn import layers as L
 
 
 def _layer_by_layer(model, x):
-    if hasattr(model, "_forward_nodes"):  # a graph model (the suite's resnet): its nodes one by one
-        return model._forward_nodes(x, False)
+    if isinstance(model, fnn.Model):  # a graph model (the suite's resnet): its nodes one by one
+        return model._forward_each(x, False)
     h = x
     for layer in model.layers:
         h = layer.forward(h, training=False)
@@ -249,7 +249,7 @@ def test_graph_plan_equals_the_nodes_one_by_one(name, dtype):
     model, shapes = GRAPHS[name]()
     model = _randomise_graph(model.astype(dtype))
     x = _graph_inputs(shapes, 3, dtype, 31)
-    want = _as_list(model._forward_nodes(x, False))   # the path before the plan
+    want = _as_list(model._forward_each(x, False))   # the path before the plan
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
     for got in (_as_list(model.predict(x)), _as_list(model.forward(x, training=False))):
         assert len(got) == len(want)
@@ -294,7 +294,7 @@ def test_graph_plan_does_not_write_over_a_tensor_read_twice():
     _randomise_graph(model)
     x = _graph_inputs(shapes, 2, np.float32, 33)
     x_copy = x.copy()
-    np.testing.assert_allclose(model.predict(x), model._forward_nodes(x, False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.predict(x), model._forward_each(x, False), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(x, x_copy)   # the input, read by the conv and the Add
 
 
@@ -309,7 +309,7 @@ def test_graph_plan_follows_training_and_replays_for_backward():
     model.fit(X, y, optimizer=opt, epochs=1, batch_size=8, verbose=0)
     after = model.predict(X[:4])
     assert not np.allclose(before, after)
-    np.testing.assert_allclose(after, model._forward_nodes(X[:4], False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(after, model._forward_each(X[:4], False), rtol=1e-5, atol=1e-5)
     model64 = _randomise_graph(_resnet_graph()[0].astype(np.float64))
     fnn.assert_gradcheck(model64, gen.standard_normal((2, *shapes[0])), training=False)
 
