@@ -1,5 +1,5 @@
 """The convolutions of the conv-heavy models, at the models' own shapes: every Conv2D and
-ConvTranspose2D of vgg-bn, dcgan-g and dcgan-d, forward and backward as the training step calls
+ConvTranspose2D of vgg-bn, dcgan-g, dcgan-d and resnet, forward and backward as the training step calls
 them (no dx for a model's first layer, whose input needs no gradient), fastnn's kernels against
 the ones PyTorch's step runs (``aten::convolution`` / ``aten::convolution_backward``, oneDNN on
 the CPU), interleaved call by call in one process.
@@ -23,20 +23,35 @@ from fastnn import _core, zoo
 
 from .models import BATCH, make_batch
 
-CONV_MODELS = ("vgg-bn", "dcgan-g", "dcgan-d")
+CONV_MODELS = ("vgg-bn", "dcgan-g", "dcgan-d", "resnet")
 
 
 def conv_layers(name):
-    """``[(layer, x_shape, y_shape, first)]`` of model ``name`` at its suite batch size."""
+    """``[(layer, x_shape, y_shape, first)]`` of model ``name`` at its suite batch size (``first``:
+    the layer reads the model's input, so the training step needs no dx)."""
     model, shape, loss_name = zoo.build(name)
     x, _ = make_batch(model, shape, loss_name, BATCH[name])
-    found = []
-    for i, layer in enumerate(model):
-        y = layer.forward(x, training=False)
-        if type(layer).__name__ in ("Conv2D", "ConvTranspose2D"):
-            found.append((layer, x.shape, y.shape, i == 0))
-        x = y
-    return found
+    return [(layer, a.shape, y.shape, first) for layer, a, y, first in _layer_calls(model, x)
+            if type(layer).__name__ in ("Conv2D", "ConvTranspose2D")]
+
+
+def _layer_calls(model, x):
+    """``(layer, input, output, reads_the_model_input)`` of each layer call of an inference
+    forward, for a Sequential and a graph model (a merge's input: its first)."""
+    if not hasattr(model, "_steps"):
+        for i, layer in enumerate(model):
+            y = layer.forward(x, training=False)
+            yield layer, x, y, i == 0
+            x = y
+        return
+    source = id(model._inputs[0])
+    values = {source: x}
+    for step in model._steps:
+        node = step.node
+        args = [values[id(t)] for t in node.inputs]
+        y = step.runner.forward(args if node.as_list else args[0], training=False)
+        values[id(node.output)] = y
+        yield step.runner, args[0], y, id(node.inputs[0]) == source
 
 
 def _describe(layer, x_shape):

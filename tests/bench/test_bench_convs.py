@@ -21,6 +21,13 @@ def test_conv_layers_are_the_models_convolutions_at_their_batch_shapes():
     vgg = _kinds("vgg-bn")
     assert [k[1][1:] for k in vgg] == [(1, 28, 28), (32, 28, 28), (32, 14, 14), (64, 14, 14)]
     assert [k[3] for k in vgg] == [True, False, False, False]
+    # a graph model: every node's conv, the 1x1 projections of the shortcuts included
+    res = _kinds("resnet")
+    assert len(res) == 15 and [k[3] for k in res] == [True] + [False] * 14
+    assert res[0][1:3] == ((64, 3, 32, 32), (64, 16, 32, 32))
+    assert [(k[1][1:], k[2][1:]) for k in res if k[1][1] != k[2][1]] == [
+        ((3, 32, 32), (16, 32, 32)), ((16, 32, 32), (32, 16, 16)), ((16, 32, 32), (32, 16, 16)),
+        ((32, 16, 16), (64, 8, 8)), ((32, 16, 16), (64, 8, 8))]
 
 
 def test_flops_follow_the_suite_rule_and_totals_add_up():
