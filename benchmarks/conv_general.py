@@ -8,12 +8,13 @@ Run: ``python -m benchmarks.conv_general [--threads 2] [--repeats 20]``; the pag
 ``benchmarks/conv_general.md``.
 """
 import argparse
-import time
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import _core
+
+from .convs import interleaved_calls
 
 # (label, N, C, O, k, stride, padding, dilation, groups, side)
 CASES = (
@@ -63,15 +64,7 @@ def bench(repeats=20, use_torch=True):
     result = {}
     for case in CASES:
         calls = _contenders(case, use_torch, rng)
-        samples = {k: [] for k in calls}
-        for call in calls.values():
-            call()
-        for r in range(repeats):
-            for label, call in (calls.items() if r % 2 else reversed(list(calls.items()))):
-                call()
-                t0 = time.perf_counter()
-                call()
-                samples[label].append(time.perf_counter() - t0)
+        samples = interleaved_calls(calls, repeats)
         result[case[0]] = {k: float(np.median(v)) for k, v in samples.items()}
     return result
 

@@ -14,14 +14,13 @@ fastest), so it is the stricter of the two readings.
 Run on its own: ``python -m benchmarks.convs [--models vgg-bn ...] [--repeats N]``.
 """
 import argparse
-import time
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import _core, zoo
 
-from .models import BATCH, make_batch
+from .models import BATCH, make_batch, measure_interleaved
 
 CONV_MODELS = ("vgg-bn", "dcgan-g", "dcgan-d", "resnet")
 
@@ -103,6 +102,15 @@ def _contenders(layer, x_shape, y_shape, first, use_torch, rng):
     return calls
 
 
+def interleaved_calls(calls, repeats):
+    """{label: [seconds]} of ``repeats`` single calls of each of ``calls`` (label -> call), in
+    alternation, the order reversed every round, each timed call after an untimed one of the same
+    contender (:func:`benchmarks.models.measure_interleaved` with one call per sample)."""
+    timed = measure_interleaved({k: (call, repeats) for k, call in calls.items()}, warmup=1,
+                                min_sample_s=0)
+    return {k: times for k, (times, _) in timed.items()}
+
+
 def bench_model_convs(model_names, repeats=20, use_torch=True, sgemm_size=1024, gemm="numpy"):
     """Per model: every conv layer's fastnn and torch median forward/backward seconds and FLOPs,
     and the totals. Samples alternate between the contenders (and reverse their order every
@@ -127,15 +135,7 @@ def bench_model_convs(model_names, repeats=20, use_torch=True, sgemm_size=1024, 
         for layer, x_shape, y_shape, first in conv_layers(name):
             calls = _contenders(layer, x_shape, y_shape, first, use_torch, rng)
             calls["sgemm"] = sgemm
-            samples = {k: [] for k in calls}
-            for call in calls.values():
-                call()
-            for r in range(repeats):
-                for label, call in (calls.items() if r % 2 else reversed(list(calls.items()))):
-                    call()
-                    t0 = time.perf_counter()
-                    call()
-                    samples[label].append(time.perf_counter() - t0)
+            samples = interleaved_calls(calls, repeats)
             fwd = _forward_flops(layer, x_shape, y_shape)
             row = {"layer": _describe(layer, x_shape), "fwd_flops": fwd, "bwd_flops": fwd * (1 if first else 2)}
             sgemm_times += samples.pop("sgemm")
