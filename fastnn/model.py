@@ -562,20 +562,21 @@ class Sequential(ModelBase):
         layer's backward (in backward order; every layer with parameters is reported), so a
         caller can use a layer's gradients while the layers before it are still running."""
         self._replay_for_backward()
+        layers = self.layers
         first = 0
         if not input_grad:
-            first = next((i for i, layer in enumerate(self.layers) if layer.parameters()),
-                         len(self.layers))
+            first = next((i for i, layer in enumerate(layers) if _has_parameters(layer)),
+                         len(layers))
         fused = getattr(self, "_fused_relus", frozenset())
         done = getattr(self, "after_layer_backward", None) or _no_hook
         skip = -1
-        for i in range(len(self.layers) - 1, first - 1, -1):
+        for i in range(len(layers) - 1, first - 1, -1):
             if i in fused or i == skip:
                 continue  # the layer before it takes dy through the activation
-            layer = self.layers[i]
+            layer = layers[i]
             if (i > first and i - 1 not in fused  # an Embedding has parameters: first <= i - 1
                     and getattr(layer, "takes_table_backward", None) is not None
-                    and layer.takes_table_backward(self.layers[i - 1])):
+                    and layer.takes_table_backward(layers[i - 1])):
                 # a recurrent layer on an Embedding's table: the Embedding's weight gradient
                 # from per-id sums, no dx (Embedding.backward returns None too)
                 dy = layer.backward_table(dy, self.layers[i - 1])
@@ -687,6 +688,16 @@ class _LocalPlan:
 
 def _no_hook(layer):
     pass
+
+
+def _has_parameters(layer):
+    """``bool(layer.parameters())``, without walking the attributes for sub-layers when the
+    layer has parameters of its own and lists them the base class's way."""
+    cls = type(layer)
+    if (layer.__dict__.get("_params") and cls.parameters is Layer.parameters
+            and cls.named_parameters is Layer.named_parameters):
+        return True
+    return bool(layer.parameters())
 
 
 def backward_params_only(layer, dy):

@@ -8,6 +8,8 @@ import math
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
+_ndarray = np.ndarray
 
 
 def _shape(a):
@@ -16,6 +18,12 @@ def _shape(a):
 
 def check_float(where, name, a, ndim=None, dtype=None):
     """``a`` is a C-contiguous float32/float64 ndarray (of rank ``ndim``, of ``dtype``)."""
+    # the common case in a few identity tests (a small model's step makes dozens of these calls);
+    # anything else goes through the checks below, which raise the errors
+    if (type(a) is _ndarray and ((dt := a.dtype) is _F32 or dt is _F64)
+            and (dtype is None or dt == dtype) and (ndim is None or a.ndim == ndim)
+            and a.flags.c_contiguous):
+        return a
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{where}: {name} must be a numpy.ndarray, got {type(a).__name__}")
     if a.dtype not in FLOAT_DTYPES:
@@ -43,7 +51,7 @@ def check_index(where, name, a, shape=None, dtype=np.int64):
 
 
 def check_like(where, name, a, shape, dtype, context=""):
-    """``a`` is a C-contiguous, writable array of exactly ``shape`` and ``dtype``."""
+    """``a`` is a C-contiguous array of exactly ``shape`` and ``dtype``."""
     check_float(where, name, a, dtype=dtype)
     if tuple(a.shape) != tuple(shape):
         extra = f" ({context})" if context else ""
@@ -59,6 +67,11 @@ def check_writable(where, name, a):
 
 def check_out(where, name, a, shape, dtype, context=""):
     """An output buffer: right shape and dtype, C-contiguous and writable."""
+    if (type(a) is _ndarray and ((dt := a.dtype) is _F32 or dt is _F64) and dt == dtype
+            and a.shape == tuple(shape)):
+        flags = a.flags
+        if flags.c_contiguous and flags.writeable:
+            return a
     check_like(where, name, a, shape, dtype, context)
     return check_writable(where, name, a)
 
@@ -111,6 +124,11 @@ def activation_code(where, relu, negative_slope):
 
 def check_unary(where, x, out, names=("x", "out")):
     """An elementwise kernel's input ``x`` (float) and its output ``out`` (x's shape and dtype)."""
+    if (type(x) is _ndarray and type(out) is _ndarray and ((dt := x.dtype) is _F32 or dt is _F64)
+            and out.dtype is dt and out.shape == x.shape and x.flags.c_contiguous):
+        flags = out.flags
+        if flags.c_contiguous and flags.writeable:
+            return
     check_float(where, names[0], x)
     check_out(where, names[1], out, x.shape, x.dtype, f"the shape of {names[0]}")
 
@@ -118,6 +136,13 @@ def check_unary(where, x, out, names=("x", "out")):
 def check_binary(where, a, dy, dx, a_name):
     """An elementwise backward's saved ``a`` (named ``a_name``), ``dy`` and output ``dx``: all of
     a's shape and dtype."""
+    if (type(a) is _ndarray and type(dy) is _ndarray and type(dx) is _ndarray
+            and ((dt := a.dtype) is _F32 or dt is _F64) and dy.dtype is dt and dx.dtype is dt
+            and dy.shape == a.shape and dx.shape == a.shape and a.flags.c_contiguous
+            and dy.flags.c_contiguous):
+        flags = dx.flags
+        if flags.c_contiguous and flags.writeable:
+            return
     check_float(where, a_name, a)
     check_float(where, "dy", dy, dtype=a.dtype)
     if dy.shape != a.shape:

@@ -25,6 +25,7 @@ import numpy as np
 from .._core import FLOAT_DTYPES
 from ..inference import weights_changed
 
+_ndarray = np.ndarray
 
 def workspace(layer, name, shape, dtype):
     """An internal buffer of ``layer`` reused from step to step; reallocated when the shape or
@@ -255,6 +256,8 @@ class Layer:
         pooling, reshapes) given a float64 input becomes float64 instead, so float64 data
         passing through it is never rounded to float32 (as through a PyTorch module without
         parameters)."""
+        if type(x) is _ndarray and x.dtype is self._dtype and x.flags.c_contiguous:
+            return x  # already what the layer computes on: nothing to check or cast
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{self.describe()}: {name} must be a numpy.ndarray, got {type(x).__name__}")
         if x.dtype.kind != "f":

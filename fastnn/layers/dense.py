@@ -100,10 +100,13 @@ class Dense(WeightedLayer):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise self.shape_error(f"(*, {self.in_features})", x.shape)
         self.lead_shape = x.shape[:-1]
-        self.x = x.reshape(-1, self.in_features)
+        flat = x.ndim == 2  # the common case: a batch of rows, no reshapes
+        self.x = x if flat else x.reshape(-1, self.in_features)
         out = np.empty((self.x.shape[0], self.out_features), dtype=self._dtype)
-        _core.dense_forward(self.x, self.weight.data, self._bias_data, out, activation)
-        return out.reshape(*self.lead_shape, self.out_features)
+        bias = self.bias
+        _core.dense_forward(self.x, self.weight.data, None if bias is None else bias.data, out,
+                            activation)
+        return out if flat else out.reshape(*self.lead_shape, self.out_features)
 
     def backward(self, dy, input_grad=True):
         """dx (None when ``input_grad`` is False: only the parameter gradients are computed)."""
@@ -112,10 +115,15 @@ class Dense(WeightedLayer):
         expected = (*self.lead_shape, self.out_features)
         if dy.shape != expected:
             raise self.shape_error(expected, dy.shape, "dy")
-        dx = np.empty_like(self.x) if input_grad else None
-        _core.dense_backward(self.x, self.weight.data, dy.reshape(-1, self.out_features), dx,
-                             self.weight.grad, self._bias_grad)
-        return None if dx is None else dx.reshape(*self.lead_shape, self.in_features)
+        dx = np.empty(self.x.shape, self._dtype) if input_grad else None
+        flat = dy.ndim == 2
+        bias = self.bias
+        dy2 = dy if flat else dy.reshape(-1, self.out_features)
+        _core.dense_backward(self.x, self.weight.data, dy2, dx, self.weight.grad,
+                             None if bias is None else bias.grad)
+        if dx is None or flat:
+            return dx
+        return dx.reshape(*self.lead_shape, self.in_features)
 
     def _on_dtype_change(self):
         self.x = None
