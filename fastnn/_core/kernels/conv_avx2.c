@@ -680,15 +680,22 @@ void fnn_mk_conv_s1x(int m, long j_lo, long j_hi, long P, int C, int H, int W, i
 }
 void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0, const float* src1,
                        int ha, float bv) {
+    /* 4 + 4 sources interleaved per 8-lane store (unpack, then the 128-bit halves in order) */
+    __m256 b = _mm256_set1_ps(bv);
     int wb0 = (W + 1) / 2, wb1 = W / 2;
     for (int i = 0; i < ha; i++) {
         const float* s0 = src0 + (long)i * wb0;
         const float* s1 = src1 + (long)i * wb1;
         float* d = dst + (long)i * rstep;
-        for (int j = 0; j < wb1; j++) {
-            d[2 * j] = s0[j] + bv;
-            d[2 * j + 1] = s1[j] + bv;
+        for (int j0 = 0; j0 < wb0; j0 += 8) {
+            __m256 v0 = fnn2_load_m(fnn2_lanes(0, wb0 - j0), s0 + j0);
+            __m256 v1 = fnn2_load_m(fnn2_lanes(0, wb1 - j0), s1 + j0);
+            __m256 lo = _mm256_unpacklo_ps(v0, v1), hi = _mm256_unpackhi_ps(v0, v1);
+            __m256 e0 = _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), b);
+            __m256 e1 = _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x31), b);
+            int cnt = W - 2 * j0;
+            fnn2_store_m(fnn2_lanes(0, cnt), d + 2 * j0, e0);
+            fnn2_store_m(fnn2_lanes(0, cnt - 8), d + 2 * j0 + 8, e1);
         }
-        if (wb0 > wb1) d[W - 1] = s0[wb0 - 1] + bv;
     }
 }
