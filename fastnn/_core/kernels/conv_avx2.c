@@ -518,7 +518,7 @@ void fnn_dw2_pack_dy(int O, long P, long npix, int n, const float* g, float* dyt
 static inline void fnn2_panel_row(unsigned mk, long shift, int nseg, const unsigned* segm,
                                   const long* segoff, const float* base, float* dst) {
     /* branch-free: the lane masks change from row to row (a 7-pixel-wide image cuts every
-       group of 8 lanes somewhere), so tests on them were mispredicted; a masked load of no
+       group of 8 lanes somewhere), so tests on them predict poorly; a masked load of no
        lanes reads nothing */
     const __m256i sh = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
     __m256 v[4];
