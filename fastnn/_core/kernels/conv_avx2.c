@@ -415,67 +415,73 @@ void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
     fnn2_zero(xp + (long)(ph + H) * Wp, (long)(Hp - ph - H) * Wp);
 }
 /* Direct stride-2 weight gradient (see conv_avx512.c's fnn_dw2_tile): R <= 6 taps x 16
-   channels (dyt and dst at the half; both 32 floats a pixel / a row), 12 accumulators */
+   channels (dyt and dst at the half; both 32 floats a pixel / a row), 12 accumulators, over
+   the pixels [p0, p1) of one FNN_MK_KC step: dst += the step's sums, formed from zero */
 static inline __attribute__((always_inline)) void fnn2_dw2_tile(
-        const int R, const float* xp, long img, int Wp, int OH, int OW, long npix,
+        const int R, const float* xp, long img, int Wp, int OH, int OW, long p0, long p1,
         const long* offs, const float* dyt, float* dst) {
     long o[6];
     for (int r = 0; r < 6; r++) o[r] = offs[r < R ? r : 0];
     long P = (long)OH * OW;
-    for (long p0 = 0; p0 < npix; p0 += FNN_MK_KC) {
-        long p1 = npix - p0 < FNN_MK_KC ? npix : p0 + FNN_MK_KC;
-        long n = p0 / P, pp = p0 - n * P;
-        int oh = (int)(pp / OW), ow = (int)(pp - (long)oh * OW);
-        const float* base = xp + n * img + (long)(2 * oh) * Wp + 2 * ow;
-        __m256 a0[6], a1[6];
-        for (int r = 0; r < R; r++) { a0[r] = _mm256_setzero_ps(); a1[r] = _mm256_setzero_ps(); }
-        const float* d = dyt + p0 * 32;
-        for (long p = p0; p < p1; p++, d += 32) {
-            __m256 w0 = _mm256_loadu_ps(d), w1 = _mm256_loadu_ps(d + 8);
-            for (int r = 0; r < R; r++) {
-                __m256 b = _mm256_broadcast_ss(base + o[r]);
-                a0[r] = _mm256_fmadd_ps(b, w0, a0[r]);
-                a1[r] = _mm256_fmadd_ps(b, w1, a1[r]);
-            }
-            base += 2;
-            if (++ow == OW) {
-                ow = 0;
-                base += 2 * (long)Wp - 2 * OW;
-                if (++oh == OH) { oh = 0; n++; base = xp + n * img; }
-            }
-        }
+    long n = p0 / P, pp = p0 - n * P;
+    int oh = (int)(pp / OW), ow = (int)(pp - (long)oh * OW);
+    const float* base = xp + n * img + (long)(2 * oh) * Wp + 2 * ow;
+    __m256 a0[6], a1[6];
+    for (int r = 0; r < R; r++) { a0[r] = _mm256_setzero_ps(); a1[r] = _mm256_setzero_ps(); }
+    const float* d = dyt + p0 * 32;
+    for (long p = p0; p < p1; p++, d += 32) {
+        __m256 w0 = _mm256_loadu_ps(d), w1 = _mm256_loadu_ps(d + 8);
         for (int r = 0; r < R; r++) {
-            float* q = dst + r * 32;
-            _mm256_storeu_ps(q, _mm256_add_ps(_mm256_loadu_ps(q), a0[r]));
-            _mm256_storeu_ps(q + 8, _mm256_add_ps(_mm256_loadu_ps(q + 8), a1[r]));
+            __m256 b = _mm256_broadcast_ss(base + o[r]);
+            a0[r] = _mm256_fmadd_ps(b, w0, a0[r]);
+            a1[r] = _mm256_fmadd_ps(b, w1, a1[r]);
+        }
+        base += 2;
+        if (++ow == OW) {
+            ow = 0;
+            base += 2 * (long)Wp - 2 * OW;
+            if (++oh == OH) { oh = 0; n++; base = xp + n * img; }
         }
     }
+    for (int r = 0; r < R; r++) {
+        float* q = dst + r * 32;
+        _mm256_storeu_ps(q, _mm256_add_ps(_mm256_loadu_ps(q), a0[r]));
+        _mm256_storeu_ps(q + 8, _mm256_add_ps(_mm256_loadu_ps(q + 8), a1[r]));
+    }
 }
+/* The steps of pixels are the outer loop and the tiles of taps the inner one: a step's dy
+   (FNN_MK_KC pixels x 16 channels, 16 KB) stays in L1 while every tile passes over it, where
+   tiles over all the pixels streamed the whole of dy from L2 once per 6 taps. Each entry
+   still takes the steps' sums in order: the same bits. */
 void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane, long img, int Wp,
                   int OH, int OW, long npix, const float* xp, const float* dyt, float* dwt) {
     int nob = (O + 31) / 32;
     long offs[6];
+    /* ceil(n/6) tiles of balanced sizes: no 1- or 2-tap tile waiting on its FMA chains */
+    int ntl = (r_hi - r_lo + 5) / 6;
     for (int ob = 0; ob < nob; ob++) {
         const float* d = dyt + (long)ob * npix * 32;
         int no = O - ob * 32 < 32 ? O - ob * 32 : 32;
-        /* ceil(n/6) tiles of balanced sizes: no 1- or 2-tap tile waiting on its FMA chains */
-        int ntl = (r_hi - r_lo + 5) / 6;
-        for (int tl = 0, r0 = r_lo, R = 0; tl < ntl; tl++, r0 += R) {
-            R = (r_hi - r0 + (ntl - tl) - 1) / (ntl - tl);
-            for (int r = 0; r < R; r++) {
-                int t = r0 + r, c = t / (KH * KW), ki = (t / KW) % KH, kj = t % KW;
-                offs[r] = (long)c * plane + (long)ki * Wp + kj;
-            }
-            float* dst = dwt + ((long)ob * K + r0) * 32;
+        for (long p0 = 0; p0 < npix; p0 += FNN_MK_KC) {
+            long p1 = npix - p0 < FNN_MK_KC ? npix : p0 + FNN_MK_KC;
             /* the channels past O are zero in dyt and never unpacked: their half is skipped */
             for (int h = 0; h * 16 < no; h++) {
-                switch (R) {
-                    case 6: fnn2_dw2_tile(6, xp, img, Wp, OH, OW, npix, offs, d + h * 16, dst + h * 16); break;
-                    case 5: fnn2_dw2_tile(5, xp, img, Wp, OH, OW, npix, offs, d + h * 16, dst + h * 16); break;
-                    case 4: fnn2_dw2_tile(4, xp, img, Wp, OH, OW, npix, offs, d + h * 16, dst + h * 16); break;
-                    case 3: fnn2_dw2_tile(3, xp, img, Wp, OH, OW, npix, offs, d + h * 16, dst + h * 16); break;
-                    case 2: fnn2_dw2_tile(2, xp, img, Wp, OH, OW, npix, offs, d + h * 16, dst + h * 16); break;
-                    default: fnn2_dw2_tile(1, xp, img, Wp, OH, OW, npix, offs, d + h * 16, dst + h * 16); break;
+                for (int tl = 0, r0 = r_lo, R = 0; tl < ntl; tl++, r0 += R) {
+                    R = (r_hi - r0 + (ntl - tl) - 1) / (ntl - tl);
+                    for (int r = 0; r < R; r++) {
+                        int t = r0 + r, c = t / (KH * KW), ki = (t / KW) % KH, kj = t % KW;
+                        offs[r] = (long)c * plane + (long)ki * Wp + kj;
+                    }
+                    float* dst = dwt + ((long)ob * K + r0) * 32 + h * 16;
+                    const float* dh = d + h * 16;
+                    switch (R) {
+                        case 6: fnn2_dw2_tile(6, xp, img, Wp, OH, OW, p0, p1, offs, dh, dst); break;
+                        case 5: fnn2_dw2_tile(5, xp, img, Wp, OH, OW, p0, p1, offs, dh, dst); break;
+                        case 4: fnn2_dw2_tile(4, xp, img, Wp, OH, OW, p0, p1, offs, dh, dst); break;
+                        case 3: fnn2_dw2_tile(3, xp, img, Wp, OH, OW, p0, p1, offs, dh, dst); break;
+                        case 2: fnn2_dw2_tile(2, xp, img, Wp, OH, OW, p0, p1, offs, dh, dst); break;
+                        default: fnn2_dw2_tile(1, xp, img, Wp, OH, OW, p0, p1, offs, dh, dst); break;
+                    }
                 }
             }
         }
@@ -511,17 +517,18 @@ void fnn_dw2_pack_dy(int O, long P, long npix, int n, const float* g, float* dyt
    elsewhere (the segments' lanes are disjoint, so OR merges them) */
 static inline void fnn2_panel_row(unsigned mk, long shift, int nseg, const unsigned* segm,
                                   const long* segoff, const float* base, float* dst) {
-    if (nseg == 1) {
-        fnn2_row32(mk & segm[0], base + segoff[0] + shift, dst);
-        return;
-    }
+    /* branch-free: the lane masks change from row to row (a 7-pixel-wide image cuts every
+       group of 8 lanes somewhere), so tests on them predict poorly; a masked load of no
+       lanes reads nothing */
+    const __m256i sh = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
     __m256 v[4];
     for (int u = 0; u < 4; u++) v[u] = _mm256_setzero_ps();
     for (int s = 0; s < nseg; s++) {
         unsigned ms = mk & segm[s];
         const float* src = base + segoff[s] + shift;
         for (int u = 0; u < 4; u++)
-            if ((ms >> (8 * u)) & 0xFFu) v[u] = _mm256_or_ps(v[u], fnn2_load_m(ms >> (8 * u), src + 8 * u));
+            v[u] = _mm256_or_ps(v[u], _mm256_maskload_ps(src + 8 * u, _mm256_sllv_epi32(
+                _mm256_set1_epi32((int)(ms >> (8 * u))), sh)));
     }
     for (int u = 0; u < 4; u++) _mm256_store_ps(dst + 8 * u, v[u]);
 }
@@ -673,15 +680,22 @@ void fnn_mk_conv_s1x(int m, long j_lo, long j_hi, long P, int C, int H, int W, i
 }
 void fnn_phase_rows_s2(float* dst, int W, long rstep, const float* src0, const float* src1,
                        int ha, float bv) {
+    /* 4 + 4 sources interleaved per 8-lane store (unpack, then the 128-bit halves in order) */
+    __m256 b = _mm256_set1_ps(bv);
     int wb0 = (W + 1) / 2, wb1 = W / 2;
     for (int i = 0; i < ha; i++) {
         const float* s0 = src0 + (long)i * wb0;
         const float* s1 = src1 + (long)i * wb1;
         float* d = dst + (long)i * rstep;
-        for (int j = 0; j < wb1; j++) {
-            d[2 * j] = s0[j] + bv;
-            d[2 * j + 1] = s1[j] + bv;
+        for (int j0 = 0; j0 < wb0; j0 += 8) {
+            __m256 v0 = fnn2_load_m(fnn2_lanes(0, wb0 - j0), s0 + j0);
+            __m256 v1 = fnn2_load_m(fnn2_lanes(0, wb1 - j0), s1 + j0);
+            __m256 lo = _mm256_unpacklo_ps(v0, v1), hi = _mm256_unpackhi_ps(v0, v1);
+            __m256 e0 = _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), b);
+            __m256 e1 = _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x31), b);
+            int cnt = W - 2 * j0;
+            fnn2_store_m(fnn2_lanes(0, cnt), d + 2 * j0, e0);
+            fnn2_store_m(fnn2_lanes(0, cnt - 8), d + 2 * j0 + 8, e1);
         }
-        if (wb0 > wb1) d[W - 1] = s0[wb0 - 1] + bv;
     }
 }

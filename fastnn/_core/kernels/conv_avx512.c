@@ -458,20 +458,20 @@ void fnn_pad_plane(const float* x, int H, int W, int ph, int pw, int Hp, int Wp,
 /* Direct stride-2 weight gradient, the transpose of fnn_d2_block's layout: the taps of x
    are the broadcasts and dy's channels the vectors. dst rows r of one tile (R <= 8
    consecutive taps r = (c, ki, kj), offs[r] their offsets in the padded sample, 32
-   floats apart: a channel block of dwt) x 32 channels += sum over the batch's pixels [0, npix) of
+   floats apart: a channel block of dwt) x 32 channels += sum over the pixels [p0, p1) of
    x_padded tap * dyt, where dyt holds the 32 channels' dy pixel-major (32 floats a pixel,
-   the batch's pixels in order); in steps of FNN_MK_KC pixels, each step's sum formed from
-   zero and then added: each entry's sums in the order of fnn_mk_conv_dw's, so the same
-   bits. xp: the padded batch (samples img floats apart, rows Wp apart). */
+   the batch's pixels in order); [p0, p1) is one step of FNN_MK_KC pixels, its sum formed
+   from zero and then added (fnn_dw2_rows runs the steps in order): each entry's sums in the
+   order of fnn_mk_conv_dw's, so the same bits. xp: the padded batch (samples img floats
+   apart, rows Wp apart). */
 static inline __attribute__((always_inline)) void fnn_dw2_tile(
-        const int R, const float* xp, long img, int Wp, int OH, int OW, long npix,
+        const int R, const float* xp, long img, int Wp, int OH, int OW, long p0, long p1,
         const long* offs, const float* dyt, float* dst) {
     long o0 = offs[0], o1 = offs[R > 1], o2 = offs[R > 2 ? 2 : 0], o3 = offs[R > 3 ? 3 : 0];
     long o4 = offs[R > 4 ? 4 : 0], o5 = offs[R > 5 ? 5 : 0], o6 = offs[R > 6 ? 6 : 0];
     long o7 = offs[R > 7 ? 7 : 0];
     long P = (long)OH * OW;
-    for (long p0 = 0; p0 < npix; p0 += FNN_MK_KC) {
-        long p1 = npix - p0 < FNN_MK_KC ? npix : p0 + FNN_MK_KC;
+    {
         long n = p0 / P, pp = p0 - n * P;
         int oh = (int)(pp / OW), ow = (int)(pp - (long)oh * OW);
         const float* base = xp + n * img + (long)(2 * oh) * Wp + 2 * ow;
@@ -510,22 +510,27 @@ void fnn_dw2_rows(int r_lo, int r_hi, int K, int O, int KH, int KW, long plane,
     long offs[8];
     for (int ob = 0; ob < nob; ob++) {
         const float* d = dyt + (long)ob * npix * 32;
-        for (int r0 = r_lo; r0 < r_hi; r0 += 8) {
-            int R = r_hi - r0 < 8 ? r_hi - r0 : 8;
-            for (int r = 0; r < R; r++) {
-                int t = r0 + r, c = t / (KH * KW), ki = (t / KW) % KH, kj = t % KW;
-                offs[r] = (long)c * plane + (long)ki * Wp + kj;
-            }
-            float* dst = dwt + ((long)ob * K + r0) * 32;
-            switch (R) {
-                case 8: fnn_dw2_tile(8, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
-                case 7: fnn_dw2_tile(7, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
-                case 6: fnn_dw2_tile(6, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
-                case 5: fnn_dw2_tile(5, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
-                case 4: fnn_dw2_tile(4, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
-                case 3: fnn_dw2_tile(3, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
-                case 2: fnn_dw2_tile(2, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
-                default: fnn_dw2_tile(1, xp, img, Wp, OH, OW, npix, offs, d, dst); break;
+        /* steps outer, tiles inner: a step's dy (FNN_MK_KC pixels x 32 channels) stays in L1
+           while every tile passes over it; each entry still takes the steps' sums in order */
+        for (long p0 = 0; p0 < npix; p0 += FNN_MK_KC) {
+            long p1 = npix - p0 < FNN_MK_KC ? npix : p0 + FNN_MK_KC;
+            for (int r0 = r_lo; r0 < r_hi; r0 += 8) {
+                int R = r_hi - r0 < 8 ? r_hi - r0 : 8;
+                for (int r = 0; r < R; r++) {
+                    int t = r0 + r, c = t / (KH * KW), ki = (t / KW) % KH, kj = t % KW;
+                    offs[r] = (long)c * plane + (long)ki * Wp + kj;
+                }
+                float* dst = dwt + ((long)ob * K + r0) * 32;
+                switch (R) {
+                    case 8: fnn_dw2_tile(8, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                    case 7: fnn_dw2_tile(7, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                    case 6: fnn_dw2_tile(6, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                    case 5: fnn_dw2_tile(5, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                    case 4: fnn_dw2_tile(4, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                    case 3: fnn_dw2_tile(3, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                    case 2: fnn_dw2_tile(2, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                    default: fnn_dw2_tile(1, xp, img, Wp, OH, OW, p0, p1, offs, d, dst); break;
+                }
             }
         }
     }

@@ -188,33 +188,98 @@ __attribute__((unused)) static void fnn_mk2_pack_t(const float* B, int ldb, int 
 }
 
 
+/* fnn_mk2_tile with op(A)'s rows at their own pointers (row r, step kk at ar[r][kk*8]): a
+   6-row tile over fnn_pack_a8's 8-row tiles, whose rows may lie in two of them. R is a
+   constant where this is inlined. */
+static inline __attribute__((always_inline)) void fnn_mk2_tile_rp(
+        const int R, int kc, const float* const* ar, const float* bp, float* cr, long ldc, int nc,
+        int acc_in) {
+    __m256 c0[FNN_MK2_MR], c1[FNN_MK2_MR];
+    const float* a0 = ar[0];
+    long d[FNN_MK2_MR];  /* row r's offset from row 0's pointer: one base register, fixed offsets */
+    for (int r = 0; r < R; r++) {
+        d[r] = ar[r] - a0;
+        if (acc_in != 1) {
+            c0[r] = _mm256_setzero_ps();
+            c1[r] = _mm256_setzero_ps();
+        } else if (nc == 16) {
+            c0[r] = _mm256_loadu_ps(cr + r * ldc);
+            c1[r] = _mm256_loadu_ps(cr + r * ldc + 8);
+        } else {
+            float t[16] = {0};
+            memcpy(t, cr + r * ldc, sizeof(float) * (size_t)nc);
+            c0[r] = _mm256_loadu_ps(t);
+            c1[r] = _mm256_loadu_ps(t + 8);
+        }
+    }
+    for (int kk = 0; kk < kc; kk++, bp += 32, a0 += 8) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        for (int r = 0; r < R; r++) {
+            __m256 av = _mm256_broadcast_ss(a0 + d[r]);
+            c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+        }
+    }
+    if (acc_in == 2) {
+        for (int r = 0; r < R; r++) {
+            float t[16] = {0};
+            const float* s = cr + r * ldc;
+            if (nc < 16) { memcpy(t, s, sizeof(float) * (size_t)nc); s = t; }
+            c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(s));
+            c1[r] = _mm256_add_ps(c1[r], _mm256_loadu_ps(s + 8));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        if (nc == 16) {
+            _mm256_storeu_ps(cr + r * ldc, c0[r]);
+            _mm256_storeu_ps(cr + r * ldc + 8, c1[r]);
+        } else {
+            float t[16];
+            _mm256_storeu_ps(t, c0[r]);
+            _mm256_storeu_ps(t + 8, c1[r]);
+            memcpy(cr + r * ldc, t, sizeof(float) * (size_t)nc);
+        }
+    }
+}
+
 /* All m rows of a 32-column panel (nr columns real) of C over one packed k step, op(A) packed
    in 8-row tiles kc deep (fnn_pack_a8's layout: row i, step kk at (i/8)*kc*8 + kk*8 + i%8):
-   each 16-column half in 4-row tiles (8 independent accumulators, enough to cover the FMA
-   latency), the last 1 or 2 rows over the whole panel; acc_in as fnn_mk2_tile's. noinline: the tile gets the register file whatever
-   the caller keeps live. */
+   each 16-column half in 6-row tiles (12 independent accumulators: 4-row tiles' 8 chains
+   just cover the FMA latency and left the FMA units idle a quarter of the time), the last
+   rows in one tile of 1..5 (1 or 2 over the whole panel); acc_in as fnn_mk2_tile's.
+   noinline: the tile gets the register file whatever the caller keeps live. */
 __attribute__((noinline, unused)) static void fnn_mk2_panel_pa(int m, int kc, const float* Ap,
                                                               const float* Bp, float* C, long ldc,
                                                               int nr, int acc_in) {
-    int tail = m % 4, wide = nr > 16 && tail > 0 && tail <= 2, mn = wide ? m - tail : m;
+    int tail = m % FNN_MK2_MR, wide = nr > 16 && tail > 0 && tail <= 2, mn = wide ? m - tail : m;
+    const float* ar[FNN_MK2_MR];
     for (int h = 0; h * 16 < nr; h++) {
         int nc = nr - h * 16 < 16 ? nr - h * 16 : 16;
         const float* bp = Bp + h * 16;
-        for (int i0 = 0; i0 < mn; i0 += 4) {
-            const float* a = Ap + (long)(i0 / 8) * kc * 8 + i0 % 8;
+        for (int i0 = 0; i0 < mn; i0 += FNN_MK2_MR) {
+            int R = m - i0 < FNN_MK2_MR ? m - i0 : FNN_MK2_MR;
+            for (int r = 0; r < R; r++)
+                ar[r] = Ap + (long)((i0 + r) / 8) * kc * 8 + (i0 + r) % 8;
             float* cr = C + (long)i0 * ldc + h * 16;
-            switch (m - i0 < 4 ? m - i0 : 4) {
-                case 4: fnn_mk2_tile(4, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
-                case 3: fnn_mk2_tile(3, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
-                case 2: fnn_mk2_tile(2, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
-                default: fnn_mk2_tile(1, kc, a, 1, 8, bp, cr, ldc, nc, acc_in); break;
+            switch (R) {
+                case 6: fnn_mk2_tile_rp(6, kc, ar, bp, cr, ldc, nc, acc_in); break;
+                case 5: fnn_mk2_tile_rp(5, kc, ar, bp, cr, ldc, nc, acc_in); break;
+                case 4: fnn_mk2_tile_rp(4, kc, ar, bp, cr, ldc, nc, acc_in); break;
+                case 3: fnn_mk2_tile_rp(3, kc, ar, bp, cr, ldc, nc, acc_in); break;
+                case 2: fnn_mk2_tile_rp(2, kc, ar, bp, cr, ldc, nc, acc_in); break;
+                default: fnn_mk2_tile_rp(1, kc, ar, bp, cr, ldc, nc, acc_in); break;
             }
         }
     }
     if (wide) {
         const float* a = Ap + (long)(mn / 8) * kc * 8 + mn % 8;
-        if (tail == 2) fnn_mk2_tile_w(2, kc, a, 1, 8, Bp, C + (long)mn * ldc, ldc, nr, acc_in);
-        else fnn_mk2_tile_w(1, kc, a, 1, 8, Bp, C + (long)mn * ldc, ldc, nr, acc_in);
+        /* the tail's rows in one 8-row tile when they do not straddle two */
+        if (tail == 2 && mn % 8 != 7) fnn_mk2_tile_w(2, kc, a, 1, 8, Bp, C + (long)mn * ldc, ldc, nr, acc_in);
+        else if (tail == 2) {
+            fnn_mk2_tile_w(1, kc, a, 1, 8, Bp, C + (long)mn * ldc, ldc, nr, acc_in);
+            fnn_mk2_tile_w(1, kc, Ap + (long)((mn + 1) / 8) * kc * 8, 1, 8, Bp,
+                           C + (long)(mn + 1) * ldc, ldc, nr, acc_in);
+        } else fnn_mk2_tile_w(1, kc, a, 1, 8, Bp, C + (long)mn * ldc, ldc, nr, acc_in);
     }
 }
 
