@@ -422,10 +422,11 @@ def run(model, x):
 # --- graph models ------------------------------------------------------------------------------------
 class _Merge:
     """Add, Multiply (into a reused buffer, the inputs in the layer's order) or Concatenate
-    (``np.concatenate(out=...)``): the layer's own arithmetic without its caches."""
+    (``np.concatenate(out=...)``): the layer's own arithmetic without its caches. An Add takes
+    the ReLU (or LeakyReLU of slope >= 0) after it into its last sum (``act``)."""
 
-    def __init__(self, layer):
-        self.layer, self.kind, self.buf = layer, type(layer).__name__, _Buffer()
+    def __init__(self, layer, act=None):
+        self.layer, self.kind, self.buf, self.act = layer, type(layer).__name__, _Buffer(), act
 
     def __call__(self, xs, final):
         layer = self.layer
@@ -443,10 +444,27 @@ class _Merge:
         layer._same_shapes(xs)
         out = self.buf.get(xs[0].shape, xs[0].dtype, final)
         op = np.add if self.kind == "Add" else np.multiply
-        op(xs[0], xs[1], out=out)
-        for x in xs[2:]:
-            op(out, x, out=out)
+        if self.act is None:
+            op(xs[0], xs[1], out=out)
+            for x in xs[2:]:
+                op(out, x, out=out)
+            return out, not final
+        first = xs[0]
+        if len(xs) > 2:  # the sum in the layer's order; the last add carries the activation
+            first = op(xs[0], xs[1], out=out)
+            for x in xs[2:-1]:
+                op(out, x, out=out)
+        _core.add_relu_forward(first, xs[-1], out, self.act[1])
         return out, not final
+
+
+def _add_fusion(layer, following):
+    """The (kind, slope) of the activation ``following`` when an Add can take it into its pass
+    (a ReLU, or a LeakyReLU of slope >= 0), else None."""
+    act = _activation_of(following) if _is(layer, "Add") else None
+    if act is None or act[0] not in ("relu", "leaky_relu") or (act[1] or 0) < 0:
+        return None
+    return act
 
 
 class _ListFallback:
@@ -475,12 +493,14 @@ class _Chain:
             runner = head.runner
             merge = type(runner).__name__ in ("Add", "Multiply", "Concatenate") and _is(
                 runner, type(runner).__name__)
-            self.head = _Merge(runner) if merge else _ListFallback(runner)
-            steps = steps[1:]
+            act = _add_fusion(runner, steps[1].runner) if len(steps) > 1 else None
+            self.head = _Merge(runner, act) if merge else _ListFallback(runner)
+            steps = steps[1 if act is None else 2:]
+            head_kind = type(runner).__name__ + (f"+{act[0]}" if act else "")
         else:
             self.head = None
         self.plan = InferencePlan([s.runner for s in steps])
-        self.kinds = ([type(head.runner).__name__] if self.as_list else []) + self.plan.kinds
+        self.kinds = ([head_kind] if self.as_list else []) + self.plan.kinds
 
     def __call__(self, values):
         args = [values[i] for i in self.inputs]
@@ -501,7 +521,8 @@ class GraphPlan:
     alone and nothing else reads it, so a batch norm folds into the convolution it follows and
     an activation fuses into its epilogue exactly as in a ``Sequential``), each chain an
     :class:`InferencePlan` with its own reused buffers; merges (Add, Multiply, Concatenate)
-    write into reused buffers of their own; a layer called twice runs its twin. A chain's
+    write into reused buffers of their own, an Add with the ReLU that follows it in the same
+    pass (a residual block's ``relu(f(x) + x)``); a layer called twice runs its twin. A chain's
     output read by several nodes is never written over; the model's outputs are fresh
     arrays."""
 

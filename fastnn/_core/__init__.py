@@ -89,6 +89,10 @@ Activations (numba, ``activation.py``; relu Cython, ``_basic.pyx``); elementwise
     tanh_forward(x, out)                      tanh_backward(y, dy, dx)       dx := dy*(1-y*y)
     softmax_forward(x, out)                   softmax_backward(y, dy, dx)    x (..., C), last axis
     log_softmax_forward(x, out)               x (M, C)
+    add_relu_forward(a, b, out, negative_slope=None)     out := relu(a + b) (a residual sum and
+        the ReLU after it in one pass; leaky with negative_slope >= 0) (``merge.py``)
+    add_relu_backward(y, dy, dx, dx2=None, negative_slope=None)   dx (and dx2) := dy through
+        that ReLU, from its output y: the gradient of both summands in one pass
 
 Losses (numba, ``loss.py``; the integer-label one Cython, ``_basic.pyx``), mean over the M rows
     softmax_cross_entropy_forward(logits, target, probs) -> float
@@ -155,6 +159,7 @@ _FAMILIES = {
              "adaptive_avgpool2d_forward", "adaptive_avgpool2d_backward"),
     "norm": ("batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward"),
     "lrn": ("lrn_forward", "lrn_backward"),
+    "merge": ("add_relu_forward", "add_relu_backward"),
     "activation": ("leaky_relu_forward", "leaky_relu_backward",
                    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
                    "softmax_forward", "softmax_backward", "log_softmax_forward"),

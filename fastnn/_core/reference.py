@@ -393,6 +393,24 @@ def leaky_relu_backward(x, dy, negative_slope, dx):
     dx[...] = np.where(x > 0, dy, negative_slope * dy.astype(np.float64))
 
 
+def add_relu_forward(a, b, out, negative_slope=None):
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in the kernel
+        v = np.add(a, b)  # rounded to the dtype before the activation, as the kernel
+    if negative_slope is None:
+        relu_forward(v, out)
+    else:
+        leaky_relu_forward(v, negative_slope, out)
+
+
+def add_relu_backward(y, dy, dx, dx2=None, negative_slope=None):
+    if negative_slope is None:
+        relu_backward(y, dy, dx)
+    else:
+        leaky_relu_backward(y, dy, negative_slope, dx)
+    if dx2 is not None:
+        dx2[...] = dx
+
+
 def sigmoid_forward(x, out):
     x = x.astype(np.float64)
     e = np.exp(-np.abs(x))

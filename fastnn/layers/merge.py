@@ -2,6 +2,8 @@
 arrays and its ``backward`` returns a list, one gradient per input."""
 import numpy as np
 
+from .. import _core
+from .activation import relu_fusion
 from .base import Layer
 
 
@@ -40,24 +42,65 @@ class _Merge(Layer):
 class Add(_Merge):
     """The elementwise sum of its inputs (all of one shape), as ``x0 + x1 + ...``.
 
+    A ReLU (or LeakyReLU of slope >= 0) fed only by an Add runs in the Add's pass, and its
+    backward in the Add's (``activation_fusion``): a graph model computes a residual block's
+    ``relu(f(x) + x)`` and its gradient in one pass each.
+
     Example::
 
         y = Add()([a, b])            # in a graph model: L.Add()([conv_path, projection])
         da, db = Add().backward(dy)  # each input's gradient is dy
     """
 
+    def __init__(self):
+        super().__init__()
+        self.relu_out = None    # the output, when forward_relu applied a ReLU to the sum
+        self.relu_slope = None  # and that ReLU's negative slope, when it was a leaky one
+
     def forward(self, xs, training=True):
         xs = self._inputs(xs)
         self._same_shapes(xs)
-        out = xs[0].copy()
-        for x in xs[1:]:
+        out = np.add(xs[0], xs[1])
+        for x in xs[2:]:
             np.add(out, x, out=out)
+        self.relu_out = self.relu_slope = None
+        return out
+
+    def activation_fusion(self, following):
+        """A ReLU (or LeakyReLU of slope >= 0) runs in this layer's pass, and its backward is
+        folded into this layer's."""
+        fusion = relu_fusion(following)
+        return None if fusion is None else (fusion[0], True)
+
+    def forward_relu(self, xs, training=True, negative_slope=None):
+        """``relu(self.forward(xs))`` in one pass (with ``negative_slope`` >= 0, a leaky ReLU's),
+        bitwise the same; the next ``backward`` takes the gradient of that ReLU's output."""
+        xs = self._inputs(xs)
+        self._same_shapes(xs)
+        out = np.empty_like(xs[0])
+        first = xs[0]
+        if len(xs) > 2:  # the sum in the unfused order; the last add carries the ReLU
+            first = np.add(xs[0], xs[1], out=out)
+            for x in xs[2:-1]:
+                np.add(out, x, out=out)
+        _core.add_relu_forward(first, xs[-1], out, negative_slope)
+        self.relu_out, self.relu_slope = out, negative_slope
         return out
 
     def backward(self, dy):
         dy = self._dy(dy, self.shapes[0] if self.shapes else None)
-        # each input gets its own array: a layer upstream may treat its dy as scratch space
-        return [dy] + [dy.copy() for _ in self.shapes[1:]]
+        if self.relu_out is None:
+            # each input gets its own array: a layer upstream may treat its dy as scratch space
+            return [dy] + [dy.copy() for _ in self.shapes[1:]]
+        grads = [np.empty_like(dy) for _ in self.shapes]
+        _core.add_relu_backward(self.relu_out, dy, grads[0], grads[1], self.relu_slope)
+        for g in grads[2:]:
+            np.copyto(g, grads[0])
+        return grads
+
+    def _on_dtype_change(self):
+        super()._on_dtype_change()
+        self.relu_out = self.relu_slope = None
 
 
 class Multiply(_Merge):

@@ -2,7 +2,8 @@
 BatchNorm the ReLU's gradient is taken inside the BatchNorm's backward too). The fused pair must
 be indistinguishable from the layers run one by one: the same outputs bit for bit, the same
 gradients to rounding (the BatchNorm's channel sums are vectorised, and LLVM may split them
-differently in the fused loop), in both modes and dtypes."""
+differently in the fused loop), in both modes and dtypes. A graph model's Add fuses the ReLU
+after it the same way (a residual block's ``relu(f(x) + x)``), bit for bit."""
 import numpy as np
 import pytest
 
@@ -235,3 +236,71 @@ def test_conv2d_forward_with_activation_matches_the_layers(dtype, slope, shape):
     ref = np.empty_like(plain)
     reference.conv2d_forward(x, w, b, ref, s, p, relu=True, negative_slope=slope)
     np.testing.assert_allclose(fused, ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4)
+
+
+# --- graph models: a residual sum and the ReLU after it -----------------------------------------
+class _PlainReLU(L.ReLU):
+    """Not fused (fusion is offered to exact types only): the Add and its ReLU one by one."""
+
+
+class _PlainLeakyReLU(L.LeakyReLU):
+    pass
+
+
+def _residual(dtype, act, n_inputs):
+    """conv-bn and a 1x1 projection (and a third 1x1 path) summed, then ``act``, then a head."""
+    fnn.seed(5)
+    inp = fnn.Input((2, 5, 5))
+    paths = [L.BatchNorm2D(3, name="bn")(L.Conv2D(2, 3, 3, padding=1, name="conv")(inp)),
+             L.Conv2D(2, 3, 1, name="proj")(inp)]
+    if n_inputs == 3:
+        paths.append(L.Conv2D(2, 3, 1, name="third")(inp))
+    y = act()(L.Add(name="add")(paths))
+    return fnn.Model(inp, L.Dense(75, 2, name="head")(L.Flatten()(y))).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.2, 0.0])
+@pytest.mark.parametrize("n_inputs", [2, 3])
+def test_graph_add_relu_equals_the_layers_one_by_one(dtype, slope, n_inputs):
+    """Fused, the Add computes relu(x0 + x1 (+ x2)) and the masked gradient in one pass each:
+    the output, every gradient and the input gradient bit for bit those of the Add and the
+    ReLU (LeakyReLU) run one by one."""
+    fused_act = L.ReLU if slope is None else (lambda: L.LeakyReLU(slope))
+    plain_act = _PlainReLU if slope is None else (lambda: _PlainLeakyReLU(slope))
+    fused, plain = _residual(dtype, fused_act, n_inputs), _residual(dtype, plain_act, n_inputs)
+    plain.load_state_dict(fused.state_dict())
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 2, 5, 5)).astype(dtype)
+    dy = rng.standard_normal((4, 2)).astype(dtype)
+    for training in (True, False):
+        results = []
+        for model in (fused, plain):
+            model.zero_grad()
+            y = model._forward_each(x, training)  # the layers' own path, not the inference plan
+            dx = model.backward(dy)
+            results.append((y, dx, [p.grad.copy() for p in model.parameters()]))
+        add = next(s for s in fused._steps if s.runner.name == "add")
+        assert fused._fusion(add) is not None and len(fused._folded) == 1
+        assert plain._folded == set()
+        (y, dx, grads), (y_ref, dx_ref, grads_ref) = results
+        assert (dx != 0).any()
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(dx, dx_ref)
+        for g, g_ref in zip(grads, grads_ref):
+            np.testing.assert_array_equal(g, g_ref)
+
+
+def test_add_forward_relu_keeps_nan_and_gives_each_input_its_own_gradient():
+    a = np.array([[np.nan, -0.0, 1.0, -2.0, 3.0]], np.float32)
+    b = np.array([[1.0, 0.0, -1.0, 1.0, np.inf]], np.float32)
+    add = L.Add()
+    y = add.forward_relu([a, b])
+    np.testing.assert_array_equal(y, L.ReLU().forward(np.add(a, b)))
+    dy = np.full_like(a, 2.0)
+    da, db = add.backward(dy)
+    np.testing.assert_array_equal(da, [[2.0, 0.0, 0.0, 0.0, 2.0]])
+    assert da is not db and not np.shares_memory(da, db) and not np.shares_memory(da, dy)
+    np.testing.assert_array_equal(db, da)
+    add.forward([a, b])  # an unfused forward: the next backward is the sum's alone
+    assert all(g is dy or np.array_equal(g, dy) for g in add.backward(dy))

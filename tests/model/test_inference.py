@@ -258,6 +258,22 @@ def test_graph_plan_equals_the_nodes_one_by_one(name, dtype):
             np.testing.assert_allclose(g, w, **tol)
     kinds = [k for chain in inference.graph_plan_for(model).kinds for k in chain]
     assert not [k for k in kinds if k.startswith("BatchNorm")]   # every batch norm folded
+    assert ("Add+relu" in kinds) == (name == "resnet")   # the residual sum takes its ReLU
+
+
+@pytest.mark.parametrize("slope", [0.1, 0.0, -0.1])
+def test_graph_plan_fuses_an_add_and_its_leaky_relu(slope):
+    """A three-input Add followed by a LeakyReLU of slope >= 0 runs as one step (a negative
+    slope stays a step of its own); the output is bitwise the layers' one by one."""
+    fnn.seed(34)
+    inp = fnn.Input((3, 4, 4))
+    a, b = L.Conv2D(3, 3, 3, padding=1, name="a")(inp), L.Conv2D(3, 3, 1, name="b")(inp)
+    y = L.LeakyReLU(slope)(L.Add()([a, b, inp]))
+    model = fnn.Model(inp, L.Flatten()(L.AvgPool2D(2)(y)))
+    x = _graph_inputs([(3, 4, 4)], 3, np.float32, 34)
+    kinds = [k for chain in inference.graph_plan_for(model).kinds for k in chain]
+    assert ("Add+leaky_relu" in kinds) == (slope >= 0) and ("LeakyReLU" in kinds) == (slope < 0)
+    np.testing.assert_array_equal(model.predict(x), model._forward_each(x, False))
 
 
 def test_graph_plan_reuses_buffers_and_hands_out_fresh_outputs():

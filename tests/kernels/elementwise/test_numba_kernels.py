@@ -701,3 +701,50 @@ def test_smooth_activation_kernels_equal_reference(name, args):
         tol = 2e-6 if dtype == np.float32 else 1e-12
         for a, b in zip(*res):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["serial", "parallel"])
+@pytest.mark.parametrize("slope", [None, 0.2, 0.0])
+def test_add_relu_is_the_sum_then_the_activation_bitwise(dtype, path, slope):
+    """add_relu_forward equals np.add then relu_forward (leaky_relu_forward) bit for bit, NaN,
+    -0 and inf - inf included; add_relu_backward from the output equals the activation's
+    backward from its input, in both outputs."""
+    a, b, dy = data(11, (3, 5, 37), dtype, scale=3.0), data(12, (3, 5, 37), dtype), data(13, (3, 5, 37), dtype)
+    a.flat[:5] = [np.nan, -0.0, 0.0, np.inf, 1.0]
+    b.flat[:5] = [1.0, -0.0, -0.0, -np.inf, -1.0]
+    with np.errstate(invalid="ignore"):  # inf - inf
+        s = np.add(a, b)
+    want, want_dx = np.empty_like(s), np.empty_like(s)
+    if slope is None:
+        K.relu_forward(s, want)
+        K.relu_backward(s, dy, want_dx)
+    else:
+        K.leaky_relu_forward(s, slope, want)
+        K.leaky_relu_backward(s, dy, slope, want_dx)
+    out, dx, dx2, in_place = np.empty_like(s), np.empty_like(s), np.empty_like(s), a.copy()
+    with forced(path):
+        K.add_relu_forward(a, b, out, slope)
+        K.add_relu_forward(in_place, b, in_place, slope)   # out may be an input
+        K.add_relu_backward(out, dy, dx, dx2, slope)
+    for got in (out, in_place):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(dx, want_dx)
+    np.testing.assert_array_equal(dx2, want_dx)
+    ref, ref_dx = np.empty_like(s), np.empty_like(s)
+    R.add_relu_forward(a, b, ref, slope)
+    R.add_relu_backward(out, dy, ref_dx, None, slope)
+    close(ref, want, dtype)
+    close(ref_dx, want_dx, dtype)
+
+
+def test_add_relu_rejects_mismatched_arrays():
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="add_relu_forward: b must have the shape of a"):
+        K.add_relu_forward(a, np.ones((3, 2), np.float32), np.empty_like(a))
+    with pytest.raises(TypeError, match="add_relu_forward: b has dtype float64"):
+        K.add_relu_forward(a, np.ones((2, 3)), np.empty_like(a))
+    with pytest.raises(ValueError, match="negative_slope must be finite and >= 0"):
+        K.add_relu_forward(a, a, np.empty_like(a), -0.1)
+    with pytest.raises(ValueError, match=r"add_relu_backward: dx2 must have shape \(2, 3\)"):
+        K.add_relu_backward(a, a, np.empty_like(a), np.empty((2, 4), np.float32))
