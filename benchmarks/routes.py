@@ -11,9 +11,16 @@ re-measurement on this CPU (benchmarks/decisions.md has the earlier ones).
 The dx pass is timed alone (dW not requested), so ``subpixel/beside_dw``, which shares its pool
 of tasks with dW, is not among its candidates.
 
-Run on its own: ``python -m benchmarks.routes [--models vgg-bn ...] [--repeats N] [--threads N]``.
+A geometry met twice in a model (resnet's repeated blocks) is timed once. ``--cpu`` times
+with ``time.process_time`` (the process's CPU time: at 1 thread the least disturbed reading on
+a shared machine; at more threads it counts the waiting threads' spinning too); ``--json PATH``
+writes the rows with every call's time, for comparing runs.
+
+Run on its own: ``python -m benchmarks.routes [--models vgg-bn ...] [--repeats N] [--threads N]
+[--cpu] [--json PATH]``.
 """
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -67,8 +74,10 @@ def _plan_and_eligible(layer, x_shape, y_shape, pass_):
     return getattr(plan, pass_), routes
 
 
-def time_routes(layer, x_shape, y_shape, pass_, repeats, rng):
-    """(planner's route, {route: median seconds}) of one pass of ``layer``."""
+def time_routes(layer, x_shape, y_shape, pass_, repeats, rng, timer=time.perf_counter,
+                samples=None):
+    """(planner's route, {route: median seconds}) of one pass of ``layer`` (``samples``: a dict
+    that receives every call's time, {route: [seconds]})."""
     kind = "convT" if type(layer).__name__ == "ConvTranspose2D" else "conv"
     knob = _KNOB[kind, pass_]
     chosen, routes = _plan_and_eligible(layer, x_shape, y_shape, pass_)
@@ -81,33 +90,47 @@ def time_routes(layer, x_shape, y_shape, pass_, repeats, rng):
         order = routes[i % len(routes):] + routes[:i % len(routes)]
         for r in order:
             with tuning(**{knob: r}):
-                t0 = time.perf_counter()
+                t0 = timer()
                 call()
-                times[r].append(time.perf_counter() - t0)
+                times[r].append(timer() - t0)
+    if samples is not None:
+        samples.update(times)
     return chosen, {r: statistics.median(t) for r, t in times.items()}
 
 
-def run(models=CONV_MODELS, repeats=7, margin=0.10, out=sys.stdout):
-    """Times every eligible route of every conv layer of ``models``; prints the table, returns
-    its rows as dicts (model, layer, pass, planner, winner, ms: {route: median ms}, retune)."""
+def run(models=CONV_MODELS, repeats=7, margin=0.10, out=sys.stdout, cpu=False):
+    """Times every eligible route of every conv layer of ``models`` (``cpu``: process CPU time,
+    else wall time); prints the table, returns its rows as dicts (model, layer, x_shape, pass,
+    planner, winner, ms: {route: median ms}, calls: {route: [ms]}, retune)."""
     rng = np.random.default_rng(0)
     rows = []
+    timer = time.process_time if cpu else time.perf_counter
     print(f"conv routes at {fnn.get_num_threads()} threads, {isa.LEVEL} level, medians "
-          f"of {repeats} interleaved calls, ms", file=out)
+          f"of {repeats} interleaved calls, ms ({'CPU' if cpu else 'wall'} time)", file=out)
     header = f"{'model':8} {'layer':28} {'pass':7} {'planner':29} {'winner':29} routes"
     print(header, file=out)
     print("-" * len(header), file=out)
     for model in models:
+        seen = set()
         for layer, x_shape, y_shape, first in conv_layers(model):
+            key = (_describe(layer, x_shape), tuple(x_shape), tuple(y_shape), first)
+            if key in seen:
+                continue
+            seen.add(key)
             for pass_ in ("forward", "dx", "dw"):
                 if pass_ == "dx" and first:
                     continue
-                chosen, ms = time_routes(layer, x_shape, y_shape, pass_, repeats, rng)
+                calls = {}
+                chosen, ms = time_routes(layer, x_shape, y_shape, pass_, repeats, rng, timer,
+                                         calls)
                 ms = {r: t * 1e3 for r, t in ms.items()}
                 winner = min(ms, key=ms.get)
                 retune = ms[chosen] > ms[winner] * (1 + margin)
-                rows.append({"model": model, "layer": _describe(layer, x_shape), "pass": pass_,
-                             "planner": chosen, "winner": winner, "ms": ms, "retune": retune})
+                rows.append({"model": model, "layer": _describe(layer, x_shape),
+                             "x_shape": list(x_shape), "pass": pass_, "planner": chosen,
+                             "winner": winner, "ms": ms,
+                             "calls": {r: [t * 1e3 for t in ts] for r, ts in calls.items()},
+                             "retune": retune})
                 cells = " | ".join(f"{r} {t:.2f}" for r, t in sorted(ms.items(), key=lambda kv: kv[1]))
                 print(f"{model:8} {_describe(layer, x_shape):28} {pass_:7} {chosen:29} "
                       f"{winner + (' <- re-tune' if retune else ''):29} {cells}", file=out, flush=True)
@@ -121,10 +144,16 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--routes-margin", type=float, default=0.10)
+    p.add_argument("--cpu", action="store_true", help="time by process CPU time (1 thread)")
+    p.add_argument("--json", metavar="PATH", help="write the rows (every call's time) here")
     args = p.parse_args(argv)
     if args.threads is not None:
         fnn.set_num_threads(args.threads)
-    run(args.models, args.repeats, args.routes_margin)
+    rows = run(args.models, args.repeats, args.routes_margin, cpu=args.cpu)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": fnn.get_num_threads(), "level": isa.LEVEL, "cpu": args.cpu,
+                       "rows": rows}, f)
     return 0
 
 
