@@ -139,8 +139,6 @@ TUNING = {
     "conv_col_chunk_bytes": "target size in bytes of one chunk's im2col matrix",
     "conv_dw2_tasks_per_thread": "direct_s2_dw's tasks per thread (1: the static split); the "
                                  "same bits",
-    "conv_subpixel_implicit": "sub-pixel phases as wide as dy packed straight from dy (else "
-                              "through an im2col matrix); the same bits",
     "conv_dwt_narrow": "dwt_s1's panels of at most 16 channels on 16-lane tiles (else 32-lane)",
     "conv_winograd_tile": "the winograd route's output tile: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3), "
                           "AVX-512 only: fewer multiplies, about 20x the error; docs/winograd.md)",
@@ -153,7 +151,7 @@ TUNING = {
 def _tune(str name, value):
     """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
     and returns the old value."""
-    global _dynamic, _col_chunk_bytes, _dw2_tasks_per_thread, _subpixel_implicit, _wg_tile
+    global _dynamic, _col_chunk_bytes, _dw2_tasks_per_thread, _wg_tile
     if name == "conv_dynamic_schedule":
         old = bool(_dynamic)
         if value is not None:
@@ -166,10 +164,6 @@ def _tune(str name, value):
         old = _dw2_tasks_per_thread
         if value is not None:
             _dw2_tasks_per_thread = max(1, value)
-    elif name == "conv_subpixel_implicit":
-        old = bool(_subpixel_implicit)
-        if value is not None:
-            _subpixel_implicit = value
     elif name == "conv_winograd_tile":
         old = _wg_tile
         if value is not None:

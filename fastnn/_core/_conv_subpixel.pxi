@@ -15,9 +15,17 @@
 # independent (the phases write disjoint sub-grids), each on its thread's own workspace and a
 # single-threaded microkernel GEMM; every entry of dx is one GEMM sum in a fixed order, so the
 # result does not depend on the thread count or the chunking.
-# Phases as wide as dy pack their panels straight from dy (knob conv_subpixel_implicit; off: every
-# phase through a stride-1 im2col, as the narrower phases always are).
-cdef bint _subpixel_implicit = True
+# How each phase is computed (packed straight from dy, through a stride-1 im2col, or zeros where
+# no tap reaches it) is the planner's choice: conv_plan.subpixel_phases, passed down as codes.
+cdef enum:
+    _PHASE_EMPTY = 0     # no rows or columns of dx in this phase
+    _PHASE_NO_TAPS = 1
+    _PHASE_IMPLICIT = 2
+    _PHASE_IM2COL = 3
+
+_PHASE_CODES = {None: _PHASE_EMPTY, "subpixel_phase/no_taps": _PHASE_NO_TAPS,
+                "subpixel_phase/implicit": _PHASE_IMPLICIT,
+                "subpixel_phase/im2col": _PHASE_IM2COL}
 
 
 # The sub-pixel phases' implicit GEMM (see _subpixel_phase). Uses the microkernel's macros above.
@@ -62,35 +70,25 @@ cdef void _subpixel_weights(const float* w, int O, int C, int KH, int KW, int sh
                     wph[tab[3 * t] + c * tab[3 * t + 1] + o * tab[3 * t + 2]] = src[t]
 
 
-cdef inline bint _phase_from_dy(int wb, int OW, int ju, int jv) noexcept nogil:
-    """Whether a phase with taps, wb columns wide, packs its panels straight from dy (OW wide,
-    fnn_mk_subpixel) rather than through a stride-1 im2col: its sub-grid is as wide as dy."""
-    return _subpixel_implicit and wb == OW and ju <= 32 and jv <= 32
-
-
-cdef _trace_phases(int O, int OW, int KH, int KW, int sh, int sw, int ph, int pw, int H, int W):
-    """The routes _subpixel_rows takes for the phases (a, b) of a pass (see _subpixel_gemm)."""
-    cdef int a, b, ju, jv
-    for a in range(sh):
-        if (H - a + sh - 1) // sh <= 0:
-            continue
-        ju = _phase_taps(KH, sh, (a + ph) % sh)
-        for b in range(min(sw, W)):
-            jv = _phase_taps(KW, sw, (b + pw) % sw)
-            if O * ju * jv == 0:
-                took("subpixel_phase/no_taps")
-            elif _phase_from_dy((W - b + sw - 1) // sw, OW, ju, jv):
-                took("subpixel_phase/implicit")
-            else:
-                took("subpixel_phase/im2col")
+def _phase_variants(int O, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw,
+                    int H, int W):
+    """The planner's variant of each phase a*sw + b (conv_plan.subpixel_phases) as codes, with
+    the trace of the ones that run."""
+    phases = _planner.subpixel_phases(O, OH, OW, KH, KW, sh, sw, ph, pw, H, W)
+    if tracing():
+        for v in phases:
+            if v is not None:
+                took(v)
+    return np.array([_PHASE_CODES[v] for v in phases], np.intc)
 
 
 cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
                          const float* wph, const float* wpk, int C, int KH, int KW, int sh,
-                         int sw, int ph, int pw, int H, int W, int a, int b, float* col,
-                         float* buf) noexcept nogil:
-    """buf (C, nb*Ha*Wb) := phase (a, b) of samples [n0, n0 + nb) (zeros without taps); wph is
-    the phase's (C, O*Ju*Jv) weight block, wpk the same packed by fnn_pack_a8."""
+                         int sw, int ph, int pw, int H, int W, int a, int b, int variant,
+                         float* col, float* buf) noexcept nogil:
+    """buf (C, nb*Ha*Wb) := phase (a, b) of samples [n0, n0 + nb) by ``variant`` (a _PHASE_
+    code: zeros without taps, packed from dy, or through im2col); wph is the phase's
+    (C, O*Ju*Jv) weight block, wpk the same packed by fnn_pack_a8."""
     cdef int r = (a + ph) % sh, q0 = (a + ph) // sh
     cdef int rw = (b + pw) % sw, q0w = (b + pw) // sw
     cdef int ha = (H - a + sh - 1) // sh, wb = (W - b + sw - 1) // sw
@@ -98,9 +96,9 @@ cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
     cdef int k = O * ju * jv
     cdef Py_ssize_t pa = <Py_ssize_t>ha * wb
     cdef Py_ssize_t nbp = nb * pa
-    if k == 0:
+    if variant == _PHASE_NO_TAPS:
         memset(buf, 0, <Py_ssize_t>C * nbp * sizeof(float))
-    elif _phase_from_dy(wb, OW, ju, jv):
+    elif variant == _PHASE_IMPLICIT:
         fnn_mk_subpixel(C, nb, pa, O, OH, OW, ju, jv, ju - 1 - q0, jv - 1 - q0w, wpk,
                         g + <Py_ssize_t>n0 * O * OH * OW, <Py_ssize_t>O * OH * OW, buf, <int>nbp)
     else:
@@ -111,8 +109,9 @@ cdef void _subpixel_gemm(const float* g, int n0, int nb, int O, int OH, int OW,
 
 cdef void _subpixel_rows(const float* g, int n0, int nb, int O, int OH, int OW,
                          const float* wph, const float* wpk, int C, int KH, int KW, int sh,
-                         int sw, int ph, int pw, int H, int W, int a, const float* bias,
-                         float* out, float* col, float* buf, Py_ssize_t phase_size) noexcept nogil:
+                         int sw, int ph, int pw, int H, int W, int a, const int* variants,
+                         const float* bias, float* out, float* col, float* buf,
+                         Py_ssize_t phase_size) noexcept nogil:
     """Rows a, a + sh, ... of out[n0:n0+nb]: the sw phases (a, b) into buf (phase_size apart),
     then each of those rows written whole, its sw phases interleaved, + bias[c]."""
     cdef int ha = (H - a + sh - 1) // sh
@@ -130,7 +129,7 @@ cdef void _subpixel_rows(const float* g, int n0, int nb, int O, int OH, int OW,
                 * _phase_taps(KW, sw, (q % sw + pw) % sw))
     for b in range(min(sw, W)):
         _subpixel_gemm(g, n0, nb, O, OH, OW, wph + off, wpk + off // C * c8, C, KH, KW, sh, sw,
-                       ph, pw, H, W, a, b, col, buf + b * phase_size)
+                       ph, pw, H, W, a, b, variants[a * sw + b], col, buf + b * phase_size)
         off += <Py_ssize_t>C * O * _phase_taps(KH, sh, (a + ph) % sh) * _phase_taps(KW, sw, (b + pw) % sw)
     if sw == 2 and W >= 2:
         pa0 = <Py_ssize_t>ha * ((W + 1) // 2)
@@ -157,8 +156,9 @@ cdef void _subpixel_rows(const float* g, int n0, int nb, int O, int OH, int OW,
 
 cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const float* wph,
                            const float* wpk, int C, int KH, int KW, int sh, int sw, int ph, int pw, int H, int W,
-                           const float* bias, float* out, int nbmax, int nt, float* col,
-                           float* buf, Py_ssize_t col_size, Py_ssize_t phase_size) noexcept nogil:
+                           const int* variants, const float* bias, float* out, int nbmax,
+                           int nt, float* col, float* buf, Py_ssize_t col_size,
+                           Py_ssize_t phase_size) noexcept nogil:
     """out (N, C, H, W) := the backward-data pass of g (N, O, OH, OW) phase by phase. Tasks
     (chunk of samples, row phase a) go to nt threads dynamically (round-robin on the static
     schedule), each thread with its own col_size and sw*phase_size workspaces."""
@@ -171,7 +171,7 @@ cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const f
             t = openmp.omp_get_thread_num()
             n0 = (task // sh) * nbmax
             _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, wpk, C, KH, KW, sh, sw,
-                           ph, pw, H, W, task % sh, bias, out, col + t * col_size,
+                           ph, pw, H, W, task % sh, variants, bias, out, col + t * col_size,
                            buf + t * buf_size, phase_size)
         return
     if nt > 1:
@@ -180,14 +180,14 @@ cdef void _subpixel_driver(const float* g, int N, int O, int OH, int OW, const f
             while task < ntasks:
                 n0 = (task // sh) * nbmax
                 _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, wpk, C, KH, KW, sh, sw,
-                               ph, pw, H, W, task % sh, bias, out, col + t * col_size,
+                               ph, pw, H, W, task % sh, variants, bias, out, col + t * col_size,
                                buf + t * buf_size, phase_size)
                 task = task + nt
         return
     for task in range(ntasks):
         n0 = (task // sh) * nbmax
         _subpixel_rows(g, n0, min(nbmax, N - n0), O, OH, OW, wph, wpk, C, KH, KW, sh, sw, ph,
-                       pw, H, W, task % sh, bias, out, col, buf, phase_size)
+                       pw, H, W, task % sh, variants, bias, out, col, buf, phase_size)
 
 
 def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw,
@@ -202,8 +202,7 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     cdef int C = weight.shape[1], KH = weight.shape[2], KW = weight.shape[3]
     cdef int H = out.shape[2], W = out.shape[3]
     cdef int a, b, ju, jv, ha, wb, NB, NT
-    if tracing():
-        _trace_phases(O, OW, KH, KW, sh, sw, ph, pw, H, W)
+    variants = _phase_variants(O, OH, OW, KH, KW, sh, sw, ph, pw, H, W)
     cdef Py_ssize_t kmax = 0, pamax = 0, colmax = 0, wtotal = 0
     for a in range(sh):
         ju = _phase_taps(KH, sh, (a + ph) % sh)
@@ -240,6 +239,7 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
     cdef Py_ssize_t* ptab = <Py_ssize_t*>_ptr(tab)
     cdef float* pcol = <float*>_ptr(col)
     cdef float* pbuf = <float*>_ptr(buf)
+    cdef const int* pvar = <int*>_ptr(variants)
     with nogil:
         _subpixel_weights(pw_, O, C, KH, KW, sh, sw, ph, pw, pwph, ptab)
         for a in range(sh * sw):  # each phase block into 8-row tiles
@@ -247,8 +247,8 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
             fnn_pack_a8(C, <int>kq, 8, pwph + off * C, pwpk + off * ((C + 7) // 8 * 8))
             off += kq
         if beside is None:
-            _subpixel_driver(pg, N, O, OH, OW, pwph, pwpk, C, KH, KW, sh, sw, ph, pw, H, W, pb,
-                             po, NB, NT, pcol, pbuf, col_size, phase_size)
+            _subpixel_driver(pg, N, O, OH, OW, pwph, pwpk, C, KH, KW, sh, sw, ph, pw, H, W, pvar,
+                             pb, po, NB, NT, pcol, pbuf, col_size, phase_size)
         else:
             ntasks = beside.ntasks + ((N + NB - 1) // NB) * sh
             for task in prange(ntasks, num_threads=NT, schedule="dynamic", chunksize=1):
@@ -258,7 +258,8 @@ def _subpixel_backward_data(g, weight, bias, out, int sh, int sw, int ph, int pw
                 else:
                     n0 = ((task - beside.ntasks) // sh) * NB
                     _subpixel_rows(pg, n0, min(NB, N - n0), O, OH, OW, pwph, pwpk, C, KH, KW,
-                                   sh, sw, ph, pw, H, W, (task - beside.ntasks) % sh, pb, po,
+                                   sh, sw, ph, pw, H, W, (task - beside.ntasks) % sh, pvar,
+                                   pb, po,
                                    pcol + t * col_size, pbuf + t * sw * phase_size, phase_size)
             beside.finish()
     return out

@@ -10,6 +10,8 @@ The entry points of ``_conv`` (conv2d_forward, conv2d_backward, conv_transpose2d
 conv_transpose2d_backward) ask ``conv2d``/``conv_transpose2d`` below (the same rules, cached per
 geometry) and dispatch on the names. The rules are the measured ones (benchmarks/decisions.md);
 ``fastnn bench --routes`` times every eligible route of the suite's layers to re-tune them.
+The sub-pixel route's variant for each output phase is chosen here too (``subpixel_phases``,
+which ``_conv_subpixel.pxi`` asks per call).
 
 Overrides (fastnn._core.tuning): the switches below (``conv_subpixel=False`` ...) and, per pass,
 a forced route: ``tuning(conv_forward="im2col_forward/f32")`` (also ``conv_dx``, ``conv_dw``,
@@ -87,6 +89,8 @@ for _name, _default, _meaning, _check in (
     ("conv_subpixel", True, "strided float32 backward-data passes on the sub-pixel route where "
      "measured faster (C >= 16, N*OH*OW >= 512)", _flag),
     ("conv_subpixel_force", False, "the sub-pixel route for every strided shape", _flag),
+    ("conv_subpixel_implicit", True, "sub-pixel phases as wide as dy packed straight from dy "
+     "(subpixel_phase/implicit; else through an im2col matrix); the same bits", _flag),
     ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
      "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -285,6 +289,41 @@ def _rule_dx(g, dw):
             return "subpixel/beside_dw"
         return "subpixel"
     return _col2im(g)
+
+
+def _phase_taps(k, s, r):
+    """Kernel taps r, r + s, ... below k."""
+    return (k - r + s - 1) // s if r < k else 0
+
+
+def _rule_phase(o, ow, ju, jv, wb):
+    """The sub-pixel route's variant for a phase with ju x jv taps and wb columns of dx from dy
+    (n, o, oh, ow): zeros where no tap reaches it; packed straight from dy where it is as wide
+    as dy (benchmarks/decisions.md); else through a stride-1 im2col."""
+    if o * ju * jv == 0:
+        return "subpixel_phase/no_taps"
+    if _k("conv_subpixel_implicit") and wb == ow and ju <= 32 and jv <= 32:
+        return "subpixel_phase/implicit"
+    return "subpixel_phase/im2col"
+
+
+def subpixel_phases(o, oh, ow, kh, kw, sh, sw, ph, pw, h, w):
+    """The variant (a ``subpixel_phase/*`` route) of each output phase (a, b) of the sub-pixel
+    route's pass dy (n, o, oh, ow) -> dx (n, c, h, w), kernel (kh, kw), in phase order a*sw + b;
+    None for a phase with no rows or columns of dx. The .pxi runs and traces exactly these."""
+    key = ("p", o, oh, ow, kh, kw, sh, sw, ph, pw, h, w, _tuning.generation)
+    phases = _cache.get(key)
+    if phases is None:
+        if len(_cache) > 4096:
+            _cache.clear()
+        out = []
+        for a in range(sh):
+            ha, ju = (h - a + sh - 1) // sh, _phase_taps(kh, sh, (a + ph) % sh)
+            for b in range(sw):
+                wb, jv = (w - b + sw - 1) // sw, _phase_taps(kw, sw, (b + pw) % sw)
+                out.append(_rule_phase(o, ow, ju, jv, wb) if ha > 0 and wb > 0 else None)
+        phases = _cache[key] = tuple(out)
+    return phases
 
 
 def _choose(knob, rule, eligible, what):

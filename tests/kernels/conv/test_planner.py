@@ -2,6 +2,8 @@
 the routes of representative geometries at each ISA level, the planner's choice is the route
 the dispatch takes (the trace), every eligible route forced in turn matches the NumPy reference,
 forcing refuses a route the geometry cannot run, and ``fastnn bench --routes`` on one model."""
+import collections
+
 import numpy as np
 import pytest
 
@@ -146,6 +148,40 @@ def test_the_trace_shows_the_planned_routes():
         _core.conv2d_backward(x, w, _rand(rng, y.shape), np.empty_like(x), np.zeros_like(w),
                               np.zeros_like(b), 2, 1)
     assert taken[plan.dx] == 1 and taken[plan.dw] == 1
+
+
+@pytest.mark.skipif(not _conv._conv_kernels_available(), reason="a convolution kernels route")
+def test_the_subpixel_phases_run_as_the_planner_chooses(monkeypatch):
+    # dx at stride 3 of a 2x2 kernel: phase column 0 is wider than dy (im2col), column 1 as
+    # wide (packed from dy), column 2 and row 2 reached by no tap
+    rng = np.random.default_rng(4)
+    x, w, dy = _rand(rng, (2, 16, 11, 10)), _rand(rng, (24, 16, 2, 2)), _rand(rng, (2, 24, 4, 3))
+    phases = conv_plan.subpixel_phases(24, 4, 3, 2, 2, 3, 3, 0, 0, 11, 10)
+    implicit, im2col = "subpixel_phase/implicit", "subpixel_phase/im2col"
+    assert set(phases) == {implicit, im2col, "subpixel_phase/no_taps"}
+
+    def run():
+        dx = np.empty_like(x)
+        with tuned(conv_dx="subpixel"), routes.traced() as taken:
+            _core.conv2d_backward(x, w, dy, dx, None, None, 3, 0)
+        return dx, {r: k for r, k in taken.items() if r.startswith("subpixel_phase/")}
+
+    planned, taken = run()
+    assert taken == collections.Counter(phases)
+    # the pass runs what the planner names: its implicit phases renamed im2col run through
+    # im2col, with the same bits
+    choose = conv_plan.subpixel_phases
+    monkeypatch.setattr(conv_plan, "subpixel_phases", lambda *a: tuple(
+        im2col if v == implicit else v for v in choose(*a)))
+    renamed, taken = run()
+    assert implicit not in taken and taken[im2col] == phases.count(im2col) + phases.count(implicit)
+    np.testing.assert_array_equal(renamed, planned)
+    want = np.zeros(x.shape)
+    reference.conv2d_backward(*(a.astype(np.float64) for a in (x, w, dy)), want, None, None, 3, 0)
+    _close(planned, want)
+    monkeypatch.undo()
+    with tuned(conv_subpixel_implicit=False):
+        assert implicit not in conv_plan.subpixel_phases(24, 4, 3, 2, 2, 3, 3, 0, 0, 11, 10)
 
 
 # ---- every eligible route against the reference -------------------------------------------------
