@@ -5,8 +5,8 @@ def _dwt_s1(x, g, dw, db, int ph, int pw, bint by_samples):
     """dw (O, C, KH, KW) += g (N, O, OH, W) @ im2col(x).T at stride 1 (OW == W), and db += g's
     channel sums (in double), on gemm_threads' count. dwt_s1/rows: the threads own contiguous
     blocks of rows (dw's columns) over all pixels, so the result does not depend on their
-    number; dwt_s1/samples (``by_samples``; conv_plan takes it for fewer than 16 rows a thread,
-    a first layer's 9 or 27) they split the batch's samples, each into its own zeroed copy,
+    number; dwt_s1/samples (``by_samples``; conv_plan takes it on several threads when the batch
+    gives each a sample) they split the batch's samples, each into its own zeroed copy,
     added in thread order after.
     The kernel accumulates into dw transposed (C*KH*KW, O), copied in and out here."""
     _require_conv_kernels("dwt_s1")

@@ -72,22 +72,25 @@ for _name, _default, _meaning, _check in (
     ("conv_s1_across_samples", 1, "s1 panels across samples: 1 where a sample's ragged last "
      "panel wastes over 5% of the FMAs, 2 always, 0 never", _mode),
     ("conv_strided_implicit", True, "strided float32 forwards on the implicit strided routes "
-     "(C*KH*KW >= 32)", _flag),
-    ("conv_strided_force", False, "the implicit strided routes for every shape they run", _flag),
+     "(direct_s2_forward at stride 2 with >= 32 output channels, else strided_gathered from "
+     "C*KH*KW >= 32)", _flag),
+    ("conv_strided_force", False, "strided_gathered for every shape it runs (C*KH*KW < 32 "
+     "too)", _flag),
     ("convt_dx_strided", True, "conv_transpose2d's dx on the implicit strided routes (else "
      "fused with dW in one im2col pass)", _flag),
     ("conv_direct_s2", True, "stride-2 forwards with >= 32 channels on the direct kernel", _flag),
     ("conv_direct_s2_per_sample", True, "direct_s2_forward's tasks a sample each when the batch "
      "gives every thread 2 (else /batch)", _flag),
     ("conv_implicit_dw", True, "float32 weight gradients on implicit_dw where measured faster "
-     "(O >= 64)", _flag),
+     "(O >= 64, a kernel at least the stride)", _flag),
     ("conv_implicit_dw_force", False, "implicit_dw for every shape it runs", _flag),
-    ("conv_direct_dw", True, "stride-2 weight gradients with >= 32 channels on direct_s2_dw", _flag),
+    ("conv_direct_dw", True, "stride-2 weight gradients on direct_s2_dw (>= 64 output channels, "
+     "or >= 32 on one thread; a kernel at least the stride)", _flag),
     ("conv_side_by_side", True, "a strided conv's sub-pixel dx and implicit dW in one pool of "
      "tasks (subpixel/beside_dw)", _flag),
     ("conv_dwt_s1", True, "stride-1 same-width float32 weight gradients on dwt_s1", _flag),
     ("conv_subpixel", True, "strided float32 backward-data passes on the sub-pixel route where "
-     "measured faster (C >= 16, N*OH*OW >= 512)", _flag),
+     "measured faster (C >= 16, N*OH*OW >= 512, a kernel at least the stride)", _flag),
     ("conv_subpixel_force", False, "the sub-pixel route for every strided shape", _flag),
     ("conv_subpixel_implicit", True, "sub-pixel phases as wide as dy packed straight from dy "
      "(subpixel_phase/implicit; else through an im2col matrix); the same bits", _flag),
@@ -230,14 +233,17 @@ def s1_layout(p):
 
 
 def _strided_route(g):
-    """A strided forward that takes the implicit strided routes, or None."""
-    if not (_k("conv_strided_implicit") and _strided_ok(g)
-            and (_k("conv_strided_force") or g.c * g.kh * g.kw >= 32)):
+    """A strided forward that takes the implicit strided routes, or None: the direct kernel at
+    stride 2 with >= 32 output channels however shallow the GEMM (C*KH*KW), the gathered panels
+    from C*KH*KW >= 32 (benchmarks/decisions.md)."""
+    if not (_k("conv_strided_implicit") and _strided_ok(g)):
         return None
     if _k("conv_direct_s2") and g.sh == 2 and g.sw == 2 and g.o >= 32:
         per_sample = _k("conv_direct_s2_per_sample") and g.n >= 2 * g.nt()
         return "direct_s2_forward/per_sample" if per_sample else "direct_s2_forward/batch"
-    return "strided_gathered"
+    if _k("conv_strided_force") or g.c * g.kh * g.kw >= 32:
+        return "strided_gathered"
+    return None
 
 
 def _rule_forward(g, winograd=True):
@@ -258,14 +264,20 @@ def _rule_dw(g, dwt=True):
     """conv2d's dW (``dwt``: dwt_s1 may take it; conv_transpose2d's dW never does)."""
     nt = g.nt()
     if dwt and _k("conv_dwt_s1") and _dwt_s1_ok(g):
-        return "dwt_s1/samples" if nt > 1 and g.c * g.kh * g.kw < 16 * nt and g.n >= nt \
-            else "dwt_s1/rows"
-    if _k("conv_implicit_dw") and _implicit_dw_ok(g) and (_k("conv_implicit_dw_force")
-                                                          or g.o >= 64):
-        k = g.c * g.kh * g.kw
-        if _k("conv_direct_dw") and g.sh == 2 and g.sw == 2 and g.o >= 32 and (k + 7) // 8 >= nt:
+        # threads on samples whenever the batch gives each one: each packs only its own
+        # samples' dy (on rows every thread packs all of it)
+        return "dwt_s1/samples" if nt > 1 and g.n >= nt else "dwt_s1/rows"
+    if _k("conv_implicit_dw") and _implicit_dw_ok(g):
+        k, force = g.c * g.kh * g.kw, _k("conv_implicit_dw_force")
+        # a kernel smaller than the stride reads a quarter of x or less: im2col gathers just that
+        # (the direct route pads all of it); below 64 output channels the direct route pays on
+        # one thread only (benchmarks/decisions.md)
+        covers = g.kh >= g.sh and g.kw >= g.sw
+        if _k("conv_direct_dw") and g.sh == 2 and g.sw == 2 and g.o >= 32 and (k + 7) // 8 >= nt \
+                and (force or (covers and (g.o >= 64 or nt == 1))):
             return "direct_s2_dw"
-        return "implicit_dw/pixels" if nt > (k + 31) // 32 else "implicit_dw/panels"
+        if force or (covers and g.o >= 64):
+            return "implicit_dw/pixels" if nt > (k + 31) // 32 else "implicit_dw/panels"
     if not g.mk:
         return "im2col_dw/blas"
     return "im2col_dw/nt" if _k("conv_dw_nt") and (g.o >= 64 or g.o % 32 != 0) else "im2col_dw/tn"
@@ -278,13 +290,21 @@ def _avx2_s1_dx(g):
     return g.c >= 12
 
 
+def _subpixel_pays(g):
+    """A strided backward-data pass dy (n, o, oh, ow) -> (n, c, h, w) by phases where C >= 16
+    (the phase GEMM's rows fill the 8-row tile), N*OH*OW >= 512 (the weight reshuffle and ragged
+    panels are paid back) and the kernel is at least the stride (phases no tap reaches are zeros
+    written twice: col2im measured faster); benchmarks/decisions.md."""
+    return _k("conv_subpixel") and _subpixel_ok(g) and (_k("conv_subpixel_force") or (
+        g.c >= 16 and g.n * g.oh * g.ow >= 512 and g.kh >= g.sh and g.kw >= g.sw))
+
+
 def _rule_dx(g, dw):
     if g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         flipped = _rule_forward(g.flipped())
         if flipped == "winograd" or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
             return flipped
-    if _k("conv_subpixel") and _subpixel_ok(g) and (
-            _k("conv_subpixel_force") or (g.c >= 16 and g.n * g.oh * g.ow >= 512)):
+    if _subpixel_pays(g):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):
             return "subpixel/beside_dw"
         return "subpixel"
@@ -408,8 +428,7 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
         # the forward is conv2d's dx of out (n, cout, oh, ow) -> x; dx and dW are conv2d's
         # forward and dW of dy (n, cout, oh, ow) -> x's grid with weight (cin, cout, kh, kw)
         g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
-        if _k("conv_subpixel") and _subpixel_ok(g) and (
-                _k("conv_subpixel_force") or (cout >= 16 and n * h * w >= 512)):
+        if _subpixel_pays(g):
             rule_fwd = "subpixel"
         else:
             rule_fwd = _col2im(g)

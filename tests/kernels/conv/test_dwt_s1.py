@@ -16,11 +16,11 @@ from conv_route_helpers import assert_close, needs_microkernel, rand
 pytestmark = needs_microkernel
 
 
-def backward(x, wt, dy, padding, dx, dw, db, threads, on):
+def backward(x, wt, dy, padding, dx, dw, db, threads, on, route=None):
     prev = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(threads)
-        with tuning(conv_dwt_s1=on):
+        with tuning(conv_dwt_s1=on, conv_dw=route):
             _core.conv2d_backward(x, wt, dy, dx, dw, db, 1, padding)
     finally:
         fastnn.set_num_threads(prev)
@@ -43,11 +43,14 @@ def check(n, c, o, h, w, k, with_db=True):
         if with_db:
             assert_close(db, want_db, 1e-5)
         got[threads, on] = dw, db
-    if c * k * k >= 32:  # at 2 threads each owns 16+ of dW's columns: same bits as 1 thread
-        for a, b in zip(got[1, True], got[2, True]):
-            np.testing.assert_array_equal(a, b)
-    else:  # fewer: the threads split the samples
-        assert_close(got[2, True][0], got[1, True][0], 1e-5)
+    # threads on dW's rows (each owns a block of them over all pixels): the bits of 1 thread
+    dw, db = start.copy(), np.full(o, 0.5, np.float32) if with_db else None
+    backward(x, wt, dy, p, None, dw, db, 2, True, "dwt_s1/rows")
+    for a, b in zip(got[1, True], (dw, db)):
+        np.testing.assert_array_equal(a, b)
+    # the planner's 2-thread route (on samples where the batch gives each thread one: partial
+    # sums added after)
+    assert_close(got[2, True][0], got[1, True][0], 1e-5)
     assert_close(got[1, True][0], got[1, False][0], 1e-4)
 
 

@@ -16,16 +16,16 @@ from fastnn._core.tuning import tuning as tuned
 def conv_shapes(name):
     """[(kind, x_shape, weight shape, stride, padding)] of the conv layers of zoo model ``name``
     at batch 64."""
+    from benchmarks.convs import _layer_calls  # Sequential and graph models alike
+
     model, shape, _ = zoo.build(name)
     x = np.zeros((1,) + tuple(shape), np.float32)  # the shapes of one sample, then batch 64
     out = []
-    for layer in model:
-        y = layer.forward(x, training=False)
+    for layer, a, _, _ in _layer_calls(model, x):
         kind = type(layer).__name__
         if kind in ("Conv2D", "ConvTranspose2D"):
-            out.append((kind, (64,) + x.shape[1:], layer.weight.data.shape, layer.stride,
+            out.append((kind, (64,) + a.shape[1:], layer.weight.data.shape, layer.stride,
                         layer.padding))
-        x = y
     return out
 
 
@@ -43,7 +43,10 @@ def test_vgg_bn_stride_1_convolutions():
         wino = x[1] >= 16 and w[0] >= 16
         assert plan.forward == ("winograd" if wino else layout), (x, w, plan)
         assert plan.dx == ("winograd" if wino else layout)
-        assert plan.dw == ("dwt_s1/samples" if x[1] == 1 else "dwt_s1/rows"), (x, w, plan)
+        # the weight gradient's threads on samples (the batch gives each thread some), on rows
+        # of dW on one thread
+        assert plan.dw == "dwt_s1/samples", (x, w, plan)
+        assert conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=1).dw == "dwt_s1/rows"
         with tuned(conv_winograd=False):
             plan = conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=2)
             assert plan.forward == plan.dx == layout, (x, w, plan)
@@ -57,7 +60,11 @@ def test_vgg_bn_stride_1_convolutions():
 def test_dcgan_d_stride_2_convolutions():
     (k1, x1, w1, s1, p1), (k2, x2, w2, s2, p2) = conv_shapes("dcgan-d")[:2]
     first = conv_plan.plan_conv2d(x1, w1, s1, p1, level="avx512", threads=2)
-    assert first.forward == "im2col_forward/f32"  # C*KH*KW = 16: too shallow for the panels
+    # the direct kernel however shallow the GEMM (C*KH*KW = 16); the gathered panels need 32
+    assert first.forward == "direct_s2_forward/per_sample"
+    with tuned(conv_direct_s2=False):
+        assert conv_plan.plan_conv2d(x1, w1, s1, p1, level="avx512",
+                                     threads=2).forward == "im2col_forward/f32"
     assert first.dw == "direct_s2_dw"
     conv2 = conv_plan.plan_conv2d(x2, w2, s2, p2, level="avx512", threads=2)
     assert conv2 == ("direct_s2_forward/per_sample", "subpixel/beside_dw", "direct_s2_dw")
@@ -74,7 +81,32 @@ def test_dcgan_g_transposed_convolutions():
     assert plans[1].forward == "subpixel"
     assert plans[1].dx == "direct_s2_forward/per_sample"
     assert plans[-1].forward == "col2im/f32"  # 64->1: a single output channel
-    assert plans[-1].dx == "im2col_forward/f32"
+    assert plans[-1].dx == "direct_s2_forward/per_sample"  # 64 channels of dx: the direct kernel
+
+
+def test_resnet_convolutions():
+    plans = {}
+    for kind, x, w, s, p in conv_shapes("resnet"):
+        for threads in (1, 2):
+            plans[x[1:], w, s, threads] = conv_plan.plan_conv2d(x, w, s, p, level="avx512",
+                                                                threads=threads)
+    assert len(plans) == 2 * 8  # eight geometries (the blocks repeat)
+    for (x, w, s, threads), plan in plans.items():
+        if s == (1, 1):  # 3x3 stride 1: Winograd from 16 channels, dW by samples on 2 threads
+            fwd = "winograd" if x[0] >= 16 else "s1_implicit"
+            assert plan == (fwd, fwd, "dwt_s1/samples" if threads == 2 else "dwt_s1/rows"), \
+                (x, w, plan)
+        elif w[2] == 1:
+            # the 1x1 stride-2 projections: the direct forward; a kernel smaller than the stride
+            # keeps dx on col2im and dW on im2col (im2col_dw/tn where O = 32 fills its panels)
+            assert plan == ("direct_s2_forward/per_sample", "col2im/f32",
+                            "im2col_dw/tn" if w[0] == 32 else "im2col_dw/nt"), (x, w, plan)
+        elif s == (2, 2):
+            assert plan.forward == "direct_s2_forward/per_sample"
+            assert plan.dx.startswith("subpixel")
+            # below 64 output channels the direct dW on one thread only
+            assert plan.dw == ("direct_s2_dw" if w[0] >= 64 or threads == 1
+                               else "im2col_dw/tn"), (x, w, plan)
 
 
 def test_float64_and_the_lower_levels():
@@ -120,7 +152,7 @@ def test_the_planner_sends_dilated_grouped_and_asymmetric_convolutions_to_conv_g
 
 def test_every_planned_name_is_a_route_available_at_its_level():
     for level in isa.LEVELS:
-        for name in ("vgg-bn", "dcgan-d", "dcgan-g", "lenet5"):
+        for name in ("vgg-bn", "dcgan-d", "dcgan-g", "lenet5", "resnet"):
             for kind, x, w, s, p in conv_shapes(name):
                 plan = (conv_plan.plan_conv2d(x, w, s, p, level=level, threads=2)
                         if kind == "Conv2D" else

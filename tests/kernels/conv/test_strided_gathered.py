@@ -100,7 +100,9 @@ def test_default_rule_and_other_dtypes():
     # dcgan-d conv2 takes the implicit route by default; float64 and stride 1 never do
     assert forward((64, 64, 14, 14), (128, 64, 4, 4), 2, 1) in implicit
     assert forward((64, 64, 14, 14), (128, 64, 4, 4), 2, 1, "float64") == "im2col_forward/f64"
-    assert forward((64, 1, 28, 28), (64, 1, 4, 4), 2, 1) == "im2col_forward/f32"  # dcgan-d conv1
+    # dcgan-d conv1 (C*KH*KW = 16): the direct stride-2 kernel, not the gathered panels
+    assert forward((64, 1, 28, 28), (64, 1, 4, 4), 2, 1) == "direct_s2_forward/per_sample"
+    assert forward((64, 1, 28, 28), (16, 1, 4, 4), 2, 1) == "im2col_forward/f32"  # < 32 outputs
     assert forward((64, 64, 14, 14), (128, 64, 3, 3), 1, 1) not in implicit
     rng = np.random.default_rng(3)
     x, wt, b = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), None
