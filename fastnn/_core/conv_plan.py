@@ -89,6 +89,8 @@ for _name, _default, _meaning, _check in (
     ("conv_subpixel_force", False, "the sub-pixel route for every strided shape", _flag),
     ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
      "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
+    ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
+     "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
      "faster, else col @ G.T (im2col_dw/tn)", _flag),
 ):
@@ -180,6 +182,8 @@ def _dwt_s1_ok(g):
 
 def _eligible_dw(g):
     out = {"im2col_dw/nt", "im2col_dw/tn"} if g.mk else {"im2col_dw/blas"}
+    if _winograd_ok(g):
+        out.add("winograd_dw")
     if _dwt_s1_ok(g):
         out.add("dwt_s1/rows")
         if g.nt() > 1 and g.n >= g.nt():
@@ -250,9 +254,18 @@ def _rule_forward(g, winograd=True):
     return _strided_route(g) or _im2col_forward(g)
 
 
-def _rule_dw(g, dwt=True):
-    """conv2d's dW (``dwt``: dwt_s1 may take it; conv_transpose2d's dW never does)."""
+def _winograd_dw_rule(g):
+    """conv2d's 3x3 stride-1 float32 dW on winograd_dw: where measured faster than dwt_s1
+    (benchmarks/decisions.md)."""
+    return _k("conv_winograd_dw") and _winograd_ok(g) and g.c >= 16 and g.o >= 16
+
+
+def _rule_dw(g, dwt=True, winograd=True):
+    """conv2d's dW (``dwt``: dwt_s1 or winograd_dw may take it; conv_transpose2d's dW never
+    does; ``winograd`` False: the exact route winograd_dw falls back to)."""
     nt = g.nt()
+    if dwt and winograd and _winograd_dw_rule(g):
+        return "winograd_dw"
     if dwt and _k("conv_dwt_s1") and _dwt_s1_ok(g):
         return "dwt_s1/samples" if nt > 1 and g.c * g.kh * g.kw < 16 * nt and g.n >= nt \
             else "dwt_s1/rows"
@@ -346,6 +359,12 @@ def exact_forward(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, thr
                                    threads), winograd=False)
 
 
+def exact_dw(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
+    """conv2d's dW route other than winograd_dw (where its taps came out NaN or infinite)."""
+    return _rule_dw(_Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level,
+                              threads), winograd=False)
+
+
 def _is_pixel_transpose(n, h, w, kh, kw, ph, pw, oh, ow):
     return h == 1 and w == 1 and ph == 0 and pw == 0 and oh == kh and ow == kw and n > 0
 
@@ -385,7 +404,7 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
 
 
 def _eligible_dw_convt(g):
-    return {r for r in _eligible_dw(g) if not r.startswith("dwt_s1")}
+    return {r for r in _eligible_dw(g) if not r.startswith("dwt_s1") and r != "winograd_dw"}
 
 
 # ---- for tests and tools -----------------------------------------------------------------------

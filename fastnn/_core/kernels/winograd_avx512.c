@@ -4,7 +4,7 @@
 #include <immintrin.h>
 #include <string.h>
 #include "winograd.h"
-#include "microkernel.h"
+#include "mk_avx512.h"
 #include "winograd_weights.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
@@ -161,6 +161,124 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         }
     }
     return bad != 0;
+}
+
+/* ---- the weight gradient (winograd.h, fnn_wg2_dw_chunk) ---- */
+
+/* The input patches' offsets and row masks of tiles t_lo + g0 .. + 15 (fnn_wg2_patch), and
+   dy's 2x2 tiles': ooff, okm (bits 0-1: the tile's columns inside dy, per row). */
+static inline void fnn_wg2_dw_offsets(int C, int H, int W, int O, int OH, int OW, int ph,
+                                      int pw, long t0, int cnt, long* off, __mmask8* km,
+                                      long* ooff, __mmask8* okm) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    for (int q = 0; q < 16; q++) {
+        if (q >= cnt) {
+            off[q] = ooff[q] = 0;
+            for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
+            okm[q * 2] = okm[q * 2 + 1] = 0;
+            continue;
+        }
+        long t = t0 + q, n = t / tpi, rem = t % tpi;
+        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
+        int iy0 = oy - ph, ix0 = ox - pw;
+        off[q] = n * C * HW + (long)iy0 * W + ix0;
+        __mmask8 cm = 0;
+        for (int j = 0; j < 4; j++)
+            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
+        for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        ooff[q] = n * O * OHW + (long)oy * OW + ox;
+        __mmask8 gm = ox + 1 < OW ? 3 : 1;
+        okm[q * 2] = gm;
+        okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
+    }
+}
+
+void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                      long t_hi, int kc, const float* x, const float* dy, float* Mk,
+                      double* db8, float* V, float* G, float* Bp) {
+    const long HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)C * FNN_MK_RA_LDA, GS = (long)O * kc, CO = (long)C * O;
+    for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
+        const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
+        for (int g0 = 0; g0 < TL; g0 += 16) {
+            long off[16], ooff[16];
+            __mmask8 km[64], okm[32];
+            fnn_wg2_dw_offsets(C, H, W, O, OH, OW, ph, pw, b0 + g0, T - g0, off, km, ooff, okm);
+            /* V[e][c][t] = (B^T d B)[e], as fnn_wg2_tiles */
+            for (int c = 0; c < C; c++) {
+                __m512 d[4][4], s[4][4];
+                fnn_wg2_patch(x + c * HW, off, km, W, d);
+                for (int j = 0; j < 4; j++) {
+                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+                }
+                float* v = V + (long)c * FNN_MK_RA_LDA + g0;
+                for (int i = 0; i < 4; i++) {
+                    _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
+                    _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
+                    _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
+                    _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
+                }
+            }
+            /* G[e][o][t] = (A' g A'^T)[e]: rows g0, g0 + g1, g0 - g1, g1, then the columns */
+            for (int o = 0; o < O; o++) {
+                const float* go = dy + o * OHW;
+                __m512 g[2][2];
+                for (int r = 0; r < 2; r++) {
+                    __m512 p[4];
+                    for (int q = 0; q < 4; q++) {
+                        __m512 v = _mm512_castps128_ps512(
+                            _mm_maskz_loadu_ps(okm[q * 2 + r], go + ooff[q] + r * OW));
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(4 + q) * 2 + r], go + ooff[4 + q] + r * OW), 1);
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(8 + q) * 2 + r], go + ooff[8 + q] + r * OW), 2);
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(12 + q) * 2 + r], go + ooff[12 + q] + r * OW), 3);
+                        p[q] = v;
+                    }
+                    __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t2 = _mm512_unpacklo_ps(p[2], p[3]);
+                    g[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
+                    g[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+                }
+                __m512 a[4][2];
+                for (int j = 0; j < 2; j++) {
+                    a[0][j] = g[0][j];
+                    a[1][j] = _mm512_add_ps(g[0][j], g[1][j]);
+                    a[2][j] = _mm512_sub_ps(g[0][j], g[1][j]);
+                    a[3][j] = g[1][j];
+                }
+                float* gp = G + (long)o * kc + g0;
+                for (int i = 0; i < 4; i++) {
+                    _mm512_store_ps(gp + (4 * i + 0) * GS, a[i][0]);
+                    _mm512_store_ps(gp + (4 * i + 1) * GS, _mm512_add_ps(a[i][0], a[i][1]));
+                    _mm512_store_ps(gp + (4 * i + 2) * GS, _mm512_sub_ps(a[i][0], a[i][1]));
+                    _mm512_store_ps(gp + (4 * i + 3) * GS, a[i][1]);
+                }
+            }
+        }
+        if (db8)  /* element 5 of a tile's transform is the sum of its 2x2 dy */
+            for (int o = 0; o < O; o++) {
+                const float* gp = G + 5 * GS + (long)o * kc;
+                __m512d acc = _mm512_loadu_pd(db8 + o * 8);
+                for (int q = 0; q < TL; q += 8)
+                    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_load_ps(gp + q)));
+                _mm512_storeu_pd(db8 + o * 8, acc);
+            }
+        /* Mk[e] (C x O) (+)= V[e] (C x T) @ G[e]^T, each block's sums formed from zero */
+        const int add = b0 > t_lo;
+        for (int e = 0; e < 16; e++)
+            for (int j0 = 0; j0 < O; j0 += 32) {
+                int nr = O - j0 < 32 ? O - j0 : 32;
+                __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+                __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
+                fnn_mk_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
+                if (nr <= 16)
+                    fnn_mk_tiles_ra16(C, T, V + e * VS, Bp, Mk + e * CO + j0, O, add, m0);
+                else
+                    fnn_mk_tiles_ra(C, T, V + e * VS, Bp, Mk + e * CO + j0, O, add, m0, m1);
+            }
+    }
 }
 
 /* ---- F(4x4,3x3): 6x6 patches, 36 GEMMs, 4x fewer multiplies; transforms with the points
