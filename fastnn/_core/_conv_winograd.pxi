@@ -167,6 +167,8 @@ def _winograd_dw(x, dy, dw, db, int ph, int pw):
                         use_threads_if=nt > 1):
             bad[t] = fnn_wg2_dw_finish(o, c, min(c, t * per_c), min(c, t * per_c + per_c),
                                        nchunks, pparts, pgrad)
+    if (flags == 2).any():
+        raise MemoryError("winograd_dw: out of memory")
     if flags.any():
         return None
     dw[...] = (dw + grad).astype(np.float32)

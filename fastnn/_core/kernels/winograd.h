@@ -59,7 +59,7 @@ FNN_ISA_KERNEL void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW,
 /* dW's 3x3 taps from the chunks' sums (plain C, every level): for each (o, c) the nchunks
    partial M (each 16*C*O floats) summed in chunk order in double, G'^T m G', then into
    grad[o, c] (O x C x 9 doubles, :=). Channels [c_lo, c_hi) only. Returns 1 when a tap is
-   NaN or infinite (the caller then runs an exact route: a non-finite input reaches all 9
+   NaN or infinite, 2 when it could not allocate its 16*O doubles (the caller then runs an exact route: a non-finite input reaches all 9
    taps of its channel here, fewer there). */
 FNN_ISA_KERNEL int fnn_wg2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks,
                                      const float* M, double* grad);

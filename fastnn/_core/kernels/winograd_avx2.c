@@ -165,30 +165,38 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
     const long VS = (long)C * FNN_MK_RA_LDA, GS = (long)O * kc, CO = (long)C * O;
     for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
-        for (int g0 = 0; g0 < TL; g0 += 8) {
-            long off[8], ooff[8];
-            int km[32], okm[16];
-            for (int q = 0; q < 8; q++) {
-                if (g0 + q >= T) {
-                    off[q] = ooff[q] = 0;
-                    for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                    okm[q * 2] = okm[q * 2 + 1] = 0;
-                    continue;
-                }
-                long t = b0 + g0 + q, n = t / tpi, rem = t % tpi;
-                int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-                int iy0 = oy - ph, ix0 = ox - pw;
-                off[q] = n * C * HW + (long)iy0 * W + ix0;
-                int cm = 0;
-                for (int j = 0; j < 4; j++)
-                    if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
-                for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-                ooff[q] = n * O * OHW + (long)oy * OW + ox;
-                int gm = ox + 1 < OW ? 3 : 1;
-                okm[q * 2] = gm;
-                okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
+        long offs[FNN_MK_KC], ooffs[FNN_MK_KC];
+        int kms[FNN_MK_KC * 4], okms[FNN_MK_KC * 2];
+        /* the block's tile offsets and masks, then its patches a channel at a time (the
+           channel's rows in order: few streams for the prefetchers) */
+        for (int q = 0; q < TL; q++) {
+            long* off = offs;
+            long* ooff = ooffs;
+            int* km = kms;
+            int* okm = okms;
+            if (q >= T) {
+                off[q] = ooff[q] = 0;
+                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
+                okm[q * 2] = okm[q * 2 + 1] = 0;
+                continue;
             }
-            for (int c = 0; c < C; c++) {
+            long t = b0 + q, n = t / tpi, rem = t % tpi;
+            int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
+            int iy0 = oy - ph, ix0 = ox - pw;
+            off[q] = n * C * HW + (long)iy0 * W + ix0;
+            int cm = 0;
+            for (int j = 0; j < 4; j++)
+                if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
+            for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+            ooff[q] = n * O * OHW + (long)oy * OW + ox;
+            int gm = ox + 1 < OW ? 3 : 1;
+            okm[q * 2] = gm;
+            okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
+        }
+        for (int c = 0; c < C; c++)
+            for (int g0 = 0; g0 < TL; g0 += 8) {
+                const long* off = offs + g0;
+                const int* km = kms + g0 * 4;
                 const float* xc = x + c * HW;
                 __m256 d[4][4], s[4][4];
                 for (int r = 0; r < 4; r++) {
@@ -218,7 +226,10 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
                 }
             }
-            for (int o = 0; o < O; o++) {
+        for (int o = 0; o < O; o++)
+            for (int g0 = 0; g0 < TL; g0 += 8) {
+                const long* ooff = ooffs + g0;
+                const int* okm = okms + g0 * 2;
                 const float* go = dy + o * OHW;
                 __m256 g[2][2];
                 for (int r = 0; r < 2; r++) {
@@ -246,7 +257,6 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     _mm256_store_ps(gp + (4 * i + 3) * GS, a[i][1]);
                 }
             }
-        }
         if (db8)  /* lanes 0-3 and 4-7 of the AVX-512 level's 8 double lanes */
             for (int o = 0; o < O; o++) {
                 const float* gp = G + 5 * GS + (long)o * kc;

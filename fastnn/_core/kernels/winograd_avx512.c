@@ -194,28 +194,90 @@ static inline void fnn_wg2_dw_offsets(int C, int H, int W, int O, int OH, int OW
     }
 }
 
+/* Whether tiles t0 .. t0 + 15 are two runs of 8 consecutive tiles each within one row of
+   tiles (images with a multiple of 8 tiles a row): then each run's patch rows and dy rows are
+   contiguous, loaded 16 floats at a time (masks: the image's columns and rows) and split into
+   the tiles' lanes by even/odd permutes instead of 16 masked 4-float loads a row. */
+static inline int fnn_wg2_dw_runs(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+                                  long t0, int cnt, long* xoff, __mmask16 xm[2][4][2],
+                                  long* goff, __mmask16 gm[2][2]) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW;
+    if (cnt < 16 || TW % 8 != 0) return 0;
+    for (int h = 0; h < 2; h++) {
+        long t = t0 + 8 * h, n = t / tpi, rem = t % tpi;
+        int ty = (int)(rem / TW), tx = (int)(rem % TW);
+        if (tx + 8 > TW) return 0;
+        int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
+        xoff[h] = n * C * (long)H * W + (long)iy0 * W + ix0;
+        goff[h] = n * O * (long)OH * OW + (long)oy * OW + ox;
+        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
+            __mmask16 cm = 0;
+            for (int i = 0; i < 16; i++)
+                if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
+            for (int r = 0; r < 4; r++) xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        }
+        __mmask16 om = 0;
+        for (int i = 0; i < 16; i++)
+            if (ox + i < OW) om |= (__mmask16)(1u << i);
+        gm[h][0] = om;
+        gm[h][1] = oy + 1 < OH ? om : 0;
+    }
+    return 1;
+}
+
+/* one group of 16 tiles' loads: two runs (fnn_wg2_dw_runs) or one masked load a tile row */
+typedef struct {
+    int runs;
+    long xoff[2], goff[2], off[16], ooff[16];
+    __mmask16 xm[2][4][2], gm[2][2];
+    __mmask8 km[64], okm[32];
+} fnn_wg2_dw_group;
+
 void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, int kc, const float* x, const float* dy, float* Mk,
                       double* db8, float* V, float* G, float* Bp) {
     const long HW = (long)H * W, OHW = (long)OH * OW;
     const long VS = (long)C * FNN_MK_RA_LDA, GS = (long)O * kc, CO = (long)C * O;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    fnn_wg2_dw_group grp[FNN_MK_KC / 16];
     for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
-        for (int g0 = 0; g0 < TL; g0 += 16) {
-            long off[16], ooff[16];
-            __mmask8 km[64], okm[32];
-            fnn_wg2_dw_offsets(C, H, W, O, OH, OW, ph, pw, b0 + g0, T - g0, off, km, ooff, okm);
-            /* V[e][c][t] = (B^T d B)[e], as fnn_wg2_tiles */
-            for (int c = 0; c < C; c++) {
+        const int ng = TL / 16;
+        for (int k = 0; k < ng; k++) {
+            fnn_wg2_dw_group* gr = grp + k;
+            gr->runs = fnn_wg2_dw_runs(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
+                                       gr->xoff, gr->xm, gr->goff, gr->gm);
+            if (!gr->runs)
+                fnn_wg2_dw_offsets(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, gr->off,
+                                   gr->km, gr->ooff, gr->okm);
+        }
+        /* V[e][c][t] = (B^T d B)[e], as fnn_wg2_tiles; a channel's groups in turn (its rows
+           in order: few streams for the prefetchers) */
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < ng; k++) {
+                const fnn_wg2_dw_group* gr = grp + k;
+                const float* xc = x + c * HW;
                 __m512 d[4][4], s[4][4];
-                fnn_wg2_patch(x + c * HW, off, km, W, d);
+                if (gr->runs) {
+                    for (int r = 0; r < 4; r++)
+                        for (int sh = 0; sh < 2; sh++) {
+                            __m512 a = _mm512_maskz_loadu_ps(gr->xm[0][r][sh], xc + gr->xoff[0] + r * W + 2 * sh);
+                            __m512 b = _mm512_maskz_loadu_ps(gr->xm[1][r][sh], xc + gr->xoff[1] + r * W + 2 * sh);
+                            d[r][2 * sh] = _mm512_permutex2var_ps(a, even, b);
+                            d[r][2 * sh + 1] = _mm512_permutex2var_ps(a, odd, b);
+                        }
+                } else {
+                    fnn_wg2_patch(xc, gr->off, gr->km, W, d);
+                }
                 for (int j = 0; j < 4; j++) {
                     s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
                     s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
                     s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
                     s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
                 }
-                float* v = V + (long)c * FNN_MK_RA_LDA + g0;
+                float* v = V + (long)c * FNN_MK_RA_LDA + 16 * k;
                 for (int i = 0; i < 4; i++) {
                     _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
                     _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
@@ -223,11 +285,21 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
                 }
             }
-            /* G[e][o][t] = (A' g A'^T)[e]: rows g0, g0 + g1, g0 - g1, g1, then the columns */
-            for (int o = 0; o < O; o++) {
+        /* G[e][o][t] = (A' g A'^T)[e]: rows g0, g0 + g1, g0 - g1, g1, then the columns */
+        for (int o = 0; o < O; o++)
+            for (int k = 0; k < ng; k++) {
+                const fnn_wg2_dw_group* gr = grp + k;
                 const float* go = dy + o * OHW;
                 __m512 g[2][2];
-                for (int r = 0; r < 2; r++) {
+                for (int r = 0; r < 2 && gr->runs; r++) {
+                    __m512 a = _mm512_maskz_loadu_ps(gr->gm[0][r], go + gr->goff[0] + r * OW);
+                    __m512 b = _mm512_maskz_loadu_ps(gr->gm[1][r], go + gr->goff[1] + r * OW);
+                    g[r][0] = _mm512_permutex2var_ps(a, even, b);
+                    g[r][1] = _mm512_permutex2var_ps(a, odd, b);
+                }
+                for (int r = 0; r < 2 && !gr->runs; r++) {
+                    const long* ooff = gr->ooff;
+                    const __mmask8* okm = gr->okm;
                     __m512 p[4];
                     for (int q = 0; q < 4; q++) {
                         __m512 v = _mm512_castps128_ps512(
@@ -248,7 +320,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     a[2][j] = _mm512_sub_ps(g[0][j], g[1][j]);
                     a[3][j] = g[1][j];
                 }
-                float* gp = G + (long)o * kc + g0;
+                float* gp = G + (long)o * kc + 16 * k;
                 for (int i = 0; i < 4; i++) {
                     _mm512_store_ps(gp + (4 * i + 0) * GS, a[i][0]);
                     _mm512_store_ps(gp + (4 * i + 1) * GS, _mm512_add_ps(a[i][0], a[i][1]));
@@ -256,7 +328,6 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     _mm512_store_ps(gp + (4 * i + 3) * GS, a[i][1]);
                 }
             }
-        }
         if (db8)  /* element 5 of a tile's transform is the sum of its 2x2 dy */
             for (int o = 0; o < O; o++) {
                 const float* gp = G + 5 * GS + (long)o * kc;
