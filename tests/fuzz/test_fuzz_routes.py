@@ -56,7 +56,8 @@ REQUIRED = {
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
     "Conv2D.backward": {"winograd", "s1_implicit", "s1_across_samples", "s1_widened", "subpixel",
                         "subpixel/beside_dw", "subpixel_phase/implicit", "subpixel_phase/im2col",
-                        "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "dwt_s1/rows",
+                        "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
+                        "dwt_s1/rows",
                         "dwt_s1/samples", "implicit_dw/panels", "implicit_dw/pixels",
                         "direct_s2_dw", "im2col_dw/nt", "im2col_dw/tn", "im2col_dw/blas"},
     "ConvTranspose2D.forward": {"subpixel", "subpixel_phase/implicit", "col2im/f32",
@@ -395,8 +396,8 @@ def _child_tests(examples):
 
     @target(1)
     def conv_stride1_winograd(data):
-        """winograd forward and dx (3x3, stride 1, >= 16 channels each way, padding 0..2, odd
-        planes); dW on its own routes."""
+        """winograd forward and dx, winograd_dw (3x3, stride 1, >= 16 channels each way,
+        padding 0..2, odd planes)."""
         draw = data.draw
         p = pick(draw, 0, 2, "p")
         spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 70),
