@@ -105,24 +105,6 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     return None if flags.any() else out
 
 
-# winograd_dw's chunks: at most this many (the threads' tasks), their 16*C*O partial sums
-# together at most _wg_dw_parts_bytes
-cdef int _wg_dw_max_chunks = 8
-cdef Py_ssize_t _wg_dw_parts_bytes = 4 << 20
-
-
-def _winograd_dw_blocks(int n, int c, int o, int oh, int ow):
-    """(tiles, tiles per block, tiles per chunk, chunks) of winograd_dw: a block's transforms
-    (16*(C+O) floats a tile) stay about 512 KB, in L2; the chunks depend on the geometry only."""
-    cdef Py_ssize_t ntiles = <Py_ssize_t>n * ((oh + 1) // 2) * ((ow + 1) // 2)
-    cdef int kc = <int>max(32, min(FNN_MK_KC, 8192 // (c + o) // 16 * 16))
-    cdef Py_ssize_t most = max(1, min(_wg_dw_max_chunks,
-                                      _wg_dw_parts_bytes // (64 * <Py_ssize_t>c * o)))
-    cdef Py_ssize_t chunk = (ntiles + most - 1) // most
-    chunk = max(kc, (chunk + kc - 1) // kc * kc)
-    return ntiles, kc, chunk, <int>((ntiles + chunk - 1) // chunk)
-
-
 def _winograd_dw(x, dy, dw, db, int ph, int pw):
     """dw (O, C, 3, 3) += the weight gradient of the 3x3 stride-1 convolution x -> dy (padding
     ph, pw), db (or None) += dy's channel sums, by F(2x2,3x3) with the roles swapped. Returns
@@ -133,7 +115,7 @@ def _winograd_dw(x, dy, dw, db, int ph, int pw):
         raise RuntimeError("the Winograd kernels are not in this ISA level (AVX2 and AVX-512)")
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
-    ntiles, kc_, chunk_, nchunks_ = _winograd_dw_blocks(n, c, o, oh, ow)
+    ntiles, kc_, chunk_, nchunks_ = _planner.winograd_dw_blocks(n, c, o, oh, ow)
     cdef Py_ssize_t ntiles_c = ntiles, chunk = chunk_
     cdef int kc = kc_, nchunks = nchunks_
     cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 9 * oh * ow), nchunks)

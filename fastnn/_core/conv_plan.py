@@ -254,10 +254,30 @@ def _rule_forward(g, winograd=True):
     return _strided_route(g) or _im2col_forward(g)
 
 
+# winograd_dw's chunks of tiles: at most this many, their 16*C*O float32 sums at most this big
+WINOGRAD_DW_MAX_CHUNKS = 8
+WINOGRAD_DW_PARTS_BYTES = 4 << 20
+
+
+def winograd_dw_blocks(n, c, o, oh, ow):
+    """(tiles, tiles per block, tiles per chunk, chunks) of winograd_dw for dy (n, o, oh, ow) and
+    c input channels: a block's transforms (64*(C+O) bytes a tile) stay about 512 KB, in L2;
+    the chunks (the threads' tasks, summed in order) depend on the geometry only, so the bits
+    do not depend on the thread count."""
+    ntiles = n * ((oh + 1) // 2) * ((ow + 1) // 2)
+    kc = max(32, min(256, 8192 // (c + o) // 16 * 16))
+    most = max(1, min(WINOGRAD_DW_MAX_CHUNKS, WINOGRAD_DW_PARTS_BYTES // (64 * c * o)))
+    chunk = (ntiles + most - 1) // most
+    chunk = max(kc, (chunk + kc - 1) // kc * kc)  # whole blocks
+    return ntiles, kc, chunk, (ntiles + chunk - 1) // chunk
+
+
 def _winograd_dw_rule(g):
     """conv2d's 3x3 stride-1 float32 dW on winograd_dw: where measured faster than dwt_s1
-    (benchmarks/decisions.md)."""
-    return _k("conv_winograd_dw") and _winograd_ok(g) and g.c >= 16 and g.o >= 16
+    (benchmarks/decisions.md), with a chunk of tiles for every thread (wide layers, C*O over
+    32768 at 2 threads, have fewer: dwt_s1 splits them)."""
+    return (_k("conv_winograd_dw") and _winograd_ok(g) and g.c >= 16 and g.o >= 16
+            and winograd_dw_blocks(g.n, g.c, g.o, g.oh, g.ow)[3] >= g.nt())
 
 
 def _rule_dw(g, dwt=True, winograd=True):

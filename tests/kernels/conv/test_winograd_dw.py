@@ -49,6 +49,16 @@ def reference_grads(x, dy, padding, dw0=None, db0=None):
     return dw, db
 
 
+@pytest.fixture
+def one_thread():
+    """Small problems have one chunk of tiles: the planner takes winograd_dw for them on one
+    thread only (on two, dwt_s1 splits them)."""
+    prev = fastnn.get_num_threads()
+    fastnn.set_num_threads(1)
+    yield
+    fastnn.set_num_threads(prev)
+
+
 def relative_error(got, want):
     return float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
 
@@ -87,12 +97,12 @@ def test_same_bits_on_one_and_two_threads():
     for n, c, o, h, w in ((6, 19, 35, 13, 10), (16, 16, 16, 16, 16), (9, 24, 40, 8, 8)):
         x, dy = case(rng, n, c, o, h, w, 1)
         one, two = winograd_dw(x, dy, 1, threads=1), winograd_dw(x, dy, 1, threads=2)
-        assert _conv._winograd_dw_blocks(n, c, o, h, w)[3] > 1
+        assert conv_plan.winograd_dw_blocks(n, c, o, h, w)[3] > 1
         np.testing.assert_array_equal(one, two, err_msg=f"{(n, c, o, h, w)}")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_a_non_finite_tap_falls_back_to_the_exact_route(bad):
+def test_a_non_finite_tap_falls_back_to_the_exact_route(bad, one_thread):
     """A NaN or inf in x reaches all 9 taps of its channel here (every transformed element of
     its patches): the route returns None and leaves dw and db alone, and conv2d_backward then
     runs the exact route, where it reaches only the taps whose windows hold it."""
@@ -113,7 +123,7 @@ def test_a_non_finite_tap_falls_back_to_the_exact_route(bad):
     assert (~np.isfinite(got[:, 3])).sum() == 16 * 4 and np.isfinite(got[:, :3]).all()
 
 
-def test_the_planner_takes_it_for_three_by_three_stride_one_float32():
+def test_the_planner_takes_it_for_three_by_three_stride_one_float32(one_thread):
     def dw(x_shape, w_shape, padding=1, dtype="float32", level="avx512"):
         return conv_plan.plan_conv2d(x_shape, w_shape, 1, padding, dtype, level=level,
                                      threads=2).dw
@@ -130,6 +140,10 @@ def test_the_planner_takes_it_for_three_by_three_stride_one_float32():
                                                    (16, 16, 3, 3), 1, 1)
     with tuning(conv_winograd_dw=False):
         assert dw((64, 16, 32, 32), (16, 16, 3, 3)).startswith("dwt_s1/")
+    # one chunk of tiles for 256x256 channels (their sums are 4 MB): dwt_s1 splits it
+    assert dw((64, 256, 8, 8), (256, 256, 3, 3)).startswith("dwt_s1/")
+    assert conv_plan.plan_conv2d((64, 256, 8, 8), (256, 256, 3, 3), 1, 1, level="avx512",
+                                 threads=1).dw == "winograd_dw"
     rng = np.random.default_rng(6)
     x, dy = case(rng, 3, 16, 20, 10, 10, 1)
     got = np.zeros((20, 16, 3, 3), np.float32)
