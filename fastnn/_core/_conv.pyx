@@ -17,7 +17,8 @@ included below with its forward, dx and dW where it has them:
     _conv_subpixel.pxi     subpixel, subpixel/beside_dw: strided backward-data by output phases
     _conv_pixel.pxi        pixel_transpose: conv_transpose2d of a 1x1 image as one dense GEMM
     _conv_winograd.pxi     winograd: 3x3 stride-1 float32 forwards (and dx) by Winograd F(2x2,3x3)
-                           or F(4x4,3x3) (kernels/winograd.h)
+                           or F(4x4,3x3) (kernels/winograd.h); winograd_dw: their weight
+                           gradient by F(2x2,3x3) with the roles swapped
 
 conv_transpose2d's forward is conv2d's backward-data pass and its dx is conv2d's forward, so the
 same routes serve both. The entry points at the end validate their arguments, ask the planner
@@ -357,19 +358,26 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
         flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         _forward(plan.dx, dy, flipped, None, dx, 1, 1, kh - 1 - ph, kw - 1 - pw, 0, 0)
         dx = None
-    if dweight is not None and plan.dw.startswith("dwt_s1/"):
-        took(plan.dw)
-        _dwt_s1(x, dy, dweight, dbias, ph, pw, plan.dw == "dwt_s1/samples")
+    dw_route = plan.dw
+    if dweight is not None and dw_route == "winograd_dw":
+        if _winograd_dw(x, dy, dweight, dbias, ph, pw) is not None:
+            dweight = dbias = None
+        else:  # a NaN or infinite tap: recomputed where a non-finite input reaches fewer
+            dw_route = _planner.exact_dw(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, True,
+                                         _LEVEL, _threads())
+    if dweight is not None and dw_route.startswith("dwt_s1/"):
+        took(dw_route)
+        _dwt_s1(x, dy, dweight, dbias, ph, pw, dw_route == "dwt_s1/samples")
         dweight = dbias = None
-    elif dweight is not None and not plan.dw.startswith("im2col_dw/"):
-        took(plan.dw)
-        _implicit_dw(plan.dw, x, dy, dweight, dbias, sh, sw, ph, pw)
+    elif dweight is not None and not dw_route.startswith("im2col_dw/"):
+        took(dw_route)
+        _implicit_dw(dw_route, x, dy, dweight, dbias, sh, sw, ph, pw)
         dweight = dbias = None
     if dweight is not None:
-        took(plan.dw)
+        took(dw_route)
     if dx is not None:
         took(plan.dx)
-    _im2col_passes(x, weight, dy, dx, dweight, dbias, sh, sw, ph, pw, plan.dw == "im2col_dw/nt")
+    _im2col_passes(x, weight, dy, dx, dweight, dbias, sh, sw, ph, pw, dw_route == "im2col_dw/nt")
     return dx_out
 
 

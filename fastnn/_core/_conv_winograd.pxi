@@ -6,6 +6,10 @@
 # microkernel GEMMs, output transform with bias and activation.
 # Each output is the same float32 computation whatever the block or the thread, so the bits do
 # not depend on the thread count. float32 only: float64 keeps the exact routes.
+# The weight gradient (winograd_dw): F(2x2,3x3) with the roles swapped, over chunks of tiles
+# fixed by the geometry (so again the bits do not depend on the thread count), each chunk's
+# 16 tile sums on the microkernel's tiles, then the chunks summed and transformed to 3x3 taps
+# in double.
 
 cdef extern from "kernels/winograd.h":
     bint FNN_WINOGRAD_KERNELS
@@ -18,6 +22,12 @@ cdef extern from "kernels/winograd.h":
     int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
+
+    void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                          long t_hi, int kc, const float* x, const float* dy, float* Mk,
+                          double* db8, float* V, float* G, float* Bp) noexcept nogil
+    int fnn_wg2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks, const float* M,
+                          double* grad) noexcept nogil
 
 # the output tile of the route: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)); the knob conv_winograd_tile
 cdef int _wg_tile = 2
@@ -93,3 +103,57 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
                                          min(ntiles, <long>blk * tb + tb), pu, px, pb, po, v,
                                          v + vsize, act, fslope)
     return None if flags.any() else out
+
+
+def _winograd_dw(x, dy, dw, db, int ph, int pw):
+    """dw (O, C, 3, 3) += the weight gradient of the 3x3 stride-1 convolution x -> dy (padding
+    ph, pw), db (or None) += dy's channel sums, by F(2x2,3x3) with the roles swapped. Returns
+    dw, or None when a tap came out NaN or infinite (dw and db are then unchanged: the caller
+    recomputes on an exact route, where a non-finite input reaches fewer taps). The caller checks
+    the arguments and the level (_winograd_available)."""
+    if not _winograd_available(2):
+        raise RuntimeError("the Winograd kernels are not in this ISA level (AVX2 and AVX-512)")
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int o = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
+    ntiles, kc_, chunk_, nchunks_ = _planner.winograd_dw_blocks(n, c, o, oh, ow)
+    cdef Py_ssize_t ntiles_c = ntiles, chunk = chunk_
+    cdef int kc = kc_, nchunks = nchunks_
+    cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 9 * oh * ow), nchunks)
+    cdef Py_ssize_t vsize = <Py_ssize_t>16 * c * FNN_MK_RA_LDA, gsize = <Py_ssize_t>16 * o * kc
+    cdef Py_ssize_t per_thread = vsize + gsize + <Py_ssize_t>FNN_MK_KC * 32
+    cdef Py_ssize_t msize = <Py_ssize_t>16 * c * o
+    ws = _cached(np.float32, "wg_dw", nt * per_thread + 16)
+    parts = _cached(np.float32, "wg_dw_parts", nchunks * msize)
+    db8 = np.zeros(nchunks * o * 8 if db is not None else 1, np.float64)
+    grad = np.empty((o, c, 3, 3), np.float64)
+    flags = np.zeros(nt, np.int32)
+    cdef int[::1] bad = flags
+    cdef float* pws = _aligned64(ws)
+    cdef float* pparts = <float*>_ptr(parts)
+    cdef double* pdb = <double*>_ptr(db8) if db is not None else NULL
+    cdef double* pgrad = <double*>_ptr(grad)
+    cdef const float* px = <float*>_ptr(x)
+    cdef const float* pdy = <float*>_ptr(dy)
+    cdef int k, t, per_c = (c + nt - 1) // nt
+    cdef float* v
+    took("winograd_dw")
+    with nogil:
+        for k in prange(nchunks, num_threads=nt, schedule="dynamic", chunksize=1,
+                        use_threads_if=nt > 1):
+            v = pws + openmp.omp_get_thread_num() * per_thread
+            fnn_wg2_dw_chunk(c, h, w, o, oh, ow, ph, pw, <long>k * chunk,
+                             min(ntiles_c, <long>k * chunk + chunk), kc, px, pdy,
+                             pparts + k * msize, pdb + <Py_ssize_t>k * o * 8 if pdb != NULL else NULL,
+                             v, v + vsize, v + vsize + gsize)
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1,
+                        use_threads_if=nt > 1):
+            bad[t] = fnn_wg2_dw_finish(o, c, min(c, t * per_c), min(c, t * per_c + per_c),
+                                       nchunks, pparts, pgrad)
+    if (flags == 2).any():
+        raise MemoryError("winograd_dw: out of memory")
+    if flags.any():
+        return None
+    dw[...] = (dw + grad).astype(np.float32)
+    if db is not None:
+        db += db8.reshape(nchunks, o, 8).sum(axis=(0, 2)).astype(np.float32)
+    return dw

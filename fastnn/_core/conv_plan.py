@@ -4,7 +4,7 @@
 count to a ``Plan`` of route names (``fastnn._core.routes.ROUTES``), one per pass::
 
     >>> plan_conv2d((64, 32, 28, 28), (32, 32, 3, 3), 1, 1, "float32", level="avx512", threads=2)
-    Plan(forward='winograd', dx='winograd', dw='dwt_s1/rows')
+    Plan(forward='winograd', dx='winograd', dw='winograd_dw')
 
 The entry points of ``_conv`` (conv2d_forward, conv2d_backward, conv_transpose2d_forward,
 conv_transpose2d_backward) ask ``conv2d``/``conv_transpose2d`` below (the same rules, cached per
@@ -96,6 +96,8 @@ for _name, _default, _meaning, _check in (
      "(subpixel_phase/implicit; else through an im2col matrix); the same bits", _flag),
     ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
      "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
+    ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
+     "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
      "faster, else col @ G.T (im2col_dw/tn)", _flag),
 ):
@@ -187,6 +189,8 @@ def _dwt_s1_ok(g):
 
 def _eligible_dw(g):
     out = {"im2col_dw/nt", "im2col_dw/tn"} if g.mk else {"im2col_dw/blas"}
+    if _winograd_ok(g):
+        out.add("winograd_dw")
     if _dwt_s1_ok(g):
         out.add("dwt_s1/rows")
         if g.nt() > 1 and g.n >= g.nt():
@@ -260,9 +264,38 @@ def _rule_forward(g, winograd=True):
     return _strided_route(g) or _im2col_forward(g)
 
 
-def _rule_dw(g, dwt=True):
-    """conv2d's dW (``dwt``: dwt_s1 may take it; conv_transpose2d's dW never does)."""
+# winograd_dw's chunks of tiles: at most this many, their 16*C*O float32 sums at most this big
+WINOGRAD_DW_MAX_CHUNKS = 8
+WINOGRAD_DW_PARTS_BYTES = 4 << 20
+
+
+def winograd_dw_blocks(n, c, o, oh, ow):
+    """(tiles, tiles per block, tiles per chunk, chunks) of winograd_dw for dy (n, o, oh, ow) and
+    c input channels: a block's transforms (64*(C+O) bytes a tile) stay about 512 KB, in L2;
+    the chunks (the threads' tasks, summed in order) depend on the geometry only, so the bits
+    do not depend on the thread count."""
+    ntiles = n * ((oh + 1) // 2) * ((ow + 1) // 2)
+    kc = max(32, min(256, 8192 // (c + o) // 16 * 16))
+    most = max(1, min(WINOGRAD_DW_MAX_CHUNKS, WINOGRAD_DW_PARTS_BYTES // (64 * c * o)))
+    chunk = (ntiles + most - 1) // most
+    chunk = max(kc, (chunk + kc - 1) // kc * kc)  # whole blocks
+    return ntiles, kc, chunk, (ntiles + chunk - 1) // chunk
+
+
+def _winograd_dw_rule(g):
+    """conv2d's 3x3 stride-1 float32 dW on winograd_dw: where measured faster than dwt_s1
+    (benchmarks/decisions.md), with a chunk of tiles for every thread (wide layers, C*O over
+    32768 at 2 threads, have fewer: dwt_s1 splits them)."""
+    return (_k("conv_winograd_dw") and _winograd_ok(g) and g.c >= 16 and g.o >= 16
+            and winograd_dw_blocks(g.n, g.c, g.o, g.oh, g.ow)[3] >= g.nt())
+
+
+def _rule_dw(g, dwt=True, winograd=True):
+    """conv2d's dW (``dwt``: dwt_s1 or winograd_dw may take it; conv_transpose2d's dW never
+    does; ``winograd`` False: the exact route winograd_dw falls back to)."""
     nt = g.nt()
+    if dwt and winograd and _winograd_dw_rule(g):
+        return "winograd_dw"
     if dwt and _k("conv_dwt_s1") and _dwt_s1_ok(g):
         # threads on samples whenever the batch gives each one: each packs only its own
         # samples' dy (on rows every thread packs all of it)
@@ -405,6 +438,12 @@ def exact_forward(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, thr
                                    threads), winograd=False)
 
 
+def exact_dw(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
+    """conv2d's dW route other than winograd_dw (where its taps came out NaN or infinite)."""
+    return _rule_dw(_Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level,
+                              threads), winograd=False)
+
+
 def _is_pixel_transpose(n, h, w, kh, kw, ph, pw, oh, ow):
     return h == 1 and w == 1 and ph == 0 and pw == 0 and oh == kh and ow == kw and n > 0
 
@@ -443,7 +482,7 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
 
 
 def _eligible_dw_convt(g):
-    return {r for r in _eligible_dw(g) if not r.startswith("dwt_s1")}
+    return {r for r in _eligible_dw(g) if not r.startswith("dwt_s1") and r != "winograd_dw"}
 
 
 # ---- for tests and tools -----------------------------------------------------------------------

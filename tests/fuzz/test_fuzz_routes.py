@@ -56,7 +56,8 @@ REQUIRED = {
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
     "Conv2D.backward": {"winograd", "s1_implicit", "s1_across_samples", "s1_widened", "subpixel",
                         "subpixel/beside_dw", "subpixel_phase/implicit", "subpixel_phase/im2col",
-                        "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "dwt_s1/rows",
+                        "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
+                        "dwt_s1/rows",
                         "dwt_s1/samples", "implicit_dw/panels", "implicit_dw/pixels",
                         "direct_s2_dw", "im2col_dw/nt", "im2col_dw/tn", "im2col_dw/blas"},
     "ConvTranspose2D.forward": {"subpixel", "subpixel_phase/implicit", "col2im/f32",
@@ -396,8 +397,8 @@ def _child_tests(examples):
 
     @target(1)
     def conv_stride1_winograd(data):
-        """winograd forward and dx (3x3, stride 1, >= 16 channels each way, padding 0..2, odd
-        planes); dW on its own routes."""
+        """winograd forward and dx, winograd_dw (3x3, stride 1, >= 16 channels each way,
+        padding 0..2, odd planes)."""
         draw = data.draw
         p = pick(draw, 0, 2, "p")
         spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 70),
@@ -605,6 +606,30 @@ def _child_tests(examples):
         ref_bwd(x, weight, dy, dx, dw, db, spec["stride"], spec["padding"])
         return None, dx, dw, db
 
+    def winograd_dw_unit(x, dy, padding):
+        """eps-free bound unit of winograd_dw's dW (O, C, 3, 3): its taps come from 4x4 sums over
+        the 2x2 tiles of dy (F(2x2,3x3), roles swapped), each tap a combination of 16 sums that
+        also hold the patch's other values, so the unit is the transforms taken in absolute
+        values: |G'^T| (sum_tiles |A'| |g| |A'^T| * |B^T| |d| |B|) |G'|, not a tap's own terms."""
+        ph, pw = padding
+        n, c, h, w = x.shape
+        o, oh, ow = dy.shape[1:]
+        th, tw = (oh + 1) // 2, (ow + 1) // 2
+        xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+        xp[:, :, ph:ph + h, pw:pw + w] = np.abs(x)
+        gp = np.zeros((n, o, 2 * th, 2 * tw))
+        gp[:, :, :oh, :ow] = np.abs(dy)
+        bt = np.abs(np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1.]]))
+        a = np.array([[1, 0], [1, 1], [1, 1], [0, 1.]])
+        gt = np.array([[1, .5, .5, 0], [0, .5, .5, 0], [0, .5, .5, 1]])
+        d = np.stack([np.stack([xp[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] for j in range(4)], -1)
+                      for i in range(4)], -2)  # (n, c, th, tw, 4, 4)
+        g = gp.reshape(n, o, th, 2, tw, 2).transpose(0, 1, 2, 4, 3, 5)
+        v = np.einsum("ik,nctwkl,jl->nctwij", bt, d, bt)
+        u = np.einsum("ik,notwkl,jl->notwij", a, g, a)
+        m = np.einsum("nctwij,notwij->ocij", v, u)
+        return np.einsum("ki,ocij,lj->ockl", gt, m, gt)
+
     def run_conv(draw, spec):
         with tuning(**spec.get("tuning", {})):
             return _run_conv(draw, spec)
@@ -675,12 +700,16 @@ def _child_tests(examples):
         if mutation != "valid" or relu is not None:
             layer.forward(x)  # the cache of a clean x (the backward is that of the plain conv)
         layer.zero_grad()
+        before = TRACE.copy()
         dx = traced(f"{name}.backward", lambda: layer.backward(dyin, input_grad=input_grad))
+        took_winograd_dw = (TRACE - before)["winograd_dw"] > 0
         grads = (layer.weight.grad.copy(), None if layer.bias is None else layer.bias.grad.copy())
         _, ref_dx, ref_dw, ref_db = conv_reference(spec, x, weight, bias, dyin, None)
         clean_dy = np.where(np.isfinite(dyin), dyin, 0)
         _, unit_dx, unit_dw, unit_db = conv_reference(spec, np.abs(x), np.abs(weight), None,
                                                       np.abs(clean_dy), None)
+        if took_winograd_dw:
+            unit_dw = np.maximum(unit_dw, winograd_dw_unit(x, clean_dy, spec["padding"]))
         lower_dw = upper_dw = None
         if mutation == "nonfinite_dy":
             # dW meets the bad dy through x's values (must be non-finite) and maybe through the

@@ -39,4 +39,29 @@ FNN_ISA_KERNEL int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int
                                   const float* bias, float* out, float* V, float* M, int act,
                                   float slope);
 
+/* ---- the weight gradient by F(2x2,3x3) with the roles swapped (F(3x3,2x2)): over every 2x2
+   tile of dy, dW's 3x3 taps are the correlation of the 4x4 input patch with the 2x2 dy tile,
+   dW = G'^T [(A' g A'^T) (.) (B^T d B)] G' (B^T as in the forward, A'^T = [1 1 1 0; 0 1 -1 1],
+   G'^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 -1]): 16 sums over the tiles, one per element of the
+   transformed tile, M[e] (C x O) = V[e] (C x T) @ Gt[e]^T (T x O), on the microkernel's tiles.
+   One chunk [t_lo, t_hi) of the tiles (tile t as in fnn_wg2_tiles, over dy's OH x OW grid):
+   blocks of kc tiles (16 <= kc <= FNN_MK_KC, a multiple of 16): both transforms, then each
+   block's 16 products summed from zero and added to Mk (16*C*O floats, M[e][c][o]; the
+   first block stores). db8 (O*8 doubles, or NULL) += dy's sums, lane l of o's 8 summing
+   the tiles l mod 8 of each block, in double. Scratch, 64-byte aligned: V 16*C*FNN_MK_RA_LDA,
+   G 16*O*kc, Bp FNN_MK_KC*32 floats. Each entry of Mk is the same float32 sum at both
+   levels. */
+FNN_ISA_KERNEL void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+                                     long t_lo, long t_hi, int kc, const float* x,
+                                     const float* dy, float* Mk, double* db8, float* V, float* G,
+                                     float* Bp);
+
+/* dW's 3x3 taps from the chunks' sums (plain C, every level): for each (o, c) the nchunks
+   partial M (each 16*C*O floats) summed in chunk order in double, G'^T m G', then into
+   grad[o, c] (O x C x 9 doubles, :=). Channels [c_lo, c_hi) only. Returns 1 when a tap is
+   NaN or infinite, 2 when it could not allocate its 16*O doubles (the caller then runs an exact route: a non-finite input reaches all 9
+   taps of its channel here, fewer there). */
+FNN_ISA_KERNEL int fnn_wg2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks,
+                                     const float* M, double* grad);
+
 #endif /* FNN_WINOGRAD_H */

@@ -4,7 +4,7 @@
 #include <immintrin.h>
 #include <string.h>
 #include "winograd.h"
-#include "microkernel.h"
+#include "mk_avx2.h"
 #include "winograd_weights.h"
 
 /* the 4-bit column masks of a patch row as vmaskmov lane masks */
@@ -153,4 +153,128 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         }
     }
     return bad != 0;
+}
+
+/* ---- the weight gradient (winograd.h, fnn_wg2_dw_chunk): winograd_avx512.c's algorithm with
+   8 tiles per vector, the same float32 operations per entry of Mk ---- */
+void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                      long t_hi, int kc, const float* x, const float* dy, float* Mk,
+                      double* db8, float* V, float* G, float* Bp) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)C * FNN_MK_RA_LDA, GS = (long)O * kc, CO = (long)C * O;
+    for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
+        const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
+        long offs[FNN_MK_KC], ooffs[FNN_MK_KC];
+        int kms[FNN_MK_KC * 4], okms[FNN_MK_KC * 2];
+        /* the block's tile offsets and masks, then its patches a channel at a time (the
+           channel's rows in order: few streams for the prefetchers) */
+        for (int q = 0; q < TL; q++) {
+            long* off = offs;
+            long* ooff = ooffs;
+            int* km = kms;
+            int* okm = okms;
+            if (q >= T) {
+                off[q] = ooff[q] = 0;
+                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
+                okm[q * 2] = okm[q * 2 + 1] = 0;
+                continue;
+            }
+            long t = b0 + q, n = t / tpi, rem = t % tpi;
+            int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
+            int iy0 = oy - ph, ix0 = ox - pw;
+            off[q] = n * C * HW + (long)iy0 * W + ix0;
+            int cm = 0;
+            for (int j = 0; j < 4; j++)
+                if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
+            for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+            ooff[q] = n * O * OHW + (long)oy * OW + ox;
+            int gm = ox + 1 < OW ? 3 : 1;
+            okm[q * 2] = gm;
+            okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
+        }
+        for (int c = 0; c < C; c++)
+            for (int g0 = 0; g0 < TL; g0 += 8) {
+                const long* off = offs + g0;
+                const int* km = kms + g0 * 4;
+                const float* xc = x + c * HW;
+                __m256 d[4][4], s[4][4];
+                for (int r = 0; r < 4; r++) {
+                    __m256 p[4];
+                    for (int g = 0; g < 4; g++)
+                        p[g] = _mm256_insertf128_ps(
+                            _mm256_castps128_ps256(fnn_wg2_row(xc + off[g] + r * W, km[g * 4 + r])),
+                            fnn_wg2_row(xc + off[4 + g] + r * W, km[(4 + g) * 4 + r]), 1);
+                    __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
+                    __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
+                    d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
+                    d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+                    d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
+                    d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+                }
+                for (int j = 0; j < 4; j++) {
+                    s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+                    s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+                    s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+                    s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+                }
+                float* v = V + (long)c * FNN_MK_RA_LDA + g0;
+                for (int i = 0; i < 4; i++) {
+                    _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
+                    _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
+                    _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
+                    _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
+                }
+            }
+        for (int o = 0; o < O; o++)
+            for (int g0 = 0; g0 < TL; g0 += 8) {
+                const long* ooff = ooffs + g0;
+                const int* okm = okms + g0 * 2;
+                const float* go = dy + o * OHW;
+                __m256 g[2][2];
+                for (int r = 0; r < 2; r++) {
+                    __m256 p[4];
+                    for (int q = 0; q < 4; q++)
+                        p[q] = _mm256_insertf128_ps(
+                            _mm256_castps128_ps256(fnn_wg2_row(go + ooff[q] + r * OW, okm[q * 2 + r])),
+                            fnn_wg2_row(go + ooff[4 + q] + r * OW, okm[(4 + q) * 2 + r]), 1);
+                    __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t2 = _mm256_unpacklo_ps(p[2], p[3]);
+                    g[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
+                    g[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+                }
+                __m256 a[4][2];
+                for (int j = 0; j < 2; j++) {
+                    a[0][j] = g[0][j];
+                    a[1][j] = _mm256_add_ps(g[0][j], g[1][j]);
+                    a[2][j] = _mm256_sub_ps(g[0][j], g[1][j]);
+                    a[3][j] = g[1][j];
+                }
+                float* gp = G + (long)o * kc + g0;
+                for (int i = 0; i < 4; i++) {
+                    _mm256_store_ps(gp + (4 * i + 0) * GS, a[i][0]);
+                    _mm256_store_ps(gp + (4 * i + 1) * GS, _mm256_add_ps(a[i][0], a[i][1]));
+                    _mm256_store_ps(gp + (4 * i + 2) * GS, _mm256_sub_ps(a[i][0], a[i][1]));
+                    _mm256_store_ps(gp + (4 * i + 3) * GS, a[i][1]);
+                }
+            }
+        if (db8)  /* lanes 0-3 and 4-7 of the AVX-512 level's 8 double lanes */
+            for (int o = 0; o < O; o++) {
+                const float* gp = G + 5 * GS + (long)o * kc;
+                __m256d lo = _mm256_loadu_pd(db8 + o * 8), hi = _mm256_loadu_pd(db8 + o * 8 + 4);
+                for (int q = 0; q < TL; q += 8) {
+                    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm_load_ps(gp + q)));
+                    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm_load_ps(gp + q + 4)));
+                }
+                _mm256_storeu_pd(db8 + o * 8, lo);
+                _mm256_storeu_pd(db8 + o * 8 + 4, hi);
+            }
+        const int acc_in = b0 > t_lo ? 2 : 0;
+        for (int e = 0; e < 16; e++)
+            for (int j0 = 0; j0 < O; j0 += 32) {
+                int nr = O - j0 < 32 ? O - j0 : 32;
+                fnn_mk2_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
+                fnn_mk2_panel(C, T, V + e * VS, FNN_MK_RA_LDA, 1, Bp, Mk + e * CO, O, j0, nr,
+                              acc_in);
+            }
+    }
 }

@@ -4,7 +4,7 @@
 #include <immintrin.h>
 #include <string.h>
 #include "winograd.h"
-#include "microkernel.h"
+#include "mk_avx512.h"
 #include "winograd_weights.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
@@ -161,6 +161,195 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         }
     }
     return bad != 0;
+}
+
+/* ---- the weight gradient (winograd.h, fnn_wg2_dw_chunk) ---- */
+
+/* The input patches' offsets and row masks of tiles t_lo + g0 .. + 15 (fnn_wg2_patch), and
+   dy's 2x2 tiles': ooff, okm (bits 0-1: the tile's columns inside dy, per row). */
+static inline void fnn_wg2_dw_offsets(int C, int H, int W, int O, int OH, int OW, int ph,
+                                      int pw, long t0, int cnt, long* off, __mmask8* km,
+                                      long* ooff, __mmask8* okm) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    for (int q = 0; q < 16; q++) {
+        if (q >= cnt) {
+            off[q] = ooff[q] = 0;
+            for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
+            okm[q * 2] = okm[q * 2 + 1] = 0;
+            continue;
+        }
+        long t = t0 + q, n = t / tpi, rem = t % tpi;
+        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
+        int iy0 = oy - ph, ix0 = ox - pw;
+        off[q] = n * C * HW + (long)iy0 * W + ix0;
+        __mmask8 cm = 0;
+        for (int j = 0; j < 4; j++)
+            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
+        for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        ooff[q] = n * O * OHW + (long)oy * OW + ox;
+        __mmask8 gm = ox + 1 < OW ? 3 : 1;
+        okm[q * 2] = gm;
+        okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
+    }
+}
+
+/* Whether tiles t0 .. t0 + 15 are two runs of 8 consecutive tiles each within one row of
+   tiles (images with a multiple of 8 tiles a row): then each run's patch rows and dy rows are
+   contiguous, loaded 16 floats at a time (masks: the image's columns and rows) and split into
+   the tiles' lanes by even/odd permutes instead of 16 masked 4-float loads a row. */
+static inline int fnn_wg2_dw_runs(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+                                  long t0, int cnt, long* xoff, __mmask16 xm[2][4][2],
+                                  long* goff, __mmask16 gm[2][2]) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW;
+    if (cnt < 16 || TW % 8 != 0) return 0;
+    for (int h = 0; h < 2; h++) {
+        long t = t0 + 8 * h, n = t / tpi, rem = t % tpi;
+        int ty = (int)(rem / TW), tx = (int)(rem % TW);
+        if (tx + 8 > TW) return 0;
+        int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
+        xoff[h] = n * C * (long)H * W + (long)iy0 * W + ix0;
+        goff[h] = n * O * (long)OH * OW + (long)oy * OW + ox;
+        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
+            __mmask16 cm = 0;
+            for (int i = 0; i < 16; i++)
+                if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
+            for (int r = 0; r < 4; r++) xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        }
+        __mmask16 om = 0;
+        for (int i = 0; i < 16; i++)
+            if (ox + i < OW) om |= (__mmask16)(1u << i);
+        gm[h][0] = om;
+        gm[h][1] = oy + 1 < OH ? om : 0;
+    }
+    return 1;
+}
+
+/* one group of 16 tiles' loads: two runs (fnn_wg2_dw_runs) or one masked load a tile row */
+typedef struct {
+    int runs;
+    long xoff[2], goff[2], off[16], ooff[16];
+    __mmask16 xm[2][4][2], gm[2][2];
+    __mmask8 km[64], okm[32];
+} fnn_wg2_dw_group;
+
+void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                      long t_hi, int kc, const float* x, const float* dy, float* Mk,
+                      double* db8, float* V, float* G, float* Bp) {
+    const long HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)C * FNN_MK_RA_LDA, GS = (long)O * kc, CO = (long)C * O;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    fnn_wg2_dw_group grp[FNN_MK_KC / 16];
+    for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
+        const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
+        const int ng = TL / 16;
+        for (int k = 0; k < ng; k++) {
+            fnn_wg2_dw_group* gr = grp + k;
+            gr->runs = fnn_wg2_dw_runs(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
+                                       gr->xoff, gr->xm, gr->goff, gr->gm);
+            if (!gr->runs)
+                fnn_wg2_dw_offsets(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, gr->off,
+                                   gr->km, gr->ooff, gr->okm);
+        }
+        /* V[e][c][t] = (B^T d B)[e], as fnn_wg2_tiles; a channel's groups in turn (its rows
+           in order: few streams for the prefetchers) */
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < ng; k++) {
+                const fnn_wg2_dw_group* gr = grp + k;
+                const float* xc = x + c * HW;
+                __m512 d[4][4], s[4][4];
+                if (gr->runs) {
+                    for (int r = 0; r < 4; r++)
+                        for (int sh = 0; sh < 2; sh++) {
+                            __m512 a = _mm512_maskz_loadu_ps(gr->xm[0][r][sh], xc + gr->xoff[0] + r * W + 2 * sh);
+                            __m512 b = _mm512_maskz_loadu_ps(gr->xm[1][r][sh], xc + gr->xoff[1] + r * W + 2 * sh);
+                            d[r][2 * sh] = _mm512_permutex2var_ps(a, even, b);
+                            d[r][2 * sh + 1] = _mm512_permutex2var_ps(a, odd, b);
+                        }
+                } else {
+                    fnn_wg2_patch(xc, gr->off, gr->km, W, d);
+                }
+                for (int j = 0; j < 4; j++) {
+                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+                }
+                float* v = V + (long)c * FNN_MK_RA_LDA + 16 * k;
+                for (int i = 0; i < 4; i++) {
+                    _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
+                    _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
+                    _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
+                    _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
+                }
+            }
+        /* G[e][o][t] = (A' g A'^T)[e]: rows g0, g0 + g1, g0 - g1, g1, then the columns */
+        for (int o = 0; o < O; o++)
+            for (int k = 0; k < ng; k++) {
+                const fnn_wg2_dw_group* gr = grp + k;
+                const float* go = dy + o * OHW;
+                __m512 g[2][2];
+                for (int r = 0; r < 2 && gr->runs; r++) {
+                    __m512 a = _mm512_maskz_loadu_ps(gr->gm[0][r], go + gr->goff[0] + r * OW);
+                    __m512 b = _mm512_maskz_loadu_ps(gr->gm[1][r], go + gr->goff[1] + r * OW);
+                    g[r][0] = _mm512_permutex2var_ps(a, even, b);
+                    g[r][1] = _mm512_permutex2var_ps(a, odd, b);
+                }
+                for (int r = 0; r < 2 && !gr->runs; r++) {
+                    const long* ooff = gr->ooff;
+                    const __mmask8* okm = gr->okm;
+                    __m512 p[4];
+                    for (int q = 0; q < 4; q++) {
+                        __m512 v = _mm512_castps128_ps512(
+                            _mm_maskz_loadu_ps(okm[q * 2 + r], go + ooff[q] + r * OW));
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(4 + q) * 2 + r], go + ooff[4 + q] + r * OW), 1);
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(8 + q) * 2 + r], go + ooff[8 + q] + r * OW), 2);
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(12 + q) * 2 + r], go + ooff[12 + q] + r * OW), 3);
+                        p[q] = v;
+                    }
+                    __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t2 = _mm512_unpacklo_ps(p[2], p[3]);
+                    g[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
+                    g[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+                }
+                __m512 a[4][2];
+                for (int j = 0; j < 2; j++) {
+                    a[0][j] = g[0][j];
+                    a[1][j] = _mm512_add_ps(g[0][j], g[1][j]);
+                    a[2][j] = _mm512_sub_ps(g[0][j], g[1][j]);
+                    a[3][j] = g[1][j];
+                }
+                float* gp = G + (long)o * kc + 16 * k;
+                for (int i = 0; i < 4; i++) {
+                    _mm512_store_ps(gp + (4 * i + 0) * GS, a[i][0]);
+                    _mm512_store_ps(gp + (4 * i + 1) * GS, _mm512_add_ps(a[i][0], a[i][1]));
+                    _mm512_store_ps(gp + (4 * i + 2) * GS, _mm512_sub_ps(a[i][0], a[i][1]));
+                    _mm512_store_ps(gp + (4 * i + 3) * GS, a[i][1]);
+                }
+            }
+        if (db8)  /* element 5 of a tile's transform is the sum of its 2x2 dy */
+            for (int o = 0; o < O; o++) {
+                const float* gp = G + 5 * GS + (long)o * kc;
+                __m512d acc = _mm512_loadu_pd(db8 + o * 8);
+                for (int q = 0; q < TL; q += 8)
+                    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_load_ps(gp + q)));
+                _mm512_storeu_pd(db8 + o * 8, acc);
+            }
+        /* Mk[e] (C x O) (+)= V[e] (C x T) @ G[e]^T, each block's sums formed from zero */
+        const int add = b0 > t_lo;
+        for (int e = 0; e < 16; e++)
+            for (int j0 = 0; j0 < O; j0 += 32) {
+                int nr = O - j0 < 32 ? O - j0 : 32;
+                __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+                __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
+                fnn_mk_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
+                if (nr <= 16)
+                    fnn_mk_tiles_ra16(C, T, V + e * VS, Bp, Mk + e * CO + j0, O, add, m0);
+                else
+                    fnn_mk_tiles_ra(C, T, V + e * VS, Bp, Mk + e * CO + j0, O, add, m0, m1);
+            }
+    }
 }
 
 /* ---- F(4x4,3x3): 6x6 patches, 36 GEMMs, 4x fewer multiplies; transforms with the points

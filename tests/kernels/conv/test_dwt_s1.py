@@ -16,6 +16,13 @@ from conv_route_helpers import assert_close, needs_microkernel, rand
 pytestmark = needs_microkernel
 
 
+@pytest.fixture(autouse=True)
+def without_winograd_dw():
+    """The 3x3 shapes here would take winograd_dw (test_winograd_dw.py): dwt_s1 is under test."""
+    with tuning(conv_winograd_dw=False):
+        yield
+
+
 def backward(x, wt, dy, padding, dx, dw, db, threads, on, route=None):
     prev = fastnn.get_num_threads()
     try:

@@ -18,11 +18,13 @@ pytestmark = needs_microkernel
 
 def run(fn, *args, threads, implicit):
     """fn(*args) on ``threads`` threads, the implicit route forced for every shape (implicit)
-    or off; never the stride-1 route of test_conv_dwt_s1, which would take some shapes first."""
+    or off; never the stride-1 routes of test_dwt_s1 and test_winograd_dw, which would take some
+    shapes first."""
     prev_threads = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(threads)
-        with tuning(conv_implicit_dw=implicit, conv_implicit_dw_force=implicit, conv_dwt_s1=False):
+        with tuning(conv_implicit_dw=implicit, conv_implicit_dw_force=implicit, conv_dwt_s1=False,
+                    conv_winograd_dw=False):
             return fn(*args)
     finally:
         fastnn.set_num_threads(prev_threads)
@@ -146,7 +148,7 @@ def test_default_rule_and_other_dtypes():
     assert conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1,
                                            level="avx512", threads=1).dw in implicit
     assert dw((64, 64, 14, 14), (128, 64, 4, 4), 2, 1, "float64") == "im2col_dw/blas"  # BLAS
-    with tuning(conv_dwt_s1=False):  # O = 32: im2col
+    with tuning(conv_dwt_s1=False, conv_winograd_dw=False):  # O = 32: im2col
         assert dw((64, 32, 28, 28), (32, 32, 3, 3), 1, 1) == "im2col_dw/tn"
     with tuning(conv_direct_dw=False):  # dcgan-d conv1: 16 columns, the threads split pixels
         assert dw((64, 1, 28, 28), (64, 1, 4, 4), 2, 1, threads=2) == "implicit_dw/pixels"

@@ -39,17 +39,20 @@ def test_vgg_bn_stride_1_convolutions():
         # 14x14 (28 of 224 columns), not 28x28 (16 of 800)
         layout = "s1_across_samples" if x[2] == 14 else "s1_implicit"
         # Winograd where both channel counts are >= 16 (all but the first layer), forward and
-        # dx (the flipped kernel's forward); the weight gradient keeps its route
+        # dx (the flipped kernel's forward), and the weight gradient (winograd_dw)
         wino = x[1] >= 16 and w[0] >= 16
         assert plan.forward == ("winograd" if wino else layout), (x, w, plan)
         assert plan.dx == ("winograd" if wino else layout)
-        # the weight gradient's threads on samples (the batch gives each thread some), on rows
-        # of dW on one thread
-        assert plan.dw == "dwt_s1/samples", (x, w, plan)
-        assert conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=1).dw == "dwt_s1/rows"
-        with tuned(conv_winograd=False):
+        # the weight gradient: winograd_dw where both channel counts are >= 16, else dwt_s1 with
+        # its threads on samples (the batch gives each thread some), on rows of dW on one thread
+        exact_dw = "dwt_s1/samples"
+        assert plan.dw == ("winograd_dw" if wino else exact_dw), (x, w, plan)
+        with tuned(conv_winograd_dw=False):
+            assert conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=1).dw == "dwt_s1/rows"
+        with tuned(conv_winograd=False, conv_winograd_dw=False):
             plan = conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=2)
             assert plan.forward == plan.dx == layout, (x, w, plan)
+            assert plan.dw == exact_dw, (x, w, plan)
         # the AVX2 level plans as the AVX-512 one, but for the first layer's dx (1 channel:
         # col2im there; a first layer's dx is never asked for)
         avx2 = conv_plan.plan_conv2d(x, w, s, p, level="avx2", threads=2)
