@@ -95,10 +95,14 @@ def test_resnet_convolutions():
                                                                 threads=threads)
     assert len(plans) == 2 * 8  # eight geometries (the blocks repeat)
     for (x, w, s, threads), plan in plans.items():
-        if s == (1, 1):  # 3x3 stride 1: Winograd from 16 channels, dW by samples on 2 threads
-            fwd = "winograd" if x[0] >= 16 else "s1_implicit"
-            assert plan == (fwd, fwd, "dwt_s1/samples" if threads == 2 else "dwt_s1/rows"), \
-                (x, w, plan)
+        if s == (1, 1):
+            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too; the stem's dW
+            # (3 channels) on dwt_s1, by samples on 2 threads
+            if x[0] >= 16:
+                assert plan == ("winograd", "winograd", "winograd_dw"), (x, w, plan)
+            else:
+                assert plan == ("s1_implicit", "s1_implicit",
+                                "dwt_s1/samples" if threads == 2 else "dwt_s1/rows"), (x, w, plan)
         elif w[2] == 1:
             # the 1x1 stride-2 projections: the direct forward; a kernel smaller than the stride
             # keeps dx on col2im and dW on im2col (im2col_dw/tn where O = 32 fills its panels)
