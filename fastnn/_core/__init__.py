@@ -136,7 +136,12 @@ Newer families (numba, one module each)
     adaptive_avgpool2d_forward(x, out), adaptive_avgpool2d_backward(dy, dx) (``pool.py``)
         PyTorch's adaptive bins
     masked_softmax_forward(scores, scale, mask, out), masked_softmax_backward(p, dp, scale, ds)
-        attention's scaled, masked row softmax (B, L, S) and its backward (``attention.py``)
+        attention's scaled, masked row softmax (B, L, S) and its backward (``attention.py``,
+        compiled: its rows in ``kernels/attention.h``)
+    attention_forward(q, k, v, num_heads, scale, mask, p, ctx, drop=None, p_used=None)
+    attention_backward(q, k, v, num_heads, scale, p, p_used, drop, dctx, dq, dk, dv)
+        scaled dot-product attention per batch and head on (N*L, E) rows (column blocks of a
+        packed projection read in place) and its gradients (``attention.py``)
 
 The kernels of ``_basic.pyx`` (wrappers in ``basic.py``) are those of a plain dense or conv
 model's training step: compiled at install, such a step imports no numba and compiles nothing.
@@ -166,7 +171,8 @@ _FAMILIES = {
     "smooth": ("gelu_forward", "gelu_backward", "silu_forward", "silu_backward", "elu_forward",
                "elu_backward"),
     "layer_norm": ("layer_norm_forward", "layer_norm_backward"),
-    "attention": ("masked_softmax_forward", "masked_softmax_backward"),
+    "attention": ("masked_softmax_forward", "masked_softmax_backward", "attention_forward",
+                  "attention_backward"),
     "loss": ("soft_cross_entropy_forward", "soft_cross_entropy_backward"),
     "optim": ("sgd_update", "adagrad_update", "rmsprop_update"),
     "_recurrent": ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",

@@ -599,6 +599,10 @@ def dense_backward(x, weight, dy, dx, dweight, dbias):
     return dx
 
 
+# attention per batch and head on these GEMMs (fastnn._core.attention's compiled half)
+include "_attention.pxi"
+
+
 # scipy's BLAS is loaded by now (cimported above): run it single-threaded from here on.
 from ..threads import pin_kernel_blas as _pin_kernel_blas
 _pin_kernel_blas()

@@ -659,6 +659,41 @@ def masked_softmax_backward(p, dp, scale, ds):
     ds[...] = scale * p64 * (dp64 - (dp64 * p64).sum(axis=-1, keepdims=True))
 
 
+def _head_blocks(a, n, t, num_heads):
+    """(N*T, E) -> (N, H, T, d) float64, each head's columns."""
+    return a.astype(np.float64).reshape(n, t, num_heads, -1).transpose(0, 2, 1, 3)
+
+
+def attention_forward(q, k, v, num_heads, scale, mask, p, ctx, drop=None, p_used=None):
+    b, l, s = p.shape
+    n = b // num_heads
+    qh, kh, vh = (_head_blocks(a, n, t, num_heads) for a, t in ((q, l), (k, s), (v, s)))
+    masked_softmax_forward((qh @ kh.transpose(0, 1, 3, 2)).reshape(b, l, s), scale, mask, p)
+    used = p
+    if drop is not None:
+        p_used[...] = p * drop
+        used = p_used
+    c = used.astype(np.float64).reshape(n, num_heads, l, s) @ vh
+    ctx[...] = c.transpose(0, 2, 1, 3).reshape(n * l, -1)
+
+
+def attention_backward(q, k, v, num_heads, scale, p, p_used, drop, dctx, dq, dk, dv):
+    b, l, s = p.shape
+    n = b // num_heads
+    qh, kh, vh = (_head_blocks(a, n, t, num_heads) for a, t in ((q, l), (k, s), (v, s)))
+    dc = _head_blocks(dctx, n, l, num_heads)
+    used = (p if p_used is None else p_used).astype(np.float64).reshape(n, num_heads, l, s)
+    dp = dc @ vh.transpose(0, 1, 3, 2)
+    if drop is not None:
+        dp = dp * drop.reshape(dp.shape)
+    ds = np.empty(p.shape)
+    masked_softmax_backward(p.astype(np.float64), dp.reshape(p.shape), scale, ds)
+    ds = ds.reshape(n, num_heads, l, s)
+    for out, g, t in ((dq, ds @ kh, l), (dk, ds.transpose(0, 1, 3, 2) @ qh, s),
+                      (dv, used.transpose(0, 1, 3, 2) @ dc, s)):
+        out[...] = g.transpose(0, 2, 1, 3).reshape(n * t, -1)
+
+
 def _bins(size, out):
     """PyTorch's adaptive pooling bins of a ``size`` axis pooled to ``out``: [start, end) pairs."""
     return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]

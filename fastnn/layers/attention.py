@@ -6,10 +6,12 @@
     dq = mha.backward(dout)                          # self; (dq, dk, dv) for cross-attention
 
 Forward: Q, K, V projections (one GEMM over the packed ``in_proj_weight`` for self-attention);
-per batch and head, scores = Q K^T (a batched GEMM), the scaled, masked softmax in one pass per
-row (``_core.masked_softmax_forward``), dropout on the probabilities, P V (batched), the heads
-concatenated and projected by ``out_proj``. Backward: the same GEMMs transposed, the softmax's
-backward ``dS = P * (dP - rowsum(dP * P))`` in one pass per row.
+then ``_core.attention_forward``, one task per batch and head reading its columns of the
+projection in place: scores = Q K^T, the scaled, masked softmax of each row, dropout on the
+probabilities, P V written into the head's columns of the context, which ``out_proj`` projects.
+Backward: ``_core.attention_backward`` (the same GEMMs transposed, the softmax's backward
+``dS = P * (dP - rowsum(dP * P))``) writes dQ, dK, dV into the columns of the packed
+projection's gradient, and one GEMM pair gives dx and the in_proj gradients.
 """
 import math
 
@@ -86,16 +88,11 @@ class MultiheadAttention(Layer):
 
     def _project(self, x, part):
         """x (N, T, E) @ W_part^T + b_part for parts slice(0, E) (q), ... -> (N*T, width)."""
-        w = self.in_proj_weight.data[part]
+        w = self.in_proj_weight.data[part]  # whole rows: a contiguous view
         b = self.in_proj_bias.data[part] if self.in_proj_bias is not None else None
         out = np.empty((x.shape[0] * x.shape[1], w.shape[0]), dtype=self._dtype)
-        _core.dense_forward(x.reshape(-1, self.embed_dim), np.ascontiguousarray(w),
-                            None if b is None else np.ascontiguousarray(b), out)
+        _core.dense_forward(x.reshape(-1, self.embed_dim), w, b, out)
         return out
-
-    def _heads(self, a, n, t):
-        """(N*T, E) -> (N, H, T, d), contiguous."""
-        return np.ascontiguousarray(a.reshape(n, t, self.num_heads, self.head_dim).transpose(0, 2, 1, 3))
 
     def _mask(self, n, l, s, attn_mask, key_padding_mask):
         """One additive float mask (M, L, S), M in (1, N, N*H), or None."""
@@ -135,8 +132,8 @@ class MultiheadAttention(Layer):
         n, l, e = q_in.shape
         h, d = self.num_heads, self.head_dim
         if self_attention:
-            qkv = self._project(q_in, slice(0, 3 * e)).reshape(n, l, 3, h, d)
-            q, k, v = (np.ascontiguousarray(qkv[:, :, i].transpose(0, 2, 1, 3)) for i in range(3))
+            qkv = self._project(q_in, slice(0, 3 * e))  # (N*L, 3E): the heads read in place
+            q, k, v = qkv[:, :e], qkv[:, e:2 * e], qkv[:, 2 * e:]
             k_in = v_in = None
             s = l
         else:
@@ -145,22 +142,21 @@ class MultiheadAttention(Layer):
                 raise ValueError(f"{self.describe()}: key {k_in.shape} and value {v_in.shape} must be "
                                  f"(N, S, E) with the query's N = {n}")
             s = k_in.shape[1]
-            q = self._heads(self._project(q_in, slice(0, e)), n, l)
-            k = self._heads(self._project(k_in, slice(e, 2 * e)), n, s)
-            v = self._heads(self._project(v_in, slice(2 * e, 3 * e)), n, s)
+            q = self._project(q_in, slice(0, e))
+            k = self._project(k_in, slice(e, 2 * e))
+            v = self._project(v_in, slice(2 * e, 3 * e))
         mask = self._mask(n, l, s, attn_mask, key_padding_mask)
-        scores = np.matmul(q, k.transpose(0, 1, 3, 2)).reshape(n * h, l, s)
-        p = np.empty_like(scores)
-        scale = 1.0 / math.sqrt(d)
-        _core.masked_softmax_forward(scores, scale, mask, p)
-        p_used, drop = p, None
+        p = np.empty((n * h, l, s), dtype=self._dtype)
+        p_used, drop = None, None
         if training and self.dropout:
             keep = 1.0 - self.dropout
             drop = ((rng().random(p.shape) < keep) / keep).astype(self._dtype)
-            p_used = p * drop
-        ctx = np.matmul(p_used.reshape(n, h, l, s), v)                      # (N, H, L, d)
-        ctx2 = np.ascontiguousarray(ctx.transpose(0, 2, 1, 3)).reshape(n, l, e)
-        out = self.out_proj.forward(ctx2, training)
+            p_used = np.empty_like(p)
+        scale = 1.0 / math.sqrt(d)
+        ctx = np.empty((n * l, e), dtype=self._dtype)
+        _core.attention_forward(q, k, v, h, scale, mask, p, ctx, drop, p_used)
+        out = self.out_proj.forward(ctx.reshape(n, l, e), training)
+        p_used = p if p_used is None else p_used
         self._cache = dict(q_in=q_in, k_in=k_in, v_in=v_in, q=q, k=k, v=v, p=p, p_used=p_used,
                            drop=drop, scale=scale, shape=(n, l, s), self_attention=self_attention)
         if need_weights:
@@ -172,28 +168,21 @@ class MultiheadAttention(Layer):
         self.check_forwarded(self._cache)
         c = self._cache
         n, l, s = c["shape"]
-        h, d, e = self.num_heads, self.head_dim, self.embed_dim
+        h, e = self.num_heads, self.embed_dim
         dout = self.checked_dy(dout, (n, l, e))
-        dctx2 = self.out_proj.backward(dout)                                  # (N, L, E)
-        dctx = np.ascontiguousarray(dctx2.reshape(n, l, h, d).transpose(0, 2, 1, 3))
-        p_used = c["p_used"].reshape(n, h, l, s)
-        dv = np.matmul(p_used.transpose(0, 1, 3, 2), dctx)                   # (N, H, S, d)
-        dp = np.matmul(dctx, c["v"].transpose(0, 1, 3, 2)).reshape(n * h, l, s)
-        if c["drop"] is not None:
-            dp *= c["drop"]
-        ds = np.empty_like(dp)
-        _core.masked_softmax_backward(c["p"], np.ascontiguousarray(dp), c["scale"], ds)
-        ds = ds.reshape(n, h, l, s)
-        dq = np.matmul(ds, c["k"])                                            # (N, H, L, d)
-        dk = np.matmul(ds.transpose(0, 1, 3, 2), c["q"])                      # (N, H, S, d)
-
-        def flat(a, t):  # (N, H, T, d) -> (N*T, E)
-            return np.ascontiguousarray(a.transpose(0, 2, 1, 3)).reshape(n * t, e)
-
+        dctx = self.out_proj.backward(dout).reshape(n * l, e)
         w, wg = self.in_proj_weight.data, self.in_proj_weight.grad
         bg = self.in_proj_bias.grad if self.in_proj_bias is not None else None
+        if c["self_attention"]:  # dq, dk, dv straight into the packed projection's gradient
+            dqkv = np.empty((n * l, 3 * e), dtype=self._dtype)
+            dq, dk, dv = dqkv[:, :e], dqkv[:, e:2 * e], dqkv[:, 2 * e:]
+        else:
+            dq = np.empty((n * l, e), dtype=self._dtype)
+            dk, dv = (np.empty((n * s, e), dtype=self._dtype) for _ in range(2))
+        used = None if c["drop"] is None else c["p_used"]
+        _core.attention_backward(c["q"], c["k"], c["v"], h, c["scale"], c["p"], used, c["drop"],
+                                 dctx, dq, dk, dv)
         if c["self_attention"]:
-            dqkv = np.concatenate([flat(dq, l), flat(dk, l), flat(dv, l)], axis=1)  # (N*L, 3E)
             dx = np.empty((n * l, e), dtype=self._dtype)
             _core.dense_backward(c["q_in"].reshape(-1, e), w, dqkv, dx, wg, bg)
             return dx.reshape(n, l, e)
@@ -201,13 +190,8 @@ class MultiheadAttention(Layer):
         for i, (x_in, g, t) in enumerate(((c["q_in"], dq, l), (c["k_in"], dk, s), (c["v_in"], dv, s))):
             part = slice(i * e, (i + 1) * e)
             dx = np.empty((n * t, e), dtype=self._dtype)
-            wgp = np.zeros((e, e), dtype=self._dtype)
-            bgp = np.zeros(e, dtype=self._dtype) if bg is not None else None
-            _core.dense_backward(x_in.reshape(-1, e), np.ascontiguousarray(w[part]), flat(g, t), dx,
-                                 wgp, bgp)
-            wg[part] += wgp
-            if bg is not None:
-                bg[part] += bgp
+            _core.dense_backward(x_in.reshape(-1, e), w[part], g, dx, wg[part],
+                                 None if bg is None else bg[part])  # rows: contiguous views
             grads.append(dx.reshape(n, t, e))
         return tuple(grads)
 

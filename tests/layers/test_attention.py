@@ -38,6 +38,93 @@ def test_masked_softmax_equals_reference(b, l, s, mask_batches, dtype, seed):
     np.testing.assert_allclose(ds, ds_ref, rtol=10 * tol, atol=10 * tol)
 
 
+def _attention_case(r, n, l, s, heads, d, dtype, mask_batches, dropout):
+    """q, k, v as column blocks of packed (rows, 3E) arrays (strided rows), a mask and drop."""
+    e = heads * d
+    qkv = r.standard_normal((n * l, 3 * e)).astype(dtype)
+    kv = qkv if s == l else r.standard_normal((n * s, 3 * e)).astype(dtype)
+    q, k, v = qkv[:, :e], kv[:, e:2 * e], kv[:, 2 * e:]
+    mask = None
+    if mask_batches is not None:
+        m = {"one": 1, "sample": n, "head": n * heads}[mask_batches]
+        mask = np.where(r.random((m, l, s)) < 0.3, -np.inf, r.standard_normal((m, l, s))).astype(dtype)
+        mask[..., 0] = 0
+    drop = None
+    if dropout:
+        drop = ((r.random((n * heads, l, s)) < 0.75) / 0.75).astype(dtype)
+    return q, k, v, mask, drop
+
+
+# d = 16 and 32 take the float32 microkernel for the heads' GEMMs, d = 3 BLAS
+@given(st.sampled_from([(2, 16, 16, 2, 16), (3, 20, 17, 2, 32), (2, 5, 7, 3, 3)]),
+       st.sampled_from([None, "one", "sample", "head"]), st.booleans(),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+@settings(max_examples=scaled_examples(12), deadline=None)
+def test_attention_kernels_equal_reference(shape, mask_batches, dropout, dtype, seed):
+    n, l, s, heads, d = shape
+    r = np.random.default_rng(seed)
+    q, k, v, mask, drop = _attention_case(r, n, l, s, heads, d, dtype, mask_batches, dropout)
+    scale = 1 / np.sqrt(d)
+    outs = []
+    for mod in (K, R):
+        p = np.empty((n * heads, l, s), dtype)
+        ctx = np.full((n * l, heads * d), np.nan, dtype)
+        used = None if drop is None else np.empty_like(p)
+        mod.attention_forward(q, k, v, heads, scale, mask, p, ctx, drop, used)
+        outs.append((p, ctx, used))
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    for a, b in zip(*outs):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=tol * 10, atol=tol * 10)
+    p, _, used = outs[1]
+    dctx = r.standard_normal((n * l, heads * d)).astype(dtype)
+    grads = []
+    for mod in (K, R):
+        packed = np.full((n * max(l, s), 3 * heads * d), np.nan, dtype)
+        e = heads * d
+        dq, dk, dv = packed[:n * l, :e], packed[:n * s, e:2 * e], packed[:n * s, 2 * e:]
+        mod.attention_backward(q, k, v, heads, scale, p, used, drop, dctx, dq, dk, dv)
+        grads.append((dq.copy(), dk.copy(), dv.copy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=tol * 100, atol=tol * 100)
+
+
+def test_attention_kernels_give_the_same_bits_on_one_and_two_threads():
+    r = np.random.default_rng(7)
+    n, l, heads, d = 4, 32, 2, 32
+    q, k, v, mask, _ = _attention_case(r, n, l, l, heads, d, np.float32, "sample", False)
+    dctx = r.standard_normal((n * l, heads * d)).astype(np.float32)
+    results = []
+    old = fnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            p = np.empty((n * heads, l, l), np.float32)
+            ctx = np.empty((n * l, heads * d), np.float32)
+            K.attention_forward(q, k, v, heads, 0.2, mask, p, ctx)
+            dq, dk, dv = (np.empty_like(ctx) for _ in range(3))
+            K.attention_backward(q, k, v, heads, 0.2, p, None, None, dctx, dq, dk, dv)
+            results.append((p, ctx, dq, dk, dv))
+    finally:
+        fnn.set_num_threads(old)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_attention_kernel_errors_name_the_kernel_and_shapes():
+    f = np.float32
+    q = np.zeros((6, 4), f)
+    with pytest.raises(ValueError, match=r"attention_forward: ctx .* contiguous rows"):
+        K.attention_forward(q, q, q, 2, 1.0, None, np.empty((4, 3, 3), f), np.zeros((4, 6), f).T)
+    with pytest.raises(ValueError, match=r"attention_forward: k must have shape \(6, 4\)"):
+        K.attention_forward(q, q[:4], q, 2, 1.0, None, np.empty((4, 3, 3), f), np.empty((6, 4), f))
+    with pytest.raises(ValueError, match=r"attention_backward: output dq"):
+        ro = np.empty((6, 4), f)
+        ro.flags.writeable = False
+        K.attention_backward(q, q, q, 2, 1.0, np.empty((4, 3, 3), f), None, None, q, ro, q.copy(),
+                             q.copy())
+
+
 def test_fully_masked_row_is_nan_as_torch_and_huge_scores_stay_finite():
     scores = np.array([[[1e30, 0.0, -1e30], [1.0, 2.0, 3.0]]], np.float32)
     mask = np.array([[[0, 0, 0], [-np.inf, -np.inf, -np.inf]]], np.float32)
