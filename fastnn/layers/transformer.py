@@ -29,6 +29,16 @@ def _activation(owner, activation):
     raise ValueError(f"{owner}: activation must be 'relu' or 'gelu', got {activation!r}")
 
 
+def _add_into(fresh, other):
+    """fresh + other, written over ``fresh``: the sublayers' outputs and input gradients are
+    new arrays nobody else holds, so the residual sum needs no array of its own (no
+    allocation, one pass fewer over a fresh page). Anything else gets a new array."""
+    if fresh is other or fresh.shape != other.shape or not fresh.flags.writeable:
+        return fresh + other
+    np.add(fresh, other, out=fresh)
+    return fresh
+
+
 class _Block(Layer):
     """What the encoder and decoder layers share: arguments, the feed-forward block."""
 
@@ -69,16 +79,16 @@ class _Block(Layer):
         """x + drop(block(x)) normalised by ``norm`` after (post-norm) or on the block's input
         (``norm_first``)."""
         if self.norm_first:
-            return x + drop.forward(block(norm.forward(x, training)), training)
-        return norm.forward(x + drop.forward(block(x), training), training)
+            return _add_into(drop.forward(block(norm.forward(x, training)), training), x)
+        return norm.forward(_add_into(drop.forward(block(x), training), x), training)
 
     def _residual_backward(self, g, block_backward, norm, drop):
         """The gradient of ``_residual``'s input from its output's; ``block_backward`` maps the
         block's output gradient to its input's."""
         if self.norm_first:
-            return g + norm.backward(block_backward(drop.backward(g)))
+            return _add_into(norm.backward(block_backward(drop.backward(g))), g)
         g = norm.backward(g)
-        return g + block_backward(drop.backward(g))
+        return _add_into(block_backward(drop.backward(g)), g)
 
     def _ff_backward(self, g):
         g = self.dropout.backward(self.linear2.backward(g))
