@@ -10,7 +10,9 @@
    the lanes then combined pairwise in a fixed order), so the compiler vectorises them without
    reassociating anything: the same bits at every ISA level and thread count. Sums are float64;
    float32's exp is vecmath.h's, taken on the difference x - max with the difference's rounding
-   error corrected to first order (two-sum), as numba's softmax (_fastmath._exp_diff). */
+   error corrected to first order (two-sum), as numba's softmax (_fastmath._exp_diff). The float32
+   selects are vecmath.h's fnn_selectf: with ?: GCC makes branches that it does not vectorise
+   below AVX-512. */
 #ifndef FNN_ATTENTION_H
 #define FNN_ATTENTION_H
 
@@ -24,7 +26,7 @@
 static inline float fnn_att_max_f32(float* v) {
     for (int w = FNN_ATT_LANES / 2; w; w >>= 1)
         for (int t = 0; t < w; t++)
-            v[t] = v[t + w] > v[t] ? v[t + w] : v[t];
+            v[t] = fnn_selectf(v[t + w] > v[t], v[t + w], v[t]);
     return v[0];
 }
 
@@ -47,8 +49,8 @@ static inline float fnn_exp_diff_f32(float a, float m) {
     float d = a - m, u = d - a;
     float err = (a - (d - u)) + (-m - u);     /* a - m - d exactly */
     float e = fnn_expf(d);
-    err = err == err ? err : 0.0f;            /* inf or NaN difference: no correction */
-    return e < INFINITY ? e + e * err : e;    /* inf * 0 would be NaN */
+    err = fnn_selectf(err == err, err, 0.0f);           /* inf or NaN difference: none */
+    return fnn_selectf(e < INFINITY, e + e * err, e);  /* inf * 0 would be NaN */
 }
 
 static inline void fnn_softmax_row_f32(float* row, int s, float scale, const float* mask) {
@@ -63,9 +65,9 @@ static inline void fnn_softmax_row_f32(float* row, int s, float scale, const flo
         row[j] = mask ? scale * row[j] + mask[j] : scale * row[j];
     for (j = 0; j < full; j += FNN_ATT_LANES)
         for (t = 0; t < FNN_ATT_LANES; t++)  /* NaN never replaces: it reaches the sum */
-            top[t] = row[j + t] > top[t] ? row[j + t] : top[t];
+            top[t] = fnn_selectf(row[j + t] > top[t], row[j + t], top[t]);
     for (t = 0; j + t < s; t++)
-        top[t] = row[j + t] > top[t] ? row[j + t] : top[t];
+        top[t] = fnn_selectf(row[j + t] > top[t], row[j + t], top[t]);
     float m = fnn_att_max_f32(top);
     for (j = 0; j < s; j++)
         row[j] = fnn_exp_diff_f32(row[j], m);
