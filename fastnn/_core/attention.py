@@ -80,8 +80,8 @@ def _check_rows(where, name, a, shape, dtype, writable=False):
     if a.shape != shape:
         raise ValueError(f"{where}: {name} must have shape {shape}, got {a.shape}")
     size = a.itemsize
-    if a.strides[1] != size or a.strides[0] % size or a.strides[0] < shape[1] * size \
-            or not a.dtype.isnative:
+    if not a.dtype.isnative or (a.size and (  # an empty array has no layout to speak of
+            a.strides[1] != size or a.strides[0] % size or a.strides[0] < shape[1] * size)):
         raise ValueError(f"{where}: {name} {a.shape} must have contiguous rows (strides "
                          f"{a.strides})")
     if writable and not a.flags.writeable:
