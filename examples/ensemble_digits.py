@@ -11,11 +11,12 @@ averages their softmax probabilities. Their mistakes differ, so averaging cancel
 Each member trains on its own bootstrap sample of the training digits (bagging: more diverse
 members, a larger gain from averaging).
 
-Bar, on the held-out quarter: the ensemble's accuracy is at least 0.5 points above the members'
-mean, and no member beats it by more than one digit. (The best member is picked after the fact,
-on the test digits themselves; against it the ensemble wins or ties by a digit or two, and in
-some seeds loses by one: measured over seeds 0-2, ensemble 96.0/96.0/96.7% against members'
-means 95.5/95.0/95.3% and best members 96.2/96.2/96.4%.)
+Bar, on the held-out quarter, averaged over three splits and initialisations (seeds 0-2): the
+ensemble's accuracy is at least 0.5 points above the members' mean, and the best member beats
+it by at most one digit. (The best member is picked after the fact, on the test digits
+themselves; against it the ensemble wins or ties by a digit or two, and in some seeds loses by
+one or two. One split's 449 digits move by a digit or two with any change of rounding in
+training, more than the bar's margins, hence the average.)
 
     python examples/ensemble_digits.py
 """
@@ -41,8 +42,8 @@ def softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def main(members=5, epochs=12, lr=3e-3, bootstrap=True, seed=0, verbose=True):
-    t0 = time.perf_counter()
+def ensemble(members=5, epochs=12, lr=3e-3, bootstrap=True, seed=0):
+    """One ensemble on one split (``seed``): the members' and the ensemble's held-out scores."""
     (X, y), (Xt, yt) = load_digits(test_size=0.25, seed=seed)
     probs = []
     for i in range(members):
@@ -56,22 +57,36 @@ def main(members=5, epochs=12, lr=3e-3, bootstrap=True, seed=0, verbose=True):
         probs.append(softmax(model.predict(Xt).astype(np.float64)))
     mixed = np.mean(probs, axis=0)
     member_acc = [float(np.mean(p.argmax(1) == yt)) for p in probs]
-    ensemble_acc = float(np.mean(mixed.argmax(1) == yt))
     nll = lambda p: float(-np.mean(np.log(p[np.arange(len(yt)), yt])))  # noqa: E731
-    m = {"member_accuracies": member_acc, "ensemble_accuracy": ensemble_acc,
-         "best_member": max(member_acc), "mean_member": float(np.mean(member_acc)),
-         "member_losses": [nll(p) for p in probs], "ensemble_loss": nll(mixed),
+    return {"seed": seed, "member_accuracies": member_acc,
+            "ensemble_accuracy": float(np.mean(mixed.argmax(1) == yt)),
+            "best_member": max(member_acc), "mean_member": float(np.mean(member_acc)),
+            "member_losses": [nll(p) for p in probs], "ensemble_loss": nll(mixed),
+            "held_out": len(yt)}
+
+
+def main(members=5, epochs=12, lr=3e-3, bootstrap=True, seeds=(0, 1, 2), verbose=True):
+    t0 = time.perf_counter()
+    runs = [ensemble(members, epochs, lr, bootstrap, seed) for seed in seeds]
+    # over the splits: one split's few hundred digits move by a digit or two with any change of
+    # rounding in training (another kernel's summation order), more than the bar's margins
+    gain = float(np.mean([r["ensemble_accuracy"] - r["mean_member"] for r in runs]))
+    gap = float(np.mean([r["ensemble_accuracy"] - r["best_member"] for r in runs]))
+    one_digit = float(np.mean([1.0 / r["held_out"] for r in runs]))
+    m = {"runs": runs, "gain_over_mean": gain, "gap_to_best": gap,
+         "bar_met": gain >= 0.005 and gap >= -one_digit - 1e-12,
          "seconds": time.perf_counter() - t0}
-    one_digit = 1.0 / len(yt)
-    m["bar_met"] = (ensemble_acc >= m["mean_member"] + 0.005
-                    and ensemble_acc >= m["best_member"] - one_digit - 1e-12)
     if verbose:
-        print("members' test accuracy: " + ", ".join(f"{a:.4f}" for a in member_acc))
-        print("members' test loss:     " + ", ".join(f"{v:.4f}" for v in m["member_losses"]))
-        print(f"ensemble of {members} (mean of softmax): accuracy {ensemble_acc:.4f} (best member "
-              f"{m['best_member']:.4f}, mean {m['mean_member']:.4f}), loss {m['ensemble_loss']:.4f} "
-              f"on {len(Xt)} held-out digits (bar: accuracy >= mean + 0.5 points, no member ahead "
-              f"by more than one digit): {'met' if m['bar_met'] else 'MISSED'}; {m['seconds']:.1f} s")
+        for r in runs:
+            print(f"seed {r['seed']}: members' test accuracy "
+                  + ", ".join(f"{a:.4f}" for a in r["member_accuracies"])
+                  + f"; ensemble of {members} (mean of softmax) {r['ensemble_accuracy']:.4f} (best "
+                  f"member {r['best_member']:.4f}, mean {r['mean_member']:.4f}), loss "
+                  f"{r['ensemble_loss']:.4f} (members' {min(r['member_losses']):.4f}-"
+                  f"{max(r['member_losses']):.4f}) on {r['held_out']} held-out digits")
+        print(f"over {len(runs)} splits the ensemble is {100 * gain:+.2f} points from the members' "
+              f"mean and {100 * gap:+.2f} from the best member (bar: mean + 0.5 points, best ahead "
+              f"by at most one digit): {'met' if m['bar_met'] else 'MISSED'}; {m['seconds']:.1f} s")
     return m
 
 
@@ -79,7 +94,7 @@ if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
     fnn.set_num_threads(1)
-    main(epochs=args.epochs, seed=args.seed)
+    main(epochs=args.epochs, seeds=args.seeds)
