@@ -157,6 +157,55 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
 
 /* ---- the weight gradient (winograd.h, fnn_wg2_dw_chunk): winograd_avx512.c's algorithm with
    8 tiles per vector, the same float32 operations per entry of Mk ---- */
+
+/* lanes first .. first + 7 that lie inside [0, n) */
+static inline __m256i fnn_wg2_inside(int first, int n) {
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(first), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_and_si256(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(-1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx));
+}
+
+/* the 8 floats at p whose lanes first .. first + 7 lie inside [0, n), zero elsewhere: a plain
+   load when all do (vmaskmovps is several times slower) */
+static inline __m256 fnn_wg2_load8(const float* p, int first, int n) {
+    if (first >= 0 && first + 8 <= n) return _mm256_loadu_ps(p);
+    return _mm256_maskload_ps(p, fnn_wg2_inside(first, n));
+}
+
+/* the even and the odd elements of the 16 floats a, b (lane q: element 2q, 2q + 1) */
+static inline void fnn_wg2_deinterleave(__m256 a, __m256 b, __m256* even, __m256* odd) {
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+/* 8 consecutive tiles in one row of tiles (a run): their patch rows are the 18 contiguous
+   columns ix0 .. ix0 + 17 of 4 input rows, their dy tiles 16 contiguous columns of 2 rows,
+   loaded 8 floats at a time and split into the tiles' lanes by even/odd shuffles instead of one
+   masked 4-float load per tile and row. xrows, grows: the rows inside the image. */
+typedef struct {
+    long xoff, goff;
+    int ix0, ox, xrows, grows;
+} fnn_wg2_run8;
+
+static inline int fnn_wg2_dw_run8(int H, int W, int C, int O, int OH, int OW, int ph, int pw,
+                                  long t0, int cnt, fnn_wg2_run8* r) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW;
+    if (cnt < 8) return 0;
+    long n = t0 / tpi, rem = t0 % tpi;
+    int ty = (int)(rem / TW), tx = (int)(rem % TW);
+    if (tx + 8 > TW) return 0;
+    int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
+    r->xoff = n * C * (long)H * W + (long)iy0 * W + ix0;
+    r->goff = n * O * (long)OH * OW + (long)oy * OW + ox;
+    r->ix0 = ix0;
+    r->ox = ox;
+    r->xrows = 0;
+    for (int i = 0; i < 4; i++)
+        if (iy0 + i >= 0 && iy0 + i < H) r->xrows |= 1 << i;
+    r->grows = oy + 1 < OH ? 3 : 1;
+    return 1;
+}
 void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, int kc, const float* x, const float* dy, float* Mk,
                       double* db8, float* V, float* G, float* Bp) {
@@ -167,6 +216,10 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
         long offs[FNN_MK_KC], ooffs[FNN_MK_KC];
         int kms[FNN_MK_KC * 4], okms[FNN_MK_KC * 2];
+        fnn_wg2_run8 runs[FNN_MK_KC / 8];
+        int isrun[FNN_MK_KC / 8];
+        for (int g0 = 0; g0 < TL; g0 += 8)
+            isrun[g0 / 8] = fnn_wg2_dw_run8(H, W, C, O, OH, OW, ph, pw, b0 + g0, T - g0, runs + g0 / 8);
         /* the block's tile offsets and masks, then its patches a channel at a time (the
            channel's rows in order: few streams for the prefetchers) */
         for (int q = 0; q < TL; q++) {
@@ -199,6 +252,21 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 const int* km = kms + g0 * 4;
                 const float* xc = x + c * HW;
                 __m256 d[4][4], s[4][4];
+                if (isrun[g0 / 8]) {
+                    const fnn_wg2_run8* ru = runs + g0 / 8;
+                    const int x0 = ru->ix0;
+                    for (int r = 0; r < 4; r++) {
+                        if (!(ru->xrows >> r & 1)) {
+                            for (int j = 0; j < 4; j++) d[r][j] = _mm256_setzero_ps();
+                            continue;
+                        }
+                        const float* row = xc + ru->xoff + (long)r * W;
+                        for (int sh = 0; sh < 2; sh++)
+                            fnn_wg2_deinterleave(fnn_wg2_load8(row + 2 * sh, x0 + 2 * sh, W),
+                                                 fnn_wg2_load8(row + 2 * sh + 8, x0 + 2 * sh + 8, W),
+                                                 &d[r][2 * sh], &d[r][2 * sh + 1]);
+                    }
+                } else
                 for (int r = 0; r < 4; r++) {
                     __m256 p[4];
                     for (int g = 0; g < 4; g++)
@@ -232,6 +300,18 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 const int* okm = okms + g0 * 2;
                 const float* go = dy + o * OHW;
                 __m256 g[2][2];
+                if (isrun[g0 / 8]) {
+                    const fnn_wg2_run8* ru = runs + g0 / 8;
+                    for (int r = 0; r < 2; r++) {
+                        if (!(ru->grows >> r & 1)) {
+                            g[r][0] = g[r][1] = _mm256_setzero_ps();
+                            continue;
+                        }
+                        const float* row = go + ru->goff + (long)r * OW;
+                        fnn_wg2_deinterleave(fnn_wg2_load8(row, ru->ox, OW), fnn_wg2_load8(row + 8, ru->ox + 8, OW),
+                                             &g[r][0], &g[r][1]);
+                    }
+                } else
                 for (int r = 0; r < 2; r++) {
                     __m256 p[4];
                     for (int q = 0; q < 4; q++)
@@ -272,7 +352,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
         for (int e = 0; e < 16; e++)
             for (int j0 = 0; j0 < O; j0 += 32) {
                 int nr = O - j0 < 32 ? O - j0 : 32;
-                fnn_mk2_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
+                fnn_mk2_pack_t_cols(G + e * GS, kc, j0, nr, 0, T, Bp, nr > 16 ? 32 : 16);
                 fnn_mk2_panel(C, T, V + e * VS, FNN_MK_RA_LDA, 1, Bp, Mk + e * CO, O, j0, nr,
                               acc_in);
             }
