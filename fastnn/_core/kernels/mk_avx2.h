@@ -166,15 +166,16 @@ static inline void fnn_mk2_tr8(__m256* r) {
     r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-/* Bp[kk*32 + jj] := B[(j0 + jj)*ldb + k0 + kk] for jj < cols (a transposed B, e.g. a dense
-   layer's weight): 8 rows x 8 k transposed in registers, the ragged rows and k by scalar
-   copies; zero past nr. cols 16 leaves columns 16-31 unwritten (fnn_mk2_panel reads them only
-   when nr > 16). */
-static inline void fnn_mk2_pack_t_cols(const float* B, int ldb, int j0, int nr, int k0, int kc,
-                                       float* Bp, int cols) {
-    for (int g = 0; g < cols; g += 8) {
+/* Bp[kk*32 + jj] := B[(j0 + jj)*ldb + k0 + kk] (a transposed B, e.g. a dense layer's weight):
+   8 rows x 8 k transposed in registers, the ragged rows and k by scalar copies; zero past nr */
+__attribute__((unused)) static void fnn_mk2_pack_t(const float* B, int ldb, int j0, int nr, int k0, int kc, float* Bp) {
+    for (int g = 0; g < 32; g += 8) {
         int rows = nr - g < 8 ? nr - g : 8;
         int kk = 0;
+        if (rows <= 0) {  /* a group past nr: zeros, a vector at a time */
+            for (; kk < kc; kk++) _mm256_store_ps(Bp + (long)kk * 32 + g, _mm256_setzero_ps());
+            continue;
+        }
         if (rows == 8) {
             const float* w0 = B + (long)(j0 + g) * ldb + k0;
             for (; kk + 8 <= kc; kk += 8) {
@@ -188,9 +189,6 @@ static inline void fnn_mk2_pack_t_cols(const float* B, int ldb, int j0, int nr, 
             for (int q = 0; q < 8; q++)
                 Bp[(long)kk * 32 + g + q] = q < rows ? B[(long)(j0 + g + q) * ldb + k0 + kk] : 0.0f;
     }
-}
-__attribute__((unused)) static void fnn_mk2_pack_t(const float* B, int ldb, int j0, int nr, int k0, int kc, float* Bp) {
-    fnn_mk2_pack_t_cols(B, ldb, j0, nr, k0, kc, Bp, 32);
 }
 
 

@@ -352,7 +352,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
         for (int e = 0; e < 16; e++)
             for (int j0 = 0; j0 < O; j0 += 32) {
                 int nr = O - j0 < 32 ? O - j0 : 32;
-                fnn_mk2_pack_t_cols(G + e * GS, kc, j0, nr, 0, T, Bp, nr > 16 ? 32 : 16);
+                fnn_mk2_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
                 fnn_mk2_panel(C, T, V + e * VS, FNN_MK_RA_LDA, 1, Bp, Mk + e * CO, O, j0, nr,
                               acc_in);
             }
