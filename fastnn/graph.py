@@ -15,11 +15,13 @@ both calls' gradients accumulate) and, for its second call, runs as a twin: a sh
 its own caches and buffers, so the two calls' forward state does not collide.
 """
 import copy
+import sys
 
 import numpy as np
 
 from . import inference as _inference
 from .layers.base import layer_from_spec, layer_to_spec, unique_name
+from .layers.merge import Add
 from .model import ModelBase, _layer_registry, _no_hook, backward_params_only
 
 __all__ = ["Input", "Model", "SymbolicTensor"]
@@ -211,6 +213,30 @@ class Model(ModelBase):
         fusion = step.runner.activation_fusion(nxt.runner)
         return None if fusion is None else (nxt, fusion)
 
+    def _sum_fusion(self, step, values, arg):
+        """When ``step`` (training) can run the two-input Add it alone feeds in its own pass
+        (``forward_add``: a batch norm), the Add's other input already computed, contiguous
+        and of the same shape and dtype: the Add's step, that input's tensor and its value,
+        else None."""
+        runner = step.runner
+        if not hasattr(runner, "forward_add") or step.node.as_list:
+            return None
+        out = step.node.output
+        users = self._consumers.get(id(out), ())
+        if len(users) != 1 or id(out) in self._output_ids:
+            return None
+        add = users[0]
+        if type(add.runner) is not Add or len(add.node.inputs) != 2:
+            return None
+        others = [t for t in add.node.inputs if t is not out]
+        other = values.get(id(others[0])) if len(others) == 1 else None
+        if (not isinstance(other, np.ndarray) or not isinstance(arg, np.ndarray)
+                or other.shape != arg.shape or other.dtype != runner.dtype
+                or add.runner.dtype != runner.dtype or not other.flags.c_contiguous
+                or getattr(runner, "sync", None) is not None):
+            return None
+        return add, others[0], other
+
     def _inference_forward(self, x):
         """Through the model's cached :class:`fastnn.inference.GraphPlan`."""
         outs = _inference.graph_plan_for(self)(self._as_inputs("forward", x))
@@ -222,12 +248,31 @@ class Model(ModelBase):
         values = {id(t): v for t, v in zip(self._inputs, xs)}
         done = set()
         folded = set()
+        summed, absorbed = {}, {}  # the layer that ran an Add: the Add's other input; the Add
         for step in self._steps:
             if id(step) in done:
                 continue
             node = step.node
             args = [values[id(t)] for t in node.inputs]
             arg = args if node.as_list else args[0]
+            pair = self._sum_fusion(step, values, arg) if training else None
+            if pair is not None:  # the layer runs the residual sum after it (and its ReLU)
+                add, other_tensor, other = pair
+                fused = self._fusion(add)
+                kwargs = fused[1][0] if fused is not None else {}
+                out = step.runner.forward_add(arg, other, training=True, relu=fused is not None,
+                                              **kwargs)
+                values[id(node.output)] = values[id(add.node.output)] = out
+                done.add(id(add))
+                absorbed[id(add)] = node.output
+                summed[id(step)] = other_tensor
+                if fused is not None:  # the activation's backward is the layer's too
+                    nxt = fused[0]
+                    nxt.runner.fused_output(out)
+                    values[id(nxt.node.output)] = out
+                    done.add(id(nxt))
+                    folded.add(id(nxt))
+                continue
             fused = self._fusion(step)
             if fused is not None:
                 nxt, (kwargs, takes_backward) = fused
@@ -241,6 +286,7 @@ class Model(ModelBase):
             else:
                 values[id(node.output)] = step.runner.forward(arg, training=training)
         self._folded = folded
+        self._summed, self._absorbed = summed, absorbed
         outs = [values[id(t)] for t in self._outputs]
         return outs if self.n_outputs > 1 else outs[0]
 
@@ -257,6 +303,8 @@ class Model(ModelBase):
         for t, g in zip(self._outputs, dys):
             _accumulate(grads, t, g)
         folded = getattr(self, "_folded", set())
+        summed = getattr(self, "_summed", {})
+        absorbed = getattr(self, "_absorbed", {})
         for step in reversed(self._steps):
             g = grads.pop(id(step.node.output), None)
             if g is None:
@@ -264,6 +312,18 @@ class Model(ModelBase):
             node = step.node
             if id(step) in folded:  # the layer before takes this activation's backward
                 grads[id(node.inputs[0])] = g
+                continue
+            if id(step) in absorbed:  # and a batch norm this Add's
+                grads[id(absorbed[id(step)])] = g
+                continue
+            if id(step) in summed:  # the layer ran the Add after it: both summands' gradients
+                # into g itself when nothing but this loop holds it (no caller, layer or view)
+                sole = _sole(g)  # (not within the call: its arguments hold g too)
+                dx, dres = step.runner.backward_add(g, overwrite_dy=sole)
+                done(step.runner)
+                _accumulate(grads, node.inputs[0], dx)
+                _accumulate(grads, summed[id(step)], dres)
+                dx = dres = g = None
                 continue
             if not input_grad and not step.param_upstream:
                 if step.has_params:
@@ -276,6 +336,7 @@ class Model(ModelBase):
             for t, d in zip(node.inputs, dxs):
                 if d is not None:
                     _accumulate(grads, t, d)
+            dx = dxs = d = g = None  # grads alone holds them now (see _accumulate, _sole)
         if not input_grad:
             return None
         dxs = [grads.get(id(t)) for t in self._inputs]
@@ -389,7 +450,49 @@ def _arrays(where, what, x, n):
 def _accumulate(grads, tensor, g):
     key = id(tensor)
     prev = grads.get(key)
-    grads[key] = g if prev is None else prev + g  # a new array: g may be a layer's or the caller's
+    if prev is None:
+        grads[key] = g
+    elif (_refcount(prev) <= _SOLE_REFS and prev.flags.owndata and prev.flags.writeable
+          and prev.dtype == g.dtype and prev.shape == g.shape):
+        # nothing but ``grads`` holds prev (no caller, layer or view of it): sum in place
+        # instead of into a fresh array that has to be faulted in
+        np.add(prev, g, out=prev)
+    else:
+        grads[key] = prev + g  # a new array: prev may be a layer's or the caller's
+
+
+def _refcount(a):
+    return sys.getrefcount(a)
+
+
+def _sole(g):
+    """True when ``g`` (popped from the backward's table) is held by nobody else and owns its
+    writable data: a layer may then write over it."""
+    return (_refcount(g) <= _SOLE_POPPED and isinstance(g, np.ndarray) and g.flags.owndata
+            and g.flags.writeable and g.flags.c_contiguous)
+
+
+def _held_by_grads_only():
+    """``_refcount`` of an array held by a dict and a local alone, read as ``_accumulate`` reads
+    it: the interpreter's own references counted, whatever the Python version."""
+    grads = {0: np.empty(1)}
+    prev = grads.get(0)
+    return _refcount(prev)
+
+
+def _popped_only():
+    """``_refcount`` of an array popped from a dict into a local, as ``_sole`` reads it."""
+    grads = {0: np.empty(1)}
+    g = grads.pop(0)
+    return _sole_count(g)
+
+
+def _sole_count(g):
+    return _refcount(g)
+
+
+_SOLE_REFS = _held_by_grads_only()
+_SOLE_POPPED = _popped_only()
 
 
 def _model_from_config(layers, inputs, nodes, outputs):

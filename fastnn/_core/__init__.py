@@ -61,17 +61,19 @@ Pooling and upsampling (numba, ``pool.py``; the 2x2 max pool and max pool backwa
 
 Batch normalisation (numba, ``norm.py``); x is (N, C, L): a (N, C) input is viewed as (N, C, 1)
     batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
-                            out, save_mean, save_invstd, relu=False)
+                            out, save_mean, save_invstd, relu=False, residual=None)
         statistics over (N, L) in one sweep; out := (x - mean) * invstd * weight + bias
-        (relu: then max(out, 0), the ReLU after a BatchNorm fused into its pass);
+        (residual: then + residual, a shortcut's sum; relu: then max(out, 0), the ReLU after a
+        BatchNorm fused into its pass);
         running_mean := (1-m)*running_mean + m*mean; running_var := (1-m)*running_var
         + m*var*n/(n-1) (unbiased, n = N*L); save_invstd := 1/sqrt(var_biased + eps)
     batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False)
     batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
-                       relu_out=None)
+                       relu_out=None, dresidual=None)
         batch_stats=True: the training-mode gradient through the batch statistics;
         batch_stats=False: mean/invstd are constants (inference mode); relu_out (the output of
-        a relu=True forward): dy is taken through that ReLU first (0 where relu_out <= 0)
+        a relu=True forward): dy is taken through that ReLU first (0 where relu_out <= 0);
+        dresidual := that dy too (the residual's gradient of a residual= forward), same pass
     x may be any (N, C, ...) shape; weight/bias None mean 1/0; running_mean/running_var None
     skip the update; dx/dweight/dbias None are skipped; training with one value per channel
     raises (the variance is undefined), as PyTorch does

@@ -58,8 +58,9 @@ def _leaky_in_place(out, n, c, i, slope):
 
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_running, momentum,
-                             eps, out, save_mean, save_invstd, act, slope):
+                             eps, out, save_mean, save_invstd, act, slope, residual, add):
     """mean, var := batch statistics over (N, L); out := (x - mean) * invstd * weight + bias,
+    with ``add``: + residual (rounded to x's dtype in between, as a separate sum would be),
     then act 1: max(out, 0), act 2: leaky_relu(out, slope) (the activation kernels' formulas)"""
     batch, channels, length = x.shape
     count = batch * length
@@ -87,14 +88,27 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
         typed[c, 1] = scale
         typed[c, 2] = bias[c] - (mean - np.float64(typed[c, 0])) * scale
         mean_hi, scale_t, offset_t = typed[c, 0], typed[c, 1], typed[c, 2]
+        last = act if not add else 0  # with a residual, the activation follows the sum
         for n in range(batch):
             for i in range(length):
                 v = (x[n, c, i] - mean_hi) * scale_t + offset_t
-                if act == 1:
+                if last == 1:
                     v = zero if v <= 0 else v  # NaN propagates, as relu_forward
                 out[n, c, i] = v
-                if act == 2:
+                if last == 2:
                     _leaky_in_place(out, n, c, i, slope)
+        if add:
+            # a loop of its own over the channel's output (still in cache): within the loop
+            # above LLVM may reassociate the sum with the affine map, and the result must be
+            # the rounded output plus the residual, as a separate Add computes it
+            for n in range(batch):
+                for i in range(length):
+                    v = out[n, c, i] + residual[n, c, i]
+                    if act == 1:
+                        v = zero if v <= 0 else v
+                    out[n, c, i] = v
+                    if act == 2:
+                        _leaky_in_place(out, n, c, i, slope)
         save_mean[c] = mean
         save_invstd[c] = invstd
         if update_running:
@@ -120,12 +134,50 @@ def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
                     _leaky_in_place(out, n, c, i, slope)
 
 
+@njit(inline="always")
+def _through_sums(dy, act_out, x, c, batch, length, m, s, act, slope, zero):
+    """(sum g, sum g*xhat) of channel c, g := dy through the activation (see _through_act);
+    one loop per activation kind, so each vectorises"""
+    sum_dy = 0.0
+    sum_dy_xhat = 0.0
+    if act == 1:
+        for n in range(batch):
+            for i in range(length):
+                g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
+                sum_dy += g
+                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+    elif act == 2:
+        for n in range(batch):
+            for i in range(length):
+                g = dy[n, c, i]
+                g = g if act_out[n, c, i] > 0 else g * slope
+                sum_dy += g
+                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+    else:
+        for n in range(batch):
+            for i in range(length):
+                g = dy[n, c, i]
+                sum_dy += g
+                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+    return sum_dy, sum_dy_xhat
+
+
+@njit(inline="always")
+def _through_into(dy, act_out, g, c, batch, length, act, slope, zero):
+    """g of channel c := dy through the activation whose output is act_out"""
+    for n in range(batch):
+        for i in range(length):
+            g[n, c, i] = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
+
+
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
-                        dbias, write_dbias, batch_stats, act_out, act, slope):
+                        dbias, write_dbias, batch_stats, act_out, act, slope, dres, write_dres):
     """g := dy through the activation whose output is act_out (act 1, ReLU: 0 where act_out <= 0;
     act 2, leaky ReLU with slope >= 0: g * slope where not act_out > 0, which is where its input
-    was not > 0);
+    was not > 0); with write_dres, g is written to dres first (the gradient of a residual summed
+    into the output before that activation; the channel's g, still in cache, then serves both
+    passes);
     xhat := (x - mean) * invstd; dbias += sum g; dweight += sum g*xhat;
     dx := weight*invstd * (g - [sum g + xhat * sum g*xhat] / n) (the bracket only with batch_stats)
 
@@ -140,13 +192,15 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
     for c in prange(channels):
         m = np.float64(mean[c])
         s = np.float64(invstd[c])
-        sum_dy = 0.0
-        sum_dy_xhat = 0.0
-        for n in range(batch):
-            for i in range(length):
-                g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
-                sum_dy += g
-                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+        if write_dres:
+            # g first, then the sums over it as over a dy given already through the activation
+            # (the same loop, so the same rounding as the Add's backward then this one)
+            _through_into(dy, act_out, dres, c, batch, length, act, slope, zero)
+            sum_dy, sum_dy_xhat = _through_sums(dres, act_out, x, c, batch, length, m, s, 0,
+                                                slope, zero)
+        else:
+            sum_dy, sum_dy_xhat = _through_sums(dy, act_out, x, c, batch, length, m, s, act,
+                                                slope, zero)
         if write_dweight:
             dweight[c] += sum_dy_xhat
         if write_dbias:
@@ -158,16 +212,39 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
             typed[c, 2] = -scale * sum_dy / count
             typed[c, 3] = m
             a, b, k, mt = typed[c, 0], typed[c, 1], typed[c, 2], typed[c, 3]
-            if batch_stats:
-                for n in range(batch):
-                    for i in range(length):
-                        g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
-                        dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
-            else:  # statistics held constant: x does not enter (an infinite x stays out of dx)
-                for n in range(batch):
-                    for i in range(length):
-                        dx[n, c, i] = a * _through_act(dy[n, c, i], act_out[n, c, i], act, slope,
-                                                       zero)
+            # g again: read back from dres, else recomputed from dy (and act_out)
+            if write_dres:
+                _dx_pass(dres, act_out, x, dx, c, batch, length, a, b, k, mt, 0, slope, zero,
+                         batch_stats)
+            else:
+                _dx_pass(dy, act_out, x, dx, c, batch, length, a, b, k, mt, act, slope, zero,
+                         batch_stats)
+
+
+@njit(inline="always")
+def _dx_pass(dy, act_out, x, dx, c, batch, length, a, b, k, mt, act, slope, zero, batch_stats):
+    """dx of channel c := a*g + b*(x - mt) + k, g := dy through the activation (a loop per
+    kind, so each vectorises); without batch_stats a*g (x does not enter, so an infinite x
+    stays out of dx)"""
+    if not batch_stats:
+        for n in range(batch):
+            for i in range(length):
+                dx[n, c, i] = a * _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
+    elif act == 1:
+        for n in range(batch):
+            for i in range(length):
+                g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
+                dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
+    elif act == 2:
+        for n in range(batch):
+            for i in range(length):
+                g = dy[n, c, i]
+                g = g if act_out[n, c, i] > 0 else g * slope
+                dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
+    else:
+        for n in range(batch):
+            for i in range(length):
+                dx[n, c, i] = a * dy[n, c, i] + b * (x[n, c, i] - mt) + k
 
 
 _batchnorm_forward_train_serial = serial_twin(_batchnorm_forward_train)
@@ -203,11 +280,14 @@ def _number(where, name, v):
 
 
 def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
-                            out, save_mean, save_invstd, relu=False, negative_slope=None):
+                            out, save_mean, save_invstd, relu=False, negative_slope=None,
+                            residual=None):
     """Training-mode batch norm over (N, L) per channel; updates the running statistics
-    (running_var with the unbiased variance) unless they are None. ``relu``: out := max(out, 0)
-    in the same pass (a BatchNorm followed by a ReLU), or with ``negative_slope`` (>= 0)
-    leaky_relu(out, negative_slope) (followed by a LeakyReLU)."""
+    (running_var with the unbiased variance) unless they are None. ``residual`` (x's shape):
+    out := out + residual in the same pass (a BatchNorm summed with a shortcut), bitwise the
+    separate sum. ``relu``: then out := max(out, 0) in the same pass (a BatchNorm, or that
+    sum, followed by a ReLU), or with ``negative_slope`` (>= 0) leaky_relu(out,
+    negative_slope) (followed by a LeakyReLU)."""
     where = "batchnorm_forward_train"
     x3 = _ncl(where, "x", x)
     batch, channels, length = x3.shape
@@ -230,9 +310,12 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
     check_out(where, "save_mean", save_mean, (channels,), dtype, f"C of x is {channels}")
     check_out(where, "save_invstd", save_invstd, (channels,), dtype, f"C of x is {channels}")
     act, slope = _activation(where, relu, negative_slope)
+    if residual is not None:
+        check_like(where, "residual", residual, x.shape, dtype, "the shape of x")
     pick(_batchnorm_forward_train, _batchnorm_forward_train_serial, x.size)(
         x3, weight, bias, running_mean, running_var, update, momentum, eps, out.reshape(x3.shape),
-        save_mean, save_invstd, act, x.dtype.type(slope))
+        save_mean, save_invstd, act, x.dtype.type(slope),
+        x3 if residual is None else residual.reshape(x3.shape), residual is not None)
 
 
 def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False,
@@ -255,12 +338,14 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out,
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
-                       relu_out=None, negative_slope=None):
+                       relu_out=None, negative_slope=None, dresidual=None):
     """dx := grad wrt x (through the batch statistics when ``batch_stats``, else with mean/invstd
     constant); dweight += sum dy * xhat; dbias += sum dy. None outputs are skipped.
     ``relu_out`` (the output of a forward with relu=True): dy is the gradient of that output,
     taken through the ReLU first (0 where relu_out <= 0), or with ``negative_slope`` through
-    that leaky ReLU (dy * negative_slope where relu_out is not > 0)."""
+    that leaky ReLU (dy * negative_slope where relu_out is not > 0). ``dresidual`` (x's shape):
+    also written with dy taken through that activation, in the same pass: the gradient of a
+    residual the forward summed into the output (``batchnorm_forward_train(residual=)``)."""
     where = "batchnorm_backward"
     x3 = _ncl(where, "x", x)
     channels = x3.shape[1]
@@ -280,6 +365,9 @@ def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_st
         check_like(where, "relu_out", relu_out, x.shape, dtype, "the shape of x")
     relu_out3 = x3 if relu_out is None else relu_out.reshape(x3.shape)
     act, slope = _activation(where, relu_out is not None, negative_slope) if relu_out is not None else (0, 0.0)
+    check_optional_out(where, "dresidual", dresidual, x.shape, dtype, "the shape of x")
+    dres3 = x3 if dresidual is None else dresidual.reshape(x3.shape)
     pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)(
         dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
-        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act, x.dtype.type(slope))
+        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act,
+        x.dtype.type(slope), dres3, dresidual is not None)

@@ -298,7 +298,8 @@ def _ncl(a):
 
 
 def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps,
-                            out, save_mean, save_invstd, relu=False, negative_slope=None):
+                            out, save_mean, save_invstd, relu=False, negative_slope=None,
+                            residual=None):
     x3 = _ncl(x)
     count = x3.shape[0] * x3.shape[2]
     mean = x3.mean((0, 2))
@@ -306,6 +307,8 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
     invstd = 1.0 / np.sqrt(var + eps)
     y = (x3 - mean[:, None]) * invstd[:, None] * weight[:, None] + bias[:, None]
     out[...] = y.reshape(out.shape)
+    if residual is not None:
+        np.add(out, residual, out=out)
     if relu and negative_slope is not None:
         leaky_relu_forward(out, negative_slope, out)
     elif relu:
@@ -331,11 +334,13 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out,
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
-                       relu_out=None, negative_slope=None):
+                       relu_out=None, negative_slope=None, dresidual=None):
     if relu_out is not None and negative_slope is not None:
         dy = np.where(relu_out > 0, dy, dy * negative_slope)
     elif relu_out is not None:
         dy = np.where(relu_out <= 0, 0, dy)
+    if dresidual is not None:
+        dresidual[...] = dy
     x3, dy3 = _ncl(x), _ncl(dy)
     count = x3.shape[0] * x3.shape[2]
     xhat = (x3 - mean[:, None]) * invstd[:, None]

@@ -29,6 +29,7 @@ class _BatchNorm(Layer):
         self.add_buffer("running_mean", np.zeros(c))
         self.add_buffer("running_var", np.ones(c))
         self.x = None
+        self.summed = False   # the last forward was forward_add (a residual summed into it)
         self.relu_out = None  # the output, when forward_relu applied a ReLU to it
         self.relu_slope = None  # and that ReLU's negative slope, when it was a leaky one
         # None, or what takes the training statistics over the batch shares of several
@@ -65,7 +66,20 @@ class _BatchNorm(Layer):
         BatchNorm followed by a ReLU or LeakyReLU this way)."""
         return self._forward(x, training, relu=True, negative_slope=negative_slope)
 
-    def _forward(self, x, training, relu, negative_slope=None):
+    def forward_add(self, x, residual, training=True, relu=False, negative_slope=None):
+        """``self.forward(x) + residual`` in one pass (then the ReLU of ``relu``, or with
+        ``negative_slope`` >= 0 the leaky ReLU), bitwise the separate sum and activation;
+        training mode only, without ``sync`` (a graph model runs a batch norm that alone feeds
+        a residual Add this way). The next ``backward`` takes the gradient of this output with
+        respect to x, ``backward_add`` that and the residual's."""
+        if not training or getattr(self, "sync", None) is not None:
+            raise ValueError(f"{self.describe()}: forward_add runs in training mode, without sync")
+        residual = self.as_input(residual, "residual")
+        if residual.shape != np.shape(x):
+            raise self.shape_error(np.shape(x), residual.shape, "residual")
+        return self._forward(x, True, relu, negative_slope, residual)
+
+    def _forward(self, x, training, relu, negative_slope=None, residual=None):
         x = self.as_input(x)
         if x.ndim not in self._ranks or x.shape[1] != self.num_features:
             raise self.shape_error(self._expected.format(C=self.num_features), x.shape)
@@ -86,7 +100,9 @@ class _BatchNorm(Layer):
             _core.batchnorm_forward_train(x3, self.weight.data, self.bias.data, self.running_mean,
                                           self.running_var, self.momentum, self.eps, out,
                                           self.mean, self.invstd, relu=relu,
-                                          negative_slope=negative_slope)
+                                          negative_slope=negative_slope,
+                                          residual=None if residual is None
+                                          else residual.reshape(x3.shape))
         elif x3.size:   # an empty batch has nothing to normalise (and the kernel no planes)
             _core.batchnorm_forward_eval(x3, self.weight.data, self.bias.data, self.running_mean,
                                          self.running_var, self.eps, out, relu=relu,
@@ -98,11 +114,28 @@ class _BatchNorm(Layer):
             np.sqrt(self.invstd, out=self.invstd)
             np.reciprocal(self.invstd, out=self.invstd)
         self.x, self.training = x3, training
+        self.summed = residual is not None
         self.relu_out = out if relu else None
         self.relu_slope = negative_slope if relu else None
         return out.reshape(x.shape)
 
     def backward(self, dy):
+        return self._backward(dy, None)
+
+    def backward_add(self, dy, overwrite_dy=False):
+        """After ``forward_add``: ``[dx, dresidual]``, the gradients of x and of the residual
+        from the gradient of that output (the sum's, or its activation's), in the passes of
+        the batch norm's own backward. ``overwrite_dy``: dresidual may be written over ``dy``
+        (a caller that alone holds dy saves an array)."""
+        self.check_forwarded(self.x)
+        if not self.summed:
+            raise RuntimeError(f"{self.describe()}: backward_add needs a forward_add before it")
+        reuse = (overwrite_dy and isinstance(dy, np.ndarray) and dy.shape == self.x_shape
+                 and dy.dtype == self._dtype and dy.flags.c_contiguous and dy.flags.writeable)
+        dres = dy if reuse else np.empty(self.x_shape, self._dtype)
+        return [self._backward(dy, dres), dres]
+
+    def _backward(self, dy, dres):
         self.check_forwarded(self.x)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.x_shape:
@@ -116,7 +149,8 @@ class _BatchNorm(Layer):
         _core.batchnorm_backward(dy.reshape(self.x.shape), self.x, self.weight.data, self.mean,
                                  self.invstd, dx, self.weight.grad, self.bias.grad,
                                  batch_stats=self.training, relu_out=self.relu_out,
-                                 negative_slope=self.relu_slope)
+                                 negative_slope=self.relu_slope,
+                                 dresidual=None if dres is None else dres.reshape(self.x.shape))
         return dx.reshape(self.x_shape)
 
     def _on_dtype_change(self):

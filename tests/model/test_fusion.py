@@ -3,7 +3,9 @@ BatchNorm the ReLU's gradient is taken inside the BatchNorm's backward too). The
 be indistinguishable from the layers run one by one: the same outputs bit for bit, the same
 gradients to rounding (the BatchNorm's channel sums are vectorised, and LLVM may split them
 differently in the fused loop), in both modes and dtypes. A graph model's Add fuses the ReLU
-after it the same way (a residual block's ``relu(f(x) + x)``), bit for bit."""
+after it the same way (a residual block's ``relu(f(x) + x)``), bit for bit, and a batch norm
+that alone feeds the Add runs the sum (and that ReLU) in its own passes, forward and backward,
+bit for bit."""
 import numpy as np
 import pytest
 
@@ -247,28 +249,52 @@ class _PlainLeakyReLU(L.LeakyReLU):
     pass
 
 
-def _residual(dtype, act, n_inputs):
-    """conv-bn and a 1x1 projection (and a third 1x1 path) summed, then ``act``, then a head."""
+class _PlainAdd(L.Add):
+    """Not run by the batch norm before it (exact types only), nor with its ReLU: one by one."""
+
+    def activation_fusion(self, following):
+        return None
+
+
+def _residual(dtype, act, n_inputs, bn_last=True, add=L.Add):
+    """conv-bn and a 1x1 projection (and a third 1x1 path) summed, then ``act`` (None: no
+    activation), then a head; ``bn_last``: the batch norm is the last input computed (it then
+    runs the Add in its pass)."""
     fnn.seed(5)
     inp = fnn.Input((2, 5, 5))
     paths = [L.BatchNorm2D(3, name="bn")(L.Conv2D(2, 3, 3, padding=1, name="conv")(inp)),
              L.Conv2D(2, 3, 1, name="proj")(inp)]
     if n_inputs == 3:
         paths.append(L.Conv2D(2, 3, 1, name="third")(inp))
-    y = act()(L.Add(name="add")(paths))
+    y = add(name="add")(paths[::-1] if bn_last else paths)
+    y = y if act is None else act()(y)
     return fnn.Model(inp, L.Dense(75, 2, name="head")(L.Flatten()(y))).astype(dtype)
 
 
+def _spy_forward_add(model, calls):
+    bn = next(layer for layer in model.layers if layer.name == "bn")
+    forward_add = bn.forward_add
+    bn.forward_add = lambda *a, **k: calls.append(1) or forward_add(*a, **k)
+    return bn
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("slope", [None, 0.2, 0.0])
-@pytest.mark.parametrize("n_inputs", [2, 3])
-def test_graph_add_relu_equals_the_layers_one_by_one(dtype, slope, n_inputs):
-    """Fused, the Add computes relu(x0 + x1 (+ x2)) and the masked gradient in one pass each:
-    the output, every gradient and the input gradient bit for bit those of the Add and the
-    ReLU (LeakyReLU) run one by one."""
-    fused_act = L.ReLU if slope is None else (lambda: L.LeakyReLU(slope))
-    plain_act = _PlainReLU if slope is None else (lambda: _PlainLeakyReLU(slope))
-    fused, plain = _residual(dtype, fused_act, n_inputs), _residual(dtype, plain_act, n_inputs)
+@pytest.mark.parametrize("slope", [None, 0.2, 0.0, "none"])
+@pytest.mark.parametrize("n_inputs, bn_last", [(2, False), (2, True), (3, True)])
+def test_graph_add_relu_equals_the_layers_one_by_one(dtype, slope, n_inputs, bn_last):
+    """Fused, the Add computes relu(x0 + x1 (+ x2)) and the masked gradient in one pass each,
+    and a batch norm computed last runs a two-input Add (and its ReLU) in its passes, forward
+    and backward: the output, every gradient, the input gradient and the running statistics
+    bit for bit those of the batch norm, the Add and the ReLU (LeakyReLU) run one by one."""
+    if slope == "none":
+        fused_act = plain_act = None
+    else:
+        fused_act = L.ReLU if slope is None else (lambda: L.LeakyReLU(slope))
+        plain_act = _PlainReLU if slope is None else (lambda: _PlainLeakyReLU(slope))
+    fused = _residual(dtype, fused_act, n_inputs, bn_last)
+    plain = _residual(dtype, plain_act, n_inputs, bn_last, _PlainAdd)
+    calls = []
+    _spy_forward_add(fused, calls)
     plain.load_state_dict(fused.state_dict())
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 2, 5, 5)).astype(dtype)
@@ -281,14 +307,148 @@ def test_graph_add_relu_equals_the_layers_one_by_one(dtype, slope, n_inputs):
             dx = model.backward(dy)
             results.append((y, dx, [p.grad.copy() for p in model.parameters()]))
         add = next(s for s in fused._steps if s.runner.name == "add")
-        assert fused._fusion(add) is not None and len(fused._folded) == 1
-        assert plain._folded == set()
+        assert (fused._fusion(add) is not None) == (fused_act is not None)
+        assert len(fused._folded) == (fused_act is not None) and plain._folded == set()
+        summed = training and n_inputs == 2 and bn_last
+        assert len(calls) == summed and len(fused._summed) == summed and not plain._summed
+        calls.clear()
         (y, dx, grads), (y_ref, dx_ref, grads_ref) = results
         assert (dx != 0).any()
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(dx, dx_ref)
         for g, g_ref in zip(grads, grads_ref):
             np.testing.assert_array_equal(g, g_ref)
+        for key, value in fused.state_dict().items():
+            np.testing.assert_array_equal(value, plain.state_dict()[key], err_msg=key)
+
+
+def _bn_used(how):
+    """A batch norm summed with a shortcut where the graph forbids running the sum in its pass:
+    its output read twice, or a model output; or allows it ("ok")."""
+    fnn.seed(7)
+    inp = fnn.Input((2, 4, 4))
+    skip = L.Conv2D(2, 3, 1, name="proj")(inp)
+    h = L.BatchNorm2D(3, name="bn")(L.Conv2D(2, 3, 3, padding=1, name="conv")(inp))
+    y = L.ReLU()(L.Add(name="add")([skip, h]))
+    if how == "twice":
+        y = L.Add()([y, L.Conv2D(3, 3, 1, name="more")(h)])
+    outputs = [y, h] if how == "output" else y
+    return fnn.Model(inp, outputs)
+
+
+@pytest.mark.parametrize("how", ["twice", "output", "ok"])
+def test_a_batchnorm_runs_the_add_only_when_it_alone_feeds_it(how):
+    """The sum runs in the batch norm's pass only when the Add is the batch norm's one reader
+    and the batch norm's output is not a model output; the caller's dy is never written."""
+    model = _bn_used(how)
+    calls = []
+    _spy_forward_add(model, calls)
+    x = np.random.default_rng(8).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    ys = model.forward(x, training=True)
+    assert len(calls) == (how == "ok")
+    dys = [np.ones_like(y) for y in ys] if how == "output" else np.ones_like(ys)
+    kept = [d.copy() for d in dys] if how == "output" else dys.copy()
+    model.backward(dys)
+    np.testing.assert_array_equal(dys, kept)
+
+
+def test_a_batchnorm_summed_with_its_shortcut_leaves_held_gradients_alone():
+    """The fused backward writes the shortcut's gradient over its dy only when nothing else
+    holds that dy: a layer after it that keeps (a view of) the gradient it returned, or the
+    caller's dy, keeps its values."""
+    fnn.seed(9)
+    inp = fnn.Input((2, 4, 4))
+    h = L.BatchNorm2D(2, name="bn")(L.Conv2D(2, 2, 3, padding=1, name="conv")(inp))
+    keeper = _KeepsDy()
+    model = fnn.Model(inp, keeper(L.ReLU()(L.Add()([inp, h]))))
+    calls = []
+    _spy_forward_add(model, calls)
+    x = np.random.default_rng(10).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    model.forward(x, training=True)
+    assert calls
+    dy = np.random.default_rng(11).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    model.backward(dy)
+    np.testing.assert_array_equal(keeper.kept, keeper.kept_copy)
+
+
+class _KeepsDy(L.Identity):
+    """Returns a fresh copy of dy and keeps a view of it."""
+
+    def backward(self, dy):
+        dx = np.array(dy)
+        self.kept, self.kept_copy = dx.reshape(-1), dx.reshape(-1).copy()
+        return dx
+
+
+def test_gradcheck_through_a_batchnorm_summed_with_its_shortcut():
+    """float64 gradients of a residual graph whose batch norm runs the Add and its ReLU."""
+    model = _residual(np.float64, L.ReLU, 2, bn_last=True)
+    x = np.random.default_rng(9).standard_normal((4, 2, 5, 5))
+    calls = []
+    bn = _spy_forward_add(model, calls)
+    model.forward(x, training=True)
+    assert calls  # the fused path is the one checked
+    del bn.forward_add
+    fnn.assert_gradcheck(model, x, training=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.2, "none"])
+@pytest.mark.parametrize("path", ["serial", "parallel"])
+def test_batchnorm_kernels_with_a_residual_are_the_separate_passes_bitwise(dtype, slope, path):
+    """batchnorm_forward_train(residual=r): the output plus r, then the activation, bit for bit
+    as the batch norm, np.add and the activation kernel one after another; batchnorm_backward
+    (dresidual=) the activation's backward then the batch norm's, bit for bit, dresidual over
+    dy too; the reference within rounding."""
+    from thread_counts import forced
+
+    rng = np.random.default_rng(8)
+    x, r, dy = (rng.standard_normal((6, 4, 33)).astype(dtype) for _ in range(3))
+    w, b = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    relu = slope != "none"
+    neg = slope if relu else None
+    results = []
+    for kernels, residual in ((_core, None), (_core, r), (reference, r)):
+        out, mean, invstd = np.empty_like(x), np.empty(4, dtype), np.empty(4, dtype)
+        rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
+        dx, dw, db = np.empty_like(x), np.zeros(4, dtype), np.zeros(4, dtype)
+        dres = np.empty_like(x)
+        with forced(path):
+            kernels.batchnorm_forward_train(x, w, b, rm, rv, 0.1, 1e-5, out, mean, invstd,
+                                            relu=relu and residual is not None,
+                                            negative_slope=neg if residual is not None else None,
+                                            residual=residual)
+            if residual is None:  # the separate passes
+                np.add(out, r, out=out)
+                g = dy.copy()
+                if relu and neg is None:
+                    _core.relu_forward(out.copy(), out)
+                    _core.relu_backward(out, dy, g)
+                elif relu:
+                    _core.leaky_relu_forward(out.copy(), neg, out)
+                    _core.leaky_relu_backward(out, dy, neg, g)
+                _core.batchnorm_backward(g, x, w, mean, invstd, dx, dw, db)
+                dres[...] = g
+            else:
+                kernels.batchnorm_backward(dy, x, w, mean, invstd, dx, dw, db,
+                                           relu_out=out if relu else None, negative_slope=neg,
+                                           dresidual=dres)
+        results.append((out, mean, invstd, rm, rv, dx, dw, db, dres))
+    want, got, ref = results
+    assert not relu or (got[0] == 0).any() or (got[0] < 0).any()
+    for a, e in zip(got, want):
+        np.testing.assert_array_equal(a, e)
+    over = dy.copy()  # dresidual may be dy itself
+    dx2 = np.empty_like(x)
+    with forced(path):
+        _core.batchnorm_backward(over, x, w, got[1], got[2], dx2, None, None,
+                                 relu_out=got[0] if relu else None, negative_slope=neg,
+                                 dresidual=over)
+    np.testing.assert_array_equal(over, want[8])
+    np.testing.assert_array_equal(dx2, want[5])
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for a, e in zip(ref, want):
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
 
 
 def test_add_forward_relu_keeps_nan_and_gives_each_input_its_own_gradient():

@@ -78,6 +78,37 @@ def test_fan_out_sums_gradients():
     assert dy[1, 2] == 5  # the caller's dy is not modified
 
 
+class _KeepsItsGradient(L.Identity):
+    """Returns 2 * dy as a fresh array (or a view of it) and keeps a reference to it."""
+
+    def __init__(self, view=False):
+        super().__init__()
+        self.view = view
+
+    def backward(self, dy):
+        dx = np.array(2 * dy)
+        self.kept = dx.reshape(-1) if self.view else dx
+        self.kept_copy = dx.copy()
+        return dx
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_summed_gradients_never_write_over_an_array_someone_holds(view):
+    """A tensor read three times sums three gradients; an array a layer (or a view of it)
+    still refers to is never summed into in place, the sum is still right."""
+    x_in = fnn.Input(shape=(3,))
+    h = L.Identity()(x_in)
+    keepers = [_KeepsItsGradient(view) for _ in range(2)]
+    # backward meets keepers[1]'s array first: summed into a new one, which takes the third
+    model = fnn.Model(x_in, L.Add()([L.Identity()(h), keepers[0](h), keepers[1](h)]))
+    x = np.ones((2, 3), np.float32)
+    dy = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model.forward(x)
+    np.testing.assert_array_equal(model.backward(dy), 5 * dy)
+    for k in keepers:
+        np.testing.assert_array_equal(k.kept, k.kept_copy.reshape(k.kept.shape))
+
+
 # --- the same as Sequential ----------------------------------------------------------------------
 def test_chain_model_equals_sequential_bitwise():
     """A chain written as a graph computes exactly what Sequential computes with the same layers
