@@ -15,6 +15,7 @@ even for data like x + 1000.
 """
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -58,62 +59,81 @@ def _leaky_in_place(out, n, c, i, slope):
 
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_running, momentum,
-                             eps, out, save_mean, save_invstd, act, slope, residual, add):
+                             eps, out, save_mean, save_invstd, act, slope, residual, add, blocks):
     """mean, var := batch statistics over (N, L); out := (x - mean) * invstd * weight + bias,
     with ``add``: + residual (rounded to x's dtype in between, as a separate sum would be),
-    then act 1: max(out, 0), act 2: leaky_relu(out, slope) (the activation kernels' formulas)"""
+    then act 1: max(out, 0), act 2: leaky_relu(out, slope) (the activation kernels' formulas).
+    ``blocks`` threads each take a range of channels and sweep it sample by sample (see
+    _block)."""
     batch, channels, length = x.shape
     count = batch * length
     typed = np.empty((channels, 3), x.dtype)  # mean_hi, scale, offset of each channel
+    sums = np.zeros((channels, 2))
     zero = np.zeros(1, x.dtype)[0]
-    for c in prange(channels):
-        shift = np.float64(x[0, c, 0])
-        s1 = 0.0
-        s2 = 0.0
+    for blk in prange(blocks):
+        c0, c1 = _block(blk, blocks, channels)
         for n in range(batch):
-            for i in range(length):
-                d = x[n, c, i] - shift
-                s1 += d
-                s2 += d * d
-        mean_shifted = s1 / count
-        var = max(s2 / count - mean_shifted * mean_shifted, 0.0)
-        mean = shift + mean_shifted
-        invstd = 1.0 / math.sqrt(var + eps)
-        scale = weight[c] * invstd
-        # out = (x - mean_hi) * scale + offset in x's dtype, mean_hi = mean rounded to it: x -
-        # mean_hi is exact for x within a factor 2 of it (x + 1000 data too) and the rest of
-        # the mean goes into offset, so each output is one rounding of one FMA; in float32 the
-        # pass is float32 FMAs, not float64 arithmetic on converted values
-        typed[c, 0] = mean
-        typed[c, 1] = scale
-        typed[c, 2] = bias[c] - (mean - np.float64(typed[c, 0])) * scale
-        mean_hi, scale_t, offset_t = typed[c, 0], typed[c, 1], typed[c, 2]
+            for c in range(c0, c1):
+                shift = np.float64(x[0, c, 0])
+                s1 = 0.0
+                s2 = 0.0
+                for i in range(length):
+                    d = x[n, c, i] - shift
+                    s1 += d
+                    s2 += d * d
+                sums[c, 0] += s1
+                sums[c, 1] += s2
+        for c in range(c0, c1):
+            shift = np.float64(x[0, c, 0])
+            mean_shifted = sums[c, 0] / count
+            var = max(sums[c, 1] / count - mean_shifted * mean_shifted, 0.0)
+            mean = shift + mean_shifted
+            invstd = 1.0 / math.sqrt(var + eps)
+            scale = weight[c] * invstd
+            # out = (x - mean_hi) * scale + offset in x's dtype, mean_hi = mean rounded to it:
+            # x - mean_hi is exact for x within a factor 2 of it (x + 1000 data too) and the
+            # rest of the mean goes into offset, so each output is one rounding of one FMA; in
+            # float32 the pass is float32 FMAs, not float64 arithmetic on converted values
+            typed[c, 0] = mean
+            typed[c, 1] = scale
+            typed[c, 2] = bias[c] - (mean - np.float64(typed[c, 0])) * scale
+            save_mean[c] = mean
+            save_invstd[c] = invstd
+            if update_running:
+                running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
+                running_var[c] = ((1.0 - momentum) * running_var[c]
+                                  + momentum * var * count / (count - 1))
         last = act if not add else 0  # with a residual, the activation follows the sum
         for n in range(batch):
-            for i in range(length):
-                v = (x[n, c, i] - mean_hi) * scale_t + offset_t
-                if last == 1:
-                    v = zero if v <= 0 else v  # NaN propagates, as relu_forward
-                out[n, c, i] = v
-                if last == 2:
-                    _leaky_in_place(out, n, c, i, slope)
-        if add:
-            # a loop of its own over the channel's output (still in cache): within the loop
-            # above LLVM may reassociate the sum with the affine map, and the result must be
-            # the rounded output plus the residual, as a separate Add computes it
-            for n in range(batch):
+            for c in range(c0, c1):
+                mean_hi, scale_t, offset_t = typed[c, 0], typed[c, 1], typed[c, 2]
                 for i in range(length):
-                    v = out[n, c, i] + residual[n, c, i]
-                    if act == 1:
-                        v = zero if v <= 0 else v
+                    v = (x[n, c, i] - mean_hi) * scale_t + offset_t
+                    if last == 1:
+                        v = zero if v <= 0 else v  # NaN propagates, as relu_forward
                     out[n, c, i] = v
-                    if act == 2:
+                    if last == 2:
                         _leaky_in_place(out, n, c, i, slope)
-        save_mean[c] = mean
-        save_invstd[c] = invstd
-        if update_running:
-            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
-            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var * count / (count - 1)
+                if add:
+                    # a loop of its own over the row just written (in L1): within the loop
+                    # above LLVM may reassociate the sum with the affine map, and the result
+                    # must be the rounded output plus the residual, as a separate Add's
+                    for i in range(length):
+                        v = out[n, c, i] + residual[n, c, i]
+                        if act == 1:
+                            v = zero if v <= 0 else v
+                        out[n, c, i] = v
+                        if act == 2:
+                            _leaky_in_place(out, n, c, i, slope)
+
+
+@njit(inline="always")
+def _block(blk, blocks, channels):
+    """Channels [c0, c1) of block blk of ``blocks``. A block is swept sample by sample (for n:
+    for c: the row x[n, c, :]), the order of the memory, which the prefetchers follow, rather
+    than channel by channel (batch rows a plane apart, short for small images); each channel's
+    sums still run in one order (its rows in turn), whatever the blocks."""
+    return blk * channels // blocks, (blk + 1) * channels // blocks
 
 
 @njit(parallel=True, cache=True)
@@ -135,116 +155,117 @@ def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
 
 
 @njit(inline="always")
-def _through_sums(dy, act_out, x, c, batch, length, m, s, act, slope, zero):
-    """(sum g, sum g*xhat) of channel c, g := dy through the activation (see _through_act);
-    one loop per activation kind, so each vectorises"""
+def _through_sums(dy, act_out, x, n, c, length, m, s, act, slope, zero):
+    """(sum g, sum g*xhat) of row x[n, c, :], g := dy through the activation (see
+    _through_act); one loop per activation kind, so each vectorises"""
     sum_dy = 0.0
     sum_dy_xhat = 0.0
     if act == 1:
-        for n in range(batch):
-            for i in range(length):
-                g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
-                sum_dy += g
-                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+        for i in range(length):
+            g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
+            sum_dy += g
+            sum_dy_xhat += g * ((x[n, c, i] - m) * s)
     elif act == 2:
-        for n in range(batch):
-            for i in range(length):
-                g = dy[n, c, i]
-                g = g if act_out[n, c, i] > 0 else g * slope
-                sum_dy += g
-                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+        for i in range(length):
+            g = dy[n, c, i]
+            g = g if act_out[n, c, i] > 0 else g * slope
+            sum_dy += g
+            sum_dy_xhat += g * ((x[n, c, i] - m) * s)
     else:
-        for n in range(batch):
-            for i in range(length):
-                g = dy[n, c, i]
-                sum_dy += g
-                sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+        for i in range(length):
+            g = dy[n, c, i]
+            sum_dy += g
+            sum_dy_xhat += g * ((x[n, c, i] - m) * s)
     return sum_dy, sum_dy_xhat
 
 
 @njit(inline="always")
-def _through_into(dy, act_out, g, c, batch, length, act, slope, zero):
-    """g of channel c := dy through the activation whose output is act_out"""
-    for n in range(batch):
-        for i in range(length):
-            g[n, c, i] = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
+def _through_into(dy, act_out, g, n, c, length, act, slope, zero):
+    """row g[n, c, :] := dy through the activation whose output is act_out"""
+    for i in range(length):
+        g[n, c, i] = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
 
 
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
-                        dbias, write_dbias, batch_stats, act_out, act, slope, dres, write_dres):
+                        dbias, write_dbias, batch_stats, act_out, act, slope, dres, write_dres,
+                        blocks):
     """g := dy through the activation whose output is act_out (act 1, ReLU: 0 where act_out <= 0;
     act 2, leaky ReLU with slope >= 0: g * slope where not act_out > 0, which is where its input
     was not > 0); with write_dres, g is written to dres first (the gradient of a residual summed
-    into the output before that activation; the channel's g, still in cache, then serves both
-    passes);
+    into the output before that activation; the row's g, in L1, then serves the sums as a dy
+    given already through the activation would);
     xhat := (x - mean) * invstd; dbias += sum g; dweight += sum g*xhat;
     dx := weight*invstd * (g - [sum g + xhat * sum g*xhat] / n) (the bracket only with batch_stats)
 
     The sums run in float64; dx is then a*g + b*(x - mean) + k per element, with the channel's
     a, b, k rounded to x's dtype once (the wrapper passes the slope in it): in float32 that pass
     is float32 FMAs, not float64 arithmetic on converted values (vgg-bn's 32-channel 28x28
-    layer, 2 threads: 1.25 -> 0.89 ms; dx within a few float32 ulps of the float64 pass)."""
+    layer, 2 threads: 1.25 -> 0.89 ms; dx within a few float32 ulps of the float64 pass).
+    Channels in ``blocks`` swept sample by sample, as the forward (_block)."""
     batch, channels, length = x.shape
     count = batch * length
     typed = np.empty((channels, 4), x.dtype)  # a, b, k, mean of each channel
+    sums = np.zeros((channels, 2))
     zero = np.zeros(1, x.dtype)[0]
-    for c in prange(channels):
-        m = np.float64(mean[c])
-        s = np.float64(invstd[c])
-        if write_dres:
-            # g first, then the sums over it as over a dy given already through the activation
-            # (the same loop, so the same rounding as the Add's backward then this one)
-            _through_into(dy, act_out, dres, c, batch, length, act, slope, zero)
-            sum_dy, sum_dy_xhat = _through_sums(dres, act_out, x, c, batch, length, m, s, 0,
-                                                slope, zero)
-        else:
-            sum_dy, sum_dy_xhat = _through_sums(dy, act_out, x, c, batch, length, m, s, act,
-                                                slope, zero)
-        if write_dweight:
-            dweight[c] += sum_dy_xhat
-        if write_dbias:
-            dbias[c] += sum_dy
-        if write_dx:
+    for blk in prange(blocks):
+        c0, c1 = _block(blk, blocks, channels)
+        for n in range(batch):
+            for c in range(c0, c1):
+                m = np.float64(mean[c])
+                s = np.float64(invstd[c])
+                if write_dres:
+                    _through_into(dy, act_out, dres, n, c, length, act, slope, zero)
+                    s1, s2 = _through_sums(dres, act_out, x, n, c, length, m, s, 0, slope, zero)
+                else:
+                    s1, s2 = _through_sums(dy, act_out, x, n, c, length, m, s, act, slope, zero)
+                sums[c, 0] += s1
+                sums[c, 1] += s2
+        for c in range(c0, c1):
+            sum_dy, sum_dy_xhat = sums[c, 0], sums[c, 1]
+            s = np.float64(invstd[c])
+            if write_dweight:
+                dweight[c] += sum_dy_xhat
+            if write_dbias:
+                dbias[c] += sum_dy
             scale = weight[c] * s
             typed[c, 0] = scale
             typed[c, 1] = -scale * s * sum_dy_xhat / count
             typed[c, 2] = -scale * sum_dy / count
-            typed[c, 3] = m
-            a, b, k, mt = typed[c, 0], typed[c, 1], typed[c, 2], typed[c, 3]
-            # g again: read back from dres, else recomputed from dy (and act_out)
-            if write_dres:
-                _dx_pass(dres, act_out, x, dx, c, batch, length, a, b, k, mt, 0, slope, zero,
-                         batch_stats)
-            else:
-                _dx_pass(dy, act_out, x, dx, c, batch, length, a, b, k, mt, act, slope, zero,
-                         batch_stats)
+            typed[c, 3] = mean[c]
+        if write_dx:
+            for n in range(batch):
+                for c in range(c0, c1):
+                    a, b, k, mt = typed[c, 0], typed[c, 1], typed[c, 2], typed[c, 3]
+                    # g again: read back from dres, else recomputed from dy (and act_out)
+                    if write_dres:
+                        _dx_pass(dres, act_out, x, dx, n, c, length, a, b, k, mt, 0, slope,
+                                 zero, batch_stats)
+                    else:
+                        _dx_pass(dy, act_out, x, dx, n, c, length, a, b, k, mt, act, slope,
+                                 zero, batch_stats)
 
 
 @njit(inline="always")
-def _dx_pass(dy, act_out, x, dx, c, batch, length, a, b, k, mt, act, slope, zero, batch_stats):
-    """dx of channel c := a*g + b*(x - mt) + k, g := dy through the activation (a loop per
+def _dx_pass(dy, act_out, x, dx, n, c, length, a, b, k, mt, act, slope, zero, batch_stats):
+    """row dx[n, c, :] := a*g + b*(x - mt) + k, g := dy through the activation (a loop per
     kind, so each vectorises); without batch_stats a*g (x does not enter, so an infinite x
     stays out of dx)"""
     if not batch_stats:
-        for n in range(batch):
-            for i in range(length):
-                dx[n, c, i] = a * _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
+        for i in range(length):
+            dx[n, c, i] = a * _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
     elif act == 1:
-        for n in range(batch):
-            for i in range(length):
-                g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
-                dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
+        for i in range(length):
+            g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
+            dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
     elif act == 2:
-        for n in range(batch):
-            for i in range(length):
-                g = dy[n, c, i]
-                g = g if act_out[n, c, i] > 0 else g * slope
-                dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
+        for i in range(length):
+            g = dy[n, c, i]
+            g = g if act_out[n, c, i] > 0 else g * slope
+            dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
     else:
-        for n in range(batch):
-            for i in range(length):
-                dx[n, c, i] = a * dy[n, c, i] + b * (x[n, c, i] - mt) + k
+        for i in range(length):
+            dx[n, c, i] = a * dy[n, c, i] + b * (x[n, c, i] - mt) + k
 
 
 _batchnorm_forward_train_serial = serial_twin(_batchnorm_forward_train)
@@ -268,6 +289,11 @@ def _channel_vector(where, name, a, channels, dtype, default=None):
     if a is None:
         return np.full(channels, default, dtype=dtype)
     return check_like(where, name, a, (channels,), dtype, f"C of x is {channels}")
+
+
+def _blocks(kernel, parallel, channels):
+    """Channel blocks of a training kernel: one per thread for the parallel one, else one."""
+    return min(channels, numba.get_num_threads()) if kernel is parallel else 1
 
 
 def _number(where, name, v):
@@ -312,10 +338,11 @@ def batchnorm_forward_train(x, weight, bias, running_mean, running_var, momentum
     act, slope = _activation(where, relu, negative_slope)
     if residual is not None:
         check_like(where, "residual", residual, x.shape, dtype, "the shape of x")
-    pick(_batchnorm_forward_train, _batchnorm_forward_train_serial, x.size)(
-        x3, weight, bias, running_mean, running_var, update, momentum, eps, out.reshape(x3.shape),
-        save_mean, save_invstd, act, x.dtype.type(slope),
-        x3 if residual is None else residual.reshape(x3.shape), residual is not None)
+    kernel = pick(_batchnorm_forward_train, _batchnorm_forward_train_serial, x.size)
+    kernel(x3, weight, bias, running_mean, running_var, update, momentum, eps,
+           out.reshape(x3.shape), save_mean, save_invstd, act, x.dtype.type(slope),
+           x3 if residual is None else residual.reshape(x3.shape), residual is not None,
+           _blocks(kernel, _batchnorm_forward_train, channels))
 
 
 def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, relu=False,
@@ -367,7 +394,8 @@ def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_st
     act, slope = _activation(where, relu_out is not None, negative_slope) if relu_out is not None else (0, 0.0)
     check_optional_out(where, "dresidual", dresidual, x.shape, dtype, "the shape of x")
     dres3 = x3 if dresidual is None else dresidual.reshape(x3.shape)
-    pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)(
-        dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
-        dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act,
-        x.dtype.type(slope), dres3, dresidual is not None)
+    kernel = pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)
+    kernel(dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
+           dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act,
+           x.dtype.type(slope), dres3, dresidual is not None,
+           _blocks(kernel, _batchnorm_backward, channels))
