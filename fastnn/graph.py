@@ -108,6 +108,7 @@ def _twin(layer):
         elif isinstance(value, (dict, list)):
             setattr(twin, key, copy.copy(value))
     twin.__dict__.pop("_workspaces", None)
+    twin.__dict__.pop("_recycled", None)
     return twin
 
 

@@ -18,6 +18,7 @@ as attributes owns their parameters, with state-dict keys prefixed by the attrib
 import functools
 import itertools
 import re
+import sys
 from collections import OrderedDict, defaultdict
 
 import numpy as np
@@ -40,6 +41,31 @@ def workspace(layer, name, shape, dtype):
 
 def drop_workspaces(layer):
     layer.__dict__.pop("_workspaces", None)
+    layer.__dict__.pop("_recycled", None)
+
+
+def recycled(layer, name, shape, dtype, keep=2):
+    """An array ``layer`` hands out (an output, a gradient), reused from an earlier step once
+    nothing but this cache refers to it (no caller, layer or view holds it), else a new one;
+    up to ``keep`` are kept. Unlike ``workspace``, the array may be given away: a new step
+    allocates (and faults in) no new memory once the last step's arrays are let go."""
+    bufs = layer.__dict__.setdefault("_recycled", {}).setdefault(name, [])
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    for i in range(len(bufs)):
+        if _refs(bufs, i) <= _UNREFERENCED and bufs[i].shape == shape and bufs[i].dtype == dtype:
+            return bufs[i]
+    buf = np.empty(shape, dtype=dtype)
+    if len(bufs) >= keep:
+        bufs.pop(0)
+    bufs.append(buf)
+    return buf
+
+
+def _refs(bufs, i):
+    return sys.getrefcount(bufs[i])
+
+
+_UNREFERENCED = _refs([np.empty(1)], 0)  # the list's reference and the call's own
 
 
 def check_positive_int(where, name, value):

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import _core
 from .activation import relu_fusion
-from .base import Layer, check_positive_int, drop_workspaces, workspace
+from .base import Layer, check_positive_int, drop_workspaces, recycled, workspace
 
 
 class _BatchNorm(Layer):
@@ -86,7 +86,7 @@ class _BatchNorm(Layer):
         self.x_shape = x.shape
         # (N, C, L): the kernels' layout (L spelled out: -1 is ambiguous for an empty batch)
         x3 = x.reshape(x.shape[0], self.num_features, math.prod(x.shape[2:]))
-        out = np.empty_like(x3)
+        out = recycled(self, "out", x3.shape, x3.dtype)
         c = self.num_features
         self.mean = workspace(self, "mean", (c,), self._dtype)
         self.invstd = workspace(self, "invstd", (c,), self._dtype)
@@ -140,7 +140,7 @@ class _BatchNorm(Layer):
         dy = self.as_input(dy, "dy")
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")
-        dx = np.empty_like(self.x)
+        dx = recycled(self, "dx", self.x.shape, self.x.dtype)
         if self.training and getattr(self, "sync", None) is not None:
             self.sync.backward(self, dy.reshape(self.x.shape), dx)
             return dx.reshape(self.x_shape)
