@@ -48,6 +48,16 @@ def _through_act(g, out, act, slope, zero):
 
 
 @njit(inline="always")
+def _act(v, act, slope, zero):
+    """act 1: relu(v) (NaN propagates, as relu_forward), act 2: leaky_relu(v, slope), else v"""
+    if act == 1:
+        return zero if v <= 0 else v
+    if act == 2:
+        return v if v > 0 else v * slope
+    return v
+
+
+@njit(inline="always")
 def _leaky_in_place(out, n, c, i, slope):
     """out[n, c, i] := leaky_relu of itself: on the value rounded to out's dtype, as the
     unfused LeakyReLU sees it (ReLU commutes with the rounding, a slope does not); the
@@ -119,12 +129,8 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
                     # above LLVM may reassociate the sum with the affine map, and the result
                     # must be the rounded output plus the residual, as a separate Add's
                     for i in range(length):
-                        v = out[n, c, i] + residual[n, c, i]
-                        if act == 1:
-                            v = zero if v <= 0 else v
-                        out[n, c, i] = v
-                        if act == 2:
-                            _leaky_in_place(out, n, c, i, slope)
+                        # the sum is in x's dtype already: the activation sees it rounded
+                        out[n, c, i] = _act(out[n, c, i] + residual[n, c, i], act, slope, zero)
 
 
 @njit(inline="always")
@@ -156,26 +162,13 @@ def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
 
 @njit(inline="always")
 def _through_sums(dy, act_out, x, n, c, length, m, s, act, slope, zero):
-    """(sum g, sum g*xhat) of row x[n, c, :], g := dy through the activation (see
-    _through_act); one loop per activation kind, so each vectorises"""
+    """(sum g, sum g*xhat) of row x[n, c, :], g := dy through the activation (_through_act)"""
     sum_dy = 0.0
     sum_dy_xhat = 0.0
-    if act == 1:
-        for i in range(length):
-            g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
-            sum_dy += g
-            sum_dy_xhat += g * ((x[n, c, i] - m) * s)
-    elif act == 2:
-        for i in range(length):
-            g = dy[n, c, i]
-            g = g if act_out[n, c, i] > 0 else g * slope
-            sum_dy += g
-            sum_dy_xhat += g * ((x[n, c, i] - m) * s)
-    else:
-        for i in range(length):
-            g = dy[n, c, i]
-            sum_dy += g
-            sum_dy_xhat += g * ((x[n, c, i] - m) * s)
+    for i in range(length):
+        g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
+        sum_dy += g
+        sum_dy_xhat += g * ((x[n, c, i] - m) * s)
     return sum_dy, sum_dy_xhat
 
 
@@ -208,6 +201,10 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
     typed = np.empty((channels, 4), x.dtype)  # a, b, k, mean of each channel
     sums = np.zeros((channels, 2))
     zero = np.zeros(1, x.dtype)[0]
+    # g from dres (written first, row by row) as from a dy given through the activation
+    # already, else from dy and act_out: the same loops, so the same rounding
+    src = dres if write_dres else dy
+    kind = 0 if write_dres else act
     for blk in prange(blocks):
         c0, c1 = _block(blk, blocks, channels)
         for n in range(batch):
@@ -216,9 +213,7 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
                 s = np.float64(invstd[c])
                 if write_dres:
                     _through_into(dy, act_out, dres, n, c, length, act, slope, zero)
-                    s1, s2 = _through_sums(dres, act_out, x, n, c, length, m, s, 0, slope, zero)
-                else:
-                    s1, s2 = _through_sums(dy, act_out, x, n, c, length, m, s, act, slope, zero)
+                s1, s2 = _through_sums(src, act_out, x, n, c, length, m, s, kind, slope, zero)
                 sums[c, 0] += s1
                 sums[c, 1] += s2
         for c in range(c0, c1):
@@ -237,35 +232,21 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
             for n in range(batch):
                 for c in range(c0, c1):
                     a, b, k, mt = typed[c, 0], typed[c, 1], typed[c, 2], typed[c, 3]
-                    # g again: read back from dres, else recomputed from dy (and act_out)
-                    if write_dres:
-                        _dx_pass(dres, act_out, x, dx, n, c, length, a, b, k, mt, 0, slope,
-                                 zero, batch_stats)
-                    else:
-                        _dx_pass(dy, act_out, x, dx, n, c, length, a, b, k, mt, act, slope,
-                                 zero, batch_stats)
+                    _dx_pass(src, act_out, x, dx, n, c, length, a, b, k, mt, kind, slope, zero,
+                             batch_stats)
 
 
 @njit(inline="always")
 def _dx_pass(dy, act_out, x, dx, n, c, length, a, b, k, mt, act, slope, zero, batch_stats):
-    """row dx[n, c, :] := a*g + b*(x - mt) + k, g := dy through the activation (a loop per
-    kind, so each vectorises); without batch_stats a*g (x does not enter, so an infinite x
-    stays out of dx)"""
-    if not batch_stats:
+    """row dx[n, c, :] := a*g + b*(x - mt) + k, g := dy through the activation; without
+    batch_stats a*g (x does not enter, so an infinite x stays out of dx)"""
+    if batch_stats:
         for i in range(length):
-            dx[n, c, i] = a * _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
-    elif act == 1:
-        for i in range(length):
-            g = zero if act_out[n, c, i] <= 0 else dy[n, c, i]
-            dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
-    elif act == 2:
-        for i in range(length):
-            g = dy[n, c, i]
-            g = g if act_out[n, c, i] > 0 else g * slope
+            g = _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
             dx[n, c, i] = a * g + b * (x[n, c, i] - mt) + k
     else:
         for i in range(length):
-            dx[n, c, i] = a * dy[n, c, i] + b * (x[n, c, i] - mt) + k
+            dx[n, c, i] = a * _through_act(dy[n, c, i], act_out[n, c, i], act, slope, zero)
 
 
 _batchnorm_forward_train_serial = serial_twin(_batchnorm_forward_train)
