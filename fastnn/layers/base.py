@@ -44,11 +44,13 @@ def drop_workspaces(layer):
     layer.__dict__.pop("_recycled", None)
 
 
-def recycled(layer, name, shape, dtype, keep=2):
-    """An array ``layer`` hands out (an output, a gradient), reused from an earlier step once
-    nothing but this cache refers to it (no caller, layer or view holds it), else a new one;
-    up to ``keep`` are kept. Unlike ``workspace``, the array may be given away: a new step
-    allocates (and faults in) no new memory once the last step's arrays are let go."""
+def recycled(layer, name, shape, dtype, keep=1):
+    """An array ``layer`` hands out (a gradient), reused from an earlier step once nothing but
+    this cache refers to it (no caller, layer or view holds it), else a new one; up to ``keep``
+    are kept. Unlike ``workspace``, the array may be given away: a new step allocates (and
+    faults in) no new memory once the last step's array is let go. For arrays let go within
+    the step (a dx the layer before consumes); one that lives on (an output, saved by the next
+    layer until its next forward) would stay pinned in the heap instead."""
     bufs = layer.__dict__.setdefault("_recycled", {}).setdefault(name, [])
     shape, dtype = tuple(shape), np.dtype(dtype)
     for i in range(len(bufs)):
