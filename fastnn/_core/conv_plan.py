@@ -267,7 +267,7 @@ def _rule_forward(g, winograd=True):
 
 
 # winograd/small takes the Winograd forwards with at most this many input and output channels
-WINOGRAD_SMALL_MAX_CHANNELS = 32
+WINOGRAD_SMALL_MAX_CHANNELS = 64
 
 
 def _winograd_small(g):

@@ -398,21 +398,21 @@ def _child_tests(examples):
     @target(1)
     def conv_stride1_winograd(data):
         """winograd forward and dx, winograd_dw (3x3, stride 1, >= 16 channels each way and
-        over 32 one way, padding 0..2, odd planes)."""
+        over 64 one way, padding 0..2, odd planes)."""
         draw = data.draw
         p = pick(draw, 0, 2, "p")
-        spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 33, 70),
+        spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 65, 80),
                          channels(draw, "o", 16, 70), pick(draw, 1, 5, "n"), 1_000_000)
         run_conv(draw, spec)
 
     @target(1)
     def conv_stride1_winograd_small(data):
-        """winograd/small forward and dx (3x3, stride 1, 16..32 channels each way, padding
+        """winograd/small forward and dx (3x3, stride 1, 16..64 channels each way, padding
         0..2, odd planes)."""
         draw = data.draw
         p = pick(draw, 0, 2, "p")
-        spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 32),
-                         channels(draw, "o", 16, 32), pick(draw, 1, 5, "n"), 1_000_000)
+        spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 64),
+                         channels(draw, "o", 16, 64), pick(draw, 1, 5, "n"), 1_000_000)
         run_conv(draw, spec)
 
     @target(1)

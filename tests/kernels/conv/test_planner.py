@@ -40,9 +40,9 @@ def test_vgg_bn_stride_1_convolutions():
         layout = "s1_across_samples" if x[2] == 14 else "s1_implicit"
         # Winograd where both channel counts are >= 16 (all but the first layer), forward and
         # dx (the flipped kernel's forward), and the weight gradient (winograd_dw)
-        # (winograd/small up to 32 channels each way)
+        # (winograd/small up to 64 channels each way)
         wino = x[1] >= 16 and w[0] >= 16
-        route = "winograd/small" if x[1] <= 32 and w[0] <= 32 else "winograd"
+        route = "winograd/small" if x[1] <= 64 and w[0] <= 64 else "winograd"
         assert plan.forward == (route if wino else layout), (x, w, plan)
         assert plan.dx == (route if wino else layout)
         # the weight gradient: winograd_dw where both channel counts are >= 16, else dwt_s1 with
@@ -100,9 +100,9 @@ def test_resnet_convolutions():
         if s == (1, 1):
             # 3x3 stride 1: Winograd from 16 channels, the weight gradient too; the stem's dW
             # (3 channels) on dwt_s1, by samples on 2 threads
-            # (winograd/small up to 32 channels each way)
+            # (winograd/small up to 64 channels each way)
             if x[0] >= 16:
-                wino = "winograd/small" if x[0] <= 32 and w[0] <= 32 else "winograd"
+                wino = "winograd/small" if x[0] <= 64 and w[0] <= 64 else "winograd"
                 assert plan == (wino, wino, "winograd_dw"), (x, w, plan)
                 with tuned(conv_winograd_small=False):
                     assert conv_plan.plan_conv2d((64,) + x, w, s, 1, level="avx512",
