@@ -98,8 +98,9 @@ def test_resnet_convolutions():
     assert len(plans) == 2 * 8  # eight geometries (the blocks repeat)
     for (x, w, s, threads), plan in plans.items():
         if s == (1, 1):
-            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too; the stem's dW
-            # (3 channels) on dwt_s1, by samples on 2 threads
+            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too; the stem's dx
+            # (3 output channels) and dW (3 channels) on the exact routes, dW by samples on 2
+            # threads
             # (winograd/small up to 64 channels each way)
             if x[0] >= 16:
                 wino = "winograd/small" if x[0] <= 64 and w[0] <= 64 else "winograd"
@@ -107,8 +108,8 @@ def test_resnet_convolutions():
                 with tuned(conv_winograd_small=False):
                     assert conv_plan.plan_conv2d((64,) + x, w, s, 1, level="avx512",
                                                  threads=threads)[:2] == ("winograd",) * 2
-            else:
-                assert plan == ("s1_implicit", "s1_implicit",
+            else:  # the stem (3 channels): winograd/small from 2 input channels
+                assert plan == ("winograd/small", "s1_implicit",
                                 "dwt_s1/samples" if threads == 2 else "dwt_s1/rows"), (x, w, plan)
         elif w[2] == 1:
             # the 1x1 stride-2 projections: the direct forward; a kernel smaller than the stride
