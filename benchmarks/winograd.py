@@ -1,11 +1,12 @@
-"""The Winograd route (winograd_f2) against fastnn's other stride-1 route and PyTorch's conv, on
-vgg-bn's 3x3 convolutions at the suite batch (``--models``: also resnet's): each forward, and
-each backward-data pass (the forward of dy with the flipped, transposed weight; none for the
-first layer), interleaved call by call in one process, medians. Then the weight gradients
-(dW and db): winograd_dw against the exact route the planner takes without it (dwt_s1) and
-PyTorch's (torch.nn.grad.conv2d_weight). Effective GFLOP/s count the direct convolution's FLOPs
-(2*N*O*C*9*OH*OW), so a route past the GEMM roofline shows above the measured GEMM peak
-(``system.gemm_peak``: the best of numpy's, fastnn's and torch's float32 GEMM, same run).
+"""The Winograd routes (winograd's F(2x2,3x3) and F(4x4,3x3); F2s: winograd/small) against
+fastnn's other stride-1 route and PyTorch's conv, on vgg-bn's 3x3 convolutions at the suite
+batch (``--models``: also resnet's): each forward, and each backward-data pass (the forward of
+dy with the flipped, transposed weight; none for the first layer), interleaved call by call
+in one process, medians. Then the weight gradients (dW and db): winograd_dw against the exact
+route the planner takes without it (dwt_s1) and PyTorch's (torch.nn.grad.conv2d_weight).
+Effective GFLOP/s count the direct convolution's FLOPs (2*N*O*C*9*OH*OW), so a route past the
+GEMM roofline shows above the measured GEMM peak (``system.gemm_peak``: the best of numpy's,
+fastnn's and torch's float32 GEMM, same run).
 
 Accuracy: the error against the float64 reference (fastnn._core.reference), as the largest
 absolute error over the largest absolute output, and the root-mean-square relative error, for
@@ -76,7 +77,8 @@ def layer_cases(layers):
 
 
 ROUTES = {  # label -> tile, or None: fastnn's planner with Winograd off (the implicit route
-    "implicit": None, "F2": 2, "F4": 4}  # on AVX-512, im2col below; the tile: the route's knob)
+    "implicit": None, "F2": 2, "F2s": "small", "F4": 4}  # on AVX-512, im2col below; the tile:
+# the route's knob; "small": F(2x2,3x3) on winograd/small, the kernel for few channels)
 
 
 def main(argv=None):
@@ -90,7 +92,8 @@ def main(argv=None):
         if args.threads is not None:
             torch.set_num_threads(args.threads)
     print(report.peak_text(system.gemm_peak(with_torch=use_torch)))
-    routes = {k: t for k, t in ROUTES.items() if t is None or _conv._winograd_available(t)}
+    routes = {k: t for k, t in ROUTES.items()
+              if t is None or _conv._winograd_available(2 if t == "small" else t)}
     names = list(routes) + (["torch"] if torch is not None else [])
     print(f"{'layer':24s} " + " ".join(f"{k + ' ms':>10s}" for k in names) + "   effective GFLOP/s"
           + "   error vs float64, max/max (rms/rms)")
@@ -104,6 +107,8 @@ def main(argv=None):
             if tile is None:
                 calls[k] = lambda k=k: _without_winograd(
                     lambda: _conv.conv2d_forward(x, wt, b, out[k], 1, 1))
+            elif tile == "small":
+                calls[k] = lambda k=k: _conv._winograd_small_forward(x, wt, b, out[k], 1, 1)
             else:
                 calls[k] = lambda k=k, tile=tile: _conv._winograd_forward(
                     x, wt, b, out[k], 1, 1, 0, 0.0, 0, tile)

@@ -202,8 +202,11 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
     """out := act(conv2d(x) + bias) on forward route ``route`` (conv2d's forward, its stride-1 dx
     as a forward of the flipped kernel, conv_transpose2d's dx)."""
     took(route)
-    if route == "winograd":
-        if _winograd_forward(x, weight, bias, out, ph, pw, act, slope, 0, _wg_tile) is not None:
+    if route == "winograd" or route == "winograd/small":
+        if route == "winograd/small":
+            if _winograd_small_forward(x, weight, bias, out, ph, pw, act, slope) is not None:
+                return out
+        elif _winograd_forward(x, weight, bias, out, ph, pw, act, slope, 0, _wg_tile) is not None:
             return out
         route = _planner.exact_forward(
             x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],

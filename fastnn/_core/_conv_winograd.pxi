@@ -105,6 +105,65 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     return None if flags.any() else out
 
 
+# ---- winograd/small: F(2x2,3x3) for few channels (kernels/winograd_small.h) ------------------
+
+cdef extern from "kernels/winograd_small.h":
+    bint FNN_WGS_KERNELS
+    int FNN_WGS_GROUP
+    int FNN_WGS_OB
+    void fnn_wgs_pack(int O, int C, const float* U, float* Us) noexcept nogil
+    int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                      long t_hi, const float* Us, const float* x, const float* bias, float* out,
+                      float* V, float* M, int act, float slope) noexcept nogil
+
+# winograd/small's groups of tiles per task (the threads take tasks in turn)
+cdef int _wgs_groups_per_task = 4
+
+
+def _winograd_small_forward(x, weight, bias, out, int ph, int pw, int act=0, double slope=0.0):
+    """_winograd_forward's contract (F(2x2,3x3)) on the kernel for few channels: groups of
+    tiles transformed into L1/L2 scratch, the channel products in registers, the output
+    transform stored straight to out. Returns out, or None when an output came out NaN or
+    infinite (the caller recomputes on an exact route)."""
+    if not (FNN_WGS_KERNELS and _winograd_available(2)):
+        raise RuntimeError("the winograd/small kernels are not in this ISA level (AVX2 and "
+                           "AVX-512)")
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]
+    cdef Py_ssize_t ntiles = <Py_ssize_t>n * ((oh + 1) // 2) * ((ow + 1) // 2)
+    cdef int tb = FNN_WGS_GROUP * _wgs_groups_per_task
+    cdef int ntasks = <int>((ntiles + tb - 1) // tb)
+    cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 9 * oh * ow), max(ntasks, 1))
+    cdef int nb = (o + FNN_WGS_OB - 1) // FNN_WGS_OB
+    cdef Py_ssize_t vsize = <Py_ssize_t>16 * c * FNN_WGS_GROUP
+    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>16 * FNN_WGS_OB * FNN_WGS_GROUP
+    u = _cached(np.float32, "wg_u", <Py_ssize_t>16 * o * c)
+    us = _cached(np.float32, "wgs_us", <Py_ssize_t>16 * nb * FNN_WGS_OB * c)
+    ws = _cached(np.float32, "wgs_vm", nt * per_thread + 16)
+    cdef float* pu = <float*>_ptr(u)
+    cdef float* pus = <float*>_ptr(us)
+    cdef float* pws = _aligned64(ws)
+    cdef const float* px = <float*>_ptr(x)
+    cdef const float* pwt = <float*>_ptr(weight)
+    cdef const float* pb = <float*>_ptr(bias)
+    cdef float* po = <float*>_ptr(out)
+    cdef float fslope = <float>slope
+    flags = np.zeros(max(ntasks, 1), np.int32)
+    cdef int[::1] bad = flags
+    cdef int k
+    cdef float* v
+    with nogil:
+        fnn_wg2_weights(o, c, pwt, pu)
+        fnn_wgs_pack(o, c, pu, pus)
+        for k in prange(ntasks, num_threads=nt, schedule="dynamic", chunksize=1,
+                        use_threads_if=nt > 1):
+            v = pws + openmp.omp_get_thread_num() * per_thread
+            bad[k] = fnn_wgs_tiles(c, h, w, o, oh, ow, ph, pw, <long>k * tb,
+                                   min(ntiles, <long>k * tb + tb), pus, px, pb, po, v,
+                                   v + vsize, act, fslope)
+    return None if flags.any() else out
+
+
 def _winograd_dw(x, dy, dw, db, int ph, int pw):
     """dw (O, C, 3, 3) += the weight gradient of the 3x3 stride-1 convolution x -> dy (padding
     ph, pw), db (or None) += dy's channel sums, by F(2x2,3x3) with the roles swapped. Returns

@@ -96,6 +96,8 @@ for _name, _default, _meaning, _check in (
      "(subpixel_phase/implicit; else through an im2col matrix); the same bits", _flag),
     ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
      "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
+    ("conv_winograd_small", True, "3x3 stride-1 float32 forwards and dx with few channels "
+     "(2..64 in, 16..64 out) on winograd/small (conv_plan._winograd_small)", _flag),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -165,7 +167,7 @@ def _winograd_ok(g):
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
-        out.add("winograd")
+        out |= {"winograd", "winograd/small"}
     if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
         if g.ow == g.w:
             out |= {"s1_implicit", "s1_across_samples"}
@@ -218,7 +220,7 @@ def _eligible_dx(g, dw):
     if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
-        out.add("winograd")
+        out |= {"winograd", "winograd/small"}
     if _subpixel_ok(g):
         out.add("subpixel")
         if dw is not None and _beside_ok(g, dw):
@@ -253,8 +255,11 @@ def _strided_route(g):
 def _rule_forward(g, winograd=True):
     """The forward's route (``winograd`` False: the exact route the Winograd route falls back to
     when its outputs are not finite)."""
-    if winograd and _k("conv_winograd") and _winograd_ok(g) and g.c >= 16 and g.o >= 16:
-        return "winograd"
+    if winograd and _k("conv_winograd") and _winograd_ok(g):
+        if _winograd_small(g):
+            return "winograd/small"
+        if g.c >= 16 and g.o >= 16:
+            return "winograd"
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
             and g.kw <= 32 and (g.level != "avx2" or g.o >= 8):
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
@@ -262,6 +267,18 @@ def _rule_forward(g, winograd=True):
         if g.ow == g.w:
             return s1_layout(g.oh * g.ow)
     return _strided_route(g) or _im2col_forward(g)
+
+
+# winograd/small takes the Winograd forwards with at most this many input and output channels
+WINOGRAD_SMALL_MAX_CHANNELS = 64
+
+
+def _winograd_small(g):
+    """A Winograd forward (or dx) on winograd/small: few channels, where the general route's
+    16 GEMMs a block are tiny and its panels go through memory; from 2 input channels (the
+    exact routes win at 1) and 16 output channels (benchmarks/decisions.md)."""
+    return (_k("conv_winograd_small") and 2 <= g.c <= WINOGRAD_SMALL_MAX_CHANNELS
+            and 16 <= g.o <= WINOGRAD_SMALL_MAX_CHANNELS)
 
 
 # winograd_dw's chunks of tiles: at most this many, their 16*C*O float32 sums at most this big
@@ -335,7 +352,7 @@ def _subpixel_pays(g):
 def _rule_dx(g, dw):
     if g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         flipped = _rule_forward(g.flipped())
-        if flipped == "winograd" or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
+        if flipped.startswith("winograd") or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
             return flipped
     if _subpixel_pays(g):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):

@@ -40,9 +40,11 @@ def test_vgg_bn_stride_1_convolutions():
         layout = "s1_across_samples" if x[2] == 14 else "s1_implicit"
         # Winograd where both channel counts are >= 16 (all but the first layer), forward and
         # dx (the flipped kernel's forward), and the weight gradient (winograd_dw)
+        # (winograd/small up to 64 channels each way)
         wino = x[1] >= 16 and w[0] >= 16
-        assert plan.forward == ("winograd" if wino else layout), (x, w, plan)
-        assert plan.dx == ("winograd" if wino else layout)
+        route = "winograd/small" if x[1] <= 64 and w[0] <= 64 else "winograd"
+        assert plan.forward == (route if wino else layout), (x, w, plan)
+        assert plan.dx == (route if wino else layout)
         # the weight gradient: winograd_dw where both channel counts are >= 16, else dwt_s1 with
         # its threads on samples (the batch gives each thread some), on rows of dW on one thread
         exact_dw = "dwt_s1/samples"
@@ -96,12 +98,18 @@ def test_resnet_convolutions():
     assert len(plans) == 2 * 8  # eight geometries (the blocks repeat)
     for (x, w, s, threads), plan in plans.items():
         if s == (1, 1):
-            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too; the stem's dW
-            # (3 channels) on dwt_s1, by samples on 2 threads
+            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too; the stem's dx
+            # (3 output channels) and dW (3 channels) on the exact routes, dW by samples on 2
+            # threads
+            # (winograd/small up to 64 channels each way)
             if x[0] >= 16:
-                assert plan == ("winograd", "winograd", "winograd_dw"), (x, w, plan)
-            else:
-                assert plan == ("s1_implicit", "s1_implicit",
+                wino = "winograd/small" if x[0] <= 64 and w[0] <= 64 else "winograd"
+                assert plan == (wino, wino, "winograd_dw"), (x, w, plan)
+                with tuned(conv_winograd_small=False):
+                    assert conv_plan.plan_conv2d((64,) + x, w, s, 1, level="avx512",
+                                                 threads=threads)[:2] == ("winograd",) * 2
+            else:  # the stem (3 channels): winograd/small from 2 input channels
+                assert plan == ("winograd/small", "s1_implicit",
                                 "dwt_s1/samples" if threads == 2 else "dwt_s1/rows"), (x, w, plan)
         elif w[2] == 1:
             # the 1x1 stride-2 projections: the direct forward; a kernel smaller than the stride

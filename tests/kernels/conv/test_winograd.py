@@ -41,6 +41,22 @@ def winograd(x, w, b, padding, threads=1, block=0, tile=2, **act):
         fastnn.set_num_threads(prev)
 
 
+def small(x, w, b, padding, threads=1, **act):
+    """winograd/small (_conv._winograd_small_forward) as ``winograd`` above."""
+    prev = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        n, _, h, wd = x.shape
+        out = np.full((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2), np.nan,
+                      np.float32)
+        code, slope = {(): (0, 0.0), ("relu",): (1, 0.0)}.get(tuple(act), (2, None))
+        if code == 2:
+            slope = act["negative_slope"]
+        return _conv._winograd_small_forward(x, w, b, out, padding, padding, code, slope or 0.0)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
 def reference_forward(x, w, b, padding):
     n, _, h, wd = x.shape
     out = np.empty((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2))
@@ -149,7 +165,8 @@ def test_the_planner_takes_it_for_vgg_layers_and_the_tile_knob_chooses_f4():
     x, wt, b = rand(rng, (3, 24, 10, 10)), rand(rng, (20, 24, 3, 3)), rand(rng, (20,))
     for tile in [t for t in (2, 4) if _conv._winograd_available(t)]:
         out = np.empty((3, 20, 10, 10), np.float32)
-        with tuning(conv_winograd_tile=tile), routes.traced() as taken:
+        with tuning(conv_winograd_tile=tile, conv_winograd_small=False), \
+                routes.traced() as taken:
             _core.conv2d_forward(x, wt, b, out, 1, 1, relu=True)
         assert set(taken) == {"winograd"}
         np.testing.assert_array_equal(out, winograd(x, wt, b, 1, tile=tile, relu=True))
@@ -159,15 +176,113 @@ def test_the_planner_takes_it_for_vgg_layers_and_the_tile_knob_chooses_f4():
 
 
 @needs_winograd
-def test_a_nan_reaches_exactly_the_outputs_of_its_windows():
+@pytest.mark.parametrize("route", ["winograd", "winograd/small"])
+def test_a_nan_reaches_exactly_the_outputs_of_its_windows(route):
     """Through the planner: the non-finite outputs send the call to the exact route."""
     rng = np.random.default_rng(7)
     x, wt = rand(rng, (2, 16, 8, 8)), rand(rng, (16, 16, 3, 3))
     x[0, 2, 3, 5] = np.nan
     out = np.empty((2, 16, 8, 8), np.float32)
-    with routes.traced() as taken:
+    with tuning(conv_forward=route), routes.traced() as taken:
         _core.conv2d_forward(x, wt, None, out, 1, 1)
-    assert "winograd" in taken and len(taken) == 2  # then the exact route
+    assert route in taken and len(taken) == 2  # then the exact route
     want = np.zeros(out.shape, bool)
     want[0, :, 2:5, 4:7] = True
     np.testing.assert_array_equal(np.isnan(out), want)
+
+
+# ---- winograd/small: the same F(2x2,3x3) with the channel products in registers ---------------
+
+@needs_winograd
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 37), h=st.integers(1, 19),
+       w=st.sampled_from([1, 2, 3, 5, 8, 11, 14, 16, 17, 32]), padding=st.integers(0, 2),
+       with_bias=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_small_forward_matches_reference(n, c, o, h, w, padding, with_bias, seed):
+    """Odd planes go tile by tile, planes 16 and 32 wide (after padding) by runs of 8 tiles."""
+    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)
+    rng = np.random.default_rng(seed)
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3))
+    b = rand(rng, (o,)) if with_bias else None
+    assert relative_error(small(x, wt, b, padding), reference_forward(x, wt, b, padding)) <= TOL
+
+
+@needs_winograd
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 70), o=st.integers(1, 70), h=st.integers(3, 17),
+       w=st.sampled_from([3, 7, 14, 16, 32]), relu=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_small_is_bitwise_the_general_route(n, c, o, h, w, relu, seed):
+    """The same transforms and, per output, the same sum over the channels (a product, then
+    FMAs in channel order) as the microkernel's GEMM: the same bits, at both levels."""
+    rng = np.random.default_rng(seed)
+    x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3)), rand(rng, (o,))
+    act = {"relu": True} if relu else {}
+    np.testing.assert_array_equal(small(x, wt, b, 1, **act), winograd(x, wt, b, 1, **act))
+
+
+@needs_winograd
+def test_small_backward_data_and_resnet_shapes():
+    """resnet's 16->16 32x32 layer (4 samples) and its dx, within the tolerance."""
+    rng = np.random.default_rng(8)
+    x, wt, b = rand(rng, (4, 16, 32, 32)), rand(rng, (16, 16, 3, 3)) / np.float32(12), \
+        rand(rng, (16,))
+    want = reference_forward(x, wt, b, 1)
+    got = small(x, wt, b, 1)
+    assert relative_error(got, want) <= 1e-6
+    dy = rand(rng, (4, 16, 32, 32))
+    ref_dx = np.zeros(x.shape)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64),
+                              dy.astype(np.float64), ref_dx, None, None, 1, 1)
+    flipped = np.ascontiguousarray(wt.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    assert relative_error(small(dy, flipped, None, 1), ref_dx) <= TOL
+
+
+@needs_winograd
+@pytest.mark.parametrize("act", [{"relu": True}, {"relu": True, "negative_slope": 0.2}])
+def test_small_fused_activation_is_the_activation_of_the_output(act):
+    rng = np.random.default_rng(9)
+    x, wt, b = rand(rng, (3, 13, 16, 9)), rand(rng, (21, 13, 3, 3)), rand(rng, (21,))
+    plain = small(x, wt, b, 1)
+    want = np.empty_like(plain)
+    if "negative_slope" in act:
+        _core.leaky_relu_forward(plain, act["negative_slope"], want)
+    else:
+        _core.relu_forward(plain, want)
+    np.testing.assert_array_equal(small(x, wt, b, 1, **act), want)
+
+
+@needs_winograd
+@pytest.mark.parametrize("shape", [(9, 19, 13, 10), (7, 16, 16, 16)])
+def test_small_same_bits_on_one_and_two_threads(shape):
+    rng = np.random.default_rng(10)
+    x, wt, b = rand(rng, shape), rand(rng, (27, shape[1], 3, 3)), rand(rng, (27,))
+    np.testing.assert_array_equal(small(x, wt, b, 1, threads=2), small(x, wt, b, 1, threads=1))
+
+
+@needs_winograd
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("width", [9, 16])
+def test_small_reports_a_non_finite_output(bad, width):
+    rng = np.random.default_rng(11)
+    x, wt = rand(rng, (2, 16, 9, width)), rand(rng, (16, 16, 3, 3))
+    assert small(x, wt, None, 1) is not None
+    x[1, 3, 4, 7] = bad
+    assert small(x, wt, None, 1) is None
+    assert small(x, wt, None, 1, relu=True) is None  # checked before the ReLU
+
+
+@needs_winograd
+def test_the_planner_takes_small_up_to_64_channels_forward_and_dx():
+    rng = np.random.default_rng(12)
+    for (c, o), route in (((16, 64), "winograd/small"), ((64, 65), "winograd")):
+        x, wt, dy = rand(rng, (2, c, 8, 8)), rand(rng, (o, c, 3, 3)), rand(rng, (2, o, 8, 8))
+        out, dx = np.empty((2, o, 8, 8), np.float32), np.empty_like(x)
+        with routes.traced() as taken:
+            _core.conv2d_forward(x, wt, None, out, 1, 1)
+            _core.conv2d_backward(x, wt, dy, dx, None, None, 1, 1)
+        assert set(taken) == {route}, (c, o, taken)
+        if route == "winograd/small":
+            np.testing.assert_array_equal(out, small(x, wt, None, 1))
+            with tuning(conv_winograd_small=False), routes.traced() as taken:
+                _core.conv2d_forward(x, wt, None, out, 1, 1)
+            assert set(taken) == {"winograd"}

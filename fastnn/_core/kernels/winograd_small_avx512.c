@@ -1,0 +1,235 @@
+/* The AVX-512 kernel of winograd_small.h: 16 tiles a vector, two vectors a group, blocks of 8
+   output channels (16 accumulators). Groups of whole runs of 8 tiles within a row of tiles
+   (images 16, 32, ... wide) load their patch rows 16 floats at a time and split them into the
+   tiles' lanes by even/odd permutes, and store each output row of a run with one masked store;
+   other groups go tile by tile. */
+#include <immintrin.h>
+#include <string.h>
+#include "winograd_small.h"
+#include "winograd_small_pack.h"
+
+/* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
+#define FNN_WGS_NONFINITE 0x99
+#define FNN_WGS_NV (FNN_WGS_GROUP / 16)
+
+/* Where one vector's 16 tiles read and write: two runs of 8 tiles (runs) or tile by tile. */
+typedef struct {
+    int runs, cnt;
+    long xoff[2], yoff[2];
+    __mmask16 xm[2][4][2], ym[2][2];
+    long off[16], ooff[16];
+    __mmask8 km[64];
+    int rows[16], full[16];
+} fnn_wgs_vec;
+
+static void fnn_wgs_locate(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t0,
+                           int cnt, fnn_wgs_vec* g) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    g->cnt = cnt < 0 ? 0 : (cnt > 16 ? 16 : cnt);
+    g->runs = g->cnt == 16 && TW % 8 == 0;
+    for (int h = 0; h < 2 && g->runs; h++) {
+        long t = t0 + 8 * h, n = t / tpi, rem = t % tpi;
+        int ty = (int)(rem / TW), tx = (int)(rem % TW);
+        if (tx + 8 > TW) {
+            g->runs = 0;
+            break;
+        }
+        int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
+        g->xoff[h] = n * C * HW + (long)iy0 * W + ix0;
+        g->yoff[h] = n * O * OHW + (long)oy * OW + ox;
+        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
+            __mmask16 cm = 0;
+            for (int i = 0; i < 16; i++)
+                if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
+            for (int r = 0; r < 4; r++) g->xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        }
+        __mmask16 om = 0;
+        for (int i = 0; i < 16; i++)
+            if (ox + i < OW) om |= (__mmask16)(1u << i);
+        g->ym[h][0] = om;
+        g->ym[h][1] = oy + 1 < OH ? om : 0;
+    }
+    if (g->runs) return;
+    for (int q = 0; q < 16; q++) {
+        if (q >= g->cnt) {
+            g->off[q] = g->ooff[q] = 0;
+            g->rows[q] = g->full[q] = 0;
+            for (int r = 0; r < 4; r++) g->km[q * 4 + r] = 0;
+            continue;
+        }
+        long t = t0 + q, n = t / tpi, rem = t % tpi;
+        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
+        int iy0 = oy - ph, ix0 = ox - pw;
+        g->off[q] = n * C * HW + (long)iy0 * W + ix0;
+        __mmask8 cm = 0;
+        for (int j = 0; j < 4; j++)
+            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
+        for (int r = 0; r < 4; r++) g->km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        g->ooff[q] = n * O * OHW + (long)oy * OW + ox;
+        g->rows[q] = oy + 1 < OH ? 2 : 1;
+        g->full[q] = ox + 1 < OW;
+    }
+}
+
+/* d[r][j] = x[iy0 + r, ix0 + j] of each of the vector's tiles (zero outside the image) */
+static inline void fnn_wgs_patch(const float* xc, const fnn_wgs_vec* g, long W, __m512 d[4][4]) {
+    if (g->runs) {
+        const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        for (int r = 0; r < 4; r++)
+            for (int s = 0; s < 2; s++) {
+                __m512 a = _mm512_maskz_loadu_ps(g->xm[0][r][s], xc + g->xoff[0] + r * W + 2 * s);
+                __m512 b = _mm512_maskz_loadu_ps(g->xm[1][r][s], xc + g->xoff[1] + r * W + 2 * s);
+                d[r][2 * s] = _mm512_permutex2var_ps(a, even, b);
+                d[r][2 * s + 1] = _mm512_permutex2var_ps(a, odd, b);
+            }
+        return;
+    }
+    /* tile 4*blk + q's row in 128-bit block blk of p[q], then a 4x4 transpose per block */
+    const long* off = g->off;
+    const __mmask8* km = g->km;
+    for (int r = 0; r < 4; r++) {
+        __m512 p[4];
+        for (int q = 0; q < 4; q++) {
+            __m512 v = _mm512_castps128_ps512(_mm_maskz_loadu_ps(km[q * 4 + r], xc + off[q] + r * W));
+            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(4 + q) * 4 + r], xc + off[4 + q] + r * W), 1);
+            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(8 + q) * 4 + r], xc + off[8 + q] + r * W), 2);
+            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(12 + q) * 4 + r], xc + off[12 + q] + r * W), 3);
+            p[q] = v;
+        }
+        __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t1 = _mm512_unpackhi_ps(p[0], p[1]);
+        __m512 t2 = _mm512_unpacklo_ps(p[2], p[3]), t3 = _mm512_unpackhi_ps(p[2], p[3]);
+        d[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
+        d[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+        d[r][2] = _mm512_shuffle_ps(t1, t3, 0x44);
+        d[r][3] = _mm512_shuffle_ps(t1, t3, 0xEE);
+    }
+}
+
+int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                  long t_hi, const float* Us, const float* x, const float* bias, float* out,
+                  float* V, float* M, int act, float slope) {
+    enum { G = FNN_WGS_GROUP, NV = FNN_WGS_NV, OB = FNN_WGS_OB };
+    const long HW = (long)H * W, OHW = (long)OH * OW;
+    const int NB = (O + OB - 1) / OB;
+    const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi_idx = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512 zero = _mm512_setzero_ps(), sv = _mm512_set1_ps(slope);
+    __mmask16 bad = 0;
+    for (long g0 = t_lo; g0 < t_hi; g0 += G) {
+        fnn_wgs_vec grp[NV];
+        for (int k = 0; k < NV; k++)
+            fnn_wgs_locate(C, H, W, O, OH, OW, ph, pw, g0 + 16 * k, (int)(t_hi - g0) - 16 * k,
+                           grp + k);
+        /* V[e][c][k*16 + q] = (B^T d B)[e], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < NV; k++) {
+                __m512 d[4][4], s[4][4];
+                fnn_wgs_patch(x + c * HW, grp + k, W, d);
+                for (int j = 0; j < 4; j++) {
+                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+                }
+                float* v = V + (long)c * G + 16 * k;
+                const long VS = (long)C * G;
+                for (int i = 0; i < 4; i++) {
+                    _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
+                    _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
+                    _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
+                    _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
+                }
+            }
+        for (int b = 0; b < NB; b++) {
+            /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
+            for (int e = 0; e < 16; e++) {
+                const float* u = Us + ((long)e * NB + b) * C * OB;
+                const float* v = V + (long)e * C * G;
+                __m512 acc[OB][NV];
+#pragma GCC unroll 8
+                for (int j = 0; j < OB; j++) {
+                    __m512 uj = _mm512_set1_ps(u[j]);
+#pragma GCC unroll 4
+                    for (int k = 0; k < NV; k++) acc[j][k] = _mm512_mul_ps(uj, _mm512_load_ps(v + 16 * k));
+                }
+                for (int c = 1; c < C; c++) {
+                    __m512 vk[NV];
+#pragma GCC unroll 4
+                    for (int k = 0; k < NV; k++) vk[k] = _mm512_load_ps(v + (long)c * G + 16 * k);
+#pragma GCC unroll 8
+                    for (int j = 0; j < OB; j++) {
+                        __m512 uj = _mm512_set1_ps(u[c * OB + j]);
+#pragma GCC unroll 4
+                        for (int k = 0; k < NV; k++) acc[j][k] = _mm512_fmadd_ps(uj, vk[k], acc[j][k]);
+                    }
+                }
+#pragma GCC unroll 8
+                for (int j = 0; j < OB; j++)
+#pragma GCC unroll 4
+                    for (int k = 0; k < NV; k++)
+                        _mm512_store_ps(M + ((long)e * OB + j) * G + 16 * k, acc[j][k]);
+            }
+            /* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], then bias and activation */
+            const int jn = O - b * OB < OB ? O - b * OB : OB;
+            for (int j = 0; j < jn; j++) {
+                const int o = b * OB + j;
+                const __m512 bv = bias ? _mm512_set1_ps(bias[o]) : zero;
+                float* ob = out + (long)o * OHW;
+                for (int k = 0; k < NV; k++) {
+                    const fnn_wgs_vec* g = grp + k;
+                    if (g->cnt == 0) continue;
+                    const float* m = M + (long)j * G + 16 * k;
+                    const long MS = (long)OB * G;
+                    __m512 a[2][4], y[2][2];
+                    for (int jj = 0; jj < 4; jj++) {
+                        __m512 m0 = _mm512_load_ps(m + (0 * 4 + jj) * MS), m1 = _mm512_load_ps(m + (1 * 4 + jj) * MS);
+                        __m512 m2 = _mm512_load_ps(m + (2 * 4 + jj) * MS), m3 = _mm512_load_ps(m + (3 * 4 + jj) * MS);
+                        a[0][jj] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                        a[1][jj] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                    }
+                    const __mmask16 lanes = (__mmask16)((1u << g->cnt) - 1);
+                    for (int i = 0; i < 2; i++) {
+                        y[i][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]), bv);
+                        y[i][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]), bv);
+                        for (int jj = 0; jj < 2; jj++) {
+                            bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][jj], FNN_WGS_NONFINITE);
+                            if (act == 1)
+                                y[i][jj] = _mm512_mask_mov_ps(y[i][jj], _mm512_cmp_ps_mask(y[i][jj], zero, _CMP_LE_OQ), zero);
+                            else if (act == 2)
+                                y[i][jj] = _mm512_mask_mov_ps(_mm512_mul_ps(y[i][jj], sv),
+                                                              _mm512_cmp_ps_mask(y[i][jj], zero, _CMP_GT_OQ), y[i][jj]);
+                        }
+                    }
+                    /* lo: tiles 0-7's two columns interleaved (run 0's rows), hi: tiles 8-15 */
+                    __m512 lo[2], hi[2];
+                    for (int i = 0; i < 2; i++) {
+                        lo[i] = _mm512_permutex2var_ps(y[i][0], lo_idx, y[i][1]);
+                        hi[i] = _mm512_permutex2var_ps(y[i][0], hi_idx, y[i][1]);
+                    }
+                    if (g->runs) {
+                        for (int i = 0; i < 2; i++) {
+                            _mm512_mask_storeu_ps(ob + g->yoff[0] + (long)i * OW, g->ym[0][i], lo[i]);
+                            _mm512_mask_storeu_ps(ob + g->yoff[1] + (long)i * OW, g->ym[1][i], hi[i]);
+                        }
+                        continue;
+                    }
+                    float buf[2][32] __attribute__((aligned(64)));
+                    for (int i = 0; i < 2; i++) {
+                        _mm512_store_ps(buf[i], lo[i]);
+                        _mm512_store_ps(buf[i] + 16, hi[i]);
+                    }
+                    for (int q = 0; q < g->cnt; q++) {
+                        float* p = ob + g->ooff[q];
+                        for (int i = 0; i < g->rows[q]; i++) {
+                            if (g->full[q]) memcpy(p + (long)i * OW, buf[i] + 2 * q, 2 * sizeof(float));
+                            else p[(long)i * OW] = buf[i][2 * q];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return bad != 0;
+}
