@@ -29,9 +29,6 @@ cdef extern from "kernels/winograd.h":
     int fnn_wg2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks, const float* M,
                           double* grad) noexcept nogil
 
-# the output tile of the route: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)); the knob conv_winograd_tile
-cdef int _wg_tile = 2
-
 # one F(2x2,3x3) tile block's V and M (16 * (C + O) * block floats) stay about this big, in L2
 cdef Py_ssize_t _wg_block_bytes = 128 << 10
 
@@ -85,7 +82,7 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     cdef bint f4 = tile == 4
     cdef int blk, t
     cdef float* v
-    took("winograd")
+    took("winograd/f4" if f4 else "winograd")
     with nogil:
         if f4:
             fnn_wg4_weights(o, c, pwt, pu)

@@ -56,6 +56,12 @@ def _flag(value):
     return bool(value)
 
 
+def _tile(value):
+    if value not in (None, 2, 4):
+        raise ValueError(f"tuning: conv_winograd_tile must be None, 2 or 4, got {value!r}")
+    return value
+
+
 def _mode(value):
     if value not in (0, 1, 2):
         raise ValueError(f"tuning: expected 0, 1 or 2, got {value!r}")
@@ -95,7 +101,10 @@ for _name, _default, _meaning, _check in (
     ("conv_subpixel_implicit", True, "sub-pixel phases as wide as dy packed straight from dy "
      "(subpixel_phase/implicit; else through an im2col matrix); the same bits", _flag),
     ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
-     "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
+     "channels on the winograd routes (winograd: F(2x2,3x3), winograd/f4: F(4x4,3x3))", _flag),
+    ("conv_winograd_tile", None, "the winograd routes' output tile: None the planner's choice "
+     "(conv_plan._winograd_route), 2 F(2x2,3x3), 4 F(4x4,3x3) (fewer multiplies, about 20x "
+     "the error; docs/winograd.md)", _tile),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -165,7 +174,7 @@ def _winograd_ok(g):
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
-        out.add("winograd")
+        out |= {"winograd", "winograd/f4"}
     if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
         if g.ow == g.w:
             out |= {"s1_implicit", "s1_across_samples"}
@@ -218,7 +227,7 @@ def _eligible_dx(g, dw):
     if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
-        out.add("winograd")
+        out |= {"winograd", "winograd/f4"}
     if _subpixel_ok(g):
         out.add("subpixel")
         if dw is not None and _beside_ok(g, dw):
@@ -250,11 +259,31 @@ def _strided_route(g):
     return None
 
 
+def _winograd_route(g):
+    """F(2x2,3x3) (winograd) or F(4x4,3x3) (winograd/f4) for a forward (or dx) the Winograd
+    routes take: F(4x4,3x3) only where it measured clearly faster (benchmarks/decisions.md), as
+    its error is about 20 times F(2x2,3x3)'s; the knob conv_winograd_tile forces either."""
+    tile = _k("conv_winograd_tile")
+    if tile is None:
+        tile = 4 if _f4_pays(g) else 2
+    return "winograd/f4" if tile == 4 else "winograd"
+
+
+def _f4_pays(g):
+    """F(4x4,3x3) measured at least 7% faster than F(2x2,3x3) (benchmarks/decisions.md): at the
+    AVX-512 level on outputs of 12x12 and more (on 8x8 its transforms and edges cost what its
+    multiplies save); at the AVX2 level on outputs of 16x16 and more with 32 channels or more
+    each side (fewer channels: the transforms, heavier on 16 registers, take most of the gain)."""
+    if g.level == "avx512":
+        return min(g.oh, g.ow) >= 12
+    return min(g.oh, g.ow) >= 16 and min(g.c, g.o) >= 32
+
+
 def _rule_forward(g, winograd=True):
     """The forward's route (``winograd`` False: the exact route the Winograd route falls back to
     when its outputs are not finite)."""
     if winograd and _k("conv_winograd") and _winograd_ok(g) and g.c >= 16 and g.o >= 16:
-        return "winograd"
+        return _winograd_route(g)
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
             and g.kw <= 32 and (g.level != "avx2" or g.o >= 8):
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
@@ -335,7 +364,7 @@ def _subpixel_pays(g):
 def _rule_dx(g, dw):
     if g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         flipped = _rule_forward(g.flipped())
-        if flipped == "winograd" or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
+        if flipped.startswith("winograd") or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
             return flipped
     if _subpixel_pays(g):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):

@@ -305,10 +305,51 @@ static inline void fnn_wg4_at(const __m256 m[6], __m256 y[4]) {
     y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d34, d12), m[5]);
 }
 
-/* the 8-float row of a 6-float patch row: a plain load where all 8 columns lie inside the
-   image row, else a vmaskmov load of the columns inside it (the lanes past 5 are dropped) */
-static inline __m256 fnn_wg4_row(const float* p, int full, __m256i cm) {
-    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, cm);
+/* the output transform of one output channel's 8 tiles (lanes) at M column m (36 rows MS
+   apart): Y = A^T m A + bias, the activation (act a constant where inlined, so its branches
+   leave the loop), the tiles' 4x4 blocks stored at ob + ooff[q] (masked where a tile crosses
+   the output's edge: cmask, rows). Returns y - y or'ed over the outputs: NaN where one is NaN
+   or infinite (the lanes past cnt are the GEMM's unwritten columns: the caller drops them). */
+static inline __attribute__((always_inline)) __m256 fnn_wg4_out8(
+        const int act, const float* m, long MS, __m256 b, __m256 sv, float* ob, long OW,
+        const long* ooff, int cnt, int whole, const int* rows, const int* cfull,
+        const __m128i* cmask) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 a[4][6], y[4], mv[6], bad = zero;
+    for (int j = 0; j < 6; j++) {  /* columns: a[.][j] = A^T m[.][j] */
+        __m256 y4[4];
+        for (int i = 0; i < 6; i++) mv[i] = _mm256_load_ps(m + (6 * i + j) * MS);
+        fnn_wg4_at(mv, y4);
+        for (int i = 0; i < 4; i++) a[i][j] = y4[i];
+    }
+    for (int i = 0; i < 4; i++) {  /* rows: y[.] = a[i][.] A, bias, activation */
+        fnn_wg4_at(a[i], y);
+        for (int j = 0; j < 4; j++) {
+            y[j] = _mm256_add_ps(y[j], b);
+            bad = _mm256_or_ps(bad, _mm256_sub_ps(y[j], y[j]));
+            if (act == 1)
+                y[j] = _mm256_blendv_ps(y[j], zero, _mm256_cmp_ps(y[j], zero, _CMP_LE_OQ));
+            else if (act == 2)
+                y[j] = _mm256_blendv_ps(_mm256_mul_ps(y[j], sv), y[j],
+                                        _mm256_cmp_ps(y[j], zero, _CMP_GT_OQ));
+        }
+        /* 4x4 transposes per 128-bit half: half h of p[g] = row i of tile 4h + g */
+        __m256 t0 = _mm256_unpacklo_ps(y[0], y[1]), t1 = _mm256_unpackhi_ps(y[0], y[1]);
+        __m256 t2 = _mm256_unpacklo_ps(y[2], y[3]), t3 = _mm256_unpackhi_ps(y[2], y[3]);
+        __m256 p[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                       _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+        float* oi = ob + (long)i * OW;
+        for (int g = 0; g < 4; g++)
+            for (int h = 0; h < 2; h++) {
+                const int q = 4 * h + g;
+                __m128 r4 = h ? _mm256_extractf128_ps(p[g], 1) : _mm256_castps256_ps128(p[g]);
+                if (whole || cfull[q])
+                    _mm_storeu_ps(oi + ooff[q], r4);
+                else if (q < cnt && i < rows[q])
+                    _mm_maskstore_ps(oi + ooff[q], cmask[q], r4);
+            }
+    }
+    return bad;
 }
 
 int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
@@ -320,30 +361,32 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     const long VS = (long)C * TL, MS = (long)O * TL;
     const __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
     for (int g0 = 0; g0 < TL; g0 += 8) {  /* TL: the padding columns get zero patches */
-        long off[8];
-        int rows[8], full[8];  /* row bits inside the image; all 8 columns inside it */
-        __m256i cm[8];
+        /* row r of tile q: a vmaskmov load at x + off[q * 6 + r] (per channel) with the lanes
+           of its columns inside the image (none for a row outside it, whose offset is then
+           the tile's first in-image row or 0: any readable address) */
+        long off[48];
+        __m256i km[48];
         for (int q = 0; q < 8; q++) {
             long t = t_lo + g0 + q;
             if (g0 + q >= T) {
-                off[q] = 0;
-                rows[q] = full[q] = 0;
-                cm[q] = _mm256_setzero_si256();
+                for (int r = 0; r < 6; r++) {
+                    off[q * 6 + r] = 0;
+                    km[q * 6 + r] = _mm256_setzero_si256();
+                }
                 continue;
             }
             long n = t / tpi, rem = t % tpi;
             int iy0 = (int)(rem / TW) * 4 - ph, ix0 = (int)(rem % TW) * 4 - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            /* lane j < 6 with 0 <= ix0 + j < W */
             __m256i col = _mm256_add_epi32(lane, _mm256_set1_epi32(ix0));
-            cm[q] = _mm256_and_si256(
+            __m256i cm = _mm256_and_si256(
                 _mm256_and_si256(_mm256_cmpgt_epi32(col, _mm256_set1_epi32(-1)),
                                  _mm256_cmpgt_epi32(_mm256_set1_epi32(W), col)),
                 _mm256_cmpgt_epi32(_mm256_set1_epi32(6), lane));
-            rows[q] = 0;
-            for (int r = 0; r < 6; r++)
-                if (iy0 + r >= 0 && iy0 + r < H) rows[q] |= 1 << r;
-            full[q] = ix0 >= 0 && ix0 + 8 <= W;
+            for (int r = 0; r < 6; r++) {
+                int in = iy0 + r >= 0 && iy0 + r < H;
+                off[q * 6 + r] = in ? n * C * HW + (long)(iy0 + r) * W + ix0 : n * C * HW;
+                km[q * 6 + r] = in ? cm : _mm256_setzero_si256();
+            }
         }
         for (int c = 0; c < C; c++) {
             const float* xc = x + c * HW;
@@ -351,8 +394,7 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
             for (int r = 0; r < 6; r++) {  /* p[q] = row r of tile q, transposed: lane q */
                 __m256 p[8];
                 for (int q = 0; q < 8; q++)
-                    p[q] = rows[q] >> r & 1 ? fnn_wg4_row(xc + off[q] + (long)r * W, full[q], cm[q])
-                                            : _mm256_setzero_ps();
+                    p[q] = _mm256_maskload_ps(xc + off[q * 6 + r], km[q * 6 + r]);
                 fnn_mk2_tr8(p);
                 for (int j = 0; j < 6; j++) d[r][j] = p[j];
             }
@@ -370,69 +412,46 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     }
     for (int e = 0; e < 36; e++)
         fnn_mk_sgemm_nn(O, T, C, U + (long)e * O * C, C, V + e * VS, TL, M + e * MS, TL, 0);
-    const __m256 zero = _mm256_setzero_ps(), sv = _mm256_set1_ps(slope);
-    int bad = 0;
+    const __m256 sv = _mm256_set1_ps(slope);
+    __m256 bad = _mm256_setzero_ps();
     for (int g0 = 0; g0 < T; g0 += 8) {
         int cnt = T - g0 < 8 ? T - g0 : 8;
-        long ooff[8];
-        int rows[8];
+        __m256 gbad = _mm256_setzero_ps();
+        long ooff[8] = {0};
+        int rows[8] = {0}, cfull[8] = {0};  /* cfull: all 4 rows and columns inside */
         __m128i cmask[8];
-        const int lanes = (1 << cnt) - 1;
         int whole = cnt == 8;
-        for (int q = 0; q < cnt; q++) {
+        for (int q = 0; q < 8; q++) {
+            if (q >= cnt) {
+                cmask[q] = _mm_setzero_si128();
+                continue;
+            }
             long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
             int oy = (int)(rem / TW) * 4, ox = (int)(rem % TW) * 4;
             ooff[q] = n * O * OHW + (long)oy * OW + ox;
             rows[q] = OH - oy < 4 ? OH - oy : 4;
             int cols = OW - ox < 4 ? OW - ox : 4;
             cmask[q] = _mm_cmpgt_epi32(_mm_set1_epi32(cols), _mm_set_epi32(3, 2, 1, 0));
-            whole &= rows[q] == 4 && cols == 4;
+            cfull[q] = rows[q] == 4 && cols == 4;
+            whole &= cfull[q];
         }
         for (int o = 0; o < O; o++) {
             const float* m = M + (long)o * TL + g0;
-            __m256 a[4][6], y[4][4], mv[6];
-            for (int j = 0; j < 6; j++) {  /* columns: a[.][j] = A^T m[.][j] */
-                __m256 y4[4];
-                for (int i = 0; i < 6; i++) mv[i] = _mm256_load_ps(m + (6 * i + j) * MS);
-                fnn_wg4_at(mv, y4);
-                for (int i = 0; i < 4; i++) a[i][j] = y4[i];
-            }
-            __m256 b = bias ? _mm256_set1_ps(bias[o]) : zero;
+            __m256 b = bias ? _mm256_set1_ps(bias[o]) : _mm256_setzero_ps();
             float* ob = out + (long)o * OHW;
-            for (int i = 0; i < 4; i++) {  /* rows: y[i][.] = a[i][.] A, bias, activation */
-                fnn_wg4_at(a[i], y[i]);
-                for (int j = 0; j < 4; j++) {
-                    y[i][j] = _mm256_add_ps(y[i][j], b);
-                    /* y - y is 0 unless y is NaN or infinite */
-                    bad |= lanes & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(y[i][j], y[i][j]),
-                                                                     zero, _CMP_NEQ_UQ));
-                    if (act == 1)
-                        y[i][j] = _mm256_blendv_ps(y[i][j], zero, _mm256_cmp_ps(y[i][j], zero, _CMP_LE_OQ));
-                    else if (act == 2)
-                        y[i][j] = _mm256_blendv_ps(_mm256_mul_ps(y[i][j], sv), y[i][j],
-                                                   _mm256_cmp_ps(y[i][j], zero, _CMP_GT_OQ));
-                }
-                /* 4x4 transposes per 128-bit half: half k of p[g] = row i of tile 4k + g */
-                __m256 t0 = _mm256_unpacklo_ps(y[i][0], y[i][1]), t1 = _mm256_unpackhi_ps(y[i][0], y[i][1]);
-                __m256 t2 = _mm256_unpacklo_ps(y[i][2], y[i][3]), t3 = _mm256_unpackhi_ps(y[i][2], y[i][3]);
-                __m256 p[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                               _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
-                long ro = (long)i * OW;
-                if (whole) {
-                    for (int g = 0; g < 4; g++) {
-                        _mm_storeu_ps(ob + ooff[g] + ro, _mm256_castps256_ps128(p[g]));
-                        _mm_storeu_ps(ob + ooff[4 + g] + ro, _mm256_extractf128_ps(p[g], 1));
-                    }
-                } else {
-                    for (int q = 0; q < cnt; q++)
-                        if (i < rows[q]) {
-                            __m128 r4 = q < 4 ? _mm256_castps256_ps128(p[q])
-                                              : _mm256_extractf128_ps(p[q - 4], 1);
-                            _mm_maskstore_ps(ob + ooff[q] + ro, cmask[q], r4);
-                        }
-                }
-            }
+            if (act == 0)
+                gbad = _mm256_or_ps(gbad, fnn_wg4_out8(0, m, MS, b, sv, ob, OW, ooff, cnt, whole,
+                                                     rows, cfull, cmask));
+            else if (act == 1)
+                gbad = _mm256_or_ps(gbad, fnn_wg4_out8(1, m, MS, b, sv, ob, OW, ooff, cnt, whole,
+                                                     rows, cfull, cmask));
+            else
+                gbad = _mm256_or_ps(gbad, fnn_wg4_out8(2, m, MS, b, sv, ob, OW, ooff, cnt, whole,
+                                                     rows, cfull, cmask));
         }
+        const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt),
+                                                _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+        bad = _mm256_or_ps(bad, _mm256_and_ps(gbad, _mm256_castsi256_ps(live)));
     }
-    return bad != 0;
+    return _mm256_movemask_ps(_mm256_cmp_ps(bad, _mm256_setzero_ps(), _CMP_NEQ_UQ)) != 0;
 }
