@@ -141,8 +141,6 @@ TUNING = {
     "conv_dw2_tasks_per_thread": "direct_s2_dw's tasks per thread (1: the static split); the "
                                  "same bits",
     "conv_dwt_narrow": "dwt_s1's panels of at most 16 channels on 16-lane tiles (else 32-lane)",
-    "conv_winograd_tile": "the winograd route's output tile: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3), "
-                          "AVX-512 only: fewer multiplies, about 20x the error; docs/winograd.md)",
     "conv_panel_direct": "the cross-sample panels of fnn_mk_conv_s1x/fnn_mk_subpixel with up to 8 "
                          "rows (4 at the AVX2 level) multiplied straight from their masked loads "
                          "(else packed)",
@@ -152,7 +150,7 @@ TUNING = {
 def _tune(str name, value):
     """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
     and returns the old value."""
-    global _dynamic, _col_chunk_bytes, _dw2_tasks_per_thread, _wg_tile
+    global _dynamic, _col_chunk_bytes, _dw2_tasks_per_thread
     if name == "conv_dynamic_schedule":
         old = bool(_dynamic)
         if value is not None:
@@ -165,13 +163,6 @@ def _tune(str name, value):
         old = _dw2_tasks_per_thread
         if value is not None:
             _dw2_tasks_per_thread = max(1, value)
-    elif name == "conv_winograd_tile":
-        old = _wg_tile
-        if value is not None:
-            if value not in (2, 4) or not _winograd_available(value):
-                raise ValueError(f"tuning: conv_winograd_tile must be 2 or 4 (4 on the AVX-512 "
-                                 f"level only); got {value!r} at {_LEVEL}")
-            _wg_tile = value
     elif name == "conv_dwt_narrow":
         if not FNN_CONV_KERNELS:
             return True if value is None else bool(value)
@@ -202,11 +193,12 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
     """out := act(conv2d(x) + bias) on forward route ``route`` (conv2d's forward, its stride-1 dx
     as a forward of the flipped kernel, conv_transpose2d's dx)."""
     took(route)
-    if route == "winograd" or route == "winograd/small":
+    if route == "winograd" or route == "winograd/small" or route == "winograd/f4":
         if route == "winograd/small":
             if _winograd_small_forward(x, weight, bias, out, ph, pw, act, slope) is not None:
                 return out
-        elif _winograd_forward(x, weight, bias, out, ph, pw, act, slope, 0, _wg_tile) is not None:
+        elif _winograd_forward(x, weight, bias, out, ph, pw, act, slope, 0,
+                               4 if route == "winograd/f4" else 2) is not None:
             return out
         route = _planner.exact_forward(
             x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],

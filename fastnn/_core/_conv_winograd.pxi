@@ -1,7 +1,7 @@
 # ---- route winograd: 3x3 stride-1 float32 convolutions by Winograd F(2x2,3x3) or F(4x4,3x3) ---
 #
-# Included by _conv.pyx. The kernels (kernels/winograd.h: F(2x2,3x3) at the AVX2 and AVX-512
-# levels, F(4x4,3x3) at AVX-512) transform the weight once per call, then blocks of 2x2 or 4x4
+# Included by _conv.pyx. The kernels (kernels/winograd.h: F(2x2,3x3) and F(4x4,3x3) at the AVX2
+# and AVX-512 levels) transform the weight once per call, then blocks of 2x2 or 4x4
 # output tiles (flat over rows and samples) run on the threads: input transform, 16 (36)
 # microkernel GEMMs, output transform with bias and activation.
 # Each output is the same float32 computation whatever the block or the thread, so the bits do
@@ -29,16 +29,13 @@ cdef extern from "kernels/winograd.h":
     int fnn_wg2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks, const float* M,
                           double* grad) noexcept nogil
 
-# the output tile of the route: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)); the knob conv_winograd_tile
-cdef int _wg_tile = 2
-
 # one F(2x2,3x3) tile block's V and M (16 * (C + O) * block floats) stay about this big, in L2
 cdef Py_ssize_t _wg_block_bytes = 128 << 10
 
 
 def _winograd_available(int tile=2):
-    """Whether the ISA level in use has the Winograd kernels of this tile (F(2x2,3x3): AVX2 and
-    AVX-512; F(4x4,3x3): AVX-512)."""
+    """Whether the ISA level in use has the Winograd kernels of this tile (F(2x2,3x3) and
+    F(4x4,3x3): AVX2 and AVX-512)."""
     return bool(FNN_WINOGRAD_KERNELS and FNN_MK_AVAILABLE and (tile == 2 or FNN_WINOGRAD_F4))
 
 
@@ -60,7 +57,7 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
         raise ValueError(f"tile must be 2 or 4, got {tile}")
     if not _winograd_available(tile):
         raise RuntimeError(f"the Winograd F({tile}x{tile},3x3) kernels are not in this ISA "
-                           f"level (F(2x2,3x3): AVX2 and AVX-512, F(4x4,3x3): AVX-512)")
+                           f"level (AVX2 and AVX-512)")
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]
     cdef int elems = (tile + 2) * (tile + 2)
@@ -85,7 +82,7 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     cdef bint f4 = tile == 4
     cdef int blk, t
     cdef float* v
-    took("winograd")
+    took("winograd/f4" if f4 else "winograd")
     with nogil:
         if f4:
             fnn_wg4_weights(o, c, pwt, pu)

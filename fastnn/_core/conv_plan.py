@@ -56,6 +56,12 @@ def _flag(value):
     return bool(value)
 
 
+def _tile(value):
+    if value not in (None, 2, 4):
+        raise ValueError(f"tuning: conv_winograd_tile must be None, 2 or 4, got {value!r}")
+    return value
+
+
 def _mode(value):
     if value not in (0, 1, 2):
         raise ValueError(f"tuning: expected 0, 1 or 2, got {value!r}")
@@ -95,9 +101,12 @@ for _name, _default, _meaning, _check in (
     ("conv_subpixel_implicit", True, "sub-pixel phases as wide as dy packed straight from dy "
      "(subpixel_phase/implicit; else through an im2col matrix); the same bits", _flag),
     ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
-     "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
+     "channels on the winograd routes (winograd: F(2x2,3x3), winograd/f4: F(4x4,3x3))", _flag),
     ("conv_winograd_small", True, "3x3 stride-1 float32 forwards and dx with few channels "
      "(2..64 in, 16..64 out) on winograd/small (conv_plan._winograd_small)", _flag),
+    ("conv_winograd_tile", None, "the winograd routes' output tile: None the planner's choice "
+     "(conv_plan._winograd_choice), 2 F(2x2,3x3), 4 F(4x4,3x3) (fewer multiplies, about 20x "
+     "the error; docs/winograd.md)", _tile),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -167,7 +176,7 @@ def _winograd_ok(g):
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
-        out |= {"winograd", "winograd/small"}
+        out |= {"winograd", "winograd/small", "winograd/f4"}
     if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
         if g.ow == g.w:
             out |= {"s1_implicit", "s1_across_samples"}
@@ -220,7 +229,7 @@ def _eligible_dx(g, dw):
     if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
-        out |= {"winograd", "winograd/small"}
+        out |= {"winograd", "winograd/small", "winograd/f4"}
     if _subpixel_ok(g):
         out.add("subpixel")
         if dw is not None and _beside_ok(g, dw):
@@ -252,14 +261,43 @@ def _strided_route(g):
     return None
 
 
+def _winograd_choice(g):
+    """The Winograd route of a forward (or dx) the Winograd routes may take, or None: the knob
+    conv_winograd_tile forces the general kernel's tile (F(2x2,3x3) winograd, F(4x4,3x3)
+    winograd/f4); else F(4x4,3x3) only where it measured clearly faster (its error is about 20
+    times F(2x2,3x3)'s), winograd/small for few channels, winograd from 16 channels each side
+    (benchmarks/decisions.md). Where F(4x4,3x3) and winograd/small both apply, F(4x4,3x3) at
+    the AVX-512 level from 32 channels each side; winograd/small measured faster at 16 channels
+    and at the AVX2 level."""
+    general = g.c >= 16 and g.o >= 16
+    tile = _k("conv_winograd_tile")
+    if general and tile is not None:
+        return "winograd/f4" if tile == 4 else "winograd"
+    if general and _f4_pays(g) and (g.level == "avx512" and min(g.c, g.o) >= 32
+                                    or not _winograd_small(g)):
+        return "winograd/f4"
+    if _winograd_small(g):
+        return "winograd/small"
+    return "winograd" if general else None
+
+
+def _f4_pays(g):
+    """F(4x4,3x3) measured at least 7% faster than F(2x2,3x3) (benchmarks/decisions.md): at the
+    AVX-512 level on outputs of 12x12 and more (on 8x8 its transforms and edges cost what its
+    multiplies save); at the AVX2 level on outputs of 16x16 and more with 32 channels or more
+    each side (fewer channels: the transforms, heavier on 16 registers, take most of the gain)."""
+    if g.level == "avx512":
+        return min(g.oh, g.ow) >= 12
+    return min(g.oh, g.ow) >= 16 and min(g.c, g.o) >= 32
+
+
 def _rule_forward(g, winograd=True):
     """The forward's route (``winograd`` False: the exact route the Winograd route falls back to
     when its outputs are not finite)."""
     if winograd and _k("conv_winograd") and _winograd_ok(g):
-        if _winograd_small(g):
-            return "winograd/small"
-        if g.c >= 16 and g.o >= 16:
-            return "winograd"
+        route = _winograd_choice(g)
+        if route is not None:
+            return route
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
             and g.kw <= 32 and (g.level != "avx2" or g.o >= 8):
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:

@@ -51,10 +51,10 @@ TIMEOUT_S = 900
 # where each route must be reached: entry point -> routes (every route of fastnn._core.routes
 # is somewhere below; routes missing from a build, e.g. AVX-512 ones, are not asked for there)
 REQUIRED = {
-    "Conv2D.forward": {"winograd", "winograd/small", "s1_implicit", "s1_across_samples", "s1_widened",
+    "Conv2D.forward": {"winograd", "winograd/small", "winograd/f4", "s1_implicit", "s1_across_samples", "s1_widened",
                        "direct_s2_forward/per_sample", "direct_s2_forward/batch",
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
-    "Conv2D.backward": {"winograd", "winograd/small", "s1_implicit", "s1_across_samples", "s1_widened", "subpixel",
+    "Conv2D.backward": {"winograd", "winograd/small", "winograd/f4", "s1_implicit", "s1_across_samples", "s1_widened", "subpixel",
                         "subpixel/beside_dw", "subpixel_phase/implicit", "subpixel_phase/im2col",
                         "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
                         "dwt_s1/rows",
@@ -416,6 +416,17 @@ def _child_tests(examples):
         run_conv(draw, spec)
 
     @target(1)
+    def conv_stride1_winograd_f4(data):
+        """winograd/f4 forward and dx: the same shapes with F(4x4,3x3) forced (the planner's
+        F(4x4,3x3) planes are larger than the budget allows at the AVX2 level)."""
+        draw = data.draw
+        p = pick(draw, 0, 2, "p")
+        spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 70),
+                         channels(draw, "o", 16, 70), pick(draw, 1, 5, "n"), 1_000_000)
+        spec["tuning"] = dict(conv_winograd_tile=4)
+        run_conv(draw, spec)
+
+    @target(1)
     def conv_stride1_full_padding(data):
         """s1_widened forward (padding K-1: an output wider than x)."""
         draw = data.draw
@@ -640,6 +651,31 @@ def _child_tests(examples):
         m = np.einsum("nctwij,notwij->ocij", v, u)
         return np.einsum("ki,ocij,lj->ockl", gt, m, gt)
 
+    def winograd_f4_unit(x, w, padding):
+        """eps-free bound unit of winograd/f4's output (N, O, OH, OW) of x (N, C, H, W) and w
+        (O, C, 3, 3): its 4x4 tiles come from 36 sums over C of transformed values scaled by up
+        to 5 (input) and 8 (output), so the error is bounded by the same formula over absolute
+        values, |A^T| (sum_c |U| * |B^T| |d| |B|) |A|, not an output's own terms."""
+        n, c, h, wd = x.shape
+        ph, pw = padding
+        oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
+        th, tw = (oh + 3) // 4, (ow + 3) // 4
+        xp = np.zeros((n, c, 4 * th + 2, 4 * tw + 2))
+        xp[:, :, ph:ph + h, pw:pw + wd] = np.abs(x)
+        bt = np.abs(np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1.]]))
+        g = np.abs(np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                             [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1.]]))
+        at = np.abs(np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                              [0, 1, -1, 8, -8, 1.]]))
+        d = np.stack([np.stack([xp[:, :, i:i + 4 * th:4, j:j + 4 * tw:4] for j in range(6)], -1)
+                      for i in range(6)], -2)  # (n, c, th, tw, 6, 6)
+        v = np.einsum("ik,nctwkl,jl->nctwij", bt, d, bt)
+        u = np.einsum("ik,ockl,jl->ocij", g, np.abs(w).astype(np.float64), g)
+        m = np.einsum("nctwij,ocij->notwij", v, u)
+        y = np.einsum("ki,notwij,lj->notkwl", at, m, at).reshape(n, -1, 4 * th, 4 * tw)
+        return y[:, :, :oh, :ow]
+
     def run_conv(draw, spec):
         with tuning(**spec.get("tuning", {})):
             return _run_conv(draw, spec)
@@ -683,12 +719,16 @@ def _child_tests(examples):
             return
         lower = upper = None
         xin = mutated(x, mutation, "x", rng, draw)
+        before = TRACE.copy()
         y = forward(xin)
+        took_f4 = (TRACE - before)["winograd/f4"] > 0
         assert y.shape == spec["y_shape"] and y.dtype == dtype
         ref_y, *_ = conv_reference(spec, xin, weight, bias, None, relu)
         clean_x = np.where(np.isfinite(xin), xin, 0)
         unit_y, *_ = conv_reference(spec, np.abs(clean_x), np.abs(weight),
                                     None if bias is None else np.abs(bias), None, None)
+        if took_f4:
+            unit_y = np.maximum(unit_y, winograd_f4_unit(clean_x, weight, spec["padding"]))
         compare(f"{layer.describe()} forward {x.shape} ({mutation})", y, ref_y, eps * unit_y,
                 f"conv/{np.dtype(dtype).name}")
         if mutation in ("noncontig", "readonly"):
@@ -713,6 +753,7 @@ def _child_tests(examples):
         before = TRACE.copy()
         dx = traced(f"{name}.backward", lambda: layer.backward(dyin, input_grad=input_grad))
         took_winograd_dw = (TRACE - before)["winograd_dw"] > 0
+        took_f4 = (TRACE - before)["winograd/f4"] > 0
         grads = (layer.weight.grad.copy(), None if layer.bias is None else layer.bias.grad.copy())
         _, ref_dx, ref_dw, ref_db = conv_reference(spec, x, weight, bias, dyin, None)
         clean_dy = np.where(np.isfinite(dyin), dyin, 0)
@@ -720,6 +761,11 @@ def _child_tests(examples):
                                                       np.abs(clean_dy), None)
         if took_winograd_dw:
             unit_dw = np.maximum(unit_dw, winograd_dw_unit(x, clean_dy, spec["padding"]))
+        if took_f4 and input_grad:  # dx: the forward of dy with the flipped kernel
+            kh, kw = weight.shape[2:]
+            flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+            unit_dx = np.maximum(unit_dx, winograd_f4_unit(
+                clean_dy, flipped, (kh - 1 - spec["padding"][0], kw - 1 - spec["padding"][1])))
         lower_dw = upper_dw = None
         if mutation == "nonfinite_dy":
             # dW meets the bad dy through x's values (must be non-finite) and maybe through the

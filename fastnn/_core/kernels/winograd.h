@@ -1,5 +1,5 @@
-/* Winograd convolution for 3x3 stride-1 float32 convolutions: F(2x2,3x3) at the AVX2 and
-   AVX-512 levels (winograd_avx2.c, winograd_avx512.c), F(4x4,3x3) at AVX-512.
+/* Winograd convolution for 3x3 stride-1 float32 convolutions: F(2x2,3x3) and F(4x4,3x3) at the
+   AVX2 and AVX-512 levels (winograd_avx2.c, winograd_avx512.c).
    Each 2x2 output tile comes from a 4x4 input patch: V = B^T d B per channel, then 16
    element-wise products summed over channels, M[e] (O x T) = U[e] (O x C) @ V[e] (C x T), one
    microkernel GEMM per element e of the 4x4 tile (fnn_mk_sgemm_nn), then Y = A^T M A. 16
@@ -12,7 +12,7 @@
 #include "isa.h"
 
 #define FNN_WINOGRAD_KERNELS (FNN_ISA >= 1)  /* F(2x2,3x3) */
-#define FNN_WINOGRAD_F4 (FNN_ISA >= 2)       /* F(4x4,3x3) */
+#define FNN_WINOGRAD_F4 (FNN_ISA >= 1)       /* F(4x4,3x3) */
 
 /* U[(e*O + o)*C + c] := (G w[o, c] G^T)[e / 4, e % 4] for the 3x3 kernel w[o, c] (O, C, 3, 3),
    formed in double and rounded once to float. */

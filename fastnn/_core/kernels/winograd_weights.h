@@ -4,6 +4,7 @@
    definition per module). */
 #ifndef FNN_WINOGRAD_WEIGHTS_H
 #define FNN_WINOGRAD_WEIGHTS_H
+#include <math.h>
 #include <stdlib.h>
 #include "winograd.h"
 
@@ -37,13 +38,15 @@ void fnn_wg4_weights(int O, int C, const float* w, float* U) {
     for (long oc = 0; oc < OC; oc++) {
         const float* g = w + oc * 9;
         double t[6][3];
+        /* explicit fma: the same double operations whatever the compiler contracts at each
+           level (1/6, 1/12, 1/24 are not exact), so U has the same bits at every level */
         for (int i = 0; i < 6; i++)
             for (int j = 0; j < 3; j++)
-                t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+                t[i][j] = fma(G[i][0], g[j], fma(G[i][1], g[3 + j], G[i][2] * g[6 + j]));
         for (int i = 0; i < 6; i++)
             for (int j = 0; j < 6; j++)
                 U[(i * 6 + j) * OC + oc] =
-                    (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+                    (float)fma(t[i][0], G[j][0], fma(t[i][1], G[j][1], t[i][2] * G[j][2]));
     }
 }
 

@@ -40,11 +40,11 @@ def test_vgg_bn_stride_1_convolutions():
         layout = "s1_across_samples" if x[2] == 14 else "s1_implicit"
         # Winograd where both channel counts are >= 16 (all but the first layer), forward and
         # dx (the flipped kernel's forward), and the weight gradient (winograd_dw)
-        # (winograd/small up to 64 channels each way)
+        # (winograd/f4 at the AVX-512 level from 32 channels each side: every such layer's
+        # output is 12x12 or more)
         wino = x[1] >= 16 and w[0] >= 16
-        route = "winograd/small" if x[1] <= 64 and w[0] <= 64 else "winograd"
-        assert plan.forward == (route if wino else layout), (x, w, plan)
-        assert plan.dx == (route if wino else layout)
+        assert plan.forward == ("winograd/f4" if wino else layout), (x, w, plan)
+        assert plan.dx == ("winograd/f4" if wino else layout)
         # the weight gradient: winograd_dw where both channel counts are >= 16, else dwt_s1 with
         # its threads on samples (the batch gives each thread some), on rows of dW on one thread
         exact_dw = "dwt_s1/samples"
@@ -56,9 +56,12 @@ def test_vgg_bn_stride_1_convolutions():
             assert plan.forward == plan.dx == layout, (x, w, plan)
             assert plan.dw == exact_dw, (x, w, plan)
         # the AVX2 level plans as the AVX-512 one, but for the first layer's dx (1 channel:
-        # col2im there; a first layer's dx is never asked for)
+        # col2im there; a first layer's dx is never asked for) and winograd/small instead of
+        # F(4x4,3x3) (up to 64 channels each side)
         avx2 = conv_plan.plan_conv2d(x, w, s, p, level="avx2", threads=2)
         avx512 = conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=2)
+        if wino:
+            avx512 = avx512._replace(forward="winograd/small", dx="winograd/small")
         assert avx2 == (avx512 if x[1] >= 12 else avx512._replace(dx="col2im/f32")), (x, w)
 
 
@@ -98,16 +101,17 @@ def test_resnet_convolutions():
     assert len(plans) == 2 * 8  # eight geometries (the blocks repeat)
     for (x, w, s, threads), plan in plans.items():
         if s == (1, 1):
-            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too; the stem's dx
-            # (3 output channels) and dW (3 channels) on the exact routes, dW by samples on 2
+            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too: F(4x4,3x3) at
+            # 32 channels on 12x12 outputs and more, winograd/small for the others; the stem's
+            # dx (3 output channels) and dW (3 channels) on the exact routes, dW by samples on 2
             # threads
-            # (winograd/small up to 64 channels each way)
             if x[0] >= 16:
-                wino = "winograd/small" if x[0] <= 64 and w[0] <= 64 else "winograd"
+                wino = "winograd/f4" if x[0] >= 32 and x[1] >= 12 else "winograd/small"
                 assert plan == (wino, wino, "winograd_dw"), (x, w, plan)
                 with tuned(conv_winograd_small=False):
                     assert conv_plan.plan_conv2d((64,) + x, w, s, 1, level="avx512",
-                                                 threads=threads)[:2] == ("winograd",) * 2
+                                                 threads=threads)[:2] == (
+                        "winograd/f4" if x[1] >= 12 else "winograd",) * 2
             else:  # the stem (3 channels): winograd/small from 2 input channels
                 assert plan == ("winograd/small", "s1_implicit",
                                 "dwt_s1/samples" if threads == 2 else "dwt_s1/rows"), (x, w, plan)
@@ -128,11 +132,13 @@ def test_float64_and_the_lower_levels():
     x, w = (64, 32, 14, 14), (64, 32, 3, 3)
     assert conv_plan.plan_conv2d(x, w, 1, 1, "float64", level="avx512", threads=2) == (
         "im2col_forward/f64", "col2im/f64", "im2col_dw/blas")
-    # the AVX2 level has the AVX-512 level's convolution kernels: the same routes
+    # the AVX2 level has the AVX-512 level's convolution kernels: the same routes (but the
+    # Winograd tile, test_winograd_tile_by_level_and_geometry)
     for xs, ws, s, p in ((x, w, 1, 1), (x, (32, 32, 3, 3), 1, 1),
                          ((64, 64, 14, 14), (128, 64, 4, 4), 2, 1)):
-        assert conv_plan.plan_conv2d(xs, ws, s, p, level="avx2", threads=2) == \
-            conv_plan.plan_conv2d(xs, ws, s, p, level="avx512", threads=2)
+        with tuned(conv_winograd_tile=2):
+            assert conv_plan.plan_conv2d(xs, ws, s, p, level="avx2", threads=2) == \
+                conv_plan.plan_conv2d(xs, ws, s, p, level="avx512", threads=2)
     with tuned(conv_winograd=False):
         assert conv_plan.plan_conv2d(x, w, 1, 1, level="avx2", threads=2).forward == \
             "s1_across_samples"
@@ -406,3 +412,49 @@ def test_bench_routes_on_one_model(capsys, monkeypatch):
         assert r["planner"] in r["ms"] and r["winner"] == min(r["ms"], key=r["ms"].get)
         line = next(l for l in printed.splitlines() if r["layer"] in l and f" {r['pass']} " in l)
         assert r["planner"] in line and all(route in line for route in r["ms"])
+
+
+def test_winograd_tile_by_level_and_geometry():
+    """F(4x4,3x3) where it measured clearly faster than F(2x2,3x3) (benchmarks/decisions.md):
+    outputs of 12x12 and more at the AVX-512 level; 16x16 and more with 32 channels or more each
+    side at the AVX2 level; winograd/small ahead of it where measured faster. The knob
+    conv_winograd_tile forces either tile; exact routes stay exact."""
+    def forward(n, c, s, o, level, threads=1):
+        return conv_plan.plan_conv2d((n, c, s, s), (o, c, 3, 3), (1, 1), (1, 1), level=level,
+                                     threads=threads).forward
+    cases = [((64, 32, 28, 32), "winograd/f4", "winograd/f4"),
+             ((64, 64, 14, 64), "winograd/f4", "winograd"),
+             ((64, 16, 32, 16), "winograd/f4", "winograd"),
+             ((64, 32, 16, 32), "winograd/f4", "winograd/f4"),
+             ((64, 64, 8, 64), "winograd", "winograd"),
+             ((8, 32, 11, 32), "winograd", "winograd")]
+    with tuned(conv_winograd_small=False):
+        for shape, avx512, avx2 in cases:
+            for threads in (1, 2):
+                assert forward(*shape, "avx512", threads) == avx512, shape
+                assert forward(*shape, "avx2", threads) == avx2, shape
+    # with winograd/small (up to 64 channels each side): F(4x4,3x3) ahead of it at the AVX-512
+    # level from 32 channels each side, winograd/small at 16 channels and at the AVX2 level
+    cases = [((64, 32, 28, 32), "winograd/f4", "winograd/small"),
+             ((64, 64, 14, 64), "winograd/f4", "winograd/small"),
+             ((64, 16, 32, 16), "winograd/small", "winograd/small"),
+             ((64, 32, 16, 32), "winograd/f4", "winograd/small"),
+             ((64, 64, 8, 64), "winograd/small", "winograd/small"),
+             ((8, 32, 11, 32), "winograd/small", "winograd/small"),
+             ((8, 128, 16, 128), "winograd/f4", "winograd/f4"),
+             ((8, 128, 8, 128), "winograd", "winograd")]
+    for shape, avx512, avx2 in cases:
+        for threads in (1, 2):
+            assert forward(*shape, "avx512", threads) == avx512, shape
+            assert forward(*shape, "avx2", threads) == avx2, shape
+    for tile, route in ((2, "winograd"), (4, "winograd/f4")):
+        with tuned(conv_winograd_tile=tile):
+            for shape, _, _ in cases:
+                assert forward(*shape, "avx512") == forward(*shape, "avx2") == route
+    with tuned(conv_winograd_tile=4):  # float64 and the baseline level never take it
+        assert conv_plan.plan_conv2d((8, 32, 28, 28), (32, 32, 3, 3), (1, 1), (1, 1),
+                                     dtype="float64", level="avx512").forward != "winograd/f4"
+        assert forward(8, 32, 28, 32, "baseline") == "im2col_forward/f32"
+    with pytest.raises(ValueError, match="conv_winograd_tile"):
+        with tuned(conv_winograd_tile=3):
+            pass
