@@ -79,6 +79,7 @@ include "_conv_dwt_s1.pxi"
 include "_conv_subpixel.pxi"
 include "_conv_pixel.pxi"
 include "_conv_winograd.pxi"
+include "_conv_winograd_s2.pxi"
 
 
 # ---- validation and workspaces (Python) --------------------------------------------------------

@@ -282,6 +282,17 @@ def winograd_dw_blocks(n, c, o, oh, ow):
     return ntiles, kc, chunk, (ntiles + chunk - 1) // chunk
 
 
+def winograd_s2_block(n, c, o, oh, ow):
+    """Tiles per task of winograd_s2 (a multiple of 16): WINOGRAD_S2_BLOCK, fewer where the
+    batch's tiles would not give every task of two threads one."""
+    ntiles = n * ((oh + 3) // 4) * ((ow + 3) // 4)
+    return max(16, min(WINOGRAD_S2_BLOCK, (ntiles + 31) // 32 * 16))
+
+
+# winograd_s2's tiles per task: its 25 GEMMs' N (a multiple of the microkernel's 32 columns)
+WINOGRAD_S2_BLOCK = 64
+
+
 def _winograd_dw_rule(g):
     """conv2d's 3x3 stride-1 float32 dW on winograd_dw: where measured faster than dwt_s1
     (benchmarks/decisions.md), with a chunk of tiles for every thread (wide layers, C*O over
