@@ -210,6 +210,13 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
             x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
             weight.shape[3], sh, sw, ph, pw, out.shape[2], out.shape[3], True, _LEVEL, _threads())
         took(route)
+    elif route == "winograd_s2":
+        if _winograd_s2_forward(x, weight, bias, out, ph, pw, act, slope) is not None:
+            return out
+        route = _planner.exact_forward(
+            x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
+            weight.shape[3], sh, sw, ph, pw, out.shape[2], out.shape[3], True, _LEVEL, _threads())
+        took(route)
     if route.startswith("s1_"):
         return _activate_all(_s1_forward(route, x, weight, bias, out, ph, pw), act, slope)
     if route.startswith("direct_s2_forward/"):

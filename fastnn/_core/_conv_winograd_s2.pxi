@@ -53,7 +53,6 @@ def _winograd_s2_forward(x, weight, bias, out, int ph, int pw, int act=0, double
     cdef int[::1] bad = flags
     cdef int blk
     cdef float* v
-    took("winograd_s2")
     with nogil:
         fnn_ws2_weights(o, c, pwt, pu)
         for blk in prange(nblocks, num_threads=nt, schedule="dynamic", chunksize=1,

@@ -96,6 +96,8 @@ for _name, _default, _meaning, _check in (
      "(subpixel_phase/implicit; else through an im2col matrix); the same bits", _flag),
     ("conv_winograd", True, "3x3 stride-1 float32 forwards and dx with >= 16 input and output "
      "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
+    ("conv_winograd_s2", True, "4x4 stride-2 float32 forwards (and conv_transpose2d's dx) with "
+     ">= 16 input and >= 32 output channels on winograd_s2 at AVX-512", _flag),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -162,10 +164,25 @@ def _winograd_ok(g):
     return g.mk and g.sh == 1 and g.sw == 1 and g.kh == 3 and g.kw == 3 and g.n * g.c > 0
 
 
+def _winograd_s2_ok(g):
+    """The stride-2 Winograd kernels' geometry: a 4x4 kernel at stride 2, float32, at AVX-512,
+    x under 2**31 elements (int32 gather offsets)."""
+    return (g.f32 and g.level == "avx512" and g.sh == 2 and g.sw == 2 and g.kh == 4
+            and g.kw == 4 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
+
+
+def _winograd_s2_rule(g):
+    """winograd_s2 where measured faster than direct_s2_forward (benchmarks/decisions.md): 4x4
+    stride 2 with >= 16 input and >= 32 output channels."""
+    return _k("conv_winograd_s2") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
+
+
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
         out.add("winograd")
+    if _winograd_s2_ok(g):
+        out.add("winograd_s2")
     if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
         if g.ow == g.w:
             out |= {"s1_implicit", "s1_across_samples"}
@@ -255,6 +272,8 @@ def _rule_forward(g, winograd=True):
     when its outputs are not finite)."""
     if winograd and _k("conv_winograd") and _winograd_ok(g) and g.c >= 16 and g.o >= 16:
         return "winograd"
+    if winograd and _winograd_s2_rule(g):
+        return "winograd_s2"
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
             and g.kw <= 32 and (g.level != "avx2" or g.o >= 8):
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
@@ -442,7 +461,7 @@ def conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, need_dw, level, t
 
 
 def exact_forward(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
-    """The forward route of this geometry other than winograd: where the Winograd route met a
+    """The forward route of this geometry other than winograd(_s2): where a Winograd route met a
     NaN or infinite output, the call is recomputed there (a non-finite input then reaches only
     the outputs whose window holds it)."""
     return _rule_forward(_Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level,
@@ -484,7 +503,8 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
             rule_fwd = _col2im(g)
         eligible_fwd = {_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set())
         forward = _choose("convt_forward", rule_fwd, eligible_fwd, what)
-        rule_dx = (_k("convt_dx_strided") and _strided_route(g)) or _im2col_forward(g)
+        rule_dx = (("winograd_s2" if _winograd_s2_rule(g) else None)
+                   or (_k("convt_dx_strided") and _strided_route(g)) or _im2col_forward(g))
         eligible_dx = {r for r in _eligible_forward(g) if not r.startswith("s1_")}
         dx = _choose("convt_dx", rule_dx, eligible_dx, what)
         dw = _choose("convt_dw", _rule_dw(g, dwt=False), _eligible_dw_convt(g), what)

@@ -24,6 +24,7 @@ ROUTES = {
     "direct_s2_forward/batch": ("avx2", "the same on one padded copy of a small batch"),
     "strided_gathered": ("avx2", "strided forward on gathered panels (fnn_mk_conv_sn)"),
     "winograd": ("avx2", "3x3 stride-1 float32 by Winograd F(2x2,3x3) (F(4x4,3x3) by a knob)"),
+    "winograd_s2": ("avx512", "4x4 stride-2 float32 by Winograd F(4x4,2x2) over the 4 phases"),
     "im2col_forward/f32": ("any", "im2col + the microkernel's GEMM (sgemm at the baseline level)"),
     "im2col_forward/f64": ("any", "im2col + dgemm"),
     "subpixel": ("avx2", "strided backward-data pass by phases (conv2d dx, convT forward)"),
