@@ -51,7 +51,7 @@ TIMEOUT_S = 900
 # where each route must be reached: entry point -> routes (every route of fastnn._core.routes
 # is somewhere below; routes missing from a build, e.g. AVX-512 ones, are not asked for there)
 REQUIRED = {
-    "Conv2D.forward": {"winograd", "s1_implicit", "s1_across_samples", "s1_widened",
+    "Conv2D.forward": {"winograd", "winograd_s2", "s1_implicit", "s1_across_samples", "s1_widened",
                        "direct_s2_forward/per_sample", "direct_s2_forward/batch",
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
     "Conv2D.backward": {"winograd", "s1_implicit", "s1_across_samples", "s1_widened", "subpixel",
@@ -63,7 +63,7 @@ REQUIRED = {
     "ConvTranspose2D.forward": {"subpixel", "subpixel_phase/implicit", "col2im/f32",
                                 "col2im/f64", "pixel_transpose"},
     "ConvTranspose2D.backward": {"direct_s2_forward/per_sample", "strided_gathered",
-                                 "im2col_forward/f32", "im2col_forward/f64", "implicit_dw/panels",
+                                 "winograd_s2", "im2col_forward/f32", "im2col_forward/f64", "implicit_dw/panels",
                                  "direct_s2_dw", "im2col_dw/nt", "im2col_dw/blas",
                                  "pixel_transpose"},
     "Dense.forward": {"microkernel/nt", "blas_gemm"},
@@ -403,6 +403,21 @@ def _child_tests(examples):
         p = pick(draw, 0, 2, "p")
         spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 70),
                          channels(draw, "o", 16, 70), pick(draw, 1, 5, "n"), 1_000_000)
+        run_conv(draw, spec)
+
+    @target(1, transposed=[False, True])
+    def conv_stride2_winograd(data, transposed):
+        """winograd_s2: 4x4 stride-2 float32 forwards with >= 16 input and >= 32 output channels
+        (Conv2D's forward; ConvTranspose2D's dx, a forward of dy), padding 0..2."""
+        draw = data.draw
+        p = pick(draw, 0, 2, "p")
+        if transposed:
+            spec = convt_spec(draw, (2, 2), (4, 4), (p, p), channels(draw, "cin", 32, 70),
+                              channels(draw, "cout", 16, 40), pick(draw, 1, 4, "n"), 1_000_000,
+                              min_side=2)
+        else:
+            spec = conv_spec(draw, (2, 2), (4, 4), (p, p), channels(draw, "c", 16, 70),
+                             channels(draw, "o", 32, 70), pick(draw, 1, 5, "n"), 1_000_000)
         run_conv(draw, spec)
 
     @target(1)
