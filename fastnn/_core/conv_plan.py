@@ -98,6 +98,9 @@ for _name, _default, _meaning, _check in (
      "channels on the winograd route (its tile: _conv's conv_winograd_tile)", _flag),
     ("conv_winograd_s2", True, "4x4 stride-2 float32 forwards (and conv_transpose2d's dx) with "
      ">= 16 input and >= 32 output channels on winograd_s2 at AVX-512", _flag),
+    ("conv_winograd_s2_dx", True, "4x4 stride-2 float32 backward-data passes (and "
+     "conv_transpose2d's forwards) with >= 16 input and >= 32 output channels on winograd_s2_dx "
+     "at AVX-512", _flag),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -177,6 +180,12 @@ def _winograd_s2_rule(g):
     return _k("conv_winograd_s2") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
 
 
+def _winograd_s2_dx_rule(g):
+    """winograd_s2_dx where measured faster than the sub-pixel dx (benchmarks/decisions.md):
+    the same geometry as _winograd_s2_rule."""
+    return _k("conv_winograd_s2_dx") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
+
+
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
@@ -236,6 +245,8 @@ def _eligible_dx(g, dw):
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
         out.add("winograd")
+    if _winograd_s2_ok(g):
+        out.add("winograd_s2_dx")
     if _subpixel_ok(g):
         out.add("subpixel")
         if dw is not None and _beside_ok(g, dw):
@@ -367,6 +378,8 @@ def _rule_dx(g, dw):
         flipped = _rule_forward(g.flipped())
         if flipped == "winograd" or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
             return flipped
+    if _winograd_s2_dx_rule(g):
+        return "winograd_s2_dx"
     if _subpixel_pays(g):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):
             return "subpixel/beside_dw"
@@ -497,11 +510,13 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
         # the forward is conv2d's dx of out (n, cout, oh, ow) -> x; dx and dW are conv2d's
         # forward and dW of dy (n, cout, oh, ow) -> x's grid with weight (cin, cout, kh, kw)
         g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
-        if _subpixel_pays(g):
+        if _winograd_s2_dx_rule(g):
+            rule_fwd = "winograd_s2_dx"
+        elif _subpixel_pays(g):
             rule_fwd = "subpixel"
         else:
             rule_fwd = _col2im(g)
-        eligible_fwd = {_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set())
+        eligible_fwd = _eligible_convt_forward(g)
         forward = _choose("convt_forward", rule_fwd, eligible_fwd, what)
         rule_dx = (("winograd_s2" if _winograd_s2_rule(g) else None)
                    or (_k("convt_dx_strided") and _strided_route(g)) or _im2col_forward(g))
@@ -510,6 +525,12 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
         dw = _choose("convt_dw", _rule_dw(g, dwt=False), _eligible_dw_convt(g), what)
         plan = _cache[key] = Plan(forward, dx, dw)
     return plan
+
+
+def _eligible_convt_forward(g):
+    """conv_transpose2d's forward: conv2d's dx routes of g that take a bias."""
+    return ({_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set())
+            | ({"winograd_s2_dx"} if _winograd_s2_ok(g) else set()))
 
 
 def _eligible_dw_convt(g):
@@ -570,7 +591,7 @@ def eligible(op, pass_, x_shape, w_shape, stride=1, padding=0, output_padding=0,
         return ["pixel_transpose"]
     g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
     if pass_ == "forward":
-        return sorted({_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set()))
+        return sorted(_eligible_convt_forward(g))
     if pass_ == "dw":
         return sorted(_eligible_dw_convt(g))
     return sorted(r for r in _eligible_forward(g) if not r.startswith("s1_"))

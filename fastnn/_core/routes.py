@@ -27,6 +27,7 @@ ROUTES = {
     "winograd_s2": ("avx512", "4x4 stride-2 float32 by Winograd F(4x4,2x2) over the 4 phases"),
     "im2col_forward/f32": ("any", "im2col + the microkernel's GEMM (sgemm at the baseline level)"),
     "im2col_forward/f64": ("any", "im2col + dgemm"),
+    "winograd_s2_dx": ("avx512", "4x4 stride-2 float32 dx (convT forward) by F(4x4,2x2) per phase"),
     "subpixel": ("avx2", "strided backward-data pass by phases (conv2d dx, convT forward)"),
     "subpixel/beside_dw": ("avx2", "the same in one pool of tasks with the implicit dW"),
     "subpixel_phase/implicit": ("avx2", "a phase packed straight from dy (fnn_mk_subpixel)"),

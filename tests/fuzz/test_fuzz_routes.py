@@ -54,18 +54,19 @@ REQUIRED = {
     "Conv2D.forward": {"winograd", "winograd_s2", "s1_implicit", "s1_across_samples", "s1_widened",
                        "direct_s2_forward/per_sample", "direct_s2_forward/batch",
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
-    "Conv2D.backward": {"winograd", "s1_implicit", "s1_across_samples", "s1_widened", "subpixel",
+    "Conv2D.backward": {"winograd", "winograd_s2_dx", "s1_implicit", "s1_across_samples",
+                        "s1_widened", "subpixel",
                         "subpixel/beside_dw", "subpixel_phase/implicit", "subpixel_phase/im2col",
                         "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
                         "dwt_s1/rows",
                         "dwt_s1/samples", "implicit_dw/panels", "implicit_dw/pixels",
                         "direct_s2_dw", "im2col_dw/nt", "im2col_dw/tn", "im2col_dw/blas"},
-    "ConvTranspose2D.forward": {"subpixel", "subpixel_phase/implicit", "col2im/f32",
-                                "col2im/f64", "pixel_transpose"},
+    "ConvTranspose2D.forward": {"winograd_s2_dx", "subpixel", "subpixel_phase/implicit",
+                                "col2im/f32", "col2im/f64", "pixel_transpose"},
     "ConvTranspose2D.backward": {"direct_s2_forward/per_sample", "strided_gathered",
-                                 "winograd_s2", "im2col_forward/f32", "im2col_forward/f64", "implicit_dw/panels",
-                                 "direct_s2_dw", "im2col_dw/nt", "im2col_dw/blas",
-                                 "pixel_transpose"},
+                                 "winograd_s2", "im2col_forward/f32", "im2col_forward/f64",
+                                 "implicit_dw/panels", "direct_s2_dw", "im2col_dw/nt",
+                                 "im2col_dw/blas", "pixel_transpose"},
     "Dense.forward": {"microkernel/nt", "blas_gemm"},
     "Dense.backward": {"microkernel/nn", "microkernel/tn", "microkernel/tn_packed", "blas_gemm"},
     "gemm": {"microkernel/nn", "microkernel/nt", "microkernel/tn", "microkernel/tt",
@@ -407,8 +408,9 @@ def _child_tests(examples):
 
     @target(1, transposed=[False, True])
     def conv_stride2_winograd(data, transposed):
-        """winograd_s2: 4x4 stride-2 float32 forwards with >= 16 input and >= 32 output channels
-        (Conv2D's forward; ConvTranspose2D's dx, a forward of dy), padding 0..2."""
+        """winograd_s2 and winograd_s2_dx: 4x4 stride-2 float32 convolutions with >= 16 input
+        and >= 32 output channels (Conv2D's forward and dx; ConvTranspose2D's dx, a forward of
+        dy, and its forward, a dx), padding 0..2."""
         draw = data.draw
         p = pick(draw, 0, 2, "p")
         if transposed:

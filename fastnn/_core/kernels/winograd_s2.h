@@ -32,4 +32,27 @@ FNN_ISA_KERNEL int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int
                                  const float* bias, float* out, float* V, float* M, int act,
                                  float slope);
 
+/* ---- the backward-data pass: dx of the same convolution, phase by phase. Output phase
+   (a, b) of dx (padded rows 2i + a, columns 2j + b) is the 2x2 stride-1 correlation of dy,
+   padded by one row and column before, with the flipped phase kernel
+   h[u][v] = w[o, c, 2(1 - u) + a, 2(1 - v) + b]: one F(4x4,2x2) over O channels with 4C
+   outputs (each dy patch transformed once for all four phases). */
+
+/* U[(e*4C + p*C + c)*O + o] := (G h G^T)[e / 5, e % 5] for phase p = 2a + b of w[o, c]
+   (O, C, 4, 4); formed in double, rounded once. */
+FNN_ISA_KERNEL void fnn_ws2_dx_weights(int O, int C, const float* w, float* U);
+
+/* dx's tiles [t_lo, t_hi) := the backward-data pass of the stride-2 4x4 convolution (pad ph,
+   pw) x (N, C, H, W) -> dy (N, O, OH, OW); tile t = (n*TH + ty)*TW + tx covers the phase
+   rows 4ty..4ty+3 and columns 4tx..4tx+3 of each phase, i.e. dx rows 8ty - ph .. 8ty + 7 - ph
+   and columns 8tx - pw .. 8tx + 7 - pw (those inside dx); TH = ceil(ceil((H + ph) / 2) / 4),
+   TW likewise; plus bias[c] (bias may be NULL: conv_transpose2d's forward is this pass).
+   dx (N, C, H, W) with N*C*H*W < 2^31; U from fnn_ws2_dx_weights. V (25*O*TL floats) and
+   M (25*4C*TL floats): the caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to
+   16. Returns 1 when a dx value is NaN or infinite (the caller then uses an exact route). */
+FNN_ISA_KERNEL int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph,
+                                    int pw, long t_lo, long t_hi, const float* U,
+                                    const float* dy, const float* bias, float* dx, float* V,
+                                    float* M);
+
 #endif /* FNN_WINOGRAD_S2_H */

@@ -232,3 +232,154 @@ int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     }
     return bad != 0;
 }
+
+/* ---- the backward-data pass (winograd_s2.h, fnn_ws2_dx_tiles) ---- */
+
+void fnn_ws2_dx_weights(int O, int C, const float* w, float* U) {
+    const long K = 4L * C, KO = K * O, CS = (long)C * 16;
+    for (int p = 0; p < 4; p++) {
+        const int a = p >> 1, b = p & 1;
+        for (int c = 0; c < C; c++) {
+            float* u = U + ((long)p * C + c) * O;
+            const float* wc = w + (long)c * 16;
+            int o = 0;
+            if (CS * 8 < (1L << 31)) {
+                const __m256i step = _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0),
+                                                        _mm256_set1_epi32((int)CS));
+                for (; o + 8 <= O; o += 8) {  /* 8 output channels in double lanes */
+                    __m512d g[2][2], r[2][5], v[5];
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++)
+                            g[i][j] = _mm512_cvtps_pd(_mm256_i32gather_ps(
+                                wc + (long)o * CS + (2 * (1 - i) + a) * 4 + 2 * (1 - j) + b, step, 4));
+                    fnn_ws2_g8(g[0][0], g[1][0], r[0]);
+                    fnn_ws2_g8(g[0][1], g[1][1], r[1]);
+                    for (int i = 0; i < 5; i++) {
+                        fnn_ws2_g8(r[0][i], r[1][i], v);
+                        for (int j = 0; j < 5; j++)
+                            _mm256_storeu_ps(u + (i * 5 + j) * KO + o, _mm512_cvtpd_ps(v[j]));
+                    }
+                }
+            }
+            for (; o < O; o++) {
+                const float* wk = wc + (long)o * CS;
+                double g[2][2];
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++) g[i][j] = wk[(2 * (1 - i) + a) * 4 + 2 * (1 - j) + b];
+                fnn_ws2_weight1(g, u + o, KO);
+            }
+        }
+    }
+}
+
+int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                     long t_hi, const float* U, const float* dy, const float* bias, float* dx,
+                     float* V, float* M) {
+    const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15, K = 4 * C;
+    const int TH = ((H + ph + 1) / 2 + 3) / 4, TW = ((W + pw + 1) / 2 + 3) / 4;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)O * TL, MS = (long)K * TL;
+    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
+    /* input transform: V[e][o][t] = (B^T d B)[e] of dy's 5x5 patch d[r][j] =
+       dy[4ty - 1 + r, 4tx - 1 + j] (zero outside) */
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        long off[16];
+        __mmask8 km[5][16];
+        for (int q = 0; q < 16; q++) {
+            off[q] = 0;
+            for (int r = 0; r < 5; r++) km[r][q] = 0;
+            if (g0 + q >= T) continue;
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int iy0 = (int)(rem / TW) * 4 - 1, ix0 = (int)(rem % TW) * 4 - 1;
+            off[q] = n * O * OHW + (long)iy0 * OW + ix0;
+            __mmask8 cm = 0;
+            for (int j = 0; j < 5; j++)
+                if (ix0 + j >= 0 && ix0 + j < OW) cm |= (__mmask8)(1u << j);
+            for (int r = 0; r < 5; r++) km[r][q] = (iy0 + r >= 0 && iy0 + r < OH) ? cm : 0;
+        }
+        for (int o = 0; o < O; o++) {
+            const float* go = dy + o * OHW;
+            __m512 d[5][5], s[5][5], col[5], o5[5];
+            for (int r = 0; r < 5; r++) {  /* the 8x8 transposes of fnn_ws2_tiles, columns 0-4 */
+                __m512 p[8], t[8], u[8];
+                const float* gr = go + (long)r * OW;
+                for (int k = 0; k < 8; k++)
+                    p[k] = _mm512_insertf32x8(
+                        _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], gr + off[k])),
+                        _mm256_maskz_loadu_ps(km[r][k + 8], gr + off[k + 8]), 1);
+                for (int k = 0; k < 8; k += 2) {
+                    t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
+                    t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
+                }
+                for (int k = 0; k < 8; k += 4) {
+                    u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+                    u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+                    u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                    u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+                }
+                for (int j = 0; j < 4; j++) d[r][j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
+                d[r][4] = _mm512_permutex2var_ps(u[0], hi_blk, u[4]);
+            }
+            for (int j = 0; j < 5; j++) {
+                for (int r = 0; r < 5; r++) col[r] = d[r][j];
+                fnn_ws2_bt(col, o5);
+                for (int i = 0; i < 5; i++) s[i][j] = o5[i];
+            }
+            float* v = V + (long)o * TL + g0;
+            for (int i = 0; i < 5; i++) {
+                fnn_ws2_bt(s[i], o5);
+                for (int j = 0; j < 5; j++) _mm512_store_ps(v + (5 * i + j) * VS, o5[j]);
+            }
+        }
+    }
+    /* the 25 GEMMs: M[e] (4C x T) = U[e] (4C x O) @ V[e] (O x T) */
+    for (int e = 0; e < 25; e++)
+        fnn_mk_sgemm_nn(K, T, O, U + (long)e * K * O, O, V + e * VS, TL, M + e * MS, TL, 0);
+    /* output transform per phase: Y = A^T M A, scattered to dx rows 2(4ty + i) + a - ph,
+       columns 2(4tx + j) + b - pw (those inside dx) */
+    __mmask16 bad = 0;
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        int cnt = T - g0 < 16 ? T - g0 : 16;
+        int idx[16] __attribute__((aligned(64)));
+        __mmask16 rowm[8] = {0}, colm[8] = {0};  /* lanes whose dx row / column 8ty + k - ph is inside */
+        for (int q = 0; q < 16; q++) {
+            idx[q] = 0;
+            if (q >= cnt) continue;
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int y0 = (int)(rem / TW) * 8 - ph, x0 = (int)(rem % TW) * 8 - pw;
+            idx[q] = (int)(n * C * HW + (long)y0 * W + x0);
+            for (int k = 0; k < 8; k++) {
+                if (y0 + k >= 0 && y0 + k < H) rowm[k] |= (__mmask16)(1u << q);
+                if (x0 + k >= 0 && x0 + k < W) colm[k] |= (__mmask16)(1u << q);
+            }
+        }
+        const __m512i vidx = _mm512_load_si512(idx);
+        for (int p = 0; p < 4; p++) {
+            const int a = p >> 1, b = p & 1;
+            for (int c = 0; c < C; c++) {
+                const float* m = M + ((long)p * C + c) * TL + g0;
+                float* xc = dx + c * HW;
+                const __m512 bv = bias ? _mm512_set1_ps(bias[c]) : _mm512_setzero_ps();
+                __m512 aa[4][5], y[4], mv[5];
+                for (int j = 0; j < 5; j++) {
+                    __m512 y4[4];
+                    for (int i = 0; i < 5; i++) mv[i] = _mm512_load_ps(m + (5 * i + j) * MS);
+                    fnn_ws2_at(mv, y4);
+                    for (int i = 0; i < 4; i++) aa[i][j] = y4[i];
+                }
+                for (int i = 0; i < 4; i++) {
+                    fnn_ws2_at(aa[i], y);
+                    for (int j = 0; j < 4; j++) {
+                        __mmask16 k = rowm[2 * i + a] & colm[2 * j + b];
+                        y[j] = _mm512_add_ps(y[j], bv);
+                        bad |= _mm512_mask_fpclass_ps_mask(k, y[j], FNN_WS2_NONFINITE);
+                        _mm512_mask_i32scatter_ps(xc + (long)(2 * i + a) * W + 2 * j + b, k, vidx,
+                                                  y[j], 4);
+                    }
+                }
+            }
+        }
+    }
+    return bad != 0;
+}
