@@ -1,8 +1,10 @@
-"""The stride-2 Winograd route (winograd_s2: _conv._winograd_s2_forward, F(4x4,2x2) over the
-four stride phases of a 4x4 stride-2 convolution): float32 against the float64 NumPy reference
-within the documented tolerance (docs/winograd.md) over drawn shapes (channels off multiples of
-16, odd images, batch 1, paddings 0..2), the fused bias and activations, the same bits on 1 and
-2 threads and for any tile block, the NaN fallback and the planner's choice."""
+"""The stride-2 Winograd routes (winograd_s2: _conv._winograd_s2_forward, F(4x4,2x2) over the
+four stride phases of a 4x4 stride-2 convolution; winograd_s2_dx: _conv._winograd_s2_dx, its
+backward-data pass phase by phase, also conv_transpose2d's forward): float32 against the
+float64 NumPy reference within the documented tolerance (docs/winograd.md) over drawn shapes
+(channels off multiples of 16, odd images, batch 1, paddings 0..2), the fused bias and
+activations, the same bits on 1 and 2 threads and for any tile block, the NaN fallback and the
+planner's choice."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -142,7 +144,84 @@ def test_the_planner_takes_it_for_the_dcgan_layers_at_avx512_only():
                                  level="avx512").forward != "winograd_s2"
     assert conv_plan.plan_conv2d((64, 64, 14, 14), (16, 64, 4, 4), 2, 1,
                                  level="avx512").forward != "winograd_s2"
-    # dcgan-g's 128->64 transposed conv: its dx is that forward
+    assert conv_plan.plan_conv2d(*d, level="avx512", threads=2).dx == "winograd_s2_dx"
+    assert conv_plan.plan_conv2d(*d, level="avx2", threads=2).dx != "winograd_s2_dx"
+    # dcgan-g's 128->64 transposed conv: its dx is that forward, its forward that dx
     g = conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1, level="avx512",
                                         threads=2)
-    assert g.dx == "winograd_s2"
+    assert (g.forward, g.dx) == ("winograd_s2_dx", "winograd_s2")
+
+
+# ---- the backward-data pass (winograd_s2_dx) ----------------------------------------------------
+
+def winograd_s2_dx(dy, w, x_shape, padding, threads=1, block=0, bias=None):
+    prev = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        dx = np.full(x_shape, np.nan, np.float32)
+        return _conv._winograd_s2_dx(dy, w, bias, dx, padding, padding, block)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
+def reference_dx(dy, w, x_shape, padding):
+    dx = np.empty(x_shape)
+    reference.conv2d_backward(np.zeros(x_shape), w.astype(np.float64), dy.astype(np.float64),
+                              dx, None, None, 2, padding)
+    return dx
+
+
+@needs_s2
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 40), h=st.integers(2, 17),
+       w=st.integers(2, 17), padding=st.integers(0, 2), seed=st.integers(0, 2 ** 16))
+def test_dx_matches_reference(n, c, o, h, w, padding, seed):
+    assume(h + 2 * padding >= 4 and w + 2 * padding >= 4)
+    rng = np.random.default_rng(seed)
+    x_shape = (n, c, h, w)
+    wt = rand(rng, (o, c, 4, 4))
+    dy = rand(rng, (n, o) + grid(np.empty(x_shape), padding))
+    assert relative_error(winograd_s2_dx(dy, wt, x_shape, padding),
+                          reference_dx(dy, wt, x_shape, padding)) <= TOL
+
+
+@needs_s2
+def test_dx_same_bits_on_one_and_two_threads_and_any_block():
+    rng = np.random.default_rng(8)
+    x_shape, wt = (9, 19, 13, 10), rand(rng, (35, 19, 4, 4))
+    dy = rand(rng, (9, 35) + grid(np.empty(x_shape), 1))
+    one = winograd_s2_dx(dy, wt, x_shape, 1, threads=1)
+    for threads, block in ((2, 0), (2, 16), (1, 48), (2, 3)):
+        got = winograd_s2_dx(dy, wt, x_shape, 1, threads=threads, block=block)
+        np.testing.assert_array_equal(got, one, err_msg=f"{threads} threads, block {block}")
+
+
+@needs_s2
+def test_conv_transpose_forward_with_bias_takes_the_dx_route():
+    rng = np.random.default_rng(9)
+    x, wt, b = rand(rng, (3, 40, 5, 6)), rand(rng, (40, 17, 4, 4)), rand(rng, (17,))
+    out = np.empty((3, 17, 10, 12), np.float32)
+    with routes.traced() as taken:
+        _core.conv_transpose2d_forward(x, wt, b, out, 2, 1)
+    assert set(taken) == {"winograd_s2_dx"}
+    want = np.empty(out.shape)
+    reference.conv_transpose2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                                       b.astype(np.float64), want, 2, 1)
+    assert relative_error(out, want) <= TOL
+
+
+@needs_s2
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_dy_reaches_exactly_the_dx_of_its_windows(bad):
+    """Through the planner: a non-finite dx sends the pass to the exact sub-pixel route."""
+    rng = np.random.default_rng(10)
+    x, wt = rand(rng, (2, 16, 14, 14)), rand(rng, (32, 16, 4, 4))
+    dy = rand(rng, (2, 32, 7, 7))
+    dy[1, 4, 3, 2] = bad
+    dx = np.empty_like(x)
+    with routes.traced() as taken:
+        _core.conv2d_backward(x, wt, dy, dx, None, None, 2, 1)
+    assert "winograd_s2_dx" in taken and "subpixel" in taken
+    want = np.zeros(x.shape, bool)
+    want[1, :, 5:9, 3:7] = True  # padded rows 6..9 (2*3 + 0..3), columns 4..7
+    np.testing.assert_array_equal(~np.isfinite(dx), want)
