@@ -79,6 +79,7 @@ include "_conv_dwt_s1.pxi"
 include "_conv_subpixel.pxi"
 include "_conv_pixel.pxi"
 include "_conv_winograd.pxi"
+include "_conv_winograd_s2.pxi"
 
 
 # ---- validation and workspaces (Python) --------------------------------------------------------
@@ -199,6 +200,13 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
                 return out
         elif _winograd_forward(x, weight, bias, out, ph, pw, act, slope, 0,
                                4 if route == "winograd/f4" else 2) is not None:
+            return out
+        route = _planner.exact_forward(
+            x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
+            weight.shape[3], sh, sw, ph, pw, out.shape[2], out.shape[3], True, _LEVEL, _threads())
+        took(route)
+    elif route == "winograd_s2":
+        if _winograd_s2_forward(x, weight, bias, out, ph, pw, act, slope) is not None:
             return out
         route = _planner.exact_forward(
             x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
@@ -336,6 +344,14 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     plan = _planner.conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow,
                            x.dtype == np.float32, dweight is not None, _LEVEL, _threads())
     dx_out = dx
+    if dx is not None and plan.dx == "winograd_s2_dx":
+        took(plan.dx)
+        if _winograd_s2_dx(dy, weight, None, dx, ph, pw) is not None:
+            dx = None
+        else:  # a NaN or infinite value: recomputed where a non-finite dy reaches fewer
+            took("subpixel")
+            _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw, None)
+            dx = None
     if dx is not None and plan.dx.startswith("subpixel"):
         beside = None
         if dweight is not None and plan.dx == "subpixel/beside_dw":
@@ -390,6 +406,11 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     plan = _planner.conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow,
                                      x.dtype == np.float32, _LEVEL, _threads())
     took(plan.forward)
+    if plan.forward == "winograd_s2_dx":
+        if _winograd_s2_dx(x, weight, bias, out, ph, pw) is not None:
+            return out
+        took("subpixel")  # a NaN or infinite value: the exact route
+        return _subpixel_backward_data(x, weight, bias, out, sh, sw, ph, pw)
     if plan.forward == "subpixel":
         return _subpixel_backward_data(x, weight, bias, out, sh, sw, ph, pw)
     if plan.forward == "pixel_transpose":

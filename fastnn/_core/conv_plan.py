@@ -107,6 +107,11 @@ for _name, _default, _meaning, _check in (
     ("conv_winograd_tile", None, "the winograd routes' output tile: None the planner's choice "
      "(conv_plan._winograd_choice), 2 F(2x2,3x3), 4 F(4x4,3x3) (fewer multiplies, about 20x "
      "the error; docs/winograd.md)", _tile),
+    ("conv_winograd_s2", True, "4x4 stride-2 float32 forwards (and conv_transpose2d's dx) with "
+     ">= 16 input and >= 32 output channels on winograd_s2 at AVX-512", _flag),
+    ("conv_winograd_s2_dx", True, "4x4 stride-2 float32 backward-data passes (and "
+     "conv_transpose2d's forwards) with >= 16 input and >= 32 output channels on winograd_s2_dx "
+     "at AVX-512", _flag),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -173,10 +178,31 @@ def _winograd_ok(g):
     return g.mk and g.sh == 1 and g.sw == 1 and g.kh == 3 and g.kw == 3 and g.n * g.c > 0
 
 
+def _winograd_s2_ok(g):
+    """The stride-2 Winograd kernels' geometry: a 4x4 kernel at stride 2, float32, at AVX-512,
+    x under 2**31 elements (int32 gather offsets)."""
+    return (g.f32 and g.level == "avx512" and g.sh == 2 and g.sw == 2 and g.kh == 4
+            and g.kw == 4 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
+
+
+def _winograd_s2_rule(g):
+    """winograd_s2 where measured faster than direct_s2_forward (benchmarks/decisions.md): 4x4
+    stride 2 with >= 16 input and >= 32 output channels."""
+    return _k("conv_winograd_s2") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
+
+
+def _winograd_s2_dx_rule(g):
+    """winograd_s2_dx where measured faster than the sub-pixel dx (benchmarks/decisions.md):
+    the same geometry as _winograd_s2_rule."""
+    return _k("conv_winograd_s2_dx") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
+
+
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
         out |= {"winograd", "winograd/small", "winograd/f4"}
+    if _winograd_s2_ok(g):
+        out.add("winograd_s2")
     if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
         if g.ow == g.w:
             out |= {"s1_implicit", "s1_across_samples"}
@@ -230,6 +256,8 @@ def _eligible_dx(g, dw):
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
         out |= {"winograd", "winograd/small", "winograd/f4"}
+    if _winograd_s2_ok(g):
+        out.add("winograd_s2_dx")
     if _subpixel_ok(g):
         out.add("subpixel")
         if dw is not None and _beside_ok(g, dw):
@@ -298,6 +326,8 @@ def _rule_forward(g, winograd=True):
         route = _winograd_choice(g)
         if route is not None:
             return route
+    if winograd and _winograd_s2_rule(g):
+        return "winograd_s2"
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
             and g.kw <= 32 and (g.level != "avx2" or g.o >= 8):
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
@@ -335,6 +365,17 @@ def winograd_dw_blocks(n, c, o, oh, ow):
     chunk = (ntiles + most - 1) // most
     chunk = max(kc, (chunk + kc - 1) // kc * kc)  # whole blocks
     return ntiles, kc, chunk, (ntiles + chunk - 1) // chunk
+
+
+def winograd_s2_block(n, c, o, oh, ow):
+    """Tiles per task of winograd_s2 (a multiple of 16): WINOGRAD_S2_BLOCK, fewer where the
+    batch's tiles would not give every task of two threads one."""
+    ntiles = n * ((oh + 3) // 4) * ((ow + 3) // 4)
+    return max(16, min(WINOGRAD_S2_BLOCK, (ntiles + 31) // 32 * 16))
+
+
+# winograd_s2's tiles per task: its 25 GEMMs' N (a multiple of the microkernel's 32 columns)
+WINOGRAD_S2_BLOCK = 64
 
 
 def _winograd_dw_rule(g):
@@ -392,6 +433,8 @@ def _rule_dx(g, dw):
         flipped = _rule_forward(g.flipped())
         if flipped.startswith("winograd") or (g.kernels and (g.level != "avx2" or _avx2_s1_dx(g))):
             return flipped
+    if _winograd_s2_dx_rule(g):
+        return "winograd_s2_dx"
     if _subpixel_pays(g):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):
             return "subpixel/beside_dw"
@@ -486,7 +529,7 @@ def conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, need_dw, level, t
 
 
 def exact_forward(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
-    """The forward route of this geometry other than winograd: where the Winograd route met a
+    """The forward route of this geometry other than winograd(_s2): where a Winograd route met a
     NaN or infinite output, the call is recomputed there (a non-finite input then reaches only
     the outputs whose window holds it)."""
     return _rule_forward(_Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level,
@@ -522,18 +565,27 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
         # the forward is conv2d's dx of out (n, cout, oh, ow) -> x; dx and dW are conv2d's
         # forward and dW of dy (n, cout, oh, ow) -> x's grid with weight (cin, cout, kh, kw)
         g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
-        if _subpixel_pays(g):
+        if _winograd_s2_dx_rule(g):
+            rule_fwd = "winograd_s2_dx"
+        elif _subpixel_pays(g):
             rule_fwd = "subpixel"
         else:
             rule_fwd = _col2im(g)
-        eligible_fwd = {_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set())
+        eligible_fwd = _eligible_convt_forward(g)
         forward = _choose("convt_forward", rule_fwd, eligible_fwd, what)
-        rule_dx = (_k("convt_dx_strided") and _strided_route(g)) or _im2col_forward(g)
+        rule_dx = (("winograd_s2" if _winograd_s2_rule(g) else None)
+                   or (_k("convt_dx_strided") and _strided_route(g)) or _im2col_forward(g))
         eligible_dx = {r for r in _eligible_forward(g) if not r.startswith("s1_")}
         dx = _choose("convt_dx", rule_dx, eligible_dx, what)
         dw = _choose("convt_dw", _rule_dw(g, dwt=False), _eligible_dw_convt(g), what)
         plan = _cache[key] = Plan(forward, dx, dw)
     return plan
+
+
+def _eligible_convt_forward(g):
+    """conv_transpose2d's forward: conv2d's dx routes of g that take a bias."""
+    return ({_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set())
+            | ({"winograd_s2_dx"} if _winograd_s2_ok(g) else set()))
 
 
 def _eligible_dw_convt(g):
@@ -594,7 +646,7 @@ def eligible(op, pass_, x_shape, w_shape, stride=1, padding=0, output_padding=0,
         return ["pixel_transpose"]
     g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
     if pass_ == "forward":
-        return sorted({_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set()))
+        return sorted(_eligible_convt_forward(g))
     if pass_ == "dw":
         return sorted(_eligible_dw_convt(g))
     return sorted(r for r in _eligible_forward(g) if not r.startswith("s1_"))

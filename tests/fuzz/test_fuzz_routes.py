@@ -51,21 +51,22 @@ TIMEOUT_S = 900
 # where each route must be reached: entry point -> routes (every route of fastnn._core.routes
 # is somewhere below; routes missing from a build, e.g. AVX-512 ones, are not asked for there)
 REQUIRED = {
-    "Conv2D.forward": {"winograd", "winograd/small", "winograd/f4", "s1_implicit", "s1_across_samples", "s1_widened",
+    "Conv2D.forward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2", "s1_implicit", "s1_across_samples", "s1_widened",
                        "direct_s2_forward/per_sample", "direct_s2_forward/batch",
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
-    "Conv2D.backward": {"winograd", "winograd/small", "winograd/f4", "s1_implicit", "s1_across_samples", "s1_widened", "subpixel",
+    "Conv2D.backward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2_dx", "s1_implicit",
+                        "s1_across_samples", "s1_widened", "subpixel",
                         "subpixel/beside_dw", "subpixel_phase/implicit", "subpixel_phase/im2col",
                         "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
                         "dwt_s1/rows",
                         "dwt_s1/samples", "implicit_dw/panels", "implicit_dw/pixels",
                         "direct_s2_dw", "im2col_dw/nt", "im2col_dw/tn", "im2col_dw/blas"},
-    "ConvTranspose2D.forward": {"subpixel", "subpixel_phase/implicit", "col2im/f32",
-                                "col2im/f64", "pixel_transpose"},
+    "ConvTranspose2D.forward": {"winograd_s2_dx", "subpixel", "subpixel_phase/implicit",
+                                "col2im/f32", "col2im/f64", "pixel_transpose"},
     "ConvTranspose2D.backward": {"direct_s2_forward/per_sample", "strided_gathered",
-                                 "im2col_forward/f32", "im2col_forward/f64", "implicit_dw/panels",
-                                 "direct_s2_dw", "im2col_dw/nt", "im2col_dw/blas",
-                                 "pixel_transpose"},
+                                 "winograd_s2", "im2col_forward/f32", "im2col_forward/f64",
+                                 "implicit_dw/panels", "direct_s2_dw", "im2col_dw/nt",
+                                 "im2col_dw/blas", "pixel_transpose"},
     "Dense.forward": {"microkernel/nt", "blas_gemm"},
     "Dense.backward": {"microkernel/nn", "microkernel/tn", "microkernel/tn_packed", "blas_gemm"},
     "gemm": {"microkernel/nn", "microkernel/nt", "microkernel/tn", "microkernel/tt",
@@ -426,6 +427,22 @@ def _child_tests(examples):
         spec["tuning"] = dict(conv_winograd_tile=4)
         run_conv(draw, spec)
 
+    @target(1, transposed=[False, True])
+    def conv_stride2_winograd(data, transposed):
+        """winograd_s2 and winograd_s2_dx: 4x4 stride-2 float32 convolutions with >= 16 input
+        and >= 32 output channels (Conv2D's forward and dx; ConvTranspose2D's dx, a forward of
+        dy, and its forward, a dx), padding 0..2."""
+        draw = data.draw
+        p = pick(draw, 0, 2, "p")
+        if transposed:
+            spec = convt_spec(draw, (2, 2), (4, 4), (p, p), channels(draw, "cin", 32, 70),
+                              channels(draw, "cout", 16, 40), pick(draw, 1, 4, "n"), 1_000_000,
+                              min_side=2)
+        else:
+            spec = conv_spec(draw, (2, 2), (4, 4), (p, p), channels(draw, "c", 16, 70),
+                             channels(draw, "o", 32, 70), pick(draw, 1, 5, "n"), 1_000_000)
+        run_conv(draw, spec)
+
     @target(1)
     def conv_stride1_full_padding(data):
         """s1_widened forward (padding K-1: an output wider than x)."""
@@ -676,6 +693,57 @@ def _child_tests(examples):
         y = np.einsum("ki,notwij,lj->notkwl", at, m, at).reshape(n, -1, 4 * th, 4 * tw)
         return y[:, :, :oh, :ow]
 
+    WS2_AT = np.array([[1, 1, 1, 1, 0], [0, 1, 1, 2, 0], [0, 1, 1, 4, 0], [0, 1, 1, 8, 1.]])
+    WS2_G = np.array([[.5, 0], [.5, .5], [1 / 6, 1 / 6], [1 / 6, 1 / 3], [0, 1.]])
+    WS2_BT = np.array([[2, 1, 2, 1, 0], [0, 2, 1, 1, 0], [0, 2, 3, 1, 0], [0, 1, 0, 1, 0],
+                       [0, 2, 1, 2, 1.]])  # |A^T|, |G|, |B^T| of F(4x4,2x2) (winograd_s2.h)
+
+    def winograd_s2_unit(x, w, padding, oh, ow):
+        """eps-free bound unit of winograd_s2's forward (x (n, c, h, w), w (o, c, 4, 4)): each
+        output comes from the 5x5 transforms of the four phases' patches, so the unit is the
+        transforms in absolute values, |A^T| (sum over phases and channels of
+        |G| |g_p| |G^T| * |B^T| |d_p| |B|) |A|, not the output's own terms."""
+        ph, pw = padding
+        n, c, h, wd = x.shape
+        th, tw = -(-oh // 4), -(-ow // 4)
+        xp = np.zeros((n, c, 8 * th + 4, 8 * tw + 4))
+        hh, ww = min(h, xp.shape[2] - ph), min(wd, xp.shape[3] - pw)
+        xp[:, :, ph:ph + hh, pw:pw + ww] = np.abs(x[:, :, :hh, :ww])
+        m = 0
+        for a in (0, 1):
+            for b in (0, 1):
+                xa = xp[:, :, a::2, b::2]
+                d = np.stack([np.stack([xa[:, :, i:i + 4 * th:4, j:j + 4 * tw:4]
+                                        for j in range(5)], -1) for i in range(5)], -2)
+                v = np.einsum("ik,nctwkl,jl->nctwij", WS2_BT, d, WS2_BT)
+                u = np.einsum("ik,ockl,jl->ocij", WS2_G, np.abs(w[:, :, a::2, b::2]), WS2_G)
+                m = m + np.einsum("nctwij,ocij->notwij", v, u)
+        y = np.einsum("ik,notwkl,jl->notwij", WS2_AT, m, WS2_AT)
+        return y.transpose(0, 1, 2, 4, 3, 5).reshape(n, w.shape[0], 4 * th, 4 * tw)[:, :, :oh, :ow]
+
+    def winograd_s2_dx_unit(dy, w, padding, h, wd):
+        """The same for winograd_s2_dx (dx (n, c, h, wd) from dy (n, o, oh, ow)): per output
+        phase, dy's 5x5 patches (padded by one before) with the flipped kernel phase."""
+        ph, pw = padding
+        n, o, oh, ow = dy.shape
+        th, tw = -(-((h + ph + 1) // 2) // 4), -(-((wd + pw + 1) // 2) // 4)
+        gp = np.zeros((n, o, 4 * th + 1, 4 * tw + 1))
+        hh, ww = min(oh, 4 * th), min(ow, 4 * tw)
+        gp[:, :, 1:1 + hh, 1:1 + ww] = np.abs(dy[:, :, :hh, :ww])
+        d = np.stack([np.stack([gp[:, :, i:i + 4 * th:4, j:j + 4 * tw:4] for j in range(5)], -1)
+                      for i in range(5)], -2)
+        v = np.einsum("ik,notwkl,jl->notwij", WS2_BT, d, WS2_BT)
+        out = np.zeros((n, w.shape[1], 8 * th, 8 * tw))
+        for a in (0, 1):
+            for b in (0, 1):
+                g = np.abs(w[:, :, a::2, b::2])[:, :, ::-1, ::-1]
+                u = np.einsum("ik,ockl,jl->ocij", WS2_G, g, WS2_G)
+                m = np.einsum("notwij,ocij->nctwij", v, u)
+                y = np.einsum("ik,nctwkl,jl->nctwij", WS2_AT, m, WS2_AT)
+                out[:, :, a::2, b::2] = y.transpose(0, 1, 2, 4, 3, 5).reshape(
+                    n, w.shape[1], 4 * th, 4 * tw)
+        return out[:, :, ph:ph + h, pw:pw + wd]
+
     def run_conv(draw, spec):
         with tuning(**spec.get("tuning", {})):
             return _run_conv(draw, spec)
@@ -721,14 +789,20 @@ def _child_tests(examples):
         xin = mutated(x, mutation, "x", rng, draw)
         before = TRACE.copy()
         y = forward(xin)
-        took_f4 = (TRACE - before)["winograd/f4"] > 0
+        forward_routes = TRACE - before
         assert y.shape == spec["y_shape"] and y.dtype == dtype
         ref_y, *_ = conv_reference(spec, xin, weight, bias, None, relu)
         clean_x = np.where(np.isfinite(xin), xin, 0)
         unit_y, *_ = conv_reference(spec, np.abs(clean_x), np.abs(weight),
                                     None if bias is None else np.abs(bias), None, None)
-        if took_f4:
+        if forward_routes["winograd/f4"]:
             unit_y = np.maximum(unit_y, winograd_f4_unit(clean_x, weight, spec["padding"]))
+        if forward_routes["winograd_s2"]:
+            unit_y = np.maximum(unit_y, winograd_s2_unit(clean_x, weight, spec["padding"],
+                                                         *unit_y.shape[2:]))
+        if forward_routes["winograd_s2_dx"]:
+            unit_y = np.maximum(unit_y, winograd_s2_dx_unit(clean_x, weight, spec["padding"],
+                                                            *unit_y.shape[2:]))
         compare(f"{layer.describe()} forward {x.shape} ({mutation})", y, ref_y, eps * unit_y,
                 f"conv/{np.dtype(dtype).name}")
         if mutation in ("noncontig", "readonly"):
@@ -752,8 +826,8 @@ def _child_tests(examples):
         layer.zero_grad()
         before = TRACE.copy()
         dx = traced(f"{name}.backward", lambda: layer.backward(dyin, input_grad=input_grad))
-        took_winograd_dw = (TRACE - before)["winograd_dw"] > 0
-        took_f4 = (TRACE - before)["winograd/f4"] > 0
+        backward_routes = TRACE - before
+        took_winograd_dw = backward_routes["winograd_dw"] > 0
         grads = (layer.weight.grad.copy(), None if layer.bias is None else layer.bias.grad.copy())
         _, ref_dx, ref_dw, ref_db = conv_reference(spec, x, weight, bias, dyin, None)
         clean_dy = np.where(np.isfinite(dyin), dyin, 0)
@@ -761,11 +835,17 @@ def _child_tests(examples):
                                                       np.abs(clean_dy), None)
         if took_winograd_dw:
             unit_dw = np.maximum(unit_dw, winograd_dw_unit(x, clean_dy, spec["padding"]))
-        if took_f4 and input_grad:  # dx: the forward of dy with the flipped kernel
+        if backward_routes["winograd/f4"] and input_grad:  # dx: dy forward, the flipped kernel
             kh, kw = weight.shape[2:]
             flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
             unit_dx = np.maximum(unit_dx, winograd_f4_unit(
                 clean_dy, flipped, (kh - 1 - spec["padding"][0], kw - 1 - spec["padding"][1])))
+        if backward_routes["winograd_s2_dx"]:  # conv2d's dx
+            unit_dx = np.maximum(unit_dx, winograd_s2_dx_unit(clean_dy, weight, spec["padding"],
+                                                              *x.shape[2:]))
+        if backward_routes["winograd_s2"]:  # conv_transpose2d's dx, the forward of dy
+            unit_dx = np.maximum(unit_dx, winograd_s2_unit(clean_dy, weight, spec["padding"],
+                                                           *x.shape[2:]))
         lower_dw = upper_dw = None
         if mutation == "nonfinite_dy":
             # dW meets the bad dy through x's values (must be non-finite) and maybe through the

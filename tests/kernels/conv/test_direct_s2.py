@@ -23,7 +23,7 @@ def forward(x, wt, b, padding, threads, direct):
     prev = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(threads)
-        with tuning(conv_direct_s2=direct):
+        with tuning(conv_direct_s2=direct, conv_winograd_s2=False):  # 4x4: not winograd_s2
             assert _core.conv2d_forward(x, wt, b, out, 2, padding) is out
     finally:
         fastnn.set_num_threads(prev)
@@ -35,8 +35,9 @@ def check(x, wt, b, padding):
     o, _, kh, kw = wt.shape
     oh, ow = (h + 2 * padding[0] - kh) // 2 + 1, (w + 2 * padding[1] - kw) // 2 + 1
     # the route under test
-    assert conv_plan.plan_conv2d(x.shape, wt.shape, 2, padding, threads=1).forward.startswith(
-        "direct_s2_forward/")
+    with tuning(conv_winograd_s2=False):
+        assert conv_plan.plan_conv2d(x.shape, wt.shape, 2, padding,
+                                     threads=1).forward.startswith("direct_s2_forward/")
     want = np.empty(forward(x, wt, b, padding, 1, False).shape)
     reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
                              None if b is None else b.astype(np.float64), want, 2, padding)
@@ -83,7 +84,8 @@ def test_fused_leaky_relu_and_the_transposed_convolutions_dx():
     rng = np.random.default_rng(5)
     x, wt, b = rand(rng, (4, 16, 14, 14)), rand(rng, (64, 16, 4, 4)), rand(rng, (64,))
     out = np.empty((4, 64, 7, 7), np.float32)
-    _core.conv2d_forward(x, wt, b, out, 2, 1, relu=True, negative_slope=0.2)
+    with tuning(conv_winograd_s2=False):
+        _core.conv2d_forward(x, wt, b, out, 2, 1, relu=True, negative_slope=0.2)
     plain = forward(x, wt, b, (1, 1), 1, True)
     np.testing.assert_array_equal(out, np.where(plain > 0, plain, plain * np.float32(0.2)))
     # conv_transpose2d's dx is the same strided forward of dy (dcgan-g's 128->64 layer, small)
@@ -93,17 +95,19 @@ def test_fused_leaky_relu_and_the_transposed_convolutions_dx():
                                         dy.astype(np.float64), want, None, None, 2, 1)
     for direct in (True, False):
         dx = np.full_like(xt, np.nan)
-        with tuning(conv_direct_s2=direct):
+        with tuning(conv_direct_s2=direct, conv_winograd_s2=False):
             _core.conv_transpose2d_backward(xt, wtt, dy, dx, None, None, 2, 1)
         assert_close(dx, want)
 
 
 def test_route_rule():
-    def route(o, stride):
-        return conv_plan.plan_conv2d((64, 64, 14, 14), (o, 64, 4, 4), stride, 1,
-                                     level="avx512", threads=1).forward
+    def route(o, stride, **knobs):
+        with tuning(**knobs):
+            return conv_plan.plan_conv2d((64, 64, 14, 14), (o, 64, 4, 4), stride, 1,
+                                         level="avx512", threads=1).forward
 
-    assert route(128, 2) == "direct_s2_forward/per_sample"  # dcgan-d conv2
+    assert route(128, 2) == "winograd_s2"  # dcgan-d conv2 (test_winograd_s2.py)
+    assert route(128, 2, conv_winograd_s2=False) == "direct_s2_forward/per_sample"
     assert route(16, 2) == "strided_gathered"                # 16 channels: half a tile
     assert route(128, 3) == "strided_gathered"               # stride 3
     assert route(128, (2, 1)) == "strided_gathered"

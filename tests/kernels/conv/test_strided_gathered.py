@@ -96,8 +96,10 @@ def test_default_rule_and_other_dtypes():
         return conv_plan.plan_conv2d(x_shape, w_shape, stride, padding, dtype, level="avx512",
                                      threads=1).forward
 
-    implicit = ("strided_gathered", "direct_s2_forward/per_sample", "direct_s2_forward/batch")
-    # dcgan-d conv2 takes the implicit route by default; float64 and stride 1 never do
+    implicit = ("strided_gathered", "direct_s2_forward/per_sample", "direct_s2_forward/batch",
+                "winograd_s2")
+    # dcgan-d conv2 takes an implicit route by default (winograd_s2 at AVX-512); float64 and
+    # stride 1 never do
     assert forward((64, 64, 14, 14), (128, 64, 4, 4), 2, 1) in implicit
     assert forward((64, 64, 14, 14), (128, 64, 4, 4), 2, 1, "float64") == "im2col_forward/f64"
     # dcgan-d conv1 (C*KH*KW = 16): the direct stride-2 kernel, not the gathered panels

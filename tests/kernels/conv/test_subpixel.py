@@ -26,7 +26,7 @@ class Route:
         try:
             fastnn.set_num_threads(self.threads)
             with tuning(conv_subpixel=subpixel, conv_subpixel_force=subpixel,
-                        conv_subpixel_implicit=implicit):
+                        conv_subpixel_implicit=implicit, conv_winograd_s2_dx=False):
                 return fn(*args)
         finally:
             fastnn.set_num_threads(prev_threads)
@@ -91,7 +91,9 @@ def test_default_route_keeps_measured_shape_classes_and_matches():
         return conv_plan.plan_conv2d(x_shape, w_shape, stride, 1, dtype, level="avx512",
                                      threads=1).dx
 
-    assert dx((64, 64, 14, 14), (128, 64, 4, 4), 2) == "subpixel"
+    assert dx((64, 64, 14, 14), (128, 64, 4, 4), 2) == "winograd_s2_dx"  # test_winograd_s2.py
+    with tuning(conv_winograd_s2_dx=False):
+        assert dx((64, 64, 14, 14), (128, 64, 4, 4), 2) == "subpixel"
     assert dx((64, 1, 28, 28), (64, 1, 4, 4), 2) == "col2im/f32"
     assert dx((64, 64, 14, 14), (128, 64, 4, 4), 2, "float64") == "col2im/f64"
     assert not dx((64, 64, 7, 7), (128, 64, 3, 3), 1).startswith("subpixel")

@@ -1,0 +1,58 @@
+/* Winograd for 4x4 stride-2 float32 convolutions (the DCGAN discriminator's downsampling conv):
+   split into its four stride phases (a, b) (input rows 2i + a, columns 2j + b; kernel taps
+   (2u + a, 2v + b)) it is one 2x2 stride-1 convolution over 4C channels, run by F(4x4,2x2):
+   a 4x4 output tile from a 5x5 patch of each phase image (a 10x10 window of x), 25 multiplies
+   per tile per channel pair instead of 64 (2.56x fewer). Points 0, 1, -1, 2, inf:
+   A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 0; 0 1 -1 8 1],
+   G = [1/2 0; 1/2 1/2; 1/6 -1/6; 1/6 1/3; 0 1],
+   B^T = [2 -1 -2 1 0; 0 2 1 -1 0; 0 -2 3 -1 0; 0 -1 0 1 0; 0 2 -1 -2 1].
+   Each output is one fixed sequence of float32 operations whatever the tile block or thread,
+   so the bits do not depend on the thread count. The Cython side (_conv_winograd_s2.pxi) calls
+   these only where FNN_WS2_KERNELS is 1. */
+#ifndef FNN_WINOGRAD_S2_H
+#define FNN_WINOGRAD_S2_H
+#include "isa.h"
+
+#define FNN_WS2_KERNELS (FNN_ISA >= 2)
+
+/* U[(e*O + o)*4C + p*C + c] := (G g G^T)[e / 5, e % 5] for phase p = 2a + b of w[o, c]
+   (O, C, 4, 4), g[u][v] = w[o, c, 2u + a, 2v + b]; formed in double, rounded once. */
+FNN_ISA_KERNEL void fnn_ws2_weights(int O, int C, const float* w, float* U);
+
+/* out's tiles [t_lo, t_hi) := bias + conv(x, w) (stride 2, pad ph, pw), then the activation
+   (act 0 none, 1 ReLU, 2 leaky ReLU with slope, bitwise as fnn_act_f32); tile t =
+   (n*TH + ty)*TW + tx covers out[n, :, 4ty:4ty+4, 4tx:4tx+4] (TH = ceil(OH/4), TW =
+   ceil(OW/4)). x (N, C, H, W) with N*C*H*W < 2^31, out (N, O, OH, OW); U from
+   fnn_ws2_weights; bias may be NULL. V (25*4C*TL floats) and M (25*O*TL floats) are the
+   caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to 16. Returns 1 when an
+   output before the activation is NaN or infinite (a non-finite input spreads to all outputs
+   of its tiles: the caller then recomputes on an exact route). */
+FNN_ISA_KERNEL int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+                                 long t_lo, long t_hi, const float* U, const float* x,
+                                 const float* bias, float* out, float* V, float* M, int act,
+                                 float slope);
+
+/* ---- the backward-data pass: dx of the same convolution, phase by phase. Output phase
+   (a, b) of dx (padded rows 2i + a, columns 2j + b) is the 2x2 stride-1 correlation of dy,
+   padded by one row and column before, with the flipped phase kernel
+   h[u][v] = w[o, c, 2(1 - u) + a, 2(1 - v) + b]: one F(4x4,2x2) over O channels with 4C
+   outputs (each dy patch transformed once for all four phases). */
+
+/* U[(e*4C + p*C + c)*O + o] := (G h G^T)[e / 5, e % 5] for phase p = 2a + b of w[o, c]
+   (O, C, 4, 4); formed in double, rounded once. */
+FNN_ISA_KERNEL void fnn_ws2_dx_weights(int O, int C, const float* w, float* U);
+
+/* dx's tiles [t_lo, t_hi) := the backward-data pass of the stride-2 4x4 convolution (pad ph,
+   pw) x (N, C, H, W) -> dy (N, O, OH, OW); tile t = (n*TH + ty)*TW + tx covers the phase
+   rows 4ty..4ty+3 and columns 4tx..4tx+3 of each phase, i.e. dx rows 8ty - ph .. 8ty + 7 - ph
+   and columns 8tx - pw .. 8tx + 7 - pw (those inside dx); TH = ceil(ceil((H + ph) / 2) / 4),
+   TW likewise; plus bias[c] (bias may be NULL: conv_transpose2d's forward is this pass).
+   dx (N, C, H, W) with N*C*H*W < 2^31; U from fnn_ws2_dx_weights. V (25*O*TL floats) and
+   M (25*4C*TL floats): the caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to
+   16. Returns 1 when a dx value is NaN or infinite (the caller then uses an exact route). */
+FNN_ISA_KERNEL int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph,
+                                    int pw, long t_lo, long t_hi, const float* U,
+                                    const float* dy, const float* bias, float* dx, float* V,
+                                    float* M);
+
+#endif /* FNN_WINOGRAD_S2_H */

@@ -1,0 +1,385 @@
+/* The AVX-512 kernels of winograd_s2.h: F(4x4,2x2) over the four stride phases of a 4x4
+   stride-2 convolution. Tiles are taken 16 at a time in their flat order (one tile per lane);
+   each tile's 10x10 input window is gathered, the GEMMs run on the microkernel. */
+#include <immintrin.h>
+#include <string.h>
+#include "winograd_s2.h"
+#include "microkernel.h"
+
+/* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
+#define FNN_WS2_NONFINITE 0x99
+
+/* phase p's 5x5 transform of 2x2 kernels g (double), rounded once: u[e * OK] for e < 25 */
+static inline void fnn_ws2_g(double g0, double g1, double t[5]) {
+    t[0] = 0.5 * g0;
+    t[1] = 0.5 * g0 + 0.5 * g1;
+    t[2] = g0 / 6 - g1 / 6;
+    t[3] = g0 / 6 + g1 / 3;
+    t[4] = g1;
+}
+
+static inline void fnn_ws2_weight1(const double g[2][2], float* u, long OK) {
+    double t[5][2], r[2][5], v[5];
+    fnn_ws2_g(g[0][0], g[1][0], r[0]);  /* t = G g, column by column */
+    fnn_ws2_g(g[0][1], g[1][1], r[1]);
+    for (int i = 0; i < 5; i++) t[i][0] = r[0][i], t[i][1] = r[1][i];
+    for (int i = 0; i < 5; i++) {  /* u = t G^T, row by row */
+        fnn_ws2_g(t[i][0], t[i][1], v);
+        for (int j = 0; j < 5; j++) u[(i * 5 + j) * OK] = (float)v[j];
+    }
+}
+
+/* fnn_ws2_g on 8 double lanes */
+static inline void fnn_ws2_g8(__m512d g0, __m512d g1, __m512d t[5]) {
+    const __m512d h = _mm512_set1_pd(0.5), six = _mm512_set1_pd(6.0), three = _mm512_set1_pd(3.0);
+    t[0] = _mm512_mul_pd(h, g0);
+    t[1] = _mm512_add_pd(_mm512_mul_pd(h, g0), _mm512_mul_pd(h, g1));
+    t[2] = _mm512_sub_pd(_mm512_div_pd(g0, six), _mm512_div_pd(g1, six));
+    t[3] = _mm512_add_pd(_mm512_div_pd(g0, six), _mm512_div_pd(g1, three));
+    t[4] = g1;
+}
+
+void fnn_ws2_weights(int O, int C, const float* w, float* U) {
+    const long K = 4L * C, OK = (long)O * K;
+    /* 8 channels at a time in double lanes (the operations of fnn_ws2_weight1) */
+    const __m256i step = _mm256_set_epi32(112, 96, 80, 64, 48, 32, 16, 0);
+    for (int o = 0; o < O; o++)
+        for (int p = 0; p < 4; p++) {
+            const int a = p >> 1, b = p & 1;
+            float* u = U + (long)o * K + (long)p * C;
+            const float* wo = w + (long)o * C * 16;
+            int c = 0;
+            for (; c + 8 <= C; c += 8) {
+                __m512d g[2][2], r[2][5], v[5];
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++)
+                        g[i][j] = _mm512_cvtps_pd(_mm256_i32gather_ps(
+                            wo + (long)c * 16 + (2 * i + a) * 4 + 2 * j + b, step, 4));
+                fnn_ws2_g8(g[0][0], g[1][0], r[0]);
+                fnn_ws2_g8(g[0][1], g[1][1], r[1]);
+                for (int i = 0; i < 5; i++) {
+                    fnn_ws2_g8(r[0][i], r[1][i], v);
+                    for (int j = 0; j < 5; j++)
+                        _mm256_storeu_ps(u + (i * 5 + j) * OK + c, _mm512_cvtpd_ps(v[j]));
+                }
+            }
+            for (; c < C; c++) {
+                const float* wk = wo + (long)c * 16;
+                double g[2][2];
+                for (int i = 0; i < 2; i++)
+                    for (int v = 0; v < 2; v++) g[i][v] = wk[(2 * i + a) * 4 + 2 * v + b];
+                fnn_ws2_weight1(g, u + c, OK);
+            }
+        }
+}
+
+/* o := B^T d for 5 vectors, B^T = [2 -1 -2 1 0; 0 2 1 -1 0; 0 -2 3 -1 0; 0 -1 0 1 0;
+   0 2 -1 -2 1] */
+static inline void fnn_ws2_bt(const __m512 d[5], __m512 o[5]) {
+    const __m512 two = _mm512_set1_ps(2.0f), three = _mm512_set1_ps(3.0f);
+    __m512 d31 = _mm512_sub_ps(d[3], d[1]);
+    o[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), d31);
+    o[1] = _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3]));
+    o[2] = _mm512_fmsub_ps(three, d[2], _mm512_fmadd_ps(two, d[1], d[3]));
+    o[3] = d31;
+    o[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
+}
+
+/* y := A^T m for 5 vectors, A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 0; 0 1 -1 8 1] */
+static inline void fnn_ws2_at(const __m512 m[5], __m512 y[4]) {
+    __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), m[3]);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), m[3], d12);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), m[3], s12);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), m[3], d12), m[4]);
+}
+
+int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                  long t_hi, const float* U, const float* x, const float* bias, float* out,
+                  float* V, float* M, int act, float slope) {
+    const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15, K = 4 * C;
+    const int TH = (OH + 3) / 4, TW = (OW + 3) / 4;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)K * TL, MS = (long)O * TL;
+    /* input transform: V[e][p*C + c][t] = (B^T d B)[e] of phase p's 5x5 patch d[r][j] =
+       x[iy0 + 2r + a, ix0 + 2j + b], iy0 = 8ty - ph, ix0 = 8tx - pw (zero outside) */
+    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        int idx[16] __attribute__((aligned(64)));
+        __mmask16 rowm[10] = {0}, colm[10] = {0};
+        __mmask8 km[10][16];  /* tile q's valid columns 0-7 of window row r */
+        for (int q = 0; q < 16; q++) {
+            idx[q] = 0;
+            for (int r = 0; r < 10; r++) km[r][q] = 0;
+            if (g0 + q >= T) continue;
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int iy0 = (int)(rem / TW) * 8 - ph, ix0 = (int)(rem % TW) * 8 - pw;
+            idx[q] = (int)(n * C * HW + (long)iy0 * W + ix0);
+            __mmask8 cm = 0;
+            for (int r = 0; r < 10; r++) {
+                if (iy0 + r >= 0 && iy0 + r < H) rowm[r] |= (__mmask16)(1u << q);
+                if (ix0 + r >= 0 && ix0 + r < W) colm[r] |= (__mmask16)(1u << q);
+                if (r < 8 && ix0 + r >= 0 && ix0 + r < W) cm |= (__mmask8)(1u << r);
+            }
+            for (int r = 0; r < 10; r++) km[r][q] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+        }
+        const __m512i vidx = _mm512_load_si512(idx);
+        for (int c = 0; c < C; c++) {
+            const float* xc = x + c * HW;
+            __m512 d[10][10];  /* d[r][j] lane q: x[iy0 + r, ix0 + j] of tile q */
+            for (int r = 0; r < 10; r++) {
+                /* columns 0-7: tile q's row in half q / 8 of p[q % 8], 8x8 transposes of the
+                   halves, the 128-bit blocks put in tile order; columns 8, 9 gathered */
+                __m512 p[8], t[8], u[8];
+                const float* xr = xc + (long)r * W;
+                for (int k = 0; k < 8; k++)
+                    p[k] = _mm512_insertf32x8(
+                        _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], xr + idx[k])),
+                        _mm256_maskz_loadu_ps(km[r][k + 8], xr + idx[k + 8]), 1);
+                for (int k = 0; k < 8; k += 2) {
+                    t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
+                    t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
+                }
+                for (int k = 0; k < 8; k += 4) {
+                    u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+                    u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+                    u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                    u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+                }
+                for (int j = 0; j < 4; j++) {
+                    d[r][j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
+                    d[r][j + 4] = _mm512_permutex2var_ps(u[j], hi_blk, u[j + 4]);
+                }
+                for (int j = 8; j < 10; j++)
+                    d[r][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rowm[r] & colm[j],
+                                                       vidx, xr + j, 4);
+            }
+            for (int p = 0; p < 4; p++) {
+                const int a = p >> 1, b = p & 1;
+                __m512 s[5][5], col[5], o5[5];
+                for (int j = 0; j < 5; j++) {  /* columns: s[.][j] = B^T d[.][j] */
+                    for (int r = 0; r < 5; r++) col[r] = d[2 * r + a][2 * j + b];
+                    fnn_ws2_bt(col, o5);
+                    for (int i = 0; i < 5; i++) s[i][j] = o5[i];
+                }
+                float* v = V + ((long)p * C + c) * TL + g0;
+                for (int i = 0; i < 5; i++) {  /* rows: V[i][.] = s[i][.] B */
+                    fnn_ws2_bt(s[i], o5);
+                    for (int j = 0; j < 5; j++) _mm512_store_ps(v + (5 * i + j) * VS, o5[j]);
+                }
+            }
+        }
+    }
+    /* the 25 GEMMs: M[e] (O x T) = U[e] (O x 4C) @ V[e] (4C x T) */
+    for (int e = 0; e < 25; e++)
+        fnn_mk_sgemm_nn(O, T, K, U + (long)e * O * K, K, V + e * VS, TL, M + e * MS, TL, 0);
+    /* output transform: Y = A^T M A, then bias and activation */
+    const __m512 zero = _mm512_setzero_ps(), sv = _mm512_set1_ps(slope);
+    __mmask16 bad = 0;
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        int cnt = T - g0 < 16 ? T - g0 : 16;
+        long ooff[16];
+        __mmask8 om[4][16];  /* row i of tile q: its columns inside out (none past cnt) */
+        const __mmask16 lanes = (__mmask16)((1u << cnt) - 1);
+        for (int q = 0; q < 16; q++) {
+            ooff[q] = 0;
+            for (int i = 0; i < 4; i++) om[i][q] = 0;
+            if (q >= cnt) continue;
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int oy = (int)(rem / TW) * 4, ox = (int)(rem % TW) * 4;
+            ooff[q] = n * O * OHW + (long)oy * OW + ox;
+            int cols = OW - ox < 4 ? OW - ox : 4;
+            for (int i = 0; i < 4 && oy + i < OH; i++) om[i][q] = (__mmask8)((1u << cols) - 1);
+        }
+        for (int o = 0; o < O; o++) {
+            const float* m = M + (long)o * TL + g0;
+            __m512 a[4][5], y[4][4], mv[5];
+            for (int j = 0; j < 5; j++) {  /* columns: a[.][j] = A^T m[.][j] */
+                __m512 y4[4];
+                for (int i = 0; i < 5; i++) mv[i] = _mm512_load_ps(m + (5 * i + j) * MS);
+                fnn_ws2_at(mv, y4);
+                for (int i = 0; i < 4; i++) a[i][j] = y4[i];
+            }
+            __m512 bv = bias ? _mm512_set1_ps(bias[o]) : zero;
+            float* ob = out + (long)o * OHW;
+            for (int i = 0; i < 4; i++) {  /* rows: y[i][.] = a[i][.] A, bias, activation */
+                fnn_ws2_at(a[i], y[i]);
+                for (int j = 0; j < 4; j++) {
+                    y[i][j] = _mm512_add_ps(y[i][j], bv);
+                    bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][j], FNN_WS2_NONFINITE);
+                    if (act == 1)
+                        y[i][j] = _mm512_mask_mov_ps(y[i][j], _mm512_cmp_ps_mask(y[i][j], zero, _CMP_LE_OQ), zero);
+                    else if (act == 2)
+                        y[i][j] = _mm512_mask_mov_ps(_mm512_mul_ps(y[i][j], sv),
+                                                     _mm512_cmp_ps_mask(y[i][j], zero, _CMP_GT_OQ), y[i][j]);
+                }
+                /* 4x4 transposes per 128-bit block: block k of p[g] = row i of tile 4k + g */
+                __m512 t0 = _mm512_unpacklo_ps(y[i][0], y[i][1]), t1 = _mm512_unpackhi_ps(y[i][0], y[i][1]);
+                __m512 t2 = _mm512_unpacklo_ps(y[i][2], y[i][3]), t3 = _mm512_unpackhi_ps(y[i][2], y[i][3]);
+                __m512 pq[4] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
+                                _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE)};
+                long ro = (long)i * OW;
+#define FNN_WS2_ST(k, g) _mm_mask_storeu_ps(ob + ooff[4 * k + g] + ro, om[i][4 * k + g], \
+                                            _mm512_extractf32x4_ps(pq[g], k));
+                FNN_WS2_ST(0, 0) FNN_WS2_ST(0, 1) FNN_WS2_ST(0, 2) FNN_WS2_ST(0, 3)
+                FNN_WS2_ST(1, 0) FNN_WS2_ST(1, 1) FNN_WS2_ST(1, 2) FNN_WS2_ST(1, 3)
+                FNN_WS2_ST(2, 0) FNN_WS2_ST(2, 1) FNN_WS2_ST(2, 2) FNN_WS2_ST(2, 3)
+                FNN_WS2_ST(3, 0) FNN_WS2_ST(3, 1) FNN_WS2_ST(3, 2) FNN_WS2_ST(3, 3)
+#undef FNN_WS2_ST
+            }
+        }
+    }
+    return bad != 0;
+}
+
+/* ---- the backward-data pass (winograd_s2.h, fnn_ws2_dx_tiles) ---- */
+
+void fnn_ws2_dx_weights(int O, int C, const float* w, float* U) {
+    const long K = 4L * C, KO = K * O, CS = (long)C * 16;
+    for (int p = 0; p < 4; p++) {
+        const int a = p >> 1, b = p & 1;
+        for (int c = 0; c < C; c++) {
+            float* u = U + ((long)p * C + c) * O;
+            const float* wc = w + (long)c * 16;
+            int o = 0;
+            if (CS * 8 < (1L << 31)) {
+                const __m256i step = _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0),
+                                                        _mm256_set1_epi32((int)CS));
+                for (; o + 8 <= O; o += 8) {  /* 8 output channels in double lanes */
+                    __m512d g[2][2], r[2][5], v[5];
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++)
+                            g[i][j] = _mm512_cvtps_pd(_mm256_i32gather_ps(
+                                wc + (long)o * CS + (2 * (1 - i) + a) * 4 + 2 * (1 - j) + b, step, 4));
+                    fnn_ws2_g8(g[0][0], g[1][0], r[0]);
+                    fnn_ws2_g8(g[0][1], g[1][1], r[1]);
+                    for (int i = 0; i < 5; i++) {
+                        fnn_ws2_g8(r[0][i], r[1][i], v);
+                        for (int j = 0; j < 5; j++)
+                            _mm256_storeu_ps(u + (i * 5 + j) * KO + o, _mm512_cvtpd_ps(v[j]));
+                    }
+                }
+            }
+            for (; o < O; o++) {
+                const float* wk = wc + (long)o * CS;
+                double g[2][2];
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++) g[i][j] = wk[(2 * (1 - i) + a) * 4 + 2 * (1 - j) + b];
+                fnn_ws2_weight1(g, u + o, KO);
+            }
+        }
+    }
+}
+
+int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                     long t_hi, const float* U, const float* dy, const float* bias, float* dx,
+                     float* V, float* M) {
+    const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15, K = 4 * C;
+    const int TH = ((H + ph + 1) / 2 + 3) / 4, TW = ((W + pw + 1) / 2 + 3) / 4;
+    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)O * TL, MS = (long)K * TL;
+    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
+    /* input transform: V[e][o][t] = (B^T d B)[e] of dy's 5x5 patch d[r][j] =
+       dy[4ty - 1 + r, 4tx - 1 + j] (zero outside) */
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        long off[16];
+        __mmask8 km[5][16];
+        for (int q = 0; q < 16; q++) {
+            off[q] = 0;
+            for (int r = 0; r < 5; r++) km[r][q] = 0;
+            if (g0 + q >= T) continue;
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int iy0 = (int)(rem / TW) * 4 - 1, ix0 = (int)(rem % TW) * 4 - 1;
+            off[q] = n * O * OHW + (long)iy0 * OW + ix0;
+            __mmask8 cm = 0;
+            for (int j = 0; j < 5; j++)
+                if (ix0 + j >= 0 && ix0 + j < OW) cm |= (__mmask8)(1u << j);
+            for (int r = 0; r < 5; r++) km[r][q] = (iy0 + r >= 0 && iy0 + r < OH) ? cm : 0;
+        }
+        for (int o = 0; o < O; o++) {
+            const float* go = dy + o * OHW;
+            __m512 d[5][5], s[5][5], col[5], o5[5];
+            for (int r = 0; r < 5; r++) {  /* the 8x8 transposes of fnn_ws2_tiles, columns 0-4 */
+                __m512 p[8], t[8], u[8];
+                const float* gr = go + (long)r * OW;
+                for (int k = 0; k < 8; k++)
+                    p[k] = _mm512_insertf32x8(
+                        _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], gr + off[k])),
+                        _mm256_maskz_loadu_ps(km[r][k + 8], gr + off[k + 8]), 1);
+                for (int k = 0; k < 8; k += 2) {
+                    t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
+                    t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
+                }
+                for (int k = 0; k < 8; k += 4) {
+                    u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+                    u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+                    u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                    u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+                }
+                for (int j = 0; j < 4; j++) d[r][j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
+                d[r][4] = _mm512_permutex2var_ps(u[0], hi_blk, u[4]);
+            }
+            for (int j = 0; j < 5; j++) {
+                for (int r = 0; r < 5; r++) col[r] = d[r][j];
+                fnn_ws2_bt(col, o5);
+                for (int i = 0; i < 5; i++) s[i][j] = o5[i];
+            }
+            float* v = V + (long)o * TL + g0;
+            for (int i = 0; i < 5; i++) {
+                fnn_ws2_bt(s[i], o5);
+                for (int j = 0; j < 5; j++) _mm512_store_ps(v + (5 * i + j) * VS, o5[j]);
+            }
+        }
+    }
+    /* the 25 GEMMs: M[e] (4C x T) = U[e] (4C x O) @ V[e] (O x T) */
+    for (int e = 0; e < 25; e++)
+        fnn_mk_sgemm_nn(K, T, O, U + (long)e * K * O, O, V + e * VS, TL, M + e * MS, TL, 0);
+    /* output transform per phase: Y = A^T M A, scattered to dx rows 2(4ty + i) + a - ph,
+       columns 2(4tx + j) + b - pw (those inside dx) */
+    __mmask16 bad = 0;
+    for (int g0 = 0; g0 < T; g0 += 16) {
+        int cnt = T - g0 < 16 ? T - g0 : 16;
+        int idx[16] __attribute__((aligned(64)));
+        __mmask16 rowm[8] = {0}, colm[8] = {0};  /* lanes whose dx row / column 8ty + k - ph is inside */
+        for (int q = 0; q < 16; q++) {
+            idx[q] = 0;
+            if (q >= cnt) continue;
+            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
+            int y0 = (int)(rem / TW) * 8 - ph, x0 = (int)(rem % TW) * 8 - pw;
+            idx[q] = (int)(n * C * HW + (long)y0 * W + x0);
+            for (int k = 0; k < 8; k++) {
+                if (y0 + k >= 0 && y0 + k < H) rowm[k] |= (__mmask16)(1u << q);
+                if (x0 + k >= 0 && x0 + k < W) colm[k] |= (__mmask16)(1u << q);
+            }
+        }
+        const __m512i vidx = _mm512_load_si512(idx);
+        for (int p = 0; p < 4; p++) {
+            const int a = p >> 1, b = p & 1;
+            for (int c = 0; c < C; c++) {
+                const float* m = M + ((long)p * C + c) * TL + g0;
+                float* xc = dx + c * HW;
+                const __m512 bv = bias ? _mm512_set1_ps(bias[c]) : _mm512_setzero_ps();
+                __m512 aa[4][5], y[4], mv[5];
+                for (int j = 0; j < 5; j++) {
+                    __m512 y4[4];
+                    for (int i = 0; i < 5; i++) mv[i] = _mm512_load_ps(m + (5 * i + j) * MS);
+                    fnn_ws2_at(mv, y4);
+                    for (int i = 0; i < 4; i++) aa[i][j] = y4[i];
+                }
+                for (int i = 0; i < 4; i++) {
+                    fnn_ws2_at(aa[i], y);
+                    for (int j = 0; j < 4; j++) {
+                        __mmask16 k = rowm[2 * i + a] & colm[2 * j + b];
+                        y[j] = _mm512_add_ps(y[j], bv);
+                        bad |= _mm512_mask_fpclass_ps_mask(k, y[j], FNN_WS2_NONFINITE);
+                        _mm512_mask_i32scatter_ps(xc + (long)(2 * i + a) * W + 2 * j + b, k, vidx,
+                                                  y[j], 4);
+                    }
+                }
+            }
+        }
+    }
+    return bad != 0;
+}

@@ -1,0 +1,227 @@
+"""The stride-2 Winograd routes (winograd_s2: _conv._winograd_s2_forward, F(4x4,2x2) over the
+four stride phases of a 4x4 stride-2 convolution; winograd_s2_dx: _conv._winograd_s2_dx, its
+backward-data pass phase by phase, also conv_transpose2d's forward): float32 against the
+float64 NumPy reference within the documented tolerance (docs/winograd.md) over drawn shapes
+(channels off multiples of 16, odd images, batch 1, paddings 0..2), the fused bias and
+activations, the same bits on 1 and 2 threads and for any tile block, the NaN fallback and the
+planner's choice."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn import _core
+from fastnn._core import _conv, conv_plan, reference, routes
+
+needs_s2 = pytest.mark.skipif(not _conv._winograd_s2_available(),
+                              reason="the stride-2 Winograd kernels need the AVX-512 level")
+TOL = 2e-5  # of max(1, max |reference|): the float32 tolerance docs/winograd.md states
+
+
+def rand(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def grid(x, padding):
+    return (x.shape[2] + 2 * padding - 4) // 2 + 1, (x.shape[3] + 2 * padding - 4) // 2 + 1
+
+
+def winograd_s2(x, w, b, padding, threads=1, block=0, act=0, slope=0.0):
+    prev = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        out = np.full((x.shape[0], w.shape[0]) + grid(x, padding), np.nan, np.float32)
+        return _conv._winograd_s2_forward(x, w, b, out, padding, padding, act, slope, block)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
+def reference_forward(x, w, b, padding):
+    out = np.empty((x.shape[0], w.shape[0]) + grid(x, padding))
+    return reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64),
+                                    None if b is None else b.astype(np.float64), out, 2, padding)
+
+
+def relative_error(got, want):
+    return float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
+
+
+@needs_s2
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 40), h=st.integers(2, 17),
+       w=st.integers(2, 17), padding=st.integers(0, 2), with_bias=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_forward_matches_reference(n, c, o, h, w, padding, with_bias, seed):
+    assume(h + 2 * padding >= 4 and w + 2 * padding >= 4)  # an output at all
+    rng = np.random.default_rng(seed)
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 4, 4))
+    b = rand(rng, (o,)) if with_bias else None
+    assert relative_error(winograd_s2(x, wt, b, padding), reference_forward(x, wt, b, padding)) \
+        <= TOL
+
+
+@needs_s2
+def test_error_on_the_dcgan_discriminator_layer_is_as_documented():
+    """dcgan-d's 64->128 14x14 layer (8 samples, weights at the 1/sqrt(fan-in) scale): about
+    3e-6 of the largest output (docs/winograd.md lists the measured values)."""
+    rng = np.random.default_rng(2)
+    x, wt, b = rand(rng, (8, 64, 14, 14)), rand(rng, (128, 64, 4, 4)) / np.float32(32), \
+        rand(rng, (128,))
+    want = reference_forward(x, wt, b, 1)
+    err = float(np.abs(winograd_s2(x, wt, b, 1) - want).max() / np.abs(want).max())
+    assert err < 1e-5
+
+
+@needs_s2
+@pytest.mark.parametrize("act,slope", [(1, 0.0), (2, 0.2)])
+def test_fused_activation_is_the_activation_of_the_output(act, slope):
+    rng = np.random.default_rng(3)
+    x, wt, b = rand(rng, (5, 16, 9, 11)), rand(rng, (21, 16, 4, 4)), rand(rng, (21,))
+    plain = winograd_s2(x, wt, b, 1)
+    fused = winograd_s2(x, wt, b, 1, act=act, slope=slope)
+    want = np.empty_like(plain)
+    if act == 2:
+        _core.leaky_relu_forward(plain, slope, want)
+    else:
+        _core.relu_forward(plain, want)
+    np.testing.assert_array_equal(fused, want)
+
+
+@needs_s2
+def test_same_bits_on_one_and_two_threads_and_any_block():
+    rng = np.random.default_rng(4)
+    x, wt, b = rand(rng, (9, 19, 13, 10)), rand(rng, (35, 19, 4, 4)), rand(rng, (35,))
+    one = winograd_s2(x, wt, b, 1, threads=1)
+    for threads, block in ((2, 0), (2, 16), (1, 48), (2, 3)):
+        got = winograd_s2(x, wt, b, 1, threads=threads, block=block)
+        np.testing.assert_array_equal(got, one, err_msg=f"{threads} threads, block {block}")
+
+
+@needs_s2
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_output_is_reported_for_an_exact_route(bad):
+    """A NaN or inf in x would reach every output of its tiles: the route returns None instead
+    of out, so the caller recomputes where it reaches only its windows."""
+    rng = np.random.default_rng(5)
+    x, wt = rand(rng, (2, 16, 9, 9)), rand(rng, (32, 16, 4, 4))
+    assert winograd_s2(x, wt, None, 1) is not None
+    x[1, 3, 4, 7] = bad
+    assert winograd_s2(x, wt, None, 1) is None
+    assert winograd_s2(x, wt, None, 1, act=1) is None  # checked before the ReLU
+
+
+@needs_s2
+def test_a_nan_reaches_exactly_the_outputs_of_its_windows():
+    """Through the planner: the non-finite outputs send the call to the exact route."""
+    rng = np.random.default_rng(7)
+    x, wt = rand(rng, (2, 16, 14, 14)), rand(rng, (32, 16, 4, 4))
+    x[0, 2, 5, 8] = np.nan  # padded row 6, column 9: outputs rows 2-3, columns 3-4
+    out = np.empty((2, 32, 7, 7), np.float32)
+    with routes.traced() as taken:
+        _core.conv2d_forward(x, wt, None, out, 2, 1)
+    assert "winograd_s2" in taken and len(taken) == 2  # then the exact route
+    want = np.zeros(out.shape, bool)
+    want[0, :, 2:4, 3:5] = True
+    np.testing.assert_array_equal(np.isnan(out), want)
+
+
+@pytest.mark.skipif(_conv._winograd_s2_available(), reason="the level has the kernels")
+def test_levels_without_the_kernels_refuse_the_route():
+    x, wt = np.zeros((1, 2, 6, 6), np.float32), np.zeros((3, 2, 4, 4), np.float32)
+    with pytest.raises(RuntimeError, match="ISA level"):
+        _conv._winograd_s2_forward(x, wt, None, np.empty((1, 3, 3, 3), np.float32), 1, 1)
+
+
+def test_the_planner_takes_it_for_the_dcgan_layers_at_avx512_only():
+    d = ((64, 64, 14, 14), (128, 64, 4, 4), 2, 1)
+    assert conv_plan.plan_conv2d(*d, level="avx512", threads=2).forward == "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, level="avx512", threads=1).forward == "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, level="avx2", threads=2).forward != "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, dtype="float64", level="avx512").forward != "winograd_s2"
+    # dcgan-d's first layer (one input channel) and narrow outputs keep the direct route
+    assert conv_plan.plan_conv2d((64, 1, 28, 28), (64, 1, 4, 4), 2, 1,
+                                 level="avx512").forward != "winograd_s2"
+    assert conv_plan.plan_conv2d((64, 64, 14, 14), (16, 64, 4, 4), 2, 1,
+                                 level="avx512").forward != "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, level="avx512", threads=2).dx == "winograd_s2_dx"
+    assert conv_plan.plan_conv2d(*d, level="avx2", threads=2).dx != "winograd_s2_dx"
+    # dcgan-g's 128->64 transposed conv: its dx is that forward, its forward that dx
+    g = conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1, level="avx512",
+                                        threads=2)
+    assert (g.forward, g.dx) == ("winograd_s2_dx", "winograd_s2")
+
+
+# ---- the backward-data pass (winograd_s2_dx) ----------------------------------------------------
+
+def winograd_s2_dx(dy, w, x_shape, padding, threads=1, block=0, bias=None):
+    prev = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        dx = np.full(x_shape, np.nan, np.float32)
+        return _conv._winograd_s2_dx(dy, w, bias, dx, padding, padding, block)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
+def reference_dx(dy, w, x_shape, padding):
+    dx = np.empty(x_shape)
+    reference.conv2d_backward(np.zeros(x_shape), w.astype(np.float64), dy.astype(np.float64),
+                              dx, None, None, 2, padding)
+    return dx
+
+
+@needs_s2
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 40), h=st.integers(2, 17),
+       w=st.integers(2, 17), padding=st.integers(0, 2), seed=st.integers(0, 2 ** 16))
+def test_dx_matches_reference(n, c, o, h, w, padding, seed):
+    assume(h + 2 * padding >= 4 and w + 2 * padding >= 4)
+    rng = np.random.default_rng(seed)
+    x_shape = (n, c, h, w)
+    wt = rand(rng, (o, c, 4, 4))
+    dy = rand(rng, (n, o) + grid(np.empty(x_shape), padding))
+    assert relative_error(winograd_s2_dx(dy, wt, x_shape, padding),
+                          reference_dx(dy, wt, x_shape, padding)) <= TOL
+
+
+@needs_s2
+def test_dx_same_bits_on_one_and_two_threads_and_any_block():
+    rng = np.random.default_rng(8)
+    x_shape, wt = (9, 19, 13, 10), rand(rng, (35, 19, 4, 4))
+    dy = rand(rng, (9, 35) + grid(np.empty(x_shape), 1))
+    one = winograd_s2_dx(dy, wt, x_shape, 1, threads=1)
+    for threads, block in ((2, 0), (2, 16), (1, 48), (2, 3)):
+        got = winograd_s2_dx(dy, wt, x_shape, 1, threads=threads, block=block)
+        np.testing.assert_array_equal(got, one, err_msg=f"{threads} threads, block {block}")
+
+
+@needs_s2
+def test_conv_transpose_forward_with_bias_takes_the_dx_route():
+    rng = np.random.default_rng(9)
+    x, wt, b = rand(rng, (3, 40, 5, 6)), rand(rng, (40, 17, 4, 4)), rand(rng, (17,))
+    out = np.empty((3, 17, 10, 12), np.float32)
+    with routes.traced() as taken:
+        _core.conv_transpose2d_forward(x, wt, b, out, 2, 1)
+    assert set(taken) == {"winograd_s2_dx"}
+    want = np.empty(out.shape)
+    reference.conv_transpose2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                                       b.astype(np.float64), want, 2, 1)
+    assert relative_error(out, want) <= TOL
+
+
+@needs_s2
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_dy_reaches_exactly_the_dx_of_its_windows(bad):
+    """Through the planner: a non-finite dx sends the pass to the exact sub-pixel route."""
+    rng = np.random.default_rng(10)
+    x, wt = rand(rng, (2, 16, 14, 14)), rand(rng, (32, 16, 4, 4))
+    dy = rand(rng, (2, 32, 7, 7))
+    dy[1, 4, 3, 2] = bad
+    dx = np.empty_like(x)
+    with routes.traced() as taken:
+        _core.conv2d_backward(x, wt, dy, dx, None, None, 2, 1)
+    assert "winograd_s2_dx" in taken and "subpixel" in taken
+    want = np.zeros(x.shape, bool)
+    want[1, :, 5:9, 3:7] = True  # padded rows 6..9 (2*3 + 0..3), columns 4..7
+    np.testing.assert_array_equal(~np.isfinite(dx), want)
