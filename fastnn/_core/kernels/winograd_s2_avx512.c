@@ -1,6 +1,7 @@
 /* The AVX-512 kernels of winograd_s2.h: F(4x4,2x2) over the four stride phases of a 4x4
-   stride-2 convolution. Tiles are taken 16 at a time in their flat order (one tile per lane);
-   each tile's 10x10 input window is gathered, the GEMMs run on the microkernel. */
+   stride-2 convolution (forward and backward-data). Tiles are taken 16 at a time in their flat
+   order (one tile per lane): patch rows loaded 8 floats a tile and put in the tiles' lanes by
+   8x8 transposes, the GEMMs on the microkernel. */
 #include <immintrin.h>
 #include <string.h>
 #include "winograd_s2.h"
@@ -9,7 +10,7 @@
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WS2_NONFINITE 0x99
 
-/* phase p's 5x5 transform of 2x2 kernels g (double), rounded once: u[e * OK] for e < 25 */
+/* t := G (g0, g1)^T, G = [1/2 0; 1/2 1/2; 1/6 -1/6; 1/6 1/3; 0 1], in double */
 static inline void fnn_ws2_g(double g0, double g1, double t[5]) {
     t[0] = 0.5 * g0;
     t[1] = 0.5 * g0 + 0.5 * g1;
@@ -18,6 +19,7 @@ static inline void fnn_ws2_g(double g0, double g1, double t[5]) {
     t[4] = g1;
 }
 
+/* a 2x2 kernel phase g's 5x5 transform G g G^T, rounded once: u[e * OK] for e < 25 */
 static inline void fnn_ws2_weight1(const double g[2][2], float* u, long OK) {
     double t[5][2], r[2][5], v[5];
     fnn_ws2_g(g[0][0], g[1][0], r[0]);  /* t = G g, column by column */
