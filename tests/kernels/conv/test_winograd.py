@@ -315,6 +315,7 @@ def test_the_avx2_and_avx512_levels_give_the_same_bits(tile):
         np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{(n, c, o, h, w, p, code)}")
 
 
+@needs_winograd
 @pytest.mark.parametrize("tile", TILES)
 def test_stale_scratch_past_the_last_tile_is_not_a_non_finite_output(tile):
     """The GEMMs write only the block's tiles: the lanes past them hold whatever the scratch
