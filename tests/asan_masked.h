@@ -76,6 +76,13 @@ static inline void fnn_asan_gather(const void* base, const int* idx, unsigned ma
     _mm512_store_si512((void*)fnn_ix_, fnn_i_);                                          \
     fnn_asan_gather(fnn_b_, fnn_ix_, fnn_k_, (scale));                                   \
     _mm512_mask_i32gather_ps((src), fnn_k_, fnn_i_, fnn_b_, scale); })
+/* a scatter's enabled lanes are read first (a lane outside its buffer: a report) */
+#define _mm512_mask_i32scatter_ps(base, k, idx, v, scale) do {                          \
+    void* fnn_b_ = (base); __mmask16 fnn_k_ = (k); __m512i fnn_i_ = (idx);               \
+    int fnn_ix_[16] __attribute__((aligned(64)));                                        \
+    _mm512_store_si512((void*)fnn_ix_, fnn_i_);                                          \
+    fnn_asan_gather(fnn_b_, fnn_ix_, fnn_k_, (scale));                                   \
+    _mm512_mask_i32scatter_ps(fnn_b_, fnn_k_, fnn_i_, (v), scale); } while (0)
 #endif
 
 #endif /* FNN_ASAN_MASKED_H */
