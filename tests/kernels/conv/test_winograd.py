@@ -27,7 +27,9 @@ def rand(rng, shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def winograd(x, w, b, padding, threads=1, block=0, tile=2, **act):
+def _run(kernel, x, w, padding, threads, act):
+    """kernel(out, code, slope) on ``threads`` threads, out NaN-filled for x (N, C, H, W) and w's
+    output channels at stride 1; act: {} (none), {"relu": True} or {"negative_slope": s}."""
     prev = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(threads)
@@ -37,26 +39,20 @@ def winograd(x, w, b, padding, threads=1, block=0, tile=2, **act):
         code, slope = {(): (0, 0.0), ("relu",): (1, 0.0)}.get(tuple(act), (2, None))
         if code == 2:
             slope = act["negative_slope"]
-        return _conv._winograd_forward(x, w, b, out, padding, padding, code, slope or 0.0, block,
-                                       tile)
+        return kernel(out, code, slope or 0.0)
     finally:
         fastnn.set_num_threads(prev)
+
+
+def winograd(x, w, b, padding, threads=1, block=0, tile=2, **act):
+    return _run(lambda out, code, slope: _conv._winograd_forward(
+        x, w, b, out, padding, padding, code, slope, block, tile), x, w, padding, threads, act)
 
 
 def small(x, w, b, padding, threads=1, **act):
     """winograd/small (_conv._winograd_small_forward) as ``winograd`` above."""
-    prev = fastnn.get_num_threads()
-    try:
-        fastnn.set_num_threads(threads)
-        n, _, h, wd = x.shape
-        out = np.full((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2), np.nan,
-                      np.float32)
-        code, slope = {(): (0, 0.0), ("relu",): (1, 0.0)}.get(tuple(act), (2, None))
-        if code == 2:
-            slope = act["negative_slope"]
-        return _conv._winograd_small_forward(x, w, b, out, padding, padding, code, slope or 0.0)
-    finally:
-        fastnn.set_num_threads(prev)
+    return _run(lambda out, code, slope: _conv._winograd_small_forward(
+        x, w, b, out, padding, padding, code, slope), x, w, padding, threads, act)
 
 
 def reference_forward(x, w, b, padding):
