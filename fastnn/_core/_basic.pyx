@@ -19,6 +19,10 @@ cdef extern from "kernels/vecmath.h":
     float fnn_expf(float v) noexcept nogil
     float fnn_selectf(int c, float a, float b) noexcept nogil
 
+cdef extern from "kernels/pool.h":
+    void fnn_maxpool2x2_f32(const float* x, float* out, int64_t* argmax, int64_t lo, int64_t hi,
+                            int64_t h, int64_t w, int64_t oh, int64_t ow) noexcept nogil
+
 
 # ---- helpers --------------------------------------------------------------------------------------
 cdef inline bint _is_f32(cnp.ndarray a):
@@ -277,6 +281,10 @@ cdef void _maxpool_2x2_planes(floating* x, floating* out, int64_t* argmax, Py_ss
     cdef floating* row1
     cdef floating* o
     cdef int64_t* a
+    if floating is float:
+        if h * w < (<Py_ssize_t>1 << 31):  # kernels/pool.h: vectorised, the same comparisons
+            fnn_maxpool2x2_f32(x, out, argmax, lo, hi, h, w, oh, ow)
+            return
     for p in range(lo, hi):
         for i in range(oh):
             top = (p * h + 2 * i) * w

@@ -221,59 +221,6 @@ def test_avgpool_2x2_fast_path_matches_general_kernel(n, c, h, w, dtype, path, s
     np.testing.assert_array_equal(dx, general_dx)
 
 
-@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9),
-       dtype=dtypes, path=paths, seed=st.integers(0, 2**16), nans=st.booleans())
-def test_maxpool_2x2_fast_path_matches_general_kernel(n, c, h, w, dtype, path, seed, nans):
-    """The unrolled 2x2/stride-2 kernel picks the same values and argmax (ties, NaN) as the
-    general window loop and the reference."""
-    from fastnn._core import pool
-
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 2, (n, c, h, w)).astype(dtype)  # many ties
-    if nans:
-        x[rng.random(x.shape) < 0.2] = np.nan
-    oshape = (n, c, h // 2, w // 2)
-    out, arg = np.empty(oshape, dtype), np.empty(oshape, np.int64)
-    with forced(path):
-        K.maxpool2d_forward(x, 2, 2, 0, out, arg)
-    general, general_arg = np.empty(oshape, dtype), np.empty(oshape, np.int64)
-    pool._maxpool2d_forward_serial(x.reshape(n * c, h, w), 2, 2, 2, 2, 0, 0,
-                                   general.reshape(n * c, h // 2, w // 2),
-                                   general_arg.reshape(n * c, h // 2, w // 2))
-    np.testing.assert_array_equal(out, general)
-    np.testing.assert_array_equal(arg, general_arg)
-    if not nans:
-        ref_out = np.empty(oshape, dtype)
-        ref_arg = np.empty(oshape, np.int64)
-        R.maxpool2d_forward(x, 2, 2, 0, ref_out, ref_arg)
-        np.testing.assert_array_equal(out, ref_out)
-        np.testing.assert_array_equal(arg, ref_arg)
-
-
-@pytest.mark.parametrize("path", ["serial", "parallel"])
-def test_maxpool_ties_padding_and_argmax_by_hand(path):
-    x = np.array([[[[1, 3, 3, 0],
-                    [3, 2, 0, 3],
-                    [5, 5, 1, 1],
-                    [5, 5, 1, 1]]]], np.float64)
-    out = np.empty((1, 1, 2, 2))
-    argmax = np.empty((1, 1, 2, 2), np.int64)
-    with forced(path):
-        K.maxpool2d_forward(x, 2, 2, 0, out, argmax)
-        np.testing.assert_array_equal(out[0, 0], [[3, 3], [5, 1]])
-        np.testing.assert_array_equal(argmax[0, 0], [[1, 2], [8, 10]])  # first maximum, row-major
-        dx = np.empty_like(x)
-        K.maxpool2d_backward(np.ones((1, 1, 2, 2)), argmax, dx)
-        assert dx.sum() == 4 and dx[0, 0, 0, 1] == dx[0, 0, 2, 0] == 1
-        # padding is -inf: an all-negative corner window picks the real element
-        neg = -np.ones((1, 1, 3, 3))
-        out3 = np.empty((1, 1, 2, 2))
-        arg3 = np.empty((1, 1, 2, 2), np.int64)
-        K.maxpool2d_forward(neg, 3, 2, 1, out3, arg3)
-        np.testing.assert_array_equal(out3[0, 0], -1)
-        np.testing.assert_array_equal(arg3[0, 0], [[0, 1], [3, 4]])
-
-
 # ---------------------------------------------------------------------------------------------
 # batch normalisation
 # ---------------------------------------------------------------------------------------------
