@@ -317,14 +317,30 @@ class Model(ModelBase):
             if id(step) in absorbed:  # and a batch norm this Add's
                 grads[id(absorbed[id(step)])] = g
                 continue
+            two = type(g) is _TwoGrads
+            if two and not (g.inplace and getattr(step.runner, "sums_two_dy", False)
+                            and (input_grad or step.param_upstream or id(step) in summed)):
+                g, two = g.total(), False  # (the _TwoGrads goes: g alone holds the sum)
             if id(step) in summed:  # the layer ran the Add after it: both summands' gradients
                 # into g itself when nothing but this loop holds it (no caller, layer or view)
-                sole = _sole(g)  # (not within the call: its arguments hold g too)
-                dx, dres = step.runner.backward_add(g, overwrite_dy=sole)
+                if two:  # summed into the first (free to overwrite), dresidual over it
+                    first, second, sole = g.first, g.second, True
+                    g = None
+                else:
+                    first, second, sole = g, None, _sole(g)  # (not within the call: its
+                    g = None                                # arguments hold g too)
+                dx, dres = step.runner.backward_add(first, overwrite_dy=sole, dy2=second)
                 done(step.runner)
                 _accumulate(grads, node.inputs[0], dx)
                 _accumulate(grads, summed[id(step)], dres)
-                dx = dres = g = None
+                dx = dres = first = second = None
+                continue
+            if two:  # a batch norm sums them into the first, in its own passes
+                dx = step.runner.backward(g.first, dy2=g.second)
+                done(step.runner)
+                g = None
+                _accumulate(grads, node.inputs[0], dx)
+                dx = None
                 continue
             if not input_grad and not step.param_upstream:
                 if step.has_params:
@@ -340,7 +356,7 @@ class Model(ModelBase):
             dx = dxs = d = g = None  # grads alone holds them now (see _accumulate, _sole)
         if not input_grad:
             return None
-        dxs = [grads.get(id(t)) for t in self._inputs]
+        dxs = [_total(grads.get(id(t))) for t in self._inputs]
         return dxs if self.n_inputs > 1 else dxs[0]
 
     def _as_inputs(self, where, x):
@@ -453,13 +469,46 @@ def _accumulate(grads, tensor, g):
     prev = grads.get(key)
     if prev is None:
         grads[key] = g
-    elif (_refcount(prev) <= _SOLE_REFS and prev.flags.owndata and prev.flags.writeable
-          and prev.dtype == g.dtype and prev.shape == g.shape):
+        return
+    if type(prev) is _TwoGrads:  # a third gradient: the first two summed now
+        grads[key] = prev = prev.total()
+    inplace = (_refcount(prev) <= _SOLE_REFS and prev.flags.owndata and prev.flags.writeable
+               and prev.dtype == g.dtype and prev.shape == g.shape)
+    if (type(prev) is np.ndarray and type(g) is np.ndarray and prev.shape == g.shape
+            and prev.dtype == g.dtype):
+        # summed later, by the layer that takes the gradient if it can (a batch norm, in its
+        # own passes), else as below
+        grads[key] = _TwoGrads(prev, g, inplace)
+    elif inplace:
         # nothing but ``grads`` holds prev (no caller, layer or view of it): sum in place
         # instead of into a fresh array that has to be faulted in
         np.add(prev, g, out=prev)
     else:
         grads[key] = prev + g  # a new array: prev may be a layer's or the caller's
+
+
+class _TwoGrads:
+    """Two gradients of one tensor, not summed yet: where nothing but ``grads`` held the first
+    (``inplace``), the layer that takes them sums them into it in its backward's own passes if
+    it can (``sums_two_dy``: ``backward(dy, dy2=)``); else ``total`` gives the sum as
+    ``_accumulate`` would have made it."""
+
+    __slots__ = ("first", "second", "inplace")
+
+    def __init__(self, first, second, inplace):
+        self.first, self.second, self.inplace = first, second, inplace
+
+    def total(self):
+        first, second = self.first, self.second
+        self.first = self.second = None
+        if self.inplace:
+            np.add(first, second, out=first)
+            return first
+        return first + second
+
+
+def _total(g):
+    return g.total() if type(g) is _TwoGrads else g
 
 
 def _refcount(a):

@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from . import threads
 from ._checks import activation_code as _activation
-from ._checks import check_float, check_like, check_out, check_optional_out
+from ._checks import check_float, check_like, check_out, check_optional_out, check_writable
 from .activation import pick, serial_twin
 
 threads.sync_numba_threads()
@@ -160,6 +160,14 @@ def _batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
                     _leaky_in_place(out, n, c, i, slope)
 
 
+@njit
+def _add_row(dy, dy2, n, c, length):
+    """row dy[n, c, :] += dy2[n, c, :], rounded to the dtype (np.add's bits): a function of its
+    own, without the kernels' fastmath flags, so the add stays an add of its own"""
+    for i in range(length):
+        dy[n, c, i] = dy[n, c, i] + dy2[n, c, i]
+
+
 @njit(inline="always")
 def _through_sums(dy, act_out, x, n, c, length, m, s, act, slope, zero):
     """(sum g, sum g*xhat) of row x[n, c, :], g := dy through the activation (_through_act)"""
@@ -180,10 +188,12 @@ def _through_into(dy, act_out, g, n, c, length, act, slope, zero):
 
 
 @njit(parallel=True, cache=True, fastmath=_SUMS)
-def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, write_dweight,
-                        dbias, write_dbias, batch_stats, act_out, act, slope, dres, write_dres,
-                        blocks):
-    """g := dy through the activation whose output is act_out (act 1, ReLU: 0 where act_out <= 0;
+def _batchnorm_backward(dy, dy2, two, x, weight, mean, invstd, dx, write_dx, dweight,
+                        write_dweight, dbias, write_dbias, batch_stats, act_out, act, slope, dres,
+                        write_dres, blocks):
+    """with ``two``, dy := dy + dy2 first, row by row (the row then in L1 for the loops below:
+    two gradients of one output summed without a pass of their own);
+    g := dy through the activation whose output is act_out (act 1, ReLU: 0 where act_out <= 0;
     act 2, leaky ReLU with slope >= 0: g * slope where not act_out > 0, which is where its input
     was not > 0); with write_dres, g is written to dres first (the gradient of a residual summed
     into the output before that activation; the row's g, in L1, then serves the sums as a dy
@@ -211,6 +221,8 @@ def _batchnorm_backward(dy, x, weight, mean, invstd, dx, write_dx, dweight, writ
             for c in range(c0, c1):
                 m = np.float64(mean[c])
                 s = np.float64(invstd[c])
+                if two:
+                    _add_row(dy, dy2, n, c, length)
                 if write_dres:
                     _through_into(dy, act_out, dres, n, c, length, act, slope, zero)
                 s1, s2 = _through_sums(src, act_out, x, n, c, length, m, s, kind, slope, zero)
@@ -346,9 +358,11 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out,
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
-                       relu_out=None, negative_slope=None, dresidual=None):
+                       relu_out=None, negative_slope=None, dresidual=None, dy2=None):
     """dx := grad wrt x (through the batch statistics when ``batch_stats``, else with mean/invstd
     constant); dweight += sum dy * xhat; dbias += sum dy. None outputs are skipped.
+    ``dy2`` (dy's shape): dy += dy2 first, in the backward's own pass (bitwise np.add, then
+    the rest as from that dy; dy is overwritten: a graph's two gradients of one tensor).
     ``relu_out`` (the output of a forward with relu=True): dy is the gradient of that output,
     taken through the ReLU first (0 where relu_out <= 0), or with ``negative_slope`` through
     that leaky ReLU (dy * negative_slope where relu_out is not > 0). ``dresidual`` (x's shape):
@@ -375,8 +389,16 @@ def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_st
     act, slope = _activation(where, relu_out is not None, negative_slope) if relu_out is not None else (0, 0.0)
     check_optional_out(where, "dresidual", dresidual, x.shape, dtype, "the shape of x")
     dres3 = x3 if dresidual is None else dresidual.reshape(x3.shape)
+    dy3 = dy.reshape(x3.shape)
+    if dy2 is not None:
+        check_like(where, "dy2", dy2, x.shape, dtype, "the shape of x")
+        check_writable(where, "dy", dy)
+        if (not dy.flags.c_contiguous or np.may_share_memory(dy, dy2)
+                or (dx is not None and np.may_share_memory(dy, dx))):
+            raise ValueError(f"{where}: with dy2, dy (overwritten with dy + dy2) must be "
+                             f"C-contiguous and share no memory with dy2 or dx")
     kernel = pick(_batchnorm_backward, _batchnorm_backward_serial, 2 * x.size)
-    kernel(dy.reshape(x3.shape), x3, weight, mean, invstd, dx3, dx is not None, dweight_,
+    kernel(dy3, dy3 if dy2 is None else dy2.reshape(x3.shape), dy2 is not None, x3, weight, mean, invstd, dx3, dx is not None, dweight_,
            dweight is not None, dbias_, dbias is not None, bool(batch_stats), relu_out3, act,
            x.dtype.type(slope), dres3, dresidual is not None,
            _blocks(kernel, _batchnorm_backward, channels))

@@ -334,7 +334,9 @@ def batchnorm_forward_eval(x, weight, bias, running_mean, running_var, eps, out,
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd, dx, dweight, dbias, batch_stats=True,
-                       relu_out=None, negative_slope=None, dresidual=None):
+                       relu_out=None, negative_slope=None, dresidual=None, dy2=None):
+    if dy2 is not None:  # dy overwritten with the sum, as the kernel's
+        np.add(dy, dy2, out=dy)
     if relu_out is not None and negative_slope is not None:
         dy = np.where(relu_out > 0, dy, dy * negative_slope)
     elif relu_out is not None:

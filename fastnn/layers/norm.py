@@ -11,6 +11,7 @@ from .base import Layer, check_positive_int, drop_workspaces, recycled, workspac
 class _BatchNorm(Layer):
     _ranks = ()            # accepted input ranks
     _expected = ""         # the shape pattern shown in errors
+    sums_two_dy = True     # backward(dy, dy2=) sums two gradients in its own passes (graph.py)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
@@ -119,29 +120,40 @@ class _BatchNorm(Layer):
         self.relu_slope = negative_slope if relu else None
         return out.reshape(x.shape)
 
-    def backward(self, dy):
-        return self._backward(dy, None)
+    def backward(self, dy, dy2=None):
+        """dx from ``dy`` (the gradient of the output, or of its fused activation's); with
+        ``dy2``, from dy + dy2, summed into dy (overwritten: a C-contiguous array only the
+        caller holds) in the backward's own first pass: a graph model hands over a tensor's
+        two gradients this way."""
+        return self._backward(dy, None, dy2)
 
-    def backward_add(self, dy, overwrite_dy=False):
+    def backward_add(self, dy, overwrite_dy=False, dy2=None):
         """After ``forward_add``: ``[dx, dresidual]``, the gradients of x and of the residual
-        from the gradient of that output (the sum's, or its activation's), in the passes of
-        the batch norm's own backward. ``overwrite_dy``: dresidual may be written over ``dy``
-        (a caller that alone holds dy saves an array)."""
+        from the gradient of that output (the sum's, or its activation's; dy + dy2 with
+        ``dy2``, summed into dy as in ``backward``), in the passes of the batch norm's own
+        backward. ``overwrite_dy``: dresidual
+        may be written over ``dy`` (a caller that alone holds dy saves an array)."""
         self.check_forwarded(self.x)
         if not self.summed:
             raise RuntimeError(f"{self.describe()}: backward_add needs a forward_add before it")
         reuse = (overwrite_dy and isinstance(dy, np.ndarray) and dy.shape == self.x_shape
                  and dy.dtype == self._dtype and dy.flags.c_contiguous and dy.flags.writeable)
         dres = dy if reuse else np.empty(self.x_shape, self._dtype)
-        return [self._backward(dy, dres), dres]
+        return [self._backward(dy, dres, dy2), dres]
 
-    def _backward(self, dy, dres):
+    def _backward(self, dy, dres, dy2=None):
         self.check_forwarded(self.x)
         dy = self.as_input(dy, "dy")
         if dy.shape != self.x_shape:
             raise self.shape_error(self.x_shape, dy.shape, "dy")
+        if dy2 is not None:
+            dy2 = self.as_input(dy2, "dy2")
+            if dy2.shape != self.x_shape:
+                raise self.shape_error(self.x_shape, dy2.shape, "dy2")
         dx = recycled(self, "dx", self.x.shape, self.x.dtype)
         if self.training and getattr(self, "sync", None) is not None:
+            if dy2 is not None:
+                dy = dy + dy2
             self.sync.backward(self, dy.reshape(self.x.shape), dx)
             return dx.reshape(self.x_shape)
         if dx.size == 0:
@@ -150,7 +162,8 @@ class _BatchNorm(Layer):
                                  self.invstd, dx, self.weight.grad, self.bias.grad,
                                  batch_stats=self.training, relu_out=self.relu_out,
                                  negative_slope=self.relu_slope,
-                                 dresidual=None if dres is None else dres.reshape(self.x.shape))
+                                 dresidual=None if dres is None else dres.reshape(self.x.shape),
+                                 dy2=None if dy2 is None else dy2.reshape(self.x.shape))
         return dx.reshape(self.x_shape)
 
     def _on_dtype_change(self):

@@ -451,6 +451,96 @@ def test_batchnorm_kernels_with_a_residual_are_the_separate_passes_bitwise(dtype
         np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.2, "none"])
+@pytest.mark.parametrize("batch_stats", [True, False])
+@pytest.mark.parametrize("path", ["serial", "parallel"])
+def test_batchnorm_backward_sums_two_gradients_as_np_add_first(dtype, slope, batch_stats, path):
+    """batchnorm_backward(dy, dy2=): dy overwritten with dy + dy2 and everything else bit for
+    bit batchnorm_backward(dy + dy2), with and without the activation, the batch statistics
+    and dresidual (also over dy); the reference takes dy2 too."""
+    from thread_counts import forced
+
+    rng = np.random.default_rng(12)
+    x, dy, dy2 = (rng.standard_normal((5, 3, 29)).astype(dtype) for _ in range(3))
+    w = rng.standard_normal(3).astype(dtype)
+    mean, invstd = x.mean((0, 2)).astype(dtype), (1 / x.std((0, 2))).astype(dtype)
+    act_out = np.maximum(rng.standard_normal(x.shape), 0).astype(dtype) if slope != "none" else None
+    neg = slope if slope != "none" else None
+    for with_dres, over in ((False, False), (True, False), (True, True)):
+        results = []
+        for kernels, two in ((_core, False), (_core, True), (reference, True)):
+            first = dy + dy2 if not two else dy.copy()
+            dx, dw, db = np.empty_like(x), np.zeros(3, dtype), np.zeros(3, dtype)
+            dres = (first if over else np.empty_like(x)) if with_dres else None
+            with forced(path):
+                kernels.batchnorm_backward(first, x, w, mean, invstd, dx, dw, db,
+                                           batch_stats=batch_stats, relu_out=act_out,
+                                           negative_slope=neg, dresidual=dres,
+                                           dy2=dy2 if two else None)
+            results.append([dx, dw, db, first] + ([dres] if with_dres else []))
+        want, got, ref = results
+        for a, e in zip(got, want):
+            np.testing.assert_array_equal(a, e)
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        for a, e in zip(ref, want):
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="share no memory"):
+        _core.batchnorm_backward(dy, x, w, mean, invstd, dy.copy(), None, None, dy2=dy)
+
+
+def _two_blocks(dtype):
+    """A stem (conv, batch norm, ReLU) and two residual blocks: the stem's and the first
+    block's outputs each get two gradients (the next block's conv and its shortcut), which
+    their batch norms take (the stem's through its ReLU, the block's in its backward_add)."""
+    fnn.seed(13)
+    inp = fnn.Input((2, 6, 6))
+    h = L.ReLU()(L.BatchNorm2D(3, name="stem_bn")(L.Conv2D(2, 3, 3, padding=1)(inp)))
+    for b in range(2):
+        r = L.ReLU()(L.BatchNorm2D(3)(L.Conv2D(3, 3, 3, padding=1)(h)))
+        r = L.BatchNorm2D(3, name=f"bn{b}")(L.Conv2D(3, 3, 3, padding=1)(r))
+        h = L.ReLU()(L.Add()([h, r]))
+    return fnn.Model(inp, L.Dense(108, 2)(L.Flatten()(h))).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_graph_hands_two_gradients_to_the_batch_norm_that_sums_them(dtype):
+    """A tensor with two gradients goes to the batch norm that takes it as the pair (summed in
+    its passes): every gradient, the input's included, bit for bit as with the sum made first;
+    a caller's dy and the layers' kept gradients untouched."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((4, 2, 6, 6)).astype(dtype)
+    dy = rng.standard_normal((4, 2)).astype(dtype)
+    results = []
+    for pairs in (True, False):
+        model = _two_blocks(dtype)
+        seen = []
+        for layer in model.layers:
+            if isinstance(layer, L.BatchNorm2D):
+                if not pairs:
+                    layer.sums_two_dy = False
+                for meth in ("backward", "backward_add"):
+                    orig = getattr(layer, meth)
+                    setattr(layer, meth, lambda *a, _o=orig, _n=layer.name, **k:
+                            seen.append((_n, k.get("dy2") is not None)) or _o(*a, **k))
+        model.zero_grad()
+        model.forward(x, training=True)
+        held = dy.copy()
+        dx = model.backward(held)
+        np.testing.assert_array_equal(held, dy)
+        results.append([dx] + [p.grad.copy() for p in model.parameters()])
+        two = {name for name, got_two in seen if got_two}
+        assert two == ({"stem_bn", "bn0"} if pairs else set())
+    for a, e in zip(*results):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_gradcheck_through_batch_norms_given_two_gradients():
+    model = _two_blocks(np.float64)
+    x = np.random.default_rng(15).standard_normal((3, 2, 6, 6))
+    fnn.assert_gradcheck(model, x, training=True)
+
+
 def test_add_forward_relu_keeps_nan_and_gives_each_input_its_own_gradient():
     a = np.array([[np.nan, -0.0, 1.0, -2.0, 3.0]], np.float32)
     b = np.array([[1.0, 0.0, -1.0, 1.0, np.inf]], np.float32)
