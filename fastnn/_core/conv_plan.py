@@ -277,11 +277,14 @@ def s1_layout(p):
 
 def _strided_route(g):
     """A strided forward that takes the implicit strided routes, or None: the direct kernel at
-    stride 2 with >= 32 output channels however shallow the GEMM (C*KH*KW), the gathered panels
-    from C*KH*KW >= 32 (benchmarks/decisions.md)."""
+    stride 2 with >= 32 output channels however shallow the GEMM (C*KH*KW) where the kernel
+    covers the stride, the gathered panels from C*KH*KW >= 32 (benchmarks/decisions.md; a
+    kernel smaller than the stride, as a 1x1 stride-2 projection, reads a quarter of x: the
+    direct kernel's padded copy reads all of it)."""
     if not (_k("conv_strided_implicit") and _strided_ok(g)):
         return None
-    if _k("conv_direct_s2") and g.sh == 2 and g.sw == 2 and g.o >= 32:
+    if _k("conv_direct_s2") and g.sh == 2 and g.sw == 2 and g.o >= 32 and g.kh >= 2 \
+            and g.kw >= 2:
         per_sample = _k("conv_direct_s2_per_sample") and g.n >= 2 * g.nt()
         return "direct_s2_forward/per_sample" if per_sample else "direct_s2_forward/batch"
     if _k("conv_strided_force") or g.c * g.kh * g.kw >= 32:

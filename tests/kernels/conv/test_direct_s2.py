@@ -21,9 +21,11 @@ def forward(x, wt, b, padding, threads, direct):
     oh, ow = (x.shape[2] + 2 * ph - kh) // 2 + 1, (x.shape[3] + 2 * pw - kw) // 2 + 1
     out = np.full((n, o, oh, ow), np.nan, np.float32)
     prev = fastnn.get_num_threads()
+    # the planner gives a kernel smaller than the stride to im2col: the direct kernel forced
+    forced = {"conv_forward": "direct_s2_forward/per_sample"} if direct and min(kh, kw) < 2 else {}
     try:
         fastnn.set_num_threads(threads)
-        with tuning(conv_direct_s2=direct, conv_winograd_s2=False):  # 4x4: not winograd_s2
+        with tuning(conv_direct_s2=direct, conv_winograd_s2=False, **forced):  # 4x4: not winograd_s2
             assert _core.conv2d_forward(x, wt, b, out, 2, padding) is out
     finally:
         fastnn.set_num_threads(prev)
@@ -34,10 +36,10 @@ def check(x, wt, b, padding):
     n, c, h, w = x.shape
     o, _, kh, kw = wt.shape
     oh, ow = (h + 2 * padding[0] - kh) // 2 + 1, (w + 2 * padding[1] - kw) // 2 + 1
-    # the route under test
+    # the route under test (the planner's where the kernel covers the stride)
     with tuning(conv_winograd_s2=False):
-        assert conv_plan.plan_conv2d(x.shape, wt.shape, 2, padding,
-                                     threads=1).forward.startswith("direct_s2_forward/")
+        assert conv_plan.plan_conv2d(x.shape, wt.shape, 2, padding, threads=1).forward.startswith(
+            "direct_s2_forward/") == (min(kh, kw) >= 2)
     want = np.empty(forward(x, wt, b, padding, 1, False).shape)
     reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64),
                              None if b is None else b.astype(np.float64), want, 2, padding)

@@ -123,10 +123,12 @@ def test_resnet_convolutions():
                 assert plan == ("winograd/small", "s1_implicit",
                                 "dwt_s1/samples" if threads == 2 else "dwt_s1/rows"), (x, w, plan)
         elif w[2] == 1:
-            # the 1x1 stride-2 projections: the direct forward; a kernel smaller than the stride
-            # keeps dx on col2im and dW on im2col (im2col_dw/tn where O = 32 fills its panels)
-            assert plan == ("direct_s2_forward/per_sample", "col2im/f32",
-                            "im2col_dw/tn" if w[0] == 32 else "im2col_dw/nt"), (x, w, plan)
+            # the 1x1 stride-2 projections: a kernel smaller than the stride reads a quarter of
+            # x: the forward on im2col (gathered panels from C >= 32), dx on col2im and dW on
+            # im2col (im2col_dw/tn where O = 32 fills its panels)
+            assert plan == ("strided_gathered" if w[1] >= 32 else "im2col_forward/f32",
+                            "col2im/f32", "im2col_dw/tn" if w[0] == 32 else "im2col_dw/nt"), \
+                (x, w, plan)
         elif s == (2, 2):
             assert plan.forward == "direct_s2_forward/per_sample"
             assert plan.dx.startswith("subpixel")
