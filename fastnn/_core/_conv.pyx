@@ -205,7 +205,7 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
             x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
             weight.shape[3], sh, sw, ph, pw, out.shape[2], out.shape[3], True, _LEVEL, _threads())
         took(route)
-    elif route == "winograd_s2":
+    elif route == "winograd_s2" or route == "winograd_s2/3x3":
         if _winograd_s2_forward(x, weight, bias, out, ph, pw, act, slope) is not None:
             return out
         route = _planner.exact_forward(
@@ -344,7 +344,7 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     plan = _planner.conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow,
                            x.dtype == np.float32, dweight is not None, _LEVEL, _threads())
     dx_out = dx
-    if dx is not None and plan.dx == "winograd_s2_dx":
+    if dx is not None and (plan.dx == "winograd_s2_dx" or plan.dx == "winograd_s2_dx/3x3"):
         took(plan.dx)
         if _winograd_s2_dx(dy, weight, None, dx, ph, pw) is not None:
             dx = None
@@ -406,7 +406,7 @@ def conv_transpose2d_forward(x, weight, bias, out, stride, padding):
     plan = _planner.conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow,
                                      x.dtype == np.float32, _LEVEL, _threads())
     took(plan.forward)
-    if plan.forward == "winograd_s2_dx":
+    if plan.forward == "winograd_s2_dx" or plan.forward == "winograd_s2_dx/3x3":
         if _winograd_s2_dx(x, weight, bias, out, ph, pw) is not None:
             return out
         took("subpixel")  # a NaN or infinite value: the exact route

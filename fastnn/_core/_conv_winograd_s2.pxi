@@ -1,4 +1,5 @@
 # ---- route winograd_s2: 4x4 stride-2 float32 forwards by F(4x4,2x2) over the stride phases ----
+# (also 3x3 ones, winograd_s2/3x3 and winograd_s2_dx/3x3: the weight zero-padded to 4x4)
 #
 # Included by _conv.pyx. The kernels (kernels/winograd_s2.h, AVX-512) transform the weight once
 # per call into the four phases' 2x2 kernels (one 2x2 stride-1 convolution over 4C channels),
@@ -24,15 +25,32 @@ def _winograd_s2_available():
     return bool(FNN_WS2_KERNELS and FNN_MK_AVAILABLE)
 
 
+def _ws2_as_4x4(weight, int ph, int pw):
+    """(weight, ph, pw) of a 4x4 stride-2 convolution equal to this 3x3 (or 4x4: unchanged) one:
+    the 3x3 weight in a cached 4x4 buffer with a zero row and column, first where its padding
+    is odd (then one more row or column of padding), else last; the output grid is the caller's.
+    The zero tap reads padding or a value it multiplies by 0; an even 4x4 padding puts dx's
+    first row in the first phase row (winograd_s2_dx's tiles then waste none)."""
+    if weight.shape[2] == 4:
+        return weight, ph, pw
+    cdef int o = weight.shape[0], c = weight.shape[1], rh = ph & 1, rw = pw & 1
+    w4 = _cached(np.float32, "ws2_w4", <Py_ssize_t>o * c * 16).reshape(o, c, 4, 4)
+    w4[:, :, 0 if rh else 3, :] = 0
+    w4[:, :, :, 0 if rw else 3] = 0
+    w4[:, :, rh:rh + 3, rw:rw + 3] = weight
+    return w4, ph + rh, pw + rw
+
+
 def _winograd_s2_forward(x, weight, bias, out, int ph, int pw, int act=0, double slope=0.0,
                          int block=0):
     """out := act(conv2d(x, weight, stride 2, padding (ph, pw)) + bias) for a 4x4 float32
-    weight, by F(4x4,2x2) over the four stride phases; ``block``: tiles per task (a multiple
-    of 16; 0 for the planner's). Returns out, or None when an output came out NaN or infinite
+    weight (or a 3x3 one, as a 4x4: _ws2_as_4x4), by F(4x4,2x2) over the four stride phases;
+    ``block``: tiles per task (a multiple of 16; 0 for the planner's). Returns out, or None when an output came out NaN or infinite
     (out is then garbage: the caller recomputes on an exact route). The caller checks the
     arguments and the level (_winograd_s2_available); x must have fewer than 2**31 elements."""
     if not _winograd_s2_available():
         raise RuntimeError("the Winograd stride-2 kernels are not in this ISA level (AVX-512)")
+    weight, ph, pw = _ws2_as_4x4(weight, ph, pw)
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]
     if x.size >= 2 ** 31:
@@ -69,19 +87,20 @@ def _winograd_s2_forward(x, weight, bias, out, int ph, int pw, int act=0, double
 
 
 def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0):
-    """dx := (bias +) the backward-data pass of the 4x4 stride-2 float32 convolution x -> dy (padding
-    ph, pw; dx has x's shape), by F(4x4,2x2) per output phase (each a 2x2 stride-1
+    """dx := (bias +) the backward-data pass of the 4x4 (or 3x3, as a 4x4: _ws2_as_4x4) stride-2
+    float32 convolution x -> dy (padding ph, pw; dx has x's shape), by F(4x4,2x2) per output phase (each a 2x2 stride-1
     correlation of dy with a flipped phase of the kernel; with ``bias``, (C,) or None, that is
     conv_transpose2d's forward of dy). Returns dx, or None when a value
     came out NaN or infinite (the caller recomputes on an exact route). The caller checks the
     arguments and the level; dx must have fewer than 2**31 elements."""
     if not _winograd_s2_available():
         raise RuntimeError("the Winograd stride-2 kernels are not in this ISA level (AVX-512)")
+    weight, ph, pw = _ws2_as_4x4(weight, ph, pw)
     cdef int n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
     cdef int o = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
     if dx.size >= 2 ** 31:
         raise ValueError("winograd_s2_dx: dx must have fewer than 2**31 elements")
-    cdef int th = ((h + ph + 1) // 2 + 3) // 4, tw = ((w + pw + 1) // 2 + 3) // 4
+    cdef int th = ((h + ph % 2 + 1) // 2 + 3) // 4, tw = ((w + pw % 2 + 1) // 2 + 3) // 4
     cdef Py_ssize_t ntiles = <Py_ssize_t>n * th * tw
     cdef int tb = block if block > 0 else _planner.winograd_s2_block(n, o, c, 4 * th, 4 * tw)
     cdef int tl = (tb + 15) // 16 * 16

@@ -112,6 +112,10 @@ for _name, _default, _meaning, _check in (
     ("conv_winograd_s2_dx", True, "4x4 stride-2 float32 backward-data passes (and "
      "conv_transpose2d's forwards) with >= 16 input and >= 32 output channels on winograd_s2_dx "
      "at AVX-512", _flag),
+    ("conv_winograd_s2_3x3", True, "3x3 stride-2 float32 forwards and dx (and conv_transpose2d's) "
+     "as 4x4 ones with a zero row and column on winograd_s2/3x3 and winograd_s2_dx/3x3 at "
+     "AVX-512 where measured faster (conv_plan._winograd_s2_3x3_rule, _winograd_s2_dx_3x3_rule)",
+     _flag),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
@@ -185,6 +189,41 @@ def _winograd_s2_ok(g):
             and g.kw == 4 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
 
 
+def _winograd_s2_3x3_ok(g):
+    """A 3x3 stride-2 convolution the stride-2 Winograd kernels run as a 4x4 one (the weight
+    zero-padded, _conv_winograd_s2.pxi's _ws2_as_4x4): float32, AVX-512, x under 2**31
+    elements."""
+    return (g.f32 and g.level == "avx512" and g.sh == 2 and g.sw == 2 and g.kh == 3
+            and g.kw == 3 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
+
+
+def _ws2_tiles_used(h, w, tile):
+    """The share of an h x w grid that its tile x tile tiles cover inside it."""
+    return h * w / (tile * tile * (-(-h // tile)) * (-(-w // tile)))
+
+
+def _winograd_s2_3x3_rule(g):
+    """winograd_s2/3x3 (the forward) where measured faster than direct_s2_forward
+    (benchmarks/decisions.md): >= 16 input and >= 32 output channels, the 4x4 output tiles
+    at least 85% inside the output, and two tiles a side (an output of 7-8) with C*O >= 1024,
+    or C >= 64 and O >= 128 up to 16 a side; 100 multiplies a tile against 144 leave little
+    for the transforms (smaller outputs, fewer channels: the direct route wins)."""
+    if not (_k("conv_winograd_s2_3x3") and _winograd_s2_3x3_ok(g) and g.c >= 16 and g.o >= 32
+            and _ws2_tiles_used(g.oh, g.ow, 4) >= 0.85 and min(g.oh, g.ow) >= 7):
+        return False
+    return (max(g.oh, g.ow) <= 8 and g.c * g.o >= 1024) or (g.c >= 64 and g.o >= 128
+                                                            and max(g.oh, g.ow) <= 16)
+
+
+def _winograd_s2_dx_3x3_rule(g):
+    """winograd_s2_dx/3x3 (conv2d's dx) where measured faster than the sub-pixel dx
+    (benchmarks/decisions.md): >= 16 dx and >= 32 dy channels, dx's 8x8 tiles (4x4 in each
+    phase) at least 85% inside dx (at 12x12 or 20x20 the partial tiles cost what Winograd
+    saves)."""
+    return (_k("conv_winograd_s2_3x3") and _winograd_s2_3x3_ok(g) and g.c >= 16 and g.o >= 32
+            and _ws2_tiles_used(g.h, g.w, 8) >= 0.85)
+
+
 def _winograd_s2_rule(g):
     """winograd_s2 where measured faster than direct_s2_forward (benchmarks/decisions.md): 4x4
     stride 2 with >= 16 input and >= 32 output channels."""
@@ -203,6 +242,8 @@ def _eligible_forward(g):
         out |= {"winograd", "winograd/small", "winograd/f4"}
     if _winograd_s2_ok(g):
         out.add("winograd_s2")
+    if _winograd_s2_3x3_ok(g):
+        out.add("winograd_s2/3x3")
     if g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 and g.kw <= 32:
         if g.ow == g.w:
             out |= {"s1_implicit", "s1_across_samples"}
@@ -258,6 +299,8 @@ def _eligible_dx(g, dw):
         out |= {"winograd", "winograd/small", "winograd/f4"}
     if _winograd_s2_ok(g):
         out.add("winograd_s2_dx")
+    if _winograd_s2_3x3_ok(g):
+        out.add("winograd_s2_dx/3x3")
     if _subpixel_ok(g):
         out.add("subpixel")
         if dw is not None and _beside_ok(g, dw):
@@ -331,6 +374,8 @@ def _rule_forward(g, winograd=True):
             return route
     if winograd and _winograd_s2_rule(g):
         return "winograd_s2"
+    if winograd and _winograd_s2_3x3_rule(g):
+        return "winograd_s2/3x3"
     if _k("conv_s1_implicit") and g.kernels and g.sh == 1 and g.sw == 1 and g.kh <= 32 \
             and g.kw <= 32 and (g.level != "avx2" or g.o >= 8):
         if _k("conv_s1_widen") and g.ow > g.w and g.pw >= g.kw - 1 and g.n * g.c * g.h * g.w > 0:
@@ -438,6 +483,8 @@ def _rule_dx(g, dw):
             return flipped
     if _winograd_s2_dx_rule(g):
         return "winograd_s2_dx"
+    if _winograd_s2_dx_3x3_rule(g):
+        return "winograd_s2_dx/3x3"
     if _subpixel_pays(g):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):
             return "subpixel/beside_dw"
@@ -532,7 +579,7 @@ def conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, need_dw, level, t
 
 
 def exact_forward(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
-    """The forward route of this geometry other than winograd(_s2): where a Winograd route met a
+    """The forward route of this geometry other than winograd(_s2)(/3x3): where a Winograd route met a
     NaN or infinite output, the call is recomputed there (a non-finite input then reaches only
     the outputs whose window holds it)."""
     return _rule_forward(_Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level,
@@ -570,6 +617,8 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
         g = _Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level, threads)
         if _winograd_s2_dx_rule(g):
             rule_fwd = "winograd_s2_dx"
+        elif _winograd_s2_dx_3x3_rule(g):
+            rule_fwd = "winograd_s2_dx/3x3"
         elif _subpixel_pays(g):
             rule_fwd = "subpixel"
         else:
@@ -577,6 +626,7 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
         eligible_fwd = _eligible_convt_forward(g)
         forward = _choose("convt_forward", rule_fwd, eligible_fwd, what)
         rule_dx = (("winograd_s2" if _winograd_s2_rule(g) else None)
+                   or ("winograd_s2/3x3" if _winograd_s2_3x3_rule(g) else None)
                    or (_k("convt_dx_strided") and _strided_route(g)) or _im2col_forward(g))
         eligible_dx = {r for r in _eligible_forward(g) if not r.startswith("s1_")}
         dx = _choose("convt_dx", rule_dx, eligible_dx, what)
@@ -588,7 +638,8 @@ def conv_transpose2d(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, le
 def _eligible_convt_forward(g):
     """conv_transpose2d's forward: conv2d's dx routes of g that take a bias."""
     return ({_col2im(g)} | ({"subpixel"} if _subpixel_ok(g) else set())
-            | ({"winograd_s2_dx"} if _winograd_s2_ok(g) else set()))
+            | ({"winograd_s2_dx"} if _winograd_s2_ok(g) else set())
+            | ({"winograd_s2_dx/3x3"} if _winograd_s2_3x3_ok(g) else set()))
 
 
 def _eligible_dw_convt(g):

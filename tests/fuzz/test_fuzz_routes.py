@@ -51,20 +51,20 @@ TIMEOUT_S = 900
 # where each route must be reached: entry point -> routes (every route of fastnn._core.routes
 # is somewhere below; routes missing from a build, e.g. AVX-512 ones, are not asked for there)
 REQUIRED = {
-    "Conv2D.forward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2", "s1_implicit", "s1_across_samples", "s1_widened",
+    "Conv2D.forward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2", "winograd_s2/3x3", "s1_implicit", "s1_across_samples", "s1_widened",
                        "direct_s2_forward/per_sample", "direct_s2_forward/batch",
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
-    "Conv2D.backward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2_dx", "s1_implicit",
+    "Conv2D.backward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2_dx", "winograd_s2_dx/3x3", "s1_implicit",
                         "s1_across_samples", "s1_widened", "subpixel",
                         "subpixel/beside_dw", "subpixel_phase/implicit", "subpixel_phase/im2col",
                         "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
                         "dwt_s1/rows",
                         "dwt_s1/samples", "implicit_dw/panels", "implicit_dw/pixels",
                         "direct_s2_dw", "im2col_dw/nt", "im2col_dw/tn", "im2col_dw/blas"},
-    "ConvTranspose2D.forward": {"winograd_s2_dx", "subpixel", "subpixel_phase/implicit",
+    "ConvTranspose2D.forward": {"winograd_s2_dx", "winograd_s2_dx/3x3", "subpixel", "subpixel_phase/implicit",
                                 "col2im/f32", "col2im/f64", "pixel_transpose"},
     "ConvTranspose2D.backward": {"direct_s2_forward/per_sample", "strided_gathered",
-                                 "winograd_s2", "im2col_forward/f32", "im2col_forward/f64",
+                                 "winograd_s2", "winograd_s2/3x3", "im2col_forward/f32", "im2col_forward/f64",
                                  "implicit_dw/panels", "direct_s2_dw", "im2col_dw/nt",
                                  "im2col_dw/blas", "pixel_transpose"},
     "Dense.forward": {"microkernel/nt", "blas_gemm"},
@@ -443,6 +443,24 @@ def _child_tests(examples):
                              channels(draw, "o", 32, 70), pick(draw, 1, 5, "n"), 1_000_000)
         run_conv(draw, spec)
 
+    @target(1, transposed=[False, True])
+    def conv_stride2_winograd_3x3(data, transposed):
+        """winograd_s2/3x3 and winograd_s2_dx/3x3: 3x3 stride-2 float32 convolutions as 4x4 ones
+        (>= 16 and >= 32 channels, C*O >= 1024, 7-8 outputs a side for the forward; odd and
+        even images, padding 0..2; ConvTranspose2D 8x8 with output padding 0 or 1)."""
+        draw = data.draw
+        c = channels(draw, "c", 16, 40)
+        o = max(channels(draw, "o", 32, 70), -(-1024 // c))
+        n = pick(draw, 1, 2, "n")
+        if transposed:  # Cin = o, Cout = c: 8x8 -> 15x15 or 16x16, both passes on the routes
+            spec = convt_spec(draw, (2, 2), (3, 3), (1, 1), o, c, n, 0, size=(8, 8))
+        else:
+            p = pick(draw, 0, 2, "p")
+            spec = conv_spec(draw, (2, 2), (3, 3), (p, p), c, o, n, 0)
+            spec["h"], spec["w"] = (2 * pick(draw, 7, 8, "oh") + 1 - 2 * p + pick(draw, 0, 1, "odd_h"),
+                                    2 * pick(draw, 7, 8, "ow") + 1 - 2 * p + pick(draw, 0, 1, "odd_w"))
+        run_conv(draw, spec)
+
     @target(1)
     def conv_stride1_full_padding(data):
         """s1_widened forward (padding K-1: an output wider than x)."""
@@ -511,6 +529,8 @@ def _child_tests(examples):
                          c, o, pick(draw, 1, 7, "n"), 4_000_000, threads=2 if beside else None)
         if kh < stride[0] or kw < stride[1]:
             spec["tuning"] = dict(conv_subpixel_force=True)
+        elif (kh, kw) == (3, 3):  # else 3x3 stride 2 takes winograd_s2_dx/3x3
+            spec["tuning"] = dict(conv_winograd_s2_3x3=False)
         n = spec["n"]
         # at least 512 output pixels in the batch: grow the plane
         (sh, sw), (ph, pw) = stride, spec["padding"]
@@ -724,12 +744,15 @@ def _child_tests(examples):
     def winograd_s2_dx_unit(dy, w, padding, h, wd):
         """The same for winograd_s2_dx (dx (n, c, h, wd) from dy (n, o, oh, ow)): per output
         phase, dy's 5x5 patches (padded by one before) with the flipped kernel phase."""
-        ph, pw = padding
+        (rh, mh), (rw, mw) = (padding[0] % 2, padding[0] // 2), (padding[1] % 2, padding[1] // 2)
         n, o, oh, ow = dy.shape
-        th, tw = -(-((h + ph + 1) // 2) // 4), -(-((wd + pw + 1) // 2) // 4)
+        th, tw = -(-((h + rh + 1) // 2) // 4), -(-((wd + rw + 1) // 2) // 4)
+        # patch row r of tile ty: dy row 4ty - 1 + mh + r (the phase rows from ph // 2 on)
+        rows, cols = np.arange(4 * th + 1) - 1 + mh, np.arange(4 * tw + 1) - 1 + mw
+        rin, cin = (rows >= 0) & (rows < oh), (cols >= 0) & (cols < ow)
         gp = np.zeros((n, o, 4 * th + 1, 4 * tw + 1))
-        hh, ww = min(oh, 4 * th), min(ow, 4 * tw)
-        gp[:, :, 1:1 + hh, 1:1 + ww] = np.abs(dy[:, :, :hh, :ww])
+        gp[np.ix_(range(n), range(o), rin, cin)] = np.abs(dy[np.ix_(range(n), range(o),
+                                                                  rows[rin], cols[cin])])
         d = np.stack([np.stack([gp[:, :, i:i + 4 * th:4, j:j + 4 * tw:4] for j in range(5)], -1)
                       for i in range(5)], -2)
         v = np.einsum("ik,notwkl,jl->notwij", WS2_BT, d, WS2_BT)
@@ -742,7 +765,16 @@ def _child_tests(examples):
                 y = np.einsum("ik,nctwkl,jl->nctwij", WS2_AT, m, WS2_AT)
                 out[:, :, a::2, b::2] = y.transpose(0, 1, 2, 4, 3, 5).reshape(
                     n, w.shape[1], 4 * th, 4 * tw)
-        return out[:, :, ph:ph + h, pw:pw + wd]
+        return out[:, :, rh:rh + h, rw:rw + wd]
+
+    def as_4x4(w, padding):
+        """The 4x4 weight and padding winograd_s2(_dx)/3x3 run for a 3x3 one (_ws2_as_4x4)."""
+        if w.shape[2] == 4:
+            return w, padding
+        rh, rw = padding[0] % 2, padding[1] % 2
+        w4 = np.zeros(w.shape[:2] + (4, 4), w.dtype)
+        w4[:, :, rh:rh + 3, rw:rw + 3] = w
+        return w4, (padding[0] + rh, padding[1] + rw)
 
     def run_conv(draw, spec):
         with tuning(**spec.get("tuning", {})):
@@ -797,12 +829,12 @@ def _child_tests(examples):
                                     None if bias is None else np.abs(bias), None, None)
         if forward_routes["winograd/f4"]:
             unit_y = np.maximum(unit_y, winograd_f4_unit(clean_x, weight, spec["padding"]))
-        if forward_routes["winograd_s2"]:
-            unit_y = np.maximum(unit_y, winograd_s2_unit(clean_x, weight, spec["padding"],
+        if forward_routes["winograd_s2"] or forward_routes["winograd_s2/3x3"]:
+            unit_y = np.maximum(unit_y, winograd_s2_unit(clean_x, *as_4x4(weight, spec["padding"]),
                                                          *unit_y.shape[2:]))
-        if forward_routes["winograd_s2_dx"]:
-            unit_y = np.maximum(unit_y, winograd_s2_dx_unit(clean_x, weight, spec["padding"],
-                                                            *unit_y.shape[2:]))
+        if forward_routes["winograd_s2_dx"] or forward_routes["winograd_s2_dx/3x3"]:
+            unit_y = np.maximum(unit_y, winograd_s2_dx_unit(
+                clean_x, *as_4x4(weight, spec["padding"]), *unit_y.shape[2:]))
         compare(f"{layer.describe()} forward {x.shape} ({mutation})", y, ref_y, eps * unit_y,
                 f"conv/{np.dtype(dtype).name}")
         if mutation in ("noncontig", "readonly"):
@@ -840,12 +872,12 @@ def _child_tests(examples):
             flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
             unit_dx = np.maximum(unit_dx, winograd_f4_unit(
                 clean_dy, flipped, (kh - 1 - spec["padding"][0], kw - 1 - spec["padding"][1])))
-        if backward_routes["winograd_s2_dx"]:  # conv2d's dx
-            unit_dx = np.maximum(unit_dx, winograd_s2_dx_unit(clean_dy, weight, spec["padding"],
-                                                              *x.shape[2:]))
-        if backward_routes["winograd_s2"]:  # conv_transpose2d's dx, the forward of dy
-            unit_dx = np.maximum(unit_dx, winograd_s2_unit(clean_dy, weight, spec["padding"],
-                                                           *x.shape[2:]))
+        if backward_routes["winograd_s2_dx"] or backward_routes["winograd_s2_dx/3x3"]:  # conv2d's dx
+            unit_dx = np.maximum(unit_dx, winograd_s2_dx_unit(
+                clean_dy, *as_4x4(weight, spec["padding"]), *x.shape[2:]))
+        if backward_routes["winograd_s2"] or backward_routes["winograd_s2/3x3"]:  # convT's dx
+            unit_dx = np.maximum(unit_dx, winograd_s2_unit(
+                clean_dy, *as_4x4(weight, spec["padding"]), *x.shape[2:]))
         lower_dw = upper_dw = None
         if mutation == "nonfinite_dy":
             # dW meets the bad dy through x's values (must be non-finite) and maybe through the

@@ -44,9 +44,10 @@ FNN_ISA_KERNEL void fnn_ws2_dx_weights(int O, int C, const float* w, float* U);
 
 /* dx's tiles [t_lo, t_hi) := the backward-data pass of the stride-2 4x4 convolution (pad ph,
    pw) x (N, C, H, W) -> dy (N, O, OH, OW); tile t = (n*TH + ty)*TW + tx covers the phase
-   rows 4ty..4ty+3 and columns 4tx..4tx+3 of each phase, i.e. dx rows 8ty - ph .. 8ty + 7 - ph
-   and columns 8tx - pw .. 8tx + 7 - pw (those inside dx); TH = ceil(ceil((H + ph) / 2) / 4),
-   TW likewise; plus bias[c] (bias may be NULL: conv_transpose2d's forward is this pass).
+   rows ph/2 + 4ty .. ph/2 + 4ty+3 and columns pw/2 + 4tx .. pw/2 + 4tx+3 of each phase (the
+   phase rows above ph/2 are padding), i.e. dx rows 8ty - ph%2 .. 8ty + 7 - ph%2 and columns
+   8tx - pw%2 .. 8tx + 7 - pw%2 (those inside dx); TH = ceil(ceil((H + ph%2) / 2) / 4), TW
+   likewise; plus bias[c] (bias may be NULL: conv_transpose2d's forward is this pass).
    dx (N, C, H, W) with N*C*H*W < 2^31; U from fnn_ws2_dx_weights. V (25*O*TL floats) and
    M (25*4C*TL floats): the caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to
    16. Returns 1 when a dx value is NaN or infinite (the caller then uses an exact route). */

@@ -278,13 +278,15 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
                      long t_hi, const float* U, const float* dy, const float* bias, float* dx,
                      float* V, float* M) {
     const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15, K = 4 * C;
-    const int TH = ((H + ph + 1) / 2 + 3) / 4, TW = ((W + pw + 1) / 2 + 3) / 4;
+    /* phase rows from ph / 2 on: the rows above are all padding (a shift of dy by mh rows) */
+    const int rh = ph & 1, rw = pw & 1, mh = ph >> 1, mw = pw >> 1;
+    const int TH = ((H + rh + 1) / 2 + 3) / 4, TW = ((W + rw + 1) / 2 + 3) / 4;
     const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
     const long VS = (long)O * TL, MS = (long)K * TL;
     const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
     const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
     /* input transform: V[e][o][t] = (B^T d B)[e] of dy's 5x5 patch d[r][j] =
-       dy[4ty - 1 + r, 4tx - 1 + j] (zero outside) */
+       dy[4ty - 1 + mh + r, 4tx - 1 + mw + j] (zero outside) */
     for (int g0 = 0; g0 < T; g0 += 16) {
         long off[16];
         __mmask8 km[5][16];
@@ -293,7 +295,7 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
             for (int r = 0; r < 5; r++) km[r][q] = 0;
             if (g0 + q >= T) continue;
             long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 4 - 1, ix0 = (int)(rem % TW) * 4 - 1;
+            int iy0 = (int)(rem / TW) * 4 - 1 + mh, ix0 = (int)(rem % TW) * 4 - 1 + mw;
             off[q] = n * O * OHW + (long)iy0 * OW + ix0;
             __mmask8 cm = 0;
             for (int j = 0; j < 5; j++)
@@ -338,46 +340,79 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
     /* the 25 GEMMs: M[e] (4C x T) = U[e] (4C x O) @ V[e] (O x T) */
     for (int e = 0; e < 25; e++)
         fnn_mk_sgemm_nn(K, T, O, U + (long)e * K * O, O, V + e * VS, TL, M + e * MS, TL, 0);
-    /* output transform per phase: Y = A^T M A, scattered to dx rows 2(4ty + i) + a - ph,
-       columns 2(4tx + j) + b - pw (those inside dx) */
+    /* output transform per phase: Y = A^T M A, to dx rows 2(4ty + i) + a - rh, columns
+       2(4tx + j) + b - rw (those inside dx): per channel and row parity a, phases (a, 0) and
+       (a, 1) give each tile's 8 columns of a dx row, transposed (8 vectors of 16 tiles to 8
+       floats a tile) and stored under the tile's column mask */
+    const __m512i lo_pair = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i hi_pair = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
     __mmask16 bad = 0;
     for (int g0 = 0; g0 < T; g0 += 16) {
         int cnt = T - g0 < 16 ? T - g0 : 16;
-        int idx[16] __attribute__((aligned(64)));
-        __mmask16 rowm[8] = {0}, colm[8] = {0};  /* lanes whose dx row / column 8ty + k - ph is inside */
+        long off[16];
+        __mmask16 rowm[8] = {0}, colm[8] = {0};  /* lanes whose dx row / column 8ty + k - rh is inside */
+        __mmask8 sm[8][16];  /* tile q's columns inside dx in its row k (none past cnt) */
         for (int q = 0; q < 16; q++) {
-            idx[q] = 0;
+            off[q] = 0;
+            for (int k = 0; k < 8; k++) sm[k][q] = 0;
             if (q >= cnt) continue;
             long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
-            int y0 = (int)(rem / TW) * 8 - ph, x0 = (int)(rem % TW) * 8 - pw;
-            idx[q] = (int)(n * C * HW + (long)y0 * W + x0);
+            int y0 = (int)(rem / TW) * 8 - rh, x0 = (int)(rem % TW) * 8 - rw;
+            off[q] = n * C * HW + (long)y0 * W + x0;
+            __mmask8 cm = 0;
             for (int k = 0; k < 8; k++) {
                 if (y0 + k >= 0 && y0 + k < H) rowm[k] |= (__mmask16)(1u << q);
-                if (x0 + k >= 0 && x0 + k < W) colm[k] |= (__mmask16)(1u << q);
+                if (x0 + k >= 0 && x0 + k < W) colm[k] |= (__mmask16)(1u << q), cm |= (__mmask8)(1u << k);
             }
+            for (int k = 0; k < 8; k++) sm[k][q] = (y0 + k >= 0 && y0 + k < H) ? cm : 0;
         }
-        const __m512i vidx = _mm512_load_si512(idx);
-        for (int p = 0; p < 4; p++) {
-            const int a = p >> 1, b = p & 1;
-            for (int c = 0; c < C; c++) {
-                const float* m = M + ((long)p * C + c) * TL + g0;
-                float* xc = dx + c * HW;
-                const __m512 bv = bias ? _mm512_set1_ps(bias[c]) : _mm512_setzero_ps();
-                __m512 aa[4][5], y[4], mv[5];
-                for (int j = 0; j < 5; j++) {
-                    __m512 y4[4];
-                    for (int i = 0; i < 5; i++) mv[i] = _mm512_load_ps(m + (5 * i + j) * MS);
-                    fnn_ws2_at(mv, y4);
-                    for (int i = 0; i < 4; i++) aa[i][j] = y4[i];
+        for (int c = 0; c < C; c++) {
+            float* xc = dx + c * HW;
+            const __m512 bv = bias ? _mm512_set1_ps(bias[c]) : _mm512_setzero_ps();
+            for (int a = 0; a < 2; a++) {
+                __m512 aa[2][4][5];  /* A^T m of phases (a, 0) and (a, 1) */
+                for (int b = 0; b < 2; b++) {
+                    const float* m = M + ((long)(2 * a + b) * C + c) * TL + g0;
+                    __m512 mv[5], y4[4];
+                    for (int j = 0; j < 5; j++) {
+                        for (int i = 0; i < 5; i++) mv[i] = _mm512_load_ps(m + (5 * i + j) * MS);
+                        fnn_ws2_at(mv, y4);
+                        for (int i = 0; i < 4; i++) aa[b][i][j] = y4[i];
+                    }
                 }
                 for (int i = 0; i < 4; i++) {
-                    fnn_ws2_at(aa[i], y);
-                    for (int j = 0; j < 4; j++) {
-                        __mmask16 k = rowm[2 * i + a] & colm[2 * j + b];
-                        y[j] = _mm512_add_ps(y[j], bv);
-                        bad |= _mm512_mask_fpclass_ps_mask(k, y[j], FNN_WS2_NONFINITE);
-                        _mm512_mask_i32scatter_ps(xc + (long)(2 * i + a) * W + 2 * j + b, k, vidx,
-                                                  y[j], 4);
+                    const int k = 2 * i + a;
+                    __m512 r[8], y[4], t[8], u[8];
+                    for (int b = 0; b < 2; b++) {
+                        fnn_ws2_at(aa[b][i], y);
+                        for (int j = 0; j < 4; j++) {
+                            y[j] = _mm512_add_ps(y[j], bv);
+                            bad |= _mm512_mask_fpclass_ps_mask(rowm[k] & colm[2 * j + b], y[j],
+                                                               FNN_WS2_NONFINITE);
+                            r[2 * j + b] = y[j];
+                        }
+                    }
+                    /* r[col] lane q -> tile q's 8 columns: 4x4 transposes per 128-bit block
+                       (u[g] block L: tile 4L + g, columns 0-3; u[g + 4]: columns 4-7), then
+                       the two halves of tiles g, 4 + g (lo) and 8 + g, 12 + g (hi) paired */
+                    for (int h = 0; h < 8; h += 4) {
+                        t[h] = _mm512_unpacklo_ps(r[h], r[h + 1]);
+                        t[h + 1] = _mm512_unpackhi_ps(r[h], r[h + 1]);
+                        t[h + 2] = _mm512_unpacklo_ps(r[h + 2], r[h + 3]);
+                        t[h + 3] = _mm512_unpackhi_ps(r[h + 2], r[h + 3]);
+                        u[h] = _mm512_shuffle_ps(t[h], t[h + 2], 0x44);
+                        u[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], 0xEE);
+                        u[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+                        u[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+                    }
+                    float* xr = xc + (long)k * W;
+                    for (int g = 0; g < 4; g++) {
+                        __m512 lo = _mm512_permutex2var_ps(u[g], lo_pair, u[g + 4]);
+                        __m512 hi = _mm512_permutex2var_ps(u[g], hi_pair, u[g + 4]);
+                        _mm256_mask_storeu_ps(xr + off[g], sm[k][g], _mm512_castps512_ps256(lo));
+                        _mm256_mask_storeu_ps(xr + off[g + 4], sm[k][g + 4], _mm512_extractf32x8_ps(lo, 1));
+                        _mm256_mask_storeu_ps(xr + off[g + 8], sm[k][g + 8], _mm512_castps512_ps256(hi));
+                        _mm256_mask_storeu_ps(xr + off[g + 12], sm[k][g + 12], _mm512_extractf32x8_ps(hi, 1));
                     }
                 }
             }

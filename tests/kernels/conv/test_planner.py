@@ -130,8 +130,14 @@ def test_resnet_convolutions():
                             "col2im/f32", "im2col_dw/tn" if w[0] == 32 else "im2col_dw/nt"), \
                 (x, w, plan)
         elif s == (2, 2):
-            assert plan.forward == "direct_s2_forward/per_sample"
-            assert plan.dx.startswith("subpixel")
+            # the 3x3 stride-2 convs as 4x4 ones by Winograd over the phases: the forward on
+            # 8x8 outputs (32->64), the direct kernel on 16x16 (16->32); dx on both
+            assert plan.forward == ("winograd_s2/3x3" if x[0] == 32
+                                    else "direct_s2_forward/per_sample"), (x, w, plan)
+            assert plan.dx == "winograd_s2_dx/3x3", (x, w, plan)
+            with tuned(conv_winograd_s2_3x3=False):
+                old = conv_plan.plan_conv2d((64,) + x, w, s, 1, level="avx512", threads=threads)
+            assert old.forward == "direct_s2_forward/per_sample" and old.dx.startswith("subpixel")
             # below 64 output channels the direct dW on one thread only
             assert plan.dw == ("direct_s2_dw" if w[0] >= 64 or threads == 1
                                else "im2col_dw/tn"), (x, w, plan)
