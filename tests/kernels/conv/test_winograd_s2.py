@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import fastnn
 from fastnn import _core
 from fastnn._core import _conv, conv_plan, reference, routes
+from fastnn._core.tuning import tuning
 
 needs_s2 = pytest.mark.skipif(not _conv._winograd_s2_available(),
                               reason="the stride-2 Winograd kernels need the AVX-512 level")
@@ -225,3 +226,154 @@ def test_a_non_finite_dy_reaches_exactly_the_dx_of_its_windows(bad):
     want = np.zeros(x.shape, bool)
     want[1, :, 5:9, 3:7] = True  # padded rows 6..9 (2*3 + 0..3), columns 4..7
     np.testing.assert_array_equal(~np.isfinite(dx), want)
+
+
+# ---- 3x3 stride-2 convolutions as 4x4 ones (winograd_s2/3x3, winograd_s2_dx/3x3) ----------------
+
+def grid3(shape, padding):
+    return (shape[2] + 2 * padding - 3) // 2 + 1, (shape[3] + 2 * padding - 3) // 2 + 1
+
+
+def reference_forward3(x, w, b, padding):
+    out = np.empty((x.shape[0], w.shape[0]) + grid3(x.shape, padding))
+    return reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64),
+                                    None if b is None else b.astype(np.float64), out, 2, padding)
+
+
+def winograd_s2_3x3(x, w, b, padding, threads=1):
+    """winograd_s2 on a 3x3 weight: the output grid is the 3x3 convolution's."""
+    prev = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        out = np.full((x.shape[0], w.shape[0]) + grid3(x.shape, padding), np.nan, np.float32)
+        return _conv._winograd_s2_forward(x, w, b, out, padding, padding)
+    finally:
+        fastnn.set_num_threads(prev)
+
+
+@needs_s2
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 37), o=st.integers(1, 40), h=st.integers(1, 19),
+       w=st.integers(1, 19), padding=st.integers(0, 2), with_bias=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_3x3_forward_and_dx_match_reference(n, c, o, h, w, padding, with_bias, seed):
+    """A 3x3 weight runs as a 4x4 one with a zero row and column (first for an odd padding,
+    then one more row of it): odd and even sizes keep the 3x3 convolution's grid."""
+    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)
+    rng = np.random.default_rng(seed)
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3))
+    b = rand(rng, (o,)) if with_bias else None
+    assert relative_error(winograd_s2_3x3(x, wt, b, padding),
+                          reference_forward3(x, wt, b, padding)) <= TOL
+    dy = rand(rng, (n, o) + grid3(x.shape, padding))
+    assert relative_error(winograd_s2_dx(dy, wt, x.shape, padding),
+                          reference_dx(dy, wt, x.shape, padding)) <= TOL
+
+
+@needs_s2
+@pytest.mark.parametrize("c,o,side", [(16, 32, 32), (16, 32, 31), (32, 64, 16), (32, 64, 15)])
+def test_3x3_error_on_the_resnet_layers_is_as_documented(c, o, side):
+    """resnet's stride-2 3x3 layers (4 samples, weights at the 1/sqrt(fan-in) scale), both
+    sizes that give their output grid: about 3e-6 of the largest output and dx (docs/winograd.md
+    lists the measured values)."""
+    rng = np.random.default_rng(11)
+    x, wt = rand(rng, (4, c, side, side)), rand(rng, (o, c, 3, 3)) / np.float32(np.sqrt(9 * c))
+    want = reference_forward3(x, wt, None, 1)
+    assert want.shape[2] == (side + 1) // 2
+    assert float(np.abs(winograd_s2_3x3(x, wt, None, 1) - want).max() / np.abs(want).max()) < 1e-5
+    dy = rand(rng, want.shape)
+    want_dx = reference_dx(dy, wt, x.shape, 1)
+    assert float(np.abs(winograd_s2_dx(dy, wt, x.shape, 1) - want_dx).max()
+                 / np.abs(want_dx).max()) < 1e-5
+
+
+@needs_s2
+def test_3x3_same_bits_on_one_and_two_threads():
+    rng = np.random.default_rng(12)
+    x, wt, b = rand(rng, (9, 19, 15, 16)), rand(rng, (35, 19, 3, 3)), rand(rng, (35,))
+    np.testing.assert_array_equal(winograd_s2_3x3(x, wt, b, 1, threads=2),
+                                  winograd_s2_3x3(x, wt, b, 1, threads=1))
+    dy = rand(rng, (9, 35) + grid3(x.shape, 1))
+    np.testing.assert_array_equal(winograd_s2_dx(dy, wt, x.shape, 1, threads=2),
+                                  winograd_s2_dx(dy, wt, x.shape, 1, threads=1))
+
+
+@needs_s2
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_3x3_a_non_finite_value_falls_back_to_the_exact_routes(bad):
+    """Through the planner (resnet's 32->64 layer geometry): a non-finite x sends the forward
+    to direct_s2_forward, a non-finite dy the dx to the sub-pixel route, each then reaching
+    exactly the outputs of its windows."""
+    rng = np.random.default_rng(13)
+    x, wt = rand(rng, (2, 32, 16, 16)), rand(rng, (64, 32, 3, 3))
+    x[1, 5, 6, 9] = bad
+    out = np.empty((2, 64, 8, 8), np.float32)
+    with routes.traced() as taken:
+        _core.conv2d_forward(x, wt, None, out, 2, 1)
+    assert "winograd_s2/3x3" in taken and len(taken) == 2  # then direct_s2_forward
+    assert any(r.startswith("direct_s2_forward/") for r in taken)
+    reach = reference_forward3((~np.isfinite(x)).astype(np.float32), np.abs(wt), None, 1) > 0
+    assert reach.sum() == 2 * 64  # output row 3, columns 4 and 5
+    np.testing.assert_array_equal(~np.isfinite(out), reach)
+    dy = rand(rng, (2, 64, 8, 8))
+    dy[0, 7, 2, 5] = bad
+    dx = np.empty_like(x)
+    with routes.traced() as taken:
+        _core.conv2d_backward(x, wt, dy, dx, None, None, 2, 1)
+    assert "winograd_s2_dx/3x3" in taken and "subpixel" in taken
+    reach = reference_dx((~np.isfinite(dy)).astype(np.float32), np.abs(wt), x.shape, 1) > 0
+    assert reach.sum() == 32 * 9  # dx rows 3..5, columns 9..11
+    np.testing.assert_array_equal(~np.isfinite(dx), reach)
+
+
+@needs_s2
+@pytest.mark.parametrize("output_padding", [0, 1])
+def test_3x3_conv_transpose_takes_both_routes(output_padding):
+    """ConvTranspose2D 3x3 stride 2 (8x8 -> 15x15 or 16x16): its forward is the dx route, its
+    dx the forward route."""
+    rng = np.random.default_rng(14)
+    x, wt, b = rand(rng, (2, 64, 8, 8)), rand(rng, (64, 32, 3, 3)), rand(rng, (32,))
+    side = 15 + output_padding
+    out = np.empty((2, 32, side, side), np.float32)
+    with routes.traced() as taken:
+        _core.conv_transpose2d_forward(x, wt, b, out, 2, 1)
+    assert set(taken) == {"winograd_s2_dx/3x3"}
+    want = np.empty(out.shape)
+    reference.conv_transpose2d_forward(x.astype(np.float64), wt.astype(np.float64),
+                                       b.astype(np.float64), want, 2, 1)
+    assert relative_error(out, want) <= TOL
+    dy = rand(rng, out.shape)
+    dx = np.empty_like(x)
+    with routes.traced() as taken:
+        _core.conv_transpose2d_backward(x, wt, dy, dx, None, None, 2, 1)
+    assert set(taken) == {"winograd_s2/3x3"}
+    want_dx = np.empty(x.shape)
+    reference.conv_transpose2d_backward(x.astype(np.float64), wt.astype(np.float64),
+                                        dy.astype(np.float64), want_dx, None, None, 2, 1)
+    assert relative_error(dx, want_dx) <= TOL
+
+
+def test_3x3_planner_choice_and_levels():
+    """AVX-512 only (the lower levels keep their routes), float32 only, the knob, resnet's
+    layers (tests/kernels/conv/test_planner.py), and the partial-tile sizes left alone."""
+    d = ((64, 32, 16, 16), (64, 32, 3, 3), 2, 1)
+    assert conv_plan.plan_conv2d(*d, level="avx512", threads=1)[:2] == ("winograd_s2/3x3",
+                                                                        "winograd_s2_dx/3x3")
+    for level in ("avx2", "baseline"):
+        p = conv_plan.plan_conv2d(*d, level=level, threads=1)
+        assert "winograd_s2" not in p.forward + p.dx, (level, p)
+        assert not any(r.startswith("winograd_s2") for r in conv_plan.eligible(
+            "conv2d", "forward", *d[:2], 2, 1, level=level))
+    p = conv_plan.plan_conv2d(*d, dtype="float64", level="avx512")
+    assert "winograd_s2" not in p.forward + p.dx
+    with tuning(conv_winograd_s2_3x3=False):
+        p = conv_plan.plan_conv2d(*d, level="avx512", threads=1)
+    assert p[:2] == ("direct_s2_forward/per_sample", "subpixel")
+    # 12x12 images (6x6 outputs): the tiles a third empty
+    p = conv_plan.plan_conv2d((64, 32, 12, 12), (64, 32, 3, 3), 2, 1, level="avx512")
+    assert "winograd_s2" not in p.forward + p.dx
+    with tuning(conv_forward="winograd_s2/3x3", conv_dx="winograd_s2_dx/3x3"):
+        forced = conv_plan.plan_conv2d((64, 32, 12, 12), (64, 32, 3, 3), 2, 1, level="avx512")
+        assert forced[:2] == ("winograd_s2/3x3", "winograd_s2_dx/3x3")
+        with pytest.raises(ValueError, match="not eligible"):
+            conv_plan.plan_conv2d(*d, level="avx2")
