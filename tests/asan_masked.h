@@ -67,6 +67,9 @@ static inline void fnn_asan_gather(const void* base, const int* idx, unsigned ma
 #define _mm_mask_storeu_ps(p, k, v) do {                                                 \
     void* fnn_p_ = (p); __mmask8 fnn_k_ = (k);                                           \
     fnn_asan_lanes(fnn_p_, fnn_k_ & 0xF, 4); _mm_mask_storeu_ps(fnn_p_, fnn_k_, (v)); } while (0)
+#define _mm256_mask_storeu_ps(p, k, v) do {                                              \
+    void* fnn_p_ = (p); __mmask8 fnn_k_ = (k);                                           \
+    fnn_asan_lanes(fnn_p_, fnn_k_, 4); _mm256_mask_storeu_ps(fnn_p_, fnn_k_, (v)); } while (0)
 #define _mm512_mask_storeu_ps(p, k, v) do {                                              \
     void* fnn_p_ = (p); __mmask16 fnn_k_ = (k);                                          \
     fnn_asan_lanes(fnn_p_, fnn_k_, 4); _mm512_mask_storeu_ps(fnn_p_, fnn_k_, (v)); } while (0)
