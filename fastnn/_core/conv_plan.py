@@ -219,7 +219,8 @@ def _winograd_s2_dx_3x3_rule(g):
     """winograd_s2_dx/3x3 (conv2d's dx) where measured faster than the sub-pixel dx
     (benchmarks/decisions.md): >= 16 dx and >= 32 dy channels, dx's 8x8 tiles (4x4 in each
     phase) at least 85% inside dx (at 12x12 or 20x20 the partial tiles cost what Winograd
-    saves)."""
+    saves). conv2d's dx with a dW that subpixel/beside_dw shares a pool of tasks with keeps
+    that route (_rule_dx: measured faster at 2 threads on resnet's 32->64 layer)."""
     return (_k("conv_winograd_s2_3x3") and _winograd_s2_3x3_ok(g) and g.c >= 16 and g.o >= 32
             and _ws2_tiles_used(g.h, g.w, 8) >= 0.85)
 
@@ -483,7 +484,8 @@ def _rule_dx(g, dw):
             return flipped
     if _winograd_s2_dx_rule(g):
         return "winograd_s2_dx"
-    if _winograd_s2_dx_3x3_rule(g):
+    beside = _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw)
+    if _winograd_s2_dx_3x3_rule(g) and not (beside and _subpixel_pays(g)):
         return "winograd_s2_dx/3x3"
     if _subpixel_pays(g):
         if _k("conv_side_by_side") and dw is not None and _beside_ok(g, dw):
