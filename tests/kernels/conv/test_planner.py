@@ -145,7 +145,8 @@ def test_float64_and_the_lower_levels():
     # the AVX2 level has the AVX-512 level's convolution kernels: the same routes (but the
     # Winograd tile, test_winograd_tile_by_level_and_geometry; and the stride-2 Winograd
     # kernels, AVX-512 only)
-    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False, conv_winograd_tile=2):
+    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False, conv_winograd_s2_dw=False,
+               conv_winograd_tile=2):
         for xs, ws, s, p in ((x, w, 1, 1), (x, (32, 32, 3, 3), 1, 1),
                              ((64, 64, 14, 14), (128, 64, 4, 4), 2, 1)):
             assert conv_plan.plan_conv2d(xs, ws, s, p, level="avx2", threads=2) == \
