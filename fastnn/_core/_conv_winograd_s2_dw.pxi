@@ -11,9 +11,9 @@
 
 cdef extern from "kernels/winograd_s2_dw.h":
     bint FNN_WS2_DW_KERNELS
-    void fnn_ws2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
-                          long t_hi, int a, int kc, const float* x, const float* dy, float* Mk,
-                          double* db8, float* V, float* G, float* Bp) noexcept nogil
+    void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph, int pw,
+                          long t_lo, long t_hi, int a, int kc, const float* x, const float* dy,
+                          float* Mk, double* db8, float* V, float* G, float* Bp) noexcept nogil
     int fnn_ws2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks, const float* M,
                           double* grad) noexcept nogil
 
@@ -67,7 +67,7 @@ def _winograd_s2_dw(x, dy, dw, db, int ph, int pw):
         for k in prange(ntasks, num_threads=nt, schedule="dynamic", chunksize=1,
                         use_threads_if=nt > 1):
             v = pws + openmp.omp_get_thread_num() * per_thread
-            fnn_ws2_dw_chunk(c, h, w, o, oh, ow, ph, pw, <long>(k >> split) * chunk,
+            fnn_ws2_dw_chunk(n, c, h, w, o, oh, ow, ph, pw, <long>(k >> split) * chunk,
                              min(ntiles_c, <long>(k >> split) * chunk + chunk),
                              k % 2 if split else 2, kc, px, pdy, pparts + (k >> split) * msize,
                              pdb + <Py_ssize_t>(k >> split) * o * 8

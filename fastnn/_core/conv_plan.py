@@ -407,12 +407,14 @@ def winograd_s2_dw_blocks(n, c, o, oh, ow):
     """(tiles, tiles per block, tiles per chunk, chunks) of winograd_s2_dw for dy (n, o, oh, ow)
     and c input channels (4x4 tiles of dy): the chunks (two tasks each, summed in order)
     depend on the geometry only, so the bits do not depend on the thread count."""
-    ntiles = n * ((oh + 3) // 4) * ((ow + 3) // 4)
+    tpi = ((oh + 3) // 4) * ((ow + 3) // 4)
+    ntiles = n * tpi
     kc = WINOGRAD_S2_DW_BLOCK
+    bt = kc // tpi * tpi if tpi <= kc else kc  # the kernel's blocks: whole samples where they fit
     most = max(1, min(WINOGRAD_S2_DW_MAX_CHUNKS, WINOGRAD_S2_DW_PARTS_BYTES // (400 * c * o),
                       ntiles // WINOGRAD_S2_DW_MIN_CHUNK))
     chunk = (ntiles + most - 1) // most
-    chunk = max(kc, (chunk + kc - 1) // kc * kc)  # whole blocks
+    chunk = max(bt, (chunk + bt - 1) // bt * bt)  # whole blocks
     return ntiles, kc, chunk, (ntiles + chunk - 1) // chunk
 
 

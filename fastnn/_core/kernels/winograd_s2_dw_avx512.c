@@ -5,6 +5,7 @@
    tiles (k = the tiles). */
 #include <immintrin.h>
 #include <stdlib.h>
+#include <string.h>
 #include "winograd_s2_dw.h"
 #include "mk_avx512.h"
 
@@ -31,17 +32,59 @@ static inline void fnn_ws2dw_a(const __m512 g[4], __m512 o[5]) {
     o[4] = g[3];
 }
 
-void fnn_ws2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+/* The tiles' order (winograd_s2_dw.h): groups of gi samples (gt = gi*TH*TW tiles), in a group
+   class k = 2*(ty is a partial last row) + (tx a partial last column) after class k - 1, each
+   class by sample, row, column. */
+typedef struct {
+    long start[5];  /* class k's tiles in the group: [start[k], start[k + 1]) */
+    int rows[4], cols[4], row0[4], col0[4];
+} fnn_ws2dw_classes;
+
+static void fnn_ws2dw_classes_of(long ng, int OH, int OW, fnn_ws2dw_classes* cl) {
+    const int TH = (OH + 3) / 4, TW = (OW + 3) / 4, rl = OH % 4 != 0, cp = OW % 4 != 0;
+    cl->start[0] = 0;
+    for (int k = 0; k < 4; k++) {
+        cl->rows[k] = k < 2 ? TH - rl : rl;
+        cl->row0[k] = k < 2 ? 0 : TH - rl;
+        cl->cols[k] = k % 2 == 0 ? TW - cp : cp;
+        cl->col0[k] = k % 2 == 0 ? 0 : TW - cp;
+        cl->start[k + 1] = cl->start[k] + ng * cl->rows[k] * cl->cols[k];
+    }
+}
+
+/* tile t's group start gbase, class k and the class's end (tiles), and its (n, ty, tx) */
+static inline void fnn_ws2dw_tile(long N, int OH, int OW, int gi, long t, long* gbase, int* k,
+                                  long* kend, long* n, int* ty, int* tx) {
+    const long gt = (long)gi * ((OH + 3) / 4) * ((OW + 3) / 4), g = t / gt;
+    fnn_ws2dw_classes cl;
+    fnn_ws2dw_classes_of(N - g * gi < gi ? N - g * gi : gi, OH, OW, &cl);
+    long r = t - g * gt;
+    int c = 0;
+    while (r >= cl.start[c + 1]) c++;
+    *gbase = g * gt;
+    *k = c;
+    *kend = g * gt + cl.start[c + 1];
+    r -= cl.start[c];
+    long per = (long)cl.rows[c] * cl.cols[c], rem = r % per;
+    *n = g * gi + r / per;
+    *ty = cl.row0[c] + (int)(rem / cl.cols[c]);
+    *tx = cl.col0[c] + (int)(rem % cl.cols[c]);
+}
+
+void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, int a, int kc, const float* x, const float* dy, float* Mk,
                       double* db8, float* V, float* G, float* Bp) {
     const int K = 4 * C, TH = (OH + 3) / 4, TW = (OW + 3) / 4;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long HW = (long)H * W, OHW = (long)OH * OW;
+    const long tpi = (long)TH * TW;
+    const int gi = tpi <= kc ? (int)(kc / tpi) : 1, bt = tpi <= kc ? (int)(gi * tpi) : kc;
+    int started[25] = {0};  /* Mk[e] holds a block's sums */
     const long VS = (long)K * FNN_MK_RA_LDA, GS = (long)O * kc, KO = (long)K * O;
     const int a0 = a == 1, a1 = a == 0 ? 1 : 2, ra = a == 2 ? 1 : 2;  /* row parities [a0, a1) */
     const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
     const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
-    for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
-        const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
+    for (long b0 = t_lo; b0 < t_hi; b0 += bt) {
+        const int T = t_hi - b0 < bt ? (int)(t_hi - b0) : bt, TL = (T + 15) & ~15;
         for (int g0 = 0; g0 < TL; g0 += 16) {
             int idx[16] __attribute__((aligned(64)));
             long ooff[16];
@@ -53,8 +96,9 @@ void fnn_ws2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 for (int r = 0; r < 10; r++) km[r][q] = 0;
                 for (int i = 0; i < 4; i++) okm[i][q] = 0;
                 if (g0 + q >= T) continue;
-                long t = b0 + g0 + q, n = t / tpi, rem = t % tpi;
-                int ty = (int)(rem / TW), tx = (int)(rem % TW);
+                long n, gb, ke;
+                int ty, tx, k;
+                fnn_ws2dw_tile(N, OH, OW, gi, b0 + g0 + q, &gb, &k, &ke, &n, &ty, &tx);
                 int iy0 = 8 * ty - ph, ix0 = 8 * tx - pw, oy = 4 * ty, ox = 4 * tx;
                 idx[q] = (int)(n * C * HW + (long)iy0 * W + ix0);
                 __mmask8 cm = 0;
@@ -157,24 +201,54 @@ void fnn_ws2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_load_ps(gp + q)));
                 _mm512_storeu_pd(db8 + o * 8, acc);
             }
-        /* Mk[e]'s rows of phases [2a0, 2a1) (+)= V[e]'s @ G[e]^T, each block's sums formed
-           from zero */
-        const int add = b0 > t_lo;
+        /* Mk[e]'s rows of phases [2a0, 2a1) (+)= V[e]'s @ G[e]^T over the block's tiles whose
+           element e can be nonzero: a partial last row (column) of dy tiles has a zero row 4
+           (column 4) of A g A^T (g's last row is zero), so those tiles' classes are skipped
+           there; each run of tiles summed from zero, then added */
         const long r0 = 2L * a0 * C;
-        for (int e = 0; e < 25; e++)
-            for (int j0 = 0; j0 < O; j0 += 32) {
-                int nr = O - j0 < 32 ? O - j0 : 32;
-                __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-                __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
-                fnn_mk_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
-                const float* A = V + e * VS + r0 * FNN_MK_RA_LDA;
-                float* Ce = Mk + e * KO + r0 * O + j0;
-                if (nr <= 16)
-                    fnn_mk_tiles_ra16(2 * (a1 - a0) * C, T, A, Bp, Ce, O, add, m0);
-                else
-                    fnn_mk_tiles_ra(2 * (a1 - a0) * C, T, A, Bp, Ce, O, add, m0, m1);
+        const int m = 2 * (a1 - a0) * C;
+        for (int e = 0; e < 25; e++) {
+            int lo = -1, hi = -1;
+            for (long t = b0;;) {  /* runs of the block's tiles of the classes that reach e */
+                const int end = t >= b0 + T;
+                long s1 = t, gb, n;
+                int k = 0, ty, tx, use = 0;
+                if (!end) {
+                    fnn_ws2dw_tile(N, OH, OW, gi, t, &gb, &k, &s1, &n, &ty, &tx);
+                    if (s1 > b0 + T) s1 = b0 + T;
+                    use = (e / 5 < 4 || k < 2) && (e % 5 < 4 || k % 2 == 0);
+                }
+                if (use) {
+                    if (lo < 0) lo = (int)(t - b0);
+                    hi = (int)(s1 - b0);
+                    t = s1;
+                    continue;
+                }
+                if (lo >= 0) {
+                    for (int j0 = 0; j0 < O; j0 += 32) {  /* the run [lo, hi) */
+                        int nr = O - j0 < 32 ? O - j0 : 32;
+                        __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+                        __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
+                        fnn_mk_pack_t(G + e * GS, kc, j0, nr, lo, hi - lo, Bp);
+                        const float* A = V + e * VS + r0 * FNN_MK_RA_LDA + lo;
+                        float* Ce = Mk + e * KO + r0 * O + j0;
+                        if (nr <= 16)
+                            fnn_mk_tiles_ra16(m, hi - lo, A, Bp, Ce, O, started[e], m0);
+                        else
+                            fnn_mk_tiles_ra(m, hi - lo, A, Bp, Ce, O, started[e], m0, m1);
+                    }
+                    started[e] = 1;
+                    lo = -1;
+                }
+                if (end) break;
+                t = s1;
             }
+        }
     }
+    for (int e = 0; e < 25; e++)  /* no tile of the chunk reaches element e */
+        if (!started[e])
+            for (int r = 0; r < 2 * (a1 - a0) * C; r++)
+                memset(Mk + e * KO + (2L * a0 * C + r) * O, 0, sizeof(float) * O);
 }
 
 int fnn_ws2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks, const float* M,
