@@ -421,8 +421,11 @@ def winograd_s2_dw_blocks(n, c, o, oh, ow):
 def _winograd_s2_dw_rule(g):
     """The 4x4 stride-2 float32 dW (conv2d's, and conv_transpose2d's with x and dy exchanged) on
     winograd_s2_dw: where measured faster than direct_s2_dw (benchmarks/decisions.md), >= 16
-    input and >= 32 output channels, with a task for every thread (two per chunk of tiles)."""
+    input and >= 32 output channels, with a task for every thread (two per chunk of tiles);
+    wider layers (a chunk's 25*4C*O sums over WINOGRAD_S2_DW_PARTS_BYTES, measured on none)
+    keep the direct route."""
     return (_k("conv_winograd_s2_dw") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
+            and 400 * g.c * g.o <= WINOGRAD_S2_DW_PARTS_BYTES
             and 2 * winograd_s2_dw_blocks(g.n, g.c, g.o, g.oh, g.ow)[3] >= g.nt())
 
 

@@ -186,3 +186,6 @@ def test_the_planner_takes_it_for_the_dcgan_layers_at_avx512_only():
             conv_plan.plan_conv2d(*d, level="avx2", threads=2)
     # more threads than tasks (two per chunk of tiles): the direct route splits it
     assert conv_plan.plan_conv2d(*d, level="avx512", threads=4).dw == "direct_s2_dw"
+    # wide layers (their 25*4C*O partial sums over 8 MB): not measured, the direct route
+    assert conv_plan.plan_conv2d((64, 256, 14, 14), (256, 256, 4, 4), 2, 1, level="avx512",
+                                 threads=1).dw == "direct_s2_dw"
