@@ -19,6 +19,8 @@ included below with its forward, dx and dW where it has them:
     _conv_winograd.pxi     winograd: 3x3 stride-1 float32 forwards (and dx) by Winograd F(2x2,3x3)
                            or F(4x4,3x3) (kernels/winograd.h); winograd_dw: their weight
                            gradient by F(2x2,3x3) with the roles swapped
+    _conv_winograd_s2_dw.pxi  winograd_s2_dw: 4x4 stride-2 float32 weight gradients by
+                           F(2x2,4x4) per stride phase with the roles swapped
 
 conv_transpose2d's forward is conv2d's backward-data pass and its dx is conv2d's forward, so the
 same routes serve both. The entry points at the end validate their arguments, ask the planner
@@ -80,6 +82,7 @@ include "_conv_subpixel.pxi"
 include "_conv_pixel.pxi"
 include "_conv_winograd.pxi"
 include "_conv_winograd_s2.pxi"
+include "_conv_winograd_s2_dw.pxi"
 
 
 # ---- validation and workspaces (Python) --------------------------------------------------------
@@ -370,6 +373,12 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
         _forward(plan.dx, dy, flipped, None, dx, 1, 1, kh - 1 - ph, kw - 1 - pw, 0, 0)
         dx = None
     dw_route = plan.dw
+    if dweight is not None and dw_route == "winograd_s2_dw":
+        if _winograd_s2_dw(x, dy, dweight, dbias, ph, pw) is not None:
+            dweight = dbias = None
+        else:  # a NaN or infinite tap: recomputed where a non-finite input reaches fewer
+            dw_route = _planner.exact_dw(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, True,
+                                         _LEVEL, _threads())
     if dweight is not None and dw_route == "winograd_dw":
         if _winograd_dw(x, dy, dweight, dbias, ph, pw) is not None:
             dweight = dbias = None
@@ -462,11 +471,19 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
         dx_done = True
     else:
         dx_done = False
-    if dweight is not None and not plan.dw.startswith("im2col_dw/"):
+    dw_route = plan.dw
+    if dweight is not None and dw_route == "winograd_s2_dw":
+        if _winograd_s2_dw(dy, x, dweight, None, ph, pw) is not None:
+            dweight = None
+        else:  # a NaN or infinite tap: the exact route
+            dw_route = _planner.exact_dw_convt(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh,
+                                               ow, True, _LEVEL, _threads())
+    if dweight is not None and not dw_route.startswith("im2col_dw/"):
         # dweight is conv2d's weight gradient of the convolution dy -> x (weight (Cin, Cout, ..))
-        took(plan.dw)
-        _implicit_dw(plan.dw, dy, x, dweight, None, sh, sw, ph, pw)
+        took(dw_route)
+        _implicit_dw(dw_route, dy, x, dweight, None, sh, sw, ph, pw)
         dweight = None
+    dw_nt = dw_route == "im2col_dw/nt"
     cdef void* px = _ptr(x)
     cdef void* pw_ = _ptr(weight)
     cdef void* pdy = _ptr(dy)
@@ -482,7 +499,7 @@ def conv_transpose2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding
                                        cin * cout * kh * kw)
         pcol, pbuf, pdwa = _ptr(col), _ptr(buf), _ptr(dw_acc)
     if pdw != NULL:
-        took(plan.dw)
+        took(dw_route)
     if pdx != NULL:
         took(plan.dx)
     # One pass over im2col(dy) serves both: dx is the conv2d forward of dy and dweight its

@@ -118,6 +118,9 @@ for _name, _default, _meaning, _check in (
      _flag),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
+    ("conv_winograd_s2_dw", True, "4x4 stride-2 float32 weight gradients (conv2d's and "
+     "conv_transpose2d's) on winograd_s2_dw at AVX-512 where measured faster "
+     "(conv_plan._winograd_s2_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
      "faster, else col @ G.T (im2col_dw/tn)", _flag),
 ):
@@ -270,6 +273,8 @@ def _eligible_dw(g):
     out = {"im2col_dw/nt", "im2col_dw/tn"} if g.mk else {"im2col_dw/blas"}
     if _winograd_ok(g):
         out.add("winograd_dw")
+    if _winograd_s2_ok(g):
+        out.add("winograd_s2_dw")
     if _dwt_s1_ok(g):
         out.add("dwt_s1/rows")
         if g.nt() > 1 and g.n >= g.nt():
@@ -435,10 +440,47 @@ def _winograd_dw_rule(g):
             and winograd_dw_blocks(g.n, g.c, g.o, g.oh, g.ow)[3] >= g.nt())
 
 
+# winograd_s2_dw's chunks of tiles: at least this many tiles each (each chunk's partial sums are
+# written and read once more), at most this many chunks, their 25*4C*O float32 sums at most this
+# big; its blocks of tiles (the GEMMs' depth)
+WINOGRAD_S2_DW_MIN_CHUNK = 512
+WINOGRAD_S2_DW_MAX_CHUNKS = 8
+WINOGRAD_S2_DW_PARTS_BYTES = 8 << 20
+WINOGRAD_S2_DW_BLOCK = 64
+
+
+def winograd_s2_dw_blocks(n, c, o, oh, ow):
+    """(tiles, tiles per block, tiles per chunk, chunks) of winograd_s2_dw for dy (n, o, oh, ow)
+    and c input channels (4x4 tiles of dy): the chunks (two tasks each, summed in order)
+    depend on the geometry only, so the bits do not depend on the thread count."""
+    tpi = ((oh + 3) // 4) * ((ow + 3) // 4)
+    ntiles = n * tpi
+    kc = WINOGRAD_S2_DW_BLOCK
+    bt = kc // tpi * tpi if tpi <= kc else kc  # the kernel's blocks: whole samples where they fit
+    most = max(1, min(WINOGRAD_S2_DW_MAX_CHUNKS, WINOGRAD_S2_DW_PARTS_BYTES // (400 * c * o),
+                      ntiles // WINOGRAD_S2_DW_MIN_CHUNK))
+    chunk = (ntiles + most - 1) // most
+    chunk = max(bt, (chunk + bt - 1) // bt * bt)  # whole blocks
+    return ntiles, kc, chunk, (ntiles + chunk - 1) // chunk
+
+
+def _winograd_s2_dw_rule(g):
+    """The 4x4 stride-2 float32 dW (conv2d's, and conv_transpose2d's with x and dy exchanged) on
+    winograd_s2_dw: where measured faster than direct_s2_dw (benchmarks/decisions.md), >= 16
+    input and >= 32 output channels, with a task for every thread (two per chunk of tiles);
+    wider layers (a chunk's 25*4C*O sums over WINOGRAD_S2_DW_PARTS_BYTES, measured on none)
+    keep the direct route."""
+    return (_k("conv_winograd_s2_dw") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
+            and 400 * g.c * g.o <= WINOGRAD_S2_DW_PARTS_BYTES
+            and 2 * winograd_s2_dw_blocks(g.n, g.c, g.o, g.oh, g.ow)[3] >= g.nt())
+
+
 def _rule_dw(g, dwt=True, winograd=True):
     """conv2d's dW (``dwt``: dwt_s1 or winograd_dw may take it; conv_transpose2d's dW never
-    does; ``winograd`` False: the exact route winograd_dw falls back to)."""
+    does; ``winograd`` False: the exact route winograd_dw or winograd_s2_dw falls back to)."""
     nt = g.nt()
+    if winograd and _winograd_s2_dw_rule(g):
+        return "winograd_s2_dw"
     if dwt and winograd and _winograd_dw_rule(g):
         return "winograd_dw"
     if dwt and _k("conv_dwt_s1") and _dwt_s1_ok(g):
@@ -592,6 +634,13 @@ def exact_dw(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads)
     """conv2d's dW route other than winograd_dw (where its taps came out NaN or infinite)."""
     return _rule_dw(_Geometry(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, f32, level,
                               threads), winograd=False)
+
+
+def exact_dw_convt(n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, f32, level, threads):
+    """conv_transpose2d's dW route other than winograd_s2_dw (where its taps came out NaN or
+    infinite)."""
+    return _rule_dw(_Geometry(n, cout, oh, ow, cin, kh, kw, sh, sw, ph, pw, h, w, f32, level,
+                              threads), dwt=False, winograd=False)
 
 
 def _is_pixel_transpose(n, h, w, kh, kw, ph, pw, oh, ow):

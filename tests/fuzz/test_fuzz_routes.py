@@ -60,12 +60,15 @@ REQUIRED = {
                         "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
                         "dwt_s1/rows",
                         "dwt_s1/samples", "implicit_dw/panels", "implicit_dw/pixels",
-                        "direct_s2_dw", "im2col_dw/nt", "im2col_dw/tn", "im2col_dw/blas"},
-    "ConvTranspose2D.forward": {"winograd_s2_dx", "winograd_s2_dx/3x3", "subpixel", "subpixel_phase/implicit",
-                                "col2im/f32", "col2im/f64", "pixel_transpose"},
+                        "direct_s2_dw", "winograd_s2_dw", "im2col_dw/nt", "im2col_dw/tn",
+                        "im2col_dw/blas"},
+    "ConvTranspose2D.forward": {"winograd_s2_dx", "winograd_s2_dx/3x3", "subpixel",
+                                "subpixel_phase/implicit", "col2im/f32", "col2im/f64",
+                                "pixel_transpose"},
     "ConvTranspose2D.backward": {"direct_s2_forward/per_sample", "strided_gathered",
-                                 "winograd_s2", "winograd_s2/3x3", "im2col_forward/f32", "im2col_forward/f64",
-                                 "implicit_dw/panels", "direct_s2_dw", "im2col_dw/nt",
+                                 "winograd_s2", "winograd_s2/3x3", "im2col_forward/f32",
+                                 "im2col_forward/f64", "implicit_dw/panels", "direct_s2_dw",
+                                 "winograd_s2_dw", "im2col_dw/nt",
                                  "im2col_dw/blas", "pixel_transpose"},
     "Dense.forward": {"microkernel/nt", "blas_gemm"},
     "Dense.backward": {"microkernel/nn", "microkernel/tn", "microkernel/tn_packed", "blas_gemm"},
@@ -429,9 +432,9 @@ def _child_tests(examples):
 
     @target(1, transposed=[False, True])
     def conv_stride2_winograd(data, transposed):
-        """winograd_s2 and winograd_s2_dx: 4x4 stride-2 float32 convolutions with >= 16 input
-        and >= 32 output channels (Conv2D's forward and dx; ConvTranspose2D's dx, a forward of
-        dy, and its forward, a dx), padding 0..2."""
+        """winograd_s2, winograd_s2_dx and winograd_s2_dw: 4x4 stride-2 float32 convolutions
+        with >= 16 input and >= 32 output channels (Conv2D's forward, dx and dW;
+        ConvTranspose2D's dx, a forward of dy, its forward, a dx, and its dW), padding 0..2."""
         draw = data.draw
         p = pick(draw, 0, 2, "p")
         if transposed:
@@ -776,6 +779,36 @@ def _child_tests(examples):
         w4[:, :, rh:rh + 3, rw:rw + 3] = w
         return w4, (padding[0] + rh, padding[1] + rw)
 
+    WS2_A = np.array([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 2, 4, 8],
+                      [0, 0, 0, 1.]])  # |A| (winograd_s2_dw.h: A^T of F(4x4,2x2), transposed)
+
+    def winograd_s2_dw_unit(x, dy, padding):
+        """eps-free bound unit of winograd_s2_dw's dW (O, C, 4, 4) of x (n, c, h, w) -> dy (n,
+        o, oh, ow): per phase, sums over dy's 4x4 tiles of the transformed tile times the
+        transformed 5x5 patch (F(2x2,4x4), roles swapped), so the unit is the transforms in
+        absolute values, |G^T| (sum_tiles |A| |g| |A^T| * |B^T| |d_p| |B|) |G|."""
+        ph, pw = padding
+        n, c, h, wd = x.shape
+        o, oh, ow = dy.shape[1:]
+        th, tw = -(-oh // 4), -(-ow // 4)
+        xp = np.zeros((n, c, 8 * th + 2, 8 * tw + 2))
+        hh, ww = min(h, xp.shape[2] - ph), min(wd, xp.shape[3] - pw)
+        xp[:, :, ph:ph + hh, pw:pw + ww] = np.abs(x[:, :, :hh, :ww])
+        gp = np.zeros((n, o, 4 * th, 4 * tw))
+        gp[:, :, :oh, :ow] = np.abs(dy)
+        g = gp.reshape(n, o, th, 4, tw, 4).transpose(0, 1, 2, 4, 3, 5)
+        u = np.einsum("ik,notwkl,jl->notwij", WS2_A, g, WS2_A)
+        out = np.zeros((o, c, 4, 4))
+        for a in (0, 1):
+            for b in (0, 1):
+                xa = xp[:, :, a::2, b::2]
+                d = np.stack([np.stack([xa[:, :, i:i + 4 * th:4, j:j + 4 * tw:4]
+                                        for j in range(5)], -1) for i in range(5)], -2)
+                v = np.einsum("ik,nctwkl,jl->nctwij", WS2_BT, d, WS2_BT)
+                m = np.einsum("nctwij,notwij->ocij", v, u)
+                out[:, :, a::2, b::2] = np.einsum("iu,ocij,jv->ocuv", WS2_G, m, WS2_G)
+        return out
+
     def run_conv(draw, spec):
         with tuning(**spec.get("tuning", {})):
             return _run_conv(draw, spec)
@@ -867,6 +900,10 @@ def _child_tests(examples):
                                                       np.abs(clean_dy), None)
         if took_winograd_dw:
             unit_dw = np.maximum(unit_dw, winograd_dw_unit(x, clean_dy, spec["padding"]))
+        if backward_routes["winograd_s2_dw"]:  # conv_transpose2d's: x and dy exchanged
+            unit_dw = np.maximum(unit_dw, winograd_s2_dw_unit(clean_dy, x, spec["padding"])
+                                 if transposed else
+                                 winograd_s2_dw_unit(x, clean_dy, spec["padding"]))
         if backward_routes["winograd/f4"] and input_grad:  # dx: dy forward, the flipped kernel
             kh, kw = weight.shape[2:]
             flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]

@@ -75,8 +75,9 @@ def test_dcgan_d_stride_2_convolutions():
                                      threads=2).forward == "im2col_forward/f32"
     assert first.dw == "direct_s2_dw"
     conv2 = conv_plan.plan_conv2d(x2, w2, s2, p2, level="avx512", threads=2)
-    assert conv2 == ("winograd_s2", "winograd_s2_dx", "direct_s2_dw")  # test_winograd_s2.py
-    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False):
+    # test_winograd_s2.py, test_winograd_s2_dw.py
+    assert conv2 == ("winograd_s2", "winograd_s2_dx", "winograd_s2_dw")
+    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False, conv_winograd_s2_dw=False):
         conv2 = conv_plan.plan_conv2d(x2, w2, s2, p2, level="avx512", threads=2)
         assert conv2 == ("direct_s2_forward/per_sample", "subpixel/beside_dw", "direct_s2_dw")
         assert conv_plan.plan_conv2d(x2, w2, s2, p2, level="avx512", threads=1).dx == "subpixel"
@@ -91,10 +92,10 @@ def test_dcgan_g_transposed_convolutions():
     plans = [conv_plan.plan_conv_transpose2d(x, w, s, p, level="avx512", threads=2)
              for _, x, w, s, p in shapes]
     assert plans[0] == ("pixel_transpose",) * 3  # the latent vector: a 1x1 input
-    assert (plans[1].forward, plans[1].dx) == ("winograd_s2_dx", "winograd_s2")
-    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False):
+    assert plans[1] == ("winograd_s2_dx", "winograd_s2", "winograd_s2_dw")
+    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False, conv_winograd_s2_dw=False):
         p1 = conv_plan.plan_conv_transpose2d(*shapes[1][1:], level="avx512", threads=2)
-        assert (p1.forward, p1.dx) == ("subpixel", "direct_s2_forward/per_sample")
+        assert p1 == ("subpixel", "direct_s2_forward/per_sample", "direct_s2_dw")
     assert plans[-1].forward == "col2im/f32"  # 64->1: a single output channel
     assert plans[-1].dx == "direct_s2_forward/per_sample"  # 64 channels of dx: the direct kernel
 
@@ -153,7 +154,8 @@ def test_float64_and_the_lower_levels():
     # the AVX2 level has the AVX-512 level's convolution kernels: the same routes (but the
     # Winograd tile, test_winograd_tile_by_level_and_geometry; and the stride-2 Winograd
     # kernels, AVX-512 only)
-    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False, conv_winograd_tile=2):
+    with tuned(conv_winograd_s2=False, conv_winograd_s2_dx=False, conv_winograd_s2_dw=False,
+               conv_winograd_tile=2):
         for xs, ws, s, p in ((x, w, 1, 1), (x, (32, 32, 3, 3), 1, 1),
                              ((64, 64, 14, 14), (128, 64, 4, 4), 2, 1)):
             assert conv_plan.plan_conv2d(xs, ws, s, p, level="avx2", threads=2) == \

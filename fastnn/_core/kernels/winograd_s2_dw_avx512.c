@@ -1,0 +1,299 @@
+/* The AVX-512 kernels of winograd_s2_dw.h: F(2x2,4x4) with the roles swapped over the four
+   stride phases of a 4x4 stride-2 convolution's weight gradient. Tiles are taken 16 at a time
+   in their flat order (one tile per lane): x's 10x10 windows and dy's 4x4 tiles loaded a row
+   at a time and put in the tiles' lanes by transposes, the sums over tiles on the microkernel's
+   tiles (k = the tiles). */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include "winograd_s2_dw.h"
+#include "mk_avx512.h"
+
+/* o := B^T d for 5 vectors, B^T = [2 -1 -2 1 0; 0 2 1 -1 0; 0 -2 3 -1 0; 0 -1 0 1 0;
+   0 2 -1 -2 1] (winograd_s2_avx512.c's input transform) */
+static inline void fnn_ws2dw_bt(const __m512 d[5], __m512 o[5]) {
+    const __m512 two = _mm512_set1_ps(2.0f), three = _mm512_set1_ps(3.0f);
+    __m512 d31 = _mm512_sub_ps(d[3], d[1]);
+    o[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), d31);
+    o[1] = _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3]));
+    o[2] = _mm512_fmsub_ps(three, d[2], _mm512_fmadd_ps(two, d[1], d[3]));
+    o[3] = d31;
+    o[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
+}
+
+/* o := A g for 4 vectors, A = (A^T)^T = [1 0 0 0; 1 1 1 1; 1 -1 1 -1; 1 2 4 8; 0 0 0 1] */
+static inline void fnn_ws2dw_a(const __m512 g[4], __m512 o[5]) {
+    const __m512 two = _mm512_set1_ps(2.0f);
+    __m512 s02 = _mm512_add_ps(g[0], g[2]), s13 = _mm512_add_ps(g[1], g[3]);
+    o[0] = g[0];
+    o[1] = _mm512_add_ps(s02, s13);
+    o[2] = _mm512_sub_ps(s02, s13);
+    o[3] = _mm512_fmadd_ps(two, _mm512_fmadd_ps(two, _mm512_fmadd_ps(two, g[3], g[2]), g[1]), g[0]);
+    o[4] = g[3];
+}
+
+/* The tiles' order (winograd_s2_dw.h): groups of gi samples (gt = gi*TH*TW tiles), in a group
+   class k = 2*(ty is a partial last row) + (tx a partial last column) after class k - 1, each
+   class by sample, row, column. */
+typedef struct {
+    long start[5];  /* class k's tiles in the group: [start[k], start[k + 1]) */
+    int rows[4], cols[4], row0[4], col0[4];
+} fnn_ws2dw_classes;
+
+static void fnn_ws2dw_classes_of(long ng, int OH, int OW, fnn_ws2dw_classes* cl) {
+    const int TH = (OH + 3) / 4, TW = (OW + 3) / 4, rl = OH % 4 != 0, cp = OW % 4 != 0;
+    cl->start[0] = 0;
+    for (int k = 0; k < 4; k++) {
+        cl->rows[k] = k < 2 ? TH - rl : rl;
+        cl->row0[k] = k < 2 ? 0 : TH - rl;
+        cl->cols[k] = k % 2 == 0 ? TW - cp : cp;
+        cl->col0[k] = k % 2 == 0 ? 0 : TW - cp;
+        cl->start[k + 1] = cl->start[k] + ng * cl->rows[k] * cl->cols[k];
+    }
+}
+
+/* tile t's group start gbase, class k and the class's end (tiles), and its (n, ty, tx) */
+static inline void fnn_ws2dw_tile(long N, int OH, int OW, int gi, long t, long* gbase, int* k,
+                                  long* kend, long* n, int* ty, int* tx) {
+    const long gt = (long)gi * ((OH + 3) / 4) * ((OW + 3) / 4), g = t / gt;
+    fnn_ws2dw_classes cl;
+    fnn_ws2dw_classes_of(N - g * gi < gi ? N - g * gi : gi, OH, OW, &cl);
+    long r = t - g * gt;
+    int c = 0;
+    while (r >= cl.start[c + 1]) c++;
+    *gbase = g * gt;
+    *k = c;
+    *kend = g * gt + cl.start[c + 1];
+    r -= cl.start[c];
+    long per = (long)cl.rows[c] * cl.cols[c], rem = r % per;
+    *n = g * gi + r / per;
+    *ty = cl.row0[c] + (int)(rem / cl.cols[c]);
+    *tx = cl.col0[c] + (int)(rem % cl.cols[c]);
+}
+
+void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                      long t_hi, int a, int kc, const float* x, const float* dy, float* Mk,
+                      double* db8, float* V, float* G, float* Bp) {
+    const int K = 4 * C, TH = (OH + 3) / 4, TW = (OW + 3) / 4;
+    const long HW = (long)H * W, OHW = (long)OH * OW;
+    const long tpi = (long)TH * TW;
+    const int gi = tpi <= kc ? (int)(kc / tpi) : 1, bt = tpi <= kc ? (int)(gi * tpi) : kc;
+    int started[25] = {0};  /* Mk[e] holds a block's sums */
+    const long VS = (long)K * FNN_MK_RA_LDA, GS = (long)O * kc, KO = (long)K * O;
+    const int a0 = a == 1, a1 = a == 0 ? 1 : 2, ra = a == 2 ? 1 : 2;  /* row parities [a0, a1) */
+    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
+    for (long b0 = t_lo; b0 < t_hi; b0 += bt) {
+        const int T = t_hi - b0 < bt ? (int)(t_hi - b0) : bt, TL = (T + 15) & ~15;
+        for (int g0 = 0; g0 < TL; g0 += 16) {
+            int idx[16] __attribute__((aligned(64)));
+            long ooff[16];
+            __mmask16 rowm[10] = {0}, colm[10] = {0};
+            __mmask8 km[10][16], okm[4][16];  /* valid columns 0-7 of window row r, 0-3 of dy row i */
+            for (int q = 0; q < 16; q++) {
+                idx[q] = 0;
+                ooff[q] = 0;
+                for (int r = 0; r < 10; r++) km[r][q] = 0;
+                for (int i = 0; i < 4; i++) okm[i][q] = 0;
+                if (g0 + q >= T) continue;
+                long n, gb, ke;
+                int ty, tx, k;
+                fnn_ws2dw_tile(N, OH, OW, gi, b0 + g0 + q, &gb, &k, &ke, &n, &ty, &tx);
+                int iy0 = 8 * ty - ph, ix0 = 8 * tx - pw, oy = 4 * ty, ox = 4 * tx;
+                idx[q] = (int)(n * C * HW + (long)iy0 * W + ix0);
+                __mmask8 cm = 0;
+                for (int r = 0; r < 10; r++) {
+                    if (iy0 + r >= 0 && iy0 + r < H) rowm[r] |= (__mmask16)(1u << q);
+                    if (ix0 + r >= 0 && ix0 + r < W) colm[r] |= (__mmask16)(1u << q);
+                    if (r < 8 && ix0 + r >= 0 && ix0 + r < W) cm |= (__mmask8)(1u << r);
+                }
+                for (int r = 0; r < 10; r++) km[r][q] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+                ooff[q] = n * O * OHW + (long)oy * OW + ox;
+                int cols = OW - ox < 4 ? OW - ox : 4;
+                for (int i = 0; i < 4; i++) okm[i][q] = oy + i < OH ? (__mmask8)((1u << cols) - 1) : 0;
+            }
+            /* V[e][p*C + c][t] = (B^T d B)[e] of phase p's 5x5 patch d[r][j] = window[2r + a][2j + b],
+               p = 2a + b: the window's rows of parity a only */
+            const __m512i vidx = _mm512_load_si512(idx);
+            for (int c = 0; c < C; c++) {
+                const float* xc = x + c * HW;
+                __m512 d[10][10];  /* d[r][j] lane q: x[iy0 + r, ix0 + j] of tile q */
+                for (int r = a0; r < 10; r += ra) {
+                    /* columns 0-7: tile q's row in half q / 8 of p[q % 8], 8x8 transposes of the
+                       halves, the 128-bit blocks put in tile order; columns 8, 9 gathered */
+                    __m512 p[8], t[8], u[8];
+                    const float* xr = xc + (long)r * W;
+                    for (int k = 0; k < 8; k++)
+                        p[k] = _mm512_insertf32x8(
+                            _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], xr + idx[k])),
+                            _mm256_maskz_loadu_ps(km[r][k + 8], xr + idx[k + 8]), 1);
+                    for (int k = 0; k < 8; k += 2) {
+                        t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
+                        t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
+                    }
+                    for (int k = 0; k < 8; k += 4) {
+                        u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+                        u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+                        u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                        u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        d[r][j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
+                        d[r][j + 4] = _mm512_permutex2var_ps(u[j], hi_blk, u[j + 4]);
+                    }
+                    for (int j = 8; j < 10; j++)
+                        d[r][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rowm[r] & colm[j],
+                                                           vidx, xr + j, 4);
+                }
+                for (int p = 2 * a0; p < 2 * a1; p++) {
+                    const int pa = p >> 1, b = p & 1;
+                    __m512 s[5][5], col[5], o5[5];
+                    for (int j = 0; j < 5; j++) {  /* columns: s[.][j] = B^T d[.][j] */
+                        for (int r = 0; r < 5; r++) col[r] = d[2 * r + pa][2 * j + b];
+                        fnn_ws2dw_bt(col, o5);
+                        for (int i = 0; i < 5; i++) s[i][j] = o5[i];
+                    }
+                    float* v = V + (long)(p * C + c) * FNN_MK_RA_LDA + g0;
+                    for (int i = 0; i < 5; i++) {  /* rows: V[i][.] = s[i][.] B */
+                        fnn_ws2dw_bt(s[i], o5);
+                        for (int j = 0; j < 5; j++) _mm512_store_ps(v + (5 * i + j) * VS, o5[j]);
+                    }
+                }
+            }
+            /* G[e][o][t] = (A g A^T)[e] of dy's 4x4 tile g */
+            for (int o = 0; o < O; o++) {
+                const float* go = dy + o * OHW;
+                __m512 g[4][4], s[5][4], col[4], o5[5];
+                for (int i = 0; i < 4; i++) {  /* row i: 4x4 transposes per 128-bit block */
+                    __m512 p[4];
+                    for (int k = 0; k < 4; k++) {
+                        __m512 v = _mm512_castps128_ps512(
+                            _mm_maskz_loadu_ps(okm[i][k], go + ooff[k] + i * OW));
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[i][4 + k], go + ooff[4 + k] + i * OW), 1);
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[i][8 + k], go + ooff[8 + k] + i * OW), 2);
+                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[i][12 + k], go + ooff[12 + k] + i * OW), 3);
+                        p[k] = v;
+                    }
+                    __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t1 = _mm512_unpackhi_ps(p[0], p[1]);
+                    __m512 t2 = _mm512_unpacklo_ps(p[2], p[3]), t3 = _mm512_unpackhi_ps(p[2], p[3]);
+                    g[i][0] = _mm512_shuffle_ps(t0, t2, 0x44);
+                    g[i][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+                    g[i][2] = _mm512_shuffle_ps(t1, t3, 0x44);
+                    g[i][3] = _mm512_shuffle_ps(t1, t3, 0xEE);
+                }
+                for (int j = 0; j < 4; j++) {  /* columns: s[.][j] = A g[.][j] */
+                    for (int i = 0; i < 4; i++) col[i] = g[i][j];
+                    fnn_ws2dw_a(col, o5);
+                    for (int e = 0; e < 5; e++) s[e][j] = o5[e];
+                }
+                float* gp = G + (long)o * kc + g0;
+                for (int i = 0; i < 5; i++) {  /* rows: G[i][.] = s[i][.] A^T */
+                    fnn_ws2dw_a(s[i], o5);
+                    for (int j = 0; j < 5; j++) _mm512_store_ps(gp + (5 * i + j) * GS, o5[j]);
+                }
+            }
+        }
+        if (db8)  /* element 6 of a tile's transform is the sum of its 4x4 dy */
+            for (int o = 0; o < O; o++) {
+                const float* gp = G + 6 * GS + (long)o * kc;
+                __m512d acc = _mm512_loadu_pd(db8 + o * 8);
+                for (int q = 0; q < TL; q += 8)
+                    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_load_ps(gp + q)));
+                _mm512_storeu_pd(db8 + o * 8, acc);
+            }
+        /* Mk[e]'s rows of phases [2a0, 2a1) (+)= V[e]'s @ G[e]^T over the block's tiles whose
+           element e can be nonzero: a partial last row (column) of dy tiles has a zero row 4
+           (column 4) of A g A^T (g's last row is zero), so those tiles' classes are skipped
+           there; each run of tiles summed from zero, then added */
+        const long r0 = 2L * a0 * C;
+        const int m = 2 * (a1 - a0) * C;
+        for (int e = 0; e < 25; e++) {
+            int lo = -1, hi = -1;
+            for (long t = b0;;) {  /* runs of the block's tiles of the classes that reach e */
+                const int end = t >= b0 + T;
+                long s1 = t, gb, n;
+                int k = 0, ty, tx, use = 0;
+                if (!end) {
+                    fnn_ws2dw_tile(N, OH, OW, gi, t, &gb, &k, &s1, &n, &ty, &tx);
+                    if (s1 > b0 + T) s1 = b0 + T;
+                    use = (e / 5 < 4 || k < 2) && (e % 5 < 4 || k % 2 == 0);
+                }
+                if (use) {
+                    if (lo < 0) lo = (int)(t - b0);
+                    hi = (int)(s1 - b0);
+                    t = s1;
+                    continue;
+                }
+                if (lo >= 0) {
+                    for (int j0 = 0; j0 < O; j0 += 32) {  /* the run [lo, hi) */
+                        int nr = O - j0 < 32 ? O - j0 : 32;
+                        __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+                        __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
+                        fnn_mk_pack_t(G + e * GS, kc, j0, nr, lo, hi - lo, Bp);
+                        const float* A = V + e * VS + r0 * FNN_MK_RA_LDA + lo;
+                        float* Ce = Mk + e * KO + r0 * O + j0;
+                        if (nr <= 16)
+                            fnn_mk_tiles_ra16(m, hi - lo, A, Bp, Ce, O, started[e], m0);
+                        else
+                            fnn_mk_tiles_ra(m, hi - lo, A, Bp, Ce, O, started[e], m0, m1);
+                    }
+                    started[e] = 1;
+                    lo = -1;
+                }
+                if (end) break;
+                t = s1;
+            }
+        }
+    }
+    for (int e = 0; e < 25; e++)  /* no tile of the chunk reaches element e */
+        if (!started[e])
+            for (int r = 0; r < 2 * (a1 - a0) * C; r++)
+                memset(Mk + e * KO + (2L * a0 * C + r) * O, 0, sizeof(float) * O);
+}
+
+int fnn_ws2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks, const float* M,
+                      double* grad) {
+    const long K = 4L * C, KO = K * O, MS = 25 * KO;
+    const double sixth = 1.0 / 6;
+    /* m[e][o]: one (channel, phase)'s 25 sums; tb[tap][o]: one channel's 16 taps; t0, t1: G^T m */
+    double* m = (double*)malloc(sizeof(double) * (25 + 16 + 10) * (size_t)O);
+    if (!m) return 2;
+    double *tb = m + 25L * O, *t0 = tb + 16L * O, *t1 = t0 + 5L * O;
+    int bad = 0;
+    for (int c = c_lo; c < c_hi; c++) {
+        for (int p = 0; p < 4; p++) {
+            const int a = p >> 1, b = p & 1;
+            for (int e = 0; e < 25; e++) {  /* the chunks' sums in chunk order, o innermost */
+                const float* src = M + e * KO + (long)(p * C + c) * O;
+                double* me = m + (long)e * O;
+                for (int o = 0; o < O; o++) me[o] = src[o];
+                for (int k = 1; k < nchunks; k++)
+                    for (int o = 0; o < O; o++) me[o] += src[k * MS + o];
+            }
+            for (int j = 0; j < 5; j++) {  /* t = G^T m, G^T = [1/2 1/2 1/6 1/6 0; 0 1/2 -1/6 1/3 1] */
+                const double *m0 = m + (long)j * O, *m1 = m0 + 5L * O, *m2 = m0 + 10L * O;
+                const double *m3 = m0 + 15L * O, *m4 = m0 + 20L * O;
+                for (int o = 0; o < O; o++) {
+                    t0[j * O + o] = 0.5 * (m0[o] + m1[o]) + (m2[o] + m3[o]) * sixth;
+                    t1[j * O + o] = 0.5 * m1[o] + (m3[o] + m3[o] - m2[o]) * sixth + m4[o];
+                }
+            }
+            for (int u = 0; u < 2; u++) {  /* r = t G: taps (2u + a, b) and (2u + a, 2 + b) */
+                const double* tu = u ? t1 : t0;
+                double *r0 = tb + (long)((2 * u + a) * 4 + b) * O, *r1 = r0 + 2L * O;
+                for (int o = 0; o < O; o++) {
+                    r0[o] = 0.5 * (tu[o] + tu[O + o]) + (tu[2 * O + o] + tu[3 * O + o]) * sixth;
+                    r1[o] = 0.5 * tu[O + o] + (tu[3 * O + o] + tu[3 * O + o] - tu[2 * O + o]) * sixth
+                            + tu[4 * O + o];
+                }
+            }
+        }
+        for (int i = 0; i < 16 * O; i++) bad |= !(tb[i] - tb[i] == 0.0);
+        for (int o = 0; o < O; o++) {
+            double* r = grad + ((long)o * C + c) * 16;
+            for (int k = 0; k < 16; k++) r[k] = tb[(long)k * O + o];
+        }
+    }
+    free(m);
+    return bad;
+}
