@@ -208,11 +208,13 @@ static inline int fnn_wg2_dw_run8(int H, int W, int C, int O, int OH, int OW, in
 }
 /* r[p] := pixel p < cols of the 8 rows at g + i*stride (lanes i < rows; zero elsewhere):
    8 row loads transposed in registers */
-static inline void fnn_wg2_dw_rows(const float* g, long stride, int rows, int cols,
+static inline void fnn_wg2_dw_rows(const float* g, long stride, int rows, int cols, long pf,
                                    __m256 r[8]) {
     __m256 t[8], u[8];
     for (int i = 0; i < 8; i++)
         r[i] = i < rows ? fnn_wg2_load8(g + i * stride, 0, cols) : _mm256_setzero_ps();
+    for (int i = 0; i < rows; i++)  /* 8 strided streams: too many for the prefetchers */
+        _mm_prefetch((const char*)(g + i * stride + pf), _MM_HINT_T0);
     for (int q = 0; q < 8; q += 2) {
         t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
         t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
@@ -330,8 +332,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 const int rows = O - ob < 0 ? 0 : (O - ob < 8 ? O - ob : 8);
                 const float* g0 = dy + (n * O + ob) * OHW + (long)oy * OW + ox;
                 __m256 p0[8], p1[8];
-                fnn_wg2_dw_rows(g0, OHW, rows, cols, p0);
-                if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cols, p1);
+                fnn_wg2_dw_rows(g0, OHW, rows, cols, 2 * OW, p0);
+                if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cols, 2 * OW, p1);
                 else for (int i = 0; i < 8; i++) p1[i] = _mm256_setzero_ps();
                 float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
                 for (int q = 0; q < R; q++, pp += 32) {

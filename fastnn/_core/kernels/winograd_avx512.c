@@ -250,10 +250,12 @@ static inline __m512 fnn_wg2_dw_load(__mmask16 m, const float* p, const float* l
 /* r[p] := pixel p of the 16 floats at g + i*stride (lanes i < rows, columns cm; zero
    elsewhere): 16 row loads transposed in registers as fnn_mk_pack_t */
 static inline void fnn_wg2_dw_rows(const float* g, long stride, int rows, __mmask16 cm,
-                                   const float* lo, const float* hi, __m512 r[16]) {
+                                   const float* lo, const float* hi, long pf, __m512 r[16]) {
     __m512 t[16], u[16], o[16];
     for (int i = 0; i < 16; i++)
         r[i] = i < rows ? fnn_wg2_dw_load(cm, g + i * stride, lo, hi) : _mm512_setzero_ps();
+    for (int i = 0; i < rows; i++)  /* 16 strided streams: too many for the prefetchers */
+        _mm_prefetch((const char*)(g + i * stride + pf), _MM_HINT_T0);
     for (int q = 0; q < 16; q += 2) {
         t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
         t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
@@ -302,6 +304,13 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 const float* xc = x + c * HW;
                 __m512 d[4][4], s[4][4];
                 if (gr->runs) {
+                    if (c + 1 < C)  /* the next channel's rows, a channel's groups ahead */
+                        for (int r = 0; r < 4; r++)
+                            for (int h = 0; h < 2; h++) {
+                                const char* nx = (const char*)(xc + HW + gr->xoff[h] + r * W);
+                                _mm_prefetch(nx, _MM_HINT_T0);
+                                _mm_prefetch(nx + 64, _MM_HINT_T0);
+                            }
                     for (int r = 0; r < 4; r++)
                         for (int sh = 0; sh < 2; sh++) {
                             __m512 a = fnn_wg2_dw_load(gr->xm[0][r][sh], xc + gr->xoff[0] + r * W + 2 * sh, x, xend);
@@ -343,8 +352,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 const int rows = O - ob < 16 ? O - ob : 16;
                 const float* g0 = dy + (n * O + ob) * OHW + (long)oy * OW + ox;
                 __m512 p0[16], p1[16];
-                fnn_wg2_dw_rows(g0, OHW, rows, cm, dy, dyend, p0);
-                if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cm, dy, dyend, p1);
+                fnn_wg2_dw_rows(g0, OHW, rows, cm, dy, dyend, 2 * OW, p0);
+                if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cm, dy, dyend, 2 * OW, p1);
                 else for (int i = 0; i < 16; i++) p1[i] = _mm512_setzero_ps();
                 float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
                 for (int q = 0; q < R; q++, pp += 32) {
