@@ -347,14 +347,20 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
             __mmask16 cm = 0;
             for (int i = 0; i < 2 * R; i++)
                 if (ox + i < OW) cm |= (__mmask16)(1u << i);
-            const int row1 = oy + 1 < OH;
+            const int row1 = oy + 1 < OH, both = row1 && 2 * R == OW && OW <= 8;
             for (int ob = 0; ob < O16; ob += 16) {
                 const int rows = O - ob < 16 ? O - ob : 16;
                 const float* g0 = dy + (n * O + ob) * OHW + (long)oy * OW + ox;
                 __m512 p0[16], p1[16];
-                fnn_wg2_dw_rows(g0, OHW, rows, cm, dy, dyend, 2 * OW, p0);
-                if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cm, dy, dyend, 2 * OW, p1);
-                else for (int i = 0; i < 16; i++) p1[i] = _mm512_setzero_ps();
+                if (both) {  /* the two rows are one load's lanes [0, OW) and [OW, 2 OW) */
+                    fnn_wg2_dw_rows(g0, OHW, rows, (__mmask16)((1u << 2 * OW) - 1), dy, dyend,
+                                    2 * OW, p0);
+                    for (int i = 0; i < OW; i++) p1[i] = p0[OW + i];
+                } else {
+                    fnn_wg2_dw_rows(g0, OHW, rows, cm, dy, dyend, 2 * OW, p0);
+                    if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cm, dy, dyend, 2 * OW, p1);
+                    else for (int i = 0; i < 16; i++) p1[i] = _mm512_setzero_ps();
+                }
                 float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
                 for (int q = 0; q < R; q++, pp += 32) {
                     __m512 a[4][2];
