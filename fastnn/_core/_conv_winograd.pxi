@@ -25,7 +25,8 @@ cdef extern from "kernels/winograd.h":
 
     void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                           long t_hi, int kc, const float* x, const float* dy, float* Mk,
-                          double* db8, float* V, float* G, float* Bp) noexcept nogil
+                          double* db8, float* V, float* P) noexcept nogil
+    long FNN_WG2_DW_PS(int O, int kc) noexcept nogil
     int fnn_wg2_dw_finish(int O, int C, int c_lo, int c_hi, int nchunks, const float* M,
                           double* grad) noexcept nogil
 
@@ -175,8 +176,8 @@ def _winograd_dw(x, dy, dw, db, int ph, int pw):
     cdef Py_ssize_t ntiles_c = ntiles, chunk = chunk_
     cdef int kc = kc_, nchunks = nchunks_
     cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 9 * oh * ow), nchunks)
-    cdef Py_ssize_t vsize = <Py_ssize_t>16 * c * FNN_MK_RA_LDA, gsize = <Py_ssize_t>16 * o * kc
-    cdef Py_ssize_t per_thread = vsize + gsize + <Py_ssize_t>FNN_MK_KC * 32
+    cdef Py_ssize_t vsize = <Py_ssize_t>16 * c * FNN_MK_RA_LDA
+    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>16 * FNN_WG2_DW_PS(o, kc)
     cdef Py_ssize_t msize = <Py_ssize_t>16 * c * o
     ws = _cached(np.float32, "wg_dw", nt * per_thread + 16)
     parts = _cached(np.float32, "wg_dw_parts", nchunks * msize)
@@ -200,7 +201,7 @@ def _winograd_dw(x, dy, dw, db, int ph, int pw):
             fnn_wg2_dw_chunk(c, h, w, o, oh, ow, ph, pw, <long>k * chunk,
                              min(ntiles_c, <long>k * chunk + chunk), kc, px, pdy,
                              pparts + k * msize, pdb + <Py_ssize_t>k * o * 8 if pdb != NULL else NULL,
-                             v, v + vsize, v + vsize + gsize)
+                             v, v + vsize)
         for t in prange(nt, num_threads=nt, schedule="static", chunksize=1,
                         use_threads_if=nt > 1):
             bad[t] = fnn_wg2_dw_finish(o, c, min(c, t * per_c), min(c, t * per_c + per_c),

@@ -45,16 +45,20 @@ FNN_ISA_KERNEL int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int
    G'^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 -1]): 16 sums over the tiles, one per element of the
    transformed tile, M[e] (C x O) = V[e] (C x T) @ Gt[e]^T (T x O), on the microkernel's tiles.
    One chunk [t_lo, t_hi) of the tiles (tile t as in fnn_wg2_tiles, over dy's OH x OW grid):
-   blocks of kc tiles (16 <= kc <= FNN_MK_KC, a multiple of 16): both transforms, then each
-   block's 16 products summed from zero and added to Mk (16*C*O floats, M[e][c][o]; the
-   first block stores). db8 (O*8 doubles, or NULL) += dy's sums, lane l of o's 8 summing
-   the tiles l mod 8 of each block, in double. Scratch, 64-byte aligned: V 16*C*FNN_MK_RA_LDA,
-   G 16*O*kc, Bp FNN_MK_KC*32 floats. Each entry of Mk is the same float32 sum at both
-   levels. */
+   blocks of kc tiles (16 <= kc <= FNN_MK_KC, a multiple of 16): both transforms (dy's
+   straight into the microkernel's packed 32-column panels, its tiles' pixels transposed in
+   registers), then each block's 16 products summed from zero and added to Mk (16*C*O floats,
+   M[e][c][o]; the first block stores). db8 (O*8 doubles, or NULL) += dy's sums, lane l of o's
+   8 summing the tiles l mod 8 of each block, in double. Scratch, 64-byte aligned: V
+   16*C*FNN_MK_RA_LDA floats, P 16*FNN_WG2_DW_PS(O, kc) floats. Each entry of Mk is the same
+   float32 sum at both levels. */
+/* floats per element of fnn_wg2_dw_chunk's packed dy transforms: ceil(O/32) panels of kc rows
+   of 32, and 16 more so the 16 elements' rows fall on different L1 sets */
+#define FNN_WG2_DW_PS(O, kc) ((long)(((O) + 31) / 32) * (kc) * 32 + 16)
 FNN_ISA_KERNEL void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
                                      long t_lo, long t_hi, int kc, const float* x,
-                                     const float* dy, float* Mk, double* db8, float* V, float* G,
-                                     float* Bp);
+                                     const float* dy, float* Mk, double* db8, float* V,
+                                     float* P);
 
 /* dW's 3x3 taps from the chunks' sums (plain C, every level): for each (o, c) the nchunks
    partial M (each 16*C*O floats) summed in chunk order in double, G'^T m G', then into

@@ -206,12 +206,37 @@ static inline int fnn_wg2_dw_run8(int H, int W, int C, int O, int OH, int OW, in
     r->grows = oy + 1 < OH ? 3 : 1;
     return 1;
 }
+/* r[p] := pixel p < cols of the 8 rows at g + i*stride (lanes i < rows; zero elsewhere):
+   8 row loads transposed in registers */
+static inline void fnn_wg2_dw_rows(const float* g, long stride, int rows, int cols, long pf,
+                                   __m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = i < rows ? fnn_wg2_load8(g + i * stride, 0, cols) : _mm256_setzero_ps();
+    for (int i = 0; i < rows; i++)  /* 8 strided streams: too many for the prefetchers */
+        _mm_prefetch((const char*)(g + i * stride + pf), _MM_HINT_T0);
+    for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 8; q += 4) {
+        u[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);
+        u[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);
+        u[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+        u[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
+        r[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
+    }
+}
+
 void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, int kc, const float* x, const float* dy, float* Mk,
-                      double* db8, float* V, float* G, float* Bp) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+                      double* db8, float* V, float* P) {
+    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2, O16 = (O + 15) & ~15;
     const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
-    const long VS = (long)C * FNN_MK_RA_LDA, GS = (long)O * kc, CO = (long)C * O;
+    const long VS = (long)C * FNN_MK_RA_LDA, PS = FNN_WG2_DW_PS(O, kc), CO = (long)C * O;
     for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
         long offs[FNN_MK_KC], ooffs[FNN_MK_KC];
@@ -294,67 +319,69 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
                 }
             }
-        for (int o = 0; o < O; o++)
-            for (int g0 = 0; g0 < TL; g0 += 8) {
-                const long* ooff = ooffs + g0;
-                const int* okm = okms + g0 * 2;
-                const float* go = dy + o * OHW;
-                __m256 g[2][2];
-                if (isrun[g0 / 8]) {
-                    const fnn_wg2_run8* ru = runs + g0 / 8;
-                    for (int r = 0; r < 2; r++) {
-                        if (!(ru->grows >> r & 1)) {
-                            g[r][0] = g[r][1] = _mm256_setzero_ps();
-                            continue;
-                        }
-                        const float* row = go + ru->goff + (long)r * OW;
-                        fnn_wg2_deinterleave(fnn_wg2_load8(row, ru->ox, OW), fnn_wg2_load8(row + 8, ru->ox + 8, OW),
-                                             &g[r][0], &g[r][1]);
+        /* P[e] = (A' g A'^T)[e] straight in the microkernel's packed panels (winograd_avx512.c):
+           a piece of up to 4 tiles of one row of tiles at a time, 8 channels' 2 dy rows
+           transposed into pixel vectors (lanes o) */
+        for (int q0 = 0; q0 < T;) {
+            const long t = b0 + q0, n = t / tpi, rem = t % tpi;
+            const int tx = (int)(rem % TW), oy = (int)(rem / TW) * 2, ox = 2 * tx;
+            int R = TW - tx < 4 ? TW - tx : 4;
+            if (R > T - q0) R = T - q0;
+            const int cols = OW - ox < 2 * R ? OW - ox : 2 * R, row1 = oy + 1 < OH;
+            for (int ob = 0; ob < O16; ob += 8) {
+                const int rows = O - ob < 0 ? 0 : (O - ob < 8 ? O - ob : 8);
+                const float* g0 = dy + (n * O + ob) * OHW + (long)oy * OW + ox;
+                __m256 p0[8], p1[8];
+                fnn_wg2_dw_rows(g0, OHW, rows, cols, 2 * OW, p0);
+                if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cols, 2 * OW, p1);
+                else for (int i = 0; i < 8; i++) p1[i] = _mm256_setzero_ps();
+                float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
+                for (int q = 0; q < R; q++, pp += 32) {
+                    __m256 a[4][2];
+                    for (int j = 0; j < 2; j++) {
+                        a[0][j] = p0[2 * q + j];
+                        a[1][j] = _mm256_add_ps(p0[2 * q + j], p1[2 * q + j]);
+                        a[2][j] = _mm256_sub_ps(p0[2 * q + j], p1[2 * q + j]);
+                        a[3][j] = p1[2 * q + j];
                     }
-                } else
-                for (int r = 0; r < 2; r++) {
-                    __m256 p[4];
-                    for (int q = 0; q < 4; q++)
-                        p[q] = _mm256_insertf128_ps(
-                            _mm256_castps128_ps256(fnn_wg2_row(go + ooff[q] + r * OW, okm[q * 2 + r])),
-                            fnn_wg2_row(go + ooff[4 + q] + r * OW, okm[(4 + q) * 2 + r]), 1);
-                    __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t2 = _mm256_unpacklo_ps(p[2], p[3]);
-                    g[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
-                    g[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-                }
-                __m256 a[4][2];
-                for (int j = 0; j < 2; j++) {
-                    a[0][j] = g[0][j];
-                    a[1][j] = _mm256_add_ps(g[0][j], g[1][j]);
-                    a[2][j] = _mm256_sub_ps(g[0][j], g[1][j]);
-                    a[3][j] = g[1][j];
-                }
-                float* gp = G + (long)o * kc + g0;
-                for (int i = 0; i < 4; i++) {
-                    _mm256_store_ps(gp + (4 * i + 0) * GS, a[i][0]);
-                    _mm256_store_ps(gp + (4 * i + 1) * GS, _mm256_add_ps(a[i][0], a[i][1]));
-                    _mm256_store_ps(gp + (4 * i + 2) * GS, _mm256_sub_ps(a[i][0], a[i][1]));
-                    _mm256_store_ps(gp + (4 * i + 3) * GS, a[i][1]);
+                    for (int i = 0; i < 4; i++) {
+                        _mm256_store_ps(pp + (4 * i + 0) * PS, a[i][0]);
+                        _mm256_store_ps(pp + (4 * i + 1) * PS, _mm256_add_ps(a[i][0], a[i][1]));
+                        _mm256_store_ps(pp + (4 * i + 2) * PS, _mm256_sub_ps(a[i][0], a[i][1]));
+                        _mm256_store_ps(pp + (4 * i + 3) * PS, a[i][1]);
+                    }
                 }
             }
-        if (db8)  /* lanes 0-3 and 4-7 of the AVX-512 level's 8 double lanes */
-            for (int o = 0; o < O; o++) {
-                const float* gp = G + 5 * GS + (long)o * kc;
-                __m256d lo = _mm256_loadu_pd(db8 + o * 8), hi = _mm256_loadu_pd(db8 + o * 8 + 4);
-                for (int q = 0; q < TL; q += 8) {
-                    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm_load_ps(gp + q)));
-                    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm_load_ps(gp + q + 4)));
+            q0 += R;
+        }
+        if (db8)  /* element 5 of a tile's transform is the sum of its 2x2 dy: lane l of o's 8
+                     sums the tiles l mod 8 in order, in double (as winograd_avx512.c) */
+            for (int o0 = 0; o0 < O; o0 += 4) {
+                const int no = O - o0 < 4 ? O - o0 : 4;
+                const float* pp = P + 5 * PS + (long)(o0 / 32) * kc * 32 + o0 % 32;
+                double s[8][4] = {{0}};
+                __m256d acc[8];
+                for (int l = 0; l < 8; l++) {
+                    for (int i = 0; i < no; i++) s[l][i] = db8[(o0 + i) * 8 + l];
+                    acc[l] = _mm256_loadu_pd(s[l]);
                 }
-                _mm256_storeu_pd(db8 + o * 8, lo);
-                _mm256_storeu_pd(db8 + o * 8 + 4, hi);
+                int q = 0;
+                for (; q + 8 <= T; q += 8)
+                    for (int l = 0; l < 8; l++)
+                        acc[l] = _mm256_add_pd(acc[l], _mm256_cvtps_pd(_mm_loadu_ps(pp + (long)(q + l) * 32)));
+                for (int l = 0; q + l < T; l++)
+                    acc[l] = _mm256_add_pd(acc[l], _mm256_cvtps_pd(_mm_loadu_ps(pp + (long)(q + l) * 32)));
+                for (int l = 0; l < 8; l++) {
+                    _mm256_storeu_pd(s[l], acc[l]);
+                    for (int i = 0; i < no; i++) db8[(o0 + i) * 8 + l] = s[l][i];
+                }
             }
         const int acc_in = b0 > t_lo ? 2 : 0;
         for (int e = 0; e < 16; e++)
             for (int j0 = 0; j0 < O; j0 += 32) {
                 int nr = O - j0 < 32 ? O - j0 : 32;
-                fnn_mk2_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
-                fnn_mk2_panel(C, T, V + e * VS, FNN_MK_RA_LDA, 1, Bp, Mk + e * CO, O, j0, nr,
-                              acc_in);
+                fnn_mk2_panel(C, T, V + e * VS, FNN_MK_RA_LDA, 1, P + e * PS + (long)(j0 / 32) * kc * 32,
+                              Mk + e * CO, O, j0, nr, acc_in);
             }
     }
 }

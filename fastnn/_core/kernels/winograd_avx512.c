@@ -234,13 +234,56 @@ typedef struct {
     __mmask8 km[64], okm[32];
 } fnn_wg2_dw_group;
 
+/* the 16 floats at p in lanes m, zero elsewhere: a plain load and a blend where all 16 lie in
+   [lo, hi) (a masked load is several times slower), else a masked load */
+static inline __m512 fnn_wg2_dw_load(__mmask16 m, const float* p, const float* lo,
+                                     const float* hi) {
+    if (m == 0) return _mm512_setzero_ps();
+    if (p >= lo && p + 16 <= hi) {
+        __m512 v = _mm512_loadu_ps(p);
+        __asm__("" : "+v"(v));  /* keeps gcc from folding the two back into a masked load */
+        return m == 0xFFFF ? v : _mm512_maskz_mov_ps(m, v);
+    }
+    return _mm512_maskz_loadu_ps(m, p);
+}
+
+/* r[p] := pixel p of the 16 floats at g + i*stride (lanes i < rows, columns cm; zero
+   elsewhere): 16 row loads transposed in registers as fnn_mk_pack_t */
+static inline void fnn_wg2_dw_rows(const float* g, long stride, int rows, __mmask16 cm,
+                                   const float* lo, const float* hi, long pf, __m512 r[16]) {
+    __m512 t[16], u[16], o[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? fnn_wg2_dw_load(cm, g + i * stride, lo, hi) : _mm512_setzero_ps();
+    for (int i = 0; i < rows; i++)  /* 16 strided streams: too many for the prefetchers */
+        _mm_prefetch((const char*)(g + i * stride + pf), _MM_HINT_T0);
+    for (int q = 0; q < 16; q += 2) {
+        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 16; q += 4) {
+        u[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
+        u[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
+        u[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+        u[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+    }
+    FNN_MK_TR_COLS(0, u[0], u[4], u[8], u[12])
+    FNN_MK_TR_COLS(1, u[1], u[5], u[9], u[13])
+    FNN_MK_TR_COLS(2, u[2], u[6], u[10], u[14])
+    FNN_MK_TR_COLS(3, u[3], u[7], u[11], u[15])
+    for (int i = 0; i < 16; i++) r[i] = o[i];
+}
+
 void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, int kc, const float* x, const float* dy, float* Mk,
-                      double* db8, float* V, float* G, float* Bp) {
-    const long HW = (long)H * W, OHW = (long)OH * OW;
-    const long VS = (long)C * FNN_MK_RA_LDA, GS = (long)O * kc, CO = (long)C * O;
+                      double* db8, float* V, float* P) {
+    const int TW = (OW + 1) / 2, O16 = (O + 15) & ~15;
+    const long tpi = (long)((OH + 1) / 2) * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long VS = (long)C * FNN_MK_RA_LDA, PS = FNN_WG2_DW_PS(O, kc), CO = (long)C * O;
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    /* the end of the images this chunk reads: plain loads stay inside x and dy */
+    const long nend = (t_hi - 1) / tpi + 1;
+    const float *xend = x + nend * C * HW, *dyend = dy + nend * O * OHW;
     fnn_wg2_dw_group grp[FNN_MK_KC / 16];
     for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
@@ -261,10 +304,17 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 const float* xc = x + c * HW;
                 __m512 d[4][4], s[4][4];
                 if (gr->runs) {
+                    if (c + 1 < C)  /* the next channel's rows, a channel's groups ahead */
+                        for (int r = 0; r < 4; r++)
+                            for (int h = 0; h < 2; h++) {
+                                const char* nx = (const char*)(xc + HW + gr->xoff[h] + r * W);
+                                _mm_prefetch(nx, _MM_HINT_T0);
+                                _mm_prefetch(nx + 64, _MM_HINT_T0);
+                            }
                     for (int r = 0; r < 4; r++)
                         for (int sh = 0; sh < 2; sh++) {
-                            __m512 a = _mm512_maskz_loadu_ps(gr->xm[0][r][sh], xc + gr->xoff[0] + r * W + 2 * sh);
-                            __m512 b = _mm512_maskz_loadu_ps(gr->xm[1][r][sh], xc + gr->xoff[1] + r * W + 2 * sh);
+                            __m512 a = fnn_wg2_dw_load(gr->xm[0][r][sh], xc + gr->xoff[0] + r * W + 2 * sh, x, xend);
+                            __m512 b = fnn_wg2_dw_load(gr->xm[1][r][sh], xc + gr->xoff[1] + r * W + 2 * sh, x, xend);
                             d[r][2 * sh] = _mm512_permutex2var_ps(a, even, b);
                             d[r][2 * sh + 1] = _mm512_permutex2var_ps(a, odd, b);
                         }
@@ -285,65 +335,81 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
                 }
             }
-        /* G[e][o][t] = (A' g A'^T)[e]: rows g0, g0 + g1, g0 - g1, g1, then the columns */
-        for (int o = 0; o < O; o++)
-            for (int k = 0; k < ng; k++) {
-                const fnn_wg2_dw_group* gr = grp + k;
-                const float* go = dy + o * OHW;
-                __m512 g[2][2];
-                for (int r = 0; r < 2 && gr->runs; r++) {
-                    __m512 a = _mm512_maskz_loadu_ps(gr->gm[0][r], go + gr->goff[0] + r * OW);
-                    __m512 b = _mm512_maskz_loadu_ps(gr->gm[1][r], go + gr->goff[1] + r * OW);
-                    g[r][0] = _mm512_permutex2var_ps(a, even, b);
-                    g[r][1] = _mm512_permutex2var_ps(a, odd, b);
+        /* P[e] = (A' g A'^T)[e] straight in the microkernel's packed panels (tile q's row of
+           32 output channels at q*32, lanes o): a piece of up to 8 tiles of one row of tiles
+           at a time, 16 channels' 2 dy rows transposed into pixel vectors (lanes o), then
+           each tile's rows g0, g0 + g1, g0 - g1, g1 and the columns as above */
+        for (int q0 = 0; q0 < T;) {
+            const long t = b0 + q0, n = t / tpi, rem = t % tpi;
+            const int tx = (int)(rem % TW), oy = (int)(rem / TW) * 2, ox = 2 * tx;
+            int R = TW - tx < 8 ? TW - tx : 8;
+            if (R > T - q0) R = T - q0;
+            __mmask16 cm = 0;
+            for (int i = 0; i < 2 * R; i++)
+                if (ox + i < OW) cm |= (__mmask16)(1u << i);
+            const int row1 = oy + 1 < OH, both = row1 && 2 * R == OW && OW <= 8;
+            for (int ob = 0; ob < O16; ob += 16) {
+                const int rows = O - ob < 16 ? O - ob : 16;
+                const float* g0 = dy + (n * O + ob) * OHW + (long)oy * OW + ox;
+                __m512 p0[16], p1[16];
+                if (both) {  /* the two rows are one load's lanes [0, OW) and [OW, 2 OW) */
+                    fnn_wg2_dw_rows(g0, OHW, rows, (__mmask16)((1u << 2 * OW) - 1), dy, dyend,
+                                    2 * OW, p0);
+                    for (int i = 0; i < OW; i++) p1[i] = p0[OW + i];
+                } else {
+                    fnn_wg2_dw_rows(g0, OHW, rows, cm, dy, dyend, 2 * OW, p0);
+                    if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cm, dy, dyend, 2 * OW, p1);
+                    else for (int i = 0; i < 16; i++) p1[i] = _mm512_setzero_ps();
                 }
-                for (int r = 0; r < 2 && !gr->runs; r++) {
-                    const long* ooff = gr->ooff;
-                    const __mmask8* okm = gr->okm;
-                    __m512 p[4];
-                    for (int q = 0; q < 4; q++) {
-                        __m512 v = _mm512_castps128_ps512(
-                            _mm_maskz_loadu_ps(okm[q * 2 + r], go + ooff[q] + r * OW));
-                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(4 + q) * 2 + r], go + ooff[4 + q] + r * OW), 1);
-                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(8 + q) * 2 + r], go + ooff[8 + q] + r * OW), 2);
-                        v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(okm[(12 + q) * 2 + r], go + ooff[12 + q] + r * OW), 3);
-                        p[q] = v;
+                float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
+                for (int q = 0; q < R; q++, pp += 32) {
+                    __m512 a[4][2];
+                    for (int j = 0; j < 2; j++) {
+                        a[0][j] = p0[2 * q + j];
+                        a[1][j] = _mm512_add_ps(p0[2 * q + j], p1[2 * q + j]);
+                        a[2][j] = _mm512_sub_ps(p0[2 * q + j], p1[2 * q + j]);
+                        a[3][j] = p1[2 * q + j];
                     }
-                    __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t2 = _mm512_unpacklo_ps(p[2], p[3]);
-                    g[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
-                    g[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
-                }
-                __m512 a[4][2];
-                for (int j = 0; j < 2; j++) {
-                    a[0][j] = g[0][j];
-                    a[1][j] = _mm512_add_ps(g[0][j], g[1][j]);
-                    a[2][j] = _mm512_sub_ps(g[0][j], g[1][j]);
-                    a[3][j] = g[1][j];
-                }
-                float* gp = G + (long)o * kc + 16 * k;
-                for (int i = 0; i < 4; i++) {
-                    _mm512_store_ps(gp + (4 * i + 0) * GS, a[i][0]);
-                    _mm512_store_ps(gp + (4 * i + 1) * GS, _mm512_add_ps(a[i][0], a[i][1]));
-                    _mm512_store_ps(gp + (4 * i + 2) * GS, _mm512_sub_ps(a[i][0], a[i][1]));
-                    _mm512_store_ps(gp + (4 * i + 3) * GS, a[i][1]);
+                    for (int i = 0; i < 4; i++) {
+                        _mm512_store_ps(pp + (4 * i + 0) * PS, a[i][0]);
+                        _mm512_store_ps(pp + (4 * i + 1) * PS, _mm512_add_ps(a[i][0], a[i][1]));
+                        _mm512_store_ps(pp + (4 * i + 2) * PS, _mm512_sub_ps(a[i][0], a[i][1]));
+                        _mm512_store_ps(pp + (4 * i + 3) * PS, a[i][1]);
+                    }
                 }
             }
-        if (db8)  /* element 5 of a tile's transform is the sum of its 2x2 dy */
-            for (int o = 0; o < O; o++) {
-                const float* gp = G + 5 * GS + (long)o * kc;
-                __m512d acc = _mm512_loadu_pd(db8 + o * 8);
-                for (int q = 0; q < TL; q += 8)
-                    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_load_ps(gp + q)));
-                _mm512_storeu_pd(db8 + o * 8, acc);
+            q0 += R;
+        }
+        if (db8)  /* element 5 of a tile's transform is the sum of its 2x2 dy: lane l of o's 8
+                     sums the tiles l mod 8 in order, in double */
+            for (int o0 = 0; o0 < O; o0 += 8) {
+                const int no = O - o0 < 8 ? O - o0 : 8;
+                const float* pp = P + 5 * PS + (long)(o0 / 32) * kc * 32 + o0 % 32;
+                double s[8][8] = {{0}};
+                __m512d acc[8];
+                for (int l = 0; l < 8; l++) {
+                    for (int i = 0; i < no; i++) s[l][i] = db8[(o0 + i) * 8 + l];
+                    acc[l] = _mm512_loadu_pd(s[l]);
+                }
+                int q = 0;
+                for (; q + 8 <= T; q += 8)
+                    for (int l = 0; l < 8; l++)
+                        acc[l] = _mm512_add_pd(acc[l], _mm512_cvtps_pd(_mm256_loadu_ps(pp + (long)(q + l) * 32)));
+                for (int l = 0; q + l < T; l++)
+                    acc[l] = _mm512_add_pd(acc[l], _mm512_cvtps_pd(_mm256_loadu_ps(pp + (long)(q + l) * 32)));
+                for (int l = 0; l < 8; l++) {
+                    _mm512_storeu_pd(s[l], acc[l]);
+                    for (int i = 0; i < no; i++) db8[(o0 + i) * 8 + l] = s[l][i];
+                }
             }
-        /* Mk[e] (C x O) (+)= V[e] (C x T) @ G[e]^T, each block's sums formed from zero */
+        /* Mk[e] (C x O) (+)= V[e] (C x T) @ P[e], each block's sums formed from zero */
         const int add = b0 > t_lo;
         for (int e = 0; e < 16; e++)
             for (int j0 = 0; j0 < O; j0 += 32) {
                 int nr = O - j0 < 32 ? O - j0 : 32;
                 __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
                 __mmask16 m1 = nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1));
-                fnn_mk_pack_t(G + e * GS, kc, j0, nr, 0, T, Bp);
+                const float* Bp = P + e * PS + (long)(j0 / 32) * kc * 32;
                 if (nr <= 16)
                     fnn_mk_tiles_ra16(C, T, V + e * VS, Bp, Mk + e * CO + j0, O, add, m0);
                 else

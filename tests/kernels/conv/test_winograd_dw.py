@@ -3,7 +3,10 @@ swapped): 3x3 stride-1 float32 weight and bias gradients against the float64 Num
 within the documented float32 tolerance (docs/winograd.md: 1e-5 of the gradient's scale) over
 drawn shapes (channels off multiples of 16, odd images, batch 1, paddings 0..2, images whose
 rows of tiles take the contiguous-run loads), accumulation into dW and db, the same bits on 1
-and 2 threads, the planner's rule and the NaN/inf fallback to the exact route."""
+and 2 threads, the AVX2 level's bits against the AVX-512 level's, the planner's rule and the
+NaN/inf fallback to the exact route."""
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn import _core
-from fastnn._core import _conv, conv_plan, reference, routes
+from fastnn._core import _conv, conv_plan, isa, reference, routes
 from fastnn._core.tuning import tuning
 
 pytestmark = pytest.mark.skipif(not _conv._winograd_available(),
@@ -99,6 +102,30 @@ def test_same_bits_on_one_and_two_threads():
         one, two = winograd_dw(x, dy, 1, threads=1), winograd_dw(x, dy, 1, threads=2)
         assert conv_plan.winograd_dw_blocks(n, c, o, h, w)[3] > 1
         np.testing.assert_array_equal(one, two, err_msg=f"{(n, c, o, h, w)}")
+
+
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(isa.compiled_levels())
+                    or isa.cpu_level() != "avx512",
+                    reason="needs both levels' kernels and a CPU with AVX-512")
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 20), o=st.integers(1, 40), h=st.integers(1, 12),
+       w=st.sampled_from([1, 3, 5, 8, 9, 14, 16, 17, 18]), padding=st.integers(0, 2),
+       seed=st.integers(0, 2 ** 16))
+def test_avx2_gives_the_avx512_bits(n, c, o, h, w, padding, seed):
+    """Both levels side by side (dW and db): dy's transform takes pieces of 8 tiles (AVX-512;
+    images 8 wide or less one load for both rows) or 4 (AVX2) of a row of tiles, every entry
+    the same float32 sum (kernels/winograd.h)."""
+    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)
+    rng = np.random.default_rng(seed)
+    x, dy = case(rng, n, c, o, h, w, padding)
+    got = []
+    for level in ("avx2", "avx512"):
+        conv = importlib.import_module(f"fastnn._core._{level}._conv")
+        dw, db = np.zeros((o, c, 3, 3), np.float32), np.zeros(o, np.float32)
+        assert conv._winograd_dw(x, dy, dw, db, padding, padding) is dw
+        got.append((dw, db))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
