@@ -73,6 +73,9 @@ static inline void fnn_asan_gather(const void* base, const int* idx, unsigned ma
 #define _mm512_mask_storeu_ps(p, k, v) do {                                              \
     void* fnn_p_ = (p); __mmask16 fnn_k_ = (k);                                          \
     fnn_asan_lanes(fnn_p_, fnn_k_, 4); _mm512_mask_storeu_ps(fnn_p_, fnn_k_, (v)); } while (0)
+#define _mm512_mask_storeu_epi64(p, k, v) do {                                           \
+    void* fnn_p_ = (p); __mmask8 fnn_k_ = (k);                                           \
+    fnn_asan_lanes(fnn_p_, fnn_k_, 8); _mm512_mask_storeu_epi64(fnn_p_, fnn_k_, (v)); } while (0)
 #define _mm512_mask_i32gather_ps(src, k, idx, base, scale) __extension__ ({              \
     __mmask16 fnn_k_ = (k); __m512i fnn_i_ = (idx); const void* fnn_b_ = (base);         \
     int fnn_ix_[16] __attribute__((aligned(64)));                                        \
