@@ -48,7 +48,7 @@ ISA_FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3"], "avx512": ["-march=x8
 # where the level has one)
 LEVEL_MODULES = {"_blas": ("microkernel",),
                  "_conv": ("microkernel", "conv", "winograd", "winograd_small", "winograd_s2",
-                           "winograd_s2_dw"),
+                           "winograd_s2_dw", "winograd_small4"),
                  "_recurrent": ("microkernel", "gates"), "_basic": ()}
 # Extra compiler flags of one level module: _basic's kernels round op by op as torch's float32
 # ones do (Adam within 1 ulp of its unfused formula), so no contraction into FMAs (vecmath.h's
@@ -57,7 +57,7 @@ MODULE_ARGS = {"_basic": ["-ffp-contract=off", "-fno-math-errno"]}
 # The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
 LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "conv", "winograd", "winograd_small"),
                  "avx512": ("microkernel", "conv", "gates", "winograd", "winograd_small",
-                            "winograd_s2", "winograd_s2_dw")}
+                            "winograd_s2", "winograd_s2_dw", "winograd_small4")}
 LEVEL_PXD = ("_blas", "_microkernel", "_vecmath", "_conv_kernels", "_gates")
 levels = [lv.strip() for lv in os.environ.get("FASTNN_ISA_LEVELS", ",".join(ISA_FLAGS)).split(",")]
 unknown = sorted(set(levels) - set(ISA_FLAGS))

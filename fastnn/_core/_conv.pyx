@@ -197,9 +197,11 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
     """out := act(conv2d(x) + bias) on forward route ``route`` (conv2d's forward, its stride-1 dx
     as a forward of the flipped kernel, conv_transpose2d's dx)."""
     took(route)
-    if route == "winograd" or route == "winograd/small" or route == "winograd/f4":
-        if route == "winograd/small":
-            if _winograd_small_forward(x, weight, bias, out, ph, pw, act, slope) is not None:
+    if route == "winograd" or route == "winograd/small" or route == "winograd/f4" \
+            or route == "winograd/small4":
+        if route == "winograd/small" or route == "winograd/small4":
+            if _winograd_small_forward(x, weight, bias, out, ph, pw, act, slope,
+                                       4 if route == "winograd/small4" else 2) is not None:
                 return out
         elif _winograd_forward(x, weight, bias, out, ph, pw, act, slope, 0,
                                4 if route == "winograd/f4" else 2) is not None:

@@ -118,25 +118,51 @@ cdef extern from "kernels/winograd_small.h":
 cdef int _wgs_groups_per_task = 4
 
 
-def _winograd_small_forward(x, weight, bias, out, int ph, int pw, int act=0, double slope=0.0):
-    """_winograd_forward's contract (F(2x2,3x3)) on the kernel for few channels: groups of
+cdef extern from "kernels/winograd_small4.h":
+    bint FNN_WGS4_KERNELS
+    int FNN_WGS4_GROUP
+    int FNN_WGS4_OB
+    void fnn_wgs4_pack(int O, int C, const float* U, float* Us) noexcept nogil
+    int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
+                       long t_hi, const float* Us, const float* x, const float* bias, float* out,
+                       float* V, float* M, int act, float slope) noexcept nogil
+
+
+def _winograd_small_available(int tile=2):
+    """Whether the ISA level in use has winograd/small's kernel of this tile (F(2x2,3x3): AVX2
+    and AVX-512; F(4x4,3x3), winograd/small4: AVX-512)."""
+    if tile == 4:
+        return bool(FNN_WGS4_KERNELS and _winograd_available(4))
+    return bool(FNN_WGS_KERNELS and _winograd_available(2))
+
+
+def _winograd_small_forward(x, weight, bias, out, int ph, int pw, int act=0, double slope=0.0,
+                            int tile=2):
+    """_winograd_forward's contract (``tile`` 2: F(2x2,3x3), winograd/small; 4: F(4x4,3x3),
+    winograd/small4, bitwise winograd/f4's outputs) on the kernel for few channels: groups of
     tiles transformed into L1/L2 scratch, the channel products in registers, the output
     transform stored straight to out. Returns out, or None when an output came out NaN or
     infinite (the caller recomputes on an exact route)."""
-    if not (FNN_WGS_KERNELS and _winograd_available(2)):
-        raise RuntimeError("the winograd/small kernels are not in this ISA level (AVX2 and "
-                           "AVX-512)")
+    if tile != 2 and tile != 4:
+        raise ValueError(f"tile must be 2 or 4, got {tile}")
+    if not _winograd_small_available(tile):
+        raise RuntimeError(f"the winograd/small F({tile}x{tile},3x3) kernels are not in this "
+                           f"ISA level (" + ("AVX-512)" if tile == 4 else "AVX2 and AVX-512)"))
+    cdef bint f4 = tile == 4
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]
-    cdef Py_ssize_t ntiles = <Py_ssize_t>n * ((oh + 1) // 2) * ((ow + 1) // 2)
-    cdef int tb = FNN_WGS_GROUP * _wgs_groups_per_task
+    cdef int elems = 36 if f4 else 16
+    cdef int group = FNN_WGS4_GROUP if f4 else FNN_WGS_GROUP
+    cdef int ob = FNN_WGS4_OB if f4 else FNN_WGS_OB
+    cdef Py_ssize_t ntiles = <Py_ssize_t>n * ((oh + tile - 1) // tile) * ((ow + tile - 1) // tile)
+    cdef int tb = group * _wgs_groups_per_task
     cdef int ntasks = <int>((ntiles + tb - 1) // tb)
     cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 9 * oh * ow), max(ntasks, 1))
-    cdef int nb = (o + FNN_WGS_OB - 1) // FNN_WGS_OB
-    cdef Py_ssize_t vsize = <Py_ssize_t>16 * c * FNN_WGS_GROUP
-    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>16 * FNN_WGS_OB * FNN_WGS_GROUP
-    u = _cached(np.float32, "wg_u", <Py_ssize_t>16 * o * c)
-    us = _cached(np.float32, "wgs_us", <Py_ssize_t>16 * nb * FNN_WGS_OB * c)
+    cdef int nb = (o + ob - 1) // ob
+    cdef Py_ssize_t vsize = <Py_ssize_t>elems * c * group
+    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>elems * ob * group
+    u = _cached(np.float32, "wg_u", <Py_ssize_t>elems * o * c)
+    us = _cached(np.float32, "wgs_us", <Py_ssize_t>elems * nb * ob * c)
     ws = _cached(np.float32, "wgs_vm", nt * per_thread + 16)
     cdef float* pu = <float*>_ptr(u)
     cdef float* pus = <float*>_ptr(us)
@@ -151,14 +177,23 @@ def _winograd_small_forward(x, weight, bias, out, int ph, int pw, int act=0, dou
     cdef int k
     cdef float* v
     with nogil:
-        fnn_wg2_weights(o, c, pwt, pu)
-        fnn_wgs_pack(o, c, pu, pus)
+        if f4:
+            fnn_wg4_weights(o, c, pwt, pu)
+            fnn_wgs4_pack(o, c, pu, pus)
+        else:
+            fnn_wg2_weights(o, c, pwt, pu)
+            fnn_wgs_pack(o, c, pu, pus)
         for k in prange(ntasks, num_threads=nt, schedule="dynamic", chunksize=1,
                         use_threads_if=nt > 1):
             v = pws + openmp.omp_get_thread_num() * per_thread
-            bad[k] = fnn_wgs_tiles(c, h, w, o, oh, ow, ph, pw, <long>k * tb,
-                                   min(ntiles, <long>k * tb + tb), pus, px, pb, po, v,
-                                   v + vsize, act, fslope)
+            if f4:
+                bad[k] = fnn_wgs4_tiles(c, h, w, o, oh, ow, ph, pw, <long>k * tb,
+                                        min(ntiles, <long>k * tb + tb), pus, px, pb, po, v,
+                                        v + vsize, act, fslope)
+            else:
+                bad[k] = fnn_wgs_tiles(c, h, w, o, oh, ow, ph, pw, <long>k * tb,
+                                       min(ntiles, <long>k * tb + tb), pus, px, pb, po, v,
+                                       v + vsize, act, fslope)
     return None if flags.any() else out
 
 

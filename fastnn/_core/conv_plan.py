@@ -104,6 +104,9 @@ for _name, _default, _meaning, _check in (
      "channels on the winograd routes (winograd: F(2x2,3x3), winograd/f4: F(4x4,3x3))", _flag),
     ("conv_winograd_small", True, "3x3 stride-1 float32 forwards and dx with few channels "
      "(2..64 in, 16..64 out) on winograd/small (conv_plan._winograd_small)", _flag),
+    ("conv_winograd_small4", True, "winograd/small's forwards and dx from 16 input channels on "
+     "outputs of 12x12 and more by F(4x4,3x3) (winograd/small4: winograd/f4's bits) at "
+     "AVX-512 (conv_plan._winograd_small4)", _flag),
     ("conv_winograd_tile", None, "the winograd routes' output tile: None the planner's choice "
      "(conv_plan._winograd_choice), 2 F(2x2,3x3), 4 F(4x4,3x3) (fewer multiplies, about 20x "
      "the error; docs/winograd.md)", _tile),
@@ -244,6 +247,8 @@ def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
         out |= {"winograd", "winograd/small", "winograd/f4"}
+        if g.level == "avx512":
+            out.add("winograd/small4")
     if _winograd_s2_ok(g):
         out.add("winograd_s2")
     if _winograd_s2_3x3_ok(g):
@@ -303,6 +308,8 @@ def _eligible_dx(g, dw):
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
         out |= {"winograd", "winograd/small", "winograd/f4"}
+        if g.level == "avx512":
+            out.add("winograd/small4")
     if _winograd_s2_ok(g):
         out.add("winograd_s2_dx")
     if _winograd_s2_3x3_ok(g):
@@ -348,11 +355,14 @@ def _winograd_choice(g):
     times F(2x2,3x3)'s), winograd/small for few channels, winograd from 16 channels each side
     (benchmarks/decisions.md). Where F(4x4,3x3) and winograd/small both apply, F(4x4,3x3) at
     the AVX-512 level from 32 channels each side; winograd/small measured faster at 16 channels
-    and at the AVX2 level."""
+    and at the AVX2 level. Before both at the AVX-512 level: winograd/small4 (F(4x4,3x3) on
+    winograd/small's kernel) where _winograd_small4 takes it."""
     general = g.c >= 16 and g.o >= 16
     tile = _k("conv_winograd_tile")
     if general and tile is not None:
         return "winograd/f4" if tile == 4 else "winograd"
+    if _winograd_small4(g):
+        return "winograd/small4"
     if general and _f4_pays(g) and (g.level == "avx512" and min(g.c, g.o) >= 32
                                     or not _winograd_small(g)):
         return "winograd/f4"
@@ -401,6 +411,16 @@ def _winograd_small(g):
     exact routes win at 1) and 16 output channels (benchmarks/decisions.md)."""
     return (_k("conv_winograd_small") and 2 <= g.c <= WINOGRAD_SMALL_MAX_CHANNELS
             and 16 <= g.o <= WINOGRAD_SMALL_MAX_CHANNELS)
+
+
+def _winograd_small4(g):
+    """winograd/small's few channels by F(4x4,3x3) (winograd/small4, the bits of winograd/f4)
+    at the AVX-512 level, where it measured faster than winograd/small and winograd/f4
+    (benchmarks/decisions.md): from 16 input channels (fewer: the 6x6 transforms cost what the
+    multiplies save) on outputs of 12x12 and more (8x8: the edges and transforms, as for
+    winograd/f4)."""
+    return (_k("conv_winograd_small4") and g.level == "avx512" and _winograd_small(g)
+            and g.c >= 16 and min(g.oh, g.ow) >= 12)
 
 
 # winograd_dw's chunks of tiles: at most this many, their 16*C*O float32 sums at most this big

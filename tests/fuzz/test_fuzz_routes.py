@@ -51,10 +51,12 @@ TIMEOUT_S = 900
 # where each route must be reached: entry point -> routes (every route of fastnn._core.routes
 # is somewhere below; routes missing from a build, e.g. AVX-512 ones, are not asked for there)
 REQUIRED = {
-    "Conv2D.forward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2", "winograd_s2/3x3", "s1_implicit", "s1_across_samples", "s1_widened",
-                       "direct_s2_forward/per_sample", "direct_s2_forward/batch",
+    "Conv2D.forward": {"winograd", "winograd/small", "winograd/f4", "winograd/small4",
+                       "winograd_s2", "winograd_s2/3x3", "s1_implicit", "s1_across_samples",
+                       "s1_widened", "direct_s2_forward/per_sample", "direct_s2_forward/batch",
                        "strided_gathered", "im2col_forward/f32", "im2col_forward/f64"},
-    "Conv2D.backward": {"winograd", "winograd/small", "winograd/f4", "winograd_s2_dx", "winograd_s2_dx/3x3", "s1_implicit",
+    "Conv2D.backward": {"winograd", "winograd/small", "winograd/f4", "winograd/small4",
+                        "winograd_s2_dx", "winograd_s2_dx/3x3", "s1_implicit",
                         "s1_across_samples", "s1_widened", "subpixel",
                         "subpixel/beside_dw", "subpixel_phase/implicit", "subpixel_phase/im2col",
                         "subpixel_phase/no_taps", "col2im/f32", "col2im/f64", "winograd_dw",
@@ -417,6 +419,18 @@ def _child_tests(examples):
         p = pick(draw, 0, 2, "p")
         spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 64),
                          channels(draw, "o", 16, 64), pick(draw, 1, 5, "n"), 1_000_000)
+        run_conv(draw, spec)
+
+    @target(1)
+    def conv_stride1_winograd_small4(data):
+        """winograd/small4 forward and dx at the AVX-512 level (winograd/small below it): 3x3,
+        stride 1, 16..20 channels each way, outputs of 12..17 a side, padding 0..2."""
+        draw = data.draw
+        p = pick(draw, 0, 2, "p")
+        spec = conv_spec(draw, (1, 1), (3, 3), (p, p), channels(draw, "c", 16, 20),
+                         channels(draw, "o", 16, 20), pick(draw, 1, 2, "n"), 2_000_000)
+        spec["h"] = pick(draw, 12, 17, "oh") + 2 - 2 * p
+        spec["w"] = pick(draw, 12, 17, "ow") + 2 - 2 * p
         run_conv(draw, spec)
 
     @target(1)

@@ -40,11 +40,11 @@ def test_vgg_bn_stride_1_convolutions():
         layout = "s1_across_samples" if x[2] == 14 else "s1_implicit"
         # Winograd where both channel counts are >= 16 (all but the first layer), forward and
         # dx (the flipped kernel's forward), and the weight gradient (winograd_dw)
-        # (winograd/f4 at the AVX-512 level from 32 channels each side: every such layer's
-        # output is 12x12 or more)
+        # (F(4x4,3x3) at the AVX-512 level from 32 channels each side: every such layer's
+        # output is 12x12 or more; with at most 64 channels on winograd/small4)
         wino = x[1] >= 16 and w[0] >= 16
-        assert plan.forward == ("winograd/f4" if wino else layout), (x, w, plan)
-        assert plan.dx == ("winograd/f4" if wino else layout)
+        assert plan.forward == ("winograd/small4" if wino else layout), (x, w, plan)
+        assert plan.dx == ("winograd/small4" if wino else layout)
         # the weight gradient: winograd_dw where both channel counts are >= 16, else dwt_s1 with
         # its threads on samples (the batch gives each thread some), on rows of dW on one thread
         exact_dw = "dwt_s1/samples"
@@ -109,12 +109,12 @@ def test_resnet_convolutions():
     assert len(plans) == 2 * 8  # eight geometries (the blocks repeat)
     for (x, w, s, threads), plan in plans.items():
         if s == (1, 1):
-            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too: F(4x4,3x3) at
-            # 32 channels on 12x12 outputs and more, winograd/small for the others; the stem's
-            # dx (3 output channels) and dW (3 channels) on the exact routes, dW by samples on 2
-            # threads
+            # 3x3 stride 1: Winograd from 16 channels, the weight gradient too: F(4x4,3x3) on
+            # winograd/small's kernel (winograd/small4) on 12x12 outputs and more, winograd/small
+            # for the others; the stem's dx (3 output channels) and dW (3 channels) on the exact
+            # routes, dW by samples on 2 threads
             if x[0] >= 16:
-                wino = "winograd/f4" if x[0] >= 32 and x[1] >= 12 else "winograd/small"
+                wino = "winograd/small4" if x[1] >= 12 else "winograd/small"
                 assert plan == (wino, wino, "winograd_dw"), (x, w, plan)
                 with tuned(conv_winograd_small=False):
                     assert conv_plan.plan_conv2d((64,) + x, w, s, 1, level="avx512",
@@ -464,9 +464,20 @@ def test_winograd_tile_by_level_and_geometry():
              ((8, 32, 11, 32), "winograd/small", "winograd/small"),
              ((8, 128, 16, 128), "winograd/f4", "winograd/f4"),
              ((8, 128, 8, 128), "winograd", "winograd")]
-    for shape, avx512, avx2 in cases:
+    with tuned(conv_winograd_small4=False):
+        for shape, avx512, avx2 in cases:
+            for threads in (1, 2):
+                assert forward(*shape, "avx512", threads) == avx512, shape
+                assert forward(*shape, "avx2", threads) == avx2, shape
+    # winograd/small4 (F(4x4,3x3) on winograd/small's kernel) ahead of both at the AVX-512 level
+    # from 16 input channels on outputs of 12x12 and more; the AVX2 level unchanged
+    small4 = {(64, 32, 28, 32), (64, 64, 14, 64), (64, 16, 32, 16), (64, 32, 16, 32),
+              (64, 16, 12, 64)}
+    for shape, avx512, avx2 in cases + [((64, 8, 32, 16), "winograd/small", "winograd/small"),
+                                        ((64, 16, 12, 64), None, "winograd/small")]:
         for threads in (1, 2):
-            assert forward(*shape, "avx512", threads) == avx512, shape
+            assert forward(*shape, "avx512", threads) == (
+                "winograd/small4" if shape in small4 else avx512), shape
             assert forward(*shape, "avx2", threads) == avx2, shape
     for tile, route in ((2, "winograd"), (4, "winograd/f4")):
         with tuned(conv_winograd_tile=tile):

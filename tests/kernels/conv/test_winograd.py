@@ -286,6 +286,126 @@ def test_the_planner_takes_small_up_to_64_channels_forward_and_dx():
             assert set(taken) == {"winograd"}
 
 
+# ---- winograd/small4: winograd/f4's F(4x4,3x3) with the channel products in registers ----------
+
+needs_small4 = pytest.mark.skipif(not _conv._winograd_small_available(4),
+                                  reason="winograd/small4 needs the AVX-512 level")
+
+
+def small4(x, w, b, padding, threads=1, **act):
+    """winograd/small4 (_conv._winograd_small_forward, tile 4) as ``winograd`` above."""
+    return _run(lambda out, code, slope: _conv._winograd_small_forward(
+        x, w, b, out, padding, padding, code, slope, 4), x, w, padding, threads, act)
+
+
+ACTS = [{}, {"relu": True}, {"relu": True, "negative_slope": 0.2}]
+
+
+@needs_small4
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 37), h=st.integers(1, 19),
+       w=st.sampled_from([1, 2, 5, 11, 14, 16, 17, 30, 32]), padding=st.integers(0, 2),
+       with_bias=st.booleans(), act=st.sampled_from(ACTS), seed=st.integers(0, 2 ** 16))
+def test_small4_is_bitwise_winograd_f4(n, c, o, h, w, padding, with_bias, act, seed):
+    """The same transforms and, per output, the same sum over the channels (a product, then
+    FMAs in channel order) as winograd/f4's GEMMs: the same bits (so F(4x4,3x3)'s documented
+    accuracy), with bias and activation. Ragged outputs (not multiples of 4), partial groups,
+    and planes whose rows of tiles are runs of 8 (outputs 32 wide) or 4 (16 wide)."""
+    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)
+    rng = np.random.default_rng(seed)
+    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3))
+    b = rand(rng, (o,)) if with_bias else None
+    np.testing.assert_array_equal(small4(x, wt, b, padding, **act),
+                                  winograd(x, wt, b, padding, tile=4, **act))
+
+
+@needs_small4
+@pytest.mark.parametrize("n, c, o, h, w, padding", [
+    (2, 16, 16, 32, 32, 1),   # runs of 8 tiles, resnet's 16->16 layer
+    (3, 16, 20, 12, 16, 1),   # runs of 4, vectors across samples (12 tiles a sample)
+    (2, 5, 17, 32, 32, 0),    # runs of 8 with a ragged last tile column (30 outputs)
+    (1, 32, 9, 16, 64, 1),    # runs of 8, two vectors a row of tiles
+])
+@pytest.mark.parametrize("act", ACTS)
+def test_small4_runs_of_tiles_are_bitwise_winograd_f4(n, c, o, h, w, padding, act):
+    rng = np.random.default_rng(13)
+    x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3)), rand(rng, (o,))
+    np.testing.assert_array_equal(small4(x, wt, b, padding, **act),
+                                  winograd(x, wt, b, padding, tile=4, **act))
+
+
+@needs_small4
+def test_small4_backward_data_and_resnet_shapes_within_f4_error():
+    """resnet's 32->32 16x16 layer (4 samples) and its dx against float64, within the float32
+    tolerance (F(4x4,3x3)'s bound of docs/winograd.md)."""
+    rng = np.random.default_rng(14)
+    x, wt, b = rand(rng, (4, 32, 16, 16)), rand(rng, (32, 32, 3, 3)) / np.float32(17), \
+        rand(rng, (32,))
+    assert relative_error(small4(x, wt, b, 1), reference_forward(x, wt, b, 1)) <= TOL
+    dy = rand(rng, (4, 32, 16, 16))
+    ref_dx = np.zeros(x.shape)
+    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64),
+                              dy.astype(np.float64), ref_dx, None, None, 1, 1)
+    flipped = np.ascontiguousarray(wt.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    assert relative_error(small4(dy, flipped, None, 1), ref_dx) <= TOL
+
+
+@needs_small4
+@pytest.mark.parametrize("shape", [(9, 7, 21, 18), (5, 16, 32, 32)])
+def test_small4_same_bits_on_one_and_two_threads(shape):
+    rng = np.random.default_rng(15)
+    x, wt, b = rand(rng, shape), rand(rng, (19, shape[1], 3, 3)), rand(rng, (19,))
+    np.testing.assert_array_equal(small4(x, wt, b, 1, threads=2), small4(x, wt, b, 1, threads=1))
+
+
+@needs_small4
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("width", [9, 16])
+def test_small4_reports_a_non_finite_output(bad, width):
+    rng = np.random.default_rng(16)
+    x, wt = rand(rng, (2, 16, 9, width)), rand(rng, (16, 16, 3, 3))
+    assert small4(x, wt, None, 1) is not None
+    x[1, 3, 4, 7] = bad
+    assert small4(x, wt, None, 1) is None
+    assert small4(x, wt, None, 1, relu=True) is None  # checked before the ReLU
+
+
+@needs_small4
+def test_the_planner_takes_small4_forward_and_dx_and_falls_back_on_a_nan():
+    """From 16 input channels on outputs of 12x12 and more at AVX-512 (the knob off:
+    winograd/small); a NaN sends the call to the exact route, which confines it to its
+    windows."""
+    rng = np.random.default_rng(17)
+    x, wt, dy = rand(rng, (2, 16, 12, 12)), rand(rng, (24, 16, 3, 3)), rand(rng, (2, 24, 12, 12))
+    out, dx = np.empty((2, 24, 12, 12), np.float32), np.empty_like(x)
+    for on, route in ((True, "winograd/small4"), (False, "winograd/small")):
+        with tuning(conv_winograd_small4=on), routes.traced() as taken:
+            _core.conv2d_forward(x, wt, None, out, 1, 1)
+            _core.conv2d_backward(x, wt, dy, dx, None, None, 1, 1)
+        assert set(taken) - {"winograd_dw", "dwt_s1/rows", "dwt_s1/samples"} == {route}, taken
+    with routes.traced() as taken:
+        _core.conv2d_forward(x, wt, None, out, 1, 1)
+    np.testing.assert_array_equal(out, small4(x, wt, None, 1))
+    x[0, 2, 3, 5] = np.nan
+    with routes.traced() as taken:
+        _core.conv2d_forward(x, wt, None, out, 1, 1)
+    assert "winograd/small4" in taken and len(taken) == 2  # then the exact route
+    want = np.zeros(out.shape, bool)
+    want[0, :, 2:5, 4:7] = True
+    np.testing.assert_array_equal(np.isnan(out), want)
+
+
+@pytest.mark.skipif(_conv._winograd_small_available(4), reason="the level has winograd/small4")
+def test_levels_without_small4_refuse_it_and_the_planner_never_takes_it():
+    x, wt = np.zeros((1, 16, 16, 16), np.float32), np.zeros((16, 16, 3, 3), np.float32)
+    with pytest.raises(RuntimeError, match="ISA level"):
+        _conv._winograd_small_forward(x, wt, None, np.empty((1, 16, 16, 16), np.float32), 1, 1,
+                                      0, 0.0, 4)
+    with routes.traced() as taken:
+        _core.conv2d_forward(x, wt, None, np.empty((1, 16, 16, 16), np.float32), 1, 1)
+    assert "winograd/small4" not in taken
+
+
 def _level_module(level):
     from fastnn._core import isa
 
@@ -325,3 +445,16 @@ def test_stale_scratch_past_the_last_tile_is_not_a_non_finite_output(tile):
     got = winograd(x, wt, b, 1, tile=tile)
     assert got is not None
     assert relative_error(got, reference_forward(x, wt, b, 1)) <= TOL
+
+
+@needs_small4
+def test_small4_stale_scratch_past_the_last_tile_is_not_a_non_finite_output():
+    rng = np.random.default_rng(18)
+    x, wt, b = rand(rng, (3, 16, 1, 4)), rand(rng, (9, 16, 3, 3)), rand(rng, (9,))
+    small4(x, wt, b, 1)  # the cached scratch exists: fill it with NaN
+    for arr in _conv._workspace_cache.arrays.values():
+        if arr.dtype.kind == "f":
+            arr.fill(np.nan)
+    got = small4(x, wt, b, 1)
+    assert got is not None
+    np.testing.assert_array_equal(got, winograd(x, wt, b, 1, tile=4))
