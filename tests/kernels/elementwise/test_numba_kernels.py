@@ -271,7 +271,7 @@ def test_batchnorm_training_kernels_do_not_depend_on_the_channel_blocks(dtype, a
     statistics and gradients are bit for bit the same for 1, 2, 3 or C blocks (each channel's
     sums run over its rows in one order), in the parallel kernel and in its serial twin (the
     two are compiled apart: LLVM may split a float64 sum differently in each; which one runs
-    depends on the size alone)."""
+    depends on the size alone); also with a second gradient summed into dy (two)."""
     from fastnn._core import norm
 
     x = data(5, (3, 7, 11), dtype, scale=2.0, offset=3.0)
@@ -280,17 +280,19 @@ def test_batchnorm_training_kernels_do_not_depend_on_the_channel_blocks(dtype, a
     t = np.dtype(dtype).type
     for fwd, bwd in ((norm._batchnorm_forward_train, norm._batchnorm_backward),
                      (norm._batchnorm_forward_train_serial, norm._batchnorm_backward_serial)):
-        results = []
-        for blocks in (1, 2, 3, 7):
-            out, mean, invstd, m, v = np.empty_like(x), np.empty(7, dtype), np.empty(7, dtype), rm.copy(), rv.copy()
-            fwd(x, w, b, m, v, True, 0.1, 1e-5, out, mean, invstd, act, t(0.2), r, True, blocks)
-            dx, dw, db, dres = np.empty_like(x), np.zeros(7, dtype), np.zeros(7, dtype), np.empty_like(x)
-            bwd(dy, x, w, mean, invstd, dx, True, dw, True, db, True, True, out, act, t(0.2), dres,
-                True, blocks)
-            results.append((out, mean, invstd, m, v, dx, dw, db, dres))
-        for got in results[1:]:
-            for a, e in zip(got, results[0]):
-                np.testing.assert_array_equal(a, e)
+        for two in (False, True):
+            results = []
+            for blocks in (1, 2, 3, 7):
+                out, mean, invstd, m, v = np.empty_like(x), np.empty(7, dtype), np.empty(7, dtype), rm.copy(), rv.copy()
+                fwd(x, w, b, m, v, True, 0.1, 1e-5, out, mean, invstd, act, t(0.2), r, True, blocks)
+                dx, dw, db, dres = np.empty_like(x), np.zeros(7, dtype), np.zeros(7, dtype), np.empty_like(x)
+                g = dy.copy()
+                bwd(g, r, two, x, w, mean, invstd, dx, True, dw, True, db, True, True, out, act,
+                    t(0.2), dres, True, blocks)
+                results.append((out, mean, invstd, m, v, dx, dw, db, dres, g))
+            for got in results[1:]:
+                for a, e in zip(got, results[0]):
+                    np.testing.assert_array_equal(a, e)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (4, 2, 3, 3)])
