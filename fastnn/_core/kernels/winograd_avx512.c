@@ -428,8 +428,6 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     const int TH = (OH + 3) / 4, TW = (OW + 3) / 4;
     const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
     const long VS = (long)C * TL, MS = (long)O * TL;
-    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
-    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
     for (int g0 = 0; g0 < T; g0 += 16) {
         long off[16];
         __mmask8 km[16 * 6];
@@ -452,7 +450,7 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         for (int c = 0; c < C; c++) {
             __m512 d[6][6], s[6][6], col[6], o6[6];
             for (int r = 0; r < 6; r++)
-                fnn_wg4_patch_row(x + c * HW, off, km, (long)r * W, r, lo_blk, hi_blk, d[r]);
+                fnn_wg4_patch_row(x + c * HW, off, km, (long)r * W, r, d[r]);
             for (int j = 0; j < 6; j++) {  /* columns: s[.][j] = B^T d[.][j] */
                 for (int r = 0; r < 6; r++) col[r] = d[r][j];
                 fnn_wg4_bt(col, o6);

@@ -4,6 +4,7 @@
 #ifndef FNN_WINOGRAD_F4_AVX512_H
 #define FNN_WINOGRAD_F4_AVX512_H
 #include <immintrin.h>
+#include "tile_rows_avx512.h"
 
 /* o := B^T d for 6 vectors, B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
    0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] */
@@ -31,30 +32,17 @@ static inline void fnn_wg4_at(const __m512 m[6], __m512 y[4]) {
 }
 
 /* Row r of the 16 patches of one channel: d[j] lane q = x[iy0 + r, ix0 + j] of tile q (zero
-   outside). Tile q's row is one masked 8-float load into the half q / 8 of p[q % 8]; the 8x8
-   transposes of the two halves then put it in lane q of d[0..5]. */
+   outside). Tile q's row is one masked 8-float load into the half q / 8 of p[q % 8]
+   (tile_rows_avx512.h puts it in lane q). */
 static inline void fnn_wg4_patch_row(const float* xc, const long* off, const __mmask8* km,
-                                     long rW, int r, const __m512i lo_blk, const __m512i hi_blk,
-                                     __m512 d[6]) {
-    __m512 p[8], t[8], u[8];
+                                     long rW, int r, __m512 d[6]) {
+    __m512 p[8], c[8];
     for (int k = 0; k < 8; k++)
         p[k] = _mm512_insertf32x8(
             _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[k * 6 + r], xc + off[k] + rW)),
             _mm256_maskz_loadu_ps(km[(k + 8) * 6 + r], xc + off[k + 8] + rW), 1);
-    for (int k = 0; k < 8; k += 2) {
-        t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
-        t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
-    }
-    for (int k = 0; k < 8; k += 4) {
-        u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
-        u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
-        u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-        u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-    }
-    /* u[j] (j < 4) holds columns j | j+4 of rows 0-3, u[j + 4] of rows 4-7, per 256-bit half */
-    for (int j = 0; j < 4; j++) d[j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
-    d[4] = _mm512_permutex2var_ps(u[0], hi_blk, u[4]);
-    d[5] = _mm512_permutex2var_ps(u[1], hi_blk, u[5]);
+    fnn_tile_rows16(p, c);
+    for (int j = 0; j < 6; j++) d[j] = c[j];
 }
 
 #endif /* FNN_WINOGRAD_F4_AVX512_H */

@@ -6,6 +6,8 @@
 #include <string.h>
 #include "winograd_s2.h"
 #include "microkernel.h"
+#include "tile_rows_avx512.h"
+#include "winograd_s2_avx512.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WS2_NONFINITE 0x99
@@ -75,18 +77,6 @@ void fnn_ws2_weights(int O, int C, const float* w, float* U) {
         }
 }
 
-/* o := B^T d for 5 vectors, B^T = [2 -1 -2 1 0; 0 2 1 -1 0; 0 -2 3 -1 0; 0 -1 0 1 0;
-   0 2 -1 -2 1] */
-static inline void fnn_ws2_bt(const __m512 d[5], __m512 o[5]) {
-    const __m512 two = _mm512_set1_ps(2.0f), three = _mm512_set1_ps(3.0f);
-    __m512 d31 = _mm512_sub_ps(d[3], d[1]);
-    o[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), d31);
-    o[1] = _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3]));
-    o[2] = _mm512_fmsub_ps(three, d[2], _mm512_fmadd_ps(two, d[1], d[3]));
-    o[3] = d31;
-    o[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
-}
-
 /* y := A^T m for 5 vectors, A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 0; 0 1 -1 8 1] */
 static inline void fnn_ws2_at(const __m512 m[5], __m512 y[4]) {
     __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
@@ -105,8 +95,6 @@ int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     const long VS = (long)K * TL, MS = (long)O * TL;
     /* input transform: V[e][p*C + c][t] = (B^T d B)[e] of phase p's 5x5 patch d[r][j] =
        x[iy0 + 2r + a, ix0 + 2j + b], iy0 = 8ty - ph, ix0 = 8tx - pw (zero outside) */
-    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
-    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
     for (int g0 = 0; g0 < T; g0 += 16) {
         int idx[16] __attribute__((aligned(64)));
         __mmask16 rowm[10] = {0}, colm[10] = {0};
@@ -131,46 +119,21 @@ int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
             const float* xc = x + c * HW;
             __m512 d[10][10];  /* d[r][j] lane q: x[iy0 + r, ix0 + j] of tile q */
             for (int r = 0; r < 10; r++) {
-                /* columns 0-7: tile q's row in half q / 8 of p[q % 8], 8x8 transposes of the
-                   halves, the 128-bit blocks put in tile order; columns 8, 9 gathered */
-                __m512 p[8], t[8], u[8];
+                /* columns 0-7: tile q's row in half q / 8 of p[q % 8], put in tile lanes
+                   (tile_rows_avx512.h); columns 8, 9 gathered */
+                __m512 p[8];
                 const float* xr = xc + (long)r * W;
                 for (int k = 0; k < 8; k++)
                     p[k] = _mm512_insertf32x8(
                         _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], xr + idx[k])),
                         _mm256_maskz_loadu_ps(km[r][k + 8], xr + idx[k + 8]), 1);
-                for (int k = 0; k < 8; k += 2) {
-                    t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
-                    t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
-                }
-                for (int k = 0; k < 8; k += 4) {
-                    u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
-                    u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
-                    u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-                    u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-                }
-                for (int j = 0; j < 4; j++) {
-                    d[r][j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
-                    d[r][j + 4] = _mm512_permutex2var_ps(u[j], hi_blk, u[j + 4]);
-                }
+                fnn_tile_rows16(p, d[r]);
                 for (int j = 8; j < 10; j++)
                     d[r][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rowm[r] & colm[j],
                                                        vidx, xr + j, 4);
             }
-            for (int p = 0; p < 4; p++) {
-                const int a = p >> 1, b = p & 1;
-                __m512 s[5][5], col[5], o5[5];
-                for (int j = 0; j < 5; j++) {  /* columns: s[.][j] = B^T d[.][j] */
-                    for (int r = 0; r < 5; r++) col[r] = d[2 * r + a][2 * j + b];
-                    fnn_ws2_bt(col, o5);
-                    for (int i = 0; i < 5; i++) s[i][j] = o5[i];
-                }
-                float* v = V + ((long)p * C + c) * TL + g0;
-                for (int i = 0; i < 5; i++) {  /* rows: V[i][.] = s[i][.] B */
-                    fnn_ws2_bt(s[i], o5);
-                    for (int j = 0; j < 5; j++) _mm512_store_ps(v + (5 * i + j) * VS, o5[j]);
-                }
-            }
+            for (int p = 0; p < 4; p++)
+                fnn_ws2_phase(d, p >> 1, p & 1, V + ((long)p * C + c) * TL + g0, VS);
         }
     }
     /* the 25 GEMMs: M[e] (O x T) = U[e] (O x 4C) @ V[e] (4C x T) */
@@ -283,8 +246,6 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
     const int TH = ((H + rh + 1) / 2 + 3) / 4, TW = ((W + rw + 1) / 2 + 3) / 4;
     const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
     const long VS = (long)O * TL, MS = (long)K * TL;
-    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
-    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
     /* input transform: V[e][o][t] = (B^T d B)[e] of dy's 5x5 patch d[r][j] =
        dy[4ty - 1 + mh + r, 4tx - 1 + mw + j] (zero outside) */
     for (int g0 = 0; g0 < T; g0 += 16) {
@@ -305,25 +266,15 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
         for (int o = 0; o < O; o++) {
             const float* go = dy + o * OHW;
             __m512 d[5][5], s[5][5], col[5], o5[5];
-            for (int r = 0; r < 5; r++) {  /* the 8x8 transposes of fnn_ws2_tiles, columns 0-4 */
-                __m512 p[8], t[8], u[8];
+            for (int r = 0; r < 5; r++) {  /* fnn_ws2_tiles' row loads, columns 0-4 */
+                __m512 p[8], c8[8];
                 const float* gr = go + (long)r * OW;
                 for (int k = 0; k < 8; k++)
                     p[k] = _mm512_insertf32x8(
                         _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], gr + off[k])),
                         _mm256_maskz_loadu_ps(km[r][k + 8], gr + off[k + 8]), 1);
-                for (int k = 0; k < 8; k += 2) {
-                    t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
-                    t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
-                }
-                for (int k = 0; k < 8; k += 4) {
-                    u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
-                    u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
-                    u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-                    u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-                }
-                for (int j = 0; j < 4; j++) d[r][j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
-                d[r][4] = _mm512_permutex2var_ps(u[0], hi_blk, u[4]);
+                fnn_tile_rows16(p, c8);
+                for (int j = 0; j < 5; j++) d[r][j] = c8[j];
             }
             for (int j = 0; j < 5; j++) {
                 for (int r = 0; r < 5; r++) col[r] = d[r][j];

@@ -8,18 +8,8 @@
 #include <string.h>
 #include "winograd_s2_dw.h"
 #include "mk_avx512.h"
-
-/* o := B^T d for 5 vectors, B^T = [2 -1 -2 1 0; 0 2 1 -1 0; 0 -2 3 -1 0; 0 -1 0 1 0;
-   0 2 -1 -2 1] (winograd_s2_avx512.c's input transform) */
-static inline void fnn_ws2dw_bt(const __m512 d[5], __m512 o[5]) {
-    const __m512 two = _mm512_set1_ps(2.0f), three = _mm512_set1_ps(3.0f);
-    __m512 d31 = _mm512_sub_ps(d[3], d[1]);
-    o[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), d31);
-    o[1] = _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3]));
-    o[2] = _mm512_fmsub_ps(three, d[2], _mm512_fmadd_ps(two, d[1], d[3]));
-    o[3] = d31;
-    o[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
-}
+#include "tile_rows_avx512.h"
+#include "winograd_s2_avx512.h"
 
 /* o := A g for 4 vectors, A = (A^T)^T = [1 0 0 0; 1 1 1 1; 1 -1 1 -1; 1 2 4 8; 0 0 0 1] */
 static inline void fnn_ws2dw_a(const __m512 g[4], __m512 o[5]) {
@@ -81,8 +71,6 @@ void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph,
     int started[25] = {0};  /* Mk[e] holds a block's sums */
     const long VS = (long)K * FNN_MK_RA_LDA, GS = (long)O * kc, KO = (long)K * O;
     const int a0 = a == 1, a1 = a == 0 ? 1 : 2, ra = a == 2 ? 1 : 2;  /* row parities [a0, a1) */
-    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
-    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
     for (long b0 = t_lo; b0 < t_hi; b0 += bt) {
         const int T = t_hi - b0 < bt ? (int)(t_hi - b0) : bt, TL = (T + 15) & ~15;
         for (int g0 = 0; g0 < TL; g0 += 16) {
@@ -119,46 +107,21 @@ void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph,
                 const float* xc = x + c * HW;
                 __m512 d[10][10];  /* d[r][j] lane q: x[iy0 + r, ix0 + j] of tile q */
                 for (int r = a0; r < 10; r += ra) {
-                    /* columns 0-7: tile q's row in half q / 8 of p[q % 8], 8x8 transposes of the
-                       halves, the 128-bit blocks put in tile order; columns 8, 9 gathered */
-                    __m512 p[8], t[8], u[8];
+                    /* columns 0-7: tile q's row in half q / 8 of p[q % 8], put in tile lanes
+                       (tile_rows_avx512.h); columns 8, 9 gathered */
+                    __m512 p[8];
                     const float* xr = xc + (long)r * W;
                     for (int k = 0; k < 8; k++)
                         p[k] = _mm512_insertf32x8(
                             _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], xr + idx[k])),
                             _mm256_maskz_loadu_ps(km[r][k + 8], xr + idx[k + 8]), 1);
-                    for (int k = 0; k < 8; k += 2) {
-                        t[k] = _mm512_unpacklo_ps(p[k], p[k + 1]);
-                        t[k + 1] = _mm512_unpackhi_ps(p[k], p[k + 1]);
-                    }
-                    for (int k = 0; k < 8; k += 4) {
-                        u[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
-                        u[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
-                        u[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-                        u[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        d[r][j] = _mm512_permutex2var_ps(u[j], lo_blk, u[j + 4]);
-                        d[r][j + 4] = _mm512_permutex2var_ps(u[j], hi_blk, u[j + 4]);
-                    }
+                    fnn_tile_rows16(p, d[r]);
                     for (int j = 8; j < 10; j++)
                         d[r][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rowm[r] & colm[j],
                                                            vidx, xr + j, 4);
                 }
-                for (int p = 2 * a0; p < 2 * a1; p++) {
-                    const int pa = p >> 1, b = p & 1;
-                    __m512 s[5][5], col[5], o5[5];
-                    for (int j = 0; j < 5; j++) {  /* columns: s[.][j] = B^T d[.][j] */
-                        for (int r = 0; r < 5; r++) col[r] = d[2 * r + pa][2 * j + b];
-                        fnn_ws2dw_bt(col, o5);
-                        for (int i = 0; i < 5; i++) s[i][j] = o5[i];
-                    }
-                    float* v = V + (long)(p * C + c) * FNN_MK_RA_LDA + g0;
-                    for (int i = 0; i < 5; i++) {  /* rows: V[i][.] = s[i][.] B */
-                        fnn_ws2dw_bt(s[i], o5);
-                        for (int j = 0; j < 5; j++) _mm512_store_ps(v + (5 * i + j) * VS, o5[j]);
-                    }
-                }
+                for (int p = 2 * a0; p < 2 * a1; p++)
+                    fnn_ws2_phase(d, p >> 1, p & 1, V + (long)(p * C + c) * FNN_MK_RA_LDA + g0, VS);
             }
             /* G[e][o][t] = (A g A^T)[e] of dy's 4x4 tile g */
             for (int o = 0; o < O; o++) {

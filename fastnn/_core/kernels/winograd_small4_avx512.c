@@ -3,6 +3,9 @@
 #include <immintrin.h>
 #include "winograd_small4.h"
 #include "winograd_f4_avx512.h"
+#include "winograd_small_avx512.h"
+
+_Static_assert(FNN_WGS4_GROUP == FNN_WGSP_G && FNN_WGS4_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WGS4_NONFINITE 0x99
@@ -120,8 +123,6 @@ int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
     enum { G = FNN_WGS4_GROUP, NV = FNN_WGS4_NV, OB = FNN_WGS4_OB };
     const long HW = (long)H * W, OHW = (long)OH * OW, VS = (long)C * G, MS = (long)OB * G;
     const int NB = (O + OB - 1) / OB;
-    const __m512i lo_blk = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
-    const __m512i hi_blk = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
     /* lane 2m + c of lo (hi): column c of tile m (8 + m); lane 4m + c of za (zb): tile m
        (4 + m) of the pairs of columns 0, 1 and 2, 3 */
     const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -156,8 +157,7 @@ int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
                     if (g->runs)
                         fnn_wgs4_run_row(x + c * HW, g, (long)r * W, r, d[r]);
                     else
-                        fnn_wg4_patch_row(x + c * HW, g->off, g->km, (long)r * W, r, lo_blk,
-                                          hi_blk, d[r]);
+                        fnn_wg4_patch_row(x + c * HW, g->off, g->km, (long)r * W, r, d[r]);
                 }
                 for (int j = 0; j < 6; j++) {
                     for (int r = 0; r < 6; r++) col[r] = d[r][j];
@@ -172,33 +172,9 @@ int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
             }
         for (int b = 0; b < NB; b++) {
             /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
-            for (int e = 0; e < 36; e++) {
-                const float* u = Us + ((long)e * NB + b) * C * OB;
-                const float* v = V + (long)e * VS;
-                __m512 acc[OB][NV];
-#pragma GCC unroll 8
-                for (int j = 0; j < OB; j++) {
-                    __m512 uj = _mm512_set1_ps(u[j]);
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++) acc[j][k] = _mm512_mul_ps(uj, _mm512_load_ps(v + 16 * k));
-                }
-                for (int c = 1; c < C; c++) {
-                    __m512 vk[NV];
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++) vk[k] = _mm512_load_ps(v + (long)c * G + 16 * k);
-#pragma GCC unroll 8
-                    for (int j = 0; j < OB; j++) {
-                        __m512 uj = _mm512_set1_ps(u[c * OB + j]);
-#pragma GCC unroll 4
-                        for (int k = 0; k < NV; k++) acc[j][k] = _mm512_fmadd_ps(uj, vk[k], acc[j][k]);
-                    }
-                }
-#pragma GCC unroll 8
-                for (int j = 0; j < OB; j++)
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++)
-                        _mm512_store_ps(M + ((long)e * OB + j) * G + 16 * k, acc[j][k]);
-            }
+            for (int e = 0; e < 36; e++)
+                fnn_wgs_products(Us + ((long)e * NB + b) * C * OB, V + (long)e * VS,
+                                 C, M + (long)e * OB * G);
             /* Y = A^T M A, bias, activation, stored per tile row (fnn_wg4_tiles' operations) */
             const int jn = O - b * OB < OB ? O - b * OB : OB;
             for (int j = 0; j < jn; j++) {

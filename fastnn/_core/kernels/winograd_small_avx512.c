@@ -7,6 +7,9 @@
 #include <string.h>
 #include "winograd_small.h"
 #include "winograd_small_pack.h"
+#include "winograd_small_avx512.h"
+
+_Static_assert(FNN_WGS_GROUP == FNN_WGSP_G && FNN_WGS_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WGS_NONFINITE 0x99
@@ -144,33 +147,9 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
             }
         for (int b = 0; b < NB; b++) {
             /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
-            for (int e = 0; e < 16; e++) {
-                const float* u = Us + ((long)e * NB + b) * C * OB;
-                const float* v = V + (long)e * C * G;
-                __m512 acc[OB][NV];
-#pragma GCC unroll 8
-                for (int j = 0; j < OB; j++) {
-                    __m512 uj = _mm512_set1_ps(u[j]);
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++) acc[j][k] = _mm512_mul_ps(uj, _mm512_load_ps(v + 16 * k));
-                }
-                for (int c = 1; c < C; c++) {
-                    __m512 vk[NV];
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++) vk[k] = _mm512_load_ps(v + (long)c * G + 16 * k);
-#pragma GCC unroll 8
-                    for (int j = 0; j < OB; j++) {
-                        __m512 uj = _mm512_set1_ps(u[c * OB + j]);
-#pragma GCC unroll 4
-                        for (int k = 0; k < NV; k++) acc[j][k] = _mm512_fmadd_ps(uj, vk[k], acc[j][k]);
-                    }
-                }
-#pragma GCC unroll 8
-                for (int j = 0; j < OB; j++)
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++)
-                        _mm512_store_ps(M + ((long)e * OB + j) * G + 16 * k, acc[j][k]);
-            }
+            for (int e = 0; e < 16; e++)
+                fnn_wgs_products(Us + ((long)e * NB + b) * C * OB, V + (long)e * C * G,
+                                 C, M + (long)e * OB * G);
             /* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], then bias and activation */
             const int jn = O - b * OB < OB ? O - b * OB : OB;
             for (int j = 0; j < jn; j++) {
