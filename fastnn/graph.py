@@ -323,31 +323,23 @@ class Model(ModelBase):
                 g, two = g.total(), False  # (the _TwoGrads goes: g alone holds the sum)
             if id(step) in summed:  # the layer ran the Add after it: both summands' gradients
                 # into g itself when nothing but this loop holds it (no caller, layer or view)
-                if two:  # summed into the first (free to overwrite), dresidual over it
-                    first, second, sole = g.first, g.second, True
-                    g = None
-                else:
-                    first, second, sole = g, None, _sole(g)  # (not within the call: its
-                    g = None                                # arguments hold g too)
+                # two: summed into the first (free to overwrite), dresidual over it; _sole
+                # reads g here, not within the call (its arguments hold g too)
+                first, second, sole = (g.first, g.second, True) if two else (g, None, _sole(g))
+                g = None
                 dx, dres = step.runner.backward_add(first, overwrite_dy=sole, dy2=second)
                 done(step.runner)
                 _accumulate(grads, node.inputs[0], dx)
                 _accumulate(grads, summed[id(step)], dres)
                 dx = dres = first = second = None
                 continue
-            if two:  # a batch norm sums them into the first, in its own passes
-                dx = step.runner.backward(g.first, dy2=g.second)
-                done(step.runner)
-                g = None
-                _accumulate(grads, node.inputs[0], dx)
-                dx = None
-                continue
-            if not input_grad and not step.param_upstream:
+            if not two and not input_grad and not step.param_upstream:
                 if step.has_params:
                     backward_params_only(step.runner, g)
                     done(step.runner)
                 continue
-            dx = step.runner.backward(g)
+            # two: a batch norm sums them into the first, in its own passes
+            dx = step.runner.backward(g.first, dy2=g.second) if two else step.runner.backward(g)
             done(step.runner)
             dxs = dx if node.as_list else [dx]
             for t, d in zip(node.inputs, dxs):
