@@ -1,9 +1,9 @@
 # ---- route winograd: 3x3 stride-1 float32 convolutions by Winograd F(2x2,3x3) or F(4x4,3x3) ---
 #
 # Included by _conv.pyx. The kernels (kernels/winograd.h: F(2x2,3x3) and F(4x4,3x3) at the AVX2
-# and AVX-512 levels) transform the weight once per call, then blocks of 2x2 or 4x4
-# output tiles (flat over rows and samples) run on the threads: input transform, 16 (36)
-# microkernel GEMMs, output transform with bias and activation.
+# and AVX-512 levels) transform the weight once per call (the threads splitting the filters),
+# then blocks of 2x2 or 4x4 output tiles (flat over rows and samples) run on the threads: input
+# transform, 16 (36) microkernel GEMMs, output transform with bias and activation.
 # Each output is the same float32 computation whatever the block or the thread, so the bits do
 # not depend on the thread count. float32 only: float64 keeps the exact routes.
 # The weight gradient (winograd_dw): F(2x2,3x3) with the roles swapped, over chunks of tiles
@@ -14,11 +14,11 @@
 cdef extern from "kernels/winograd.h":
     bint FNN_WINOGRAD_KERNELS
     bint FNN_WINOGRAD_F4
-    void fnn_wg2_weights(int O, int C, const float* w, float* U) noexcept nogil
+    void fnn_wg2_weights(int O, int C, long lo, long hi, const float* w, float* U) noexcept nogil
     int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
-    void fnn_wg4_weights(int O, int C, const float* w, float* U) noexcept nogil
+    void fnn_wg4_weights(int O, int C, long lo, long hi, const float* w, float* U) noexcept nogil
     int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* U, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
@@ -83,12 +83,14 @@ def _winograd_forward(x, weight, bias, out, int ph, int pw, int act=0, double sl
     cdef bint f4 = tile == 4
     cdef int blk, t
     cdef float* v
+    cdef long nf = <long>o * c, fpart = (nf + nt - 1) // nt   # the threads' shares of the filters
     took("winograd/f4" if f4 else "winograd")
     with nogil:
-        if f4:
-            fnn_wg4_weights(o, c, pwt, pu)
-        else:
-            fnn_wg2_weights(o, c, pwt, pu)
+        for t in prange(nt, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            if f4:
+                fnn_wg4_weights(o, c, t * fpart, min(nf, t * fpart + fpart), pwt, pu)
+            else:
+                fnn_wg2_weights(o, c, t * fpart, min(nf, t * fpart + fpart), pwt, pu)
         for blk in prange(nblocks, num_threads=nt, schedule="dynamic", chunksize=1,
                           use_threads_if=nt > 1):
             v = pws + openmp.omp_get_thread_num() * per_thread
@@ -109,7 +111,7 @@ cdef extern from "kernels/winograd_small.h":
     bint FNN_WGS_KERNELS
     int FNN_WGS_GROUP
     int FNN_WGS_OB
-    void fnn_wgs_pack(int O, int C, const float* U, float* Us) noexcept nogil
+    void fnn_wgs_weights(int O, int C, int b_lo, int b_hi, const float* w, float* Us) noexcept nogil
     int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, const float* Us, const float* x, const float* bias, float* out,
                       float* V, float* M, int act, float slope) noexcept nogil
@@ -122,7 +124,7 @@ cdef extern from "kernels/winograd_small4.h":
     bint FNN_WGS4_KERNELS
     int FNN_WGS4_GROUP
     int FNN_WGS4_OB
-    void fnn_wgs4_pack(int O, int C, const float* U, float* Us) noexcept nogil
+    void fnn_wgs4_weights(int O, int C, int b_lo, int b_hi, const float* w, float* Us) noexcept nogil
     int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                        long t_hi, const float* Us, const float* x, const float* bias, float* out,
                        float* V, float* M, int act, float slope) noexcept nogil
@@ -161,10 +163,8 @@ def _winograd_small_forward(x, weight, bias, out, int ph, int pw, int act=0, dou
     cdef int nb = (o + ob - 1) // ob
     cdef Py_ssize_t vsize = <Py_ssize_t>elems * c * group
     cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>elems * ob * group
-    u = _cached(np.float32, "wg_u", <Py_ssize_t>elems * o * c)
     us = _cached(np.float32, "wgs_us", <Py_ssize_t>elems * nb * ob * c)
     ws = _cached(np.float32, "wgs_vm", nt * per_thread + 16)
-    cdef float* pu = <float*>_ptr(u)
     cdef float* pus = <float*>_ptr(us)
     cdef float* pws = _aligned64(ws)
     cdef const float* px = <float*>_ptr(x)
@@ -177,12 +177,11 @@ def _winograd_small_forward(x, weight, bias, out, int ph, int pw, int act=0, dou
     cdef int k
     cdef float* v
     with nogil:
-        if f4:
-            fnn_wg4_weights(o, c, pwt, pu)
-            fnn_wgs4_pack(o, c, pu, pus)
-        else:
-            fnn_wg2_weights(o, c, pwt, pu)
-            fnn_wgs_pack(o, c, pu, pus)
+        for k in prange(nb, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            if f4:
+                fnn_wgs4_weights(o, c, k, k + 1, pwt, pus)
+            else:
+                fnn_wgs_weights(o, c, k, k + 1, pwt, pus)
         for k in prange(ntasks, num_threads=nt, schedule="dynamic", chunksize=1,
                         use_threads_if=nt > 1):
             v = pws + openmp.omp_get_thread_num() * per_thread

@@ -15,8 +15,9 @@
 #define FNN_WINOGRAD_F4 (FNN_ISA >= 1)       /* F(4x4,3x3) */
 
 /* U[(e*O + o)*C + c] := (G w[o, c] G^T)[e / 4, e % 4] for the 3x3 kernel w[o, c] (O, C, 3, 3),
-   formed in double and rounded once to float. */
-FNN_ISA_KERNEL void fnn_wg2_weights(int O, int C, const float* w, float* U);
+   formed in double and rounded once to float, for the filters o*C + c in [lo, hi) (the
+   threads split the O*C filters). */
+FNN_ISA_KERNEL void fnn_wg2_weights(int O, int C, long lo, long hi, const float* w, float* U);
 
 /* out's tiles [t_lo, t_hi) := bias + conv(x, w) (pad ph, pw), then the activation (act 0 none,
    1 ReLU, 2 leaky ReLU with slope, bitwise as fnn_act_f32); tile t = (n*TH + ty)*TW + tx
@@ -33,7 +34,7 @@ FNN_ISA_KERNEL int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int
 
 /* F(4x4,3x3), the same contract with 4x4 output tiles from 6x6 patches (TH = ceil(OH/4),
    TW = ceil(OW/4)), 36 GEMMs, U of 36*O*C floats, V 36*C*TL and M 36*O*TL floats. */
-FNN_ISA_KERNEL void fnn_wg4_weights(int O, int C, const float* w, float* U);
+FNN_ISA_KERNEL void fnn_wg4_weights(int O, int C, long lo, long hi, const float* w, float* U);
 FNN_ISA_KERNEL int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
                                   long t_lo, long t_hi, const float* U, const float* x,
                                   const float* bias, float* out, float* V, float* M, int act,

@@ -23,13 +23,14 @@
 #define FNN_WGS_OB 4     /* (12 accumulators of the 16 registers) */
 #endif
 
-/* Us := fnn_wg2_weights' U (16*O*C floats, U[(e*O + o)*C + c]) in the kernel's order:
-   Us[((e*NB + b)*C + c)*FNN_WGS_OB + j] = U[e][b*FNN_WGS_OB + j][c], zero for the output
-   channels past O (NB = ceil(O / FNN_WGS_OB); 16*NB*FNN_WGS_OB*C floats). */
-FNN_ISA_KERNEL void fnn_wgs_pack(int O, int C, const float* U, float* Us);
+/* Us := the F(2x2,3x3) transforms of w (O, C, 3, 3), fnn_wg2_weights' values, in the kernel's
+   order: Us[((e*NB + b)*C + c)*FNN_WGS_OB + j] = U[e][b*FNN_WGS_OB + j][c], zero for the output
+   channels past O (NB = ceil(O / FNN_WGS_OB); 16*NB*FNN_WGS_OB*C floats), for the blocks of
+   output channels [b_lo, b_hi) (the threads split the NB blocks). */
+FNN_ISA_KERNEL void fnn_wgs_weights(int O, int C, int b_lo, int b_hi, const float* w, float* Us);
 
 /* fnn_wg2_tiles' contract (tiles [t_lo, t_hi), t_lo a multiple of FNN_WGS_GROUP; bias may be
-   NULL; act 0 none, 1 ReLU, 2 leaky ReLU with slope) with Us from fnn_wgs_pack and the
+   NULL; act 0 none, 1 ReLU, 2 leaky ReLU with slope) with Us from fnn_wgs_weights and the
    64-byte aligned scratch V (16*C*FNN_WGS_GROUP floats) and M (16*FNN_WGS_OB*FNN_WGS_GROUP
    floats). Returns 1 when an output before the activation is NaN or infinite (the caller then
    recomputes on an exact route). */

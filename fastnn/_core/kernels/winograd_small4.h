@@ -17,14 +17,15 @@
 #define FNN_WGS4_GROUP 32 /* tiles per group: two 16-lane vectors */
 #define FNN_WGS4_OB 8     /* output channels per register block (16 accumulators) */
 
-/* Us := fnn_wg4_weights' U (36*O*C floats, U[(e*O + o)*C + c]) in the kernel's order:
-   Us[((e*NB + b)*C + c)*FNN_WGS4_OB + j] = U[e][b*FNN_WGS4_OB + j][c], zero for the output
-   channels past O (NB = ceil(O / FNN_WGS4_OB); 36*NB*FNN_WGS4_OB*C floats). */
-FNN_ISA_KERNEL void fnn_wgs4_pack(int O, int C, const float* U, float* Us);
+/* Us := the F(4x4,3x3) transforms of w (O, C, 3, 3), fnn_wg4_weights' values, in the kernel's
+   order: Us[((e*NB + b)*C + c)*FNN_WGS4_OB + j] = U[e][b*FNN_WGS4_OB + j][c], zero for the
+   output channels past O (NB = ceil(O / FNN_WGS4_OB); 36*NB*FNN_WGS4_OB*C floats), for the
+   blocks of output channels [b_lo, b_hi). */
+FNN_ISA_KERNEL void fnn_wgs4_weights(int O, int C, int b_lo, int b_hi, const float* w, float* Us);
 
 /* fnn_wg4_tiles' contract (tiles [t_lo, t_hi) of 4x4 outputs, t_lo a multiple of
    FNN_WGS4_GROUP; bias may be NULL; act 0 none, 1 ReLU, 2 leaky ReLU with slope) with Us from
-   fnn_wgs4_pack and the 64-byte aligned scratch V (36*C*FNN_WGS4_GROUP floats) and M
+   fnn_wgs4_weights and the 64-byte aligned scratch V (36*C*FNN_WGS4_GROUP floats) and M
    (36*FNN_WGS4_OB*FNN_WGS4_GROUP floats). Returns 1 when an output before the activation is
    NaN or infinite (the caller then recomputes on an exact route). */
 FNN_ISA_KERNEL int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,

@@ -4,6 +4,7 @@
 #include "winograd_small4.h"
 #include "winograd_f4_avx512.h"
 #include "winograd_small_avx512.h"
+#include "winograd_filters.h"
 
 _Static_assert(FNN_WGS4_GROUP == FNN_WGSP_G && FNN_WGS4_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
@@ -11,16 +12,8 @@ _Static_assert(FNN_WGS4_GROUP == FNN_WGSP_G && FNN_WGS4_OB == FNN_WGSP_OB, "fnn_
 #define FNN_WGS4_NONFINITE 0x99
 #define FNN_WGS4_NV (FNN_WGS4_GROUP / 16)
 
-void fnn_wgs4_pack(int O, int C, const float* U, float* Us) {
-    const int NB = (O + FNN_WGS4_OB - 1) / FNN_WGS4_OB;
-    for (int e = 0; e < 36; e++)
-        for (int b = 0; b < NB; b++)
-            for (int c = 0; c < C; c++)
-                for (int j = 0; j < FNN_WGS4_OB; j++) {
-                    int o = b * FNN_WGS4_OB + j;
-                    Us[(((long)e * NB + b) * C + c) * FNN_WGS4_OB + j] =
-                        o < O ? U[((long)e * O + o) * C + c] : 0.0f;
-                }
+void fnn_wgs4_weights(int O, int C, int b_lo, int b_hi, const float* w, float* Us) {
+    fnn_wgf_packed(4, FNN_WGS4_OB, O, C, b_lo, b_hi, w, Us);
 }
 
 /* Where one vector's 16 tiles read and write: runs of R = 8 or 4 consecutive tiles within a
