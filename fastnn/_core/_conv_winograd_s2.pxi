@@ -2,19 +2,19 @@
 # (also 3x3 ones, winograd_s2/3x3 and winograd_s2_dx/3x3: the weight zero-padded to 4x4)
 #
 # Included by _conv.pyx. The kernels (kernels/winograd_s2.h, AVX-512) transform the weight once
-# per call into the four phases' 2x2 kernels (one 2x2 stride-1 convolution over 4C channels),
-# then blocks of 4x4 output tiles (flat over rows and samples) run on the threads: gathered
-# 10x10 input windows transformed per phase, 25 microkernel GEMMs 4C deep, output transform
-# with bias and activation. Each output is the same float32 computation whatever the block or
+# per call (split over the threads) into the four phases' 2x2 kernels (one 2x2 stride-1
+# convolution over 4C channels), then blocks of 4x4 output tiles (flat over rows and samples)
+# run on the threads: gathered 10x10 input windows transformed per phase, 25 microkernel GEMMs
+# 4C deep, output transform with bias and activation. Each output is the same float32 computation whatever the block or
 # the thread, so the bits do not depend on the thread count. float32 only.
 
 cdef extern from "kernels/winograd_s2.h":
     bint FNN_WS2_KERNELS
-    void fnn_ws2_weights(int O, int C, const float* w, float* U) noexcept nogil
+    void fnn_ws2_weights(int O, int C, int o_lo, int o_hi, const float* w, float* U) noexcept nogil
     int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, const float* U, const float* x, const float* bias, float* out,
                       float* V, float* M, int act, float slope) noexcept nogil
-    void fnn_ws2_dx_weights(int O, int C, const float* w, float* U) noexcept nogil
+    void fnn_ws2_dx_weights(int O, int C, int c_lo, int c_hi, const float* w, float* U) noexcept nogil
     int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                          long t_hi, const float* U, const float* dy, const float* bias,
                          float* dx, float* V, float* M) noexcept nogil
@@ -73,10 +73,11 @@ def _winograd_s2_forward(x, weight, bias, out, int ph, int pw, int act=0, double
     cdef float fslope = <float>slope
     flags = np.zeros(max(nblocks, 1), np.int32)
     cdef int[::1] bad = flags
-    cdef int blk
+    cdef int blk, t, per_o = (o + nt - 1) // nt
     cdef float* v
     with nogil:
-        fnn_ws2_weights(o, c, pwt, pu)
+        for t in prange(nt, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            fnn_ws2_weights(o, c, min(o, t * per_o), min(o, t * per_o + per_o), pwt, pu)
         for blk in prange(nblocks, num_threads=nt, schedule="dynamic", chunksize=1,
                           use_threads_if=nt > 1):
             v = pws + openmp.omp_get_thread_num() * per_thread
@@ -118,10 +119,11 @@ def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0):
     cdef const float* pb = <float*>_ptr(bias)
     flags = np.zeros(max(nblocks, 1), np.int32)
     cdef int[::1] bad = flags
-    cdef int blk
+    cdef int blk, t, per_c = (c + nt - 1) // nt
     cdef float* v
     with nogil:
-        fnn_ws2_dx_weights(o, c, pwt, pu)
+        for t in prange(nt, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            fnn_ws2_dx_weights(o, c, min(c, t * per_c), min(c, t * per_c + per_c), pwt, pu)
         for blk in prange(nblocks, num_threads=nt, schedule="dynamic", chunksize=1,
                           use_threads_if=nt > 1):
             v = pws + openmp.omp_get_thread_num() * per_thread

@@ -16,8 +16,9 @@
 #define FNN_WS2_KERNELS (FNN_ISA >= 2)
 
 /* U[(e*O + o)*4C + p*C + c] := (G g G^T)[e / 5, e % 5] for phase p = 2a + b of w[o, c]
-   (O, C, 4, 4), g[u][v] = w[o, c, 2u + a, 2v + b]; formed in double, rounded once. */
-FNN_ISA_KERNEL void fnn_ws2_weights(int O, int C, const float* w, float* U);
+   (O, C, 4, 4), g[u][v] = w[o, c, 2u + a, 2v + b]; formed in double, rounded once; output
+   channels [o_lo, o_hi) (the threads split them). */
+FNN_ISA_KERNEL void fnn_ws2_weights(int O, int C, int o_lo, int o_hi, const float* w, float* U);
 
 /* out's tiles [t_lo, t_hi) := bias + conv(x, w) (stride 2, pad ph, pw), then the activation
    (act 0 none, 1 ReLU, 2 leaky ReLU with slope, bitwise as fnn_act_f32); tile t =
@@ -39,8 +40,9 @@ FNN_ISA_KERNEL int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int
    outputs (each dy patch transformed once for all four phases). */
 
 /* U[(e*4C + p*C + c)*O + o] := (G h G^T)[e / 5, e % 5] for phase p = 2a + b of w[o, c]
-   (O, C, 4, 4); formed in double, rounded once. */
-FNN_ISA_KERNEL void fnn_ws2_dx_weights(int O, int C, const float* w, float* U);
+   (O, C, 4, 4); formed in double, rounded once; input channels [c_lo, c_hi) (the threads
+   split them). */
+FNN_ISA_KERNEL void fnn_ws2_dx_weights(int O, int C, int c_lo, int c_hi, const float* w, float* U);
 
 /* dx's tiles [t_lo, t_hi) := the backward-data pass of the stride-2 4x4 convolution (pad ph,
    pw) x (N, C, H, W) -> dy (N, O, OH, OW); tile t = (n*TH + ty)*TW + tx covers the phase

@@ -43,30 +43,53 @@ static inline void fnn_ws2_g8(__m512d g0, __m512d g1, __m512d t[5]) {
     t[4] = g1;
 }
 
-void fnn_ws2_weights(int O, int C, const float* w, float* U) {
+/* 8 kernel phases g (lanes) transformed as fnn_ws2_weight1 does, stored as 8 floats at
+   dst + e * ld for e < 25 */
+static inline void fnn_ws2_weight8(__m512d g[2][2], float* dst, long ld) {
+    __m512d r[2][5], v[5];
+    fnn_ws2_g8(g[0][0], g[1][0], r[0]);
+    fnn_ws2_g8(g[0][1], g[1][1], r[1]);
+    for (int i = 0; i < 5; i++) {
+        fnn_ws2_g8(r[0][i], r[1][i], v);
+        for (int j = 0; j < 5; j++) _mm256_storeu_ps(dst + (i * 5 + j) * ld, _mm512_cvtpd_ps(v[j]));
+    }
+}
+
+/* 16 kernel phases, 8 lanes at a time gathered by gather(h, g) (h = 0, 1: lanes 0-7, 8-15),
+   stored as rows of 16 floats (whole cache lines: the 25 rows, ld apart, may share L1 sets) */
+#define FNN_WS2_WEIGHT16(gather, dst, ld)                                                      \
+    do {                                                                                       \
+        float rows_[25][16];                                                                   \
+        for (int h_ = 0; h_ < 2; h_++) {                                                       \
+            __m512d g_[2][2];                                                                  \
+            gather(h_, g_);                                                                    \
+            fnn_ws2_weight8(g_, rows_[0] + 8 * h_, 16);                                        \
+        }                                                                                      \
+        for (int e_ = 0; e_ < 25; e_++) _mm512_storeu_ps((dst) + e_ * (ld), _mm512_loadu_ps(rows_[e_])); \
+    } while (0)
+
+void fnn_ws2_weights(int O, int C, int o_lo, int o_hi, const float* w, float* U) {
     const long K = 4L * C, OK = (long)O * K;
     /* 8 channels at a time in double lanes (the operations of fnn_ws2_weight1) */
     const __m256i step = _mm256_set_epi32(112, 96, 80, 64, 48, 32, 16, 0);
-    for (int o = 0; o < O; o++)
+    for (int o = o_lo; o < o_hi; o++)
         for (int p = 0; p < 4; p++) {
             const int a = p >> 1, b = p & 1;
             float* u = U + (long)o * K + (long)p * C;
             const float* wo = w + (long)o * C * 16;
             int c = 0;
+#define FNN_WS2_GATHER(h, g)                                                                   \
+            for (int i = 0; i < 2; i++)                                                        \
+                for (int j = 0; j < 2; j++)                                                    \
+                    g[i][j] = _mm512_cvtps_pd(_mm256_i32gather_ps(                             \
+                        wo + (long)(c + 8 * (h)) * 16 + (2 * i + a) * 4 + 2 * j + b, step, 4))
+            for (; c + 16 <= C; c += 16) FNN_WS2_WEIGHT16(FNN_WS2_GATHER, u + c, OK);
             for (; c + 8 <= C; c += 8) {
-                __m512d g[2][2], r[2][5], v[5];
-                for (int i = 0; i < 2; i++)
-                    for (int j = 0; j < 2; j++)
-                        g[i][j] = _mm512_cvtps_pd(_mm256_i32gather_ps(
-                            wo + (long)c * 16 + (2 * i + a) * 4 + 2 * j + b, step, 4));
-                fnn_ws2_g8(g[0][0], g[1][0], r[0]);
-                fnn_ws2_g8(g[0][1], g[1][1], r[1]);
-                for (int i = 0; i < 5; i++) {
-                    fnn_ws2_g8(r[0][i], r[1][i], v);
-                    for (int j = 0; j < 5; j++)
-                        _mm256_storeu_ps(u + (i * 5 + j) * OK + c, _mm512_cvtpd_ps(v[j]));
-                }
+                __m512d g[2][2];
+                FNN_WS2_GATHER(0, g);
+                fnn_ws2_weight8(g, u + c, OK);
             }
+#undef FNN_WS2_GATHER
             for (; c < C; c++) {
                 const float* wk = wo + (long)c * 16;
                 double g[2][2];
@@ -200,31 +223,30 @@ int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
 
 /* ---- the backward-data pass (winograd_s2.h, fnn_ws2_dx_tiles) ---- */
 
-void fnn_ws2_dx_weights(int O, int C, const float* w, float* U) {
+void fnn_ws2_dx_weights(int O, int C, int c_lo, int c_hi, const float* w, float* U) {
     const long K = 4L * C, KO = K * O, CS = (long)C * 16;
     for (int p = 0; p < 4; p++) {
         const int a = p >> 1, b = p & 1;
-        for (int c = 0; c < C; c++) {
+        for (int c = c_lo; c < c_hi; c++) {
             float* u = U + ((long)p * C + c) * O;
             const float* wc = w + (long)c * 16;
             int o = 0;
             if (CS * 8 < (1L << 31)) {
                 const __m256i step = _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0),
                                                         _mm256_set1_epi32((int)CS));
+#define FNN_WS2_GATHER(h, g)                                                                   \
+                for (int i = 0; i < 2; i++)                                                    \
+                    for (int j = 0; j < 2; j++)                                                \
+                        g[i][j] = _mm512_cvtps_pd(_mm256_i32gather_ps(                         \
+                            wc + (long)(o + 8 * (h)) * CS + (2 * (1 - i) + a) * 4 + 2 * (1 - j) + b, \
+                            step, 4))
+                for (; o + 16 <= O; o += 16) FNN_WS2_WEIGHT16(FNN_WS2_GATHER, u + o, KO);
                 for (; o + 8 <= O; o += 8) {  /* 8 output channels in double lanes */
-                    __m512d g[2][2], r[2][5], v[5];
-                    for (int i = 0; i < 2; i++)
-                        for (int j = 0; j < 2; j++)
-                            g[i][j] = _mm512_cvtps_pd(_mm256_i32gather_ps(
-                                wc + (long)o * CS + (2 * (1 - i) + a) * 4 + 2 * (1 - j) + b, step, 4));
-                    fnn_ws2_g8(g[0][0], g[1][0], r[0]);
-                    fnn_ws2_g8(g[0][1], g[1][1], r[1]);
-                    for (int i = 0; i < 5; i++) {
-                        fnn_ws2_g8(r[0][i], r[1][i], v);
-                        for (int j = 0; j < 5; j++)
-                            _mm256_storeu_ps(u + (i * 5 + j) * KO + o, _mm512_cvtpd_ps(v[j]));
-                    }
+                    __m512d g[2][2];
+                    FNN_WS2_GATHER(0, g);
+                    fnn_ws2_weight8(g, u + o, KO);
                 }
+#undef FNN_WS2_GATHER
             }
             for (; o < O; o++) {
                 const float* wk = wc + (long)o * CS;
