@@ -227,6 +227,8 @@ def _winograd_dw(x, dy, dw, db, int ph, int pw):
     cdef const float* pdy = <float*>_ptr(dy)
     cdef int k, t, per_c = (c + nt - 1) // nt
     cdef float* v
+    cdef float[::1] dwf = dw.reshape(-1)
+    cdef Py_ssize_t i, ntaps = <Py_ssize_t>o * c * 9
     took("winograd_dw")
     with nogil:
         for k in prange(nchunks, num_threads=nt, schedule="dynamic", chunksize=1,
@@ -244,7 +246,9 @@ def _winograd_dw(x, dy, dw, db, int ph, int pw):
         raise MemoryError("winograd_dw: out of memory")
     if flags.any():
         return None
-    dw[...] = (dw + grad).astype(np.float32)
+    with nogil:   # dw + grad in double, rounded once (numpy's float32 + float64 -> float32)
+        for i in prange(ntaps, num_threads=nt, schedule="static", use_threads_if=nt > 1):
+            dwf[i] = <float>(<double>dwf[i] + pgrad[i])
     if db is not None:
         db += db8.reshape(nchunks, o, 8).sum(axis=(0, 2)).astype(np.float32)
     return dw
