@@ -179,16 +179,16 @@ static inline void fnn_wg2_deinterleave(__m256 a, __m256 b, __m256* even, __m256
 }
 
 /* 8 consecutive tiles in one row of tiles (a run): their patch rows are the 18 contiguous
-   columns ix0 .. ix0 + 17 of 4 input rows, their dy tiles 16 contiguous columns of 2 rows,
-   loaded 8 floats at a time and split into the tiles' lanes by even/odd shuffles instead of one
-   masked 4-float load per tile and row. xrows, grows: the rows inside the image. */
+   columns ix0 .. ix0 + 17 of 4 input rows, loaded 8 floats at a time and split into the tiles'
+   lanes by even/odd shuffles instead of one masked 4-float load per tile and row. xrows: the
+   rows inside the image. */
 typedef struct {
-    long xoff, goff;
-    int ix0, ox, xrows, grows;
+    long xoff;
+    int ix0, xrows;
 } fnn_wg2_run8;
 
-static inline int fnn_wg2_dw_run8(int H, int W, int C, int O, int OH, int OW, int ph, int pw,
-                                  long t0, int cnt, fnn_wg2_run8* r) {
+static inline int fnn_wg2_dw_run8(int H, int W, int C, int OH, int OW, int ph, int pw, long t0,
+                                  int cnt, fnn_wg2_run8* r) {
     const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
     const long tpi = (long)TH * TW;
     if (cnt < 8) return 0;
@@ -197,13 +197,10 @@ static inline int fnn_wg2_dw_run8(int H, int W, int C, int O, int OH, int OW, in
     if (tx + 8 > TW) return 0;
     int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
     r->xoff = n * C * (long)H * W + (long)iy0 * W + ix0;
-    r->goff = n * O * (long)OH * OW + (long)oy * OW + ox;
     r->ix0 = ix0;
-    r->ox = ox;
     r->xrows = 0;
     for (int i = 0; i < 4; i++)
         if (iy0 + i >= 0 && iy0 + i < H) r->xrows |= 1 << i;
-    r->grows = oy + 1 < OH ? 3 : 1;
     return 1;
 }
 /* r[p] := pixel p < cols of the 8 rows at g + i*stride (lanes i < rows; zero elsewhere):
@@ -239,23 +236,20 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
     const long VS = (long)C * FNN_MK_RA_LDA, PS = FNN_WG2_DW_PS(O, kc), CO = (long)C * O;
     for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
-        long offs[FNN_MK_KC], ooffs[FNN_MK_KC];
-        int kms[FNN_MK_KC * 4], okms[FNN_MK_KC * 2];
+        long offs[FNN_MK_KC];
+        int kms[FNN_MK_KC * 4];
         fnn_wg2_run8 runs[FNN_MK_KC / 8];
         int isrun[FNN_MK_KC / 8];
         for (int g0 = 0; g0 < TL; g0 += 8)
-            isrun[g0 / 8] = fnn_wg2_dw_run8(H, W, C, O, OH, OW, ph, pw, b0 + g0, T - g0, runs + g0 / 8);
+            isrun[g0 / 8] = fnn_wg2_dw_run8(H, W, C, OH, OW, ph, pw, b0 + g0, T - g0, runs + g0 / 8);
         /* the block's tile offsets and masks, then its patches a channel at a time (the
            channel's rows in order: few streams for the prefetchers) */
         for (int q = 0; q < TL; q++) {
             long* off = offs;
-            long* ooff = ooffs;
             int* km = kms;
-            int* okm = okms;
             if (q >= T) {
-                off[q] = ooff[q] = 0;
+                off[q] = 0;
                 for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                okm[q * 2] = okm[q * 2 + 1] = 0;
                 continue;
             }
             long t = b0 + q, n = t / tpi, rem = t % tpi;
@@ -266,10 +260,6 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
             for (int j = 0; j < 4; j++)
                 if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
             for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-            ooff[q] = n * O * OHW + (long)oy * OW + ox;
-            int gm = ox + 1 < OW ? 3 : 1;
-            okm[q * 2] = gm;
-            okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
         }
         for (int c = 0; c < C; c++)
             for (int g0 = 0; g0 < TL; g0 += 8) {

@@ -166,18 +166,15 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
 
 /* ---- the weight gradient (winograd.h, fnn_wg2_dw_chunk) ---- */
 
-/* The input patches' offsets and row masks of tiles t_lo + g0 .. + 15 (fnn_wg2_patch), and
-   dy's 2x2 tiles': ooff, okm (bits 0-1: the tile's columns inside dy, per row). */
-static inline void fnn_wg2_dw_offsets(int C, int H, int W, int O, int OH, int OW, int ph,
-                                      int pw, long t0, int cnt, long* off, __mmask8* km,
-                                      long* ooff, __mmask8* okm) {
+/* The input patches' offsets and row masks of tiles t0 .. t0 + 15 (fnn_wg2_patch). */
+static inline void fnn_wg2_dw_offsets(int C, int H, int W, int OH, int OW, int ph, int pw,
+                                      long t0, int cnt, long* off, __mmask8* km) {
     const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long tpi = (long)TH * TW, HW = (long)H * W;
     for (int q = 0; q < 16; q++) {
         if (q >= cnt) {
-            off[q] = ooff[q] = 0;
+            off[q] = 0;
             for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-            okm[q * 2] = okm[q * 2 + 1] = 0;
             continue;
         }
         long t = t0 + q, n = t / tpi, rem = t % tpi;
@@ -188,20 +185,15 @@ static inline void fnn_wg2_dw_offsets(int C, int H, int W, int O, int OH, int OW
         for (int j = 0; j < 4; j++)
             if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
         for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        ooff[q] = n * O * OHW + (long)oy * OW + ox;
-        __mmask8 gm = ox + 1 < OW ? 3 : 1;
-        okm[q * 2] = gm;
-        okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
     }
 }
 
 /* Whether tiles t0 .. t0 + 15 are two runs of 8 consecutive tiles each within one row of
-   tiles (images with a multiple of 8 tiles a row): then each run's patch rows and dy rows are
-   contiguous, loaded 16 floats at a time (masks: the image's columns and rows) and split into
-   the tiles' lanes by even/odd permutes instead of 16 masked 4-float loads a row. */
-static inline int fnn_wg2_dw_runs(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
-                                  long t0, int cnt, long* xoff, __mmask16 xm[2][4][2],
-                                  long* goff, __mmask16 gm[2][2]) {
+   tiles (images with a multiple of 8 tiles a row): then each run's patch rows are contiguous,
+   loaded 16 floats at a time (masks: the image's columns and rows) and split into the tiles'
+   lanes by even/odd permutes instead of 16 masked 4-float loads a row. */
+static inline int fnn_wg2_dw_runs(int C, int H, int W, int OH, int OW, int ph, int pw, long t0,
+                                  int cnt, long* xoff, __mmask16 xm[2][4][2]) {
     const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
     const long tpi = (long)TH * TW;
     if (cnt < 16 || TW % 8 != 0) return 0;
@@ -211,18 +203,12 @@ static inline int fnn_wg2_dw_runs(int C, int H, int W, int O, int OH, int OW, in
         if (tx + 8 > TW) return 0;
         int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
         xoff[h] = n * C * (long)H * W + (long)iy0 * W + ix0;
-        goff[h] = n * O * (long)OH * OW + (long)oy * OW + ox;
         for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
             __mmask16 cm = 0;
             for (int i = 0; i < 16; i++)
                 if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
             for (int r = 0; r < 4; r++) xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
         }
-        __mmask16 om = 0;
-        for (int i = 0; i < 16; i++)
-            if (ox + i < OW) om |= (__mmask16)(1u << i);
-        gm[h][0] = om;
-        gm[h][1] = oy + 1 < OH ? om : 0;
     }
     return 1;
 }
@@ -230,9 +216,9 @@ static inline int fnn_wg2_dw_runs(int C, int H, int W, int O, int OH, int OW, in
 /* one group of 16 tiles' loads: two runs (fnn_wg2_dw_runs) or one masked load a tile row */
 typedef struct {
     int runs;
-    long xoff[2], goff[2], off[16], ooff[16];
-    __mmask16 xm[2][4][2], gm[2][2];
-    __mmask8 km[64], okm[32];
+    long xoff[2], off[16];
+    __mmask16 xm[2][4][2];
+    __mmask8 km[64];
 } fnn_wg2_dw_group;
 
 /* the 16 floats at p in lanes m, zero elsewhere: a plain load and a blend where all 16 lie in
@@ -291,11 +277,11 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
         const int ng = TL / 16;
         for (int k = 0; k < ng; k++) {
             fnn_wg2_dw_group* gr = grp + k;
-            gr->runs = fnn_wg2_dw_runs(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
-                                       gr->xoff, gr->xm, gr->goff, gr->gm);
+            gr->runs = fnn_wg2_dw_runs(C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
+                                       gr->xoff, gr->xm);
             if (!gr->runs)
-                fnn_wg2_dw_offsets(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, gr->off,
-                                   gr->km, gr->ooff, gr->okm);
+                fnn_wg2_dw_offsets(C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, gr->off,
+                                   gr->km);
         }
         /* V[e][c][t] = (B^T d B)[e], as fnn_wg2_tiles; a channel's groups in turn (its rows
            in order: few streams for the prefetchers) */
