@@ -235,28 +235,15 @@ static inline __m512 fnn_wg2_dw_load(__mmask16 m, const float* p, const float* l
 }
 
 /* r[p] := pixel p of the 16 floats at g + i*stride (lanes i < rows, columns cm; zero
-   elsewhere): 16 row loads transposed in registers as fnn_mk_pack_t */
+   elsewhere): 16 row loads transposed in registers (fnn_mk_tr16) */
 static inline void fnn_wg2_dw_rows(const float* g, long stride, int rows, __mmask16 cm,
                                    const float* lo, const float* hi, long pf, __m512 r[16]) {
-    __m512 t[16], u[16], o[16];
+    __m512 o[16];
     for (int i = 0; i < 16; i++)
         r[i] = i < rows ? fnn_wg2_dw_load(cm, g + i * stride, lo, hi) : _mm512_setzero_ps();
     for (int i = 0; i < rows; i++)  /* 16 strided streams: too many for the prefetchers */
         _mm_prefetch((const char*)(g + i * stride + pf), _MM_HINT_T0);
-    for (int q = 0; q < 16; q += 2) {
-        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
-        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
-    }
-    for (int q = 0; q < 16; q += 4) {
-        u[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
-        u[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
-        u[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
-        u[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
-    }
-    FNN_MK_TR_COLS(0, u[0], u[4], u[8], u[12])
-    FNN_MK_TR_COLS(1, u[1], u[5], u[9], u[13])
-    FNN_MK_TR_COLS(2, u[2], u[6], u[10], u[14])
-    FNN_MK_TR_COLS(3, u[3], u[7], u[11], u[15])
+    fnn_mk_tr16(r, o);
     for (int i = 0; i < 16; i++) r[i] = o[i];
 }
 
