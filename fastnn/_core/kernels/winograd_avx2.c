@@ -6,6 +6,7 @@
 #include "winograd.h"
 #include "mk_avx2.h"
 #include "winograd_weights.h"
+#include "winograd_tiles.h"
 
 /* the 4-bit column masks of a patch row as vmaskmov lane masks */
 static const int fnn_wg2_lanes[16][4] __attribute__((aligned(16))) = {
@@ -28,22 +29,8 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     const long VS = (long)C * TL, MS = (long)O * TL;
     for (int g0 = 0; g0 < TL; g0 += 8) {  /* TL: the padding columns get zero patches */
         long off[8];
-        int km[32];
-        for (int q = 0; q < 8; q++) {
-            long t = t_lo + g0 + q;
-            if (g0 + q >= T) {
-                off[q] = 0;
-                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                continue;
-            }
-            long n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 2 - ph, ix0 = (int)(rem % TW) * 2 - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            int cm = 0;
-            for (int j = 0; j < 4; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
-            for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
+        unsigned char km[32];
+        fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 8, off, km);
         for (int c = 0; c < C; c++) {
             const float* xc = x + c * HW;
             __m256 d[4][4], s[4][4];
@@ -189,18 +176,13 @@ typedef struct {
 
 static inline int fnn_wg2_dw_run8(int H, int W, int C, int OH, int OW, int ph, int pw, long t0,
                                   int cnt, fnn_wg2_run8* r) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW;
-    if (cnt < 8) return 0;
-    long n = t0 / tpi, rem = t0 % tpi;
-    int ty = (int)(rem / TW), tx = (int)(rem % TW);
-    if (tx + 8 > TW) return 0;
-    int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-    r->xoff = n * C * (long)H * W + (long)iy0 * W + ix0;
+    long n;
+    int oy, ox;
+    if (cnt < 8 || !fnn_wg_run(2, OH, OW, t0, 8, &n, &oy, &ox)) return 0;
+    const int iy0 = oy - ph, ix0 = ox - pw;
+    r->xoff = n * C * ((long)H * W) + (long)iy0 * W + ix0;
     r->ix0 = ix0;
-    r->xrows = 0;
-    for (int i = 0; i < 4; i++)
-        if (iy0 + i >= 0 && iy0 + i < H) r->xrows |= 1 << i;
+    r->xrows = (int)fnn_wg_inside(iy0, 4, H);
     return 1;
 }
 /* r[p] := pixel p < cols of the 8 rows at g + i*stride (lanes i < rows; zero elsewhere):
@@ -237,34 +219,18 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
     for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
         long offs[FNN_MK_KC];
-        int kms[FNN_MK_KC * 4];
+        unsigned char kms[FNN_MK_KC * 4];
         fnn_wg2_run8 runs[FNN_MK_KC / 8];
         int isrun[FNN_MK_KC / 8];
         for (int g0 = 0; g0 < TL; g0 += 8)
             isrun[g0 / 8] = fnn_wg2_dw_run8(H, W, C, OH, OW, ph, pw, b0 + g0, T - g0, runs + g0 / 8);
         /* the block's tile offsets and masks, then its patches a channel at a time (the
            channel's rows in order: few streams for the prefetchers) */
-        for (int q = 0; q < TL; q++) {
-            long* off = offs;
-            int* km = kms;
-            if (q >= T) {
-                off[q] = 0;
-                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                continue;
-            }
-            long t = b0 + q, n = t / tpi, rem = t % tpi;
-            int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-            int iy0 = oy - ph, ix0 = ox - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            int cm = 0;
-            for (int j = 0; j < 4; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
-            for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
+        fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, b0, T, TL, offs, kms);
         for (int c = 0; c < C; c++)
             for (int g0 = 0; g0 < TL; g0 += 8) {
                 const long* off = offs + g0;
-                const int* km = kms + g0 * 4;
+                const unsigned char* km = kms + g0 * 4;
                 const float* xc = x + c * HW;
                 __m256 d[4][4], s[4][4];
                 if (isrun[g0 / 8]) {

@@ -7,6 +7,7 @@
 #include "mk_avx512.h"
 #include "winograd_weights.h"
 #include "winograd_f4_avx512.h"
+#include "winograd_tiles.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WG_NONFINITE 0x99
@@ -57,22 +58,7 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     for (int g0 = 0; g0 < T; g0 += 16) {
         long off[16];
         __mmask8 km[64];
-        for (int q = 0; q < 16; q++) {
-            long t = t_lo + g0 + q;
-            if (g0 + q >= T) {
-                off[q] = 0;
-                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                continue;
-            }
-            long n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 2 - ph, ix0 = (int)(rem % TW) * 2 - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            __mmask8 cm = 0;
-            for (int j = 0; j < 4; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-            for (int r = 0; r < 4; r++)
-                km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
+        fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 16, off, km);
         for (int c = 0; c < C; c++) {
             __m512 d[4][4], s[4][4];
             fnn_wg2_patch(x + c * HW, off, km, W, d);
@@ -166,54 +152,9 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
 
 /* ---- the weight gradient (winograd.h, fnn_wg2_dw_chunk) ---- */
 
-/* The input patches' offsets and row masks of tiles t0 .. t0 + 15 (fnn_wg2_patch). */
-static inline void fnn_wg2_dw_offsets(int C, int H, int W, int OH, int OW, int ph, int pw,
-                                      long t0, int cnt, long* off, __mmask8* km) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW, HW = (long)H * W;
-    for (int q = 0; q < 16; q++) {
-        if (q >= cnt) {
-            off[q] = 0;
-            for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-            continue;
-        }
-        long t = t0 + q, n = t / tpi, rem = t % tpi;
-        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-        int iy0 = oy - ph, ix0 = ox - pw;
-        off[q] = n * C * HW + (long)iy0 * W + ix0;
-        __mmask8 cm = 0;
-        for (int j = 0; j < 4; j++)
-            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-        for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-    }
-}
-
-/* Whether tiles t0 .. t0 + 15 are two runs of 8 consecutive tiles each within one row of
-   tiles (images with a multiple of 8 tiles a row): then each run's patch rows are contiguous,
-   loaded 16 floats at a time (masks: the image's columns and rows) and split into the tiles'
-   lanes by even/odd permutes instead of 16 masked 4-float loads a row. */
-static inline int fnn_wg2_dw_runs(int C, int H, int W, int OH, int OW, int ph, int pw, long t0,
-                                  int cnt, long* xoff, __mmask16 xm[2][4][2]) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW;
-    if (cnt < 16 || TW % 8 != 0) return 0;
-    for (int h = 0; h < 2; h++) {
-        long t = t0 + 8 * h, n = t / tpi, rem = t % tpi;
-        int ty = (int)(rem / TW), tx = (int)(rem % TW);
-        if (tx + 8 > TW) return 0;
-        int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-        xoff[h] = n * C * (long)H * W + (long)iy0 * W + ix0;
-        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
-            __mmask16 cm = 0;
-            for (int i = 0; i < 16; i++)
-                if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
-            for (int r = 0; r < 4; r++) xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
-    }
-    return 1;
-}
-
-/* one group of 16 tiles' loads: two runs (fnn_wg2_dw_runs) or one masked load a tile row */
+/* one group of 16 tiles' loads: two runs of 8 whose patch rows are contiguous, loaded 16 floats
+   at a time and split into the tiles' lanes by even/odd permutes (fnn_wg2_runs16), or one
+   masked 4-float load a tile row (fnn_wg_patches) */
 typedef struct {
     int runs;
     long xoff[2], off[16];
@@ -264,11 +205,11 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
         const int ng = TL / 16;
         for (int k = 0; k < ng; k++) {
             fnn_wg2_dw_group* gr = grp + k;
-            gr->runs = fnn_wg2_dw_runs(C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
-                                       gr->xoff, gr->xm);
+            gr->runs = fnn_wg2_runs16(C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
+                                      gr->xoff, gr->xm);
             if (!gr->runs)
-                fnn_wg2_dw_offsets(C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, gr->off,
-                                   gr->km);
+                fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, 16, gr->off,
+                               gr->km);
         }
         /* V[e][c][t] = (B^T d B)[e], as fnn_wg2_tiles; a channel's groups in turn (its rows
            in order: few streams for the prefetchers) */
@@ -404,22 +345,7 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     for (int g0 = 0; g0 < T; g0 += 16) {
         long off[16];
         __mmask8 km[16 * 6];
-        for (int q = 0; q < 16; q++) {
-            long t = t_lo + g0 + q;
-            if (g0 + q >= T) {
-                off[q] = 0;
-                for (int r = 0; r < 6; r++) km[q * 6 + r] = 0;
-                continue;
-            }
-            long n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 4 - ph, ix0 = (int)(rem % TW) * 4 - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            __mmask8 cm = 0;
-            for (int j = 0; j < 6; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-            for (int r = 0; r < 6; r++)
-                km[q * 6 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
+        fnn_wg_patches(4, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 16, off, km);
         for (int c = 0; c < C; c++) {
             __m512 d[6][6], s[6][6], col[6], o6[6];
             for (int r = 0; r < 6; r++)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "winograd_small.h"
 #include "winograd_small_pack.h"
+#include "winograd_tiles.h"
 
 #define FNN_WGS_NV (FNN_WGS_GROUP / 8)
 
@@ -30,7 +31,8 @@ typedef struct {
     int xall[2], yall;     /* every column of the loads (s = 0, 1) / the stores inside */
     __m256i xm[2][2], ym[2]; /* else their lane masks: [s][half], [half] */
     long off[8], ooff[8];
-    int km[32], rows[8], full[8];
+    unsigned char km[32];
+    int rows[8], full[8];
 } fnn_wgs_vec;
 
 static inline __m256i fnn_wgs_mask8(int lo, int hi, int first) {
@@ -42,52 +44,31 @@ static inline __m256i fnn_wgs_mask8(int lo, int hi, int first) {
 
 static void fnn_wgs_locate(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t0,
                            int cnt, fnn_wgs_vec* g) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    long n;
+    int oy, ox;
     g->cnt = cnt < 0 ? 0 : (cnt > 8 ? 8 : cnt);
-    g->run = g->cnt == 8 && TW % 8 == 0;
+    g->run = g->cnt == 8 && (OW + 1) / 2 % 8 == 0 && fnn_wg_run(2, OH, OW, t0, 8, &n, &oy, &ox);
     if (g->run) {
-        long n = t0 / tpi, rem = t0 % tpi;
-        int ty = (int)(rem / TW), tx = (int)(rem % TW);
-        if (tx + 8 > TW) {
-            g->run = 0;
-        } else {
-            int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-            g->xoff = n * C * HW + (long)iy0 * W + ix0;
-            g->yoff = n * O * OHW + (long)oy * OW + ox;
-            for (int r = 0; r < 4; r++) g->xrow[r] = iy0 + r >= 0 && iy0 + r < H;
-            for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
-                g->xall[s] = ix0 + 2 * s >= 0 && ix0 + 2 * s + 16 <= W;
-                g->xm[s][0] = fnn_wgs_mask8(0, W, ix0 + 2 * s);
-                g->xm[s][1] = fnn_wgs_mask8(0, W, ix0 + 2 * s + 8);
-            }
-            g->yrow[0] = 1;
-            g->yrow[1] = oy + 1 < OH;
-            g->yall = ox + 16 <= OW;
-            g->ym[0] = fnn_wgs_mask8(0, OW, ox);
-            g->ym[1] = fnn_wgs_mask8(0, OW, ox + 8);
-            return;
+        const int iy0 = oy - ph, ix0 = ox - pw;
+        g->xoff = n * C * ((long)H * W) + (long)iy0 * W + ix0;
+        g->yoff = n * O * ((long)OH * OW) + (long)oy * OW + ox;
+        for (int r = 0; r < 4; r++) g->xrow[r] = iy0 + r >= 0 && iy0 + r < H;
+        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
+            g->xall[s] = ix0 + 2 * s >= 0 && ix0 + 2 * s + 16 <= W;
+            g->xm[s][0] = fnn_wgs_mask8(0, W, ix0 + 2 * s);
+            g->xm[s][1] = fnn_wgs_mask8(0, W, ix0 + 2 * s + 8);
         }
+        g->yrow[0] = 1;
+        g->yrow[1] = oy + 1 < OH;
+        g->yall = ox + 16 <= OW;
+        g->ym[0] = fnn_wgs_mask8(0, OW, ox);
+        g->ym[1] = fnn_wgs_mask8(0, OW, ox + 8);
+        return;
     }
-    for (int q = 0; q < 8; q++) {
-        if (q >= g->cnt) {
-            g->off[q] = g->ooff[q] = 0;
-            g->rows[q] = g->full[q] = 0;
-            for (int r = 0; r < 4; r++) g->km[q * 4 + r] = 0;
-            continue;
-        }
-        long t = t0 + q, n = t / tpi, rem = t % tpi;
-        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-        int iy0 = oy - ph, ix0 = ox - pw;
-        g->off[q] = n * C * HW + (long)iy0 * W + ix0;
-        int cm = 0;
-        for (int j = 0; j < 4; j++)
-            if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
-        for (int r = 0; r < 4; r++) g->km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        g->ooff[q] = n * O * OHW + (long)oy * OW + ox;
-        g->rows[q] = oy + 1 < OH ? 2 : 1;
-        g->full[q] = ox + 1 < OW;
-    }
+    int cols[8];
+    fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t0, g->cnt, 8, g->off, g->km);
+    fnn_wg_outputs(2, O, OH, OW, t0, g->cnt, 8, g->ooff, g->rows, cols);
+    for (int q = 0; q < 8; q++) g->full[q] = cols[q] == 2;
 }
 
 /* d[r][j] = x[iy0 + r, ix0 + j] of each of the vector's tiles (zero outside the image) */
@@ -117,7 +98,7 @@ static inline void fnn_wgs_patch(const float* xc, const fnn_wgs_vec* g, long W, 
         return;
     }
     const long* off = g->off;
-    const int* km = g->km;
+    const unsigned char* km = g->km;
     for (int r = 0; r < 4; r++) {  /* tile 4*blk + q in 128-bit half blk of p[q] */
         __m256 p[4];
         for (int q = 0; q < 4; q++)

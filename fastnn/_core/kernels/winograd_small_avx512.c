@@ -8,6 +8,7 @@
 #include "winograd_small.h"
 #include "winograd_small_pack.h"
 #include "winograd_small_avx512.h"
+#include "winograd_tiles.h"
 
 _Static_assert(FNN_WGS_GROUP == FNN_WGSP_G && FNN_WGS_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
@@ -27,52 +28,23 @@ typedef struct {
 
 static void fnn_wgs_locate(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t0,
                            int cnt, fnn_wgs_vec* g) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
     g->cnt = cnt < 0 ? 0 : (cnt > 16 ? 16 : cnt);
-    g->runs = g->cnt == 16 && TW % 8 == 0;
-    for (int h = 0; h < 2 && g->runs; h++) {
-        long t = t0 + 8 * h, n = t / tpi, rem = t % tpi;
-        int ty = (int)(rem / TW), tx = (int)(rem % TW);
-        if (tx + 8 > TW) {
-            g->runs = 0;
-            break;
+    g->runs = fnn_wg2_runs16(C, H, W, OH, OW, ph, pw, t0, g->cnt, g->xoff, g->xm);
+    if (g->runs) {
+        for (int h = 0; h < 2; h++) {  /* the run's output rows oy, oy + 1: 16 columns each */
+            int oy, ox;
+            const long n = fnn_wg_tile(2, OH, OW, t0 + 8 * h, &oy, &ox);
+            const __mmask16 om = (__mmask16)fnn_wg_inside(ox, 16, OW);
+            g->yoff[h] = n * O * ((long)OH * OW) + (long)oy * OW + ox;
+            g->ym[h][0] = om;
+            g->ym[h][1] = oy + 1 < OH ? om : 0;
         }
-        int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-        g->xoff[h] = n * C * HW + (long)iy0 * W + ix0;
-        g->yoff[h] = n * O * OHW + (long)oy * OW + ox;
-        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
-            __mmask16 cm = 0;
-            for (int i = 0; i < 16; i++)
-                if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
-            for (int r = 0; r < 4; r++) g->xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
-        __mmask16 om = 0;
-        for (int i = 0; i < 16; i++)
-            if (ox + i < OW) om |= (__mmask16)(1u << i);
-        g->ym[h][0] = om;
-        g->ym[h][1] = oy + 1 < OH ? om : 0;
+        return;
     }
-    if (g->runs) return;
-    for (int q = 0; q < 16; q++) {
-        if (q >= g->cnt) {
-            g->off[q] = g->ooff[q] = 0;
-            g->rows[q] = g->full[q] = 0;
-            for (int r = 0; r < 4; r++) g->km[q * 4 + r] = 0;
-            continue;
-        }
-        long t = t0 + q, n = t / tpi, rem = t % tpi;
-        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-        int iy0 = oy - ph, ix0 = ox - pw;
-        g->off[q] = n * C * HW + (long)iy0 * W + ix0;
-        __mmask8 cm = 0;
-        for (int j = 0; j < 4; j++)
-            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-        for (int r = 0; r < 4; r++) g->km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        g->ooff[q] = n * O * OHW + (long)oy * OW + ox;
-        g->rows[q] = oy + 1 < OH ? 2 : 1;
-        g->full[q] = ox + 1 < OW;
-    }
+    int cols[16];
+    fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t0, g->cnt, 16, g->off, g->km);
+    fnn_wg_outputs(2, O, OH, OW, t0, g->cnt, 16, g->ooff, g->rows, cols);
+    for (int q = 0; q < 16; q++) g->full[q] = cols[q] == 2;
 }
 
 /* d[r][j] = x[iy0 + r, ix0 + j] of each of the vector's tiles (zero outside the image) */
