@@ -7,6 +7,7 @@
 #include "mk_avx2.h"
 #include "winograd_weights.h"
 #include "winograd_tiles.h"
+#include "winograd_transforms.h"
 
 /* the 4-bit column masks of a patch row as vmaskmov lane masks */
 static const int fnn_wg2_lanes[16][4] __attribute__((aligned(16))) = {
@@ -33,7 +34,7 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 8, off, km);
         for (int c = 0; c < C; c++) {
             const float* xc = x + c * HW;
-            __m256 d[4][4], s[4][4];
+            __m256 d[4][4];
             for (int r = 0; r < 4; r++) {  /* tile 4*blk + g in 128-bit half blk of p[g] */
                 __m256 p[4];
                 for (int g = 0; g < 4; g++)
@@ -47,19 +48,7 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
                 d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
                 d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
             }
-            for (int j = 0; j < 4; j++) {
-                s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
-                s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
-                s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
-                s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
-            }
-            float* v = V + (long)c * TL + g0;
-            for (int i = 0; i < 4; i++) {
-                _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
-                _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
-                _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
-                _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
-            }
+            fnn_wg2_bt(d, V + (long)c * TL + g0, VS);
         }
     }
     for (int e = 0; e < 16; e++)
@@ -82,17 +71,10 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
         for (int o = 0; o < O; o++) {
             const float* m = M + (long)o * TL + g0;
-            __m256 a[2][4], y[2][2], lo[2], hi[2];
-            for (int j = 0; j < 4; j++) {
-                __m256 m0 = _mm256_load_ps(m + (0 * 4 + j) * MS), m1 = _mm256_load_ps(m + (1 * 4 + j) * MS);
-                __m256 m2 = _mm256_load_ps(m + (2 * 4 + j) * MS), m3 = _mm256_load_ps(m + (3 * 4 + j) * MS);
-                a[0][j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                a[1][j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-            }
+            __m256 y[2][2], lo[2], hi[2];
             __m256 b = bias ? _mm256_set1_ps(bias[o]) : zero;
+            fnn_wg2_at(m, MS, b, y);
             for (int i = 0; i < 2; i++) {
-                y[i][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[i][0], a[i][1]), a[i][2]), b);
-                y[i][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[i][1], a[i][2]), a[i][3]), b);
                 for (int j = 0; j < 2; j++) {
                     /* y - y is 0 unless y is NaN or infinite */
                     bad |= lanes & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(y[i][j], y[i][j]),
@@ -232,7 +214,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 const long* off = offs + g0;
                 const unsigned char* km = kms + g0 * 4;
                 const float* xc = x + c * HW;
-                __m256 d[4][4], s[4][4];
+                __m256 d[4][4];
                 if (isrun[g0 / 8]) {
                     const fnn_wg2_run8* ru = runs + g0 / 8;
                     const int x0 = ru->ix0;
@@ -261,19 +243,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
                     d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
                 }
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
-                }
-                float* v = V + (long)c * FNN_MK_RA_LDA + g0;
-                for (int i = 0; i < 4; i++) {
-                    _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
-                    _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
-                }
+                fnn_wg2_bt(d, V + (long)c * FNN_MK_RA_LDA + g0, VS);
             }
         /* P[e] = (A' g A'^T)[e] straight in the microkernel's packed panels (winograd_avx512.c):
            a piece of up to 4 tiles of one row of tiles at a time, 8 channels' 2 dy rows
@@ -342,32 +312,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
     }
 }
 
-/* ---- F(4x4,3x3): winograd_avx512.c's fnn_wg4_* with 8 tiles per vector, the same float32
-   operations per output (so both levels give the same bits) ---- */
-/* o := B^T d for 6 vectors (winograd_avx512.c's fnn_wg4_bt) */
-static inline void fnn_wg4_bt(const __m256 d[6], __m256 o[6]) {
-    const __m256 four = _mm256_set1_ps(4.0f), mfour = _mm256_set1_ps(-4.0f);
-    const __m256 mfive = _mm256_set1_ps(-5.0f), two = _mm256_set1_ps(2.0f);
-    __m256 a = _mm256_fmadd_ps(mfour, d[2], d[4]), b = _mm256_fmadd_ps(mfour, d[1], d[3]);
-    __m256 c = _mm256_sub_ps(d[4], d[2]), e = _mm256_mul_ps(two, _mm256_sub_ps(d[3], d[1]));
-    o[0] = _mm256_fmadd_ps(four, d[0], _mm256_fmadd_ps(mfive, d[2], d[4]));
-    o[1] = _mm256_add_ps(a, b);
-    o[2] = _mm256_sub_ps(a, b);
-    o[3] = _mm256_add_ps(c, e);
-    o[4] = _mm256_sub_ps(c, e);
-    o[5] = _mm256_fmadd_ps(four, d[1], _mm256_fmadd_ps(mfive, d[3], d[5]));
-}
-
-/* y := A^T m for 6 vectors (winograd_avx512.c's fnn_wg4_at) */
-static inline void fnn_wg4_at(const __m256 m[6], __m256 y[4]) {
-    __m256 s12 = _mm256_add_ps(m[1], m[2]), d12 = _mm256_sub_ps(m[1], m[2]);
-    __m256 s34 = _mm256_add_ps(m[3], m[4]), d34 = _mm256_sub_ps(m[3], m[4]);
-    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), s34);
-    y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), d34, d12);
-    y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), s34, s12);
-    y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d34, d12), m[5]);
-}
-
+/* ---- F(4x4,3x3): winograd_avx512.c's fnn_wg4_tiles with 8 tiles per vector and the same
+   transforms (winograd_transforms.h), so both levels give the same bits ---- */
 /* the output transform of one output channel's 8 tiles (lanes) at M column m (36 rows MS
    apart): Y = A^T m A + bias, the activation (act a constant where inlined, so its branches
    leave the loop), the tiles' 4x4 blocks stored at ob + ooff[q] (masked where a tile crosses

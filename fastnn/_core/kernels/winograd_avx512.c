@@ -60,21 +60,9 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         __mmask8 km[64];
         fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 16, off, km);
         for (int c = 0; c < C; c++) {
-            __m512 d[4][4], s[4][4];
+            __m512 d[4][4];
             fnn_wg2_patch(x + c * HW, off, km, W, d);
-            for (int j = 0; j < 4; j++) {
-                s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-                s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-                s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-                s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-            }
-            float* v = V + (long)c * TL + g0;
-            for (int i = 0; i < 4; i++) {
-                _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
-                _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
-                _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
-                _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
-            }
+            fnn_wg2_bt(d, V + (long)c * TL + g0, VS);
         }
     }
     /* the 16 GEMMs: M[e] (O x T) = U[e] (O x C) @ V[e] (C x T) */
@@ -101,17 +89,10 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
         for (int o = 0; o < O; o++) {
             const float* m = M + (long)o * TL + g0;
-            __m512 a[2][4], y[2][2];
-            for (int j = 0; j < 4; j++) {
-                __m512 m0 = _mm512_load_ps(m + (0 * 4 + j) * MS), m1 = _mm512_load_ps(m + (1 * 4 + j) * MS);
-                __m512 m2 = _mm512_load_ps(m + (2 * 4 + j) * MS), m3 = _mm512_load_ps(m + (3 * 4 + j) * MS);
-                a[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                a[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-            }
+            __m512 y[2][2];
             __m512 b = bias ? _mm512_set1_ps(bias[o]) : zero;
+            fnn_wg2_at(m, MS, b, y);
             for (int i = 0; i < 2; i++) {
-                y[i][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]), b);
-                y[i][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]), b);
                 for (int j = 0; j < 2; j++) {
                     bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][j], FNN_WG_NONFINITE);
                     if (act == 1)
@@ -217,7 +198,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
             for (int k = 0; k < ng; k++) {
                 const fnn_wg2_dw_group* gr = grp + k;
                 const float* xc = x + c * HW;
-                __m512 d[4][4], s[4][4];
+                __m512 d[4][4];
                 if (gr->runs) {
                     if (c + 1 < C)  /* the next channel's rows, a channel's groups ahead */
                         for (int r = 0; r < 4; r++)
@@ -236,19 +217,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 } else {
                     fnn_wg2_patch(xc, gr->off, gr->km, W, d);
                 }
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-                }
-                float* v = V + (long)c * FNN_MK_RA_LDA + 16 * k;
-                for (int i = 0; i < 4; i++) {
-                    _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
-                    _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
-                    _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
-                    _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
-                }
+                fnn_wg2_bt(d, V + (long)c * FNN_MK_RA_LDA + 16 * k, VS);
             }
         /* P[e] = (A' g A'^T)[e] straight in the microkernel's packed panels (tile q's row of
            32 output channels at q*32, lanes o): a piece of up to 8 tiles of one row of tiles

@@ -8,6 +8,7 @@
 #include "winograd_small.h"
 #include "winograd_small_pack.h"
 #include "winograd_tiles.h"
+#include "winograd_transforms.h"
 
 #define FNN_WGS_NV (FNN_WGS_GROUP / 8)
 
@@ -130,22 +131,9 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         /* V[e][c][k*8 + q] = (B^T d B)[e], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
         for (int c = 0; c < C; c++)
             for (int k = 0; k < NV; k++) {
-                __m256 d[4][4], s[4][4];
+                __m256 d[4][4];
                 fnn_wgs_patch(x + c * HW, grp + k, W, d);
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
-                }
-                float* v = V + (long)c * G + 8 * k;
-                const long VS = (long)C * G;
-                for (int i = 0; i < 4; i++) {
-                    _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
-                    _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
-                }
+                fnn_wg2_bt(d, V + (long)c * G + 8 * k, (long)C * G);
             }
         for (int b = 0; b < NB; b++) {
             /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
@@ -187,17 +175,10 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
                     if (g->cnt == 0) continue;
                     const float* m = M + (long)j * G + 8 * k;
                     const long MS = (long)OB * G;
-                    __m256 a[2][4], y[2][2], lo[2], hi[2];
-                    for (int jj = 0; jj < 4; jj++) {
-                        __m256 m0 = _mm256_load_ps(m + (0 * 4 + jj) * MS), m1 = _mm256_load_ps(m + (1 * 4 + jj) * MS);
-                        __m256 m2 = _mm256_load_ps(m + (2 * 4 + jj) * MS), m3 = _mm256_load_ps(m + (3 * 4 + jj) * MS);
-                        a[0][jj] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                        a[1][jj] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-                    }
+                    __m256 y[2][2], lo[2], hi[2];
                     const int lanes = (1 << g->cnt) - 1;
+                    fnn_wg2_at(m, MS, bv, y);
                     for (int i = 0; i < 2; i++) {
-                        y[i][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[i][0], a[i][1]), a[i][2]), bv);
-                        y[i][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[i][1], a[i][2]), a[i][3]), bv);
                         for (int jj = 0; jj < 2; jj++) {
                             /* y - y is 0 unless y is NaN or infinite */
                             bad |= lanes & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(y[i][jj], y[i][jj]),
