@@ -262,21 +262,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cols, 2 * OW, p1);
                 else for (int i = 0; i < 8; i++) p1[i] = _mm256_setzero_ps();
                 float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
-                for (int q = 0; q < R; q++, pp += 32) {
-                    __m256 a[4][2];
-                    for (int j = 0; j < 2; j++) {
-                        a[0][j] = p0[2 * q + j];
-                        a[1][j] = _mm256_add_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[2][j] = _mm256_sub_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[3][j] = p1[2 * q + j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        _mm256_store_ps(pp + (4 * i + 0) * PS, a[i][0]);
-                        _mm256_store_ps(pp + (4 * i + 1) * PS, _mm256_add_ps(a[i][0], a[i][1]));
-                        _mm256_store_ps(pp + (4 * i + 2) * PS, _mm256_sub_ps(a[i][0], a[i][1]));
-                        _mm256_store_ps(pp + (4 * i + 3) * PS, a[i][1]);
-                    }
-                }
+                for (int q = 0; q < R; q++, pp += 32)
+                    fnn_wg2_gt(p0 + 2 * q, p1 + 2 * q, pp, PS);
             }
             q0 += R;
         }

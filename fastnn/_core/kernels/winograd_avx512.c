@@ -8,6 +8,7 @@
 #include "winograd_weights.h"
 #include "winograd_f4_avx512.h"
 #include "winograd_tiles.h"
+#include "winograd_transforms.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WG_NONFINITE 0x99
@@ -222,7 +223,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
         /* P[e] = (A' g A'^T)[e] straight in the microkernel's packed panels (tile q's row of
            32 output channels at q*32, lanes o): a piece of up to 8 tiles of one row of tiles
            at a time, 16 channels' 2 dy rows transposed into pixel vectors (lanes o), then
-           each tile's rows g0, g0 + g1, g0 - g1, g1 and the columns as above */
+           each tile's transform (fnn_wg2_gt) */
         for (int q0 = 0; q0 < T;) {
             const long t = b0 + q0, n = t / tpi, rem = t % tpi;
             const int tx = (int)(rem % TW), oy = (int)(rem / TW) * 2, ox = 2 * tx;
@@ -246,21 +247,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     else for (int i = 0; i < 16; i++) p1[i] = _mm512_setzero_ps();
                 }
                 float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
-                for (int q = 0; q < R; q++, pp += 32) {
-                    __m512 a[4][2];
-                    for (int j = 0; j < 2; j++) {
-                        a[0][j] = p0[2 * q + j];
-                        a[1][j] = _mm512_add_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[2][j] = _mm512_sub_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[3][j] = p1[2 * q + j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        _mm512_store_ps(pp + (4 * i + 0) * PS, a[i][0]);
-                        _mm512_store_ps(pp + (4 * i + 1) * PS, _mm512_add_ps(a[i][0], a[i][1]));
-                        _mm512_store_ps(pp + (4 * i + 2) * PS, _mm512_sub_ps(a[i][0], a[i][1]));
-                        _mm512_store_ps(pp + (4 * i + 3) * PS, a[i][1]);
-                    }
-                }
+                for (int q = 0; q < R; q++, pp += 32)
+                    fnn_wg2_gt(p0 + 2 * q, p1 + 2 * q, pp, PS);
             }
             q0 += R;
         }

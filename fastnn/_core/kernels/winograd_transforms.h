@@ -61,6 +61,25 @@ static inline void fnn_wg2_at(const float* m, long MS, fnn_v b, fnn_v y[2][2]) {
     }
 }
 
+/* pp[e*PS] := (A' g A'^T)[e] for the 16 elements e of one 2x2 tile of dy per lane (the weight
+   gradient's roles swapped: lanes are output channels), g's rows g0 = r0[0..1], g1 = r1[0..1]
+   (aligned stores), A'^T = [1 0; 1 1; 1 -1; 0 1] */
+static inline void fnn_wg2_gt(const fnn_v r0[2], const fnn_v r1[2], float* pp, long PS) {
+    fnn_v a[4][2];
+    for (int j = 0; j < 2; j++) {
+        a[0][j] = r0[j];
+        a[1][j] = fnn_v_add(r0[j], r1[j]);
+        a[2][j] = fnn_v_sub(r0[j], r1[j]);
+        a[3][j] = r1[j];
+    }
+    for (int i = 0; i < 4; i++) {
+        fnn_v_store(pp + (4 * i + 0) * PS, a[i][0]);
+        fnn_v_store(pp + (4 * i + 1) * PS, fnn_v_add(a[i][0], a[i][1]));
+        fnn_v_store(pp + (4 * i + 2) * PS, fnn_v_sub(a[i][0], a[i][1]));
+        fnn_v_store(pp + (4 * i + 3) * PS, a[i][1]);
+    }
+}
+
 /* o := B^T d for 6 vectors, B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
    0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] */
 static inline void fnn_wg4_bt(const fnn_v d[6], fnn_v o[6]) {
