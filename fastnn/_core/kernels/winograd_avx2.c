@@ -8,18 +8,7 @@
 #include "winograd_weights.h"
 #include "winograd_tiles.h"
 #include "winograd_transforms.h"
-
-/* the 4-bit column masks of a patch row as vmaskmov lane masks */
-static const int fnn_wg2_lanes[16][4] __attribute__((aligned(16))) = {
-    {0, 0, 0, 0}, {-1, 0, 0, 0}, {0, -1, 0, 0}, {-1, -1, 0, 0}, {0, 0, -1, 0}, {-1, 0, -1, 0},
-    {0, -1, -1, 0}, {-1, -1, -1, 0}, {0, 0, 0, -1}, {-1, 0, 0, -1}, {0, -1, 0, -1},
-    {-1, -1, 0, -1}, {0, 0, -1, -1}, {-1, 0, -1, -1}, {0, -1, -1, -1}, {-1, -1, -1, -1}};
-
-static inline __m128 fnn_wg2_row(const float* p, int m) {
-    if (m == 15) return _mm_loadu_ps(p);
-    if (m == 0) return _mm_setzero_ps();
-    return _mm_maskload_ps(p, _mm_load_si128((const __m128i*)fnn_wg2_lanes[m]));
-}
+#include "winograd_patch.h"
 
 int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
@@ -33,21 +22,8 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         unsigned char km[32];
         fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 8, off, km);
         for (int c = 0; c < C; c++) {
-            const float* xc = x + c * HW;
             __m256 d[4][4];
-            for (int r = 0; r < 4; r++) {  /* tile 4*blk + g in 128-bit half blk of p[g] */
-                __m256 p[4];
-                for (int g = 0; g < 4; g++)
-                    p[g] = _mm256_insertf128_ps(
-                        _mm256_castps128_ps256(fnn_wg2_row(xc + off[g] + r * W, km[g * 4 + r])),
-                        fnn_wg2_row(xc + off[4 + g] + r * W, km[(4 + g) * 4 + r]), 1);
-                __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
-                __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
-                d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
-                d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-                d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
-                d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
-            }
+            fnn_wg2_patch(x + c * HW, off, km, W, d);
             fnn_wg2_bt(d, V + (long)c * TL + g0, VS);
         }
     }
@@ -229,19 +205,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                                                  fnn_wg2_load8(row + 2 * sh + 8, x0 + 2 * sh + 8, W),
                                                  &d[r][2 * sh], &d[r][2 * sh + 1]);
                     }
-                } else
-                for (int r = 0; r < 4; r++) {
-                    __m256 p[4];
-                    for (int g = 0; g < 4; g++)
-                        p[g] = _mm256_insertf128_ps(
-                            _mm256_castps128_ps256(fnn_wg2_row(xc + off[g] + r * W, km[g * 4 + r])),
-                            fnn_wg2_row(xc + off[4 + g] + r * W, km[(4 + g) * 4 + r]), 1);
-                    __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
-                    __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
-                    d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
-                    d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-                    d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
-                    d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+                } else {
+                    fnn_wg2_patch(xc, off, km, W, d);
                 }
                 fnn_wg2_bt(d, V + (long)c * FNN_MK_RA_LDA + g0, VS);
             }

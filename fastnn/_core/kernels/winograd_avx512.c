@@ -9,34 +9,10 @@
 #include "winograd_f4_avx512.h"
 #include "winograd_tiles.h"
 #include "winograd_transforms.h"
+#include "winograd_patch.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WG_NONFINITE 0x99
-
-/* The rows of the 16 patches of one channel, lane q = tile q: d[r][j] = x[iy0 + r, ix0 + j] of
-   each tile (zero outside the image). Each tile's row is one masked 4-float load into 128-bit
-   block blk of p[g] for tile 4*blk + g; the 4x4 transpose per block then puts it in lane
-   4*blk + g of d[r][j]. */
-static inline void fnn_wg2_patch(const float* xc, const long* off, const __mmask8* km, long W,
-                                 __m512 d[4][4]) {
-    for (int r = 0; r < 4; r++) {
-        __m512 p[4];
-        for (int g = 0; g < 4; g++) {
-            __m512 v = _mm512_castps128_ps512(
-                _mm_maskz_loadu_ps(km[g * 4 + r], xc + off[g] + r * W));
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(4 + g) * 4 + r], xc + off[4 + g] + r * W), 1);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(8 + g) * 4 + r], xc + off[8 + g] + r * W), 2);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(12 + g) * 4 + r], xc + off[12 + g] + r * W), 3);
-            p[g] = v;
-        }
-        __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t1 = _mm512_unpackhi_ps(p[0], p[1]);
-        __m512 t2 = _mm512_unpacklo_ps(p[2], p[3]), t3 = _mm512_unpackhi_ps(p[2], p[3]);
-        d[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
-        d[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
-        d[r][2] = _mm512_shuffle_ps(t1, t3, 0x44);
-        d[r][3] = _mm512_shuffle_ps(t1, t3, 0xEE);
-    }
-}
 
 /* the 2x2 outputs of tiles q0 + 2k and q0 + 2k + 1: 128-bit block k of V[0] (row 0) and V[1]
    (row 1) holds their column pairs */

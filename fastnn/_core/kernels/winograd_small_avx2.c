@@ -9,20 +9,9 @@
 #include "winograd_small_pack.h"
 #include "winograd_tiles.h"
 #include "winograd_transforms.h"
+#include "winograd_patch.h"
 
 #define FNN_WGS_NV (FNN_WGS_GROUP / 8)
-
-/* the 4-bit column masks of a patch row as vmaskmov lane masks */
-static const int fnn_wgs_lanes[16][4] __attribute__((aligned(16))) = {
-    {0, 0, 0, 0}, {-1, 0, 0, 0}, {0, -1, 0, 0}, {-1, -1, 0, 0}, {0, 0, -1, 0}, {-1, 0, -1, 0},
-    {0, -1, -1, 0}, {-1, -1, -1, 0}, {0, 0, 0, -1}, {-1, 0, 0, -1}, {0, -1, 0, -1},
-    {-1, -1, 0, -1}, {0, 0, -1, -1}, {-1, 0, -1, -1}, {0, -1, -1, -1}, {-1, -1, -1, -1}};
-
-static inline __m128 fnn_wgs_row(const float* p, int m) {
-    if (m == 15) return _mm_loadu_ps(p);
-    if (m == 0) return _mm_setzero_ps();
-    return _mm_maskload_ps(p, _mm_load_si128((const __m128i*)fnn_wgs_lanes[m]));
-}
 
 /* Where one vector's 8 tiles read and write: one run of 8 tiles (run) or tile by tile. */
 typedef struct {
@@ -98,21 +87,7 @@ static inline void fnn_wgs_patch(const float* xc, const fnn_wgs_vec* g, long W, 
         }
         return;
     }
-    const long* off = g->off;
-    const unsigned char* km = g->km;
-    for (int r = 0; r < 4; r++) {  /* tile 4*blk + q in 128-bit half blk of p[q] */
-        __m256 p[4];
-        for (int q = 0; q < 4; q++)
-            p[q] = _mm256_insertf128_ps(
-                _mm256_castps128_ps256(fnn_wgs_row(xc + off[q] + r * W, km[q * 4 + r])),
-                fnn_wgs_row(xc + off[4 + q] + r * W, km[(4 + q) * 4 + r]), 1);
-        __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
-        __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
-        d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
-        d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-        d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
-        d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
-    }
+    fnn_wg2_patch(xc, g->off, g->km, W, d);
 }
 
 int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,

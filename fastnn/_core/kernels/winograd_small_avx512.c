@@ -10,6 +10,7 @@
 #include "winograd_small_avx512.h"
 #include "winograd_tiles.h"
 #include "winograd_transforms.h"
+#include "winograd_patch.h"
 
 _Static_assert(FNN_WGS_GROUP == FNN_WGSP_G && FNN_WGS_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
@@ -62,25 +63,7 @@ static inline void fnn_wgs_patch(const float* xc, const fnn_wgs_vec* g, long W, 
             }
         return;
     }
-    /* tile 4*blk + q's row in 128-bit block blk of p[q], then a 4x4 transpose per block */
-    const long* off = g->off;
-    const __mmask8* km = g->km;
-    for (int r = 0; r < 4; r++) {
-        __m512 p[4];
-        for (int q = 0; q < 4; q++) {
-            __m512 v = _mm512_castps128_ps512(_mm_maskz_loadu_ps(km[q * 4 + r], xc + off[q] + r * W));
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(4 + q) * 4 + r], xc + off[4 + q] + r * W), 1);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(8 + q) * 4 + r], xc + off[8 + q] + r * W), 2);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(12 + q) * 4 + r], xc + off[12 + q] + r * W), 3);
-            p[q] = v;
-        }
-        __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t1 = _mm512_unpackhi_ps(p[0], p[1]);
-        __m512 t2 = _mm512_unpacklo_ps(p[2], p[3]), t3 = _mm512_unpackhi_ps(p[2], p[3]);
-        d[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
-        d[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
-        d[r][2] = _mm512_shuffle_ps(t1, t3, 0x44);
-        d[r][3] = _mm512_shuffle_ps(t1, t3, 0xEE);
-    }
+    fnn_wg2_patch(xc, g->off, g->km, W, d);
 }
 
 int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
