@@ -104,17 +104,37 @@ void NAME(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
     }
 #define FNN_MK_PACK_T(B, ldb, j0, nr, k0, kc, m0, m1, Bp) fnn_mk_pack_t(B, ldb, j0, nr, k0, kc, Bp)
 
-/* 4 columns c, c+4, c+8, c+12 of a 16x16 block from the stage-2 vectors (see fnn_mk_pack_t) */
+/* 4 columns c, c+4, c+8, c+12 of a 16x16 block from the stage-2 vectors (see fnn_mk_tr16) */
 #define FNN_MK_TR_COLS(c, u0, u4, u8, u12)                                                 \
     { __m512 v0 = _mm512_shuffle_f32x4(u0, u4, 0x88), v1 = _mm512_shuffle_f32x4(u0, u4, 0xDD); \
       __m512 v2 = _mm512_shuffle_f32x4(u8, u12, 0x88), v3 = _mm512_shuffle_f32x4(u8, u12, 0xDD); \
       o[c] = _mm512_shuffle_f32x4(v0, v2, 0x88); o[c + 8] = _mm512_shuffle_f32x4(v0, v2, 0xDD); \
       o[c + 4] = _mm512_shuffle_f32x4(v1, v3, 0x88); o[c + 12] = _mm512_shuffle_f32x4(v1, v3, 0xDD); }
 
+/* o[p] lane i := r[i] lane p: a 16x16 block transposed in registers (unpack, shuffle, two
+   128-bit lane shuffles: 64 shuffles per 256 values) */
+static inline void fnn_mk_tr16(const __m512 r[16], __m512 o[16]) {
+    __m512 t[16], u[16];
+    for (int q = 0; q < 16; q += 2) {
+        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 16; q += 4) {
+        u[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
+        u[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
+        u[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+        u[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+    }
+    FNN_MK_TR_COLS(0, u[0], u[4], u[8], u[12])
+    FNN_MK_TR_COLS(1, u[1], u[5], u[9], u[13])
+    FNN_MK_TR_COLS(2, u[2], u[6], u[10], u[14])
+    FNN_MK_TR_COLS(3, u[3], u[7], u[11], u[15])
+}
+
 /* Bp[kk*32 + jj] := B[(j0 + jj)*ldb + k0 + kk] (the panel of a transposed B, e.g. the weight
    (N, K) of a dense layer, whose rows are the columns of op(B)): 16 rows x 16 k at a time, 16
-   row loads transposed in registers (unpack, shuffle, two 128-bit lane shuffles: 64 shuffles
-   per 256 values) and 16 aligned stores; rows past nr are zero, k past kc is never stored. */
+   row loads transposed in registers (fnn_mk_tr16) and 16 aligned stores; rows past nr are
+   zero, k past kc is never stored. */
 static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0, int kc,
                                  float* Bp) {
     for (int h = 0; h < 2; h++) {
@@ -128,23 +148,10 @@ static inline void fnn_mk_pack_t(const float* B, int ldb, int j0, int nr, int k0
         for (int kb = 0; kb < kc; kb += 16) {
             int cnt = kc - kb < 16 ? kc - kb : 16;
             __mmask16 km = cnt == 16 ? 0xFFFF : (__mmask16)((1u << cnt) - 1);
-            __m512 r[16], t[16], u[16], o[16];
+            __m512 r[16], o[16];
             for (int q = 0; q < 16; q++)
                 r[q] = q < rows ? _mm512_maskz_loadu_ps(km, w0 + (long)q * ldb + kb) : _mm512_setzero_ps();
-            for (int q = 0; q < 16; q += 2) {
-                t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
-                t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
-            }
-            for (int q = 0; q < 16; q += 4) {
-                u[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
-                u[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
-                u[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
-                u[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
-            }
-            FNN_MK_TR_COLS(0, u[0], u[4], u[8], u[12])
-            FNN_MK_TR_COLS(1, u[1], u[5], u[9], u[13])
-            FNN_MK_TR_COLS(2, u[2], u[6], u[10], u[14])
-            FNN_MK_TR_COLS(3, u[3], u[7], u[11], u[15])
+            fnn_mk_tr16(r, o);
             float* d = Bp + (long)kb * 32 + 16 * h;
             for (int q = 0; q < cnt; q++) _mm512_store_ps(d + q * 32, o[q]);
         }

@@ -6,18 +6,9 @@
 #include "winograd.h"
 #include "mk_avx2.h"
 #include "winograd_weights.h"
-
-/* the 4-bit column masks of a patch row as vmaskmov lane masks */
-static const int fnn_wg2_lanes[16][4] __attribute__((aligned(16))) = {
-    {0, 0, 0, 0}, {-1, 0, 0, 0}, {0, -1, 0, 0}, {-1, -1, 0, 0}, {0, 0, -1, 0}, {-1, 0, -1, 0},
-    {0, -1, -1, 0}, {-1, -1, -1, 0}, {0, 0, 0, -1}, {-1, 0, 0, -1}, {0, -1, 0, -1},
-    {-1, -1, 0, -1}, {0, 0, -1, -1}, {-1, 0, -1, -1}, {0, -1, -1, -1}, {-1, -1, -1, -1}};
-
-static inline __m128 fnn_wg2_row(const float* p, int m) {
-    if (m == 15) return _mm_loadu_ps(p);
-    if (m == 0) return _mm_setzero_ps();
-    return _mm_maskload_ps(p, _mm_load_si128((const __m128i*)fnn_wg2_lanes[m]));
-}
+#include "winograd_tiles.h"
+#include "winograd_transforms.h"
+#include "winograd_patch.h"
 
 int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
@@ -28,51 +19,12 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     const long VS = (long)C * TL, MS = (long)O * TL;
     for (int g0 = 0; g0 < TL; g0 += 8) {  /* TL: the padding columns get zero patches */
         long off[8];
-        int km[32];
-        for (int q = 0; q < 8; q++) {
-            long t = t_lo + g0 + q;
-            if (g0 + q >= T) {
-                off[q] = 0;
-                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                continue;
-            }
-            long n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 2 - ph, ix0 = (int)(rem % TW) * 2 - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            int cm = 0;
-            for (int j = 0; j < 4; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
-            for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
+        unsigned char km[32];
+        fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 8, off, km);
         for (int c = 0; c < C; c++) {
-            const float* xc = x + c * HW;
-            __m256 d[4][4], s[4][4];
-            for (int r = 0; r < 4; r++) {  /* tile 4*blk + g in 128-bit half blk of p[g] */
-                __m256 p[4];
-                for (int g = 0; g < 4; g++)
-                    p[g] = _mm256_insertf128_ps(
-                        _mm256_castps128_ps256(fnn_wg2_row(xc + off[g] + r * W, km[g * 4 + r])),
-                        fnn_wg2_row(xc + off[4 + g] + r * W, km[(4 + g) * 4 + r]), 1);
-                __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
-                __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
-                d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
-                d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-                d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
-                d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
-            }
-            for (int j = 0; j < 4; j++) {
-                s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
-                s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
-                s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
-                s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
-            }
-            float* v = V + (long)c * TL + g0;
-            for (int i = 0; i < 4; i++) {
-                _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
-                _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
-                _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
-                _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
-            }
+            __m256 d[4][4];
+            fnn_wg2_patch(x + c * HW, off, km, W, d);
+            fnn_wg2_bt(d, V + (long)c * TL + g0, VS);
         }
     }
     for (int e = 0; e < 16; e++)
@@ -95,17 +47,10 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
         for (int o = 0; o < O; o++) {
             const float* m = M + (long)o * TL + g0;
-            __m256 a[2][4], y[2][2], lo[2], hi[2];
-            for (int j = 0; j < 4; j++) {
-                __m256 m0 = _mm256_load_ps(m + (0 * 4 + j) * MS), m1 = _mm256_load_ps(m + (1 * 4 + j) * MS);
-                __m256 m2 = _mm256_load_ps(m + (2 * 4 + j) * MS), m3 = _mm256_load_ps(m + (3 * 4 + j) * MS);
-                a[0][j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                a[1][j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-            }
+            __m256 y[2][2], lo[2], hi[2];
             __m256 b = bias ? _mm256_set1_ps(bias[o]) : zero;
+            fnn_wg2_at(m, MS, b, y);
             for (int i = 0; i < 2; i++) {
-                y[i][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[i][0], a[i][1]), a[i][2]), b);
-                y[i][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[i][1], a[i][2]), a[i][3]), b);
                 for (int j = 0; j < 2; j++) {
                     /* y - y is 0 unless y is NaN or infinite */
                     bad |= lanes & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(y[i][j], y[i][j]),
@@ -179,31 +124,23 @@ static inline void fnn_wg2_deinterleave(__m256 a, __m256 b, __m256* even, __m256
 }
 
 /* 8 consecutive tiles in one row of tiles (a run): their patch rows are the 18 contiguous
-   columns ix0 .. ix0 + 17 of 4 input rows, their dy tiles 16 contiguous columns of 2 rows,
-   loaded 8 floats at a time and split into the tiles' lanes by even/odd shuffles instead of one
-   masked 4-float load per tile and row. xrows, grows: the rows inside the image. */
+   columns ix0 .. ix0 + 17 of 4 input rows, loaded 8 floats at a time and split into the tiles'
+   lanes by even/odd shuffles instead of one masked 4-float load per tile and row. xrows: the
+   rows inside the image. */
 typedef struct {
-    long xoff, goff;
-    int ix0, ox, xrows, grows;
+    long xoff;
+    int ix0, xrows;
 } fnn_wg2_run8;
 
-static inline int fnn_wg2_dw_run8(int H, int W, int C, int O, int OH, int OW, int ph, int pw,
-                                  long t0, int cnt, fnn_wg2_run8* r) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW;
-    if (cnt < 8) return 0;
-    long n = t0 / tpi, rem = t0 % tpi;
-    int ty = (int)(rem / TW), tx = (int)(rem % TW);
-    if (tx + 8 > TW) return 0;
-    int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-    r->xoff = n * C * (long)H * W + (long)iy0 * W + ix0;
-    r->goff = n * O * (long)OH * OW + (long)oy * OW + ox;
+static inline int fnn_wg2_dw_run8(int H, int W, int C, int OH, int OW, int ph, int pw, long t0,
+                                  int cnt, fnn_wg2_run8* r) {
+    long n;
+    int oy, ox;
+    if (cnt < 8 || !fnn_wg_run(2, OH, OW, t0, 8, &n, &oy, &ox)) return 0;
+    const int iy0 = oy - ph, ix0 = ox - pw;
+    r->xoff = n * C * ((long)H * W) + (long)iy0 * W + ix0;
     r->ix0 = ix0;
-    r->ox = ox;
-    r->xrows = 0;
-    for (int i = 0; i < 4; i++)
-        if (iy0 + i >= 0 && iy0 + i < H) r->xrows |= 1 << i;
-    r->grows = oy + 1 < OH ? 3 : 1;
+    r->xrows = (int)fnn_wg_inside(iy0, 4, H);
     return 1;
 }
 /* r[p] := pixel p < cols of the 8 rows at g + i*stride (lanes i < rows; zero elsewhere):
@@ -239,44 +176,21 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
     const long VS = (long)C * FNN_MK_RA_LDA, PS = FNN_WG2_DW_PS(O, kc), CO = (long)C * O;
     for (long b0 = t_lo; b0 < t_hi; b0 += kc) {
         const int T = t_hi - b0 < kc ? (int)(t_hi - b0) : kc, TL = (T + 15) & ~15;
-        long offs[FNN_MK_KC], ooffs[FNN_MK_KC];
-        int kms[FNN_MK_KC * 4], okms[FNN_MK_KC * 2];
+        long offs[FNN_MK_KC];
+        unsigned char kms[FNN_MK_KC * 4];
         fnn_wg2_run8 runs[FNN_MK_KC / 8];
         int isrun[FNN_MK_KC / 8];
         for (int g0 = 0; g0 < TL; g0 += 8)
-            isrun[g0 / 8] = fnn_wg2_dw_run8(H, W, C, O, OH, OW, ph, pw, b0 + g0, T - g0, runs + g0 / 8);
+            isrun[g0 / 8] = fnn_wg2_dw_run8(H, W, C, OH, OW, ph, pw, b0 + g0, T - g0, runs + g0 / 8);
         /* the block's tile offsets and masks, then its patches a channel at a time (the
            channel's rows in order: few streams for the prefetchers) */
-        for (int q = 0; q < TL; q++) {
-            long* off = offs;
-            long* ooff = ooffs;
-            int* km = kms;
-            int* okm = okms;
-            if (q >= T) {
-                off[q] = ooff[q] = 0;
-                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                okm[q * 2] = okm[q * 2 + 1] = 0;
-                continue;
-            }
-            long t = b0 + q, n = t / tpi, rem = t % tpi;
-            int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-            int iy0 = oy - ph, ix0 = ox - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            int cm = 0;
-            for (int j = 0; j < 4; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
-            for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-            ooff[q] = n * O * OHW + (long)oy * OW + ox;
-            int gm = ox + 1 < OW ? 3 : 1;
-            okm[q * 2] = gm;
-            okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
-        }
+        fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, b0, T, TL, offs, kms);
         for (int c = 0; c < C; c++)
             for (int g0 = 0; g0 < TL; g0 += 8) {
                 const long* off = offs + g0;
-                const int* km = kms + g0 * 4;
+                const unsigned char* km = kms + g0 * 4;
                 const float* xc = x + c * HW;
-                __m256 d[4][4], s[4][4];
+                __m256 d[4][4];
                 if (isrun[g0 / 8]) {
                     const fnn_wg2_run8* ru = runs + g0 / 8;
                     const int x0 = ru->ix0;
@@ -291,33 +205,10 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                                                  fnn_wg2_load8(row + 2 * sh + 8, x0 + 2 * sh + 8, W),
                                                  &d[r][2 * sh], &d[r][2 * sh + 1]);
                     }
-                } else
-                for (int r = 0; r < 4; r++) {
-                    __m256 p[4];
-                    for (int g = 0; g < 4; g++)
-                        p[g] = _mm256_insertf128_ps(
-                            _mm256_castps128_ps256(fnn_wg2_row(xc + off[g] + r * W, km[g * 4 + r])),
-                            fnn_wg2_row(xc + off[4 + g] + r * W, km[(4 + g) * 4 + r]), 1);
-                    __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
-                    __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
-                    d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
-                    d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-                    d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
-                    d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+                } else {
+                    fnn_wg2_patch(xc, off, km, W, d);
                 }
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
-                }
-                float* v = V + (long)c * FNN_MK_RA_LDA + g0;
-                for (int i = 0; i < 4; i++) {
-                    _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
-                    _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
-                }
+                fnn_wg2_bt(d, V + (long)c * FNN_MK_RA_LDA + g0, VS);
             }
         /* P[e] = (A' g A'^T)[e] straight in the microkernel's packed panels (winograd_avx512.c):
            a piece of up to 4 tiles of one row of tiles at a time, 8 channels' 2 dy rows
@@ -336,21 +227,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 if (row1) fnn_wg2_dw_rows(g0 + OW, OHW, rows, cols, 2 * OW, p1);
                 else for (int i = 0; i < 8; i++) p1[i] = _mm256_setzero_ps();
                 float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
-                for (int q = 0; q < R; q++, pp += 32) {
-                    __m256 a[4][2];
-                    for (int j = 0; j < 2; j++) {
-                        a[0][j] = p0[2 * q + j];
-                        a[1][j] = _mm256_add_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[2][j] = _mm256_sub_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[3][j] = p1[2 * q + j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        _mm256_store_ps(pp + (4 * i + 0) * PS, a[i][0]);
-                        _mm256_store_ps(pp + (4 * i + 1) * PS, _mm256_add_ps(a[i][0], a[i][1]));
-                        _mm256_store_ps(pp + (4 * i + 2) * PS, _mm256_sub_ps(a[i][0], a[i][1]));
-                        _mm256_store_ps(pp + (4 * i + 3) * PS, a[i][1]);
-                    }
-                }
+                for (int q = 0; q < R; q++, pp += 32)
+                    fnn_wg2_gt(p0 + 2 * q, p1 + 2 * q, pp, PS);
             }
             q0 += R;
         }
@@ -386,32 +264,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
     }
 }
 
-/* ---- F(4x4,3x3): winograd_avx512.c's fnn_wg4_* with 8 tiles per vector, the same float32
-   operations per output (so both levels give the same bits) ---- */
-/* o := B^T d for 6 vectors (winograd_avx512.c's fnn_wg4_bt) */
-static inline void fnn_wg4_bt(const __m256 d[6], __m256 o[6]) {
-    const __m256 four = _mm256_set1_ps(4.0f), mfour = _mm256_set1_ps(-4.0f);
-    const __m256 mfive = _mm256_set1_ps(-5.0f), two = _mm256_set1_ps(2.0f);
-    __m256 a = _mm256_fmadd_ps(mfour, d[2], d[4]), b = _mm256_fmadd_ps(mfour, d[1], d[3]);
-    __m256 c = _mm256_sub_ps(d[4], d[2]), e = _mm256_mul_ps(two, _mm256_sub_ps(d[3], d[1]));
-    o[0] = _mm256_fmadd_ps(four, d[0], _mm256_fmadd_ps(mfive, d[2], d[4]));
-    o[1] = _mm256_add_ps(a, b);
-    o[2] = _mm256_sub_ps(a, b);
-    o[3] = _mm256_add_ps(c, e);
-    o[4] = _mm256_sub_ps(c, e);
-    o[5] = _mm256_fmadd_ps(four, d[1], _mm256_fmadd_ps(mfive, d[3], d[5]));
-}
-
-/* y := A^T m for 6 vectors (winograd_avx512.c's fnn_wg4_at) */
-static inline void fnn_wg4_at(const __m256 m[6], __m256 y[4]) {
-    __m256 s12 = _mm256_add_ps(m[1], m[2]), d12 = _mm256_sub_ps(m[1], m[2]);
-    __m256 s34 = _mm256_add_ps(m[3], m[4]), d34 = _mm256_sub_ps(m[3], m[4]);
-    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), s34);
-    y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), d34, d12);
-    y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), s34, s12);
-    y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d34, d12), m[5]);
-}
-
+/* ---- F(4x4,3x3): winograd_avx512.c's fnn_wg4_tiles with 8 tiles per vector and the same
+   transforms (winograd_transforms.h), so both levels give the same bits ---- */
 /* the output transform of one output channel's 8 tiles (lanes) at M column m (36 rows MS
    apart): Y = A^T m A + bias, the activation (act a constant where inlined, so its branches
    leave the loop), the tiles' 4x4 blocks stored at ob + ooff[q] (masked where a tile crosses

@@ -7,34 +7,12 @@
 #include "mk_avx512.h"
 #include "winograd_weights.h"
 #include "winograd_f4_avx512.h"
+#include "winograd_tiles.h"
+#include "winograd_transforms.h"
+#include "winograd_patch.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WG_NONFINITE 0x99
-
-/* The rows of the 16 patches of one channel, lane q = tile q: d[r][j] = x[iy0 + r, ix0 + j] of
-   each tile (zero outside the image). Each tile's row is one masked 4-float load into 128-bit
-   block blk of p[g] for tile 4*blk + g; the 4x4 transpose per block then puts it in lane
-   4*blk + g of d[r][j]. */
-static inline void fnn_wg2_patch(const float* xc, const long* off, const __mmask8* km, long W,
-                                 __m512 d[4][4]) {
-    for (int r = 0; r < 4; r++) {
-        __m512 p[4];
-        for (int g = 0; g < 4; g++) {
-            __m512 v = _mm512_castps128_ps512(
-                _mm_maskz_loadu_ps(km[g * 4 + r], xc + off[g] + r * W));
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(4 + g) * 4 + r], xc + off[4 + g] + r * W), 1);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(8 + g) * 4 + r], xc + off[8 + g] + r * W), 2);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(12 + g) * 4 + r], xc + off[12 + g] + r * W), 3);
-            p[g] = v;
-        }
-        __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t1 = _mm512_unpackhi_ps(p[0], p[1]);
-        __m512 t2 = _mm512_unpacklo_ps(p[2], p[3]), t3 = _mm512_unpackhi_ps(p[2], p[3]);
-        d[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
-        d[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
-        d[r][2] = _mm512_shuffle_ps(t1, t3, 0x44);
-        d[r][3] = _mm512_shuffle_ps(t1, t3, 0xEE);
-    }
-}
 
 /* the 2x2 outputs of tiles q0 + 2k and q0 + 2k + 1: 128-bit block k of V[0] (row 0) and V[1]
    (row 1) holds their column pairs */
@@ -57,38 +35,11 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     for (int g0 = 0; g0 < T; g0 += 16) {
         long off[16];
         __mmask8 km[64];
-        for (int q = 0; q < 16; q++) {
-            long t = t_lo + g0 + q;
-            if (g0 + q >= T) {
-                off[q] = 0;
-                for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-                continue;
-            }
-            long n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 2 - ph, ix0 = (int)(rem % TW) * 2 - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            __mmask8 cm = 0;
-            for (int j = 0; j < 4; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-            for (int r = 0; r < 4; r++)
-                km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
+        fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 16, off, km);
         for (int c = 0; c < C; c++) {
-            __m512 d[4][4], s[4][4];
+            __m512 d[4][4];
             fnn_wg2_patch(x + c * HW, off, km, W, d);
-            for (int j = 0; j < 4; j++) {
-                s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-                s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-                s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-                s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-            }
-            float* v = V + (long)c * TL + g0;
-            for (int i = 0; i < 4; i++) {
-                _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
-                _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
-                _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
-                _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
-            }
+            fnn_wg2_bt(d, V + (long)c * TL + g0, VS);
         }
     }
     /* the 16 GEMMs: M[e] (O x T) = U[e] (O x C) @ V[e] (C x T) */
@@ -115,17 +66,10 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         for (int q = 0; q < cnt; q++) whole &= rows[q] == 2 && full[q];
         for (int o = 0; o < O; o++) {
             const float* m = M + (long)o * TL + g0;
-            __m512 a[2][4], y[2][2];
-            for (int j = 0; j < 4; j++) {
-                __m512 m0 = _mm512_load_ps(m + (0 * 4 + j) * MS), m1 = _mm512_load_ps(m + (1 * 4 + j) * MS);
-                __m512 m2 = _mm512_load_ps(m + (2 * 4 + j) * MS), m3 = _mm512_load_ps(m + (3 * 4 + j) * MS);
-                a[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                a[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-            }
+            __m512 y[2][2];
             __m512 b = bias ? _mm512_set1_ps(bias[o]) : zero;
+            fnn_wg2_at(m, MS, b, y);
             for (int i = 0; i < 2; i++) {
-                y[i][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]), b);
-                y[i][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]), b);
                 for (int j = 0; j < 2; j++) {
                     bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][j], FNN_WG_NONFINITE);
                     if (act == 1)
@@ -166,73 +110,14 @@ int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
 
 /* ---- the weight gradient (winograd.h, fnn_wg2_dw_chunk) ---- */
 
-/* The input patches' offsets and row masks of tiles t_lo + g0 .. + 15 (fnn_wg2_patch), and
-   dy's 2x2 tiles': ooff, okm (bits 0-1: the tile's columns inside dy, per row). */
-static inline void fnn_wg2_dw_offsets(int C, int H, int W, int O, int OH, int OW, int ph,
-                                      int pw, long t0, int cnt, long* off, __mmask8* km,
-                                      long* ooff, __mmask8* okm) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
-    for (int q = 0; q < 16; q++) {
-        if (q >= cnt) {
-            off[q] = ooff[q] = 0;
-            for (int r = 0; r < 4; r++) km[q * 4 + r] = 0;
-            okm[q * 2] = okm[q * 2 + 1] = 0;
-            continue;
-        }
-        long t = t0 + q, n = t / tpi, rem = t % tpi;
-        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-        int iy0 = oy - ph, ix0 = ox - pw;
-        off[q] = n * C * HW + (long)iy0 * W + ix0;
-        __mmask8 cm = 0;
-        for (int j = 0; j < 4; j++)
-            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-        for (int r = 0; r < 4; r++) km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        ooff[q] = n * O * OHW + (long)oy * OW + ox;
-        __mmask8 gm = ox + 1 < OW ? 3 : 1;
-        okm[q * 2] = gm;
-        okm[q * 2 + 1] = oy + 1 < OH ? gm : 0;
-    }
-}
-
-/* Whether tiles t0 .. t0 + 15 are two runs of 8 consecutive tiles each within one row of
-   tiles (images with a multiple of 8 tiles a row): then each run's patch rows and dy rows are
-   contiguous, loaded 16 floats at a time (masks: the image's columns and rows) and split into
-   the tiles' lanes by even/odd permutes instead of 16 masked 4-float loads a row. */
-static inline int fnn_wg2_dw_runs(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
-                                  long t0, int cnt, long* xoff, __mmask16 xm[2][4][2],
-                                  long* goff, __mmask16 gm[2][2]) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW;
-    if (cnt < 16 || TW % 8 != 0) return 0;
-    for (int h = 0; h < 2; h++) {
-        long t = t0 + 8 * h, n = t / tpi, rem = t % tpi;
-        int ty = (int)(rem / TW), tx = (int)(rem % TW);
-        if (tx + 8 > TW) return 0;
-        int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-        xoff[h] = n * C * (long)H * W + (long)iy0 * W + ix0;
-        goff[h] = n * O * (long)OH * OW + (long)oy * OW + ox;
-        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
-            __mmask16 cm = 0;
-            for (int i = 0; i < 16; i++)
-                if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
-            for (int r = 0; r < 4; r++) xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
-        __mmask16 om = 0;
-        for (int i = 0; i < 16; i++)
-            if (ox + i < OW) om |= (__mmask16)(1u << i);
-        gm[h][0] = om;
-        gm[h][1] = oy + 1 < OH ? om : 0;
-    }
-    return 1;
-}
-
-/* one group of 16 tiles' loads: two runs (fnn_wg2_dw_runs) or one masked load a tile row */
+/* one group of 16 tiles' loads: two runs of 8 whose patch rows are contiguous, loaded 16 floats
+   at a time and split into the tiles' lanes by even/odd permutes (fnn_wg2_runs16), or one
+   masked 4-float load a tile row (fnn_wg_patches) */
 typedef struct {
     int runs;
-    long xoff[2], goff[2], off[16], ooff[16];
-    __mmask16 xm[2][4][2], gm[2][2];
-    __mmask8 km[64], okm[32];
+    long xoff[2], off[16];
+    __mmask16 xm[2][4][2];
+    __mmask8 km[64];
 } fnn_wg2_dw_group;
 
 /* the 16 floats at p in lanes m, zero elsewhere: a plain load and a blend where all 16 lie in
@@ -249,28 +134,15 @@ static inline __m512 fnn_wg2_dw_load(__mmask16 m, const float* p, const float* l
 }
 
 /* r[p] := pixel p of the 16 floats at g + i*stride (lanes i < rows, columns cm; zero
-   elsewhere): 16 row loads transposed in registers as fnn_mk_pack_t */
+   elsewhere): 16 row loads transposed in registers (fnn_mk_tr16) */
 static inline void fnn_wg2_dw_rows(const float* g, long stride, int rows, __mmask16 cm,
                                    const float* lo, const float* hi, long pf, __m512 r[16]) {
-    __m512 t[16], u[16], o[16];
+    __m512 o[16];
     for (int i = 0; i < 16; i++)
         r[i] = i < rows ? fnn_wg2_dw_load(cm, g + i * stride, lo, hi) : _mm512_setzero_ps();
     for (int i = 0; i < rows; i++)  /* 16 strided streams: too many for the prefetchers */
         _mm_prefetch((const char*)(g + i * stride + pf), _MM_HINT_T0);
-    for (int q = 0; q < 16; q += 2) {
-        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
-        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
-    }
-    for (int q = 0; q < 16; q += 4) {
-        u[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
-        u[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
-        u[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
-        u[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
-    }
-    FNN_MK_TR_COLS(0, u[0], u[4], u[8], u[12])
-    FNN_MK_TR_COLS(1, u[1], u[5], u[9], u[13])
-    FNN_MK_TR_COLS(2, u[2], u[6], u[10], u[14])
-    FNN_MK_TR_COLS(3, u[3], u[7], u[11], u[15])
+    fnn_mk_tr16(r, o);
     for (int i = 0; i < 16; i++) r[i] = o[i];
 }
 
@@ -291,11 +163,11 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
         const int ng = TL / 16;
         for (int k = 0; k < ng; k++) {
             fnn_wg2_dw_group* gr = grp + k;
-            gr->runs = fnn_wg2_dw_runs(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
-                                       gr->xoff, gr->xm, gr->goff, gr->gm);
+            gr->runs = fnn_wg2_runs16(C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k,
+                                      gr->xoff, gr->xm);
             if (!gr->runs)
-                fnn_wg2_dw_offsets(C, H, W, O, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, gr->off,
-                                   gr->km, gr->ooff, gr->okm);
+                fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, b0 + 16 * k, T - 16 * k, 16, gr->off,
+                               gr->km);
         }
         /* V[e][c][t] = (B^T d B)[e], as fnn_wg2_tiles; a channel's groups in turn (its rows
            in order: few streams for the prefetchers) */
@@ -303,7 +175,7 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
             for (int k = 0; k < ng; k++) {
                 const fnn_wg2_dw_group* gr = grp + k;
                 const float* xc = x + c * HW;
-                __m512 d[4][4], s[4][4];
+                __m512 d[4][4];
                 if (gr->runs) {
                     if (c + 1 < C)  /* the next channel's rows, a channel's groups ahead */
                         for (int r = 0; r < 4; r++)
@@ -322,24 +194,12 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                 } else {
                     fnn_wg2_patch(xc, gr->off, gr->km, W, d);
                 }
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-                }
-                float* v = V + (long)c * FNN_MK_RA_LDA + 16 * k;
-                for (int i = 0; i < 4; i++) {
-                    _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
-                    _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
-                    _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
-                    _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
-                }
+                fnn_wg2_bt(d, V + (long)c * FNN_MK_RA_LDA + 16 * k, VS);
             }
         /* P[e] = (A' g A'^T)[e] straight in the microkernel's packed panels (tile q's row of
            32 output channels at q*32, lanes o): a piece of up to 8 tiles of one row of tiles
            at a time, 16 channels' 2 dy rows transposed into pixel vectors (lanes o), then
-           each tile's rows g0, g0 + g1, g0 - g1, g1 and the columns as above */
+           each tile's transform (fnn_wg2_gt) */
         for (int q0 = 0; q0 < T;) {
             const long t = b0 + q0, n = t / tpi, rem = t % tpi;
             const int tx = (int)(rem % TW), oy = (int)(rem / TW) * 2, ox = 2 * tx;
@@ -363,21 +223,8 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                     else for (int i = 0; i < 16; i++) p1[i] = _mm512_setzero_ps();
                 }
                 float* pp = P + (long)(ob / 32) * kc * 32 + ob % 32 + (long)q0 * 32;
-                for (int q = 0; q < R; q++, pp += 32) {
-                    __m512 a[4][2];
-                    for (int j = 0; j < 2; j++) {
-                        a[0][j] = p0[2 * q + j];
-                        a[1][j] = _mm512_add_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[2][j] = _mm512_sub_ps(p0[2 * q + j], p1[2 * q + j]);
-                        a[3][j] = p1[2 * q + j];
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        _mm512_store_ps(pp + (4 * i + 0) * PS, a[i][0]);
-                        _mm512_store_ps(pp + (4 * i + 1) * PS, _mm512_add_ps(a[i][0], a[i][1]));
-                        _mm512_store_ps(pp + (4 * i + 2) * PS, _mm512_sub_ps(a[i][0], a[i][1]));
-                        _mm512_store_ps(pp + (4 * i + 3) * PS, a[i][1]);
-                    }
-                }
+                for (int q = 0; q < R; q++, pp += 32)
+                    fnn_wg2_gt(p0 + 2 * q, p1 + 2 * q, pp, PS);
             }
             q0 += R;
         }
@@ -431,22 +278,7 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
     for (int g0 = 0; g0 < T; g0 += 16) {
         long off[16];
         __mmask8 km[16 * 6];
-        for (int q = 0; q < 16; q++) {
-            long t = t_lo + g0 + q;
-            if (g0 + q >= T) {
-                off[q] = 0;
-                for (int r = 0; r < 6; r++) km[q * 6 + r] = 0;
-                continue;
-            }
-            long n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 4 - ph, ix0 = (int)(rem % TW) * 4 - pw;
-            off[q] = n * C * HW + (long)iy0 * W + ix0;
-            __mmask8 cm = 0;
-            for (int j = 0; j < 6; j++)
-                if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-            for (int r = 0; r < 6; r++)
-                km[q * 6 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
+        fnn_wg_patches(4, C, H, W, OH, OW, ph, pw, t_lo + g0, T - g0, 16, off, km);
         for (int c = 0; c < C; c++) {
             __m512 d[6][6], s[6][6], col[6], o6[6];
             for (int r = 0; r < 6; r++)

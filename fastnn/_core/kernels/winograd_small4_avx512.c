@@ -5,6 +5,7 @@
 #include "winograd_f4_avx512.h"
 #include "winograd_small_avx512.h"
 #include "winograd_filters.h"
+#include "winograd_tiles.h"
 
 _Static_assert(FNN_WGS4_GROUP == FNN_WGSP_G && FNN_WGS4_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
@@ -32,61 +33,42 @@ typedef struct {
 
 static void fnn_wgs4_locate(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t0,
                             int cnt, fnn_wgs4_vec* g) {
-    const int TH = (OH + 3) / 4, TW = (OW + 3) / 4;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const int TW = (OW + 3) / 4;
+    const long HW = (long)H * W, OHW = (long)OH * OW;
     g->cnt = cnt < 0 ? 0 : (cnt > 16 ? 16 : cnt);
     const int R = TW % 8 == 0 ? 8 : 4;
     g->runs = g->cnt == 16 && TW % 4 == 0;
     for (int h = 0; h < 16 / R && g->runs; h++) {
-        long t = t0 + R * h, n = t / tpi, rem = t % tpi;
-        int ty = (int)(rem / TW), tx = (int)(rem % TW);
-        if (tx + R > TW) {
+        long n;
+        int oy, ox;
+        if (!fnn_wg_run(4, OH, OW, t0 + R * h, R, &n, &oy, &ox)) {
             g->runs = 0;
             break;
         }
-        int oy = 4 * ty, ox = 4 * tx, iy0 = oy - ph, ix0 = ox - pw;
+        const int iy0 = oy - ph, ix0 = ox - pw;
         for (int s = 0; s < 8 / (16 / R); s++) {
             /* slot: R = 8: h*2 + s (s 0, 1: columns 0, 16) and 4 + h*2 + s - 2 (columns 2,
                18); R = 4: h (column 0) and 4 + h (column 2) */
             const int start = R == 8 ? (s & 1) * 16 + (s >> 1) * 2 : s * 2;
             const int slot = R == 8 ? (s >> 1) * 4 + h * 2 + (s & 1) : s * 4 + h;
+            const __mmask16 cm = (__mmask16)fnn_wg_inside(ix0 + start, 16, W);
             g->xs[slot] = n * C * HW + (long)iy0 * W + ix0 + start;
-            __mmask16 cm = 0;
-            for (int i = 0; i < 16; i++)
-                if (ix0 + start + i >= 0 && ix0 + start + i < W) cm |= (__mmask16)(1u << i);
             for (int r = 0; r < 6; r++) g->xm[slot][r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
         }
         for (int s = 0; s < R / 4; s++) {
             const int seg = h * (R / 4) + s;
+            const __mmask16 om = (__mmask16)fnn_wg_inside(ox + 16 * s, 16, OW);
             g->soff[seg] = n * O * OHW + (long)oy * OW + ox + 16 * s;
-            __mmask16 om = 0;
-            for (int i = 0; i < 16; i++)
-                if (ox + 16 * s + i < OW) om |= (__mmask16)(1u << i);
             for (int i = 0; i < 4; i++) g->sm[seg][i] = oy + i < OH ? om : 0;
         }
     }
+    int cols[16];
+    fnn_wg_patches(4, C, H, W, OH, OW, ph, pw, t0, g->cnt, 16, g->off, g->km);
+    fnn_wg_outputs(4, O, OH, OW, t0, g->cnt, 16, g->ooff, g->rows, cols);
     g->whole = g->cnt == 16;
     for (int q = 0; q < 16; q++) {
-        if (q >= g->cnt) {
-            g->off[q] = g->ooff[q] = 0;
-            g->rows[q] = 0;
-            g->cmask[q] = 0;
-            for (int r = 0; r < 6; r++) g->km[q * 6 + r] = 0;
-            continue;
-        }
-        long t = t0 + q, n = t / tpi, rem = t % tpi;
-        int oy = (int)(rem / TW) * 4, ox = (int)(rem % TW) * 4;
-        int iy0 = oy - ph, ix0 = ox - pw;
-        g->off[q] = n * C * HW + (long)iy0 * W + ix0;
-        __mmask8 cm = 0;
-        for (int j = 0; j < 6; j++)
-            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-        for (int r = 0; r < 6; r++) g->km[q * 6 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        g->ooff[q] = n * O * OHW + (long)oy * OW + ox;
-        g->rows[q] = OH - oy < 4 ? OH - oy : 4;
-        int cols = OW - ox < 4 ? OW - ox : 4;
-        g->cmask[q] = (__mmask8)((1u << cols) - 1);
-        g->whole &= g->rows[q] == 4 && cols == 4;
+        g->cmask[q] = (__mmask8)((1u << cols[q]) - 1);
+        g->whole &= q >= g->cnt || (g->rows[q] == 4 && cols[q] == 4);
     }
 }
 

@@ -7,20 +7,11 @@
 #include <string.h>
 #include "winograd_small.h"
 #include "winograd_small_pack.h"
+#include "winograd_tiles.h"
+#include "winograd_transforms.h"
+#include "winograd_patch.h"
 
 #define FNN_WGS_NV (FNN_WGS_GROUP / 8)
-
-/* the 4-bit column masks of a patch row as vmaskmov lane masks */
-static const int fnn_wgs_lanes[16][4] __attribute__((aligned(16))) = {
-    {0, 0, 0, 0}, {-1, 0, 0, 0}, {0, -1, 0, 0}, {-1, -1, 0, 0}, {0, 0, -1, 0}, {-1, 0, -1, 0},
-    {0, -1, -1, 0}, {-1, -1, -1, 0}, {0, 0, 0, -1}, {-1, 0, 0, -1}, {0, -1, 0, -1},
-    {-1, -1, 0, -1}, {0, 0, -1, -1}, {-1, 0, -1, -1}, {0, -1, -1, -1}, {-1, -1, -1, -1}};
-
-static inline __m128 fnn_wgs_row(const float* p, int m) {
-    if (m == 15) return _mm_loadu_ps(p);
-    if (m == 0) return _mm_setzero_ps();
-    return _mm_maskload_ps(p, _mm_load_si128((const __m128i*)fnn_wgs_lanes[m]));
-}
 
 /* Where one vector's 8 tiles read and write: one run of 8 tiles (run) or tile by tile. */
 typedef struct {
@@ -30,7 +21,8 @@ typedef struct {
     int xall[2], yall;     /* every column of the loads (s = 0, 1) / the stores inside */
     __m256i xm[2][2], ym[2]; /* else their lane masks: [s][half], [half] */
     long off[8], ooff[8];
-    int km[32], rows[8], full[8];
+    unsigned char km[32];
+    int rows[8], full[8];
 } fnn_wgs_vec;
 
 static inline __m256i fnn_wgs_mask8(int lo, int hi, int first) {
@@ -42,52 +34,31 @@ static inline __m256i fnn_wgs_mask8(int lo, int hi, int first) {
 
 static void fnn_wgs_locate(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t0,
                            int cnt, fnn_wgs_vec* g) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    long n;
+    int oy, ox;
     g->cnt = cnt < 0 ? 0 : (cnt > 8 ? 8 : cnt);
-    g->run = g->cnt == 8 && TW % 8 == 0;
+    g->run = g->cnt == 8 && (OW + 1) / 2 % 8 == 0 && fnn_wg_run(2, OH, OW, t0, 8, &n, &oy, &ox);
     if (g->run) {
-        long n = t0 / tpi, rem = t0 % tpi;
-        int ty = (int)(rem / TW), tx = (int)(rem % TW);
-        if (tx + 8 > TW) {
-            g->run = 0;
-        } else {
-            int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-            g->xoff = n * C * HW + (long)iy0 * W + ix0;
-            g->yoff = n * O * OHW + (long)oy * OW + ox;
-            for (int r = 0; r < 4; r++) g->xrow[r] = iy0 + r >= 0 && iy0 + r < H;
-            for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
-                g->xall[s] = ix0 + 2 * s >= 0 && ix0 + 2 * s + 16 <= W;
-                g->xm[s][0] = fnn_wgs_mask8(0, W, ix0 + 2 * s);
-                g->xm[s][1] = fnn_wgs_mask8(0, W, ix0 + 2 * s + 8);
-            }
-            g->yrow[0] = 1;
-            g->yrow[1] = oy + 1 < OH;
-            g->yall = ox + 16 <= OW;
-            g->ym[0] = fnn_wgs_mask8(0, OW, ox);
-            g->ym[1] = fnn_wgs_mask8(0, OW, ox + 8);
-            return;
+        const int iy0 = oy - ph, ix0 = ox - pw;
+        g->xoff = n * C * ((long)H * W) + (long)iy0 * W + ix0;
+        g->yoff = n * O * ((long)OH * OW) + (long)oy * OW + ox;
+        for (int r = 0; r < 4; r++) g->xrow[r] = iy0 + r >= 0 && iy0 + r < H;
+        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
+            g->xall[s] = ix0 + 2 * s >= 0 && ix0 + 2 * s + 16 <= W;
+            g->xm[s][0] = fnn_wgs_mask8(0, W, ix0 + 2 * s);
+            g->xm[s][1] = fnn_wgs_mask8(0, W, ix0 + 2 * s + 8);
         }
+        g->yrow[0] = 1;
+        g->yrow[1] = oy + 1 < OH;
+        g->yall = ox + 16 <= OW;
+        g->ym[0] = fnn_wgs_mask8(0, OW, ox);
+        g->ym[1] = fnn_wgs_mask8(0, OW, ox + 8);
+        return;
     }
-    for (int q = 0; q < 8; q++) {
-        if (q >= g->cnt) {
-            g->off[q] = g->ooff[q] = 0;
-            g->rows[q] = g->full[q] = 0;
-            for (int r = 0; r < 4; r++) g->km[q * 4 + r] = 0;
-            continue;
-        }
-        long t = t0 + q, n = t / tpi, rem = t % tpi;
-        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-        int iy0 = oy - ph, ix0 = ox - pw;
-        g->off[q] = n * C * HW + (long)iy0 * W + ix0;
-        int cm = 0;
-        for (int j = 0; j < 4; j++)
-            if (ix0 + j >= 0 && ix0 + j < W) cm |= 1 << j;
-        for (int r = 0; r < 4; r++) g->km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        g->ooff[q] = n * O * OHW + (long)oy * OW + ox;
-        g->rows[q] = oy + 1 < OH ? 2 : 1;
-        g->full[q] = ox + 1 < OW;
-    }
+    int cols[8];
+    fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t0, g->cnt, 8, g->off, g->km);
+    fnn_wg_outputs(2, O, OH, OW, t0, g->cnt, 8, g->ooff, g->rows, cols);
+    for (int q = 0; q < 8; q++) g->full[q] = cols[q] == 2;
 }
 
 /* d[r][j] = x[iy0 + r, ix0 + j] of each of the vector's tiles (zero outside the image) */
@@ -116,21 +87,7 @@ static inline void fnn_wgs_patch(const float* xc, const fnn_wgs_vec* g, long W, 
         }
         return;
     }
-    const long* off = g->off;
-    const int* km = g->km;
-    for (int r = 0; r < 4; r++) {  /* tile 4*blk + q in 128-bit half blk of p[q] */
-        __m256 p[4];
-        for (int q = 0; q < 4; q++)
-            p[q] = _mm256_insertf128_ps(
-                _mm256_castps128_ps256(fnn_wgs_row(xc + off[q] + r * W, km[q * 4 + r])),
-                fnn_wgs_row(xc + off[4 + q] + r * W, km[(4 + q) * 4 + r]), 1);
-        __m256 t0 = _mm256_unpacklo_ps(p[0], p[1]), t1 = _mm256_unpackhi_ps(p[0], p[1]);
-        __m256 t2 = _mm256_unpacklo_ps(p[2], p[3]), t3 = _mm256_unpackhi_ps(p[2], p[3]);
-        d[r][0] = _mm256_shuffle_ps(t0, t2, 0x44);
-        d[r][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-        d[r][2] = _mm256_shuffle_ps(t1, t3, 0x44);
-        d[r][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
-    }
+    fnn_wg2_patch(xc, g->off, g->km, W, d);
 }
 
 int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
@@ -149,22 +106,9 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         /* V[e][c][k*8 + q] = (B^T d B)[e], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
         for (int c = 0; c < C; c++)
             for (int k = 0; k < NV; k++) {
-                __m256 d[4][4], s[4][4];
+                __m256 d[4][4];
                 fnn_wgs_patch(x + c * HW, grp + k, W, d);
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
-                }
-                float* v = V + (long)c * G + 8 * k;
-                const long VS = (long)C * G;
-                for (int i = 0; i < 4; i++) {
-                    _mm256_store_ps(v + (4 * i + 0) * VS, _mm256_sub_ps(s[i][0], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 1) * VS, _mm256_add_ps(s[i][1], s[i][2]));
-                    _mm256_store_ps(v + (4 * i + 2) * VS, _mm256_sub_ps(s[i][2], s[i][1]));
-                    _mm256_store_ps(v + (4 * i + 3) * VS, _mm256_sub_ps(s[i][1], s[i][3]));
-                }
+                fnn_wg2_bt(d, V + (long)c * G + 8 * k, (long)C * G);
             }
         for (int b = 0; b < NB; b++) {
             /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
@@ -206,17 +150,10 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
                     if (g->cnt == 0) continue;
                     const float* m = M + (long)j * G + 8 * k;
                     const long MS = (long)OB * G;
-                    __m256 a[2][4], y[2][2], lo[2], hi[2];
-                    for (int jj = 0; jj < 4; jj++) {
-                        __m256 m0 = _mm256_load_ps(m + (0 * 4 + jj) * MS), m1 = _mm256_load_ps(m + (1 * 4 + jj) * MS);
-                        __m256 m2 = _mm256_load_ps(m + (2 * 4 + jj) * MS), m3 = _mm256_load_ps(m + (3 * 4 + jj) * MS);
-                        a[0][jj] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                        a[1][jj] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-                    }
+                    __m256 y[2][2], lo[2], hi[2];
                     const int lanes = (1 << g->cnt) - 1;
+                    fnn_wg2_at(m, MS, bv, y);
                     for (int i = 0; i < 2; i++) {
-                        y[i][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[i][0], a[i][1]), a[i][2]), bv);
-                        y[i][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[i][1], a[i][2]), a[i][3]), bv);
                         for (int jj = 0; jj < 2; jj++) {
                             /* y - y is 0 unless y is NaN or infinite */
                             bad |= lanes & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(y[i][jj], y[i][jj]),

@@ -8,6 +8,9 @@
 #include "winograd_small.h"
 #include "winograd_small_pack.h"
 #include "winograd_small_avx512.h"
+#include "winograd_tiles.h"
+#include "winograd_transforms.h"
+#include "winograd_patch.h"
 
 _Static_assert(FNN_WGS_GROUP == FNN_WGSP_G && FNN_WGS_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
@@ -27,52 +30,23 @@ typedef struct {
 
 static void fnn_wgs_locate(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t0,
                            int cnt, fnn_wgs_vec* g) {
-    const int TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
     g->cnt = cnt < 0 ? 0 : (cnt > 16 ? 16 : cnt);
-    g->runs = g->cnt == 16 && TW % 8 == 0;
-    for (int h = 0; h < 2 && g->runs; h++) {
-        long t = t0 + 8 * h, n = t / tpi, rem = t % tpi;
-        int ty = (int)(rem / TW), tx = (int)(rem % TW);
-        if (tx + 8 > TW) {
-            g->runs = 0;
-            break;
+    g->runs = fnn_wg2_runs16(C, H, W, OH, OW, ph, pw, t0, g->cnt, g->xoff, g->xm);
+    if (g->runs) {
+        for (int h = 0; h < 2; h++) {  /* the run's output rows oy, oy + 1: 16 columns each */
+            int oy, ox;
+            const long n = fnn_wg_tile(2, OH, OW, t0 + 8 * h, &oy, &ox);
+            const __mmask16 om = (__mmask16)fnn_wg_inside(ox, 16, OW);
+            g->yoff[h] = n * O * ((long)OH * OW) + (long)oy * OW + ox;
+            g->ym[h][0] = om;
+            g->ym[h][1] = oy + 1 < OH ? om : 0;
         }
-        int oy = 2 * ty, ox = 2 * tx, iy0 = oy - ph, ix0 = ox - pw;
-        g->xoff[h] = n * C * HW + (long)iy0 * W + ix0;
-        g->yoff[h] = n * O * OHW + (long)oy * OW + ox;
-        for (int s = 0; s < 2; s++) {  /* columns ix0 + 2s .. + 15 */
-            __mmask16 cm = 0;
-            for (int i = 0; i < 16; i++)
-                if (ix0 + 2 * s + i >= 0 && ix0 + 2 * s + i < W) cm |= (__mmask16)(1u << i);
-            for (int r = 0; r < 4; r++) g->xm[h][r][s] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        }
-        __mmask16 om = 0;
-        for (int i = 0; i < 16; i++)
-            if (ox + i < OW) om |= (__mmask16)(1u << i);
-        g->ym[h][0] = om;
-        g->ym[h][1] = oy + 1 < OH ? om : 0;
+        return;
     }
-    if (g->runs) return;
-    for (int q = 0; q < 16; q++) {
-        if (q >= g->cnt) {
-            g->off[q] = g->ooff[q] = 0;
-            g->rows[q] = g->full[q] = 0;
-            for (int r = 0; r < 4; r++) g->km[q * 4 + r] = 0;
-            continue;
-        }
-        long t = t0 + q, n = t / tpi, rem = t % tpi;
-        int oy = (int)(rem / TW) * 2, ox = (int)(rem % TW) * 2;
-        int iy0 = oy - ph, ix0 = ox - pw;
-        g->off[q] = n * C * HW + (long)iy0 * W + ix0;
-        __mmask8 cm = 0;
-        for (int j = 0; j < 4; j++)
-            if (ix0 + j >= 0 && ix0 + j < W) cm |= (__mmask8)(1u << j);
-        for (int r = 0; r < 4; r++) g->km[q * 4 + r] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
-        g->ooff[q] = n * O * OHW + (long)oy * OW + ox;
-        g->rows[q] = oy + 1 < OH ? 2 : 1;
-        g->full[q] = ox + 1 < OW;
-    }
+    int cols[16];
+    fnn_wg_patches(2, C, H, W, OH, OW, ph, pw, t0, g->cnt, 16, g->off, g->km);
+    fnn_wg_outputs(2, O, OH, OW, t0, g->cnt, 16, g->ooff, g->rows, cols);
+    for (int q = 0; q < 16; q++) g->full[q] = cols[q] == 2;
 }
 
 /* d[r][j] = x[iy0 + r, ix0 + j] of each of the vector's tiles (zero outside the image) */
@@ -89,25 +63,7 @@ static inline void fnn_wgs_patch(const float* xc, const fnn_wgs_vec* g, long W, 
             }
         return;
     }
-    /* tile 4*blk + q's row in 128-bit block blk of p[q], then a 4x4 transpose per block */
-    const long* off = g->off;
-    const __mmask8* km = g->km;
-    for (int r = 0; r < 4; r++) {
-        __m512 p[4];
-        for (int q = 0; q < 4; q++) {
-            __m512 v = _mm512_castps128_ps512(_mm_maskz_loadu_ps(km[q * 4 + r], xc + off[q] + r * W));
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(4 + q) * 4 + r], xc + off[4 + q] + r * W), 1);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(8 + q) * 4 + r], xc + off[8 + q] + r * W), 2);
-            v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(km[(12 + q) * 4 + r], xc + off[12 + q] + r * W), 3);
-            p[q] = v;
-        }
-        __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t1 = _mm512_unpackhi_ps(p[0], p[1]);
-        __m512 t2 = _mm512_unpacklo_ps(p[2], p[3]), t3 = _mm512_unpackhi_ps(p[2], p[3]);
-        d[r][0] = _mm512_shuffle_ps(t0, t2, 0x44);
-        d[r][1] = _mm512_shuffle_ps(t0, t2, 0xEE);
-        d[r][2] = _mm512_shuffle_ps(t1, t3, 0x44);
-        d[r][3] = _mm512_shuffle_ps(t1, t3, 0xEE);
-    }
+    fnn_wg2_patch(xc, g->off, g->km, W, d);
 }
 
 int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
@@ -128,22 +84,9 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
         /* V[e][c][k*16 + q] = (B^T d B)[e], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
         for (int c = 0; c < C; c++)
             for (int k = 0; k < NV; k++) {
-                __m512 d[4][4], s[4][4];
+                __m512 d[4][4];
                 fnn_wgs_patch(x + c * HW, grp + k, W, d);
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-                }
-                float* v = V + (long)c * G + 16 * k;
-                const long VS = (long)C * G;
-                for (int i = 0; i < 4; i++) {
-                    _mm512_store_ps(v + (4 * i + 0) * VS, _mm512_sub_ps(s[i][0], s[i][2]));
-                    _mm512_store_ps(v + (4 * i + 1) * VS, _mm512_add_ps(s[i][1], s[i][2]));
-                    _mm512_store_ps(v + (4 * i + 2) * VS, _mm512_sub_ps(s[i][2], s[i][1]));
-                    _mm512_store_ps(v + (4 * i + 3) * VS, _mm512_sub_ps(s[i][1], s[i][3]));
-                }
+                fnn_wg2_bt(d, V + (long)c * G + 16 * k, (long)C * G);
             }
         for (int b = 0; b < NB; b++) {
             /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
@@ -161,17 +104,10 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
                     if (g->cnt == 0) continue;
                     const float* m = M + (long)j * G + 16 * k;
                     const long MS = (long)OB * G;
-                    __m512 a[2][4], y[2][2];
-                    for (int jj = 0; jj < 4; jj++) {
-                        __m512 m0 = _mm512_load_ps(m + (0 * 4 + jj) * MS), m1 = _mm512_load_ps(m + (1 * 4 + jj) * MS);
-                        __m512 m2 = _mm512_load_ps(m + (2 * 4 + jj) * MS), m3 = _mm512_load_ps(m + (3 * 4 + jj) * MS);
-                        a[0][jj] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                        a[1][jj] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-                    }
+                    __m512 y[2][2];
                     const __mmask16 lanes = (__mmask16)((1u << g->cnt) - 1);
+                    fnn_wg2_at(m, MS, bv, y);
                     for (int i = 0; i < 2; i++) {
-                        y[i][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]), bv);
-                        y[i][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]), bv);
                         for (int jj = 0; jj < 2; jj++) {
                             bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][jj], FNN_WGS_NONFINITE);
                             if (act == 1)

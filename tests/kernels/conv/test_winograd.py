@@ -1,18 +1,18 @@
 """The Winograd routes (winograd and winograd/f4: _conv._winograd_forward with tile 2,
-F(2x2,3x3), or 4, F(4x4,3x3)): 3x3 stride-1 float32 convolutions against the float64 NumPy reference within the
-documented float32 tolerance (docs/winograd.md: 1e-5 of the output's scale) over drawn shapes
-(channels off multiples of 16, odd images, batch 1, paddings 0..2), the backward-data pass it
-serves (dy with the flipped, transposed weight), the fused bias and activations, the same bits
-on 1 and 2 threads and for any tile block, the same bits at the AVX2 and AVX-512 levels, the
-planner's choice and the NaN fallback."""
+F(2x2,3x3), or 4, F(4x4,3x3)): 3x3 stride-1 float32 convolutions against the float64 NumPy
+reference within the documented float32 tolerance (docs/winograd.md: 1e-5 of the output's scale)
+over drawn shapes (channels off multiples of 16, odd images, batch 1, paddings 0..2), the
+backward-data pass it serves (dy with the flipped, transposed weight), the fused bias and
+activations, the same bits on 1 and 2 threads and for any tile block, the same bits at the AVX2
+and AVX-512 levels, the planner's choice and the NaN fallback."""
 import importlib
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastnn
+from conv_route_helpers import drawn_conv, num_threads, rand, relative_error
 from fastnn import _core
 from fastnn._core import _conv, reference, routes
 from fastnn._core.tuning import tuning
@@ -23,25 +23,16 @@ TILES = [2, 4]
 TOL = 1e-5  # of max(1, max |reference|): the float32 tolerance docs/winograd.md states
 
 
-def rand(rng, shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
 def _run(kernel, x, w, padding, threads, act):
     """kernel(out, code, slope) on ``threads`` threads, out NaN-filled for x (N, C, H, W) and w's
     output channels at stride 1; act: {} (none), {"relu": True} or {"negative_slope": s}."""
-    prev = fastnn.get_num_threads()
-    try:
-        fastnn.set_num_threads(threads)
-        n, _, h, wd = x.shape
-        out = np.full((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2), np.nan,
-                      np.float32)
-        code, slope = {(): (0, 0.0), ("relu",): (1, 0.0)}.get(tuple(act), (2, None))
-        if code == 2:
-            slope = act["negative_slope"]
+    n, _, h, wd = x.shape
+    out = np.full((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2), np.nan, np.float32)
+    code, slope = {(): (0, 0.0), ("relu",): (1, 0.0)}.get(tuple(act), (2, None))
+    if code == 2:
+        slope = act["negative_slope"]
+    with num_threads(threads):
         return kernel(out, code, slope or 0.0)
-    finally:
-        fastnn.set_num_threads(prev)
 
 
 def winograd(x, w, b, padding, threads=1, block=0, tile=2, **act):
@@ -55,15 +46,21 @@ def small(x, w, b, padding, threads=1, **act):
         x, w, b, out, padding, padding, code, slope), x, w, padding, threads, act)
 
 
+needs_small4 = pytest.mark.skipif(not _conv._winograd_small_available(4),
+                                  reason="winograd/small4 needs the AVX-512 level")
+
+
+def small4(x, w, b, padding, threads=1, **act):
+    """winograd/small4 (_conv._winograd_small_forward, tile 4) as ``winograd`` above."""
+    return _run(lambda out, code, slope: _conv._winograd_small_forward(
+        x, w, b, out, padding, padding, code, slope, 4), x, w, padding, threads, act)
+
+
 def reference_forward(x, w, b, padding):
     n, _, h, wd = x.shape
     out = np.empty((n, w.shape[0], h + 2 * padding - 2, wd + 2 * padding - 2))
     return reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64),
                                     None if b is None else b.astype(np.float64), out, 1, padding)
-
-
-def relative_error(got, want):
-    return float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
 
 
 @needs_winograd
@@ -73,10 +70,7 @@ def relative_error(got, want):
        w=st.integers(1, 11), padding=st.integers(0, 2), with_bias=st.booleans(),
        seed=st.integers(0, 2 ** 16))
 def test_forward_matches_reference(tile, n, c, o, h, w, padding, with_bias, seed):
-    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)  # an output at all
-    rng = np.random.default_rng(seed)
-    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3))
-    b = rand(rng, (o,)) if with_bias else None
+    x, wt, b = drawn_conv(n, c, o, h, w, padding, seed, with_bias=with_bias)
     got = winograd(x, wt, b, padding, tile=tile)
     assert relative_error(got, reference_forward(x, wt, b, padding)) <= TOL
 
@@ -198,10 +192,7 @@ def test_a_nan_reaches_exactly_the_outputs_of_its_windows(route):
        with_bias=st.booleans(), seed=st.integers(0, 2 ** 16))
 def test_small_forward_matches_reference(n, c, o, h, w, padding, with_bias, seed):
     """Odd planes go tile by tile, planes 16 and 32 wide (after padding) by runs of 8 tiles."""
-    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)
-    rng = np.random.default_rng(seed)
-    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3))
-    b = rand(rng, (o,)) if with_bias else None
+    x, wt, b = drawn_conv(n, c, o, h, w, padding, seed, with_bias=with_bias)
     assert relative_error(small(x, wt, b, padding), reference_forward(x, wt, b, padding)) <= TOL
 
 
@@ -212,27 +203,30 @@ def test_small_forward_matches_reference(n, c, o, h, w, padding, with_bias, seed
 def test_small_is_bitwise_the_general_route(n, c, o, h, w, relu, seed):
     """The same transforms and, per output, the same sum over the channels (a product, then
     FMAs in channel order) as the microkernel's GEMM: the same bits, at both levels."""
-    rng = np.random.default_rng(seed)
-    x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3)), rand(rng, (o,))
+    x, wt, b = drawn_conv(n, c, o, h, w, 1, seed)
     act = {"relu": True} if relu else {}
     np.testing.assert_array_equal(small(x, wt, b, 1, **act), winograd(x, wt, b, 1, **act))
 
 
 @needs_winograd
-def test_small_backward_data_and_resnet_shapes():
-    """resnet's 16->16 32x32 layer (4 samples) and its dx, within the tolerance."""
-    rng = np.random.default_rng(8)
-    x, wt, b = rand(rng, (4, 16, 32, 32)), rand(rng, (16, 16, 3, 3)) / np.float32(12), \
-        rand(rng, (16,))
-    want = reference_forward(x, wt, b, 1)
-    got = small(x, wt, b, 1)
-    assert relative_error(got, want) <= 1e-6
-    dy = rand(rng, (4, 16, 32, 32))
+@pytest.mark.parametrize("route, seed, c, h, scale, forward_tol", [
+    pytest.param(small, 8, 16, 32, 12, 1e-6, id="small-16ch32"),
+    pytest.param(small4, 14, 32, 16, 17, TOL, id="small4-32ch16", marks=needs_small4),
+])
+def test_small_routes_backward_data_and_resnet_shapes(route, seed, c, h, scale, forward_tol):
+    """resnet's 16->16 32x32 (winograd/small) and 32->32 16x16 (winograd/small4) layers (4
+    samples) and their dx against float64, within the float32 tolerance (winograd/small4:
+    F(4x4,3x3)'s bound of docs/winograd.md)."""
+    rng = np.random.default_rng(seed)
+    x, wt, b = rand(rng, (4, c, h, h)), rand(rng, (c, c, 3, 3)) / np.float32(scale), \
+        rand(rng, (c,))
+    assert relative_error(route(x, wt, b, 1), reference_forward(x, wt, b, 1)) <= forward_tol
+    dy = rand(rng, (4, c, h, h))
     ref_dx = np.zeros(x.shape)
     reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64),
                               dy.astype(np.float64), ref_dx, None, None, 1, 1)
     flipped = np.ascontiguousarray(wt.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    assert relative_error(small(dy, flipped, None, 1), ref_dx) <= TOL
+    assert relative_error(route(dy, flipped, None, 1), ref_dx) <= TOL
 
 
 @needs_winograd
@@ -250,23 +244,30 @@ def test_small_fused_activation_is_the_activation_of_the_output(act):
 
 
 @needs_winograd
-@pytest.mark.parametrize("shape", [(9, 19, 13, 10), (7, 16, 16, 16)])
-def test_small_same_bits_on_one_and_two_threads(shape):
-    rng = np.random.default_rng(10)
-    x, wt, b = rand(rng, shape), rand(rng, (27, shape[1], 3, 3)), rand(rng, (27,))
-    np.testing.assert_array_equal(small(x, wt, b, 1, threads=2), small(x, wt, b, 1, threads=1))
+@pytest.mark.parametrize("route, seed, o, shape", [
+    pytest.param(small, 10, 27, (9, 19, 13, 10), id="small-9x19x13x10"),
+    pytest.param(small, 10, 27, (7, 16, 16, 16), id="small-7x16x16x16"),
+    pytest.param(small4, 15, 19, (9, 7, 21, 18), id="small4-9x7x21x18", marks=needs_small4),
+    pytest.param(small4, 15, 19, (5, 16, 32, 32), id="small4-5x16x32x32", marks=needs_small4),
+])
+def test_small_routes_same_bits_on_one_and_two_threads(route, seed, o, shape):
+    rng = np.random.default_rng(seed)
+    x, wt, b = rand(rng, shape), rand(rng, (o, shape[1], 3, 3)), rand(rng, (o,))
+    np.testing.assert_array_equal(route(x, wt, b, 1, threads=2), route(x, wt, b, 1, threads=1))
 
 
 @needs_winograd
+@pytest.mark.parametrize("route, seed", [pytest.param(small, 11, id="small"),
+                                         pytest.param(small4, 16, id="small4", marks=needs_small4)])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("width", [9, 16])
-def test_small_reports_a_non_finite_output(bad, width):
-    rng = np.random.default_rng(11)
+def test_small_routes_report_a_non_finite_output(route, seed, bad, width):
+    rng = np.random.default_rng(seed)
     x, wt = rand(rng, (2, 16, 9, width)), rand(rng, (16, 16, 3, 3))
-    assert small(x, wt, None, 1) is not None
+    assert route(x, wt, None, 1) is not None
     x[1, 3, 4, 7] = bad
-    assert small(x, wt, None, 1) is None
-    assert small(x, wt, None, 1, relu=True) is None  # checked before the ReLU
+    assert route(x, wt, None, 1) is None
+    assert route(x, wt, None, 1, relu=True) is None  # checked before the ReLU
 
 
 @needs_winograd
@@ -288,16 +289,6 @@ def test_the_planner_takes_small_up_to_64_channels_forward_and_dx():
 
 # ---- winograd/small4: winograd/f4's F(4x4,3x3) with the channel products in registers ----------
 
-needs_small4 = pytest.mark.skipif(not _conv._winograd_small_available(4),
-                                  reason="winograd/small4 needs the AVX-512 level")
-
-
-def small4(x, w, b, padding, threads=1, **act):
-    """winograd/small4 (_conv._winograd_small_forward, tile 4) as ``winograd`` above."""
-    return _run(lambda out, code, slope: _conv._winograd_small_forward(
-        x, w, b, out, padding, padding, code, slope, 4), x, w, padding, threads, act)
-
-
 ACTS = [{}, {"relu": True}, {"relu": True, "negative_slope": 0.2}]
 
 
@@ -311,10 +302,7 @@ def test_small4_is_bitwise_winograd_f4(n, c, o, h, w, padding, with_bias, act, s
     FMAs in channel order) as winograd/f4's GEMMs: the same bits (so F(4x4,3x3)'s documented
     accuracy), with bias and activation. Ragged outputs (not multiples of 4), partial groups,
     and planes whose rows of tiles are runs of 8 (outputs 32 wide) or 4 (16 wide)."""
-    assume(h + 2 * padding >= 3 and w + 2 * padding >= 3)
-    rng = np.random.default_rng(seed)
-    x, wt = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3))
-    b = rand(rng, (o,)) if with_bias else None
+    x, wt, b = drawn_conv(n, c, o, h, w, padding, seed, with_bias=with_bias)
     np.testing.assert_array_equal(small4(x, wt, b, padding, **act),
                                   winograd(x, wt, b, padding, tile=4, **act))
 
@@ -332,42 +320,6 @@ def test_small4_runs_of_tiles_are_bitwise_winograd_f4(n, c, o, h, w, padding, ac
     x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3)), rand(rng, (o,))
     np.testing.assert_array_equal(small4(x, wt, b, padding, **act),
                                   winograd(x, wt, b, padding, tile=4, **act))
-
-
-@needs_small4
-def test_small4_backward_data_and_resnet_shapes_within_f4_error():
-    """resnet's 32->32 16x16 layer (4 samples) and its dx against float64, within the float32
-    tolerance (F(4x4,3x3)'s bound of docs/winograd.md)."""
-    rng = np.random.default_rng(14)
-    x, wt, b = rand(rng, (4, 32, 16, 16)), rand(rng, (32, 32, 3, 3)) / np.float32(17), \
-        rand(rng, (32,))
-    assert relative_error(small4(x, wt, b, 1), reference_forward(x, wt, b, 1)) <= TOL
-    dy = rand(rng, (4, 32, 16, 16))
-    ref_dx = np.zeros(x.shape)
-    reference.conv2d_backward(x.astype(np.float64), wt.astype(np.float64),
-                              dy.astype(np.float64), ref_dx, None, None, 1, 1)
-    flipped = np.ascontiguousarray(wt.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    assert relative_error(small4(dy, flipped, None, 1), ref_dx) <= TOL
-
-
-@needs_small4
-@pytest.mark.parametrize("shape", [(9, 7, 21, 18), (5, 16, 32, 32)])
-def test_small4_same_bits_on_one_and_two_threads(shape):
-    rng = np.random.default_rng(15)
-    x, wt, b = rand(rng, shape), rand(rng, (19, shape[1], 3, 3)), rand(rng, (19,))
-    np.testing.assert_array_equal(small4(x, wt, b, 1, threads=2), small4(x, wt, b, 1, threads=1))
-
-
-@needs_small4
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("width", [9, 16])
-def test_small4_reports_a_non_finite_output(bad, width):
-    rng = np.random.default_rng(16)
-    x, wt = rand(rng, (2, 16, 9, width)), rand(rng, (16, 16, 3, 3))
-    assert small4(x, wt, None, 1) is not None
-    x[1, 3, 4, 7] = bad
-    assert small4(x, wt, None, 1) is None
-    assert small4(x, wt, None, 1, relu=True) is None  # checked before the ReLU
 
 
 @needs_small4

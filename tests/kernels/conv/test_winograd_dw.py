@@ -5,6 +5,7 @@ drawn shapes (channels off multiples of 16, odd images, batch 1, paddings 0..2, 
 rows of tiles take the contiguous-run loads), accumulation into dW and db, the same bits on 1
 and 2 threads, the AVX2 level's bits against the AVX-512 level's, the planner's rule and the
 NaN/inf fallback to the exact route."""
+import functools
 import importlib
 
 import numpy as np
@@ -12,58 +13,27 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import fastnn
+from conv_route_helpers import (dw_case, num_threads, rand, reference_dw, relative_error,
+                                route_dw)
 from fastnn import _core
-from fastnn._core import _conv, conv_plan, isa, reference, routes
+from fastnn._core import _conv, conv_plan, isa, routes
 from fastnn._core.tuning import tuning
 
 pytestmark = pytest.mark.skipif(not _conv._winograd_available(),
                                 reason="the Winograd kernels need the AVX2 or AVX-512 level")
 TOL = 1e-5  # of max(1, max |reference|): the float32 tolerance docs/winograd.md states
 
-
-def rand(rng, shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def case(rng, n, c, o, h, w, padding):
-    x = rand(rng, (n, c, h, w))
-    dy = rand(rng, (n, o, h + 2 * padding - 2, w + 2 * padding - 2))
-    return x, dy
-
-
-def winograd_dw(x, dy, padding, dw=None, db=None, threads=1):
-    o, c = dy.shape[1], x.shape[1]
-    dw = np.zeros((o, c, 3, 3), np.float32) if dw is None else dw
-    prev = fastnn.get_num_threads()
-    try:
-        fastnn.set_num_threads(threads)
-        return _conv._winograd_dw(x, dy, dw, db, padding, padding)
-    finally:
-        fastnn.set_num_threads(prev)
-
-
-def reference_grads(x, dy, padding, dw0=None, db0=None):
-    o, c = dy.shape[1], x.shape[1]
-    dw = np.zeros((o, c, 3, 3)) if dw0 is None else dw0.astype(np.float64)
-    db = np.zeros(o) if db0 is None else db0.astype(np.float64)
-    reference.conv2d_backward(x.astype(np.float64), np.zeros((o, c, 3, 3)),
-                              dy.astype(np.float64), None, dw, db, 1, padding)
-    return dw, db
+case = functools.partial(dw_case, k=3, stride=1)
+winograd_dw = functools.partial(route_dw, _conv._winograd_dw, 3)
+reference_grads = functools.partial(reference_dw, k=3, stride=1)
 
 
 @pytest.fixture
 def one_thread():
     """Small problems have one chunk of tiles: the planner takes winograd_dw for them on one
     thread only (on two, dwt_s1 splits them)."""
-    prev = fastnn.get_num_threads()
-    fastnn.set_num_threads(1)
-    yield
-    fastnn.set_num_threads(prev)
-
-
-def relative_error(got, want):
-    return float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
+    with num_threads(1):
+        yield
 
 
 @settings(max_examples=30, deadline=None)

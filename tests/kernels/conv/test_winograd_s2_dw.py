@@ -5,53 +5,25 @@ float64 NumPy reference within the documented tolerance (docs/winograd.md) over 
 (channels off multiples of 16, odd images and outputs off multiples of 4, batch 1, paddings
 0..3), accumulation into dW and db, the same bits on 1 and 2 threads, the NaN/inf fallback to
 the exact route, the planner's rule and the levels without the kernels."""
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import fastnn
+from conv_route_helpers import dw_case, rand, reference_dw, relative_error, route_dw
 from fastnn import _core
-from fastnn._core import _conv, conv_plan, isa, reference, routes
+from fastnn._core import _conv, conv_plan, isa, routes
 from fastnn._core.tuning import tuning
 
 needs_kernels = pytest.mark.skipif(not _conv._winograd_s2_dw_available(),
                                    reason="the stride-2 Winograd dW kernels need AVX-512")
 TOL = 1e-5  # of max(1, max |reference|): the float32 tolerance docs/winograd.md states
 
-
-def rand(rng, shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def case(rng, n, c, o, h, w, padding):
-    x = rand(rng, (n, c, h, w))
-    dy = rand(rng, (n, o, (h + 2 * padding - 4) // 2 + 1, (w + 2 * padding - 4) // 2 + 1))
-    return x, dy
-
-
-def winograd_s2_dw(x, dy, padding, dw=None, db=None, threads=1):
-    o, c = dy.shape[1], x.shape[1]
-    dw = np.zeros((o, c, 4, 4), np.float32) if dw is None else dw
-    prev = fastnn.get_num_threads()
-    try:
-        fastnn.set_num_threads(threads)
-        return _conv._winograd_s2_dw(x, dy, dw, db, padding, padding)
-    finally:
-        fastnn.set_num_threads(prev)
-
-
-def reference_grads(x, dy, padding, dw0=None, db0=None):
-    o, c = dy.shape[1], x.shape[1]
-    dw = np.zeros((o, c, 4, 4)) if dw0 is None else dw0.astype(np.float64)
-    db = np.zeros(o) if db0 is None else db0.astype(np.float64)
-    reference.conv2d_backward(x.astype(np.float64), np.zeros((o, c, 4, 4)),
-                              dy.astype(np.float64), None, dw, db, 2, padding)
-    return dw, db
-
-
-def relative_error(got, want):
-    return float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
+case = functools.partial(dw_case, k=4, stride=2)
+winograd_s2_dw = functools.partial(route_dw, _conv._winograd_s2_dw, 4)
+reference_grads = functools.partial(reference_dw, k=4, stride=2)
 
 
 @needs_kernels
