@@ -528,7 +528,7 @@ class Sequential(ModelBase):
         """The layers in order. A layer that can run the activation after it in its own pass
         (``activation_fusion``: Dense, Conv2D or BatchNorm followed by a ReLU, the latter two
         by a LeakyReLU too) does so; after a BatchNorm the activation's backward is folded into
-        the BatchNorm's too. The result is bitwise that of the layers run one by one, the
+        the BatchNorm's too, before a Conv2D into its dx pass (``backward``). The result is bitwise that of the layers run one by one, the
         gradients equal to rounding."""
         layers = self.layers
         fused = []
@@ -590,6 +590,15 @@ class Sequential(ModelBase):
                 backward_params_only(layer, dy)
                 done(layer)
                 return None
+            if (i > first and i - 1 not in fused
+                    and getattr(layer, "takes_activation_backward", None) is not None
+                    and layer.takes_activation_backward(layers[i - 1])):
+                # the ReLU before it: its backward runs in this layer's dx pass
+                dy = layer.backward_through_activation(dy, layers[i - 1])
+                done(layer)
+                done(layers[i - 1])
+                skip = i - 1
+                continue
             dy = layer.backward(dy)
             done(layer)
         return None if not input_grad else dy

@@ -28,8 +28,10 @@ Convolution (Cython, ``_conv.pyx``)
     conv2d_forward(x, weight, bias, out, stride, padding)
         x (N, C, H, W), weight (O, C, KH, KW), bias (O,) or None, out (N, O, OH, OW),
         OH = (H + 2*ph - KH) // sh + 1 (cross-correlation, as torch.nn.functional.conv2d)
-    conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding)
-        dx := grad wrt x; dweight += grad wrt weight; dbias += dy.sum((0, 2, 3))
+    conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding, relu=False,
+                    negative_slope=None)
+        dx := grad wrt x; dweight += grad wrt weight; dbias += dy.sum((0, 2, 3)); relu: dx
+        then through the backward of the (leaky) ReLU whose output is x
     conv_transpose2d_forward(x, weight, bias, out, stride, padding)
         x (N, Cin, H, W), weight (Cin, Cout, KH, KW), out (N, Cout, OH, OW) with
         OH = (H - 1)*sh - 2*ph + KH + oph; the output padding oph (0 <= oph < max(sh, 1)) is

@@ -220,9 +220,8 @@ def _forward(str route, x, weight, bias, out, int sh, int sw, int ph, int pw, in
     if route.startswith("s1_"):
         return _activate_all(_s1_forward(route, x, weight, bias, out, ph, pw), act, slope)
     if route.startswith("direct_s2_forward/"):
-        return _activate_all(_direct_s2_forward(x, weight, bias, out, ph, pw,
-                                                 route == "direct_s2_forward/per_sample"),
-                             act, slope)
+        return _direct_s2_forward(x, weight, bias, out, ph, pw,
+                                  route == "direct_s2_forward/per_sample", act, slope)
     if route == "strided_gathered":
         return _activate_all(_strided_gathered_forward(x, weight, bias, out, sh, sw, ph, pw),
                              act, slope)
@@ -331,10 +330,15 @@ def _im2col_passes(x, weight, dy, dx, dweight, dbias, int sh, int sw, int ph, in
                 _channel_sum(<double*>pdy, n, o, <Py_ssize_t>oh * ow, <double*>pdb)
 
 
-def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
+def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding, relu=False,
+                    negative_slope=None):
     """dx := conv2d's input gradient (col2im of weight.T @ dy); dweight += dy @ im2col(x).T;
-    dbias += dy.sum((0, 2, 3)). None outputs are skipped."""
+    dbias += dy.sum((0, 2, 3)). None outputs are skipped. ``relu`` (with ``negative_slope``
+    >= 0, a leaky ReLU's): dx then goes through the backward of the activation whose output is
+    x (dx where x > 0, else 0, or negative_slope * dx), bitwise relu_backward(x, dx, dx)
+    (leaky_relu_backward) run after; folded into the dx stores where the route allows."""
     where = "conv2d_backward"
+    act, slope = activation_code(where, relu, negative_slope)
     kh, kw, sh, sw, ph, pw = _check_conv(where, x, weight, stride, padding, False)
     n, c, h, w = x.shape
     o = weight.shape[0]
@@ -349,10 +353,13 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     plan = _planner.conv2d(n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow,
                            x.dtype == np.float32, dweight is not None, _LEVEL, _threads())
     dx_out = dx
+    masked = act == 0 or dx is None
     if dx is not None and (plan.dx == "winograd_s2_dx" or plan.dx == "winograd_s2_dx/3x3"):
         took(plan.dx)
-        if _winograd_s2_dx(dy, weight, None, dx, ph, pw) is not None:
+        if _winograd_s2_dx(dy, weight, None, dx, ph, pw, 0, x if act else None, act,
+                           slope) is not None:
             dx = None
+            masked = True
         else:  # a NaN or infinite value: recomputed where a non-finite dy reaches fewer
             took("subpixel")
             _subpixel_backward_data(dy, weight, None, dx, sh, sw, ph, pw, None)
@@ -400,6 +407,12 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
     if dx is not None:
         took(plan.dx)
     _im2col_passes(x, weight, dy, dx, dweight, dbias, sh, sw, ph, pw, dw_route == "im2col_dw/nt")
+    if not masked:  # the activation's backward after dx, in place (elementwise)
+        from .. import activation, basic
+        if act == 1:
+            basic.relu_backward(x, dx_out, dx_out)
+        else:
+            activation.leaky_relu_backward(x, dx_out, slope, dx_out)
     return dx_out
 
 

@@ -1,12 +1,14 @@
 # Route family direct_s2 (AVX-512): stride-2 forwards (direct_s2_forward/per_sample, /batch) and
 # weight gradients (direct_s2_dw, run by _DwJob) on a padded copy of x (fnn_d2_block, fnn_dw2_rows).
 
-def _direct_s2_forward(x, weight, bias, out, int ph, int pw, bint per_sample):
-    """out := conv2d(x) + bias at stride 2 on fnn_d2_block's 32-channel tiles. per_sample
+def _direct_s2_forward(x, weight, bias, out, int ph, int pw, bint per_sample, int act=0,
+                       double slope=0.0):
+    """out := act(conv2d(x) + bias) at stride 2 on fnn_d2_block's 32-channel tiles. per_sample
     (direct_s2_forward/per_sample): a sample per task, padded into the thread's own buffer (it
-    stays in that core's L2 for all its channel blocks); else (/batch, a batch too small to keep
-    the threads busy) (sample, channel block) tasks on one padded copy of the batch. The same
-    bits either way: each output is one chain over k in order."""
+    stays in that core's L2 for all its channel blocks), the activation on the sample's output
+    while it is in cache; else (/batch, a batch too small to keep the threads busy) (sample,
+    channel block) tasks on one padded copy of the batch, the activation after. The same bits
+    either way: each output is one chain over k in order, then the activation."""
     _require_conv_kernels("direct_s2_forward")
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
@@ -39,6 +41,7 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw, bint per_sample):
                 for ob in range(nob):
                     fnn_d2_block(O, C, KH, KW, OH, OW, Hp, Wp, mine, pwt + ob * K * 32, ob, pb,
                                  po + task * O * P)
+                _activate(po + task * O * P, <Py_ssize_t>O * P, act, slope)
         else:
             for task in prange(<Py_ssize_t>N * C, num_threads=NT, schedule="static",
                                use_threads_if=NT > 1):
@@ -49,7 +52,7 @@ def _direct_s2_forward(x, weight, bias, out, int ph, int pw, bint per_sample):
                 ob = <int>(task % nob)
                 fnn_d2_block(O, C, KH, KW, OH, OW, Hp, Wp, pxp + n * img, pwt + ob * K * 32,
                              ob, pb, po + n * O * P)
-    return out
+    return out if per_sample else _activate_all(out, act, slope)
 
 
 # The direct weight gradient's tasks per thread (knob conv_dw2_tasks_per_thread; 1: one range of

@@ -17,7 +17,8 @@ cdef extern from "kernels/winograd_s2.h":
     void fnn_ws2_dx_weights(int O, int C, int c_lo, int c_hi, const float* w, float* U) noexcept nogil
     int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                          long t_hi, const float* U, const float* dy, const float* bias,
-                         float* dx, float* V, float* M) noexcept nogil
+                         float* dx, float* V, float* M, const float* mask, int act,
+                         float slope) noexcept nogil
 
 
 def _winograd_s2_available():
@@ -87,11 +88,14 @@ def _winograd_s2_forward(x, weight, bias, out, int ph, int pw, int act=0, double
     return None if flags.any() else out
 
 
-def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0):
+def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0, mask=None, int act=0,
+                    double slope=0.0):
     """dx := (bias +) the backward-data pass of the 4x4 (or 3x3, as a 4x4: _ws2_as_4x4) stride-2
     float32 convolution x -> dy (padding ph, pw; dx has x's shape), by F(4x4,2x2) per output phase (each a 2x2 stride-1
     correlation of dy with a flipped phase of the kernel; with ``bias``, (C,) or None, that is
-    conv_transpose2d's forward of dy). Returns dx, or None when a value
+    conv_transpose2d's forward of dy). With ``mask`` (dx's shape) and act 1 (2), dx then goes
+    through the backward of the ReLU (leaky ReLU of ``slope``) whose output is mask, as it is
+    stored. Returns dx, or None when a value
     came out NaN or infinite (the caller recomputes on an exact route). The caller checks the
     arguments and the level; dx must have fewer than 2**31 elements."""
     if not _winograd_s2_available():
@@ -117,6 +121,8 @@ def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0):
     cdef const float* pwt = <float*>_ptr(weight)
     cdef float* pdx = <float*>_ptr(dx)
     cdef const float* pb = <float*>_ptr(bias)
+    cdef const float* pm = <float*>_ptr(mask) if mask is not None else NULL
+    cdef float fslope = <float>slope
     flags = np.zeros(max(nblocks, 1), np.int32)
     cdef int[::1] bad = flags
     cdef int blk, t, per_c = (c + nt - 1) // nt
@@ -129,5 +135,5 @@ def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0):
             v = pws + openmp.omp_get_thread_num() * per_thread
             bad[blk] = fnn_ws2_dx_tiles(c, h, w, o, oh, ow, ph, pw, <long>blk * tb,
                                         min(ntiles, <long>blk * tb + tb), pu, pdy, pb, pdx, v,
-                                        v + vsize)
+                                        v + vsize, pm, act if pm != NULL else 0, fslope)
     return None if flags.any() else dx

@@ -105,8 +105,10 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
     return out
 
 
-def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
-    """dx := d(sum dy * conv(x))/dx; dweight += the same wrt weight; dbias += dy.sum((0, 2, 3))."""
+def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding, relu=False,
+                    negative_slope=None):
+    """dx := d(sum dy * conv(x))/dx; dweight += the same wrt weight; dbias += dy.sum((0, 2, 3));
+    ``relu``: dx then through the backward of the (leaky) ReLU whose output is x."""
     (sh, sw), (ph, pw) = _conv_pair(stride), _conv_pair(padding)
     _, _, kh, kw = weight.shape
     n, c, h, w = x.shape
@@ -122,6 +124,10 @@ def conv2d_backward(x, weight, dy, dx, dweight, dbias, stride, padding):
             dxp[:, :, rows, cols] += np.einsum("nohw,oc->nchw", dy, weight[:, :, i, j])
     if dx is not None:
         dx[...] = dxp[:, :, ph:ph + h, pw:pw + w]
+        if relu and negative_slope is None:
+            relu_backward(x, dx, dx)
+        elif relu:
+            leaky_relu_backward(x, dx, negative_slope, dx)
     if dbias is not None:
         dbias += dy.sum((0, 2, 3))
     return dx

@@ -106,8 +106,8 @@ class _GroupedConv(_ConvBase):
     def forward_relu(self, x, training=True, negative_slope=None):
         """``relu(self.forward(x))`` (with ``negative_slope`` >= 0, a leaky ReLU's) applied to
         each chunk of the output as it is written (``Sequential`` fuses a dense convolution
-        followed by a ReLU or LeakyReLU this way; the activation's backward still runs on its
-        own)."""
+        followed by a ReLU or LeakyReLU this way; the activation's backward runs on its own,
+        or in the dx pass of a convolution after it: :meth:`backward_through_activation`)."""
         if not self._dense:
             raise TypeError(f"{self.describe()}: only a convolution without dilation, groups or "
                             f"asymmetric padding fuses its activation")
@@ -128,15 +128,36 @@ class _GroupedConv(_ConvBase):
         self.x = x
         return out
 
-    def backward(self, dy, input_grad=True):
-        """dx (None when ``input_grad`` is False: only the parameter gradients are computed)."""
+    def takes_activation_backward(self, before):
+        """Whether :meth:`backward_through_activation` can run the backward of ``before``, the
+        layer whose output is this one's input: a ReLU or a LeakyReLU of slope >= 0."""
+        return (self._dense and relu_fusion(before) is not None
+                and type(self).backward is _GroupedConv.backward)  # not an override's
+
+    def backward_through_activation(self, dy, before):
+        """``before.backward(self.backward(dy))`` for a ``before`` that
+        :meth:`takes_activation_backward`: its mask is this layer's input (its output, > 0
+        exactly where its input is), applied as dx is written where the route allows; the same
+        bits."""
+        kwargs, _ = relu_fusion(before)
+        return self.backward(dy, relu=True, **kwargs)
+
+    def backward(self, dy, input_grad=True, relu=False, negative_slope=None):
+        """dx (None when ``input_grad`` is False: only the parameter gradients are computed);
+        ``relu`` (and ``negative_slope``): dx through the backward of the ReLU (leaky ReLU)
+        whose output is this layer's input (see :meth:`backward_through_activation`)."""
         dy = self._check_dy(dy)
         dx = np.empty_like(self.x) if input_grad else None
         x4, w4, dy4 = self._as4(self.x), self._as4(self.weight.data), self._as4(dy)
         dx4, dw4 = (None if dx is None else self._as4(dx)), self._as4(self.weight.grad)
         if self._dense:
-            _core.conv2d_backward(x4, w4, dy4, dx4, dw4, self._bias_grad, self._stride2,
-                                  (self._pads[0], self._pads[2]))
+            if relu:
+                _core.conv2d_backward(x4, w4, dy4, dx4, dw4, self._bias_grad, self._stride2,
+                                      (self._pads[0], self._pads[2]), relu=True,
+                                      negative_slope=negative_slope)
+            else:
+                _core.conv2d_backward(x4, w4, dy4, dx4, dw4, self._bias_grad, self._stride2,
+                                      (self._pads[0], self._pads[2]))
         else:
             _core.conv2d_general_backward(x4, w4, dy4, dx4, dw4, self._bias_grad, self._stride2,
                                           self._pads, self._dilation2, self.groups)

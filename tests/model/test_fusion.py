@@ -216,6 +216,39 @@ def test_fused_conv_activation_equals_the_layers_one_by_one(dtype, slope):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.2])
+@pytest.mark.parametrize("fused_forward", [True, False])
+def test_a_conv_takes_the_backward_of_the_activation_before_it_bitwise(dtype, slope,
+                                                                        fused_forward):
+    """Conv2D(16->32, 4x4 stride 2) after a (leaky) ReLU runs the activation's backward in its dx
+    pass (float32: in winograd_s2_dx's stores at AVX-512; else after the route), whether the
+    activation ran in the conv before it or on its own: the gradients of the layers one by one,
+    bit for bit."""
+    def build():
+        fnn.seed(12)
+        act = L.ReLU() if slope is None else L.LeakyReLU(slope)
+        # a dilated conv does not run the activation in its pass: the activation saves its input
+        first = (L.Conv2D(3, 16, 3, padding=1) if fused_forward
+                 else L.Conv2D(3, 16, 3, padding=2, dilation=2))
+        return fnn.Sequential(first, act, L.Conv2D(16, 32, 4, stride=2, padding=1), L.Flatten(),
+                              L.Dense(32 * 4 * 4, 2)).astype(dtype)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 3, 9, 9)).astype(dtype)
+    dy = rng.standard_normal((4, 2)).astype(dtype)
+    fused, plain = build(), build()
+    y = fused.forward(x)
+    act = fused.layers[1]
+    act.backward = lambda *a: pytest.fail("the activation's own backward ran")
+    dx = fused.backward(dy)
+    y_ref, dx_ref = _one_by_one(plain, x, dy, True)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    assert (fused.layers[0].weight.grad != 0).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("slope", [None, 0.2, 0.0])
 @pytest.mark.parametrize("shape", [(3, 2, 9, 9, 5, 3, 2, 1), (3, 8, 10, 10, 20, 3, 1, 1),
                                    (64, 4, 8, 8, 16, 4, 2, 1)])

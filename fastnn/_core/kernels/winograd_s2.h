@@ -52,10 +52,13 @@ FNN_ISA_KERNEL void fnn_ws2_dx_weights(int O, int C, int c_lo, int c_hi, const f
    likewise; plus bias[c] (bias may be NULL: conv_transpose2d's forward is this pass).
    dx (N, C, H, W) with N*C*H*W < 2^31; U from fnn_ws2_dx_weights. V (25*O*TL floats) and
    M (25*4C*TL floats): the caller's 64-byte aligned scratch, TL = t_hi - t_lo rounded up to
-   16. Returns 1 when a dx value is NaN or infinite (the caller then uses an exact route). */
+   16. With act 1 (2) and a mask (dx's shape), each dx value then goes through the backward
+   of the ReLU (leaky ReLU of slope) whose output is mask: kept where mask > 0, else 0 (times
+   slope), bitwise that backward run after. Returns 1 when a dx value (before the mask) is NaN
+   or infinite (the caller then uses an exact route). */
 FNN_ISA_KERNEL int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph,
                                     int pw, long t_lo, long t_hi, const float* U,
                                     const float* dy, const float* bias, float* dx, float* V,
-                                    float* M);
+                                    float* M, const float* mask, int act, float slope);
 
 #endif /* FNN_WINOGRAD_S2_H */

@@ -259,9 +259,18 @@ void fnn_ws2_dx_weights(int O, int C, int c_lo, int c_hi, const float* w, float*
     }
 }
 
+/* v through the backward of the ReLU (act 1) or leaky ReLU (act 2, slope s) whose output is
+   m[0..7] (read under k): v where m > 0, else 0 (v * s), the float32 operations of
+   relu_backward and leaky_relu_backward */
+static inline __m256 fnn_ws2_dx_act(__m256 v, const float* m, __mmask8 k, int act, __m256 s) {
+    const __mmask8 pos = _mm256_mask_cmp_ps_mask(k, _mm256_maskz_loadu_ps(k, m),
+                                                 _mm256_setzero_ps(), _CMP_GT_OQ);
+    return act == 1 ? _mm256_maskz_mov_ps(pos, v) : _mm256_mask_mov_ps(_mm256_mul_ps(v, s), pos, v);
+}
+
 int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                      long t_hi, const float* U, const float* dy, const float* bias, float* dx,
-                     float* V, float* M) {
+                     float* V, float* M, const float* mask, int act, float slope) {
     const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15, K = 4 * C;
     /* phase rows from ph / 2 on: the rows above are all padding (a shift of dy by mh rows) */
     const int rh = ph & 1, rw = pw & 1, mh = ph >> 1, mw = pw >> 1;
@@ -319,6 +328,8 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
        floats a tile) and stored under the tile's column mask */
     const __m512i lo_pair = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
     const __m512i hi_pair = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
+    const __m256 sv = _mm256_set1_ps(slope);
+    if (!mask) act = 0;
     __mmask16 bad = 0;
     for (int g0 = 0; g0 < T; g0 += 16) {
         int cnt = T - g0 < 16 ? T - g0 : 16;
@@ -341,6 +352,7 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
         }
         for (int c = 0; c < C; c++) {
             float* xc = dx + c * HW;
+            const float* mc = act ? mask + c * HW : NULL;
             const __m512 bv = bias ? _mm512_set1_ps(bias[c]) : _mm512_setzero_ps();
             for (int a = 0; a < 2; a++) {
                 __m512 aa[2][4][5];  /* A^T m of phases (a, 0) and (a, 1) */
@@ -382,10 +394,15 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
                     for (int g = 0; g < 4; g++) {
                         __m512 lo = _mm512_permutex2var_ps(u[g], lo_pair, u[g + 4]);
                         __m512 hi = _mm512_permutex2var_ps(u[g], hi_pair, u[g + 4]);
-                        _mm256_mask_storeu_ps(xr + off[g], sm[k][g], _mm512_castps512_ps256(lo));
-                        _mm256_mask_storeu_ps(xr + off[g + 4], sm[k][g + 4], _mm512_extractf32x8_ps(lo, 1));
-                        _mm256_mask_storeu_ps(xr + off[g + 8], sm[k][g + 8], _mm512_castps512_ps256(hi));
-                        _mm256_mask_storeu_ps(xr + off[g + 12], sm[k][g + 12], _mm512_extractf32x8_ps(hi, 1));
+                        __m256 q[4] = {_mm512_castps512_ps256(lo), _mm512_extractf32x8_ps(lo, 1),
+                                       _mm512_castps512_ps256(hi), _mm512_extractf32x8_ps(hi, 1)};
+                        for (int h = 0; h < 4; h++) {
+                            const int tq = g + 4 * h;
+                            if (act)
+                                q[h] = fnn_ws2_dx_act(q[h], mc + (long)k * W + off[tq], sm[k][tq],
+                                                      act, sv);
+                            _mm256_mask_storeu_ps(xr + off[tq], sm[k][tq], q[h]);
+                        }
                     }
                 }
             }

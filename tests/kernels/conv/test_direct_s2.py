@@ -6,7 +6,7 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn._core import conv_plan, reference
+from fastnn._core import conv_plan, reference, routes
 from fastnn._core.tuning import tuning
 
 from conv_route_helpers import assert_close, needs_microkernel, rand
@@ -86,10 +86,15 @@ def test_fused_leaky_relu_and_the_transposed_convolutions_dx():
     rng = np.random.default_rng(5)
     x, wt, b = rand(rng, (4, 16, 14, 14)), rand(rng, (64, 16, 4, 4)), rand(rng, (64,))
     out = np.empty((4, 64, 7, 7), np.float32)
-    with tuning(conv_winograd_s2=False):
-        _core.conv2d_forward(x, wt, b, out, 2, 1, relu=True, negative_slope=0.2)
     plain = forward(x, wt, b, (1, 1), 1, True)
-    np.testing.assert_array_equal(out, np.where(plain > 0, plain, plain * np.float32(0.2)))
+    # per_sample applies the activation to each sample's output in its task, /batch after
+    for route in ("direct_s2_forward/per_sample", "direct_s2_forward/batch"):
+        for slope in (None, 0.2):
+            with tuning(conv_forward=route), routes.traced() as taken:
+                _core.conv2d_forward(x, wt, b, out, 2, 1, relu=True, negative_slope=slope)
+            assert route in taken
+            neg = 0 if slope is None else plain * np.float32(slope)
+            np.testing.assert_array_equal(out, np.where(plain > 0, plain, neg), err_msg=route)
     # conv_transpose2d's dx is the same strided forward of dy (dcgan-g's 128->64 layer, small)
     xt, wtt, dy = rand(rng, (3, 48, 7, 7)), rand(rng, (48, 16, 4, 4)), rand(rng, (3, 16, 14, 14))
     want = np.empty(xt.shape)

@@ -228,6 +228,55 @@ def test_a_non_finite_dy_reaches_exactly_the_dx_of_its_windows(bad):
     np.testing.assert_array_equal(~np.isfinite(dx), want)
 
 
+# ---- dx through the activation before the convolution (conv2d_backward's relu=) -------------
+
+def _activation_input(rng, shape, slope):
+    """x as a (leaky) ReLU's output, with exact zeros (-0.0 too) where the mask must drop dx."""
+    x = rand(rng, shape)
+    x[x < 0] = 0.0 if slope is None else np.float32(slope) * x[x < 0]
+    x.reshape(-1)[::7] = 0.0
+    x.reshape(-1)[3::11] = -0.0
+    return x
+
+
+@needs_s2
+@pytest.mark.parametrize("slope", [None, 0.2])
+@pytest.mark.parametrize("route", ["winograd_s2_dx", "winograd_s2_dx/3x3", "subpixel", "nan"])
+def test_dx_through_an_activation_is_dx_then_its_backward_bitwise(slope, route):
+    """The mask applied as winograd_s2_dx stores dx (4x4 and 3x3 weights, odd images, 1 and 2
+    threads), after the route otherwise (a forced exact route, a NaN's fallback): the bits of
+    conv2d_backward then relu_backward / leaky_relu_backward."""
+    rng = np.random.default_rng(11)
+    k = 3 if route.endswith("3x3") else 4
+    x = _activation_input(rng, (3, 17, 13, 12), slope)
+    wt = rand(rng, (33, 17, k, k))
+    oh, ow = (13 + 2 - k) // 2 + 1, (12 + 2 - k) // 2 + 1
+    dy = rand(rng, (3, 33, oh, ow))
+    if route == "nan":
+        dy[2, 5, 1, 1] = np.nan
+    forced = {"conv_dx": "winograd_s2_dx" if route == "nan" else route}
+    prev = fastnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastnn.set_num_threads(threads)
+            with tuning(**forced):
+                plain, fused = np.empty_like(x), np.empty_like(x)
+                _core.conv2d_backward(x, wt, dy, plain, None, None, 2, 1)
+                want = np.empty_like(x)
+                if slope is None:
+                    _core.relu_backward(x, plain, want)
+                else:
+                    _core.leaky_relu_backward(x, plain, slope, want)
+                with routes.traced() as taken:
+                    _core.conv2d_backward(x, wt, dy, fused, None, None, 2, 1, relu=True,
+                                          negative_slope=slope)
+            assert (route.replace("nan", "winograd_s2_dx")) in taken
+            np.testing.assert_array_equal(fused, want, err_msg=f"{threads} threads")
+    finally:
+        fastnn.set_num_threads(prev)
+    assert (x > 0).any() and (fused != plain).any()  # the mask kept some values, changed others
+
+
 # ---- 3x3 stride-2 convolutions as 4x4 ones (winograd_s2/3x3, winograd_s2_dx/3x3) ----------------
 
 def grid3(shape, padding):
