@@ -10,6 +10,7 @@
 #include "winograd_tiles.h"
 #include "winograd_transforms.h"
 #include "winograd_patch.h"
+#include "winograd_epilogue_avx512.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WG_NONFINITE 0x99
@@ -328,20 +329,9 @@ int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
             float* ob = out + (long)o * OHW;
             for (int i = 0; i < 4; i++) {  /* rows: y[i][.] = a[i][.] A, bias, activation */
                 fnn_wg4_at(a[i], y[i]);
-                for (int j = 0; j < 4; j++) {
-                    y[i][j] = _mm512_add_ps(y[i][j], b);
-                    bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][j], FNN_WG_NONFINITE);
-                    if (act == 1)
-                        y[i][j] = _mm512_mask_mov_ps(y[i][j], _mm512_cmp_ps_mask(y[i][j], zero, _CMP_LE_OQ), zero);
-                    else if (act == 2)
-                        y[i][j] = _mm512_mask_mov_ps(_mm512_mul_ps(y[i][j], sv),
-                                                     _mm512_cmp_ps_mask(y[i][j], zero, _CMP_GT_OQ), y[i][j]);
-                }
-                /* 4x4 transposes per 128-bit block: block k of p[g] = row i of tile 4k + g */
-                __m512 t0 = _mm512_unpacklo_ps(y[i][0], y[i][1]), t1 = _mm512_unpackhi_ps(y[i][0], y[i][1]);
-                __m512 t2 = _mm512_unpacklo_ps(y[i][2], y[i][3]), t3 = _mm512_unpackhi_ps(y[i][2], y[i][3]);
-                __m512 p[4] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
-                               _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE)};
+                bad |= fnn_wg_epi_bias_act(y[i], b, lanes, act, sv);
+                __m512 p[4];  /* block k of p[g] = row i of tile 4k + g */
+                fnn_wg_epi_transpose(y[i], p);
                 long ro = (long)i * OW;
                 if (whole) {
                     for (int g = 0; g < 4; g++) {

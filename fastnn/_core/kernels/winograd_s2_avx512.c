@@ -8,6 +8,7 @@
 #include "microkernel.h"
 #include "tile_rows_avx512.h"
 #include "winograd_s2_avx512.h"
+#include "winograd_epilogue_avx512.h"
 
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WS2_NONFINITE 0x99
@@ -193,20 +194,9 @@ int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
             float* ob = out + (long)o * OHW;
             for (int i = 0; i < 4; i++) {  /* rows: y[i][.] = a[i][.] A, bias, activation */
                 fnn_ws2_at(a[i], y[i]);
-                for (int j = 0; j < 4; j++) {
-                    y[i][j] = _mm512_add_ps(y[i][j], bv);
-                    bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][j], FNN_WS2_NONFINITE);
-                    if (act == 1)
-                        y[i][j] = _mm512_mask_mov_ps(y[i][j], _mm512_cmp_ps_mask(y[i][j], zero, _CMP_LE_OQ), zero);
-                    else if (act == 2)
-                        y[i][j] = _mm512_mask_mov_ps(_mm512_mul_ps(y[i][j], sv),
-                                                     _mm512_cmp_ps_mask(y[i][j], zero, _CMP_GT_OQ), y[i][j]);
-                }
-                /* 4x4 transposes per 128-bit block: block k of p[g] = row i of tile 4k + g */
-                __m512 t0 = _mm512_unpacklo_ps(y[i][0], y[i][1]), t1 = _mm512_unpackhi_ps(y[i][0], y[i][1]);
-                __m512 t2 = _mm512_unpacklo_ps(y[i][2], y[i][3]), t3 = _mm512_unpackhi_ps(y[i][2], y[i][3]);
-                __m512 pq[4] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
-                                _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE)};
+                bad |= fnn_wg_epi_bias_act(y[i], bv, lanes, act, sv);
+                __m512 pq[4];  /* block k of pq[g] = row i of tile 4k + g */
+                fnn_wg_epi_transpose(y[i], pq);
                 long ro = (long)i * OW;
 #define FNN_WS2_ST(k, g) _mm_mask_storeu_ps(ob + ooff[4 * k + g] + ro, om[i][4 * k + g], \
                                             _mm512_extractf32x4_ps(pq[g], k));

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include "winograd_small4.h"
 #include "winograd_f4_avx512.h"
+#include "winograd_epilogue_avx512.h"
 #include "winograd_small_avx512.h"
 #include "winograd_filters.h"
 #include "winograd_tiles.h"
@@ -170,15 +171,7 @@ int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
                     }
                     for (int i = 0; i < 4; i++) {
                         fnn_wg4_at(a[i], y[i]);
-                        for (int jj = 0; jj < 4; jj++) {
-                            y[i][jj] = _mm512_add_ps(y[i][jj], bv);
-                            bad |= _mm512_mask_fpclass_ps_mask(lanes, y[i][jj], FNN_WGS4_NONFINITE);
-                            if (act == 1)
-                                y[i][jj] = _mm512_mask_mov_ps(y[i][jj], _mm512_cmp_ps_mask(y[i][jj], zero, _CMP_LE_OQ), zero);
-                            else if (act == 2)
-                                y[i][jj] = _mm512_mask_mov_ps(_mm512_mul_ps(y[i][jj], sv),
-                                                              _mm512_cmp_ps_mask(y[i][jj], zero, _CMP_GT_OQ), y[i][jj]);
-                        }
+                        bad |= fnn_wg_epi_bias_act(y[i], bv, lanes, act, sv);
                         const long ro = (long)i * OW;
                         if (g->runs) {
                             /* u: columns 0, 1 (u[0], u[1]: tiles 0-7, 8-15) and 2, 3 (u[2],
@@ -196,11 +189,8 @@ int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
                                 _mm512_mask_storeu_ps(ob + g->soff[sg] + ro, g->sm[sg][i], z[sg]);
                             continue;
                         }
-                        /* 4x4 transposes per 128-bit block: block q of p[r] = row i of tile 4q + r */
-                        __m512 t0 = _mm512_unpacklo_ps(y[i][0], y[i][1]), t1 = _mm512_unpackhi_ps(y[i][0], y[i][1]);
-                        __m512 t2 = _mm512_unpacklo_ps(y[i][2], y[i][3]), t3 = _mm512_unpackhi_ps(y[i][2], y[i][3]);
-                        __m512 p[4] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
-                                       _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE)};
+                        __m512 p[4];  /* block q of p[r] = row i of tile 4q + r */
+                        fnn_wg_epi_transpose(y[i], p);
                         if (g->whole) {
                             for (int r = 0; r < 4; r++) {
                                 _mm_storeu_ps(ob + g->ooff[r] + ro, _mm512_extractf32x4_ps(p[r], 0));
