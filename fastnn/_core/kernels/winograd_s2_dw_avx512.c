@@ -87,15 +87,8 @@ void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph,
                 long n, gb, ke;
                 int ty, tx, k;
                 fnn_ws2dw_tile(N, OH, OW, gi, b0 + g0 + q, &gb, &k, &ke, &n, &ty, &tx);
-                int iy0 = 8 * ty - ph, ix0 = 8 * tx - pw, oy = 4 * ty, ox = 4 * tx;
-                idx[q] = (int)(n * C * HW + (long)iy0 * W + ix0);
-                __mmask8 cm = 0;
-                for (int r = 0; r < 10; r++) {
-                    if (iy0 + r >= 0 && iy0 + r < H) rowm[r] |= (__mmask16)(1u << q);
-                    if (ix0 + r >= 0 && ix0 + r < W) colm[r] |= (__mmask16)(1u << q);
-                    if (r < 8 && ix0 + r >= 0 && ix0 + r < W) cm |= (__mmask8)(1u << r);
-                }
-                for (int r = 0; r < 10; r++) km[r][q] = (iy0 + r >= 0 && iy0 + r < H) ? cm : 0;
+                int oy = 4 * ty, ox = 4 * tx;
+                fnn_ws2_window(q, n, 8 * ty - ph, 8 * tx - pw, C, H, W, idx, rowm, colm, km);
                 ooff[q] = n * O * OHW + (long)oy * OW + ox;
                 int cols = OW - ox < 4 ? OW - ox : 4;
                 for (int i = 0; i < 4; i++) okm[i][q] = oy + i < OH ? (__mmask8)((1u << cols) - 1) : 0;
@@ -106,20 +99,8 @@ void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph,
             for (int c = 0; c < C; c++) {
                 const float* xc = x + c * HW;
                 __m512 d[10][10];  /* d[r][j] lane q: x[iy0 + r, ix0 + j] of tile q */
-                for (int r = a0; r < 10; r += ra) {
-                    /* columns 0-7: tile q's row in half q / 8 of p[q % 8], put in tile lanes
-                       (tile_rows_avx512.h); columns 8, 9 gathered */
-                    __m512 p[8];
-                    const float* xr = xc + (long)r * W;
-                    for (int k = 0; k < 8; k++)
-                        p[k] = _mm512_insertf32x8(
-                            _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km[r][k], xr + idx[k])),
-                            _mm256_maskz_loadu_ps(km[r][k + 8], xr + idx[k + 8]), 1);
-                    fnn_tile_rows16(p, d[r]);
-                    for (int j = 8; j < 10; j++)
-                        d[r][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rowm[r] & colm[j],
-                                                           vidx, xr + j, 4);
-                }
+                for (int r = a0; r < 10; r += ra)
+                    fnn_ws2_window_row(xc, r, W, idx, vidx, rowm, colm, km, d[r]);
                 for (int p = 2 * a0; p < 2 * a1; p++)
                     fnn_ws2_phase(d, p >> 1, p & 1, V + (long)(p * C + c) * FNN_MK_RA_LDA + g0, VS);
             }
