@@ -246,9 +246,7 @@ def _winograd_s2_dx_rule(g):
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
-        out |= {"winograd", "winograd/small", "winograd/f4"}
-        if g.level == "avx512":
-            out.add("winograd/small4")
+        out |= {"winograd", "winograd/small", "winograd/f4", "winograd/small4"}
     if _winograd_s2_ok(g):
         out.add("winograd_s2")
     if _winograd_s2_3x3_ok(g):
@@ -307,9 +305,7 @@ def _eligible_dx(g, dw):
     if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
-        out |= {"winograd", "winograd/small", "winograd/f4"}
-        if g.level == "avx512":
-            out.add("winograd/small4")
+        out |= {"winograd", "winograd/small", "winograd/f4", "winograd/small4"}
     if _winograd_s2_ok(g):
         out.add("winograd_s2_dx")
     if _winograd_s2_3x3_ok(g):
