@@ -132,7 +132,7 @@ cdef extern from "kernels/winograd_small4.h":
 
 def _winograd_small_available(int tile=2):
     """Whether the ISA level in use has winograd/small's kernel of this tile (F(2x2,3x3): AVX2
-    and AVX-512; F(4x4,3x3), winograd/small4: AVX-512)."""
+    and AVX-512; F(4x4,3x3), winograd/small4: the same)."""
     if tile == 4:
         return bool(FNN_WGS4_KERNELS and _winograd_available(4))
     return bool(FNN_WGS_KERNELS and _winograd_available(2))
@@ -149,7 +149,7 @@ def _winograd_small_forward(x, weight, bias, out, int ph, int pw, int act=0, dou
         raise ValueError(f"tile must be 2 or 4, got {tile}")
     if not _winograd_small_available(tile):
         raise RuntimeError(f"the winograd/small F({tile}x{tile},3x3) kernels are not in this "
-                           f"ISA level (" + ("AVX-512)" if tile == 4 else "AVX2 and AVX-512)"))
+                           f"ISA level (AVX2 and AVX-512)")
     cdef bint f4 = tile == 4
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]

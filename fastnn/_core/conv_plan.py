@@ -106,7 +106,7 @@ for _name, _default, _meaning, _check in (
      "(2..64 in, 16..64 out) on winograd/small (conv_plan._winograd_small)", _flag),
     ("conv_winograd_small4", True, "winograd/small's forwards and dx from 16 input channels on "
      "outputs of 12x12 and more by F(4x4,3x3) (winograd/small4: winograd/f4's bits) at "
-     "AVX-512 (conv_plan._winograd_small4)", _flag),
+     "AVX-512 and AVX2 (conv_plan._winograd_small4)", _flag),
     ("conv_winograd_tile", None, "the winograd routes' output tile: None the planner's choice "
      "(conv_plan._winograd_choice), 2 F(2x2,3x3), 4 F(4x4,3x3) (fewer multiplies, about 20x "
      "the error; docs/winograd.md)", _tile),
@@ -246,9 +246,7 @@ def _winograd_s2_dx_rule(g):
 def _eligible_forward(g):
     out = {_im2col_forward(g)}
     if _winograd_ok(g):
-        out |= {"winograd", "winograd/small", "winograd/f4"}
-        if g.level == "avx512":
-            out.add("winograd/small4")
+        out |= {"winograd", "winograd/small", "winograd/f4", "winograd/small4"}
     if _winograd_s2_ok(g):
         out.add("winograd_s2")
     if _winograd_s2_3x3_ok(g):
@@ -307,9 +305,7 @@ def _eligible_dx(g, dw):
     if g.kernels and g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw:
         out |= _eligible_forward(g.flipped())
     elif g.sh == 1 and g.sw == 1 and g.ph < g.kh and g.pw < g.kw and _winograd_ok(g.flipped()):
-        out |= {"winograd", "winograd/small", "winograd/f4"}
-        if g.level == "avx512":
-            out.add("winograd/small4")
+        out |= {"winograd", "winograd/small", "winograd/f4", "winograd/small4"}
     if _winograd_s2_ok(g):
         out.add("winograd_s2_dx")
     if _winograd_s2_3x3_ok(g):
@@ -355,8 +351,8 @@ def _winograd_choice(g):
     times F(2x2,3x3)'s), winograd/small for few channels, winograd from 16 channels each side
     (benchmarks/decisions.md). Where F(4x4,3x3) and winograd/small both apply, F(4x4,3x3) at
     the AVX-512 level from 32 channels each side; winograd/small measured faster at 16 channels
-    and at the AVX2 level. Before both at the AVX-512 level: winograd/small4 (F(4x4,3x3) on
-    winograd/small's kernel) where _winograd_small4 takes it."""
+    and at the AVX2 level. Before both: winograd/small4 (F(4x4,3x3) on winograd/small's
+    kernel) where _winograd_small4 takes it."""
     general = g.c >= 16 and g.o >= 16
     tile = _k("conv_winograd_tile")
     if general and tile is not None:
@@ -415,11 +411,11 @@ def _winograd_small(g):
 
 def _winograd_small4(g):
     """winograd/small's few channels by F(4x4,3x3) (winograd/small4, the bits of winograd/f4)
-    at the AVX-512 level, where it measured faster than winograd/small and winograd/f4
-    (benchmarks/decisions.md): from 16 input channels (fewer: the 6x6 transforms cost what the
-    multiplies save) on outputs of 12x12 and more (8x8: the edges and transforms, as for
-    winograd/f4)."""
-    return (_k("conv_winograd_small4") and g.level == "avx512" and _winograd_small(g)
+    at the AVX-512 and AVX2 levels, where it measured faster than winograd/small and
+    winograd/f4 (benchmarks/decisions.md): from 16 input channels (fewer: the 6x6 transforms
+    cost what the multiplies save) on outputs of 12x12 and more (8x8: the edges and
+    transforms, as for winograd/f4)."""
+    return (_k("conv_winograd_small4") and g.level in ("avx512", "avx2") and _winograd_small(g)
             and g.c >= 16 and min(g.oh, g.ow) >= 12)
 
 

@@ -26,7 +26,7 @@ ROUTES = {
     "winograd": ("avx2", "3x3 stride-1 float32 by Winograd F(2x2,3x3)"),
     "winograd/small": ("avx2", "the same F(2x2,3x3) for few channels, products in registers"),
     "winograd/f4": ("avx2", "the same by F(4x4,3x3): fewer multiplies, about 20x the error"),
-    "winograd/small4": ("avx512", "winograd/f4's F(4x4,3x3) for few channels, products in "
+    "winograd/small4": ("avx2", "winograd/f4's F(4x4,3x3) for few channels, products in "
                         "registers (the same bits)"),
     "winograd_s2": ("avx512", "4x4 stride-2 float32 by Winograd F(4x4,2x2) over the 4 phases"),
     "winograd_s2/3x3": ("avx512", "3x3 stride-2 float32 the same way (weight zero-padded to 4x4)"),

@@ -423,7 +423,7 @@ def _child_tests(examples):
 
     @target(1)
     def conv_stride1_winograd_small4(data):
-        """winograd/small4 forward and dx at the AVX-512 level (winograd/small below it): 3x3,
+        """winograd/small4 forward and dx at the AVX2 and AVX-512 levels: 3x3,
         stride 1, 16..20 channels each way, outputs of 12..17 a side, padding 0..2."""
         draw = data.draw
         p = pick(draw, 0, 2, "p")

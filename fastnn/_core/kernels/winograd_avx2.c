@@ -9,6 +9,7 @@
 #include "winograd_tiles.h"
 #include "winograd_transforms.h"
 #include "winograd_patch.h"
+#include "winograd_f4_avx2.h"
 
 int fnn_wg2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
@@ -265,154 +266,32 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
 }
 
 /* ---- F(4x4,3x3): winograd_avx512.c's fnn_wg4_tiles with 8 tiles per vector and the same
-   transforms (winograd_transforms.h), so both levels give the same bits ---- */
-/* the output transform of one output channel's 8 tiles (lanes) at M column m (36 rows MS
-   apart): Y = A^T m A + bias, the activation (act a constant where inlined, so its branches
-   leave the loop), the tiles' 4x4 blocks stored at ob + ooff[q] (masked where a tile crosses
-   the output's edge: cmask, rows). Returns y - y or'ed over the outputs: NaN where one is NaN
-   or infinite (the lanes past cnt are the GEMM's unwritten columns: the caller drops them). */
-static inline __attribute__((always_inline)) __m256 fnn_wg4_out8(
-        const int act, const float* m, long MS, __m256 b, __m256 sv, float* ob, long OW,
-        const long* ooff, int cnt, int whole, const int* rows, const int* cfull,
-        const __m128i* cmask) {
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 a[4][6], y[4], mv[6], bad = zero;
-    for (int j = 0; j < 6; j++) {  /* columns: a[.][j] = A^T m[.][j] */
-        __m256 y4[4];
-        for (int i = 0; i < 6; i++) mv[i] = _mm256_load_ps(m + (6 * i + j) * MS);
-        fnn_wg4_at(mv, y4);
-        for (int i = 0; i < 4; i++) a[i][j] = y4[i];
-    }
-    for (int i = 0; i < 4; i++) {  /* rows: y[.] = a[i][.] A, bias, activation */
-        fnn_wg4_at(a[i], y);
-        for (int j = 0; j < 4; j++) {
-            y[j] = _mm256_add_ps(y[j], b);
-            bad = _mm256_or_ps(bad, _mm256_sub_ps(y[j], y[j]));
-            if (act == 1)
-                y[j] = _mm256_blendv_ps(y[j], zero, _mm256_cmp_ps(y[j], zero, _CMP_LE_OQ));
-            else if (act == 2)
-                y[j] = _mm256_blendv_ps(_mm256_mul_ps(y[j], sv), y[j],
-                                        _mm256_cmp_ps(y[j], zero, _CMP_GT_OQ));
-        }
-        /* 4x4 transposes per 128-bit half: half h of p[g] = row i of tile 4h + g */
-        __m256 t0 = _mm256_unpacklo_ps(y[0], y[1]), t1 = _mm256_unpackhi_ps(y[0], y[1]);
-        __m256 t2 = _mm256_unpacklo_ps(y[2], y[3]), t3 = _mm256_unpackhi_ps(y[2], y[3]);
-        __m256 p[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                       _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
-        float* oi = ob + (long)i * OW;
-        for (int g = 0; g < 4; g++)
-            for (int h = 0; h < 2; h++) {
-                const int q = 4 * h + g;
-                __m128 r4 = h ? _mm256_extractf128_ps(p[g], 1) : _mm256_castps256_ps128(p[g]);
-                if (whole || cfull[q])
-                    _mm_storeu_ps(oi + ooff[q], r4);
-                else if (q < cnt && i < rows[q])
-                    _mm_maskstore_ps(oi + ooff[q], cmask[q], r4);
-            }
-    }
-    return bad;
-}
-
+   transforms (winograd_transforms.h), so both levels give the same bits; patches, transforms
+   and stores in winograd_f4_avx2.h (shared with winograd/small4) ---- */
 int fnn_wg4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                    long t_hi, const float* U, const float* x, const float* bias, float* out,
                    float* V, float* M, int act, float slope) {
     const int T = (int)(t_hi - t_lo), TL = (T + 15) & ~15;
-    const int TH = (OH + 3) / 4, TW = (OW + 3) / 4;
-    const long tpi = (long)TH * TW, HW = (long)H * W, OHW = (long)OH * OW;
+    const long HW = (long)H * W, OHW = (long)OH * OW;
     const long VS = (long)C * TL, MS = (long)O * TL;
-    const __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+    fnn_wg4_vec8 g;
     for (int g0 = 0; g0 < TL; g0 += 8) {  /* TL: the padding columns get zero patches */
-        /* row r of tile q: a vmaskmov load at x + off[q * 6 + r] (per channel) with the lanes
-           of its columns inside the image (none for a row outside it, whose offset is then
-           the tile's first in-image row or 0: any readable address) */
-        long off[48];
-        __m256i km[48];
-        for (int q = 0; q < 8; q++) {
-            long t = t_lo + g0 + q;
-            if (g0 + q >= T) {
-                for (int r = 0; r < 6; r++) {
-                    off[q * 6 + r] = 0;
-                    km[q * 6 + r] = _mm256_setzero_si256();
-                }
-                continue;
-            }
-            long n = t / tpi, rem = t % tpi;
-            int iy0 = (int)(rem / TW) * 4 - ph, ix0 = (int)(rem % TW) * 4 - pw;
-            __m256i col = _mm256_add_epi32(lane, _mm256_set1_epi32(ix0));
-            __m256i cm = _mm256_and_si256(
-                _mm256_and_si256(_mm256_cmpgt_epi32(col, _mm256_set1_epi32(-1)),
-                                 _mm256_cmpgt_epi32(_mm256_set1_epi32(W), col)),
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(6), lane));
-            for (int r = 0; r < 6; r++) {
-                int in = iy0 + r >= 0 && iy0 + r < H;
-                off[q * 6 + r] = in ? n * C * HW + (long)(iy0 + r) * W + ix0 : n * C * HW;
-                km[q * 6 + r] = in ? cm : _mm256_setzero_si256();
-            }
-        }
-        for (int c = 0; c < C; c++) {
-            const float* xc = x + c * HW;
-            __m256 d[6][6], s[6][6], col[6], o6[6];
-            for (int r = 0; r < 6; r++) {  /* p[q] = row r of tile q, transposed: lane q */
-                __m256 p[8];
-                for (int q = 0; q < 8; q++)
-                    p[q] = _mm256_maskload_ps(xc + off[q * 6 + r], km[q * 6 + r]);
-                fnn_mk2_tr8(p);
-                for (int j = 0; j < 6; j++) d[r][j] = p[j];
-            }
-            for (int j = 0; j < 6; j++) {  /* columns: s[.][j] = B^T d[.][j] */
-                for (int r = 0; r < 6; r++) col[r] = d[r][j];
-                fnn_wg4_bt(col, o6);
-                for (int i = 0; i < 6; i++) s[i][j] = o6[i];
-            }
-            float* v = V + (long)c * TL + g0;
-            for (int i = 0; i < 6; i++) {  /* rows: V[i][.] = s[i][.] B */
-                fnn_wg4_bt(s[i], o6);
-                for (int j = 0; j < 6; j++) _mm256_store_ps(v + (6 * i + j) * VS, o6[j]);
-            }
-        }
+        fnn_wg4_locate8(C, H, W, O, OH, OW, ph, pw, t_lo + g0, T - g0, &g);
+        for (int c = 0; c < C; c++) fnn_wg4_in8(x + c * HW, &g, V + (long)c * TL + g0, VS);
     }
     for (int e = 0; e < 36; e++)
         fnn_mk_sgemm_nn(O, T, C, U + (long)e * O * C, C, V + e * VS, TL, M + e * MS, TL, 0);
     const __m256 sv = _mm256_set1_ps(slope);
     __m256 bad = _mm256_setzero_ps();
     for (int g0 = 0; g0 < T; g0 += 8) {
-        int cnt = T - g0 < 8 ? T - g0 : 8;
         __m256 gbad = _mm256_setzero_ps();
-        long ooff[8] = {0};
-        int rows[8] = {0}, cfull[8] = {0};  /* cfull: all 4 rows and columns inside */
-        __m128i cmask[8];
-        int whole = cnt == 8;
-        for (int q = 0; q < 8; q++) {
-            if (q >= cnt) {
-                cmask[q] = _mm_setzero_si128();
-                continue;
-            }
-            long t = t_lo + g0 + q, n = t / tpi, rem = t % tpi;
-            int oy = (int)(rem / TW) * 4, ox = (int)(rem % TW) * 4;
-            ooff[q] = n * O * OHW + (long)oy * OW + ox;
-            rows[q] = OH - oy < 4 ? OH - oy : 4;
-            int cols = OW - ox < 4 ? OW - ox : 4;
-            cmask[q] = _mm_cmpgt_epi32(_mm_set1_epi32(cols), _mm_set_epi32(3, 2, 1, 0));
-            cfull[q] = rows[q] == 4 && cols == 4;
-            whole &= cfull[q];
-        }
+        fnn_wg4_locate8(C, H, W, O, OH, OW, ph, pw, t_lo + g0, T - g0, &g);
         for (int o = 0; o < O; o++) {
-            const float* m = M + (long)o * TL + g0;
             __m256 b = bias ? _mm256_set1_ps(bias[o]) : _mm256_setzero_ps();
-            float* ob = out + (long)o * OHW;
-            if (act == 0)
-                gbad = _mm256_or_ps(gbad, fnn_wg4_out8(0, m, MS, b, sv, ob, OW, ooff, cnt, whole,
-                                                     rows, cfull, cmask));
-            else if (act == 1)
-                gbad = _mm256_or_ps(gbad, fnn_wg4_out8(1, m, MS, b, sv, ob, OW, ooff, cnt, whole,
-                                                     rows, cfull, cmask));
-            else
-                gbad = _mm256_or_ps(gbad, fnn_wg4_out8(2, m, MS, b, sv, ob, OW, ooff, cnt, whole,
-                                                     rows, cfull, cmask));
+            gbad = _mm256_or_ps(gbad, fnn_wg4_out8_act(act, M + (long)o * TL + g0, MS, b, sv,
+                                                       out + (long)o * OHW, OW, &g));
         }
-        const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt),
-                                                _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
-        bad = _mm256_or_ps(bad, _mm256_and_ps(gbad, _mm256_castsi256_ps(live)));
+        bad = _mm256_or_ps(bad, _mm256_and_ps(gbad, fnn_wg4_live8(g.cnt)));
     }
     return _mm256_movemask_ps(_mm256_cmp_ps(bad, _mm256_setzero_ps(), _CMP_NEQ_UQ)) != 0;
 }

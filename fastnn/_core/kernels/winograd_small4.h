@@ -7,15 +7,20 @@
    M[e][o][t] = sum_c U[e][o][c] V[e][c][t] in registers (one FMA chain over c from a product,
    in channel order, as the microkernel sums), then the output transform with bias and
    activation stored straight to NCHW. The outputs are winograd/f4's bit for bit, whatever the
-   group, block or thread. AVX-512 only; the Cython side (_conv_winograd.pxi) calls these only
-   where FNN_WGS4_KERNELS is 1. */
+   group, block or thread. AVX2 and AVX-512 (8 or 16 tiles a vector); the Cython side
+   (_conv_winograd.pxi) calls these only where FNN_WGS4_KERNELS is 1. */
 #ifndef FNN_WINOGRAD_SMALL4_H
 #define FNN_WINOGRAD_SMALL4_H
 #include "isa.h"
 
-#define FNN_WGS4_KERNELS (FNN_ISA >= 2)
+#define FNN_WGS4_KERNELS (FNN_ISA >= 1)
+#if FNN_ISA >= 2
 #define FNN_WGS4_GROUP 32 /* tiles per group: two 16-lane vectors */
 #define FNN_WGS4_OB 8     /* output channels per register block (16 accumulators) */
+#else
+#define FNN_WGS4_GROUP 24 /* three 8-lane vectors */
+#define FNN_WGS4_OB 4     /* (12 accumulators of the 16 registers) */
+#endif
 
 /* Us := the F(4x4,3x3) transforms of w (O, C, 3, 3), fnn_wg4_weights' values, in the kernel's
    order: Us[((e*NB + b)*C + c)*FNN_WGS4_OB + j] = U[e][b*FNN_WGS4_OB + j][c], zero for the

@@ -2,10 +2,10 @@
    output channels (16 accumulators); the patches, transforms and stores of winograd/f4. */
 #include <immintrin.h>
 #include "winograd_small4.h"
+#include "winograd_small4_pack.h"
 #include "winograd_f4_avx512.h"
 #include "winograd_epilogue_avx512.h"
 #include "winograd_small_avx512.h"
-#include "winograd_filters.h"
 #include "winograd_tiles.h"
 
 _Static_assert(FNN_WGS4_GROUP == FNN_WGSP_G && FNN_WGS4_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
@@ -13,10 +13,6 @@ _Static_assert(FNN_WGS4_GROUP == FNN_WGSP_G && FNN_WGS4_OB == FNN_WGSP_OB, "fnn_
 /* fpclass categories: quiet NaN, +inf, -inf, signalling NaN */
 #define FNN_WGS4_NONFINITE 0x99
 #define FNN_WGS4_NV (FNN_WGS4_GROUP / 16)
-
-void fnn_wgs4_weights(int O, int C, int b_lo, int b_hi, const float* w, float* Us) {
-    fnn_wgf_packed(4, FNN_WGS4_OB, O, C, b_lo, b_hi, w, Us);
-}
 
 /* Where one vector's 16 tiles read and write: runs of R = 8 or 4 consecutive tiles within a
    row of tiles (TW a multiple of R: images 32, 64, ... or 16, 48, ... wide), whose patch rows

@@ -7,11 +7,13 @@
 #include <string.h>
 #include "winograd_small.h"
 #include "winograd_small_pack.h"
+#include "winograd_small_avx2.h"
 #include "winograd_tiles.h"
 #include "winograd_transforms.h"
 #include "winograd_patch.h"
 
 #define FNN_WGS_NV (FNN_WGS_GROUP / 8)
+_Static_assert(FNN_WGS_GROUP == FNN_WGSP_G && FNN_WGS_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
 /* Where one vector's 8 tiles read and write: one run of 8 tiles (run) or tile by tile. */
 typedef struct {
@@ -112,33 +114,9 @@ int fnn_wgs_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, lo
             }
         for (int b = 0; b < NB; b++) {
             /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
-            for (int e = 0; e < 16; e++) {
-                const float* u = Us + ((long)e * NB + b) * C * OB;
-                const float* v = V + (long)e * C * G;
-                __m256 acc[OB][NV];
-#pragma GCC unroll 8
-                for (int j = 0; j < OB; j++) {
-                    __m256 uj = _mm256_broadcast_ss(u + j);
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++) acc[j][k] = _mm256_mul_ps(uj, _mm256_load_ps(v + 8 * k));
-                }
-                for (int c = 1; c < C; c++) {
-                    __m256 vk[NV];
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++) vk[k] = _mm256_load_ps(v + (long)c * G + 8 * k);
-#pragma GCC unroll 8
-                    for (int j = 0; j < OB; j++) {
-                        __m256 uj = _mm256_broadcast_ss(u + c * OB + j);
-#pragma GCC unroll 4
-                        for (int k = 0; k < NV; k++) acc[j][k] = _mm256_fmadd_ps(uj, vk[k], acc[j][k]);
-                    }
-                }
-#pragma GCC unroll 8
-                for (int j = 0; j < OB; j++)
-#pragma GCC unroll 4
-                    for (int k = 0; k < NV; k++)
-                        _mm256_store_ps(M + ((long)e * OB + j) * G + 8 * k, acc[j][k]);
-            }
+            for (int e = 0; e < 16; e++)
+                fnn_wgs_products(Us + ((long)e * NB + b) * C * OB, V + (long)e * C * G, C,
+                                 M + (long)e * OB * G);
             /* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], then bias and activation */
             const int jn = O - b * OB < OB ? O - b * OB : OB;
             for (int j = 0; j < jn; j++) {

@@ -55,13 +55,10 @@ def test_vgg_bn_stride_1_convolutions():
             plan = conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=2)
             assert plan.forward == plan.dx == layout, (x, w, plan)
             assert plan.dw == exact_dw, (x, w, plan)
-        # the AVX2 level plans as the AVX-512 one, but for the first layer's dx (1 channel:
-        # col2im there; a first layer's dx is never asked for) and winograd/small instead of
-        # F(4x4,3x3) (up to 64 channels each side)
+        # the AVX2 level plans as the AVX-512 one (winograd/small4 too), but for the first
+        # layer's dx (1 channel: col2im there; a first layer's dx is never asked for)
         avx2 = conv_plan.plan_conv2d(x, w, s, p, level="avx2", threads=2)
         avx512 = conv_plan.plan_conv2d(x, w, s, p, level="avx512", threads=2)
-        if wino:
-            avx512 = avx512._replace(forward="winograd/small", dx="winograd/small")
         assert avx2 == (avx512 if x[1] >= 12 else avx512._replace(dx="col2im/f32")), (x, w)
 
 
@@ -469,16 +466,17 @@ def test_winograd_tile_by_level_and_geometry():
             for threads in (1, 2):
                 assert forward(*shape, "avx512", threads) == avx512, shape
                 assert forward(*shape, "avx2", threads) == avx2, shape
-    # winograd/small4 (F(4x4,3x3) on winograd/small's kernel) ahead of both at the AVX-512 level
-    # from 16 input channels on outputs of 12x12 and more; the AVX2 level unchanged
+    # winograd/small4 (F(4x4,3x3) on winograd/small's kernel) ahead of both at the AVX-512 and
+    # AVX2 levels from 16 input channels on outputs of 12x12 and more
     small4 = {(64, 32, 28, 32), (64, 64, 14, 64), (64, 16, 32, 16), (64, 32, 16, 32),
               (64, 16, 12, 64)}
     for shape, avx512, avx2 in cases + [((64, 8, 32, 16), "winograd/small", "winograd/small"),
-                                        ((64, 16, 12, 64), None, "winograd/small")]:
+                                        ((64, 16, 12, 64), None, None)]:
         for threads in (1, 2):
             assert forward(*shape, "avx512", threads) == (
                 "winograd/small4" if shape in small4 else avx512), shape
-            assert forward(*shape, "avx2", threads) == avx2, shape
+            assert forward(*shape, "avx2", threads) == (
+                "winograd/small4" if shape in small4 else avx2), shape
     for tile, route in ((2, "winograd"), (4, "winograd/f4")):
         with tuned(conv_winograd_tile=tile):
             for shape, _, _ in cases:

@@ -47,7 +47,7 @@ def small(x, w, b, padding, threads=1, **act):
 
 
 needs_small4 = pytest.mark.skipif(not _conv._winograd_small_available(4),
-                                  reason="winograd/small4 needs the AVX-512 level")
+                                  reason="winograd/small4 needs the AVX2 or AVX-512 level")
 
 
 def small4(x, w, b, padding, threads=1, **act):
@@ -324,7 +324,7 @@ def test_small4_runs_of_tiles_are_bitwise_winograd_f4(n, c, o, h, w, padding, ac
 
 @needs_small4
 def test_the_planner_takes_small4_forward_and_dx_and_falls_back_on_a_nan():
-    """From 16 input channels on outputs of 12x12 and more at AVX-512 (the knob off:
+    """From 16 input channels on outputs of 12x12 and more (the knob off:
     winograd/small); a NaN sends the call to the exact route, which confines it to its
     windows."""
     rng = np.random.default_rng(17)
@@ -380,6 +380,22 @@ def test_the_avx2_and_avx512_levels_give_the_same_bits(tile):
         for mod in mods:
             out = np.full((n, o, h + 2 * p - 2, w + 2 * p - 2), np.nan, np.float32)
             outs.append(mod._winograd_forward(x, wt, b, out, p, p, code, 0.1, 0, tile))
+        np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{(n, c, o, h, w, p, code)}")
+
+
+def test_small4_gives_the_same_bits_at_the_avx2_and_avx512_levels():
+    """winograd/small4's groups (24 tiles of 8 lanes at AVX2, 32 of 16 at AVX-512) and blocks
+    of output channels (4, 8) change nothing per output: runs of tiles, ragged edges, partial
+    blocks."""
+    mods = [_level_module(level) for level in ("avx2", "avx512")]
+    rng = np.random.default_rng(19)
+    for n, c, o, h, w, p, code in ((2, 16, 18, 32, 32, 1, 1), (1, 19, 5, 13, 17, 0, 2),
+                                   (3, 17, 9, 12, 16, 1, 0)):
+        x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3)), rand(rng, (o,))
+        outs = []
+        for mod in mods:
+            out = np.full((n, o, h + 2 * p - 2, w + 2 * p - 2), np.nan, np.float32)
+            outs.append(mod._winograd_small_forward(x, wt, b, out, p, p, code, 0.1, 4))
         np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{(n, c, o, h, w, p, code)}")
 
 
