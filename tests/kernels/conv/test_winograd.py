@@ -367,36 +367,37 @@ def _level_module(level):
     return importlib.import_module(f"fastnn._core._{level}._conv")
 
 
-@pytest.mark.parametrize("tile", TILES)
-def test_the_avx2_and_avx512_levels_give_the_same_bits(tile):
-    """The same float32 operations per output at both levels (8 or 16 tiles a vector), the
-    kernel transforms by explicit fma in double (no contraction left to the compiler)."""
+def _same_bits_at_both_levels(run, seed, cases):
+    """run(module, x, w, b, out, p, code) on the AVX2 and the AVX-512 level's module: equal bits"""
     mods = [_level_module(level) for level in ("avx2", "avx512")]
-    rng = np.random.default_rng(9)
-    for n, c, o, h, w, p, code in ((2, 19, 23, 13, 11, 1, 1), (1, 5, 3, 6, 17, 0, 2),
-                                   (3, 33, 9, 9, 7, 2, 0)):
+    rng = np.random.default_rng(seed)
+    for n, c, o, h, w, p, code in cases:
         x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3)), rand(rng, (o,))
         outs = []
         for mod in mods:
             out = np.full((n, o, h + 2 * p - 2, w + 2 * p - 2), np.nan, np.float32)
-            outs.append(mod._winograd_forward(x, wt, b, out, p, p, code, 0.1, 0, tile))
+            outs.append(run(mod, x, wt, b, out, p, code))
         np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{(n, c, o, h, w, p, code)}")
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_the_avx2_and_avx512_levels_give_the_same_bits(tile):
+    """The same float32 operations per output at both levels (8 or 16 tiles a vector), the
+    kernel transforms by explicit fma in double (no contraction left to the compiler)."""
+    _same_bits_at_both_levels(
+        lambda mod, x, wt, b, out, p, code: mod._winograd_forward(x, wt, b, out, p, p, code, 0.1,
+                                                                  0, tile),
+        9, ((2, 19, 23, 13, 11, 1, 1), (1, 5, 3, 6, 17, 0, 2), (3, 33, 9, 9, 7, 2, 0)))
 
 
 def test_small4_gives_the_same_bits_at_the_avx2_and_avx512_levels():
     """winograd/small4's groups (24 tiles of 8 lanes at AVX2, 32 of 16 at AVX-512) and blocks
     of output channels (4, 8) change nothing per output: runs of tiles, ragged edges, partial
     blocks."""
-    mods = [_level_module(level) for level in ("avx2", "avx512")]
-    rng = np.random.default_rng(19)
-    for n, c, o, h, w, p, code in ((2, 16, 18, 32, 32, 1, 1), (1, 19, 5, 13, 17, 0, 2),
-                                   (3, 17, 9, 12, 16, 1, 0)):
-        x, wt, b = rand(rng, (n, c, h, w)), rand(rng, (o, c, 3, 3)), rand(rng, (o,))
-        outs = []
-        for mod in mods:
-            out = np.full((n, o, h + 2 * p - 2, w + 2 * p - 2), np.nan, np.float32)
-            outs.append(mod._winograd_small_forward(x, wt, b, out, p, p, code, 0.1, 4))
-        np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{(n, c, o, h, w, p, code)}")
+    _same_bits_at_both_levels(
+        lambda mod, x, wt, b, out, p, code: mod._winograd_small_forward(x, wt, b, out, p, p,
+                                                                        code, 0.1, 4),
+        19, ((2, 16, 18, 32, 32, 1, 1), (1, 19, 5, 13, 17, 0, 2), (3, 17, 9, 12, 16, 1, 0)))
 
 
 @needs_winograd
