@@ -10,6 +10,9 @@ build runs, at full speed, on any x86-64.
 Environment switches (read at build time):
   FASTNN_BOUNDSCHECK=1           compile with Cython bounds/wraparound checks on (issue 8's build)
   FASTNN_ISA_LEVELS=avx512,...   build only these levels (the AddressSanitizer test's copy)
+  FASTNN_OPT=-O1                 this optimisation level instead of -O3 (the AddressSanitizer
+                                 test's copy: the level ASan's documentation suggests, and a
+                                 third of -O3's build time)
 """
 import glob
 import os
@@ -36,7 +39,10 @@ debug_checks = os.environ.get("FASTNN_BOUNDSCHECK") == "1"
 # fold it into addressing (dcgan-d's strided conv forward, one thread, interleaved with torch in
 # one process: 8.1 -> 5.9 ms, torch 6.1)
 # -fvisibility=hidden: the kernels' C symbols stay inside their module (only PyInit_* is exported)
-compile_args = ["-O3", "-fno-wrapv", "-fopenmp", "-ffp-contract=fast", "-fvisibility=hidden"]
+opt_level = os.environ.get("FASTNN_OPT", "-O3")
+if opt_level not in ("-O0", "-O1", "-O2", "-O3"):
+    sys.exit(f"FASTNN_OPT: {opt_level!r} is not one of -O0, -O1, -O2, -O3")
+compile_args = [opt_level, "-fno-wrapv", "-fopenmp", "-ffp-contract=fast", "-fvisibility=hidden"]
 link_args = ["-fopenmp"]
 
 CORE = os.path.join("fastnn", "_core")

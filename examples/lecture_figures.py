@@ -27,7 +27,10 @@ skipped with a message):
    per epoch. Claim: with batch norm it is ahead after every epoch.
 5. ``augmentation_small_data`` (``augmentation.png``): a small CNN trained on 10% of the
    training digits, with and without random shifts of up to one pixel
-   (``fnn.datasets.random_shift``). Claim: augmentation raises held-out accuracy by >= 2 points.
+   (``fnn.datasets.random_shift``), tested on the held-out digits as they are and shifted the
+   same way (digits a scanner did not centre). Claim: augmentation raises the accuracy on the
+   shifted held-out digits by >= 10 points. (On the centred ones it changes by a few points
+   either way, depending on the seed: 8x8 digits come centred, so shifts buy nothing there.)
 
     python examples/lecture_figures.py --image-dir .
 """
@@ -222,6 +225,8 @@ def augmentation_small_data(fraction=0.1, epochs=60, seed=0, image_dir=None):
     (X, y), (Xt, yt) = load_digits(test_size=0.25, seed=seed)
     n = int(round(fraction * len(X)))
     X, y = X[:n], y[:n]
+    fnn.seed(seed + 1)
+    tests = {"centred": Xt, "shifted": random_shift(Xt, 1)}
     acc = {}
     for shift in (0, 1):
         fnn.seed(seed)
@@ -237,17 +242,23 @@ def augmentation_small_data(fraction=0.1, epochs=60, seed=0, image_dir=None):
                 loss.forward(model.forward(xb), yb)
                 model.backward(loss.backward())
                 opt.step()
-        acc["shifted by up to 1 pixel" if shift else "plain"] = float(
-            np.mean(model.predict(Xt).argmax(1) == yt))
+        acc["trained on shifted digits" if shift else "plain"] = {
+            name: float(np.mean(model.predict(Xs).argmax(1) == yt)) for name, Xs in tests.items()}
     r = {"train_size": n, "test_accuracy": acc}
-    r["claim"] = acc["shifted by up to 1 pixel"] >= acc["plain"] + 0.02
+    r["claim"] = (acc["trained on shifted digits"]["shifted"] >= acc["plain"]["shifted"] + 0.10)
 
     def draw(plt):
-        fig, ax = plt.subplots(figsize=(4.5, 3.5))
-        ax.bar(list(acc), list(acc.values()), color=["gray", "tab:blue"])
-        ax.set_ylim(0.5, 1.0)
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        width = 0.38
+        for i, (name, color) in enumerate((("plain", "gray"),
+                                           ("trained on shifted digits", "tab:blue"))):
+            ax.bar(np.arange(len(tests)) + (i - 0.5) * width, [acc[name][t] for t in tests],
+                   width, color=color, label=name)
+        ax.set_xticks(np.arange(len(tests)), [f"{t} held-out digits" for t in tests])
+        ax.set_ylim(0.3, 1.12)
         ax.set_ylabel("held-out accuracy")
         ax.set_title(f"CNN on {n} training digits ({fraction:.0%})")
+        ax.legend(loc="upper center", ncol=2, fontsize="small")
         return fig
     r["image"] = _figure(image_dir, "augmentation.png", draw)
     return r
@@ -276,8 +287,9 @@ def main(image_dir=None, seed=0, verbose=True):
         print("4. held-out accuracy per epoch: "
               + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in c) for k, c in b["val_accuracy"].items()))
         g = results["augmentation_small_data"]
-        print(f"5. CNN on {g['train_size']} digits, held-out accuracy: "
-              + ", ".join(f"{k} {x:.4f}" for k, x in g["test_accuracy"].items()))
+        print(f"5. CNN on {g['train_size']} digits, held-out accuracy (centred, shifted): "
+              + ", ".join(f"{k} {a['centred']:.4f} {a['shifted']:.4f}"
+                          for k, a in g["test_accuracy"].items()))
         for name, r in results.items():
             if name != "bar_met":
                 print(f"   {name}: claim {'holds' if r['claim'] else 'FAILS'}"

@@ -3,9 +3,10 @@
 The kernels index raw pointers (where Cython's boundscheck has nothing to check) and load and
 store the ragged edges of their tiles with AVX-512 masks (which gcc's AddressSanitizer does not
 instrument). So a module-scoped fixture builds a copy of the tree (the checkout's own .c/.so
-files untouched) with ``FASTNN_BOUNDSCHECK=1``, ``-fsanitize=address`` and ``asan_masked.h``
-force-included (every enabled lane of a masked load, store or gather is first read as a plain,
-instrumented scalar), preloads gcc's libasan.so and runs against it, each in a child process:
+files untouched) with ``FASTNN_BOUNDSCHECK=1``, ``-fsanitize=address`` at ``FASTNN_OPT=-O1``
+and ``asan_masked.h`` force-included (every enabled lane of a masked load, store or gather is
+first read as a plain, instrumented scalar), preloads gcc's libasan.so and runs against it, each
+in a child process:
 
 - valid edge cases (1x1 images, kernel = input size, stride > kernel, padding; float32/float64,
   1 and 2 threads);
@@ -17,8 +18,8 @@ The copy is built for the ISA level the fastnn under test runs (FASTNN_ISA_LEVEL
 out-of-bounds read or write into a buffer the process allocated aborts the child with an
 AddressSanitizer report, which fails the test. numba kernels are JIT code and not instrumented.
 Needs gcc with its libasan (Debian: gcc pulls in libgcc-<v>-dev, which ships it) and Cython (the
-test extra): without either the fixture fails, it does not skip. The build takes most of the
-time (about a minute on 2 cores), the runs under a minute more.
+test extra): without either the fixture fails, it does not skip. The build and the layer fuzz take
+most of the time (about a minute each on 2 cores).
 """
 import os
 import re
@@ -101,7 +102,7 @@ def asan_tree(tmp_path_factory):
     shutil.copy(os.path.join(REPO, "setup.py"), copy)
     shutil.copytree(os.path.join(REPO, "fastnn"), copy / "fastnn", ignore=_build_products)
     flags = _asan_flags()
-    env = dict(os.environ, FASTNN_BOUNDSCHECK="1", FASTNN_ISA_LEVELS=_level(),
+    env = dict(os.environ, FASTNN_BOUNDSCHECK="1", FASTNN_ISA_LEVELS=_level(), FASTNN_OPT="-O1",
                CFLAGS=(os.environ.get("CFLAGS", "") + " " + flags).strip(),
                LDFLAGS=(os.environ.get("LDFLAGS", "") + " -fsanitize=address").strip())
     build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2"],
