@@ -466,17 +466,20 @@ def test_winograd_tile_by_level_and_geometry():
             for threads in (1, 2):
                 assert forward(*shape, "avx512", threads) == avx512, shape
                 assert forward(*shape, "avx2", threads) == avx2, shape
-    # winograd/small4 (F(4x4,3x3) on winograd/small's kernel) ahead of both at the AVX-512 and
-    # AVX2 levels from 16 input channels on outputs of 12x12 and more
+    # winograd/small4 (F(4x4,3x3) on winograd/small's kernel) ahead of both from 16 input
+    # channels on outputs of 12x12 and more at the AVX-512 level, of 8x8 and more at AVX2
     small4 = {(64, 32, 28, 32), (64, 64, 14, 64), (64, 16, 32, 16), (64, 32, 16, 32),
               (64, 16, 12, 64)}
+    small4_avx2 = small4 | {(64, 64, 8, 64), (8, 32, 11, 32), (64, 16, 8, 16)}
     for shape, avx512, avx2 in cases + [((64, 8, 32, 16), "winograd/small", "winograd/small"),
-                                        ((64, 16, 12, 64), None, None)]:
+                                        ((64, 16, 12, 64), None, None),
+                                        ((64, 16, 8, 16), "winograd/small", None),
+                                        ((64, 32, 7, 32), "winograd/small", "winograd/small")]:
         for threads in (1, 2):
             assert forward(*shape, "avx512", threads) == (
                 "winograd/small4" if shape in small4 else avx512), shape
             assert forward(*shape, "avx2", threads) == (
-                "winograd/small4" if shape in small4 else avx2), shape
+                "winograd/small4" if shape in small4_avx2 else avx2), shape
     for tile, route in ((2, "winograd"), (4, "winograd/f4")):
         with tuned(conv_winograd_tile=tile):
             for shape, _, _ in cases:
