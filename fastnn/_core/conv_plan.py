@@ -105,8 +105,8 @@ for _name, _default, _meaning, _check in (
     ("conv_winograd_small", True, "3x3 stride-1 float32 forwards and dx with few channels "
      "(2..64 in, 16..64 out) on winograd/small (conv_plan._winograd_small)", _flag),
     ("conv_winograd_small4", True, "winograd/small's forwards and dx from 16 input channels on "
-     "outputs of 12x12 and more at AVX-512, 8x8 and more at AVX2, by F(4x4,3x3) "
-     "(winograd/small4: winograd/f4's bits; conv_plan._winograd_small4)", _flag),
+     "outputs of 12x12 and more at AVX-512, 8x8 and more (and up to 128 channels) at AVX2, by "
+     "F(4x4,3x3) (winograd/small4: winograd/f4's bits; conv_plan._winograd_small4)", _flag),
     ("conv_winograd_tile", None, "the winograd routes' output tile: None the planner's choice "
      "(conv_plan._winograd_choice), 2 F(2x2,3x3), 4 F(4x4,3x3) (fewer multiplies, about 20x "
      "the error; docs/winograd.md)", _tile),
@@ -399,6 +399,8 @@ def _rule_forward(g, winograd=True):
 
 # winograd/small takes the Winograd forwards with at most this many input and output channels
 WINOGRAD_SMALL_MAX_CHANNELS = 64
+# winograd/small4 at the AVX2 level: up to this many (the general routes win at 256)
+WINOGRAD_SMALL4_MAX_CHANNELS_AVX2 = 128
 
 
 def _winograd_small(g):
@@ -414,11 +416,20 @@ def _winograd_small4(g):
     at the AVX-512 and AVX2 levels, where it measured faster than winograd/small and
     winograd/f4 (benchmarks/decisions.md): from 16 input channels (fewer: the 6x6 transforms
     cost what the multiplies save) on outputs of 12x12 and more at AVX-512 (8x8: the edges and
-    transforms cost what the multiplies save), of 8x8 and more at AVX2 (a CPU with AVX2 alone
-    gains there too)."""
-    smallest = 12 if g.level == "avx512" else 8
-    return (_k("conv_winograd_small4") and g.level in ("avx512", "avx2") and _winograd_small(g)
-            and g.c >= 16 and min(g.oh, g.ow) >= smallest)
+    transforms cost what the multiplies save); at AVX2 (a CPU with AVX2 alone) from 8x8 outputs
+    and, ahead of the general routes, up to WINOGRAD_SMALL4_MAX_CHANNELS_AVX2 channels each
+    side where the batch gives at least 128 tiles (fewer: the weight transform, C*O filters a
+    call, costs what the tiles save)."""
+    if not (_k("conv_winograd_small4") and _k("conv_winograd_small") and g.c >= 16
+            and g.o >= 16):
+        return False
+    if g.level == "avx512":
+        return _winograd_small(g) and min(g.oh, g.ow) >= 12
+    if g.level != "avx2" or min(g.oh, g.ow) < 8:
+        return False
+    tiles = g.n * -(-g.oh // 4) * -(-g.ow // 4)
+    return _winograd_small(g) or (max(g.c, g.o) <= WINOGRAD_SMALL4_MAX_CHANNELS_AVX2
+                                  and tiles >= 128)
 
 
 # winograd_dw's chunks of tiles: at most this many, their 16*C*O float32 sums at most this big

@@ -470,11 +470,16 @@ def test_winograd_tile_by_level_and_geometry():
     # channels on outputs of 12x12 and more at the AVX-512 level, of 8x8 and more at AVX2
     small4 = {(64, 32, 28, 32), (64, 64, 14, 64), (64, 16, 32, 16), (64, 32, 16, 32),
               (64, 16, 12, 64)}
-    small4_avx2 = small4 | {(64, 64, 8, 64), (8, 32, 11, 32), (64, 16, 8, 16)}
+    small4_avx2 = small4 | {(64, 64, 8, 64), (8, 32, 11, 32), (64, 16, 8, 16), (32, 72, 16, 24),
+                            (64, 128, 8, 128), (8, 128, 16, 128)}
     for shape, avx512, avx2 in cases + [((64, 8, 32, 16), "winograd/small", "winograd/small"),
                                         ((64, 16, 12, 64), None, None),
                                         ((64, 16, 8, 16), "winograd/small", None),
-                                        ((64, 32, 7, 32), "winograd/small", "winograd/small")]:
+                                        ((64, 32, 7, 32), "winograd/small", "winograd/small"),
+                                        ((32, 72, 16, 24), "winograd/f4", None),
+                                        ((64, 128, 8, 128), "winograd", None),
+                                        ((8, 256, 8, 256), "winograd", "winograd"),
+                                        ((4, 128, 16, 96), "winograd/f4", "winograd/f4")]:
         for threads in (1, 2):
             assert forward(*shape, "avx512", threads) == (
                 "winograd/small4" if shape in small4 else avx512), shape

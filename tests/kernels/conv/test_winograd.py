@@ -314,6 +314,8 @@ def test_small4_is_bitwise_winograd_f4(n, c, o, h, w, padding, with_bias, act, s
     (3, 16, 20, 12, 16, 1),   # runs of 4, vectors across samples (12 tiles a sample)
     (2, 5, 17, 32, 32, 0),    # runs of 8 with a ragged last tile column (30 outputs)
     (1, 32, 9, 16, 64, 1),    # runs of 8, two vectors a row of tiles
+    (2, 72, 24, 16, 16, 1),   # more channels than winograd/small takes (small4 at AVX2)
+    (1, 128, 96, 8, 8, 1),
 ])
 @pytest.mark.parametrize("act", ACTS)
 def test_small4_runs_of_tiles_are_bitwise_winograd_f4(n, c, o, h, w, padding, act):
