@@ -1,6 +1,6 @@
 # ---- route winograd_s2_dw: 4x4 stride-2 float32 weight gradients by F(2x2,4x4) per phase ----
 #
-# Included by _conv.pyx. The kernels (kernels/winograd_s2_dw.h, AVX-512): over the four stride
+# Included by _conv.pyx. The kernels (kernels/winograd_s2_dw.h, AVX-512 and AVX2): over the four stride
 # phases, each phase's 2x2 taps are the correlation of x's phase with dy, Winograd with the roles
 # swapped (dy's 4x4 tiles as the "filter"). The tasks are chunks of tiles fixed by the geometry
 # (conv_plan.winograd_s2_dw_blocks), split on several threads into x's two row parities (phases
@@ -32,7 +32,7 @@ def _winograd_s2_dw(x, dy, dw, db, int ph, int pw):
     (_winograd_s2_dw_available); x must have fewer than 2**31 elements."""
     if not _winograd_s2_dw_available():
         raise RuntimeError("the Winograd stride-2 weight-gradient kernels are not in this ISA "
-                           "level (AVX-512)")
+                           "level (AVX2 or AVX-512)")
     if x.size >= 2 ** 31:
         raise ValueError("winograd_s2_dw: x must have fewer than 2**31 elements")
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]

@@ -122,7 +122,7 @@ for _name, _default, _meaning, _check in (
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
     ("conv_winograd_s2_dw", True, "4x4 stride-2 float32 weight gradients (conv2d's and "
-     "conv_transpose2d's) on winograd_s2_dw at AVX-512 where measured faster "
+     "conv_transpose2d's) on winograd_s2_dw at AVX-512 and AVX2 where measured faster "
      "(conv_plan._winograd_s2_dw_rule)", _flag),
     ("conv_dw_nt", True, "im2col weight gradients as G @ col.T (im2col_dw/nt) where measured "
      "faster, else col @ G.T (im2col_dw/tn)", _flag),
@@ -192,6 +192,13 @@ def _winograd_s2_ok(g):
     """The stride-2 Winograd kernels' geometry: a 4x4 kernel at stride 2, float32, at AVX-512,
     x under 2**31 elements (int32 gather offsets)."""
     return (g.f32 and g.level == "avx512" and g.sh == 2 and g.sw == 2 and g.kh == 4
+            and g.kw == 4 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
+
+
+def _winograd_s2_dw_ok(g):
+    """winograd_s2_dw's geometry: _winograd_s2_ok's, at AVX2 too (winograd_s2_dw.h's kernels
+    exist from that level up)."""
+    return (g.f32 and g.level in ("avx2", "avx512") and g.sh == 2 and g.sw == 2 and g.kh == 4
             and g.kw == 4 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
 
 
@@ -276,7 +283,7 @@ def _eligible_dw(g):
     out = {"im2col_dw/nt", "im2col_dw/tn"} if g.mk else {"im2col_dw/blas"}
     if _winograd_ok(g):
         out.add("winograd_dw")
-    if _winograd_s2_ok(g):
+    if _winograd_s2_dw_ok(g):
         out.add("winograd_s2_dw")
     if _dwt_s1_ok(g):
         out.add("dwt_s1/rows")
@@ -499,7 +506,7 @@ def _winograd_s2_dw_rule(g):
     input and >= 32 output channels, with a task for every thread (two per chunk of tiles);
     wider layers (a chunk's 25*4C*O sums over WINOGRAD_S2_DW_PARTS_BYTES, measured on none)
     keep the direct route."""
-    return (_k("conv_winograd_s2_dw") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
+    return (_k("conv_winograd_s2_dw") and _winograd_s2_dw_ok(g) and g.c >= 16 and g.o >= 32
             and 400 * g.c * g.o <= WINOGRAD_S2_DW_PARTS_BYTES
             and 2 * winograd_s2_dw_blocks(g.n, g.c, g.o, g.oh, g.ow)[3] >= g.nt())
 

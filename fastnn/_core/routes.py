@@ -47,7 +47,7 @@ ROUTES = {
     "implicit_dw/pixels": ("avx2", "the same, threads on ranges of pixels (one or two panels)"),
     "direct_s2_dw": ("avx2", "stride-2 dW from a padded copy of x (fnn_dw2_rows)"),
     "winograd_dw": ("avx2", "3x3 stride-1 float32 dW by Winograd F(2x2,3x3), roles swapped"),
-    "winograd_s2_dw": ("avx512", "4x4 stride-2 float32 dW by F(2x2,4x4) per phase, roles swapped"),
+    "winograd_s2_dw": ("avx2", "4x4 stride-2 float32 dW by F(2x2,4x4) per phase, roles swapped"),
     "im2col_dw/nt": ("avx2", "im2col dW += G @ col.T on the microkernel"),
     "im2col_dw/tn": ("avx2", "im2col dW.T = col @ G.T on the microkernel"),
     "im2col_dw/blas": ("any", "im2col dW on BLAS (float64, or the baseline level)"),

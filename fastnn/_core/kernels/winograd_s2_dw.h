@@ -11,12 +11,13 @@
    a partial last tile row or column needs 20, a corner 16).
    The tiles are summed in chunks fixed by the geometry, the chunks in order in double, so the
    bits do not depend on the thread count. The Cython side (_conv_winograd_s2_dw.pxi) calls
-   these only where FNN_WS2_DW_KERNELS is 1. */
+   these only where FNN_WS2_DW_KERNELS is 1: winograd_s2_dw_avx512.c and winograd_s2_dw_avx2.c
+   (16 or 8 tiles a vector, the same float32 operations per sum: the same bits). */
 #ifndef FNN_WINOGRAD_S2_DW_H
 #define FNN_WINOGRAD_S2_DW_H
 #include "isa.h"
 
-#define FNN_WS2_DW_KERNELS (FNN_ISA >= 2)
+#define FNN_WS2_DW_KERNELS (FNN_ISA >= 1)
 
 /* One chunk [t_lo, t_hi) of the tiles of x (N, C, H, W) -> dy (N, O, OH, OW) (pad ph, pw;
    N*C*H*W < 2^31): tile (n, ty, tx) covers dy[n, :, 4ty:4ty+4, 4tx:4tx+4], zero past dy, and

@@ -4,8 +4,10 @@ conv_transpose2d's dW, with x and dy exchanged): float32 weight and bias gradien
 float64 NumPy reference within the documented tolerance (docs/winograd.md) over drawn shapes
 (channels off multiples of 16, odd images and outputs off multiples of 4, batch 1, paddings
 0..3), accumulation into dW and db, the same bits on 1 and 2 threads, the NaN/inf fallback to
-the exact route, the planner's rule and the levels without the kernels."""
+the exact route, the planner's rule, the AVX2 and AVX-512 kernels' bits side by side and the
+levels without the kernels."""
 import functools
+import importlib
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from fastnn._core import _conv, conv_plan, isa, routes
 from fastnn._core.tuning import tuning
 
 needs_kernels = pytest.mark.skipif(not _conv._winograd_s2_dw_available(),
-                                   reason="the stride-2 Winograd dW kernels need AVX-512")
+                                   reason="the stride-2 Winograd dW kernels need AVX2 or AVX-512")
 TOL = 1e-5  # of max(1, max |reference|): the float32 tolerance docs/winograd.md states
 
 case = functools.partial(dw_case, k=4, stride=2)
@@ -119,23 +121,45 @@ def test_conv_transpose_dw_is_the_conv_dw_with_x_and_dy_exchanged():
     np.testing.assert_array_equal(got, want)
 
 
-def test_the_route_is_at_the_avx512_level_only():
-    assert routes.available("winograd_s2_dw") == (isa.LEVEL == "avx512")
-    assert _conv._winograd_s2_dw_available() == (isa.LEVEL == "avx512")
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(isa.compiled_levels())
+                    or isa.cpu_level() != "avx512",
+                    reason="needs both levels' kernels and a CPU with AVX-512")
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 37), o=st.integers(1, 40), h=st.integers(2, 21),
+       w=st.integers(2, 21), padding=st.integers(0, 3), seed=st.integers(0, 2 ** 16))
+def test_avx2_gives_the_avx512_bits(n, c, o, h, w, padding, seed):
+    """Both levels side by side (dW and db): 8 tiles a vector (AVX2) or 16 (AVX-512), the same
+    float32 operations per sum (kernels/winograd_s2_dw.h)."""
+    assume(h + 2 * padding >= 4 and w + 2 * padding >= 4)
+    rng = np.random.default_rng(seed)
+    x, dy = case(rng, n, c, o, h, w, padding)
+    got = []
+    for level in ("avx2", "avx512"):
+        conv = importlib.import_module(f"fastnn._core._{level}._conv")
+        dw, db = np.zeros((o, c, 4, 4), np.float32), np.zeros(o, np.float32)
+        assert conv._winograd_s2_dw(x, dy, dw, db, padding, padding) is dw
+        got.append((dw, db))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+
+
+def test_the_route_is_at_the_avx2_and_avx512_levels():
+    assert routes.available("winograd_s2_dw") == (isa.LEVEL in ("avx2", "avx512"))
+    assert _conv._winograd_s2_dw_available() == (isa.LEVEL in ("avx2", "avx512"))
     if not _conv._winograd_s2_dw_available():
         x, dy = np.zeros((1, 2, 6, 6), np.float32), np.zeros((1, 3, 3, 3), np.float32)
         with pytest.raises(RuntimeError, match="ISA level"):
             _conv._winograd_s2_dw(x, dy, np.zeros((3, 2, 4, 4), np.float32), None, 1, 1)
 
 
-def test_the_planner_takes_it_for_the_dcgan_layers_at_avx512_only():
+def test_the_planner_takes_it_for_the_dcgan_layers_at_avx512_and_avx2():
     d = ((64, 64, 14, 14), (128, 64, 4, 4), 2, 1)
-    for threads in (1, 2):
-        assert conv_plan.plan_conv2d(*d, level="avx512", threads=threads).dw == "winograd_s2_dw"
-        g = conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1,
-                                            level="avx512", threads=threads)
-        assert g.dw == "winograd_s2_dw"
-    assert conv_plan.plan_conv2d(*d, level="avx2", threads=2).dw == "direct_s2_dw"
+    for level in ("avx512", "avx2"):
+        for threads in (1, 2):
+            assert conv_plan.plan_conv2d(*d, level=level, threads=threads).dw == "winograd_s2_dw"
+            g = conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1,
+                                                level=level, threads=threads)
+            assert g.dw == "winograd_s2_dw"
     assert conv_plan.plan_conv2d(*d, level="baseline", threads=2).dw == "im2col_dw/blas"
     assert conv_plan.plan_conv2d(*d, dtype="float64", level="avx512").dw == "im2col_dw/blas"
     # few channels, other kernels and strides keep their routes
@@ -153,9 +177,10 @@ def test_the_planner_takes_it_for_the_dcgan_layers_at_avx512_only():
                                                       (32, 16, 4, 4), 1, 1, level="avx512")
     with tuning(conv_winograd_s2_dw=False):
         assert conv_plan.plan_conv2d(*d, level="avx512", threads=2).dw == "direct_s2_dw"
+        assert conv_plan.plan_conv2d(*d, level="avx2", threads=2).dw == "direct_s2_dw"
     with tuning(conv_dw="winograd_s2_dw"):
         with pytest.raises(ValueError, match="not eligible"):
-            conv_plan.plan_conv2d(*d, level="avx2", threads=2)
+            conv_plan.plan_conv2d(*d, level="baseline", threads=2)
     # more threads than tasks (two per chunk of tiles): the direct route splits it
     assert conv_plan.plan_conv2d(*d, level="avx512", threads=4).dw == "direct_s2_dw"
     # wide layers (their 25*4C*O partial sums over 8 MB): not measured, the direct route
