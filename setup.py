@@ -62,7 +62,7 @@ LEVEL_MODULES = {"_blas": ("microkernel",),
 MODULE_ARGS = {"_basic": ["-ffp-contract=off", "-fno-math-errno"]}
 # The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
 LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "conv", "winograd", "winograd_small",
-                                            "winograd_small4", "winograd_s2_dw"),
+                                            "winograd_small4", "winograd_s2", "winograd_s2_dw"),
                  "avx512": ("microkernel", "conv", "gates", "winograd", "winograd_small",
                             "winograd_s2", "winograd_s2_dw", "winograd_small4")}
 LEVEL_PXD = ("_blas", "_microkernel", "_vecmath", "_conv_kernels", "_gates")

@@ -1,15 +1,17 @@
 # ---- route winograd_s2: 4x4 stride-2 float32 forwards by F(4x4,2x2) over the stride phases ----
 # (also 3x3 ones, winograd_s2/3x3 and winograd_s2_dx/3x3: the weight zero-padded to 4x4)
 #
-# Included by _conv.pyx. The kernels (kernels/winograd_s2.h, AVX-512) transform the weight once
-# per call (split over the threads) into the four phases' 2x2 kernels (one 2x2 stride-1
-# convolution over 4C channels), then blocks of 4x4 output tiles (flat over rows and samples)
-# run on the threads: gathered 10x10 input windows transformed per phase, 25 microkernel GEMMs
-# 4C deep, output transform with bias and activation. Each output is the same float32 computation whatever the block or
-# the thread, so the bits do not depend on the thread count. float32 only.
+# Included by _conv.pyx. The kernels (kernels/winograd_s2.h, AVX2 and AVX-512) transform the
+# weight once per call (split over the threads) into the four phases' 2x2 kernels (one 2x2
+# stride-1 convolution over 4C channels), then blocks of 4x4 output tiles (flat over rows and
+# samples) run on the threads: gathered 10x10 input windows transformed per phase, 25
+# microkernel GEMMs 4C deep, output transform with bias and activation. Each output is the same
+# float32 computation whatever the block or the thread, so the bits do not depend on the thread
+# count. float32 only.
 
 cdef extern from "kernels/winograd_s2.h":
     bint FNN_WS2_KERNELS
+    int FNN_WS2_PAD
     void fnn_ws2_weights(int O, int C, int o_lo, int o_hi, const float* w, float* U) noexcept nogil
     int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                       long t_hi, const float* U, const float* x, const float* bias, float* out,
@@ -22,7 +24,7 @@ cdef extern from "kernels/winograd_s2.h":
 
 
 def _winograd_s2_available():
-    """Whether the ISA level in use has the F(4x4,2x2) stride-2 kernels (AVX-512)."""
+    """Whether the ISA level in use has the F(4x4,2x2) stride-2 kernels (AVX2, AVX-512)."""
     return bool(FNN_WS2_KERNELS and FNN_MK_AVAILABLE)
 
 
@@ -50,7 +52,7 @@ def _winograd_s2_forward(x, weight, bias, out, int ph, int pw, int act=0, double
     (out is then garbage: the caller recomputes on an exact route). The caller checks the
     arguments and the level (_winograd_s2_available); x must have fewer than 2**31 elements."""
     if not _winograd_s2_available():
-        raise RuntimeError("the Winograd stride-2 kernels are not in this ISA level (AVX-512)")
+        raise RuntimeError("the Winograd stride-2 kernels are not in this ISA level (AVX2+)")
     weight, ph, pw = _ws2_as_4x4(weight, ph, pw)
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int o = weight.shape[0], oh = out.shape[2], ow = out.shape[3]
@@ -61,8 +63,8 @@ def _winograd_s2_forward(x, weight, bias, out, int ph, int pw, int act=0, double
     cdef int tl = (tb + 15) // 16 * 16
     cdef int nblocks = <int>((ntiles + tb - 1) // tb)
     cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 16 * oh * ow), max(nblocks, 1))
-    cdef Py_ssize_t vsize = <Py_ssize_t>25 * 4 * c * tl
-    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>25 * o * tl
+    cdef Py_ssize_t vsize = <Py_ssize_t>25 * (4 * c * tl + FNN_WS2_PAD)
+    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>25 * (o * tl + FNN_WS2_PAD)
     u = _cached(np.float32, "ws2_u", <Py_ssize_t>25 * o * 4 * c)
     ws = _cached(np.float32, "ws2_vm", nt * per_thread + 16)
     cdef float* pu = <float*>_ptr(u)
@@ -99,7 +101,7 @@ def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0, mask=None
     came out NaN or infinite (the caller recomputes on an exact route). The caller checks the
     arguments and the level; dx must have fewer than 2**31 elements."""
     if not _winograd_s2_available():
-        raise RuntimeError("the Winograd stride-2 kernels are not in this ISA level (AVX-512)")
+        raise RuntimeError("the Winograd stride-2 kernels are not in this ISA level (AVX2+)")
     weight, ph, pw = _ws2_as_4x4(weight, ph, pw)
     cdef int n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
     cdef int o = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
@@ -111,8 +113,8 @@ def _winograd_s2_dx(dy, weight, bias, dx, int ph, int pw, int block=0, mask=None
     cdef int tl = (tb + 15) // 16 * 16
     cdef int nblocks = <int>((ntiles + tb - 1) // tb)
     cdef int nt = min(gemm_threads(<Py_ssize_t>n * o * c * 16 * oh * ow), max(nblocks, 1))
-    cdef Py_ssize_t vsize = <Py_ssize_t>25 * o * tl
-    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>25 * 4 * c * tl
+    cdef Py_ssize_t vsize = <Py_ssize_t>25 * (o * tl + FNN_WS2_PAD)
+    cdef Py_ssize_t per_thread = vsize + <Py_ssize_t>25 * (4 * c * tl + FNN_WS2_PAD)
     u = _cached(np.float32, "ws2_u", <Py_ssize_t>25 * o * 4 * c)
     ws = _cached(np.float32, "ws2_vm", nt * per_thread + 16)
     cdef float* pu = <float*>_ptr(u)

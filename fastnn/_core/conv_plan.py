@@ -111,13 +111,14 @@ for _name, _default, _meaning, _check in (
      "(conv_plan._winograd_choice), 2 F(2x2,3x3), 4 F(4x4,3x3) (fewer multiplies, about 20x "
      "the error; docs/winograd.md)", _tile),
     ("conv_winograd_s2", True, "4x4 stride-2 float32 forwards (and conv_transpose2d's dx) with "
-     ">= 16 input and >= 32 output channels on winograd_s2 at AVX-512", _flag),
+     ">= 16 input and >= 32 output channels on winograd_s2 at AVX2 and AVX-512", _flag),
     ("conv_winograd_s2_dx", True, "4x4 stride-2 float32 backward-data passes (and "
      "conv_transpose2d's forwards) with >= 16 input and >= 32 output channels on winograd_s2_dx "
-     "at AVX-512", _flag),
+     "at AVX2 and AVX-512", _flag),
     ("conv_winograd_s2_3x3", True, "3x3 stride-2 float32 forwards and dx (and conv_transpose2d's) "
-     "as 4x4 ones with a zero row and column on winograd_s2/3x3 and winograd_s2_dx/3x3 at "
-     "AVX-512 where measured faster (conv_plan._winograd_s2_3x3_rule, _winograd_s2_dx_3x3_rule)",
+     "as 4x4 ones with a zero row and column on winograd_s2/3x3 (AVX-512) and "
+     "winograd_s2_dx/3x3 (AVX2, AVX-512) where measured faster "
+     "(conv_plan._winograd_s2_3x3_rule, _winograd_s2_dx_3x3_rule)",
      _flag),
     ("conv_winograd_dw", True, "3x3 stride-1 float32 weight gradients on winograd_dw where "
      "measured faster (conv_plan._winograd_dw_rule)", _flag),
@@ -189,24 +190,17 @@ def _winograd_ok(g):
 
 
 def _winograd_s2_ok(g):
-    """The stride-2 Winograd kernels' geometry: a 4x4 kernel at stride 2, float32, at AVX-512,
-    x under 2**31 elements (int32 gather offsets)."""
-    return (g.f32 and g.level == "avx512" and g.sh == 2 and g.sw == 2 and g.kh == 4
-            and g.kw == 4 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
-
-
-def _winograd_s2_dw_ok(g):
-    """winograd_s2_dw's geometry: _winograd_s2_ok's, at AVX2 too (winograd_s2_dw.h's kernels
-    exist from that level up)."""
+    """The stride-2 Winograd kernels' geometry: a 4x4 kernel at stride 2, float32, at AVX2 or
+    AVX-512, x under 2**31 elements (int32 gather offsets)."""
     return (g.f32 and g.level in ("avx2", "avx512") and g.sh == 2 and g.sw == 2 and g.kh == 4
             and g.kw == 4 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
 
 
 def _winograd_s2_3x3_ok(g):
     """A 3x3 stride-2 convolution the stride-2 Winograd kernels run as a 4x4 one (the weight
-    zero-padded, _conv_winograd_s2.pxi's _ws2_as_4x4): float32, AVX-512, x under 2**31
+    zero-padded, _conv_winograd_s2.pxi's _ws2_as_4x4): float32, AVX2 or AVX-512, x under 2**31
     elements."""
-    return (g.f32 and g.level == "avx512" and g.sh == 2 and g.sw == 2 and g.kh == 3
+    return (g.f32 and g.level in ("avx2", "avx512") and g.sh == 2 and g.sw == 2 and g.kh == 3
             and g.kw == 3 and g.n * g.c > 0 and g.n * g.c * g.h * g.w < 2 ** 31)
 
 
@@ -220,9 +214,11 @@ def _winograd_s2_3x3_rule(g):
     (benchmarks/decisions.md): >= 16 input and >= 32 output channels, the 4x4 output tiles
     at least 85% inside the output, and two tiles a side (an output of 7-8) with C*O >= 1024,
     or C >= 64 and O >= 128 up to 16 a side; 100 multiplies a tile against 144 leave little
-    for the transforms (smaller outputs, fewer channels: the direct route wins)."""
-    if not (_k("conv_winograd_s2_3x3") and _winograd_s2_3x3_ok(g) and g.c >= 16 and g.o >= 32
-            and _ws2_tiles_used(g.oh, g.ow, 4) >= 0.85 and min(g.oh, g.ow) >= 7):
+    for the transforms (smaller outputs, fewer channels: the direct route wins). AVX-512 only:
+    at AVX2 direct_s2_forward measured faster on resnet's 16->32 and 32->64 layers."""
+    if not (_k("conv_winograd_s2_3x3") and _winograd_s2_3x3_ok(g) and g.level == "avx512"
+            and g.c >= 16 and g.o >= 32 and _ws2_tiles_used(g.oh, g.ow, 4) >= 0.85
+            and min(g.oh, g.ow) >= 7):
         return False
     return (max(g.oh, g.ow) <= 8 and g.c * g.o >= 1024) or (g.c >= 64 and g.o >= 128
                                                             and max(g.oh, g.ow) <= 16)
@@ -240,7 +236,7 @@ def _winograd_s2_dx_3x3_rule(g):
 
 def _winograd_s2_rule(g):
     """winograd_s2 where measured faster than direct_s2_forward (benchmarks/decisions.md): 4x4
-    stride 2 with >= 16 input and >= 32 output channels."""
+    stride 2 with >= 16 input and >= 32 output channels (AVX2 and AVX-512)."""
     return _k("conv_winograd_s2") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
 
 
@@ -283,7 +279,7 @@ def _eligible_dw(g):
     out = {"im2col_dw/nt", "im2col_dw/tn"} if g.mk else {"im2col_dw/blas"}
     if _winograd_ok(g):
         out.add("winograd_dw")
-    if _winograd_s2_dw_ok(g):
+    if _winograd_s2_ok(g):
         out.add("winograd_s2_dw")
     if _dwt_s1_ok(g):
         out.add("dwt_s1/rows")
@@ -506,7 +502,7 @@ def _winograd_s2_dw_rule(g):
     input and >= 32 output channels, with a task for every thread (two per chunk of tiles);
     wider layers (a chunk's 25*4C*O sums over WINOGRAD_S2_DW_PARTS_BYTES, measured on none)
     keep the direct route."""
-    return (_k("conv_winograd_s2_dw") and _winograd_s2_dw_ok(g) and g.c >= 16 and g.o >= 32
+    return (_k("conv_winograd_s2_dw") and _winograd_s2_ok(g) and g.c >= 16 and g.o >= 32
             and 400 * g.c * g.o <= WINOGRAD_S2_DW_PARTS_BYTES
             and 2 * winograd_s2_dw_blocks(g.n, g.c, g.o, g.oh, g.ow)[3] >= g.nt())
 

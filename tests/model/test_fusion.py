@@ -221,9 +221,9 @@ def test_fused_conv_activation_equals_the_layers_one_by_one(dtype, slope):
 def test_a_conv_takes_the_backward_of_the_activation_before_it_bitwise(dtype, slope,
                                                                         fused_forward):
     """Conv2D(16->32, 4x4 stride 2) after a (leaky) ReLU runs the activation's backward in its dx
-    pass (float32: in winograd_s2_dx's stores at AVX-512; else after the route), whether the
-    activation ran in the conv before it or on its own: the gradients of the layers one by one,
-    bit for bit."""
+    pass (float32: in winograd_s2_dx's stores at AVX2 and AVX-512; else after the route),
+    whether the activation ran in the conv before it or on its own: the gradients of the
+    layers one by one, bit for bit."""
     def build():
         fnn.seed(12)
         act = L.ReLU() if slope is None else L.LeakyReLU(slope)

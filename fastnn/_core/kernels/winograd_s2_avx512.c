@@ -101,15 +101,6 @@ void fnn_ws2_weights(int O, int C, int o_lo, int o_hi, const float* w, float* U)
         }
 }
 
-/* y := A^T m for 5 vectors, A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 0; 0 1 -1 8 1] */
-static inline void fnn_ws2_at(const __m512 m[5], __m512 y[4]) {
-    __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
-    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), m[3]);
-    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), m[3], d12);
-    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), m[3], s12);
-    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), m[3], d12), m[4]);
-}
-
 int fnn_ws2_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, long t_lo,
                   long t_hi, const float* U, const float* x, const float* bias, float* out,
                   float* V, float* M, int act, float slope) {
@@ -267,7 +258,7 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
         }
         for (int o = 0; o < O; o++) {
             const float* go = dy + o * OHW;
-            __m512 d[5][5], s[5][5], col[5], o5[5];
+            __m512 d[5][5];
             for (int r = 0; r < 5; r++) {  /* fnn_ws2_tiles' row loads, columns 0-4 */
                 __m512 p[8], c8[8];
                 const float* gr = go + (long)r * OW;
@@ -278,16 +269,7 @@ int fnn_ws2_dx_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw,
                 fnn_tile_rows16(p, c8);
                 for (int j = 0; j < 5; j++) d[r][j] = c8[j];
             }
-            for (int j = 0; j < 5; j++) {
-                for (int r = 0; r < 5; r++) col[r] = d[r][j];
-                fnn_ws2_bt(col, o5);
-                for (int i = 0; i < 5; i++) s[i][j] = o5[i];
-            }
-            float* v = V + (long)o * TL + g0;
-            for (int i = 0; i < 5; i++) {
-                fnn_ws2_bt(s[i], o5);
-                for (int j = 0; j < 5; j++) _mm512_store_ps(v + (5 * i + j) * VS, o5[j]);
-            }
+            fnn_ws2_patch(d, V + (long)o * TL + g0, VS);
         }
     }
     /* the 25 GEMMs: M[e] (4C x T) = U[e] (4C x O) @ V[e] (O x T) */

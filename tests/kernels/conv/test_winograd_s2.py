@@ -16,7 +16,7 @@ from fastnn._core import _conv, conv_plan, reference, routes
 from fastnn._core.tuning import tuning
 
 needs_s2 = pytest.mark.skipif(not _conv._winograd_s2_available(),
-                              reason="the stride-2 Winograd kernels need the AVX-512 level")
+                              reason="the stride-2 Winograd kernels need the AVX2 level or above")
 TOL = 2e-5  # of max(1, max |reference|): the float32 tolerance docs/winograd.md states
 
 
@@ -134,21 +134,22 @@ def test_levels_without_the_kernels_refuse_the_route():
         _conv._winograd_s2_forward(x, wt, None, np.empty((1, 3, 3, 3), np.float32), 1, 1)
 
 
-def test_the_planner_takes_it_for_the_dcgan_layers_at_avx512_only():
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+def test_the_planner_takes_it_for_the_dcgan_layers(level):
     d = ((64, 64, 14, 14), (128, 64, 4, 4), 2, 1)
-    assert conv_plan.plan_conv2d(*d, level="avx512", threads=2).forward == "winograd_s2"
-    assert conv_plan.plan_conv2d(*d, level="avx512", threads=1).forward == "winograd_s2"
-    assert conv_plan.plan_conv2d(*d, level="avx2", threads=2).forward != "winograd_s2"
-    assert conv_plan.plan_conv2d(*d, dtype="float64", level="avx512").forward != "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, level=level, threads=2).forward == "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, level=level, threads=1).forward == "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, level="baseline", threads=2).forward != "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, dtype="float64", level=level).forward != "winograd_s2"
     # dcgan-d's first layer (one input channel) and narrow outputs keep the direct route
     assert conv_plan.plan_conv2d((64, 1, 28, 28), (64, 1, 4, 4), 2, 1,
-                                 level="avx512").forward != "winograd_s2"
+                                 level=level).forward != "winograd_s2"
     assert conv_plan.plan_conv2d((64, 64, 14, 14), (16, 64, 4, 4), 2, 1,
-                                 level="avx512").forward != "winograd_s2"
-    assert conv_plan.plan_conv2d(*d, level="avx512", threads=2).dx == "winograd_s2_dx"
-    assert conv_plan.plan_conv2d(*d, level="avx2", threads=2).dx != "winograd_s2_dx"
+                                 level=level).forward != "winograd_s2"
+    assert conv_plan.plan_conv2d(*d, level=level, threads=2).dx == "winograd_s2_dx"
+    assert conv_plan.plan_conv2d(*d, level="baseline", threads=2).dx != "winograd_s2_dx"
     # dcgan-g's 128->64 transposed conv: its dx is that forward, its forward that dx
-    g = conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1, level="avx512",
+    g = conv_plan.plan_conv_transpose2d((64, 128, 7, 7), (128, 64, 4, 4), 2, 1, level=level,
                                         threads=2)
     assert (g.forward, g.dx) == ("winograd_s2_dx", "winograd_s2")
 
@@ -350,14 +351,15 @@ def test_3x3_same_bits_on_one_and_two_threads():
 @needs_s2
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_3x3_a_non_finite_value_falls_back_to_the_exact_routes(bad):
-    """Through the planner (resnet's 32->64 layer geometry): a non-finite x sends the forward
-    to direct_s2_forward, a non-finite dy the dx to the sub-pixel route, each then reaching
+    """Through the planner (resnet's 32->64 layer geometry; the forward's route forced, the
+    AVX2 level's planner keeps it on direct_s2_forward): a non-finite x sends the forward to
+    direct_s2_forward, a non-finite dy the dx to the sub-pixel route, each then reaching
     exactly the outputs of its windows."""
     rng = np.random.default_rng(13)
     x, wt = rand(rng, (2, 32, 16, 16)), rand(rng, (64, 32, 3, 3))
     x[1, 5, 6, 9] = bad
     out = np.empty((2, 64, 8, 8), np.float32)
-    with routes.traced() as taken:
+    with routes.traced() as taken, tuning(conv_forward="winograd_s2/3x3"):
         _core.conv2d_forward(x, wt, None, out, 2, 1)
     assert "winograd_s2/3x3" in taken and len(taken) == 2  # then direct_s2_forward
     assert any(r.startswith("direct_s2_forward/") for r in taken)
@@ -379,7 +381,7 @@ def test_3x3_a_non_finite_value_falls_back_to_the_exact_routes(bad):
 @pytest.mark.parametrize("output_padding", [0, 1])
 def test_3x3_conv_transpose_takes_both_routes(output_padding):
     """ConvTranspose2D 3x3 stride 2 (8x8 -> 15x15 or 16x16): its forward is the dx route, its
-    dx the forward route."""
+    dx the forward route (forced: the AVX2 level's planner keeps the direct route)."""
     rng = np.random.default_rng(14)
     x, wt, b = rand(rng, (2, 64, 8, 8)), rand(rng, (64, 32, 3, 3)), rand(rng, (32,))
     side = 15 + output_padding
@@ -393,7 +395,7 @@ def test_3x3_conv_transpose_takes_both_routes(output_padding):
     assert relative_error(out, want) <= TOL
     dy = rand(rng, out.shape)
     dx = np.empty_like(x)
-    with routes.traced() as taken:
+    with routes.traced() as taken, tuning(convt_dx="winograd_s2/3x3"):
         _core.conv_transpose2d_backward(x, wt, dy, dx, None, None, 2, 1)
     assert set(taken) == {"winograd_s2/3x3"}
     want_dx = np.empty(x.shape)
@@ -403,16 +405,20 @@ def test_3x3_conv_transpose_takes_both_routes(output_padding):
 
 
 def test_3x3_planner_choice_and_levels():
-    """AVX-512 only (the lower levels keep their routes), float32 only, the knob, resnet's
-    layers (tests/kernels/conv/test_planner.py), and the partial-tile sizes left alone."""
+    """The forward at AVX-512 only, dx at AVX2 too (the baseline keeps its routes), float32
+    only, the knob, resnet's layers (tests/kernels/conv/test_planner.py), and the partial-tile
+    sizes left alone."""
     d = ((64, 32, 16, 16), (64, 32, 3, 3), 2, 1)
     assert conv_plan.plan_conv2d(*d, level="avx512", threads=1)[:2] == ("winograd_s2/3x3",
                                                                         "winograd_s2_dx/3x3")
-    for level in ("avx2", "baseline"):
-        p = conv_plan.plan_conv2d(*d, level=level, threads=1)
-        assert "winograd_s2" not in p.forward + p.dx, (level, p)
-        assert not any(r.startswith("winograd_s2") for r in conv_plan.eligible(
-            "conv2d", "forward", *d[:2], 2, 1, level=level))
+    assert conv_plan.plan_conv2d(*d, level="avx2", threads=1)[:2] == (
+        "direct_s2_forward/per_sample", "winograd_s2_dx/3x3")
+    assert "winograd_s2/3x3" in conv_plan.eligible("conv2d", "forward", *d[:2], 2, 1,
+                                                   level="avx2")
+    p = conv_plan.plan_conv2d(*d, level="baseline", threads=1)
+    assert "winograd_s2" not in p.forward + p.dx, p
+    assert not any(r.startswith("winograd_s2") for r in conv_plan.eligible(
+        "conv2d", "forward", *d[:2], 2, 1, level="baseline"))
     p = conv_plan.plan_conv2d(*d, dtype="float64", level="avx512")
     assert "winograd_s2" not in p.forward + p.dx
     with tuning(conv_winograd_s2_3x3=False):
@@ -425,4 +431,4 @@ def test_3x3_planner_choice_and_levels():
         forced = conv_plan.plan_conv2d((64, 32, 12, 12), (64, 32, 3, 3), 2, 1, level="avx512")
         assert forced[:2] == ("winograd_s2/3x3", "winograd_s2_dx/3x3")
         with pytest.raises(ValueError, match="not eligible"):
-            conv_plan.plan_conv2d(*d, level="avx2")
+            conv_plan.plan_conv2d(*d, level="baseline")
