@@ -269,23 +269,6 @@ def conv2d_forward(x, weight, bias, out, stride, padding, relu=False, negative_s
     return _forward(plan.forward, x, weight, bias, out, sh, sw, ph, pw, act, slope)
 
 
-def _activate_all(out, int act, double slope):
-    """out := act(out) in place, in parallel (the implicit routes write their outputs panel by
-    panel across channels: the activation runs after)."""
-    cdef Py_ssize_t size = out.size
-    cdef bint single = out.dtype == np.float32
-    cdef float* pf = <float*>_ptr(out)
-    cdef double* pd = <double*>_ptr(out)
-    if act == 0:
-        return out
-    with nogil:
-        if single:
-            _activate_blocks(pf, size, act, slope, True)
-        else:
-            _activate_blocks(pd, size, act, slope, True)
-    return out
-
-
 def _im2col_passes(x, weight, dy, dx, dweight, dbias, int sh, int sw, int ph, int pw,
                    bint dw_nt):
     """conv2d_backward's im2col routes: dweight += dy @ im2col(x).T (im2col_dw/*), dx :=

@@ -385,6 +385,8 @@ def _activate_all(out, int act, double slope):
     cdef bint single = out.dtype == np.float32
     cdef float* pf = <float*>_ptr(out)
     cdef double* pd = <double*>_ptr(out)
+    if act == 0:
+        return out
     with nogil:
         if single:
             _activate_blocks(pf, size, act, slope, True)

@@ -73,7 +73,7 @@ static __attribute__((noinline)) void fnn_ws2dw_run(int m, int kc, const float* 
 /* Where a group of 8 tiles reads x (win) and dy: tile q's 4x4 block at ooff[q], orows[q] x
    ocols[q] of it inside dy (ocm[q]: its columns) */
 typedef struct {
-    fnn_ws2_win8 win;
+    fnn_ws2dw_win8 win;
     long ooff[8];
     int orows[8], ocols[8];
     __m128i ocm[8];
@@ -151,7 +151,7 @@ void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph,
         const int T = t_hi - b0 < bt ? (int)(t_hi - b0) : bt, TL = (T + 15) & ~15;
         for (int g0 = 0; g0 < TL; g0 += 8) {  /* where the groups of 8 tiles read */
             fnn_ws2dw_grp8* u = grp + g0 / 8;
-            fnn_ws2_win8_clear(&u->win);
+            fnn_ws2dw_win8_clear(&u->win);
             for (int q = 0; q < 8; q++) {
                 u->ooff[q] = 0;
                 u->orows[q] = u->ocols[q] = 0;
@@ -161,7 +161,7 @@ void fnn_ws2_dw_chunk(int N, int C, int H, int W, int O, int OH, int OW, int ph,
                 int ty, tx, k;
                 fnn_ws2dw_tile(N, OH, OW, gi, b0 + g0 + q, &gb, &k, &ke, &n, &ty, &tx);
                 int oy = 4 * ty, ox = 4 * tx;
-                fnn_ws2_window8(q, n, 8 * ty - ph, 8 * tx - pw, C, H, W, &u->win);
+                fnn_ws2dw_window8(q, n, 8 * ty - ph, 8 * tx - pw, C, H, W, &u->win);
                 u->ooff[q] = n * O * OHW + (long)oy * OW + ox;
                 u->orows[q] = OH - oy < 4 ? OH - oy : 4;
                 u->ocols[q] = OW - ox < 4 ? OW - ox : 4;

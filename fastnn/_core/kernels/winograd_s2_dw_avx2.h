@@ -6,6 +6,7 @@
 #define FNN_WINOGRAD_S2_DW_AVX2_H
 #include <immintrin.h>
 #include "mk_avx2.h"
+#include "winograd_transforms.h"
 
 /* 8 tiles' windows: lane q's offset idx[q] in x, rows[q] bit r where window row r is inside x;
    its columns 0-7: mode[q] 0 all inside x (a plain load), 1 a plain load at + sh[q] (inside the
@@ -16,16 +17,16 @@ typedef struct {
     int idx[8], sh[8];
     unsigned short rows[8];
     unsigned char mode[8], c89[8];
-} fnn_ws2_win8;
+} fnn_ws2dw_win8;
 
 /* lanes without a tile: no row inside, offset 0 */
-static inline void fnn_ws2_win8_clear(fnn_ws2_win8* g) {
+static inline void fnn_ws2dw_win8_clear(fnn_ws2dw_win8* g) {
     memset(g, 0, sizeof(*g));
 }
 
 /* lane q's 10x10 window of x (C, H, W planes a sample) at sample n, rows iy0.., columns ix0.. */
-static inline void fnn_ws2_window8(int q, long n, int iy0, int ix0, int C, int H, int W,
-                                   fnn_ws2_win8* g) {
+static inline void fnn_ws2dw_window8(int q, long n, int iy0, int ix0, int C, int H, int W,
+                                   fnn_ws2dw_win8* g) {
     int cm[8], perm[8], full = 1, rows = 0;
     const int s = ix0 < 0 ? 0 : (ix0 > W - 8 ? W - 8 : ix0);  /* the in-row load's first column */
     g->idx[q] = (int)(n * C * ((long)H * W) + (long)iy0 * W + ix0);
@@ -55,11 +56,11 @@ static inline __m128 fnn_ws2_cols89(const float* p, int c89) {
 }
 
 /* d[j] lane q := row r of tile q's window in channel plane xc, columns j < 10 (zero outside
-   x): columns 0-7 loaded as rows (fnn_ws2_win8's modes) and transposed into the tiles' lanes,
+   x): columns 0-7 loaded as rows (fnn_ws2dw_win8's modes) and transposed into the tiles' lanes,
    columns 8 and 9 loaded in pairs and shuffled into them; the same row pf floats on (the next
    channel's, or 0: none) prefetched */
 static inline void fnn_ws2_window_row8(const float* xc, int r, int W, long pf,
-                                       const fnn_ws2_win8* g, __m256 d[10]) {
+                                       const fnn_ws2dw_win8* g, __m256 d[10]) {
     const float* xr = xc + (long)r * W;
     __m128 c89[8];
     for (int k = 0; k < 8; k++) {
@@ -85,28 +86,17 @@ static inline void fnn_ws2_window_row8(const float* xc, int r, int W, long pf,
     d[9] = _mm256_shuffle_ps(y0, y1, 0xDD);
 }
 
-/* o := B^T d for 5 vectors (winograd_s2_avx512.h's fnn_ws2_bt, the same operations) */
-static inline void fnn_ws2_bt8(const __m256 d[5], __m256 o[5]) {
-    const __m256 two = _mm256_set1_ps(2.0f), three = _mm256_set1_ps(3.0f);
-    __m256 d31 = _mm256_sub_ps(d[3], d[1]);
-    o[0] = _mm256_fmadd_ps(two, _mm256_sub_ps(d[0], d[2]), d31);
-    o[1] = _mm256_fmadd_ps(two, d[1], _mm256_sub_ps(d[2], d[3]));
-    o[2] = _mm256_fmsub_ps(three, d[2], _mm256_fmadd_ps(two, d[1], d[3]));
-    o[3] = d31;
-    o[4] = _mm256_fmadd_ps(two, _mm256_sub_ps(d[1], d[3]), _mm256_sub_ps(d[4], d[2]));
-}
-
 /* V[e][.] := (B^T d B)[e] of phase (a, b)'s 5x5 patch d[2r + a][2j + b] of a 10x10 window
    (element e at v + e * VS) */
 static inline void fnn_ws2_phase8(__m256 d[10][10], int a, int b, float* v, long VS) {
     __m256 s[5][5], col[5], o5[5];
     for (int j = 0; j < 5; j++) {  /* columns: s[.][j] = B^T d[.][j] */
         for (int r = 0; r < 5; r++) col[r] = d[2 * r + a][2 * j + b];
-        fnn_ws2_bt8(col, o5);
+        fnn_ws2_bt(col, o5);
         for (int i = 0; i < 5; i++) s[i][j] = o5[i];
     }
     for (int i = 0; i < 5; i++) {  /* rows: V[i][.] = s[i][.] B */
-        fnn_ws2_bt8(s[i], o5);
+        fnn_ws2_bt(s[i], o5);
         for (int j = 0; j < 5; j++) _mm256_store_ps(v + (5 * i + j) * VS, o5[j]);
     }
 }
