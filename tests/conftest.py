@@ -33,3 +33,19 @@ def scaled_examples(n):
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.append(_REPO_ROOT)
+
+# The files that keep one worker busy a minute or more (the AddressSanitizer build, examples
+# trained to their bars, the fuzz suites): collected first, so that `-n 2 --dist loadfile` hands
+# them out first and the short files fill in beside them (longest first balances the workers).
+_LONGEST_FIRST = ("kernels/test_asan.py", "apps/test_examples_graph.py", "apps/test_cli_train.py",
+                  "apps/test_examples.py", "fuzz/test_fuzz.py", "model/test_fusion.py",
+                  "model/test_seq2seq.py", "apps/test_cli_plots.py",
+                  "kernels/elementwise/test_numba_kernels.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return next((i for i, tail in enumerate(_LONGEST_FIRST) if path.endswith(tail)),
+                    len(_LONGEST_FIRST))
+    items.sort(key=rank)  # stable: each file keeps its tests' order
