@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from . import _random
+from .layers.base import settle_grads
 
 __all__ = ["init", "rank", "size", "is_initialized", "barrier", "broadcast", "allreduce",
            "DataParallel"]
@@ -409,7 +410,7 @@ class _Buckets:
         dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
         total = sum(p.data.size for p in self.params)
         self.flat = np.zeros(total, dtype)
-        self.views, self.bounds, bucket_of = [], [], {}
+        self.views, self.bounds, bucket_of, self.bucket_params = [], [], {}, [[]]
         offset, start = 0, 0
         for p in reversed(self.params):
             view = self.flat[offset:offset + p.data.size].reshape(p.data.shape)
@@ -417,9 +418,11 @@ class _Buckets:
             p.grad = view
             self.views.append(view)
             bucket_of[id(p)] = len(self.bounds)
+            self.bucket_params[-1].append(p)
             offset += p.data.size
             if (offset - start) * dtype.itemsize >= self.bucket_bytes:
                 self.bounds.append((start, offset))
+                self.bucket_params.append([])
                 start = offset
         if offset > start or not self.bounds:
             self.bounds.append((start, offset))
@@ -485,6 +488,7 @@ class _Buckets:
 
     def _start(self, b):
         lo, hi = self.bounds[b]
+        settle_grads(self.bucket_params[b])  # a parameter no layer wrote this step: its zeros
         segment = self.flat[lo:hi]
         if self.weight != 1.0:
             segment *= segment.dtype.type(self.weight)

@@ -75,7 +75,10 @@ class Optimizer:
 
     def zero_grad(self):
         for p in self.params:
-            p.grad.fill(0)
+            if hasattr(p, "zero_grad"):  # a Parameter only marks it (see Parameter)
+                p.zero_grad()
+            else:
+                p.grad.fill(0)
 
     # the _core update function step() calls, and the factory (in _core.<_kernel_module>) of
     # its compiled kernel, which step() calls directly on views bound when _prepare checks a parameter

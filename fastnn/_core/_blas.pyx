@@ -425,14 +425,19 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
 
 
 cdef void _dense_backward(const floating* x, const floating* w, const floating* dy, floating* dx,
-                          floating* dweight, floating* dbias, int m, int n, int k) noexcept nogil:
+                          floating* dweight, floating* dbias, int m, int n, int k,
+                          bint accumulate) noexcept nogil:
     cdef int i, j
     cdef const floating* row
     if dx != NULL:      # dx (m, k) := dy (m, n) @ w (n, k)
         _gemm_auto(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
-    if dweight != NULL:  # dweight (n, k) += dy.T (n, m) @ x (m, k)
-        _gemm_auto(True, False, n, k, m, <floating>1, dy, n, x, k, <floating>1, dweight, k)
+    if dweight != NULL:  # dweight (n, k) += (or :=) dy.T (n, m) @ x (m, k)
+        _gemm_auto(True, False, n, k, m, <floating>1, dy, n, x, k,
+                   <floating>(1 if accumulate else 0), dweight, k)
     if dbias != NULL:
+        if not accumulate:
+            for j in range(n):
+                dbias[j] = 0
         for i in range(m):
             row = dy + <Py_ssize_t>i * n
             for j in range(n):
@@ -557,9 +562,11 @@ def _validate_dense_backward(x, weight, dy, dx, dweight, dbias):
     check_optional_out(where, "dbias", dbias, (weight.shape[0],), x.dtype, f"weight {weight.shape}")
 
 
-def dense_backward(x, weight, dy, dx, dweight, dbias):
-    """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0) (None outputs are skipped)."""
+def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True):
+    """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0) (None outputs are skipped);
+    accumulate=False overwrites dweight and dbias instead (their contents are ignored)."""
     cdef int t = _typenum(x)
+    cdef bint acc = accumulate
     cdef int m, n, k
     cdef void* dx_ptr = NULL
     cdef void* dw_ptr = NULL
@@ -589,11 +596,11 @@ def dense_backward(x, weight, dy, dx, dweight, dbias):
     if t == cnp.NPY_FLOAT:
         with nogil:
             _dense_backward(<float*>px, <float*>pw, <float*>pdy, <float*>dx_ptr, <float*>dw_ptr,
-                            <float*>db_ptr, m, n, k)
+                            <float*>db_ptr, m, n, k, acc)
     else:
         with nogil:
             _dense_backward(<double*>px, <double*>pw, <double*>pdy, <double*>dx_ptr,
-                            <double*>dw_ptr, <double*>db_ptr, m, n, k)
+                            <double*>dw_ptr, <double*>db_ptr, m, n, k, acc)
     if _tracing:
         _collect_seen()
     return dx

@@ -41,14 +41,14 @@ def dense_forward(x, weight, bias, out, activation="none", negative_slope=0.01):
     return out
 
 
-def dense_backward(x, weight, dy, dx, dweight, dbias):
-    """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0)."""
+def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True):
+    """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0) (:= with accumulate=False)."""
     if dx is not None:
         dx[...] = dy @ weight
     if dweight is not None:
-        dweight += dy.T @ x
+        dweight[...] = (dweight if accumulate else 0) + dy.T @ x
     if dbias is not None:
-        dbias += dy.sum(0)
+        dbias[...] = (dbias if accumulate else 0) + dy.sum(0)
     return dx
 
 

@@ -77,20 +77,61 @@ def check_positive_int(where, name, value):
 
 
 class Parameter:
-    """A learnable array and its gradient (same shape and dtype)."""
+    """A learnable array and its gradient (same shape and dtype).
 
-    __slots__ = ("name", "data", "grad")
+    ``zero_grad()`` marks the gradient zero without writing it: the array is zeroed when
+    ``.grad`` is next read, or overwritten whole by a layer whose backward can write instead of
+    add (``grad_target``), which saves a pass over it each step. As with PyTorch's default
+    ``zero_grad(set_to_none=True)``, an array taken from ``.grad`` before ``zero_grad()`` keeps
+    its old values until ``.grad`` is read again."""
+
+    __slots__ = ("name", "data", "_grad", "_zeroed")
 
     def __init__(self, name, data):
         self.name = name
         self.data = np.ascontiguousarray(data)
         self.grad = np.zeros_like(self.data)
 
+    @property
+    def grad(self):
+        if self._zeroed:
+            self._grad.fill(0)
+            self._zeroed = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, array):
+        self._grad = array
+        self._zeroed = False
+
     def zero_grad(self):
-        self.grad.fill(0)
+        self._zeroed = True
+
+    def grad_target(self):
+        """``(array, accumulate)`` for a kernel about to write this gradient: add into the array
+        when ``accumulate``, else overwrite all of it (zero_grad marked it zero). Either way the
+        array holds the gradient afterwards."""
+        zeroed, self._zeroed = self._zeroed, False
+        return self._grad, not zeroed
 
     def __repr__(self):
         return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def grad_targets(*params):
+    """The gradient arrays of ``params`` (None stays None) for one kernel call that writes them
+    all, and whether it adds into them: it overwrites only when zero_grad marked every one zero."""
+    given = [p for p in params if p is not None]
+    if all(p._zeroed for p in given):
+        return (*(None if p is None else p.grad_target()[0] for p in params), False)
+    return (*(None if p is None else p.grad for p in params), True)
+
+
+def settle_grads(params):
+    """Write the zeros zero_grad only marked, for code that reads gradient arrays behind the
+    parameters' backs (a flat buffer their arrays are views of)."""
+    for p in params:
+        p.grad  # noqa: B018  (reading .grad zeroes a marked gradient)
 
 
 _NAME_COUNTERS = defaultdict(itertools.count)

@@ -4,7 +4,7 @@ import numpy as np
 from .. import _core
 from .. import init as _init
 from .activation import relu_fusion
-from .base import Layer, check_positive_int
+from .base import Layer, check_positive_int, grad_targets
 
 
 class WeightedLayer(Layer):
@@ -119,8 +119,8 @@ class Dense(WeightedLayer):
         flat = dy.ndim == 2
         bias = self.bias
         dy2 = dy if flat else dy.reshape(-1, self.out_features)
-        _core.dense_backward(self.x, self.weight.data, dy2, dx, self.weight.grad,
-                             None if bias is None else bias.grad)
+        dweight, dbias, accumulate = grad_targets(self.weight, bias)
+        _core.dense_backward(self.x, self.weight.data, dy2, dx, dweight, dbias, accumulate)
         if dx is None or flat:
             return dx
         return dx.reshape(*self.lead_shape, self.in_features)

@@ -21,7 +21,7 @@ def _check_part(where, name, part):
 
 def _zero(params):
     for p in params:
-        p.grad.fill(0)
+        p.zero_grad()
 
 
 def _progress(verbose, total, desc):

@@ -76,7 +76,7 @@ class VAE(CompositeState):
 
     def zero_grad(self):
         for p in self.parameters():
-            p.grad.fill(0)
+            p.zero_grad()
 
     @property
     def dtype(self):

@@ -65,6 +65,11 @@ def test_dense_backward_matches_reference(threads, m, n, k):
     dw2 = np.zeros((n, k), np.float32)
     _core.dense_backward(x, w, dy, None, dw2, None)  # dx skipped
     assert_close(dw2, dy.T @ x)
+    # accumulate=False overwrites: what the gradients held (NaN here) is ignored
+    dw3, db3 = np.full((n, k), np.nan, np.float32), np.full((n,), np.nan, np.float32)
+    _core.dense_backward(x, w, dy, None, dw3, db3, accumulate=False)
+    assert_close(dw3, dy.T @ x)
+    assert_close(db3, dy.sum(0))
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])

@@ -252,6 +252,50 @@ def test_parameter_gradients_accumulate():
         assert all(not p.grad.any() for p in layer.parameters())
 
 
+@pytest.mark.parametrize("make", [lambda: L.Dense(3, 2), lambda: L.Dense(3, 2, bias=False),
+                                  lambda: L.Conv2D(2, 3, 2), lambda: L.BatchNorm1D(3)],
+                         ids=["Dense", "Dense-no-bias", "Conv2D", "BatchNorm1D"])
+def test_zero_grad_then_backward_gives_the_gradient_of_that_backward_alone(make):
+    # zero_grad only marks the gradients; a backward then writes them (Dense overwrites, the
+    # others zero and add): old values, even NaN, never leak into the new gradient
+    layer = make().astype(np.float64)
+    x = randn(4, 3) if not isinstance(layer, L.Conv2D) else randn(2, 2, 4, 4)
+    dy = randn(*layer.forward(x).shape, seed=1)
+    layer.backward(dy)
+    expected = [p.grad.copy() for p in layer.parameters()]
+    for p in layer.parameters():
+        p.grad[...] = np.nan
+    layer.zero_grad()
+    assert all(not p.grad.any() for p in layer.parameters())  # reading gives the zeros
+    for p in layer.parameters():
+        p.grad[...] = np.nan
+    layer.zero_grad()
+    layer.forward(x)
+    layer.backward(dy)  # without reading .grad first
+    for p, g in zip(layer.parameters(), expected):
+        np.testing.assert_array_equal(p.grad, g)
+    # zeroed by the optimizer too, and a layer called twice adds its second call
+    opt = fnn.optim.SGD(layer.parameters(), lr=0.1)
+    opt.zero_grad()
+    for _ in range(2):
+        layer.forward(x)
+        layer.backward(dy)
+    for p, g in zip(layer.parameters(), expected):
+        np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-12, atol=1e-12)
+
+
+def test_a_gradient_array_taken_before_zero_grad_keeps_its_values_until_read_again():
+    # as PyTorch's zero_grad(set_to_none=True): zero_grad writes nothing itself
+    layer = L.Dense(3, 2).astype(np.float64)
+    layer.forward(randn(4, 3))
+    layer.backward(randn(4, 2, seed=1))
+    taken = layer.weight.grad
+    before = taken.copy()
+    layer.zero_grad()
+    np.testing.assert_array_equal(taken, before)
+    assert layer.weight.grad is taken and not taken.any()
+
+
 # --- values of the simple layers against plain NumPy -----------------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_values_against_numpy(dtype):

@@ -327,3 +327,29 @@ def test_sequential_reports_each_layer_after_its_backward():
     model.backward(np.ones((6, 3), np.float32), input_grad=False)
     # the fused BatchNorm + ReLU: the ReLU's backward runs inside the BatchNorm's
     assert seen == [3, 1, 0]
+
+
+def test_buckets_send_zeros_for_gradients_zero_grad_only_marked():
+    # zero_grad marks gradients without writing them; a parameter no backward wrote this step
+    # must still go into its bucket's allreduce as zeros, not as last step's values
+    sent = []
+
+    class MPI:
+        IN_PLACE, SUM = object(), object()
+
+        class Request:
+            Waitall = staticmethod(lambda requests: None)
+
+    class Comm:
+        def Iallreduce(self, sendbuf, recvbuf, op):
+            sent.append(recvbuf.copy())
+
+    model = fnn.Sequential(L.Dense(4, 5), L.Dense(5, 3))
+    buckets = dist._Buckets(model, Comm(), MPI, bucket_bytes=1)
+    for p in model.parameters():
+        p.grad[...] = 7
+    model.zero_grad()
+    buckets.begin(1.0)
+    buckets.finish()
+    assert len(sent) == len(buckets.bounds) >= 2
+    assert all(not s.any() for s in sent)
