@@ -4,7 +4,7 @@ The tests are grouped by room: kernels/ (the compiled core: conv/, recurrent/, e
 the GEMM, ISA, thread and AddressSanitizer tests), layers/, model/ (Sequential, graph models,
 training, checkpoints, inference, export, distributed), parity/ (against PyTorch), fuzz/, bench/
 and apps/ (command line, examples, docs, data sets). The helper modules beside this file
-(conv_route_helpers, thread_counts, digit_judge, mpi_checks) are importable from every room:
+(conv_route_helpers, thread_counts, digit_judge, pictures, mpi_checks) are importable from every room:
 pytest puts this directory on sys.path when it loads this file."""
 import os
 import sys

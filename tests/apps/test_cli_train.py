@@ -3,6 +3,7 @@ checkpoint that ``fastnn.load`` rebuilds with the same predictions. ``fastnn tra
 ae|vae|dcgan|gan|wgan``: each meets its quality bar (wgan after 60 of its 300 epochs; the
 generators' samples judged by tests/digit_judge.py) and saves the model that ``fastnn.load``
 gives back."""
+import importlib.util
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from fastnn.recipes import generative
 
 from digit_judge import (blurred_noise, judge, shuffled_pixels, sparse_pixels, train_judge,
                          uniform_noise)
+from pictures import check_dcgan_pictures
 
 
 @pytest.fixture(autouse=True)
@@ -163,6 +165,8 @@ def test_generative_commands_save_a_generator_of_confident_digits_of_many_classe
                 + ([] if epochs is None else ["--epochs", str(epochs)])) == 0
     out = capsys.readouterr().out
     assert str(path) in out
+    if name == "dcgan" and all(importlib.util.find_spec(m) for m in ("matplotlib", "PIL")):
+        check_dcgan_pictures(tmp_path, out)  # its pictures, drawn by default (test_cli_plots.py)
     generator = fnn.load(path)  # the VAE's decoder or the GAN's generator: latent codes in
     z = np.random.default_rng(0).standard_normal((1000, latent)).astype(np.float32)
     images = generator.predict(z)
