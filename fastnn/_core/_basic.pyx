@@ -54,15 +54,13 @@ cdef inline Py_ssize_t _share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) n
 cdef inline float _exp_diff32(float a, float b) noexcept nogil:
     # exp(a - b) as if a - b were not rounded: the difference's rounding error (two-sum) corrects
     # the exponential to first order (_fastmath._exp_diff's float32 version)
+    # (selects, not branches: a loop over it vectorises)
     cdef float d = a - b
     cdef float t = d - a
     cdef float err = (a - (d - t)) + (-b - t)
-    if err != err:  # infinite or NaN difference: no correction
-        err = 0.0
+    err = fnn_selectf(err != err, 0.0, err)  # infinite or NaN difference: no correction
     cdef float e = fnn_expf(d)
-    if e < INFINITY:
-        return e + e * err
-    return e
+    return fnn_selectf(e < INFINITY, e + e * err, e)  # inf * 0 would be NaN
 
 
 # ---- ReLU (flat arrays) ---------------------------------------------------------------------------
