@@ -81,7 +81,7 @@ class Parameter:
 
     ``zero_grad()`` marks the gradient zero without writing it: the array is zeroed when
     ``.grad`` is next read, or overwritten whole by a layer whose backward can write instead of
-    add (``grad_target``), which saves a pass over it each step. As with PyTorch's default
+    add (``grad_targets``), which saves a pass over it each step. As with PyTorch's default
     ``zero_grad(set_to_none=True)``, an array taken from ``.grad`` before ``zero_grad()`` keeps
     its old values until ``.grad`` is read again."""
 
@@ -107,24 +107,21 @@ class Parameter:
     def zero_grad(self):
         self._zeroed = True
 
-    def grad_target(self):
-        """``(array, accumulate)`` for a kernel about to write this gradient: add into the array
-        when ``accumulate``, else overwrite all of it (zero_grad marked it zero). Either way the
-        array holds the gradient afterwards."""
-        zeroed, self._zeroed = self._zeroed, False
-        return self._grad, not zeroed
-
     def __repr__(self):
         return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
 
 
-def grad_targets(*params):
-    """The gradient arrays of ``params`` (None stays None) for one kernel call that writes them
-    all, and whether it adds into them: it overwrites only when zero_grad marked every one zero."""
-    given = [p for p in params if p is not None]
-    if all(p._zeroed for p in given):
-        return (*(None if p is None else p.grad_target()[0] for p in params), False)
-    return (*(None if p is None else p.grad for p in params), True)
+def grad_targets(weight, bias=None):
+    """The gradient arrays of ``weight`` and ``bias`` (None stays None) for one kernel call that
+    writes both, and whether it adds into them: it overwrites only when zero_grad marked both
+    zero (the common training step; a layer called twice adds its second call)."""
+    if weight._zeroed and (bias is None or bias._zeroed):
+        weight._zeroed = False
+        if bias is None:
+            return weight._grad, None, False
+        bias._zeroed = False
+        return weight._grad, bias._grad, False
+    return weight.grad, None if bias is None else bias.grad, True
 
 
 def settle_grads(params):
