@@ -95,6 +95,26 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
     if (lo > OW) lo = OW;
     if (hi > OW) hi = OW;
     if (hi < lo) hi = lo;
+    if (sw == 1 && lo == 0 && hi == OW && OW >= 8) {
+        /* every column on the row (no horizontal padding), rows of 8 floats or more: the rows
+           on the plane as vector copies, the last vector overlapping the one before it (the
+           same values), the rows above and below it zero */
+        int oh_lo = ph - i > 0 ? (ph - i + sh - 1) / sh : 0;
+        int oh_hi = H - 1 + ph - i < 0 ? 0 : (H - 1 + ph - i) / sh + 1;
+        if (oh_hi > OH) oh_hi = OH;
+        if (oh_lo > oh_hi) oh_lo = oh_hi;
+        for (long q = 0; q < (long)oh_lo * OW; q++) dst[q] = 0.0f;
+        for (long q = (long)oh_hi * OW; q < (long)OH * OW; q++) dst[q] = 0.0f;
+        const float* src = plane + (long)(oh_lo * sh - ph + i) * W + off;
+        float* d = dst + (long)oh_lo * OW;
+        long sstep = (long)sh * W;
+        for (int oh = oh_lo; oh < oh_hi; oh++, src += sstep, d += OW) {
+            int ow = 0;
+            for (; ow + 8 < OW; ow += 8) _mm256_storeu_ps(d + ow, _mm256_loadu_ps(src + ow));
+            _mm256_storeu_ps(d + OW - 8, _mm256_loadu_ps(src + OW - 8));
+        }
+        return;
+    }
     for (int oh = 0; oh < OH; oh++) {
         float* d = dst + (long)oh * OW;
         int ih = oh * sh - ph + i;
@@ -107,6 +127,12 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
         if (sw == 1) {
             int ow = lo;
             for (; ow + 8 <= hi; ow += 8) _mm256_storeu_ps(d + ow, _mm256_loadu_ps(src + ow));
+            /* the tail as one vector ending at hi, overlapping the last one (same values): rows
+               of 10-14 floats otherwise spend most of their time in the scalar loop */
+            if (ow < hi && hi - lo >= 8) {
+                _mm256_storeu_ps(d + hi - 8, _mm256_loadu_ps(src + hi - 8));
+                ow = hi;
+            }
             for (; ow < hi; ow++) d[ow] = src[ow];
         } else {
             for (int ow = lo; ow < hi; ow++) d[ow] = src[(long)ow * sw];
