@@ -7,13 +7,12 @@ cdef Py_ssize_t _col_chunk_bytes = 4 << 20
 
 
 def _default_chunk_bytes():
-    """Half the core's L2 on Intel, 4 MB elsewhere: a chunk's column matrix is written by im2col
-    and read back by its GEMM on the same core (benchmarks/decisions.md, "im2col chunks")."""
+    """Half the core's L2 on Intel; elsewhere twice the L2, between 1 and 4 MB (4 MB when the L2
+    is unknown): a chunk's column matrix is written by im2col and read back by its GEMM on the
+    same core (benchmarks/decisions.md, "im2col chunks")."""
     try:
         with open("/proc/cpuinfo") as f:
             intel = "GenuineIntel" in f.read(4096)
-        if not intel:
-            return 4 << 20
         for index in range(8):
             base = f"/sys/devices/system/cpu/cpu0/cache/index{index}/"
             with open(base + "level") as f:
@@ -22,7 +21,9 @@ def _default_chunk_bytes():
             with open(base + "size") as f:
                 text = f.read().strip().upper()
             size = int(text.rstrip("KMB")) << (20 if text.endswith("M") else 10)
-            return max(256 << 10, min(4 << 20, size // 2))
+            if intel:
+                return max(256 << 10, min(4 << 20, size // 2))
+            return max(1 << 20, min(4 << 20, 2 * size))
     except (OSError, ValueError):
         pass
     return 4 << 20

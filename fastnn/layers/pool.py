@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import _core
 from .._core import check_pair, conv_out_size
+from .activation import ReLU
 from .base import Layer, drop_workspaces, workspace
 
 
@@ -51,6 +52,7 @@ class _Pool2D(Layer):
 
     def _on_dtype_change(self):
         self.x_shape = None
+        self.__dict__.pop("_y", None)
         drop_workspaces(self)
 
 
@@ -82,6 +84,7 @@ class MaxPool2D(_Pool2D):
         self.argmax = workspace(self, "argmax", self.y_shape, np.int64)
         if x.size:   # an empty batch has nothing to pool (and no planes to index)
             _core.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, out, self.argmax)
+        self._y = out   # the ReLU mask of backward_through_activation
         return out
 
     def backward(self, dy):
@@ -90,6 +93,26 @@ class MaxPool2D(_Pool2D):
         if dx.size:
             _core.maxpool2d_backward(dy, self.argmax, dx)
         return dx
+
+    def takes_activation_backward(self, before):
+        """Whether :meth:`backward_through_activation` can run the backward of ``before``, the
+        layer whose output is this one's input: a ReLU (exact type)."""
+        return (type(before) is ReLU and type(self).backward is MaxPool2D.backward
+                and type(self).forward is MaxPool2D.forward)
+
+    def backward_through_activation(self, dy, before):
+        """``before.backward(self.backward(dy))`` for a ReLU ``before``, the same bits, with the
+        mask applied to dy on the pooled grid (kh*kw times fewer elements than the ReLU's own
+        pass): the gradient reaches only argmax positions, where the ReLU's output is this
+        layer's output y, so "ReLU output > 0" there is "y > 0" (NaN: neither), and the
+        windows sharing an argmax are all kept or all dropped."""
+        y = getattr(self, "_y", None)
+        if before.saved is None or y is None or y.shape != dy.shape or before.saved.shape != self.x_shape:
+            return before.backward(self.backward(dy))
+        dy = self._check_dy(dy)
+        masked = np.empty(dy.shape, dtype=self._dtype)
+        _core.relu_backward(y, dy, masked)
+        return self.backward(masked)
 
 
 class AvgPool2D(_Pool2D):

@@ -472,9 +472,10 @@ def test_im2col_col2im_wide_rows_match_reference(dtype, stride):
     # than one and two vectors, ragged tails, padding up to and past the kernel size, every
     # entry written (the column matrix starts as NaN)
     rng = np.random.default_rng(sum(stride))
-    for h, w in [(5, 33), (7, 16), (4, 17), (30, 30), (3, 1)]:
+    # (rows of exactly 8 and 10 outputs with vertical padding only: the whole-row copies)
+    for h, w in [(5, 33), (7, 16), (4, 17), (30, 30), (3, 1), (6, 12), (9, 8)]:
         for k in [(3, 3), (4, 4), (1, 1), (2, 5)]:
-            for p in [(0, 0), (1, 1), (k[0] // 2, k[1] // 2), (k[0], k[1] + 1)]:
+            for p in [(0, 0), (1, 1), (k[0] // 2, k[1] // 2), (k[0], k[1] + 1), (k[0], 0), (1, 0)]:
                 if h + 2 * p[0] < k[0] or w + 2 * p[1] < k[1]:
                     continue
                 oh = (h + 2 * p[0] - k[0]) // stride[0] + 1

@@ -85,7 +85,7 @@ void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) {
 void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw, int ph,
                         int pw, int OH, int OW, float* dst) {
     int off = j - pw;
-    if (sh == 1 && sw == 1 && OW == W) {
+    if (sh == 1 && sw == 1 && OW == W && !(OW >= 8 && OW <= 64)) {
         fnn_im2col_row_same(plane, H, W, i, ph, off, OH, OW, dst);
         return;
     }
@@ -95,6 +95,53 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
     if (lo > OW) lo = OW;
     if (hi > OW) hi = OW;
     if (hi < lo) hi = lo;
+    if (sw == 1 && lo == 0 && hi == OW && OW >= 8) {
+        /* every column on the row (no horizontal padding), rows of 8 floats or more: the rows
+           on the plane as vector copies, the last vector overlapping the one before it (the
+           same values), the rows above and below it zero */
+        int oh_lo = ph - i > 0 ? (ph - i + sh - 1) / sh : 0;
+        int oh_hi = H - 1 + ph - i < 0 ? 0 : (H - 1 + ph - i) / sh + 1;
+        if (oh_hi > OH) oh_hi = OH;
+        if (oh_lo > oh_hi) oh_lo = oh_hi;
+        for (long q = 0; q < (long)oh_lo * OW; q++) dst[q] = 0.0f;
+        for (long q = (long)oh_hi * OW; q < (long)OH * OW; q++) dst[q] = 0.0f;
+        const float* src = plane + (long)(oh_lo * sh - ph + i) * W + off;
+        float* d = dst + (long)oh_lo * OW;
+        long sstep = (long)sh * W;
+        for (int oh = oh_lo; oh < oh_hi; oh++, src += sstep, d += OW) {
+            int ow = 0;
+            for (; ow + 8 < OW; ow += 8) _mm256_storeu_ps(d + ow, _mm256_loadu_ps(src + ow));
+            _mm256_storeu_ps(d + OW - 8, _mm256_loadu_ps(src + OW - 8));
+        }
+        return;
+    }
+    if (sw == 1 && OW >= 8 && OW <= 64) {
+        /* columns off the plane too (horizontal padding): each row as the same few masked
+           vector loads (a masked-off lane reads nothing and gives 0, the padding), the last
+           vector overlapping the one before it */
+        int oh_lo = ph - i > 0 ? (ph - i + sh - 1) / sh : 0;
+        int oh_hi = H - 1 + ph - i < 0 ? 0 : (H - 1 + ph - i) / sh + 1;
+        if (oh_hi > OH) oh_hi = OH;
+        if (oh_lo > oh_hi) oh_lo = oh_hi;
+        for (long q = 0; q < (long)oh_lo * OW; q++) dst[q] = 0.0f;
+        for (long q = (long)oh_hi * OW; q < (long)OH * OW; q++) dst[q] = 0.0f;
+        int nv = (OW + 7) / 8, pos[8];
+        __m256i mask[8];
+        const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (int v = 0; v < nv; v++) {
+            pos[v] = v == nv - 1 ? OW - 8 : 8 * v;
+            __m256i col = _mm256_add_epi32(_mm256_set1_epi32(pos[v]), step);
+            mask[v] = _mm256_and_si256(_mm256_cmpgt_epi32(col, _mm256_set1_epi32(lo - 1)),
+                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), col));
+        }
+        float* d = dst + (long)oh_lo * OW;
+        long sstep = (long)sh * W;
+        const float* src = plane + (long)(oh_lo * sh - ph + i) * W + off;
+        for (int oh = oh_lo; oh < oh_hi; oh++, src += sstep, d += OW)
+            for (int v = 0; v < nv; v++)
+                _mm256_storeu_ps(d + pos[v], _mm256_maskload_ps(src + pos[v], mask[v]));
+        return;
+    }
     for (int oh = 0; oh < OH; oh++) {
         float* d = dst + (long)oh * OW;
         int ih = oh * sh - ph + i;
@@ -107,6 +154,12 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
         if (sw == 1) {
             int ow = lo;
             for (; ow + 8 <= hi; ow += 8) _mm256_storeu_ps(d + ow, _mm256_loadu_ps(src + ow));
+            /* the tail as one vector ending at hi, overlapping the last one (same values): rows
+               of 10-14 floats otherwise spend most of their time in the scalar loop */
+            if (ow < hi && hi - lo >= 8) {
+                _mm256_storeu_ps(d + hi - 8, _mm256_loadu_ps(src + hi - 8));
+                ow = hi;
+            }
             for (; ow < hi; ow++) d[ow] = src[ow];
         } else {
             for (int ow = lo; ow < hi; ow++) d[ow] = src[(long)ow * sw];
