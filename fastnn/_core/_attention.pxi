@@ -278,3 +278,133 @@ def _masked_softmax_grad(p, ds, double scale, int threads):
             _softmax_grad_rows(<float*>pp, <float*>pg, rows, S, <float>scale, threads)
         else:
             _softmax_grad_rows(<double*>pp, <double*>pg, rows, S, scale, threads)
+
+
+# ---- layer normalisation (fastnn._core.layer_norm validates and documents it) ------------------
+# Rows in parallel on the GEMMs' OpenMP threads; the parameter gradients are column sums over
+# LN_ROW_BLOCKS fixed row blocks (a partition fixed by the shape), added in block order after:
+# the bits do not depend on the thread count. The backward's blocks also form their rows' dx
+# while the rows are in L1.
+cdef extern from "kernels/layer_norm.h":
+    void fnn_ln_forward_row_f32(const float* x, int d, const float* w, const float* b, double eps,
+                                float* out, double* mean, double* invstd) noexcept nogil
+    void fnn_ln_forward_row_f64(const double* x, int d, const double* w, const double* b,
+                                double eps, double* out, double* mean,
+                                double* invstd) noexcept nogil
+    void fnn_ln_backward_rows_f32(const float* x, const float* dy, const float* w,
+                                  const double* mean, const double* invstd, int r0, int r1, int d,
+                                  float* dx, double* pw, double* pb) noexcept nogil
+    void fnn_ln_backward_rows_f64(const double* x, const double* dy, const double* w,
+                                  const double* mean, const double* invstd, int r0, int r1, int d,
+                                  double* dx, double* pw, double* pb) noexcept nogil
+
+cdef enum:
+    LN_ROW_BLOCKS = 16
+
+
+cdef inline void _ln_forward_row(const floating* x, int d, const floating* w, const floating* b,
+                                 double eps, floating* out, double* mean,
+                                 double* invstd) noexcept nogil:
+    if floating is float:
+        fnn_ln_forward_row_f32(x, d, w, b, eps, out, mean, invstd)
+    else:
+        fnn_ln_forward_row_f64(x, d, w, b, eps, out, mean, invstd)
+
+
+cdef void _ln_forward(const floating* x, const floating* w, const floating* b, double eps,
+                      floating* out, double* mean, double* invstd, int m, int d,
+                      int nt) noexcept nogil:
+    cdef int i
+    if nt > 1:
+        for i in prange(m, num_threads=nt, schedule="static"):
+            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
+                            mean + i, invstd + i)
+    else:
+        for i in range(m):
+            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
+                            mean + i, invstd + i)
+
+
+cdef inline void _ln_backward_block(const floating* x, const floating* dy, const floating* w,
+                                    const double* mean, const double* invstd, int m, int d,
+                                    int blocks, int blk, floating* dx, double* parts,
+                                    bint pw, bint pb) noexcept nogil:
+    cdef double* part = parts + <Py_ssize_t>blk * 2 * d
+    if floating is float:
+        fnn_ln_backward_rows_f32(x, dy, w, mean, invstd, <int>((<long>blk * m) // blocks),
+                                 <int>((<long>(blk + 1) * m) // blocks), d, dx,
+                                 part if pw else NULL, part + d if pb else NULL)
+    else:
+        fnn_ln_backward_rows_f64(x, dy, w, mean, invstd, <int>((<long>blk * m) // blocks),
+                                 <int>((<long>(blk + 1) * m) // blocks), d, dx,
+                                 part if pw else NULL, part + d if pb else NULL)
+
+
+cdef void _ln_backward(const floating* x, const floating* dy, const floating* w,
+                       const double* mean, const double* invstd, int m, int d, floating* dx,
+                       floating* dweight, floating* dbias, double* parts, int blocks,
+                       int nt) noexcept nogil:
+    cdef int blk, j
+    cdef double acc
+    cdef bint pw = dweight != NULL, pb = dbias != NULL
+    if nt > 1:
+        for blk in prange(blocks, num_threads=nt, schedule="static"):
+            _ln_backward_block(x, dy, w, mean, invstd, m, d, blocks, blk, dx, parts, pw, pb)
+    else:
+        for blk in range(blocks):
+            _ln_backward_block(x, dy, w, mean, invstd, m, d, blocks, blk, dx, parts, pw, pb)
+    for j in range(2 * d):  # the blocks in order
+        if (j < d and not pw) or (j >= d and not pb):
+            continue
+        acc = 0.0
+        for blk in range(blocks):
+            acc = acc + parts[<Py_ssize_t>blk * 2 * d + j]
+        if j < d:
+            dweight[j] += <floating>acc
+        else:
+            dbias[j - d] += <floating>acc
+
+
+def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd):
+    """fastnn._core.layer_norm.layer_norm_forward after its checks (see there)."""
+    cdef int m = dim(x, 0), d = dim(x, 1)
+    cdef int nt = min(gemm_threads(<Py_ssize_t>4 * m * d), m)
+    cdef void* px = data(x)
+    cdef void* pw = _data_or_null(weight)
+    cdef void* pb = _data_or_null(bias)
+    cdef void* po = data(out)
+    cdef double* pm = <double*>data(mean)
+    cdef double* pi = <double*>data(invstd)
+    cdef bint f32 = _typenum(x) == cnp.NPY_FLOAT
+    with nogil:
+        if f32:
+            _ln_forward(<float*>px, <float*>pw, <float*>pb, eps, <float*>po, pm, pi, m, d, nt)
+        else:
+            _ln_forward(<double*>px, <double*>pw, <double*>pb, eps, <double*>po, pm, pi, m, d, nt)
+
+
+def _layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):
+    """fastnn._core.layer_norm.layer_norm_backward after its checks (see there)."""
+    cdef int m = dim(x, 0), d = dim(x, 1)
+    cdef int blocks = min(<int>LN_ROW_BLOCKS, m)
+    cdef int nt = min(gemm_threads(<Py_ssize_t>4 * m * d), blocks)
+    parts = None
+    if dweight is not None or dbias is not None:
+        parts = cnp.PyArray_ZEROS(3, [blocks, 2, d], cnp.NPY_DOUBLE, 0)
+    cdef void* px = data(x)
+    cdef void* pg = data(dy)
+    cdef void* pw = _data_or_null(weight)
+    cdef double* pm = <double*>data(mean)
+    cdef double* pi = <double*>data(invstd)
+    cdef void* pdx = _data_or_null(dx)
+    cdef void* pdw = _data_or_null(dweight)
+    cdef void* pdb = _data_or_null(dbias)
+    cdef double* pp = <double*>_data_or_null(parts)
+    cdef bint f32 = _typenum(x) == cnp.NPY_FLOAT
+    with nogil:
+        if f32:
+            _ln_backward(<float*>px, <float*>pg, <float*>pw, pm, pi, m, d, <float*>pdx,
+                         <float*>pdw, <float*>pdb, pp, blocks, nt)
+        else:
+            _ln_backward(<double*>px, <double*>pg, <double*>pw, pm, pi, m, d, <double*>pdx,
+                         <double*>pdw, <double*>pdb, pp, blocks, nt)

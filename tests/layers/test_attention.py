@@ -250,7 +250,7 @@ def test_transformer_in_a_graph_model_trains_and_saves(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_layer_norm_and_attention_give_the_same_bits_on_one_and_two_threads(dtype):
-    """Numba row kernels and fixed row blocks: no sum depends on the thread count."""
+    """Compiled row kernels and fixed row blocks: no sum depends on the thread count."""
     r = np.random.default_rng(5)
     x = r.standard_normal((64, 40, 32)).astype(dtype)
     dy = r.standard_normal(x.shape).astype(dtype)
@@ -270,6 +270,42 @@ def test_layer_norm_and_attention_give_the_same_bits_on_one_and_two_threads(dtyp
         fnn.set_num_threads(old)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [16, 128, 40, 7])
+def test_layer_norm_kernels_equal_the_float64_reference_on_every_route(dtype, d):
+    """The compiled layer norm (float32 widths that are multiples of 16 take the vector rows, the
+    others the generic ones) against the NumPy reference: with and without weight and bias, an
+    offset row set, each backward output skippable, NaN kept to its row."""
+    r = np.random.default_rng(d)
+    m = 300  # more rows than the parameter gradients' blocks, not a multiple of them
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    for affine, offset in ((True, 0), (False, 1000), (True, 1000)):
+        x = (r.standard_normal((m, d)) + offset).astype(dtype)
+        dy = r.standard_normal((m, d)).astype(dtype)
+        w = r.standard_normal(d).astype(dtype) if affine else None
+        b = r.standard_normal(d).astype(dtype) if affine else None
+        for skip in (None, "dx", "params"):
+            got, want = [], []
+            for mod, sink in ((K, got), (R, want)):
+                out, mean, inv = np.empty_like(x), np.empty(m), np.empty(m)
+                mod.layer_norm_forward(x, w, b, 1e-5, out, mean, inv)
+                dx = None if skip == "dx" else np.empty_like(x)
+                dw = None if skip == "params" else np.full(d, 0.5, dtype)
+                db = None if skip == "params" or not affine else np.full(d, -0.5, dtype)
+                mod.layer_norm_backward(x, dy, w, mean, inv, dx, dw, db)
+                sink.extend([out, mean, inv, dx, dw, db])
+            for g, w_ in zip(got, want):
+                if w_ is None:
+                    assert g is None
+                else:
+                    np.testing.assert_allclose(g, w_, rtol=tol, atol=tol * (1 + offset))
+    x = r.standard_normal((4, d)).astype(dtype)
+    x[1, d // 2] = np.nan
+    out, mean, inv = np.empty_like(x), np.empty(4), np.empty(4)
+    K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv)
+    assert np.isnan(out[1]).all() and np.isfinite(np.delete(out, 1, axis=0)).all()
 
 
 def test_attention_dropout_is_off_in_inference_and_inverted_in_training():
