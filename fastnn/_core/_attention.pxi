@@ -408,3 +408,86 @@ def _layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):
         else:
             _ln_backward(<double*>px, <double*>pg, <double*>pw, pm, pi, m, d, <double*>pdx,
                          <double*>pdw, <double*>pdb, pp, blocks, nt)
+
+
+# ---- a feed-forward block's hidden gradient: dx := (dy @ w) where y > 0, else 0 --------------
+# The ReLU's backward applied to each block of the GEMM's output while it is in cache, instead
+# of a second pass over the (M, F) hidden gradient. The blocks are those of the forward's
+# epilogue (the per-thread blocks, or EPILOGUE_BLOCK_BYTES row blocks on one thread); k is never
+# split, so each entry's bits are the unfused dense_backward's, and the mask is relu_backward's.
+cdef void _relu_mask_block(floating* c, const floating* y, int rows, int n,
+                           Py_ssize_t ld) noexcept nogil:
+    cdef int i, j
+    cdef floating* row
+    cdef const floating* yr
+    for i in range(rows):
+        row = c + i * ld
+        yr = y + i * ld
+        for j in range(n):
+            row[j] = 0 if yr[j] <= 0 else row[j]
+
+
+cdef inline void _nn_block(bint mk, int m, int n, int k, const floating* a, const floating* b,
+                           floating* c, bint split_cols, int block, int part) noexcept nogil:
+    """Block ``part`` of c (m, n) := a (m, k) @ b (k, n), on the microkernel when ``mk``."""
+    if floating is float:
+        if mk:
+            _mk_part(False, False, m, n, k, a, k, b, n, False, c, n, split_cols, block, part)
+            return
+    _saw(SEEN_BLAS)
+    _gemm_part(False, False, m, n, k, <floating>1, a, k, b, n, <floating>0, c, n, split_cols,
+               block, part)
+
+
+cdef void _dx_relu(const floating* dy, const floating* w, const floating* y, floating* dx, int m,
+                   int n, int k) noexcept nogil:
+    # dx (m, k) := dy (m, n) @ w (n, k), masked by y (m, k)
+    cdef int r0, rows, block, nt, part, nparts, lo
+    cdef bint split_cols
+    cdef bint mk = False
+    if floating is float:
+        mk = _mk_ok(m, k, n)
+    nt = gemm_threads(<Py_ssize_t>m * n * k)
+    if nt > 1:
+        split_cols = k >= m
+        if split_cols:
+            block = _block(k, nt, MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
+        else:
+            block = _block(m, nt, MK_ROW_ALIGN if mk else GEMM_ROW_ALIGN)
+        nparts = ((k if split_cols else m) + block - 1) // block
+        for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+            _nn_block(mk, m, k, n, dy, w, dx, split_cols, block, part)
+            lo = part * block
+            if split_cols:
+                _relu_mask_block(dx + lo, y + lo, m, min(block, k - lo), k)
+            else:
+                _relu_mask_block(dx + <Py_ssize_t>lo * k, y + <Py_ssize_t>lo * k,
+                                 min(block, m - lo), k, k)
+        return
+    block = max(EPILOGUE_MIN_ROWS, EPILOGUE_BLOCK_BYTES // max(1, k * <int>sizeof(floating)))
+    r0 = 0
+    while r0 < m:
+        rows = min(block, m - r0)
+        _nn_block(mk, rows, k, n, dy + <Py_ssize_t>r0 * n, w, dx + <Py_ssize_t>r0 * k, False,
+                  rows, 0)
+        _relu_mask_block(dx + <Py_ssize_t>r0 * k, y + <Py_ssize_t>r0 * k, rows, k, k)
+        r0 += rows
+
+
+def _dense_dx_relu(dy, weight, y, dx):
+    """fastnn._core.attention.dense_dx_relu after its checks (see there)."""
+    cdef int m = dim(dy, 0), n = dim(dy, 1), k = dim(weight, 1)
+    cdef void* pg = data(dy)
+    cdef void* pw = data(weight)
+    cdef void* py = data(y)
+    cdef void* pdx = data(dx)
+    cdef bint f32 = _typenum(dy) == cnp.NPY_FLOAT
+    if m <= 0 or k <= 0:
+        return
+    with nogil:
+        if f32:
+            _dx_relu(<float*>pg, <float*>pw, <float*>py, <float*>pdx, m, n, k)
+        else:
+            _dx_relu(<double*>pg, <double*>pw, <double*>py, <double*>pdx, m, n, k)
+    if _tracing:
+        _collect_seen()

@@ -321,3 +321,51 @@ def test_attention_dropout_is_off_in_inference_and_inverted_in_training():
     assert 0.4 < (per_head == 0).mean() < 0.6                     # about half dropped
     assert set(np.unique(per_head / np.where(dropped._cache["p"] > 0, dropped._cache["p"], 1)).round(5)) <= {0.0, 2.0}
     np.testing.assert_allclose(w.mean(), w_plain.mean(), rtol=0.05)  # the expectation is kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n, k", [(2048, 128, 512), (300, 40, 72), (5, 3, 7), (9, 0, 4)])
+def test_dense_dx_relu_is_dense_backward_then_relu_backward_bitwise(dtype, m, n, k):
+    """The fused hidden gradient of a feed-forward block: the GEMM's dx and relu_backward's mask
+    (0 where y <= 0, NaN in y passing dy's value through as relu_backward does), the same bits at
+    one and two threads, on the microkernel's shapes and the BLAS ones."""
+    r = np.random.default_rng(m + n + k)
+    dy = r.standard_normal((m, n)).astype(dtype)
+    w = r.standard_normal((n, k)).astype(dtype)
+    y = np.maximum(r.standard_normal((m, k)), 0).astype(dtype)
+    if y.size:
+        y.flat[::97] = np.nan
+    old = fnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            want = np.empty((m, k), dtype)
+            K.dense_backward(np.zeros((m, k), dtype), w, dy, want, None, None)
+            K.relu_backward(y, want, want)
+            got = np.full((m, k), 7, dtype)
+            K.dense_dx_relu(dy, w, y, got)
+            np.testing.assert_array_equal(got, want)
+    finally:
+        fnn.set_num_threads(old)
+    with pytest.raises(ValueError, match="dense_dx_relu"):
+        K.dense_dx_relu(dy, w, y[:, :-1] if k else y, got)
+    with pytest.raises(TypeError, match="dense_dx_relu"):
+        K.dense_dx_relu(dy, w.astype(np.float16), y, got)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_encoder_feedforward_backward_fused_with_the_relu_mask_gives_the_unfused_bits(dtype):
+    """TransformerEncoderLayer's feed-forward backward masks linear2's dx with the ReLU's output
+    in the GEMM's blocks; a ReLU subclass (not fused) runs the separate passes: same bits."""
+    x = np.random.default_rng(3).standard_normal((4, 24, 32)).astype(dtype)
+    dy = np.random.default_rng(4).standard_normal(x.shape).astype(dtype)
+    res = []
+    for fused in (True, False):
+        fnn.seed(0)
+        layer = L.TransformerEncoderLayer(32, 4, 96, dropout=0.0).astype(dtype)
+        if not fused:
+            layer.activation = type("PlainReLU", (L.ReLU,), {})()
+        layer.forward(x)
+        res.append([layer.backward(dy)] + [p.grad.copy() for p in layer.parameters()])
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
