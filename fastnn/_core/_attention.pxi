@@ -413,8 +413,9 @@ def _layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):
 # ---- a feed-forward block's hidden gradient: dx := (dy @ w) where y > 0, else 0 --------------
 # The ReLU's backward applied to each block of the GEMM's output while it is in cache, instead
 # of a second pass over the (M, F) hidden gradient. The blocks are those of the forward's
-# epilogue (the per-thread blocks, or EPILOGUE_BLOCK_BYTES row blocks on one thread); k is never
-# split, so each entry's bits are the unfused dense_backward's, and the mask is relu_backward's.
+# epilogue (the per-thread blocks, or on one thread EPILOGUE_BLOCK_BYTES row blocks of the
+# microkernel); k is never split, so each entry's bits are the unfused dense_backward's, and the
+# mask is relu_backward's.
 cdef void _relu_mask_block(floating* c, const floating* y, int rows, int n,
                            Py_ssize_t ld) noexcept nogil:
     cdef int i, j
@@ -464,7 +465,11 @@ cdef void _dx_relu(const floating* dy, const floating* w, const floating* y, flo
                 _relu_mask_block(dx + <Py_ssize_t>lo * k, y + <Py_ssize_t>lo * k,
                                  min(block, m - lo), k, k)
         return
+    # one thread: the microkernel in row blocks (its bits do not depend on m); BLAS in one call
+    # (its blocking of m can change a product's rounding)
     block = max(EPILOGUE_MIN_ROWS, EPILOGUE_BLOCK_BYTES // max(1, k * <int>sizeof(floating)))
+    if not mk:
+        block = m
     r0 = 0
     while r0 < m:
         rows = min(block, m - r0)
