@@ -278,3 +278,221 @@ def _masked_softmax_grad(p, ds, double scale, int threads):
             _softmax_grad_rows(<float*>pp, <float*>pg, rows, S, <float>scale, threads)
         else:
             _softmax_grad_rows(<double*>pp, <double*>pg, rows, S, scale, threads)
+
+
+# ---- layer normalisation (fastnn._core.layer_norm validates and documents it) ------------------
+# Rows in parallel on the GEMMs' OpenMP threads; the parameter gradients are column sums over
+# LN_ROW_BLOCKS fixed row blocks (a partition fixed by the shape), added in block order after:
+# the bits do not depend on the thread count. The backward's blocks also form their rows' dx
+# while the rows are in L1.
+cdef extern from "kernels/layer_norm.h":
+    void fnn_ln_forward_row_f32(const float* x, int d, const float* w, const float* b, double eps,
+                                float* out, double* mean, double* invstd) noexcept nogil
+    void fnn_ln_forward_row_f64(const double* x, int d, const double* w, const double* b,
+                                double eps, double* out, double* mean,
+                                double* invstd) noexcept nogil
+    void fnn_ln_backward_rows_f32(const float* x, const float* dy, const float* w,
+                                  const double* mean, const double* invstd, int r0, int r1, int d,
+                                  float* dx, double* pw, double* pb) noexcept nogil
+    void fnn_ln_backward_rows_f64(const double* x, const double* dy, const double* w,
+                                  const double* mean, const double* invstd, int r0, int r1, int d,
+                                  double* dx, double* pw, double* pb) noexcept nogil
+
+cdef enum:
+    LN_ROW_BLOCKS = 16
+
+
+cdef inline void _ln_forward_row(const floating* x, int d, const floating* w, const floating* b,
+                                 double eps, floating* out, double* mean,
+                                 double* invstd) noexcept nogil:
+    if floating is float:
+        fnn_ln_forward_row_f32(x, d, w, b, eps, out, mean, invstd)
+    else:
+        fnn_ln_forward_row_f64(x, d, w, b, eps, out, mean, invstd)
+
+
+cdef void _ln_forward(const floating* x, const floating* w, const floating* b, double eps,
+                      floating* out, double* mean, double* invstd, int m, int d,
+                      int nt) noexcept nogil:
+    cdef int i
+    if nt > 1:
+        for i in prange(m, num_threads=nt, schedule="static"):
+            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
+                            mean + i, invstd + i)
+    else:
+        for i in range(m):
+            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
+                            mean + i, invstd + i)
+
+
+cdef inline void _ln_backward_block(const floating* x, const floating* dy, const floating* w,
+                                    const double* mean, const double* invstd, int m, int d,
+                                    int blocks, int blk, floating* dx, double* parts,
+                                    bint pw, bint pb) noexcept nogil:
+    cdef double* part = parts + <Py_ssize_t>blk * 2 * d
+    if floating is float:
+        fnn_ln_backward_rows_f32(x, dy, w, mean, invstd, <int>((<long>blk * m) // blocks),
+                                 <int>((<long>(blk + 1) * m) // blocks), d, dx,
+                                 part if pw else NULL, part + d if pb else NULL)
+    else:
+        fnn_ln_backward_rows_f64(x, dy, w, mean, invstd, <int>((<long>blk * m) // blocks),
+                                 <int>((<long>(blk + 1) * m) // blocks), d, dx,
+                                 part if pw else NULL, part + d if pb else NULL)
+
+
+cdef void _ln_backward(const floating* x, const floating* dy, const floating* w,
+                       const double* mean, const double* invstd, int m, int d, floating* dx,
+                       floating* dweight, floating* dbias, double* parts, int blocks,
+                       int nt) noexcept nogil:
+    cdef int blk, j
+    cdef double acc
+    cdef bint pw = dweight != NULL, pb = dbias != NULL
+    if nt > 1:
+        for blk in prange(blocks, num_threads=nt, schedule="static"):
+            _ln_backward_block(x, dy, w, mean, invstd, m, d, blocks, blk, dx, parts, pw, pb)
+    else:
+        for blk in range(blocks):
+            _ln_backward_block(x, dy, w, mean, invstd, m, d, blocks, blk, dx, parts, pw, pb)
+    for j in range(2 * d):  # the blocks in order
+        if (j < d and not pw) or (j >= d and not pb):
+            continue
+        acc = 0.0
+        for blk in range(blocks):
+            acc = acc + parts[<Py_ssize_t>blk * 2 * d + j]
+        if j < d:
+            dweight[j] += <floating>acc
+        else:
+            dbias[j - d] += <floating>acc
+
+
+def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd):
+    """fastnn._core.layer_norm.layer_norm_forward after its checks (see there)."""
+    cdef int m = dim(x, 0), d = dim(x, 1)
+    cdef int nt = min(gemm_threads(<Py_ssize_t>4 * m * d), m)
+    cdef void* px = data(x)
+    cdef void* pw = _data_or_null(weight)
+    cdef void* pb = _data_or_null(bias)
+    cdef void* po = data(out)
+    cdef double* pm = <double*>data(mean)
+    cdef double* pi = <double*>data(invstd)
+    cdef bint f32 = _typenum(x) == cnp.NPY_FLOAT
+    with nogil:
+        if f32:
+            _ln_forward(<float*>px, <float*>pw, <float*>pb, eps, <float*>po, pm, pi, m, d, nt)
+        else:
+            _ln_forward(<double*>px, <double*>pw, <double*>pb, eps, <double*>po, pm, pi, m, d, nt)
+
+
+def _layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):
+    """fastnn._core.layer_norm.layer_norm_backward after its checks (see there)."""
+    cdef int m = dim(x, 0), d = dim(x, 1)
+    cdef int blocks = min(<int>LN_ROW_BLOCKS, m)
+    cdef int nt = min(gemm_threads(<Py_ssize_t>4 * m * d), blocks)
+    parts = None
+    if dweight is not None or dbias is not None:
+        parts = cnp.PyArray_ZEROS(3, [blocks, 2, d], cnp.NPY_DOUBLE, 0)
+    cdef void* px = data(x)
+    cdef void* pg = data(dy)
+    cdef void* pw = _data_or_null(weight)
+    cdef double* pm = <double*>data(mean)
+    cdef double* pi = <double*>data(invstd)
+    cdef void* pdx = _data_or_null(dx)
+    cdef void* pdw = _data_or_null(dweight)
+    cdef void* pdb = _data_or_null(dbias)
+    cdef double* pp = <double*>_data_or_null(parts)
+    cdef bint f32 = _typenum(x) == cnp.NPY_FLOAT
+    with nogil:
+        if f32:
+            _ln_backward(<float*>px, <float*>pg, <float*>pw, pm, pi, m, d, <float*>pdx,
+                         <float*>pdw, <float*>pdb, pp, blocks, nt)
+        else:
+            _ln_backward(<double*>px, <double*>pg, <double*>pw, pm, pi, m, d, <double*>pdx,
+                         <double*>pdw, <double*>pdb, pp, blocks, nt)
+
+
+# ---- a feed-forward block's hidden gradient: dx := (dy @ w) where y > 0, else 0 --------------
+# The ReLU's backward applied to each block of the GEMM's output while it is in cache, instead
+# of a second pass over the (M, F) hidden gradient. The blocks are those of the forward's
+# epilogue (the per-thread blocks, or on one thread EPILOGUE_BLOCK_BYTES row blocks of the
+# microkernel); k is never split, so each entry's bits are the unfused dense_backward's, and the
+# mask is relu_backward's.
+cdef void _relu_mask_block(floating* c, const floating* y, int rows, int n,
+                           Py_ssize_t ld) noexcept nogil:
+    cdef int i, j
+    cdef floating* row
+    cdef const floating* yr
+    for i in range(rows):
+        row = c + i * ld
+        yr = y + i * ld
+        for j in range(n):
+            row[j] = 0 if yr[j] <= 0 else row[j]
+
+
+cdef inline void _nn_block(bint mk, int m, int n, int k, const floating* a, const floating* b,
+                           floating* c, bint split_cols, int block, int part) noexcept nogil:
+    """Block ``part`` of c (m, n) := a (m, k) @ b (k, n), on the microkernel when ``mk``."""
+    if floating is float:
+        if mk:
+            _mk_part(False, False, m, n, k, a, k, b, n, False, c, n, split_cols, block, part)
+            return
+    _saw(SEEN_BLAS)
+    _gemm_part(False, False, m, n, k, <floating>1, a, k, b, n, <floating>0, c, n, split_cols,
+               block, part)
+
+
+cdef void _dx_relu(const floating* dy, const floating* w, const floating* y, floating* dx, int m,
+                   int n, int k) noexcept nogil:
+    # dx (m, k) := dy (m, n) @ w (n, k), masked by y (m, k)
+    cdef int r0, rows, block, nt, part, nparts, lo
+    cdef bint split_cols
+    cdef bint mk = False
+    if floating is float:
+        mk = _mk_ok(m, k, n)
+    nt = gemm_threads(<Py_ssize_t>m * n * k)
+    if nt > 1:
+        split_cols = k >= m
+        if split_cols:
+            block = _block(k, nt, MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
+        else:
+            block = _block(m, nt, MK_ROW_ALIGN if mk else GEMM_ROW_ALIGN)
+        nparts = ((k if split_cols else m) + block - 1) // block
+        for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+            _nn_block(mk, m, k, n, dy, w, dx, split_cols, block, part)
+            lo = part * block
+            if split_cols:
+                _relu_mask_block(dx + lo, y + lo, m, min(block, k - lo), k)
+            else:
+                _relu_mask_block(dx + <Py_ssize_t>lo * k, y + <Py_ssize_t>lo * k,
+                                 min(block, m - lo), k, k)
+        return
+    # one thread: the microkernel in row blocks (its bits do not depend on m); BLAS in one call
+    # (its blocking of m can change a product's rounding)
+    block = max(EPILOGUE_MIN_ROWS, EPILOGUE_BLOCK_BYTES // max(1, k * <int>sizeof(floating)))
+    if not mk:
+        block = m
+    r0 = 0
+    while r0 < m:
+        rows = min(block, m - r0)
+        _nn_block(mk, rows, k, n, dy + <Py_ssize_t>r0 * n, w, dx + <Py_ssize_t>r0 * k, False,
+                  rows, 0)
+        _relu_mask_block(dx + <Py_ssize_t>r0 * k, y + <Py_ssize_t>r0 * k, rows, k, k)
+        r0 += rows
+
+
+def _dense_dx_relu(dy, weight, y, dx):
+    """fastnn._core.attention.dense_dx_relu after its checks (see there)."""
+    cdef int m = dim(dy, 0), n = dim(dy, 1), k = dim(weight, 1)
+    cdef void* pg = data(dy)
+    cdef void* pw = data(weight)
+    cdef void* py = data(y)
+    cdef void* pdx = data(dx)
+    cdef bint f32 = _typenum(dy) == cnp.NPY_FLOAT
+    if m <= 0 or k <= 0:
+        return
+    with nogil:
+        if f32:
+            _dx_relu(<float*>pg, <float*>pw, <float*>py, <float*>pdx, m, n, k)
+        else:
+            _dx_relu(<double*>pg, <double*>pw, <double*>py, <double*>pdx, m, n, k)
+    if _tracing:
+        _collect_seen()

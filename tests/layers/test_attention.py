@@ -250,7 +250,7 @@ def test_transformer_in_a_graph_model_trains_and_saves(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_layer_norm_and_attention_give_the_same_bits_on_one_and_two_threads(dtype):
-    """Numba row kernels and fixed row blocks: no sum depends on the thread count."""
+    """Compiled row kernels and fixed row blocks: no sum depends on the thread count."""
     r = np.random.default_rng(5)
     x = r.standard_normal((64, 40, 32)).astype(dtype)
     dy = r.standard_normal(x.shape).astype(dtype)
@@ -272,6 +272,42 @@ def test_layer_norm_and_attention_give_the_same_bits_on_one_and_two_threads(dtyp
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [16, 128, 40, 7])
+def test_layer_norm_kernels_equal_the_float64_reference_on_every_route(dtype, d):
+    """The compiled layer norm (float32 widths that are multiples of 16 take the vector rows, the
+    others the generic ones) against the NumPy reference: with and without weight and bias, an
+    offset row set, each backward output skippable, NaN kept to its row."""
+    r = np.random.default_rng(d)
+    m = 300  # more rows than the parameter gradients' blocks, not a multiple of them
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    for affine, offset in ((True, 0), (False, 1000), (True, 1000)):
+        x = (r.standard_normal((m, d)) + offset).astype(dtype)
+        dy = r.standard_normal((m, d)).astype(dtype)
+        w = r.standard_normal(d).astype(dtype) if affine else None
+        b = r.standard_normal(d).astype(dtype) if affine else None
+        for skip in (None, "dx", "params"):
+            got, want = [], []
+            for mod, sink in ((K, got), (R, want)):
+                out, mean, inv = np.empty_like(x), np.empty(m), np.empty(m)
+                mod.layer_norm_forward(x, w, b, 1e-5, out, mean, inv)
+                dx = None if skip == "dx" else np.empty_like(x)
+                dw = None if skip == "params" else np.full(d, 0.5, dtype)
+                db = None if skip == "params" or not affine else np.full(d, -0.5, dtype)
+                mod.layer_norm_backward(x, dy, w, mean, inv, dx, dw, db)
+                sink.extend([out, mean, inv, dx, dw, db])
+            for g, w_ in zip(got, want):
+                if w_ is None:
+                    assert g is None
+                else:
+                    np.testing.assert_allclose(g, w_, rtol=tol, atol=tol * (1 + offset))
+    x = r.standard_normal((4, d)).astype(dtype)
+    x[1, d // 2] = np.nan
+    out, mean, inv = np.empty_like(x), np.empty(4), np.empty(4)
+    K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv)
+    assert np.isnan(out[1]).all() and np.isfinite(np.delete(out, 1, axis=0)).all()
+
+
 def test_attention_dropout_is_off_in_inference_and_inverted_in_training():
     """As torch: dropout on the attention probabilities in training only, scaled by 1/(1-p)."""
     fnn.seed(6)
@@ -285,3 +321,51 @@ def test_attention_dropout_is_off_in_inference_and_inverted_in_training():
     assert 0.4 < (per_head == 0).mean() < 0.6                     # about half dropped
     assert set(np.unique(per_head / np.where(dropped._cache["p"] > 0, dropped._cache["p"], 1)).round(5)) <= {0.0, 2.0}
     np.testing.assert_allclose(w.mean(), w_plain.mean(), rtol=0.05)  # the expectation is kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n, k", [(2048, 128, 512), (300, 40, 72), (5, 3, 7), (9, 0, 4)])
+def test_dense_dx_relu_is_dense_backward_then_relu_backward_bitwise(dtype, m, n, k):
+    """The fused hidden gradient of a feed-forward block: the GEMM's dx and relu_backward's mask
+    (0 where y <= 0, NaN in y passing dy's value through as relu_backward does), the same bits at
+    one and two threads, on the microkernel's shapes and the BLAS ones."""
+    r = np.random.default_rng(m + n + k)
+    dy = r.standard_normal((m, n)).astype(dtype)
+    w = r.standard_normal((n, k)).astype(dtype)
+    y = np.maximum(r.standard_normal((m, k)), 0).astype(dtype)
+    if y.size:
+        y.flat[::97] = np.nan
+    old = fnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            want = np.empty((m, k), dtype)
+            K.dense_backward(np.zeros((m, k), dtype), w, dy, want, None, None)
+            K.relu_backward(y, want, want)
+            got = np.full((m, k), 7, dtype)
+            K.dense_dx_relu(dy, w, y, got)
+            np.testing.assert_array_equal(got, want)
+    finally:
+        fnn.set_num_threads(old)
+    with pytest.raises(ValueError, match="dense_dx_relu"):
+        K.dense_dx_relu(dy, w, y[:, :-1] if k else y, got)
+    with pytest.raises(TypeError, match="dense_dx_relu"):
+        K.dense_dx_relu(dy, w.astype(np.float16), y, got)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_encoder_feedforward_backward_fused_with_the_relu_mask_gives_the_unfused_bits(dtype):
+    """TransformerEncoderLayer's feed-forward backward masks linear2's dx with the ReLU's output
+    in the GEMM's blocks; a ReLU subclass (not fused) runs the separate passes: same bits."""
+    x = np.random.default_rng(3).standard_normal((4, 24, 32)).astype(dtype)
+    dy = np.random.default_rng(4).standard_normal(x.shape).astype(dtype)
+    res = []
+    for fused in (True, False):
+        fnn.seed(0)
+        layer = L.TransformerEncoderLayer(32, 4, 96, dropout=0.0).astype(dtype)
+        if not fused:
+            layer.activation = type("PlainReLU", (L.ReLU,), {})()
+        layer.forward(x)
+        res.append([layer.backward(dy)] + [p.grad.copy() for p in layer.parameters()])
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
