@@ -6,8 +6,9 @@
    go through small buffers (plain loads and stores, which AddressSanitizer sees), not masks. */
 #include "mk_avx2.h"
 
-/* op(A) row i at a + i*ars, its k step at + kk*acs; op(B) packed by PACK */
-static void fnn_mk2_gemm(int m, int n, int k, const float* A, long ars, long acs, const float* B,
+/* op(A) row i at a + i*ars, its k step at + kk*acs; op(B) packed per panel (the unblocked
+   path, when the blocked one cannot allocate) */
+static void fnn_mk2_gemm_panels(int m, int n, int k, const float* A, long ars, long acs, const float* B,
                          int ldb, int trans_b, float* C, int ldc, int accumulate) {
     float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));
     for (int j0 = 0; j0 < n; j0 += 32) {
@@ -19,6 +20,44 @@ static void fnn_mk2_gemm(int m, int n, int k, const float* A, long ars, long acs
             fnn_mk2_panel(m, kc, A + k0 * acs, ars, acs, Bp, C, ldc, j0, nr, accumulate || k0 > 0);
         }
     }
+}
+
+/* fnn_mk2_gemm_panels' sums blocked for the caches: per FNN_MK2_NC columns and k step, op(B)
+   packed once in 16-column panels, then per FNN_MK2_MC rows op(A) packed in 6-row panels and
+   multiplied by every B panel (the same chains, in the same order). Returns 0 when it could
+   not allocate, and did nothing. */
+static int fnn_mk2_gemm_blocked(int m, int n, int k, const float* A, long ars, long acs,
+                                const float* B, int ldb, int trans_b, float* C, int ldc,
+                                int accumulate) {
+    int nbmax = n < FNN_MK2_NC ? (n + 15) / 16 * 16 : FNN_MK2_NC;
+    int kcmax = k < FNN_MK_KC ? k : FNN_MK_KC;
+    int mcmax = m < FNN_MK2_MC ? (m + FNN_MK2_MR - 1) / FNN_MK2_MR * FNN_MK2_MR : FNN_MK2_MC;
+    size_t bytes = ((size_t)nbmax + mcmax) * kcmax * sizeof(float);
+    float* buf = (float*)aligned_alloc(64, (bytes + 63) / 64 * 64);  /* a multiple of the alignment */
+    if (!buf) return 0;
+    float *Bp = buf, *Ap = buf + (size_t)nbmax * kcmax;
+    for (int j0 = 0; j0 < n; j0 += FNN_MK2_NC) {
+        int nb = n - j0 < FNN_MK2_NC ? n - j0 : FNN_MK2_NC;
+        for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
+            int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+            if (trans_b) fnn_mk2_pack_t16(B, ldb, j0, nb, k0, kc, Bp);
+            else fnn_mk2_pack_n16(B, ldb, j0, nb, k0, kc, Bp);
+            for (int i0 = 0; i0 < m; i0 += FNN_MK2_MC) {
+                int mc = m - i0 < FNN_MK2_MC ? m - i0 : FNN_MK2_MC;
+                fnn_mk2_pack_a6(A, ars, acs, i0, mc, k0, kc, Ap);
+                fnn_mk2_macro(mc, nb, kc, Ap, Bp, C + (long)i0 * ldc + j0, ldc,
+                              accumulate || k0 > 0);
+            }
+        }
+    }
+    free(buf);
+    return 1;
+}
+
+static void fnn_mk2_gemm(int m, int n, int k, const float* A, long ars, long acs, const float* B,
+                         int ldb, int trans_b, float* C, int ldc, int accumulate) {
+    if (!fnn_mk2_gemm_blocked(m, n, k, A, ars, acs, B, ldb, trans_b, C, ldc, accumulate))
+        fnn_mk2_gemm_panels(m, n, k, A, ars, acs, B, ldb, trans_b, C, ldc, accumulate);
 }
 
 void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
@@ -43,6 +82,8 @@ void fnn_mk_sgemm_tt(int m, int n, int k, const float* A, int lda, const float* 
    contiguously by every panel */
 int fnn_mk_sgemm_tn_pa(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
                        float* C, int ldc, int accumulate) {
+    /* the blocked GEMM packs op(A) itself (6-row panels per block) */
+    if (fnn_mk2_gemm_blocked(m, n, k, A, 1, lda, B, ldb, 0, C, ldc, accumulate)) return 1;
     float* Ap = (float*)aligned_alloc(64, (size_t)m * FNN_MK_RA_LDA * sizeof(float) + 64);
     if (!Ap) return 0;
     float Bp[FNN_MK_KC * 32] __attribute__((aligned(64)));

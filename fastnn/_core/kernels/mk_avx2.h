@@ -287,4 +287,135 @@ __attribute__((noinline, unused)) static void fnn_mk2_panel_pa(int m, int kc, co
     }
 }
 
+/* The blocked GEMM's tiles: op(A) packed per (FNN_MK2_MC x kc) block into 6-row panels
+   (Ap[kk*6 + r], rows past m zero) and op(B) per (kc x FNN_MK2_NC) block into 16-column panels
+   (Bp[kk*16 + j], columns past n zero). A tile streams both contiguously: its B panel stays in
+   L1 across the block's row tiles, the A block in L2 across the column panels. */
+#define FNN_MK2_MC 144
+#define FNN_MK2_NC 512
+
+/* 6 x 16 of C at cr (mr rows and nc columns of them real) over kc steps of a packed A panel
+   and B panel; acc_in 0: C := the sums, 1: C's entries start the chains. The same chains as
+   fnn_mk2_tile. */
+static inline __attribute__((always_inline)) void fnn_mk2_tile_pp(
+        int kc, const float* ap, const float* bp, float* cr, long ldc, int mr, int nc, int acc_in) {
+    __m256 c0[FNN_MK2_MR], c1[FNN_MK2_MR];
+    float t[FNN_MK2_MR * 16];
+    int full = mr == FNN_MK2_MR && nc == 16;
+    float* d = full ? cr : t;
+    long ld = full ? ldc : 16;
+    if (!full && acc_in == 1) {
+        memset(t, 0, sizeof t);
+        for (int r = 0; r < mr; r++) memcpy(t + r * 16, cr + r * ldc, sizeof(float) * (size_t)nc);
+    }
+    for (int r = 0; r < FNN_MK2_MR; r++) {
+        c0[r] = acc_in == 1 ? _mm256_loadu_ps(d + r * ld) : _mm256_setzero_ps();
+        c1[r] = acc_in == 1 ? _mm256_loadu_ps(d + r * ld + 8) : _mm256_setzero_ps();
+    }
+#pragma GCC unroll 4
+    for (int kk = 0; kk < kc; kk++, bp += 16, ap += FNN_MK2_MR) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        for (int r = 0; r < FNN_MK2_MR; r++) {
+            __m256 av = _mm256_broadcast_ss(ap + r);
+            c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+        }
+    }
+    for (int r = 0; r < FNN_MK2_MR; r++) {
+        _mm256_storeu_ps(d + r * ld, c0[r]);
+        _mm256_storeu_ps(d + r * ld + 8, c1[r]);
+    }
+    if (!full)
+        for (int r = 0; r < mr; r++) memcpy(cr + r * ldc, t + r * 16, sizeof(float) * (size_t)nc);
+}
+
+/* Ap := rows [i0, i0 + mc) of op(A) over steps [k0, k0 + kc) in 6-row panels (kc*6 floats
+   each, rows past mc zero); op(A)[i, kk] is A[i*ars + kk*acs] */
+__attribute__((unused)) static void fnn_mk2_pack_a6(const float* A, long ars, long acs, int i0, int mc,
+                                                   int k0, int kc, float* Ap) {
+    for (int q = 0; q < mc; q += FNN_MK2_MR, Ap += (long)kc * FNN_MK2_MR) {
+        int rows = mc - q < FNN_MK2_MR ? mc - q : FNN_MK2_MR;
+        const float* a = A + (long)(i0 + q) * ars + (long)k0 * acs;
+        if (rows == FNN_MK2_MR && acs == 1) {
+            const float *a0 = a, *a1 = a + ars, *a2 = a + 2 * ars, *a3 = a + 3 * ars,
+                        *a4 = a + 4 * ars, *a5 = a + 5 * ars;
+            for (int kk = 0; kk < kc; kk++) {
+                float* d = Ap + kk * FNN_MK2_MR;
+                d[0] = a0[kk]; d[1] = a1[kk]; d[2] = a2[kk];
+                d[3] = a3[kk]; d[4] = a4[kk]; d[5] = a5[kk];
+            }
+        } else if (rows == FNN_MK2_MR && ars == 1) {
+            for (int kk = 0; kk < kc; kk++) memcpy(Ap + kk * FNN_MK2_MR, a + kk * acs, sizeof(float) * FNN_MK2_MR);
+        } else {
+            for (int kk = 0; kk < kc; kk++)
+                for (int r = 0; r < FNN_MK2_MR; r++)
+                    Ap[kk * FNN_MK2_MR + r] = r < rows ? a[r * ars + kk * acs] : 0.0f;
+        }
+    }
+}
+
+/* Bp := columns [j0, j0 + nb) of B (k x n, ldb) over steps [k0, k0 + kc) in 16-column panels
+   (kc*16 floats each, columns past nb zero) */
+__attribute__((unused)) static void fnn_mk2_pack_n16(const float* B, int ldb, int j0, int nb, int k0,
+                                                    int kc, float* Bp) {
+    for (int p = 0; p < nb; p += 16, Bp += (long)kc * 16) {
+        int nr = nb - p < 16 ? nb - p : 16;
+        for (int kk = 0; kk < kc; kk++) {
+            const float* src = B + (long)(k0 + kk) * ldb + j0 + p;
+            float* d = Bp + kk * 16;
+            if (nr == 16) {
+                _mm256_store_ps(d, _mm256_loadu_ps(src));
+                _mm256_store_ps(d + 8, _mm256_loadu_ps(src + 8));
+            } else {
+                int jj = 0;
+                for (; jj < nr; jj++) d[jj] = src[jj];
+                for (; jj < 16; jj++) d[jj] = 0.0f;
+            }
+        }
+    }
+}
+
+/* fnn_mk2_pack_n16 from a transposed B: Bp panel p's [kk*16 + jj] := B[(j0 + p + jj)*ldb + k0 + kk]
+   (8 rows x 8 k transposed in registers, the ragged rows and k by scalar copies) */
+__attribute__((unused)) static void fnn_mk2_pack_t16(const float* B, int ldb, int j0, int nb, int k0,
+                                                    int kc, float* Bp) {
+    for (int p = 0; p < nb; p += 16, Bp += (long)kc * 16)
+        for (int g = 0; g < 16; g += 8) {
+            int rows = nb - p - g < 8 ? nb - p - g : 8;
+            int kk = 0;
+            if (rows <= 0) {
+                for (; kk < kc; kk++) _mm256_store_ps(Bp + (long)kk * 16 + g, _mm256_setzero_ps());
+                continue;
+            }
+            const float* w0 = B + (long)(j0 + p + g) * ldb + k0;
+            if (rows == 8)
+                for (; kk + 8 <= kc; kk += 8) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(w0 + (long)q * ldb + kk);
+                    fnn_mk2_tr8(r);
+                    for (int q = 0; q < 8; q++) _mm256_store_ps(Bp + (long)(kk + q) * 16 + g, r[q]);
+                }
+            for (; kk < kc; kk++)
+                for (int q = 0; q < 8; q++)
+                    Bp[(long)kk * 16 + g + q] = q < rows ? w0[(long)q * ldb + kk] : 0.0f;
+        }
+}
+
+/* C's rows [0, mc) x columns [0, nb) (+)= a packed A block @ a packed B block, kc steps:
+   each 16-column panel over all the block's 6-row panels (noinline: the tile gets the
+   register file) */
+__attribute__((noinline, unused)) static void fnn_mk2_macro(int mc, int nb, int kc, const float* Ap,
+                                                          const float* Bp, float* C, long ldc,
+                                                          int acc_in) {
+    for (int p = 0; p < nb; p += 16) {
+        int nc = nb - p < 16 ? nb - p : 16;
+        const float* bp = Bp + (long)(p / 16) * kc * 16;
+        for (int q = 0; q < mc; q += FNN_MK2_MR) {
+            int mr = mc - q < FNN_MK2_MR ? mc - q : FNN_MK2_MR;
+            fnn_mk2_tile_pp(kc, Ap + (long)(q / FNN_MK2_MR) * kc * FNN_MK2_MR, bp,
+                            C + (long)q * ldc + p, ldc, mr, nc, acc_in);
+        }
+    }
+}
+
 #endif /* FNN_MK_AVX2_H */
