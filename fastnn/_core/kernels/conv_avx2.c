@@ -82,6 +82,20 @@ void fnn_gather_t_f32(const float* src, int nb, int O, long P, float* dst) {
     }
 }
 
+/* The output rows [lo, hi) whose source row (kernel row i) lies on the plane; dst's rows
+   above and below them zeroed */
+static inline void fnn_im2col_rows_on_plane(int H, int i, int sh, int ph, int OH, int OW,
+                                            float* dst, int* lo, int* hi) {
+    int oh_lo = ph - i > 0 ? (ph - i + sh - 1) / sh : 0;
+    int oh_hi = H - 1 + ph - i < 0 ? 0 : (H - 1 + ph - i) / sh + 1;
+    if (oh_hi > OH) oh_hi = OH;
+    if (oh_lo > oh_hi) oh_lo = oh_hi;
+    for (long q = 0; q < (long)oh_lo * OW; q++) dst[q] = 0.0f;
+    for (long q = (long)oh_hi * OW; q < (long)OH * OW; q++) dst[q] = 0.0f;
+    *lo = oh_lo;
+    *hi = oh_hi;
+}
+
 void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, int sw, int ph,
                         int pw, int OH, int OW, float* dst) {
     int off = j - pw;
@@ -99,12 +113,8 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
         /* every column on the row (no horizontal padding), rows of 8 floats or more: the rows
            on the plane as vector copies, the last vector overlapping the one before it (the
            same values), the rows above and below it zero */
-        int oh_lo = ph - i > 0 ? (ph - i + sh - 1) / sh : 0;
-        int oh_hi = H - 1 + ph - i < 0 ? 0 : (H - 1 + ph - i) / sh + 1;
-        if (oh_hi > OH) oh_hi = OH;
-        if (oh_lo > oh_hi) oh_lo = oh_hi;
-        for (long q = 0; q < (long)oh_lo * OW; q++) dst[q] = 0.0f;
-        for (long q = (long)oh_hi * OW; q < (long)OH * OW; q++) dst[q] = 0.0f;
+        int oh_lo, oh_hi;
+        fnn_im2col_rows_on_plane(H, i, sh, ph, OH, OW, dst, &oh_lo, &oh_hi);
         const float* src = plane + (long)(oh_lo * sh - ph + i) * W + off;
         float* d = dst + (long)oh_lo * OW;
         long sstep = (long)sh * W;
@@ -119,12 +129,8 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
         /* columns off the plane too (horizontal padding): each row as the same few masked
            vector loads (a masked-off lane reads nothing and gives 0, the padding), the last
            vector overlapping the one before it */
-        int oh_lo = ph - i > 0 ? (ph - i + sh - 1) / sh : 0;
-        int oh_hi = H - 1 + ph - i < 0 ? 0 : (H - 1 + ph - i) / sh + 1;
-        if (oh_hi > OH) oh_hi = OH;
-        if (oh_lo > oh_hi) oh_lo = oh_hi;
-        for (long q = 0; q < (long)oh_lo * OW; q++) dst[q] = 0.0f;
-        for (long q = (long)oh_hi * OW; q < (long)OH * OW; q++) dst[q] = 0.0f;
+        int oh_lo, oh_hi;
+        fnn_im2col_rows_on_plane(H, i, sh, ph, OH, OW, dst, &oh_lo, &oh_hi);
         int nv = (OW + 7) / 8, pos[8];
         __m256i mask[8];
         const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
