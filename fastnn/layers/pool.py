@@ -52,7 +52,6 @@ class _Pool2D(Layer):
 
     def _on_dtype_change(self):
         self.x_shape = None
-        self.__dict__.pop("_y", None)
         drop_workspaces(self)
 
 
@@ -78,13 +77,17 @@ class MaxPool2D(_Pool2D):
         dx = pool.backward(np.ones_like(y))
     """
 
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__(kernel_size, stride, padding)
+        self._y = None   # the last forward's output: the ReLU mask of backward_through_activation
+
     def forward(self, x, training=True):
         x = self._image(x)
         out = np.empty(self.y_shape, dtype=self._dtype)
         self.argmax = workspace(self, "argmax", self.y_shape, np.int64)
         if x.size:   # an empty batch has nothing to pool (and no planes to index)
             _core.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, out, self.argmax)
-        self._y = out   # the ReLU mask of backward_through_activation
+        self._y = out
         return out
 
     def backward(self, dy):
@@ -93,6 +96,10 @@ class MaxPool2D(_Pool2D):
         if dx.size:
             _core.maxpool2d_backward(dy, self.argmax, dx)
         return dx
+
+    def _on_dtype_change(self):
+        super()._on_dtype_change()
+        self._y = None
 
     def takes_activation_backward(self, before):
         """Whether :meth:`backward_through_activation` can run the backward of ``before``, the
@@ -106,7 +113,7 @@ class MaxPool2D(_Pool2D):
         pass): the gradient reaches only argmax positions, where the ReLU's output is this
         layer's output y, so "ReLU output > 0" there is "y > 0" (NaN: neither), and the
         windows sharing an argmax are all kept or all dropped."""
-        y = getattr(self, "_y", None)
+        y = self._y
         if before.saved is None or y is None or y.shape != dy.shape or before.saved.shape != self.x_shape:
             return before.backward(self.backward(dy))
         dy = self._check_dy(dy)
