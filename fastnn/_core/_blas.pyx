@@ -51,11 +51,10 @@ _ACTIVATION_CODES = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY
 # Each entry of C is one sum over k in a fixed order (256-deep steps), whichever thread and
 # tile computes it, so the result does not depend on the thread count. float64, other machines
 # (FNN_MK_AVAILABLE 0) and the other alpha/beta keep BLAS.
-from ._microkernel cimport (FNN_MK_AVAILABLE, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt, fnn_mk_sgemm_tn,
-                            fnn_mk_sgemm_tn_pa, fnn_mk_sgemm_tt)
+from ._microkernel cimport (FNN_MK_AVAILABLE, FNN_MK_COL_ALIGN, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt,
+                            fnn_mk_sgemm_tn, fnn_mk_sgemm_tn_pa, fnn_mk_sgemm_tt)
 
 cdef enum:
-    MK_COL_ALIGN = 32  # per-thread column blocks of whole 32-column panels
     MK_ROW_ALIGN = 8   # per-thread row blocks of whole 8-row tiles
     TN_PACK_A_MIN_N = 64
     MK_MIN_K = 16
@@ -203,7 +202,7 @@ cdef void _mk_gemm(bint trans_a, bint trans_b, int m, int n, int k, const float*
     nt = gemm_threads(<Py_ssize_t>m * n * k)
     if nt > 1:
         split_cols = n >= m
-        block = _block(n, nt, MK_COL_ALIGN) if split_cols else _block(m, nt, MK_ROW_ALIGN)
+        block = _block(n, nt, FNN_MK_COL_ALIGN) if split_cols else _block(m, nt, MK_ROW_ALIGN)
         nparts = ((n if split_cols else m) + block - 1) // block
         if nparts > 1:
             for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
@@ -401,7 +400,7 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
         # each thread: the GEMM of its block of out, then bias + activation while it is hot
         split_cols = n >= m
         if split_cols:
-            block = _block(n, nt, MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
+            block = _block(n, nt, FNN_MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
         else:
             block = _block(m, nt, MK_ROW_ALIGN if mk else GEMM_ROW_ALIGN)
         nparts = ((n if split_cols else m) + block - 1) // block
