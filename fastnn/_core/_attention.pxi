@@ -452,7 +452,7 @@ cdef void _dx_relu(const floating* dy, const floating* w, const floating* y, flo
     if nt > 1:
         split_cols = k >= m
         if split_cols:
-            block = _block(k, nt, MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
+            block = _block(k, nt, FNN_MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
         else:
             block = _block(m, nt, MK_ROW_ALIGN if mk else GEMM_ROW_ALIGN)
         nparts = ((k if split_cols else m) + block - 1) // block

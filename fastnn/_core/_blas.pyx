@@ -51,17 +51,17 @@ _ACTIVATION_CODES = {"none": ACT_NONE, "relu": ACT_RELU, "leaky_relu": ACT_LEAKY
 # Each entry of C is one sum over k in a fixed order (256-deep steps), whichever thread and
 # tile computes it, so the result does not depend on the thread count. float64, other machines
 # (FNN_MK_AVAILABLE 0) and the other alpha/beta keep BLAS.
-from ._microkernel cimport (FNN_MK_AVAILABLE, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt, fnn_mk_sgemm_tn,
-                            fnn_mk_sgemm_tn_pa, fnn_mk_sgemm_tt)
+from ._microkernel cimport (FNN_MK_AVAILABLE, FNN_MK_COL_ALIGN, fnn_mk_sgemm_nn, fnn_mk_sgemm_nt,
+                            fnn_mk_sgemm_tn, fnn_mk_sgemm_tn_pa, fnn_mk_sgemm_tt)
 
 cdef enum:
-    MK_COL_ALIGN = 32  # per-thread column blocks of whole 32-column panels
     MK_ROW_ALIGN = 8   # per-thread row blocks of whole 8-row tiles
     TN_PACK_A_MIN_N = 64
     MK_MIN_K = 16
 
 cdef bint _dense_mk = True
 cdef bint _tn_pack_a = True
+cdef bint _backward_pair = True
 
 
 # Knobs (fastnn._core.tuning): the same bits either way for gemm_tn_pack_a
@@ -70,14 +70,20 @@ TUNING = {
                       "read in place); the same bits",
     "dense_microkernel": "float32 dense_forward / dense_backward / gemm on the microkernel (at "
                          "the avx2 and avx512 levels; else sgemm)",
+    "dense_backward_pair": "dense_backward at 2 threads: dx on one thread and dweight (+ dbias) "
+                           "on the other in one parallel region (else each GEMM split over both)",
 }
 
 
 def _tune(str name, value):
     """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
     and returns the old value."""
-    global _tn_pack_a, _dense_mk
-    if name == "gemm_tn_pack_a":
+    global _tn_pack_a, _dense_mk, _backward_pair
+    if name == "dense_backward_pair":
+        old = bool(_backward_pair)
+        if value is not None:
+            _backward_pair = value
+    elif name == "gemm_tn_pack_a":
         old = bool(_tn_pack_a)
         if value is not None:
             _tn_pack_a = value
@@ -203,7 +209,7 @@ cdef void _mk_gemm(bint trans_a, bint trans_b, int m, int n, int k, const float*
     nt = gemm_threads(<Py_ssize_t>m * n * k)
     if nt > 1:
         split_cols = n >= m
-        block = _block(n, nt, MK_COL_ALIGN) if split_cols else _block(m, nt, MK_ROW_ALIGN)
+        block = _block(n, nt, FNN_MK_COL_ALIGN) if split_cols else _block(m, nt, MK_ROW_ALIGN)
         nparts = ((n if split_cols else m) + block - 1) // block
         if nparts > 1:
             for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
@@ -401,7 +407,7 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
         # each thread: the GEMM of its block of out, then bias + activation while it is hot
         split_cols = n >= m
         if split_cols:
-            block = _block(n, nt, MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
+            block = _block(n, nt, FNN_MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
         else:
             block = _block(m, nt, MK_ROW_ALIGN if mk else GEMM_ROW_ALIGN)
         nparts = ((n if split_cols else m) + block - 1) // block
@@ -427,8 +433,19 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
 cdef void _dense_backward(const floating* x, const floating* w, const floating* dy, floating* dx,
                           floating* dweight, floating* dbias, int m, int n, int k,
                           bint accumulate) noexcept nogil:
-    cdef int i, j
+    cdef int i, j, part
     cdef const floating* row
+    # two threads: dx and dweight (the same multiply-add count, m*n*k) side by side in one
+    # region, each GEMM whole on its thread (inside the region it stays serial), not each split
+    # over both: one region less and no operand packed twice. The same bits as one thread.
+    if (_backward_pair and dx != NULL and dweight != NULL
+            and gemm_threads(<Py_ssize_t>m * n * k) == 2):
+        for part in prange(2, num_threads=2, schedule="static", chunksize=1):
+            if part == 0:
+                _dense_backward(x, w, dy, dx, NULL, NULL, m, n, k, accumulate)
+            else:
+                _dense_backward(x, w, dy, NULL, dweight, dbias, m, n, k, accumulate)
+        return
     if dx != NULL:      # dx (m, k) := dy (m, n) @ w (n, k)
         _gemm_auto(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
     if dweight != NULL:  # dweight (n, k) += (or :=) dy.T (n, m) @ x (m, k)

@@ -7,6 +7,7 @@ cdef extern from "kernels/microkernel.h":
     bint FNN_MK_AVAILABLE
     int FNN_MK_KC
     int FNN_MK_RA_LDA
+    int FNN_MK_COL_ALIGN  # per-thread column blocks of C: whole B panels
     void fnn_mk_sgemm_nn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
                          float* C, int ldc, int accumulate) noexcept nogil
     void fnn_mk_sgemm_tn(int m, int n, int k, const float* A, int lda, const float* B, int ldb,

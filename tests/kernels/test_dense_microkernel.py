@@ -118,6 +118,24 @@ def test_thread_count_does_not_change_the_bits(m, n, k):
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("m,n,k,split", [(128, 256, 784, 300), (400, 600, 600, 257), (130, 37, 300, 16)])
+def test_k_in_two_calls_gives_the_same_bits(threads, m, n, k, split, trans_a, trans_b):
+    # each entry is one chain over k in order, C carrying it between steps: the first `split`
+    # steps, then the rest accumulated onto them, equal the whole product bit for bit (whatever
+    # k steps, row and column blocks the kernel cuts the two calls into)
+    rng = np.random.default_rng(m + n + k + split)
+    a = _rand(rng, (k, m) if trans_a else (m, k))
+    b = _rand(rng, (n, k) if trans_b else (k, n))
+    whole = _core.gemm(a, b, np.empty((m, n), np.float32), trans_a, trans_b)
+    a1, a2 = (a[:split], a[split:]) if trans_a else (a[:, :split], a[:, split:])
+    b1, b2 = (b[:, :split], b[:, split:]) if trans_b else (b[:split], b[split:])
+    c = _core.gemm(np.ascontiguousarray(a1), np.ascontiguousarray(b1), np.empty((m, n), np.float32),
+                   trans_a, trans_b)
+    _core.gemm(np.ascontiguousarray(a2), np.ascontiguousarray(b2), c, trans_a, trans_b, beta=1.0)
+    np.testing.assert_array_equal(c, whole)
+
+
 def test_transposed_pack_equals_the_plain_pack_bit_for_bit():
     # x @ W.T on the transposing pack == x @ (W.T copied) on the plain pack: packing only moves values
     rng = np.random.default_rng(9)

@@ -12,6 +12,13 @@
 #ifndef FNN_MK_KC
 #define FNN_MK_KC 256
 #endif
+/* per-thread column blocks of C (_blas's split of a GEMM over the threads) start on whole B
+   panels of the level's kernel: 32 columns (AVX-512), 16 (the AVX2 blocked GEMM) */
+#if FNN_ISA >= 2
+#define FNN_MK_COL_ALIGN 32
+#else
+#define FNN_MK_COL_ALIGN 16
+#endif
 /* the row stride of the row-major A blocks of fnn_mk_tiles_ra (mk_avx512.h) */
 #define FNN_MK_RA_LDA (FNN_MK_KC + 16)
 

@@ -23,27 +23,48 @@ static void fnn_mk2_gemm_panels(int m, int n, int k, const float* A, long ars, l
 }
 
 /* fnn_mk2_gemm_panels' sums blocked for the caches: per FNN_MK2_NC columns and k step, op(B)
-   packed once in 16-column panels, then per FNN_MK2_MC rows op(A) packed in 6-row panels and
-   multiplied by every B panel (the same chains, in the same order). Returns 0 when it could
-   not allocate, and did nothing. */
+   packed once in 16-column panels, then per row block (FNN_MK2_A_BYTES of packed op(A)) op(A)
+   packed in 6-row panels and multiplied by every B panel. When all m rows fit one block, op(A)
+   is packed first and each B panel just before its tiles (it stays in L1; no B block through
+   L2). The same chains in the same order either way. Returns 0 when it could not allocate,
+   and did nothing. */
 static int fnn_mk2_gemm_blocked(int m, int n, int k, const float* A, long ars, long acs,
                                 const float* B, int ldb, int trans_b, float* C, int ldc,
                                 int accumulate) {
-    int nbmax = n < FNN_MK2_NC ? (n + 15) / 16 * 16 : FNN_MK2_NC;
-    int kcmax = k < FNN_MK_KC ? k : FNN_MK_KC;
-    int mcmax = m < FNN_MK2_MC ? (m + FNN_MK2_MR - 1) / FNN_MK2_MR * FNN_MK2_MR : FNN_MK2_MC;
+    /* k in equal steps of at most FNN_MK_KC (784: 3 x 262, not 3 x 256 + 16, whose short step
+       reloads C for a few multiply-adds): each entry is still one chain over k in order */
+    int ksteps = (k + FNN_MK_KC - 1) / FNN_MK_KC, kcmax = (k + ksteps - 1) / ksteps;
+    int mcb = FNN_MK2_A_BYTES / ((int)sizeof(float) * kcmax) / FNN_MK2_MR * FNN_MK2_MR;
+    if (mcb < FNN_MK2_MR) mcb = FNN_MK2_MR;
+    int one = m <= mcb;  /* one row block: B packed per panel */
+    int nbmax = one ? 16 : n < FNN_MK2_NC ? (n + 15) / 16 * 16 : FNN_MK2_NC;
+    int mcmax = m < mcb ? (m + FNN_MK2_MR - 1) / FNN_MK2_MR * FNN_MK2_MR : mcb;
     size_t bytes = ((size_t)nbmax + mcmax) * kcmax * sizeof(float);
     float* buf = (float*)aligned_alloc(64, (bytes + 63) / 64 * 64);  /* a multiple of the alignment */
     if (!buf) return 0;
     float *Bp = buf, *Ap = buf + (size_t)nbmax * kcmax;
+    if (one) {
+        for (int k0 = 0; k0 < k; k0 += kcmax) {
+            int kc = k - k0 < kcmax ? k - k0 : kcmax;
+            fnn_mk2_pack_a6(A, ars, acs, 0, m, k0, kc, Ap);
+            for (int j0 = 0; j0 < n; j0 += 16) {
+                int nb = n - j0 < 16 ? n - j0 : 16;
+                if (trans_b) fnn_mk2_pack_t16(B, ldb, j0, nb, k0, kc, Bp);
+                else fnn_mk2_pack_n16(B, ldb, j0, nb, k0, kc, Bp);
+                fnn_mk2_macro(m, nb, kc, Ap, Bp, C + j0, ldc, accumulate || k0 > 0);
+            }
+        }
+        free(buf);
+        return 1;
+    }
     for (int j0 = 0; j0 < n; j0 += FNN_MK2_NC) {
         int nb = n - j0 < FNN_MK2_NC ? n - j0 : FNN_MK2_NC;
-        for (int k0 = 0; k0 < k; k0 += FNN_MK_KC) {
-            int kc = k - k0 < FNN_MK_KC ? k - k0 : FNN_MK_KC;
+        for (int k0 = 0; k0 < k; k0 += kcmax) {
+            int kc = k - k0 < kcmax ? k - k0 : kcmax;
             if (trans_b) fnn_mk2_pack_t16(B, ldb, j0, nb, k0, kc, Bp);
             else fnn_mk2_pack_n16(B, ldb, j0, nb, k0, kc, Bp);
-            for (int i0 = 0; i0 < m; i0 += FNN_MK2_MC) {
-                int mc = m - i0 < FNN_MK2_MC ? m - i0 : FNN_MK2_MC;
+            for (int i0 = 0; i0 < m; i0 += mcb) {
+                int mc = m - i0 < mcb ? m - i0 : mcb;
                 fnn_mk2_pack_a6(A, ars, acs, i0, mc, k0, kc, Ap);
                 fnn_mk2_macro(mc, nb, kc, Ap, Bp, C + (long)i0 * ldc + j0, ldc,
                               accumulate || k0 > 0);

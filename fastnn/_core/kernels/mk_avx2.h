@@ -166,29 +166,37 @@ static inline void fnn_mk2_tr8(__m256* r) {
     r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-/* Bp[kk*32 + jj] := B[(j0 + jj)*ldb + k0 + kk] (a transposed B, e.g. a dense layer's weight):
-   8 rows x 8 k transposed in registers, the ragged rows and k by scalar copies; zero past nr */
-__attribute__((unused)) static void fnn_mk2_pack_t(const float* B, int ldb, int j0, int nr, int k0, int kc, float* Bp) {
-    for (int g = 0; g < 32; g += 8) {
-        int rows = nr - g < 8 ? nr - g : 8;
-        int kk = 0;
-        if (rows <= 0) {  /* a group past nr: zeros, a vector at a time */
-            for (; kk < kc; kk++) _mm256_store_ps(Bp + (long)kk * 32 + g, _mm256_setzero_ps());
-            continue;
-        }
-        if (rows == 8) {
-            const float* w0 = B + (long)(j0 + g) * ldb + k0;
-            for (; kk + 8 <= kc; kk += 8) {
-                __m256 r[8];
-                for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(w0 + (long)q * ldb + kk);
-                fnn_mk2_tr8(r);
-                for (int q = 0; q < 8; q++) _mm256_store_ps(Bp + (long)(kk + q) * 32 + g, r[q]);
+/* Bp := columns [j0, j0 + nb) of a transposed B over steps [k0, k0 + kc) in panels W columns
+   wide (kc*W floats each): panel p's [kk*W + jj] := B[(j0 + p*W + jj)*ldb + k0 + kk], zero past
+   nb (e.g. a dense layer's weight rows). 8 rows x 8 k transposed in registers, the ragged rows
+   and k by scalar copies. W (16 or 32) is a constant where this is inlined. */
+static inline __attribute__((always_inline)) void fnn_mk2_pack_tw(
+        const int W, const float* B, int ldb, int j0, int nb, int k0, int kc, float* Bp) {
+    for (int p = 0; p < nb; p += W, Bp += (long)kc * W)
+        for (int g = 0; g < W; g += 8) {
+            int rows = nb - p - g < 8 ? nb - p - g : 8;
+            int kk = 0;
+            if (rows <= 0) {  /* a group past nb: zeros, a vector at a time */
+                for (; kk < kc; kk++) _mm256_store_ps(Bp + (long)kk * W + g, _mm256_setzero_ps());
+                continue;
             }
+            const float* w0 = B + (long)(j0 + p + g) * ldb + k0;
+            if (rows == 8)
+                for (; kk + 8 <= kc; kk += 8) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(w0 + (long)q * ldb + kk);
+                    fnn_mk2_tr8(r);
+                    for (int q = 0; q < 8; q++) _mm256_store_ps(Bp + (long)(kk + q) * W + g, r[q]);
+                }
+            for (; kk < kc; kk++)
+                for (int q = 0; q < 8; q++)
+                    Bp[(long)kk * W + g + q] = q < rows ? w0[(long)q * ldb + kk] : 0.0f;
         }
-        for (; kk < kc; kk++)
-            for (int q = 0; q < 8; q++)
-                Bp[(long)kk * 32 + g + q] = q < rows ? B[(long)(j0 + g + q) * ldb + k0 + kk] : 0.0f;
-    }
+}
+
+/* one 32-column panel (nr <= 32 columns real): Bp[kk*32 + jj] := B[(j0 + jj)*ldb + k0 + kk] */
+__attribute__((unused)) static void fnn_mk2_pack_t(const float* B, int ldb, int j0, int nr, int k0, int kc, float* Bp) {
+    fnn_mk2_pack_tw(32, B, ldb, j0, nr, k0, kc, Bp);
 }
 
 
@@ -292,6 +300,8 @@ __attribute__((noinline, unused)) static void fnn_mk2_panel_pa(int m, int kc, co
    (Bp[kk*16 + j], columns past n zero). A tile streams both contiguously: its B panel stays in
    L1 across the block's row tiles, the A block in L2 across the column panels. */
 #define FNN_MK2_MC 144
+/* the packed op(A) block's budget: FNN_MK2_MC rows at FNN_MK_KC deep, more rows when k is short */
+#define FNN_MK2_A_BYTES (FNN_MK2_MC * FNN_MK_KC * 4)
 #define FNN_MK2_NC 512
 
 /* 6 x 16 of C at cr (mr rows and nc columns of them real) over kc steps of a packed A panel
@@ -339,7 +349,21 @@ __attribute__((unused)) static void fnn_mk2_pack_a6(const float* A, long ars, lo
         if (rows == FNN_MK2_MR && acs == 1) {
             const float *a0 = a, *a1 = a + ars, *a2 = a + 2 * ars, *a3 = a + 3 * ars,
                         *a4 = a + 4 * ars, *a5 = a + 5 * ars;
-            for (int kk = 0; kk < kc; kk++) {
+            int kk = 0;
+            /* 6 rows x 8 steps transposed in registers (two zero rows); each step's 6 floats
+               stored as 8, the 2 extra overwritten by the next step's (the last step's: 4 + 2) */
+            for (; kk + 8 <= kc; kk += 8) {
+                __m256 r[8] = {_mm256_loadu_ps(a0 + kk), _mm256_loadu_ps(a1 + kk),
+                               _mm256_loadu_ps(a2 + kk), _mm256_loadu_ps(a3 + kk),
+                               _mm256_loadu_ps(a4 + kk), _mm256_loadu_ps(a5 + kk),
+                               _mm256_setzero_ps(), _mm256_setzero_ps()};
+                fnn_mk2_tr8(r);
+                float* d = Ap + kk * FNN_MK2_MR;
+                for (int q = 0; q < 7; q++) _mm256_storeu_ps(d + q * FNN_MK2_MR, r[q]);
+                _mm_storeu_ps(d + 7 * FNN_MK2_MR, _mm256_castps256_ps128(r[7]));
+                _mm_storel_pi((__m64*)(d + 7 * FNN_MK2_MR + 4), _mm256_extractf128_ps(r[7], 1));
+            }
+            for (; kk < kc; kk++) {
                 float* d = Ap + kk * FNN_MK2_MR;
                 d[0] = a0[kk]; d[1] = a1[kk]; d[2] = a2[kk];
                 d[3] = a3[kk]; d[4] = a4[kk]; d[5] = a5[kk];
@@ -375,30 +399,10 @@ __attribute__((unused)) static void fnn_mk2_pack_n16(const float* B, int ldb, in
     }
 }
 
-/* fnn_mk2_pack_n16 from a transposed B: Bp panel p's [kk*16 + jj] := B[(j0 + p + jj)*ldb + k0 + kk]
-   (8 rows x 8 k transposed in registers, the ragged rows and k by scalar copies) */
+/* fnn_mk2_pack_n16 from a transposed B (16-column panels) */
 __attribute__((unused)) static void fnn_mk2_pack_t16(const float* B, int ldb, int j0, int nb, int k0,
                                                     int kc, float* Bp) {
-    for (int p = 0; p < nb; p += 16, Bp += (long)kc * 16)
-        for (int g = 0; g < 16; g += 8) {
-            int rows = nb - p - g < 8 ? nb - p - g : 8;
-            int kk = 0;
-            if (rows <= 0) {
-                for (; kk < kc; kk++) _mm256_store_ps(Bp + (long)kk * 16 + g, _mm256_setzero_ps());
-                continue;
-            }
-            const float* w0 = B + (long)(j0 + p + g) * ldb + k0;
-            if (rows == 8)
-                for (; kk + 8 <= kc; kk += 8) {
-                    __m256 r[8];
-                    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(w0 + (long)q * ldb + kk);
-                    fnn_mk2_tr8(r);
-                    for (int q = 0; q < 8; q++) _mm256_store_ps(Bp + (long)(kk + q) * 16 + g, r[q]);
-                }
-            for (; kk < kc; kk++)
-                for (int q = 0; q < 8; q++)
-                    Bp[(long)kk * 16 + g + q] = q < rows ? w0[(long)q * ldb + kk] : 0.0f;
-        }
+    fnn_mk2_pack_tw(16, B, ldb, j0, nb, k0, kc, Bp);
 }
 
 /* C's rows [0, mc) x columns [0, nb) (+)= a packed A block @ a packed B block, kc steps:
