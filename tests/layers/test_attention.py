@@ -55,8 +55,10 @@ def _attention_case(r, n, l, s, heads, d, dtype, mask_batches, dropout):
     return q, k, v, mask, drop
 
 
-# d = 16 and 32 take the float32 microkernel for the heads' GEMMs, d = 3 BLAS
-@given(st.sampled_from([(2, 16, 16, 2, 16), (3, 20, 17, 2, 32), (2, 5, 7, 3, 3)]),
+# float32 heads take head_gemm.h's GEMM (avx2 and up; whole and ragged 16-column panels and
+# 6-row tiles), else the microkernel (d = 16, 32) or BLAS (d = 3)
+@given(st.sampled_from([(2, 16, 16, 2, 16), (3, 20, 17, 2, 32), (2, 5, 7, 3, 3),
+                        (2, 13, 29, 2, 20), (1, 64, 48, 2, 40)]),
        st.sampled_from([None, "one", "sample", "head"]), st.booleans(),
        st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
 @settings(max_examples=scaled_examples(12), deadline=None)
@@ -109,6 +111,65 @@ def test_attention_kernels_give_the_same_bits_on_one_and_two_threads():
         fnn.set_num_threads(old)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 64, 4, 32), (3, 20, 17, 2, 32), (2, 13, 29, 2, 20),
+                                   (2, 5, 7, 3, 3)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_head_gemm_gives_the_microkernels_bits(shape, threads):
+    """head_gemm.h's per-head products (one FMA chain per entry over k in order from zero, as
+    the microkernel's) against the route without them, at 1 and 2 threads: the same bits where
+    the microkernel takes the shape; within the float64 reference's tolerance elsewhere."""
+    from fastnn._core import routes
+    from fastnn._core.tuning import tuning
+    n, l, s, heads, d = shape
+    r = np.random.default_rng(sum(shape))
+    q, k, v, mask, drop = _attention_case(r, n, l, s, heads, d, np.float32, "sample", True)
+    dctx = r.standard_normal((n * l, heads * d)).astype(np.float32)
+    old = fnn.get_num_threads()
+    results = []
+    try:
+        fnn.set_num_threads(threads)
+        for on in (False, True):
+            with tuning(attention_head_gemm=on), routes.traced() as taken:
+                p = np.empty((n * heads, l, s), np.float32)
+                used = np.empty_like(p)
+                ctx = np.empty((n * l, heads * d), np.float32)
+                K.attention_forward(q, k, v, heads, 0.3, mask, p, ctx, drop, used)
+                dq, dv = np.empty_like(ctx), np.empty((n * s, heads * d), np.float32)
+                dk = np.empty_like(dv)
+                K.attention_backward(q, k, v, heads, 0.3, p, used, drop, dctx, dq, dk, dv)
+            assert bool(taken["attention/head_gemm"]) == (on and routes.available("attention/head_gemm"))
+            results.append((p, ctx, dq, dk, dv))
+    finally:
+        fnn.set_num_threads(old)
+    from fastnn._core import _blas
+    if min(l, s, d) >= 16 and _blas._dense_microkernel_active():
+        for a, b in zip(*results):
+            np.testing.assert_array_equal(a, b)
+    else:
+        for a, b in zip(*results):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("s", [16, 64, 80])
+def test_masked_softmax_whole_lane_rows_equal_reference(s):
+    """Rows of a multiple of 16 (the AVX2 row's case): masks, a fully masked row (NaN), NaN and
+    inf scores, huge spreads (exponentials down to the subnormals)."""
+    r = np.random.default_rng(s)
+    scores = (3 * r.standard_normal((6, 5, s))).astype(np.float32)
+    scores[1, 2] *= 1e4
+    scores[2, 0, 3] = np.nan
+    scores[2, 1, 5] = np.inf
+    mask = np.where(r.random((6, 5, s)) < 0.3, -np.inf, r.standard_normal((6, 5, s))).astype(np.float32)
+    mask[..., 0] = 0
+    mask[3, 4] = -np.inf
+    for m in (None, mask):
+        out, ref = np.empty_like(scores), np.empty_like(scores)
+        K.masked_softmax_forward(scores, 0.5, m, out)
+        R.masked_softmax_forward(scores, 0.5, m, ref)
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
 
 
 def test_attention_kernel_errors_name_the_kernel_and_shapes():
