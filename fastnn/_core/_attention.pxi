@@ -364,18 +364,30 @@ cdef inline void _ln_forward_row(const floating* x, int d, const floating* w, co
         fnn_ln_forward_row_f64(x, d, w, b, eps, out, mean, invstd)
 
 
-cdef void _ln_forward(const floating* x, const floating* w, const floating* b, double eps,
-                      floating* out, double* mean, double* invstd, int m, int d,
+cdef inline void _ln_forward_row_res(floating* x, const floating* res, int d, const floating* w,
+                                     const floating* b, double eps, floating* out, double* mean,
+                                     double* invstd) noexcept nogil:
+    """One row: x += res first when res is not NULL (the residual sum, formed while the row is
+    in L1), then its normalisation."""
+    cdef int j
+    if res != NULL:
+        for j in range(d):
+            x[j] = x[j] + res[j]
+    _ln_forward_row(x, d, w, b, eps, out, mean, invstd)
+
+
+cdef void _ln_forward(floating* x, const floating* res, const floating* w, const floating* b,
+                      double eps, floating* out, double* mean, double* invstd, int m, int d,
                       int nt) noexcept nogil:
     cdef int i
     if nt > 1:
         for i in prange(m, num_threads=nt, schedule="static"):
-            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
-                            mean + i, invstd + i)
+            _ln_forward_row_res(x + <Py_ssize_t>i * d, NULL if res == NULL else res + <Py_ssize_t>i * d,
+                                d, w, b, eps, out + <Py_ssize_t>i * d, mean + i, invstd + i)
     else:
         for i in range(m):
-            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
-                            mean + i, invstd + i)
+            _ln_forward_row_res(x + <Py_ssize_t>i * d, NULL if res == NULL else res + <Py_ssize_t>i * d,
+                                d, w, b, eps, out + <Py_ssize_t>i * d, mean + i, invstd + i)
 
 
 cdef inline void _ln_backward_block(const floating* x, const floating* dy, const floating* w,
@@ -418,8 +430,9 @@ cdef void _ln_backward(const floating* x, const floating* dy, const floating* w,
             dbias[j - d] += <floating>acc
 
 
-def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd):
-    """fastnn._core.layer_norm.layer_norm_forward after its checks (see there)."""
+def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd, residual=None):
+    """fastnn._core.layer_norm.layer_norm_forward after its checks (see there); ``residual``
+    (or None) is added into x first, row by row."""
     cdef int m = dim(x, 0), d = dim(x, 1)
     cdef int nt = min(gemm_threads(<Py_ssize_t>4 * m * d), m)
     cdef void* px = data(x)
@@ -428,12 +441,15 @@ def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd):
     cdef void* po = data(out)
     cdef double* pm = <double*>data(mean)
     cdef double* pi = <double*>data(invstd)
+    cdef void* pr = _data_or_null(residual)
     cdef bint f32 = _typenum(x) == cnp.NPY_FLOAT
     with nogil:
         if f32:
-            _ln_forward(<float*>px, <float*>pw, <float*>pb, eps, <float*>po, pm, pi, m, d, nt)
+            _ln_forward(<float*>px, <float*>pr, <float*>pw, <float*>pb, eps, <float*>po, pm, pi,
+                        m, d, nt)
         else:
-            _ln_forward(<double*>px, <double*>pw, <double*>pb, eps, <double*>po, pm, pi, m, d, nt)
+            _ln_forward(<double*>px, <double*>pr, <double*>pw, <double*>pb, eps, <double*>po, pm,
+                        pi, m, d, nt)
 
 
 def _layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):

@@ -369,6 +369,67 @@ def test_layer_norm_kernels_equal_the_float64_reference_on_every_route(dtype, d)
     assert np.isnan(out[1]).all() and np.isfinite(np.delete(out, 1, axis=0)).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_with_residual_is_the_sum_then_the_norm_bitwise(dtype, threads):
+    """layer_norm_forward(x, ..., residual=r): x := x + r (numpy's bits), then x's norm (the
+    unfused call's bits); at 1 and 2 threads."""
+    r = np.random.default_rng(3)
+    x = r.standard_normal((300, 128)).astype(dtype)
+    res = r.standard_normal(x.shape).astype(dtype)
+    w, b = r.standard_normal(128).astype(dtype), r.standard_normal(128).astype(dtype)
+    old = fnn.get_num_threads()
+    try:
+        fnn.set_num_threads(threads)
+        total = x + res
+        want = [np.empty_like(x), np.empty(300), np.empty(300)]
+        K.layer_norm_forward(total, w, b, 1e-5, *want)
+        got = [np.empty_like(x), np.empty(300), np.empty(300)]
+        fused = x.copy()
+        K.layer_norm_forward(fused, w, b, 1e-5, *got, residual=res)
+    finally:
+        fnn.set_num_threads(old)
+    np.testing.assert_array_equal(fused, total)
+    for a, b_ in zip(got, want):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_layer_norm_with_residual_rejects_bad_input_naming_the_kernel():
+    f = np.float32
+    x, out, mean, inv = np.zeros((4, 8), f), np.empty((4, 8), f), np.empty(4), np.empty(4)
+    with pytest.raises(ValueError, match=r"layer_norm_forward: residual must have shape \(4, 8\)"):
+        K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv, residual=np.zeros((4, 7), f))
+    with pytest.raises(TypeError, match=r"layer_norm_forward: residual"):
+        K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv, residual=np.zeros((4, 8)))
+    with pytest.raises(ValueError, match=r"layer_norm_forward: x \(4, 8\) .* must not overlap"):
+        K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv, residual=x)
+    ro = np.zeros((4, 8), f)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"layer_norm_forward: output x"):
+        K.layer_norm_forward(ro, None, None, 1e-5, out, mean, inv, residual=np.zeros((4, 8), f))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_encoder_residual_fused_into_the_layer_norm_gives_the_unfused_bits(dtype, monkeypatch):
+    """Post-norm blocks form x + sublayer(x) inside norm.forward: outputs and gradients are
+    the unfused layer's bits."""
+    from fastnn.layers import transformer as T
+    fnn.seed(4)
+    layer = L.TransformerEncoderLayer(32, 4, 64, dropout=0.0).astype(dtype)
+    x = np.random.default_rng(4).standard_normal((3, 10, 32)).astype(dtype)
+    dy = np.random.default_rng(5).standard_normal(x.shape).astype(dtype)
+    outs = []
+    for fuse in (True, False):
+        if not fuse:
+            monkeypatch.setattr(T, "_fusable", lambda *a: False)
+        layer.zero_grad()
+        y = layer.forward(x, training=True)
+        dx = layer.backward(dy)
+        outs.append([y.copy(), dx.copy()] + [prm.grad.copy() for prm in layer.parameters()])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_attention_dropout_is_off_in_inference_and_inverted_in_training():
     """As torch: dropout on the attention probabilities in training only, scaled by 1/(1-p)."""
     fnn.seed(6)
