@@ -394,6 +394,20 @@ def test_layer_norm_with_residual_is_the_sum_then_the_norm_bitwise(dtype, thread
         np.testing.assert_array_equal(a, b_)
 
 
+def test_layer_norm_reference_takes_the_residual_too():
+    """The NumPy reference (the benchmarks' oracle step swaps it in) forms the same sum."""
+    r = np.random.default_rng(8)
+    x, res = r.standard_normal((5, 16)).astype(np.float32), r.standard_normal((5, 16)).astype(np.float32)
+    outs = []
+    for mod in (K, R):
+        xx = x.copy()
+        out, mean, inv = np.empty_like(x), np.empty(5), np.empty(5)
+        mod.layer_norm_forward(xx, None, None, 1e-5, out, mean, inv, residual=res)
+        outs.append((xx, out))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-5)
+
+
 def test_layer_norm_with_residual_rejects_bad_input_naming_the_kernel():
     f = np.float32
     x, out, mean, inv = np.zeros((4, 8), f), np.empty((4, 8), f), np.empty(4), np.empty(4)
