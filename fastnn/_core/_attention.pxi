@@ -11,6 +11,14 @@
 # same per task: dV = P^T dC, dP = dC V^T (in a per-thread scratch), dS = the softmax's
 # backward, dQ = dS K, dK = dS^T Q, each written into its head's columns. Every value is
 # computed by one thread in a fixed order: the bits do not depend on the thread count.
+# The float32 products run on head_gemm.h's small GEMM (op(B) copied into a per-thread scratch
+# allocated once per call, op(A) read in place), which gives the microkernel's bits.
+cdef extern from "kernels/head_gemm.h":
+    bint FNN_HG_AVAILABLE
+    Py_ssize_t FNN_HG_SCRATCH(int n, int k)
+    void fnn_hg_sgemm(int trans_a, int trans_b, int m, int n, int k, const float* A,
+                      Py_ssize_t lda, const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
+                      float* scratch) noexcept nogil
 cdef extern from "kernels/attention.h":
     void fnn_softmax_row_f32(float* row, int s, float scale, const float* mask) noexcept nogil
     void fnn_softmax_row_f64(double* row, int s, double scale, const double* mask) noexcept nogil
@@ -35,11 +43,16 @@ cdef inline void _softmax_grad_row(const floating* p, floating* g, int s,
 
 
 cdef inline void _task_gemm(bint trans_a, bint trans_b, int m, int n, int k, const floating* a,
-                            int lda, const floating* b, int ldb, floating* c,
-                            int ldc) noexcept nogil:
-    """C := op(A) @ op(B) on the calling thread: the microkernel where it takes the shape
-    (float32), else one BLAS call."""
+                            int lda, const floating* b, int ldb, floating* c, int ldc,
+                            floating* scratch) noexcept nogil:
+    """C := op(A) @ op(B) on the calling thread: head_gemm.h's with a scratch (float32, see
+    _head_scratch_floats), else the microkernel where it takes the shape (float32), else one BLAS
+    call."""
     if floating is float:
+        if scratch != NULL:
+            _saw(SEEN_HEADS)
+            fnn_hg_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, scratch)
+            return
         if _mk_ok(m, n, k):
             _mk_serial(trans_a, trans_b, m, n, k, a, lda, b, ldb, False, c, ldc)
             return
@@ -56,9 +69,11 @@ cdef struct _Heads:
     int mask_per
 
 
+
 cdef void _forward_task(const _Heads* g, int b, const floating* q, const floating* k,
                         const floating* v, const floating* mask, floating scale, floating* p,
-                        const floating* drop, floating* p_used, floating* ctx) noexcept nogil:
+                        const floating* drop, floating* p_used, floating* ctx,
+                        floating* scratch) noexcept nogil:
     cdef int n = b // g.heads, col = (b % g.heads) * g.d, L = g.L, S = g.S, i
     cdef Py_ssize_t j, area = <Py_ssize_t>L * S
     cdef floating* pb = p + b * area
@@ -66,7 +81,7 @@ cdef void _forward_task(const _Heads* g, int b, const floating* q, const floatin
     cdef const floating* mb = NULL
     cdef const floating* db
     _task_gemm(False, True, L, S, g.d, q + n * L * g.ldq + col, <int>g.ldq,
-               k + n * S * g.ldk + col, <int>g.ldk, pb, S)
+               k + n * S * g.ldk + col, <int>g.ldk, pb, S, scratch)
     if g.mask_per:
         mb = mask + (b // g.mask_per) * area
         for i in range(L):
@@ -80,13 +95,14 @@ cdef void _forward_task(const _Heads* g, int b, const floating* q, const floatin
         for j in range(area):
             pu[j] = pb[j] * db[j]
     _task_gemm(False, False, L, g.d, S, pu, S, v + n * S * g.ldv + col, <int>g.ldv,
-               ctx + n * L * g.ldc + col, <int>g.ldc)
+               ctx + n * L * g.ldc + col, <int>g.ldc, scratch)
 
 
 cdef void _backward_task(const _Heads* g, int b, const floating* q, const floating* k,
                          const floating* v, const floating* p, const floating* p_used,
                          const floating* drop, const floating* dctx, floating scale,
-                         floating* ds, floating* dq, floating* dk, floating* dv) noexcept nogil:
+                         floating* ds, floating* dq, floating* dk, floating* dv,
+                         floating* scratch) noexcept nogil:
     cdef int n = b // g.heads, col = (b % g.heads) * g.d, L = g.L, S = g.S, i
     cdef Py_ssize_t j, area = <Py_ssize_t>L * S
     cdef const floating* pb = p + b * area
@@ -96,9 +112,9 @@ cdef void _backward_task(const _Heads* g, int b, const floating* q, const floati
     cdef const floating* kb = k + n * S * g.ldk + col
     # dV = P_used^T dC; dP = dC V^T
     _task_gemm(True, False, S, g.d, L, p_used + b * area, S, dcb, <int>g.ldc,
-               dv + n * S * g.lddv + col, <int>g.lddv)
+               dv + n * S * g.lddv + col, <int>g.lddv, scratch)
     _task_gemm(False, True, L, S, g.d, dcb, <int>g.ldc, v + n * S * g.ldv + col, <int>g.ldv,
-               ds, S)
+               ds, S, scratch)
     if drop != NULL:
         db = drop + b * area
         for j in range(area):
@@ -107,9 +123,9 @@ cdef void _backward_task(const _Heads* g, int b, const floating* q, const floati
         _softmax_grad_row(pb + i * S, ds + i * S, S, scale)
     # dQ = dS K; dK = dS^T Q
     _task_gemm(False, False, L, g.d, S, ds, S, kb, <int>g.ldk, dq + n * L * g.lddq + col,
-               <int>g.lddq)
+               <int>g.lddq, scratch)
     _task_gemm(True, False, S, g.d, L, ds, S, qb, <int>g.ldq, dk + n * S * g.lddk + col,
-               <int>g.lddk)
+               <int>g.lddk, scratch)
 
 
 cdef inline Py_ssize_t _row_stride(object a) noexcept:
@@ -131,6 +147,28 @@ cdef _Heads _heads(q, k, p, int num_heads, mask_per):
     return g
 
 
+cdef enum:
+    HEAD_GEMM_MAX_SCRATCH = 1 << 17  # floats per thread: beyond it the heads take the microkernel
+
+
+cdef Py_ssize_t _head_scratch_floats(const _Heads* g, bint f32) noexcept:
+    """Floats of head_gemm scratch per thread (a multiple of 16) for every product of a task,
+    0 when the heads take the microkernel or BLAS."""
+    cdef Py_ssize_t need
+    if not (f32 and FNN_HG_AVAILABLE and _head_gemm):
+        return 0
+    need = max(FNN_HG_SCRATCH(g.S, g.d), FNN_HG_SCRATCH(g.d, g.S), FNN_HG_SCRATCH(g.d, g.L))
+    if need > HEAD_GEMM_MAX_SCRATCH:
+        return 0
+    return (need + 15) // 16 * 16
+
+
+cdef float* _aligned64(object buf) noexcept:
+    """buf's data rounded up to 64 bytes (buf has 16 floats to spare)."""
+    cdef size_t addr = <size_t>data(buf)
+    return <float*>((addr + 63) & ~(<size_t>63))
+
+
 def _attention_forward(q, k, v, int num_heads, double scale, mask, int mask_per, p, ctx, drop,
                        p_used):
     """fastnn._core.attention.attention_forward after its checks (see there)."""
@@ -147,25 +185,34 @@ def _attention_forward(q, k, v, int num_heads, double scale, mask, int mask_per,
     cdef void* pu = _data_or_null(p_used)
     g.ldv, g.ldc = _row_stride(v), _row_stride(ctx)
     nt = min(gemm_threads(<Py_ssize_t>tasks * g.L * g.S * g.d * 2), tasks)
+    cdef Py_ssize_t per = _head_scratch_floats(&g, f32)
+    cdef float* hs = NULL
+    if per:
+        hbuf = cnp.PyArray_EMPTY(1, [nt * per + 16], cnp.NPY_FLOAT, 0)
+        hs = _aligned64(hbuf)
     with nogil:
         if f32:
             if nt > 1:
                 for b in prange(tasks, num_threads=nt, schedule="static"):
                     _forward_task(&g, b, <float*>pq, <float*>pk, <float*>pv, <float*>pm,
-                                  <float>scale, <float*>pp, <float*>pd, <float*>pu, <float*>pc)
+                                  <float>scale, <float*>pp, <float*>pd, <float*>pu, <float*>pc,
+                                  hs + openmp.omp_get_thread_num() * per if per else NULL)
             else:
                 for b in range(tasks):
                     _forward_task(&g, b, <float*>pq, <float*>pk, <float*>pv, <float*>pm,
-                                  <float>scale, <float*>pp, <float*>pd, <float*>pu, <float*>pc)
+                                  <float>scale, <float*>pp, <float*>pd, <float*>pu, <float*>pc,
+                                  hs)
         else:
             if nt > 1:
                 for b in prange(tasks, num_threads=nt, schedule="static"):
                     _forward_task(&g, b, <double*>pq, <double*>pk, <double*>pv, <double*>pm,
-                                  scale, <double*>pp, <double*>pd, <double*>pu, <double*>pc)
+                                  scale, <double*>pp, <double*>pd, <double*>pu, <double*>pc,
+                                  NULL)
             else:
                 for b in range(tasks):
                     _forward_task(&g, b, <double*>pq, <double*>pk, <double*>pv, <double*>pm,
-                                  scale, <double*>pp, <double*>pd, <double*>pu, <double*>pc)
+                                  scale, <double*>pp, <double*>pd, <double*>pu, <double*>pc,
+                                  NULL)
     if _tracing:
         _collect_seen()
 
@@ -181,6 +228,11 @@ def _attention_backward(q, k, v, int num_heads, double scale, p, p_used, drop, d
     g.lddq, g.lddk, g.lddv = _row_stride(dq), _row_stride(dk), _row_stride(dv)
     nt = min(gemm_threads(<Py_ssize_t>tasks * g.L * g.S * g.d * 4), tasks)
     scratch = cnp.PyArray_EMPTY(2, [nt, area], _typenum(q), 0)  # one dP / dS block per thread
+    cdef Py_ssize_t per = _head_scratch_floats(&g, f32)
+    cdef float* hs = NULL
+    if per:
+        hbuf = cnp.PyArray_EMPTY(1, [nt * per + 16], cnp.NPY_FLOAT, 0)
+        hs = _aligned64(hbuf)
     cdef void* pq = data(q)
     cdef void* pk = data(k)
     cdef void* pv = data(v)
@@ -199,24 +251,25 @@ def _attention_backward(q, k, v, int num_heads, double scale, p, p_used, drop, d
                     _backward_task(&g, b, <float*>pq, <float*>pk, <float*>pv, <float*>pp,
                                    <float*>pu, <float*>pd, <float*>pc, <float>scale,
                                    <float*>ps + openmp.omp_get_thread_num() * area,
-                                   <float*>pdq, <float*>pdk, <float*>pdv)
+                                   <float*>pdq, <float*>pdk, <float*>pdv,
+                                   hs + openmp.omp_get_thread_num() * per if per else NULL)
             else:
                 for b in range(tasks):
                     _backward_task(&g, b, <float*>pq, <float*>pk, <float*>pv, <float*>pp,
                                    <float*>pu, <float*>pd, <float*>pc, <float>scale,
-                                   <float*>ps, <float*>pdq, <float*>pdk, <float*>pdv)
+                                   <float*>ps, <float*>pdq, <float*>pdk, <float*>pdv, hs)
         else:
             if nt > 1:
                 for b in prange(tasks, num_threads=nt, schedule="static"):
                     _backward_task(&g, b, <double*>pq, <double*>pk, <double*>pv, <double*>pp,
                                    <double*>pu, <double*>pd, <double*>pc, scale,
                                    <double*>ps + openmp.omp_get_thread_num() * area,
-                                   <double*>pdq, <double*>pdk, <double*>pdv)
+                                   <double*>pdq, <double*>pdk, <double*>pdv, NULL)
             else:
                 for b in range(tasks):
                     _backward_task(&g, b, <double*>pq, <double*>pk, <double*>pv, <double*>pp,
                                    <double*>pu, <double*>pd, <double*>pc, scale,
-                                   <double*>ps, <double*>pdq, <double*>pdk, <double*>pdv)
+                                   <double*>ps, <double*>pdq, <double*>pdk, <double*>pdv, NULL)
     if _tracing:
         _collect_seen()
 
@@ -311,18 +364,30 @@ cdef inline void _ln_forward_row(const floating* x, int d, const floating* w, co
         fnn_ln_forward_row_f64(x, d, w, b, eps, out, mean, invstd)
 
 
-cdef void _ln_forward(const floating* x, const floating* w, const floating* b, double eps,
-                      floating* out, double* mean, double* invstd, int m, int d,
+cdef inline void _ln_forward_row_res(floating* x, const floating* res, int d, const floating* w,
+                                     const floating* b, double eps, floating* out, double* mean,
+                                     double* invstd) noexcept nogil:
+    """One row: x += res first when res is not NULL (the residual sum, formed while the row is
+    in L1), then its normalisation."""
+    cdef int j
+    if res != NULL:
+        for j in range(d):
+            x[j] = x[j] + res[j]
+    _ln_forward_row(x, d, w, b, eps, out, mean, invstd)
+
+
+cdef void _ln_forward(floating* x, const floating* res, const floating* w, const floating* b,
+                      double eps, floating* out, double* mean, double* invstd, int m, int d,
                       int nt) noexcept nogil:
     cdef int i
     if nt > 1:
         for i in prange(m, num_threads=nt, schedule="static"):
-            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
-                            mean + i, invstd + i)
+            _ln_forward_row_res(x + <Py_ssize_t>i * d, NULL if res == NULL else res + <Py_ssize_t>i * d,
+                                d, w, b, eps, out + <Py_ssize_t>i * d, mean + i, invstd + i)
     else:
         for i in range(m):
-            _ln_forward_row(x + <Py_ssize_t>i * d, d, w, b, eps, out + <Py_ssize_t>i * d,
-                            mean + i, invstd + i)
+            _ln_forward_row_res(x + <Py_ssize_t>i * d, NULL if res == NULL else res + <Py_ssize_t>i * d,
+                                d, w, b, eps, out + <Py_ssize_t>i * d, mean + i, invstd + i)
 
 
 cdef inline void _ln_backward_block(const floating* x, const floating* dy, const floating* w,
@@ -365,8 +430,9 @@ cdef void _ln_backward(const floating* x, const floating* dy, const floating* w,
             dbias[j - d] += <floating>acc
 
 
-def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd):
-    """fastnn._core.layer_norm.layer_norm_forward after its checks (see there)."""
+def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd, residual=None):
+    """fastnn._core.layer_norm.layer_norm_forward after its checks (see there); ``residual``
+    (or None) is added into x first, row by row."""
     cdef int m = dim(x, 0), d = dim(x, 1)
     cdef int nt = min(gemm_threads(<Py_ssize_t>4 * m * d), m)
     cdef void* px = data(x)
@@ -375,12 +441,15 @@ def _layer_norm_forward(x, weight, bias, double eps, out, mean, invstd):
     cdef void* po = data(out)
     cdef double* pm = <double*>data(mean)
     cdef double* pi = <double*>data(invstd)
+    cdef void* pr = _data_or_null(residual)
     cdef bint f32 = _typenum(x) == cnp.NPY_FLOAT
     with nogil:
         if f32:
-            _ln_forward(<float*>px, <float*>pw, <float*>pb, eps, <float*>po, pm, pi, m, d, nt)
+            _ln_forward(<float*>px, <float*>pr, <float*>pw, <float*>pb, eps, <float*>po, pm, pi,
+                        m, d, nt)
         else:
-            _ln_forward(<double*>px, <double*>pw, <double*>pb, eps, <double*>po, pm, pi, m, d, nt)
+            _ln_forward(<double*>px, <double*>pr, <double*>pw, <double*>pb, eps, <double*>po, pm,
+                        pi, m, d, nt)
 
 
 def _layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):

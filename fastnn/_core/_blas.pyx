@@ -62,6 +62,7 @@ cdef enum:
 cdef bint _dense_mk = True
 cdef bint _tn_pack_a = True
 cdef bint _backward_pair = True
+cdef bint _head_gemm = True
 
 
 # Knobs (fastnn._core.tuning): the same bits either way for gemm_tn_pack_a
@@ -72,13 +73,15 @@ TUNING = {
                          "the avx2 and avx512 levels; else sgemm)",
     "dense_backward_pair": "dense_backward at 2 threads: dx on one thread and dweight (+ dbias) "
                            "on the other in one parallel region (else each GEMM split over both)",
+    "attention_head_gemm": "float32 attention heads' products on head_gemm.h's small GEMM with "
+                           "a per-thread scratch (else the dense microkernel); the same bits",
 }
 
 
 def _tune(str name, value):
     """fastnn._core.tuning's access to TUNING: sets knob ``name`` to ``value`` (None: leaves it)
     and returns the old value."""
-    global _tn_pack_a, _dense_mk, _backward_pair
+    global _tn_pack_a, _dense_mk, _backward_pair, _head_gemm
     if name == "dense_backward_pair":
         old = bool(_backward_pair)
         if value is not None:
@@ -91,6 +94,10 @@ def _tune(str name, value):
         old = bool(_dense_mk)
         if value is not None:
             _dense_mk = value
+    elif name == "attention_head_gemm":
+        old = bool(_head_gemm)
+        if value is not None:
+            _head_gemm = value
     else:
         raise ValueError(f"_blas: no knob {name!r}")
     return old
@@ -102,10 +109,10 @@ def _tune(str name, value):
 cdef object _trace = None
 cdef bint _tracing = False
 cdef enum:
-    SEEN_NN, SEEN_NT, SEEN_TN, SEEN_TN_PACKED, SEEN_TT, SEEN_BLAS, SEEN_COUNT
-cdef int _seen[6]
+    SEEN_NN, SEEN_NT, SEEN_TN, SEEN_TN_PACKED, SEEN_TT, SEEN_BLAS, SEEN_HEADS, SEEN_COUNT
+cdef int _seen[7]
 _SEEN_ROUTES = ("microkernel/nn", "microkernel/nt", "microkernel/tn", "microkernel/tn_packed",
-                "microkernel/tt", "blas_gemm")
+                "microkernel/tt", "blas_gemm", "attention/head_gemm")
 
 
 def _set_route_trace(counter):

@@ -22,9 +22,10 @@ M = N: per sample, shared by its heads; M = B: per head), additive (0 or -inf, o
 None: no mask). A row whose every entry is -inf gives NaN, as torch's softmax.
 
 Compiled (``_attention.pxi`` in ``_blas``, rows in ``kernels/attention.h``): the attention
-kernels run one task per batch and head on one thread (its GEMMs on the microkernel, its
-softmax rows while the scores are in L1), the tasks in parallel; the softmax kernels run rows
-in parallel. Sums are float64 in a fixed order; float32's exp is vecmath.h's (within a few
+kernels run one task per batch and head on one thread (its float32 GEMMs on
+``kernels/head_gemm.h``'s small GEMM with a per-thread scratch, the microkernel's bits; else
+the microkernel or BLAS; its softmax rows while the scores are in L1), the tasks in parallel;
+the softmax kernels run rows in parallel. Sums are float64 in a fixed order; float32's exp is vecmath.h's (within a few
 ulp), on the difference to the row's maximum with its rounding error corrected.
 """
 import numpy as np

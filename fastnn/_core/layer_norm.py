@@ -26,12 +26,20 @@ def _optional(where, name, a, d, dtype):
     return a
 
 
-def layer_norm_forward(x, weight, bias, eps, out, mean, invstd):
+def layer_norm_forward(x, weight, bias, eps, out, mean, invstd, residual=None):
     """out := layer_norm(x) over the last axis; x (M, D), weight/bias (D,) or None,
-    mean/invstd (M,) float64 outputs kept for the backward."""
+    mean/invstd (M,) float64 outputs kept for the backward. With ``residual`` (like x):
+    x := x + residual first (in place, each row while it is in cache: a post-norm block's
+    residual sum, kept for the backward), then out := layer_norm(x)."""
     where = "layer_norm_forward"
     check_float(where, "x", x, ndim=2)
     m, d = x.shape
+    if residual is not None:
+        check_like(where, "residual", residual, x.shape, x.dtype, "the shape of x")
+        check_out(where, "x", x, x.shape, x.dtype, "the shape of residual")
+        if np.may_share_memory(x, residual) or np.may_share_memory(x, out):
+            raise ValueError(f"{where}: x {x.shape} (written with the residual sum) must not "
+                             f"overlap residual or out")
     if d < 1:
         raise ValueError(f"{where}: x must have at least one feature per row, got {x.shape}")
     check_out(where, "out", out, x.shape, x.dtype, "the shape of x")
@@ -43,7 +51,7 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, invstd):
     if not eps >= 0:
         raise ValueError(f"{where}: eps must be >= 0, got {eps}")
     if m:
-        _blas._layer_norm_forward(x, w, b, eps, out, mean, invstd)
+        _blas._layer_norm_forward(x, w, b, eps, out, mean, invstd, residual)
 
 
 def layer_norm_backward(x, dy, weight, mean, invstd, dx, dweight, dbias):

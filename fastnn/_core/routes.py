@@ -59,6 +59,8 @@ ROUTES = {
     "microkernel/tn_packed": ("avx2", "C := A.T @ B with A.T packed (dW of > 64 inputs)"),
     "microkernel/tt": ("avx2", "C := A.T @ B.T"),
     "blas_gemm": ("any", "sgemm/dgemm (float64, or a size under the microkernel's minimum)"),
+    "attention/head_gemm": ("avx2", "float32 attention heads' products on head_gemm.h's small "
+                                    "GEMM (per-thread scratch, op(A) in place)"),
     # _recurrent.pyx: whole sequences
     "recurrent/packed": ("avx2", "float32 recurrence on packed W_hh panels (fnn_rec_mm)"),
     "recurrent/blas": ("any", "recurrence on BLAS (float64, or the baseline level)"),

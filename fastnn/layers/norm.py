@@ -281,7 +281,9 @@ class LayerNorm(Layer):
         return f"{self.normalized_shape}, eps={self.eps}" + \
             ("" if self.elementwise_affine else ", elementwise_affine=False")
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, residual=None):
+        """``residual`` (an array like x, or None): normalises x + residual, the sum written
+        over x (a post-norm block's fresh sublayer output) while each row is in cache."""
         x = self.as_input(x)
         k = len(self.normalized_shape)
         if x.ndim <= k - 1 or x.shape[x.ndim - k:] != self.normalized_shape:
@@ -292,7 +294,8 @@ class LayerNorm(Layer):
         self.mean = workspace(self, "mean", (x2.shape[0],), np.float64)
         self.invstd = workspace(self, "invstd", (x2.shape[0],), np.float64)
         _core.layer_norm_forward(x2, self._flat(self.weight), self._flat(self.bias), self.eps,
-                                 out, self.mean, self.invstd)
+                                 out, self.mean, self.invstd,
+                                 None if residual is None else residual.reshape(x2.shape))
         self.x, self.x_shape = x2, x.shape
         return out.reshape(x.shape)
 

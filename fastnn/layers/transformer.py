@@ -40,6 +40,15 @@ def _add_into(fresh, other):
     return fresh
 
 
+def _fusable(fresh, other, norm):
+    """Whether ``norm.forward(fresh, residual=other)`` may form fresh + other in place:
+    _add_into's in-place case, both C-contiguous float arrays of norm's dtype."""
+    return (type(norm) is LayerNorm and fresh is not other and fresh.shape == other.shape
+            and fresh.dtype == other.dtype == norm._dtype and fresh.flags.writeable
+            and fresh.flags.c_contiguous and other.flags.c_contiguous
+            and not np.may_share_memory(fresh, other))
+
+
 class _Block(Layer):
     """What the encoder and decoder layers share: arguments, the feed-forward block."""
 
@@ -81,7 +90,11 @@ class _Block(Layer):
         (``norm_first``)."""
         if self.norm_first:
             return _add_into(drop.forward(block(norm.forward(x, training)), training), x)
-        return norm.forward(_add_into(drop.forward(block(x), training), x), training)
+        fresh = drop.forward(block(x), training)
+        if _fusable(fresh, x, norm):
+            # the residual sum formed inside the layer norm's pass, written over fresh
+            return norm.forward(fresh, training, residual=x)
+        return norm.forward(_add_into(fresh, x), training)
 
     def _residual_backward(self, g, block_backward, norm, drop):
         """The gradient of ``_residual``'s input from its output's; ``block_backward`` maps the

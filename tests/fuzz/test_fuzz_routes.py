@@ -76,6 +76,7 @@ REQUIRED = {
     "Dense.backward": {"microkernel/nn", "microkernel/tn", "microkernel/tn_packed", "blas_gemm"},
     "gemm": {"microkernel/nn", "microkernel/nt", "microkernel/tn", "microkernel/tt",
              "blas_gemm"},
+    "attention": {"attention/head_gemm"},
     "RNN.forward": {"recurrent/packed", "recurrent/blas", "recurrent/row_blocks",
                     "recurrent/table_input", "embedded_projection"},
     "RNN.backward": {"recurrent/packed", "recurrent/blas", "recurrent/row_blocks",
@@ -212,7 +213,7 @@ def test_required_lists_every_route_the_dispatch_names():
         for line in re.findall(r"^.*\btook\(.*$", text, re.M):
             named.update(re.findall(r'"([^"]+)"', line))
         if module == "_blas":  # the GEMM kernels' marks (_saw) and their names
-            named.update(re.findall(r'"((?:microkernel/|blas_)[a-z_/]+)"', text))
+            named.update(re.findall(r'"((?:microkernel/|blas_|attention/)[a-z_/]+)"', text))
     # the convolution routes the planner chooses (the entry points trace its names)
     with open(os.path.join(REPO, "fastnn", "_core", "conv_plan.py")) as f:
         named.update(_planner_names(f.read()))
@@ -1077,6 +1078,43 @@ def _child_tests(examples):
         unit = reference.gemm(np.abs(a64), np.abs(b64), np.abs(c64), ta, tb, abs(alpha), beta)
         compare(f"gemm {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta}", out, ref,
                 _eps(dtype) * unit, f"gemm/{np.dtype(dtype).name}")
+
+    @target(1)
+    def attention_kernel(data):
+        """attention_forward over strided head blocks of a packed projection: float32 heads on
+        head_gemm.h (avx2 and up), float64 on BLAS; against the float64 reference with the
+        scores' error carried through the softmax (p) and P V (ctx)."""
+        draw = data.draw
+        dtype = draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+        set_threads(draw)
+        n, heads = draw(st.integers(1, 3), label="n"), draw(st.integers(1, 3), label="heads")
+        l, s = draw(st.integers(1, 40), label="l"), draw(st.integers(1, 40), label="s")
+        d = draw(st.sampled_from([1, 3, 8, 16, 20, 32, 40]), label="d")
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="values"))
+        e = heads * d
+        qkv = rand(rng, (n * max(l, s), 3 * e), dtype)
+        q, k, v = qkv[:n * l, :e], qkv[:n * s, e:2 * e], qkv[:n * s, 2 * e:]
+        scale = 1 / np.sqrt(d)
+        p = np.empty((n * heads, l, s), dtype)
+        ctx = np.empty((n * l, e), dtype)
+        traced("attention", lambda: _core.attention_forward(q, k, v, heads, scale, None, p, ctx))
+        q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+        p64, ctx64 = np.empty(p.shape), np.empty(ctx.shape)
+        reference.attention_forward(q64, k64, v64, heads, scale, None, p64, ctx64)
+        eps = _eps(dtype)
+        # |scores' error| <= eps * scale * |Q| |K|^T per head; the softmax at most doubles it
+        # relative to p (plus its own few ulp); ctx = P V adds its sums' and p's errors
+        qa = np.abs(q64).reshape(n, l, heads, d).transpose(0, 2, 1, 3)
+        ka = np.abs(k64).reshape(n, s, heads, d).transpose(0, 2, 1, 3)
+        va = np.abs(v64).reshape(n, s, heads, d).transpose(0, 2, 1, 3)
+        sa = (scale * qa @ ka.transpose(0, 1, 3, 2)).reshape(n * heads, l, s)
+        unit_p = eps * p64 * (2 * sa.max(axis=2, keepdims=True) + 4)
+        pv = p64.reshape(n, heads, l, s)
+        unit_c = (eps * pv @ va + unit_p.reshape(n, heads, l, s) @ va)
+        unit_c = unit_c.transpose(0, 2, 1, 3).reshape(n * l, e)
+        what = f"attention_forward n={n} heads={heads} l={l} s={s} d={d}"
+        compare(what + " p", p, p64, unit_p, f"attention/{np.dtype(dtype).name}")
+        compare(what + " ctx", ctx, ctx64, unit_c, f"attention/{np.dtype(dtype).name}")
 
     # ---- recurrent layers -----------------------------------------------------------------------
     def reference_kernels():

@@ -55,8 +55,10 @@ def _attention_case(r, n, l, s, heads, d, dtype, mask_batches, dropout):
     return q, k, v, mask, drop
 
 
-# d = 16 and 32 take the float32 microkernel for the heads' GEMMs, d = 3 BLAS
-@given(st.sampled_from([(2, 16, 16, 2, 16), (3, 20, 17, 2, 32), (2, 5, 7, 3, 3)]),
+# float32 heads take head_gemm.h's GEMM (avx2 and up; whole and ragged 16-column panels and
+# 6-row tiles), else the microkernel (d = 16, 32) or BLAS (d = 3)
+@given(st.sampled_from([(2, 16, 16, 2, 16), (3, 20, 17, 2, 32), (2, 5, 7, 3, 3),
+                        (2, 13, 29, 2, 20), (1, 64, 48, 2, 40)]),
        st.sampled_from([None, "one", "sample", "head"]), st.booleans(),
        st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
 @settings(max_examples=scaled_examples(12), deadline=None)
@@ -109,6 +111,65 @@ def test_attention_kernels_give_the_same_bits_on_one_and_two_threads():
         fnn.set_num_threads(old)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 64, 4, 32), (3, 20, 17, 2, 32), (2, 13, 29, 2, 20),
+                                   (2, 5, 7, 3, 3)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_head_gemm_gives_the_microkernels_bits(shape, threads):
+    """head_gemm.h's per-head products (one FMA chain per entry over k in order from zero, as
+    the microkernel's) against the route without them, at 1 and 2 threads: the same bits where
+    the microkernel takes the shape; within the float64 reference's tolerance elsewhere."""
+    from fastnn._core import routes
+    from fastnn._core.tuning import tuning
+    n, l, s, heads, d = shape
+    r = np.random.default_rng(sum(shape))
+    q, k, v, mask, drop = _attention_case(r, n, l, s, heads, d, np.float32, "sample", True)
+    dctx = r.standard_normal((n * l, heads * d)).astype(np.float32)
+    old = fnn.get_num_threads()
+    results = []
+    try:
+        fnn.set_num_threads(threads)
+        for on in (False, True):
+            with tuning(attention_head_gemm=on), routes.traced() as taken:
+                p = np.empty((n * heads, l, s), np.float32)
+                used = np.empty_like(p)
+                ctx = np.empty((n * l, heads * d), np.float32)
+                K.attention_forward(q, k, v, heads, 0.3, mask, p, ctx, drop, used)
+                dq, dv = np.empty_like(ctx), np.empty((n * s, heads * d), np.float32)
+                dk = np.empty_like(dv)
+                K.attention_backward(q, k, v, heads, 0.3, p, used, drop, dctx, dq, dk, dv)
+            assert bool(taken["attention/head_gemm"]) == (on and routes.available("attention/head_gemm"))
+            results.append((p, ctx, dq, dk, dv))
+    finally:
+        fnn.set_num_threads(old)
+    from fastnn._core import _blas
+    if min(l, s, d) >= 16 and _blas._dense_microkernel_active():
+        for a, b in zip(*results):
+            np.testing.assert_array_equal(a, b)
+    else:
+        for a, b in zip(*results):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("s", [16, 64, 80])
+def test_masked_softmax_whole_lane_rows_equal_reference(s):
+    """Rows of a multiple of 16 (the AVX2 row's case): masks, a fully masked row (NaN), NaN and
+    inf scores, huge spreads (exponentials down to the subnormals)."""
+    r = np.random.default_rng(s)
+    scores = (3 * r.standard_normal((6, 5, s))).astype(np.float32)
+    scores[1, 2] *= 1e4
+    scores[2, 0, 3] = np.nan
+    scores[2, 1, 5] = np.inf
+    mask = np.where(r.random((6, 5, s)) < 0.3, -np.inf, r.standard_normal((6, 5, s))).astype(np.float32)
+    mask[..., 0] = 0
+    mask[3, 4] = -np.inf
+    for m in (None, mask):
+        out, ref = np.empty_like(scores), np.empty_like(scores)
+        K.masked_softmax_forward(scores, 0.5, m, out)
+        R.masked_softmax_forward(scores, 0.5, m, ref)
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
 
 
 def test_attention_kernel_errors_name_the_kernel_and_shapes():
@@ -306,6 +367,81 @@ def test_layer_norm_kernels_equal_the_float64_reference_on_every_route(dtype, d)
     out, mean, inv = np.empty_like(x), np.empty(4), np.empty(4)
     K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv)
     assert np.isnan(out[1]).all() and np.isfinite(np.delete(out, 1, axis=0)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_with_residual_is_the_sum_then_the_norm_bitwise(dtype, threads):
+    """layer_norm_forward(x, ..., residual=r): x := x + r (numpy's bits), then x's norm (the
+    unfused call's bits); at 1 and 2 threads."""
+    r = np.random.default_rng(3)
+    x = r.standard_normal((300, 128)).astype(dtype)
+    res = r.standard_normal(x.shape).astype(dtype)
+    w, b = r.standard_normal(128).astype(dtype), r.standard_normal(128).astype(dtype)
+    old = fnn.get_num_threads()
+    try:
+        fnn.set_num_threads(threads)
+        total = x + res
+        want = [np.empty_like(x), np.empty(300), np.empty(300)]
+        K.layer_norm_forward(total, w, b, 1e-5, *want)
+        got = [np.empty_like(x), np.empty(300), np.empty(300)]
+        fused = x.copy()
+        K.layer_norm_forward(fused, w, b, 1e-5, *got, residual=res)
+    finally:
+        fnn.set_num_threads(old)
+    np.testing.assert_array_equal(fused, total)
+    for a, b_ in zip(got, want):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_layer_norm_reference_takes_the_residual_too():
+    """The NumPy reference (the benchmarks' oracle step swaps it in) forms the same sum."""
+    r = np.random.default_rng(8)
+    x, res = r.standard_normal((5, 16)).astype(np.float32), r.standard_normal((5, 16)).astype(np.float32)
+    outs = []
+    for mod in (K, R):
+        xx = x.copy()
+        out, mean, inv = np.empty_like(x), np.empty(5), np.empty(5)
+        mod.layer_norm_forward(xx, None, None, 1e-5, out, mean, inv, residual=res)
+        outs.append((xx, out))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_with_residual_rejects_bad_input_naming_the_kernel():
+    f = np.float32
+    x, out, mean, inv = np.zeros((4, 8), f), np.empty((4, 8), f), np.empty(4), np.empty(4)
+    with pytest.raises(ValueError, match=r"layer_norm_forward: residual must have shape \(4, 8\)"):
+        K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv, residual=np.zeros((4, 7), f))
+    with pytest.raises(TypeError, match=r"layer_norm_forward: residual"):
+        K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv, residual=np.zeros((4, 8)))
+    with pytest.raises(ValueError, match=r"layer_norm_forward: x \(4, 8\) .* must not overlap"):
+        K.layer_norm_forward(x, None, None, 1e-5, out, mean, inv, residual=x)
+    ro = np.zeros((4, 8), f)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"layer_norm_forward: output x"):
+        K.layer_norm_forward(ro, None, None, 1e-5, out, mean, inv, residual=np.zeros((4, 8), f))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_encoder_residual_fused_into_the_layer_norm_gives_the_unfused_bits(dtype, monkeypatch):
+    """Post-norm blocks form x + sublayer(x) inside norm.forward: outputs and gradients are
+    the unfused layer's bits."""
+    from fastnn.layers import transformer as T
+    fnn.seed(4)
+    layer = L.TransformerEncoderLayer(32, 4, 64, dropout=0.0).astype(dtype)
+    x = np.random.default_rng(4).standard_normal((3, 10, 32)).astype(dtype)
+    dy = np.random.default_rng(5).standard_normal(x.shape).astype(dtype)
+    outs = []
+    for fuse in (True, False):
+        if not fuse:
+            monkeypatch.setattr(T, "_fusable", lambda *a: False)
+        layer.zero_grad()
+        y = layer.forward(x, training=True)
+        dx = layer.backward(dy)
+        outs.append([y.copy(), dx.copy()] + [prm.grad.copy() for prm in layer.parameters()])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_attention_dropout_is_off_in_inference_and_inverted_in_training():

@@ -17,6 +17,7 @@
 #define FNN_ATTENTION_H
 
 #include <math.h>
+#include "isa.h"
 #include "vecmath.h"
 
 #define FNN_ATT_LANES 16
@@ -53,7 +54,100 @@ static inline float fnn_exp_diff_f32(float a, float m) {
     return fnn_selectf(e < INFINITY, e + e * err, e);  /* inf * 0 would be NaN */
 }
 
+#if FNN_ISA == 1
+#include <immintrin.h>
+
+/* fnn_expf on 8 lanes: the same operations in the same order (the same bits) */
+static inline __m256 fnn_att_exp8(__m256 x) {
+    __m256 xc = _mm256_blendv_ps(x, _mm256_set1_ps(FNN_EXP_LO),
+                                 _mm256_cmp_ps(x, _mm256_set1_ps(FNN_EXP_LO), _CMP_LT_OQ));
+    xc = _mm256_blendv_ps(xc, _mm256_set1_ps(FNN_EXP_HI),
+                          _mm256_cmp_ps(xc, _mm256_set1_ps(FNN_EXP_HI), _CMP_GT_OQ));
+    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(FNN_LOG2E), _mm256_set1_ps(FNN_ROUND_MAGIC));
+    __m256 kf = _mm256_sub_ps(t, _mm256_set1_ps(FNN_ROUND_MAGIC));
+    __m256 r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-FNN_LN2_HI), xc);
+    r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-FNN_LN2_LO), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(FNN_EXP_P0), r, _mm256_set1_ps(FNN_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P5));
+    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i k = _mm256_sub_epi32(_mm256_castps_si256(t),
+                                 _mm256_castps_si256(_mm256_set1_ps(FNN_ROUND_MAGIC)));
+    __m256i k1 = _mm256_srai_epi32(k, 1), bias = _mm256_set1_epi32(127);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, k1), bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+}
+
+/* fnn_exp_diff_f32 on 8 lanes (the same bits) */
+static inline __m256 fnn_att_exp_diff8(__m256 a, __m256 m) {
+    __m256 d = _mm256_sub_ps(a, m), u = _mm256_sub_ps(d, a);
+    __m256 err = _mm256_add_ps(_mm256_sub_ps(a, _mm256_sub_ps(d, u)),
+                               _mm256_sub_ps(_mm256_xor_ps(m, _mm256_set1_ps(-0.0f)), u));
+    __m256 e = fnn_att_exp8(d);
+    err = _mm256_and_ps(err, _mm256_cmp_ps(err, err, _CMP_ORD_Q));
+    return _mm256_blendv_ps(e, _mm256_fmadd_ps(e, err, e),
+                            _mm256_cmp_ps(e, _mm256_set1_ps(INFINITY), _CMP_LT_OQ));
+}
+
+/* fnn_softmax_row_f32 for s a multiple of 16, written out for AVX2 (GCC's version of the
+   generic loops keeps five passes and the lanes' reductions in memory): the scaling and the
+   maximum in one pass, the exponentials and the float64 lane sums in a second, the same lanes
+   and pairwise order, so the same bits. */
+static inline void fnn_softmax_row16_f32(float* row, int s, float scale, const float* mask) {
+    __m256 sc = _mm256_set1_ps(scale);
+    __m256 top0 = _mm256_set1_ps(-INFINITY), top1 = top0;
+    for (int j = 0; j < s; j += 16) {
+        __m256 x0, x1;
+        if (mask) {  /* contracted, as GCC compiles the generic scale * row[j] + mask[j] */
+            x0 = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row + j), _mm256_loadu_ps(mask + j));
+            x1 = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(mask + j + 8));
+        } else {
+            x0 = _mm256_mul_ps(sc, _mm256_loadu_ps(row + j));
+            x1 = _mm256_mul_ps(sc, _mm256_loadu_ps(row + j + 8));
+        }
+        _mm256_storeu_ps(row + j, x0);
+        _mm256_storeu_ps(row + j + 8, x1);
+        top0 = _mm256_blendv_ps(top0, x0, _mm256_cmp_ps(x0, top0, _CMP_GT_OQ));
+        top1 = _mm256_blendv_ps(top1, x1, _mm256_cmp_ps(x1, top1, _CMP_GT_OQ));
+    }
+    float top[FNN_ATT_LANES];
+    _mm256_storeu_ps(top, top0);
+    _mm256_storeu_ps(top + 8, top1);
+    __m256 m = _mm256_set1_ps(fnn_att_max_f32(top));
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+    for (int j = 0; j < s; j += 16) {
+        __m256 e0 = fnn_att_exp_diff8(_mm256_loadu_ps(row + j), m);
+        __m256 e1 = fnn_att_exp_diff8(_mm256_loadu_ps(row + j + 8), m);
+        _mm256_storeu_ps(row + j, e0);
+        _mm256_storeu_ps(row + j + 8, e1);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e0)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e0, 1)));
+        s2 = _mm256_add_pd(s2, _mm256_cvtps_pd(_mm256_castps256_ps128(e1)));
+        s3 = _mm256_add_pd(s3, _mm256_cvtps_pd(_mm256_extractf128_ps(e1, 1)));
+    }
+    /* fnn_att_sum's order: lanes t += t + 8, then + 4, + 2, + 1 */
+    s0 = _mm256_add_pd(s0, s2);
+    s1 = _mm256_add_pd(s1, s3);
+    s0 = _mm256_add_pd(s0, s1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s0), _mm256_extractf128_pd(s0, 1));
+    double total = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    __m256d inv = _mm256_set1_pd(1.0 / total);
+    for (int j = 0; j < s; j += 4)
+        _mm_storeu_ps(row + j, _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + j)), inv)));
+}
+#endif
+
 static inline void fnn_softmax_row_f32(float* row, int s, float scale, const float* mask) {
+#if FNN_ISA == 1
+    if (s % FNN_ATT_LANES == 0) {
+        fnn_softmax_row16_f32(row, s, scale, mask);
+        return;
+    }
+#endif
     float top[FNN_ATT_LANES];
     double sum[FNN_ATT_LANES];
     int j, t, full = s - s % FNN_ATT_LANES;
