@@ -532,7 +532,10 @@ def _rule_dw(g, dwt=True, winograd=True):
             return "implicit_dw/pixels" if nt > (k + 31) // 32 else "implicit_dw/panels"
     if not g.mk:
         return "im2col_dw/blas"
-    return "im2col_dw/nt" if _k("conv_dw_nt") and (g.o >= 64 or g.o % 32 != 0) else "im2col_dw/tn"
+    # col @ G.T (tn) only at the AVX-512 level where O = 32 fills its panels; at AVX2 G @ col.T
+    # measured as fast or faster at O = 32 too (benchmarks/decisions.md)
+    nt = g.o >= 64 or g.o % 32 != 0 or g.level != "avx512"
+    return "im2col_dw/nt" if _k("conv_dw_nt") and nt else "im2col_dw/tn"
 
 
 def _avx2_s1_dx(g):

@@ -57,6 +57,23 @@ def _act(v, act, slope, zero):
     return v
 
 
+@njit
+def _add_act_row(out, residual, n, c, length, act, slope, zero):
+    """row out[n, c, :] := act(out + residual), the sum rounded to the dtype first (the
+    activation sees it rounded, as after a separate Add): a function of its own on row views,
+    without the kernels' fastmath flags, with ReLU's loop apart, which LLVM vectorises (inlined
+    in the parallel kernel, on 3-D indices with the activation's branches, it ran scalar)"""
+    o = out[n, c]
+    r = residual[n, c]
+    if act == 1:
+        for i in range(length):
+            v = o[i] + r[i]
+            o[i] = zero if v <= 0 else v  # NaN propagates, as relu_forward
+    else:
+        for i in range(length):
+            o[i] = _act(o[i] + r[i], act, slope, zero)
+
+
 @njit(inline="always")
 def _leaky_in_place(out, n, c, i, slope):
     """out[n, c, i] := leaky_relu of itself: on the value rounded to out's dtype, as the
@@ -128,9 +145,7 @@ def _batchnorm_forward_train(x, weight, bias, running_mean, running_var, update_
                     # a loop of its own over the row just written (in L1): within the loop
                     # above LLVM may reassociate the sum with the affine map, and the result
                     # must be the rounded output plus the residual, as a separate Add's
-                    for i in range(length):
-                        # the sum is in x's dtype already: the activation sees it rounded
-                        out[n, c, i] = _act(out[n, c, i] + residual[n, c, i], act, slope, zero)
+                    _add_act_row(out, residual, n, c, length, act, slope, zero)
 
 
 @njit(inline="always")

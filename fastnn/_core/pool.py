@@ -285,8 +285,34 @@ def _adaptive_avgpool2d_backward(dy, dx):
                         dx[q, a, b] += g
 
 
+# The global pool (one bin, a 1x1 output: a ResNet's last pool) on planes flattened to rows
+# (P, H*W): the sum of a row in float64 reassociated, so LLVM splits it over vector lanes (the
+# order still fixed by the code and the row length, not the threads); the general loop's one
+# add chain a plane ran latency-bound.
+@njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
+def _global_avgpool2d_forward(x, out):
+    p, length = x.shape
+    for q in prange(p):
+        s = 0.0
+        for i in range(length):
+            s += x[q, i]
+        out[q] = s / length
+
+
+@njit(parallel=True, cache=True)
+def _global_avgpool2d_backward(dy, dx):
+    """dx[q, :] := dy[q] / (H*W), rounded once (the general loop's bits)"""
+    p, length = dx.shape
+    for q in prange(p):
+        g = dy[q] / length
+        for i in range(length):
+            dx[q, i] = g
+
+
 _adaptive_avgpool2d_forward_serial = serial_twin(_adaptive_avgpool2d_forward)
 _adaptive_avgpool2d_backward_serial = serial_twin(_adaptive_avgpool2d_backward)
+_global_avgpool2d_forward_serial = serial_twin(_global_avgpool2d_forward)
+_global_avgpool2d_backward_serial = serial_twin(_global_avgpool2d_backward)
 
 
 def adaptive_avgpool2d_forward(x, out):
@@ -298,7 +324,10 @@ def adaptive_avgpool2d_forward(x, out):
     if out.shape[:2] != x.shape[:2] or min(out.shape[2:]) < 1:
         raise ValueError(f"{where}: out must be (N, C, OH, OW) with OH, OW >= 1 for x {x.shape}, "
                          f"got {out.shape}")
-    if x.size:
+    if x.size and out.shape[2:] == (1, 1):
+        pick(_global_avgpool2d_forward, _global_avgpool2d_forward_serial, x.size)(
+            x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
+    elif x.size:
         pick(_adaptive_avgpool2d_forward, _adaptive_avgpool2d_forward_serial, x.size + out.size)(
             _planes(x), _planes(out))
 
@@ -311,6 +340,9 @@ def adaptive_avgpool2d_backward(dy, dx):
     check_writable(where, "dx", dx)
     if dy.shape[:2] != dx.shape[:2] or min(dy.shape[2:]) < 1:
         raise ValueError(f"{where}: dy {dy.shape} and dx {dx.shape} must share (N, C)")
-    if dx.size:
+    if dx.size and dy.shape[2:] == (1, 1):
+        pick(_global_avgpool2d_backward, _global_avgpool2d_backward_serial, dx.size)(
+            dy.reshape(-1), dx.reshape(dx.shape[0] * dx.shape[1], -1))
+    elif dx.size:
         pick(_adaptive_avgpool2d_backward, _adaptive_avgpool2d_backward_serial, dx.size + dy.size)(
             _planes(dy), _planes(dx))

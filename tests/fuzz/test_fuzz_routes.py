@@ -503,6 +503,20 @@ def _child_tests(examples):
                          channels(draw, "o"), pick(draw, 1, 7, "n"), 1_000_000)
         run_conv(draw, spec)
 
+    @target(1)
+    def conv_im2col_dw_tn(data):
+        """im2col_dw/tn (col @ G.T): the planner's at O = 32 at the AVX-512 level only, forced
+        at the AVX2 level (where it takes im2col_dw/nt at every O)."""
+        draw = data.draw
+        kh, kw = kernel_pair(draw, 1, 5)
+        stride = (pick(draw, 1, 2, "sh"), pick(draw, 1, 2, "sw"))
+        spec = conv_spec(draw, stride, (kh, kw), padding(draw, kh, kw), channels(draw, "c"),
+                         channels(draw, "o", 16, 40), pick(draw, 1, 5, "n"), 1_000_000)
+        from fastnn._core import isa
+        if isa.LEVEL == "avx2":
+            spec["tuning"] = dict(conv_dw="im2col_dw/tn")
+        run_conv(draw, spec)
+
     @target(2)
     def conv_stride2(data):
         """direct stride-2 forward (O >= 32) or gathered; direct stride-2 dW (O >= 64) or im2col

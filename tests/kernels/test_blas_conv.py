@@ -132,6 +132,32 @@ def test_im2col_col2im_match_reference(cfg):
     assert_close(img, reference.col2im(col, k, s, p, img.copy()))
 
 
+@pytest.mark.parametrize("k, p", [(1, 0), (2, 0), (3, 1), (3, 2), (1, 1)])
+@pytest.mark.parametrize("w", [15, 16, 17, 31, 32, 33, 40])
+def test_im2col_stride_two_rows_equal_reference(k, p, w):
+    """Rows wide enough for the stride-2 vector gather (8 outputs from two loads), with the
+    loads near the row's end and padding either side: the exact copy of the reference."""
+    rng = np.random.default_rng(w * 10 + k)
+    x = rng.standard_normal((2, 3, 9, w)).astype(np.float32)
+    oh, ow = (9 + 2 * p - k) // 2 + 1, (w + 2 * p - k) // 2 + 1
+    col = np.full((2, 3 * k * k, oh * ow), np.nan, np.float32)
+    _core.im2col(x, k, 2, p, col)
+    np.testing.assert_array_equal(col, reference.im2col(x, k, 2, p, col.copy()))
+    wt = rng.standard_normal((8, 3, k, k)).astype(np.float32)
+    dy = rng.standard_normal((2, 8, oh, ow)).astype(np.float32)
+    from fastnn._core import isa
+    forced = (dict(conv_forward="im2col_forward/f32", conv_dw="im2col_dw/nt")
+              if isa.LEVEL in ("avx2", "avx512") else {})  # (the microkernel's routes)
+    with tuning(**forced):
+        out = _core.conv2d_forward(x, wt, None, np.empty((2, 8, oh, ow), np.float32), 2, p)
+        dw = np.zeros_like(wt)
+        _core.conv2d_backward(x, wt, dy, None, dw, None, 2, p)
+    assert_close(out, reference.conv2d_forward(x, wt, None, np.empty_like(out), 2, p))
+    want = [None, np.zeros_like(wt), None]
+    reference.conv2d_backward(x, wt, dy, *want, 2, p)
+    assert_close(dw, want[1])
+
+
 @given(cfg=conv_configs(), with_bias=st.booleans())
 def test_conv2d_matches_reference(cfg, with_bias):
     rng = np.random.default_rng(cfg["seed"])

@@ -167,6 +167,17 @@ void fnn_im2col_row_f32(const float* plane, int H, int W, int i, int j, int sh, 
                 ow = hi;
             }
             for (; ow < hi; ow++) d[ow] = src[ow];
+        } else if (sw == 2) {
+            /* stride 2 (a strided 1x1 projection's gather): 8 outputs from two 8-float loads,
+               their even lanes; only while both loads stay inside the row (W - off floats) */
+            int ow = lo;
+            for (; ow + 8 <= hi && 2L * ow + 16 <= (long)W - off; ow += 8) {
+                __m256 a = _mm256_loadu_ps(src + 2L * ow), b = _mm256_loadu_ps(src + 2L * ow + 8);
+                __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+                _mm256_storeu_ps(d + ow, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                             _mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
+            }
+            for (; ow < hi; ow++) d[ow] = src[2L * ow];
         } else {
             for (int ow = lo; ow < hi; ow++) d[ow] = src[(long)ow * sw];
         }

@@ -152,6 +152,9 @@ def test_default_rule_and_other_dtypes():
     assert dw((64, 64, 14, 14), (128, 64, 4, 4), 2, 1, "float64") == "im2col_dw/blas"  # BLAS
     with tuning(conv_dwt_s1=False, conv_winograd_dw=False):  # O = 32: im2col
         assert dw((64, 32, 28, 28), (32, 32, 3, 3), 1, 1) == "im2col_dw/tn"
+        # at the AVX2 level G @ col.T at O = 32 too (resnet's 16->32 projection)
+        assert conv_plan.plan_conv2d((64, 16, 32, 32), (32, 16, 1, 1), 2, 0, level="avx2",
+                                     threads=1).dw == "im2col_dw/nt"
     with tuning(conv_direct_dw=False):  # dcgan-d conv1: 16 columns, the threads split pixels
         assert dw((64, 1, 28, 28), (64, 1, 4, 4), 2, 1, threads=2) == "implicit_dw/pixels"
     rng = np.random.default_rng(3)

@@ -660,6 +660,37 @@ def test_adaptive_avgpool_kernels_equal_reference(dtype, h, w, oh, ow, seed):
     np.testing.assert_allclose(dxs[0], dxs[1], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 64, 8, 8), (3, 5, 7, 9), (2, 3, 1, 1)])
+def test_global_avgpool_equals_reference_and_threads(dtype, shape):
+    """The 1x1-output fast path (a ResNet's global pool) against the reference, on the
+    parallel kernel at 1 and 2 threads with the same bits, and the serial twin."""
+    r = np.random.default_rng(7)
+    x = (r.standard_normal(shape) + 3).astype(dtype)
+    dy = r.standard_normal(shape[:2] + (1, 1)).astype(dtype)
+    want_out, want_dx = np.empty(shape[:2] + (1, 1), dtype), np.empty_like(x)
+    R.adaptive_avgpool2d_forward(x, want_out)
+    R.adaptive_avgpool2d_backward(dy, want_dx)
+    saved = fastnn.get_num_threads()
+    got = []
+    try:
+        for mode, threads in (("parallel", 1), ("parallel", 2), ("serial", 1)):
+            with forced(mode):
+                fastnn.set_num_threads(threads)
+                out, dx = np.empty_like(want_out), np.full_like(x, np.nan)
+                K.adaptive_avgpool2d_forward(x, out)
+                K.adaptive_avgpool2d_backward(dy, dx)
+                got.append((out, dx))
+    finally:
+        fastnn.set_num_threads(saved)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    for out, dx in got:
+        np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
+        np.testing.assert_allclose(dx, want_dx, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+
+
 @pytest.mark.parametrize("name, args", [("gelu", ()), ("gelu", ("tanh",)), ("silu", ()), ("elu", (0.5,))])
 def test_smooth_activation_kernels_equal_reference(name, args):
     r = np.random.default_rng(0)
