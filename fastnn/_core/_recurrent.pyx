@@ -39,6 +39,10 @@ cdef enum:
     # k per block of the step product: KC x 32 floats of a panel stay in L1 across the row
     # tiles (measured flat from 64 to unblocked at H = 128; blocks only matter for larger H)
     KC_BLOCK = 256
+    # the rows of one product + gate-math pass on the microkernel: as many 6-row tiles as keep
+    # their G-wide rows (the product's output, the gate math's input) within this many bytes,
+    # so the gate math reads them from L1
+    CHUNK_BYTES = 24576
     # the weight gradients' blocks (columns of G, rows of an Embedding's table), whatever the
     # thread count: each thread takes every parts-th block (at most this many)
     GRAD_BLOCKS = 8
@@ -141,6 +145,16 @@ cdef inline void _product(Product* prod, int rows, const floating* a, floating* 
                 <floating>(1 if accumulate else 0), c, ldc)
 
 
+cdef inline int _chunk_rows(int G, int rows, bint packed) noexcept nogil:
+    """Rows per product + gate-math pass of a thread's ``rows``: all of them on BLAS (whose bits
+    may depend on the rows of a call; the microkernel's do not) and when they make fewer than
+    two chunks (a short last chunk would stream W_hh once more for a few rows)."""
+    cdef int c = max(6, CHUNK_BYTES // (G * <int>sizeof(float)) // 6 * 6)
+    if not packed or rows < 2 * c:
+        return max(rows, 1)
+    return c
+
+
 cdef int _blocks(Py_ssize_t n_rows) noexcept nogil:
     cdef int nt = openmp.omp_get_max_threads()
     cdef Py_ssize_t by_rows = n_rows // _min_rows
@@ -223,8 +237,9 @@ cdef inline floating* _at(floating* base, Py_ssize_t row, int width) noexcept no
 
 
 cdef void _forward_rows(Seq* s, Product* prod, int lo, int hi, floating* hs) noexcept nogil:
-    """Steps 0..T-1 of the batch rows [lo, hi): the product h_{t-1} @ W_hh^T into the step's
-    gate rows (RNN: into h_t itself), then each row's gate math."""
+    """Steps 0..T-1 of the batch rows [lo, hi), per chunk of rows (_chunk_rows): the product
+    h_{t-1} @ W_hh^T into the step's gate rows (RNN: into h_t itself), then each row's gate
+    math while the rows are in L1."""
     cdef int t, n, H = s.H, G = s.G, N = s.N
     cdef Py_ssize_t r
     cdef floating* gates = <floating*>s.gates
@@ -232,13 +247,17 @@ cdef void _forward_rows(Seq* s, Product* prod, int lo, int hi, floating* hs) noe
     cdef floating* hn = <floating*>s.hn
     cdef const floating* xw = <const floating*>s.xw
     cdef const floating* b = <const floating*>s.b_hh
+    cdef int c0, c1, step = _chunk_rows(G, hi - lo, prod.packed != NULL)
     for t in range(s.T):
-        r = <Py_ssize_t>t * N + lo
+      c0 = lo
+      while c0 < hi:
+        c1 = min(hi, c0 + step)
+        r = <Py_ssize_t>t * N + c0
         if gates != NULL:
-            _product(prod, hi - lo, hs + r * H, gates + r * G, G, False)
+            _product(prod, c1 - c0, hs + r * H, gates + r * G, G, False)
         else:
-            _product(prod, hi - lo, hs + r * H, hs + (r + N) * H, H, False)
-        for n in range(lo, hi):
+            _product(prod, c1 - c0, hs + r * H, hs + (r + N) * H, H, False)
+        for n in range(c0, c1):
             r = <Py_ssize_t>t * N + n
             if floating is float:
                 fnn_cell_forward_f(s.cell, H, s.vec, _at(gates, r, G), xw + _xrow(s.ids, t, N, n) * G,
@@ -248,12 +267,14 @@ cdef void _forward_rows(Seq* s, Product* prod, int lo, int hi, floating* hs) noe
                 fnn_cell_forward_d(s.cell, H, s.vec, _at(gates, r, G), xw + _xrow(s.ids, t, N, n) * G,
                                    b, hs + r * H, hs + (r + N) * H, _at(cs, r, H),
                                    _at(cs, r + N, H), _at(hn, r, H))
+        c0 = c1
 
 
 cdef void _backward_rows(Seq* s, Product* prod, Product* prod_x, floating* dx, int lo, int hi,
                          floating* hs) noexcept nogil:
-    """Steps T-1..0 of the batch rows [lo, hi): each row's gate math, then dh := dpre_h @ W_hh
-    (GRU: += onto the direct path z * dh) and the input side's dx rows of the step."""
+    """Steps T-1..0 of the batch rows [lo, hi), per chunk of rows (_chunk_rows): each row's gate
+    math, then dh := dpre_h @ W_hh (GRU: += onto the direct path z * dh) and the input side's
+    dx rows of the step."""
     cdef int t, n, j, H = s.H, G = s.G, N = s.N
     cdef Py_ssize_t r
     cdef floating* gates = <floating*>s.gates
@@ -269,8 +290,12 @@ cdef void _backward_rows(Seq* s, Product* prod, Product* prod_x, floating* dx, i
             dh[<Py_ssize_t>n * H + j] = 0
             if dc != NULL:
                 dc[<Py_ssize_t>n * H + j] = 0
+    cdef int c0, c1, step = _chunk_rows(G, hi - lo, prod.packed != NULL)
     for t in range(s.T - 1, -1, -1):
-        for n in range(lo, hi):
+      c0 = lo
+      while c0 < hi:
+        c1 = min(hi, c0 + step)
+        for n in range(c0, c1):
             r = <Py_ssize_t>t * N + n
             if floating is float:
                 fnn_cell_backward_f(s.cell, H, s.vec, _at(gates, r, G), dpre + r * G,
@@ -282,9 +307,10 @@ cdef void _backward_rows(Seq* s, Product* prod, Product* prod_x, floating* dx, i
                                     dpre_h + r * G, dhs + t * s.dst + n * s.dsn, dh + n * H,
                                     _at(dc, n, H), hs + r * H, hs + (r + N) * H, _at(cs, r, H),
                                     _at(cs, r + N, H), _at(hn, r, H))
-        r = <Py_ssize_t>t * N + lo
-        _product(prod, hi - lo, dpre_h + r * G, dh + <Py_ssize_t>lo * H, H, s.cell == FNN_CELL_GRU)
-        _input_product(prod_x, dpre, dx, t, N, G, lo, hi)
+        r = <Py_ssize_t>t * N + c0
+        _product(prod, c1 - c0, dpre_h + r * G, dh + <Py_ssize_t>c0 * H, H, s.cell == FNN_CELL_GRU)
+        _input_product(prod_x, dpre, dx, t, N, G, c0, c1)
+        c0 = c1
 
 
 cdef int _forward_c(Seq* s, const floating* w_hh, int blocks) noexcept:

@@ -86,9 +86,27 @@ cdef void _weight_grads_slice(WeightGrads* wg, int part, int parts,
                               floating* dummy) noexcept nogil:
     """Thread ``part`` of ``parts``: its column blocks of G (multiples of 64 columns, two of the
     microkernel's 32-column tiles), one single-threaded GEMM per side and block over all
-    M = T*N rows."""
-    cdef int blk, lo, hi
+    M = T*N rows; on the microkernel, whose entries are each one chain over M in order whatever
+    the rows of a call, the thread's blocks are contiguous and one GEMM per side (its a packed
+    once, not once per block; the table side's BLAS product stays per block)."""
+    cdef int blk, lo, hi, lo2, hi2
     if wg.M <= 0:
+        return
+    if floating is float and _grad_kernel and FNN_MK_AVAILABLE:
+        _fixed_block(wg.G, 64, part * GRAD_BLOCKS // parts, &lo, &hi)
+        _fixed_block(wg.G, 64, (part + 1) * GRAD_BLOCKS // parts - 1, &lo2, &hi2)
+        if hi2 <= lo:
+            return
+        _slice_grads(<const floating*>wg.dpre_h, <const floating*>wg.hs_prev,
+                     <floating*>wg.dw_hh, <floating*>wg.db_hh, wg.M, wg.G, wg.H, lo, hi2)
+        if wg.x != NULL:
+            _slice_grads(<const floating*>wg.dpre_x, <const floating*>wg.x,
+                         <floating*>wg.dw_ih, <floating*>wg.db_ih, wg.M, wg.G, wg.F, lo, hi2)
+        if wg.ids != NULL:  # its BLAS product per fixed block, as below
+            for blk in range(part * GRAD_BLOCKS // parts, (part + 1) * GRAD_BLOCKS // parts):
+                _fixed_block(wg.G, 64, blk, &lo, &hi)
+                if hi > lo:
+                    _table_grads_slice(wg, lo, hi, dummy)
         return
     for blk in range(GRAD_BLOCKS):
         _fixed_block(wg.G, 64, blk, &lo, &hi)
