@@ -57,37 +57,12 @@ static inline float fnn_exp_diff_f32(float a, float m) {
 #if FNN_ISA == 1
 #include <immintrin.h>
 
-/* fnn_expf on 8 lanes: the same operations in the same order (the same bits) */
-static inline __m256 fnn_att_exp8(__m256 x) {
-    __m256 xc = _mm256_blendv_ps(x, _mm256_set1_ps(FNN_EXP_LO),
-                                 _mm256_cmp_ps(x, _mm256_set1_ps(FNN_EXP_LO), _CMP_LT_OQ));
-    xc = _mm256_blendv_ps(xc, _mm256_set1_ps(FNN_EXP_HI),
-                          _mm256_cmp_ps(xc, _mm256_set1_ps(FNN_EXP_HI), _CMP_GT_OQ));
-    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(FNN_LOG2E), _mm256_set1_ps(FNN_ROUND_MAGIC));
-    __m256 kf = _mm256_sub_ps(t, _mm256_set1_ps(FNN_ROUND_MAGIC));
-    __m256 r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-FNN_LN2_HI), xc);
-    r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-FNN_LN2_LO), r);
-    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(FNN_EXP_P0), r, _mm256_set1_ps(FNN_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P5));
-    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    __m256i k = _mm256_sub_epi32(_mm256_castps_si256(t),
-                                 _mm256_castps_si256(_mm256_set1_ps(FNN_ROUND_MAGIC)));
-    __m256i k1 = _mm256_srai_epi32(k, 1), bias = _mm256_set1_epi32(127);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
-    __m256 s2 = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, k1), bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
-}
-
 /* fnn_exp_diff_f32 on 8 lanes (the same bits) */
 static inline __m256 fnn_att_exp_diff8(__m256 a, __m256 m) {
     __m256 d = _mm256_sub_ps(a, m), u = _mm256_sub_ps(d, a);
     __m256 err = _mm256_add_ps(_mm256_sub_ps(a, _mm256_sub_ps(d, u)),
                                _mm256_sub_ps(_mm256_xor_ps(m, _mm256_set1_ps(-0.0f)), u));
-    __m256 e = fnn_att_exp8(d);
+    __m256 e = fnn_exp8(d);
     err = _mm256_and_ps(err, _mm256_cmp_ps(err, err, _CMP_ORD_Q));
     return _mm256_blendv_ps(e, _mm256_fmadd_ps(e, err, e),
                             _mm256_cmp_ps(e, _mm256_set1_ps(INFINITY), _CMP_LT_OQ));

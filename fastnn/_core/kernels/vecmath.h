@@ -6,7 +6,8 @@
    The scalar versions (fnn_expf, fnn_tanhf, fnn_tanh_sech2f, fnn_sigmoidf, fnn_sigmoid_compf)
    are branch-free but for selects, so a loop calling them vectorises on any x86-64 build; where
    the compiler targets AVX-512, the 16-lane versions (fnn_exp16, fnn_tanh16, fnn_tanh_sech2_16,
-   fnn_sigmoid16) do the same operations in the same order and so give the same bits.
+   fnn_sigmoid16) do the same operations in the same order and so give the same bits, as does
+   the 8-lane fnn_exp8 where it targets AVX2.
 
    exp(x): k = round(x / ln 2), r = x - k ln 2 in two parts (Cody-Waite: k * hi is exact and so
    is the subtraction, |r| <= ln2 / 2), exp(r) = 1 + r + r^2 P(r) (Cephes' minimax P), then
@@ -129,6 +130,35 @@ static inline float fnn_sigmoidf(float x) {
     float unused;
     return fnn_sigmoid_compf(x, &unused);
 }
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+/* fnn_expf on 8 lanes: the same operations in the same order (the same bits) */
+static inline __m256 fnn_exp8(__m256 x) {
+    __m256 xc = _mm256_blendv_ps(x, _mm256_set1_ps(FNN_EXP_LO),
+                                 _mm256_cmp_ps(x, _mm256_set1_ps(FNN_EXP_LO), _CMP_LT_OQ));
+    xc = _mm256_blendv_ps(xc, _mm256_set1_ps(FNN_EXP_HI),
+                          _mm256_cmp_ps(xc, _mm256_set1_ps(FNN_EXP_HI), _CMP_GT_OQ));
+    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(FNN_LOG2E), _mm256_set1_ps(FNN_ROUND_MAGIC));
+    __m256 kf = _mm256_sub_ps(t, _mm256_set1_ps(FNN_ROUND_MAGIC));
+    __m256 r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-FNN_LN2_HI), xc);
+    r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-FNN_LN2_LO), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(FNN_EXP_P0), r, _mm256_set1_ps(FNN_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FNN_EXP_P5));
+    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i k = _mm256_sub_epi32(_mm256_castps_si256(t),
+                                 _mm256_castps_si256(_mm256_set1_ps(FNN_ROUND_MAGIC)));
+    __m256i k1 = _mm256_srai_epi32(k, 1), bias = _mm256_set1_epi32(127);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, k1), bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+}
+#endif
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
