@@ -35,12 +35,22 @@ if _REPO_ROOT not in sys.path:
     sys.path.append(_REPO_ROOT)
 
 # The files that keep one worker busy a minute or more (the AddressSanitizer build, examples
-# trained to their bars, the fuzz suites): collected first, so that `-n 2 --dist loadfile` hands
-# them out first and the short files fill in beside them (longest first balances the workers).
-_LONGEST_FIRST = ("kernels/test_asan.py", "apps/test_examples_graph.py", "apps/test_cli_train.py",
-                  "apps/test_examples.py", "fuzz/test_fuzz.py", "model/test_fusion.py",
-                  "model/test_seq2seq.py", "apps/test_cli_plots.py",
-                  "kernels/elementwise/test_numba_kernels.py")
+# trained to their bars, the numba kernels' first compiles, the fuzz suites), longest first as
+# measured by --durations in CI: collected first, so that `-n 2 --dist loadfile` hands them out
+# first and the short files fill in beside them (longest first balances the workers).
+_LONGEST_FIRST = ("kernels/test_asan.py", "apps/test_cli_train.py",
+                  "kernels/elementwise/test_numba_kernels.py", "apps/test_examples.py",
+                  "model/test_fusion.py", "apps/test_examples_graph.py", "fuzz/test_fuzz.py",
+                  "model/test_seq2seq.py", "kernels/conv/test_conv_general.py",
+                  "layers/test_layers.py", "kernels/conv/test_subpixel.py",
+                  "layers/test_properties.py")
+
+
+def pytest_configure(config):
+    # pytest-xdist (3.6+) reorders --dist loadfile's files by their number of tests unless told
+    # not to, which would put the few long tests of _LONGEST_FIRST last
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(session, config, items):
