@@ -136,6 +136,28 @@ def test_k_in_two_calls_gives_the_same_bits(threads, m, n, k, split, trans_a, tr
     np.testing.assert_array_equal(c, whole)
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("m,n,k", [(301, 37, 520), (302, 70, 600), (300, 200, 600), (100, 150, 600),
+                                   (600, 40, 130)])
+def test_row_and_column_blocks_do_not_change_the_bits(m, n, k, trans_a, trans_b):
+    # the blocked GEMM's row blocks, k steps, op(B) packed whole or per k step, one row block
+    # or several, all follow the shape; each entry is still one chain over k in order, so the
+    # product of some of the rows or columns is those rows or columns of the whole bit for bit
+    rng = np.random.default_rng(m + 7 * n + k)
+    a = _rand(rng, (k, m) if trans_a else (m, k))
+    b = _rand(rng, (n, k) if trans_b else (k, n))
+    whole = _core.gemm(a, b, np.empty((m, n), np.float32), trans_a, trans_b)
+    assert_close(whole, (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b))
+    for s in (m // 2, m - 7):
+        part = np.ascontiguousarray(a[:, :s] if trans_a else a[:s])
+        np.testing.assert_array_equal(
+            _core.gemm(part, b, np.empty((s, n), np.float32), trans_a, trans_b), whole[:s])
+    for s in (n // 2 + 1, n - 16):
+        part = np.ascontiguousarray(b[:s] if trans_b else b[:, :s])
+        np.testing.assert_array_equal(
+            _core.gemm(a, part, np.empty((m, s), np.float32), trans_a, trans_b), whole[:, :s])
+
+
 def test_transposed_pack_equals_the_plain_pack_bit_for_bit():
     # x @ W.T on the transposing pack == x @ (W.T copied) on the plain pack: packing only moves values
     rng = np.random.default_rng(9)

@@ -22,12 +22,14 @@ static void fnn_mk2_gemm_panels(int m, int n, int k, const float* A, long ars, l
     }
 }
 
-/* fnn_mk2_gemm_panels' sums blocked for the caches: per FNN_MK2_NC columns and k step, op(B)
-   packed once in 16-column panels, then per row block (FNN_MK2_A_BYTES of packed op(A)) op(A)
-   packed in 6-row panels and multiplied by every B panel. When all m rows fit one block, op(A)
-   is packed first and each B panel just before its tiles (it stays in L1; no B block through
-   L2). The same chains in the same order either way. Returns 0 when it could not allocate,
-   and did nothing. */
+/* fnn_mk2_gemm_panels' sums blocked for the caches: k in equal steps of at most FNN_MK_KC, op(A)
+   packed per row block (FNN_MK2_A_BYTES of packed op(A), the blocks of equal size) in 6-row
+   panels, op(B) in 16-column panels. When all m rows fit one block, op(A) is packed first and
+   each B panel just before its tiles (it stays in L1; no B block through L2). Else op(B) is
+   packed whole (all k steps of up to FNN_MK2_NC columns, FNN_MK2_B_BYTES at most) and each row
+   block runs all its k steps in a row, so its block of C stays in L2 between the steps (with
+   op(B) per step, C went through L3 once a step). The same chains in the same order either
+   way. Returns 0 when it could not allocate, and did nothing. */
 static int fnn_mk2_gemm_blocked(int m, int n, int k, const float* A, long ars, long acs,
                                 const float* B, int ldb, int trans_b, float* C, int ldc,
                                 int accumulate) {
@@ -37,37 +39,60 @@ static int fnn_mk2_gemm_blocked(int m, int n, int k, const float* A, long ars, l
     int mcb = FNN_MK2_A_BYTES / ((int)sizeof(float) * kcmax) / FNN_MK2_MR * FNN_MK2_MR;
     if (mcb < FNN_MK2_MR) mcb = FNN_MK2_MR;
     int one = m <= mcb;  /* one row block: B packed per panel */
-    int nbmax = one ? 16 : n < FNN_MK2_NC ? (n + 15) / 16 * 16 : FNN_MK2_NC;
+    /* row blocks of equal size (whole 6-row panels) */
+    int mblocks = (m + mcb - 1) / mcb;
+    mcb = ((m + mblocks - 1) / mblocks + FNN_MK2_MR - 1) / FNN_MK2_MR * FNN_MK2_MR;
+    int nbmax = one ? FNN_MK2_NC1 : n < FNN_MK2_NC ? (n + 15) / 16 * 16 : FNN_MK2_NC;
+    int whole = !one && (size_t)nbmax * k * sizeof(float) <= FNN_MK2_B_BYTES;
     int mcmax = m < mcb ? (m + FNN_MK2_MR - 1) / FNN_MK2_MR * FNN_MK2_MR : mcb;
-    size_t bytes = ((size_t)nbmax + mcmax) * kcmax * sizeof(float);
+    size_t bsize = (size_t)nbmax * (whole ? k : kcmax);
+    size_t bytes = (bsize + (size_t)mcmax * kcmax) * sizeof(float);
     float* buf = (float*)aligned_alloc(64, (bytes + 63) / 64 * 64);  /* a multiple of the alignment */
     if (!buf) return 0;
-    float *Bp = buf, *Ap = buf + (size_t)nbmax * kcmax;
+    float *Bp = buf, *Ap = buf + bsize;
     if (one) {
         for (int k0 = 0; k0 < k; k0 += kcmax) {
             int kc = k - k0 < kcmax ? k - k0 : kcmax;
             fnn_mk2_pack_a6(A, ars, acs, 0, m, k0, kc, Ap);
-            for (int j0 = 0; j0 < n; j0 += 16) {
-                int nb = n - j0 < 16 ? n - j0 : 16;
+            for (int j0 = 0; j0 < n; j0 += FNN_MK2_NC1) {
+                int nb = n - j0 < FNN_MK2_NC1 ? n - j0 : FNN_MK2_NC1;
                 if (trans_b) fnn_mk2_pack_t16(B, ldb, j0, nb, k0, kc, Bp);
                 else fnn_mk2_pack_n16(B, ldb, j0, nb, k0, kc, Bp);
                 fnn_mk2_macro(m, nb, kc, Ap, Bp, C + j0, ldc, accumulate || k0 > 0);
             }
         }
-        free(buf);
-        return 1;
-    }
-    for (int j0 = 0; j0 < n; j0 += FNN_MK2_NC) {
-        int nb = n - j0 < FNN_MK2_NC ? n - j0 : FNN_MK2_NC;
-        for (int k0 = 0; k0 < k; k0 += kcmax) {
-            int kc = k - k0 < kcmax ? k - k0 : kcmax;
-            if (trans_b) fnn_mk2_pack_t16(B, ldb, j0, nb, k0, kc, Bp);
-            else fnn_mk2_pack_n16(B, ldb, j0, nb, k0, kc, Bp);
+    } else if (whole) {
+        for (int j0 = 0; j0 < n; j0 += FNN_MK2_NC) {
+            int nb = n - j0 < FNN_MK2_NC ? n - j0 : FNN_MK2_NC;
+            for (int k0 = 0; k0 < k; k0 += kcmax) {
+                int kc = k - k0 < kcmax ? k - k0 : kcmax;
+                float* bp = Bp + (size_t)nbmax * k0;
+                if (trans_b) fnn_mk2_pack_t16(B, ldb, j0, nb, k0, kc, bp);
+                else fnn_mk2_pack_n16(B, ldb, j0, nb, k0, kc, bp);
+            }
             for (int i0 = 0; i0 < m; i0 += mcb) {
                 int mc = m - i0 < mcb ? m - i0 : mcb;
-                fnn_mk2_pack_a6(A, ars, acs, i0, mc, k0, kc, Ap);
-                fnn_mk2_macro(mc, nb, kc, Ap, Bp, C + (long)i0 * ldc + j0, ldc,
-                              accumulate || k0 > 0);
+                for (int k0 = 0; k0 < k; k0 += kcmax) {
+                    int kc = k - k0 < kcmax ? k - k0 : kcmax;
+                    fnn_mk2_pack_a6(A, ars, acs, i0, mc, k0, kc, Ap);
+                    fnn_mk2_macro(mc, nb, kc, Ap, Bp + (size_t)nbmax * k0,
+                                  C + (long)i0 * ldc + j0, ldc, accumulate || k0 > 0);
+                }
+            }
+        }
+    } else {
+        for (int j0 = 0; j0 < n; j0 += FNN_MK2_NC) {
+            int nb = n - j0 < FNN_MK2_NC ? n - j0 : FNN_MK2_NC;
+            for (int k0 = 0; k0 < k; k0 += kcmax) {
+                int kc = k - k0 < kcmax ? k - k0 : kcmax;
+                if (trans_b) fnn_mk2_pack_t16(B, ldb, j0, nb, k0, kc, Bp);
+                else fnn_mk2_pack_n16(B, ldb, j0, nb, k0, kc, Bp);
+                for (int i0 = 0; i0 < m; i0 += mcb) {
+                    int mc = m - i0 < mcb ? m - i0 : mcb;
+                    fnn_mk2_pack_a6(A, ars, acs, i0, mc, k0, kc, Ap);
+                    fnn_mk2_macro(mc, nb, kc, Ap, Bp, C + (long)i0 * ldc + j0, ldc,
+                                  accumulate || k0 > 0);
+                }
             }
         }
     }

@@ -303,6 +303,10 @@ __attribute__((noinline, unused)) static void fnn_mk2_panel_pa(int m, int kc, co
 /* the packed op(A) block's budget: FNN_MK2_MC rows at FNN_MK_KC deep, more rows when k is short */
 #define FNN_MK2_A_BYTES (FNN_MK2_MC * FNN_MK_KC * 4)
 #define FNN_MK2_NC 512
+/* one row block: op(B) packed this many columns at a time, just before their tiles */
+#define FNN_MK2_NC1 64
+/* the packed op(B) of all k steps (FNN_MK2_NC columns at most) when it is at most this */
+#define FNN_MK2_B_BYTES (256 << 10)
 
 /* 6 x 16 of C at cr (mr rows and nc columns of them real) over kc steps of a packed A panel
    and B panel; acc_in 0: C := the sums, 1: C's entries start the chains. The same chains as
@@ -343,16 +347,46 @@ static inline __attribute__((always_inline)) void fnn_mk2_tile_pp(
    each, rows past mc zero); op(A)[i, kk] is A[i*ars + kk*acs] */
 __attribute__((unused)) static void fnn_mk2_pack_a6(const float* A, long ars, long acs, int i0, int mc,
                                                    int k0, int kc, float* Ap) {
-    for (int q = 0; q < mc; q += FNN_MK2_MR, Ap += (long)kc * FNN_MK2_MR) {
+    int q = 0;
+    if (ars == 1 && acs > 1) {
+        /* op(A) transposed (its rows are A's columns, each step one row of A): step by step
+           over all the whole panels, so each row of A is read once, front to back, and the
+           row 8 steps on is fetched meanwhile; each panel's 6 floats stored as 8, the 2 extra
+           overwritten by the next step's (the last step: 4 + 2). The 8-float reads stay
+           inside A's rows (i0 + q + 8 <= acs). */
+        int qe = mc / FNN_MK2_MR * FNN_MK2_MR;
+        while (qe > 0 && i0 + qe + 2 > acs) qe -= FNN_MK2_MR;
+        if (qe > 0) {
+            long ps = (long)kc * FNN_MK2_MR;
+            const float* a = A + i0 + (long)k0 * acs;
+            for (int kk = 0; kk < kc; kk++, a += acs) {
+                float* d = Ap + kk * FNN_MK2_MR;
+                if (kk + 8 < kc)
+                    for (int c = 0; c < qe; c += 16) __builtin_prefetch(a + 8 * acs + c, 0, 3);
+                if (kk + 1 < kc)
+                    for (int p = 0; p < qe; p += FNN_MK2_MR, d += ps)
+                        _mm256_storeu_ps(d, _mm256_loadu_ps(a + p));
+                else
+                    for (int p = 0; p < qe; p += FNN_MK2_MR, d += ps) memcpy(d, a + p, sizeof(float) * FNN_MK2_MR);
+            }
+            q = qe;
+            Ap += (long)(qe / FNN_MK2_MR) * ps;
+        }
+    }
+    for (; q < mc; q += FNN_MK2_MR, Ap += (long)kc * FNN_MK2_MR) {
         int rows = mc - q < FNN_MK2_MR ? mc - q : FNN_MK2_MR;
         const float* a = A + (long)(i0 + q) * ars + (long)k0 * acs;
         if (rows == FNN_MK2_MR && acs == 1) {
             const float *a0 = a, *a1 = a + ars, *a2 = a + 2 * ars, *a3 = a + 3 * ars,
                         *a4 = a + 4 * ars, *a5 = a + 5 * ars;
+            /* the next panel's rows, fetched while this one is transposed */
+            const float* an = q + 2 * FNN_MK2_MR <= mc ? a + FNN_MK2_MR * ars : NULL;
             int kk = 0;
             /* 6 rows x 8 steps transposed in registers (two zero rows); each step's 6 floats
                stored as 8, the 2 extra overwritten by the next step's (the last step's: 4 + 2) */
             for (; kk + 8 <= kc; kk += 8) {
+                if (an && kk % 16 == 0)
+                    for (int r = 0; r < FNN_MK2_MR; r++) __builtin_prefetch(an + r * ars + kk, 0, 3);
                 __m256 r[8] = {_mm256_loadu_ps(a0 + kk), _mm256_loadu_ps(a1 + kk),
                                _mm256_loadu_ps(a2 + kk), _mm256_loadu_ps(a3 + kk),
                                _mm256_loadu_ps(a4 + kk), _mm256_loadu_ps(a5 + kk),
@@ -382,11 +416,29 @@ __attribute__((unused)) static void fnn_mk2_pack_a6(const float* A, long ars, lo
    (kc*16 floats each, columns past nb zero) */
 __attribute__((unused)) static void fnn_mk2_pack_n16(const float* B, int ldb, int j0, int nb, int k0,
                                                     int kc, float* Bp) {
-    for (int p = 0; p < nb; p += 16, Bp += (long)kc * 16) {
+    int full = nb / 16 * 16;
+    if (full > 16) {
+        /* whole panels step by step: each row of B read once, front to back, the row about
+           4 KB of reading on fetched meanwhile */
+        int ahead = 1024 / full < 2 ? 2 : 1024 / full;
+        for (int kk = 0; kk < kc; kk++) {
+            const float* src = B + (long)(k0 + kk) * ldb + j0;
+            float* d = Bp + kk * 16;
+            if (kk + ahead < kc)
+                for (int c = 0; c < full; c += 16) __builtin_prefetch(src + ahead * (long)ldb + c, 0, 3);
+            for (int p = 0; p < full; p += 16, d += (long)kc * 16) {
+                _mm256_store_ps(d, _mm256_loadu_ps(src + p));
+                _mm256_store_ps(d + 8, _mm256_loadu_ps(src + p + 8));
+            }
+        }
+        Bp += (long)(full / 16) * kc * 16;
+    } else full = 0;
+    for (int p = full; p < nb; p += 16, Bp += (long)kc * 16) {
         int nr = nb - p < 16 ? nb - p : 16;
         for (int kk = 0; kk < kc; kk++) {
             const float* src = B + (long)(k0 + kk) * ldb + j0 + p;
             float* d = Bp + kk * 16;
+            if (kk + 64 < kc) __builtin_prefetch(src + 64L * ldb, 0, 3);
             if (nr == 16) {
                 _mm256_store_ps(d, _mm256_loadu_ps(src));
                 _mm256_store_ps(d + 8, _mm256_loadu_ps(src + 8));
@@ -416,6 +468,20 @@ __attribute__((noinline, unused)) static void fnn_mk2_macro(int mc, int nb, int 
         const float* bp = Bp + (long)(p / 16) * kc * 16;
         for (int q = 0; q < mc; q += FNN_MK2_MR) {
             int mr = mc - q < FNN_MK2_MR ? mc - q : FNN_MK2_MR;
+            /* the next tile's rows of C on their way to L1 while this one runs (C may be in L3:
+               its loads start the chains, its stores need the lines) */
+            {
+                int qn = q + FNN_MK2_MR, pn = p;
+                if (qn >= mc) { qn = 0; pn = p + 16; }
+                if (pn < nb) {
+                    const float* cn = C + (long)qn * ldc + pn;
+                    int rn = mc - qn < FNN_MK2_MR ? mc - qn : FNN_MK2_MR;
+                    for (int r = 0; r < rn; r++) {
+                        __builtin_prefetch(cn + r * ldc, 1, 3);
+                        __builtin_prefetch(cn + r * ldc + 15, 1, 3);
+                    }
+                }
+            }
             fnn_mk2_tile_pp(kc, Ap + (long)(q / FNN_MK2_MR) * kc * FNN_MK2_MR, bp,
                             C + (long)q * ldc + p, ldc, mr, nc, acc_in);
         }
