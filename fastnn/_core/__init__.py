@@ -17,9 +17,10 @@ GEMM and dense layers (Cython + BLAS, ``_blas.pyx``)
     dense_forward(x, weight, bias, out, activation="none", negative_slope=0.01)
         out := act(x @ weight.T + bias); x (M, K), weight (N, K), bias (N,) or None, out (M, N);
         activation in ACTIVATIONS; the bias and activation are fused into the GEMM epilogue
-    dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True)
+    dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True, relu=False)
         dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0); accumulate=False: dweight
-        and dbias := (what a layer uses on gradients zero_grad marked zero)
+        and dbias := (what a layer uses on gradients zero_grad marked zero); relu: dx then
+        through the backward of the ReLU whose output is x (in the GEMM's epilogue)
 
 Convolution (Cython, ``_conv.pyx``)
     im2col(x, kernel_size, stride, padding, out)

@@ -77,9 +77,10 @@ class _Block(Layer):
                 "norm_first": self.norm_first}
 
     def _ff(self, x, training):
-        if self.linear1.activation_fusion(self.activation) is not None:
+        fusion = self.linear1.activation_fusion(self.activation)
+        if fusion is not None:
             # ReLU in linear1's GEMM epilogue, as Sequential fuses Dense + ReLU
-            h = self.linear1.forward_relu(x, training)
+            h = self.linear1.forward_relu(x, training, **fusion[0])
             self.activation.fused_output(h)
         else:
             h = self.activation.forward(self.linear1.forward(x, training), training)
