@@ -7,9 +7,18 @@ from .activation import ReLU, Sigmoid, Tanh
 from .base import Layer, check_positive_int, grad_targets
 
 
-# the activations Dense runs in its GEMM's epilogue (exact types: a subclass may change the
-# arithmetic), by dense_forward's name for them
+# the activations Dense may run in its GEMM's epilogue (exact types: a subclass may change the
+# arithmetic), by dense_forward's name for them; those of this ISA level, on first use
 _EPILOGUE = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
+_epilogue = None
+
+
+def _epilogue_kind(following):
+    global _epilogue
+    if _epilogue is None:
+        kinds = _core.dense_epilogue_activations()
+        _epilogue = {cls: kind for cls, kind in _EPILOGUE.items() if kind in kinds}
+    return _epilogue.get(type(following))
 
 
 class WeightedLayer(Layer):
@@ -92,9 +101,10 @@ class Dense(WeightedLayer):
         return self._forward(x, "none")
 
     def activation_fusion(self, following):
-        """A ReLU, Sigmoid or Tanh (exact types) runs in the GEMM's epilogue, the same bits as
-        its own kernel; its backward stays its own (a ReLU's, in the next Dense's dx pass)."""
-        kind = _EPILOGUE.get(type(following))
+        """A ReLU, Sigmoid or Tanh (exact types; the latter two where the epilogue gives their
+        kernels' bits, ``_core.dense_epilogue_activations``) runs in the GEMM's epilogue; its
+        backward stays its own (a ReLU's, in the next Dense's dx pass)."""
+        kind = _epilogue_kind(following)
         return None if kind is None else ({"activation": kind}, False)
 
     def forward_relu(self, x, training=True, activation="relu"):
