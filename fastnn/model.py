@@ -527,8 +527,9 @@ class Sequential(ModelBase):
     def _forward_each(self, x, training):
         """The layers in order. A layer that can run the activation after it in its own pass
         (``activation_fusion``: Dense, Conv2D or BatchNorm followed by a ReLU, the latter two
-        by a LeakyReLU too) does so; after a BatchNorm the activation's backward is folded into
-        the BatchNorm's too, before a Conv2D into its dx pass (``backward``). The result is bitwise that of the layers run one by one, the
+        by a LeakyReLU too, Dense by a Sigmoid or Tanh too) does so; after a BatchNorm the
+        activation's backward is folded into the BatchNorm's too, before a Conv2D, MaxPool2D
+        or Dense into its dx pass (``backward``). The result is bitwise that of the layers run one by one, the
         gradients equal to rounding."""
         layers = self.layers
         fused = []

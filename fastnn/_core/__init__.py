@@ -17,9 +17,10 @@ GEMM and dense layers (Cython + BLAS, ``_blas.pyx``)
     dense_forward(x, weight, bias, out, activation="none", negative_slope=0.01)
         out := act(x @ weight.T + bias); x (M, K), weight (N, K), bias (N,) or None, out (M, N);
         activation in ACTIVATIONS; the bias and activation are fused into the GEMM epilogue
-    dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True)
+    dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True, relu=False)
         dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0); accumulate=False: dweight
-        and dbias := (what a layer uses on gradients zero_grad marked zero)
+        and dbias := (what a layer uses on gradients zero_grad marked zero); relu: dx then
+        through the backward of the ReLU whose output is x (in the GEMM's epilogue)
 
 Convolution (Cython, ``_conv.pyx``)
     im2col(x, kernel_size, stride, padding, out)
@@ -199,6 +200,7 @@ _PRIVATE.update({name: ("_checks", name) for name in ("FLOAT_DTYPES", "check_pai
                                                          "conv_out_size")})
 _PRIVATE["lookup_matches"] = ("recurrent", "_lookup_matches")
 _PRIVATE["conv2d_family"] = ("conv_plan", "conv2d_family")
+_PRIVATE["dense_epilogue_activations"] = ("conv_plan", "dense_epilogue_activations")
 _PRIVATE["dense_dx_relu"] = ("attention", "dense_dx_relu")  # the transformer feed-forward's
 
 

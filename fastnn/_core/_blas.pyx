@@ -437,9 +437,79 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
         r0 += rows
 
 
+# ---- a dense layer's dx through the ReLU before it: dx := (dy @ w) where y > 0, else 0 -------
+# (dense_backward's relu, and the transformer feed-forward's hidden gradient.) The ReLU's
+# backward applied to each block of the GEMM's output while it is in cache, instead of a second
+# pass over the (M, K) gradient. The blocks are those of the forward's
+# epilogue (the per-thread blocks, or on one thread EPILOGUE_BLOCK_BYTES row blocks of the
+# microkernel); k is never split, so each entry's bits are the unfused dense_backward's, and the
+# mask is relu_backward's.
+cdef void _relu_mask_block(floating* c, const floating* y, int rows, int n,
+                           Py_ssize_t ld) noexcept nogil:
+    cdef int i, j
+    cdef floating* row
+    cdef const floating* yr
+    for i in range(rows):
+        row = c + i * ld
+        yr = y + i * ld
+        for j in range(n):
+            row[j] = 0 if yr[j] <= 0 else row[j]
+
+
+cdef inline void _nn_block(bint mk, int m, int n, int k, const floating* a, const floating* b,
+                           floating* c, bint split_cols, int block, int part) noexcept nogil:
+    """Block ``part`` of c (m, n) := a (m, k) @ b (k, n), on the microkernel when ``mk``."""
+    if floating is float:
+        if mk:
+            _mk_part(False, False, m, n, k, a, k, b, n, False, c, n, split_cols, block, part)
+            return
+    _saw(SEEN_BLAS)
+    _gemm_part(False, False, m, n, k, <floating>1, a, k, b, n, <floating>0, c, n, split_cols,
+               block, part)
+
+
+cdef void _dx_relu(const floating* dy, const floating* w, const floating* y, floating* dx, int m,
+                   int n, int k) noexcept nogil:
+    # dx (m, k) := dy (m, n) @ w (n, k), masked by y (m, k)
+    cdef int r0, rows, block, nt, part, nparts, lo
+    cdef bint split_cols
+    cdef bint mk = False
+    if floating is float:
+        mk = _mk_ok(m, k, n)
+    nt = gemm_threads(<Py_ssize_t>m * n * k)
+    if nt > 1:
+        split_cols = k >= m
+        if split_cols:
+            block = _block(k, nt, FNN_MK_COL_ALIGN if mk else GEMM_COL_ALIGN)
+        else:
+            block = _block(m, nt, MK_ROW_ALIGN if mk else GEMM_ROW_ALIGN)
+        nparts = ((k if split_cols else m) + block - 1) // block
+        for part in prange(nparts, num_threads=nparts, schedule="static", chunksize=1):
+            _nn_block(mk, m, k, n, dy, w, dx, split_cols, block, part)
+            lo = part * block
+            if split_cols:
+                _relu_mask_block(dx + lo, y + lo, m, min(block, k - lo), k)
+            else:
+                _relu_mask_block(dx + <Py_ssize_t>lo * k, y + <Py_ssize_t>lo * k,
+                                 min(block, m - lo), k, k)
+        return
+    # one thread: the microkernel in row blocks (its bits do not depend on m); BLAS in one call
+    # (its blocking of m can change a product's rounding)
+    block = max(EPILOGUE_MIN_ROWS, EPILOGUE_BLOCK_BYTES // max(1, k * <int>sizeof(floating)))
+    if not mk:
+        block = m
+    r0 = 0
+    while r0 < m:
+        rows = min(block, m - r0)
+        _nn_block(mk, rows, k, n, dy + <Py_ssize_t>r0 * n, w, dx + <Py_ssize_t>r0 * k, False,
+                  rows, 0)
+        _relu_mask_block(dx + <Py_ssize_t>r0 * k, y + <Py_ssize_t>r0 * k, rows, k, k)
+        r0 += rows
+
+
 cdef void _dense_backward(const floating* x, const floating* w, const floating* dy, floating* dx,
                           floating* dweight, floating* dbias, int m, int n, int k,
-                          bint accumulate) noexcept nogil:
+                          bint accumulate, bint relu) noexcept nogil:
     cdef int i, j, part
     cdef const floating* row
     # two threads: dx and dweight (the same multiply-add count, m*n*k) side by side in one
@@ -449,12 +519,15 @@ cdef void _dense_backward(const floating* x, const floating* w, const floating* 
             and gemm_threads(<Py_ssize_t>m * n * k) == 2):
         for part in prange(2, num_threads=2, schedule="static", chunksize=1):
             if part == 0:
-                _dense_backward(x, w, dy, dx, NULL, NULL, m, n, k, accumulate)
+                _dense_backward(x, w, dy, dx, NULL, NULL, m, n, k, accumulate, relu)
             else:
-                _dense_backward(x, w, dy, NULL, dweight, dbias, m, n, k, accumulate)
+                _dense_backward(x, w, dy, NULL, dweight, dbias, m, n, k, accumulate, False)
         return
-    if dx != NULL:      # dx (m, k) := dy (m, n) @ w (n, k)
-        _gemm_auto(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
+    if dx != NULL:      # dx (m, k) := dy (m, n) @ w (n, k), masked by x > 0 with relu
+        if relu and n > 0 and m > 0 and k > 0:
+            _dx_relu(dy, w, x, dx, m, n, k)
+        else:  # (n = 0: dx := 0, which the mask keeps)
+            _gemm_auto(False, False, m, k, n, <floating>1, dy, n, w, k, <floating>0, dx, k)
     if dweight != NULL:  # dweight (n, k) += (or :=) dy.T (n, m) @ x (m, k)
         _gemm_auto(True, False, n, k, m, <floating>1, dy, n, x, k,
                    <floating>(1 if accumulate else 0), dweight, k)
@@ -586,11 +659,14 @@ def _validate_dense_backward(x, weight, dy, dx, dweight, dbias):
     check_optional_out(where, "dbias", dbias, (weight.shape[0],), x.dtype, f"weight {weight.shape}")
 
 
-def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True):
+def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True, relu=False):
     """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0) (None outputs are skipped);
-    accumulate=False overwrites dweight and dbias instead (their contents are ignored)."""
+    accumulate=False overwrites dweight and dbias instead (their contents are ignored); relu:
+    dx then through the backward of the ReLU whose output is x (0 where x <= 0), applied to
+    each block of dx while it is in cache, the bits of relu_backward(x, dx, dx) after."""
     cdef int t = _typenum(x)
     cdef bint acc = accumulate
+    cdef bint rl = relu
     cdef int m, n, k
     cdef void* dx_ptr = NULL
     cdef void* dw_ptr = NULL
@@ -620,14 +696,33 @@ def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True):
     if t == cnp.NPY_FLOAT:
         with nogil:
             _dense_backward(<float*>px, <float*>pw, <float*>pdy, <float*>dx_ptr, <float*>dw_ptr,
-                            <float*>db_ptr, m, n, k, acc)
+                            <float*>db_ptr, m, n, k, acc, rl)
     else:
         with nogil:
             _dense_backward(<double*>px, <double*>pw, <double*>pdy, <double*>dx_ptr,
-                            <double*>dw_ptr, <double*>db_ptr, m, n, k, acc)
+                            <double*>dw_ptr, <double*>db_ptr, m, n, k, acc, rl)
     if _tracing:
         _collect_seen()
     return dx
+
+
+def _dense_dx_relu(dy, weight, y, dx):
+    """fastnn._core.attention.dense_dx_relu after its checks (see there)."""
+    cdef int m = dim(dy, 0), n = dim(dy, 1), k = dim(weight, 1)
+    cdef void* pg = data(dy)
+    cdef void* pw = data(weight)
+    cdef void* py = data(y)
+    cdef void* pdx = data(dx)
+    cdef bint f32 = _typenum(dy) == cnp.NPY_FLOAT
+    if m <= 0 or k <= 0:
+        return
+    with nogil:
+        if f32:
+            _dx_relu(<float*>pg, <float*>pw, <float*>py, <float*>pdx, m, n, k)
+        else:
+            _dx_relu(<double*>pg, <double*>pw, <double*>py, <double*>pdx, m, n, k)
+    if _tracing:
+        _collect_seen()
 
 
 # attention per batch and head on these GEMMs (fastnn._core.attention's compiled half)

@@ -41,10 +41,13 @@ def dense_forward(x, weight, bias, out, activation="none", negative_slope=0.01):
     return out
 
 
-def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True):
-    """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0) (:= with accumulate=False)."""
+def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True, relu=False):
+    """dx := dy @ weight; dweight += dy.T @ x; dbias += dy.sum(0) (:= with accumulate=False);
+    ``relu``: dx then through the backward of the ReLU whose output is x."""
     if dx is not None:
         dx[...] = dy @ weight
+        if relu:
+            relu_backward(x, dx, dx)
     if dweight is not None:
         dweight[...] = (dweight if accumulate else 0) + dy.T @ x
     if dbias is not None:

@@ -177,7 +177,15 @@ class ELU(_Elementwise):
         _core.elu_backward(x, dy, self.alpha, dx)
 
 
-class Sigmoid(_Elementwise):
+class _SavesOutput(_Elementwise):
+    saves = "y"
+
+    def fused_output(self, y):
+        # the layer before ran this activation in its epilogue: y is what forward returns
+        self.saved = y
+
+
+class Sigmoid(_SavesOutput):
     r"""Logistic function: :math:`y = 1 / (1 + e^{-x})`, stable for large :math:`|x|`;
     :math:`dx = dy \cdot y (1 - y)`.
 
@@ -190,8 +198,6 @@ class Sigmoid(_Elementwise):
         dx = act.backward(np.ones_like(y))             # all 0.25
     """
 
-    saves = "y"
-
     def _forward(self, x, out):
         _core.sigmoid_forward(x, out)
 
@@ -199,7 +205,7 @@ class Sigmoid(_Elementwise):
         _core.sigmoid_backward(y, dy, dx)
 
 
-class Tanh(_Elementwise):
+class Tanh(_SavesOutput):
     r"""Hyperbolic tangent: :math:`y = \tanh(x)`; :math:`dx = dy \cdot (1 - y^2)`.
 
     Shapes: input any shape; output the same shape. State: none.
@@ -210,8 +216,6 @@ class Tanh(_Elementwise):
         y = act.forward(np.zeros((2, 3), np.float32))   # all 0
         dx = act.backward(np.ones_like(y))             # all 1
     """
-
-    saves = "y"
 
     def _forward(self, x, out):
         _core.tanh_forward(x, out)

@@ -3,8 +3,22 @@ import numpy as np
 
 from .. import _core
 from .. import init as _init
-from .activation import relu_fusion
+from .activation import ReLU, Sigmoid, Tanh
 from .base import Layer, check_positive_int, grad_targets
+
+
+# the activations Dense may run in its GEMM's epilogue (exact types: a subclass may change the
+# arithmetic), by dense_forward's name for them; those of this ISA level, on first use
+_EPILOGUE = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh"}
+_epilogue = None
+
+
+def _epilogue_kind(following):
+    global _epilogue
+    if _epilogue is None:
+        kinds = _core.dense_epilogue_activations()
+        _epilogue = {cls: kind for cls, kind in _EPILOGUE.items() if kind in kinds}
+    return _epilogue.get(type(following))
 
 
 class WeightedLayer(Layer):
@@ -87,13 +101,31 @@ class Dense(WeightedLayer):
         return self._forward(x, "none")
 
     def activation_fusion(self, following):
-        fusion = relu_fusion(following)
-        return fusion if fusion is not None and not fusion[0] else None  # no leaky epilogue
+        """A ReLU, Sigmoid or Tanh (exact types; the latter two where the epilogue gives their
+        kernels' bits, ``_core.dense_epilogue_activations``) runs in the GEMM's epilogue; its
+        backward stays its own (a ReLU's, in the next Dense's dx pass)."""
+        kind = _epilogue_kind(following)
+        return None if kind is None else ({"activation": kind}, False)
 
-    def forward_relu(self, x, training=True):
-        """``relu(self.forward(x))`` with the ReLU in the GEMM's epilogue (``Sequential`` fuses
-        a Dense followed by a ReLU this way; the ReLU's backward still runs, on this output)."""
-        return self._forward(x, "relu")
+    def forward_relu(self, x, training=True, activation="relu"):
+        """``act(self.forward(x))`` with the activation (``"relu"``, ``"sigmoid"`` or ``"tanh"``)
+        in the GEMM's epilogue (``Sequential`` fuses a Dense followed by a ReLU, Sigmoid or Tanh
+        this way; the activation's backward still runs, on this output)."""
+        if activation not in ("relu", "sigmoid", "tanh"):
+            raise ValueError(f"{self.describe()}: forward_relu's activation must be 'relu', "
+                             f"'sigmoid' or 'tanh', got {activation!r}")
+        return self._forward(x, activation)
+
+    def takes_activation_backward(self, before):
+        """Whether :meth:`backward_through_activation` can run the backward of ``before``, the
+        layer whose output is this one's input: a ReLU (exact type)."""
+        return type(before) is ReLU and type(self).backward is Dense.backward
+
+    def backward_through_activation(self, dy, before):
+        """``before.backward(self.backward(dy))`` for a ReLU ``before``, the same bits: its mask
+        is this layer's input (the ReLU's output, > 0 exactly where the ReLU's input is),
+        applied to each block of dx as the GEMM writes it."""
+        return self.backward(dy, relu=True)
 
     def _forward(self, x, activation):
         x = self.as_input(x)
@@ -108,8 +140,10 @@ class Dense(WeightedLayer):
                             activation)
         return out if flat else out.reshape(*self.lead_shape, self.out_features)
 
-    def backward(self, dy, input_grad=True):
-        """dx (None when ``input_grad`` is False: only the parameter gradients are computed)."""
+    def backward(self, dy, input_grad=True, relu=False):
+        """dx (None when ``input_grad`` is False: only the parameter gradients are computed);
+        ``relu``: dx through the backward of the ReLU whose output is this layer's input (see
+        :meth:`backward_through_activation`)."""
         self.check_forwarded(self.x)
         dy = self.as_input(dy, "dy")
         expected = (*self.lead_shape, self.out_features)
@@ -120,7 +154,11 @@ class Dense(WeightedLayer):
         bias = self.bias
         dy2 = dy if flat else dy.reshape(-1, self.out_features)
         dweight, dbias, accumulate = grad_targets(self.weight, bias)
-        _core.dense_backward(self.x, self.weight.data, dy2, dx, dweight, dbias, accumulate)
+        if relu and dx is not None:
+            _core.dense_backward(self.x, self.weight.data, dy2, dx, dweight, dbias, accumulate,
+                                 relu=True)
+        else:
+            _core.dense_backward(self.x, self.weight.data, dy2, dx, dweight, dbias, accumulate)
         if dx is None or flat:
             return dx
         return dx.reshape(*self.lead_shape, self.in_features)

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 
-from .. import _core
 from .activation import GELU, ReLU
 from .attention import MultiheadAttention
 from .base import Layer, check_positive_int
@@ -77,9 +76,10 @@ class _Block(Layer):
                 "norm_first": self.norm_first}
 
     def _ff(self, x, training):
-        if self.linear1.activation_fusion(self.activation) is not None:
+        fusion = self.linear1.activation_fusion(self.activation)
+        if fusion is not None:
             # ReLU in linear1's GEMM epilogue, as Sequential fuses Dense + ReLU
-            h = self.linear1.forward_relu(x, training)
+            h = self.linear1.forward_relu(x, training, **fusion[0])
             self.activation.fused_output(h)
         else:
             h = self.activation.forward(self.linear1.forward(x, training), training)
@@ -111,13 +111,9 @@ class _Block(Layer):
                 and self.linear2.x.size == h.size and self.linear2.x.ctypes.data == h.ctypes.data
                 and g.flags.c_contiguous and g.dtype == h.dtype):
             # the ReLU's output went straight into linear2: its mask is applied while linear2's
-            # dx is formed (one pass over the hidden gradient fewer, the same bits)
-            self.linear2.backward(g, input_grad=False)
-            dh = np.empty(h.shape, h.dtype)
-            _core.dense_dx_relu(g.reshape(-1, self.d_model), self.linear2.weight.data,
-                                h.reshape(-1, self.dim_feedforward),
-                                dh.reshape(-1, self.dim_feedforward))
-            return self.linear1.backward(dh)
+            # dx is formed (one pass over the hidden gradient fewer; dx and dweight in one
+            # 2-thread region as unfused, so the same bits at every level)
+            return self.linear1.backward(self.linear2.backward(g, relu=True))
         g = self.dropout.backward(self.linear2.backward(g))
         return self.linear1.backward(self.activation.backward(g))
 

@@ -96,6 +96,35 @@ def test_dense_backward_matches_reference_and_accumulates(m, n, k, dtype, skip, 
             assert_close(v, expected[key])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, k", [(128, 256, 256), (300, 10, 72), (5, 3, 7), (9, 0, 4)])
+def test_dense_backward_through_a_relu_is_dense_backward_then_relu_backward_bitwise(dtype, m, n, k):
+    """relu=True: dx masked by x > 0 (the ReLU whose output x is; NaN in x keeps the value, as
+    relu_backward) as the GEMM writes it, dweight and dbias unchanged; the bits of the two
+    passes at one and two threads (the 2-thread pair of GEMMs, the microkernel's row blocks,
+    BLAS for n < 16, an empty n), and the reference's values."""
+    rng = np.random.default_rng(m + n + k)
+    x = np.maximum(rand(rng, (m, k), dtype), 0)
+    x.flat[::97] = np.nan
+    w, dy = rand(rng, (n, k), dtype), rand(rng, (m, n), dtype)
+    previous = fastnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastnn.set_num_threads(threads)
+            want = [np.empty((m, k), dtype), np.ones((n, k), dtype), np.ones(n, dtype)]
+            _core.dense_backward(x, w, dy, *want)
+            _core.relu_backward(x, want[0], want[0])
+            got = [np.full((m, k), 7, dtype), np.ones((n, k), dtype), np.ones(n, dtype)]
+            _core.dense_backward(x, w, dy, *got, relu=True)
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        fastnn.set_num_threads(previous)
+    ref = [np.empty((m, k), dtype), np.ones((n, k), dtype), np.ones(n, dtype)]
+    reference.dense_backward(x, w, dy, *ref, relu=True)
+    assert_close(got[0][np.isfinite(got[0])], ref[0][np.isfinite(ref[0])])
+
+
 # ---- convolution -------------------------------------------------------------------------------
 
 @st.composite

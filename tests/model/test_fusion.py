@@ -587,3 +587,52 @@ def test_add_forward_relu_keeps_nan_and_gives_each_input_its_own_gradient():
     np.testing.assert_array_equal(db, da)
     add.forward([a, b])  # an unfused forward: the next backward is the sum's alone
     assert all(g is dy or np.array_equal(g, dy) for g in add.backward(dy))
+
+
+# --- Dense: Sigmoid / Tanh in the epilogue, a ReLU's backward in the dx pass ---------------------
+def _dense_model(dtype, act):
+    # Dense -> act fused forward; the ReLU after the Flatten (on its own forward) and the one
+    # fused into Dense 5 both have their backward run by the Dense after them
+    fnn.seed(14)
+    return fnn.Sequential(L.Dense(6, 9), act(), L.Dense(9, 8), L.Flatten(), L.ReLU(),
+                          L.Dense(8, 7), L.ReLU(), L.Dense(7, 5), act()).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", [L.Sigmoid, L.Tanh])
+def test_dense_runs_sigmoid_tanh_and_a_relus_backward_bitwise(dtype, act):
+    """A Dense runs a following Sigmoid / Tanh in its epilogue (the activation's own kernel is not
+    called; its backward runs on the fused output) and the backward of the ReLU before it in its
+    dx pass (the ReLU's own backward is not called): the output, dx and every gradient bit for
+    bit those of the layers one by one."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((11, 6)).astype(dtype) * 3
+    dy = rng.standard_normal((11, 5)).astype(dtype)
+    fused, plain = _dense_model(dtype, act), _dense_model(dtype, act)
+    kernel = "sigmoid_forward" if act is L.Sigmoid else "tanh_forward"
+    calls = []
+    original = getattr(_core, kernel)
+    try:
+        setattr(_core, kernel, lambda *a: calls.append(a) or original(*a))
+        y = fused.forward(x)
+    finally:
+        setattr(_core, kernel, original)
+    fuses = kernel[:-len("_forward")] in _core.dense_epilogue_activations()  # not at baseline
+    assert (calls == []) == fuses and fused._fused_relus == frozenset()
+    for i in (4, 6):
+        fused.layers[i].backward = lambda *a: pytest.fail("the ReLU's own backward ran")
+    dx = fused.backward(dy)
+    y_ref, dx_ref = _one_by_one(plain, x, dy, True)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+    assert (dx != 0).any() and (fused.layers[5].x == 0).any() and (fused.layers[7].x == 0).any()
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+
+
+def test_gradcheck_through_dense_sigmoid_and_relu_fusions():
+    fnn.seed(16)
+    model = fnn.Sequential(L.Dense(4, 5), L.ReLU(), L.Dense(5, 3), L.Sigmoid())
+    x = np.random.default_rng(16).standard_normal((6, 4))
+    result = fnn.gradcheck(model, x)
+    assert result.ok, result
