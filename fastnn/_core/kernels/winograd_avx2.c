@@ -201,6 +201,11 @@ void fnn_wg2_dw_chunk(int C, int H, int W, int O, int OH, int OW, int ph, int pw
                             continue;
                         }
                         const float* row = xc + ru->xoff + (long)r * W;
+                        if (c + 1 < C) {  /* the next channel's rows: its channel image is a
+                                             fresh page, where the prefetchers start late */
+                            _mm_prefetch((const char*)(row + HW), _MM_HINT_T0);
+                            _mm_prefetch((const char*)(row + HW + 17), _MM_HINT_T0);
+                        }
                         for (int sh = 0; sh < 2; sh++)
                             fnn_wg2_deinterleave(fnn_wg2_load8(row + 2 * sh, x0 + 2 * sh, W),
                                                  fnn_wg2_load8(row + 2 * sh + 8, x0 + 2 * sh + 8, W),

@@ -6,6 +6,7 @@
 #include "winograd_small4_pack.h"
 #include "winograd_f4_avx2.h"
 #include "winograd_small_avx2.h"
+#include "winograd_tiles.h"
 
 _Static_assert(FNN_WGS4_GROUP == FNN_WGSP_G && FNN_WGS4_OB == FNN_WGSP_OB, "fnn_wgs_products' group and block");
 
@@ -24,9 +25,18 @@ int fnn_wgs4_tiles(int C, int H, int W, int O, int OH, int OW, int ph, int pw, l
         for (int k = 0; k < NV; k++)
             fnn_wg4_locate8(C, H, W, O, OH, OW, ph, pw, g0 + 8 * k, (int)(t_hi - g0) - 8 * k,
                             grp + k);
+        /* the next group's input rows, prefetched a channel at a time beside this group's */
+        long pst[4], pln[4];
+        const long g1 = g0 + G < t_hi ? g0 + G : t_hi;
+        const int npf = fnn_wg_rows_ahead(4, C, H, W, OH, OW, ph, g1,
+                                          g1 + G < t_hi ? g1 + G : t_hi, 4, pst, pln);
         /* V[e][c][k*8 + q] = (B^T d B)[e] (fnn_wg4_tiles' operations) */
-        for (int c = 0; c < C; c++)
+        for (int c = 0; c < C; c++) {
+            for (int i = 0; i < npf; i++)
+                for (long p = 0; p < pln[i]; p += 16)
+                    _mm_prefetch((const char*)(x + c * HW + pst[i] + p), _MM_HINT_T0);
             for (int k = 0; k < NV; k++) fnn_wg4_in8(x + c * HW, grp + k, V + (long)c * G + 8 * k, VS);
+        }
         for (int b = 0; b < NB; b++) {
             /* M[e][j][t] = sum_c U[e][b*OB + j][c] V[e][c][t], in registers per e */
             for (int e = 0; e < 36; e++)

@@ -91,4 +91,25 @@ static inline int fnn_wg2_runs16(int C, int H, int W, int OH, int OW, int ph, in
     return 1;
 }
 
+/* The input rows tiles [t0, t1) read, as up to nmax ranges of channel 0 of x (one a sample:
+   start[i] its offset, len[i] its floats; the caller adds c*H*W for channel c): what a kernel
+   prefetches for its next group of tiles while it transforms this one (a channel's plane is
+   its own page or pages, where the hardware prefetchers start late). Returns the count. */
+static inline int fnn_wg_rows_ahead(int m, int C, int H, int W, int OH, int OW, int ph, long t0,
+                                    long t1, int nmax, long* start, long* len) {
+    if (t1 <= t0) return 0;
+    int oyf, oxf, oyl, oxl, k = 0;
+    const long nf = fnn_wg_tile(m, OH, OW, t0, &oyf, &oxf);
+    const long nl = fnn_wg_tile(m, OH, OW, t1 - 1, &oyl, &oxl);
+    for (long n = nf; n <= nl && k < nmax; n++) {
+        int r0 = n == nf ? oyf - ph : 0, r1 = n == nl ? oyl - ph + m + 2 : H;
+        if (r0 < 0) r0 = 0;
+        if (r1 > H) r1 = H;
+        if (r1 <= r0) continue;
+        start[k] = n * C * ((long)H * W) + (long)r0 * W;
+        len[k++] = (long)(r1 - r0) * W;
+    }
+    return k;
+}
+
 #endif /* FNN_WINOGRAD_TILES_H */
