@@ -67,38 +67,58 @@ static inline __attribute__((always_inline)) void fnn_mk2_tile(
 static inline __attribute__((always_inline)) void fnn_mk2_tile_w(
         const int R, int kc, const float* a, long ars, long acs, const float* bp, float* cr,
         long ldc, int nr, int acc_in) {
-    __m256 c[2][4];
-    for (int r = 0; r < R; r++) {
-        float t[32] = {0};
-        const float* s = cr + r * ldc;
-        if (acc_in != 0 && nr < 32) { memcpy(t, s, sizeof(float) * (size_t)nr); s = t; }
-        for (int v = 0; v < 4; v++) c[r][v] = acc_in == 1 ? _mm256_loadu_ps(s + 8 * v) : _mm256_setzero_ps();
+    /* named accumulators, not an array: GCC kept an array's 8 vectors on the stack as well,
+       a store of each per k step */
+    __m256 c00, c01, c02, c03, c10, c11, c12, c13;
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = _mm256_setzero_ps();
+    if (acc_in == 1) {
+        float t[64] = {0};
+        const float* s0 = cr;
+        const float* s1 = cr + (R == 2 ? ldc : 0);
+        if (nr < 32) {
+            memcpy(t, cr, sizeof(float) * (size_t)nr);
+            if (R == 2) memcpy(t + 32, cr + ldc, sizeof(float) * (size_t)nr);
+            s0 = t; s1 = t + 32;
+        }
+        c00 = _mm256_loadu_ps(s0); c01 = _mm256_loadu_ps(s0 + 8);
+        c02 = _mm256_loadu_ps(s0 + 16); c03 = _mm256_loadu_ps(s0 + 24);
+        if (R == 2) {
+            c10 = _mm256_loadu_ps(s1); c11 = _mm256_loadu_ps(s1 + 8);
+            c12 = _mm256_loadu_ps(s1 + 16); c13 = _mm256_loadu_ps(s1 + 24);
+        }
     }
     for (int kk = 0; kk < kc; kk++, bp += 32, a += acs) {
         __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
         __m256 b2 = _mm256_load_ps(bp + 16), b3 = _mm256_load_ps(bp + 24);
-        for (int r = 0; r < R; r++) {
-            __m256 av = _mm256_broadcast_ss(a + r * ars);
-            c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
-            c[r][2] = _mm256_fmadd_ps(av, b2, c[r][2]);
-            c[r][3] = _mm256_fmadd_ps(av, b3, c[r][3]);
+        __m256 av = _mm256_broadcast_ss(a);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
+        c02 = _mm256_fmadd_ps(av, b2, c02);
+        c03 = _mm256_fmadd_ps(av, b3, c03);
+        if (R == 2) {
+            av = _mm256_broadcast_ss(a + ars);
+            c10 = _mm256_fmadd_ps(av, b0, c10);
+            c11 = _mm256_fmadd_ps(av, b1, c11);
+            c12 = _mm256_fmadd_ps(av, b2, c12);
+            c13 = _mm256_fmadd_ps(av, b3, c13);
         }
     }
     for (int r = 0; r < R; r++) {
+        __m256 v0 = r ? c10 : c00, v1 = r ? c11 : c01, v2 = r ? c12 : c02, v3 = r ? c13 : c03;
         float t[32] = {0};
         float* d = cr + r * ldc;
         if (acc_in == 2) {
             const float* s = d;
             if (nr < 32) { memcpy(t, d, sizeof(float) * (size_t)nr); s = t; }
-            for (int v = 0; v < 4; v++) c[r][v] = _mm256_add_ps(c[r][v], _mm256_loadu_ps(s + 8 * v));
+            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(s));
+            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(s + 8));
+            v2 = _mm256_add_ps(v2, _mm256_loadu_ps(s + 16));
+            v3 = _mm256_add_ps(v3, _mm256_loadu_ps(s + 24));
         }
-        if (nr == 32) {
-            for (int v = 0; v < 4; v++) _mm256_storeu_ps(d + 8 * v, c[r][v]);
-        } else {
-            for (int v = 0; v < 4; v++) _mm256_storeu_ps(t + 8 * v, c[r][v]);
-            memcpy(d, t, sizeof(float) * (size_t)nr);
-        }
+        float* o = nr == 32 ? d : t;
+        _mm256_storeu_ps(o, v0); _mm256_storeu_ps(o + 8, v1);
+        _mm256_storeu_ps(o + 16, v2); _mm256_storeu_ps(o + 24, v3);
+        if (nr < 32) memcpy(d, t, sizeof(float) * (size_t)nr);
     }
 }
 
