@@ -25,12 +25,21 @@ from setuptools.command.build_ext import build_ext
 
 
 class ParallelBuildExt(build_ext):
-    """Compiles the extension modules side by side (pip gives no -j)."""
+    """Compiles the extension modules side by side (pip gives no -j), the heaviest first."""
 
     def finalize_options(self):
         super().finalize_options()
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
+
+    def build_extensions(self):
+        # longest first: started last, a level's _conv (the build's longest module by far)
+        # would run alone at the end while the other compilers sit idle
+        def rank(ext):
+            name = ext.name.rsplit(".", 1)[-1]
+            return BUILD_ORDER.index(name) if name in BUILD_ORDER else len(BUILD_ORDER)
+        self.extensions.sort(key=rank)  # stable: the levels keep their order
+        super().build_extensions()
 
 debug_checks = os.environ.get("FASTNN_BOUNDSCHECK") == "1"
 
@@ -60,6 +69,8 @@ LEVEL_MODULES = {"_blas": ("microkernel",),
 # ones do (Adam within 1 ulp of its unfused formula), so no contraction into FMAs (vecmath.h's
 # explicit fmaf calls stay); no errno from sqrt, which otherwise keeps Adam's loop scalar
 MODULE_ARGS = {"_basic": ["-ffp-contract=off", "-fno-math-errno"]}
+# The level modules by compile time, longest first (the order ParallelBuildExt starts them in)
+BUILD_ORDER = ("_conv", "_recurrent", "_blas", "_basic")
 # The kernel families each level defines in kernels/<family>_<level>.c (isa.h's FNN_ISA_KERNEL)
 LEVEL_KERNELS = {"baseline": (), "avx2": ("microkernel", "conv", "winograd", "winograd_small",
                                             "winograd_small4", "winograd_s2", "winograd_s2_dw"),
