@@ -809,15 +809,3 @@ def plan_conv2d_general(in_channels, groups):
     each group has one input channel, else "im2col" (per sample and group, + BLAS)."""
     return "depthwise" if groups == in_channels else "im2col"
 
-
-# ---- dense layers: the activations of the GEMM's epilogue -----------------------------------------
-
-def dense_epilogue_activations():
-    """The activations a Dense layer runs in its GEMM's epilogue instead of their own kernels:
-    ReLU always; Sigmoid and Tanh where the epilogue's fnn_sigmoidf / fnn_tanhf give the numba
-    kernels' bits (the FMA levels: checked over every 97th float32 bit pattern at avx2). At the
-    baseline level the two round differently, so those stay separate passes there and a fused
-    model's output stays bitwise that of its layers one by one."""
-    from . import isa
-
-    return ("relu",) if isa.LEVEL == "baseline" else ("relu", "sigmoid", "tanh")

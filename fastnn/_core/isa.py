@@ -76,3 +76,12 @@ LEVEL = _choose()
 def load(name):
     """The chosen level's compiled module ``name`` (one of _KERNEL_MODULES)."""
     return importlib.import_module(f"{__package__}._{LEVEL}.{name}")
+
+
+def dense_epilogue_activations():
+    """The activations a Dense layer runs in its GEMM's epilogue instead of their own kernels:
+    ReLU always; Sigmoid and Tanh where the level's epilogue (fnn_sigmoidf / fnn_tanhf) gives the
+    numba kernels' bits (the FMA levels: checked over every 97th float32 bit pattern at avx2). At
+    the baseline level the two round differently, so those stay separate passes there and a
+    fused model's output stays bitwise that of its layers one by one."""
+    return ("relu",) if LEVEL == "baseline" else ("relu", "sigmoid", "tanh")

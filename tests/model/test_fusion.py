@@ -187,6 +187,18 @@ def _conv_model(dtype, slope):
     return model.astype(dtype)
 
 
+def _forward_counting_calls(model, x, kernel):
+    """``model.forward(x)`` and the calls it made to ``_core.<kernel>`` (an activation's own
+    kernel: none when a layer ran the activation in its epilogue)."""
+    calls = []
+    original = getattr(_core, kernel)
+    try:
+        setattr(_core, kernel, lambda *a: calls.append(a) or original(*a))
+        return model.forward(x), calls
+    finally:
+        setattr(_core, kernel, original)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("slope", [None, 0.2])
 def test_fused_conv_activation_equals_the_layers_one_by_one(dtype, slope):
@@ -195,13 +207,7 @@ def test_fused_conv_activation_equals_the_layers_one_by_one(dtype, slope):
     dy = rng.standard_normal((5, 3)).astype(dtype)
     fused, plain = _conv_model(dtype, slope), _conv_model(dtype, slope)
     kernel = "relu_forward" if slope is None else "leaky_relu_forward"
-    calls = []
-    original = getattr(_core, kernel)
-    try:
-        setattr(_core, kernel, lambda *a: calls.append(a) or original(*a))
-        y = fused.forward(x)
-    finally:
-        setattr(_core, kernel, original)
+    y, calls = _forward_counting_calls(fused, x, kernel)
     assert calls == [] and fused._fused_relus == frozenset()  # the backward stays the activation's
     dx = fused.backward(dy)
     y_ref, dx_ref = _one_by_one(plain, x, dy, True)
@@ -610,13 +616,7 @@ def test_dense_runs_sigmoid_tanh_and_a_relus_backward_bitwise(dtype, act):
     dy = rng.standard_normal((11, 5)).astype(dtype)
     fused, plain = _dense_model(dtype, act), _dense_model(dtype, act)
     kernel = "sigmoid_forward" if act is L.Sigmoid else "tanh_forward"
-    calls = []
-    original = getattr(_core, kernel)
-    try:
-        setattr(_core, kernel, lambda *a: calls.append(a) or original(*a))
-        y = fused.forward(x)
-    finally:
-        setattr(_core, kernel, original)
+    y, calls = _forward_counting_calls(fused, x, kernel)
     fuses = kernel[:-len("_forward")] in _core.dense_epilogue_activations()  # not at baseline
     assert (calls == []) == fuses and fused._fused_relus == frozenset()
     for i in (4, 6):
