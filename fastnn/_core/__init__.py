@@ -201,7 +201,6 @@ _PRIVATE.update({name: ("_checks", name) for name in ("FLOAT_DTYPES", "check_pai
 _PRIVATE["lookup_matches"] = ("recurrent", "_lookup_matches")
 _PRIVATE["conv2d_family"] = ("conv_plan", "conv2d_family")
 _PRIVATE["dense_epilogue_activations"] = ("isa", "dense_epilogue_activations")
-_PRIVATE["dense_dx_relu"] = ("attention", "dense_dx_relu")  # the transformer feed-forward's
 
 
 def __getattr__(name):

@@ -438,7 +438,7 @@ cdef void _dense_forward(const floating* x, const floating* w, const floating* b
 
 
 # ---- a dense layer's dx through the ReLU before it: dx := (dy @ w) where y > 0, else 0 -------
-# (dense_backward's relu, and the transformer feed-forward's hidden gradient.) The ReLU's
+# (dense_backward's relu: the transformer feed-forward's hidden gradient, Dense after a ReLU.) The ReLU's
 # backward applied to each block of the GEMM's output while it is in cache, instead of a second
 # pass over the (M, K) gradient. The blocks are those of the forward's
 # epilogue (the per-thread blocks, or on one thread EPILOGUE_BLOCK_BYTES row blocks of the
@@ -704,25 +704,6 @@ def dense_backward(x, weight, dy, dx, dweight, dbias, accumulate=True, relu=Fals
     if _tracing:
         _collect_seen()
     return dx
-
-
-def _dense_dx_relu(dy, weight, y, dx):
-    """fastnn._core.attention.dense_dx_relu after its checks (see there)."""
-    cdef int m = dim(dy, 0), n = dim(dy, 1), k = dim(weight, 1)
-    cdef void* pg = data(dy)
-    cdef void* pw = data(weight)
-    cdef void* py = data(y)
-    cdef void* pdx = data(dx)
-    cdef bint f32 = _typenum(dy) == cnp.NPY_FLOAT
-    if m <= 0 or k <= 0:
-        return
-    with nogil:
-        if f32:
-            _dx_relu(<float*>pg, <float*>pw, <float*>py, <float*>pdx, m, n, k)
-        else:
-            _dx_relu(<double*>pg, <double*>pw, <double*>py, <double*>pdx, m, n, k)
-    if _tracing:
-        _collect_seen()
 
 
 # attention per batch and head on these GEMMs (fastnn._core.attention's compiled half)

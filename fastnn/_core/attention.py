@@ -148,22 +148,3 @@ def attention_backward(q, k, v, num_heads, scale, p, p_used, drop, dctx, dq, dk,
         _blas._attention_backward(q, k, v, int(num_heads), float(scale), p, p_used, drop, dctx,
                                   dq, dk, dv)
 
-
-def dense_dx_relu(dy, weight, y, dx):
-    """dx := (dy @ weight) where y > 0, else 0: a Dense layer's input gradient taken through the
-    backward of the ReLU whose output y it was fed (the transformer feed-forward's hidden
-    gradient), the mask applied to each block of the GEMM while it is in cache. Bitwise
-    ``dense_backward``'s dx then ``relu_backward(y, dx, dx)``. dy (M, N), weight (N, K), y and dx
-    (M, K), C-contiguous, one float dtype."""
-    where = "dense_dx_relu"
-    check_float(where, "dy", dy, ndim=2)
-    check_float(where, "weight", weight, ndim=2, dtype=dy.dtype)
-    if weight.shape[0] != dy.shape[1]:
-        raise ValueError(f"{where}: weight {weight.shape} must have dy's {dy.shape[1]} rows")
-    shape = (dy.shape[0], weight.shape[1])
-    check_like(where, "y", y, shape, dy.dtype, "(dy rows, weight columns)")
-    check_out(where, "dx", dx, shape, dy.dtype, "(dy rows, weight columns)")
-    if dy.shape[1] == 0:
-        dx.fill(0)
-    elif dx.size:
-        _blas._dense_dx_relu(dy, weight, y, dx)

@@ -461,7 +461,7 @@ def test_attention_dropout_is_off_in_inference_and_inverted_in_training():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m, n, k", [(2048, 128, 512), (300, 40, 72), (5, 3, 7), (9, 0, 4)])
-def test_dense_dx_relu_is_dense_backward_then_relu_backward_bitwise(dtype, m, n, k):
+def test_dense_backward_relu_is_dense_backward_then_relu_backward_bitwise(dtype, m, n, k):
     """The fused hidden gradient of a feed-forward block: the GEMM's dx and relu_backward's mask
     (0 where y <= 0, NaN in y passing dy's value through as relu_backward does), the same bits at
     one and two threads, on the microkernel's shapes and the BLAS ones."""
@@ -479,14 +479,14 @@ def test_dense_dx_relu_is_dense_backward_then_relu_backward_bitwise(dtype, m, n,
             K.dense_backward(np.zeros((m, k), dtype), w, dy, want, None, None)
             K.relu_backward(y, want, want)
             got = np.full((m, k), 7, dtype)
-            K.dense_dx_relu(dy, w, y, got)
+            K.dense_backward(y, w, dy, got, None, None, relu=True)  # y: the ReLU's output
             np.testing.assert_array_equal(got, want)
     finally:
         fnn.set_num_threads(old)
-    with pytest.raises(ValueError, match="dense_dx_relu"):
-        K.dense_dx_relu(dy, w, y[:, :-1] if k else y, got)
-    with pytest.raises(TypeError, match="dense_dx_relu"):
-        K.dense_dx_relu(dy, w.astype(np.float16), y, got)
+    with pytest.raises(ValueError, match="dense_backward"):
+        K.dense_backward(y[:, :-1] if k else y[:-1], w, dy, got, None, None, relu=True)
+    with pytest.raises(TypeError, match="dense_backward"):
+        K.dense_backward(y, w.astype(np.float16), dy, got, None, None, relu=True)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
